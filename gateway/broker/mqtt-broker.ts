@@ -1,0 +1,73 @@
+import net from 'node:net'
+import { Aedes, type AedesOptions } from 'aedes'
+import { ErrorCode, OutpostError } from '../../runtime/errors.js'
+
+/** A running local MQTT broker (aedes) and the TCP server in front of it. */
+export interface MqttBroker {
+  readonly aedes: Aedes
+  /** The port actually bound (useful with port 0). */
+  readonly port: number
+  readonly host: string
+  /** `mqtt://host:port` for clients on this machine. */
+  readonly url: string
+  /** Stops accepting connections, drops clients and closes the broker; idempotent. */
+  close(): Promise<void>
+}
+
+export interface MqttBrokerOptions {
+  /** TCP port (default 1883; 0 picks a free one). */
+  port?: number
+  /** Interface to bind (default 127.0.0.1). */
+  host?: string
+  aedes?: AedesOptions
+}
+
+/**
+ * Starts aedes on a TCP port with TCP_NODELAY on every accepted socket.
+ * @throws PORT_IN_USE when the port is taken (e.g. by Mosquitto on 1883).
+ */
+export async function startMqttBroker(opts: MqttBrokerOptions = {}): Promise<MqttBroker> {
+  const host = opts.host ?? '127.0.0.1'
+  const wanted = opts.port ?? 1883
+  const aedes = await Aedes.createBroker(opts.aedes)
+  // noDelay: without it QoS 1 PUBACKs sit behind Nagle's algorithm and request/reply stalls.
+  const server = net.createServer({ noDelay: true }, (socket) => aedes.handle(socket))
+  const sockets = new Set<net.Socket>()
+  server.on('connection', (s) => {
+    sockets.add(s)
+    s.on('close', () => sockets.delete(s))
+  })
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(wanted, host, () => {
+        server.off('error', reject)
+        resolve()
+      })
+    })
+  } catch (err) {
+    await new Promise<void>((r) => aedes.close(() => r()))
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'EADDRINUSE') {
+      throw new OutpostError(ErrorCode.PORT_IN_USE, `MQTT port ${host}:${wanted} is already in use (another broker such as Mosquitto?); choose another with --port or OUTPOST_MQTT_PORT, or 0 for a free one`, { cause: err, details: { host, port: wanted } })
+    }
+    throw new OutpostError(ErrorCode.INVALID_CONFIG, `cannot listen on ${host}:${wanted}: ${(err as Error).message}`, { cause: err })
+  }
+  const port = (server.address() as net.AddressInfo).port
+  let closed: Promise<void> | undefined
+  return {
+    aedes,
+    port,
+    host,
+    url: `mqtt://${host}:${port}`,
+    close() {
+      closed ??= (async () => {
+        const stopped = new Promise<void>((r) => server.close(() => r()))
+        for (const s of sockets) s.destroy()
+        await stopped
+        await new Promise<void>((r) => aedes.close(() => r()))
+      })()
+      return closed
+    },
+  }
+}

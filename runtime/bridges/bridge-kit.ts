@@ -1,0 +1,167 @@
+import { ErrorCode, OutpostError } from '../errors.js'
+import type { BridgeStats, BridgeStatus } from '../ports/bridge.js'
+import type { Envelope } from '../wire/envelope.js'
+
+/** Status holder with listeners and an async stream; shared by every bridge adapter. */
+export interface StatusHub {
+  readonly current: BridgeStatus
+  set(status: BridgeStatus): void
+  on(listener: (status: BridgeStatus) => void): () => void
+  stream(signal?: AbortSignal): AsyncIterable<BridgeStatus>
+}
+
+/** Creates a status holder. */
+export function createStatusHub(): StatusHub {
+  let current: BridgeStatus = { type: 'idle' }
+  const listeners = new Set<(s: BridgeStatus) => void>()
+  const hub: StatusHub = {
+    get current() {
+      return current
+    },
+    set(status) {
+      current = status
+      for (const l of [...listeners]) l(status)
+    },
+    on(listener) {
+      listeners.add(listener)
+      return () => listeners.delete(listener)
+    },
+    stream(signal) {
+      return {
+        [Symbol.asyncIterator]() {
+          const queue: BridgeStatus[] = [current]
+          let wake: (() => void) | undefined
+          let done = current.type === 'closed'
+          const off = hub.on((s) => {
+            queue.push(s)
+            if (s.type === 'closed') done = true
+            wake?.()
+          })
+          const onAbort = (): void => {
+            done = true
+            queue.length = 0
+            wake?.()
+          }
+          signal?.addEventListener('abort', onAbort, { once: true })
+          const finish = (): IteratorResult<BridgeStatus> => {
+            off()
+            signal?.removeEventListener('abort', onAbort)
+            return { done: true, value: undefined }
+          }
+          return {
+            async next(): Promise<IteratorResult<BridgeStatus>> {
+              for (;;) {
+                const s = queue.shift()
+                if (s !== undefined) return { done: false, value: s }
+                if (done) return finish()
+                await new Promise<void>((r) => (wake = r))
+                wake = undefined
+              }
+            },
+            async return(): Promise<IteratorResult<BridgeStatus>> {
+              done = true
+              return finish()
+            },
+          }
+        },
+      }
+    },
+  }
+  return hub
+}
+
+interface Pending {
+  resolve(env: Envelope): void
+  reject(err: OutpostError): void
+  timer: ReturnType<typeof setTimeout>
+}
+
+/** Requests waiting for their replies, keyed by command id; enforces deadlines. */
+export interface PendingReplies {
+  readonly size: number
+  /** Registers a request; the promise settles with its reply or a TIMEOUT at the deadline. */
+  wait(command: Envelope, now: number): Promise<Envelope>
+  /** Hands a reply to its waiter; false when nobody waits (late or unknown). */
+  settle(reply: Envelope): boolean
+  /** Fails one waiter (the publish of its command failed). */
+  fail(id: string, err: OutpostError): void
+  /** Fails every waiter (bridge closed). */
+  failAll(err: OutpostError): void
+  /** Resolves once no request is waiting, or after `ms`. */
+  drained(ms: number): Promise<void>
+}
+
+/** Creates the pending-reply table. */
+export function createPendingReplies(): PendingReplies {
+  const pending = new Map<string, Pending>()
+  let onEmpty: (() => void) | undefined
+  const remove = (id: string): Pending | undefined => {
+    const p = pending.get(id)
+    if (p === undefined) return undefined
+    pending.delete(id)
+    clearTimeout(p.timer)
+    if (pending.size === 0) onEmpty?.()
+    return p
+  }
+  return {
+    get size() {
+      return pending.size
+    },
+    wait(command, now) {
+      if (command.deadline === undefined) {
+        return Promise.reject(new OutpostError(ErrorCode.INVALID_ENVELOPE, 'a request needs a deadline'))
+      }
+      const id = command.id
+      return new Promise<Envelope>((resolve, reject) => {
+        const ms = Math.max(0, command.deadline! - now)
+        const timer = setTimeout(() => {
+          remove(id)
+          reject(new OutpostError(ErrorCode.TIMEOUT, `no reply to ${command.service}.${command.name} within ${ms} ms`, { retryable: true, details: { service: command.service, command: command.name, timeoutMs: ms } }))
+        }, ms)
+        pending.set(id, { resolve, reject, timer })
+      })
+    },
+    settle(reply) {
+      const p = reply.corr === undefined ? undefined : remove(reply.corr)
+      if (p === undefined) return false
+      p.resolve(reply)
+      return true
+    },
+    fail(id, err) {
+      remove(id)?.reject(err)
+    },
+    failAll(err) {
+      for (const id of [...pending.keys()]) remove(id)?.reject(err)
+    },
+    drained(ms) {
+      if (pending.size === 0) return Promise.resolve()
+      return new Promise<void>((resolve) => {
+        const t = setTimeout(done, ms)
+        function done(): void {
+          clearTimeout(t)
+          onEmpty = undefined
+          resolve()
+        }
+        onEmpty = done
+      })
+    },
+  }
+}
+
+/** Creates zeroed bridge counters with a helper to count drops. */
+export function createBridgeStats(): BridgeStats & { drop(code: string): void } {
+  const stats = {
+    published: 0,
+    received: 0,
+    dropped: {} as Record<string, number>,
+    drop(code: string) {
+      stats.dropped[code] = (stats.dropped[code] ?? 0) + 1
+    },
+  }
+  return stats
+}
+
+/** Copies counters for a caller to keep. */
+export function snapshotStats(s: BridgeStats): BridgeStats {
+  return { published: s.published, received: s.received, dropped: { ...s.dropped } }
+}

@@ -1,0 +1,198 @@
+import { ErrorCode, OutpostError } from '../../errors.js'
+import type { Bridge, InboundMessage, MessageHandler, Subscription } from '../../ports/bridge.js'
+import type { Envelope } from '../../wire/envelope.js'
+import { createMessageIdFactory } from '../../wire/message-id.js'
+import { createTopics, topicMatches, assertTopicSegment, type Topics } from '../../wire/topics.js'
+import { createBridgeStats, createPendingReplies, createStatusHub, snapshotStats } from '../bridge-kit.js'
+import { offlinePresence } from '../presence.js'
+
+interface HubSubscription {
+  filter: string
+  owner: object
+  handler: MessageHandler
+  track(p: Promise<void>): void
+}
+
+/** The in-process meeting point of memory bridges: subscriptions and retained messages. */
+export interface MemoryHub {
+  /** Number of live subscriptions (for tests and diagnostics). */
+  readonly subscriptionCount: number
+}
+
+interface HubInternals extends MemoryHub {
+  add(sub: HubSubscription): void
+  remove(sub: HubSubscription): void
+  removeOwner(owner: object): void
+  deliver(topic: string, env: Envelope, retain: boolean): void
+}
+
+/** Creates a hub that memory bridges in one process share (one per "network"). */
+export function createMemoryHub(): MemoryHub {
+  const subs: HubSubscription[] = []
+  const retained = new Map<string, Envelope>()
+  // Topic → matching subscriptions; cleared whenever subscriptions change.
+  const routes = new Map<string, HubSubscription[]>()
+  const match = (topic: string): HubSubscription[] => {
+    let hit = routes.get(topic)
+    if (hit === undefined) {
+      hit = subs.filter((s) => topicMatches(s.filter, topic))
+      if (routes.size > 10_000) routes.clear()
+      routes.set(topic, hit)
+    }
+    return hit
+  }
+  const hand = (sub: HubSubscription, msg: InboundMessage): void => {
+    queueMicrotask(() => {
+      try {
+        const r = sub.handler(msg)
+        if (r !== undefined) sub.track(r)
+      } catch {
+        // A handler that throws loses only its own message; the hub keeps serving.
+      }
+    })
+  }
+  const hub: HubInternals = {
+    get subscriptionCount() {
+      return subs.length
+    },
+    add(sub) {
+      subs.push(sub)
+      routes.clear()
+      for (const [topic, env] of retained) {
+        if (topicMatches(sub.filter, topic)) hand(sub, { topic, envelope: env, retained: true, redelivered: false })
+      }
+    },
+    remove(sub) {
+      const i = subs.indexOf(sub)
+      if (i >= 0) subs.splice(i, 1)
+      routes.clear()
+    },
+    removeOwner(owner) {
+      for (let i = subs.length - 1; i >= 0; i--) if (subs[i]!.owner === owner) subs.splice(i, 1)
+      routes.clear()
+    },
+    deliver(topic, env, retain) {
+      if (retain) retained.set(topic, env)
+      const targets = match(topic)
+      for (let i = 0; i < targets.length; i++) hand(targets[i]!, { topic, envelope: env, retained: false, redelivered: false })
+    },
+  }
+  return hub
+}
+
+export interface MemoryBridgeOptions {
+  hub: MemoryHub
+  deviceId: string
+  instanceId?: string
+  topicPrefix?: string
+  /** Clock for deadlines (epoch ms). */
+  now?: () => number
+}
+
+/**
+ * Creates a memory bridge: the embedded default for services in one process. Envelopes are
+ * handed over as objects (no encoding), with the same routing, deadlines and errors as MQTT.
+ */
+export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
+  assertTopicSegment('device id', opts.deviceId)
+  const hub = opts.hub as HubInternals
+  const topics: Topics = createTopics(opts.topicPrefix)
+  const now = opts.now ?? Date.now
+  const instanceId = opts.instanceId ?? createMessageIdFactory()().slice(-10)
+  const status = createStatusHub()
+  const pending = createPendingReplies()
+  const stats = createBridgeStats()
+  const owner = {}
+  const inFlight = new Set<Promise<void>>()
+  const track = (p: Promise<void>): void => {
+    const q = p.catch(() => {}).finally(() => inFlight.delete(q))
+    inFlight.add(q)
+  }
+  let replySub: HubSubscription | undefined
+  let closing = false
+
+  const ensureOpen = (): void => {
+    if (closing) throw new OutpostError(ErrorCode.BRIDGE_CLOSED, `bridge of ${opts.deviceId} is closed`)
+  }
+
+  const bridge: Bridge = {
+    deviceId: opts.deviceId,
+    instanceId,
+    topics,
+    get status() {
+      return status.current
+    },
+    async connect() {
+      ensureOpen()
+      if (status.current.type === 'connected') return
+      status.set({ type: 'connecting', attempt: 1 })
+      replySub = {
+        filter: topics.replyFilter(opts.deviceId),
+        owner,
+        track,
+        handler: (msg) => {
+          stats.received++
+          if (!pending.settle(msg.envelope)) stats.drop('LATE_REPLY')
+        },
+      }
+      hub.add(replySub)
+      status.set({ type: 'connected', sessionPresent: false })
+    },
+    async publish(env, popts) {
+      ensureOpen()
+      if (status.current.type !== 'connected') {
+        throw new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `bridge of ${opts.deviceId} is not connected`, { retryable: true })
+      }
+      const topic = topics.topicOf(env)
+      stats.published++
+      hub.deliver(topic, env, popts?.retain === true)
+    },
+    async subscribe(filter, handler) {
+      ensureOpen()
+      const sub: HubSubscription = {
+        filter,
+        owner,
+        track,
+        handler: (msg) => {
+          stats.received++
+          return handler(msg)
+        },
+      }
+      hub.add(sub)
+      const subscription: Subscription = {
+        filter,
+        async unsubscribe() {
+          hub.remove(sub)
+        },
+      }
+      return subscription
+    },
+    async request(command) {
+      ensureOpen()
+      if (status.current.type !== 'connected') {
+        throw new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `bridge of ${opts.deviceId} is not connected`, { retryable: true })
+      }
+      const reply = pending.wait(command, now())
+      bridge.publish(command).catch((err: unknown) => pending.fail(command.id, err as OutpostError))
+      return reply
+    },
+    onStatus: (l) => status.on(l),
+    statusStream: (signal) => status.stream(signal),
+    stats: () => snapshotStats(stats),
+    async close(copts) {
+      if (closing) return
+      closing = true
+      const drainMs = copts?.drainMs ?? 5_000
+      await pending.drained(drainMs)
+      await Promise.race([Promise.all(inFlight), new Promise((r) => setTimeout(r, drainMs).unref())])
+      if (status.current.type === 'connected') {
+        // What a broker does with a last will: tell everyone this device went away.
+        hub.deliver(topics.presenceTopic(opts.deviceId), offlinePresence(opts.deviceId, instanceId, now()), true)
+      }
+      hub.removeOwner(owner)
+      pending.failAll(new OutpostError(ErrorCode.BRIDGE_CLOSED, `bridge of ${opts.deviceId} closed`))
+      status.set({ type: 'closed' })
+    },
+  }
+  return bridge
+}

@@ -1,0 +1,355 @@
+import net from 'node:net'
+import tls from 'node:tls'
+import { MqttClient, type IClientOptions, type IPublishPacket } from 'mqtt'
+import { pino, type Logger } from 'pino'
+import { ErrorCode, OutpostError } from '../../errors.js'
+import type { Bridge, InboundMessage, MessageHandler, Subscription } from '../../ports/bridge.js'
+import { createEnvelopeCodec } from '../../wire/codec.js'
+import type { Envelope } from '../../wire/envelope.js'
+import { createMessageIdFactory } from '../../wire/message-id.js'
+import { assertTopicSegment, createTopics, topicMatches } from '../../wire/topics.js'
+import { backoffDelay, type BackoffOptions } from '../backoff.js'
+import { createBridgeStats, createPendingReplies, createStatusHub, snapshotStats } from '../bridge-kit.js'
+import { offlinePresence } from '../presence.js'
+
+/** Options of an MQTT bridge; only `url` and `deviceId` are required. */
+export interface MqttBridgeOptions {
+  /** Broker address: `mqtt://host:port` or `mqtts://host:port`. */
+  url: string
+  deviceId: string
+  instanceId?: string
+  /** MQTT client id (default: the device id, so the broker keeps one session per device). */
+  clientId?: string
+  username?: string
+  password?: string
+  topicPrefix?: string
+  /** Largest inbound frame accepted, bytes (default 256 KiB). */
+  maxFrameBytes?: number
+  /** Most QoS 1 publishes awaiting their PUBACK at once; further publishes wait (default 256). */
+  inFlightWindow?: number
+  keepaliveSec?: number
+  connectTimeoutMs?: number
+  reconnect?: BackoffOptions
+  /** MQTT protocol level: 4 (3.1.1, default) or 5. */
+  protocolVersion?: 4 | 5
+  /** Keep the broker session across reconnects (default true: QoS 1 messages wait for the device). */
+  persistentSession?: boolean
+  /** Extra TLS options for mqtts. */
+  tls?: tls.ConnectionOptions
+  logger?: Logger
+  now?: () => number
+}
+
+interface LocalSub {
+  filter: string
+  handler: MessageHandler
+}
+
+/**
+ * Creates an MQTT bridge (MQTT.js; MQTT 3.1.1 by default, so it works with aedes and Mosquitto).
+ * QoS 1 everywhere, TCP_NODELAY on every socket, reconnect with exponential backoff and jitter,
+ * a retained birth/last-will presence topic, and an in-flight window.
+ */
+export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
+  assertTopicSegment('device id', opts.deviceId)
+  const url = new URL(opts.url)
+  const secure = url.protocol === 'mqtts:'
+  if (url.protocol !== 'mqtt:' && !secure) {
+    throw new OutpostError(ErrorCode.INVALID_CONFIG, `broker url must start with mqtt:// or mqtts:// (got ${opts.url})`)
+  }
+  const host = url.hostname || '127.0.0.1'
+  const port = url.port === '' ? (secure ? 8883 : 1883) : Number(url.port)
+  const topics = createTopics(opts.topicPrefix)
+  const codec = createEnvelopeCodec({ maxFrameBytes: opts.maxFrameBytes })
+  const now = opts.now ?? Date.now
+  const instanceId = opts.instanceId ?? createMessageIdFactory()().slice(-10)
+  const log = (opts.logger ?? pino({ level: 'silent' })).child({ bridge: 'mqtt', device: opts.deviceId })
+  const status = createStatusHub()
+  const pending = createPendingReplies()
+  const stats = createBridgeStats()
+  const window = Math.max(1, opts.inFlightWindow ?? 256)
+  const replyFilter = topics.replyFilter(opts.deviceId)
+  const subs: LocalSub[] = []
+  const routes = new Map<string, LocalSub[]>()
+  const inFlightHandlers = new Set<Promise<void>>()
+  let inFlightPublishes = 0
+  const windowWaiters: (() => void)[] = []
+  let drainWaiter: (() => void) | undefined
+
+  let client: MqttClient | undefined
+  let closing = false
+  let attempt = 0
+  let reconnectTimer: ReturnType<typeof setTimeout> | undefined
+  let firstConnect: { resolve(): void; reject(e: OutpostError): void }[] = []
+
+  const streamBuilder = (): net.Socket => {
+    // [Issue 2] Without TCP_NODELAY, QoS 1 request/reply stalls on delayed ACKs (Nagle).
+    const socket = secure
+      ? tls.connect({ host, port, servername: host, ...opts.tls })
+      : net.connect({ host, port })
+    socket.setNoDelay(true)
+    return socket
+  }
+
+  const will = {
+    topic: topics.presenceTopic(opts.deviceId),
+    payload: Buffer.from(codec.encode(offlinePresence(opts.deviceId, instanceId, now()))),
+    qos: 1 as const,
+    retain: true,
+  }
+
+  const routeOf = (topic: string): LocalSub[] => {
+    let hit = routes.get(topic)
+    if (hit === undefined) {
+      hit = subs.filter((s) => topicMatches(s.filter, topic))
+      if (routes.size > 10_000) routes.clear()
+      routes.set(topic, hit)
+    }
+    return hit
+  }
+
+  const onInbound = (topic: string, payload: Buffer, packet: IPublishPacket): Promise<void> | undefined => {
+    stats.received++
+    const decoded = codec.decode(payload)
+    if (!decoded.ok) {
+      stats.drop(decoded.error.code)
+      log.warn({ topic, code: decoded.error.code, bytes: payload.length }, `dropped inbound frame: ${decoded.error.message}`)
+      return undefined
+    }
+    const env = decoded.envelope
+    if (env.kind === 'reply' && topicMatches(replyFilter, topic)) {
+      if (!pending.settle(env)) stats.drop('LATE_REPLY')
+      return undefined
+    }
+    const targets = routeOf(topic)
+    if (targets.length === 0) return undefined
+    const msg: InboundMessage = { topic, envelope: env, retained: packet.retain === true, redelivered: packet.dup === true }
+    let waits: Promise<void>[] | undefined
+    for (const sub of targets) {
+      try {
+        const r = sub.handler(msg)
+        if (r !== undefined) (waits ??= []).push(r)
+      } catch (err) {
+        log.error({ err, topic }, 'subscriber threw; message acknowledged and dropped')
+      }
+    }
+    if (waits === undefined) return undefined
+    const all = Promise.all(waits).then(
+      () => {},
+      (err: unknown) => log.error({ err, topic }, 'subscriber failed'),
+    )
+    inFlightHandlers.add(all)
+    void all.finally(() => inFlightHandlers.delete(all))
+    return all
+  }
+
+  const scheduleReconnect = (): void => {
+    if (closing || reconnectTimer !== undefined) return
+    attempt++
+    const delayMs = backoffDelay(attempt, opts.reconnect)
+    status.set({ type: 'reconnecting', attempt, delayMs })
+    reconnectTimer = setTimeout(() => {
+      reconnectTimer = undefined
+      if (closing || client === undefined) return
+      status.set({ type: 'connecting', attempt })
+      // Keep the stores: QoS 1 messages in flight are resent on the new connection.
+      client.reconnect({ incomingStore: client.incomingStore, outgoingStore: client.outgoingStore })
+    }, delayMs)
+  }
+
+  const start = (): MqttClient => {
+    const options: IClientOptions = {
+      clientId: opts.clientId ?? opts.deviceId,
+      username: opts.username,
+      password: opts.password,
+      protocolVersion: opts.protocolVersion ?? 4,
+      clean: !(opts.persistentSession ?? true),
+      keepalive: opts.keepaliveSec ?? 30,
+      connectTimeout: opts.connectTimeoutMs ?? 5_000,
+      reconnectPeriod: 0, // MQTT.js retries at a fixed period; we back off with jitter instead
+      manualConnect: true,
+      resubscribe: false, // we resubscribe ourselves when the broker lost the session
+      will,
+    }
+    const c = new MqttClient(streamBuilder as never, options)
+    // MQTT.js sends the PUBACK once handleMessage calls back (any protocol level), so calling
+    // back after the handler settled gives "acknowledged after committed".
+    c.handleMessage = (packet, callback) => {
+      const p = onInbound(packet.topic, packet.payload as Buffer, packet)
+      if (p === undefined) callback()
+      else void p.then(() => callback())
+    }
+    c.on('connect', (connack) => {
+      attempt = 0
+      const sessionPresent = connack.sessionPresent === true
+      const filters = [replyFilter, ...new Set(subs.map((s) => s.filter))]
+      const resubscribe = sessionPresent ? Promise.resolve() : subscribeOnBroker(c, filters)
+      void resubscribe.then(
+        () => {
+          status.set({ type: 'connected', sessionPresent })
+          const waiters = firstConnect
+          firstConnect = []
+          for (const w of waiters) w.resolve()
+        },
+        (err: unknown) => log.error({ err }, 'resubscribe failed'),
+      )
+    })
+    c.on('error', (err) => {
+      const wrapped = new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `broker ${host}:${port} unreachable: ${err.message}`, { cause: err, retryable: true })
+      log.warn({ err: err.message }, 'mqtt connection error')
+      const waiters = firstConnect
+      firstConnect = []
+      for (const w of waiters) w.reject(wrapped)
+    })
+    c.on('close', () => {
+      if (closing) return
+      if (status.current.type === 'connected') status.set({ type: 'disconnected' })
+      scheduleReconnect()
+    })
+    return c
+  }
+
+  const subscribeOnBroker = (c: MqttClient, filters: string[]): Promise<void> =>
+    new Promise((resolve, reject) => {
+      c.subscribe(filters, { qos: 1 }, (err, granted) => {
+        if (err) return reject(new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `subscribe failed: ${err.message}`, { cause: err, retryable: true }))
+        const refused = (granted ?? []).filter((g) => g.qos === 128)
+        if (refused.length > 0) {
+          return reject(new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `broker refused subscription to ${refused.map((g) => g.topic).join(', ')}`))
+        }
+        resolve()
+      })
+    })
+
+  const ensureOpen = (): void => {
+    if (closing) throw new OutpostError(ErrorCode.BRIDGE_CLOSED, `bridge of ${opts.deviceId} is closed`)
+  }
+  const ensureConnected = (): MqttClient => {
+    ensureOpen()
+    if (client === undefined || status.current.type !== 'connected') {
+      throw new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `bridge of ${opts.deviceId} is not connected to ${host}:${port}`, { retryable: true })
+    }
+    return client
+  }
+
+  const acquireWindow = async (): Promise<void> => {
+    while (inFlightPublishes >= window) await new Promise<void>((r) => windowWaiters.push(r))
+    inFlightPublishes++
+  }
+  const releaseWindow = (): void => {
+    inFlightPublishes--
+    windowWaiters.shift()?.()
+    if (inFlightPublishes === 0) drainWaiter?.()
+  }
+
+  const publishFrame = async (c: MqttClient, topic: string, frame: Uint8Array, retain: boolean): Promise<void> => {
+    await acquireWindow()
+    try {
+      await new Promise<void>((resolve, reject) => {
+        c.publish(topic, frame as Buffer, { qos: 1, retain }, (err) => {
+          if (err) reject(new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `publish to ${topic} failed: ${err.message}`, { cause: err, retryable: true }))
+          else resolve()
+        })
+      })
+      stats.published++
+    } finally {
+      releaseWindow()
+    }
+  }
+
+  const bridge: Bridge = {
+    deviceId: opts.deviceId,
+    instanceId,
+    topics,
+    get status() {
+      return status.current
+    },
+    connect() {
+      ensureOpen()
+      if (status.current.type === 'connected') return Promise.resolve()
+      const p = new Promise<void>((resolve, reject) => firstConnect.push({ resolve, reject }))
+      if (client === undefined) {
+        client = start()
+        status.set({ type: 'connecting', attempt: 1 })
+        client.connect()
+      }
+      return p
+    },
+    async publish(env, popts) {
+      const c = ensureConnected()
+      const topic = topics.topicOf(env)
+      await publishFrame(c, topic, codec.encode(env), popts?.retain === true)
+    },
+    async subscribe(filter, handler) {
+      ensureOpen()
+      const sub: LocalSub = { filter, handler }
+      subs.push(sub)
+      routes.clear()
+      if (client !== undefined && status.current.type === 'connected') {
+        try {
+          await subscribeOnBroker(client, [filter])
+        } catch (err) {
+          subs.splice(subs.indexOf(sub), 1)
+          routes.clear()
+          throw err
+        }
+      }
+      const subscription: Subscription = {
+        filter,
+        async unsubscribe() {
+          const i = subs.indexOf(sub)
+          if (i < 0) return
+          subs.splice(i, 1)
+          routes.clear()
+          if (!subs.some((s) => s.filter === filter) && client !== undefined && status.current.type === 'connected') {
+            await new Promise<void>((r) => client!.unsubscribe(filter, () => r()))
+          }
+        },
+      }
+      return subscription
+    },
+    async request(command) {
+      const c = ensureConnected()
+      const topic = topics.topicOf(command)
+      const frame = codec.encode(command)
+      const reply = pending.wait(command, now())
+      publishFrame(c, topic, frame, false).catch((err: unknown) => pending.fail(command.id, err as OutpostError))
+      return reply
+    },
+    onStatus: (l) => status.on(l),
+    statusStream: (signal) => status.stream(signal),
+    stats: () => snapshotStats(stats),
+    async close(copts) {
+      if (closing) return
+      const drainMs = copts?.drainMs ?? 5_000
+      const connected = status.current.type === 'connected'
+      // Stop taking new requests first, then let in-flight work finish.
+      const wasClient = client
+      closing = true
+      if (reconnectTimer !== undefined) clearTimeout(reconnectTimer)
+      const timeout = new Promise<void>((r) => setTimeout(r, drainMs).unref())
+      await Promise.race([
+        Promise.all([
+          pending.drained(drainMs),
+          Promise.all(inFlightHandlers),
+          inFlightPublishes === 0 ? undefined : new Promise<void>((r) => (drainWaiter = r)),
+        ]),
+        timeout,
+      ])
+      if (wasClient !== undefined) {
+        if (connected && status.current.type === 'connected') {
+          // A clean DISCONNECT suppresses the will [MQTT-3.14.4-3], so say goodbye ourselves.
+          await new Promise<void>((r) => wasClient.publish(will.topic, will.payload, { qos: 1, retain: true }, () => r()))
+        }
+        await new Promise<void>((r) => wasClient.end(false, {}, () => r()))
+      }
+      const waiters = firstConnect
+      firstConnect = []
+      const closedErr = new OutpostError(ErrorCode.BRIDGE_CLOSED, `bridge of ${opts.deviceId} closed`)
+      for (const w of waiters) w.reject(closedErr)
+      pending.failAll(closedErr)
+      status.set({ type: 'closed' })
+    },
+  }
+  return bridge
+}

@@ -1,0 +1,65 @@
+import type * as v from 'valibot'
+import { ErrorCode, OutpostError } from '../errors.js'
+import { assertTopicSegment } from '../wire/topics.js'
+
+/** Any valibot schema. */
+export type Schema = v.GenericSchema<unknown, unknown>
+
+/** A command's declaration: what it takes and what it answers. */
+export interface CommandSpec<P extends Schema = Schema, R extends Schema = Schema> {
+  description?: string
+  payload: P
+  result: R
+}
+
+/** A service's public face: name, version, commands and the events it emits. No handlers, no I/O. */
+export interface Contract<
+  N extends string = string,
+  V extends string = string,
+  C extends Record<string, CommandSpec> = Record<string, CommandSpec>,
+  E extends Record<string, Schema> = Record<string, Schema>,
+> {
+  readonly kind: 'contract'
+  readonly name: N
+  readonly version: V
+  readonly description?: string
+  readonly commands: C
+  readonly events: E
+}
+
+/** Any contract, whatever its commands and events. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyContract = Contract<string, string, any, any>
+
+const NAME = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/
+
+function assertName(what: string, name: string): void {
+  if (!NAME.test(name)) {
+    throw new OutpostError(ErrorCode.INVALID_CONFIG, `${what} "${name}" must start with a letter and use only letters, digits, '_' and '-' (at most 64)`)
+  }
+}
+
+/**
+ * Declares a service contract. Shared between the device that implements the service and
+ * every caller, so callers get typed proxies without importing handler code.
+ * @throws INVALID_CONFIG for names that cannot travel in a topic.
+ */
+export function defineContract<
+  const N extends string,
+  const V extends string,
+  C extends Record<string, CommandSpec> = Record<never, CommandSpec>,
+  E extends Record<string, Schema> = Record<never, Schema>,
+>(def: { name: N; version: V; description?: string; commands?: C; events?: E }): Contract<N, V, C, E> {
+  assertName('service name', def.name)
+  assertTopicSegment('service version', def.version)
+  for (const c of Object.keys(def.commands ?? {})) assertName('command name', c)
+  for (const e of Object.keys(def.events ?? {})) assertName('event name', e)
+  return {
+    kind: 'contract',
+    name: def.name,
+    version: def.version,
+    description: def.description,
+    commands: (def.commands ?? {}) as C,
+    events: (def.events ?? {}) as E,
+  }
+}

@@ -1,0 +1,164 @@
+import type * as v from 'valibot'
+import type { Logger } from 'pino'
+import { ErrorCode, OutpostError } from '../errors.js'
+import type { AnyContract, Schema } from './contract.js'
+import type { Resource, ResourcesOf } from './resource.js'
+
+/** Options of one call to another service. */
+export interface InvokeOptions {
+  /** Send to this device only (otherwise any live instance, preferring this device). */
+  device?: string
+  /** Give up after this many ms (default: the runtime's, or what is left of the caller's deadline). */
+  timeoutMs?: number
+  traceparent?: string
+}
+
+/** Where a generic `invoke` goes. */
+export interface InvokeTarget {
+  service: string
+  version?: string
+  command: string
+}
+
+type CommandsOf<K extends AnyContract> = K['commands']
+type EventsOf<K extends AnyContract> = K['events']
+
+/** Typed calls to one contract's commands: `proxy.read(payload, opts)`. */
+export type ContractClient<K extends AnyContract> = {
+  [C in keyof CommandsOf<K> & string]: (
+    payload: v.InferInput<CommandsOf<K>[C]['payload']>,
+    opts?: InvokeOptions,
+  ) => Promise<v.InferOutput<CommandsOf<K>[C]['result']>>
+}
+
+/** `ctx.service.<name>['<version>'].<command>(…)` for every contract a service declares in `uses`. */
+export type ServiceProxy<U extends readonly AnyContract[]> = {
+  [K in U[number] as K['name']]: { [Ver in K['version']]: ContractClient<K> }
+}
+
+/** What every handler gets. */
+export interface HandlerContext<K extends AnyContract, U extends readonly AnyContract[], R> {
+  readonly deviceId: string
+  /** Id of the message being handled. */
+  readonly messageId: string
+  readonly traceparent?: string
+  /** Epoch ms after which nobody waits for this work. */
+  readonly deadline?: number
+  /** Aborts at the deadline and on shutdown. */
+  readonly signal: AbortSignal
+  /** Logger bound to service, handler and message id. */
+  readonly log: Logger
+  readonly resources: ResourcesOf<R>
+  /** Typed calls to the services named in `uses`. */
+  readonly service: ServiceProxy<U>
+  /** Emits one of this service's declared events. @throws VALIDATION_FAILED, BRIDGE_UNAVAILABLE */
+  emit<E extends keyof EventsOf<K> & string>(event: E, payload: v.InferInput<EventsOf<K>[E]>): Promise<void>
+  /** Calls any service's command by name (untyped). @throws NO_HANDLER, TIMEOUT, VALIDATION_FAILED, … */
+  invoke(target: InvokeTarget, payload: unknown, opts?: InvokeOptions): Promise<unknown>
+}
+
+/** Context of a command handler: also who called. */
+export interface CommandContext<K extends AnyContract, U extends readonly AnyContract[], R> extends HandlerContext<K, U, R> {
+  readonly command: string
+  readonly caller: { device: string; instance: string; principal?: string; tenant?: string }
+}
+
+/** Context of a subscription handler: also who emitted. */
+export interface EventContext<K extends AnyContract, U extends readonly AnyContract[], R> extends HandlerContext<K, U, R> {
+  readonly event: { service: string; version: string; name: string; device: string }
+}
+
+/** Which events a subscription receives and how it reads them. */
+export interface SubscriptionSpec {
+  readonly service: string
+  readonly version: string
+  readonly event: string
+  readonly device: string
+  readonly schema: Schema
+  readonly handler: (payload: never, ctx: never) => unknown
+}
+
+/** Builds typed subscriptions inside `defineService`. */
+export interface SubscriptionBuilder<K extends AnyContract, U extends readonly AnyContract[], R> {
+  /** Subscribes to one event of a known contract; the payload type comes from its schema. */
+  on<C extends AnyContract, E extends keyof C['events'] & string>(
+    from: C,
+    event: E,
+    handler: (payload: v.InferOutput<C['events'][E]>, ctx: EventContext<K, U, R>) => unknown,
+    opts?: { device?: string },
+  ): SubscriptionSpec
+  /** Subscribes by pattern: `*` (or omitted) matches any service, version, event or device. */
+  pattern<S extends Schema>(
+    sel: { service?: string; version?: string; event?: string; device?: string; schema: S },
+    handler: (payload: v.InferOutput<S>, ctx: EventContext<K, U, R>) => unknown,
+  ): SubscriptionSpec
+}
+
+/** Handlers of every command in the contract, typed from its schemas. */
+export type CommandHandlers<K extends AnyContract, U extends readonly AnyContract[], R> = {
+  [C in keyof CommandsOf<K> & string]: (
+    payload: v.InferOutput<CommandsOf<K>[C]['payload']>,
+    ctx: CommandContext<K, U, R>,
+  ) => v.InferInput<CommandsOf<K>[C]['result']> | Promise<v.InferInput<CommandsOf<K>[C]['result']>>
+}
+
+/** A contract bound to its handlers: what a runtime hosts. */
+export interface ServiceDefinition<K extends AnyContract = AnyContract> {
+  readonly kind: 'service'
+  readonly contract: K
+  readonly uses: readonly AnyContract[]
+  readonly resources: Record<string, Resource<unknown>>
+  readonly commands: Record<string, (payload: never, ctx: never) => unknown>
+  readonly subscriptions: Record<string, SubscriptionSpec>
+}
+
+/**
+ * Implements a contract: one handler per declared command, optional subscriptions, the
+ * contracts it calls (`uses`, for the typed `ctx.service` proxy) and resources it needs.
+ * @throws INVALID_CONFIG when a command has no handler.
+ */
+export function defineService<
+  K extends AnyContract,
+  const U extends readonly AnyContract[] = [],
+  R extends Record<string, Resource<unknown>> = Record<never, Resource<unknown>>,
+>(
+  contract: K,
+  impl: {
+    uses?: U
+    resources?: R
+    commands: CommandHandlers<K, U, R>
+    subscriptions?: (b: SubscriptionBuilder<K, U, R>) => Record<string, SubscriptionSpec>
+  },
+): ServiceDefinition<K> {
+  for (const name of Object.keys(contract.commands)) {
+    if (typeof (impl.commands as Record<string, unknown>)[name] !== 'function') {
+      throw new OutpostError(ErrorCode.INVALID_CONFIG, `service ${contract.name}@${contract.version} has no handler for command "${name}"`)
+    }
+  }
+  const builder: SubscriptionBuilder<K, U, R> = {
+    on: (from, event, handler, opts) => ({
+      service: from.name,
+      version: from.version,
+      event,
+      device: opts?.device ?? '*',
+      schema: from.events[event] as Schema,
+      handler: handler as SubscriptionSpec['handler'],
+    }),
+    pattern: (sel, handler) => ({
+      service: sel.service ?? '*',
+      version: sel.version ?? '*',
+      event: sel.event ?? '*',
+      device: sel.device ?? '*',
+      schema: sel.schema,
+      handler: handler as SubscriptionSpec['handler'],
+    }),
+  }
+  return {
+    kind: 'service',
+    contract,
+    uses: impl.uses ?? [],
+    resources: impl.resources ?? {},
+    commands: impl.commands as ServiceDefinition['commands'],
+    subscriptions: impl.subscriptions?.(builder) ?? {},
+  }
+}

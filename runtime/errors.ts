@@ -1,0 +1,93 @@
+/** Stable error codes: the only thing that tells Outpost errors apart (never the message text). */
+export const ErrorCode = {
+  /** A payload or result failed its schema; `details` lists the issue paths. */
+  VALIDATION_FAILED: 'VALIDATION_FAILED',
+  /** No live service, command or subscription answers this message. */
+  NO_HANDLER: 'NO_HANDLER',
+  /** A handler failed; the stack stays on the device that ran it. */
+  INTERNAL: 'INTERNAL',
+  /** The caller's deadline passed before a reply arrived. */
+  TIMEOUT: 'TIMEOUT',
+  /** The work was cancelled (abort signal, shutdown). */
+  CANCELLED: 'CANCELLED',
+  /** The broker cannot be reached, or the connection dropped. */
+  BRIDGE_UNAVAILABLE: 'BRIDGE_UNAVAILABLE',
+  /** The bridge was closed; nothing more goes through it. */
+  BRIDGE_CLOSED: 'BRIDGE_CLOSED',
+  /** Bytes that are not CBOR, or CBOR cut short. */
+  MALFORMED_FRAME: 'MALFORMED_FRAME',
+  /** A frame larger than the configured limit. */
+  FRAME_TOO_LARGE: 'FRAME_TOO_LARGE',
+  /** An envelope version this runtime does not speak. */
+  UNSUPPORTED_VERSION: 'UNSUPPORTED_VERSION',
+  /** CBOR that decodes, but not into a well-formed envelope. */
+  INVALID_ENVELOPE: 'INVALID_ENVELOPE',
+  /** A configuration or declaration mistake, found at start-up. */
+  INVALID_CONFIG: 'INVALID_CONFIG',
+  /** A listening port is already taken by another process. */
+  PORT_IN_USE: 'PORT_IN_USE',
+} as const
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
+
+const KNOWN_CODES = new Set<string>(Object.values(ErrorCode))
+
+/** The only error shape that crosses the wire. */
+export interface WireError {
+  code: string
+  message: string
+  details?: unknown
+}
+
+/** One schema violation, as it travels: where, what was expected, what kind of value came (never the value). */
+export interface ValidationIssue {
+  path: string
+  expected: string | null
+  received: string
+  message: string
+}
+
+/** Base error of everything Outpost throws; tell errors apart by `code`. */
+export class OutpostError extends Error {
+  // A literal, so the name survives minification (esbuild renames classes).
+  override name = 'OutpostError'
+  readonly code: ErrorCode
+  readonly details?: unknown
+  readonly retryable: boolean
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    opts: ErrorOptions & { details?: unknown; retryable?: boolean } = {},
+  ) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause })
+    this.code = code
+    this.details = opts.details
+    this.retryable = opts.retryable ?? false
+  }
+}
+
+/** True when `err` is an OutpostError (optionally with the given code), minification-safe. */
+export function isOutpostError(err: unknown, code?: ErrorCode): err is OutpostError {
+  return (
+    typeof err === 'object' &&
+    err !== null &&
+    (err as { name?: unknown }).name === 'OutpostError' &&
+    (code === undefined || (err as { code?: unknown }).code === code)
+  )
+}
+
+/** Turns any thrown value into the wire shape; anything that is not an OutpostError becomes INTERNAL. */
+export function toWireError(err: unknown): WireError {
+  if (isOutpostError(err)) {
+    const wire: WireError = { code: err.code, message: err.message }
+    if (err.details !== undefined) wire.details = err.details
+    return wire
+  }
+  return { code: ErrorCode.INTERNAL, message: 'internal error' }
+}
+
+/** Rebuilds an OutpostError from its wire shape (unknown codes become INTERNAL). */
+export function fromWireError(wire: WireError): OutpostError {
+  const code = KNOWN_CODES.has(wire.code) ? (wire.code as ErrorCode) : ErrorCode.INTERNAL
+  return new OutpostError(code, wire.message, { details: wire.details })
+}

@@ -1,0 +1,11 @@
+/** Outpost device runtime: contracts, wire, bridges and the service runtime. */
+export * from './contract/index.js'
+export { ErrorCode, OutpostError, isOutpostError, toWireError, fromWireError, type WireError, type ValidationIssue } from './errors.js'
+export { ENVELOPE_VERSION, EnvelopeKind, type Envelope, type PresencePayload } from './wire/envelope.js'
+export { createEnvelopeCodec, DEFAULT_MAX_FRAME_BYTES, type EnvelopeCodec, type DecodeResult } from './wire/codec.js'
+export { createTopics, topicMatches, isTopicSegment, DEFAULT_TOPIC_PREFIX, type Topics } from './wire/topics.js'
+export { createMessageIdFactory, messageIdTime } from './wire/message-id.js'
+export type { Bridge, BridgeStatus, BridgeStats, InboundMessage, MessageHandler, Subscription, PublishOptions } from './ports/bridge.js'
+export { createMemoryHub, createMemoryBridge, type MemoryHub, type MemoryBridgeOptions } from './bridges/memory/memory-bridge.js'
+export { backoffDelay, type BackoffOptions } from './bridges/backoff.js'
+export { createRuntime, type Runtime, type RuntimeOptions, type RuntimeStats } from './service/runtime.js'

@@ -1,0 +1,90 @@
+import type { OutpostError } from '../errors.js'
+import type { Envelope } from '../wire/envelope.js'
+import type { Topics } from '../wire/topics.js'
+
+/** Connection state of a bridge, as a typed union (never a bare string event). */
+export type BridgeStatus =
+  | { type: 'idle' }
+  | { type: 'connecting'; attempt: number }
+  | { type: 'connected'; sessionPresent: boolean }
+  | { type: 'disconnected'; error?: OutpostError }
+  | { type: 'reconnecting'; attempt: number; delayMs: number }
+  | { type: 'closed' }
+
+/** One message handed to a subscriber. */
+export interface InboundMessage {
+  topic: string
+  envelope: Envelope
+  /** Delivered from the broker's retained store rather than published just now. */
+  retained: boolean
+  /** The broker says it may have delivered this message before (MQTT DUP flag). */
+  redelivered: boolean
+}
+
+/**
+ * Handles one inbound message. For QoS 1 the bridge acknowledges the message to the broker
+ * only after the returned promise settles, so a handler that commits before resolving gets
+ * "acknowledged after committed". A handler must not throw for bad content: that is its own
+ * error reply to send.
+ */
+export type MessageHandler = (msg: InboundMessage) => void | Promise<void>
+
+/** An active subscription; `unsubscribe` is idempotent. */
+export interface Subscription {
+  readonly filter: string
+  unsubscribe(): Promise<void>
+}
+
+export interface PublishOptions {
+  /** Keep as the topic's retained message (presence). */
+  retain?: boolean
+}
+
+/** Counters every bridge keeps; dropped frames are counted by error code. */
+export interface BridgeStats {
+  published: number
+  received: number
+  /** Inbound frames dropped, by reason (MALFORMED_FRAME, FRAME_TOO_LARGE, …, LATE_REPLY). */
+  dropped: Record<string, number>
+}
+
+/**
+ * Moves envelopes between runtimes. The bridge owns its connection.
+ *
+ * - Delivery: at least once (QoS 1) for publish; a publish resolves once the broker has
+ *   acknowledged it (memory: once it has been handed to every matching subscriber's queue).
+ * - Ordering: messages from one bridge on one topic arrive in the order published.
+ * - Request/reply: `request` sends a command and resolves with the reply envelope whose `corr`
+ *   equals the command id; it rejects with TIMEOUT at the command's deadline, with
+ *   BRIDGE_UNAVAILABLE when offline at call time, with BRIDGE_CLOSED after close.
+ * - Presence: when the bridge goes away (close or a lost connection) an offline presence for
+ *   its device is published as a retained message (MQTT: the last will).
+ * - `close` is idempotent: it stops accepting work, waits up to `drainMs` for in-flight
+ *   requests and handlers, then disconnects.
+ */
+export interface Bridge {
+  readonly deviceId: string
+  readonly instanceId: string
+  readonly topics: Topics
+  /** Current connection state. */
+  readonly status: BridgeStatus
+  /**
+   * Starts connecting (idempotent) and resolves once connected.
+   * @throws BRIDGE_UNAVAILABLE when the first attempt fails; the bridge keeps retrying in the background.
+   */
+  connect(): Promise<void>
+  /** Publishes an envelope on the topic it routes to. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE */
+  publish(env: Envelope, opts?: PublishOptions): Promise<void>
+  /** Subscribes to a topic filter (MQTT syntax). @throws BRIDGE_CLOSED */
+  subscribe(filter: string, handler: MessageHandler): Promise<Subscription>
+  /** Sends a command (its `deadline` is required) and waits for the reply. @throws TIMEOUT, BRIDGE_UNAVAILABLE, BRIDGE_CLOSED */
+  request(command: Envelope): Promise<Envelope>
+  /** Listens to status changes; returns the function that stops listening. */
+  onStatus(listener: (status: BridgeStatus) => void): () => void
+  /** Status changes as an async stream (ends when the bridge closes). */
+  statusStream(signal?: AbortSignal): AsyncIterable<BridgeStatus>
+  /** Snapshot of the counters. */
+  stats(): BridgeStats
+  /** Drains and disconnects; idempotent. */
+  close(opts?: { drainMs?: number }): Promise<void>
+}

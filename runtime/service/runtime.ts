@@ -1,0 +1,460 @@
+import { randomBytes } from 'node:crypto'
+import { pino, type Logger } from 'pino'
+import * as v from 'valibot'
+import type { AnyContract, Schema } from '../contract/contract.js'
+import type { ContractClient, InvokeOptions, InvokeTarget, ServiceDefinition, SubscriptionSpec } from '../contract/service.js'
+import { ErrorCode, OutpostError, fromWireError, toWireError, type WireError } from '../errors.js'
+import type { Bridge, BridgeStats, InboundMessage } from '../ports/bridge.js'
+import { ENVELOPE_VERSION, type Envelope, type PresencePayload } from '../wire/envelope.js'
+import { createMessageIdFactory } from '../wire/message-id.js'
+import { createDirectory, type Directory } from './directory.js'
+import { toValidationIssues, validate } from './validation.js'
+
+/** How a runtime is put together; the entry point picks the bridge. */
+export interface RuntimeOptions {
+  bridge: Bridge
+  services?: ServiceDefinition[]
+  /** Values for the resources services declare. */
+  resources?: Record<string, unknown>
+  logger?: Logger
+  /** Clock, epoch ms. */
+  now?: () => number
+  /** Deadline of a call that names none (default 5000 ms). */
+  defaultTimeoutMs?: number
+  /** How long a call waits for a first live instance of its service to be announced (default 1000 ms). */
+  discoveryWaitMs?: number
+  /** How many recent command ids (with their replies) the inbox remembers (default 10 000). */
+  inboxSize?: number
+  /** Allowance for clocks between devices when checking a received deadline (default 2000 ms). */
+  clockSkewMs?: number
+}
+
+/** Counters of one runtime. */
+export interface RuntimeStats {
+  commandsHandled: number
+  commandsFailed: number
+  duplicateCommands: number
+  expiredCommands: number
+  eventsHandled: number
+  eventsRejected: number
+  duplicateEvents: number
+  bridge: BridgeStats
+}
+
+/** A device's runtime: hosts services on a bridge and calls others. */
+export interface Runtime {
+  readonly deviceId: string
+  /**
+   * Subscribes, connects and announces the services. Starts offline when the broker is
+   * unreachable (the bridge keeps trying) unless `waitForBroker` is set.
+   * @throws INVALID_CONFIG for missing resources; BRIDGE_UNAVAILABLE with `waitForBroker`.
+   */
+  start(opts?: { waitForBroker?: boolean }): Promise<void>
+  /** Typed calls to a contract's commands. */
+  client<K extends AnyContract>(contract: K): ContractClient<K>
+  /** Calls a command by name. @throws NO_HANDLER, VALIDATION_FAILED, TIMEOUT, INTERNAL, BRIDGE_UNAVAILABLE */
+  invoke(target: InvokeTarget, payload: unknown, opts?: InvokeOptions): Promise<unknown>
+  /** Live devices and their services, as presence told. */
+  readonly directory: Directory
+  stats(): RuntimeStats
+  /** Stops taking work, lets running handlers finish (up to `drainMs`), then closes the bridge. Idempotent. */
+  stop(opts?: { drainMs?: number }): Promise<void>
+}
+
+interface HostedService {
+  def: ServiceDefinition
+  log: Logger
+}
+
+const RUNNING = 0 as const
+
+interface Parent {
+  deadline?: number
+  traceparent?: string
+}
+
+/** Creates a runtime for one device. */
+export function createRuntime(opts: RuntimeOptions): Runtime {
+  const bridge = opts.bridge
+  const deviceId = bridge.deviceId
+  const inst = bridge.instanceId
+  const now = opts.now ?? Date.now
+  const ids = createMessageIdFactory(now)
+  const rootLog = (opts.logger ?? pino({ level: 'silent' })).child({ device: deviceId })
+  const defaultTimeoutMs = opts.defaultTimeoutMs ?? 5_000
+  const discoveryWaitMs = opts.discoveryWaitMs ?? 1_000
+  const inboxSize = opts.inboxSize ?? 10_000
+  const clockSkewMs = opts.clockSkewMs ?? 2_000
+  const resources = opts.resources ?? {}
+  const directory = createDirectory()
+  const hosted = new Map<string, HostedService>()
+  // Command id → RUNNING, or the reply sent (re-sent when the broker redelivers the command).
+  const inbox = new Map<string, typeof RUNNING | Envelope>()
+  const running = new Set<Promise<unknown>>()
+  const controllers = new Set<AbortController>()
+  const counters = { commandsHandled: 0, commandsFailed: 0, duplicateCommands: 0, expiredCommands: 0, eventsHandled: 0, eventsRejected: 0, duplicateEvents: 0 }
+  let started = false
+  let stopping = false
+
+  for (const def of opts.services ?? []) {
+    const key = `${def.contract.name}@${def.contract.version}`
+    if (hosted.has(key)) throw new OutpostError(ErrorCode.INVALID_CONFIG, `service ${key} is registered twice on ${deviceId}`)
+    hosted.set(key, { def, log: rootLog.child({ service: def.contract.name, version: def.contract.version }) })
+  }
+
+  const presence = (): PresencePayload => ({
+    online: true,
+    services: [...hosted.values()].map(({ def }) => ({
+      name: def.contract.name,
+      version: def.contract.version,
+      commands: Object.keys(def.contract.commands),
+      events: Object.keys(def.contract.events),
+    })),
+  })
+
+  const childTrace = (traceparent: string | undefined): string | undefined => {
+    if (traceparent === undefined) return undefined
+    const parts = traceparent.split('-')
+    if (parts.length !== 4) return traceparent
+    return `${parts[0]}-${parts[1]}-${randomBytes(8).toString('hex')}-${parts[3]}`
+  }
+
+  // ---- handler contexts -------------------------------------------------------------
+
+  class Context {
+    private _log: Logger | undefined
+    private _ac: AbortController | undefined
+    private _timer: ReturnType<typeof setTimeout> | undefined
+    constructor(
+      private readonly svc: HostedService,
+      readonly env: Envelope,
+      private readonly extra: Record<string, unknown>,
+    ) {}
+    get deviceId(): string {
+      return deviceId
+    }
+    get messageId(): string {
+      return this.env.id
+    }
+    get traceparent(): string | undefined {
+      return this.env.traceparent
+    }
+    get deadline(): number | undefined {
+      return this.env.deadline
+    }
+    get resources(): Record<string, unknown> {
+      return resources
+    }
+    get log(): Logger {
+      return (this._log ??= this.svc.log.child({ msgId: this.env.id, ...this.extra }))
+    }
+    get signal(): AbortSignal {
+      if (this._ac === undefined) {
+        const ac = (this._ac = new AbortController())
+        controllers.add(ac)
+        if (stopping) ac.abort(new OutpostError(ErrorCode.CANCELLED, 'runtime is stopping'))
+        if (this.env.deadline !== undefined) {
+          const ms = Math.max(0, this.env.deadline - now())
+          this._timer = setTimeout(() => ac.abort(new OutpostError(ErrorCode.TIMEOUT, 'deadline passed')), ms)
+        }
+      }
+      return this._ac.signal
+    }
+    /** Releases the signal's timer; called when the handler settled. */
+    dispose(): void {
+      if (this._timer !== undefined) clearTimeout(this._timer)
+      if (this._ac !== undefined) controllers.delete(this._ac)
+    }
+    emit(event: string, payload: unknown): Promise<void> {
+      return emitEvent(this.svc, event, payload, this.env)
+    }
+    invoke(target: InvokeTarget, payload: unknown, o?: InvokeOptions): Promise<unknown> {
+      return invoke(target, payload, o, this.env)
+    }
+  }
+
+  const makeContext = (svc: HostedService, env: Envelope, extra: Record<string, unknown>, fields: Record<string, unknown>): Context => {
+    const ctx = new Context(svc, env, extra)
+    Object.assign(ctx, fields)
+    // `ctx.service` is the typed proxy over `uses`; built on first access.
+    let proxy: unknown
+    Object.defineProperty(ctx, 'service', {
+      get: () => (proxy ??= serviceProxy(svc.def.uses, env)),
+    })
+    return ctx
+  }
+
+  const serviceProxy = (uses: readonly AnyContract[], parent: Parent): unknown => {
+    const out: Record<string, Record<string, unknown>> = {}
+    for (const c of uses) (out[c.name] ??= {})[c.version] = clientFor(c, parent)
+    return out
+  }
+
+  const clientFor = <K extends AnyContract>(contract: K, parent?: Parent): ContractClient<K> => {
+    const client: Record<string, unknown> = {}
+    for (const command of Object.keys(contract.commands)) {
+      client[command] = (payload: unknown, o?: InvokeOptions) =>
+        invoke({ service: contract.name, version: contract.version, command }, payload, o, parent)
+    }
+    return client as ContractClient<K>
+  }
+
+  // ---- calling ----------------------------------------------------------------------
+
+  const errorReply = (cmd: Envelope, error: WireError): Envelope => ({
+    v: ENVELOPE_VERSION, kind: 'reply', id: ids(), src: deviceId, inst, at: now(),
+    service: cmd.service, version: cmd.version, name: cmd.name, corr: cmd.id, replyTo: cmd.replyTo ?? cmd.src, error,
+  })
+
+  const invoke = async (target: InvokeTarget, payload: unknown, o: InvokeOptions = {}, parent?: Parent): Promise<unknown> => {
+    if (stopping) throw new OutpostError(ErrorCode.BRIDGE_CLOSED, `runtime of ${deviceId} is stopping`)
+    const version = target.version ?? '1'
+    const at = now()
+    let timeoutMs = o.timeoutMs ?? defaultTimeoutMs
+    if (parent?.deadline !== undefined) timeoutMs = Math.min(timeoutMs, parent.deadline - at)
+    if (timeoutMs <= 0) throw new OutpostError(ErrorCode.TIMEOUT, `no time left to call ${target.service}.${target.command}`)
+    const cmd: Envelope = {
+      v: ENVELOPE_VERSION, kind: 'command', id: ids(), src: deviceId, inst, at,
+      service: target.service, version, name: target.command, replyTo: deviceId,
+      deadline: at + timeoutMs, payload,
+    }
+    const trace = o.traceparent ?? childTrace(parent?.traceparent)
+    if (trace !== undefined) cmd.traceparent = trace
+    const key = `${target.service}@${version}`
+    let reply: Envelope
+    if ((o.device === undefined || o.device === deviceId) && hosted.has(key)) {
+      reply = await runLocal(cmd)
+    } else {
+      let device = o.device
+      if (device === undefined) {
+        const found = directory.pick(target.service, version) ?? (await directory.waitFor(target.service, version, Math.min(discoveryWaitMs, timeoutMs)))
+        if (found === undefined) {
+          throw new OutpostError(ErrorCode.NO_HANDLER, `no live instance of service ${key} is known`, { details: { service: target.service, version } })
+        }
+        device = found.device
+      }
+      cmd.target = device
+      reply = await bridge.request(cmd)
+    }
+    if (reply.error !== undefined) throw fromWireError(reply.error)
+    return reply.payload
+  }
+
+  /** Runs a command hosted here without the broker, with the same validation, errors and deadline. */
+  const runLocal = (cmd: Envelope): Promise<Envelope> => {
+    const work = execute(cmd)
+    return new Promise<Envelope>((resolve, reject) => {
+      const ms = cmd.deadline! - now()
+      const timer = setTimeout(() => reject(new OutpostError(ErrorCode.TIMEOUT, `no reply to ${cmd.service}.${cmd.name} within ${ms} ms`, { retryable: true })), ms)
+      work.then((r) => {
+        clearTimeout(timer)
+        resolve(r)
+      }, reject)
+    })
+  }
+
+  // ---- serving commands ---------------------------------------------------------------
+
+  /** Validates, runs the handler and builds the reply; never rejects. */
+  const execute = async (cmd: Envelope): Promise<Envelope> => {
+    const svc = hosted.get(`${cmd.service}@${cmd.version}`)
+    const name = cmd.name!
+    const handler = svc?.def.commands[name]
+    const spec = svc?.def.contract.commands[name] as { payload: Schema; result: Schema } | undefined
+    if (svc === undefined || handler === undefined || spec === undefined) {
+      counters.commandsFailed++
+      return errorReply(cmd, { code: ErrorCode.NO_HANDLER, message: `device ${deviceId} has no command ${cmd.service}@${cmd.version}.${name}` })
+    }
+    const parsed = v.safeParse(spec.payload, cmd.payload)
+    if (!parsed.success) {
+      counters.commandsFailed++
+      const issues = toValidationIssues(parsed.issues)
+      return errorReply(cmd, { code: ErrorCode.VALIDATION_FAILED, message: `payload of ${cmd.service}.${name} is invalid`, details: { issues } })
+    }
+    const ctx = makeContext(svc, cmd, { command: name }, {
+      command: name,
+      caller: { device: cmd.src, instance: cmd.inst, principal: cmd.principal, tenant: cmd.tenant },
+    })
+    try {
+      const result = await (handler as (p: unknown, c: unknown) => unknown)(parsed.output, ctx)
+      if (cmd.deadline !== undefined && now() >= cmd.deadline) {
+        // Finished too late: whatever it computed, the caller has given up.
+        counters.commandsFailed++
+        return errorReply(cmd, { code: ErrorCode.TIMEOUT, message: `${cmd.service}.${name} finished after its deadline` })
+      }
+      const checked = v.safeParse(spec.result, result)
+      if (!checked.success) {
+        counters.commandsFailed++
+        ctx.log.error({ issues: toValidationIssues(checked.issues) }, 'handler returned a result that fails its schema')
+        return errorReply(cmd, { code: ErrorCode.INTERNAL, message: 'internal error' })
+      }
+      counters.commandsHandled++
+      return {
+        v: ENVELOPE_VERSION, kind: 'reply', id: ids(), src: deviceId, inst, at: now(),
+        service: cmd.service, version: cmd.version, name, corr: cmd.id, replyTo: cmd.replyTo ?? cmd.src, payload: checked.output,
+      }
+    } catch (err) {
+      counters.commandsFailed++
+      const wire = toWireError(err)
+      if (wire.code === ErrorCode.INTERNAL) ctx.log.error({ err }, 'command handler failed')
+      else ctx.log.warn({ code: wire.code }, wire.message)
+      return errorReply(cmd, wire)
+    } finally {
+      ctx.dispose()
+    }
+  }
+
+  const remember = (id: string, value: typeof RUNNING | Envelope): void => {
+    inbox.set(id, value)
+    if (inbox.size > inboxSize) {
+      // Maps iterate in insertion order: the first key is the oldest.
+      const oldest = inbox.keys().next().value as string
+      inbox.delete(oldest)
+    }
+  }
+
+  const sendReply = (reply: Envelope): void => {
+    bridge.publish(reply).catch((err: unknown) => rootLog.warn({ err: (err as Error).message, corr: reply.corr }, 'reply not sent; a redelivered command will re-send it'))
+  }
+
+  const onCommand = (msg: InboundMessage): void => {
+    const cmd = msg.envelope
+    if (cmd.kind !== 'command' || stopping) return
+    const seen = inbox.get(cmd.id)
+    if (seen !== undefined) {
+      counters.duplicateCommands++
+      if (seen !== RUNNING) sendReply(seen) // executed once; the caller gets the same reply again
+      return
+    }
+    if (cmd.deadline !== undefined && cmd.deadline + clockSkewMs < now()) {
+      counters.expiredCommands++
+      rootLog.warn({ msgId: cmd.id, service: cmd.service, command: cmd.name }, 'dropped a command whose deadline has passed')
+      return
+    }
+    remember(cmd.id, RUNNING)
+    const p = execute(cmd).then((reply) => {
+      if (inbox.has(cmd.id)) inbox.set(cmd.id, reply)
+      sendReply(reply)
+    })
+    running.add(p)
+    void p.finally(() => running.delete(p))
+  }
+
+  // ---- events -------------------------------------------------------------------------
+
+  const emitEvent = (svc: HostedService, event: string, payload: unknown, parent?: Envelope): Promise<void> => {
+    const schema = svc.def.contract.events[event] as Schema | undefined
+    if (schema === undefined) {
+      return Promise.reject(new OutpostError(ErrorCode.NO_HANDLER, `service ${svc.def.contract.name} declares no event "${event}"`))
+    }
+    let value: unknown
+    try {
+      value = validate(schema, payload, `event ${svc.def.contract.name}.${event}`)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    const env: Envelope = {
+      v: ENVELOPE_VERSION, kind: 'event', id: ids(), src: deviceId, inst, at: now(),
+      service: svc.def.contract.name, version: svc.def.contract.version, name: event, payload: value,
+    }
+    const trace = childTrace(parent?.traceparent)
+    if (trace !== undefined) env.traceparent = trace
+    if (parent?.corr !== undefined) env.corr = parent.corr
+    return bridge.publish(env)
+  }
+
+  const onEvent = (svc: HostedService, subName: string, sub: SubscriptionSpec, seen: Set<string>) => (msg: InboundMessage): void => {
+    const env = msg.envelope
+    if (env.kind !== 'event' || stopping) return
+    if (seen.has(env.id)) {
+      counters.duplicateEvents++
+      return
+    }
+    seen.add(env.id)
+    if (seen.size > inboxSize) seen.delete(seen.values().next().value as string)
+    const parsed = v.safeParse(sub.schema, env.payload)
+    if (!parsed.success) {
+      counters.eventsRejected++
+      svc.log.warn({ subscription: subName, msgId: env.id, issues: toValidationIssues(parsed.issues) }, 'dropped an event that fails the subscription schema')
+      return
+    }
+    const ctx = makeContext(svc, env, { subscription: subName }, {
+      event: { service: env.service, version: env.version, name: env.name, device: env.src },
+    })
+    const p = (async () => {
+      try {
+        await (sub.handler as (p: unknown, c: unknown) => unknown)(parsed.output, ctx)
+        counters.eventsHandled++
+      } catch (err) {
+        counters.eventsRejected++
+        ctx.log.error({ err }, 'subscription handler failed')
+      } finally {
+        ctx.dispose()
+      }
+    })()
+    running.add(p)
+    void p.finally(() => running.delete(p))
+  }
+
+  // ---- lifecycle --------------------------------------------------------------------
+
+  const runtime: Runtime = {
+    deviceId,
+    directory,
+    async start(sopts) {
+      if (started) return
+      started = true
+      for (const { def } of hosted.values()) {
+        for (const name of Object.keys(def.resources)) {
+          if (!(name in resources)) {
+            throw new OutpostError(ErrorCode.INVALID_CONFIG, `service ${def.contract.name} needs resource "${name}", which was not provided`)
+          }
+        }
+      }
+      await bridge.subscribe(bridge.topics.presenceFilter(), (msg) => {
+        const env = msg.envelope
+        const p = env.payload as PresencePayload | undefined
+        if (env.kind !== 'presence' || typeof p !== 'object' || p === null || typeof p.online !== 'boolean' || !Array.isArray(p.services ?? [])) return
+        directory.update(env.src, env.inst, { online: p.online, services: p.online ? p.services : [] })
+      })
+      for (const svc of hosted.values()) {
+        const c = svc.def.contract
+        await bridge.subscribe(bridge.topics.commandFilter(deviceId, c.name, c.version), onCommand)
+        for (const [subName, sub] of Object.entries(svc.def.subscriptions)) {
+          const filter = bridge.topics.eventFilter({ device: sub.device, service: sub.service, version: sub.version, event: sub.event })
+          await bridge.subscribe(filter, onEvent(svc, subName, sub, new Set()))
+        }
+      }
+      const announce = (): void => {
+        bridge
+          .publish({ v: ENVELOPE_VERSION, kind: 'presence', id: ids(), src: deviceId, inst, at: now(), payload: presence() }, { retain: true })
+          .catch((err: unknown) => rootLog.warn({ err: (err as Error).message }, 'presence not announced'))
+      }
+      // Announce on every (re)connect: the broker may have lost the retained birth or sent our will.
+      bridge.onStatus((s) => {
+        if (s.type === 'connected') announce()
+      })
+      try {
+        await bridge.connect()
+      } catch (err) {
+        if (sopts?.waitForBroker === true) throw err
+        rootLog.warn({ err: (err as Error).message }, 'broker unreachable at start; running offline and retrying')
+        return
+      }
+      rootLog.info({ services: [...hosted.keys()] }, 'runtime started')
+    },
+    client: (contract) => clientFor(contract),
+    invoke: (target, payload, o) => invoke(target, payload, o),
+    stats: () => ({ ...counters, bridge: bridge.stats() }),
+    async stop(sopts) {
+      if (stopping) return
+      stopping = true
+      const drainMs = sopts?.drainMs ?? 5_000
+      await Promise.race([Promise.all(running), new Promise((r) => setTimeout(r, drainMs).unref())])
+      for (const ac of controllers) ac.abort(new OutpostError(ErrorCode.CANCELLED, 'runtime is stopping'))
+      await bridge.close({ drainMs })
+      rootLog.info('runtime stopped')
+    },
+  }
+  return runtime
+}

@@ -1,0 +1,122 @@
+import { Decoder, Encoder } from 'cbor-x'
+import { ErrorCode, OutpostError, type WireError } from '../errors.js'
+import { ENVELOPE_VERSION, type Envelope, type EnvelopeKind } from './envelope.js'
+
+/** Default largest frame a device accepts: 256 KiB. */
+export const DEFAULT_MAX_FRAME_BYTES = 256 * 1024
+
+// Kinds travel as small integers; the table order is part of envelope version 1.
+const KINDS: readonly EnvelopeKind[] = ['command', 'reply', 'event', 'presence']
+const KIND_CODE: Record<EnvelopeKind, number> = { command: 0, reply: 1, event: 2, presence: 3 }
+
+// Positions in the wire array (envelope v1). Required fields first, so trailing absent
+// optional fields can be left off entirely.
+const F = {
+  v: 0, kind: 1, id: 2, src: 3, inst: 4, at: 5, service: 6, version: 7, name: 8, corr: 9,
+  replyTo: 10, target: 11, deadline: 12, traceparent: 13, tenant: 14, principal: 15,
+  payload: 16, error: 17,
+} as const
+const OPTIONAL_STRINGS = ['service', 'version', 'name', 'corr', 'replyTo', 'target', 'traceparent', 'tenant', 'principal'] as const
+
+/** Outcome of decoding untrusted bytes: never throws, always says what went wrong. */
+export type DecodeResult = { ok: true; envelope: Envelope } | { ok: false; error: OutpostError }
+
+/** Encodes and decodes envelopes; one per bridge, so its buffers are reused. */
+export interface EnvelopeCodec {
+  /** Encodes an envelope to CBOR. @throws INVALID_ENVELOPE when a payload cannot be encoded. */
+  encode(env: Envelope): Uint8Array
+  /** Decodes untrusted bytes; never throws. */
+  decode(bytes: Uint8Array): DecodeResult
+  readonly maxFrameBytes: number
+}
+
+/** Creates a CBOR envelope codec (cbor-x) with a frame size limit. */
+export function createEnvelopeCodec(opts: { maxFrameBytes?: number } = {}): EnvelopeCodec {
+  const maxFrameBytes = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES
+  // Plain CBOR maps and arrays only (no cbor-x record extension), so any CBOR library can read a frame.
+  const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false })
+  const decoder = new Decoder({ useRecords: false, mapsAsObjects: true })
+
+  const encode = (env: Envelope): Uint8Array => {
+    const a: unknown[] = [env.v, KIND_CODE[env.kind], env.id, env.src, env.inst, env.at,
+      env.service, env.version, env.name, env.corr, env.replyTo, env.target, env.deadline,
+      env.traceparent, env.tenant, env.principal, env.payload, env.error]
+    let n = a.length
+    while (n > F.service && a[n - 1] === undefined) n--
+    a.length = n
+    for (let i = F.service; i < n; i++) if (a[i] === undefined) a[i] = null
+    try {
+      return encoder.encode(a)
+    } catch (cause) {
+      throw new OutpostError(ErrorCode.INVALID_ENVELOPE, 'payload cannot be encoded as CBOR', { cause })
+    }
+  }
+
+  const decode = (bytes: Uint8Array): DecodeResult => {
+    if (bytes.length > maxFrameBytes) {
+      return fail(ErrorCode.FRAME_TOO_LARGE, `frame of ${bytes.length} bytes exceeds the ${maxFrameBytes}-byte limit`, { size: bytes.length, limit: maxFrameBytes })
+    }
+    let raw: unknown
+    try {
+      raw = decoder.decode(bytes)
+    } catch (cause) {
+      return fail(ErrorCode.MALFORMED_FRAME, 'frame is not well-formed CBOR', undefined, cause)
+    }
+    return fromWireArray(raw)
+  }
+
+  return { encode, decode, maxFrameBytes }
+}
+
+function fail(code: ErrorCode, message: string, details?: unknown, cause?: unknown): DecodeResult {
+  return { ok: false, error: new OutpostError(code, message, { details, cause }) }
+}
+
+function invalid(field: string, expected: string): DecodeResult {
+  return fail(ErrorCode.INVALID_ENVELOPE, `envelope field "${field}" must be ${expected}`, { field })
+}
+
+function fromWireArray(raw: unknown): DecodeResult {
+  if (!Array.isArray(raw)) return fail(ErrorCode.INVALID_ENVELOPE, 'envelope must be a CBOR array')
+  const v = raw[F.v]
+  if (v !== ENVELOPE_VERSION) {
+    return fail(ErrorCode.UNSUPPORTED_VERSION, `envelope version ${String(v)} is not supported (this runtime speaks ${ENVELOPE_VERSION})`, { version: typeof v === 'number' ? v : null })
+  }
+  if (raw.length < F.service || raw.length > F.error + 1) return fail(ErrorCode.INVALID_ENVELOPE, 'envelope has the wrong number of fields')
+  const kind = KINDS[raw[F.kind] as number]
+  if (kind === undefined) return invalid('kind', 'a known kind code')
+  const id = raw[F.id]
+  if (typeof id !== 'string' || id.length === 0 || id.length > 64) return invalid('id', 'a non-empty string')
+  const src = raw[F.src]
+  if (typeof src !== 'string' || src.length === 0) return invalid('src', 'a non-empty string')
+  const inst = raw[F.inst]
+  if (typeof inst !== 'string') return invalid('inst', 'a string')
+  const at = raw[F.at]
+  if (typeof at !== 'number' || !Number.isFinite(at)) return invalid('at', 'a number')
+  const env: Envelope = { v, kind, id, src, inst, at }
+  for (const key of OPTIONAL_STRINGS) {
+    const value = raw[F[key]]
+    if (value === undefined || value === null) continue
+    if (typeof value !== 'string') return invalid(key, 'a string')
+    env[key] = value
+  }
+  const deadline = raw[F.deadline]
+  if (deadline !== undefined && deadline !== null) {
+    if (typeof deadline !== 'number' || !Number.isFinite(deadline)) return invalid('deadline', 'a number')
+    env.deadline = deadline
+  }
+  if (raw.length > F.payload && raw[F.payload] !== null) env.payload = raw[F.payload]
+  const error = raw[F.error]
+  if (error !== undefined && error !== null) {
+    if (typeof error !== 'object' || typeof (error as WireError).code !== 'string' || typeof (error as WireError).message !== 'string') {
+      return invalid('error', 'an object with string code and message')
+    }
+    const e = error as WireError
+    env.error = e.details === undefined ? { code: e.code, message: e.message } : { code: e.code, message: e.message, details: e.details }
+  }
+  if ((kind === 'command' || kind === 'event') && (env.service === undefined || env.name === undefined)) {
+    return fail(ErrorCode.INVALID_ENVELOPE, `a ${kind} envelope needs service and name`)
+  }
+  if (kind === 'reply' && env.corr === undefined) return invalid('corr', 'set on a reply')
+  return { ok: true, envelope: env }
+}

@@ -1,0 +1,88 @@
+import { ErrorCode, OutpostError } from '../errors.js'
+import type { Envelope } from './envelope.js'
+
+/** Default first topic level of every Outpost topic. */
+export const DEFAULT_TOPIC_PREFIX = 'ob'
+
+/**
+ * Device-scoped topic layout. Every topic a device publishes starts with `<prefix>/<its id>/`,
+ * so a broker ACL can confine its writes to its own namespace:
+ *
+ *   <prefix>/<src>/cmd/<target>/<service>/<version>/<command>   command to one device
+ *   <prefix>/<src>/rep/<replyTo>                                 reply to a caller
+ *   <prefix>/<src>/evt/<service>/<version>/<event>               event, to every subscriber
+ *   <prefix>/<src>/status                                        presence (retained; also the last will)
+ */
+export interface Topics {
+  readonly prefix: string
+  /** The topic an envelope is published on. @throws INVALID_ENVELOPE when routing fields are missing. */
+  topicOf(env: Envelope): string
+  /** Filter for the commands of one service addressed to `device`. */
+  commandFilter(device: string, service: string, version: string): string
+  /** Filter for every reply addressed to `device`. */
+  replyFilter(device: string): string
+  /** Filter for events; omitted or `*` parts match anything. */
+  eventFilter(sel: { device?: string; service?: string; version?: string; event?: string }): string
+  /** Filter for every device's presence. */
+  presenceFilter(): string
+  /** The presence topic of one device. */
+  presenceTopic(device: string): string
+}
+
+/** True when `s` can be one topic level: non-empty, no `/`, `+`, `#` or NUL. */
+export function isTopicSegment(s: string): boolean {
+  return s.length > 0 && s.length <= 128 && !/[/+#\u0000]/.test(s)
+}
+
+/** @throws INVALID_CONFIG when `s` cannot be a topic level. */
+export function assertTopicSegment(what: string, s: string): void {
+  if (!isTopicSegment(s)) {
+    throw new OutpostError(ErrorCode.INVALID_CONFIG, `${what} "${s}" cannot be a topic level (non-empty, at most 128 characters, no '/', '+', '#')`)
+  }
+}
+
+/** Creates the topic layout under a prefix. */
+export function createTopics(prefix: string = DEFAULT_TOPIC_PREFIX): Topics {
+  assertTopicSegment('topic prefix', prefix)
+  const wild = (s: string | undefined): string => (s === undefined || s === '*' ? '+' : s)
+  const need = (env: Envelope, field: keyof Envelope): string => {
+    const value = env[field]
+    if (typeof value !== 'string') {
+      throw new OutpostError(ErrorCode.INVALID_ENVELOPE, `a ${env.kind} envelope needs "${field}" to be routed`)
+    }
+    return value
+  }
+  return {
+    prefix,
+    topicOf(env) {
+      switch (env.kind) {
+        case 'command':
+          return `${prefix}/${env.src}/cmd/${need(env, 'target')}/${need(env, 'service')}/${env.version ?? '1'}/${need(env, 'name')}`
+        case 'reply':
+          return `${prefix}/${env.src}/rep/${need(env, 'replyTo')}`
+        case 'event':
+          return `${prefix}/${env.src}/evt/${need(env, 'service')}/${env.version ?? '1'}/${need(env, 'name')}`
+        case 'presence':
+          return `${prefix}/${env.src}/status`
+      }
+    },
+    commandFilter: (device, service, version) => `${prefix}/+/cmd/${device}/${service}/${version}/+`,
+    replyFilter: (device) => `${prefix}/+/rep/${device}`,
+    eventFilter: (sel) => `${prefix}/${wild(sel.device)}/evt/${wild(sel.service)}/${wild(sel.version)}/${wild(sel.event)}`,
+    presenceFilter: () => `${prefix}/+/status`,
+    presenceTopic: (device) => `${prefix}/${device}/status`,
+  }
+}
+
+/** True when an MQTT topic filter (with `+` and `#`) matches a topic. [MQTT-4.7.1] */
+export function topicMatches(filter: string, topic: string): boolean {
+  const f = filter.split('/')
+  const t = topic.split('/')
+  for (let i = 0; i < f.length; i++) {
+    const part = f[i]
+    if (part === '#') return true
+    if (i >= t.length) return false
+    if (part !== '+' && part !== t[i]) return false
+  }
+  return f.length === t.length
+}

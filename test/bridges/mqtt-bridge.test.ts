@@ -1,0 +1,33 @@
+import { randomBytes } from 'node:crypto'
+import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
+import type { Bridge } from '../../runtime/index.js'
+import { describeBridgeContract } from '../contracts/bridge.contract.js'
+import { freshAedes } from '../helpers/aedes.js'
+
+describeBridgeContract('mqtt over aedes', {
+  async createNetwork() {
+    const broker = await freshAedes()
+    return {
+      bridge: (deviceId) => createMqttBridge({ url: broker.url, deviceId }),
+      dispose: () => broker.close(),
+    }
+  },
+})
+
+const MOSQUITTO_URL = process.env.OUTPOST_MOSQUITTO_URL ?? 'mqtt://127.0.0.1:1883'
+
+describeBridgeContract('mqtt over mosquitto', {
+  async createNetwork() {
+    // Mosquitto outlives the test: a topic prefix and client ids of our own keep tests apart.
+    const run = randomBytes(4).toString('hex')
+    const bridges: Bridge[] = []
+    return {
+      bridge: (deviceId) => {
+        const b = createMqttBridge({ url: MOSQUITTO_URL, deviceId: `${deviceId}`, topicPrefix: `ob-${run}`, clientId: `${deviceId}-${run}`, persistentSession: false })
+        bridges.push(b)
+        return b
+      },
+      dispose: async () => {},
+    }
+  },
+})

@@ -1,0 +1,92 @@
+// A running device over MQTT, attacked with raw bytes from a plain mqtt.js client (not Outpost code).
+import { Decoder, Encoder } from 'cbor-x'
+import mqtt from 'mqtt'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
+import { createRuntime, type Runtime } from '../../runtime/index.js'
+import type { MqttBroker } from '../../gateway/broker/mqtt-broker.js'
+import { counterService } from '../fixtures/services.js'
+import { freshAedes } from '../helpers/aedes.js'
+
+// Envelope v1 as documented in runtime/wire/README.md, written by hand here on purpose.
+const enc = new Encoder({ useRecords: false })
+const dec = new Decoder({ useRecords: false, mapsAsObjects: true })
+const CMD_TOPIC = 'ob/raw/cmd/dev-a/counter/1/add'
+let seq = 0
+const command = (payload: unknown, version = 1): Buffer =>
+  enc.encode([version, 0, `RAWCOMMAND${String(++seq).padStart(16, '0')}`, 'raw', 'r1', Date.now(), 'counter', '1', 'add', null, 'raw', 'dev-a', Date.now() + 5_000, null, null, null, payload])
+
+describe('a device fed bad input over MQTT', () => {
+  let broker: MqttBroker
+  let device: Runtime
+  let raw: mqtt.MqttClient
+  const replies: unknown[][] = []
+
+  beforeAll(async () => {
+    broker = await freshAedes()
+    device = createRuntime({ bridge: createMqttBridge({ url: broker.url, deviceId: 'dev-a', maxFrameBytes: 64 * 1024 }), services: [counterService({ executions: 0, slowAborted: 0, events: [] })] })
+    await device.start({ waitForBroker: true })
+    raw = await mqtt.connectAsync(broker.url, { clientId: 'raw-client' })
+    await raw.subscribeAsync('ob/+/rep/raw', { qos: 1 })
+    raw.on('message', (_topic, payload) => replies.push(dec.decode(payload) as unknown[]))
+  })
+  afterAll(async () => {
+    await raw.endAsync()
+    await device.stop({ drainMs: 200 })
+    await broker.close()
+  })
+
+  const send = (bytes: Buffer): Promise<unknown> => raw.publishAsync(CMD_TOPIC, bytes, { qos: 1 })
+  const dropped = (code: string): number => device.stats().bridge.dropped[code] ?? 0
+  async function until(check: () => boolean): Promise<void> {
+    const end = Date.now() + 3_000
+    while (!check()) {
+      if (Date.now() > end) throw new Error('condition not met in time')
+      await new Promise((r) => setTimeout(r, 5))
+    }
+  }
+
+  it('drops raw garbage, counts it and keeps serving', async () => {
+    await send(Buffer.from('definitely not cbor \xff\xfe'))
+    await send(Buffer.from([0xff, 0xff, 0xff]))
+    await until(() => dropped('MALFORMED_FRAME') === 2)
+  })
+
+  it('drops truncated CBOR as malformed', async () => {
+    const full = command({ deviceId: 'x', reading: 1, ts: 1 })
+    await send(full.subarray(0, full.length - 5))
+    await until(() => dropped('MALFORMED_FRAME') === 3)
+  })
+
+  it('drops an oversized frame without decoding it', async () => {
+    await send(command({ deviceId: 'x'.repeat(100_000), reading: 1, ts: 1 }))
+    await until(() => dropped('FRAME_TOO_LARGE') === 1)
+  })
+
+  it('drops an envelope of an unknown version and one of the wrong shape', async () => {
+    await send(command({ deviceId: 'x', reading: 1, ts: 1 }, 7))
+    await send(enc.encode({ hello: 'world' }))
+    await until(() => dropped('UNSUPPORTED_VERSION') === 1 && dropped('INVALID_ENVELOPE') === 1)
+  })
+
+  it('answers a schema-violating payload with VALIDATION_FAILED naming the paths, not the values', async () => {
+    const before = replies.length
+    await send(command({ deviceId: 42, reading: 'secret-reading', ts: 1 }))
+    await until(() => replies.length === before + 1)
+    const reply = replies.at(-1)!
+    expect(reply[1]).toBe(1) // kind: reply
+    const error = reply[17] as { code: string; details: { issues: { path: string; received: string }[] } }
+    expect(error.code).toBe('VALIDATION_FAILED')
+    expect(error.details.issues.map((i) => i.path).sort()).toEqual(['deviceId', 'reading'])
+    expect(JSON.stringify(error)).not.toContain('secret-reading')
+  })
+
+  it('still answers a good command after all of that', async () => {
+    const before = replies.length
+    await send(command({ deviceId: 'ok', reading: 1, ts: 1 }))
+    await until(() => replies.length === before + 1)
+    const reply = replies.at(-1)!
+    expect(reply[16]).toEqual({ ok: true, n: 1 })
+    expect(reply[17] ?? null).toBeNull()
+  })
+})

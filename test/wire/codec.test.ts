@@ -1,0 +1,80 @@
+import { Encoder } from 'cbor-x'
+import { describe, expect, it } from 'vitest'
+import { createEnvelopeCodec, createMessageIdFactory, messageIdTime, ErrorCode, type Envelope } from '../../runtime/index.js'
+
+const sample: Envelope = {
+  v: 1, kind: 'command', id: '01JD0000000000000000000001', src: 'dev-a', inst: 'i1', at: 1_732_350_000_000,
+  service: 'thermo', version: '1', name: 'read', replyTo: 'dev-a', target: 'dev-b', deadline: 1_732_350_005_000,
+  traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', tenant: 't', principal: 'p',
+  payload: { deviceId: 'x', reading: 21.5, ts: 1 },
+}
+
+describe('envelope codec', () => {
+  const codec = createEnvelopeCodec()
+
+  it('round-trips every envelope field', () => {
+    const r = codec.decode(codec.encode(sample))
+    expect(r).toEqual({ ok: true, envelope: sample })
+  })
+
+  it('round-trips a reply carrying an error', () => {
+    const reply: Envelope = { v: 1, kind: 'reply', id: 'r1', src: 'b', inst: 'i', at: 5, corr: 'c1', replyTo: 'a', error: { code: 'TIMEOUT', message: 'late', details: { ms: 5 } } }
+    expect(codec.decode(codec.encode(reply))).toEqual({ ok: true, envelope: reply })
+  })
+
+  it('leaves absent trailing fields off the wire', () => {
+    const small: Envelope = { v: 1, kind: 'presence', id: 'p', src: 'a', inst: 'i', at: 1 }
+    expect(codec.encode(small).length).toBeLessThan(16)
+  })
+
+  it('turns garbage, truncated CBOR and deep nesting into MALFORMED_FRAME without throwing', () => {
+    const bytes = codec.encode(sample)
+    expect(codec.decode(Buffer.from([0xff, 0xfe, 0x00, 0x13]))).toMatchObject({ ok: false, error: { code: ErrorCode.MALFORMED_FRAME } })
+    expect(codec.decode(bytes.subarray(0, bytes.length - 7))).toMatchObject({ ok: false, error: { code: ErrorCode.MALFORMED_FRAME } })
+    expect(codec.decode(Buffer.alloc(100_000, 0x81))).toMatchObject({ ok: false, error: { code: ErrorCode.MALFORMED_FRAME } })
+    expect(codec.decode(new Uint8Array())).toMatchObject({ ok: false })
+  })
+
+  it('refuses frames above the configured limit before decoding them', () => {
+    const tiny = createEnvelopeCodec({ maxFrameBytes: 64 })
+    const r = tiny.decode(codec.encode({ ...sample, payload: 'x'.repeat(100) }))
+    expect(r).toMatchObject({ ok: false, error: { code: ErrorCode.FRAME_TOO_LARGE, details: { limit: 64 } } })
+  })
+
+  it('names an unknown envelope version UNSUPPORTED_VERSION', () => {
+    const raw = new Encoder({ useRecords: false }).encode([2, 0, 'id', 'a', 'i', 1])
+    expect(codec.decode(raw)).toMatchObject({ ok: false, error: { code: ErrorCode.UNSUPPORTED_VERSION, details: { version: 2 } } })
+  })
+
+  it('rejects well-formed CBOR of the wrong shape as INVALID_ENVELOPE', () => {
+    const enc = new Encoder({ useRecords: false })
+    const cases: unknown[] = [
+      { v: 1 },
+      [1, 9, 'id', 'a', 'i', 1],
+      [1, 0, 42, 'a', 'i', 1],
+      [1, 0, 'id', '', 'i', 1],
+      [1, 0, 'id', 'a', 'i', 'yesterday'],
+      [1, 0, 'id', 'a', 'i', 1, 7, null, 'cmd'],
+      [1, 0, 'id', 'a', 'i', 1, null, null, null],
+      [1, 1, 'id', 'a', 'i', 1],
+      [1, 1, 'id', 'a', 'i', 1, null, null, null, 'c', null, null, null, null, null, null, null, { code: 5 }],
+    ]
+    for (const c of cases) expect(codec.decode(enc.encode(c))).toMatchObject({ ok: false, error: { code: ErrorCode.INVALID_ENVELOPE } })
+  })
+})
+
+describe('message ids', () => {
+  it('sort in creation order, within one millisecond too, and carry their time', () => {
+    let t = 1_732_350_000_000
+    const next = createMessageIdFactory(() => t)
+    const ids: string[] = []
+    for (let i = 0; i < 1000; i++) {
+      if (i % 100 === 0) t++
+      ids.push(next())
+    }
+    expect([...ids].sort()).toEqual(ids)
+    expect(new Set(ids).size).toBe(ids.length)
+    expect(messageIdTime(ids[0]!)).toBe(1_732_350_000_001)
+    expect(ids[0]).toHaveLength(26)
+  })
+})

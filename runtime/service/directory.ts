@@ -17,6 +17,10 @@ export interface Directory {
   pick(service: string, version: string): ServiceInstance | undefined
   /** Resolves when an instance appears or after `ms`. */
   waitFor(service: string, version: string, ms: number): Promise<ServiceInstance | undefined>
+  /** Starts a new generation: entries not announced again before `pruneStale` are dropped. */
+  markStale(): void
+  /** Drops entries not announced since the last `markStale` (after a reconnect without session). */
+  pruneStale(): void
   /** Every known live device with its services. */
   snapshot(): { device: string; instance: string; services: string[] }[]
 }
@@ -24,7 +28,8 @@ export interface Directory {
 /** Creates an empty directory. */
 export function createDirectory(): Directory {
   const byService = new Map<string, Map<string, ServiceInstance>>()
-  const byDevice = new Map<string, { instance: string; keys: string[] }>()
+  const byDevice = new Map<string, { instance: string; keys: string[]; gen: number }>()
+  let generation = 0
   const cursor = new Map<string, number>()
   const waiters = new Map<string, Set<() => void>>()
   const key = (s: string, ver: string): string => `${s}@${ver}`
@@ -44,7 +49,7 @@ export function createDirectory(): Directory {
         m.set(device, { device, instance, commands: new Set(s.commands) })
         for (const w of waiters.get(k) ?? []) w()
       }
-      byDevice.set(device, { instance, keys })
+      byDevice.set(device, { instance, keys, gen: generation })
     },
     instances(service, version) {
       return [...(byService.get(key(service, version))?.values() ?? [])]
@@ -73,6 +78,14 @@ export function createDirectory(): Directory {
         const timer = setTimeout(done, ms)
         set.add(done)
       })
+    },
+    markStale() {
+      generation++
+    },
+    pruneStale() {
+      for (const [device, d] of [...byDevice]) {
+        if (d.gen < generation) dir.update(device, d.instance, { online: false, services: [] })
+      }
     },
     snapshot() {
       return [...byDevice.entries()].map(([device, d]) => ({ device, instance: d.instance, services: d.keys }))

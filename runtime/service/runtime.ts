@@ -225,6 +225,9 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     if ((o.device === undefined || o.device === deviceId) && hosted.has(key)) {
       reply = await runLocal(cmd)
     } else {
+      if (bridge.status.type !== 'connected') {
+        throw new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `cannot reach ${key}: not connected to the broker`, { retryable: true })
+      }
       let device = o.device
       if (device === undefined) {
         const found = directory.pick(target.service, version) ?? (await directory.waitFor(target.service, version, Math.min(discoveryWaitMs, timeoutMs)))
@@ -432,7 +435,13 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
       }
       // Announce on every (re)connect: the broker may have lost the retained birth or sent our will.
       bridge.onStatus((s) => {
-        if (s.type === 'connected') announce()
+        if (s.type === 'disconnected') directory.markStale()
+        if (s.type === 'connected') {
+          // Without a session the broker re-sent retained presence on resubscribe; whoever
+          // did not announce again is not known to be alive any more.
+          if (!s.sessionPresent) directory.pruneStale()
+          announce()
+        }
       })
       try {
         await bridge.connect()

@@ -84,7 +84,7 @@ describe('when the broker goes away and comes back', () => {
     // Offline, its own services still answer; other services cannot be reached.
     expect(await rt.client(echoContract).say({ text: 'still here' })).toEqual({ text: 'still here', device: 'lonely' })
     const remote = await outcome(rt.invoke({ service: 'elsewhere', command: 'x' }, {}, { timeoutMs: 200 }))
-    expect(isOutpostError(remote.error, ErrorCode.NO_HANDLER)).toBe(true)
+    expect(isOutpostError(remote.error, ErrorCode.BRIDGE_UNAVAILABLE)).toBe(true)
   })
 
   it('says which port is taken instead of failing obscurely', async () => {

@@ -125,6 +125,8 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     private _log: Logger | undefined
     private _ac: AbortController | undefined
     private _timer: ReturnType<typeof setTimeout> | undefined
+    /** Set when the deadline timer aborted the signal (timers may fire a millisecond early). */
+    timedOut = false
     constructor(
       private readonly svc: HostedService,
       readonly env: Envelope,
@@ -155,7 +157,10 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
         if (stopping) ac.abort(new OutpostError(ErrorCode.CANCELLED, 'runtime is stopping'))
         if (this.env.deadline !== undefined) {
           const ms = Math.max(0, this.env.deadline - now())
-          this._timer = setTimeout(() => ac.abort(new OutpostError(ErrorCode.TIMEOUT, 'deadline passed')), ms)
+          this._timer = setTimeout(() => {
+            this.timedOut = true
+            ac.abort(new OutpostError(ErrorCode.TIMEOUT, 'deadline passed'))
+          }, ms)
         }
       }
       return this._ac.signal
@@ -280,7 +285,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     })
     try {
       const result = await (handler as (p: unknown, c: unknown) => unknown)(parsed.output, ctx)
-      if (cmd.deadline !== undefined && now() >= cmd.deadline) {
+      if (ctx.timedOut || (cmd.deadline !== undefined && now() >= cmd.deadline)) {
         // Finished too late: whatever it computed, the caller has given up.
         counters.commandsFailed++
         return errorReply(cmd, { code: ErrorCode.TIMEOUT, message: `${cmd.service}.${name} finished after its deadline` })

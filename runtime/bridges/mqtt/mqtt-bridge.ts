@@ -195,6 +195,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       )
     })
     c.on('error', (err) => {
+      if (closing) return // errors while hanging up (e.g. "write after end") change nothing
       const wrapped = new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `broker ${host}:${port} unreachable: ${err.message}`, { cause: err, retryable: true })
       log.warn({ err: err.message }, 'mqtt connection error')
       const waiters = firstConnect

@@ -1,0 +1,23 @@
+// Thermo device: what its bundle runs. Picks the MQTT bridge and reads configuration.
+import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
+import { createRuntime } from '../../runtime/index.js'
+import { thermoContract } from '../contracts/thermo.js'
+import { deviceLogger, readDeviceConfig, stopOnSignals } from '../device-config.js'
+import { simulatedSensor, thermoService } from './thermo-service.js'
+
+const cfg = readDeviceConfig('thermo-1')
+const log = deviceLogger(cfg)
+const intervalMs = Number(process.env.OUTPOST_SAMPLE_MS ?? 2_000)
+const bridge = createMqttBridge({ url: cfg.mqttUrl, deviceId: cfg.deviceId, username: cfg.username, password: cfg.password, logger: log })
+const runtime = createRuntime({ bridge, services: [thermoService], resources: { sensor: simulatedSensor() }, logger: log })
+
+await runtime.start()
+log.info({ url: cfg.mqttUrl }, 'ready')
+const thermo = runtime.client(thermoContract)
+const timer = setInterval(() => {
+  thermo.read({ unit: 'C' }).catch((err: unknown) => log.warn({ code: (err as { code?: string }).code }, 'reading failed'))
+}, intervalMs)
+stopOnSignals(async () => {
+  clearInterval(timer)
+  await runtime.stop()
+})

@@ -1,0 +1,40 @@
+import { defineService, resource } from '../../runtime/index.js'
+import { displayContract } from '../contracts/display.js'
+import { thermoContract } from '../contracts/thermo.js'
+
+/** Where readings come from (a real driver on hardware, a simulation in the demo). */
+export interface TemperatureSensor {
+  celsius(): number
+}
+
+/** A sensor that wanders around 21 °C. */
+export function simulatedSensor(random: () => number = Math.random): TemperatureSensor {
+  let t = 21
+  return {
+    celsius() {
+      t = Math.min(35, Math.max(10, t + (random() - 0.5) * 1.5))
+      return Math.round(t * 10) / 10
+    },
+  }
+}
+
+/** Thermo service: each reading is emitted as an event and shown on a display, if one is alive. */
+export const thermoService = defineService(thermoContract, {
+  uses: [displayContract],
+  resources: { sensor: resource<TemperatureSensor>() },
+  commands: {
+    read: async ({ unit }, ctx) => {
+      const celsius = ctx.resources.sensor.celsius()
+      const at = Date.now()
+      await ctx.emit('reading', { deviceId: ctx.deviceId, celsius, ts: at })
+      try {
+        const shown = await ctx.service.display['1'].show({ text: `${celsius.toFixed(1)} °C`, level: celsius > 26 ? 'alert' : 'info' }, { timeoutMs: 1_000 })
+        ctx.log.info({ celsius, lines: shown.lines }, 'reading shown on display')
+      } catch (err) {
+        ctx.log.warn({ code: (err as { code?: string }).code }, 'no display took the reading')
+      }
+      const value = unit === 'F' ? Math.round((celsius * 9) / 5 + 320) / 10 : celsius
+      return { value, unit, at }
+    },
+  },
+})

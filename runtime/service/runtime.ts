@@ -80,7 +80,8 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   const inst = bridge.instanceId
   const now = opts.now ?? Date.now
   const ids = createMessageIdFactory(now)
-  const rootLog = (opts.logger ?? pino({ level: 'silent' })).child({ device: deviceId })
+  const baseLog = opts.logger ?? pino({ level: 'silent' })
+  const rootLog = baseLog.bindings().device === undefined ? baseLog.child({ device: deviceId }) : baseLog
   const defaultTimeoutMs = opts.defaultTimeoutMs ?? 5_000
   const discoveryWaitMs = opts.discoveryWaitMs ?? 1_000
   const inboxSize = opts.inboxSize ?? 10_000

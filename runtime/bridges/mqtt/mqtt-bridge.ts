@@ -63,7 +63,8 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   const codec = createEnvelopeCodec({ maxFrameBytes: opts.maxFrameBytes })
   const now = opts.now ?? Date.now
   const instanceId = opts.instanceId ?? createMessageIdFactory()().slice(-10)
-  const log = (opts.logger ?? pino({ level: 'silent' })).child({ bridge: 'mqtt', device: opts.deviceId })
+  const baseLog = opts.logger ?? pino({ level: 'silent' })
+  const log = baseLog.child(baseLog.bindings().device === undefined ? { bridge: 'mqtt', device: opts.deviceId } : { bridge: 'mqtt' })
   const status = createStatusHub()
   const pending = createPendingReplies()
   const stats = createBridgeStats()

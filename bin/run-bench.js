@@ -1,0 +1,15 @@
+#!/usr/bin/env node
+// Installs the comparison systems (test/bench/package.json) on first use, then runs the bench.
+import { spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+const benchDir = `${root}test/bench`
+if (!existsSync(`${benchDir}/node_modules/moleculer`) || !existsSync(`${benchDir}/node_modules/@purista/core`)) {
+  console.error('bench: installing comparison systems into test/bench (first run only)')
+  const r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: benchDir, stdio: ['ignore', 'ignore', 'inherit'] })
+  if (r.status !== 0) process.exit(r.status ?? 1)
+}
+const r = spawnSync(process.execPath, ['--import', 'tsx', 'test/bench/bench.ts', ...process.argv.slice(2)], { cwd: root, stdio: 'inherit' })
+process.exit(r.status ?? 1)

@@ -70,10 +70,9 @@ export function createStatusHub(): StatusHub {
   return hub
 }
 
-interface Pending {
+interface Pending extends DeadlineEntry {
   resolve(env: Envelope): void
   reject(err: OutpostError): void
-  timer: ReturnType<typeof setTimeout>
 }
 
 /** Requests waiting for their replies, keyed by command id; enforces deadlines. */
@@ -92,14 +91,15 @@ export interface PendingReplies {
 }
 
 /** Creates the pending-reply table. */
-export function createPendingReplies(): PendingReplies {
+export function createPendingReplies(now: () => number = Date.now): PendingReplies {
   const pending = new Map<string, Pending>()
+  const deadlines = createDeadlineTracker(now)
   let onEmpty: (() => void) | undefined
   const remove = (id: string): Pending | undefined => {
     const p = pending.get(id)
     if (p === undefined) return undefined
     pending.delete(id)
-    clearTimeout(p.timer)
+    deadlines.remove(p)
     if (pending.size === 0) onEmpty?.()
     return p
   }
@@ -107,18 +107,25 @@ export function createPendingReplies(): PendingReplies {
     get size() {
       return pending.size
     },
-    wait(command, now) {
+    wait(command, at) {
       if (command.deadline === undefined) {
         return Promise.reject(new OutpostError(ErrorCode.INVALID_ENVELOPE, 'a request needs a deadline'))
       }
       const id = command.id
       return new Promise<Envelope>((resolve, reject) => {
-        const ms = Math.max(0, command.deadline! - now)
-        const timer = setTimeout(() => {
-          remove(id)
-          reject(new OutpostError(ErrorCode.TIMEOUT, `no reply to ${command.service}.${command.name} within ${ms} ms`, { retryable: true, details: { service: command.service, command: command.name, timeoutMs: ms } }))
-        }, ms)
-        pending.set(id, { resolve, reject, timer })
+        const entry: Pending = {
+          deadline: command.deadline!,
+          resolve,
+          reject,
+          expire() {
+            pending.delete(id)
+            if (pending.size === 0) onEmpty?.()
+            const ms = command.deadline! - at
+            reject(new OutpostError(ErrorCode.TIMEOUT, `no reply to ${command.service}.${command.name} within ${ms} ms`, { retryable: true, details: { service: command.service, command: command.name, timeoutMs: ms } }))
+          },
+        }
+        pending.set(id, entry)
+        deadlines.add(entry)
       })
     },
     settle(reply) {
@@ -164,4 +171,60 @@ export function createBridgeStats(): BridgeStats & { drop(code: string): void } 
 /** Copies counters for a caller to keep. */
 export function snapshotStats(s: BridgeStats): BridgeStats {
   return { published: s.published, received: s.received, dropped: { ...s.dropped } }
+}
+
+/** Something that must happen at a deadline unless removed first. */
+export interface DeadlineEntry {
+  deadline: number
+  expire(): void
+}
+
+/** Tracks deadlines with one timer for all of them (a timer per call costs more than the call). */
+export interface DeadlineTracker {
+  add(entry: DeadlineEntry): void
+  remove(entry: DeadlineEntry): void
+  readonly size: number
+}
+
+/** Creates a deadline tracker: the single timer is armed for the earliest deadline. */
+export function createDeadlineTracker(now: () => number = Date.now): DeadlineTracker {
+  const entries = new Set<DeadlineEntry>()
+  let timer: ReturnType<typeof setTimeout> | undefined
+  let armedFor = Number.POSITIVE_INFINITY
+  const arm = (at: number): void => {
+    if (timer !== undefined) clearTimeout(timer)
+    armedFor = at
+    // Unref'd: a deadline alone does not keep a process alive (a connection or a handler does).
+    timer = setTimeout(sweep, Math.max(0, at - now()))
+    timer.unref?.()
+  }
+  const sweep = (): void => {
+    timer = undefined
+    armedFor = Number.POSITIVE_INFINITY
+    const t = now()
+    let next = Number.POSITIVE_INFINITY
+    for (const e of entries) {
+      if (e.deadline <= t) {
+        entries.delete(e)
+        e.expire()
+      } else if (e.deadline < next) {
+        next = e.deadline
+      }
+    }
+    if (next !== Number.POSITIVE_INFINITY && timer === undefined) arm(next)
+  }
+  return {
+    add(entry) {
+      entries.add(entry)
+      if (entry.deadline < armedFor) arm(entry.deadline)
+    },
+    remove(entry) {
+      // The armed timer stays: re-arming per call would cost a timer per call again. When it
+      // fires with nothing due it re-arms for the earliest remaining deadline, if any.
+      entries.delete(entry)
+    },
+    get size() {
+      return entries.size
+    },
+  }
 }

@@ -7,7 +7,9 @@ import { ErrorCode, OutpostError, fromWireError, toWireError, type WireError } f
 import type { Bridge, BridgeStats, InboundMessage } from '../ports/bridge.js'
 import { ENVELOPE_VERSION, type Envelope, type PresencePayload } from '../wire/envelope.js'
 import { createMessageIdFactory } from '../wire/message-id.js'
+import { createDeadlineTracker } from '../bridges/bridge-kit.js'
 import { createDirectory, type Directory } from './directory.js'
+import { createRecentMap, type RecentMap } from './recent-map.js'
 import { toValidationIssues, validate } from './validation.js'
 
 /** How a runtime is put together; the entry point picks the bridge. */
@@ -68,6 +70,9 @@ interface HostedService {
 
 const RUNNING = 0 as const
 
+/** What running a command came to: a result or a wire error. */
+type Outcome = { value: unknown; error: undefined } | { value: undefined; error: WireError }
+
 interface Parent {
   deadline?: number
   traceparent?: string
@@ -88,9 +93,12 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   const clockSkewMs = opts.clockSkewMs ?? 2_000
   const resources = opts.resources ?? {}
   const directory = createDirectory()
+  const localDeadlines = createDeadlineTracker(now)
   const hosted = new Map<string, HostedService>()
+  // service name → version → hosted service: lookups without building a key per message.
+  const hostedBy = new Map<string, Map<string, HostedService>>()
   // Command id → RUNNING, or the reply sent (re-sent when the broker redelivers the command).
-  const inbox = new Map<string, typeof RUNNING | Envelope>()
+  const inbox = createRecentMap<typeof RUNNING | Envelope>(inboxSize)
   const running = new Set<Promise<unknown>>()
   const controllers = new Set<AbortController>()
   const counters = { commandsHandled: 0, commandsFailed: 0, duplicateCommands: 0, expiredCommands: 0, eventsHandled: 0, eventsRejected: 0, duplicateEvents: 0 }
@@ -100,7 +108,11 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   for (const def of opts.services ?? []) {
     const key = `${def.contract.name}@${def.contract.version}`
     if (hosted.has(key)) throw new OutpostError(ErrorCode.INVALID_CONFIG, `service ${key} is registered twice on ${deviceId}`)
-    hosted.set(key, { def, log: rootLog.child({ service: def.contract.name, version: def.contract.version }) })
+    const h = { def, log: rootLog.child({ service: def.contract.name, version: def.contract.version }) }
+    hosted.set(key, h)
+    let versions = hostedBy.get(def.contract.name)
+    if (versions === undefined) hostedBy.set(def.contract.name, (versions = new Map()))
+    versions.set(def.contract.version, h)
   }
 
   const presence = (): PresencePayload => ({
@@ -122,17 +134,32 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
 
   // ---- handler contexts -------------------------------------------------------------
 
+  // One class per runtime; fields set in the constructor and getters on the prototype keep
+  // a context cheap to create (it is made for every message).
   class Context {
     private _log: Logger | undefined
     private _ac: AbortController | undefined
     private _timer: ReturnType<typeof setTimeout> | undefined
+    private _proxy: unknown
     /** Set when the deadline timer aborted the signal (timers may fire a millisecond early). */
     timedOut = false
     constructor(
       private readonly svc: HostedService,
       readonly env: Envelope,
-      private readonly extra: Record<string, unknown>,
+      /** The subscription being served, for event contexts. */
+      private readonly subscription?: string,
     ) {}
+    get command(): string | undefined {
+      return this.env.kind === 'command' ? this.env.name : undefined
+    }
+    get caller(): unknown {
+      const e = this.env
+      return e.kind === 'command' ? { device: e.src, instance: e.inst, principal: e.principal, tenant: e.tenant } : undefined
+    }
+    get event(): unknown {
+      const e = this.env
+      return e.kind === 'event' ? { service: e.service, version: e.version, name: e.name, device: e.src } : undefined
+    }
     get deviceId(): string {
       return deviceId
     }
@@ -148,8 +175,13 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     get resources(): Record<string, unknown> {
       return resources
     }
+    get service(): unknown {
+      return (this._proxy ??= serviceProxy(this.svc.def.uses, this.env))
+    }
     get log(): Logger {
-      return (this._log ??= this.svc.log.child({ msgId: this.env.id, ...this.extra }))
+      return (this._log ??= this.svc.log.child(
+        this.subscription === undefined ? { msgId: this.env.id, command: this.env.name } : { msgId: this.env.id, subscription: this.subscription },
+      ))
     }
     get signal(): AbortSignal {
       if (this._ac === undefined) {
@@ -168,8 +200,10 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     }
     /** Releases the signal's timer; called when the handler settled. */
     dispose(): void {
-      if (this._timer !== undefined) clearTimeout(this._timer)
-      if (this._ac !== undefined) controllers.delete(this._ac)
+      if (this._ac !== undefined) {
+        if (this._timer !== undefined) clearTimeout(this._timer)
+        controllers.delete(this._ac)
+      }
     }
     emit(event: string, payload: unknown): Promise<void> {
       return emitEvent(this.svc, event, payload, this.env)
@@ -177,17 +211,6 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     invoke(target: InvokeTarget, payload: unknown, o?: InvokeOptions): Promise<unknown> {
       return invoke(target, payload, o, this.env)
     }
-  }
-
-  const makeContext = (svc: HostedService, env: Envelope, extra: Record<string, unknown>, fields: Record<string, unknown>): Context => {
-    const ctx = new Context(svc, env, extra)
-    Object.assign(ctx, fields)
-    // `ctx.service` is the typed proxy over `uses`; built on first access.
-    let proxy: unknown
-    Object.defineProperty(ctx, 'service', {
-      get: () => (proxy ??= serviceProxy(svc.def.uses, env)),
-    })
-    return ctx
   }
 
   const serviceProxy = (uses: readonly AnyContract[], parent: Parent): unknown => {
@@ -199,8 +222,8 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   const clientFor = <K extends AnyContract>(contract: K, parent?: Parent): ContractClient<K> => {
     const client: Record<string, unknown> = {}
     for (const command of Object.keys(contract.commands)) {
-      client[command] = (payload: unknown, o?: InvokeOptions) =>
-        invoke({ service: contract.name, version: contract.version, command }, payload, o, parent)
+      const target: InvokeTarget = { service: contract.name, version: contract.version, command }
+      client[command] = (payload: unknown, o?: InvokeOptions) => invoke(target, payload, o, parent)
     }
     return client as ContractClient<K>
   }
@@ -212,13 +235,14 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     service: cmd.service, version: cmd.version, name: cmd.name, corr: cmd.id, replyTo: cmd.replyTo ?? cmd.src, error,
   })
 
-  const invoke = async (target: InvokeTarget, payload: unknown, o: InvokeOptions = {}, parent?: Parent): Promise<unknown> => {
-    if (stopping) throw new OutpostError(ErrorCode.BRIDGE_CLOSED, `runtime of ${deviceId} is stopping`)
+  const NO_OPTIONS: InvokeOptions = {}
+  const invoke = (target: InvokeTarget, payload: unknown, o: InvokeOptions = NO_OPTIONS, parent?: Parent): Promise<unknown> => {
+    if (stopping) return Promise.reject(new OutpostError(ErrorCode.BRIDGE_CLOSED, `runtime of ${deviceId} is stopping`))
     const version = target.version ?? '1'
     const at = now()
     let timeoutMs = o.timeoutMs ?? defaultTimeoutMs
     if (parent?.deadline !== undefined) timeoutMs = Math.min(timeoutMs, parent.deadline - at)
-    if (timeoutMs <= 0) throw new OutpostError(ErrorCode.TIMEOUT, `no time left to call ${target.service}.${target.command}`)
+    if (timeoutMs <= 0) return Promise.reject(new OutpostError(ErrorCode.TIMEOUT, `no time left to call ${target.service}.${target.command}`))
     const cmd: Envelope = {
       v: ENVELOPE_VERSION, kind: 'command', id: ids(), src: deviceId, inst, at,
       service: target.service, version, name: target.command, replyTo: deviceId,
@@ -226,101 +250,118 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     }
     const trace = o.traceparent ?? childTrace(parent?.traceparent)
     if (trace !== undefined) cmd.traceparent = trace
-    const key = `${target.service}@${version}`
-    let reply: Envelope
-    if ((o.device === undefined || o.device === deviceId) && hosted.has(key)) {
-      reply = await runLocal(cmd)
-    } else {
-      if (bridge.status.type !== 'connected') {
-        throw new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `cannot reach ${key}: not connected to the broker`, { retryable: true })
-      }
-      let device = o.device
-      if (device === undefined) {
-        const found = directory.pick(target.service, version) ?? (await directory.waitFor(target.service, version, Math.min(discoveryWaitMs, timeoutMs)))
-        if (found === undefined) {
-          throw new OutpostError(ErrorCode.NO_HANDLER, `no live instance of service ${key} is known`, { details: { service: target.service, version } })
-        }
-        device = found.device
-      }
-      cmd.target = device
-      reply = await bridge.request(cmd)
+    if (o.device === undefined || o.device === deviceId) {
+      const svc = hostedBy.get(target.service)?.get(version)
+      if (svc !== undefined) return runLocal(svc, cmd)
     }
+    return invokeRemote(cmd, o.device, timeoutMs)
+  }
+
+  const invokeRemote = async (cmd: Envelope, device: string | undefined, timeoutMs: number): Promise<unknown> => {
+    const service = cmd.service!
+    const version = cmd.version!
+    if (bridge.status.type !== 'connected') {
+      throw new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `cannot reach ${service}@${version}: not connected to the broker`, { retryable: true })
+    }
+    if (device === undefined) {
+      const found = directory.pick(service, version) ?? (await directory.waitFor(service, version, Math.min(discoveryWaitMs, timeoutMs)))
+      if (found === undefined) {
+        throw new OutpostError(ErrorCode.NO_HANDLER, `no live instance of service ${service}@${version} is known`, { details: { service, version } })
+      }
+      device = found.device
+    }
+    cmd.target = device
+    const reply = await bridge.request(cmd)
     if (reply.error !== undefined) throw fromWireError(reply.error)
     return reply.payload
   }
 
   /** Runs a command hosted here without the broker, with the same validation, errors and deadline. */
-  const runLocal = (cmd: Envelope): Promise<Envelope> => {
-    const work = execute(cmd)
-    return new Promise<Envelope>((resolve, reject) => {
-      const ms = cmd.deadline! - now()
-      const timer = setTimeout(() => reject(new OutpostError(ErrorCode.TIMEOUT, `no reply to ${cmd.service}.${cmd.name} within ${ms} ms`, { retryable: true })), ms)
-      work.then((r) => {
-        clearTimeout(timer)
-        resolve(r)
-      }, reject)
+  const runLocal = (svc: HostedService, cmd: Envelope): Promise<unknown> => {
+    const out = execute(svc, cmd)
+    if (!(out instanceof Promise)) return settleLocal(out)
+    return new Promise<unknown>((resolve, reject) => {
+      const entry = {
+        deadline: cmd.deadline!,
+        expire: () => reject(new OutpostError(ErrorCode.TIMEOUT, `no reply to ${cmd.service}.${cmd.name} within ${cmd.deadline! - cmd.at} ms`, { retryable: true })),
+      }
+      localDeadlines.add(entry)
+      out.then((r) => {
+        localDeadlines.remove(entry)
+        settleLocal(r).then(resolve, reject)
+      })
     })
   }
+  const settleLocal = (out: Outcome): Promise<unknown> =>
+    out.error === undefined ? Promise.resolve(out.value) : Promise.reject(fromWireError(out.error))
 
   // ---- serving commands ---------------------------------------------------------------
 
-  /** Validates, runs the handler and builds the reply; never rejects. */
-  const execute = async (cmd: Envelope): Promise<Envelope> => {
-    const svc = hosted.get(`${cmd.service}@${cmd.version}`)
+  const fail = (error: WireError): Outcome => {
+    counters.commandsFailed++
+    return { value: undefined, error }
+  }
+
+  /** Validates, runs the handler and checks its result; never throws, and stays synchronous for synchronous handlers. */
+  const execute = (svc: HostedService | undefined, cmd: Envelope): Outcome | Promise<Outcome> => {
     const name = cmd.name!
     const handler = svc?.def.commands[name]
     const spec = svc?.def.contract.commands[name] as { payload: Schema; result: Schema } | undefined
     if (svc === undefined || handler === undefined || spec === undefined) {
-      counters.commandsFailed++
-      return errorReply(cmd, { code: ErrorCode.NO_HANDLER, message: `device ${deviceId} has no command ${cmd.service}@${cmd.version}.${name}` })
+      return fail({ code: ErrorCode.NO_HANDLER, message: `device ${deviceId} has no command ${cmd.service}@${cmd.version}.${name}` })
     }
     const parsed = v.safeParse(spec.payload, cmd.payload)
     if (!parsed.success) {
-      counters.commandsFailed++
       const issues = toValidationIssues(parsed.issues)
-      return errorReply(cmd, { code: ErrorCode.VALIDATION_FAILED, message: `payload of ${cmd.service}.${name} is invalid`, details: { issues } })
+      return fail({ code: ErrorCode.VALIDATION_FAILED, message: `payload of ${cmd.service}.${name} is invalid`, details: { issues } })
     }
-    const ctx = makeContext(svc, cmd, { command: name }, {
-      command: name,
-      caller: { device: cmd.src, instance: cmd.inst, principal: cmd.principal, tenant: cmd.tenant },
-    })
+    const ctx = new Context(svc, cmd)
+    let result: unknown
     try {
-      const result = await (handler as (p: unknown, c: unknown) => unknown)(parsed.output, ctx)
-      if (ctx.timedOut || (cmd.deadline !== undefined && now() >= cmd.deadline)) {
-        // Finished too late: whatever it computed, the caller has given up.
-        counters.commandsFailed++
-        return errorReply(cmd, { code: ErrorCode.TIMEOUT, message: `${cmd.service}.${name} finished after its deadline` })
-      }
-      const checked = v.safeParse(spec.result, result)
-      if (!checked.success) {
-        counters.commandsFailed++
-        ctx.log.error({ issues: toValidationIssues(checked.issues) }, 'handler returned a result that fails its schema')
-        return errorReply(cmd, { code: ErrorCode.INTERNAL, message: 'internal error' })
-      }
-      counters.commandsHandled++
-      return {
-        v: ENVELOPE_VERSION, kind: 'reply', id: ids(), src: deviceId, inst, at: now(),
-        service: cmd.service, version: cmd.version, name, corr: cmd.id, replyTo: cmd.replyTo ?? cmd.src, payload: checked.output,
-      }
+      result = (handler as (p: unknown, c: unknown) => unknown)(parsed.output, ctx)
     } catch (err) {
-      counters.commandsFailed++
-      const wire = toWireError(err)
-      if (wire.code === ErrorCode.INTERNAL) ctx.log.error({ err }, 'command handler failed')
-      else ctx.log.warn({ code: wire.code }, wire.message)
-      return errorReply(cmd, wire)
-    } finally {
-      ctx.dispose()
+      return handlerFailed(ctx, err)
     }
+    if (result instanceof Promise) {
+      return result.then(
+        (r) => finish(ctx, spec, cmd, r),
+        (err: unknown) => handlerFailed(ctx, err),
+      )
+    }
+    return finish(ctx, spec, cmd, result)
   }
 
-  const remember = (id: string, value: typeof RUNNING | Envelope): void => {
-    inbox.set(id, value)
-    if (inbox.size > inboxSize) {
-      // Maps iterate in insertion order: the first key is the oldest.
-      const oldest = inbox.keys().next().value as string
-      inbox.delete(oldest)
+  const finish = (ctx: Context, spec: { result: Schema }, cmd: Envelope, result: unknown): Outcome => {
+    ctx.dispose()
+    if (ctx.timedOut || (cmd.deadline !== undefined && now() >= cmd.deadline)) {
+      // Finished too late: whatever it computed, the caller has given up.
+      return fail({ code: ErrorCode.TIMEOUT, message: `${cmd.service}.${cmd.name} finished after its deadline` })
     }
+    const checked = v.safeParse(spec.result, result)
+    if (!checked.success) {
+      ctx.log.error({ issues: toValidationIssues(checked.issues) }, 'handler returned a result that fails its schema')
+      return fail({ code: ErrorCode.INTERNAL, message: 'internal error' })
+    }
+    counters.commandsHandled++
+    return { value: checked.output, error: undefined }
   }
+
+  const handlerFailed = (ctx: Context, err: unknown): Outcome => {
+    ctx.dispose()
+    const wire = toWireError(err)
+    if (wire.code === ErrorCode.INTERNAL) ctx.log.error({ err }, 'command handler failed')
+    else ctx.log.warn({ code: wire.code }, wire.message)
+    return fail(wire)
+  }
+
+  const replyFor = (cmd: Envelope, out: Outcome): Envelope =>
+    out.error !== undefined
+      ? errorReply(cmd, out.error)
+      : {
+          v: ENVELOPE_VERSION, kind: 'reply', id: ids(), src: deviceId, inst, at: now(),
+          service: cmd.service, version: cmd.version, name: cmd.name, corr: cmd.id, replyTo: cmd.replyTo ?? cmd.src, payload: out.value,
+        }
+
 
   const sendReply = (reply: Envelope): void => {
     bridge.publish(reply).catch((err: unknown) => rootLog.warn({ err: (err as Error).message, corr: reply.corr }, 'reply not sent; a redelivered command will re-send it'))
@@ -340,11 +381,15 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
       rootLog.warn({ msgId: cmd.id, service: cmd.service, command: cmd.name }, 'dropped a command whose deadline has passed')
       return
     }
-    remember(cmd.id, RUNNING)
-    const p = execute(cmd).then((reply) => {
+    inbox.set(cmd.id, RUNNING)
+    const out = execute(hostedBy.get(cmd.service!)?.get(cmd.version ?? '1'), cmd)
+    const done = (o: Outcome): void => {
+      const reply = replyFor(cmd, o)
       if (inbox.has(cmd.id)) inbox.set(cmd.id, reply)
       sendReply(reply)
-    })
+    }
+    if (!(out instanceof Promise)) return done(out)
+    const p = out.then(done)
     running.add(p)
     void p.finally(() => running.delete(p))
   }
@@ -372,24 +417,21 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     return bridge.publish(env)
   }
 
-  const onEvent = (svc: HostedService, subName: string, sub: SubscriptionSpec, seen: Set<string>) => (msg: InboundMessage): void => {
+  const onEvent = (svc: HostedService, subName: string, sub: SubscriptionSpec, seen: RecentMap<true>) => (msg: InboundMessage): void => {
     const env = msg.envelope
     if (env.kind !== 'event' || stopping) return
     if (seen.has(env.id)) {
       counters.duplicateEvents++
       return
     }
-    seen.add(env.id)
-    if (seen.size > inboxSize) seen.delete(seen.values().next().value as string)
+    seen.set(env.id, true)
     const parsed = v.safeParse(sub.schema, env.payload)
     if (!parsed.success) {
       counters.eventsRejected++
       svc.log.warn({ subscription: subName, msgId: env.id, issues: toValidationIssues(parsed.issues) }, 'dropped an event that fails the subscription schema')
       return
     }
-    const ctx = makeContext(svc, env, { subscription: subName }, {
-      event: { service: env.service, version: env.version, name: env.name, device: env.src },
-    })
+    const ctx = new Context(svc, env, subName)
     const p = (async () => {
       try {
         await (sub.handler as (p: unknown, c: unknown) => unknown)(parsed.output, ctx)
@@ -431,7 +473,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
         await bridge.subscribe(bridge.topics.commandFilter(deviceId, c.name, c.version), onCommand)
         for (const [subName, sub] of Object.entries(svc.def.subscriptions)) {
           const filter = bridge.topics.eventFilter({ device: sub.device, service: sub.service, version: sub.version, event: sub.event })
-          await bridge.subscribe(filter, onEvent(svc, subName, sub, new Set()))
+          await bridge.subscribe(filter, onEvent(svc, subName, sub, createRecentMap<true>(inboxSize)))
         }
       }
       const announce = (): void => {

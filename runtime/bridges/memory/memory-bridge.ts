@@ -100,7 +100,7 @@ export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
   const now = opts.now ?? Date.now
   const instanceId = opts.instanceId ?? createMessageIdFactory()().slice(-10)
   const status = createStatusHub()
-  const pending = createPendingReplies()
+  const pending = createPendingReplies(now)
   const stats = createBridgeStats()
   const owner = {}
   const inFlight = new Set<Promise<void>>()

@@ -66,7 +66,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   const baseLog = opts.logger ?? pino({ level: 'silent' })
   const log = baseLog.child(baseLog.bindings().device === undefined ? { bridge: 'mqtt', device: opts.deviceId } : { bridge: 'mqtt' })
   const status = createStatusHub()
-  const pending = createPendingReplies()
+  const pending = createPendingReplies(now)
   const stats = createBridgeStats()
   const window = Math.max(1, opts.inFlightWindow ?? 256)
   const replyFilter = topics.replyFilter(opts.deviceId)

@@ -31,11 +31,14 @@ export function createDirectory(): Directory {
   const byDevice = new Map<string, { instance: string; keys: string[]; gen: number }>()
   let generation = 0
   const cursor = new Map<string, number>()
+  // Instances per service as an array, rebuilt only when presence changes.
+  const lists = new Map<string, ServiceInstance[]>()
   const waiters = new Map<string, Set<() => void>>()
   const key = (s: string, ver: string): string => `${s}@${ver}`
 
   const dir: Directory = {
     update(device, instance, presence) {
+      lists.clear()
       const before = byDevice.get(device)
       for (const k of before?.keys ?? []) byService.get(k)?.delete(device)
       byDevice.delete(device)
@@ -60,7 +63,8 @@ export function createDirectory(): Directory {
       if (m === undefined || m.size === 0) return undefined
       const n = (cursor.get(k) ?? 0) + 1
       cursor.set(k, n)
-      const all = [...m.values()]
+      let all = lists.get(k)
+      if (all === undefined) lists.set(k, (all = [...m.values()]))
       return all[n % all.length]
     },
     waitFor(service, version, ms) {

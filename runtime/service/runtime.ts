@@ -257,21 +257,31 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     return invokeRemote(cmd, o.device, timeoutMs)
   }
 
-  const invokeRemote = async (cmd: Envelope, device: string | undefined, timeoutMs: number): Promise<unknown> => {
+  const invokeRemote = (cmd: Envelope, device: string | undefined, timeoutMs: number): Promise<unknown> => {
     const service = cmd.service!
     const version = cmd.version!
     if (bridge.status.type !== 'connected') {
-      throw new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `cannot reach ${service}@${version}: not connected to the broker`, { retryable: true })
+      return Promise.reject(new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `cannot reach ${service}@${version}: not connected to the broker`, { retryable: true }))
     }
     if (device === undefined) {
-      const found = directory.pick(service, version) ?? (await directory.waitFor(service, version, Math.min(discoveryWaitMs, timeoutMs)))
+      const found = directory.pick(service, version)
       if (found === undefined) {
-        throw new OutpostError(ErrorCode.NO_HANDLER, `no live instance of service ${service}@${version} is known`, { details: { service, version } })
+        return directory.waitFor(service, version, Math.min(discoveryWaitMs, timeoutMs)).then((late) => {
+          if (late === undefined) {
+            throw new OutpostError(ErrorCode.NO_HANDLER, `no live instance of service ${service}@${version} is known`, { details: { service, version } })
+          }
+          return sendTo(cmd, late.device)
+        })
       }
       device = found.device
     }
+    return sendTo(cmd, device)
+  }
+  const sendTo = (cmd: Envelope, device: string): Promise<unknown> => {
     cmd.target = device
-    const reply = await bridge.request(cmd)
+    return bridge.request(cmd).then(unwrapReply)
+  }
+  const unwrapReply = (reply: Envelope): unknown => {
     if (reply.error !== undefined) throw fromWireError(reply.error)
     return reply.payload
   }

@@ -1,5 +1,6 @@
 // Command round trip across three processes (caller, device, broker) over aedes on loopback.
 import { spawn, type ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import type { BenchResult, LoadOptions } from './measure.js'
 import type { SystemName } from './procs/mqtt-systems.js'
@@ -39,6 +40,13 @@ async function stop(child: ChildProcess): Promise<void> {
   clearTimeout(t)
 }
 
+/** CPU time (user + system) a process has used so far, in microseconds. */
+function cpuUs(pid: number | undefined): number {
+  if (pid === undefined) return 0
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+  return ((Number(fields[11]) + Number(fields[12])) * 1_000_000) / 100 // clock ticks (100/s) → µs
+}
+
 const LABEL: Record<SystemName, string> = { raw: 'raw-mqttjs-cbor', outpost: 'outpost-mqtt', moleculer: 'moleculer-0.15-mqtt' }
 
 /** Measures each system at each concurrency with a fresh broker and device process. */
@@ -53,9 +61,16 @@ export async function benchCrossProcess(load: Omit<LoadOptions, 'concurrency'>, 
         try {
           await firstLine(device, `${system} responder`)
           const caller = start('caller.ts', [system, url, String(concurrency), String(load.durationMs), String(load.warmupMs)])
-          const r = JSON.parse(await firstLine(caller, `${system} caller`, 120_000)) as { ops_per_s: number; p50_us: number; p99_us: number }
+          const before = { device: cpuUs(device.pid), broker: cpuUs(broker.pid) }
+          const r = JSON.parse(await firstLine(caller, `${system} caller`, 120_000)) as { ops_per_s: number; p50_us: number; p99_us: number; cpu_us: number; ops: number }
+          const perOp = (x: number): number => Math.round((x / r.ops) * 10) / 10
+          const extra = {
+            cpu_us_per_op_device: perOp(cpuUs(device.pid) - before.device),
+            cpu_us_per_op_broker: perOp(cpuUs(broker.pid) - before.broker),
+            cpu_us_per_op_caller: perOp(r.cpu_us),
+          }
           await stop(caller)
-          out.push({ system: LABEL[system], workload: 'mqtt-command-roundtrip-3proc', concurrency, ...r })
+          out.push({ system: LABEL[system], workload: 'mqtt-command-roundtrip-3proc', concurrency, ops_per_s: r.ops_per_s, p50_us: r.p50_us, p99_us: r.p99_us, extra })
         } finally {
           await stop(device)
         }

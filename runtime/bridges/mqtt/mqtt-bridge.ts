@@ -34,6 +34,11 @@ export interface MqttBridgeOptions {
   protocolVersion?: 4 | 5
   /** Keep the broker session across reconnects (default true: QoS 1 messages wait for the device). */
   persistentSession?: boolean
+  /**
+   * Gather the MQTT packets written in one tick into one socket write (default false:
+   * measured here it cost more CPU than it saved; see test/bench/RESULTS.md).
+   */
+  coalesceWrites?: boolean
   /** Extra TLS options for mqtts. */
   tls?: tls.ConnectionOptions
   logger?: Logger
@@ -43,6 +48,27 @@ export interface MqttBridgeOptions {
 interface LocalSub {
   filter: string
   handler: MessageHandler
+}
+
+/**
+ * Corks a socket on its first write in a tick and uncorks it once the tick's work is done, so
+ * packets written by several handlers in the same turn leave in one writev.
+ */
+function coalesceWrites(socket: net.Socket): void {
+  const write = socket.write.bind(socket) as (...args: unknown[]) => boolean
+  let corked = false
+  const flush = (): void => {
+    corked = false
+    socket.uncork()
+  }
+  socket.write = ((...args: unknown[]) => {
+    if (!corked) {
+      corked = true
+      socket.cork()
+      process.nextTick(flush)
+    }
+    return write(...args)
+  }) as typeof socket.write
 }
 
 /**
@@ -57,6 +83,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   if (url.protocol !== 'mqtt:' && !secure) {
     throw new OutpostError(ErrorCode.INVALID_CONFIG, `broker url must start with mqtt:// or mqtts:// (got ${opts.url})`)
   }
+  const coalesce = opts.coalesceWrites ?? false
   const host = url.hostname || '127.0.0.1'
   const port = url.port === '' ? (secure ? 8883 : 1883) : Number(url.port)
   const topics = createTopics(opts.topicPrefix)
@@ -89,6 +116,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       ? tls.connect({ host, port, servername: host, ...opts.tls })
       : net.connect({ host, port })
     socket.setNoDelay(true)
+    if (coalesce) coalesceWrites(socket)
     return socket
   }
 
@@ -171,6 +199,8 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       manualConnect: true,
       resubscribe: false, // we resubscribe ourselves when the broker lost the session
       will,
+      // MQTT.js traces every packet through `debug`; that costs a few % of CPU even when off.
+      log: () => {},
     }
     const c = new MqttClient(streamBuilder as never, options)
     // MQTT.js sends the PUBACK once handleMessage calls back (any protocol level), so calling
@@ -234,29 +264,22 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
     return client
   }
 
-  const acquireWindow = async (): Promise<void> => {
-    while (inFlightPublishes >= window) await new Promise<void>((r) => windowWaiters.push(r))
-    inFlightPublishes++
-  }
-  const releaseWindow = (): void => {
-    inFlightPublishes--
-    windowWaiters.shift()?.()
-    if (inFlightPublishes === 0) drainWaiter?.()
-  }
-
-  const publishFrame = async (c: MqttClient, topic: string, frame: Uint8Array, retain: boolean): Promise<void> => {
-    await acquireWindow()
-    try {
-      await new Promise<void>((resolve, reject) => {
-        c.publish(topic, frame as Buffer, { qos: 1, retain }, (err) => {
-          if (err) reject(new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `publish to ${topic} failed: ${err.message}`, { cause: err, retryable: true }))
-          else resolve()
-        })
-      })
-      stats.published++
-    } finally {
-      releaseWindow()
+  const publishFrame = (c: MqttClient, topic: string, frame: Uint8Array, retain: boolean): Promise<void> => {
+    if (inFlightPublishes >= window) {
+      // Window full: wait for a PUBACK to free a slot, then try again.
+      return new Promise<void>((r) => windowWaiters.push(r)).then(() => publishFrame(c, topic, frame, retain))
     }
+    inFlightPublishes++
+    return new Promise<void>((resolve, reject) => {
+      c.publish(topic, frame as Buffer, { qos: 1, retain }, (err) => {
+        inFlightPublishes--
+        windowWaiters.shift()?.()
+        if (inFlightPublishes === 0) drainWaiter?.()
+        if (err) return reject(new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `publish to ${topic} failed: ${err.message}`, { cause: err, retryable: true }))
+        stats.published++
+        resolve()
+      })
+    })
   }
 
   const bridge: Bridge = {
@@ -277,10 +300,13 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       }
       return p
     },
-    async publish(env, popts) {
-      const c = ensureConnected()
-      const topic = topics.topicOf(env)
-      await publishFrame(c, topic, codec.encode(env), popts?.retain === true)
+    publish(env, popts) {
+      try {
+        const c = ensureConnected()
+        return publishFrame(c, topics.topicOf(env), codec.encode(env), popts?.retain === true)
+      } catch (err) {
+        return Promise.reject(err)
+      }
     },
     async subscribe(filter, handler) {
       ensureOpen()
@@ -310,10 +336,15 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       }
       return subscription
     },
-    async request(command) {
-      const c = ensureConnected()
-      const topic = topics.topicOf(command)
-      const frame = codec.encode(command)
+    request(command) {
+      let c: MqttClient, topic: string, frame: Uint8Array
+      try {
+        c = ensureConnected()
+        topic = topics.topicOf(command)
+        frame = codec.encode(command)
+      } catch (err) {
+        return Promise.reject(err)
+      }
       const reply = pending.wait(command, now())
       publishFrame(c, topic, frame, false).catch((err: unknown) => pending.fail(command.id, err as OutpostError))
       return reply

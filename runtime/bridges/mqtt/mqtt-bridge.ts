@@ -1,6 +1,8 @@
 import net from 'node:net'
 import tls from 'node:tls'
-import { MqttClient, type IClientOptions, type IPublishPacket } from 'mqtt'
+// The client class alone: the package root also loads WebSocket, SOCKS and browser support a device does not use.
+import * as clientModule from 'mqtt/lib/client'
+import type { IClientOptions, IPublishPacket, MqttClient as MqttClientType } from 'mqtt'
 import { pino, type Logger } from 'pino'
 import { ErrorCode, OutpostError } from '../../errors.js'
 import type { Bridge, InboundMessage, MessageHandler, Subscription } from '../../ports/bridge.js'
@@ -44,6 +46,12 @@ export interface MqttBridgeOptions {
   logger?: Logger
   now?: () => number
 }
+
+type MqttClient = MqttClientType
+// CommonJS interop differs: Node hands over module.exports as the default, esbuild the
+// module's own `default` (it honours __esModule). Accept both.
+const clientDefault = (clientModule as unknown as { default: unknown }).default
+const MqttClient = (typeof clientDefault === 'function' ? clientDefault : (clientDefault as { default: unknown }).default) as typeof MqttClientType
 
 interface LocalSub {
   filter: string

@@ -75,6 +75,26 @@ interface Pending extends DeadlineEntry {
   reject(err: OutpostError): void
 }
 
+/** One request waiting for its reply (a class: no closures allocated per request). */
+class PendingRequest implements Pending {
+  readonly deadline: number
+  constructor(
+    readonly command: Envelope,
+    private readonly sentAt: number,
+    readonly resolve: (env: Envelope) => void,
+    readonly reject: (err: OutpostError) => void,
+    private readonly onExpired: (p: PendingRequest) => void,
+  ) {
+    this.deadline = command.deadline!
+  }
+  expire(): void {
+    this.onExpired(this)
+    const c = this.command
+    const ms = this.deadline - this.sentAt
+    this.reject(new OutpostError(ErrorCode.TIMEOUT, `no reply to ${c.service}.${c.name} within ${ms} ms`, { retryable: true, details: { service: c.service, command: c.name, timeoutMs: ms } }))
+  }
+}
+
 /** Requests waiting for their replies, keyed by command id; enforces deadlines. */
 export interface PendingReplies {
   readonly size: number
@@ -95,6 +115,10 @@ export function createPendingReplies(now: () => number = Date.now): PendingRepli
   const pending = new Map<string, Pending>()
   const deadlines = createDeadlineTracker(now)
   let onEmpty: (() => void) | undefined
+  const expired = (p: PendingRequest): void => {
+    pending.delete(p.command.id)
+    if (pending.size === 0) onEmpty?.()
+  }
   const remove = (id: string): Pending | undefined => {
     const p = pending.get(id)
     if (p === undefined) return undefined
@@ -111,20 +135,9 @@ export function createPendingReplies(now: () => number = Date.now): PendingRepli
       if (command.deadline === undefined) {
         return Promise.reject(new OutpostError(ErrorCode.INVALID_ENVELOPE, 'a request needs a deadline'))
       }
-      const id = command.id
       return new Promise<Envelope>((resolve, reject) => {
-        const entry: Pending = {
-          deadline: command.deadline!,
-          resolve,
-          reject,
-          expire() {
-            pending.delete(id)
-            if (pending.size === 0) onEmpty?.()
-            const ms = command.deadline! - at
-            reject(new OutpostError(ErrorCode.TIMEOUT, `no reply to ${command.service}.${command.name} within ${ms} ms`, { retryable: true, details: { service: command.service, command: command.name, timeoutMs: ms } }))
-          },
-        }
-        pending.set(id, entry)
+        const entry = new PendingRequest(command, at, resolve, reject, expired)
+        pending.set(command.id, entry)
         deadlines.add(entry)
       })
     },

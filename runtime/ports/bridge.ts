@@ -79,6 +79,12 @@ export interface Bridge {
   subscribe(filter: string, handler: MessageHandler): Promise<Subscription>
   /** Sends a command (its `deadline` is required) and waits for the reply. @throws TIMEOUT, BRIDGE_UNAVAILABLE, BRIDGE_CLOSED */
   request(command: Envelope): Promise<Envelope>
+  /**
+   * Sends again every command still waiting for its reply (or those addressed to `target`),
+   * with the same message ids; receivers execute a command once and answer a repeat with the
+   * cached reply. Called after a reconnect and when a target device announces itself again.
+   */
+  resendPending(target?: string): void
   /** Listens to status changes; returns the function that stops listening. */
   onStatus(listener: (status: BridgeStatus) => void): () => void
   /** Status changes as an async stream (ends when the bridge closes). */

@@ -231,8 +231,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   // ---- calling ----------------------------------------------------------------------
 
   const errorReply = (cmd: Envelope, error: WireError): Envelope => ({
-    v: ENVELOPE_VERSION, kind: 'reply', id: ids(), src: deviceId, inst, at: now(),
-    service: cmd.service, version: cmd.version, name: cmd.name, corr: cmd.id, replyTo: cmd.replyTo ?? cmd.src, error,
+    v: ENVELOPE_VERSION, kind: 'reply', id: ids(), src: deviceId, inst, at: now(), corr: cmd.id, replyTo: cmd.replyTo ?? cmd.src, error,
   })
 
   const NO_OPTIONS: InvokeOptions = {}
@@ -368,8 +367,8 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     out.error !== undefined
       ? errorReply(cmd, out.error)
       : {
-          v: ENVELOPE_VERSION, kind: 'reply', id: ids(), src: deviceId, inst, at: now(),
-          service: cmd.service, version: cmd.version, name: cmd.name, corr: cmd.id, replyTo: cmd.replyTo ?? cmd.src, payload: out.value,
+          // A reply names only the command it answers (corr): service and name would be bytes for nothing.
+          v: ENVELOPE_VERSION, kind: 'reply', id: ids(), src: deviceId, inst, at: now(), corr: cmd.id, replyTo: cmd.replyTo ?? cmd.src, payload: out.value,
         }
 
 
@@ -477,6 +476,9 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
         const p = env.payload as PresencePayload | undefined
         if (env.kind !== 'presence' || typeof p !== 'object' || p === null || typeof p.online !== 'boolean' || !Array.isArray(p.services ?? [])) return
         directory.update(env.src, env.inst, { online: p.online, services: p.online ? p.services : [] })
+        // A device that comes back may have missed commands sent while it was away (a broker
+        // restart loses them); send ours again, its inbox keeps them from running twice.
+        if (p.online && !msg.retained && env.src !== deviceId) bridge.resendPending(env.src)
       })
       for (const svc of hosted.values()) {
         const c = svc.def.contract

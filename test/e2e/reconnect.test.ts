@@ -74,6 +74,32 @@ describe('when the broker goes away and comes back', () => {
     expect(Math.max(...delays)).toBeLessThanOrEqual(400)
   })
 
+  it('completes a call whose reply was lost in a broker restart, running the command once', async () => {
+    const port = await freePort()
+    let broker: MqttBroker = await startMqttBroker({ port })
+    cleanups.push(() => broker.close())
+    const fast = { initialMs: 50, maxMs: 300 }
+    const seen = { executions: 0, slowAborted: 0, events: [] as { n: number; by: string; from: string }[], slowRuns: 0 }
+    const device = createRuntime({ bridge: createMqttBridge({ url: broker.url, deviceId: 'dev-a', reconnect: fast }), services: [counterService(seen)] })
+    const caller = createRuntime({ bridge: createMqttBridge({ url: broker.url, deviceId: 'caller', reconnect: fast }) })
+    await device.start({ waitForBroker: true })
+    await caller.start({ waitForBroker: true })
+    cleanups.push(() => caller.stop({ drainMs: 100 }), () => device.stop({ drainMs: 100 }))
+    await until(() => caller.directory.instances('counter', '1').length === 1)
+
+    // The handler finishes while the broker is down: its reply cannot be delivered then.
+    const call = outcome(caller.client(counterContract).slow({ ms: 500 }, { timeoutMs: 8_000 }))
+    await until(() => seen.slowRuns === 1)
+    await broker.close()
+    await new Promise((r) => setTimeout(r, 700))
+    broker = await startMqttBroker({ port })
+
+    const result = await call
+    expect(result).toEqual({ ok: true, value: { aborted: false } })
+    expect(seen.slowRuns).toBe(1)
+    expect(device.stats().duplicateCommands).toBeGreaterThanOrEqual(1)
+  })
+
   it('gives a typed error, not a hang, when no broker is there at all', async () => {
     const port = await freePort()
     const bridge = createMqttBridge({ url: `mqtt://127.0.0.1:${port}`, deviceId: 'lonely', reconnect: { initialMs: 50, maxMs: 200 } })

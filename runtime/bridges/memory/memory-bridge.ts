@@ -176,6 +176,9 @@ export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
       bridge.publish(command).catch((err: unknown) => pending.fail(command.id, err as OutpostError))
       return reply
     },
+    resendPending() {
+      // The hub never loses a message, so there is nothing to send again.
+    },
     onStatus: (l) => status.on(l),
     statusStream: (signal) => status.stream(signal),
     stats: () => snapshotStats(stats),

@@ -32,6 +32,13 @@ export interface MqttBridgeOptions {
   keepaliveSec?: number
   connectTimeoutMs?: number
   reconnect?: BackoffOptions
+  /**
+   * QoS of replies (default 0). A reply only matters while its caller waits, and a caller that
+   * lost its connection re-sends its pending commands on reconnect (the device's inbox answers
+   * a repeated command id with the cached reply), so replies need no PUBACK of their own:
+   * two packets fewer per call. Set 1 to have the broker hold replies for a caller that is away.
+   */
+  replyQos?: 0 | 1
   /** MQTT protocol level: 4 (3.1.1, default) or 5. */
   protocolVersion?: 4 | 5
   /** Keep the broker session across reconnects (default true: QoS 1 messages wait for the device). */
@@ -52,6 +59,10 @@ type MqttClient = MqttClientType
 // module's own `default` (it honours __esModule). Accept both.
 const clientDefault = (clientModule as unknown as { default: unknown }).default
 const MqttClient = (typeof clientDefault === 'function' ? clientDefault : (clientDefault as { default: unknown }).default) as typeof MqttClientType
+
+const NOT_RETAINED = { qos: 1, retain: false } as const
+const RETAINED = { qos: 1, retain: true } as const
+const AT_MOST_ONCE = { qos: 0, retain: false } as const
 
 interface LocalSub {
   filter: string
@@ -92,6 +103,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
     throw new OutpostError(ErrorCode.INVALID_CONFIG, `broker url must start with mqtt:// or mqtts:// (got ${opts.url})`)
   }
   const coalesce = opts.coalesceWrites ?? false
+  const replyQos = opts.replyQos ?? 0
   const host = url.hostname || '127.0.0.1'
   const port = url.port === '' ? (secure ? 8883 : 1883) : Number(url.port)
   const topics = createTopics(opts.topicPrefix)
@@ -105,6 +117,10 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   const stats = createBridgeStats()
   const window = Math.max(1, opts.inFlightWindow ?? 256)
   const replyFilter = topics.replyFilter(opts.deviceId)
+  // `<prefix>/<src>/rep/<me>`: checked without splitting the topic on every reply.
+  const replySuffix = `/rep/${opts.deviceId}`
+  const isReplyTopic = (topic: string): boolean =>
+    topic.endsWith(replySuffix) && topic.startsWith(`${topics.prefix}/`) && topic.indexOf('/', topics.prefix.length + 1) === topic.length - replySuffix.length
   const subs: LocalSub[] = []
   const routes = new Map<string, LocalSub[]>()
   const inFlightHandlers = new Set<Promise<void>>()
@@ -112,6 +128,9 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   const windowWaiters: (() => void)[] = []
   let drainWaiter: (() => void) | undefined
 
+  // Commands still waiting for a reply, kept encoded so they can be sent again after a reconnect.
+  const unanswered = new Map<string, { topic: string; frame: Uint8Array; target?: string }>()
+  let lostConnection = false
   let client: MqttClient | undefined
   let closing = false
   let attempt = 0
@@ -154,7 +173,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       return undefined
     }
     const env = decoded.envelope
-    if (env.kind === 'reply' && topicMatches(replyFilter, topic)) {
+    if (env.kind === 'reply' && isReplyTopic(topic)) {
       if (!pending.settle(env)) stats.drop('LATE_REPLY')
       return undefined
     }
@@ -226,6 +245,8 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       void resubscribe.then(
         () => {
           status.set({ type: 'connected', sessionPresent })
+          if (lostConnection) bridge.resendPending()
+          lostConnection = false
           const waiters = firstConnect
           firstConnect = []
           for (const w of waiters) w.resolve()
@@ -243,6 +264,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
     })
     c.on('close', () => {
       if (closing) return
+      lostConnection = true
       if (status.current.type === 'connected') status.set({ type: 'disconnected' })
       scheduleReconnect()
     })
@@ -272,6 +294,15 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
     return client
   }
 
+  const publishOnce = (c: MqttClient, topic: string, frame: Uint8Array): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      c.publish(topic, frame as Buffer, AT_MOST_ONCE, (err) => {
+        if (err) return reject(new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `publish to ${topic} failed: ${err.message}`, { cause: err, retryable: true }))
+        stats.published++
+        resolve()
+      })
+    })
+
   const publishFrame = (c: MqttClient, topic: string, frame: Uint8Array, retain: boolean): Promise<void> => {
     if (inFlightPublishes >= window) {
       // Window full: wait for a PUBACK to free a slot, then try again.
@@ -279,7 +310,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
     }
     inFlightPublishes++
     return new Promise<void>((resolve, reject) => {
-      c.publish(topic, frame as Buffer, { qos: 1, retain }, (err) => {
+      c.publish(topic, frame as Buffer, retain ? RETAINED : NOT_RETAINED, (err) => {
         inFlightPublishes--
         windowWaiters.shift()?.()
         if (inFlightPublishes === 0) drainWaiter?.()
@@ -311,6 +342,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
     publish(env, popts) {
       try {
         const c = ensureConnected()
+        if (env.kind === 'reply' && replyQos === 0) return publishOnce(c, topics.topicOf(env), codec.encode(env))
         return publishFrame(c, topics.topicOf(env), codec.encode(env), popts?.retain === true)
       } catch (err) {
         return Promise.reject(err)
@@ -354,8 +386,16 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
         return Promise.reject(err)
       }
       const reply = pending.wait(command, now())
+      unanswered.set(command.id, { topic, frame, target: command.target })
       publishFrame(c, topic, frame, false).catch((err: unknown) => pending.fail(command.id, err as OutpostError))
-      return reply
+      return reply.finally(() => unanswered.delete(command.id))
+    },
+    resendPending(target) {
+      if (client === undefined || status.current.type !== 'connected') return
+      for (const [id, u] of unanswered) {
+        if (target !== undefined && u.target !== target) continue
+        publishFrame(client, u.topic, u.frame, false).catch((err: unknown) => log.warn({ err: (err as Error).message, id }, 're-send failed'))
+      }
     },
     onStatus: (l) => status.on(l),
     statusStream: (signal) => status.stream(signal),

@@ -84,6 +84,7 @@ class PendingRequest implements Pending {
     readonly resolve: (env: Envelope) => void,
     readonly reject: (err: OutpostError) => void,
     private readonly onExpired: (p: PendingRequest) => void,
+    readonly memo: unknown,
   ) {
     this.deadline = command.deadline!
   }
@@ -98,8 +99,10 @@ class PendingRequest implements Pending {
 /** Requests waiting for their replies, keyed by command id; enforces deadlines. */
 export interface PendingReplies {
   readonly size: number
-  /** Registers a request; the promise settles with its reply or a TIMEOUT at the deadline. */
-  wait(command: Envelope, now: number): Promise<Envelope>
+  /** Registers a request; the promise settles with its reply or a TIMEOUT at the deadline. `memo` travels with it (e.g. the encoded frame, for re-sending). */
+  wait(command: Envelope, now: number, memo?: unknown): Promise<Envelope>
+  /** Visits every request still waiting. */
+  forEach(fn: (command: Envelope, memo: unknown) => void): void
   /** Hands a reply to its waiter; false when nobody waits (late or unknown). */
   settle(reply: Envelope): boolean
   /** Fails one waiter (the publish of its command failed). */
@@ -131,12 +134,15 @@ export function createPendingReplies(now: () => number = Date.now): PendingRepli
     get size() {
       return pending.size
     },
-    wait(command, at) {
+    forEach(fn) {
+      for (const p of pending.values()) fn((p as PendingRequest).command, (p as PendingRequest).memo)
+    },
+    wait(command, at, memo) {
       if (command.deadline === undefined) {
         return Promise.reject(new OutpostError(ErrorCode.INVALID_ENVELOPE, 'a request needs a deadline'))
       }
       return new Promise<Envelope>((resolve, reject) => {
-        const entry = new PendingRequest(command, at, resolve, reject, expired)
+        const entry = new PendingRequest(command, at, resolve, reject, expired, memo)
         pending.set(command.id, entry)
         deadlines.add(entry)
       })

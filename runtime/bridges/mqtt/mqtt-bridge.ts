@@ -64,6 +64,12 @@ const NOT_RETAINED = { qos: 1, retain: false } as const
 const RETAINED = { qos: 1, retain: true } as const
 const AT_MOST_ONCE = { qos: 0, retain: false } as const
 
+/** A command waiting for its reply, kept encoded so it can be sent again. */
+interface Unanswered {
+  topic: string
+  frame: Uint8Array
+}
+
 interface LocalSub {
   filter: string
   handler: MessageHandler
@@ -128,8 +134,6 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   const windowWaiters: (() => void)[] = []
   let drainWaiter: (() => void) | undefined
 
-  // Commands still waiting for a reply, kept encoded so they can be sent again after a reconnect.
-  const unanswered = new Map<string, { topic: string; frame: Uint8Array; target?: string }>()
   let lostConnection = false
   let client: MqttClient | undefined
   let closing = false
@@ -385,17 +389,18 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       } catch (err) {
         return Promise.reject(err)
       }
-      const reply = pending.wait(command, now())
-      unanswered.set(command.id, { topic, frame, target: command.target })
+      const reply = pending.wait(command, now(), { topic, frame } satisfies Unanswered)
       publishFrame(c, topic, frame, false).catch((err: unknown) => pending.fail(command.id, err as OutpostError))
-      return reply.finally(() => unanswered.delete(command.id))
+      return reply
     },
     resendPending(target) {
       if (client === undefined || status.current.type !== 'connected') return
-      for (const [id, u] of unanswered) {
-        if (target !== undefined && u.target !== target) continue
-        publishFrame(client, u.topic, u.frame, false).catch((err: unknown) => log.warn({ err: (err as Error).message, id }, 're-send failed'))
-      }
+      const c = client
+      pending.forEach((command, memo) => {
+        if (target !== undefined && command.target !== target) return
+        const u = memo as Unanswered
+        publishFrame(c, u.topic, u.frame, false).catch((err: unknown) => log.warn({ err: (err as Error).message, id: command.id }, 're-send failed'))
+      })
     },
     onStatus: (l) => status.on(l),
     statusStream: (signal) => status.stream(signal),

@@ -1,8 +1,10 @@
 #!/usr/bin/env node
-// Installs the comparison systems (test/bench/package.json) on first use, then runs the bench.
+// Installs the comparison systems (test/bench/package.json) on first use, builds the bench to
+// plain JavaScript, then runs it from the repository root.
 import { spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
+import { buildBench } from '../test/bench/build.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const benchDir = `${root}test/bench`
@@ -11,5 +13,6 @@ if (!existsSync(`${benchDir}/node_modules/moleculer`) || !existsSync(`${benchDir
   const r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: benchDir, stdio: ['ignore', 'ignore', 'inherit'] })
   if (r.status !== 0) process.exit(r.status ?? 1)
 }
-const r = spawnSync(process.execPath, ['--import', 'tsx', 'test/bench/bench.ts', ...process.argv.slice(2)], { cwd: root, stdio: 'inherit' })
+await buildBench(root)
+const r = spawnSync(process.execPath, ['--enable-source-maps', 'test/bench/.build/bench.js', ...process.argv.slice(2)], { cwd: root, stdio: 'inherit' })
 process.exit(r.status ?? 1)

@@ -15,11 +15,11 @@ export interface DeviceBundle {
  * Bundles `devices/<name>/main.ts` into one minified ESM file (esbuild). Native addons stay
  * outside the bundle: cbor-x's optional `cbor-extract` (cbor-x falls back to JavaScript without it).
  */
-export async function bundleDevice(name: string, outDir: string): Promise<DeviceBundle> {
+export async function bundleDevice(name: string, outDir: string, root: string = ROOT): Promise<DeviceBundle> {
   await mkdir(outDir, { recursive: true })
   const file = path.join(outDir, `${name}.mjs`)
   const result = await build({
-    entryPoints: [path.join(ROOT, 'devices', name, 'main.ts')],
+    entryPoints: [path.join(root, 'devices', name, 'main.ts')],
     bundle: true,
     platform: 'node',
     target: 'node20',

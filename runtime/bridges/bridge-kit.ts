@@ -78,6 +78,7 @@ interface Pending extends DeadlineEntry {
 /** One request waiting for its reply (a class: no closures allocated per request). */
 class PendingRequest implements Pending {
   readonly deadline: number
+  tracked = false
   constructor(
     readonly command: Envelope,
     private readonly sentAt: number,
@@ -195,6 +196,8 @@ export function snapshotStats(s: BridgeStats): BridgeStats {
 /** Something that must happen at a deadline unless removed first. */
 export interface DeadlineEntry {
   deadline: number
+  /** Set by the tracker while the entry is waiting; do not touch. */
+  tracked?: boolean
   expire(): void
 }
 
@@ -205,9 +208,15 @@ export interface DeadlineTracker {
   readonly size: number
 }
 
-/** Creates a deadline tracker: the single timer is armed for the earliest deadline. */
+/**
+ * Creates a deadline tracker. Entries sit in an array (a Set of objects would give each one an
+ * identity hash, which costs more than the rest of a call); removal only flags the entry, and
+ * the array is compacted once flagged entries outnumber live ones. The single timer is armed
+ * for the earliest deadline.
+ */
 export function createDeadlineTracker(now: () => number = Date.now): DeadlineTracker {
-  const entries = new Set<DeadlineEntry>()
+  let queue: DeadlineEntry[] = []
+  let live = 0
   let timer: ReturnType<typeof setTimeout> | undefined
   let armedFor = Number.POSITIVE_INFINITY
   const arm = (at: number): void => {
@@ -217,33 +226,47 @@ export function createDeadlineTracker(now: () => number = Date.now): DeadlineTra
     timer = setTimeout(sweep, Math.max(0, at - now()))
     timer.unref?.()
   }
+  const compact = (): void => {
+    queue = queue.filter((e) => e.tracked === true)
+  }
   const sweep = (): void => {
     timer = undefined
     armedFor = Number.POSITIVE_INFINITY
     const t = now()
+    const due = queue
+    queue = []
     let next = Number.POSITIVE_INFINITY
-    for (const e of entries) {
+    for (const e of due) {
+      if (e.tracked !== true) continue
       if (e.deadline <= t) {
-        entries.delete(e)
+        e.tracked = false
+        live--
         e.expire()
-      } else if (e.deadline < next) {
-        next = e.deadline
+      } else {
+        queue.push(e)
+        if (e.deadline < next) next = e.deadline
       }
     }
-    if (next !== Number.POSITIVE_INFINITY && timer === undefined) arm(next)
+    if (next !== Number.POSITIVE_INFINITY && next < armedFor) arm(next)
   }
   return {
     add(entry) {
-      entries.add(entry)
+      entry.tracked = true
+      queue.push(entry)
+      live++
       if (entry.deadline < armedFor) arm(entry.deadline)
+      if (queue.length > 2 * live + 1024) compact()
     },
     remove(entry) {
       // The armed timer stays: re-arming per call would cost a timer per call again. When it
       // fires with nothing due it re-arms for the earliest remaining deadline, if any.
-      entries.delete(entry)
+      if (entry.tracked === true) {
+        entry.tracked = false
+        live--
+      }
     },
     get size() {
-      return entries.size
+      return live
     },
   }
 }

@@ -23,26 +23,38 @@ function base32(n: number, digits: number): string {
  * Drawing 40 random bits per factory instead of 80 per id keeps an id at a few dozen
  * nanoseconds; uniqueness comes from the counter, not from chance.
  */
-// Two base32 digits per entry: a counter's 40 bits become four lookups.
-const PAIRS: string[] = Array.from({ length: 1024 }, (_, i) => ALPHABET[i >> 5]! + ALPHABET[i & 31]!)
-
 export function createMessageIdFactory(now: () => number = Date.now): MessageIdFactory {
   const rnd = Buffer.alloc(5)
   randomFillSync(rnd)
-  const instance = base32(rnd.readUIntBE(0, 5), 8)
-  let counter = Math.floor(Math.random() * 2 ** 20) // start anywhere: restarts within one ms stay apart
+  // The id is built from character codes in one go: a flat string, not a chain of
+  // concatenations that every Map lookup by id would first have to flatten.
+  const codes: number[] = new Array(26).fill(48)
+  const put = (at: number, value: string): void => {
+    for (let i = 0; i < value.length; i++) codes[at + i] = value.charCodeAt(i)
+  }
+  put(10, base32(rnd.readUIntBE(0, 5), 8))
+  // The counter starts anywhere, so restarts within one millisecond stay apart.
+  put(18, base32(Math.floor(Math.random() * 2 ** 20), 8))
+  const DIGIT = Array.from(ALPHABET, (c) => c.charCodeAt(0))
+  const VALUE = new Int8Array(128)
+  DIGIT.forEach((code, i) => (VALUE[code] = i))
   let lastMs = -1
-  let prefix = ''
   return () => {
     const ms = now()
     if (ms !== lastMs) {
       lastMs = ms
-      prefix = base32(ms, 10) + instance
+      put(0, base32(ms, 10))
     }
-    counter = counter + 1 === 2 ** 40 ? 0 : counter + 1
-    const hi = Math.floor(counter / 1_048_576) // upper 20 bits
-    const lo = counter % 1_048_576
-    return prefix + PAIRS[hi >> 10]! + PAIRS[hi & 1023]! + PAIRS[lo >> 10]! + PAIRS[lo & 1023]!
+    // Odometer increment of the 8-digit base32 counter (wraps after 2^40 ids).
+    for (let i = 25; i >= 18; i--) {
+      const d = VALUE[codes[i]!]!
+      if (d < 31) {
+        codes[i] = DIGIT[d + 1]!
+        break
+      }
+      codes[i] = DIGIT[0]!
+    }
+    return String.fromCharCode.apply(null, codes)
   }
 }
 

@@ -52,14 +52,59 @@ export function createTopics(prefix: string = DEFAULT_TOPIC_PREFIX): Topics {
     }
     return value
   }
+  // Topics repeat (same sender, target, service, command): remember them instead of building
+  // and hashing a new string per message. Keys are the envelope's own strings, nested, so no
+  // key string is built either. Bounded: cleared past 4096 entries.
+  interface Memo {
+    src: string
+    topic: string
+  }
+  const commandMemo = new Map<string, Map<string, Map<string, Memo>>>() // target → service → command
+  const replyMemo = new Map<string, Memo>() // replyTo
+  let memoSize = 0
+  const fresh = (): void => {
+    if (++memoSize > 4096) {
+      commandMemo.clear()
+      replyMemo.clear()
+      memoSize = 0
+    }
+  }
+  const commandTopic = (src: string, target: string, service: string, name: string): string => {
+    let byService = commandMemo.get(target)
+    if (byService === undefined) commandMemo.set(target, (byService = new Map()))
+    let byName = byService.get(service)
+    if (byName === undefined) byService.set(service, (byName = new Map()))
+    const hit = byName.get(name)
+    if (hit !== undefined && hit.src === src) return hit.topic
+    fresh()
+    const topic = `${prefix}/${src}/cmd/${target}/${service}/1/${name}`
+    byName.set(name, { src, topic })
+    return topic
+  }
+  const replyTopic = (src: string, replyTo: string): string => {
+    const hit = replyMemo.get(replyTo)
+    if (hit !== undefined && hit.src === src) return hit.topic
+    fresh()
+    const topic = `${prefix}/${src}/rep/${replyTo}`
+    replyMemo.set(replyTo, { src, topic })
+    return topic
+  }
   return {
     prefix,
     topicOf(env) {
       switch (env.kind) {
-        case 'command':
-          return `${prefix}/${env.src}/cmd/${need(env, 'target')}/${need(env, 'service')}/${env.version ?? '1'}/${need(env, 'name')}`
-        case 'reply':
-          return `${prefix}/${env.src}/rep/${need(env, 'replyTo')}`
+        case 'command': {
+          const target = need(env, 'target')
+          const name = need(env, 'name')
+          const service = need(env, 'service')
+          const version = env.version ?? '1'
+          if (version !== '1') return `${prefix}/${env.src}/cmd/${target}/${service}/${version}/${name}`
+          return commandTopic(env.src, target, service, name)
+        }
+        case 'reply': {
+          const replyTo = need(env, 'replyTo')
+          return replyTopic(env.src, replyTo)
+        }
         case 'event':
           return `${prefix}/${env.src}/evt/${need(env, 'service')}/${env.version ?? '1'}/${need(env, 'name')}`
         case 'presence':

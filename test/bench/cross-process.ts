@@ -1,15 +1,16 @@
 // Command round trip across three processes (caller, device, broker) over aedes on loopback.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { fileURLToPath } from 'node:url'
 import type { BenchResult, LoadOptions } from './measure.js'
 import type { SystemName } from './procs/mqtt-systems.js'
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url))
-const PROCS = 'test/bench/procs'
+// bin/run-bench.js runs from the repository root and has built the processes' scripts
+// (plain JavaScript, as a device would run; see test/bench/build.js).
+const ROOT = process.cwd()
+const PROCS = 'test/bench/.build/procs'
 
 function start(script: string, args: string[]): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', `${PROCS}/${script}`, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
+  return spawn(process.execPath, [`${PROCS}/${script.replace(/\.ts$/, '.js')}`, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
 }
 
 function firstLine(child: ChildProcess, what: string, timeoutMs = 60_000): Promise<string> {

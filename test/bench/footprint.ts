@@ -2,12 +2,11 @@
 // service, connected to the broker) beside a bare `node -e` process.
 import { spawn } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
-import { fileURLToPath } from 'node:url'
 import { bundleDevice } from '../../build/bundle.js'
 import { startMqttBroker } from '../../gateway/broker/mqtt-broker.js'
 import type { BenchResult } from './measure.js'
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+const ROOT = `${process.cwd()}/` // bin/run-bench.js runs from the repository root
 
 async function rssKb(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8')
@@ -35,7 +34,7 @@ async function measure(args: string[], env: Record<string, string>, ready: RegEx
 }
 
 export async function benchFootprint(runs: number): Promise<BenchResult[]> {
-  const bundle = await bundleDevice('display', `${ROOT}dist/bench`)
+  const bundle = await bundleDevice('display', `${ROOT}dist/bench`, ROOT)
   const broker = await startMqttBroker({ port: 0 })
   const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
   const bare: { readyMs: number; rssMb: number }[] = []

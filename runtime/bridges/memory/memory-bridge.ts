@@ -80,6 +80,9 @@ export function createMemoryHub(): MemoryHub {
   return hub
 }
 
+// Handing over to the hub completes synchronously: one settled promise serves every publish.
+const DELIVERED: Promise<void> = Promise.resolve()
+
 export interface MemoryBridgeOptions {
   hub: MemoryHub
   deviceId: string
@@ -115,6 +118,17 @@ export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
     if (closing) throw new OutpostError(ErrorCode.BRIDGE_CLOSED, `bridge of ${opts.deviceId} is closed`)
   }
 
+  /** Hands an envelope to the hub. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE, INVALID_ENVELOPE */
+  const send = (env: Envelope, retain: boolean): void => {
+    ensureOpen()
+    if (status.current.type !== 'connected') {
+      throw new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `bridge of ${opts.deviceId} is not connected`, { retryable: true })
+    }
+    const topic = topics.topicOf(env)
+    stats.published++
+    hub.deliver(topic, env, retain)
+  }
+
   const bridge: Bridge = {
     deviceId: opts.deviceId,
     instanceId,
@@ -138,14 +152,13 @@ export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
       hub.add(replySub)
       status.set({ type: 'connected', sessionPresent: false })
     },
-    async publish(env, popts) {
-      ensureOpen()
-      if (status.current.type !== 'connected') {
-        throw new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `bridge of ${opts.deviceId} is not connected`, { retryable: true })
+    publish(env, popts) {
+      try {
+        send(env, popts?.retain === true)
+      } catch (err) {
+        return Promise.reject(err)
       }
-      const topic = topics.topicOf(env)
-      stats.published++
-      hub.deliver(topic, env, popts?.retain === true)
+      return DELIVERED
     },
     async subscribe(filter, handler) {
       ensureOpen()
@@ -173,7 +186,11 @@ export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
         throw new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `bridge of ${opts.deviceId} is not connected`, { retryable: true })
       }
       const reply = pending.wait(command, now())
-      bridge.publish(command).catch((err: unknown) => pending.fail(command.id, err as OutpostError))
+      try {
+        send(command, false)
+      } catch (err) {
+        pending.fail(command.id, err as OutpostError)
+      }
       return reply
     },
     resendPending() {

@@ -76,6 +76,9 @@ function invalid(field: string, expected: string): DecodeResult {
   return fail(ErrorCode.INVALID_ENVELOPE, `envelope field "${field}" must be ${expected}`, { field })
 }
 
+const optionalString = (value: unknown): string | undefined | false =>
+  value === undefined || value === null ? undefined : typeof value === 'string' ? value : false
+
 function fromWireArray(raw: unknown): DecodeResult {
   if (!Array.isArray(raw)) return fail(ErrorCode.INVALID_ENVELOPE, 'envelope must be a CBOR array')
   const v = raw[F.v]
@@ -93,19 +96,28 @@ function fromWireArray(raw: unknown): DecodeResult {
   if (typeof inst !== 'string') return invalid('inst', 'a string')
   const at = raw[F.at]
   if (typeof at !== 'number' || !Number.isFinite(at)) return invalid('at', 'a number')
-  const env: Envelope = { v, kind, id, src, inst, at }
-  for (const key of OPTIONAL_STRINGS) {
-    const value = raw[F[key]]
-    if (value === undefined || value === null) continue
-    if (typeof value !== 'string') return invalid(key, 'a string')
-    env[key] = value
+  // One object literal with every field: one hidden class for all envelopes, no field-by-field growth.
+  const env: Envelope = {
+    v, kind, id, src, inst, at,
+    service: optionalString(raw[F.service]) as string | undefined,
+    version: optionalString(raw[F.version]) as string | undefined,
+    name: optionalString(raw[F.name]) as string | undefined,
+    corr: optionalString(raw[F.corr]) as string | undefined,
+    replyTo: optionalString(raw[F.replyTo]) as string | undefined,
+    target: optionalString(raw[F.target]) as string | undefined,
+    deadline: undefined,
+    traceparent: optionalString(raw[F.traceparent]) as string | undefined,
+    tenant: optionalString(raw[F.tenant]) as string | undefined,
+    principal: optionalString(raw[F.principal]) as string | undefined,
+    payload: raw.length > F.payload && raw[F.payload] !== null ? raw[F.payload] : undefined,
+    error: undefined,
   }
+  for (const key of OPTIONAL_STRINGS) if ((env[key] as unknown) === false) return invalid(key, 'a string')
   const deadline = raw[F.deadline]
   if (deadline !== undefined && deadline !== null) {
     if (typeof deadline !== 'number' || !Number.isFinite(deadline)) return invalid('deadline', 'a number')
     env.deadline = deadline
   }
-  if (raw.length > F.payload && raw[F.payload] !== null) env.payload = raw[F.payload]
   const error = raw[F.error]
   if (error !== undefined && error !== null) {
     if (typeof error !== 'object' || typeof (error as WireError).code !== 'string' || typeof (error as WireError).message !== 'string') {

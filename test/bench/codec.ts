@@ -12,16 +12,29 @@ export function telemetryEvent(): Envelope {
 
 export function benchCodec(ms: number): BenchResult[] {
   const codec = createEnvelopeCodec()
-  const env = telemetryEvent()
-  const bytes = codec.encode(env)
-  const json = JSON.stringify(env)
+  // 1,024 distinct events (ids and readings differ, as on the wire), cycled through, so a
+  // decoder gains nothing from having seen the very same frame before.
+  const ids = createMessageIdFactory()
+  const envs = Array.from({ length: 1024 }, (_, i) => {
+    const e = telemetryEvent()
+    e.id = ids()
+    e.at += i
+    ;(e.payload as { temperature: number }).temperature = 20 + (i % 97) / 10
+    return e
+  })
+  const frames = envs.map((e) => Buffer.from(codec.encode(e)))
+  const jsons = envs.map((e) => JSON.stringify(e))
+  const env = envs[0]!
+  const bytes = frames[0]!
+  const json = jsons[0]!
   const jsonBytes = Buffer.byteLength(json)
   let sink = 0
-  const jsonEncode = rate(() => { sink += JSON.stringify(env).length }, ms)
-  const jsonDecode = rate(() => { sink += (JSON.parse(json) as Envelope).at }, ms)
-  const cborEncode = rate(() => { sink += codec.encode(env).length }, ms)
+  let i = 0
+  const jsonEncode = rate(() => { sink += JSON.stringify(envs[i++ & 1023]).length }, ms)
+  const jsonDecode = rate(() => { sink += (JSON.parse(jsons[i++ & 1023]!) as Envelope).at }, ms)
+  const cborEncode = rate(() => { sink += codec.encode(envs[i++ & 1023]!).length }, ms)
   const cborDecode = rate(() => {
-    const r = codec.decode(bytes)
+    const r = codec.decode(frames[i++ & 1023]!)
     if (r.ok) sink += r.envelope.at
   }, ms)
   if (sink === 0) throw new Error('unreachable')

@@ -19,6 +19,15 @@ describe('topic layout', () => {
     expect(topicMatches(t.eventFilter({ service: 'other' }), t.topicOf(event))).toBe(false)
   })
 
+  it('gives the same command from two senders two topics, however often it is asked', () => {
+    const cmd = (src: string): Envelope => ({ ...base, kind: 'command', src, target: 'dev-b', service: 'thermo', version: '1', name: 'read' })
+    for (let i = 0; i < 3; i++) {
+      expect(t.topicOf(cmd('dev-a'))).toBe('ob/dev-a/cmd/dev-b/thermo/1/read')
+      expect(t.topicOf(cmd('dev-c'))).toBe('ob/dev-c/cmd/dev-b/thermo/1/read')
+    }
+    expect(t.topicOf({ ...cmd('dev-a'), version: '2' })).toBe('ob/dev-a/cmd/dev-b/thermo/2/read')
+  })
+
   it('matches MQTT wildcards as the specification says', () => {
     expect(topicMatches('a/+/c', 'a/b/c')).toBe(true)
     expect(topicMatches('a/+/c', 'a/b/c/d')).toBe(false)

@@ -28,8 +28,7 @@ export interface Contract<
 }
 
 /** Any contract, whatever its commands and events. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type AnyContract = Contract<string, string, any, any>
+export type AnyContract = Contract<string, string, Record<string, CommandSpec>, Record<string, Schema>>
 
 const NAME = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/
 

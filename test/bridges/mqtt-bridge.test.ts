@@ -14,6 +14,16 @@ describeBridgeContract('mqtt over aedes', {
   },
 })
 
+describeBridgeContract('mqtt over aedes, replies at QoS 1', {
+  async createNetwork() {
+    const broker = await freshAedes()
+    return {
+      bridge: (deviceId) => createMqttBridge({ url: broker.url, deviceId, replyQos: 1 }),
+      dispose: () => broker.close(),
+    }
+  },
+})
+
 const MOSQUITTO_URL = process.env.OUTPOST_MOSQUITTO_URL ?? 'mqtt://127.0.0.1:1883'
 
 describeBridgeContract('mqtt over mosquitto', {

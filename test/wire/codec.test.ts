@@ -35,6 +35,24 @@ describe('envelope codec', () => {
     expect(codec.decode(new Uint8Array())).toMatchObject({ ok: false })
   })
 
+  it('never throws on thousands of mutated and truncated frames', () => {
+    const good = Buffer.from(codec.encode(sample))
+    let seed = 42
+    const rnd = (n: number): number => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31 // deterministic, so a failure can be replayed
+      return seed % n
+    }
+    const codes = new Set<string>()
+    for (let i = 0; i < 5_000; i++) {
+      const bytes = Buffer.from(good.subarray(0, 1 + rnd(good.length)))
+      for (let k = rnd(4); k >= 0; k--) bytes[rnd(bytes.length)] = rnd(256)
+      const r = codec.decode(bytes)
+      if (!r.ok) codes.add(r.error.code)
+    }
+    expect([...codes].every((c) => ['MALFORMED_FRAME', 'INVALID_ENVELOPE', 'UNSUPPORTED_VERSION'].includes(c))).toBe(true)
+    expect(codes.has('MALFORMED_FRAME')).toBe(true)
+  })
+
   it('refuses frames above the configured limit before decoding them', () => {
     const tiny = createEnvelopeCodec({ maxFrameBytes: 64 })
     const r = tiny.decode(codec.encode({ ...sample, payload: 'x'.repeat(100) }))

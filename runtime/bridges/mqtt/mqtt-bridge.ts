@@ -98,8 +98,9 @@ function coalesceWrites(socket: net.Socket): void {
 
 /**
  * Creates an MQTT bridge (MQTT.js; MQTT 3.1.1 by default, so it works with aedes and Mosquitto).
- * QoS 1 everywhere, TCP_NODELAY on every socket, reconnect with exponential backoff and jitter,
- * a retained birth/last-will presence topic, and an in-flight window.
+ * QoS 1 for commands, events and presence (replies at `replyQos`, 0 by default), TCP_NODELAY on
+ * every socket, reconnect with exponential backoff and jitter, a retained birth/last-will
+ * presence topic, and an in-flight window. @throws INVALID_CONFIG for a bad url or device id.
  */
 export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   assertTopicSegment('device id', opts.deviceId)

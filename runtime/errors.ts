@@ -24,6 +24,10 @@ export const ErrorCode = {
   INVALID_ENVELOPE: 'INVALID_ENVELOPE',
   /** A configuration or declaration mistake, found at start-up. */
   INVALID_CONFIG: 'INVALID_CONFIG',
+  /** The device database is corrupt or unreadable (it has been moved aside). */
+  STORE_CORRUPT: 'STORE_CORRUPT',
+  /** The device database cannot be used (newer schema, disk error, closed). */
+  STORE_FAILED: 'STORE_FAILED',
   /** A listening port is already taken by another process. */
   PORT_IN_USE: 'PORT_IN_USE',
 } as const

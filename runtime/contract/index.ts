@@ -11,4 +11,5 @@ export {
   type ContractClient,
   type ServiceProxy,
   type SubscriptionSpec,
+  type ServiceState,
 } from './service.js'

@@ -4,6 +4,18 @@ import { ErrorCode, OutpostError } from '../errors.js'
 import type { AnyContract, Schema } from './contract.js'
 import type { Resource, ResourcesOf } from './resource.js'
 
+/** A service's key-value state on one device. Synchronous: the store is local (SQLite or memory). */
+export interface ServiceState<T> {
+  /** The value under `key`, or undefined. @throws VALIDATION_FAILED when a stored value no longer fits the schema */
+  get(key: string): T | undefined
+  /** Stores a value. @throws VALIDATION_FAILED when it does not fit the declared schema */
+  set(key: string, value: T): void
+  /** Removes a key; true when it existed. */
+  delete(key: string): boolean
+  /** Entries whose key starts with `prefix` (all when omitted), sorted by key. */
+  list(prefix?: string): { key: string; value: T }[]
+}
+
 /** Options of one call to another service. */
 export interface InvokeOptions {
   /** Send to this device only (otherwise any live instance, preferring this device). */
@@ -37,7 +49,7 @@ export type ServiceProxy<U extends readonly AnyContract[]> = {
 }
 
 /** What every handler gets. */
-export interface HandlerContext<K extends AnyContract, U extends readonly AnyContract[], R> {
+export interface HandlerContext<K extends AnyContract, U extends readonly AnyContract[], R, T = unknown> {
   readonly deviceId: string
   /** Id of the message being handled. */
   readonly messageId: string
@@ -49,6 +61,8 @@ export interface HandlerContext<K extends AnyContract, U extends readonly AnyCon
   /** Logger bound to service, handler and message id. */
   readonly log: Logger
   readonly resources: ResourcesOf<R>
+  /** This service's key-value state on this device (durable with a SQLite state store), values checked against the declared `state` schema. */
+  readonly state: ServiceState<T>
   /** Typed calls to the services named in `uses`. */
   readonly service: ServiceProxy<U>
   /** Emits one of this service's declared events. @throws VALIDATION_FAILED, BRIDGE_UNAVAILABLE */
@@ -58,13 +72,13 @@ export interface HandlerContext<K extends AnyContract, U extends readonly AnyCon
 }
 
 /** Context of a command handler: also who called. */
-export interface CommandContext<K extends AnyContract, U extends readonly AnyContract[], R> extends HandlerContext<K, U, R> {
+export interface CommandContext<K extends AnyContract, U extends readonly AnyContract[], R, T = unknown> extends HandlerContext<K, U, R, T> {
   readonly command: string
   readonly caller: { device: string; instance: string; principal?: string; tenant?: string }
 }
 
 /** Context of a subscription handler: also who emitted. */
-export interface EventContext<K extends AnyContract, U extends readonly AnyContract[], R> extends HandlerContext<K, U, R> {
+export interface EventContext<K extends AnyContract, U extends readonly AnyContract[], R, T = unknown> extends HandlerContext<K, U, R, T> {
   readonly event: { service: string; version: string; name: string; device: string }
 }
 
@@ -79,26 +93,26 @@ export interface SubscriptionSpec {
 }
 
 /** Builds typed subscriptions inside `defineService`. */
-export interface SubscriptionBuilder<K extends AnyContract, U extends readonly AnyContract[], R> {
+export interface SubscriptionBuilder<K extends AnyContract, U extends readonly AnyContract[], R, T = unknown> {
   /** Subscribes to one event of a known contract; the payload type comes from its schema. */
   on<C extends AnyContract, E extends keyof C['events'] & string>(
     from: C,
     event: E,
-    handler: (payload: v.InferOutput<C['events'][E]>, ctx: EventContext<K, U, R>) => unknown,
+    handler: (payload: v.InferOutput<C['events'][E]>, ctx: EventContext<K, U, R, T>) => unknown,
     opts?: { device?: string },
   ): SubscriptionSpec
   /** Subscribes by pattern: `*` (or omitted) matches any service, version, event or device. */
   pattern<S extends Schema>(
     sel: { service?: string; version?: string; event?: string; device?: string; schema: S },
-    handler: (payload: v.InferOutput<S>, ctx: EventContext<K, U, R>) => unknown,
+    handler: (payload: v.InferOutput<S>, ctx: EventContext<K, U, R, T>) => unknown,
   ): SubscriptionSpec
 }
 
 /** Handlers of every command in the contract, typed from its schemas. */
-export type CommandHandlers<K extends AnyContract, U extends readonly AnyContract[], R> = {
+export type CommandHandlers<K extends AnyContract, U extends readonly AnyContract[], R, T = unknown> = {
   [C in keyof CommandsOf<K> & string]: (
     payload: v.InferOutput<CommandsOf<K>[C]['payload']>,
-    ctx: CommandContext<K, U, R>,
+    ctx: CommandContext<K, U, R, T>,
   ) => v.InferInput<CommandsOf<K>[C]['result']> | Promise<v.InferInput<CommandsOf<K>[C]['result']>>
 }
 
@@ -108,6 +122,8 @@ export interface ServiceDefinition<K extends AnyContract = AnyContract> {
   readonly contract: K
   readonly uses: readonly AnyContract[]
   readonly resources: Record<string, Resource<unknown>>
+  /** Schema of `ctx.state` values (any value when undefined). */
+  readonly state: Schema | undefined
   readonly commands: Record<string, (payload: never, ctx: never) => unknown>
   readonly subscriptions: Record<string, SubscriptionSpec>
 }
@@ -121,13 +137,16 @@ export function defineService<
   K extends AnyContract,
   const U extends readonly AnyContract[] = [],
   R extends Record<string, Resource<unknown>> = Record<never, Resource<unknown>>,
+  ST extends Schema = Schema,
 >(
   contract: K,
   impl: {
     uses?: U
     resources?: R
-    commands: CommandHandlers<K, U, R>
-    subscriptions?: (b: SubscriptionBuilder<K, U, R>) => Record<string, SubscriptionSpec>
+    /** Schema of the values this service keeps in `ctx.state`. */
+    state?: ST
+    commands: CommandHandlers<K, U, R, v.InferOutput<ST>>
+    subscriptions?: (b: SubscriptionBuilder<K, U, R, v.InferOutput<ST>>) => Record<string, SubscriptionSpec>
   },
 ): ServiceDefinition<K> {
   for (const name of Object.keys(contract.commands)) {
@@ -135,7 +154,7 @@ export function defineService<
       throw new OutpostError(ErrorCode.INVALID_CONFIG, `service ${contract.name}@${contract.version} has no handler for command "${name}"`)
     }
   }
-  const builder: SubscriptionBuilder<K, U, R> = {
+  const builder: SubscriptionBuilder<K, U, R, v.InferOutput<ST>> = {
     on: (from, event, handler, opts) => ({
       service: from.name,
       version: from.version,
@@ -158,6 +177,7 @@ export function defineService<
     contract,
     uses: impl.uses ?? [],
     resources: impl.resources ?? {},
+    state: impl.state,
     commands: impl.commands as ServiceDefinition['commands'],
     subscriptions: impl.subscriptions?.(builder) ?? {},
   }

@@ -2,7 +2,9 @@ import { randomBytes } from 'node:crypto'
 import { pino, type Logger } from 'pino'
 import * as v from 'valibot'
 import type { AnyContract, Schema } from '../contract/contract.js'
-import type { ContractClient, InvokeOptions, InvokeTarget, ServiceDefinition, SubscriptionSpec } from '../contract/service.js'
+import type { ContractClient, InvokeOptions, InvokeTarget, ServiceDefinition, ServiceState, SubscriptionSpec } from '../contract/service.js'
+import type { StateStore } from '../ports/state-store.js'
+import { createMemoryStateStore } from '../stores/memory/memory-state-store.js'
 import { ErrorCode, OutpostError, fromWireError, toWireError, type WireError } from '../errors.js'
 import type { Bridge, BridgeStats, InboundMessage } from '../ports/bridge.js'
 import { ENVELOPE_VERSION, type Envelope, type PresencePayload } from '../wire/envelope.js'
@@ -16,6 +18,8 @@ import { toValidationIssues, validate } from './validation.js'
 export interface RuntimeOptions {
   bridge: Bridge
   services?: ServiceDefinition[]
+  /** Where `ctx.state` lives (default: memory, gone on restart; use createSqliteStateStore on a device). */
+  stateStore?: StateStore
   /** Values for the resources services declare. */
   resources?: Record<string, unknown>
   logger?: Logger
@@ -66,6 +70,7 @@ export interface Runtime {
 interface HostedService {
   def: ServiceDefinition
   log: Logger
+  state: ServiceState<unknown>
 }
 
 const RUNNING = 0 as const
@@ -92,6 +97,22 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   const inboxSize = opts.inboxSize ?? 10_000
   const clockSkewMs = opts.clockSkewMs ?? 2_000
   const resources = opts.resources ?? {}
+  const stateStore = opts.stateStore ?? createMemoryStateStore()
+  /** `ctx.state` of one service: its scope in the store, values checked against its schema both ways. */
+  const serviceState = (def: ServiceDefinition): ServiceState<unknown> => {
+    const scope = def.contract.name
+    const schema = def.state
+    const check = (value: unknown, what: string): unknown => (schema === undefined ? value : validate(schema, value, what))
+    return {
+      get: (key) => {
+        const value = stateStore.get(scope, key)
+        return value === undefined ? undefined : check(value, `stored state "${key}" of ${scope}`)
+      },
+      set: (key, value) => stateStore.set(scope, key, check(value, `state "${key}" of ${scope}`)),
+      delete: (key) => stateStore.delete(scope, key),
+      list: (prefix) => stateStore.list(scope, prefix).map((e) => ({ key: e.key, value: check(e.value, `stored state "${e.key}" of ${scope}`) })),
+    }
+  }
   const directory = createDirectory()
   const localDeadlines = createDeadlineTracker(now)
   const hosted = new Map<string, HostedService>()
@@ -108,7 +129,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   for (const def of opts.services ?? []) {
     const key = `${def.contract.name}@${def.contract.version}`
     if (hosted.has(key)) throw new OutpostError(ErrorCode.INVALID_CONFIG, `service ${key} is registered twice on ${deviceId}`)
-    const h = { def, log: rootLog.child({ service: def.contract.name, version: def.contract.version }) }
+    const h = { def, log: rootLog.child({ service: def.contract.name, version: def.contract.version }), state: serviceState(def) }
     hosted.set(key, h)
     let versions = hostedBy.get(def.contract.name)
     if (versions === undefined) hostedBy.set(def.contract.name, (versions = new Map()))
@@ -174,6 +195,9 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     }
     get resources(): Record<string, unknown> {
       return resources
+    }
+    get state(): ServiceState<unknown> {
+      return this.svc.state
     }
     get service(): unknown {
       return (this._proxy ??= serviceProxy(this.svc.def.uses, this.env))

@@ -38,3 +38,16 @@ defineService(a, { commands: {} })
 const rt = createRuntime({ bridge: createMemoryBridge({ hub: createMemoryHub(), deviceId: 'x' }) })
 // @ts-expect-error payload type is checked on the client
 void rt.client(a).go({ x: 'no' })
+
+defineService(b, {
+  state: v.object({ seen: v.number() }),
+  commands: {},
+  subscriptions: (s) => ({
+    s2: s.on(a, 'done', (_p, ctx) => {
+      const seen: number | undefined = ctx.state.get('k')?.seen
+      // @ts-expect-error state values must match the state schema
+      ctx.state.set('k', { seen: 'often' })
+      ctx.state.set('k', { seen: (seen ?? 0) + 1 })
+    }),
+  }),
+})

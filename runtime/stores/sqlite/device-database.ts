@@ -1,0 +1,119 @@
+import { existsSync, renameSync } from 'node:fs'
+import Database from 'better-sqlite3'
+import { ErrorCode, OutpostError } from '../../errors.js'
+import { MIGRATIONS, type Migration } from './migrations.js'
+
+/** How much a power cut may take: see runtime/stores/sqlite/README.md. */
+export type Synchronous = 'NORMAL' | 'FULL'
+
+export interface DeviceDatabaseOptions {
+  /** File path, or ':memory:' for tests. */
+  path: string
+  /** WAL durability (default NORMAL). FULL also survives a power cut for the last commits. */
+  synchronous?: Synchronous
+  /**
+   * What to do with a corrupt or unreadable file (default 'fresh'). Either way the file (and its
+   * -wal/-shm) is first moved aside to `<path>.corrupt-<time>`, never deleted; then 'fresh'
+   * starts an empty database and 'fail' throws STORE_CORRUPT.
+   */
+  onCorrupt?: 'fresh' | 'fail'
+  /** Schema steps (default: Outpost's). */
+  migrations?: readonly Migration[]
+  now?: () => number
+}
+
+/** The device's one SQLite database. */
+export interface DeviceDatabase {
+  readonly db: Database.Database
+  readonly path: string
+  /** Schema version after migrations. */
+  readonly version: number
+  /** Where a corrupt file was moved at open, if that happened. */
+  readonly quarantinedTo?: string
+  /** Closes the database; idempotent. */
+  close(): void
+}
+
+function quarantine(path: string, now: number): string {
+  const target = `${path}.corrupt-${new Date(now).toISOString().replace(/[:.]/g, '-')}`
+  for (const suffix of ['', '-wal', '-shm']) {
+    if (existsSync(path + suffix)) renameSync(path + suffix, target + suffix)
+  }
+  return target
+}
+
+function openChecked(path: string, synchronous: Synchronous): Database.Database {
+  const db = new Database(path)
+  try {
+    db.pragma('journal_mode = WAL')
+    db.pragma(`synchronous = ${synchronous}`)
+    db.pragma('foreign_keys = ON')
+    db.pragma('busy_timeout = 5000')
+    const check = db.pragma('quick_check', { simple: true })
+    if (check !== 'ok') throw new Error(`quick_check: ${String(check)}`)
+    return db
+  } catch (err) {
+    db.close()
+    throw err
+  }
+}
+
+function migrate(db: Database.Database, migrations: readonly Migration[], path: string): number {
+  const current = db.pragma('user_version', { simple: true }) as number
+  const latest = migrations.at(-1)?.version ?? 0
+  if (current > latest) {
+    throw new OutpostError(ErrorCode.STORE_FAILED, `database ${path} has schema version ${current}, newer than this runtime's ${latest}; refusing to touch it`, { details: { current, latest } })
+  }
+  for (const m of migrations) {
+    if (m.version <= current) continue
+    db.transaction(() => {
+      m.up(db)
+      db.pragma(`user_version = ${m.version}`)
+    })()
+  }
+  return Math.max(current, latest)
+}
+
+/**
+ * Opens (creating if needed) the device database: WAL, the chosen `synchronous`, an integrity
+ * quick-check, then schema migrations. A corrupt or unreadable file is quarantined.
+ * @throws STORE_CORRUPT (onCorrupt 'fail'), STORE_FAILED (newer schema, unusable path)
+ */
+export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase {
+  const synchronous = opts.synchronous ?? 'NORMAL'
+  const now = opts.now ?? Date.now
+  const migrations = opts.migrations ?? MIGRATIONS
+  let db: Database.Database
+  let quarantinedTo: string | undefined
+  try {
+    db = openChecked(opts.path, synchronous)
+  } catch (cause) {
+    if (opts.path === ':memory:' || !existsSync(opts.path)) {
+      throw new OutpostError(ErrorCode.STORE_FAILED, `cannot open database ${opts.path}: ${(cause as Error).message}`, { cause })
+    }
+    quarantinedTo = quarantine(opts.path, now())
+    if (opts.onCorrupt === 'fail') {
+      throw new OutpostError(ErrorCode.STORE_CORRUPT, `database ${opts.path} is corrupt or unreadable (${(cause as Error).message}); moved to ${quarantinedTo}`, { cause, details: { quarantinedTo } })
+    }
+    db = openChecked(opts.path, synchronous)
+  }
+  let version: number
+  try {
+    version = migrate(db, migrations, opts.path)
+  } catch (err) {
+    db.close()
+    throw err
+  }
+  let closed = false
+  return {
+    db,
+    path: opts.path,
+    version,
+    quarantinedTo,
+    close() {
+      if (closed) return
+      closed = true
+      db.close()
+    },
+  }
+}

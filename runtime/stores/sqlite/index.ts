@@ -1,0 +1,4 @@
+/** The device database (better-sqlite3): a separate entry so memory-only users never load the native addon. */
+export { openDeviceDatabase, type DeviceDatabase, type DeviceDatabaseOptions, type Synchronous } from './device-database.js'
+export { createSqliteStateStore } from './sqlite-state-store.js'
+export { MIGRATIONS, type Migration } from './migrations.js'

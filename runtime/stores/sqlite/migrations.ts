@@ -1,0 +1,27 @@
+import type Database from 'better-sqlite3'
+
+/** One step of the device database schema; `version` is stored in PRAGMA user_version. */
+export interface Migration {
+  version: number
+  description: string
+  up(db: Database.Database): void
+}
+
+/** The device database schema, oldest first. Append only: never edit a released step. */
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: 'key-value state per service',
+    up(db) {
+      db.exec(`
+        CREATE TABLE kv (
+          scope      TEXT    NOT NULL,
+          key        TEXT    NOT NULL,
+          value      BLOB    NOT NULL,
+          updated_at INTEGER NOT NULL,
+          PRIMARY KEY (scope, key)
+        ) WITHOUT ROWID;
+      `)
+    },
+  },
+]

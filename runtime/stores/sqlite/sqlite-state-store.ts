@@ -1,0 +1,32 @@
+import { Decoder, Encoder } from 'cbor-x'
+import type { StateStore } from '../../ports/state-store.js'
+import type { DeviceDatabase } from './device-database.js'
+
+/** Creates the key-value state store in the device database (values stored as CBOR). */
+export function createSqliteStateStore(database: DeviceDatabase, now: () => number = Date.now): StateStore {
+  const db = database.db
+  const encoder = new Encoder({ useRecords: false, mapsAsObjects: true })
+  const decoder = new Decoder({ useRecords: false, mapsAsObjects: true })
+  const get = db.prepare<[string, string], { value: Buffer }>('SELECT value FROM kv WHERE scope = ? AND key = ?')
+  const put = db.prepare('INSERT INTO kv (scope, key, value, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at')
+  const del = db.prepare('DELETE FROM kv WHERE scope = ? AND key = ?')
+  // Prefix match as a key range, so the primary key index serves it (LIKE would not, and would treat % and _ as wildcards).
+  const range = db.prepare<[string, string, string], { key: string; value: Buffer }>('SELECT key, value FROM kv WHERE scope = ? AND key >= ? AND key < ? ORDER BY key')
+  const all = db.prepare<[string], { key: string; value: Buffer }>('SELECT key, value FROM kv WHERE scope = ? ORDER BY key')
+  return {
+    get(scope, key) {
+      const row = get.get(scope, key)
+      return row === undefined ? undefined : decoder.decode(row.value)
+    },
+    set(scope, key, value) {
+      put.run(scope, key, encoder.encode(value), now())
+    },
+    delete(scope, key) {
+      return del.run(scope, key).changes > 0
+    },
+    list(scope, prefix = '') {
+      const rows = prefix === '' ? all.all(scope) : range.all(scope, prefix, `${prefix}\u{10FFFF}`)
+      return rows.map((r) => ({ key: r.key, value: decoder.decode(r.value) }))
+    },
+  }
+}

@@ -24,7 +24,7 @@ Options:
   --url URL      broker for a device (default mqtt://127.0.0.1:1883, or OUTPOST_MQTT_URL)
   --id ID        device id (or OUTPOST_DEVICE_ID)
 
-Environment: OUTPOST_MQTT_PORT, OUTPOST_MQTT_URL, OUTPOST_DEVICE_ID, OUTPOST_LOG_LEVEL
+Environment: OUTPOST_MQTT_PORT, OUTPOST_MQTT_URL, OUTPOST_DEVICE_ID, OUTPOST_LOG_LEVEL, OUTPOST_DATA_DIR
 `
 
 const { values, positionals } = parseArgs({

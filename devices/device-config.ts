@@ -7,6 +7,8 @@ export interface DeviceConfig {
   logLevel: string
   username?: string
   password?: string
+  /** Where the device database lives (OUTPOST_DATA_DIR, default .outpost). */
+  dataDir: string
 }
 
 /** Reads device configuration from environment variables (OUTPOST_*), with defaults. */
@@ -17,6 +19,7 @@ export function readDeviceConfig(defaultId: string, env: NodeJS.ProcessEnv = pro
     logLevel: env.OUTPOST_LOG_LEVEL ?? 'info',
     username: env.OUTPOST_MQTT_USERNAME,
     password: env.OUTPOST_MQTT_PASSWORD,
+    dataDir: env.OUTPOST_DATA_DIR ?? '.outpost',
   }
 }
 

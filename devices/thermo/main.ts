@@ -1,6 +1,9 @@
 // Thermo device: what its bundle runs. Picks the MQTT bridge and reads configuration.
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
+import { mkdirSync } from 'node:fs'
+import path from 'node:path'
 import { createRuntime } from '../../runtime/index.js'
+import { createSqliteStateStore, openDeviceDatabase } from '../../runtime/stores/sqlite/index.js'
 import { thermoContract } from '../contracts/thermo.js'
 import { deviceLogger, readDeviceConfig, stopOnSignals } from '../device-config.js'
 import { simulatedSensor, thermoService } from './thermo-service.js'
@@ -9,7 +12,16 @@ const cfg = readDeviceConfig('thermo-1')
 const log = deviceLogger(cfg)
 const intervalMs = Number(process.env.OUTPOST_SAMPLE_MS ?? 2_000)
 const bridge = createMqttBridge({ url: cfg.mqttUrl, deviceId: cfg.deviceId, username: cfg.username, password: cfg.password, logger: log })
-const runtime = createRuntime({ bridge, services: [thermoService], resources: { sensor: simulatedSensor() }, logger: log })
+mkdirSync(cfg.dataDir, { recursive: true })
+const database = openDeviceDatabase({ path: path.join(cfg.dataDir, `${cfg.deviceId}.db`) })
+if (database.quarantinedTo !== undefined) log.warn({ movedTo: database.quarantinedTo }, 'device database was corrupt; moved aside, starting fresh')
+const runtime = createRuntime({
+  bridge,
+  services: [thermoService],
+  resources: { sensor: simulatedSensor() },
+  stateStore: createSqliteStateStore(database),
+  logger: log,
+})
 
 await runtime.start()
 log.info({ url: cfg.mqttUrl }, 'ready')
@@ -20,4 +32,5 @@ const timer = setInterval(() => {
 stopOnSignals(async () => {
   clearInterval(timer)
   await runtime.stop()
+  database.close()
 })

@@ -1,3 +1,4 @@
+import * as v from 'valibot'
 import { defineService, resource } from '../../runtime/index.js'
 import { displayContract } from '../contracts/display.js'
 import { thermoContract } from '../contracts/thermo.js'
@@ -22,14 +23,23 @@ export function simulatedSensor(random: () => number = Math.random): Temperature
 export const thermoService = defineService(thermoContract, {
   uses: [displayContract],
   resources: { sensor: resource<TemperatureSensor>() },
+  // Kept in the device database: the totals survive a restart of the device.
+  state: v.object({ readings: v.number(), min: v.number(), max: v.number() }),
   commands: {
     read: async ({ unit }, ctx) => {
       const celsius = ctx.resources.sensor.celsius()
       const at = Date.now()
+      const before = ctx.state.get('totals')
+      ctx.state.set('totals', {
+        readings: (before?.readings ?? 0) + 1,
+        min: Math.min(before?.min ?? celsius, celsius),
+        max: Math.max(before?.max ?? celsius, celsius),
+      })
       await ctx.emit('reading', { deviceId: ctx.deviceId, celsius, ts: at })
       try {
         const shown = await ctx.service.display['1'].show({ text: `${celsius.toFixed(1)} °C`, level: celsius > 26 ? 'alert' : 'info' }, { timeoutMs: 1_000 })
-        ctx.log.info({ celsius, lines: shown.lines }, 'reading shown on display')
+        const totals = ctx.state.get('totals')
+        ctx.log.info({ celsius, lines: shown.lines, readingsEver: totals?.readings }, 'reading shown on display')
       } catch (err) {
         ctx.log.warn({ code: (err as { code?: string }).code }, 'no display took the reading')
       }

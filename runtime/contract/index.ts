@@ -12,4 +12,8 @@ export {
   type ServiceProxy,
   type SubscriptionSpec,
   type ServiceState,
+  type ScheduleSpec,
+  type ScheduleBuilder,
+  type MisfirePolicy,
+  type Occurrence,
 } from './service.js'

@@ -3,6 +3,23 @@ import type { Logger } from 'pino'
 import { ErrorCode, OutpostError } from '../errors.js'
 import type { AnyContract, Schema } from './contract.js'
 import type { Resource, ResourcesOf } from './resource.js'
+import { Cron } from 'croner'
+
+function checkCron(pattern: string, timezone: string | undefined): void {
+  try {
+    new Cron(pattern, { paused: true, timezone }).nextRun()
+  } catch (cause) {
+    throw new OutpostError(ErrorCode.INVALID_CONFIG, `schedule "${pattern}"${timezone ? ` in ${timezone}` : ''} is not usable: ${(cause as Error).message}`, { cause })
+  }
+}
+
+function checkMisfire(m: MisfirePolicy | undefined): MisfirePolicy {
+  const policy = m ?? 'skip'
+  if (typeof policy === 'object' && (!Number.isInteger(policy.backfill) || policy.backfill < 1)) {
+    throw new OutpostError(ErrorCode.INVALID_CONFIG, `misfire backfill must be a positive whole number (got ${String(policy.backfill)})`)
+  }
+  return policy
+}
 
 /** A service's key-value state on one device. Synchronous: the store is local (SQLite or memory). */
 export interface ServiceState<T> {
@@ -79,7 +96,8 @@ export interface CommandContext<K extends AnyContract, U extends readonly AnyCon
 
 /** Context of a subscription handler: also who emitted. */
 export interface EventContext<K extends AnyContract, U extends readonly AnyContract[], R, T = unknown> extends HandlerContext<K, U, R, T> {
-  readonly event: { service: string; version: string; name: string; device: string }
+  /** Which event this is; `correlationId` is a scheduled occurrence's id, or the command the event was emitted for. */
+  readonly event: { service: string; version: string; name: string; device: string; id: string; correlationId?: string }
 }
 
 /** Which events a subscription receives and how it reads them. */
@@ -108,6 +126,45 @@ export interface SubscriptionBuilder<K extends AnyContract, U extends readonly A
   ): SubscriptionSpec
 }
 
+/** When a schedule misses occurrences (the device was off): fire none, the latest once, or up to `backfill` of the latest, oldest first. */
+export type MisfirePolicy = 'skip' | 'runOnce' | { backfill: number }
+
+/** One occurrence of a schedule. `id` is deterministic: `<service>/<schedule>/<epoch ms>`. */
+export interface Occurrence {
+  id: string
+  /** When it was due, epoch ms. */
+  at: number
+  schedule: string
+}
+
+/** A declared schedule: when it fires and which of the service's events it emits. */
+export interface ScheduleSpec {
+  readonly cron?: string
+  readonly timezone?: string
+  readonly everyMs?: number
+  readonly event: string
+  readonly payload: (occurrence: Occurrence) => unknown
+  readonly misfire: MisfirePolicy
+}
+
+/** Builds typed schedules inside `defineService`. */
+export interface ScheduleBuilder<K extends AnyContract> {
+  /** Fires on a cron pattern (5–7 fields, croner syntax), in an IANA timezone (default UTC). */
+  cron<E extends keyof EventsOf<K> & string>(
+    pattern: string,
+    event: E,
+    payload: (occurrence: Occurrence) => v.InferInput<EventsOf<K>[E]>,
+    opts?: { timezone?: string; misfire?: MisfirePolicy },
+  ): ScheduleSpec
+  /** Fires every `ms` milliseconds, aligned to multiples of `ms` since the epoch (so ids repeat across restarts). */
+  every<E extends keyof EventsOf<K> & string>(
+    ms: number,
+    event: E,
+    payload: (occurrence: Occurrence) => v.InferInput<EventsOf<K>[E]>,
+    opts?: { misfire?: MisfirePolicy },
+  ): ScheduleSpec
+}
+
 /** Handlers of every command in the contract, typed from its schemas. */
 export type CommandHandlers<K extends AnyContract, U extends readonly AnyContract[], R, T = unknown> = {
   [C in keyof CommandsOf<K> & string]: (
@@ -126,6 +183,7 @@ export interface ServiceDefinition<K extends AnyContract = AnyContract> {
   readonly state: Schema | undefined
   readonly commands: Record<string, (payload: never, ctx: never) => unknown>
   readonly subscriptions: Record<string, SubscriptionSpec>
+  readonly schedules: Record<string, ScheduleSpec>
 }
 
 /**
@@ -147,6 +205,8 @@ export function defineService<
     state?: ST
     commands: CommandHandlers<K, U, R, v.InferOutput<ST>>
     subscriptions?: (b: SubscriptionBuilder<K, U, R, v.InferOutput<ST>>) => Record<string, SubscriptionSpec>
+    /** Schedules that emit this service's events. */
+    schedules?: (b: ScheduleBuilder<K>) => Record<string, ScheduleSpec>
   },
 ): ServiceDefinition<K> {
   for (const name of Object.keys(contract.commands)) {
@@ -172,9 +232,26 @@ export function defineService<
       handler: handler as SubscriptionSpec['handler'],
     }),
   }
+  const schedules: ScheduleBuilder<K> = {
+    cron: (pattern, event, payload, opts) => {
+      checkCron(pattern, opts?.timezone)
+      return { cron: pattern, timezone: opts?.timezone, event, payload, misfire: checkMisfire(opts?.misfire) }
+    },
+    every: (ms, event, payload, opts) => {
+      if (!Number.isInteger(ms) || ms < 1) throw new OutpostError(ErrorCode.INVALID_CONFIG, `schedule interval must be a positive whole number of ms (got ${ms})`)
+      return { everyMs: ms, event, payload, misfire: checkMisfire(opts?.misfire) }
+    },
+  }
+  const declared = impl.schedules?.(schedules) ?? {}
+  for (const [name, spec] of Object.entries(declared)) {
+    if (!(spec.event in contract.events)) {
+      throw new OutpostError(ErrorCode.INVALID_CONFIG, `schedule "${name}" of ${contract.name} emits "${spec.event}", which the contract does not declare`)
+    }
+  }
   return {
     kind: 'service',
     contract,
+    schedules: declared,
     uses: impl.uses ?? [],
     resources: impl.resources ?? {},
     state: impl.state,

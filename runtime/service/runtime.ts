@@ -4,6 +4,9 @@ import * as v from 'valibot'
 import type { AnyContract, Schema } from '../contract/contract.js'
 import type { ContractClient, InvokeOptions, InvokeTarget, ServiceDefinition, ServiceState, SubscriptionSpec } from '../contract/service.js'
 import type { StateStore } from '../ports/state-store.js'
+import { systemClock, type Clock } from '../ports/clock.js'
+import type { Occurrence } from '../contract/service.js'
+import { createScheduler, type SchedulerStats } from '../schedule/scheduler.js'
 import { createMemoryStateStore } from '../stores/memory/memory-state-store.js'
 import { ErrorCode, OutpostError, fromWireError, toWireError, type WireError } from '../errors.js'
 import type { Bridge, BridgeStats, InboundMessage } from '../ports/bridge.js'
@@ -23,8 +26,10 @@ export interface RuntimeOptions {
   /** Values for the resources services declare. */
   resources?: Record<string, unknown>
   logger?: Logger
-  /** Clock, epoch ms. */
+  /** Wall clock for envelopes and deadlines, epoch ms (default Date.now). */
   now?: () => number
+  /** Time for schedules (default: the system clock); a manual clock lets tests skip ahead. */
+  clock?: Clock
   /** Deadline of a call that names none (default 5000 ms). */
   defaultTimeoutMs?: number
   /** How long a call waits for a first live instance of its service to be announced (default 1000 ms). */
@@ -62,7 +67,7 @@ export interface Runtime {
   invoke(target: InvokeTarget, payload: unknown, opts?: InvokeOptions): Promise<unknown>
   /** Live devices and their services, as presence told. */
   readonly directory: Directory
-  stats(): RuntimeStats
+  stats(): RuntimeStats & { schedules: SchedulerStats }
   /** Stops taking work, lets running handlers finish (up to `drainMs`), then closes the bridge. Idempotent. */
   stop(opts?: { drainMs?: number }): Promise<void>
 }
@@ -88,6 +93,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   const bridge = opts.bridge
   const deviceId = bridge.deviceId
   const inst = bridge.instanceId
+  const clock = opts.clock ?? systemClock
   const now = opts.now ?? Date.now
   const ids = createMessageIdFactory(now)
   const baseLog = opts.logger ?? pino({ level: 'silent' })
@@ -179,7 +185,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     }
     get event(): unknown {
       const e = this.env
-      return e.kind === 'event' ? { service: e.service, version: e.version, name: e.name, device: e.src } : undefined
+      return e.kind === 'event' ? { service: e.service, version: e.version, name: e.name, device: e.src, id: e.id, correlationId: e.corr } : undefined
     }
     get deviceId(): string {
       return deviceId
@@ -429,7 +435,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
 
   // ---- events -------------------------------------------------------------------------
 
-  const emitEvent = (svc: HostedService, event: string, payload: unknown, parent?: Envelope): Promise<void> => {
+  const emitEvent = (svc: HostedService, event: string, payload: unknown, parent?: Envelope, correlation?: string): Promise<void> => {
     const schema = svc.def.contract.events[event] as Schema | undefined
     if (schema === undefined) {
       return Promise.reject(new OutpostError(ErrorCode.NO_HANDLER, `service ${svc.def.contract.name} declares no event "${event}"`))
@@ -446,7 +452,9 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     }
     const trace = childTrace(parent?.traceparent)
     if (trace !== undefined) env.traceparent = trace
-    if (parent?.corr !== undefined) env.corr = parent.corr
+    // Correlation: a schedule's occurrence id, the command this event was emitted for, or whatever the parent carried.
+    const corr = correlation ?? (parent?.kind === 'command' ? parent.id : parent?.corr)
+    if (corr !== undefined) env.corr = corr
     return bridge.publish(env)
   }
 
@@ -479,6 +487,23 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     running.add(p)
     void p.finally(() => running.delete(p))
   }
+
+  // ---- schedules ----------------------------------------------------------------------
+
+  const scheduler = createScheduler({
+    clock,
+    store: stateStore,
+    log: rootLog,
+    jobs: [...hosted.values()].flatMap((svc) =>
+      Object.entries(svc.def.schedules).map(([name, spec]) => ({
+        service: svc.def.contract.name,
+        name,
+        spec,
+        // The occurrence id travels as the event's correlation id: receivers can dedupe by it.
+        fire: (occ: Occurrence) => emitEvent(svc, spec.event, spec.payload(occ), undefined, occ.id),
+      })),
+    ),
+  })
 
   // ---- lifecycle --------------------------------------------------------------------
 
@@ -532,16 +557,19 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
       } catch (err) {
         if (sopts?.waitForBroker === true) throw err
         rootLog.warn({ err: (err as Error).message }, 'broker unreachable at start; running offline and retrying')
+        scheduler.start()
         return
       }
+      scheduler.start()
       rootLog.info({ services: [...hosted.keys()] }, 'runtime started')
     },
     client: (contract) => clientFor(contract),
     invoke: (target, payload, o) => invoke(target, payload, o),
-    stats: () => ({ ...counters, bridge: bridge.stats() }),
+    stats: () => ({ ...counters, bridge: bridge.stats(), schedules: scheduler.stats() }),
     async stop(sopts) {
       if (stopping) return
       stopping = true
+      scheduler.stop()
       const drainMs = sopts?.drainMs ?? 5_000
       await Promise.race([Promise.all(running), new Promise((r) => setTimeout(r, drainMs).unref())])
       for (const ac of controllers) ac.abort(new OutpostError(ErrorCode.CANCELLED, 'runtime is stopping'))

@@ -28,6 +28,8 @@ export const ErrorCode = {
   STORE_CORRUPT: 'STORE_CORRUPT',
   /** The device database cannot be used (newer schema, disk error, closed). */
   STORE_FAILED: 'STORE_FAILED',
+  /** The outbox stream is full and its policy is to refuse new messages. */
+  OUTBOX_FULL: 'OUTBOX_FULL',
   /** A listening port is already taken by another process. */
   PORT_IN_USE: 'PORT_IN_USE',
 } as const

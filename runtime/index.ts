@@ -9,6 +9,8 @@ export type { Bridge, BridgeStatus, BridgeStats, InboundMessage, MessageHandler,
 export { createMemoryHub, createMemoryBridge, type MemoryHub, type MemoryBridgeOptions } from './bridges/memory/memory-bridge.js'
 export { backoffDelay, type BackoffOptions } from './bridges/backoff.js'
 export type { StateStore } from './ports/state-store.js'
+export type { Outbox, OutboxEntry, OutboxStats, OutboxStreamLimits, OutboxFullPolicy } from './ports/outbox.js'
+export { createMemoryOutbox } from './stores/memory/memory-outbox.js'
 export { systemClock, createManualClock, type Clock, type ManualClock } from './ports/clock.js'
 export { SCHEDULE_STATE_SCOPE, type SchedulerStats } from './schedule/scheduler.js'
 export { createMemoryStateStore } from './stores/memory/memory-state-store.js'

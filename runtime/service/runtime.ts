@@ -7,6 +7,9 @@ import type { StateStore } from '../ports/state-store.js'
 import { systemClock, type Clock } from '../ports/clock.js'
 import type { Occurrence } from '../contract/service.js'
 import { createScheduler, type SchedulerStats } from '../schedule/scheduler.js'
+import type { Outbox, OutboxStats } from '../ports/outbox.js'
+import { createOutboxPump, type OutboxPump } from '../outbox/outbox-pump.js'
+import { createEnvelopeCodec } from '../wire/codec.js'
 import { createMemoryStateStore } from '../stores/memory/memory-state-store.js'
 import { ErrorCode, OutpostError, fromWireError, toWireError, type WireError } from '../errors.js'
 import type { Bridge, BridgeStats, InboundMessage } from '../ports/bridge.js'
@@ -21,6 +24,14 @@ import { toValidationIssues, validate } from './validation.js'
 export interface RuntimeOptions {
   bridge: Bridge
   services?: ServiceDefinition[]
+  /**
+   * Where emitted events wait until the broker has them (a SQLite outbox on a device, so they
+   * survive power cuts and long outages). Without one, an event emitted while offline fails
+   * with BRIDGE_UNAVAILABLE.
+   */
+  outbox?: Outbox
+  /** Most outbox messages awaiting the broker's acknowledgement at once (default 128). */
+  outboxWindow?: number
   /** Where `ctx.state` lives (default: memory, gone on restart; use createSqliteStateStore on a device). */
   stateStore?: StateStore
   /** Values for the resources services declare. */
@@ -67,7 +78,7 @@ export interface Runtime {
   invoke(target: InvokeTarget, payload: unknown, opts?: InvokeOptions): Promise<unknown>
   /** Live devices and their services, as presence told. */
   readonly directory: Directory
-  stats(): RuntimeStats & { schedules: SchedulerStats }
+  stats(): RuntimeStats & { schedules: SchedulerStats; outbox?: OutboxStats }
   /** Stops taking work, lets running handlers finish (up to `drainMs`), then closes the bridge. Idempotent. */
   stop(opts?: { drainMs?: number }): Promise<void>
 }
@@ -104,6 +115,9 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   const clockSkewMs = opts.clockSkewMs ?? 2_000
   const resources = opts.resources ?? {}
   const stateStore = opts.stateStore ?? createMemoryStateStore()
+  const outbox = opts.outbox
+  const outboxCodec = createEnvelopeCodec()
+  let pump: OutboxPump | undefined
   /** `ctx.state` of one service: its scope in the store, values checked against its schema both ways. */
   const serviceState = (def: ServiceDefinition): ServiceState<unknown> => {
     const scope = def.contract.name
@@ -455,7 +469,15 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     // Correlation: a schedule's occurrence id, the command this event was emitted for, or whatever the parent carried.
     const corr = correlation ?? (parent?.kind === 'command' ? parent.id : parent?.corr)
     if (corr !== undefined) env.corr = corr
-    return bridge.publish(env)
+    if (outbox === undefined) return bridge.publish(env)
+    try {
+      // Committed to the outbox before emit returns; the pump delivers it, in order, when connected.
+      outbox.append({ stream: 'events', topic: bridge.topics.topicOf(env), frame: outboxCodec.encode(env), retain: false })
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    pump?.kick()
+    return Promise.resolve()
   }
 
   const onEvent = (svc: HostedService, subName: string, sub: SubscriptionSpec, seen: RecentMap<true>) => (msg: InboundMessage): void => {
@@ -542,6 +564,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
           .publish({ v: ENVELOPE_VERSION, kind: 'presence', id: ids(), src: deviceId, inst, at: now(), payload: presence() }, { retain: true })
           .catch((err: unknown) => rootLog.warn({ err: (err as Error).message }, 'presence not announced'))
       }
+      if (outbox !== undefined) pump = createOutboxPump({ outbox, bridge, codec: outboxCodec, window: opts.outboxWindow, log: rootLog })
       // Announce on every (re)connect: the broker may have lost the retained birth or sent our will.
       bridge.onStatus((s) => {
         if (s.type === 'disconnected') directory.markStale()
@@ -565,7 +588,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     },
     client: (contract) => clientFor(contract),
     invoke: (target, payload, o) => invoke(target, payload, o),
-    stats: () => ({ ...counters, bridge: bridge.stats(), schedules: scheduler.stats() }),
+    stats: () => ({ ...counters, bridge: bridge.stats(), schedules: scheduler.stats(), outbox: outbox?.stats() }),
     async stop(sopts) {
       if (stopping) return
       stopping = true
@@ -573,6 +596,8 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
       const drainMs = sopts?.drainMs ?? 5_000
       await Promise.race([Promise.all(running), new Promise((r) => setTimeout(r, drainMs).unref())])
       for (const ac of controllers) ac.abort(new OutpostError(ErrorCode.CANCELLED, 'runtime is stopping'))
+      // What the outbox still holds stays there for the next start; only publishes in flight are awaited.
+      await pump?.stop(drainMs)
       await bridge.close({ drainMs })
       rootLog.info('runtime stopped')
     },

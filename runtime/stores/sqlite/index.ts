@@ -2,3 +2,4 @@
 export { openDeviceDatabase, type DeviceDatabase, type DeviceDatabaseOptions, type Synchronous } from './device-database.js'
 export { createSqliteStateStore } from './sqlite-state-store.js'
 export { MIGRATIONS, type Migration } from './migrations.js'
+export { createSqliteOutbox } from './sqlite-outbox.js'

@@ -24,4 +24,22 @@ export const MIGRATIONS: readonly Migration[] = [
       `)
     },
   },
+  {
+    version: 2,
+    description: 'outbox: everything the device publishes, until the broker acknowledged it',
+    up(db) {
+      db.exec(`
+        CREATE TABLE outbox (
+          seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+          stream     TEXT    NOT NULL,
+          topic      TEXT    NOT NULL,
+          frame      BLOB    NOT NULL,
+          retain     INTEGER NOT NULL,
+          bytes      INTEGER NOT NULL,
+          created_at INTEGER NOT NULL
+        );
+        CREATE INDEX outbox_stream ON outbox (stream, seq);
+      `)
+    },
+  },
 ]

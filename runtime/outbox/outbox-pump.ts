@@ -1,0 +1,94 @@
+import type { Logger } from 'pino'
+import type { Bridge } from '../ports/bridge.js'
+import type { Outbox } from '../ports/outbox.js'
+import type { EnvelopeCodec } from '../wire/codec.js'
+
+/** Moves outbox entries to the broker while connected. */
+export interface OutboxPump {
+  /** Something was appended: deliver it if connected. */
+  kick(): void
+  /** Stops delivering; resolves once publishes in flight settled or after `ms`. */
+  stop(ms: number): Promise<void>
+}
+
+/**
+ * Creates the pump: in seq order, at most `window` messages awaiting the broker's
+ * acknowledgement; each entry is removed only once acknowledged. After a lost connection
+ * it starts again from the oldest entry still there, so what was in flight is sent again
+ * (at least once: receivers drop duplicates by message id).
+ */
+export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; codec: EnvelopeCodec; window?: number; log: Logger }): OutboxPump {
+  const { outbox, bridge, codec, log } = opts
+  const window = Math.max(1, opts.window ?? 128)
+  let lastSent = 0 // highest seq handed to the bridge in this connection
+  let inFlight = 0
+  let generation = 0 // bumps on every (re)connect: acks from an older connection do not count against the window
+  let scheduled = false
+  let stopped = false
+  let onIdle: (() => void) | undefined
+
+  const pump = (): void => {
+    scheduled = false
+    if (stopped || bridge.status.type !== 'connected') return
+    while (inFlight < window) {
+      const batch = outbox.peek(lastSent, window - inFlight)
+      if (batch.length === 0) break
+      for (const entry of batch) {
+        lastSent = entry.seq
+        const decoded = codec.decode(entry.frame)
+        if (!decoded.ok) {
+          // Written by this runtime, so this means storage damage: keep nothing that cannot be sent, but say so.
+          log.error({ seq: entry.seq, code: decoded.error.code }, 'outbox entry cannot be decoded; removed')
+          outbox.ack(entry.seq)
+          continue
+        }
+        inFlight++
+        const gen = generation
+        bridge.publish(decoded.envelope, { retain: entry.retain }).then(
+          () => {
+            outbox.ack(entry.seq)
+            if (gen === generation) inFlight--
+            if (inFlight === 0) onIdle?.()
+            kick()
+          },
+          (err: unknown) => {
+            if (gen === generation) inFlight--
+            if (inFlight === 0) onIdle?.()
+            log.debug({ seq: entry.seq, err: (err as Error).message }, 'outbox publish failed; will be sent again')
+          },
+        )
+      }
+    }
+  }
+
+  const kick = (): void => {
+    if (scheduled || stopped) return
+    scheduled = true
+    queueMicrotask(pump)
+  }
+
+  bridge.onStatus((s) => {
+    if (s.type === 'connected') {
+      generation++
+      inFlight = 0
+      lastSent = 0 // from the oldest entry still waiting
+      kick()
+    }
+  })
+  kick()
+
+  return {
+    kick,
+    stop(ms) {
+      stopped = true
+      if (inFlight === 0) return Promise.resolve()
+      return new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, ms)
+        onIdle = () => {
+          clearTimeout(t)
+          resolve()
+        }
+      })
+    },
+  }
+}

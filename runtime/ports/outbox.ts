@@ -1,0 +1,49 @@
+/** One message waiting in the outbox: an encoded envelope and where it goes. */
+export interface OutboxEntry {
+  /** Position in the outbox; delivery follows it. */
+  seq: number
+  stream: string
+  topic: string
+  frame: Uint8Array
+  retain: boolean
+}
+
+/** What to do when a stream's bytes would exceed its limit. */
+export type OutboxFullPolicy = 'reject' | 'dropOldest'
+
+/** Byte limit and full policy of one stream (e.g. `events`). */
+export interface OutboxStreamLimits {
+  maxBytes: number
+  policy: OutboxFullPolicy
+}
+
+/** Counters of an outbox; nothing leaves it unseen. */
+export interface OutboxStats {
+  entries: number
+  bytes: number
+  appended: number
+  delivered: number
+  /** Appends refused because a `reject` stream was full. */
+  rejected: number
+  /** Entries dropped to make room, by reason (`full:<stream>`). */
+  dropped: Record<string, number>
+}
+
+/**
+ * Messages a device has produced and not yet handed to the broker.
+ *
+ * - Durability: an entry is stored when `append` returns (SQLite: committed per its
+ *   `synchronous` setting) and stays until `ack` (the broker's PUBACK).
+ * - Ordering: `peek` returns entries by `seq`, ascending, across streams.
+ * - Bounds: each stream has a byte limit and a full policy; what is refused or dropped is counted.
+ * - Capacity does not depend on MQTT packet ids: the backlog is bounded by bytes only.
+ */
+export interface Outbox {
+  /** Stores a message. @throws OUTBOX_FULL when its stream is full and refuses new ones. */
+  append(entry: Omit<OutboxEntry, 'seq'>): number
+  /** Up to `limit` entries with `seq` greater than `after`, in order. */
+  peek(after: number, limit: number): OutboxEntry[]
+  /** Removes a delivered entry (no-op when already gone). */
+  ack(seq: number): void
+  stats(): OutboxStats
+}

@@ -1,0 +1,42 @@
+import type { Outbox, OutboxEntry, OutboxStreamLimits } from '../../ports/outbox.js'
+import { createOutboxAccounting } from '../../outbox/outbox-accounting.js'
+
+/** Creates an outbox in memory (gone with the process; for tests and devices without storage). */
+export function createMemoryOutbox(opts: { limits?: Record<string, OutboxStreamLimits> } = {}): Outbox {
+  const acct = createOutboxAccounting(opts.limits)
+  const entries = new Map<number, OutboxEntry>() // insertion order is seq order
+  let seq = 0
+  return {
+    append(e) {
+      const size = e.frame.length
+      let over = acct.admit(e.stream, size)
+      for (const [s, old] of entries) {
+        if (over <= 0) break
+        if (old.stream !== e.stream) continue
+        entries.delete(s)
+        acct.removed(old.stream, old.frame.length, 'dropped')
+        over -= old.frame.length
+      }
+      const entry: OutboxEntry = { ...e, seq: ++seq }
+      entries.set(entry.seq, entry)
+      acct.added(e.stream, size)
+      return entry.seq
+    },
+    peek(after, limit) {
+      const out: OutboxEntry[] = []
+      for (const e of entries.values()) {
+        if (e.seq <= after) continue
+        out.push(e)
+        if (out.length >= limit) break
+      }
+      return out
+    },
+    ack(s) {
+      const e = entries.get(s)
+      if (e === undefined) return
+      entries.delete(s)
+      acct.removed(e.stream, e.frame.length, 'delivered')
+    },
+    stats: () => ({ ...acct.stats, dropped: { ...acct.stats.dropped } }),
+  }
+}

@@ -1,0 +1,52 @@
+import type { Outbox, OutboxEntry, OutboxStreamLimits } from '../../ports/outbox.js'
+import type { DeviceDatabase } from './device-database.js'
+import { createOutboxAccounting } from '../../outbox/outbox-accounting.js'
+
+interface Row {
+  seq: number
+  stream: string
+  topic: string
+  frame: Buffer
+  retain: number
+}
+
+/** Creates the outbox in the device database: entries survive restarts and power cuts. */
+export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Record<string, OutboxStreamLimits>; now?: () => number } = {}): Outbox {
+  const db = database.db
+  const now = opts.now ?? Date.now
+  const initial = db.prepare('SELECT stream, SUM(bytes) AS bytes, COUNT(*) AS entries FROM outbox GROUP BY stream').all() as { stream: string; bytes: number; entries: number }[]
+  const acct = createOutboxAccounting(opts.limits, initial)
+  const insert = db.prepare('INSERT INTO outbox (stream, topic, frame, retain, bytes, created_at) VALUES (?, ?, ?, ?, ?, ?)')
+  const select = db.prepare<[number, number], Row>('SELECT seq, stream, topic, frame, retain FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?')
+  const remove = db.prepare<[number], { stream: string; bytes: number }>('DELETE FROM outbox WHERE seq = ? RETURNING stream, bytes')
+  const oldest = db.prepare<[string], { seq: number; bytes: number }>('SELECT seq, bytes FROM outbox WHERE stream = ? ORDER BY seq LIMIT 64')
+  const drop = db.prepare('DELETE FROM outbox WHERE seq = ?')
+
+  const append = db.transaction((e: Omit<OutboxEntry, 'seq'>): number => {
+    const size = e.frame.length
+    let over = acct.admit(e.stream, size)
+    while (over > 0) {
+      const victims = oldest.all(e.stream)
+      if (victims.length === 0) break
+      for (const v of victims) {
+        if (over <= 0) break
+        drop.run(v.seq)
+        acct.removed(e.stream, v.bytes, 'dropped')
+        over -= v.bytes
+      }
+    }
+    const r = insert.run(e.stream, e.topic, e.frame, e.retain ? 1 : 0, size, now())
+    acct.added(e.stream, size)
+    return Number(r.lastInsertRowid)
+  })
+
+  return {
+    append: (e) => append(e),
+    peek: (after, limit) => select.all(after, limit).map((r) => ({ seq: r.seq, stream: r.stream, topic: r.topic, frame: r.frame, retain: r.retain === 1 })),
+    ack(seq) {
+      const r = remove.get(seq)
+      if (r !== undefined) acct.removed(r.stream, r.bytes, 'delivered')
+    },
+    stats: () => ({ ...acct.stats, dropped: { ...acct.stats.dropped } }),
+  }
+}

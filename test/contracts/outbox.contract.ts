@@ -1,0 +1,76 @@
+import { describe, expect, it } from 'vitest'
+import { ErrorCode, isOutpostError, type Outbox, type OutboxStreamLimits } from '../../runtime/index.js'
+
+export interface OutboxContractOptions {
+  create(limits?: Record<string, OutboxStreamLimits>): { outbox: Outbox; reopen?: () => Outbox; dispose(): void }
+  skip?: { test: string; reason: string }[]
+}
+
+const frame = (n: number, size = 10): Uint8Array => new Uint8Array(size).fill(n % 256)
+const entry = (n: number, stream = 'events', size = 10) => ({ stream, topic: `t/${n}`, frame: frame(n, size), retain: false })
+
+/** What every outbox does. */
+export function describeOutboxContract(name: string, opts: OutboxContractOptions): void {
+  const skipped = new Map((opts.skip ?? []).map((s) => [s.test, s.reason]))
+  const test = (title: string, fn: (o: ReturnType<OutboxContractOptions['create']>) => void, limits?: Record<string, OutboxStreamLimits>): void => {
+    const run = (): void => {
+      const o = opts.create(limits)
+      try {
+        fn(o)
+      } finally {
+        o.dispose()
+      }
+    }
+    if (skipped.has(title)) it.skip(`${title} (skipped: ${skipped.get(title)})`, run)
+    else it(title, run)
+  }
+
+  describe(`Outbox contract: ${name}`, () => {
+    test('hands entries out in the order they were appended and forgets acknowledged ones', ({ outbox }) => {
+      const seqs = [1, 2, 3, 4].map((n) => outbox.append(entry(n)))
+      expect([...seqs].sort((a, b) => a - b)).toEqual(seqs)
+      expect(outbox.peek(0, 10).map((e) => e.topic)).toEqual(['t/1', 't/2', 't/3', 't/4'])
+      expect(outbox.peek(seqs[1]!, 10).map((e) => e.topic)).toEqual(['t/3', 't/4'])
+      expect(outbox.peek(0, 2).length).toBe(2)
+      outbox.ack(seqs[0]!)
+      outbox.ack(seqs[0]!) // twice is harmless
+      expect(outbox.peek(0, 10).map((e) => e.topic)).toEqual(['t/2', 't/3', 't/4'])
+      expect(Array.from(outbox.peek(0, 1)[0]!.frame)).toEqual(Array.from(frame(2)))
+      const s = outbox.stats()
+      expect([s.entries, s.bytes, s.appended, s.delivered]).toEqual([3, 30, 4, 1])
+    })
+
+    test('refuses a new entry when a reject stream is full, and counts it', ({ outbox }) => {
+      outbox.append(entry(1, 'alarms', 40))
+      outbox.append(entry(2, 'alarms', 40))
+      let err: unknown
+      try {
+        outbox.append(entry(3, 'alarms', 40))
+      } catch (e) {
+        err = e
+      }
+      expect(isOutpostError(err, ErrorCode.OUTBOX_FULL)).toBe(true)
+      expect(outbox.peek(0, 10).map((e) => e.topic)).toEqual(['t/1', 't/2'])
+      expect(outbox.stats().rejected).toBe(1)
+    }, { alarms: { maxBytes: 100, policy: 'reject' } })
+
+    test('drops the oldest entries of a full dropOldest stream only, and counts them', ({ outbox }) => {
+      outbox.append(entry(1, 'events', 40))
+      outbox.append(entry(2, 'other', 40))
+      outbox.append(entry(3, 'events', 40))
+      outbox.append(entry(4, 'events', 40)) // 120 > 100: the oldest event goes
+      expect(outbox.peek(0, 10).map((e) => e.topic)).toEqual(['t/2', 't/3', 't/4'])
+      expect(outbox.stats().dropped).toEqual({ 'full:events': 1 })
+    }, { events: { maxBytes: 100, policy: 'dropOldest' } })
+
+    test('keeps entries and their order across a reopen', ({ outbox, reopen }) => {
+      for (let n = 1; n <= 5; n++) outbox.append(entry(n))
+      outbox.ack(outbox.peek(0, 1)[0]!.seq)
+      const again = reopen!()
+      expect(again.peek(0, 10).map((e) => e.topic)).toEqual(['t/2', 't/3', 't/4', 't/5'])
+      expect(again.stats().bytes).toBe(40)
+      again.append(entry(6))
+      expect(again.peek(0, 10).at(-1)!.topic).toBe('t/6')
+    })
+  })
+}

@@ -1,7 +1,9 @@
 import type { Logger } from 'pino'
 import type { Bridge } from '../ports/bridge.js'
 import type { Outbox } from '../ports/outbox.js'
-import type { EnvelopeCodec } from '../wire/codec.js'
+
+const PLAIN = { retain: false }
+const RETAIN = { retain: true }
 
 /** Moves outbox entries to the broker while connected. */
 export interface OutboxPump {
@@ -17,8 +19,8 @@ export interface OutboxPump {
  * it starts again from the oldest entry still there, so what was in flight is sent again
  * (at least once: receivers drop duplicates by message id).
  */
-export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; codec: EnvelopeCodec; window?: number; log: Logger }): OutboxPump {
-  const { outbox, bridge, codec, log } = opts
+export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; window?: number; log: Logger }): OutboxPump {
+  const { outbox, bridge, log } = opts
   const window = Math.max(1, opts.window ?? 128)
   let lastSent = 0 // highest seq handed to the bridge in this connection
   let inFlight = 0
@@ -35,16 +37,9 @@ export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; codec: 
       if (batch.length === 0) break
       for (const entry of batch) {
         lastSent = entry.seq
-        const decoded = codec.decode(entry.frame)
-        if (!decoded.ok) {
-          // Written by this runtime, so this means storage damage: keep nothing that cannot be sent, but say so.
-          log.error({ seq: entry.seq, code: decoded.error.code }, 'outbox entry cannot be decoded; removed')
-          outbox.ack(entry.seq)
-          continue
-        }
         inFlight++
         const gen = generation
-        bridge.publish(decoded.envelope, { retain: entry.retain }).then(
+        bridge.publishEncoded(entry.topic, entry.frame, entry.retain ? RETAIN : PLAIN).then(
           () => {
             outbox.ack(entry.seq)
             if (gen === generation) inFlight--
@@ -54,6 +49,12 @@ export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; codec: 
           (err: unknown) => {
             if (gen === generation) inFlight--
             if (inFlight === 0) onIdle?.()
+            if ((err as { code?: string }).code === 'MALFORMED_FRAME' || (err as { code?: string }).code === 'INVALID_ENVELOPE') {
+              // Written by this runtime, so this means storage damage: say so and let it go.
+              log.error({ seq: entry.seq }, 'outbox entry cannot be decoded; removed')
+              outbox.ack(entry.seq)
+              return
+            }
             log.debug({ seq: entry.seq, err: (err as Error).message }, 'outbox publish failed; will be sent again')
           },
         )

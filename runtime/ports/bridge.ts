@@ -75,6 +75,12 @@ export interface Bridge {
   connect(): Promise<void>
   /** Publishes an envelope on the topic it routes to. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE */
   publish(env: Envelope, opts?: PublishOptions): Promise<void>
+  /**
+   * Publishes an envelope already encoded with the wire codec (from the outbox), on its topic.
+   * Same guarantees as `publish`; saves decoding and encoding again.
+   * @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE, MALFORMED_FRAME (memory bridge: the frame must decode)
+   */
+  publishEncoded(topic: string, frame: Uint8Array, opts?: PublishOptions): Promise<void>
   /** Subscribes to a topic filter (MQTT syntax). @throws BRIDGE_CLOSED */
   subscribe(filter: string, handler: MessageHandler): Promise<Subscription>
   /** Sends a command (its `deadline` is required) and waits for the reply. @throws TIMEOUT, BRIDGE_UNAVAILABLE, BRIDGE_CLOSED */

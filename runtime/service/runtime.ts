@@ -564,7 +564,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
           .publish({ v: ENVELOPE_VERSION, kind: 'presence', id: ids(), src: deviceId, inst, at: now(), payload: presence() }, { retain: true })
           .catch((err: unknown) => rootLog.warn({ err: (err as Error).message }, 'presence not announced'))
       }
-      if (outbox !== undefined) pump = createOutboxPump({ outbox, bridge, codec: outboxCodec, window: opts.outboxWindow, log: rootLog })
+      if (outbox !== undefined) pump = createOutboxPump({ outbox, bridge, window: opts.outboxWindow, log: rootLog })
       // Announce on every (re)connect: the broker may have lost the retained birth or sent our will.
       bridge.onStatus((s) => {
         if (s.type === 'disconnected') directory.markStale()

@@ -3,13 +3,13 @@
 // picks sections; `--quick` shortens every measurement.
 import { parseArgs } from 'node:util'
 import { benchCodec } from './codec.js'
-import { benchCrossProcess } from './cross-process.js'
+import { benchCrossProcess, benchDrain } from './cross-process.js'
 import { benchFootprint } from './footprint.js'
 import { benchInProcess } from './inproc.js'
 import type { BenchResult } from './measure.js'
 
 const { values } = parseArgs({ options: { json: { type: 'boolean' }, only: { type: 'string' }, quick: { type: 'boolean' } } })
-const sections = new Set((values.only ?? 'inproc,mqtt,codec,footprint').split(','))
+const sections = new Set((values.only ?? 'inproc,mqtt,codec,footprint,drain').split(','))
 const quick = values.quick === true
 const results: BenchResult[] = []
 const emit = (rs: BenchResult[]): void => {
@@ -21,6 +21,7 @@ if (sections.has('inproc')) emit(await benchInProcess({ durationMs: quick ? 500 
 if (sections.has('mqtt')) emit(await benchCrossProcess({ durationMs: quick ? 1_000 : 3_000, warmupMs: quick ? 300 : 1_000 }, [1, 64]))
 if (sections.has('codec')) emit(benchCodec(quick ? 300 : 1_000))
 if (sections.has('footprint')) emit(await benchFootprint(quick ? 1 : 3))
+if (sections.has('drain')) emit(await benchDrain(quick ? 20_000 : 100_000))
 
 if (values.json !== true) {
   const find = (system: string, workload: string, c: number): BenchResult | undefined => results.find((r) => r.system === system && r.workload === workload && r.concurrency === c)
@@ -30,6 +31,7 @@ if (values.json !== true) {
     'mqtt-command-roundtrip-3proc': 'raw-mqttjs-cbor',
     'envelope-encode': 'json',
     'envelope-decode': 'json',
+    'outbox-drain-after-reconnect': 'raw-mqttjs-qos1-publish',
   }
   const rows = results.map((r) => {
     const base = baselineOf[r.workload]

@@ -82,3 +82,22 @@ export async function benchCrossProcess(load: Omit<LoadOptions, 'concurrency'>, 
   }
   return out
 }
+
+/** Outbox drain: N events queued while offline, delivered after connecting, vs a bare mqtt.js QoS 1 publisher. */
+export async function benchDrain(count: number): Promise<BenchResult[]> {
+  const out: BenchResult[] = []
+  for (const system of ['raw', 'outpost'] as const) {
+    const broker = start('broker.ts', [])
+    try {
+      const { url } = JSON.parse(await firstLine(broker, 'broker')) as { url: string }
+      const proc = start('drain.ts', [system, url, String(count)])
+      const r = JSON.parse(await firstLine(proc, `${system} drain`, 600_000)) as Record<string, number>
+      await stop(proc)
+      const { ops_per_s, ...extra } = r
+      out.push({ system: system === 'raw' ? 'raw-mqttjs-qos1-publish' : 'outpost-sqlite-outbox', workload: 'outbox-drain-after-reconnect', concurrency: 128, ops_per_s: ops_per_s!, p50_us: null, p99_us: null, extra: { events: count, ...extra } })
+    } finally {
+      await stop(broker)
+    }
+  }
+  return out
+}

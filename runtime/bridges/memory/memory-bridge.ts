@@ -2,6 +2,7 @@ import { ErrorCode, OutpostError } from '../../errors.js'
 import type { Bridge, InboundMessage, MessageHandler, Subscription } from '../../ports/bridge.js'
 import type { Envelope } from '../../wire/envelope.js'
 import { createMessageIdFactory } from '../../wire/message-id.js'
+import { createEnvelopeCodec } from '../../wire/codec.js'
 import { createTopics, topicMatches, assertTopicSegment, type Topics } from '../../wire/topics.js'
 import { createBridgeStats, createPendingReplies, createStatusHub, snapshotStats } from '../bridge-kit.js'
 import { offlinePresence } from '../presence.js'
@@ -103,6 +104,7 @@ export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
   const now = opts.now ?? Date.now
   const instanceId = opts.instanceId ?? createMessageIdFactory()().slice(-10)
   const status = createStatusHub()
+  const codec = createEnvelopeCodec()
   const pending = createPendingReplies(now)
   const stats = createBridgeStats()
   const owner = {}
@@ -155,6 +157,22 @@ export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
     publish(env, popts) {
       try {
         send(env, popts?.retain === true)
+      } catch (err) {
+        return Promise.reject(err)
+      }
+      return DELIVERED
+    },
+    publishEncoded(topic, frame, popts) {
+      // The hub hands over objects, so an encoded frame is decoded once here.
+      const decoded = codec.decode(frame)
+      if (!decoded.ok) return Promise.reject(decoded.error)
+      try {
+        ensureOpen()
+        if (status.current.type !== 'connected') {
+          throw new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `bridge of ${opts.deviceId} is not connected`, { retryable: true })
+        }
+        stats.published++
+        hub.deliver(topic, decoded.envelope, popts?.retain === true)
       } catch (err) {
         return Promise.reject(err)
       }

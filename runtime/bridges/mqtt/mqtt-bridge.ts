@@ -356,6 +356,13 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
         return Promise.reject(err)
       }
     },
+    publishEncoded(topic, frame, popts) {
+      try {
+        return publishFrame(ensureConnected(), topic, frame, popts?.retain === true)
+      } catch (err) {
+        return Promise.reject(err)
+      }
+    },
     async subscribe(filter, handler) {
       ensureOpen()
       const sub: LocalSub = { filter, handler }

@@ -30,7 +30,11 @@ export interface DeviceDatabase {
   readonly version: number
   /** Where a corrupt file was moved at open, if that happened. */
   readonly quarantinedTo?: string
-  /** Closes the database; idempotent. */
+  /** Registers work to finish before the database closes (e.g. deleting acknowledged outbox entries). */
+  beforeClose(fn: () => void): void
+  /** True once closed. */
+  readonly closed: boolean
+  /** Runs the `beforeClose` work, then closes the database; idempotent. */
   close(): void
 }
 
@@ -105,13 +109,19 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
     throw err
   }
   let closed = false
+  const hooks: (() => void)[] = []
   return {
     db,
     path: opts.path,
     version,
     quarantinedTo,
+    beforeClose: (fn) => void hooks.push(fn),
+    get closed() {
+      return closed
+    },
     close() {
       if (closed) return
+      for (const fn of hooks) fn()
       closed = true
       db.close()
     },

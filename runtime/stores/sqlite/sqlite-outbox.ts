@@ -19,10 +19,28 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   const insert = db.prepare('INSERT INTO outbox (stream, topic, frame, retain, bytes, created_at) VALUES (?, ?, ?, ?, ?, ?)')
   const select = db.prepare<[number, number], Row>('SELECT seq, stream, topic, frame, retain FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?')
   const remove = db.prepare<[number], { stream: string; bytes: number }>('DELETE FROM outbox WHERE seq = ? RETURNING stream, bytes')
+  // Acknowledgements are deleted in groups: one commit for many PUBACKs. An entry acknowledged
+  // but not yet deleted when the power goes is sent again after restart (at least once).
+  let acked: number[] = []
+  let flushScheduled = false
+  const removeAll = db.transaction((seqs: number[]) => {
+    for (const seq of seqs) {
+      const r = remove.get(seq)
+      if (r !== undefined) acct.removed(r.stream, r.bytes, 'delivered')
+    }
+  })
+  const flush = (): void => {
+    flushScheduled = false
+    if (acked.length === 0 || database.closed) return
+    const seqs = acked
+    acked = []
+    removeAll(seqs)
+  }
   const oldest = db.prepare<[string], { seq: number; bytes: number }>('SELECT seq, bytes FROM outbox WHERE stream = ? ORDER BY seq LIMIT 64')
   const drop = db.prepare('DELETE FROM outbox WHERE seq = ?')
 
   const append = db.transaction((e: Omit<OutboxEntry, 'seq'>): number => {
+    flush()
     const size = e.frame.length
     let over = acct.admit(e.stream, size)
     while (over > 0) {
@@ -40,13 +58,25 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
     return Number(r.lastInsertRowid)
   })
 
+  database.beforeClose(flush)
+
   return {
     append: (e) => append(e),
-    peek: (after, limit) => select.all(after, limit).map((r) => ({ seq: r.seq, stream: r.stream, topic: r.topic, frame: r.frame, retain: r.retain === 1 })),
-    ack(seq) {
-      const r = remove.get(seq)
-      if (r !== undefined) acct.removed(r.stream, r.bytes, 'delivered')
+    peek: (after, limit) => {
+      flush()
+      return select.all(after, limit).map((r) => ({ seq: r.seq, stream: r.stream, topic: r.topic, frame: r.frame, retain: r.retain === 1 }))
     },
-    stats: () => ({ ...acct.stats, dropped: { ...acct.stats.dropped } }),
+    ack(seq) {
+      acked.push(seq)
+      if (acked.length >= 512) flush()
+      else if (!flushScheduled) {
+        flushScheduled = true
+        setImmediate(flush)
+      }
+    },
+    stats: () => {
+      flush()
+      return { ...acct.stats, dropped: { ...acct.stats.dropped } }
+    },
   }
 }

@@ -13,6 +13,8 @@ export interface OutboxAccounting {
   admit(stream: string, bytes: number): number
   added(stream: string, bytes: number): void
   removed(stream: string, bytes: number, why: 'delivered' | 'dropped'): void
+  /** Several delivered entries of one stream at once. */
+  removedMany(stream: string, bytes: number, count: number): void
 }
 
 /** Creates the bookkeeping for given per-stream limits. */
@@ -48,6 +50,12 @@ export function createOutboxAccounting(limits: Record<string, OutboxStreamLimits
       stats.entries++
       stats.bytes += size
       stats.appended++
+    },
+    removedMany(stream, size, count) {
+      bytes.set(stream, (bytes.get(stream) ?? 0) - size)
+      stats.entries -= count
+      stats.bytes -= size
+      stats.delivered += count
     },
     removed(stream, size, why) {
       bytes.set(stream, (bytes.get(stream) ?? 0) - size)

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import type { Bridge } from '../ports/bridge.js'
-import type { Outbox } from '../ports/outbox.js'
+import type { Outbox, OutboxEntry } from '../ports/outbox.js'
 
 const PLAIN = { retain: false }
 const RETAIN = { retain: true }
@@ -29,36 +29,43 @@ export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; window?
   let stopped = false
   let onIdle: (() => void) | undefined
 
+  // Entries read ahead from the outbox, in order: one query per READ_AHEAD entries, not per message.
+  const READ_AHEAD = 512
+  let buffer: OutboxEntry[] = []
+  let at = 0
+
   const pump = (): void => {
     scheduled = false
     if (stopped || bridge.status.type !== 'connected') return
     while (inFlight < window) {
-      const batch = outbox.peek(lastSent, window - inFlight)
-      if (batch.length === 0) break
-      for (const entry of batch) {
-        lastSent = entry.seq
-        inFlight++
-        const gen = generation
-        bridge.publishEncoded(entry.topic, entry.frame, entry.retain ? RETAIN : PLAIN).then(
-          () => {
-            outbox.ack(entry.seq)
-            if (gen === generation) inFlight--
-            if (inFlight === 0) onIdle?.()
-            kick()
-          },
-          (err: unknown) => {
-            if (gen === generation) inFlight--
-            if (inFlight === 0) onIdle?.()
-            if ((err as { code?: string }).code === 'MALFORMED_FRAME' || (err as { code?: string }).code === 'INVALID_ENVELOPE') {
-              // Written by this runtime, so this means storage damage: say so and let it go.
-              log.error({ seq: entry.seq }, 'outbox entry cannot be decoded; removed')
-              outbox.ack(entry.seq)
-              return
-            }
-            log.debug({ seq: entry.seq, err: (err as Error).message }, 'outbox publish failed; will be sent again')
-          },
-        )
+      if (at >= buffer.length) {
+        buffer = outbox.peek(lastSent, READ_AHEAD)
+        at = 0
+        if (buffer.length === 0) break
       }
+      const entry = buffer[at++]!
+      lastSent = entry.seq
+      inFlight++
+      const gen = generation
+      bridge.publishEncoded(entry.topic, entry.frame, entry.retain ? RETAIN : PLAIN).then(
+        () => {
+          outbox.ack(entry.seq)
+          if (gen === generation) inFlight--
+          if (inFlight === 0) onIdle?.()
+          kick()
+        },
+        (err: unknown) => {
+          if (gen === generation) inFlight--
+          if (inFlight === 0) onIdle?.()
+          if ((err as { code?: string }).code === 'MALFORMED_FRAME' || (err as { code?: string }).code === 'INVALID_ENVELOPE') {
+            // Written by this runtime, so this means storage damage: say so and let it go.
+            log.error({ seq: entry.seq }, 'outbox entry cannot be decoded; removed')
+            outbox.ack(entry.seq)
+            return
+          }
+          log.debug({ seq: entry.seq, err: (err as Error).message }, 'outbox publish failed; will be sent again')
+        },
+      )
     }
   }
 
@@ -73,6 +80,8 @@ export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; window?
       generation++
       inFlight = 0
       lastSent = 0 // from the oldest entry still waiting
+      buffer = []
+      at = 0
       kick()
     }
   })

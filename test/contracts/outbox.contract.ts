@@ -40,6 +40,16 @@ export function describeOutboxContract(name: string, opts: OutboxContractOptions
       expect([s.entries, s.bytes, s.appended, s.delivered]).toEqual([3, 30, 4, 1])
     })
 
+    test('forgets exactly the acknowledged entries, whatever order the acknowledgements come in', ({ outbox }) => {
+      const seqs = Array.from({ length: 40 }, (_, n) => outbox.append(entry(n, n % 3 === 0 ? 'a' : 'b')))
+      const acked = seqs.filter((_, i) => i % 5 !== 2) // leave gaps
+      for (const s of [...acked].reverse()) outbox.ack(s)
+      const left = outbox.peek(0, 100).map((e) => e.seq)
+      expect(left).toEqual(seqs.filter((_, i) => i % 5 === 2))
+      const s = outbox.stats()
+      expect([s.entries, s.bytes, s.delivered]).toEqual([8, 80, 32])
+    })
+
     test('refuses a new entry when a reject stream is full, and counts it', ({ outbox }) => {
       outbox.append(entry(1, 'alarms', 40))
       outbox.append(entry(2, 'alarms', 40))

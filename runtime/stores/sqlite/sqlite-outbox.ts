@@ -23,10 +23,23 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   // but not yet deleted when the power goes is sent again after restart (at least once).
   let acked: number[] = []
   let flushScheduled = false
+  const sumRange = db.prepare<[number, number], { stream: string; bytes: number; n: number }>('SELECT stream, SUM(bytes) AS bytes, COUNT(*) AS n FROM outbox WHERE seq BETWEEN ? AND ? GROUP BY stream')
+  const removeRange = db.prepare('DELETE FROM outbox WHERE seq BETWEEN ? AND ?')
+  // Acks arrive mostly in order: runs of consecutive seqs are deleted with one range statement.
   const removeAll = db.transaction((seqs: number[]) => {
-    for (const seq of seqs) {
-      const r = remove.get(seq)
-      if (r !== undefined) acct.removed(r.stream, r.bytes, 'delivered')
+    seqs.sort((a, b) => a - b)
+    let i = 0
+    while (i < seqs.length) {
+      let j = i
+      while (j + 1 < seqs.length && seqs[j + 1] === seqs[j]! + 1) j++
+      if (j === i) {
+        const r = remove.get(seqs[i]!)
+        if (r !== undefined) acct.removed(r.stream, r.bytes, 'delivered')
+      } else {
+        for (const g of sumRange.all(seqs[i]!, seqs[j]!)) acct.removedMany(g.stream, g.bytes, g.n)
+        removeRange.run(seqs[i]!, seqs[j]!)
+      }
+      i = j + 1
     }
   })
   const flush = (): void => {

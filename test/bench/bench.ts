@@ -3,13 +3,13 @@
 // picks sections; `--quick` shortens every measurement.
 import { parseArgs } from 'node:util'
 import { benchCodec } from './codec.js'
-import { benchCrossProcess, benchDrain } from './cross-process.js'
+import { benchBacklog, benchCrossProcess, benchDrain } from './cross-process.js'
 import { benchFootprint } from './footprint.js'
 import { benchInProcess } from './inproc.js'
 import type { BenchResult } from './measure.js'
 
 const { values } = parseArgs({ options: { json: { type: 'boolean' }, only: { type: 'string' }, quick: { type: 'boolean' } } })
-const sections = new Set((values.only ?? 'inproc,mqtt,codec,footprint,drain').split(','))
+const sections = new Set((values.only ?? 'inproc,mqtt,codec,footprint,drain,backlog').split(','))
 const quick = values.quick === true
 const results: BenchResult[] = []
 const emit = (rs: BenchResult[]): void => {
@@ -22,6 +22,7 @@ if (sections.has('mqtt')) emit(await benchCrossProcess({ durationMs: quick ? 1_0
 if (sections.has('codec')) emit(benchCodec(quick ? 300 : 1_000))
 if (sections.has('footprint')) emit(await benchFootprint(quick ? 1 : 3))
 if (sections.has('drain')) emit(await benchDrain(quick ? 20_000 : 100_000))
+if (sections.has('backlog')) emit(await benchBacklog(quick ? 100_000 : 1_000_000))
 
 if (values.json !== true) {
   const find = (system: string, workload: string, c: number): BenchResult | undefined => results.find((r) => r.system === system && r.workload === workload && r.concurrency === c)

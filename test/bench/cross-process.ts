@@ -9,8 +9,8 @@ import type { SystemName } from './procs/mqtt-systems.js'
 const ROOT = process.cwd()
 const PROCS = 'test/bench/.build/procs'
 
-function start(script: string, args: string[]): ChildProcess {
-  return spawn(process.execPath, [`${PROCS}/${script.replace(/\.ts$/, '.js')}`, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
+function start(script: string, args: string[], nodeFlags: string[] = []): ChildProcess {
+  return spawn(process.execPath, [...nodeFlags, `${PROCS}/${script.replace(/\.ts$/, '.js')}`, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
 }
 
 function firstLine(child: ChildProcess, what: string, timeoutMs = 60_000): Promise<string> {
@@ -100,4 +100,13 @@ export async function benchDrain(count: number): Promise<BenchResult[]> {
     }
   }
   return out
+}
+
+/** RSS of a device process with `count` events waiting in its SQLite outbox, beside the same process idle. */
+export async function benchBacklog(count: number): Promise<BenchResult[]> {
+  const proc = start('backlog.ts', [String(count)], ['--expose-gc'])
+  const r = JSON.parse(await firstLine(proc, 'backlog', 600_000)) as Record<string, number>
+  await stop(proc)
+  const { ops_per_s, ...extra } = r
+  return [{ system: 'outpost-sqlite-outbox', workload: 'outbox-backlog-memory', concurrency: 1, ops_per_s: ops_per_s!, p50_us: null, p99_us: null, extra: { events: count, ...extra, note: 'ops_per_s = batched appends (10k per transaction)' } }]
 }

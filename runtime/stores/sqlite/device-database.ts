@@ -17,6 +17,11 @@ export interface DeviceDatabaseOptions {
    * starts an empty database and 'fail' throws STORE_CORRUPT.
    */
   onCorrupt?: 'fresh' | 'fail'
+  /**
+   * SQLite page cache, KiB (default 2048). better-sqlite3 sets 16 MiB per connection, which a
+   * device does not have to spare; the outbox and queues read sequentially and need little.
+   */
+  cacheSizeKiB?: number
   /** Schema steps (default: Outpost's). */
   migrations?: readonly Migration[]
   now?: () => number
@@ -46,10 +51,11 @@ function quarantine(path: string, now: number): string {
   return target
 }
 
-function openChecked(path: string, synchronous: Synchronous): Database.Database {
+function openChecked(path: string, synchronous: Synchronous, cacheKiB: number): Database.Database {
   const db = new Database(path)
   try {
     db.pragma('journal_mode = WAL')
+    db.pragma(`cache_size = -${Math.max(64, Math.floor(cacheKiB))}`)
     db.pragma(`synchronous = ${synchronous}`)
     db.pragma('foreign_keys = ON')
     db.pragma('busy_timeout = 5000')
@@ -85,12 +91,13 @@ function migrate(db: Database.Database, migrations: readonly Migration[], path: 
  */
 export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase {
   const synchronous = opts.synchronous ?? 'NORMAL'
+  const cacheKiB = opts.cacheSizeKiB ?? 2048
   const now = opts.now ?? Date.now
   const migrations = opts.migrations ?? MIGRATIONS
   let db: Database.Database
   let quarantinedTo: string | undefined
   try {
-    db = openChecked(opts.path, synchronous)
+    db = openChecked(opts.path, synchronous, cacheKiB)
   } catch (cause) {
     if (opts.path === ':memory:' || !existsSync(opts.path)) {
       throw new OutpostError(ErrorCode.STORE_FAILED, `cannot open database ${opts.path}: ${(cause as Error).message}`, { cause })
@@ -99,7 +106,7 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
     if (opts.onCorrupt === 'fail') {
       throw new OutpostError(ErrorCode.STORE_CORRUPT, `database ${opts.path} is corrupt or unreadable (${(cause as Error).message}); moved to ${quarantinedTo}`, { cause, details: { quarantinedTo } })
     }
-    db = openChecked(opts.path, synchronous)
+    db = openChecked(opts.path, synchronous, cacheKiB)
   }
   let version: number
   try {

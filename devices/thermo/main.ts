@@ -3,7 +3,7 @@ import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { mkdirSync } from 'node:fs'
 import path from 'node:path'
 import { createRuntime } from '../../runtime/index.js'
-import { createSqliteOutbox, createSqliteStateStore, openDeviceDatabase } from '../../runtime/stores/sqlite/index.js'
+import { createSqliteInbox, createSqliteOutbox, createSqliteStateStore, openDeviceDatabase } from '../../runtime/stores/sqlite/index.js'
 import { thermoContract } from '../contracts/thermo.js'
 import { deviceLogger, readDeviceConfig, stopOnSignals } from '../device-config.js'
 import { simulatedSensor, thermoService } from './thermo-service.js'
@@ -22,6 +22,8 @@ const runtime = createRuntime({
   stateStore: createSqliteStateStore(database),
   // Readings emitted while the broker is away wait here and go out in order when it is back.
   outbox: createSqliteOutbox(database),
+  // Commands it answered are remembered across restarts: one delivered again is not run twice.
+  inbox: createSqliteInbox(database),
   logger: log,
 })
 

@@ -8,6 +8,8 @@ import { systemClock, type Clock } from '../ports/clock.js'
 import type { Occurrence } from '../contract/service.js'
 import { createScheduler, type SchedulerStats } from '../schedule/scheduler.js'
 import type { Outbox, OutboxStats } from '../ports/outbox.js'
+import type { Inbox } from '../ports/inbox.js'
+import { createMemoryInbox } from '../stores/memory/memory-inbox.js'
 import { createOutboxPump, type OutboxPump } from '../outbox/outbox-pump.js'
 import { createEnvelopeCodec } from '../wire/codec.js'
 import { createMemoryStateStore } from '../stores/memory/memory-state-store.js'
@@ -45,8 +47,10 @@ export interface RuntimeOptions {
   defaultTimeoutMs?: number
   /** How long a call waits for a first live instance of its service to be announced (default 1000 ms). */
   discoveryWaitMs?: number
-  /** How many recent command ids (with their replies) the inbox remembers (default 10 000). */
+  /** How many recent command and event ids (with replies) are remembered to drop repeats (default 10 000). */
   inboxSize?: number
+  /** Where command ids and replies are remembered (default: memory; a SQLite inbox survives restarts). */
+  inbox?: Inbox
   /** Allowance for clocks between devices when checking a received deadline (default 2000 ms). */
   clockSkewMs?: number
 }
@@ -89,7 +93,6 @@ interface HostedService {
   state: ServiceState<unknown>
 }
 
-const RUNNING = 0 as const
 
 /** What running a command came to: a result or a wire error. */
 type Outcome = { value: unknown; error: undefined } | { value: undefined; error: WireError }
@@ -139,7 +142,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   // service name → version → hosted service: lookups without building a key per message.
   const hostedBy = new Map<string, Map<string, HostedService>>()
   // Command id → RUNNING, or the reply sent (re-sent when the broker redelivers the command).
-  const inbox = createRecentMap<typeof RUNNING | Envelope>(inboxSize)
+  const inbox = opts.inbox ?? createMemoryInbox(inboxSize)
   const running = new Set<Promise<unknown>>()
   const controllers = new Set<AbortController>()
   const counters = { commandsHandled: 0, commandsFailed: 0, duplicateCommands: 0, expiredCommands: 0, eventsHandled: 0, eventsRejected: 0, duplicateEvents: 0 }
@@ -425,20 +428,28 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     if (cmd.kind !== 'command' || stopping) return
     const seen = inbox.get(cmd.id)
     if (seen !== undefined) {
-      counters.duplicateCommands++
-      if (seen !== RUNNING) sendReply(seen) // executed once; the caller gets the same reply again
-      return
+      if (seen.state === 'done') {
+        counters.duplicateCommands++
+        sendReply(seen.reply) // executed once; the caller gets the same reply again
+        return
+      }
+      if (seen.instance === inst) {
+        counters.duplicateCommands++ // still running here; its reply will follow
+        return
+      }
+      // Claimed by a process of this device that is gone (crash, power cut) before it answered.
+      rootLog.warn({ msgId: cmd.id, service: cmd.service, command: cmd.name }, 'running a command again that a previous start did not finish')
     }
     if (cmd.deadline !== undefined && cmd.deadline + clockSkewMs < now()) {
       counters.expiredCommands++
       rootLog.warn({ msgId: cmd.id, service: cmd.service, command: cmd.name }, 'dropped a command whose deadline has passed')
       return
     }
-    inbox.set(cmd.id, RUNNING)
+    inbox.claim(cmd.id, inst)
     const out = execute(hostedBy.get(cmd.service!)?.get(cmd.version ?? '1'), cmd)
     const done = (o: Outcome): void => {
       const reply = replyFor(cmd, o)
-      if (inbox.has(cmd.id)) inbox.set(cmd.id, reply)
+      inbox.complete(cmd.id, reply)
       sendReply(reply)
     }
     if (!(out instanceof Promise)) return done(out)

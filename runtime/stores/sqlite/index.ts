@@ -3,3 +3,4 @@ export { openDeviceDatabase, type DeviceDatabase, type DeviceDatabaseOptions, ty
 export { createSqliteStateStore } from './sqlite-state-store.js'
 export { MIGRATIONS, type Migration } from './migrations.js'
 export { createSqliteOutbox } from './sqlite-outbox.js'
+export { createSqliteInbox } from './sqlite-inbox.js'

@@ -42,4 +42,18 @@ export const MIGRATIONS: readonly Migration[] = [
       `)
     },
   },
+  {
+    version: 3,
+    description: 'inbox: recent command ids, who ran them, and the reply sent',
+    up(db) {
+      db.exec(`
+        CREATE TABLE inbox (
+          id       TEXT    NOT NULL UNIQUE,
+          instance TEXT    NOT NULL,
+          reply    BLOB,
+          at       INTEGER NOT NULL
+        );
+      `)
+    },
+  },
 ]

@@ -1,0 +1,101 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { createMemoryBridge, createMemoryHub, createMemoryInbox, createRuntime, ENVELOPE_VERSION, type Envelope, type Inbox } from '../../runtime/index.js'
+import { createSqliteInbox, openDeviceDatabase, type DeviceDatabase } from '../../runtime/stores/sqlite/index.js'
+import { counterService, type Observed } from '../fixtures/services.js'
+
+const reply: Envelope = { v: 1, kind: 'reply', id: 'r1', src: 'dev', inst: 'i1', at: 5, corr: 'c1', replyTo: 'caller', payload: { ok: true, n: 1 } }
+
+function describeInbox(name: string, make: () => { inbox: Inbox; reopen?: () => Inbox; dispose(): void }): void {
+  describe(`Inbox contract: ${name}`, () => {
+    it('knows a claimed id as running, and a completed one with its reply', () => {
+      const { inbox, dispose } = make()
+      try {
+        expect(inbox.get('c1')).toBeUndefined()
+        inbox.claim('c1', 'i1')
+        expect(inbox.get('c1')).toEqual({ state: 'running', instance: 'i1' })
+        inbox.complete('c1', reply)
+        expect(inbox.get('c1')).toEqual({ state: 'done', reply: expect.objectContaining({ id: 'r1', corr: 'c1', payload: { ok: true, n: 1 } }) })
+      } finally {
+        dispose()
+      }
+    })
+
+    it('forgets the oldest ids beyond its window', () => {
+      const { inbox, dispose } = make()
+      try {
+        for (let i = 0; i < 2_500; i++) inbox.claim(`m${i}`, 'i1')
+        expect(inbox.get('m0')).toBeUndefined()
+        expect(inbox.get('m2499')).toEqual({ state: 'running', instance: 'i1' })
+      } finally {
+        dispose()
+      }
+    })
+  })
+}
+
+describeInbox('memory', () => ({ inbox: createMemoryInbox(1_000), dispose: () => {} }))
+
+const dbs: { dir: string; d: DeviceDatabase[] }[] = []
+describeInbox('sqlite', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'outpost-inbox-'))
+  const d = openDeviceDatabase({ path: path.join(dir, 'device.db') })
+  return { inbox: createSqliteInbox(d, { window: 1_000 }), dispose: () => (d.close(), rmSync(dir, { recursive: true, force: true })) }
+})
+
+describe('commands and a restart of the device', () => {
+  afterEach(() => {
+    for (const { dir, d } of dbs.splice(0)) {
+      for (const x of d) x.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('answers a command delivered again after a restart from the stored reply, without running it again', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-inbox-rt-'))
+    const entry = { dir, d: [] as DeviceDatabase[] }
+    dbs.push(entry)
+    const hub = createMemoryHub()
+    const seen: Observed = { executions: 0, slowAborted: 0, events: [] }
+    const boot = async () => {
+      const d = openDeviceDatabase({ path: path.join(dir, 'device.db') })
+      entry.d.push(d)
+      const rt = createRuntime({ bridge: createMemoryBridge({ hub, deviceId: 'dev-a' }), services: [counterService(seen)], inbox: createSqliteInbox(d) })
+      await rt.start()
+      return { rt, d }
+    }
+    const probe = createMemoryBridge({ hub, deviceId: 'probe' })
+    await probe.connect()
+    const replies: Envelope[] = []
+    await probe.subscribe(probe.topics.replyFilter('probe'), (m) => void replies.push(m.envelope))
+    const cmd = (id: string): Envelope => ({
+      v: ENVELOPE_VERSION, kind: 'command', id, src: 'probe', inst: 'p', at: Date.now(), service: 'counter', version: '1', name: 'add',
+      target: 'dev-a', replyTo: 'probe', deadline: Date.now() + 5_000, payload: { deviceId: 'x', reading: 1, ts: 1 },
+    })
+    const settle = () => new Promise((r) => setTimeout(r, 30))
+
+    const first = await boot()
+    await probe.publish(cmd('CMD-1'))
+    await settle()
+    await first.rt.stop({ drainMs: 100 })
+    first.d.close()
+
+    const second = await boot()
+    await probe.publish(cmd('CMD-1')) // the broker delivers it again after the restart
+    await settle()
+    expect(seen.executions).toBe(1)
+    expect(replies.length).toBe(2)
+    expect(replies[1]!.payload).toEqual(replies[0]!.payload)
+
+    // A command a previous start claimed but never answered (it died) is run again.
+    createSqliteInbox(second.d).claim('CMD-2', 'a-previous-instance')
+    await probe.publish(cmd('CMD-2'))
+    await settle()
+    expect(seen.executions).toBe(2)
+    expect(replies.at(-1)!.corr).toBe('CMD-2')
+    await second.rt.stop({ drainMs: 100 })
+    await probe.close({ drainMs: 50 })
+  })
+})

@@ -54,7 +54,9 @@ export function createMessageIdFactory(now: () => number = Date.now): MessageIdF
       }
       codes[i] = DIGIT[0]!
     }
-    return String.fromCharCode.apply(null, codes)
+    const c = codes
+    // Spelled out: fromCharCode.apply with an array is several times slower than direct arguments.
+    return String.fromCharCode(c[0]!, c[1]!, c[2]!, c[3]!, c[4]!, c[5]!, c[6]!, c[7]!, c[8]!, c[9]!, c[10]!, c[11]!, c[12]!, c[13]!, c[14]!, c[15]!, c[16]!, c[17]!, c[18]!, c[19]!, c[20]!, c[21]!, c[22]!, c[23]!, c[24]!, c[25]!)
   }
 }
 

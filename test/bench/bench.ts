@@ -3,9 +3,8 @@
 // picks sections; `--quick` shortens every measurement.
 import { parseArgs } from 'node:util'
 import { benchCodec } from './codec.js'
-import { benchBacklog, benchCrossProcess, benchDrain } from './cross-process.js'
+import { benchBacklog, benchCrossProcess, benchDrain, benchInProcessIsolated } from './cross-process.js'
 import { benchFootprint } from './footprint.js'
-import { benchInProcess } from './inproc.js'
 import type { BenchResult } from './measure.js'
 
 const { values } = parseArgs({ options: { json: { type: 'boolean' }, only: { type: 'string' }, quick: { type: 'boolean' } } })
@@ -17,8 +16,8 @@ const emit = (rs: BenchResult[]): void => {
   if (values.json === true) for (const r of rs) process.stdout.write(`${JSON.stringify(r)}\n`)
 }
 
-if (sections.has('inproc')) emit(await benchInProcess({ durationMs: quick ? 500 : 2_000, warmupMs: quick ? 200 : 500 }, [1, 64]))
-if (sections.has('mqtt')) emit(await benchCrossProcess({ durationMs: quick ? 1_000 : 3_000, warmupMs: quick ? 300 : 1_000 }, [1, 64]))
+if (sections.has('inproc')) emit(await benchInProcessIsolated({ durationMs: quick ? 500 : 2_000, warmupMs: quick ? 200 : 500 }, [1, 64], quick ? 1 : 3))
+if (sections.has('mqtt')) emit(await benchCrossProcess({ durationMs: quick ? 1_000 : 3_000, warmupMs: quick ? 300 : 1_000 }, [1, 64], quick ? 1 : 3))
 if (sections.has('codec')) emit(benchCodec(quick ? 300 : 1_000))
 if (sections.has('footprint')) emit(await benchFootprint(quick ? 1 : 3))
 if (sections.has('drain')) emit(await benchDrain(quick ? 20_000 : 100_000))

@@ -81,16 +81,15 @@ const purista: System = {
   },
 }
 
-/** Runs every in-process system at each concurrency. */
-export async function benchInProcess(load: Omit<LoadOptions, 'concurrency'>, concurrencies: number[]): Promise<BenchResult[]> {
-  const out: BenchResult[] = []
-  for (const system of [outpostMemory, outpostLocal, moleculer, purista]) {
-    for (const concurrency of concurrencies) {
-      const { call, teardown } = await system.setup()
-      const r = await runLoad(call, { ...load, concurrency })
-      await teardown()
-      out.push({ system: system.name, workload: 'inproc-command-roundtrip', concurrency, ...r })
-    }
-  }
-  return out
+/** The in-process systems by name, for test/bench/procs/inproc.ts. */
+export const inProcessSystems: Record<string, System> = Object.fromEntries([outpostMemory, outpostLocal, moleculer, purista].map((s) => [s.name, s]))
+
+/** Measures one system in this process (the caller is a fresh process per measurement). */
+export async function measureInProcess(name: string, load: LoadOptions): Promise<{ ops_per_s: number; p50_us: number; p99_us: number }> {
+  const system = inProcessSystems[name]
+  if (system === undefined) throw new Error(`unknown system ${name}`)
+  const { call, teardown } = await system.setup()
+  const r = await runLoad(call, load)
+  await teardown()
+  return r
 }

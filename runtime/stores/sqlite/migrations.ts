@@ -56,4 +56,31 @@ export const MIGRATIONS: readonly Migration[] = [
       `)
     },
   },
+  {
+    version: 4,
+    description: 'jobs of the durable queues',
+    up(db) {
+      db.exec(`
+        CREATE TABLE jobs (
+          id          TEXT    PRIMARY KEY,
+          queue       TEXT    NOT NULL,
+          state       TEXT    NOT NULL,
+          payload     BLOB    NOT NULL,
+          priority    INTEGER NOT NULL,
+          run_at      INTEGER NOT NULL,
+          attempt     INTEGER NOT NULL,
+          lease_until INTEGER,
+          idem_key    TEXT,
+          created_at  INTEGER NOT NULL,
+          updated_at  INTEGER NOT NULL,
+          output      BLOB,
+          error       TEXT,
+          progress    BLOB,
+          UNIQUE (queue, idem_key)
+        );
+        CREATE INDEX jobs_ready ON jobs (queue, state, priority DESC, run_at, created_at);
+        CREATE INDEX jobs_leased ON jobs (queue, state, lease_until);
+      `)
+    },
+  },
 ]

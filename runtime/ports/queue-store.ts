@@ -1,0 +1,80 @@
+/** Where a job is in its life. Delayed jobs are `ready` with `runAt` in the future. */
+export type JobState = 'ready' | 'leased' | 'completed' | 'dead'
+
+/** One job as the store keeps it. */
+export interface Job {
+  id: string
+  queue: string
+  state: JobState
+  payload: unknown
+  /** Higher runs first. */
+  priority: number
+  /** Not before this time, epoch ms (delays and retry backoff). */
+  runAt: number
+  /** Leases handed out so far; a lease is identified by (id, attempt). */
+  attempt: number
+  /** While leased: when the lease ends unless extended. */
+  leaseUntil?: number
+  idempotencyKey?: string
+  createdAt: number
+  updatedAt: number
+  output?: unknown
+  /** Last failure, or why it was dead-lettered. */
+  error?: string
+  progress?: unknown
+}
+
+export interface EnqueueInput {
+  queue: string
+  payload: unknown
+  /** A second enqueue with the same key (per queue) returns the first job instead. */
+  idempotencyKey?: string
+  priority?: number
+  /** Delay: not before this time. */
+  runAt?: number
+}
+
+/** Counts of one queue. */
+export interface QueueMetrics {
+  ready: number
+  delayed: number
+  leased: number
+  completed: number
+  dead: number
+  /** Age of the oldest job ready to run now, ms (0 when none). */
+  oldestReadyAgeMs: number
+}
+
+/**
+ * Durable jobs. Every verb commits before it returns.
+ *
+ * - Leasing hands out ready jobs (and jobs whose lease expired: crash recovery needs no
+ *   manual step) by priority, then due time, then age, counting one attempt each.
+ * - A lease is identified by (job id, attempt). Verbs on a lease that is no longer current
+ *   (expired and re-leased, or the job finished) change nothing and return false.
+ * - Deliberately left out: scheduling workers, backoff arithmetic and result events. Those
+ *   live in the runtime; the store only records decisions.
+ */
+export interface QueueStore {
+  /** @returns the job, and whether it was created (false: the idempotency key already existed). */
+  enqueue(input: EnqueueInput, now: number): { job: Job; created: boolean }
+  /** Up to `limit` jobs of a queue, leased until `now + leaseMs`. */
+  lease(queue: string, limit: number, now: number, leaseMs: number): Job[]
+  /** Extends a current lease (and records progress). */
+  heartbeat(id: string, attempt: number, now: number, leaseMs: number, progress?: unknown): boolean
+  complete(id: string, attempt: number, output: unknown, now: number): boolean
+  /** Back to ready, not before `runAt`. */
+  retry(id: string, attempt: number, runAt: number, error: string, now: number): boolean
+  /** Gives a leased job up without counting it as a failure (shutdown): ready again now. */
+  release(id: string, attempt: number, now: number): boolean
+  moveToDead(id: string, attempt: number, reason: string, now: number): boolean
+  get(id: string): Job | undefined
+  listDead(queue: string, limit: number): Job[]
+  /** Dead jobs (all of the queue, or the given ids) back to ready with attempts reset. @returns how many */
+  redrive(queue: string, now: number, ids?: string[]): number
+  /** Deletes the queue's jobs in a state. @returns how many */
+  purge(queue: string, state: JobState): number
+  metrics(queue: string, now: number): QueueMetrics
+  /** Earliest time a job of the queue becomes leasable (due or lease expiry), if any. */
+  nextDueAt(queue: string): number | undefined
+}

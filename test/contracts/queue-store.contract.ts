@@ -1,0 +1,127 @@
+import { describe, expect, it } from 'vitest'
+import type { QueueStore } from '../../runtime/index.js'
+
+export interface QueueStoreContractOptions {
+  create(): { store: QueueStore; reopen?: () => QueueStore; dispose(): void }
+  skip?: { test: string; reason: string }[]
+}
+
+const T0 = 1_732_350_000_000
+const LEASE = 30_000
+
+/** What every queue store does; time is passed in, nothing waits. */
+export function describeQueueStoreContract(name: string, opts: QueueStoreContractOptions): void {
+  const skipped = new Map((opts.skip ?? []).map((s) => [s.test, s.reason]))
+  const test = (title: string, fn: (o: ReturnType<QueueStoreContractOptions['create']>) => void): void => {
+    const run = (): void => {
+      const o = opts.create()
+      try {
+        fn(o)
+      } finally {
+        o.dispose()
+      }
+    }
+    if (skipped.has(title)) it.skip(`${title} (skipped: ${skipped.get(title)})`, run)
+    else it(title, run)
+  }
+
+  describe(`QueueStore contract: ${name}`, () => {
+    test('leases a ready job, counting the attempt, and records its completion', ({ store }) => {
+      const { job, created } = store.enqueue({ queue: 'q', payload: { photo: 7 } }, T0)
+      expect(created).toBe(true)
+      expect(job).toMatchObject({ queue: 'q', state: 'ready', attempt: 0, payload: { photo: 7 }, runAt: T0 })
+      const [leased] = store.lease('q', 10, T0 + 1, LEASE)
+      expect(leased).toMatchObject({ id: job.id, state: 'leased', attempt: 1, leaseUntil: T0 + 1 + LEASE })
+      expect(store.lease('q', 10, T0 + 2, LEASE)).toEqual([])
+      expect(store.complete(job.id, 1, { ok: true }, T0 + 3)).toBe(true)
+      expect(store.get(job.id)).toMatchObject({ state: 'completed', output: { ok: true } })
+      expect(store.complete(job.id, 1, { ok: true }, T0 + 4)).toBe(false)
+    })
+
+    test('returns the existing job for a repeated idempotency key, per queue', ({ store }) => {
+      const a = store.enqueue({ queue: 'q', payload: 1, idempotencyKey: 'k' }, T0)
+      const b = store.enqueue({ queue: 'q', payload: 2, idempotencyKey: 'k' }, T0 + 1)
+      const c = store.enqueue({ queue: 'other', payload: 3, idempotencyKey: 'k' }, T0 + 2)
+      expect(b).toEqual({ job: a.job, created: false })
+      expect(c.created).toBe(true)
+      expect(store.metrics('q', T0 + 5).ready).toBe(1)
+    })
+
+    test('hands out higher priority first, then the earliest due, and holds delayed jobs back', ({ store }) => {
+      const low = store.enqueue({ queue: 'q', payload: 'low' }, T0).job
+      const high = store.enqueue({ queue: 'q', payload: 'high', priority: 5 }, T0 + 1).job
+      const later = store.enqueue({ queue: 'q', payload: 'later', priority: 9, runAt: T0 + 60_000 }, T0 + 2).job
+      const first = store.lease('q', 10, T0 + 10, LEASE)
+      expect(first.map((j) => j.id)).toEqual([high.id, low.id])
+      expect(store.metrics('q', T0 + 10)).toMatchObject({ delayed: 1, leased: 2 })
+      expect(store.nextDueAt('q')).toBe(T0 + 10 + LEASE) // the leases run out before the delayed job is due
+      for (const j of first) store.complete(j.id, j.attempt, null, T0 + 20)
+      expect(store.nextDueAt('q')).toBe(T0 + 60_000)
+      expect(store.lease('q', 10, T0 + 59_999, LEASE)).toEqual([])
+      expect(store.lease('q', 10, T0 + 60_000, LEASE).map((j) => j.id)).toEqual([later.id])
+    })
+
+    test('offers a job again once its lease has expired, and ignores the old lease', ({ store }) => {
+      const { job } = store.enqueue({ queue: 'q', payload: null }, T0)
+      store.lease('q', 1, T0, LEASE)
+      expect(store.lease('q', 1, T0 + LEASE - 1, LEASE)).toEqual([])
+      const [again] = store.lease('q', 1, T0 + LEASE, LEASE)
+      expect(again).toMatchObject({ id: job.id, attempt: 2 })
+      expect(store.complete(job.id, 1, 'stale', T0 + LEASE + 1)).toBe(false)
+      expect(store.heartbeat(job.id, 1, T0 + LEASE + 1, LEASE)).toBe(false)
+      expect(store.complete(job.id, 2, 'fresh', T0 + LEASE + 2)).toBe(true)
+    })
+
+    test('extends a current lease on heartbeat and keeps the progress', ({ store }) => {
+      const { job } = store.enqueue({ queue: 'q', payload: null }, T0)
+      store.lease('q', 1, T0, LEASE)
+      expect(store.heartbeat(job.id, 1, T0 + 20_000, LEASE, { pct: 40 })).toBe(true)
+      expect(store.lease('q', 1, T0 + LEASE + 1, LEASE)).toEqual([]) // extended to T0 + 50 000
+      expect(store.get(job.id)).toMatchObject({ leaseUntil: T0 + 20_000 + LEASE, progress: { pct: 40 } })
+      expect(store.heartbeat(job.id, 1, T0 + 20_000 + LEASE, LEASE)).toBe(false) // too late: expired
+    })
+
+    test('retries later, gives a job back on release, and dead-letters with a reason', ({ store }) => {
+      const a = store.enqueue({ queue: 'q', payload: 'a' }, T0).job
+      const b = store.enqueue({ queue: 'q', payload: 'b' }, T0).job
+      store.lease('q', 2, T0, LEASE)
+      expect(store.retry(a.id, 1, T0 + 5_000, 'flaky sensor', T0 + 1)).toBe(true)
+      expect(store.release(b.id, 1, T0 + 1)).toBe(true)
+      expect(store.get(b.id)).toMatchObject({ state: 'ready', attempt: 0 })
+      expect(store.lease('q', 5, T0 + 2, LEASE).map((j) => j.id)).toEqual([b.id])
+      const [retried] = store.lease('q', 5, T0 + 5_000, LEASE)
+      expect(retried).toMatchObject({ id: a.id, attempt: 2, error: 'flaky sensor' })
+      expect(store.moveToDead(a.id, 2, 'gave up after 2 attempts', T0 + 5_001)).toBe(true)
+      expect(store.listDead('q', 10)).toEqual([expect.objectContaining({ id: a.id, state: 'dead', error: 'gave up after 2 attempts' })])
+    })
+
+    test('redrives dead jobs with fresh attempts and purges by state', ({ store }) => {
+      const ids = [1, 2, 3].map((n) => store.enqueue({ queue: 'q', payload: n }, T0).job.id)
+      for (const j of store.lease('q', 3, T0, LEASE)) store.moveToDead(j.id, j.attempt, 'bad', T0 + 1)
+      expect(store.redrive('q', T0 + 2, [ids[0]!])).toBe(1)
+      expect(store.get(ids[0]!)).toMatchObject({ state: 'ready', attempt: 0 })
+      expect(store.redrive('q', T0 + 3)).toBe(2)
+      for (const j of store.lease('q', 3, T0 + 4, LEASE)) store.complete(j.id, j.attempt, null, T0 + 5)
+      expect(store.metrics('q', T0 + 6)).toMatchObject({ completed: 3, ready: 0, dead: 0 })
+      expect(store.purge('q', 'completed')).toBe(3)
+      expect(store.get(ids[1]!)).toBeUndefined()
+    })
+
+    test('reports queue metrics with the age of the oldest ready job', ({ store }) => {
+      store.enqueue({ queue: 'q', payload: 1 }, T0)
+      store.enqueue({ queue: 'q', payload: 2 }, T0 + 1_000)
+      store.enqueue({ queue: 'q', payload: 3, runAt: T0 + 99_000 }, T0)
+      expect(store.metrics('q', T0 + 5_000)).toEqual({ ready: 2, delayed: 1, leased: 0, completed: 0, dead: 0, oldestReadyAgeMs: 5_000 })
+      expect(store.metrics('empty', T0)).toEqual({ ready: 0, delayed: 0, leased: 0, completed: 0, dead: 0, oldestReadyAgeMs: 0 })
+    })
+
+    test('keeps jobs and leases across a reopen', ({ store, reopen }) => {
+      const { job } = store.enqueue({ queue: 'q', payload: 'kept', idempotencyKey: 'once' }, T0)
+      store.lease('q', 1, T0, LEASE)
+      const again = reopen!()
+      expect(again.get(job.id)).toMatchObject({ state: 'leased', attempt: 1, payload: 'kept' })
+      expect(again.enqueue({ queue: 'q', payload: 'dup', idempotencyKey: 'once' }, T0 + 1).created).toBe(false)
+      expect(again.lease('q', 1, T0 + LEASE, LEASE)[0]).toMatchObject({ id: job.id, attempt: 2 }) // crash recovery: lease expired
+    })
+  })
+}

@@ -1,9 +1,10 @@
-import { describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
+import { contractTest, type ContractSkip } from './contract-kit.js'
 import { ErrorCode, isOutpostError, type Outbox, type OutboxStreamLimits } from '../../runtime/index.js'
 
 export interface OutboxContractOptions {
   create(limits?: Record<string, OutboxStreamLimits>): { outbox: Outbox; reopen?: () => Outbox; dispose(): void }
-  skip?: { test: string; reason: string }[]
+  skip?: ContractSkip[]
 }
 
 const frame = (n: number, size = 10): Uint8Array => new Uint8Array(size).fill(n % 256)
@@ -11,19 +12,9 @@ const entry = (n: number, stream = 'events', size = 10) => ({ stream, topic: `t/
 
 /** What every outbox does. */
 export function describeOutboxContract(name: string, opts: OutboxContractOptions): void {
-  const skipped = new Map((opts.skip ?? []).map((s) => [s.test, s.reason]))
-  const test = (title: string, fn: (o: ReturnType<OutboxContractOptions['create']>) => void, limits?: Record<string, OutboxStreamLimits>): void => {
-    const run = (): void => {
-      const o = opts.create(limits)
-      try {
-        fn(o)
-      } finally {
-        o.dispose()
-      }
-    }
-    if (skipped.has(title)) it.skip(`${title} (skipped: ${skipped.get(title)})`, run)
-    else it(title, run)
-  }
+  const declare = contractTest<ReturnType<OutboxContractOptions['create']>>(opts.skip)
+  const test = (title: string, fn: (o: ReturnType<OutboxContractOptions['create']>) => void, limits?: Record<string, OutboxStreamLimits>): void =>
+    declare(title, () => opts.create(limits), fn)
 
   describe(`Outbox contract: ${name}`, () => {
     test('hands entries out in the order they were appended and forgets acknowledged ones', ({ outbox }) => {

@@ -1,9 +1,10 @@
-import { describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
+import { contractTest, type ContractSkip } from './contract-kit.js'
 import type { QueueStore } from '../../runtime/index.js'
 
 export interface QueueStoreContractOptions {
   create(): { store: QueueStore; reopen?: () => QueueStore; dispose(): void }
-  skip?: { test: string; reason: string }[]
+  skip?: ContractSkip[]
 }
 
 const T0 = 1_732_350_000_000
@@ -11,19 +12,8 @@ const LEASE = 30_000
 
 /** What every queue store does; time is passed in, nothing waits. */
 export function describeQueueStoreContract(name: string, opts: QueueStoreContractOptions): void {
-  const skipped = new Map((opts.skip ?? []).map((s) => [s.test, s.reason]))
-  const test = (title: string, fn: (o: ReturnType<QueueStoreContractOptions['create']>) => void): void => {
-    const run = (): void => {
-      const o = opts.create()
-      try {
-        fn(o)
-      } finally {
-        o.dispose()
-      }
-    }
-    if (skipped.has(title)) it.skip(`${title} (skipped: ${skipped.get(title)})`, run)
-    else it(title, run)
-  }
+  const declare = contractTest<ReturnType<QueueStoreContractOptions['create']>>(opts.skip)
+  const test = (title: string, fn: (o: ReturnType<QueueStoreContractOptions['create']>) => void): void => declare(title, opts.create, fn)
 
   describe(`QueueStore contract: ${name}`, () => {
     test('leases a ready job, counting the attempt, and records its completion', ({ store }) => {

@@ -1,7 +1,6 @@
 // Events emitted while the broker is away wait in the SQLite outbox and arrive, in order, later —
 // also when the device restarted in between.
 import { mkdtempSync, rmSync } from 'node:fs'
-import net from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { Decoder } from 'cbor-x'
@@ -12,6 +11,7 @@ import { startMqttBroker, type MqttBroker } from '../../gateway/broker/mqtt-brok
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime, defineContract, defineService, type Runtime } from '../../runtime/index.js'
 import { createSqliteOutbox, openDeviceDatabase, type DeviceDatabase } from '../../runtime/stores/sqlite/index.js'
+import { freePort, until } from '../helpers/wait.js'
 
 const meter = defineContract({
   name: 'meter',
@@ -28,20 +28,6 @@ const meterService = defineService(meter, {
   },
 })
 
-async function freePort(): Promise<number> {
-  const s = net.createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()))
-  const port = (s.address() as net.AddressInfo).port
-  await new Promise<void>((r) => s.close(() => r()))
-  return port
-}
-async function until(check: () => boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms
-  while (!check()) {
-    if (Date.now() > end) throw new Error('condition not met in time')
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
 
 describe('offline emission through the SQLite outbox', () => {
   const cleanups: (() => Promise<void> | void)[] = []
@@ -98,7 +84,7 @@ describe('offline emission through the SQLite outbox', () => {
     await sub.subscribeAsync('ob/meter-1/evt/meter/1/sample', { qos: 1 })
     listenerReady = true
 
-    await until(() => second.rt.stats().outbox?.entries === 0 && new Set(got.map((g) => g.id)).size === 200)
+    await until(() => second.rt.stats().outbox?.entries === 0 && new Set(got.map((g) => g.id)).size === 200, 10_000)
     // At least once, each id once after dedupe, and in order of first arrival.
     const firstSeen = new Map<string, number>()
     for (const g of got) if (!firstSeen.has(g.id)) firstSeen.set(g.id, g.seq)

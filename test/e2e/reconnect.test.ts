@@ -4,27 +4,14 @@ import { startMqttBroker, type MqttBroker } from '../../gateway/broker/mqtt-brok
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime, ErrorCode, isOutpostError, type BridgeStatus, type Runtime } from '../../runtime/index.js'
 import { counterContract, counterService, echoContract, echoService } from '../fixtures/services.js'
+import { freePort, until } from '../helpers/wait.js'
 
-async function until(check: () => boolean, ms = 5_000): Promise<void> {
-  const end = Date.now() + ms
-  while (!check()) {
-    if (Date.now() > end) throw new Error('condition not met in time')
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
 async function outcome(p: Promise<unknown>): Promise<{ ok: boolean; value?: unknown; error?: unknown }> {
   try {
     return { ok: true, value: await p }
   } catch (error) {
     return { ok: false, error }
   }
-}
-async function freePort(): Promise<number> {
-  const s = net.createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()))
-  const port = (s.address() as net.AddressInfo).port
-  await new Promise<void>((r) => s.close(() => r()))
-  return port
 }
 
 describe('when the broker goes away and comes back', () => {

@@ -1,9 +1,7 @@
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import path from 'node:path'
 import { createMemoryStateStore } from '../../runtime/index.js'
-import { createSqliteStateStore, openDeviceDatabase, type DeviceDatabase } from '../../runtime/stores/sqlite/index.js'
+import { createSqliteStateStore } from '../../runtime/stores/sqlite/index.js'
 import { describeStateStoreContract } from '../contracts/state-store.contract.js'
+import { storeOnTempDatabase } from '../helpers/sqlite.js'
 
 describeStateStoreContract('memory', {
   create: () => ({ store: createMemoryStateStore(), dispose: () => {} }),
@@ -11,25 +9,5 @@ describeStateStoreContract('memory', {
 })
 
 describeStateStoreContract('sqlite', {
-  create() {
-    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-state-'))
-    const file = path.join(dir, 'device.db')
-    const opened: DeviceDatabase[] = []
-    const open = () => {
-      const d = openDeviceDatabase({ path: file })
-      opened.push(d)
-      return createSqliteStateStore(d)
-    }
-    return {
-      store: open(),
-      reopen: () => {
-        opened[0]!.close()
-        return open()
-      },
-      dispose: () => {
-        for (const d of opened) d.close()
-        rmSync(dir, { recursive: true, force: true })
-      },
-    }
-  },
+  create: () => storeOnTempDatabase((d) => createSqliteStateStore(d)),
 })

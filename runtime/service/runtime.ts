@@ -93,7 +93,6 @@ interface HostedService {
   state: ServiceState<unknown>
 }
 
-
 /** What running a command came to: a result or a wire error. */
 type Outcome = { value: unknown; error: undefined } | { value: undefined; error: WireError }
 
@@ -141,7 +140,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   const hosted = new Map<string, HostedService>()
   // service name → version → hosted service: lookups without building a key per message.
   const hostedBy = new Map<string, Map<string, HostedService>>()
-  // Command id → RUNNING, or the reply sent (re-sent when the broker redelivers the command).
+  // Command ids taken on, and the replies sent (re-sent when a command arrives again).
   const inbox = opts.inbox ?? createMemoryInbox(inboxSize)
   const running = new Set<Promise<unknown>>()
   const controllers = new Set<AbortController>()

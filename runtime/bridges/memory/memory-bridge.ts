@@ -42,15 +42,34 @@ export function createMemoryHub(): MemoryHub {
     }
     return hit
   }
-  const hand = (sub: HubSubscription, msg: InboundMessage): void => {
-    queueMicrotask(() => {
+  // Deliveries wait in one queue drained by a single microtask: asynchronous like a network,
+  // in publish order, without a closure and a microtask per delivery.
+  let queue: HubSubscription[] = []
+  let msgs: InboundMessage[] = []
+  let draining = false
+  const drain = (): void => {
+    draining = false
+    const subsNow = queue
+    const msgsNow = msgs
+    queue = []
+    msgs = []
+    for (let i = 0; i < subsNow.length; i++) {
+      const sub = subsNow[i]!
       try {
-        const r = sub.handler(msg)
+        const r = sub.handler(msgsNow[i]!)
         if (r !== undefined) sub.track(r)
       } catch {
         // A handler that throws loses only its own message; the hub keeps serving.
       }
-    })
+    }
+  }
+  const hand = (sub: HubSubscription, msg: InboundMessage): void => {
+    queue.push(sub)
+    msgs.push(msg)
+    if (!draining) {
+      draining = true
+      queueMicrotask(drain)
+    }
   }
   const hub: HubInternals = {
     get subscriptionCount() {

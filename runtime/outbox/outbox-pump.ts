@@ -1,4 +1,5 @@
 import type { Logger } from 'pino'
+import { ErrorCode, isOutpostError } from '../errors.js'
 import type { Bridge } from '../ports/bridge.js'
 import type { Outbox, OutboxEntry } from '../ports/outbox.js'
 
@@ -34,6 +35,12 @@ export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; window?
   let buffer: OutboxEntry[] = []
   let at = 0
 
+  /** A publish of connection `gen` finished, either way. */
+  const settled = (gen: number): void => {
+    if (gen === generation) inFlight--
+    if (inFlight === 0) onIdle?.()
+  }
+
   const pump = (): void => {
     scheduled = false
     if (stopped || bridge.status.type !== 'connected') return
@@ -50,14 +57,12 @@ export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; window?
       bridge.publishEncoded(entry.topic, entry.frame, entry.retain ? RETAIN : PLAIN).then(
         () => {
           outbox.ack(entry.seq)
-          if (gen === generation) inFlight--
-          if (inFlight === 0) onIdle?.()
+          settled(gen)
           kick()
         },
         (err: unknown) => {
-          if (gen === generation) inFlight--
-          if (inFlight === 0) onIdle?.()
-          if ((err as { code?: string }).code === 'MALFORMED_FRAME' || (err as { code?: string }).code === 'INVALID_ENVELOPE') {
+          settled(gen)
+          if (isOutpostError(err, ErrorCode.MALFORMED_FRAME) || isOutpostError(err, ErrorCode.INVALID_ENVELOPE)) {
             // Written by this runtime, so this means storage damage: say so and let it go.
             log.error({ seq: entry.seq }, 'outbox entry cannot be decoded; removed')
             outbox.ack(entry.seq)

@@ -118,7 +118,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   const resources = opts.resources ?? {}
   const stateStore = opts.stateStore ?? createMemoryStateStore()
   const outbox = opts.outbox
-  const outboxCodec = createEnvelopeCodec()
+  const outboxCodec = outbox === undefined ? undefined : createEnvelopeCodec()
   let pump: OutboxPump | undefined
   /** `ctx.state` of one service: its scope in the store, values checked against its schema both ways. */
   const serviceState = (def: ServiceDefinition): ServiceState<unknown> => {
@@ -482,7 +482,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     if (outbox === undefined) return bridge.publish(env)
     try {
       // Committed to the outbox before emit returns; the pump delivers it, in order, when connected.
-      outbox.append({ stream: 'events', topic: bridge.topics.topicOf(env), frame: outboxCodec.encode(env), retain: false })
+      outbox.append({ stream: 'events', topic: bridge.topics.topicOf(env), frame: outboxCodec!.encode(env), retain: false })
     } catch (err) {
       return Promise.reject(err)
     }

@@ -11,6 +11,7 @@ import {
   type ServiceDefinition,
 } from '../../runtime/index.js'
 import { counterContract, counterService, echoContract, echoService, watcherService, type Observed } from '../fixtures/services.js'
+import { until } from '../helpers/wait.js'
 
 /** A fresh "network" per test: bridges made from it can reach each other. */
 export interface TestNetwork {
@@ -20,18 +21,9 @@ export interface TestNetwork {
 
 export interface BridgeContractOptions {
   createNetwork(): Promise<TestNetwork>
-  skip?: { test: string; reason: string }[]
 }
 
 const observed = (): Observed => ({ executions: 0, slowAborted: 0, events: [] })
-
-async function until(check: () => boolean, ms = 3_000): Promise<void> {
-  const end = Date.now() + ms
-  while (!check()) {
-    if (Date.now() > end) throw new Error('condition not met in time')
-    await new Promise((r) => setTimeout(r, 5))
-  }
-}
 
 async function caught(p: Promise<unknown>): Promise<unknown> {
   try {
@@ -42,13 +34,10 @@ async function caught(p: Promise<unknown>): Promise<unknown> {
   throw new Error('expected a rejection')
 }
 
+const until3s = (check: () => boolean): Promise<void> => until(check, 3_000)
+
 /** The behaviour every bridge must show, with the same service code. */
 export function describeBridgeContract(name: string, opts: BridgeContractOptions): void {
-  const skipped = new Map((opts.skip ?? []).map((s) => [s.test, s.reason]))
-  const test = (title: string, fn: () => Promise<void>, timeout?: number): void => {
-    if (skipped.has(title)) it.skip(`${title} (skipped: ${skipped.get(title)})`, fn)
-    else it(title, fn, timeout)
-  }
 
   describe(`Bridge contract: ${name}`, () => {
     let net: TestNetwork
@@ -68,7 +57,7 @@ export function describeBridgeContract(name: string, opts: BridgeContractOptions
       await net.dispose()
     })
 
-    test('answers a command from another device with its validated result', async () => {
+    it('answers a command from another device with its validated result', async () => {
       const seen = observed()
       await device('dev-a', [counterService(seen)])
       const caller = await device('caller', [])
@@ -78,7 +67,7 @@ export function describeBridgeContract(name: string, opts: BridgeContractOptions
       expect(seen.executions).toBe(2)
     })
 
-    test('rejects an invalid payload with VALIDATION_FAILED listing issue paths, never the raw input', async () => {
+    it('rejects an invalid payload with VALIDATION_FAILED listing issue paths, never the raw input', async () => {
       await device('dev-a', [counterService(observed())])
       const caller = await device('caller', [])
       const err = await caught(caller.invoke({ service: 'counter', command: 'add' }, { deviceId: 'x', reading: 'top-secret-value', ts: 1 }))
@@ -89,7 +78,7 @@ export function describeBridgeContract(name: string, opts: BridgeContractOptions
       expect((err as Error).message).not.toContain('top-secret-value')
     })
 
-    test('answers NO_HANDLER for an unknown command and for an unknown service', async () => {
+    it('answers NO_HANDLER for an unknown command and for an unknown service', async () => {
       await device('dev-a', [counterService(observed())])
       const caller = await device('caller', [])
       const unknownCommand = await caught(caller.invoke({ service: 'counter', command: 'nope' }, {}))
@@ -98,7 +87,7 @@ export function describeBridgeContract(name: string, opts: BridgeContractOptions
       expect(isOutpostError(unknownService, ErrorCode.NO_HANDLER)).toBe(true)
     })
 
-    test('answers INTERNAL when a handler throws, keeping the stack on the device', async () => {
+    it('answers INTERNAL when a handler throws, keeping the stack on the device', async () => {
       await device('dev-a', [counterService(observed())])
       const caller = await device('caller', [])
       const err = await caught(caller.client(counterContract).crash({}))
@@ -107,7 +96,7 @@ export function describeBridgeContract(name: string, opts: BridgeContractOptions
       expect((err as { details?: unknown }).details).toBeUndefined()
     })
 
-    test('passes a deliberate OutpostError code through and turns a result that fails its schema into INTERNAL', async () => {
+    it('passes a deliberate OutpostError code through and turns a result that fails its schema into INTERNAL', async () => {
       await device('dev-a', [counterService(observed())])
       const caller = await device('caller', [])
       const counter = caller.client(counterContract)
@@ -115,39 +104,39 @@ export function describeBridgeContract(name: string, opts: BridgeContractOptions
       expect(isOutpostError(await caught(counter.badResult({})), ErrorCode.INTERNAL)).toBe(true)
     })
 
-    test('fails with TIMEOUT at the caller when the deadline passes, and aborts the handler', async () => {
+    it('fails with TIMEOUT at the caller when the deadline passes, and aborts the handler', async () => {
       const seen = observed()
       await device('dev-a', [counterService(seen)])
       const caller = await device('caller', [])
       const err = await caught(caller.client(counterContract).slow({ ms: 5_000 }, { timeoutMs: 200 }))
       expect(isOutpostError(err, ErrorCode.TIMEOUT)).toBe(true)
-      await until(() => seen.slowAborted === 1)
+      await until3s(() => seen.slowAborted === 1)
     })
 
-    test('delivers emitted events to a subscriber on another device', async () => {
+    it('delivers emitted events to a subscriber on another device', async () => {
       const seen = observed()
       await device('dev-a', [counterService(observed())])
       await device('dev-w', [watcherService(seen)])
       const caller = await device('caller', [])
       await caller.client(counterContract).add({ deviceId: 'k', reading: 1, ts: 1 })
-      await until(() => seen.events.length === 1)
+      await until3s(() => seen.events.length === 1)
       expect(seen.events[0]).toEqual({ n: 1, by: 'k', from: 'dev-a' })
     })
 
-    test('lets a handler call another service through the typed proxy', async () => {
+    it('lets a handler call another service through the typed proxy', async () => {
       await device('dev-a', [counterService(observed())])
       await device('dev-e', [echoService()])
       const caller = await device('caller', [])
       expect(await caller.client(counterContract).relay({ text: 'hi' })).toEqual({ echoed: 'hi', via: 'dev-e' })
     })
 
-    test('runs a command once, on one instance, when several devices host the service', async () => {
+    it('runs a command once, on one instance, when several devices host the service', async () => {
       const a = observed()
       const b = observed()
       await device('dev-a', [counterService(a)])
       await device('dev-b', [counterService(b)])
       const caller = await device('caller', [])
-      await until(() => caller.directory.instances('counter', '1').length === 2)
+      await until3s(() => caller.directory.instances('counter', '1').length === 2)
       const counter = caller.client(counterContract)
       for (let i = 0; i < 20; i++) await counter.add({ deviceId: 'c', reading: i, ts: i })
       expect(a.executions + b.executions).toBe(20)
@@ -155,16 +144,16 @@ export function describeBridgeContract(name: string, opts: BridgeContractOptions
       expect(b.executions).toBeGreaterThan(0)
     })
 
-    test('sends a command to the device the caller names', async () => {
+    it('sends a command to the device the caller names', async () => {
       await device('dev-e1', [echoService()])
       await device('dev-e2', [echoService()])
       const caller = await device('caller', [])
-      await until(() => caller.directory.instances('echo', '1').length === 2)
+      await until3s(() => caller.directory.instances('echo', '1').length === 2)
       const echo = caller.client(echoContract)
       for (let i = 0; i < 5; i++) expect((await echo.say({ text: 't' }, { device: 'dev-e2' })).device).toBe('dev-e2')
     })
 
-    test('executes a redelivered command once and re-sends the cached reply', async () => {
+    it('executes a redelivered command once and re-sends the cached reply', async () => {
       const seen = observed()
       await device('dev-a', [counterService(seen)])
       const probe = net.bridge('probe')
@@ -179,26 +168,26 @@ export function describeBridgeContract(name: string, opts: BridgeContractOptions
         payload: { deviceId: 'dup', reading: 1, ts: 1 },
       }
       await probe.publish(cmd)
-      await until(() => replies.length === 1)
+      await until3s(() => replies.length === 1)
       await probe.publish(cmd)
-      await until(() => replies.length === 2)
+      await until3s(() => replies.length === 2)
       expect(seen.executions).toBe(1)
       expect(replies[1]!.payload).toEqual(replies[0]!.payload)
       expect(replies[1]!.corr).toBe(cmd.id)
       await probe.close({ drainMs: 100 })
     })
 
-    test('tracks live devices from presence and forgets a device that goes away', async () => {
+    it('tracks live devices from presence and forgets a device that goes away', async () => {
       const a = await device('dev-a', [counterService(observed())])
       const caller = await device('caller', [])
-      await until(() => caller.directory.instances('counter', '1').length === 1)
+      await until3s(() => caller.directory.instances('counter', '1').length === 1)
       await a.stop({ drainMs: 100 })
-      await until(() => caller.directory.instances('counter', '1').length === 0)
+      await until3s(() => caller.directory.instances('counter', '1').length === 0)
       const err = await caught(caller.client(counterContract).add({ deviceId: 'x', reading: 1, ts: 1 }, { timeoutMs: 300 }))
       expect(isOutpostError(err, ErrorCode.NO_HANDLER)).toBe(true)
     })
 
-    test('reports connection status as a typed stream that ends with closed', async () => {
+    it('reports connection status as a typed stream that ends with closed', async () => {
       const bridge = net.bridge('status-dev')
       const seen: BridgeStatus['type'][] = []
       const consumed = (async () => {
@@ -212,7 +201,7 @@ export function describeBridgeContract(name: string, opts: BridgeContractOptions
       expect(seen.at(-1)).toBe('closed')
     })
 
-    test('drains an in-flight call on close and refuses new work afterwards', async () => {
+    it('drains an in-flight call on close and refuses new work afterwards', async () => {
       await device('dev-a', [counterService(observed())])
       const callerBridge = net.bridge('caller')
       const caller = createRuntime({ bridge: callerBridge, discoveryWaitMs: 2_000 })
@@ -225,7 +214,7 @@ export function describeBridgeContract(name: string, opts: BridgeContractOptions
       expect(isOutpostError(await caught(callerBridge.publish({ v: 1, kind: 'event', id: 'x', src: 'caller', inst: 'i', at: 0, service: 's', name: 'e' })), ErrorCode.BRIDGE_CLOSED)).toBe(true)
     })
 
-    test('serves concurrent calls from several callers', async () => {
+    it('serves concurrent calls from several callers', async () => {
       await device('dev-a', [counterService(observed())])
       const c1 = await device('caller-1', [])
       const c2 = await device('caller-2', [])

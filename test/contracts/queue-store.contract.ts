@@ -1,10 +1,9 @@
 import { describe, expect } from 'vitest'
-import { contractTest, type ContractSkip } from './contract-kit.js'
+import { contractTest } from './contract-kit.js'
 import type { QueueStore } from '../../runtime/index.js'
 
 export interface QueueStoreContractOptions {
   create(): { store: QueueStore; reopen?: () => QueueStore; dispose(): void }
-  skip?: ContractSkip[]
 }
 
 const T0 = 1_732_350_000_000
@@ -12,7 +11,7 @@ const LEASE = 30_000
 
 /** What every queue store does; time is passed in, nothing waits. */
 export function describeQueueStoreContract(name: string, opts: QueueStoreContractOptions): void {
-  const declare = contractTest<ReturnType<QueueStoreContractOptions['create']>>(opts.skip)
+  const declare = contractTest<ReturnType<QueueStoreContractOptions['create']>>()
   const test = (title: string, fn: (o: ReturnType<QueueStoreContractOptions['create']>) => void): void => declare(title, opts.create, fn)
 
   describe(`QueueStore contract: ${name}`, () => {

@@ -7,6 +7,7 @@ import { createRuntime, type Runtime } from '../../runtime/index.js'
 import type { MqttBroker } from '../../gateway/broker/mqtt-broker.js'
 import { counterService } from '../fixtures/services.js'
 import { freshAedes } from '../helpers/aedes.js'
+import { until } from '../helpers/wait.js'
 
 // Envelope v1 as documented in runtime/wire/README.md, written by hand here on purpose.
 const enc = new Encoder({ useRecords: false })
@@ -38,41 +39,35 @@ describe('a device fed bad input over MQTT', () => {
 
   const send = (bytes: Buffer): Promise<unknown> => raw.publishAsync(CMD_TOPIC, bytes, { qos: 1 })
   const dropped = (code: string): number => device.stats().bridge.dropped[code] ?? 0
-  async function until(check: () => boolean): Promise<void> {
-    const end = Date.now() + 3_000
-    while (!check()) {
-      if (Date.now() > end) throw new Error('condition not met in time')
-      await new Promise((r) => setTimeout(r, 5))
-    }
-  }
+  const soon = (check: () => boolean): Promise<void> => until(check, 3_000)
 
   it('drops raw garbage, counts it and keeps serving', async () => {
     await send(Buffer.from('definitely not cbor \xff\xfe'))
     await send(Buffer.from([0xff, 0xff, 0xff]))
-    await until(() => dropped('MALFORMED_FRAME') === 2)
+    await soon(() => dropped('MALFORMED_FRAME') === 2)
   })
 
   it('drops truncated CBOR as malformed', async () => {
     const full = command({ deviceId: 'x', reading: 1, ts: 1 })
     await send(full.subarray(0, full.length - 5))
-    await until(() => dropped('MALFORMED_FRAME') === 3)
+    await soon(() => dropped('MALFORMED_FRAME') === 3)
   })
 
   it('drops an oversized frame without decoding it', async () => {
     await send(command({ deviceId: 'x'.repeat(100_000), reading: 1, ts: 1 }))
-    await until(() => dropped('FRAME_TOO_LARGE') === 1)
+    await soon(() => dropped('FRAME_TOO_LARGE') === 1)
   })
 
   it('drops an envelope of an unknown version and one of the wrong shape', async () => {
     await send(command({ deviceId: 'x', reading: 1, ts: 1 }, 7))
     await send(enc.encode({ hello: 'world' }))
-    await until(() => dropped('UNSUPPORTED_VERSION') === 1 && dropped('INVALID_ENVELOPE') === 1)
+    await soon(() => dropped('UNSUPPORTED_VERSION') === 1 && dropped('INVALID_ENVELOPE') === 1)
   })
 
   it('answers a schema-violating payload with VALIDATION_FAILED naming the paths, not the values', async () => {
     const before = replies.length
     await send(command({ deviceId: 42, reading: 'secret-reading', ts: 1 }))
-    await until(() => replies.length === before + 1)
+    await soon(() => replies.length === before + 1)
     const reply = replies.at(-1)!
     expect(reply[1]).toBe(1) // kind: reply
     const error = reply[17] as { code: string; details: { issues: { path: string; received: string }[] } }
@@ -84,7 +79,7 @@ describe('a device fed bad input over MQTT', () => {
   it('still answers a good command after all of that', async () => {
     const before = replies.length
     await send(command({ deviceId: 'ok', reading: 1, ts: 1 }))
-    await until(() => replies.length === before + 1)
+    await soon(() => replies.length === before + 1)
     const reply = replies.at(-1)!
     expect(reply[16]).toEqual({ ok: true, n: 1 })
     expect(reply[17] ?? null).toBeNull()

@@ -6,12 +6,13 @@ import path from 'node:path'
 import { Decoder } from 'cbor-x'
 import mqtt from 'mqtt'
 import * as v from 'valibot'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { startMqttBroker, type MqttBroker } from '../../gateway/broker/mqtt-broker.js'
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime, defineContract, defineService, type Runtime } from '../../runtime/index.js'
 import { createSqliteOutbox, openDeviceDatabase, type DeviceDatabase } from '../../runtime/stores/sqlite/index.js'
 import { freePort, until } from '../helpers/wait.js'
+import { cleanupAfterEach } from '../helpers/cleanups.js'
 
 const meter = defineContract({
   name: 'meter',
@@ -30,14 +31,11 @@ const meterService = defineService(meter, {
 
 
 describe('offline emission through the SQLite outbox', () => {
-  const cleanups: (() => Promise<void> | void)[] = []
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c()
-  })
+  const cleanup = cleanupAfterEach()
 
   it('delivers events emitted while the broker was away, in order, after a restart of the device too', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'outpost-offline-'))
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
+    cleanup(() => rmSync(dir, { recursive: true, force: true }))
     const port = await freePort()
     const url = `mqtt://127.0.0.1:${port}`
     const boot = async (): Promise<{ rt: Runtime; db: DeviceDatabase }> => {
@@ -59,7 +57,7 @@ describe('offline emission through the SQLite outbox', () => {
     await first.rt.stop({ drainMs: 100 })
     first.db.close()
     const second = await boot()
-    cleanups.push(async () => {
+    cleanup(async () => {
       await second.rt.stop({ drainMs: 200 })
       second.db.close()
     })
@@ -72,9 +70,9 @@ describe('offline emission through the SQLite outbox', () => {
       port,
       aedes: { authenticate: (client, _u, _p, done) => done(null, client.id !== 'meter-1' || listenerReady) },
     })
-    cleanups.push(() => broker.close())
+    cleanup(() => broker.close())
     const sub = await mqtt.connectAsync(url, { clientId: 'listener' })
-    cleanups.push(() => sub.endAsync())
+    cleanup(() => sub.endAsync())
     const dec = new Decoder({ useRecords: false, mapsAsObjects: true })
     const got: { id: string; seq: number }[] = []
     sub.on('message', (_t, buf) => {

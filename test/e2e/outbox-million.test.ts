@@ -3,25 +3,23 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import mqtt from 'mqtt'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createEnvelopeCodec, createMessageIdFactory, createRuntime, ENVELOPE_VERSION } from '../../runtime/index.js'
 import { createSqliteOutbox, openDeviceDatabase } from '../../runtime/stores/sqlite/index.js'
 import { freshAedes } from '../helpers/aedes.js'
+import { cleanupAfterEach } from '../helpers/cleanups.js'
 
 const TOTAL = 1_000_000
 
 describe('a backlog of a million events', () => {
-  const cleanups: (() => Promise<void> | void)[] = []
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c()
-  })
+  const cleanup = cleanupAfterEach()
 
   it('drains completely, in order, once the broker is reachable', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'outpost-million-'))
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
+    cleanup(() => rmSync(dir, { recursive: true, force: true }))
     const database = openDeviceDatabase({ path: path.join(dir, 'device.db') })
-    cleanups.push(() => database.close())
+    cleanup(() => database.close())
     const outbox = createSqliteOutbox(database, { limits: { events: { maxBytes: 1024 * 1024 * 1024, policy: 'reject' } } })
 
     // What a device offline for a long time would have accumulated (filled in batches to keep the test short).
@@ -38,12 +36,12 @@ describe('a backlog of a million events', () => {
     expect(outbox.stats().entries).toBe(TOTAL)
 
     const broker = await freshAedes()
-    cleanups.push(() => broker.close())
+    cleanup(() => broker.close())
     let received = 0
     let last = -1
     let ordered = true
     const sub = await mqtt.connectAsync(broker.url, { clientId: 'tail' })
-    cleanups.push(() => sub.endAsync())
+    cleanup(() => sub.endAsync())
     sub.on('message', (_t, buf) => {
       received++
       const n = codec.decode(buf)
@@ -56,7 +54,7 @@ describe('a backlog of a million events', () => {
     await sub.subscribeAsync(topic, { qos: 0 })
 
     const rt = createRuntime({ bridge: createMqttBridge({ url: broker.url, deviceId: 'logger-1' }), outbox })
-    cleanups.push(() => rt.stop({ drainMs: 1_000 }))
+    cleanup(() => rt.stop({ drainMs: 1_000 }))
     await rt.start({ waitForBroker: true })
     const end = Date.now() + 170_000
     while ((rt.stats().outbox?.entries ?? 1) > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 100))

@@ -1,10 +1,11 @@
 import net from 'node:net'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { startMqttBroker, type MqttBroker } from '../../gateway/broker/mqtt-broker.js'
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime, ErrorCode, isOutpostError, type BridgeStatus, type Runtime } from '../../runtime/index.js'
 import { counterContract, counterService, echoContract, echoService } from '../fixtures/services.js'
 import { freePort, until } from '../helpers/wait.js'
+import { cleanupAfterEach } from '../helpers/cleanups.js'
 
 async function outcome(p: Promise<unknown>): Promise<{ ok: boolean; value?: unknown; error?: unknown }> {
   try {
@@ -15,15 +16,12 @@ async function outcome(p: Promise<unknown>): Promise<{ ok: boolean; value?: unkn
 }
 
 describe('when the broker goes away and comes back', () => {
-  const cleanups: (() => Promise<void>)[] = []
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c()
-  })
+  const cleanup = cleanupAfterEach()
 
   it('fails or completes calls in flight, reports it on the status stream, and serves again', async () => {
     const port = await freePort()
     let broker: MqttBroker = await startMqttBroker({ port })
-    cleanups.push(() => broker.close())
+    cleanup(() => broker.close())
     const fast = { initialMs: 50, maxMs: 400 }
     const device = createRuntime({ bridge: createMqttBridge({ url: broker.url, deviceId: 'dev-a', reconnect: fast }), services: [counterService({ executions: 0, slowAborted: 0, events: [] })] })
     const callerBridge = createMqttBridge({ url: broker.url, deviceId: 'caller', reconnect: fast })
@@ -32,7 +30,7 @@ describe('when the broker goes away and comes back', () => {
     callerBridge.onStatus((s) => statuses.push(s))
     await device.start({ waitForBroker: true })
     await caller.start({ waitForBroker: true })
-    cleanups.push(() => caller.stop({ drainMs: 100 }), () => device.stop({ drainMs: 100 }))
+    cleanup(() => caller.stop({ drainMs: 100 }), () => device.stop({ drainMs: 100 }))
     const counter = caller.client(counterContract)
     expect(await counter.add({ deviceId: 'a', reading: 1, ts: 1 })).toEqual({ ok: true, n: 1 })
 
@@ -64,14 +62,14 @@ describe('when the broker goes away and comes back', () => {
   it('completes a call whose reply was lost in a broker restart, running the command once', async () => {
     const port = await freePort()
     let broker: MqttBroker = await startMqttBroker({ port })
-    cleanups.push(() => broker.close())
+    cleanup(() => broker.close())
     const fast = { initialMs: 50, maxMs: 300 }
     const seen = { executions: 0, slowAborted: 0, events: [] as { n: number; by: string; from: string }[], slowRuns: 0 }
     const device = createRuntime({ bridge: createMqttBridge({ url: broker.url, deviceId: 'dev-a', reconnect: fast }), services: [counterService(seen)] })
     const caller = createRuntime({ bridge: createMqttBridge({ url: broker.url, deviceId: 'caller', reconnect: fast }) })
     await device.start({ waitForBroker: true })
     await caller.start({ waitForBroker: true })
-    cleanups.push(() => caller.stop({ drainMs: 100 }), () => device.stop({ drainMs: 100 }))
+    cleanup(() => caller.stop({ drainMs: 100 }), () => device.stop({ drainMs: 100 }))
     await until(() => caller.directory.instances('counter', '1').length === 1)
 
     // The handler finishes while the broker is down: its reply cannot be delivered then.
@@ -91,7 +89,7 @@ describe('when the broker goes away and comes back', () => {
     const port = await freePort()
     const bridge = createMqttBridge({ url: `mqtt://127.0.0.1:${port}`, deviceId: 'lonely', reconnect: { initialMs: 50, maxMs: 200 } })
     const rt = createRuntime({ bridge, services: [echoService()] })
-    cleanups.push(() => rt.stop({ drainMs: 50 }))
+    cleanup(() => rt.stop({ drainMs: 50 }))
     const waited = await outcome(rt.start({ waitForBroker: true }))
     expect(isOutpostError(waited.error, ErrorCode.BRIDGE_UNAVAILABLE)).toBe(true)
     // Offline, its own services still answer; other services cannot be reached.
@@ -103,7 +101,7 @@ describe('when the broker goes away and comes back', () => {
   it('says which port is taken instead of failing obscurely', async () => {
     const holder = net.createServer()
     await new Promise<void>((r) => holder.listen(0, '127.0.0.1', () => r()))
-    cleanups.push(() => new Promise<void>((r) => holder.close(() => r())))
+    cleanup(() => new Promise<void>((r) => holder.close(() => r())))
     const port = (holder.address() as net.AddressInfo).port
     const result = await outcome(startMqttBroker({ port }))
     expect(isOutpostError(result.error, ErrorCode.PORT_IN_USE)).toBe(true)

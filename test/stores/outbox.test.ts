@@ -5,7 +5,7 @@ import { storeOnTempDatabase } from '../helpers/sqlite.js'
 
 describeOutboxContract('memory', {
   create: (limits) => ({ outbox: createMemoryOutbox({ limits }), dispose: () => {} }),
-  skip: [{ test: 'keeps entries and their order across a reopen', reason: 'memory is not durable by design' }],
+  durable: false,
 })
 
 describeOutboxContract('sqlite', {
@@ -13,4 +13,5 @@ describeOutboxContract('sqlite', {
     const t = storeOnTempDatabase((d) => createSqliteOutbox(d, { limits }))
     return { outbox: t.store, reopen: t.reopen, dispose: t.dispose }
   },
+  durable: true,
 })

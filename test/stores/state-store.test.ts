@@ -5,9 +5,10 @@ import { storeOnTempDatabase } from '../helpers/sqlite.js'
 
 describeStateStoreContract('memory', {
   create: () => ({ store: createMemoryStateStore(), dispose: () => {} }),
-  skip: [{ test: 'keeps values across a reopen', reason: 'memory is not durable by design' }],
+  durable: false,
 })
 
 describeStateStoreContract('sqlite', {
   create: () => storeOnTempDatabase((d) => createSqliteStateStore(d)),
+  durable: true,
 })

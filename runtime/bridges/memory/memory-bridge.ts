@@ -139,16 +139,17 @@ export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
     if (closing) throw new OutpostError(ErrorCode.BRIDGE_CLOSED, `bridge of ${opts.deviceId} is closed`)
   }
 
-  /** Hands an envelope to the hub. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE, INVALID_ENVELOPE */
-  const send = (env: Envelope, retain: boolean): void => {
+  /** Hands an envelope to the hub on a topic. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE */
+  const deliver = (topic: string, env: Envelope, retain: boolean): void => {
     ensureOpen()
     if (status.current.type !== 'connected') {
       throw new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `bridge of ${opts.deviceId} is not connected`, { retryable: true })
     }
-    const topic = topics.topicOf(env)
     stats.published++
     hub.deliver(topic, env, retain)
   }
+  /** Hands an envelope to the hub on the topic it routes to. @throws also INVALID_ENVELOPE */
+  const send = (env: Envelope, retain: boolean): void => deliver(topics.topicOf(env), env, retain)
 
   const bridge: Bridge = {
     deviceId: opts.deviceId,
@@ -186,12 +187,7 @@ export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
       const decoded = codec.decode(frame)
       if (!decoded.ok) return Promise.reject(decoded.error)
       try {
-        ensureOpen()
-        if (status.current.type !== 'connected') {
-          throw new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `bridge of ${opts.deviceId} is not connected`, { retryable: true })
-        }
-        stats.published++
-        hub.deliver(topic, decoded.envelope, popts?.retain === true)
+        deliver(topic, decoded.envelope, popts?.retain === true)
       } catch (err) {
         return Promise.reject(err)
       }

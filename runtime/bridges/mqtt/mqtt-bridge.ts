@@ -43,11 +43,6 @@ export interface MqttBridgeOptions {
   protocolVersion?: 4 | 5
   /** Keep the broker session across reconnects (default true: QoS 1 messages wait for the device). */
   persistentSession?: boolean
-  /**
-   * Gather the MQTT packets written in one tick into one socket write (default false:
-   * measured here it cost more CPU than it saved; see test/bench/RESULTS.md).
-   */
-  coalesceWrites?: boolean
   /** Extra TLS options for mqtts. */
   tls?: tls.ConnectionOptions
   logger?: Logger
@@ -76,27 +71,6 @@ interface LocalSub {
 }
 
 /**
- * Corks a socket on its first write in a tick and uncorks it once the tick's work is done, so
- * packets written by several handlers in the same turn leave in one writev.
- */
-function coalesceWrites(socket: net.Socket): void {
-  const write = socket.write.bind(socket) as (...args: unknown[]) => boolean
-  let corked = false
-  const flush = (): void => {
-    corked = false
-    socket.uncork()
-  }
-  socket.write = ((...args: unknown[]) => {
-    if (!corked) {
-      corked = true
-      socket.cork()
-      process.nextTick(flush)
-    }
-    return write(...args)
-  }) as typeof socket.write
-}
-
-/**
  * Creates an MQTT bridge (MQTT.js; MQTT 3.1.1 by default, so it works with aedes and Mosquitto).
  * QoS 1 for commands, events and presence (replies at `replyQos`, 0 by default), TCP_NODELAY on
  * every socket, reconnect with exponential backoff and jitter, a retained birth/last-will
@@ -109,7 +83,6 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   if (url.protocol !== 'mqtt:' && !secure) {
     throw new OutpostError(ErrorCode.INVALID_CONFIG, `broker url must start with mqtt:// or mqtts:// (got ${opts.url})`)
   }
-  const coalesce = opts.coalesceWrites ?? false
   const replyQos = opts.replyQos ?? 0
   const host = url.hostname || '127.0.0.1'
   const port = url.port === '' ? (secure ? 8883 : 1883) : Number(url.port)
@@ -148,7 +121,6 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       ? tls.connect({ host, port, servername: host, ...opts.tls })
       : net.connect({ host, port })
     socket.setNoDelay(true)
-    if (coalesce) coalesceWrites(socket)
     return socket
   }
 

@@ -1,6 +1,7 @@
 import type * as v from 'valibot'
 import { ErrorCode, OutpostError } from '../errors.js'
 import { assertTopicSegment } from '../wire/topics.js'
+import { checkQueueSpec, resultEventSchemas, type QueueSpec, type ResultEvents } from './queue.js'
 
 /** Any valibot schema. */
 export type Schema = v.GenericSchema<unknown, unknown>
@@ -12,12 +13,17 @@ export interface CommandSpec<P extends Schema = Schema, R extends Schema = Schem
   result: R
 }
 
-/** A service's public face: name, version, commands and the events it emits. No handlers, no I/O. */
+/**
+ * A service's public face: name, version, commands, the events it emits and its durable
+ * queues. `events` also holds each queue's result events (`<queue>.completed`, `.failed`,
+ * `.dead`, and `.progress` when declared), which the runtime emits. No handlers, no I/O.
+ */
 export interface Contract<
   N extends string = string,
   V extends string = string,
   C extends Record<string, CommandSpec> = Record<string, CommandSpec>,
   E extends Record<string, Schema> = Record<string, Schema>,
+  Q extends Record<string, QueueSpec> = Record<string, QueueSpec>,
 > {
   readonly kind: 'contract'
   readonly name: N
@@ -25,10 +31,13 @@ export interface Contract<
   readonly description?: string
   readonly commands: C
   readonly events: E
+  readonly queues: Q
+  /** Names in `events` that are queue results (emitted by the runtime, not by handlers). */
+  readonly resultEvents: ReadonlySet<string>
 }
 
-/** Any contract, whatever its commands and events. */
-export type AnyContract = Contract<string, string, Record<string, CommandSpec>, Record<string, Schema>>
+/** Any contract, whatever its commands, events and queues. */
+export type AnyContract = Contract<string, string, Record<string, CommandSpec>, Record<string, Schema>, Record<string, QueueSpec>>
 
 const NAME = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/
 
@@ -48,17 +57,30 @@ export function defineContract<
   const V extends string,
   C extends Record<string, CommandSpec> = Record<never, CommandSpec>,
   E extends Record<string, Schema> = Record<never, Schema>,
->(def: { name: N; version: V; description?: string; commands?: C; events?: E }): Contract<N, V, C, E> {
+  Q extends Record<string, QueueSpec> = Record<never, QueueSpec>,
+>(def: { name: N; version: V; description?: string; commands?: C; events?: E; queues?: Q }): Contract<N, V, C, E & ResultEvents<Q>, Q> {
   assertName('service name', def.name)
   assertTopicSegment('service version', def.version)
   for (const c of Object.keys(def.commands ?? {})) assertName('command name', c)
   for (const e of Object.keys(def.events ?? {})) assertName('event name', e)
+  const events: Record<string, Schema> = { ...def.events }
+  const resultEvents = new Set<string>()
+  for (const [q, spec] of Object.entries(def.queues ?? {})) {
+    assertName('queue name', q)
+    checkQueueSpec(q, spec)
+    for (const [name, schema] of Object.entries(resultEventSchemas(q, spec))) {
+      events[name] = schema
+      resultEvents.add(name)
+    }
+  }
   return {
     kind: 'contract',
     name: def.name,
     version: def.version,
     description: def.description,
     commands: (def.commands ?? {}) as C,
-    events: (def.events ?? {}) as E,
+    events: events as E & ResultEvents<Q>,
+    queues: (def.queues ?? {}) as Q,
+    resultEvents,
   }
 }

@@ -1,11 +1,33 @@
 export { defineContract, type Contract, type AnyContract, type CommandSpec, type Schema } from './contract.js'
 export { resource, type Resource, type ResourcesOf } from './resource.js'
 export {
+  JobDecision,
+  isJobDecision,
+  RESULT_EVENT_SUFFIXES,
+  type QueueSpec,
+  type RetryBackoff,
+  type ResultDelivery,
+  type ResultEvents,
+  type JobCompleted,
+  type JobFailed,
+  type JobDead,
+  type JobProgress,
+  type DeadReason,
+} from './queue.js'
+export {
   defineService,
   type ServiceDefinition,
   type CommandContext,
   type EventContext,
   type HandlerContext,
+  type WorkerContext,
+  type WorkerHandlers,
+  type JobInfo,
+  type EnqueueOptions,
+  type JobRef,
+  type BindingSpec,
+  type BindingBuilder,
+  type BoundEvent,
   type InvokeOptions,
   type InvokeTarget,
   type ContractClient,

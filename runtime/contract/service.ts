@@ -3,6 +3,7 @@ import type { Logger } from 'pino'
 import { ErrorCode, OutpostError } from '../errors.js'
 import type { AnyContract, Schema } from './contract.js'
 import type { Resource, ResourcesOf } from './resource.js'
+import type { JobDecision, QueueSpec } from './queue.js'
 import { Cron } from 'croner'
 
 function checkCron(pattern: string, timezone: string | undefined): void {
@@ -51,6 +52,29 @@ export interface InvokeTarget {
 
 type CommandsOf<K extends AnyContract> = K['commands']
 type EventsOf<K extends AnyContract> = K['events']
+type QueuesOf<K extends AnyContract> = K['queues']
+/** Events a handler may emit: the declared ones; result events (`<queue>.<outcome>`) come from the runtime. */
+type EmittedEventsOf<K extends AnyContract> = Exclude<keyof EventsOf<K> & string, `${string}.${string}`>
+
+/** Options of one enqueue. */
+export interface EnqueueOptions {
+  /** A second enqueue with the same key on the same queue returns the first job instead. */
+  idempotencyKey?: string
+  /** Higher runs first (default: the queue's). */
+  priority?: number
+  /** Not before this many ms from now. */
+  delayMs?: number
+  /** Not before this time, epoch ms (wins over delayMs). */
+  runAt?: number
+  /** Carried by the job's result events (default: the correlation id of the handler that enqueues). */
+  correlationId?: string
+}
+
+/** What an enqueue gave: the job id, and false in `created` when the idempotency key already had a job. */
+export interface JobRef {
+  id: string
+  created: boolean
+}
 
 /** Typed calls to one contract's commands: `proxy.read(payload, opts)`. */
 export type ContractClient<K extends AnyContract> = {
@@ -82,10 +106,41 @@ export interface HandlerContext<K extends AnyContract, U extends readonly AnyCon
   readonly state: ServiceState<T>
   /** Typed calls to the services named in `uses`. */
   readonly service: ServiceProxy<U>
-  /** Emits one of this service's declared events. @throws VALIDATION_FAILED, BRIDGE_UNAVAILABLE */
-  emit<E extends keyof EventsOf<K> & string>(event: E, payload: v.InferInput<EventsOf<K>[E]>): Promise<void>
+  /** Emits one of this service's declared events. @throws VALIDATION_FAILED, BRIDGE_UNAVAILABLE, OUTBOX_FULL */
+  emit<E extends EmittedEventsOf<K>>(event: E, payload: v.InferInput<EventsOf<K>[E]>): Promise<void>
   /** Calls any service's command by name (untyped). @throws NO_HANDLER, TIMEOUT, VALIDATION_FAILED, … */
   invoke(target: InvokeTarget, payload: unknown, opts?: InvokeOptions): Promise<unknown>
+  /**
+   * Adds a job to one of this service's queues on this device; committed when it returns.
+   * @throws VALIDATION_FAILED, NO_HANDLER (queue not declared), STORE_FAILED
+   */
+  enqueue<Q extends keyof QueuesOf<K> & string>(queue: Q, payload: v.InferInput<QueuesOf<K>[Q]['payload']>, opts?: EnqueueOptions): JobRef
+}
+
+/** The job a worker is running. */
+export interface JobInfo {
+  readonly id: string
+  readonly queue: string
+  /** 1 on the first attempt. */
+  readonly attempt: number
+  readonly maxAttempts: number
+  readonly createdAt: number
+  readonly correlationId?: string
+}
+
+/** Context of a queue worker: the job, its lease and its outcomes. */
+export interface WorkerContext<K extends AnyContract, U extends readonly AnyContract[], R, T = unknown, G = unknown> extends HandlerContext<K, U, R, T> {
+  readonly job: JobInfo
+  /**
+   * Extends the lease now (and records `progress`, emitted as `<queue>.progress` when the
+   * queue declares it). @returns false when the lease was lost: stop, the result will be ignored.
+   * @throws VALIDATION_FAILED when progress does not fit its schema
+   */
+  heartbeat(progress?: G): boolean
+  /** Try again later: after `delayMs`, or the queue's backoff. Counts as a failed attempt. */
+  retry(opts?: { delayMs?: number; reason?: string }): JobDecision
+  /** Give up now: the job goes to the dead letters with this reason. */
+  fail(reason: string): JobDecision
 }
 
 /** Context of a command handler: also who called. */
@@ -150,19 +205,74 @@ export interface ScheduleSpec {
 /** Builds typed schedules inside `defineService`. */
 export interface ScheduleBuilder<K extends AnyContract> {
   /** Fires on a cron pattern (5–7 fields, croner syntax), in an IANA timezone (default UTC). */
-  cron<E extends keyof EventsOf<K> & string>(
+  cron<E extends EmittedEventsOf<K>>(
     pattern: string,
     event: E,
     payload: (occurrence: Occurrence) => v.InferInput<EventsOf<K>[E]>,
     opts?: { timezone?: string; misfire?: MisfirePolicy },
   ): ScheduleSpec
   /** Fires every `ms` milliseconds, aligned to multiples of `ms` since the epoch (so ids repeat across restarts). */
-  every<E extends keyof EventsOf<K> & string>(
+  every<E extends EmittedEventsOf<K>>(
     ms: number,
     event: E,
     payload: (occurrence: Occurrence) => v.InferInput<EventsOf<K>[E]>,
     opts?: { misfire?: MisfirePolicy },
   ): ScheduleSpec
+}
+
+/** What an event-to-queue binding tells about the event it turns into a job. */
+export interface BoundEvent {
+  service: string
+  version: string
+  name: string
+  device: string
+  id: string
+  correlationId?: string
+}
+
+/** An event of any device turned into a job of one of the service's queues. */
+export interface BindingSpec {
+  readonly service: string
+  readonly version: string
+  readonly event: string
+  readonly device: string
+  readonly schema: Schema
+  readonly queue: string
+  /** The job's idempotency key (default: the event's message id, so a redelivery is the same job). */
+  readonly key?: (payload: never, event: BoundEvent) => string
+  /** The job's payload (default: the event's payload). */
+  readonly payload?: (payload: never, event: BoundEvent) => unknown
+}
+
+/** Builds typed event-to-queue bindings inside `defineService`. */
+export interface BindingBuilder<K extends AnyContract> {
+  /**
+   * Every `event` of `from` (from any device, or `device`) becomes exactly one job of `queue`,
+   * even when delivered twice; it is acknowledged to the broker only once the job is committed.
+   */
+  event<C extends AnyContract, E extends keyof C['events'] & string, Q extends keyof QueuesOf<K> & string>(
+    from: C,
+    event: E,
+    queue: Q,
+    opts?: {
+      device?: string
+      key?: (payload: v.InferOutput<C['events'][E]>, event: BoundEvent) => string
+      payload?: (payload: v.InferOutput<C['events'][E]>, event: BoundEvent) => v.InferInput<QueuesOf<K>[Q]['payload']>
+    },
+  ): BindingSpec
+}
+
+type ProgressOf<S extends QueueSpec> = S['progress'] extends Schema ? v.InferInput<S['progress']> : never
+
+/** Workers of every queue in the contract, typed from its schemas. */
+export type WorkerHandlers<K extends AnyContract, U extends readonly AnyContract[], R, T = unknown> = {
+  [Q in keyof QueuesOf<K> & string]: (
+    payload: v.InferOutput<QueuesOf<K>[Q]['payload']>,
+    ctx: WorkerContext<K, U, R, T, ProgressOf<QueuesOf<K>[Q]>>,
+  ) =>
+    | v.InferInput<QueuesOf<K>[Q]['result']>
+    | JobDecision
+    | Promise<v.InferInput<QueuesOf<K>[Q]['result']> | JobDecision>
 }
 
 /** Handlers of every command in the contract, typed from its schemas. */
@@ -184,6 +294,8 @@ export interface ServiceDefinition<K extends AnyContract = AnyContract> {
   readonly commands: Record<string, (payload: never, ctx: never) => unknown>
   readonly subscriptions: Record<string, SubscriptionSpec>
   readonly schedules: Record<string, ScheduleSpec>
+  readonly workers: Record<string, (payload: never, ctx: never) => unknown>
+  readonly bindings: Record<string, BindingSpec>
 }
 
 /**
@@ -207,12 +319,38 @@ export function defineService<
     subscriptions?: (b: SubscriptionBuilder<K, U, R, v.InferOutput<ST>>) => Record<string, SubscriptionSpec>
     /** Schedules that emit this service's events. */
     schedules?: (b: ScheduleBuilder<K>) => Record<string, ScheduleSpec>
+    /** One worker per declared queue. */
+    workers?: WorkerHandlers<K, U, R, v.InferOutput<ST>>
+    /** Events (of any device) that become jobs of this service's queues. */
+    bindings?: (b: BindingBuilder<K>) => Record<string, BindingSpec>
   },
 ): ServiceDefinition<K> {
+  const at = `service ${contract.name}@${contract.version}`
   for (const name of Object.keys(contract.commands)) {
     if (typeof (impl.commands as Record<string, unknown>)[name] !== 'function') {
-      throw new OutpostError(ErrorCode.INVALID_CONFIG, `service ${contract.name}@${contract.version} has no handler for command "${name}"`)
+      throw new OutpostError(ErrorCode.INVALID_CONFIG, `${at} has no handler for command "${name}"`)
     }
+  }
+  const workers = (impl.workers ?? {}) as Record<string, unknown>
+  for (const name of Object.keys(contract.queues)) {
+    if (typeof workers[name] !== 'function') throw new OutpostError(ErrorCode.INVALID_CONFIG, `${at} has no worker for queue "${name}"`)
+  }
+  const bindingBuilder: BindingBuilder<K> = {
+    event: (from, event, queue, opts) => ({
+      service: from.name,
+      version: from.version,
+      event,
+      device: opts?.device ?? '*',
+      schema: from.events[event] as Schema,
+      queue,
+      key: opts?.key as BindingSpec['key'],
+      payload: opts?.payload as BindingSpec['payload'],
+    }),
+  }
+  const bindings = impl.bindings?.(bindingBuilder) ?? {}
+  for (const [name, b] of Object.entries(bindings)) {
+    if (!(b.queue in contract.queues)) throw new OutpostError(ErrorCode.INVALID_CONFIG, `binding "${name}" of ${at} feeds queue "${b.queue}", which the contract does not declare`)
+    if (b.schema === undefined) throw new OutpostError(ErrorCode.INVALID_CONFIG, `binding "${name}" of ${at} names event "${b.event}", which ${b.service} does not declare`)
   }
   const builder: SubscriptionBuilder<K, U, R, v.InferOutput<ST>> = {
     on: (from, event, handler, opts) => ({
@@ -244,7 +382,7 @@ export function defineService<
   }
   const declared = impl.schedules?.(schedules) ?? {}
   for (const [name, spec] of Object.entries(declared)) {
-    if (!(spec.event in contract.events)) {
+    if (!(spec.event in contract.events) || contract.resultEvents.has(spec.event)) {
       throw new OutpostError(ErrorCode.INVALID_CONFIG, `schedule "${name}" of ${contract.name} emits "${spec.event}", which the contract does not declare`)
     }
   }
@@ -257,5 +395,7 @@ export function defineService<
     state: impl.state,
     commands: impl.commands as ServiceDefinition['commands'],
     subscriptions: impl.subscriptions?.(builder) ?? {},
+    workers: workers as ServiceDefinition['workers'],
+    bindings,
   }
 }

@@ -16,11 +16,18 @@ export interface Job {
   /** While leased: when the lease ends unless extended. */
   leaseUntil?: number
   idempotencyKey?: string
+  /** Carried by the job's result events. */
+  correlationId?: string
+  traceparent?: string
   createdAt: number
   updatedAt: number
   output?: unknown
   /** Last failure, or why it was dead-lettered. */
   error?: string
+  /** Stable code of the last failure (an ErrorCode, or the worker's own). */
+  errorCode?: string
+  /** Why a dead job is dead (`failed`, `attempts`, `retryWindow`, `cancelled`, `invalid`). */
+  deadReason?: string
   progress?: unknown
 }
 
@@ -32,6 +39,10 @@ export interface EnqueueInput {
   priority?: number
   /** Delay: not before this time. */
   runAt?: number
+  correlationId?: string
+  traceparent?: string
+  /** Input that can never run (it fails the queue's schema): stored straight into the dead letters, with this message. */
+  invalid?: string
 }
 
 /** Counts of one queue. */
@@ -45,36 +56,61 @@ export interface QueueMetrics {
   oldestReadyAgeMs: number
 }
 
+/** Details of a failure recorded with `retry` or `moveToDead`. */
+export interface FailureInfo {
+  code?: string
+  /** Why it is dead (moveToDead only). */
+  reason?: string
+}
+
 /**
- * Durable jobs. Every verb commits before it returns.
+ * Durable jobs. Every verb commits before it returns (or with the enclosing `transaction`).
  *
  * - Leasing hands out ready jobs (and jobs whose lease expired: crash recovery needs no
- *   manual step) by priority, then due time, then age, counting one attempt each.
+ *   manual step) by priority, then due time, then age, counting one attempt each. A paused
+ *   queue hands out nothing.
  * - A lease is identified by (job id, attempt). Verbs on a lease that is no longer current
- *   (expired and re-leased, or the job finished) change nothing and return false.
+ *   (expired and re-leased, the job finished or was cancelled) change nothing and return false.
+ * - Idempotency keys are unique per queue, enforced by the store.
  * - Deliberately left out: scheduling workers, backoff arithmetic and result events. Those
  *   live in the runtime; the store only records decisions.
  */
 export interface QueueStore {
   /** @returns the job, and whether it was created (false: the idempotency key already existed). */
   enqueue(input: EnqueueInput, now: number): { job: Job; created: boolean }
-  /** Up to `limit` jobs of a queue, leased until `now + leaseMs`. */
+  /** Several enqueues in one commit, in order. */
+  enqueueMany(inputs: EnqueueInput[], now: number): { job: Job; created: boolean }[]
+  /** Up to `limit` jobs of a queue, leased until `now + leaseMs`, in the order they should run. */
   lease(queue: string, limit: number, now: number, leaseMs: number): Job[]
   /** Extends a current lease (and records progress). */
   heartbeat(id: string, attempt: number, now: number, leaseMs: number, progress?: unknown): boolean
   complete(id: string, attempt: number, output: unknown, now: number): boolean
   /** Back to ready, not before `runAt`. */
-  retry(id: string, attempt: number, runAt: number, error: string, now: number): boolean
-  /** Gives a leased job up without counting it as a failure (shutdown): ready again now. */
+  retry(id: string, attempt: number, runAt: number, error: string, now: number, info?: FailureInfo): boolean
+  /** Gives a leased job up without counting it as an attempt (shutdown): ready again now. */
   release(id: string, attempt: number, now: number): boolean
-  moveToDead(id: string, attempt: number, reason: string, now: number): boolean
+  moveToDead(id: string, attempt: number, error: string, now: number, info?: FailureInfo): boolean
+  /** A job that is ready or leased goes to the dead letters (reason `cancelled`). @returns the job as it is now, if it exists */
+  cancel(id: string, now: number): Job | undefined
   get(id: string): Job | undefined
   listDead(queue: string, limit: number): Job[]
   /** Dead jobs (all of the queue, or the given ids) back to ready with attempts reset. @returns how many */
   redrive(queue: string, now: number, ids?: string[]): number
   /** Deletes the queue's jobs in a state. @returns how many */
   purge(queue: string, state: JobState): number
+  /** Deletes completed jobs last changed before `before`. @returns how many */
+  pruneCompleted(queue: string, before: number): number
+  /** Stops (true) or resumes (false) leasing from a queue; kept across restarts. */
+  setPaused(queue: string, paused: boolean): void
+  isPaused(queue: string): boolean
+  /** Every queue that has jobs or a pause state. */
+  queues(): string[]
   metrics(queue: string, now: number): QueueMetrics
   /** Earliest time a job of the queue becomes leasable (due or lease expiry), if any. */
   nextDueAt(queue: string): number | undefined
+  /**
+   * Runs `fn` as one commit. Other stores of the same device database (the outbox) join it,
+   * which is how a job's completion and its result event become durable together.
+   */
+  transaction<T>(fn: () => T): T
 }

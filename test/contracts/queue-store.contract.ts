@@ -4,6 +4,8 @@ import type { QueueStore } from '../../runtime/index.js'
 
 export interface QueueStoreContractOptions {
   create(): { store: QueueStore; reopen?: () => QueueStore; dispose(): void }
+  /** Keeps what it holds across a reopen, and rolls back a failed `transaction`. */
+  durable: boolean
 }
 
 const T0 = 1_732_350_000_000
@@ -104,13 +106,111 @@ export function describeQueueStoreContract(name: string, opts: QueueStoreContrac
       expect(store.metrics('empty', T0)).toEqual({ ready: 0, delayed: 0, leased: 0, completed: 0, dead: 0, oldestReadyAgeMs: 0 })
     })
 
-    test('keeps jobs and leases across a reopen', ({ store, reopen }) => {
+    test('enqueues a batch in order and keeps correlation and trace ids', ({ store }) => {
+      const out = store.enqueueMany(
+        [
+          { queue: 'q', payload: 1, correlationId: 'occ-1', traceparent: '00-aa-bb-01' },
+          { queue: 'q', payload: 2, idempotencyKey: 'two' },
+          { queue: 'q', payload: 3, idempotencyKey: 'two' },
+        ],
+        T0,
+      )
+      expect(out.map((o) => o.created)).toEqual([true, true, false])
+      expect(out[2]!.job.id).toBe(out[1]!.job.id)
+      expect(store.get(out[0]!.job.id)).toMatchObject({ correlationId: 'occ-1', traceparent: '00-aa-bb-01' })
+      expect(store.lease('q', 5, T0, LEASE).map((j) => j.payload)).toEqual([1, 2])
+    })
+
+    test('stores input that can never run straight into the dead letters', ({ store }) => {
+      const { job } = store.enqueue({ queue: 'q', payload: { bad: true }, invalid: 'payload.size: expected number' }, T0)
+      expect(job).toMatchObject({ state: 'dead', deadReason: 'invalid', errorCode: 'VALIDATION_FAILED' })
+      expect(store.lease('q', 5, T0, LEASE)).toEqual([])
+      expect(store.listDead('q', 5)).toEqual([expect.objectContaining({ id: job.id, error: 'payload.size: expected number' })])
+    })
+
+    test('records failure codes and dead reasons', ({ store }) => {
+      const { job } = store.enqueue({ queue: 'q', payload: null }, T0)
+      store.lease('q', 1, T0, LEASE)
+      expect(store.retry(job.id, 1, T0 + 10, 'sensor busy', T0 + 1, { code: 'BUSY' })).toBe(true)
+      expect(store.get(job.id)).toMatchObject({ state: 'ready', errorCode: 'BUSY' })
+      store.lease('q', 1, T0 + 10, LEASE)
+      expect(store.moveToDead(job.id, 2, 'out of attempts', T0 + 11, { code: 'BUSY', reason: 'attempts' })).toBe(true)
+      expect(store.get(job.id)).toMatchObject({ state: 'dead', error: 'out of attempts', errorCode: 'BUSY', deadReason: 'attempts' })
+      expect(store.redrive('q', T0 + 12)).toBe(1)
+      const back = store.get(job.id)!
+      expect([back.state, back.deadReason, back.errorCode]).toEqual(['ready', undefined, undefined])
+    })
+
+    test('cancels a ready or leased job, leaving its lease stale', ({ store }) => {
+      const a = store.enqueue({ queue: 'q', payload: 'a' }, T0).job
+      const b = store.enqueue({ queue: 'q', payload: 'b' }, T0 + 1).job
+      store.lease('q', 1, T0 + 2, LEASE)
+      expect(store.cancel(a.id, T0 + 3)).toMatchObject({ state: 'dead', deadReason: 'cancelled' })
+      expect(store.complete(a.id, 1, 'late', T0 + 4)).toBe(false)
+      expect(store.cancel(b.id, T0 + 5)).toMatchObject({ state: 'dead', deadReason: 'cancelled' })
+      expect(store.cancel('no-such-job', T0 + 6)).toBeUndefined()
+      expect(store.metrics('q', T0 + 7)).toMatchObject({ ready: 0, leased: 0, dead: 2 })
+    })
+
+    test('hands out nothing from a paused queue until it is resumed', ({ store }) => {
+      store.enqueue({ queue: 'q', payload: 1 }, T0)
+      store.setPaused('q', true)
+      expect(store.isPaused('q')).toBe(true)
+      expect(store.lease('q', 5, T0, LEASE)).toEqual([])
+      store.setPaused('q', false)
+      expect(store.lease('q', 5, T0, LEASE)).toHaveLength(1)
+      store.setPaused('idle', true)
+      expect(store.queues()).toEqual(['idle', 'q'])
+    })
+
+    test('prunes completed jobs older than a time, freeing their idempotency keys', ({ store }) => {
+      const old = store.enqueue({ queue: 'q', payload: 1, idempotencyKey: 'k1' }, T0).job
+      store.enqueue({ queue: 'q', payload: 2 }, T0)
+      const [j1, j2] = store.lease('q', 2, T0, LEASE)
+      store.complete(j1!.id, 1, null, T0 + 1)
+      store.complete(j2!.id, 1, null, T0 + 1_000)
+      expect(store.pruneCompleted('q', T0 + 500)).toBe(1)
+      expect(store.get(old.id)).toBeUndefined()
+      expect(store.metrics('q', T0 + 2_000).completed).toBe(1)
+      expect(store.enqueue({ queue: 'q', payload: 3, idempotencyKey: 'k1' }, T0 + 2_000).created).toBe(true)
+    })
+
+    test('runs several verbs as one transaction', ({ store }) => {
+      const { job } = store.enqueue({ queue: 'q', payload: null }, T0)
+      const [leased] = store.transaction(() => store.lease('q', 1, T0, LEASE))
+      const done = store.transaction(() => {
+        const ok = store.complete(leased!.id, leased!.attempt, 'out', T0 + 1)
+        store.enqueue({ queue: 'q', payload: 'next' }, T0 + 1)
+        return ok
+      })
+      expect(done).toBe(true)
+      expect(store.get(job.id)).toMatchObject({ state: 'completed', output: 'out' })
+      expect(store.metrics('q', T0 + 2)).toMatchObject({ ready: 1, completed: 1 })
+    })
+
+    if (!opts.durable) return
+
+    test('rolls a failed transaction back whole', ({ store }) => {
+      const { job } = store.enqueue({ queue: 'q', payload: null }, T0)
+      const [leased] = store.lease('q', 1, T0, LEASE)
+      expect(() =>
+        store.transaction(() => {
+          store.complete(leased!.id, leased!.attempt, 'out', T0 + 1)
+          throw new Error('the result event could not be stored')
+        }),
+      ).toThrow('could not be stored')
+      expect(store.get(job.id)).toMatchObject({ state: 'leased', attempt: 1 })
+    })
+
+    test('keeps jobs, leases and pauses across a reopen', ({ store, reopen }) => {
+      store.setPaused('paused', true)
       const { job } = store.enqueue({ queue: 'q', payload: 'kept', idempotencyKey: 'once' }, T0)
       store.lease('q', 1, T0, LEASE)
       const again = reopen!()
       expect(again.get(job.id)).toMatchObject({ state: 'leased', attempt: 1, payload: 'kept' })
       expect(again.enqueue({ queue: 'q', payload: 'dup', idempotencyKey: 'once' }, T0 + 1).created).toBe(false)
       expect(again.lease('q', 1, T0 + LEASE, LEASE)[0]).toMatchObject({ id: job.id, attempt: 2 }) // crash recovery: lease expired
+      expect(again.isPaused('paused')).toBe(true)
     })
   })
 }

@@ -83,4 +83,20 @@ export const MIGRATIONS: readonly Migration[] = [
       `)
     },
   },
+  {
+    version: 5,
+    description: 'jobs: correlation and trace ids, failure codes, dead reasons; paused queues',
+    up(db) {
+      db.exec(`
+        ALTER TABLE jobs ADD COLUMN corr TEXT;
+        ALTER TABLE jobs ADD COLUMN traceparent TEXT;
+        ALTER TABLE jobs ADD COLUMN error_code TEXT;
+        ALTER TABLE jobs ADD COLUMN dead_reason TEXT;
+        CREATE TABLE queues (
+          queue  TEXT    PRIMARY KEY,
+          paused INTEGER NOT NULL
+        ) WITHOUT ROWID;
+      `)
+    },
+  },
 ]

@@ -1,0 +1,170 @@
+import * as v from 'valibot'
+import { ErrorCode, OutpostError } from '../errors.js'
+import type { Schema } from './contract.js'
+
+/** Exponential backoff between attempts of a job (random jitter is always applied). */
+export interface RetryBackoff {
+  /** Delay after the first failed attempt, ms (default 1 000). */
+  initialMs?: number
+  /** Largest delay, ms (default 300 000). */
+  maxMs?: number
+  /** Growth per attempt (default 2). */
+  factor?: number
+}
+
+/**
+ * How a job's result events relate to its acknowledgement:
+ * - `required`: the job counts as done only together with its result event in the outbox
+ *   (one transaction); a device that dies in between runs the job again.
+ * - `bestEffort`: the result event is emitted after the job was settled; if that fails it is
+ *   logged and counted, the job stays done.
+ */
+export type ResultDelivery = 'required' | 'bestEffort'
+
+/** A durable queue's declaration: what a job takes and gives, and its lease and retry policy. */
+export interface QueueSpec<P extends Schema = Schema, R extends Schema = Schema, G extends Schema | undefined = Schema | undefined> {
+  description?: string
+  payload: P
+  result: R
+  /** Schema of what a worker reports through `ctx.heartbeat(progress)`; declares the `<queue>.progress` event. */
+  progress?: G
+  /** How long a leased job is held before another attempt may take it, ms (default 30 000). */
+  leaseMs?: number
+  /**
+   * The runtime renews the lease of a running job every `heartbeatMs` (default leaseMs / 3),
+   * so only a dead or frozen process loses it. 0: the worker must call `ctx.heartbeat()`.
+   */
+  heartbeatMs?: number
+  /** An attempt that runs longer is aborted (signal) and counted as failed (default: no limit). */
+  timeoutMs?: number
+  /** Attempts before a job is dead-lettered (default 5). */
+  maxAttempts?: number
+  /** No new attempt once this long has passed since the job was enqueued, ms (default: no limit). */
+  retryWindowMs?: number
+  backoff?: RetryBackoff
+  /** Jobs of this queue running at once on one device (default 1). */
+  concurrency?: number
+  /** Priority of a job enqueued without one; higher runs first (default 0). */
+  priority?: number
+  /** Default `required`. */
+  results?: ResultDelivery
+  /** How long completed jobs stay inspectable before they are deleted, ms (default 24 h). */
+  keepCompletedMs?: number
+}
+
+/** Payload of `<queue>.completed`. */
+export interface JobCompleted<O> {
+  jobId: string
+  queue: string
+  attempt: number
+  output: O
+}
+
+/** Payload of `<queue>.failed`: an attempt failed and the job will be tried again at `retryAt`. */
+export interface JobFailed {
+  jobId: string
+  queue: string
+  attempt: number
+  error: { code: string; message: string }
+  retryAt: number
+}
+
+/** Why a job was dead-lettered. */
+export type DeadReason = 'failed' | 'attempts' | 'retryWindow' | 'cancelled' | 'invalid'
+
+/** Payload of `<queue>.dead`: the job was given up and lies in the dead letters. */
+export interface JobDead {
+  jobId: string
+  queue: string
+  attempt: number
+  reason: DeadReason
+  error: { code: string; message: string }
+}
+
+/** Payload of `<queue>.progress`. */
+export interface JobProgress<G> {
+  jobId: string
+  queue: string
+  attempt: number
+  progress: G
+}
+
+/** The result events a queue declares, by name. */
+export type ResultEvents<Q extends Record<string, QueueSpec>> = {
+  [K in keyof Q & string as `${K}.completed`]: v.GenericSchema<JobCompleted<v.InferInput<Q[K]['result']>>, JobCompleted<v.InferOutput<Q[K]['result']>>>
+} & {
+  [K in keyof Q & string as `${K}.failed`]: v.GenericSchema<JobFailed>
+} & {
+  [K in keyof Q & string as `${K}.dead`]: v.GenericSchema<JobDead>
+} & {
+  [K in keyof Q & string as Q[K]['progress'] extends Schema ? `${K}.progress` : never]: v.GenericSchema<
+    JobProgress<v.InferInput<NonNullable<Q[K]['progress']>>>,
+    JobProgress<v.InferOutput<NonNullable<Q[K]['progress']>>>
+  >
+}
+
+/** Suffixes of the events the runtime emits for a queue. */
+export const RESULT_EVENT_SUFFIXES = ['completed', 'failed', 'dead', 'progress'] as const
+
+const wireError = v.object({ code: v.string(), message: v.string() })
+
+/** The event schemas of one queue's results (what subscribers validate against). */
+export function resultEventSchemas(name: string, spec: QueueSpec): Record<string, Schema> {
+  const head = { jobId: v.string(), queue: v.string(), attempt: v.number() }
+  const events: Record<string, Schema> = {
+    [`${name}.completed`]: v.object({ ...head, output: spec.result }),
+    [`${name}.failed`]: v.object({ ...head, error: wireError, retryAt: v.number() }),
+    [`${name}.dead`]: v.object({ ...head, reason: v.picklist(['failed', 'attempts', 'retryWindow', 'cancelled', 'invalid']), error: wireError }),
+  }
+  if (spec.progress !== undefined) events[`${name}.progress`] = v.object({ ...head, progress: spec.progress })
+  return events
+}
+
+const positive = (what: string, n: number | undefined, allowZero = false): void => {
+  if (n === undefined) return
+  if (!Number.isFinite(n) || n < 0 || (!allowZero && n === 0)) {
+    throw new OutpostError(ErrorCode.INVALID_CONFIG, `${what} must be a ${allowZero ? 'non-negative' : 'positive'} number (got ${n})`)
+  }
+}
+
+/** Checks a queue's numbers once, at declaration. @throws INVALID_CONFIG */
+export function checkQueueSpec(name: string, spec: QueueSpec): void {
+  const at = `queue "${name}"`
+  positive(`${at} leaseMs`, spec.leaseMs)
+  positive(`${at} heartbeatMs`, spec.heartbeatMs, true)
+  positive(`${at} timeoutMs`, spec.timeoutMs)
+  positive(`${at} retryWindowMs`, spec.retryWindowMs)
+  positive(`${at} keepCompletedMs`, spec.keepCompletedMs, true)
+  positive(`${at} backoff.initialMs`, spec.backoff?.initialMs, true)
+  positive(`${at} backoff.maxMs`, spec.backoff?.maxMs, true)
+  positive(`${at} backoff.factor`, spec.backoff?.factor)
+  for (const [what, n] of [['maxAttempts', spec.maxAttempts], ['concurrency', spec.concurrency]] as const) {
+    if (n !== undefined && (!Number.isInteger(n) || n < 1)) {
+      throw new OutpostError(ErrorCode.INVALID_CONFIG, `${at} ${what} must be a positive whole number (got ${n})`)
+    }
+  }
+  if (spec.heartbeatMs !== undefined && spec.heartbeatMs > 0 && spec.leaseMs !== undefined && spec.heartbeatMs >= spec.leaseMs) {
+    throw new OutpostError(ErrorCode.INVALID_CONFIG, `${at} heartbeatMs (${spec.heartbeatMs}) must be shorter than its leaseMs (${spec.leaseMs})`)
+  }
+}
+
+/**
+ * What a worker decided instead of returning a result: try again (optionally after a delay)
+ * or give up now (dead-letter). Return it, or throw it from deeper down.
+ */
+export class JobDecision extends Error {
+  // A literal, so the name survives minification.
+  override name = 'JobDecision'
+  constructor(
+    readonly decision: 'retry' | 'fail',
+    readonly reason: string,
+    readonly delayMs?: number,
+  ) {
+    super(reason)
+  }
+}
+
+/** True when `x` is a worker's JobDecision (minification-safe). */
+export function isJobDecision(x: unknown): x is JobDecision {
+  return typeof x === 'object' && x !== null && (x as { name?: unknown }).name === 'JobDecision'
+}

@@ -32,6 +32,12 @@ export const ErrorCode = {
   OUTBOX_FULL: 'OUTBOX_FULL',
   /** A listening port is already taken by another process. */
   PORT_IN_USE: 'PORT_IN_USE',
+  /** A job's lease ran out (its process died or froze) or the job was taken away; its result is ignored. */
+  LEASE_LOST: 'LEASE_LOST',
+  /** A worker asked for its job to be tried again later (`ctx.retry`). */
+  JOB_RETRY: 'JOB_RETRY',
+  /** A worker gave its job up (`ctx.fail`); the job is dead-lettered. */
+  JOB_FAILED: 'JOB_FAILED',
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
 

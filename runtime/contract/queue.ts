@@ -44,6 +44,12 @@ export interface QueueSpec<P extends Schema = Schema, R extends Schema = Schema,
   backoff?: RetryBackoff
   /** Jobs of this queue running at once on one device (default 1). */
   concurrency?: number
+  /**
+   * Jobs leased ahead of a free worker, so one commit settles and leases more of them
+   * (default: `concurrency`). Higher helps many short jobs; a job leased ahead counts an
+   * attempt if the device dies before running it.
+   */
+  prefetch?: number
   /** Priority of a job enqueued without one; higher runs first (default 0). */
   priority?: number
   /** Default `required`. */
@@ -138,13 +144,14 @@ export function checkQueueSpec(name: string, spec: QueueSpec): void {
   positive(`${at} backoff.initialMs`, spec.backoff?.initialMs, true)
   positive(`${at} backoff.maxMs`, spec.backoff?.maxMs, true)
   positive(`${at} backoff.factor`, spec.backoff?.factor)
-  for (const [what, n] of [['maxAttempts', spec.maxAttempts], ['concurrency', spec.concurrency]] as const) {
-    if (n !== undefined && (!Number.isInteger(n) || n < 1)) {
-      throw new OutpostError(ErrorCode.INVALID_CONFIG, `${at} ${what} must be a positive whole number (got ${n})`)
+  for (const [what, n, min] of [['maxAttempts', spec.maxAttempts, 1], ['concurrency', spec.concurrency, 1], ['prefetch', spec.prefetch, 0]] as const) {
+    if (n !== undefined && (!Number.isInteger(n) || n < min)) {
+      throw new OutpostError(ErrorCode.INVALID_CONFIG, `${at} ${what} must be a whole number of at least ${min} (got ${n})`)
     }
   }
-  if (spec.heartbeatMs !== undefined && spec.heartbeatMs > 0 && spec.leaseMs !== undefined && spec.heartbeatMs >= spec.leaseMs) {
-    throw new OutpostError(ErrorCode.INVALID_CONFIG, `${at} heartbeatMs (${spec.heartbeatMs}) must be shorter than its leaseMs (${spec.leaseMs})`)
+  const leaseMs = spec.leaseMs ?? 30_000
+  if (spec.heartbeatMs !== undefined && spec.heartbeatMs > 0 && spec.heartbeatMs >= leaseMs) {
+    throw new OutpostError(ErrorCode.INVALID_CONFIG, `${at} heartbeatMs (${spec.heartbeatMs}) must be shorter than its leaseMs (${leaseMs})`)
   }
 }
 

@@ -2,7 +2,13 @@ import { randomBytes } from 'node:crypto'
 import { pino, type Logger } from 'pino'
 import * as v from 'valibot'
 import type { AnyContract, Schema } from '../contract/contract.js'
-import type { ContractClient, InvokeOptions, InvokeTarget, ServiceDefinition, ServiceState, SubscriptionSpec } from '../contract/service.js'
+import type { BindingSpec, BoundEvent, ContractClient, EnqueueOptions, InvokeOptions, InvokeTarget, JobRef, ServiceDefinition, ServiceState, SubscriptionSpec } from '../contract/service.js'
+import { isJobDecision, JobDecision, type QueueSpec } from '../contract/queue.js'
+import type { EnqueueInput, Job, QueueStore } from '../ports/queue-store.js'
+import { createMemoryQueueStore } from '../stores/memory/memory-queue-store.js'
+import { createQueueRunner, type QueueRunStats, type RunOutcome, type RunningJob, type RunnerQueue } from '../queue/queue-runner.js'
+import { createQueueOps, type QueueHandle } from '../queue/queue-handle.js'
+import { queuePolicy, type QueuePolicy } from '../queue/retry-policy.js'
 import type { StateStore } from '../ports/state-store.js'
 import { systemClock, type Clock } from '../ports/clock.js'
 import type { Occurrence } from '../contract/service.js'
@@ -53,6 +59,16 @@ export interface RuntimeOptions {
   inbox?: Inbox
   /** Allowance for clocks between devices when checking a received deadline (default 2000 ms). */
   clockSkewMs?: number
+  /**
+   * Where the jobs of the services' queues live (default: memory, gone on restart). Give it
+   * createSqliteQueueStore on the same device database as the outbox, so a job's completion
+   * and its result event commit together.
+   */
+  queueStore?: QueueStore
+  /** How often an idle queue looks for jobs another process added (a redrive from the CLI), ms (default 1000). */
+  queuePollMs?: number
+  /** At stop, jobs whose workers did not finish within `drainMs` are given back (`release`, default) or left to their lease (`expire`). */
+  jobsOnStop?: 'release' | 'expire'
 }
 
 /** Counters of one runtime. */
@@ -64,6 +80,8 @@ export interface RuntimeStats {
   eventsHandled: number
   eventsRejected: number
   duplicateEvents: number
+  /** Events turned into jobs by bindings (a repeated delivery is counted in duplicateEvents). */
+  eventsBound: number
   bridge: BridgeStats
 }
 
@@ -80,9 +98,14 @@ export interface Runtime {
   client<K extends AnyContract>(contract: K): ContractClient<K>
   /** Calls a command by name. @throws NO_HANDLER, VALIDATION_FAILED, TIMEOUT, INTERNAL, BRIDGE_UNAVAILABLE */
   invoke(target: InvokeTarget, payload: unknown, opts?: InvokeOptions): Promise<unknown>
+  /**
+   * A queue of a service this runtime hosts: enqueue, inspect, redrive, purge, pause, cancel.
+   * @throws NO_HANDLER when the service is not hosted here or declares no such queue
+   */
+  queue<K extends AnyContract, Q extends keyof K['queues'] & string>(contract: K, queue: Q): QueueHandle<K['queues'][Q]>
   /** Live devices and their services, as presence told. */
   readonly directory: Directory
-  stats(): RuntimeStats & { schedules: SchedulerStats; outbox?: OutboxStats }
+  stats(): RuntimeStats & { schedules: SchedulerStats; outbox?: OutboxStats; queues: Record<string, QueueRunStats> }
   /** Stops taking work, lets running handlers finish (up to `drainMs`), then closes the bridge. Idempotent. */
   stop(opts?: { drainMs?: number }): Promise<void>
 }
@@ -144,7 +167,8 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   const inbox = opts.inbox ?? createMemoryInbox(inboxSize)
   const running = new Set<Promise<unknown>>()
   const controllers = new Set<AbortController>()
-  const counters = { commandsHandled: 0, commandsFailed: 0, duplicateCommands: 0, expiredCommands: 0, eventsHandled: 0, eventsRejected: 0, duplicateEvents: 0 }
+  const counters = { commandsHandled: 0, commandsFailed: 0, duplicateCommands: 0, expiredCommands: 0, eventsHandled: 0, eventsRejected: 0, duplicateEvents: 0, eventsBound: 0 }
+  const queueStore = opts.queueStore ?? createMemoryQueueStore()
   let started = false
   let stopping = false
 
@@ -187,7 +211,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     /** Set when the deadline timer aborted the signal (timers may fire a millisecond early). */
     timedOut = false
     constructor(
-      private readonly svc: HostedService,
+      protected readonly svc: HostedService,
       readonly env: Envelope,
       /** The subscription being served, for event contexts. */
       private readonly subscription?: string,
@@ -256,6 +280,54 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     }
     invoke(target: InvokeTarget, payload: unknown, o?: InvokeOptions): Promise<unknown> {
       return invoke(target, payload, o, this.env)
+    }
+    enqueue(queue: string, payload: unknown, o?: EnqueueOptions): JobRef {
+      return enqueueJob(this.svc, queue, [{ payload, opts: o }], this.env)[0]!
+    }
+  }
+
+  /** What a queue worker gets: the job, its lease and its outcomes, besides everything a handler has. */
+  class JobContext extends Context {
+    constructor(
+      svc: HostedService,
+      private readonly running: RunningJob,
+      private readonly policy: QueuePolicy,
+      private readonly progressSchema: Schema | undefined,
+    ) {
+      // The job stands in for the message: events it emits carry its correlation id and trace.
+      const j = running.job
+      super(svc, { v: ENVELOPE_VERSION, kind: 'event', id: j.id, src: deviceId, inst, at: j.createdAt, corr: j.correlationId, traceparent: j.traceparent, name: j.queue })
+    }
+    override get event(): unknown {
+      return undefined
+    }
+    override get command(): undefined {
+      return undefined
+    }
+    override get caller(): unknown {
+      return undefined
+    }
+    override get signal(): AbortSignal {
+      return this.running.signal
+    }
+    override get log(): Logger {
+      const j = this.running.job
+      return (this._jobLog ??= this.svc.log.child({ jobId: j.id, queue: j.queue, attempt: j.attempt }))
+    }
+    private _jobLog: Logger | undefined
+    get job(): unknown {
+      const j = this.running.job
+      return { id: j.id, queue: j.queue.slice(j.queue.indexOf('/') + 1), attempt: j.attempt, maxAttempts: this.policy.maxAttempts, createdAt: j.createdAt, correlationId: j.correlationId }
+    }
+    heartbeat(progress?: unknown): boolean {
+      const value = progress === undefined || this.progressSchema === undefined ? progress : validate(this.progressSchema, progress, `progress of job ${this.running.job.id}`)
+      return this.running.heartbeat(value)
+    }
+    retry(o?: { delayMs?: number; reason?: string }): JobDecision {
+      return new JobDecision('retry', o?.reason ?? 'the worker asked to try again', o?.delayMs)
+    }
+    fail(reason: string): JobDecision {
+      return new JobDecision('fail', reason)
     }
   }
 
@@ -459,30 +531,34 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
 
   // ---- events -------------------------------------------------------------------------
 
-  const emitEvent = (svc: HostedService, event: string, payload: unknown, parent?: Envelope, correlation?: string): Promise<void> => {
-    const schema = svc.def.contract.events[event] as Schema | undefined
-    if (schema === undefined) {
-      return Promise.reject(new OutpostError(ErrorCode.NO_HANDLER, `service ${svc.def.contract.name} declares no event "${event}"`))
-    }
-    let value: unknown
-    try {
-      value = validate(schema, payload, `event ${svc.def.contract.name}.${event}`)
-    } catch (err) {
-      return Promise.reject(err)
-    }
+  /** The envelope of an event of `svc` (payload already checked). */
+  const eventEnvelope = (svc: HostedService, event: string, payload: unknown, traceparent: string | undefined, corr: string | undefined): Envelope => {
     const env: Envelope = {
       v: ENVELOPE_VERSION, kind: 'event', id: ids(), src: deviceId, inst, at: now(),
-      service: svc.def.contract.name, version: svc.def.contract.version, name: event, payload: value,
+      service: svc.def.contract.name, version: svc.def.contract.version, name: event, payload,
     }
-    const trace = childTrace(parent?.traceparent)
-    if (trace !== undefined) env.traceparent = trace
-    // Correlation: a schedule's occurrence id, the command this event was emitted for, or whatever the parent carried.
-    const corr = correlation ?? (parent?.kind === 'command' ? parent.id : parent?.corr)
+    if (traceparent !== undefined) env.traceparent = traceparent
     if (corr !== undefined) env.corr = corr
-    if (outbox === undefined) return bridge.publish(env)
+    return env
+  }
+
+  /** Commits an event to the outbox (the pump delivers it, in order, when connected). @throws OUTBOX_FULL, STORE_FAILED */
+  const appendToOutbox = (env: Envelope): void => {
+    outbox!.append({ stream: 'events', topic: bridge.topics.topicOf(env), frame: outboxCodec!.encode(env), retain: false })
+  }
+
+  const emitEvent = (svc: HostedService, event: string, payload: unknown, parent?: Envelope, correlation?: string): Promise<void> => {
+    const schema = svc.def.contract.events[event] as Schema | undefined
+    if (schema === undefined || svc.def.contract.resultEvents.has(event)) {
+      return Promise.reject(new OutpostError(ErrorCode.NO_HANDLER, `service ${svc.def.contract.name} declares no event "${event}" it may emit`))
+    }
+    let env: Envelope
     try {
-      // Committed to the outbox before emit returns; the pump delivers it, in order, when connected.
-      outbox.append({ stream: 'events', topic: bridge.topics.topicOf(env), frame: outboxCodec!.encode(env), retain: false })
+      const value = validate(schema, payload, `event ${svc.def.contract.name}.${event}`)
+      // Correlation: a schedule's occurrence id, the command this event was emitted for, or whatever the parent carried.
+      env = eventEnvelope(svc, event, value, childTrace(parent?.traceparent), correlation ?? (parent?.kind === 'command' ? parent.id : parent?.corr))
+      if (outbox === undefined) return bridge.publish(env)
+      appendToOutbox(env)
     } catch (err) {
       return Promise.reject(err)
     }
@@ -537,6 +613,175 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     ),
   })
 
+  // ---- queues -------------------------------------------------------------------------
+
+  /** A queue's name in the store: queues of different services on one device never mix. */
+  const queueKey = (svc: HostedService, queue: string): string => `${svc.def.contract.name}/${queue}`
+  const policies = new Map<string, QueuePolicy>()
+  const resultSinks = new Map<string, RunnerQueue['result']>()
+  // Result events of a runtime without an outbox: published once their settlement committed.
+  let unpublished: Envelope[] = []
+
+  const specOf = (svc: HostedService, queue: string): QueueSpec => {
+    const spec = svc.def.contract.queues[queue]
+    if (spec === undefined) throw new OutpostError(ErrorCode.NO_HANDLER, `service ${svc.def.contract.name} declares no queue "${queue}"`)
+    return spec
+  }
+
+  /** Validates and stores jobs (one commit); the runner is told when one is new. @throws VALIDATION_FAILED, NO_HANDLER */
+  const enqueueJob = (svc: HostedService, queue: string, items: { payload: unknown; opts?: EnqueueOptions }[], parent?: Envelope): JobRef[] => {
+    const spec = specOf(svc, queue)
+    const key = queueKey(svc, queue)
+    const policy = policies.get(key)!
+    const at = clock.now()
+    // A job started by a command correlates with it; one started by an event (or a job) with what that carried.
+    const corr = parent === undefined ? undefined : parent.kind === 'command' ? parent.id : (parent.corr ?? parent.id)
+    const trace = childTrace(parent?.traceparent)
+    const inputs = items.map(({ payload, opts: o = {} }): EnqueueInput => {
+      // Checked now so the caller hears of bad input; stored as given and parsed again when it runs.
+      validate(spec.payload, payload, `payload of queue ${svc.def.contract.name}.${queue}`)
+      const input: EnqueueInput = { queue: key, payload, priority: o.priority ?? policy.priority }
+      if (o.idempotencyKey !== undefined) input.idempotencyKey = o.idempotencyKey
+      const runAt = o.runAt ?? (o.delayMs === undefined ? undefined : at + o.delayMs)
+      if (runAt !== undefined) input.runAt = runAt
+      const c = o.correlationId ?? corr
+      if (c !== undefined) input.correlationId = c
+      if (trace !== undefined) input.traceparent = trace
+      return input
+    })
+    const out = inputs.length === 1 ? [queueStore.enqueue(inputs[0]!, at)] : queueStore.enqueueMany(inputs, at)
+    if (out.some((o) => o.created)) runner.kick(key)
+    return out.map((o) => ({ id: o.job.id, created: o.created }))
+  }
+
+  const decided = (d: JobDecision): RunOutcome =>
+    d.decision === 'fail'
+      ? { kind: 'fail', error: { code: ErrorCode.JOB_FAILED, message: d.reason } }
+      : { kind: 'retry', error: { code: ErrorCode.JOB_RETRY, message: d.reason }, delayMs: d.delayMs }
+
+  /** Runs one attempt: payload checked, worker called, result checked; never rejects. */
+  const runJob = async (svc: HostedService, name: string, spec: QueueSpec, policy: QueuePolicy, running: RunningJob): Promise<RunOutcome> => {
+    const parsed = v.safeParse(spec.payload, running.job.payload)
+    if (!parsed.success) {
+      const issues = toValidationIssues(parsed.issues)
+      return { kind: 'fail', reason: 'invalid', error: { code: ErrorCode.VALIDATION_FAILED, message: `payload of job ${running.job.id} is invalid: ${issues.map((i) => i.message).join('; ')}` } }
+    }
+    const ctx = new JobContext(svc, running, policy, spec.progress)
+    try {
+      const r = await (svc.def.workers[name] as (p: unknown, c: unknown) => unknown)(parsed.output, ctx)
+      if (isJobDecision(r)) return decided(r)
+      const checked = v.safeParse(spec.result, r)
+      if (checked.success) return { kind: 'completed', output: checked.output }
+      ctx.log.error({ issues: toValidationIssues(checked.issues) }, 'worker returned a result that fails its schema')
+      return { kind: 'retry', error: { code: ErrorCode.INTERNAL, message: 'internal error' } }
+    } catch (err) {
+      if (isJobDecision(err)) return decided(err)
+      const wire = toWireError(err)
+      if (wire.code === ErrorCode.INTERNAL) ctx.log.error({ err }, 'worker failed')
+      else ctx.log.warn({ code: wire.code }, wire.message)
+      return { kind: 'retry', error: wire }
+    }
+  }
+
+  const runnerQueues: RunnerQueue[] = [...hosted.values()].flatMap((svc) =>
+    Object.entries(svc.def.contract.queues).map(([name, spec]): RunnerQueue => {
+      const key = queueKey(svc, name)
+      const policy = queuePolicy(spec)
+      policies.set(key, policy)
+      const result: RunnerQueue['result'] = (kind, payload, job) => {
+        // Built by the runtime from checked values: not validated again.
+        const env = eventEnvelope(svc, `${name}.${kind}`, payload, childTrace(job.traceparent), job.correlationId)
+        if (outbox === undefined) unpublished.push(env)
+        else appendToOutbox(env)
+      }
+      resultSinks.set(key, result)
+      return { key, name, policy, reportsProgress: spec.progress !== undefined, run: (running) => runJob(svc, name, spec, policy, running), result }
+    }),
+  )
+
+  const afterCommit = (): void => {
+    pump?.kick()
+    if (unpublished.length === 0) return
+    const envs = unpublished
+    unpublished = []
+    for (const env of envs) {
+      bridge.publish(env).catch((err: unknown) => rootLog.warn({ err: (err as Error).message, event: env.name }, 'result event not published (no outbox)'))
+    }
+  }
+
+  const runner = createQueueRunner({ store: queueStore, clock, log: rootLog, queues: runnerQueues, afterCommit, pollMs: opts.queuePollMs })
+
+  /** Stores the job an event becomes; until that commits the event is not acknowledged. */
+  const storeBound = (svc: HostedService, input: EnqueueInput): void | Promise<void> => {
+    try {
+      const { created } = queueStore.enqueue(input, clock.now())
+      if (!created) counters.duplicateEvents++
+      else {
+        counters.eventsBound++
+        runner.kick(input.queue)
+      }
+    } catch (err) {
+      // Not committed: the acknowledgement is held back (the broker keeps the event) and the
+      // store is tried again; at stop it is never sent, so the broker delivers the event again.
+      svc.log.error({ msgId: input.idempotencyKey, err: (err as Error).message }, 'event not stored as a job; trying again')
+      return new Promise<void>((resolve) => setTimeout(resolve, 1_000)).then(() => (stopping ? new Promise<void>(() => undefined) : storeBound(svc, input)))
+    }
+  }
+
+  const onBound = (svc: HostedService, bindingName: string, b: BindingSpec) => (msg: InboundMessage): void | Promise<void> => {
+    const env = msg.envelope
+    if (env.kind !== 'event' || stopping) return
+    const key = queueKey(svc, b.queue)
+    const input: EnqueueInput = { queue: key, payload: env.payload, idempotencyKey: `${env.src}/${env.id}`, priority: policies.get(key)!.priority, correlationId: env.corr ?? env.id }
+    const trace = childTrace(env.traceparent)
+    if (trace !== undefined) input.traceparent = trace
+    try {
+      const event = validate(b.schema, env.payload, `event ${env.service}.${env.name} from ${env.src}`)
+      const meta: BoundEvent = { service: env.service!, version: env.version!, name: env.name!, device: env.src, id: env.id, correlationId: env.corr }
+      if (b.key !== undefined) input.idempotencyKey = (b.key as (p: unknown, e: BoundEvent) => string)(event, meta)
+      const payload = b.payload === undefined ? event : (b.payload as (p: unknown, e: BoundEvent) => unknown)(event, meta)
+      validate(specOf(svc, b.queue).payload, payload, `job payload from binding "${bindingName}"`)
+      input.payload = payload
+    } catch (err) {
+      // It can never run, but it is not lost: it waits in the dead letters, inspectable.
+      input.invalid = (err as Error).message
+      counters.eventsRejected++
+      svc.log.warn({ binding: bindingName, msgId: env.id, err: input.invalid }, 'event cannot become a job; stored in the dead letters')
+    }
+    return storeBound(svc, input)
+  }
+
+  const handles = new Map<string, QueueHandle>()
+  const queueHandle = (contract: AnyContract, queue: string): QueueHandle => {
+    const svc = hostedBy.get(contract.name)?.get(contract.version)
+    if (svc === undefined) throw new OutpostError(ErrorCode.NO_HANDLER, `service ${contract.name}@${contract.version} is not hosted by ${deviceId}`)
+    specOf(svc, queue)
+    const key = queueKey(svc, queue)
+    let h = handles.get(key)
+    if (h === undefined) {
+      const ops = createQueueOps(queueStore, key, clock.now, {
+        wake: () => runner.kick(key),
+        cancelled: (job) => {
+          runner.cancelled(job.id)
+          const error = { code: ErrorCode.CANCELLED, message: 'cancelled' }
+          resultSinks.get(key)!('dead', { jobId: job.id, queue, attempt: job.attempt, reason: 'cancelled', error }, job)
+        },
+      })
+      h = {
+        ...ops,
+        cancel: (id) => {
+          const job = queueStore.transaction(() => ops.cancel(id))
+          afterCommit()
+          return job
+        },
+        enqueue: (payload, o) => enqueueJob(svc, queue, [{ payload, opts: o }])[0]!,
+        enqueueMany: (items) => enqueueJob(svc, queue, items),
+      }
+      handles.set(key, h)
+    }
+    return h
+  }
+
   // ---- lifecycle --------------------------------------------------------------------
 
   const runtime: Runtime = {
@@ -568,6 +813,10 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
           const filter = bridge.topics.eventFilter({ device: sub.device, service: sub.service, version: sub.version, event: sub.event })
           await bridge.subscribe(filter, onEvent(svc, subName, sub, createRecentMap<true>(inboxSize)))
         }
+        for (const [name, b] of Object.entries(svc.def.bindings)) {
+          const filter = bridge.topics.eventFilter({ device: b.device, service: b.service, version: b.version, event: b.event })
+          await bridge.subscribe(filter, onBound(svc, name, b))
+        }
       }
       const announce = (): void => {
         bridge
@@ -591,20 +840,27 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
         if (sopts?.waitForBroker === true) throw err
         rootLog.warn({ err: (err as Error).message }, 'broker unreachable at start; running offline and retrying')
         scheduler.start()
+        runner.start()
         return
       }
       scheduler.start()
+      runner.start()
       rootLog.info({ services: [...hosted.keys()] }, 'runtime started')
     },
     client: (contract) => clientFor(contract),
     invoke: (target, payload, o) => invoke(target, payload, o),
-    stats: () => ({ ...counters, bridge: bridge.stats(), schedules: scheduler.stats(), outbox: outbox?.stats() }),
+    queue: (contract, queue) => queueHandle(contract, queue) as never,
+    stats: () => ({ ...counters, bridge: bridge.stats(), schedules: scheduler.stats(), outbox: outbox?.stats(), queues: runner.stats() }),
     async stop(sopts) {
       if (stopping) return
       stopping = true
       scheduler.stop()
       const drainMs = sopts?.drainMs ?? 5_000
-      await Promise.race([Promise.all(running), new Promise((r) => setTimeout(r, drainMs).unref())])
+      await Promise.all([
+        // Workers get the same grace; their results go to the outbox before the pump stops.
+        runner.stop({ graceMs: drainMs, onShutdown: opts.jobsOnStop ?? 'release' }),
+        Promise.race([Promise.all(running), new Promise((r) => setTimeout(r, drainMs).unref())]),
+      ])
       for (const ac of controllers) ac.abort(new OutpostError(ErrorCode.CANCELLED, 'runtime is stopping'))
       // What the outbox still holds stays there for the next start; only publishes in flight are awaited.
       await pump?.stop(drainMs)

@@ -34,7 +34,8 @@ describe('device database', () => {
   })
 
   it('refuses a database written by a newer schema, without moving it', () => {
-    openDeviceDatabase({ path: file, migrations: [{ version: 5, description: 'future', up: () => {} }] }).close()
+    const future = MIGRATIONS.at(-1)!.version + 1
+    openDeviceDatabase({ path: file, migrations: [{ version: future, description: 'future', up: () => {} }] }).close()
     let err: unknown
     try {
       openDeviceDatabase({ path: file })

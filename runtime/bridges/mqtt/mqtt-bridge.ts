@@ -10,7 +10,7 @@ import { createEnvelopeCodec } from '../../wire/codec.js'
 import type { Envelope } from '../../wire/envelope.js'
 import { createMessageIdFactory } from '../../wire/message-id.js'
 import { assertTopicSegment, createTopics, topicMatches } from '../../wire/topics.js'
-import { backoffDelay, type BackoffOptions } from '../backoff.js'
+import { backoffDelay, type BackoffOptions } from '../../backoff.js'
 import { createBridgeStats, createPendingReplies, createStatusHub, snapshotStats } from '../bridge-kit.js'
 import { offlinePresence } from '../presence.js'
 

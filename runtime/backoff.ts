@@ -1,4 +1,4 @@
-/** Exponential backoff settings for reconnecting. */
+/** Exponential backoff settings (reconnects, job retries). */
 export interface BackoffOptions {
   /** First delay, ms (default 100). */
   initialMs?: number
@@ -9,7 +9,7 @@ export interface BackoffOptions {
 }
 
 /**
- * Delay before reconnect attempt `attempt` (1-based): exponential up to the cap, then
+ * Delay before attempt `attempt` (1-based) of a reconnect or retry: exponential up to the cap, then
  * "equal jitter" — a random point in the upper half — so a fleet that lost its broker
  * together does not come back in lockstep.
  */

@@ -1,0 +1,471 @@
+import type { Logger } from 'pino'
+import type { DeadReason } from '../contract/queue.js'
+import { ErrorCode, OutpostError, type WireError } from '../errors.js'
+import type { Clock } from '../ports/clock.js'
+import type { Job, QueueStore } from '../ports/queue-store.js'
+import { afterFailure, type QueuePolicy } from './retry-policy.js'
+
+/** How one attempt ended, as the runtime saw the worker finish. */
+export type RunOutcome =
+  | { kind: 'completed'; output: unknown }
+  | { kind: 'retry'; error: WireError; delayMs?: number }
+  | { kind: 'fail'; error: WireError; reason?: DeadReason }
+
+/** A job being worked on, as its worker's context sees it. */
+export interface RunningJob {
+  readonly job: Job
+  /** Aborts on lease loss, cancellation, the queue's timeout and shutdown. */
+  readonly signal: AbortSignal
+  /** Extends the lease now, recording `progress`. @returns false when the lease is lost */
+  heartbeat(progress?: unknown): boolean
+}
+
+/** The result events of one queue, as the runner asks for them. */
+export type ResultKind = 'completed' | 'failed' | 'dead' | 'progress'
+
+/** One declared queue, bound to its worker. */
+export interface RunnerQueue {
+  /** Name in the store (`<service>/<queue>`). */
+  key: string
+  /** Name in result events (`<queue>`). */
+  name: string
+  policy: QueuePolicy
+  /** True when the queue declares a progress schema (so `<queue>.progress` exists). */
+  reportsProgress: boolean
+  /** Runs the worker; never rejects. */
+  run(running: RunningJob): Promise<RunOutcome>
+  /** Stores `<queue>.<kind>` for delivery. @throws when it cannot be stored (rolls a `required` settlement back) */
+  result(kind: ResultKind, payload: Record<string, unknown>, job: Job): void
+}
+
+/** Counters of one queue on this runtime. */
+export interface QueueRunStats {
+  started: number
+  completed: number
+  retried: number
+  dead: number
+  /** Attempts whose result was ignored: lease lost, cancelled, or given back at shutdown. */
+  abandoned: number
+  /** Result events that could not be stored (bestEffort, or required after retries). */
+  resultsFailed: number
+}
+
+export interface QueueRunner {
+  start(): void
+  /** Jobs may be waiting in this queue (an enqueue, a redrive, a resume): look soon. */
+  kick(key: string): void
+  /** A job was cancelled: abort its worker if it runs here. */
+  cancelled(id: string): void
+  /**
+   * Stops leasing; gives back jobs leased ahead; waits up to `graceMs` for running workers,
+   * then aborts them and either releases their jobs (`release`) or leaves their leases to expire.
+   */
+  stop(opts: { graceMs: number; onShutdown: 'release' | 'expire' }): Promise<void>
+  stats(): Record<string, QueueRunStats>
+}
+
+interface Active {
+  q: QueueState
+  job: Job
+  ac: AbortController
+  startedAt: number
+  renewedAt: number
+  leaseUntil: number
+  /** The result will be ignored (lease lost, cancelled, abandoned at shutdown). */
+  abandoned: boolean
+  timedOut: boolean
+  /** Aborted because the runtime stops: an unfinished attempt is given back, not counted. */
+  stopping: boolean
+}
+
+interface Buffered {
+  job: Job
+  renewedAt: number
+}
+
+interface QueueState {
+  def: RunnerQueue
+  active: Set<Active>
+  buffer: Buffered[]
+  /** A lease should be tried at the next tick. */
+  wanted: boolean
+  cancelTimer?: () => void
+  stats: QueueRunStats
+}
+
+interface Settlement {
+  q: QueueState
+  job: Job
+  outcome: RunOutcome
+}
+
+/** Retry a settlement that could not be stored after this long (the outbox was full, say). */
+const SETTLE_RETRY_MS = 1_000
+/** Shortest wait before looking at a queue again when nothing could be leased. */
+const MIN_IDLE_MS = 25
+/** How often completed jobs past their retention are deleted. */
+const PRUNE_EVERY_MS = 60_000
+
+/**
+ * Runs the workers of a runtime's queues. Leases are taken in batches, and settlements
+ * (complete / retry / dead-letter, with their result events) are group-committed: one
+ * transaction per turn of the event loop settles every attempt that finished and leases the
+ * next jobs. A worker slot frees as soon as its handler settles, so with `prefetch` one commit
+ * covers many short jobs.
+ */
+export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: Logger; queues: RunnerQueue[]; afterCommit: () => void; pollMs?: number; random?: () => number }): QueueRunner {
+  const { store, clock, log } = opts
+  const pollMs = opts.pollMs ?? 1_000
+  const queues = new Map<string, QueueState>()
+  for (const def of opts.queues) {
+    queues.set(def.key, { def, active: new Set(), buffer: [], wanted: true, stats: { started: 0, completed: 0, retried: 0, dead: 0, abandoned: 0, resultsFailed: 0 } })
+  }
+  const all = [...queues.values()]
+  let pending: Settlement[] = []
+  let scheduled = false
+  let started = false
+  let stopping = false
+  let stopped = false
+  let cancelSweep: (() => void) | undefined
+  let cancelSettleRetry: (() => void) | undefined
+  let lastPrune = 0
+  let onIdle: (() => void) | undefined
+
+  const schedule = (): void => {
+    if (scheduled || stopped || !started) return
+    scheduled = true
+    setImmediate(tick)
+  }
+
+  const abandon = (a: Active, reason: OutpostError): void => {
+    if (a.abandoned) return
+    a.abandoned = true
+    a.ac.abort(reason)
+  }
+
+  // ---- settling ---------------------------------------------------------------------
+
+  const head = (job: Job): Record<string, unknown> => ({ jobId: job.id, queue: job.queue.slice(job.queue.indexOf('/') + 1), attempt: job.attempt })
+
+  /** Emits a result event: inside the settlement for `required`, guarded for `bestEffort`. */
+  const emitResult = (q: QueueState, kind: ResultKind, payload: Record<string, unknown>, job: Job): void => {
+    if (q.def.policy.results === 'required') return q.def.result(kind, payload, job)
+    try {
+      q.def.result(kind, payload, job)
+    } catch (err) {
+      q.stats.resultsFailed++
+      log.warn({ queue: q.def.key, jobId: job.id, event: kind, err: (err as Error).message }, 'result event not stored (bestEffort)')
+    }
+  }
+
+  /** What a settlement came to, counted once its savepoint committed. */
+  type Settled = 'completed' | 'retried' | 'dead' | 'stale'
+
+  const bury = (q: QueueState, job: Job, error: WireError, reason: DeadReason, now: number): Settled => {
+    if (!store.moveToDead(job.id, job.attempt, error.message, now, { code: error.code, reason })) return 'stale'
+    emitResult(q, 'dead', { ...head(job), reason, error: { code: error.code, message: error.message } }, job)
+    return 'dead'
+  }
+
+  /** Records one outcome; a stale lease (expired and taken again, cancelled) changes nothing. */
+  const settleOne = ({ q, job, outcome }: Settlement, now: number): Settled => {
+    if (outcome.kind === 'completed') {
+      if (!store.complete(job.id, job.attempt, outcome.output, now)) return 'stale'
+      emitResult(q, 'completed', { ...head(job), output: outcome.output }, job)
+      return 'completed'
+    }
+    if (outcome.kind === 'fail') return bury(q, job, outcome.error, outcome.reason ?? 'failed', now)
+    const next = afterFailure(job, q.def.policy, now, outcome.delayMs, opts.random)
+    if ('dead' in next) return bury(q, job, outcome.error, next.dead, now)
+    if (!store.retry(job.id, job.attempt, next.retryAt, outcome.error.message, now, { code: outcome.error.code })) return 'stale'
+    emitResult(q, 'failed', { ...head(job), error: { code: outcome.error.code, message: outcome.error.message }, retryAt: next.retryAt }, job)
+    return 'retried'
+  }
+
+  // ---- one turn: settle what finished, lease what fits --------------------------------
+
+  const tick = (): void => {
+    scheduled = false
+    if (stopped && pending.length === 0) return
+    const now = clock.now()
+    const batch = pending
+    pending = []
+    const failed: Settlement[] = []
+    const done: [QueueState, Settled][] = []
+    const leased: [QueueState, Job[]][] = []
+    try {
+      store.transaction(() => {
+        for (const s of batch) {
+          try {
+            // Its own savepoint: one settlement that cannot be stored does not undo the others.
+            done.push([s.q, store.transaction(() => settleOne(s, now))])
+          } catch (err) {
+            failed.push(s)
+            log.warn({ queue: s.q.def.key, jobId: s.job.id, err: (err as Error).message }, 'job outcome not stored yet; trying again')
+          }
+        }
+        if (stopping) return
+        for (const q of all) {
+          if (!q.wanted) continue
+          const room = q.def.policy.concurrency + q.def.policy.prefetch - q.active.size - q.buffer.length
+          if (room <= 0) continue
+          q.wanted = false
+          const jobs = store.lease(q.def.key, room, now, q.def.policy.leaseMs)
+          leased.push([q, jobs])
+        }
+      })
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'queue store commit failed; trying again')
+      pending = batch.concat(pending)
+      for (const q of all) q.wanted = true
+      return settleLater()
+    }
+    if (failed.length > 0) {
+      pending = failed.concat(pending)
+      settleLater()
+    }
+    for (const [q, what] of done) {
+      if (what === 'stale') q.stats.abandoned++
+      else q.stats[what]++
+    }
+    if (batch.length > 0) opts.afterCommit()
+    for (const [q, jobs] of leased) {
+      for (const job of jobs) q.buffer.push({ job, renewedAt: now })
+      fill(q)
+      // Room left means nothing more is leasable now; otherwise the next freed slot looks again.
+      const room = q.def.policy.concurrency + q.def.policy.prefetch - q.active.size - q.buffer.length
+      if (room > 0) idle(q, now)
+    }
+    if (stopping && pending.length === 0 && all.every((q) => q.active.size === 0)) onIdle?.()
+  }
+
+  const settleLater = (): void => {
+    if (cancelSettleRetry !== undefined || stopped) return
+    cancelSettleRetry = clock.setTimer(clock.now() + SETTLE_RETRY_MS, () => {
+      cancelSettleRetry = undefined
+      schedule()
+    })
+  }
+
+  /** Nothing (more) to lease now: look again when the next job is due, or after `pollMs` (another process may enqueue, redrive or resume). */
+  const idle = (q: QueueState, now: number): void => {
+    q.cancelTimer?.()
+    const due = store.isPaused(q.def.key) ? undefined : store.nextDueAt(q.def.key)
+    const wait = due === undefined ? pollMs : Math.min(pollMs, Math.max(MIN_IDLE_MS, due - now))
+    q.cancelTimer = clock.setTimer(now + wait, () => {
+      q.cancelTimer = undefined
+      q.wanted = true
+      schedule()
+    })
+  }
+
+  // ---- running ------------------------------------------------------------------------
+
+  /** Starts buffered jobs while worker slots are free. */
+  const fill = (q: QueueState): void => {
+    while (!stopping && q.active.size < q.def.policy.concurrency && q.buffer.length > 0) begin(q, q.buffer.shift()!)
+  }
+
+  const begin = (q: QueueState, b: Buffered): void => {
+    const job = b.job
+    if (job.attempt > q.def.policy.maxAttempts) {
+      // Taken again after its lease ran out more often than it may be tried: the process
+      // running it died or froze each time. Do not run it once more.
+      const error = { code: ErrorCode.LEASE_LOST, message: `lost its lease on each of ${job.attempt - 1} attempts (the device died or froze while running it)` }
+      pending.push({ q, job, outcome: { kind: 'fail', error, reason: 'attempts' } })
+      return schedule()
+    }
+    const now = clock.now()
+    const a: Active = { q, job, ac: new AbortController(), startedAt: now, renewedAt: b.renewedAt, leaseUntil: job.leaseUntil!, abandoned: false, timedOut: false, stopping: false }
+    q.active.add(a)
+    q.stats.started++
+    const running: RunningJob = {
+      job,
+      signal: a.ac.signal,
+      heartbeat: (progress) => heartbeat(a, progress),
+    }
+    q.def.run(running).then(
+      (outcome) => finished(a, outcome),
+      (err: unknown) => finished(a, { kind: 'retry', error: { code: ErrorCode.INTERNAL, message: (err as Error)?.message ?? 'internal error' } }),
+    )
+  }
+
+  const finished = (a: Active, outcome: RunOutcome): void => {
+    const q = a.q
+    q.active.delete(a)
+    if (a.abandoned) {
+      q.stats.abandoned++
+    } else if (a.stopping && outcome.kind !== 'completed') {
+      // Interrupted by shutdown: not the job's fault, not an attempt.
+      q.stats.abandoned++
+      try {
+        store.release(a.job.id, a.job.attempt, clock.now())
+      } catch (err) {
+        log.warn({ jobId: a.job.id, err: (err as Error).message }, 'job not released; its lease will expire')
+      }
+    } else {
+      const timeout = a.timedOut && outcome.kind === 'completed'
+      pending.push({ q, job: a.job, outcome: timeout ? { kind: 'retry', error: { code: ErrorCode.TIMEOUT, message: `attempt ran past its ${q.def.policy.timeoutMs} ms timeout` } } : outcome })
+    }
+    fill(q)
+    q.wanted = true // a slot is free: the next turn leases for it
+    schedule()
+  }
+
+  const heartbeat = (a: Active, progress: unknown): boolean => {
+    if (a.abandoned) return false
+    const now = clock.now()
+    const policy = a.q.def.policy
+    let ok = false
+    try {
+      store.transaction(() => {
+        ok = store.heartbeat(a.job.id, a.job.attempt, now, policy.leaseMs, progress)
+        if (!ok || progress === undefined || !a.q.def.reportsProgress) return
+        try {
+          a.q.def.result('progress', { ...head(a.job), progress }, a.job)
+        } catch (err) {
+          // Progress is a hint: a report that cannot be stored does not cost the lease.
+          a.q.stats.resultsFailed++
+          log.warn({ jobId: a.job.id, err: (err as Error).message }, 'progress event not stored')
+        }
+      })
+    } catch (err) {
+      log.warn({ jobId: a.job.id, err: (err as Error).message }, 'heartbeat not stored')
+      return true // the lease still runs until leaseUntil; the sweep will try again
+    }
+    if (!ok) {
+      abandon(a, new OutpostError(ErrorCode.LEASE_LOST, `job ${a.job.id} lost its lease`))
+      return false
+    }
+    a.renewedAt = now
+    a.leaseUntil = now + policy.leaseMs
+    if (progress !== undefined) opts.afterCommit()
+    return true
+  }
+
+  // ---- the sweep: renew leases, notice lost ones and timeouts, prune ------------------
+
+  // Lease loss is noticed within one sweep (a third of the lease when workers heartbeat by hand).
+  const sweepEvery = Math.max(
+    10,
+    Math.floor(Math.min(
+      ...all.map((q) => {
+        const p = q.def.policy
+        const renew = p.heartbeatMs > 0 ? p.heartbeatMs : p.leaseMs / 3
+        return p.timeoutMs === undefined ? renew : Math.min(renew, p.timeoutMs / 4)
+      }),
+      PRUNE_EVERY_MS,
+    )),
+  )
+
+  const sweep = (): void => {
+    const now = clock.now()
+    const lost: Active[] = []
+    try {
+      store.transaction(() => {
+        for (const q of all) {
+          const p = q.def.policy
+          const renewEvery = p.heartbeatMs > 0 ? p.heartbeatMs : p.leaseMs / 3
+          // Leased ahead and not started: held by this runtime, so renewed by it.
+          q.buffer = q.buffer.filter((b) => {
+            if (now - b.renewedAt < renewEvery) return true
+            if (!store.heartbeat(b.job.id, b.job.attempt, now, p.leaseMs)) return false
+            b.renewedAt = now
+            b.job.leaseUntil = now + p.leaseMs
+            return true
+          })
+          for (const a of q.active) {
+            if (a.abandoned) continue
+            if (p.timeoutMs !== undefined && !a.timedOut && now - a.startedAt >= p.timeoutMs) {
+              a.timedOut = true
+              a.ac.abort(new OutpostError(ErrorCode.TIMEOUT, `job ${a.job.id} ran past its ${p.timeoutMs} ms timeout`))
+            }
+            if (p.heartbeatMs > 0 && !a.timedOut && now - a.renewedAt >= p.heartbeatMs) {
+              if (store.heartbeat(a.job.id, a.job.attempt, now, p.leaseMs)) {
+                a.renewedAt = now
+                a.leaseUntil = now + p.leaseMs
+              } else lost.push(a)
+            } else if (a.leaseUntil <= now) lost.push(a)
+          }
+          if (now - lastPrune >= PRUNE_EVERY_MS) store.pruneCompleted(q.def.key, now - p.keepCompletedMs)
+        }
+      })
+      if (now - lastPrune >= PRUNE_EVERY_MS) lastPrune = now
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'lease renewal not stored; trying again at the next sweep')
+    }
+    for (const a of lost) abandon(a, new OutpostError(ErrorCode.LEASE_LOST, `job ${a.job.id} lost its lease`))
+    if (!stopped) cancelSweep = clock.setTimer(clock.now() + sweepEvery, sweep)
+  }
+
+  return {
+    start() {
+      if (started || all.length === 0) return
+      started = true
+      lastPrune = clock.now() - PRUNE_EVERY_MS // prune at the first sweep
+      cancelSweep = clock.setTimer(clock.now() + sweepEvery, sweep)
+      schedule()
+    },
+    kick(key) {
+      const q = queues.get(key)
+      if (q === undefined) return
+      q.wanted = true
+      schedule()
+    },
+    cancelled(id) {
+      for (const q of all) {
+        for (const a of q.active) if (a.job.id === id) abandon(a, new OutpostError(ErrorCode.CANCELLED, `job ${id} was cancelled`))
+        q.buffer = q.buffer.filter((b) => b.job.id !== id)
+      }
+    },
+    async stop({ graceMs, onShutdown }) {
+      if (stopping || !started) return
+      stopping = true
+      for (const q of all) q.cancelTimer?.()
+      const now = clock.now()
+      try {
+        store.transaction(() => {
+          for (const q of all) for (const b of q.buffer.splice(0)) store.release(b.job.id, b.job.attempt, now)
+        })
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'jobs leased ahead not released; their leases will expire')
+      }
+      const busy = (): boolean => pending.length > 0 || all.some((q) => q.active.size > 0)
+      const waitIdle = (ms: number): Promise<void> =>
+        busy()
+          ? new Promise<void>((resolve) => {
+              const t = setTimeout(resolve, ms)
+              onIdle = () => {
+                clearTimeout(t)
+                resolve()
+              }
+              schedule()
+            })
+          : Promise.resolve()
+      await waitIdle(graceMs)
+      const left = all.flatMap((q) => [...q.active])
+      for (const a of left) {
+        a.stopping = true
+        a.ac.abort(new OutpostError(ErrorCode.CANCELLED, 'runtime is stopping'))
+      }
+      if (left.length > 0) await waitIdle(Math.min(graceMs, 1_000))
+      // Workers that ignore their signal: give the job back now, or let its lease run out.
+      const stuck = all.flatMap((q) => [...q.active])
+      try {
+        store.transaction(() => {
+          for (const a of stuck) {
+            a.abandoned = true
+            if (onShutdown === 'release') store.release(a.job.id, a.job.attempt, clock.now())
+          }
+        })
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'running jobs not released; their leases will expire')
+      }
+      tick() // settle whatever finished
+      stopped = true
+      cancelSweep?.()
+      cancelSettleRetry?.()
+    },
+    stats: () => Object.fromEntries(all.map((q) => [q.def.key, { ...q.stats }])),
+  }
+}

@@ -15,20 +15,29 @@ export interface OutboxAccounting {
   removed(stream: string, bytes: number, why: 'delivered' | 'dropped'): void
   /** Several delivered entries of one stream at once. */
   removedMany(stream: string, bytes: number, count: number): void
+  /** Takes entries and bytes per stream from the store again (after a rollback undid appends or drops). */
+  recount(current: { stream: string; bytes: number; entries: number }[]): void
 }
 
 /** Creates the bookkeeping for given per-stream limits. */
 export function createOutboxAccounting(limits: Record<string, OutboxStreamLimits> = {}, initial: { stream: string; bytes: number; entries: number }[] = []): OutboxAccounting {
   const bytes = new Map<string, number>()
   const stats: OutboxStats = { entries: 0, bytes: 0, appended: 0, delivered: 0, rejected: 0, dropped: {} }
-  for (const i of initial) {
-    bytes.set(i.stream, i.bytes)
-    stats.entries += i.entries
-    stats.bytes += i.bytes
+  const recount = (current: { stream: string; bytes: number; entries: number }[]): void => {
+    bytes.clear()
+    stats.entries = 0
+    stats.bytes = 0
+    for (const i of current) {
+      bytes.set(i.stream, i.bytes)
+      stats.entries += i.entries
+      stats.bytes += i.bytes
+    }
   }
+  recount(initial)
   const limitsOf = (stream: string): OutboxStreamLimits => limits[stream] ?? limits['*'] ?? DEFAULT_STREAM_LIMITS
   return {
     stats,
+    recount,
     bytesOf: (stream) => bytes.get(stream) ?? 0,
     limitsOf,
     admit(stream, size) {

@@ -67,7 +67,10 @@ export interface QueueRunner {
 interface Active {
   q: QueueState
   job: Job
-  ac: AbortController
+  /** Made when the worker first looks at its signal (most short jobs never do). */
+  ac: AbortController | undefined
+  /** Why it was aborted, kept for a signal made later. */
+  abortedWith: unknown
   startedAt: number
   renewedAt: number
   leaseUntil: number
@@ -137,10 +140,23 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
     setImmediate(tick)
   }
 
+  const abort = (a: Active, reason: OutpostError): void => {
+    if (a.abortedWith !== undefined) return
+    a.abortedWith = reason
+    a.ac?.abort(reason)
+  }
+  const signalOf = (a: Active): AbortSignal => {
+    if (a.ac === undefined) {
+      a.ac = new AbortController()
+      if (a.abortedWith !== undefined) a.ac.abort(a.abortedWith)
+    }
+    return a.ac.signal
+  }
+
   const abandon = (a: Active, reason: OutpostError): void => {
     if (a.abandoned) return
     a.abandoned = true
-    a.ac.abort(reason)
+    abort(a, reason)
   }
 
   // ---- settling ---------------------------------------------------------------------
@@ -190,14 +206,21 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
     const now = clock.now()
     const batch = pending
     pending = []
-    const failed: Settlement[] = []
-    const done: [QueueState, Settled][] = []
-    const leased: [QueueState, Job[]][] = []
-    try {
+    let failed: Settlement[] = []
+    let done: [QueueState, Settled][] = []
+    let leased: [QueueState, Job[]][] = []
+    /** One commit: settle the batch, then lease. `isolated` gives each settlement a savepoint of its own. */
+    const turn = (isolated: boolean): void =>
       store.transaction(() => {
+        failed = []
+        done = []
+        leased = []
         for (const s of batch) {
+          if (!isolated) {
+            done.push([s.q, settleOne(s, now)])
+            continue
+          }
           try {
-            // Its own savepoint: one settlement that cannot be stored does not undo the others.
             done.push([s.q, store.transaction(() => settleOne(s, now))])
           } catch (err) {
             failed.push(s)
@@ -209,17 +232,23 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
           if (!q.wanted) continue
           const room = q.def.policy.concurrency + q.def.policy.prefetch - q.active.size - q.buffer.length
           if (room <= 0) continue
-          q.wanted = false
-          const jobs = store.lease(q.def.key, room, now, q.def.policy.leaseMs)
-          leased.push([q, jobs])
+          leased.push([q, store.lease(q.def.key, room, now, q.def.policy.leaseMs)])
         }
       })
+    try {
+      try {
+        turn(false)
+      } catch {
+        // Something in the batch could not be stored (a result event the outbox refuses, say):
+        // again, each settlement on its own, so the rest still commit.
+        turn(true)
+      }
     } catch (err) {
       log.error({ err: (err as Error).message }, 'queue store commit failed; trying again')
       pending = batch.concat(pending)
-      for (const q of all) q.wanted = true
       return settleLater()
     }
+    for (const [q] of leased) q.wanted = false
     if (failed.length > 0) {
       pending = failed.concat(pending)
       settleLater()
@@ -276,12 +305,14 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
       return schedule()
     }
     const now = clock.now()
-    const a: Active = { q, job, ac: new AbortController(), startedAt: now, renewedAt: b.renewedAt, leaseUntil: job.leaseUntil!, abandoned: false, timedOut: false, stopping: false }
+    const a: Active = { q, job, ac: undefined, abortedWith: undefined, startedAt: now, renewedAt: b.renewedAt, leaseUntil: job.leaseUntil!, abandoned: false, timedOut: false, stopping: false }
     q.active.add(a)
     q.stats.started++
     const running: RunningJob = {
       job,
-      signal: a.ac.signal,
+      get signal() {
+        return signalOf(a)
+      },
       heartbeat: (progress) => heartbeat(a, progress),
     }
     q.def.run(running).then(
@@ -378,7 +409,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
             if (a.abandoned) continue
             if (p.timeoutMs !== undefined && !a.timedOut && now - a.startedAt >= p.timeoutMs) {
               a.timedOut = true
-              a.ac.abort(new OutpostError(ErrorCode.TIMEOUT, `job ${a.job.id} ran past its ${p.timeoutMs} ms timeout`))
+              abort(a, new OutpostError(ErrorCode.TIMEOUT, `job ${a.job.id} ran past its ${p.timeoutMs} ms timeout`))
             }
             if (p.heartbeatMs > 0 && !a.timedOut && now - a.renewedAt >= p.heartbeatMs) {
               if (store.heartbeat(a.job.id, a.job.attempt, now, p.leaseMs)) {
@@ -446,7 +477,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
       const left = all.flatMap((q) => [...q.active])
       for (const a of left) {
         a.stopping = true
-        a.ac.abort(new OutpostError(ErrorCode.CANCELLED, 'runtime is stopping'))
+        abort(a, new OutpostError(ErrorCode.CANCELLED, 'runtime is stopping'))
       }
       if (left.length > 0) await waitIdle(Math.min(graceMs, 1_000))
       // Workers that ignore their signal: give the job back now, or let its lease run out.

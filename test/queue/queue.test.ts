@@ -188,7 +188,9 @@ describe('durable queues', () => {
     await clock.advance(1_000)
     await until(() => seen.results.length === 2)
     const second = seen.results[1]!.payload
-    expect(Number(second.retryAt) - clock.now()).toBeGreaterThanOrEqual(1_000) // [1000, 2000] after attempt 2
+    // Attempt 2 ran between its due time and T0 + 1 s; its delay lies in [1000, 2000] ms.
+    expect(Number(second.retryAt)).toBeGreaterThanOrEqual(Number(first.retryAt) + 1_000)
+    expect(Number(second.retryAt)).toBeLessThanOrEqual(T0 + 3_000)
     await clock.advance(2_000)
     await until(() => seen.results.length === 3)
     expect(seen.results[2]).toMatchObject({ name: 'resize.dead', payload: { jobId: ref.id, attempt: 3, reason: 'attempts', error: { code: 'INTERNAL' } } })

@@ -37,6 +37,14 @@ export interface DeviceDatabase {
   readonly quarantinedTo?: string
   /** Registers work to finish before the database closes (e.g. deleting acknowledged outbox entries). */
   beforeClose(fn: () => void): void
+  /**
+   * Runs `fn` as one transaction (`BEGIN IMMEDIATE`), or as a savepoint inside one that is
+   * open; everything it wrote is undone when it throws. Statements are prepared once, so this
+   * costs two statements, not a new wrapper per call.
+   */
+  transaction<T>(fn: () => T): T
+  /** Registers what to redo in memory if the innermost open transaction or savepoint is rolled back (e.g. recount a cache). */
+  onRollback(fn: () => void): void
   /** True once closed. */
   readonly closed: boolean
   /** Runs the `beforeClose` work, then closes the database; idempotent. */
@@ -117,12 +125,51 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
   }
   let closed = false
   const hooks: (() => void)[] = []
+  const begin = db.prepare('BEGIN IMMEDIATE')
+  const commit = db.prepare('COMMIT')
+  const rollback = db.prepare('ROLLBACK')
+  const savepoint = db.prepare('SAVEPOINT outpost')
+  const release = db.prepare('RELEASE outpost')
+  const rollbackTo = db.prepare('ROLLBACK TO outpost')
+  // One list of rollback work per open level: a released savepoint hands its list to the level below.
+  const undo: (() => void)[][] = []
+  const rolledBack = (): void => {
+    for (const fn of undo.pop() ?? []) fn()
+  }
   return {
     db,
     path: opts.path,
     version,
     quarantinedTo,
     beforeClose: (fn) => void hooks.push(fn),
+    onRollback: (fn) => void undo.at(-1)?.push(fn),
+    transaction<T>(fn: () => T): T {
+      const nested = db.inTransaction
+      nested ? savepoint.run() : begin.run()
+      undo.push([])
+      let result: T
+      try {
+        result = fn()
+      } catch (err) {
+        // (An I/O error may have ended the whole transaction already: then there is nothing to roll back.)
+        if (nested && db.inTransaction) {
+          rollbackTo.run()
+          release.run()
+        } else if (!nested && db.inTransaction) rollback.run()
+        rolledBack()
+        throw err
+      }
+      try {
+        nested ? release.run() : commit.run()
+      } catch (err) {
+        if (db.inTransaction && !nested) rollback.run()
+        rolledBack()
+        throw err
+      }
+      const mine = undo.pop()!
+      if (nested) undo.at(-1)?.push(...mine)
+      return result
+    },
     get closed() {
       return closed
     },

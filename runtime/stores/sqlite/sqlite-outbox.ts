@@ -14,8 +14,17 @@ interface Row {
 export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Record<string, OutboxStreamLimits>; now?: () => number } = {}): Outbox {
   const db = database.db
   const now = opts.now ?? Date.now
-  const initial = db.prepare('SELECT stream, SUM(bytes) AS bytes, COUNT(*) AS entries FROM outbox GROUP BY stream').all() as { stream: string; bytes: number; entries: number }[]
-  const acct = createOutboxAccounting(opts.limits, initial)
+  const totals = db.prepare<[], { stream: string; bytes: number; entries: number }>('SELECT stream, SUM(bytes) AS bytes, COUNT(*) AS entries FROM outbox GROUP BY stream')
+  const acct = createOutboxAccounting(opts.limits, totals.all())
+  // The newest entries, as appended: a pump that keeps up reads them from here, not back from
+  // the file. Only a contiguous tail is kept; a rollback or a drop clears it.
+  const TAIL = 1_024
+  let tail: OutboxEntry[] = []
+  // An append inside a larger transaction (a job's result event) is undone with it: count again.
+  const recount = (): void => {
+    tail = []
+    acct.recount(totals.all())
+  }
   const insert = db.prepare('INSERT INTO outbox (stream, topic, frame, retain, bytes, created_at) VALUES (?, ?, ?, ?, ?, ?)')
   const select = db.prepare<[number, number], Row>('SELECT seq, stream, topic, frame, retain FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?')
   const remove = db.prepare<[number], { stream: string; bytes: number }>('DELETE FROM outbox WHERE seq = ? RETURNING stream, bytes')
@@ -26,7 +35,7 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   const sumRange = db.prepare<[number, number], { stream: string; bytes: number; n: number }>('SELECT stream, SUM(bytes) AS bytes, COUNT(*) AS n FROM outbox WHERE seq BETWEEN ? AND ? GROUP BY stream')
   const removeRange = db.prepare('DELETE FROM outbox WHERE seq BETWEEN ? AND ?')
   // Acks arrive mostly in order: runs of consecutive seqs are deleted with one range statement.
-  const removeAll = db.transaction((seqs: number[]) => {
+  const removeAll = (seqs: number[]): void => database.transaction(() => {
     seqs.sort((a, b) => a - b)
     let i = 0
     while (i < seqs.length) {
@@ -45,6 +54,12 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   const flush = (): void => {
     flushScheduled = false
     if (acked.length === 0 || database.closed) return
+    if (db.inTransaction) {
+      // Not inside someone else's transaction, which may still roll back: a moment later.
+      flushScheduled = true
+      setImmediate(flush)
+      return
+    }
     const seqs = acked
     acked = []
     removeAll(seqs)
@@ -52,8 +67,8 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   const oldest = db.prepare<[string], { seq: number; bytes: number }>('SELECT seq, bytes FROM outbox WHERE stream = ? ORDER BY seq LIMIT 64')
   const drop = db.prepare('DELETE FROM outbox WHERE seq = ?')
 
-  const append = db.transaction((e: Omit<OutboxEntry, 'seq'>): number => {
-    flush()
+  const appendNow = (e: Omit<OutboxEntry, 'seq'>): number => {
+    database.onRollback(recount)
     const size = e.frame.length
     let over = acct.admit(e.stream, size)
     while (over > 0) {
@@ -62,14 +77,25 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
       for (const v of victims) {
         if (over <= 0) break
         drop.run(v.seq)
+        tail = []
         acct.removed(e.stream, v.bytes, 'dropped')
         over -= v.bytes
       }
     }
-    const r = insert.run(e.stream, e.topic, e.frame, e.retain ? 1 : 0, size, now())
+    const seq = Number(insert.run(e.stream, e.topic, e.frame, e.retain ? 1 : 0, size, now()).lastInsertRowid)
     acct.added(e.stream, size)
-    return Number(r.lastInsertRowid)
-  })
+    if (tail.length > 0 && tail.at(-1)!.seq !== seq - 1) tail = []
+    tail.push({ seq, stream: e.stream, topic: e.topic, frame: e.frame, retain: e.retain })
+    if (tail.length > TAIL) tail = tail.slice(TAIL / 2)
+    return seq
+  }
+  // Inside a larger transaction (a job's settlement) the append joins it, and is undone with it.
+  // Acknowledged entries are deleted only in a commit of their own, never one that may roll back.
+  const append = (e: Omit<OutboxEntry, 'seq'>): number => {
+    if (db.inTransaction) return appendNow(e)
+    flush()
+    return database.transaction(() => appendNow(e))
+  }
 
   database.beforeClose(flush)
 
@@ -77,9 +103,15 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
     append: (e) => append(e),
     peek: (after, limit) => {
       flush()
+      if (tail.length > 0 && tail[0]!.seq <= after + 1) {
+        const from = tail.findIndex((t) => t.seq > after)
+        return from < 0 ? [] : tail.slice(from, from + limit)
+      }
       return select.all(after, limit).map((r) => ({ seq: r.seq, stream: r.stream, topic: r.topic, frame: r.frame, retain: r.retain === 1 }))
     },
     ack(seq) {
+      // What was delivered leaves the tail too: a pump starting over must not send it again.
+      while (tail.length > 0 && tail[0]!.seq <= seq) tail.shift()
       acked.push(seq)
       if (acked.length >= 512) flush()
       else if (!flushScheduled) {

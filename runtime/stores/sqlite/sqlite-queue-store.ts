@@ -53,19 +53,22 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   }
 
   const byId = db.prepare<[string], Row>('SELECT * FROM jobs WHERE id = ?')
-  const byKey = db.prepare<[string, string], Row>('SELECT * FROM jobs WHERE queue = ? AND idem_key = ?')
+  const byKey = db.prepare<[string, string], Row>('SELECT * FROM jobs WHERE queue = ? AND idem_key = ? AND idem_key IS NOT NULL')
   const insert = db.prepare(
     `INSERT INTO jobs (id, queue, state, payload, priority, run_at, attempt, idem_key, corr, traceparent, error, error_code, dead_reason, created_at, updated_at)
      VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)`,
   )
-  // Two index walks instead of one OR: ready jobs come in index order, expired leases are few.
-  const readyJobs = db.prepare<[string, number, number], Row>(
-    "SELECT * FROM jobs WHERE queue = ? AND state = 'ready' AND run_at <= ? ORDER BY priority DESC, run_at, created_at LIMIT ?",
+  // Ready jobs are taken in one statement (index order, then RETURNING the updated rows).
+  const takeReady = db.prepare<[number, number, string, number, number], Row>(
+    `UPDATE jobs SET state = 'leased', attempt = attempt + 1, lease_until = ?, updated_at = ?
+     WHERE id IN (SELECT id FROM jobs WHERE queue = ? AND state = 'ready' AND run_at <= ? ORDER BY priority DESC, run_at, created_at LIMIT ?)
+     RETURNING *`,
   )
-  const expiredJobs = db.prepare<[string, number, number], Row>(
-    "SELECT * FROM jobs WHERE queue = ? AND state = 'leased' AND lease_until <= ? ORDER BY lease_until LIMIT ?",
+  const takeExpired = db.prepare<[number, number, string, number, number], Row>(
+    `UPDATE jobs SET attempt = attempt + 1, lease_until = ?, updated_at = ?
+     WHERE id IN (SELECT id FROM jobs WHERE queue = ? AND state = 'leased' AND lease_until <= ? ORDER BY lease_until LIMIT ?)
+     RETURNING *`,
   )
-  const take = db.prepare("UPDATE jobs SET state = 'leased', attempt = attempt + 1, lease_until = ?, updated_at = ? WHERE id = ?")
   const extend = db.prepare("UPDATE jobs SET lease_until = ?, updated_at = ?, progress = COALESCE(?, progress) WHERE id = ? AND attempt = ? AND state = 'leased' AND lease_until > ?")
   const finish = db.prepare("UPDATE jobs SET state = 'completed', output = ?, lease_until = NULL, updated_at = ? WHERE id = ? AND attempt = ? AND state = 'leased'")
   const again = db.prepare("UPDATE jobs SET state = 'ready', run_at = ?, error = ?, error_code = ?, lease_until = NULL, updated_at = ? WHERE id = ? AND attempt = ? AND state = 'leased'")
@@ -74,7 +77,7 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   const cancelOne = db.prepare(
     "UPDATE jobs SET state = 'dead', error = 'cancelled', error_code = 'CANCELLED', dead_reason = 'cancelled', lease_until = NULL, updated_at = ? WHERE id = ? AND state IN ('ready', 'leased')",
   )
-  const dead = db.prepare<[string, number], Row>("SELECT * FROM jobs WHERE queue = ? AND state = 'dead' ORDER BY updated_at, id LIMIT ?")
+  const dead = db.prepare<[string, number], Row>("SELECT * FROM jobs WHERE queue = ? AND state = 'dead' ORDER BY updated_at LIMIT ?")
   const redriveAll = db.prepare("UPDATE jobs SET state = 'ready', attempt = 0, run_at = ?, error = NULL, error_code = NULL, dead_reason = NULL, updated_at = ? WHERE queue = ? AND state = 'dead'")
   const redriveOne = db.prepare("UPDATE jobs SET state = 'ready', attempt = 0, run_at = ?, error = NULL, error_code = NULL, dead_reason = NULL, updated_at = ? WHERE queue = ? AND state = 'dead' AND id = ?")
   const purgeState = db.prepare('DELETE FROM jobs WHERE queue = ? AND state = ?')
@@ -82,19 +85,13 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   const pausedOf = db.prepare<[string], { paused: number }>('SELECT paused FROM queues WHERE queue = ?')
   const setPause = db.prepare('INSERT INTO queues (queue, paused) VALUES (?, ?) ON CONFLICT (queue) DO UPDATE SET paused = excluded.paused')
   const names = db.prepare<[], { queue: string }>('SELECT DISTINCT queue FROM jobs UNION SELECT queue FROM queues ORDER BY 1')
-  const counts = db.prepare<[number, number, number, string], { ready: number; delayed: number; leased: number; completed: number; dead: number; oldest: number | null }>(
-    `SELECT
-       SUM(state = 'ready' AND run_at <= ?) AS ready,
-       SUM(state = 'ready' AND run_at > ?) AS delayed,
-       SUM(state = 'leased') AS leased,
-       SUM(state = 'completed') AS completed,
-       SUM(state = 'dead') AS dead,
-       MIN(CASE WHEN state = 'ready' AND run_at <= ? THEN run_at END) AS oldest
-     FROM jobs WHERE queue = ?`,
+  // Each count walks one partial index (no scan of the whole table).
+  const countReady = db.prepare<[number, number, number, string], { ready: number; delayed: number; oldest: number | null }>(
+    "SELECT SUM(run_at <= ?) AS ready, SUM(run_at > ?) AS delayed, MIN(CASE WHEN run_at <= ? THEN run_at END) AS oldest FROM jobs WHERE queue = ? AND state = 'ready'",
   )
-  const due = db.prepare<[string], { at: number | null }>(
-    "SELECT MIN(CASE WHEN state = 'ready' THEN run_at WHEN state = 'leased' THEN lease_until END) AS at FROM jobs WHERE queue = ? AND state IN ('ready', 'leased')",
-  )
+  const countState = db.prepare<[string, string], { n: number }>('SELECT COUNT(*) AS n FROM jobs WHERE queue = ? AND state = ?')
+  const dueReady = db.prepare<[string], { at: number | null }>("SELECT MIN(run_at) AS at FROM jobs WHERE queue = ? AND state = 'ready'")
+  const dueLease = db.prepare<[string], { at: number | null }>("SELECT MIN(lease_until) AS at FROM jobs WHERE queue = ? AND state = 'leased'")
 
   const enqueueOne = (input: EnqueueInput, now: number): { job: Job; created: boolean } => {
     if (input.idempotencyKey !== undefined) {
@@ -119,32 +116,27 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     return { job, created: true }
   }
 
+  // Expired leases are looked for when ready jobs run short, and at least once a second.
+  const EXPIRED_EVERY_MS = 1_000
+  const expiredCheckedAt = new Map<string, number>()
   const lease = (queue: string, limit: number, now: number, leaseMs: number): Job[] => {
     if (limit <= 0 || pausedOf.get(queue)?.paused === 1) return []
-    const rows = expiredJobs.all(queue, now, limit)
-    const ready = readyJobs.all(queue, now, limit)
-    const picked = rows.length === 0 ? ready : rows.concat(ready).sort(runOrder).slice(0, limit)
     const until = now + leaseMs
-    return picked.map((r) => {
-      take.run(until, now, r.id)
-      const job = toJob(r)
-      job.state = 'leased'
-      job.attempt = r.attempt + 1
-      job.leaseUntil = until
-      job.updatedAt = now
-      return job
-    })
+    let rows = takeReady.all(until, now, queue, now, limit)
+    if (rows.length < limit || now - (expiredCheckedAt.get(queue) ?? -Infinity) >= EXPIRED_EVERY_MS) {
+      expiredCheckedAt.set(queue, now)
+      const expired = takeExpired.all(until, now, queue, now, limit - rows.length)
+      if (expired.length > 0) rows = rows.concat(expired)
+    }
+    return rows.length > 1 ? rows.sort(runOrder).map(toJob) : rows.map(toJob)
   }
 
-  const tx = <A extends unknown[], T>(fn: (...a: A) => T): ((...a: A) => T) => db.transaction(fn)
-  const enqueueTx = tx(enqueueOne)
-  const enqueueManyTx = tx((inputs: EnqueueInput[], now: number) => inputs.map((i) => enqueueOne(i, now)))
-  const leaseTx = tx(lease)
+  const tx = database.transaction
 
   return {
-    enqueue: (input, now) => enqueueTx(input, now),
-    enqueueMany: (inputs, now) => enqueueManyTx(inputs, now),
-    lease: (queue, limit, now, leaseMs) => (db.inTransaction ? lease(queue, limit, now, leaseMs) : leaseTx(queue, limit, now, leaseMs)),
+    enqueue: (input, now) => (db.inTransaction ? enqueueOne(input, now) : tx(() => enqueueOne(input, now))),
+    enqueueMany: (inputs, now) => tx(() => inputs.map((i) => enqueueOne(i, now))),
+    lease: (queue, limit, now, leaseMs) => (db.inTransaction ? lease(queue, limit, now, leaseMs) : tx(() => lease(queue, limit, now, leaseMs))),
     heartbeat: (id, attempt, now, leaseMs, progress) => extend.run(now + leaseMs, now, progress === undefined ? null : blob(progress), id, attempt, now).changes === 1,
     complete: (id, attempt, output, now) => finish.run(blob(output), now, id, attempt).changes === 1,
     retry: (id, attempt, runAt, error, now, info) => again.run(runAt, error, info?.code ?? null, now, id, attempt).changes === 1,
@@ -162,7 +154,7 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     listDead: (queue, limit) => dead.all(queue, limit).map(toJob),
     redrive: (queue, now, only) => {
       if (only === undefined) return redriveAll.run(now, now, queue).changes
-      return db.transaction(() => only.reduce((n, id) => n + redriveOne.run(now, now, queue, id).changes, 0))()
+      return tx(() => only.reduce((n, id) => n + redriveOne.run(now, now, queue, id).changes, 0))
     },
     purge: (queue, state) => purgeState.run(queue, state).changes,
     pruneCompleted: (queue, before) => pruneOld.run(queue, before).changes,
@@ -170,13 +162,18 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     isPaused: (queue) => pausedOf.get(queue)?.paused === 1,
     queues: () => names.all().map((r) => r.queue),
     metrics(queue, now): QueueMetrics {
-      const c = counts.get(now, now, now, queue)!
+      const r = countReady.get(now, now, now, queue)!
+      const n = (state: JobState): number => countState.get(queue, state)!.n
       return {
-        ready: c.ready ?? 0, delayed: c.delayed ?? 0, leased: c.leased ?? 0, completed: c.completed ?? 0, dead: c.dead ?? 0,
-        oldestReadyAgeMs: c.oldest === null ? 0 : Math.max(0, now - c.oldest),
+        ready: r.ready ?? 0, delayed: r.delayed ?? 0, leased: n('leased'), completed: n('completed'), dead: n('dead'),
+        oldestReadyAgeMs: r.oldest === null ? 0 : Math.max(0, now - r.oldest),
       }
     },
-    nextDueAt: (queue) => due.get(queue)?.at ?? undefined,
-    transaction: (fn) => db.transaction(fn)(),
+    nextDueAt(queue) {
+      const a = dueReady.get(queue)?.at ?? undefined
+      const b = dueLease.get(queue)?.at ?? undefined
+      return a === undefined ? b : b === undefined ? a : Math.min(a, b)
+    },
+    transaction: tx,
   }
 }

@@ -1,0 +1,227 @@
+// Job queue benchmark process, one system per process: enqueue N jobs one by one and in
+// batches, then process N jobs with 8 workers and a handler that does nothing. Prints one JSON
+// line: {enqueue_one, enqueue_batch, process} in jobs/s (and latency figures for `latency-*`).
+//
+//   outpost   Outpost's runtime: a queue with concurrency 8 on the device database, result
+//             events committed to the outbox with each settlement (the default, `required`)
+//   naive     the same SQLite store driven by a per-job loop: one transaction to lease a job,
+//             one to complete it (8 loops)
+//   plainjob  plainjob 0.0.14 on better-sqlite3 (8 workers on one queue; it has no concurrency option)
+//   bullmq    BullMQ on the local Redis, a Worker with concurrency 8
+//   latency-outpost / latency-bullmq: an idle worker; time from enqueue to the handler starting
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import Database from 'better-sqlite3'
+import * as v from 'valibot'
+import { createMemoryBridge, createMemoryHub, createRuntime, defineContract, defineService } from '../../../runtime/index.js'
+import { createSqliteOutbox, createSqliteQueueStore, openDeviceDatabase, type Synchronous } from '../../../runtime/stores/sqlite/index.js'
+
+const [system, countArg, syncArg, prefetchArg] = process.argv.slice(2) as [string, string, Synchronous | undefined, string | undefined]
+const N = Number(countArg)
+const sync: Synchronous = syncArg ?? 'NORMAL'
+const CONCURRENCY = 8
+const BATCH = 1_000
+const dir = mkdtempSync(path.join(tmpdir(), 'outpost-bench-queue-'))
+const payload = (i: number) => ({ deviceId: 'dev-17', reading: 20 + (i % 50) / 10, ts: 1_732_350_000_000 + i })
+const rate = (n: number, ms: number): number => Math.round(n / (ms / 1000))
+const out = (o: Record<string, unknown>): void => {
+  process.stdout.write(`${JSON.stringify(o)}\n`)
+  rmSync(dir, { recursive: true, force: true })
+  process.exit(0)
+}
+
+const contract = (prefetch: number | undefined) =>
+  defineContract({
+    name: 'bench',
+    version: '1',
+    queues: {
+      work: {
+        payload: v.object({ deviceId: v.string(), reading: v.number(), ts: v.number() }),
+        result: v.object({ ok: v.boolean() }),
+        concurrency: CONCURRENCY,
+        prefetch,
+      },
+    },
+  })
+
+/** An Outpost device: SQLite database with queue store and outbox; `started` is called when a handler starts. */
+function outpostDevice(file: string, prefetch: number | undefined, started: () => void = () => undefined) {
+  const c = contract(prefetch)
+  const database = openDeviceDatabase({ path: path.join(dir, file), synchronous: sync })
+  if (process.env.CKPT) database.db.pragma('wal_autocheckpoint = ' + process.env.CKPT)
+  const svc = defineService(c, {
+    commands: {},
+    workers: {
+      work: () => {
+        started()
+        return { ok: true }
+      },
+    },
+  })
+  const rt = createRuntime({
+    bridge: createMemoryBridge({ hub: createMemoryHub(), deviceId: 'bench-1' }),
+    services: [svc],
+    queueStore: createSqliteQueueStore(database),
+    outbox: process.env.BENCH_NO_OUTBOX ? undefined : createSqliteOutbox(database),
+  })
+  return { rt, q: rt.queue(c, 'work'), database }
+}
+
+const waitFor = async (done: () => boolean): Promise<void> => {
+  while (!done()) await new Promise((r) => setTimeout(r, 5))
+}
+
+async function outpost(): Promise<void> {
+  const prefetch = prefetchArg === undefined ? undefined : Number(prefetchArg)
+  // Enqueue, one commit per job: a runtime that is not started does not run them.
+  const one = outpostDevice('one.db', prefetch)
+  let t0 = performance.now()
+  const ONE = process.env.BENCH_SKIP_ONE ? 100 : N
+  for (let i = 0; i < ONE; i++) one.q.enqueue(payload(i))
+  const enqueueOne = rate(ONE, performance.now() - t0)
+  one.database.close()
+  // Enqueue in batches of 1,000, then process.
+  const dev = outpostDevice('batch.db', prefetch)
+  t0 = performance.now()
+  for (let i = 0; i < N; i += BATCH) dev.q.enqueueMany(Array.from({ length: Math.min(BATCH, N - i) }, (_, k) => ({ payload: payload(i + k) })))
+  const enqueueBatch = rate(N, performance.now() - t0)
+  t0 = performance.now()
+  await dev.rt.start()
+  await waitFor(() => (dev.rt.stats().queues['bench/work']?.completed ?? 0) >= N)
+  const processed = rate(N, performance.now() - t0)
+  const m = dev.q.metrics()
+  if (m.completed !== N) throw new Error(`only ${m.completed} of ${N} completed`)
+  const results = dev.rt.stats().outbox?.appended
+  await dev.rt.stop()
+  dev.database.close()
+  out({ enqueue_one: enqueueOne, enqueue_batch: enqueueBatch, process: processed, result_events: results, counts: { ticks: (globalThis as any).__ticks, settled: (globalThis as any).__settled } })
+}
+
+async function naive(): Promise<void> {
+  const database = openDeviceDatabase({ path: path.join(dir, 'naive.db'), synchronous: sync })
+  const store = createSqliteQueueStore(database)
+  let t0 = performance.now()
+  for (let i = 0; i < N; i++) store.enqueue({ queue: 'work', payload: payload(i) }, Date.now())
+  const enqueueOne = rate(N, performance.now() - t0)
+  t0 = performance.now()
+  let done = 0
+  const noop = async (_p: unknown): Promise<void> => undefined
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      for (;;) {
+        const [job] = store.lease('work', 1, Date.now(), 30_000)
+        if (job === undefined) return
+        await noop(job.payload)
+        store.complete(job.id, job.attempt, { ok: true }, Date.now())
+        done++
+      }
+    }),
+  )
+  const processed = rate(done, performance.now() - t0)
+  database.close()
+  out({ enqueue_one: enqueueOne, process: processed })
+}
+
+async function plainjob(): Promise<void> {
+  const { better, defineQueue, defineWorker } = await import('plainjob')
+  const silent = { error: () => undefined, warn: () => undefined, info: () => undefined, debug: () => undefined }
+  const open = (file: string) => defineQueue({ connection: better(new Database(path.join(dir, file))), logger: silent })
+  const one = open('one.db')
+  let t0 = performance.now()
+  for (let i = 0; i < N; i++) one.add('work', payload(i))
+  const enqueueOne = rate(N, performance.now() - t0)
+  one.close()
+  const queue = open('batch.db')
+  t0 = performance.now()
+  for (let i = 0; i < N; i += BATCH) queue.addMany('work', Array.from({ length: Math.min(BATCH, N - i) }, (_, k) => payload(i + k)))
+  const enqueueBatch = rate(N, performance.now() - t0)
+  let done = 0
+  t0 = performance.now()
+  const workers = Array.from({ length: CONCURRENCY }, () =>
+    defineWorker('work', async () => undefined, { queue, logger: silent, onCompleted: () => void done++ }),
+  )
+  for (const w of workers) void w.start()
+  await waitFor(() => done >= N)
+  const processed = rate(N, performance.now() - t0)
+  await Promise.all(workers.map((w) => w.stop()))
+  queue.close()
+  out({ enqueue_one: enqueueOne, enqueue_batch: enqueueBatch, process: processed })
+}
+
+async function bullmq(): Promise<void> {
+  const { Queue, Worker } = await import('bullmq')
+  const connection = { host: '127.0.0.1', port: 6379, maxRetriesPerRequest: null }
+  const name = `outpost-bench-${process.pid}`
+  const queue = new Queue(name, { connection })
+  await queue.obliterate({ force: true }).catch(() => undefined)
+  let t0 = performance.now()
+  for (let i = 0; i < N; i++) await queue.add('work', payload(i))
+  const enqueueOne = rate(N, performance.now() - t0)
+  await queue.obliterate({ force: true })
+  t0 = performance.now()
+  for (let i = 0; i < N; i += BATCH) await queue.addBulk(Array.from({ length: Math.min(BATCH, N - i) }, (_, k) => ({ name: 'work', data: payload(i + k) })))
+  const enqueueBatch = rate(N, performance.now() - t0)
+  let done = 0
+  t0 = performance.now()
+  const worker = new Worker(name, async () => undefined, { connection, concurrency: CONCURRENCY })
+  worker.on('completed', () => void done++)
+  await waitFor(() => done >= N)
+  const processed = rate(N, performance.now() - t0)
+  await worker.close()
+  await queue.obliterate({ force: true })
+  await queue.close()
+  out({ enqueue_one: enqueueOne, enqueue_batch: enqueueBatch, process: processed })
+}
+
+const percentiles = (samples: number[]): { p50_us: number; p99_us: number } => {
+  samples.sort((a, b) => a - b)
+  const pick = (q: number): number => Math.round(samples[Math.min(samples.length - 1, Math.floor(q * samples.length))]! * 1000)
+  return { p50_us: pick(0.5), p99_us: pick(0.99) }
+}
+
+async function latencyOutpost(): Promise<void> {
+  let startedAt = 0
+  const dev = outpostDevice('latency.db', undefined, () => void (startedAt = performance.now()))
+  await dev.rt.start()
+  const samples: number[] = []
+  for (let i = 0; i < N; i++) {
+    startedAt = 0
+    const t0 = performance.now()
+    dev.q.enqueue(payload(i))
+    await waitFor(() => startedAt > 0)
+    samples.push(startedAt - t0)
+    await waitFor(() => (dev.rt.stats().queues['bench/work']?.completed ?? 0) > i) // idle again
+  }
+  await dev.rt.stop()
+  dev.database.close()
+  out(percentiles(samples.slice(Math.floor(N / 10))))
+}
+
+async function latencyBullmq(): Promise<void> {
+  const { Queue, Worker } = await import('bullmq')
+  const connection = { host: '127.0.0.1', port: 6379, maxRetriesPerRequest: null }
+  const name = `outpost-bench-lat-${process.pid}`
+  const queue = new Queue(name, { connection })
+  let startedAt = 0
+  let done = 0
+  const worker = new Worker(name, async () => void (startedAt = performance.now()), { connection, concurrency: CONCURRENCY })
+  worker.on('completed', () => void done++)
+  await worker.waitUntilReady()
+  const samples: number[] = []
+  for (let i = 0; i < N; i++) {
+    startedAt = 0
+    const t0 = performance.now()
+    await queue.add('work', payload(i))
+    await waitFor(() => startedAt > 0)
+    samples.push(startedAt - t0)
+    await waitFor(() => done > i)
+  }
+  await worker.close()
+  await queue.obliterate({ force: true })
+  await queue.close()
+  out(percentiles(samples.slice(Math.floor(N / 10))))
+}
+
+const run: Record<string, () => Promise<void>> = { outpost, naive, plainjob, bullmq, 'latency-outpost': latencyOutpost, 'latency-bullmq': latencyBullmq }
+await run[system]!()

@@ -8,7 +8,8 @@ import { buildBench } from '../test/bench/build.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const benchDir = `${root}test/bench`
-if (!existsSync(`${benchDir}/node_modules/moleculer`) || !existsSync(`${benchDir}/node_modules/@purista/core`)) {
+const baselines = ['moleculer', '@purista/core', 'plainjob', 'bullmq', 'ioredis']
+if (baselines.some((p) => !existsSync(`${benchDir}/node_modules/${p}`))) {
   console.error('bench: installing comparison systems into test/bench (first run only)')
   const r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: benchDir, stdio: ['ignore', 'ignore', 'inherit'] })
   if (r.status !== 0) process.exit(r.status ?? 1)

@@ -45,11 +45,12 @@ export interface QueueSpec<P extends Schema = Schema, R extends Schema = Schema,
   /** Jobs of this queue running at once on one device (default 1). */
   concurrency?: number
   /**
-   * Jobs leased ahead of a free worker, so one commit settles and leases more of them
-   * (default: `concurrency`). Higher helps many short jobs; a job leased ahead counts an
-   * attempt if the device dies before running it.
+   * Jobs leased ahead of a free worker, so one commit settles and leases many short jobs.
+   * Default `'auto'`: as many as `concurrency` while jobs take long, up to 64 while they finish
+   * within a few milliseconds. A job leased ahead counts an attempt if the device dies before
+   * running it.
    */
-  prefetch?: number
+  prefetch?: number | 'auto'
   /** Priority of a job enqueued without one; higher runs first (default 0). */
   priority?: number
   /** Default `required`. */
@@ -144,7 +145,8 @@ export function checkQueueSpec(name: string, spec: QueueSpec): void {
   positive(`${at} backoff.initialMs`, spec.backoff?.initialMs, true)
   positive(`${at} backoff.maxMs`, spec.backoff?.maxMs, true)
   positive(`${at} backoff.factor`, spec.backoff?.factor)
-  for (const [what, n, min] of [['maxAttempts', spec.maxAttempts, 1], ['concurrency', spec.concurrency, 1], ['prefetch', spec.prefetch, 0]] as const) {
+  const prefetch = spec.prefetch === 'auto' ? undefined : spec.prefetch
+  for (const [what, n, min] of [['maxAttempts', spec.maxAttempts, 1], ['concurrency', spec.concurrency, 1], ['prefetch', prefetch, 0]] as const) {
     if (n !== undefined && (!Number.isInteger(n) || n < min)) {
       throw new OutpostError(ErrorCode.INVALID_CONFIG, `${at} ${what} must be a whole number of at least ${min} (got ${n})`)
     }

@@ -72,6 +72,8 @@ interface Active {
   /** Why it was aborted, kept for a signal made later. */
   abortedWith: unknown
   startedAt: number
+  /** performance.now() at start: how long attempts take, for `prefetch: 'auto'`. */
+  began: number
   renewedAt: number
   leaseUntil: number
   /** The result will be ignored (lease lost, cancelled, abandoned at shutdown). */
@@ -88,6 +90,8 @@ interface Buffered {
 
 interface QueueState {
   def: RunnerQueue
+  /** Recent attempt duration, ms (moving average), for `prefetch: 'auto'`. */
+  avgMs: number
   active: Set<Active>
   buffer: Buffered[]
   /** A lease should be tried at the next tick. */
@@ -108,6 +112,9 @@ const SETTLE_RETRY_MS = 1_000
 const MIN_IDLE_MS = 25
 /** How often completed jobs past their retention are deleted. */
 const PRUNE_EVERY_MS = 60_000
+/** `prefetch: 'auto'`: jobs that take less than this on average are leased ahead in numbers. */
+const SHORT_JOB_MS = 5
+const SHORT_JOB_PREFETCH = 64
 
 /**
  * Runs the workers of a runtime's queues. Leases are taken in batches, and settlements
@@ -121,7 +128,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
   const pollMs = opts.pollMs ?? 1_000
   const queues = new Map<string, QueueState>()
   for (const def of opts.queues) {
-    queues.set(def.key, { def, active: new Set(), buffer: [], wanted: true, stats: { started: 0, completed: 0, retried: 0, dead: 0, abandoned: 0, resultsFailed: 0 } })
+    queues.set(def.key, { def, avgMs: 1_000, active: new Set(), buffer: [], wanted: true, stats: { started: 0, completed: 0, retried: 0, dead: 0, abandoned: 0, resultsFailed: 0 } })
   }
   const all = [...queues.values()]
   let pending: Settlement[] = []
@@ -133,6 +140,13 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
   let cancelSettleRetry: (() => void) | undefined
   let lastPrune = 0
   let onIdle: (() => void) | undefined
+
+  /** Jobs this queue may hold (running plus leased ahead). */
+  const capacity = (q: QueueState): number => {
+    const p = q.def.policy
+    const ahead = p.prefetch === 'auto' ? (q.avgMs < SHORT_JOB_MS ? Math.max(p.concurrency, SHORT_JOB_PREFETCH) : p.concurrency) : p.prefetch
+    return p.concurrency + ahead
+  }
 
   const schedule = (): void => {
     if (scheduled || stopped || !started) return
@@ -230,7 +244,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
         if (stopping) return
         for (const q of all) {
           if (!q.wanted) continue
-          const room = q.def.policy.concurrency + q.def.policy.prefetch - q.active.size - q.buffer.length
+          const room = capacity(q) - q.active.size - q.buffer.length
           if (room <= 0) continue
           leased.push([q, store.lease(q.def.key, room, now, q.def.policy.leaseMs)])
         }
@@ -262,7 +276,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
       for (const job of jobs) q.buffer.push({ job, renewedAt: now })
       fill(q)
       // Room left means nothing more is leasable now; otherwise the next freed slot looks again.
-      const room = q.def.policy.concurrency + q.def.policy.prefetch - q.active.size - q.buffer.length
+      const room = capacity(q) - q.active.size - q.buffer.length
       if (room > 0) idle(q, now)
     }
     if (stopping && pending.length === 0 && all.every((q) => q.active.size === 0)) onIdle?.()
@@ -305,7 +319,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
       return schedule()
     }
     const now = clock.now()
-    const a: Active = { q, job, ac: undefined, abortedWith: undefined, startedAt: now, renewedAt: b.renewedAt, leaseUntil: job.leaseUntil!, abandoned: false, timedOut: false, stopping: false }
+    const a: Active = { q, job, ac: undefined, abortedWith: undefined, startedAt: now, began: performance.now(), renewedAt: b.renewedAt, leaseUntil: job.leaseUntil!, abandoned: false, timedOut: false, stopping: false }
     q.active.add(a)
     q.stats.started++
     const running: RunningJob = {
@@ -324,6 +338,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
   const finished = (a: Active, outcome: RunOutcome): void => {
     const q = a.q
     q.active.delete(a)
+    q.avgMs = q.avgMs * 0.9 + (performance.now() - a.began) * 0.1
     if (a.abandoned) {
       q.stats.abandoned++
     } else if (a.stopping && outcome.kind !== 'completed') {

@@ -11,8 +11,8 @@ export interface QueuePolicy {
   retryWindowMs: number | undefined
   backoff: Required<RetryBackoff>
   concurrency: number
-  /** Jobs leased ahead of a free worker slot (so one commit covers more than `concurrency` jobs). */
-  prefetch: number
+  /** Jobs leased ahead of a free worker slot (so one commit covers more than `concurrency` jobs); 'auto' adapts to how long jobs take. */
+  prefetch: number | 'auto'
   priority: number
   results: ResultDelivery
   keepCompletedMs: number
@@ -30,7 +30,7 @@ export function queuePolicy(spec: QueueSpec): QueuePolicy {
     retryWindowMs: spec.retryWindowMs,
     backoff: { initialMs: spec.backoff?.initialMs ?? 1_000, maxMs: spec.backoff?.maxMs ?? 300_000, factor: spec.backoff?.factor ?? 2 },
     concurrency,
-    prefetch: spec.prefetch ?? concurrency,
+    prefetch: spec.prefetch ?? 'auto',
     priority: spec.priority ?? 0,
     results: spec.results ?? 'required',
     keepCompletedMs: spec.keepCompletedMs ?? 24 * 3_600_000,

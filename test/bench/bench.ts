@@ -5,10 +5,11 @@ import { parseArgs } from 'node:util'
 import { benchCodec } from './codec.js'
 import { benchBacklog, benchCrossProcess, benchDrain, benchInProcessIsolated } from './cross-process.js'
 import { benchFootprint } from './footprint.js'
+import { benchQueue } from './queue.js'
 import type { BenchResult } from './measure.js'
 
 const { values } = parseArgs({ options: { json: { type: 'boolean' }, only: { type: 'string' }, quick: { type: 'boolean' } } })
-const sections = new Set((values.only ?? 'inproc,mqtt,codec,footprint,drain,backlog').split(','))
+const sections = new Set((values.only ?? 'inproc,mqtt,codec,footprint,drain,backlog,queue').split(','))
 const quick = values.quick === true
 const results: BenchResult[] = []
 const emit = (rs: BenchResult[]): void => {
@@ -22,6 +23,7 @@ if (sections.has('codec')) emit(benchCodec(quick ? 300 : 1_000))
 if (sections.has('footprint')) emit(await benchFootprint(quick ? 1 : 3))
 if (sections.has('drain')) emit(await benchDrain(quick ? 20_000 : 100_000))
 if (sections.has('backlog')) emit(await benchBacklog(quick ? 100_000 : 1_000_000))
+if (sections.has('queue')) emit(await benchQueue(20_000, quick ? 1 : 3, quick ? 300 : 2_000))
 
 if (values.json !== true) {
   const find = (system: string, workload: string, c: number): BenchResult | undefined => results.find((r) => r.system === system && r.workload === workload && r.concurrency === c)
@@ -32,6 +34,10 @@ if (values.json !== true) {
     'envelope-encode': 'json',
     'envelope-decode': 'json',
     'outbox-drain-after-reconnect': 'raw-mqttjs-qos1-publish',
+    'queue-enqueue-one': 'plainjob-0.0.14',
+    'queue-enqueue-batch': 'plainjob-0.0.14',
+    'queue-process-c8': 'plainjob-0.0.14',
+    'queue-process-c8-sync-full': 'naive-loop-sqlite-full',
   }
   const rows = results.map((r) => {
     const base = baselineOf[r.workload]

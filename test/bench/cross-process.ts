@@ -9,11 +9,11 @@ import type { SystemName } from './procs/mqtt-systems.js'
 const ROOT = process.cwd()
 const PROCS = 'test/bench/.build/procs'
 
-function start(script: string, args: string[], nodeFlags: string[] = []): ChildProcess {
+export function start(script: string, args: string[], nodeFlags: string[] = []): ChildProcess {
   return spawn(process.execPath, [...nodeFlags, `${PROCS}/${script.replace(/\.ts$/, '.js')}`, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
 }
 
-function firstLine(child: ChildProcess, what: string, timeoutMs = 60_000): Promise<string> {
+export function firstLine(child: ChildProcess, what: string, timeoutMs = 60_000): Promise<string> {
   return new Promise((resolve, reject) => {
     let buf = ''
     const t = setTimeout(() => reject(new Error(`${what}: no output in ${timeoutMs} ms`)), timeoutMs)
@@ -32,7 +32,7 @@ function firstLine(child: ChildProcess, what: string, timeoutMs = 60_000): Promi
   })
 }
 
-async function stop(child: ChildProcess): Promise<void> {
+export async function stop(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null) return
   const exited = new Promise<void>((r) => child.once('exit', () => r()))
   child.kill('SIGTERM')

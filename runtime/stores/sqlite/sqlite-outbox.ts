@@ -28,10 +28,12 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   const insert = db.prepare('INSERT INTO outbox (stream, topic, frame, retain, bytes, created_at) VALUES (?, ?, ?, ?, ?, ?)')
   const select = db.prepare<[number, number], Row>('SELECT seq, stream, topic, frame, retain FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?')
   const remove = db.prepare<[number], { stream: string; bytes: number }>('DELETE FROM outbox WHERE seq = ? RETURNING stream, bytes')
-  // Acknowledgements are deleted in groups: one commit for many PUBACKs. An entry acknowledged
+  // Acknowledgements are deleted in groups: one commit for many PUBACKs (every 512, or FLUSH_MS
+  // after the first of a group; before closing, and before reading back from the file). An entry acknowledged
   // but not yet deleted when the power goes is sent again after restart (at least once).
   let acked: number[] = []
   let flushScheduled = false
+  const FLUSH_MS = 50
   const sumRange = db.prepare<[number, number], { stream: string; bytes: number; n: number }>('SELECT stream, SUM(bytes) AS bytes, COUNT(*) AS n FROM outbox WHERE seq BETWEEN ? AND ? GROUP BY stream')
   const removeRange = db.prepare('DELETE FROM outbox WHERE seq BETWEEN ? AND ?')
   // Acks arrive mostly in order: runs of consecutive seqs are deleted with one range statement.
@@ -57,7 +59,7 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
     if (db.inTransaction) {
       // Not inside someone else's transaction, which may still roll back: a moment later.
       flushScheduled = true
-      setImmediate(flush)
+      setTimeout(flush, FLUSH_MS).unref()
       return
     }
     const seqs = acked
@@ -102,11 +104,11 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   return {
     append: (e) => append(e),
     peek: (after, limit) => {
-      flush()
       if (tail.length > 0 && tail[0]!.seq <= after + 1) {
         const from = tail.findIndex((t) => t.seq > after)
         return from < 0 ? [] : tail.slice(from, from + limit)
       }
+      flush()
       return select.all(after, limit).map((r) => ({ seq: r.seq, stream: r.stream, topic: r.topic, frame: r.frame, retain: r.retain === 1 }))
     },
     ack(seq) {
@@ -116,7 +118,7 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
       if (acked.length >= 512) flush()
       else if (!flushScheduled) {
         flushScheduled = true
-        setImmediate(flush)
+        setTimeout(flush, FLUSH_MS).unref()
       }
     },
     stats: () => {

@@ -1,0 +1,61 @@
+// Job queue benchmark (issue 3): Outpost's durable queue beside a naive per-job loop on the same
+// SQLite store, plainjob (SQLite) and BullMQ (the local Redis), each system in a fresh process,
+// `rounds` times in turn; the figure is the median round.
+import type { BenchResult } from './measure.js'
+import { firstLine, start, stop } from './cross-process.js'
+
+interface Figures {
+  enqueue_one?: number | null
+  enqueue_batch?: number
+  process?: number
+  p50_us?: number
+  p99_us?: number
+}
+
+const median = <T>(xs: T[], by: (x: T) => number): T => [...xs].sort((a, b) => by(a) - by(b))[Math.floor(xs.length / 2)]!
+
+/** Runs one system's process and reads its figures. */
+async function once(args: string[]): Promise<Figures> {
+  const proc = start('queue.ts', args)
+  try {
+    return JSON.parse(await firstLine(proc, `queue ${args.join(' ')}`, 600_000)) as Figures
+  } finally {
+    await stop(proc)
+  }
+}
+
+/** Enqueue and processing rates (jobs/s), and enqueue-to-start latency with an idle worker. */
+export async function benchQueue(jobs: number, rounds: number, latencySamples: number): Promise<BenchResult[]> {
+  const systems: { name: string; args: string[] }[] = [
+    { name: 'outpost-sqlite', args: ['outpost', String(jobs), 'NORMAL'] },
+    { name: 'naive-loop-sqlite', args: ['naive', String(jobs), 'NORMAL'] },
+    { name: 'plainjob-0.0.14', args: ['plainjob', String(jobs)] },
+    { name: 'bullmq-6.7-redis', args: ['bullmq', String(jobs)] },
+    { name: 'outpost-sqlite-full', args: ['outpost', String(jobs), 'FULL'] },
+    { name: 'naive-loop-sqlite-full', args: ['naive', String(jobs), 'FULL'] },
+  ]
+  const runs = new Map<string, Figures[]>()
+  for (let round = 0; round < rounds; round++) {
+    for (const s of systems) runs.set(s.name, [...(runs.get(s.name) ?? []), await once(s.args)])
+  }
+  const out: BenchResult[] = []
+  const row = (system: string, workload: string, ops: number, extra: Record<string, number | string> = {}): void =>
+    void out.push({ system, workload, concurrency: 8, ops_per_s: ops, p50_us: null, p99_us: null, extra })
+  for (const s of systems) {
+    const rs = runs.get(s.name)!
+    const full = s.name.includes('full')
+    const proc = median(rs, (r) => r.process ?? 0)
+    const spread = { min: Math.min(...rs.map((r) => r.process ?? 0)), max: Math.max(...rs.map((r) => r.process ?? 0)), jobs }
+    row(s.name, full ? 'queue-process-c8-sync-full' : 'queue-process-c8', proc.process ?? 0, spread)
+    if (full) continue
+    const one = median(rs, (r) => r.enqueue_one ?? 0).enqueue_one
+    if (one != null) row(s.name, 'queue-enqueue-one', one, { jobs })
+    const batch = median(rs, (r) => r.enqueue_batch ?? 0).enqueue_batch
+    if (batch !== undefined) row(s.name, 'queue-enqueue-batch', batch, { jobs, batch: 1_000 })
+  }
+  for (const [system, args] of [['outpost-sqlite', ['latency-outpost', String(latencySamples)]], ['bullmq-6.7-redis', ['latency-bullmq', String(latencySamples)]]] as const) {
+    const r = await once([...args])
+    out.push({ system, workload: 'queue-enqueue-to-start', concurrency: 1, ops_per_s: 0, p50_us: r.p50_us ?? null, p99_us: r.p99_us ?? null, extra: { samples: latencySamples, note: 'idle worker; enqueue → handler start' } })
+  }
+  return out
+}

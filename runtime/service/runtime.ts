@@ -22,6 +22,7 @@ import { createMemoryStateStore } from '../stores/memory/memory-state-store.js'
 import { ErrorCode, OutpostError, fromWireError, toWireError, type WireError } from '../errors.js'
 import type { Bridge, BridgeStats, InboundMessage } from '../ports/bridge.js'
 import { ENVELOPE_VERSION, type Envelope, type PresencePayload } from '../wire/envelope.js'
+import { topicMatches } from '../wire/topics.js'
 import { createMessageIdFactory } from '../wire/message-id.js'
 import { createDeadlineTracker } from '../bridges/bridge-kit.js'
 import { createDirectory, type Directory } from './directory.js'
@@ -543,8 +544,31 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   }
 
   /** Commits an event to the outbox (the pump delivers it, in order, when connected). @throws OUTBOX_FULL, STORE_FAILED */
-  const appendToOutbox = (env: Envelope): void => {
-    outbox!.append({ stream: 'events', topic: bridge.topics.topicOf(env), frame: outboxCodec!.encode(env), retain: false })
+  const appendToOutbox = (env: Envelope, topic = bridge.topics.topicOf(env)): void => {
+    outbox!.append({ stream: 'events', topic, frame: outboxCodec!.encode(env), retain: false })
+  }
+
+  /**
+   * This runtime's own subscriptions and bindings. With an outbox, an event a service emits
+   * reaches them at once, without the broker (so a device's chains keep running offline); the
+   * copy the broker brings back later is dropped as a duplicate.
+   */
+  interface LocalReceiver {
+    filter: string
+    /** A subscription: handed the event after it was committed. */
+    event?: (msg: InboundMessage) => void
+    /** A binding: enqueues its job in the same transaction as the event's outbox entry. */
+    bind?: (env: Envelope) => void
+  }
+  const localReceivers: LocalReceiver[] = []
+  const receiversByTopic = new Map<string, LocalReceiver[]>()
+  const receiversOf = (topic: string): LocalReceiver[] => {
+    let found = receiversByTopic.get(topic)
+    if (found === undefined) {
+      found = localReceivers.filter((r) => topicMatches(r.filter, topic))
+      if (receiversByTopic.size < 1_024) receiversByTopic.set(topic, found)
+    }
+    return found
   }
 
   const emitEvent = (svc: HostedService, event: string, payload: unknown, parent?: Envelope, correlation?: string): Promise<void> => {
@@ -558,7 +582,19 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
       // Correlation: a schedule's occurrence id, the command this event was emitted for, or whatever the parent carried.
       env = eventEnvelope(svc, event, value, childTrace(parent?.traceparent), correlation ?? (parent?.kind === 'command' ? parent.id : parent?.corr))
       if (outbox === undefined) return bridge.publish(env)
-      appendToOutbox(env)
+      const topic = bridge.topics.topicOf(env)
+      const receivers = receiversOf(topic)
+      if (receivers.length === 0) appendToOutbox(env, topic)
+      else {
+        queueStore.transaction(() => {
+          appendToOutbox(env, topic)
+          for (const r of receivers) r.bind?.(env)
+        })
+        pump?.kick()
+        const msg: InboundMessage = { topic, envelope: env, retained: false, redelivered: false }
+        for (const r of receivers) r.event?.(msg)
+        return Promise.resolve()
+      }
     } catch (err) {
       return Promise.reject(err)
     }
@@ -728,9 +764,8 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     }
   }
 
-  const onBound = (svc: HostedService, bindingName: string, b: BindingSpec) => (msg: InboundMessage): void | Promise<void> => {
-    const env = msg.envelope
-    if (env.kind !== 'event' || stopping) return
+  /** The job an event becomes (stored in the dead letters, with the reason, when it cannot run). */
+  const boundJob = (svc: HostedService, bindingName: string, b: BindingSpec, env: Envelope): EnqueueInput => {
     const key = queueKey(svc, b.queue)
     const input: EnqueueInput = { queue: key, payload: env.payload, idempotencyKey: `${env.src}/${env.id}`, priority: policies.get(key)!.priority, correlationId: env.corr ?? env.id }
     const trace = childTrace(env.traceparent)
@@ -748,7 +783,22 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
       counters.eventsRejected++
       svc.log.warn({ binding: bindingName, msgId: env.id, err: input.invalid }, 'event cannot become a job; stored in the dead letters')
     }
-    return storeBound(svc, input)
+    return input
+  }
+
+  /** An event from the broker: acknowledged once its job is committed. */
+  const onBound = (svc: HostedService, bindingName: string, b: BindingSpec) => (msg: InboundMessage): void | Promise<void> => {
+    const env = msg.envelope
+    if (env.kind !== 'event' || stopping) return
+    return storeBound(svc, boundJob(svc, bindingName, b, env))
+  }
+
+  /** An event of this runtime: enqueued inside the transaction that stores the event. */
+  const bindLocally = (svc: HostedService, bindingName: string, b: BindingSpec) => (env: Envelope): void => {
+    const input = boundJob(svc, bindingName, b, env)
+    if (!queueStore.enqueue(input, clock.now()).created) return
+    counters.eventsBound++
+    runner.kick(input.queue)
   }
 
   const handles = new Map<string, QueueHandle>()
@@ -811,10 +861,13 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
         await bridge.subscribe(bridge.topics.commandFilter(deviceId, c.name, c.version), onCommand)
         for (const [subName, sub] of Object.entries(svc.def.subscriptions)) {
           const filter = bridge.topics.eventFilter({ device: sub.device, service: sub.service, version: sub.version, event: sub.event })
-          await bridge.subscribe(filter, onEvent(svc, subName, sub, createRecentMap<true>(inboxSize)))
+          const handler = onEvent(svc, subName, sub, createRecentMap<true>(inboxSize))
+          localReceivers.push({ filter, event: handler })
+          await bridge.subscribe(filter, handler)
         }
         for (const [name, b] of Object.entries(svc.def.bindings)) {
           const filter = bridge.topics.eventFilter({ device: b.device, service: b.service, version: b.version, event: b.event })
+          localReceivers.push({ filter, bind: bindLocally(svc, name, b) })
           await bridge.subscribe(filter, onBound(svc, name, b))
         }
       }

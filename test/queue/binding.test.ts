@@ -9,11 +9,12 @@ import mqtt from 'mqtt'
 import * as v from 'valibot'
 import { describe, expect, it } from 'vitest'
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
-import { createRuntime, defineContract, defineService, ErrorCode, OutpostError, type QueueStore } from '../../runtime/index.js'
-import { createSqliteQueueStore, openDeviceDatabase } from '../../runtime/stores/sqlite/index.js'
+import { createManualClock, createRuntime, defineContract, defineService, ErrorCode, OutpostError, type QueueStore } from '../../runtime/index.js'
+import { createEnvelopeCodec } from '../../runtime/index.js'
+import { createSqliteOutbox, createSqliteQueueStore, openDeviceDatabase } from '../../runtime/stores/sqlite/index.js'
 import { freshAedes } from '../helpers/aedes.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
-import { until } from '../helpers/wait.js'
+import { freePort, until } from '../helpers/wait.js'
 
 const camera = defineContract({ name: 'camera', version: '1', events: { taken: v.object({ photo: v.number(), size: v.optional(v.number()) }) } })
 const archive = defineContract({
@@ -107,5 +108,46 @@ describe('event-to-queue bindings over MQTT', () => {
     expect(ackedAt).toBeGreaterThanOrEqual(committedAt)
     await until(() => ran.length === 1)
     expect(ran).toEqual([7])
+  })
+})
+
+describe('a device without its broker', () => {
+  const cleanup = cleanupAfterEach()
+
+  it('keeps its own schedule → event → queue → result chain running, results waiting in the outbox', async () => {
+    const sensor = defineContract({
+      name: 'sensor',
+      version: '1',
+      events: { sample: v.object({ at: v.number() }) },
+      queues: { digest: { payload: v.object({ at: v.number() }), result: v.object({ at: v.number() }) } },
+    })
+    const heard: string[] = []
+    const svc = defineService(sensor, {
+      commands: {},
+      schedules: (s) => ({ tick: s.every(1_000, 'sample', (o) => ({ at: o.at })) }),
+      bindings: (b) => ({ samples: b.event(sensor, 'sample', 'digest', { device: 'sensor-1' }) }),
+      workers: { digest: ({ at }) => ({ at }) },
+      subscriptions: (s) => ({ log: s.on(sensor, 'sample', (_p, ctx) => void heard.push(ctx.event.id), { device: 'sensor-1' }) }),
+    })
+    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-offline-chain-'))
+    cleanup(() => rmSync(dir, { recursive: true, force: true }))
+    const database = openDeviceDatabase({ path: path.join(dir, 'device.db') })
+    const outbox = createSqliteOutbox(database)
+    const clock = createManualClock(Date.UTC(2026, 10, 23, 12, 0, 0, 500))
+    const port = await freePort() // nothing listens there
+    const rt = createRuntime({ bridge: createMqttBridge({ url: `mqtt://127.0.0.1:${port}`, deviceId: 'sensor-1' }), services: [svc], clock, queueStore: createSqliteQueueStore(database), outbox })
+    cleanup(() => database.close(), () => rt.stop({ drainMs: 100 }))
+    await rt.start()
+    for (let i = 0; i < 5; i++) await clock.advance(1_000)
+    const digest = rt.queue(sensor, 'digest')
+    await until(() => digest.metrics().completed === 5)
+    expect(heard).toHaveLength(5)
+    // In the outbox, in order: each sample, then (once its job ran) its result, correlated by occurrence.
+    const codec = createEnvelopeCodec()
+    const waiting = outbox.peek(0, 100).map((e) => codec.decode(e.frame)).flatMap((d) => (d.ok ? [d.envelope] : []))
+    const results = waiting.filter((e) => e.name === 'digest.completed')
+    expect(waiting.filter((e) => e.name === 'sample')).toHaveLength(5)
+    expect(results.map((e) => e.corr)).toEqual(waiting.filter((e) => e.name === 'sample').map((e) => e.corr))
+    expect(results.map((e) => (e.payload as { output: { at: number } }).output.at)).toEqual([1, 2, 3, 4, 5].map((k) => Date.UTC(2026, 10, 23, 12, 0, k)))
   })
 })

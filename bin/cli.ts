@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { startGateway } from '../gateway/index.js'
 import { isOutpostError } from '../runtime/index.js'
+import { JOBS_HELP, runJobsCommand } from './jobs.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
@@ -15,6 +16,9 @@ Usage:
   outpost gateway [--port N] [--host H]     run the gateway (embedded aedes broker; default port 1883)
   outpost device <name> [--url URL] [--id ID]
                                             run devices/<name>/main.ts against a broker
+  outpost jobs <command> --db FILE          operate the durable queues in a device database
+                                            (queues, status, dead, redrive, purge, pause, resume, cancel;
+                                            \`outpost jobs help\` for details)
   outpost --help                            this text
 
 Options:
@@ -36,6 +40,9 @@ const { values, positionals } = parseArgs({
     duration: { type: 'string' },
     url: { type: 'string' },
     id: { type: 'string' },
+    db: { type: 'string' },
+    limit: { type: 'string' },
+    json: { type: 'boolean' },
   },
 })
 
@@ -142,6 +149,13 @@ if (values.help === true || command === undefined || command === 'help') {
   await gateway()
 } else if (command === 'device') {
   device()
+} else if (command === 'jobs') {
+  try {
+    console.log(runJobsCommand(positionals.slice(1), { db: values.db, limit: values.limit, json: values.json }))
+  } catch (err) {
+    if (isOutpostError(err) && err.code === 'INVALID_CONFIG') console.error(JOBS_HELP)
+    fail(err)
+  }
 } else {
   console.error(`outpost: unknown command "${command}"\n`)
   console.log(HELP)

@@ -98,6 +98,20 @@ describe('when the broker goes away and comes back', () => {
     expect(isOutpostError(remote.error, ErrorCode.BRIDGE_UNAVAILABLE)).toBe(true)
   })
 
+  it('stops promptly while the broker is away, with publishes still unacknowledged', async () => {
+    const port = await freePort()
+    const broker = await startMqttBroker({ port })
+    const bridge = createMqttBridge({ url: broker.url, deviceId: 'dev-gone', reconnect: { initialMs: 50, maxMs: 400 } })
+    const device = createRuntime({ bridge, services: [counterService({ executions: 0, slowAborted: 0, events: [] })] })
+    await device.start({ waitForBroker: true })
+    await broker.close()
+    await until(() => bridge.status.type === 'reconnecting')
+    // A stop that waited for mqtt.js to flush would wait for a broker that is not there.
+    const stopped = await Promise.race([device.stop({ drainMs: 200 }).then(() => 'stopped'), new Promise((r) => setTimeout(() => r('still stopping'), 5_000))])
+    expect(stopped).toBe('stopped')
+    expect(bridge.status.type).toBe('closed')
+  })
+
   it('says which port is taken instead of failing obscurely', async () => {
     const holder = net.createServer()
     await new Promise<void>((r) => holder.listen(0, '127.0.0.1', () => r()))

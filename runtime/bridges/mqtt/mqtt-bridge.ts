@@ -410,7 +410,21 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
           // A clean DISCONNECT suppresses the will [MQTT-3.14.4-3], so say goodbye ourselves.
           await new Promise<void>((r) => wasClient.publish(will.topic, will.payload, { qos: 1, retain: true }, () => r()))
         }
-        await new Promise<void>((r) => wasClient.end(false, {}, () => r()))
+        await new Promise<void>((r) => {
+          // mqtt.js ends gracefully only once every QoS 1 packet it holds is acknowledged, which
+          // never happens without a connection: then end at once (the broker redelivers what it
+          // had not acknowledged), and connected or not, never wait longer than drainMs.
+          const live = status.current.type === 'connected'
+          const t = setTimeout(() => {
+            wasClient.stream?.destroy()
+            r()
+          }, live ? drainMs : 0)
+          t.unref()
+          wasClient.end(!live, {}, () => {
+            clearTimeout(t)
+            r()
+          })
+        })
       }
       const waiters = firstConnect
       firstConnect = []

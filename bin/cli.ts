@@ -12,7 +12,9 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const HELP = `outpost — message-driven services for edge devices
 
 Usage:
-  outpost demo [--port N] [--duration S]    gateway with embedded broker + two demo devices (thermo, display)
+  outpost demo [--port N] [--duration S] [--outage-after S] [--outage S]
+                                            gateway with embedded broker + two demo devices (thermo, display);
+                                            after 10 s the broker stops for 6 s and comes back (--outage 0: never)
   outpost gateway [--port N] [--host H]     run the gateway (embedded aedes broker; default port 1883)
   outpost device <name> [--url URL] [--id ID]
                                             run devices/<name>/main.ts against a broker
@@ -25,6 +27,8 @@ Options:
   --port N       MQTT port (demo: 0 = a free port, the default; gateway: 1883)
   --host H       interface to bind (default 127.0.0.1)
   --duration S   stop the demo after S seconds (default: run until Ctrl-C)
+  --outage-after S, --outage S
+                 when the demo's broker goes away, and for how long (default 10 and 6)
   --url URL      broker for a device (default mqtt://127.0.0.1:1883, or OUTPOST_MQTT_URL)
   --id ID        device id (or OUTPOST_DEVICE_ID)
 
@@ -38,6 +42,8 @@ const { values, positionals } = parseArgs({
     port: { type: 'string' },
     host: { type: 'string' },
     duration: { type: 'string' },
+    'outage-after': { type: 'string' },
+    outage: { type: 'string' },
     url: { type: 'string' },
     id: { type: 'string' },
     db: { type: 'string' },
@@ -117,6 +123,17 @@ async function demo(): Promise<void> {
   process.on('SIGINT', () => void stop())
   process.on('SIGTERM', () => void stop())
   if (values.duration !== undefined) setTimeout(() => void stop(), Number(values.duration) * 1_000)
+  // The offline promise, shown: the broker goes away for a while and comes back with its state.
+  const outageMs = Number(values.outage ?? 6) * 1_000
+  if (outageMs > 0) {
+    setTimeout(() => {
+      if (stopping) return
+      print(`outpost demo: stopping the broker for ${outageMs / 1_000} s; the devices keep sampling, and what they produce waits in their outboxes`)
+      void gateway.interrupt(outageMs).then(() => {
+        if (!stopping) print('outpost demo: broker back; the backlog drains in order (results arrive late, once each)')
+      })
+    }, Number(values['outage-after'] ?? 10) * 1_000).unref()
+  }
 }
 
 async function gateway(): Promise<void> {

@@ -1,26 +1,27 @@
-// Thermo device: what its bundle runs. Picks the MQTT bridge and reads configuration.
+// Thermo device: what its bundle runs. Picks the MQTT bridge and the SQLite stores, reads configuration.
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { mkdirSync } from 'node:fs'
 import path from 'node:path'
 import { createRuntime } from '../../runtime/index.js'
-import { createSqliteInbox, createSqliteOutbox, createSqliteStateStore, openDeviceDatabase } from '../../runtime/stores/sqlite/index.js'
-import { thermoContract } from '../contracts/thermo.js'
+import { createSqliteInbox, createSqliteOutbox, createSqliteQueueStore, createSqliteStateStore, openDeviceDatabase } from '../../runtime/stores/sqlite/index.js'
 import { deviceLogger, readDeviceConfig, stopOnSignals } from '../device-config.js'
-import { simulatedSensor, thermoService } from './thermo-service.js'
+import { createThermoService, simulatedSensor } from './thermo-service.js'
 
 const cfg = readDeviceConfig('thermo-1')
 const log = deviceLogger(cfg)
-const intervalMs = Number(process.env.OUTPOST_SAMPLE_MS ?? 2_000)
+const sampleMs = Number(process.env.OUTPOST_SAMPLE_MS ?? 2_000)
 const bridge = createMqttBridge({ url: cfg.mqttUrl, deviceId: cfg.deviceId, username: cfg.username, password: cfg.password, logger: log })
 mkdirSync(cfg.dataDir, { recursive: true })
 const database = openDeviceDatabase({ path: path.join(cfg.dataDir, `${cfg.deviceId}.db`) })
 if (database.quarantinedTo !== undefined) log.warn({ movedTo: database.quarantinedTo }, 'device database was corrupt; moved aside, starting fresh')
 const runtime = createRuntime({
   bridge,
-  services: [thermoService],
+  services: [createThermoService({ deviceId: cfg.deviceId, sampleMs })],
   resources: { sensor: simulatedSensor() },
   stateStore: createSqliteStateStore(database),
-  // Readings emitted while the broker is away wait here and go out in order when it is back.
+  // Sampling jobs live here: a slot that fell due is sampled once, even across a power cut.
+  queueStore: createSqliteQueueStore(database),
+  // Events and job results produced while the broker is away wait here and go out in order when it is back.
   outbox: createSqliteOutbox(database),
   // Commands it answered are remembered across restarts: one delivered again is not run twice.
   inbox: createSqliteInbox(database),
@@ -28,13 +29,8 @@ const runtime = createRuntime({
 })
 
 await runtime.start()
-log.info({ url: cfg.mqttUrl }, 'ready')
-const thermo = runtime.client(thermoContract)
-const timer = setInterval(() => {
-  thermo.read({ unit: 'C' }).catch((err: unknown) => log.warn({ code: (err as { code?: string }).code }, 'reading failed'))
-}, intervalMs)
+log.info({ url: cfg.mqttUrl, sampleMs }, 'ready')
 stopOnSignals(async () => {
-  clearInterval(timer)
   await runtime.stop()
   database.close()
 })

@@ -237,7 +237,9 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
     c.on('error', (err) => {
       if (closing) return // errors while hanging up (e.g. "write after end") change nothing
       const wrapped = new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `broker ${host}:${port} unreachable: ${err.message}`, { cause: err, retryable: true })
-      log.warn({ err: err.message }, 'mqtt connection error')
+      // The first failure after a loss is worth a warning; each retry after it is not.
+      if (attempt <= 1) log.warn({ err: err.message }, 'mqtt connection error; retrying with backoff')
+      else log.debug({ err: err.message, attempt }, 'mqtt connection error')
       const waiters = firstConnect
       firstConnect = []
       for (const w of waiters) w.reject(wrapped)

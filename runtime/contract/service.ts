@@ -275,6 +275,11 @@ export type WorkerHandlers<K extends AnyContract, U extends readonly AnyContract
     | Promise<v.InferInput<QueuesOf<K>[Q]['result']> | JobDecision>
 }
 
+/** `workers`: one per declared queue, required when the contract declares any. */
+type WorkersOf<K extends AnyContract, U extends readonly AnyContract[], R, T> = [keyof QueuesOf<K>] extends [never]
+  ? { workers?: WorkerHandlers<K, U, R, T> }
+  : { workers: WorkerHandlers<K, U, R, T> }
+
 /** Handlers of every command in the contract, typed from its schemas. */
 export type CommandHandlers<K extends AnyContract, U extends readonly AnyContract[], R, T = unknown> = {
   [C in keyof CommandsOf<K> & string]: (
@@ -319,11 +324,9 @@ export function defineService<
     subscriptions?: (b: SubscriptionBuilder<K, U, R, v.InferOutput<ST>>) => Record<string, SubscriptionSpec>
     /** Schedules that emit this service's events. */
     schedules?: (b: ScheduleBuilder<K>) => Record<string, ScheduleSpec>
-    /** One worker per declared queue. */
-    workers?: WorkerHandlers<K, U, R, v.InferOutput<ST>>
     /** Events (of any device) that become jobs of this service's queues. */
     bindings?: (b: BindingBuilder<K>) => Record<string, BindingSpec>
-  },
+  } & WorkersOf<K, U, R, v.InferOutput<ST>>,
 ): ServiceDefinition<K> {
   const at = `service ${contract.name}@${contract.version}`
   for (const name of Object.keys(contract.commands)) {

@@ -2,13 +2,13 @@ import { randomBytes } from 'node:crypto'
 import { pino, type Logger } from 'pino'
 import * as v from 'valibot'
 import type { AnyContract, Schema } from '../contract/contract.js'
-import type { BindingSpec, BoundEvent, ContractClient, EnqueueOptions, InvokeOptions, InvokeTarget, JobRef, ServiceDefinition, ServiceState, SubscriptionSpec } from '../contract/service.js'
-import { isJobDecision, JobDecision, type QueueSpec } from '../contract/queue.js'
-import type { EnqueueInput, Job, QueueStore } from '../ports/queue-store.js'
+import type { ContractClient, EnqueueOptions, InvokeOptions, InvokeTarget, JobRef, ServiceDefinition, ServiceState, SubscriptionSpec } from '../contract/service.js'
+import { JobDecision } from '../contract/queue.js'
+import type { QueueStore } from '../ports/queue-store.js'
 import { createMemoryQueueStore } from '../stores/memory/memory-queue-store.js'
-import { createQueueRunner, type QueueRunStats, type RunOutcome, type RunningJob, type RunnerQueue } from '../queue/queue-runner.js'
-import { createQueueOps, type QueueHandle } from '../queue/queue-handle.js'
-import { queuePolicy, type QueuePolicy } from '../queue/retry-policy.js'
+import type { QueueRunStats, RunningJob } from '../queue/queue-runner.js'
+import type { QueueHandle } from '../queue/queue-handle.js'
+import type { QueuePolicy } from '../queue/retry-policy.js'
 import type { StateStore } from '../ports/state-store.js'
 import { systemClock, type Clock } from '../ports/clock.js'
 import type { Occurrence } from '../contract/service.js'
@@ -27,6 +27,8 @@ import { createMessageIdFactory } from '../wire/message-id.js'
 import { createDeadlineTracker } from '../bridges/bridge-kit.js'
 import { createDirectory, type Directory } from './directory.js'
 import { createRecentMap, type RecentMap } from './recent-map.js'
+import type { HostedService } from './hosted-service.js'
+import { createServiceQueues } from './service-queues.js'
 import { toValidationIssues, validate } from './validation.js'
 
 /** How a runtime is put together; the entry point picks the bridge. */
@@ -111,11 +113,6 @@ export interface Runtime {
   stop(opts?: { drainMs?: number }): Promise<void>
 }
 
-interface HostedService {
-  def: ServiceDefinition
-  log: Logger
-  state: ServiceState<unknown>
-}
 
 /** What running a command came to: a result or a wire error. */
 type Outcome = { value: unknown; error: undefined } | { value: undefined; error: WireError }
@@ -283,7 +280,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
       return invoke(target, payload, o, this.env)
     }
     enqueue(queue: string, payload: unknown, o?: EnqueueOptions): JobRef {
-      return enqueueJob(this.svc, queue, [{ payload, opts: o }], this.env)[0]!
+      return queues.enqueue(this.svc, queue, [{ payload, opts: o }], this.env)[0]!
     }
   }
 
@@ -651,90 +648,8 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
 
   // ---- queues -------------------------------------------------------------------------
 
-  /** A queue's name in the store: queues of different services on one device never mix. */
-  const queueKey = (svc: HostedService, queue: string): string => `${svc.def.contract.name}/${queue}`
-  const policies = new Map<string, QueuePolicy>()
-  const resultSinks = new Map<string, RunnerQueue['result']>()
   // Result events of a runtime without an outbox: published once their settlement committed.
   let unpublished: Envelope[] = []
-
-  const specOf = (svc: HostedService, queue: string): QueueSpec => {
-    const spec = svc.def.contract.queues[queue]
-    if (spec === undefined) throw new OutpostError(ErrorCode.NO_HANDLER, `service ${svc.def.contract.name} declares no queue "${queue}"`)
-    return spec
-  }
-
-  /** Validates and stores jobs (one commit); the runner is told when one is new. @throws VALIDATION_FAILED, NO_HANDLER */
-  const enqueueJob = (svc: HostedService, queue: string, items: { payload: unknown; opts?: EnqueueOptions }[], parent?: Envelope): JobRef[] => {
-    const spec = specOf(svc, queue)
-    const key = queueKey(svc, queue)
-    const policy = policies.get(key)!
-    const at = clock.now()
-    // A job started by a command correlates with it; one started by an event (or a job) with what that carried.
-    const corr = parent === undefined ? undefined : parent.kind === 'command' ? parent.id : (parent.corr ?? parent.id)
-    const trace = childTrace(parent?.traceparent)
-    const inputs = items.map(({ payload, opts: o = {} }): EnqueueInput => {
-      // Checked now so the caller hears of bad input; stored as given and parsed again when it runs.
-      validate(spec.payload, payload, `payload of queue ${svc.def.contract.name}.${queue}`)
-      const input: EnqueueInput = { queue: key, payload, priority: o.priority ?? policy.priority }
-      if (o.idempotencyKey !== undefined) input.idempotencyKey = o.idempotencyKey
-      const runAt = o.runAt ?? (o.delayMs === undefined ? undefined : at + o.delayMs)
-      if (runAt !== undefined) input.runAt = runAt
-      const c = o.correlationId ?? corr
-      if (c !== undefined) input.correlationId = c
-      if (trace !== undefined) input.traceparent = trace
-      return input
-    })
-    const out = inputs.length === 1 ? [queueStore.enqueue(inputs[0]!, at)] : queueStore.enqueueMany(inputs, at)
-    if (out.some((o) => o.created)) runner.kick(key)
-    return out.map((o) => ({ id: o.job.id, created: o.created }))
-  }
-
-  const decided = (d: JobDecision): RunOutcome =>
-    d.decision === 'fail'
-      ? { kind: 'fail', error: { code: ErrorCode.JOB_FAILED, message: d.reason } }
-      : { kind: 'retry', error: { code: ErrorCode.JOB_RETRY, message: d.reason }, delayMs: d.delayMs }
-
-  /** Runs one attempt: payload checked, worker called, result checked; never rejects. */
-  const runJob = async (svc: HostedService, name: string, spec: QueueSpec, policy: QueuePolicy, running: RunningJob): Promise<RunOutcome> => {
-    const parsed = v.safeParse(spec.payload, running.job.payload)
-    if (!parsed.success) {
-      const issues = toValidationIssues(parsed.issues)
-      return { kind: 'fail', reason: 'invalid', error: { code: ErrorCode.VALIDATION_FAILED, message: `payload of job ${running.job.id} is invalid: ${issues.map((i) => i.message).join('; ')}` } }
-    }
-    const ctx = new JobContext(svc, running, policy, spec.progress)
-    try {
-      const r = await (svc.def.workers[name] as (p: unknown, c: unknown) => unknown)(parsed.output, ctx)
-      if (isJobDecision(r)) return decided(r)
-      const checked = v.safeParse(spec.result, r)
-      if (checked.success) return { kind: 'completed', output: checked.output }
-      ctx.log.error({ issues: toValidationIssues(checked.issues) }, 'worker returned a result that fails its schema')
-      return { kind: 'retry', error: { code: ErrorCode.INTERNAL, message: 'internal error' } }
-    } catch (err) {
-      if (isJobDecision(err)) return decided(err)
-      const wire = toWireError(err)
-      if (wire.code === ErrorCode.INTERNAL) ctx.log.error({ err }, 'worker failed')
-      else ctx.log.warn({ code: wire.code }, wire.message)
-      return { kind: 'retry', error: wire }
-    }
-  }
-
-  const runnerQueues: RunnerQueue[] = [...hosted.values()].flatMap((svc) =>
-    Object.entries(svc.def.contract.queues).map(([name, spec]): RunnerQueue => {
-      const key = queueKey(svc, name)
-      const policy = queuePolicy(spec)
-      policies.set(key, policy)
-      const result: RunnerQueue['result'] = (kind, payload, job) => {
-        // Built by the runtime from checked values: not validated again.
-        const env = eventEnvelope(svc, `${name}.${kind}`, payload, childTrace(job.traceparent), job.correlationId)
-        if (outbox === undefined) unpublished.push(env)
-        else appendToOutbox(env)
-      }
-      resultSinks.set(key, result)
-      return { key, name, policy, reportsProgress: spec.progress !== undefined, run: (running) => runJob(svc, name, spec, policy, running), result }
-    }),
-  )
-
   const afterCommit = (): void => {
     pump?.kick()
     if (unpublished.length === 0) return
@@ -744,93 +659,25 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
       bridge.publish(env).catch((err: unknown) => rootLog.warn({ err: (err as Error).message, event: env.name }, 'result event not published (no outbox)'))
     }
   }
-
-  const runner = createQueueRunner({ store: queueStore, clock, log: rootLog, queues: runnerQueues, afterCommit, pollMs: opts.queuePollMs })
-
-  /** Stores the job an event becomes; until that commits the event is not acknowledged. */
-  const storeBound = (svc: HostedService, input: EnqueueInput): void | Promise<void> => {
-    try {
-      const { created } = queueStore.enqueue(input, clock.now())
-      if (!created) counters.duplicateEvents++
-      else {
-        counters.eventsBound++
-        runner.kick(input.queue)
-      }
-    } catch (err) {
-      // Not committed: the acknowledgement is held back (the broker keeps the event) and the
-      // store is tried again; at stop it is never sent, so the broker delivers the event again.
-      svc.log.error({ msgId: input.idempotencyKey, err: (err as Error).message }, 'event not stored as a job; trying again')
-      return new Promise<void>((resolve) => setTimeout(resolve, 1_000)).then(() => (stopping ? new Promise<void>(() => undefined) : storeBound(svc, input)))
-    }
-  }
-
-  /** The job an event becomes (stored in the dead letters, with the reason, when it cannot run). */
-  const boundJob = (svc: HostedService, bindingName: string, b: BindingSpec, env: Envelope): EnqueueInput => {
-    const key = queueKey(svc, b.queue)
-    const input: EnqueueInput = { queue: key, payload: env.payload, idempotencyKey: `${env.src}/${env.id}`, priority: policies.get(key)!.priority, correlationId: env.corr ?? env.id }
-    const trace = childTrace(env.traceparent)
-    if (trace !== undefined) input.traceparent = trace
-    try {
-      const event = validate(b.schema, env.payload, `event ${env.service}.${env.name} from ${env.src}`)
-      const meta: BoundEvent = { service: env.service!, version: env.version!, name: env.name!, device: env.src, id: env.id, correlationId: env.corr }
-      if (b.key !== undefined) input.idempotencyKey = (b.key as (p: unknown, e: BoundEvent) => string)(event, meta)
-      const payload = b.payload === undefined ? event : (b.payload as (p: unknown, e: BoundEvent) => unknown)(event, meta)
-      validate(specOf(svc, b.queue).payload, payload, `job payload from binding "${bindingName}"`)
-      input.payload = payload
-    } catch (err) {
-      // It can never run, but it is not lost: it waits in the dead letters, inspectable.
-      input.invalid = (err as Error).message
-      counters.eventsRejected++
-      svc.log.warn({ binding: bindingName, msgId: env.id, err: input.invalid }, 'event cannot become a job; stored in the dead letters')
-    }
-    return input
-  }
-
-  /** An event from the broker: acknowledged once its job is committed. */
-  const onBound = (svc: HostedService, bindingName: string, b: BindingSpec) => (msg: InboundMessage): void | Promise<void> => {
-    const env = msg.envelope
-    if (env.kind !== 'event' || stopping) return
-    return storeBound(svc, boundJob(svc, bindingName, b, env))
-  }
-
-  /** An event of this runtime: enqueued inside the transaction that stores the event. */
-  const bindLocally = (svc: HostedService, bindingName: string, b: BindingSpec) => (env: Envelope): void => {
-    const input = boundJob(svc, bindingName, b, env)
-    if (!queueStore.enqueue(input, clock.now()).created) return
-    counters.eventsBound++
-    runner.kick(input.queue)
-  }
-
-  const handles = new Map<string, QueueHandle>()
-  const queueHandle = (contract: AnyContract, queue: string): QueueHandle => {
-    const svc = hostedBy.get(contract.name)?.get(contract.version)
-    if (svc === undefined) throw new OutpostError(ErrorCode.NO_HANDLER, `service ${contract.name}@${contract.version} is not hosted by ${deviceId}`)
-    specOf(svc, queue)
-    const key = queueKey(svc, queue)
-    let h = handles.get(key)
-    if (h === undefined) {
-      const ops = createQueueOps(queueStore, key, clock.now, {
-        wake: () => runner.kick(key),
-        cancelled: (job) => {
-          runner.cancelled(job.id)
-          const error = { code: ErrorCode.CANCELLED, message: 'cancelled' }
-          resultSinks.get(key)!('dead', { jobId: job.id, queue, attempt: job.attempt, reason: 'cancelled', error }, job)
-        },
-      })
-      h = {
-        ...ops,
-        cancel: (id) => {
-          const job = queueStore.transaction(() => ops.cancel(id))
-          afterCommit()
-          return job
-        },
-        enqueue: (payload, o) => enqueueJob(svc, queue, [{ payload, opts: o }])[0]!,
-        enqueueMany: (items) => enqueueJob(svc, queue, items),
-      }
-      handles.set(key, h)
-    }
-    return h
-  }
+  const queues = createServiceQueues({
+    services: [...hosted.values()],
+    store: queueStore,
+    clock,
+    log: rootLog,
+    counters,
+    stopping: () => stopping,
+    pollMs: opts.queuePollMs,
+    childTrace,
+    afterCommit,
+    workerContext: (svc, running, policy, progress) => new JobContext(svc, running, policy, progress),
+    result: (svc, event, payload, job) => {
+      // Built by the runtime from checked values: not validated again.
+      const env = eventEnvelope(svc, event, payload, childTrace(job.traceparent), job.correlationId)
+      if (outbox === undefined) unpublished.push(env)
+      else appendToOutbox(env)
+    },
+  })
+  const runner = queues.runner
 
   // ---- lifecycle --------------------------------------------------------------------
 
@@ -867,8 +714,8 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
         }
         for (const [name, b] of Object.entries(svc.def.bindings)) {
           const filter = bridge.topics.eventFilter({ device: b.device, service: b.service, version: b.version, event: b.event })
-          localReceivers.push({ filter, bind: bindLocally(svc, name, b) })
-          await bridge.subscribe(filter, onBound(svc, name, b))
+          localReceivers.push({ filter, bind: queues.bindLocally(svc, name, b) })
+          await bridge.subscribe(filter, queues.onBound(svc, name, b))
         }
       }
       const announce = (): void => {
@@ -902,7 +749,11 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     },
     client: (contract) => clientFor(contract),
     invoke: (target, payload, o) => invoke(target, payload, o),
-    queue: (contract, queue) => queueHandle(contract, queue) as never,
+    queue: (contract, queue) => {
+      const svc = hostedBy.get(contract.name)?.get(contract.version)
+      if (svc === undefined) throw new OutpostError(ErrorCode.NO_HANDLER, `service ${contract.name}@${contract.version} is not hosted by ${deviceId}`)
+      return queues.handle(svc, queue) as never
+    },
     stats: () => ({ ...counters, bridge: bridge.stats(), schedules: scheduler.stats(), outbox: outbox?.stats(), queues: runner.stats() }),
     async stop(sopts) {
       if (stopping) return

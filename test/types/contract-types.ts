@@ -51,3 +51,62 @@ defineService(b, {
     }),
   }),
 })
+
+// Queues: workers, enqueue, result events and bindings are typed from the queue's schemas.
+const q = defineContract({
+  name: 'q',
+  version: '1',
+  events: { seen: v.object({ n: v.number() }) },
+  queues: { crunch: { payload: v.object({ n: v.number() }), result: v.object({ sum: v.number() }), progress: v.object({ pct: v.number() }) } },
+})
+defineService(q, {
+  commands: {},
+  workers: {
+    crunch: async (p, ctx) => {
+      const n: number = p.n
+      ctx.heartbeat({ pct: 10 })
+      // @ts-expect-error progress must match the progress schema
+      ctx.heartbeat({ pct: 'ten' })
+      const attempt: number = ctx.job.attempt
+      if (attempt > 3) return ctx.fail('too many')
+      if (n < 0) return ctx.retry({ delayMs: 1_000 })
+      ctx.enqueue('crunch', { n: n - 1 }, { idempotencyKey: `n-${n - 1}` })
+      // @ts-expect-error unknown queue
+      ctx.enqueue('nope', { n: 1 })
+      // @ts-expect-error wrong job payload
+      ctx.enqueue('crunch', { n: 'one' })
+      // @ts-expect-error result events come from the runtime, not from handlers
+      await ctx.emit('crunch.completed', { jobId: 'x', queue: 'crunch', attempt: 1, output: { sum: 1 } })
+      return { sum: n }
+    },
+  },
+  bindings: (b) => ({
+    fromSeen: b.event(q, 'seen', 'crunch', { payload: (e) => ({ n: e.n }) }),
+    // @ts-expect-error the binding must feed a declared queue
+    wrong: b.event(q, 'seen', 'nope'),
+  }),
+  subscriptions: (s) => ({
+    done: s.on(q, 'crunch.completed', (p) => {
+      const sum: number = p.output.sum
+      // @ts-expect-error output is typed from the result schema
+      const bad: string = p.output.sum
+      return [sum, bad]
+    }),
+    progress: s.on(q, 'crunch.progress', (p) => p.progress.pct),
+  }),
+})
+defineService(q, {
+  commands: {},
+  workers: {
+    // @ts-expect-error the result must match the result schema
+    crunch: () => ({ sum: 'all' }),
+  },
+})
+// @ts-expect-error every declared queue needs a worker
+defineService(q, { commands: {} })
+const qrt = createRuntime({ bridge: createMemoryBridge({ hub: createMemoryHub(), deviceId: 'y' }) })
+qrt.queue(q, 'crunch').enqueue({ n: 1 })
+// @ts-expect-error payload type is checked on the handle
+qrt.queue(q, 'crunch').enqueue({ n: '1' })
+// @ts-expect-error unknown queue on the handle
+qrt.queue(q, 'nope')

@@ -16,10 +16,12 @@ export interface RetryBackoff {
  * How a job's result events relate to its acknowledgement:
  * - `required`: the job counts as done only together with its result event in the outbox
  *   (one transaction); a device that dies in between runs the job again.
- * - `bestEffort`: the result event is emitted after the job was settled; if that fails it is
- *   logged and counted, the job stays done.
+ * - `bestEffort`: the result event is stored in the same commit when it can be; if it cannot,
+ *   that is logged and counted, and the job stays done.
+ * - `none`: the queue declares and emits no result events (nobody listens; status is in the
+ *   operations API).
  */
-export type ResultDelivery = 'required' | 'bestEffort'
+export type ResultDelivery = 'required' | 'bestEffort' | 'none'
 
 /** A durable queue's declaration: what a job takes and gives, and its lease and retry policy. */
 export interface QueueSpec<P extends Schema = Schema, R extends Schema = Schema, G extends Schema | undefined = Schema | undefined> {
@@ -96,15 +98,18 @@ export interface JobProgress<G> {
   progress: G
 }
 
+/** Queues of `Q` that publish result events (all but `results: 'none'`). */
+type Publishing<Q extends Record<string, QueueSpec>> = { [K in keyof Q & string]: Q[K]['results'] extends 'none' ? never : K }[keyof Q & string]
+
 /** The result events a queue declares, by name. */
 export type ResultEvents<Q extends Record<string, QueueSpec>> = {
-  [K in keyof Q & string as `${K}.completed`]: v.GenericSchema<JobCompleted<v.InferInput<Q[K]['result']>>, JobCompleted<v.InferOutput<Q[K]['result']>>>
+  [K in Publishing<Q> as `${K}.completed`]: v.GenericSchema<JobCompleted<v.InferInput<Q[K]['result']>>, JobCompleted<v.InferOutput<Q[K]['result']>>>
 } & {
-  [K in keyof Q & string as `${K}.failed`]: v.GenericSchema<JobFailed>
+  [K in Publishing<Q> as `${K}.failed`]: v.GenericSchema<JobFailed>
 } & {
-  [K in keyof Q & string as `${K}.dead`]: v.GenericSchema<JobDead>
+  [K in Publishing<Q> as `${K}.dead`]: v.GenericSchema<JobDead>
 } & {
-  [K in keyof Q & string as Q[K]['progress'] extends Schema ? `${K}.progress` : never]: v.GenericSchema<
+  [K in Publishing<Q> as Q[K]['progress'] extends Schema ? `${K}.progress` : never]: v.GenericSchema<
     JobProgress<v.InferInput<NonNullable<Q[K]['progress']>>>,
     JobProgress<v.InferOutput<NonNullable<Q[K]['progress']>>>
   >
@@ -115,8 +120,9 @@ export const RESULT_EVENT_SUFFIXES = ['completed', 'failed', 'dead', 'progress']
 
 const wireError = v.object({ code: v.string(), message: v.string() })
 
-/** The event schemas of one queue's results (what subscribers validate against). */
+/** The event schemas of one queue's results (what subscribers validate against); none for `results: 'none'`. */
 export function resultEventSchemas(name: string, spec: QueueSpec): Record<string, Schema> {
+  if (spec.results === 'none') return {}
   const head = { jobId: v.string(), queue: v.string(), attempt: v.number() }
   const events: Record<string, Schema> = {
     [`${name}.completed`]: v.object({ ...head, output: spec.result }),

@@ -278,7 +278,9 @@ export type WorkerHandlers<K extends AnyContract, U extends readonly AnyContract
 /** `workers`: one per declared queue, required when the contract declares any. */
 type WorkersOf<K extends AnyContract, U extends readonly AnyContract[], R, T> = [keyof QueuesOf<K>] extends [never]
   ? { workers?: WorkerHandlers<K, U, R, T> }
-  : { workers: WorkerHandlers<K, U, R, T> }
+  : string extends keyof QueuesOf<K> // queues not known (a contract typed loosely): checked at run time
+    ? { workers?: WorkerHandlers<K, U, R, T> }
+    : { workers: WorkerHandlers<K, U, R, T> }
 
 /** Handlers of every command in the contract, typed from its schemas. */
 export type CommandHandlers<K extends AnyContract, U extends readonly AnyContract[], R, T = unknown> = {

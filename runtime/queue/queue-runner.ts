@@ -179,6 +179,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
 
   /** Emits a result event: inside the settlement for `required`, guarded for `bestEffort`. */
   const emitResult = (q: QueueState, kind: ResultKind, payload: Record<string, unknown>, job: Job): void => {
+    if (q.def.policy.results === 'none') return
     if (q.def.policy.results === 'required') return q.def.result(kind, payload, job)
     try {
       q.def.result(kind, payload, job)

@@ -100,7 +100,7 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
         policies.set(key, policy)
         const result = (kind: ResultKind, payload: Record<string, unknown>, job: Job): void => deps.result(svc, `${name}.${kind}`, payload, job)
         resultSinks.set(key, result)
-        return { key, name, policy, reportsProgress: spec.progress !== undefined, run: (running) => runJob(svc, name, spec, policy, running), result }
+        return { key, name, policy, reportsProgress: spec.progress !== undefined && policy.results !== 'none', run: (running) => runJob(svc, name, spec, policy, running), result }
       }),
     ),
   })
@@ -195,7 +195,7 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
           cancelled: (job) => {
             runner.cancelled(job.id)
             const error = { code: ErrorCode.CANCELLED, message: 'cancelled' }
-            resultSinks.get(key)!('dead', { jobId: job.id, queue, attempt: job.attempt, reason: 'cancelled', error }, job)
+            if (policies.get(key)!.results !== 'none') resultSinks.get(key)!('dead', { jobId: job.id, queue, attempt: job.attempt, reason: 'cancelled', error }, job)
           },
         })
         h = {

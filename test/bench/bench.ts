@@ -37,7 +37,7 @@ if (values.json !== true) {
     'queue-enqueue-one': 'plainjob-0.0.14',
     'queue-enqueue-batch': 'plainjob-0.0.14',
     'queue-process-c8': 'plainjob-0.0.14',
-    'queue-process-c8-sync-full': 'naive-loop-sqlite-full',
+    'queue-process-c8-sync-full': 'one-commit-per-job-sqlite-full',
   }
   const rows = results.map((r) => {
     const base = baselineOf[r.workload]

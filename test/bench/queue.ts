@@ -28,11 +28,12 @@ async function once(args: string[]): Promise<Figures> {
 export async function benchQueue(jobs: number, rounds: number, latencySamples: number): Promise<BenchResult[]> {
   const systems: { name: string; args: string[] }[] = [
     { name: 'outpost-sqlite', args: ['outpost', String(jobs), 'NORMAL'] },
+    { name: 'outpost-sqlite-no-result-events', args: ['outpost', String(jobs), 'NORMAL', 'none'] },
     { name: 'naive-loop-sqlite', args: ['naive', String(jobs), 'NORMAL'] },
     { name: 'plainjob-0.0.14', args: ['plainjob', String(jobs)] },
     { name: 'bullmq-6.7-redis', args: ['bullmq', String(jobs)] },
     { name: 'outpost-sqlite-full', args: ['outpost', String(jobs), 'FULL'] },
-    { name: 'naive-loop-sqlite-full', args: ['naive', String(jobs), 'FULL'] },
+    { name: 'one-commit-per-job-sqlite-full', args: ['one-commit', String(jobs), 'FULL'] },
   ]
   const runs = new Map<string, Figures[]>()
   for (let round = 0; round < rounds; round++) {
@@ -47,7 +48,7 @@ export async function benchQueue(jobs: number, rounds: number, latencySamples: n
     const proc = median(rs, (r) => r.process ?? 0)
     const spread = { min: Math.min(...rs.map((r) => r.process ?? 0)), max: Math.max(...rs.map((r) => r.process ?? 0)), jobs }
     row(s.name, full ? 'queue-process-c8-sync-full' : 'queue-process-c8', proc.process ?? 0, spread)
-    if (full) continue
+    if (full || s.name.includes('no-result')) continue
     const one = median(rs, (r) => r.enqueue_one ?? 0).enqueue_one
     if (one != null) row(s.name, 'queue-enqueue-one', one, { jobs })
     const batch = median(rs, (r) => r.enqueue_batch ?? 0).enqueue_batch

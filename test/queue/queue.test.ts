@@ -378,6 +378,28 @@ describe('queue declarations', () => {
     expect(() => defineContract({ name: 'x', version: '1', queues: { q: { payload: v.any(), result: v.any(), leaseMs: 1_000, heartbeatMs: 2_000 } } })).toThrow(/heartbeatMs/)
   })
 
+  it('declares and emits no result events for a queue with results: none', async () => {
+    const quiet = defineContract({ name: 'quiet', version: '1', queues: { tidy: { payload: v.object({ n: v.number() }), result: v.object({}), results: 'none' } } })
+    expect(Object.keys(quiet.events)).toEqual([])
+    const hub = createMemoryHub()
+    const heard: string[] = []
+    const listener = createRuntime({
+      bridge: createMemoryBridge({ hub, deviceId: 'ear-1' }),
+      services: [defineService(defineContract({ name: 'ear', version: '1' }), { commands: {}, subscriptions: (s) => ({ all: s.pattern({ service: 'quiet', schema: v.unknown() }, (_p, ctx) => void heard.push(ctx.event.name)) }) })],
+    })
+    const rt = createRuntime({ bridge: createMemoryBridge({ hub, deviceId: 'quiet-1' }), services: [defineService(quiet, { commands: {}, workers: { tidy: () => ({}) } })] })
+    await listener.start()
+    await rt.start()
+    const tidy = rt.queue(quiet, 'tidy')
+    const ref = tidy.enqueue({ n: 1 })
+    await until(() => tidy.get(ref.id)?.state === 'completed')
+    await new Promise((r) => setTimeout(r, 50))
+    expect(heard).toEqual([])
+    expect(rt.stats().queues['quiet/tidy']).toMatchObject({ completed: 1, resultsFailed: 0 })
+    await rt.stop()
+    await listener.stop()
+  })
+
   it('declares result events a subscriber can name, and keeps handlers from emitting them', async () => {
     expect(Object.keys(photos.events).sort()).toEqual([
       'manual.completed', 'manual.dead', 'manual.failed', 'resize.completed', 'resize.dead', 'resize.failed', 'resize.progress', 'taken', 'timed.completed', 'timed.dead', 'timed.failed',

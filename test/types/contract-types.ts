@@ -110,3 +110,13 @@ qrt.queue(q, 'crunch').enqueue({ n: 1 })
 qrt.queue(q, 'crunch').enqueue({ n: '1' })
 // @ts-expect-error unknown queue on the handle
 qrt.queue(q, 'nope')
+
+// A queue with `results: 'none'` declares no result events.
+const quiet = defineContract({ name: 'quiet', version: '1', queues: { tidy: { payload: v.object({}), result: v.object({}), results: 'none' } } })
+defineService(defineContract({ name: 'listener2', version: '1' }), {
+  commands: {},
+  subscriptions: (s) => ({
+    // @ts-expect-error no result events for a queue with results: 'none'
+    x: s.on(quiet, 'tidy.completed', () => undefined),
+  }),
+})

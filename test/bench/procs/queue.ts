@@ -6,6 +6,9 @@
 //             events committed to the outbox with each settlement (the default, `required`)
 //   naive     the same SQLite store driven by a per-job loop: one transaction to lease a job,
 //             one to complete it (8 loops)
+//   one-commit  the same, with lease and completion in one transaction per job: under
+//             synchronous=FULL that is one fsync per job, the baseline group commit is measured against
+//   (a fourth argument `none` runs Outpost's queue with `results: 'none'`: no result events)
 //   plainjob  plainjob 0.0.14 on better-sqlite3 (8 workers on one queue; it has no concurrency option)
 //   bullmq    BullMQ on the local Redis, a Worker with concurrency 8
 //   latency-outpost / latency-bullmq: an idle worker; time from enqueue to the handler starting
@@ -17,7 +20,7 @@ import * as v from 'valibot'
 import { createMemoryBridge, createMemoryHub, createRuntime, defineContract, defineService } from '../../../runtime/index.js'
 import { createSqliteOutbox, createSqliteQueueStore, openDeviceDatabase, type Synchronous } from '../../../runtime/stores/sqlite/index.js'
 
-const [system, countArg, syncArg, prefetchArg] = process.argv.slice(2) as [string, string, Synchronous | undefined, string | undefined]
+const [system, countArg, syncArg, resultsArg] = process.argv.slice(2) as [string, string, Synchronous | undefined, 'required' | 'none' | undefined]
 const N = Number(countArg)
 const sync: Synchronous = syncArg ?? 'NORMAL'
 const CONCURRENCY = 8
@@ -31,7 +34,7 @@ const out = (o: Record<string, unknown>): void => {
   process.exit(0)
 }
 
-const contract = (prefetch: number | undefined) =>
+const contract = (results: 'required' | 'none') =>
   defineContract({
     name: 'bench',
     version: '1',
@@ -40,14 +43,14 @@ const contract = (prefetch: number | undefined) =>
         payload: v.object({ deviceId: v.string(), reading: v.number(), ts: v.number() }),
         result: v.object({ ok: v.boolean() }),
         concurrency: CONCURRENCY,
-        prefetch,
+        results,
       },
     },
   })
 
 /** An Outpost device: SQLite database with queue store and outbox; `started` is called when a handler starts. */
-function outpostDevice(file: string, prefetch: number | undefined, started: () => void = () => undefined) {
-  const c = contract(prefetch)
+function outpostDevice(file: string, results: 'required' | 'none', started: () => void = () => undefined) {
+  const c = contract(results)
   const database = openDeviceDatabase({ path: path.join(dir, file), synchronous: sync })
   const svc = defineService(c, {
     commands: {},
@@ -72,19 +75,19 @@ const waitFor = async (done: () => boolean): Promise<void> => {
 }
 
 async function outpost(): Promise<void> {
-  const prefetch = prefetchArg === undefined ? undefined : Number(prefetchArg)
+  const results = resultsArg ?? 'required'
   // Enqueue, one commit per job (WAL NORMAL only: under FULL that is one fsync each), on a
   // runtime that is not started, so nothing runs them.
   let enqueueOne: number | null = null
   let t0 = performance.now()
   if (sync === 'NORMAL') {
-    const one = outpostDevice('one.db', prefetch)
+    const one = outpostDevice('one.db', results)
     for (let i = 0; i < N; i++) one.q.enqueue(payload(i))
     enqueueOne = rate(N, performance.now() - t0)
     one.database.close()
   }
   // Enqueue in batches of 1,000, then process.
-  const dev = outpostDevice('batch.db', prefetch)
+  const dev = outpostDevice('batch.db', results)
   t0 = performance.now()
   for (let i = 0; i < N; i += BATCH) dev.q.enqueueMany(Array.from({ length: Math.min(BATCH, N - i) }, (_, k) => ({ payload: payload(i + k) })))
   const enqueueBatch = rate(N, performance.now() - t0)
@@ -94,13 +97,14 @@ async function outpost(): Promise<void> {
   const processed = rate(N, performance.now() - t0)
   const m = dev.q.metrics()
   if (m.completed !== N) throw new Error(`only ${m.completed} of ${N} completed`)
-  const results = dev.rt.stats().outbox!.appended
+  const resultEvents = dev.rt.stats().outbox!.appended
   await dev.rt.stop()
   dev.database.close()
-  out({ enqueue_one: enqueueOne, enqueue_batch: enqueueBatch, process: processed, result_events: results })
+  out({ enqueue_one: enqueueOne, enqueue_batch: enqueueBatch, process: processed, result_events: resultEvents })
 }
 
-async function naive(): Promise<void> {
+/** `naive`: lease in one transaction, complete in another. `one-commit`: both in one transaction per job (one fsync per job under FULL). */
+async function naive(oneCommit = false): Promise<void> {
   const database = openDeviceDatabase({ path: path.join(dir, 'naive.db'), synchronous: sync })
   const store = createSqliteQueueStore(database)
   let t0 = performance.now()
@@ -115,6 +119,18 @@ async function naive(): Promise<void> {
   await Promise.all(
     Array.from({ length: CONCURRENCY }, async () => {
       for (;;) {
+        if (oneCommit) {
+          const ran = database.transaction(() => {
+            const [job] = store.lease('work', 1, Date.now(), 30_000)
+            if (job === undefined) return false
+            store.complete(job.id, job.attempt, { ok: true }, Date.now())
+            return true
+          })
+          if (!ran) return
+          await noop(null)
+          done++
+          continue
+        }
         const [job] = store.lease('work', 1, Date.now(), 30_000)
         if (job === undefined) return
         await noop(job.payload)
@@ -187,7 +203,7 @@ const percentiles = (samples: number[]): { p50_us: number; p99_us: number } => {
 
 async function latencyOutpost(): Promise<void> {
   let startedAt = 0
-  const dev = outpostDevice('latency.db', undefined, () => void (startedAt = performance.now()))
+  const dev = outpostDevice('latency.db', 'required', () => void (startedAt = performance.now()))
   await dev.rt.start()
   const samples: number[] = []
   for (let i = 0; i < N; i++) {
@@ -228,5 +244,5 @@ async function latencyBullmq(): Promise<void> {
   out(percentiles(samples.slice(Math.floor(N / 10))))
 }
 
-const run: Record<string, () => Promise<void>> = { outpost, naive, plainjob, bullmq, 'latency-outpost': latencyOutpost, 'latency-bullmq': latencyBullmq }
+const run: Record<string, () => Promise<void>> = { outpost, naive: () => naive(), 'one-commit': () => naive(true), plainjob, bullmq, 'latency-outpost': latencyOutpost, 'latency-bullmq': latencyBullmq }
 await run[system]!()

@@ -17,9 +17,12 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   const totals = db.prepare<[], { stream: string; bytes: number; entries: number }>('SELECT stream, SUM(bytes) AS bytes, COUNT(*) AS entries FROM outbox GROUP BY stream')
   const acct = createOutboxAccounting(opts.limits, totals.all())
   // The newest entries, as appended: a pump that keeps up reads them from here, not back from
-  // the file. Only a contiguous tail is kept; a rollback or a drop clears it.
-  const TAIL = 1_024
+  // the file. Only a contiguous tail is kept; a rollback or a drop clears it. When it fills up
+  // (offline, or a pump that falls behind) it is dropped and stays off until a read from the
+  // file reaches the end: a backlog lives on disk, not in memory.
+  const TAIL = 256
   let tail: OutboxEntry[] = []
+  let tailLive = true
   // An append inside a larger transaction (a job's result event) is undone with it: count again.
   const recount = (): void => {
     tail = []
@@ -86,9 +89,16 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
     }
     const seq = Number(insert.run(e.stream, e.topic, e.frame, e.retain ? 1 : 0, size, now()).lastInsertRowid)
     acct.added(e.stream, size)
-    if (tail.length > 0 && tail.at(-1)!.seq !== seq - 1) tail = []
-    tail.push({ seq, stream: e.stream, topic: e.topic, frame: e.frame, retain: e.retain })
-    if (tail.length > TAIL) tail = tail.slice(TAIL / 2)
+    if (tailLive) {
+      if (tail.length > 0 && tail.at(-1)!.seq !== seq - 1) tail = []
+      if (tail.length >= TAIL) {
+        tail = []
+        tailLive = false
+      } else {
+        // A copy: an encoder's frame may be a view into a large buffer that the tail would keep alive.
+        tail.push({ seq, stream: e.stream, topic: e.topic, frame: Uint8Array.prototype.slice.call(e.frame), retain: e.retain })
+      }
+    }
     return seq
   }
   // Inside a larger transaction (a job's settlement) the append joins it, and is undone with it.
@@ -109,7 +119,13 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
         return from < 0 ? [] : tail.slice(from, from + limit)
       }
       flush()
-      return select.all(after, limit).map((r) => ({ seq: r.seq, stream: r.stream, topic: r.topic, frame: r.frame, retain: r.retain === 1 }))
+      const rows = select.all(after, limit)
+      if (rows.length < limit && !tailLive) {
+        // Caught up with the file: what comes next can be read from memory again.
+        tail = []
+        tailLive = true
+      }
+      return rows.map((r) => ({ seq: r.seq, stream: r.stream, topic: r.topic, frame: r.frame, retain: r.retain === 1 }))
     },
     ack(seq) {
       // What was delivered leaves the tail too: a pump starting over must not send it again.

@@ -331,6 +331,21 @@ describe('durable queues', () => {
     expect(resize.get(stuck.id)).toMatchObject({ state: 'ready', attempt: 0 })
   })
 
+  it('with jobsOnStop: expire, leaves an unfinished job to its lease instead of giving it back', async () => {
+    const hub = createMemoryHub()
+    const seen: Seen = { runs: [], running: 0, maxRunning: 0, aborted: [], results: [] }
+    const clock = createManualClock(T0)
+    const rt = createRuntime({ bridge: createMemoryBridge({ hub, deviceId: 'cam-9' }), services: [photoService(seen)], clock, jobsOnStop: 'expire' })
+    await rt.start()
+    const resize = rt.queue(photos, 'resize')
+    const stuck = resize.enqueue({ photo: 20, mode: 'ignoreAbort' })
+    await until(() => seen.runs.length === 1)
+    await rt.stop({ drainMs: 50 })
+    expect(seen.aborted).toHaveLength(1)
+    // Still leased, attempt counted: whoever opens the queue next takes it once the lease ends.
+    expect(resize.get(stuck.id)).toMatchObject({ state: 'leased', attempt: 1, leaseUntil: T0 + 10_000 })
+  })
+
   it('does not count a job done while its required result event cannot be stored', async () => {
     const { resize, seen, rt } = await device({ outboxBytes: 10 })
     const ref = resize.enqueue({ photo: 16 })

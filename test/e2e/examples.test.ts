@@ -12,4 +12,16 @@ describe('examples', () => {
     expect(stdout).toContain('panel got 70.7 °F')
     expect(stdout).toContain('bad payload: VALIDATION_FAILED')
   })
+
+  it('queue prints what its README promises, in order', async () => {
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'examples/queue/main.ts'], { timeout: 20_000 })
+    expect(stdout.trim().split('\n')).toEqual([
+      'dashboard: resized to 512 KiB on attempt 1',
+      'dashboard: attempt 1 failed (INTERNAL), will retry',
+      'dashboard: resized to 1024 KiB on attempt 2',
+      'dashboard: gave up (failed): photo 3 is corrupt',
+      'queue: completed 2, dead 1',
+      'dead letter: photo 3 is corrupt',
+    ])
+  })
 })

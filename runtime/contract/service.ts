@@ -275,6 +275,11 @@ export type WorkerHandlers<K extends AnyContract, U extends readonly AnyContract
     | Promise<v.InferInput<QueuesOf<K>[Q]['result']> | JobDecision>
 }
 
+/** One event of a known contract, from any device or the one named: what subscriptions and bindings select. */
+function selectEvent(from: AnyContract, event: string, device: string | undefined): { service: string; version: string; event: string; device: string; schema: Schema } {
+  return { service: from.name, version: from.version, event, device: device ?? '*', schema: from.events[event] as Schema }
+}
+
 /** `workers`: one per declared queue, required when the contract declares any. */
 type WorkersOf<K extends AnyContract, U extends readonly AnyContract[], R, T> = [keyof QueuesOf<K>] extends [never]
   ? { workers?: WorkerHandlers<K, U, R, T> }
@@ -342,11 +347,7 @@ export function defineService<
   }
   const bindingBuilder: BindingBuilder<K> = {
     event: (from, event, queue, opts) => ({
-      service: from.name,
-      version: from.version,
-      event,
-      device: opts?.device ?? '*',
-      schema: from.events[event] as Schema,
+      ...selectEvent(from, event, opts?.device),
       queue,
       key: opts?.key as BindingSpec['key'],
       payload: opts?.payload as BindingSpec['payload'],
@@ -359,11 +360,7 @@ export function defineService<
   }
   const builder: SubscriptionBuilder<K, U, R, v.InferOutput<ST>> = {
     on: (from, event, handler, opts) => ({
-      service: from.name,
-      version: from.version,
-      event,
-      device: opts?.device ?? '*',
-      schema: from.events[event] as Schema,
+      ...selectEvent(from, event, opts?.device),
       handler: handler as SubscriptionSpec['handler'],
     }),
     pattern: (sel, handler) => ({

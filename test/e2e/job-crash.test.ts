@@ -7,12 +7,12 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { Decoder } from 'cbor-x'
-import { build } from 'esbuild'
 import mqtt from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { MqttBroker } from '../../gateway/broker/mqtt-broker.js'
 import { freshAedes } from '../helpers/aedes.js'
 import { until } from '../helpers/wait.js'
+import { buildHelperProcess } from '../helpers/processes.js'
 
 const KILLS = 50
 const JOBS = 4_000
@@ -23,8 +23,7 @@ describe('crash safety of the job queue', () => {
   let broker: MqttBroker
   beforeAll(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'outpost-job-crash-'))
-    script = path.resolve('test/e2e/chaos/.build/job-worker.mjs')
-    await build({ entryPoints: ['test/e2e/chaos/job-worker.ts'], outfile: script, bundle: true, platform: 'node', format: 'esm', packages: 'external', logLevel: 'silent' })
+    script = await buildHelperProcess('job-worker')
     broker = await freshAedes()
   })
   afterAll(async () => {

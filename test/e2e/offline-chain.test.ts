@@ -6,12 +6,12 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { Decoder } from 'cbor-x'
-import { build } from 'esbuild'
 import mqtt from 'mqtt'
 import { describe, expect, it } from 'vitest'
 import { startMqttBroker, type MqttBroker } from '../../gateway/broker/mqtt-broker.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { freePort, until } from '../helpers/wait.js'
+import { buildHelperProcess } from '../helpers/processes.js'
 
 interface Counters {
   fired: number
@@ -25,8 +25,7 @@ describe('a device that loses its broker for a while', () => {
   it('keeps scheduling and processing offline, then delivers every result once per id, in order', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'outpost-chain-'))
     cleanup(() => rmSync(dir, { recursive: true, force: true }))
-    const script = path.resolve('test/e2e/chaos/.build/chain-device.mjs')
-    await build({ entryPoints: ['test/e2e/chaos/chain-device.ts'], outfile: script, bundle: true, platform: 'node', format: 'esm', packages: 'external', logLevel: 'silent' })
+    const script = await buildHelperProcess('chain-device')
     const port = await freePort()
     const url = `mqtt://127.0.0.1:${port}`
     let broker: MqttBroker = await startMqttBroker({ port })

@@ -5,10 +5,10 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { build } from 'esbuild'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createEnvelopeCodec } from '../../runtime/index.js'
 import { createSqliteOutbox, openDeviceDatabase } from '../../runtime/stores/sqlite/index.js'
+import { buildHelperProcess } from '../helpers/processes.js'
 
 const KILLS = 50
 
@@ -18,9 +18,7 @@ describe('crash safety of the outbox', () => {
   let deadPort: number
   beforeAll(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'outpost-crash-'))
-    // Built to plain JS so each restart is quick; placed inside the repo tree so node_modules resolve.
-    script = path.resolve('test/e2e/chaos/.build/outbox-writer.mjs')
-    await build({ entryPoints: ['test/e2e/chaos/outbox-writer.ts'], outfile: script, bundle: true, platform: 'node', format: 'esm', packages: 'external', logLevel: 'silent' })
+    script = await buildHelperProcess('outbox-writer')
     const s = net.createServer()
     await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()))
     deadPort = (s.address() as net.AddressInfo).port

@@ -1,5 +1,6 @@
 import { Decoder, Encoder } from 'cbor-x'
 import { ErrorCode, OutpostError, type WireError } from '../errors.js'
+import { readPlainCbor, UNREAD } from './cbor-reader.js'
 import { ENVELOPE_VERSION, type Envelope, type EnvelopeKind } from './envelope.js'
 
 /** Default largest frame a device accepts: 256 KiB. */
@@ -16,7 +17,6 @@ const F = {
   replyTo: 10, target: 11, deadline: 12, traceparent: 13, tenant: 14, principal: 15,
   payload: 16, error: 17,
 } as const
-const OPTIONAL_STRINGS = ['service', 'version', 'name', 'corr', 'replyTo', 'target', 'traceparent', 'tenant', 'principal'] as const
 
 /** Outcome of decoding untrusted bytes: never throws, always says what went wrong. */
 export type DecodeResult = { ok: true; envelope: Envelope } | { ok: false; error: OutpostError }
@@ -56,11 +56,14 @@ export function createEnvelopeCodec(opts: { maxFrameBytes?: number } = {}): Enve
     if (bytes.length > maxFrameBytes) {
       return fail(ErrorCode.FRAME_TOO_LARGE, `frame of ${bytes.length} bytes exceeds the ${maxFrameBytes}-byte limit`, { size: bytes.length, limit: maxFrameBytes })
     }
-    let raw: unknown
-    try {
-      raw = decoder.decode(bytes)
-    } catch (cause) {
-      return fail(ErrorCode.MALFORMED_FRAME, 'frame is not well-formed CBOR', undefined, cause)
+    // The common frame is read by the plain-CBOR reader; anything it leaves goes to cbor-x.
+    let raw = readPlainCbor(bytes)
+    if (raw === UNREAD) {
+      try {
+        raw = decoder.decode(bytes)
+      } catch (cause) {
+        return fail(ErrorCode.MALFORMED_FRAME, 'frame is not well-formed CBOR', undefined, cause)
+      }
     }
     return fromWireArray(raw)
   }
@@ -76,8 +79,9 @@ function invalid(field: string, expected: string): DecodeResult {
   return fail(ErrorCode.INVALID_ENVELOPE, `envelope field "${field}" must be ${expected}`, { field })
 }
 
-const optionalString = (value: unknown): string | undefined | false =>
-  value === undefined || value === null ? undefined : typeof value === 'string' ? value : false
+/** Whether an optional envelope field is absent (undefined or null) or a string. */
+const optionalString = (value: unknown): value is string | null | undefined =>
+  value === undefined || value === null || typeof value === 'string'
 
 function fromWireArray(raw: unknown): DecodeResult {
   if (!Array.isArray(raw)) return fail(ErrorCode.INVALID_ENVELOPE, 'envelope must be a CBOR array')
@@ -96,23 +100,34 @@ function fromWireArray(raw: unknown): DecodeResult {
   if (typeof inst !== 'string') return invalid('inst', 'a string')
   const at = raw[F.at]
   if (typeof at !== 'number' || !Number.isFinite(at)) return invalid('at', 'a number')
+  const service = raw[F.service], version = raw[F.version], name = raw[F.name], corr = raw[F.corr]
+  const replyTo = raw[F.replyTo], target = raw[F.target], traceparent = raw[F.traceparent]
+  const tenant = raw[F.tenant], principal = raw[F.principal]
+  if (!optionalString(service)) return invalid('service', 'a string')
+  if (!optionalString(version)) return invalid('version', 'a string')
+  if (!optionalString(name)) return invalid('name', 'a string')
+  if (!optionalString(corr)) return invalid('corr', 'a string')
+  if (!optionalString(replyTo)) return invalid('replyTo', 'a string')
+  if (!optionalString(target)) return invalid('target', 'a string')
+  if (!optionalString(traceparent)) return invalid('traceparent', 'a string')
+  if (!optionalString(tenant)) return invalid('tenant', 'a string')
+  if (!optionalString(principal)) return invalid('principal', 'a string')
   // One object literal with every field: one hidden class for all envelopes, no field-by-field growth.
   const env: Envelope = {
     v, kind, id, src, inst, at,
-    service: optionalString(raw[F.service]) as string | undefined,
-    version: optionalString(raw[F.version]) as string | undefined,
-    name: optionalString(raw[F.name]) as string | undefined,
-    corr: optionalString(raw[F.corr]) as string | undefined,
-    replyTo: optionalString(raw[F.replyTo]) as string | undefined,
-    target: optionalString(raw[F.target]) as string | undefined,
+    service: service ?? undefined,
+    version: version ?? undefined,
+    name: name ?? undefined,
+    corr: corr ?? undefined,
+    replyTo: replyTo ?? undefined,
+    target: target ?? undefined,
     deadline: undefined,
-    traceparent: optionalString(raw[F.traceparent]) as string | undefined,
-    tenant: optionalString(raw[F.tenant]) as string | undefined,
-    principal: optionalString(raw[F.principal]) as string | undefined,
+    traceparent: traceparent ?? undefined,
+    tenant: tenant ?? undefined,
+    principal: principal ?? undefined,
     payload: raw.length > F.payload && raw[F.payload] !== null ? raw[F.payload] : undefined,
     error: undefined,
   }
-  for (const key of OPTIONAL_STRINGS) if ((env[key] as unknown) === false) return invalid(key, 'a string')
   const deadline = raw[F.deadline]
   if (deadline !== undefined && deadline !== null) {
     if (typeof deadline !== 'number' || !Number.isFinite(deadline)) return invalid('deadline', 'a number')

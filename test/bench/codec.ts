@@ -10,6 +10,8 @@ export function telemetryEvent(): Envelope {
   }
 }
 
+const ROUNDS = 5
+
 export function benchCodec(ms: number): BenchResult[] {
   const codec = createEnvelopeCodec()
   // 1,024 distinct events (ids and readings differ, as on the wire), cycled through, so a
@@ -30,19 +32,33 @@ export function benchCodec(ms: number): BenchResult[] {
   const jsonBytes = Buffer.byteLength(json)
   let sink = 0
   let i = 0
-  const jsonEncode = rate(() => { sink += JSON.stringify(envs[i++ & 1023]).length }, ms)
-  const jsonDecode = rate(() => { sink += (JSON.parse(jsons[i++ & 1023]!) as Envelope).at }, ms)
-  const cborEncode = rate(() => { sink += codec.encode(envs[i++ & 1023]!).length }, ms)
-  const cborDecode = rate(() => {
-    const r = codec.decode(frames[i++ & 1023]!)
-    if (r.ok) sink += r.envelope.at
-  }, ms)
+  const fns = {
+    jsonEncode: () => { sink += JSON.stringify(envs[i++ & 1023]).length },
+    jsonDecode: () => { sink += (JSON.parse(jsons[i++ & 1023]!) as Envelope).at },
+    cborEncode: () => { sink += codec.encode(envs[i++ & 1023]!).length },
+    cborDecode: () => {
+      const r = codec.decode(frames[i++ & 1023]!)
+      if (r.ok) sink += r.envelope.at
+    },
+  }
+  // Five rounds in turn, median of each: this machine's speed drifts by tens of per cent
+  // over seconds, and a single measurement per system let that drift decide the ratio.
+  const rounds: Record<keyof typeof fns, number[]> = { jsonEncode: [], jsonDecode: [], cborEncode: [], cborDecode: [] }
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const name of Object.keys(fns) as (keyof typeof fns)[]) rounds[name].push(rate(fns[name], ms / 2))
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!
+  const spread = (xs: number[]) => ({ min: Math.min(...xs), max: Math.max(...xs) })
+  const jsonEncode = median(rounds.jsonEncode)
+  const jsonDecode = median(rounds.jsonDecode)
+  const cborEncode = median(rounds.cborEncode)
+  const cborDecode = median(rounds.cborDecode)
   if (sink === 0) throw new Error('unreachable')
   const size = { bytes: bytes.length, json_bytes: jsonBytes, size_ratio: Number((bytes.length / jsonBytes).toFixed(2)) }
   return [
-    { system: 'json', workload: 'envelope-encode', concurrency: 1, ops_per_s: jsonEncode, p50_us: null, p99_us: null, extra: { bytes: jsonBytes } },
-    { system: 'outpost-cbor', workload: 'envelope-encode', concurrency: 1, ops_per_s: cborEncode, p50_us: null, p99_us: null, extra: size },
-    { system: 'json', workload: 'envelope-decode', concurrency: 1, ops_per_s: jsonDecode, p50_us: null, p99_us: null, extra: { bytes: jsonBytes } },
-    { system: 'outpost-cbor', workload: 'envelope-decode', concurrency: 1, ops_per_s: cborDecode, p50_us: null, p99_us: null, extra: { ...size, note: 'decode includes envelope validation' } },
+    { system: 'json', workload: 'envelope-encode', concurrency: 1, ops_per_s: jsonEncode, p50_us: null, p99_us: null, extra: { bytes: jsonBytes, ...spread(rounds.jsonEncode) } },
+    { system: 'outpost-cbor', workload: 'envelope-encode', concurrency: 1, ops_per_s: cborEncode, p50_us: null, p99_us: null, extra: { ...size, ...spread(rounds.cborEncode) } },
+    { system: 'json', workload: 'envelope-decode', concurrency: 1, ops_per_s: jsonDecode, p50_us: null, p99_us: null, extra: { bytes: jsonBytes, ...spread(rounds.jsonDecode) } },
+    { system: 'outpost-cbor', workload: 'envelope-decode', concurrency: 1, ops_per_s: cborDecode, p50_us: null, p99_us: null, extra: { ...size, ...spread(rounds.cborDecode), note: 'decode includes envelope validation' } },
   ]
 }

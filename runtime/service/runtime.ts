@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { pino, type Logger } from 'pino'
-import * as v from 'valibot'
+import { safeParse } from './compiled-schema.js'
 import type { AnyContract, Schema } from '../contract/contract.js'
 import type { ContractClient, EnqueueOptions, InvokeOptions, InvokeTarget, JobRef, ServiceDefinition, ServiceState, SubscriptionSpec } from '../contract/service.js'
 import { JobDecision } from '../contract/queue.js'
@@ -435,7 +435,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     if (svc === undefined || handler === undefined || spec === undefined) {
       return fail({ code: ErrorCode.NO_HANDLER, message: `device ${deviceId} has no command ${cmd.service}@${cmd.version}.${name}` })
     }
-    const parsed = v.safeParse(spec.payload, cmd.payload)
+    const parsed = safeParse(spec.payload, cmd.payload)
     if (!parsed.success) {
       const issues = toValidationIssues(parsed.issues)
       return fail({ code: ErrorCode.VALIDATION_FAILED, message: `payload of ${cmd.service}.${name} is invalid`, details: { issues } })
@@ -462,7 +462,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
       // Finished too late: whatever it computed, the caller has given up.
       return fail({ code: ErrorCode.TIMEOUT, message: `${cmd.service}.${cmd.name} finished after its deadline` })
     }
-    const checked = v.safeParse(spec.result, result)
+    const checked = safeParse(spec.result, result)
     if (!checked.success) {
       ctx.log.error({ issues: toValidationIssues(checked.issues) }, 'handler returned a result that fails its schema')
       return fail({ code: ErrorCode.INTERNAL, message: 'internal error' })
@@ -607,7 +607,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
       return
     }
     seen.set(env.id, true)
-    const parsed = v.safeParse(sub.schema, env.payload)
+    const parsed = safeParse(sub.schema, env.payload)
     if (!parsed.success) {
       counters.eventsRejected++
       svc.log.warn({ subscription: subName, msgId: env.id, issues: toValidationIssues(parsed.issues) }, 'dropped an event that fails the subscription schema')

@@ -1,4 +1,4 @@
-import * as v from 'valibot'
+import { safeParse } from './compiled-schema.js'
 import type { Logger } from 'pino'
 import { isJobDecision, type JobDecision, type QueueSpec } from '../contract/queue.js'
 import type { BindingSpec, BoundEvent, EnqueueOptions, JobRef } from '../contract/service.js'
@@ -65,7 +65,7 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
 
   /** Runs one attempt: payload checked, worker called, result checked; never rejects. */
   const runJob = async (svc: HostedService, name: string, spec: QueueSpec, policy: QueuePolicy, running: RunningJob): Promise<RunOutcome> => {
-    const parsed = v.safeParse(spec.payload, running.job.payload)
+    const parsed = safeParse(spec.payload, running.job.payload)
     if (!parsed.success) {
       const issues = toValidationIssues(parsed.issues)
       return { kind: 'fail', reason: 'invalid', error: { code: ErrorCode.VALIDATION_FAILED, message: `payload of job ${running.job.id} is invalid: ${issues.map((i) => i.message).join('; ')}` } }
@@ -74,7 +74,7 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
     try {
       const r = await (svc.def.workers[name] as (p: unknown, c: unknown) => unknown)(parsed.output, ctx)
       if (isJobDecision(r)) return decided(r)
-      const checked = v.safeParse(spec.result, r)
+      const checked = safeParse(spec.result, r)
       if (checked.success) return { kind: 'completed', output: checked.output }
       ctx.log.error({ issues: toValidationIssues(checked.issues) }, 'worker returned a result that fails its schema')
       return { kind: 'retry', error: { code: ErrorCode.INTERNAL, message: 'internal error' } }

@@ -1,6 +1,7 @@
 import * as v from 'valibot'
 import { ErrorCode, OutpostError, type ValidationIssue } from '../errors.js'
 import type { Schema } from '../contract/contract.js'
+import { safeParse } from './compiled-schema.js'
 
 function kindOf(value: unknown): string {
   if (value === null) return 'null'
@@ -30,7 +31,7 @@ export function toValidationIssues(issues: readonly v.BaseIssue<unknown>[]): Val
 
 /** Validates `value` against a schema and returns the parsed output. @throws VALIDATION_FAILED */
 export function validate<S extends Schema>(schema: S, value: unknown, what: string): v.InferOutput<S> {
-  const r = v.safeParse(schema, value)
+  const r = safeParse(schema, value)
   if (r.success) return r.output
   const issues = toValidationIssues(r.issues)
   throw new OutpostError(ErrorCode.VALIDATION_FAILED, `${what} is invalid: ${issues.map((i) => i.message).join('; ')}`, { details: { issues } })

@@ -1,0 +1,130 @@
+import * as v from 'valibot'
+import type { Schema } from '../contract/contract.js'
+
+/**
+ * Fast acceptance for the plain schemas most payloads use. valibot runs a schema by walking
+ * it, with a dataset object per value; for `object`, `array`, `string`, `number`, `boolean`,
+ * `literal`, `optional` and `nullable` (without defaults, pipes or fallbacks) this module
+ * generates one function that checks a valid input and builds the same output valibot would:
+ * a new object with the declared keys in declaration order, unknown keys left out.
+ *
+ * The generated function only ever says yes. Whenever an input is not plainly valid it
+ * answers `DEFER`, and the caller runs valibot, which produces the issues (or, for the
+ * corner cases this function does not decide, the output). Schemas of any other kind are
+ * never compiled: valibot runs them as before.
+ */
+export const DEFER: unique symbol = Symbol('defer')
+type Accept = (input: unknown) => unknown
+
+const compiled = new WeakMap<object, Accept | null>()
+
+/** Parses like `v.safeParse`, taking the compiled path when the schema and input allow it. */
+export function safeParse<S extends Schema>(schema: S, input: unknown): v.SafeParseResult<S> {
+  const accept = acceptorOf(schema)
+  if (accept !== null) {
+    const output = accept(input)
+    if (output !== DEFER) return { typed: true, success: true, output, issues: undefined } as v.SafeParseResult<S>
+  }
+  return v.safeParse(schema, input)
+}
+
+interface Node {
+  type: string; reference?: unknown; async?: boolean; pipe?: unknown; fallback?: unknown; default?: unknown
+  literal?: unknown; wrapped?: Node; item?: Node; entries?: Record<string, Node>
+}
+
+/** Whether a schema is one of the kinds compiled here, with nothing attached that changes values. */
+function plain(node: Node, kind: (...args: never[]) => unknown): boolean {
+  return node.reference === kind && node.async === false && node.pipe === undefined && node.fallback === undefined
+}
+
+function compile(schema: Schema): Accept | null {
+  const helpers: Accept[] = []
+  const body = check(schema as unknown as Node, 'x', helpers, 0)
+  if (body === null) return null
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval
+  const make = new Function('D', 'h', `return function accept(x) { ${body.code} return ${body.out} }`) as (d: symbol, h: Accept[]) => Accept
+  return make(DEFER, helpers)
+}
+
+/** Code that checks the value in `at` (returning D when it is not plainly valid) and the expression of its output. */
+function check(node: Node, at: string, helpers: Accept[], depth: number): { code: string; out: string } | null {
+  if (depth > 16) return null
+  if (plain(node, v.string)) return { code: `if (typeof ${at} !== 'string') return D;`, out: at }
+  if (plain(node, v.number)) return { code: `if (typeof ${at} !== 'number' || ${at} !== ${at}) return D;`, out: at }
+  if (plain(node, v.boolean)) return { code: `if (typeof ${at} !== 'boolean') return D;`, out: at }
+  if (plain(node, v.literal)) {
+    const literal = node.literal
+    const ok = typeof literal === 'string' || typeof literal === 'boolean' || (typeof literal === 'number' && Number.isFinite(literal))
+    return ok ? { code: `if (${at} !== ${JSON.stringify(literal)}) return D;`, out: at } : null
+  }
+  if (plain(node, v.nullable) && node.default === undefined) {
+    const inner = sub(node.wrapped!, helpers, depth)
+    return inner === null ? null : { code: `const ${at}_ = ${at} === null ? null : h[${inner}](${at}); if (${at}_ === D) return D;`, out: `${at}_` }
+  }
+  if (plain(node, v.array)) {
+    const item = sub(node.item!, helpers, depth)
+    if (item === null) return null
+    const code = `if (!Array.isArray(${at})) return D; const ${at}_ = new Array(${at}.length);` +
+      `for (let i = 0; i < ${at}.length; i++) { const e = h[${item}](${at}[i]); if (e === D) return D; ${at}_[i] = e }`
+    return { code, out: `${at}_` }
+  }
+  if (plain(node, v.object)) {
+    const entries = node.entries!
+    let code = `if (!${at} || typeof ${at} !== 'object') return D;`
+    const fields: { k: string; out: string; optional: boolean }[] = []
+    let i = 0
+    // for…in, as valibot walks the entries: the output keys come out in the same order.
+    for (const key in entries) {
+      if (key === '__proto__') return null
+      const entry = entries[key]!
+      const name = `${at}_${i++}`
+      const k = JSON.stringify(key)
+      if (plain(entry, v.optional)) {
+        if (entry.default !== undefined) return null
+        const inner = sub(entry.wrapped!, helpers, depth)
+        if (inner === null) return null
+        // Absent: no key in the output. Present but undefined: the key, undefined (as valibot).
+        code += `const ${name} = ${at}[${k}]; let ${name}_ = D;` +
+          `if (${name} !== undefined) { ${name}_ = h[${inner}](${name}); if (${name}_ === D) return D }` +
+          `else if (${k} in ${at}) ${name}_ = undefined;`
+        fields.push({ k, out: `${name}_`, optional: true })
+        continue
+      }
+      const inner = check(entry, name, helpers, depth + 1)
+      if (inner === null) return null
+      code += `const ${name} = ${at}[${k}]; ${inner.code}`
+      fields.push({ k, out: inner.out, optional: false })
+    }
+    if (!fields.some((f) => f.optional)) return { code, out: `{ ${fields.map((f) => `${f.k}: ${f.out}`).join(', ')} }` }
+    // With optional keys the output is built key by key, as valibot does.
+    code += `const ${at}_o = {};`
+    for (const f of fields) code += f.optional ? `if (${f.out} !== D) ${at}_o[${f.k}] = ${f.out};` : `${at}_o[${f.k}] = ${f.out};`
+    return { code, out: `${at}_o` }
+  }
+  return null
+}
+
+/** Compiles a nested schema into its own helper; answers its index, or null if not compiled. */
+function sub(node: Node, helpers: Accept[], depth: number): number | null {
+  const body = check(node, 'y', helpers, depth + 1)
+  if (body === null) return null
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval
+  const make = new Function('D', 'h', `return function (y) { ${body.code} return ${body.out} }`) as (d: symbol, h: Accept[]) => Accept
+  helpers.push(make(DEFER, helpers))
+  return helpers.length - 1
+}
+
+/** Whether `safeParse` takes the compiled path for this schema (for tests and diagnostics). */
+export function isCompiled(schema: Schema): boolean {
+  return acceptorOf(schema) !== null
+}
+
+function acceptorOf(schema: Schema): Accept | null {
+  let accept = compiled.get(schema)
+  if (accept === undefined) {
+    accept = compile(schema)
+    compiled.set(schema, accept)
+  }
+  return accept
+}

@@ -59,7 +59,7 @@ function expectSame(schema: v.GenericSchema, input: unknown): boolean {
     if (typeof input === 'object' && input !== null) expect(ours.output).not.toBe(input) // a new object, as valibot's
   } else {
     const summary = (issues: readonly v.BaseIssue<unknown>[]) => issues.map((i) => [i.kind, i.type, i.expected, i.received, i.message, i.path?.map((p) => p.key)])
-    expect(summary(ours.issues)).toStrictEqual(summary(theirs.issues))
+    expect(summary(ours.issues ?? [])).toStrictEqual(summary(theirs.issues ?? []))
   }
   return ours.success
 }

@@ -24,8 +24,16 @@ interface Row {
   dead_reason: string | null
 }
 
-/** Order in which jobs run: higher priority, then earlier due, then older. */
-const runOrder = (a: Row, b: Row): number => b.priority - a.priority || a.run_at - b.run_at || a.created_at - b.created_at || (a.id < b.id ? -1 : 1)
+/** A leased row, in the order of LEASED_COLUMNS. */
+type LeasedRow = [
+  id: string, payload: Buffer, priority: number, run_at: number, attempt: number, created_at: number,
+  idem_key: string | null, corr: string | null, traceparent: string | null, error: string | null,
+  error_code: string | null, progress: Buffer | null, output: Buffer | null, dead_reason: string | null,
+]
+
+/** Order in which leased jobs run: higher priority, then earlier due, then older. */
+const leasedOrder = (a: LeasedRow, b: LeasedRow): number => b[2] - a[2] || a[3] - b[3] || a[5] - b[5] || (a[0] < b[0] ? -1 : 1)
+
 
 /** Creates the durable queue store in the device database (payloads and outputs as CBOR). */
 export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
@@ -58,17 +66,35 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     `INSERT INTO jobs (id, queue, state, payload, priority, run_at, attempt, idem_key, corr, traceparent, error, error_code, dead_reason, created_at, updated_at)
      VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)`,
   )
-  // Ready jobs are taken in one statement (index order, then RETURNING the updated rows).
-  const takeReady = db.prepare<[number, number, string, number, number], Row>(
+  // Ready jobs are taken in one statement (index order, then RETURNING the updated rows). Rows
+  // come back as arrays of the columns a leased job can have set: better-sqlite3 builds an
+  // object per row property by property, which cost more than the UPDATE itself.
+  const LEASED_COLUMNS = 'id, payload, priority, run_at, attempt, created_at, idem_key, corr, traceparent, error, error_code, progress, output, dead_reason'
+  const takeReady = db.prepare<[number, number, string, number, number], LeasedRow>(
     `UPDATE jobs SET state = 'leased', attempt = attempt + 1, lease_until = ?, updated_at = ?
      WHERE id IN (SELECT id FROM jobs WHERE queue = ? AND state = 'ready' AND run_at <= ? ORDER BY priority DESC, run_at, created_at LIMIT ?)
-     RETURNING *`,
-  )
-  const takeExpired = db.prepare<[number, number, string, number, number], Row>(
+     RETURNING ${LEASED_COLUMNS}`,
+  ).raw(true)
+  const takeExpired = db.prepare<[number, number, string, number, number], LeasedRow>(
     `UPDATE jobs SET attempt = attempt + 1, lease_until = ?, updated_at = ?
      WHERE id IN (SELECT id FROM jobs WHERE queue = ? AND state = 'leased' AND lease_until <= ? ORDER BY lease_until LIMIT ?)
-     RETURNING *`,
-  )
+     RETURNING ${LEASED_COLUMNS}`,
+  ).raw(true)
+  const leasedJob = (r: LeasedRow, queue: string, until: number, now: number): Job => {
+    const job: Job = {
+      id: r[0], queue, state: 'leased', payload: value(r[1]), priority: r[2], runAt: r[3],
+      attempt: r[4], createdAt: r[5], updatedAt: now, leaseUntil: until,
+    }
+    if (r[6] !== null) job.idempotencyKey = r[6]
+    if (r[7] !== null) job.correlationId = r[7]
+    if (r[8] !== null) job.traceparent = r[8]
+    if (r[9] !== null) job.error = r[9]
+    if (r[10] !== null) job.errorCode = r[10]
+    if (r[11] !== null) job.progress = value(r[11])
+    if (r[12] !== null) job.output = value(r[12])
+    if (r[13] !== null) job.deadReason = r[13]
+    return job
+  }
   const extend = db.prepare("UPDATE jobs SET lease_until = ?, updated_at = ?, progress = COALESCE(?, progress) WHERE id = ? AND attempt = ? AND state = 'leased' AND lease_until > ?")
   const finish = db.prepare("UPDATE jobs SET state = 'completed', output = ?, lease_until = NULL, updated_at = ? WHERE id = ? AND attempt = ? AND state = 'leased'")
   const again = db.prepare("UPDATE jobs SET state = 'ready', run_at = ?, error = ?, error_code = ?, lease_until = NULL, updated_at = ? WHERE id = ? AND attempt = ? AND state = 'leased'")
@@ -128,7 +154,10 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
       const expired = takeExpired.all(until, now, queue, now, limit - rows.length)
       if (expired.length > 0) rows = rows.concat(expired)
     }
-    return rows.length > 1 ? rows.sort(runOrder).map(toJob) : rows.map(toJob)
+    if (rows.length > 1) rows.sort(leasedOrder)
+    const jobs = new Array<Job>(rows.length)
+    for (let i = 0; i < rows.length; i++) jobs[i] = leasedJob(rows[i]!, queue, until, now)
+    return jobs
   }
 
   const tx = database.transaction

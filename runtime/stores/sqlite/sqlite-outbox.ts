@@ -26,8 +26,13 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   // An append inside a larger transaction (a job's result event) is undone with it: count again.
   const recount = (): void => {
     tail = []
+    end = Infinity
     acct.recount(totals.all())
   }
+  // The newest seq known to be in the file (Infinity: not known). A pump that has sent up to it
+  // has nothing to read, and is told so without a query (and without deleting acknowledged
+  // entries first, which would be a commit of its own each time the pump catches up).
+  let end = Infinity
   const insert = db.prepare('INSERT INTO outbox (stream, topic, frame, retain, bytes, created_at) VALUES (?, ?, ?, ?, ?, ?)')
   const select = db.prepare<[number, number], Row>('SELECT seq, stream, topic, frame, retain FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?')
   const remove = db.prepare<[number], { stream: string; bytes: number }>('DELETE FROM outbox WHERE seq = ? RETURNING stream, bytes')
@@ -89,6 +94,7 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
     }
     const seq = Number(insert.run(e.stream, e.topic, e.frame, e.retain ? 1 : 0, size, now()).lastInsertRowid)
     acct.added(e.stream, size)
+    end = seq
     if (tailLive) {
       if (tail.length > 0 && tail.at(-1)!.seq !== seq - 1) tail = []
       if (tail.length >= TAIL) {
@@ -118,8 +124,10 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
         const from = tail.findIndex((t) => t.seq > after)
         return from < 0 ? [] : tail.slice(from, from + limit)
       }
+      if (after >= end) return []
       flush()
       const rows = select.all(after, limit)
+      if (rows.length < limit) end = rows.length > 0 ? rows.at(-1)!.seq : after
       if (rows.length < limit && !tailLive) {
         // Caught up with the file: what comes next can be read from memory again.
         tail = []

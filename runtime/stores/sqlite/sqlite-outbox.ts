@@ -40,7 +40,6 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   // after the first of a group; before closing, and before reading back from the file). An entry acknowledged
   // but not yet deleted when the power goes is sent again after restart (at least once).
   let acked: number[] = []
-  let flushScheduled = false
   const FLUSH_MS = 50
   const sumRange = db.prepare<[number, number], { stream: string; bytes: number; n: number }>('SELECT stream, SUM(bytes) AS bytes, COUNT(*) AS n FROM outbox WHERE seq BETWEEN ? AND ? GROUP BY stream')
   const removeRange = db.prepare('DELETE FROM outbox WHERE seq BETWEEN ? AND ?')
@@ -61,13 +60,20 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
       i = j + 1
     }
   })
+  // One timer at most: a flush for another reason (a full group, stats, close) cancels it.
+  let flushTimer: ReturnType<typeof setTimeout> | undefined
+  const flushLater = (): void => {
+    if (flushTimer === undefined) flushTimer = setTimeout(flush, FLUSH_MS).unref()
+  }
   const flush = (): void => {
-    flushScheduled = false
+    if (flushTimer !== undefined) {
+      clearTimeout(flushTimer)
+      flushTimer = undefined
+    }
     if (acked.length === 0 || database.closed) return
     if (db.inTransaction) {
       // Not inside someone else's transaction, which may still roll back: a moment later.
-      flushScheduled = true
-      setTimeout(flush, FLUSH_MS).unref()
+      flushLater()
       return
     }
     const seqs = acked
@@ -140,10 +146,7 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
       while (tail.length > 0 && tail[0]!.seq <= seq) tail.shift()
       acked.push(seq)
       if (acked.length >= 512) flush()
-      else if (!flushScheduled) {
-        flushScheduled = true
-        setTimeout(flush, FLUSH_MS).unref()
-      }
+      else flushLater()
     },
     stats: () => {
       flush()

@@ -4,7 +4,7 @@ import type { Schema } from '../contract/contract.js'
 /**
  * Fast acceptance for the plain schemas most payloads use. valibot runs a schema by walking
  * it, with a dataset object per value; for `object`, `array`, `string`, `number`, `boolean`,
- * `literal`, `optional` and `nullable` (without defaults, pipes or fallbacks) this module
+ * `literal`, `picklist`, `optional` and `nullable` (without defaults, pipes or fallbacks) this module
  * generates one function that checks a valid input and builds the same output valibot would:
  * a new object with the declared keys in declaration order, unknown keys left out.
  *
@@ -30,7 +30,7 @@ export function safeParse<S extends Schema>(schema: S, input: unknown): v.SafePa
 
 interface Node {
   type: string; reference?: unknown; async?: boolean; pipe?: unknown; fallback?: unknown; default?: unknown
-  literal?: unknown; wrapped?: Node; item?: Node; entries?: Record<string, Node>
+  literal?: unknown; options?: unknown; wrapped?: Node; item?: Node; entries?: Record<string, Node>
 }
 
 /** Whether a schema is one of the kinds compiled here, with nothing attached that changes values. */
@@ -57,6 +57,12 @@ function check(node: Node, at: string, helpers: Accept[], depth: number): { code
     const literal = node.literal
     const ok = typeof literal === 'string' || typeof literal === 'boolean' || (typeof literal === 'number' && Number.isFinite(literal))
     return ok ? { code: `if (${at} !== ${JSON.stringify(literal)}) return D;`, out: at } : null
+  }
+  if (plain(node, v.picklist)) {
+    const options = node.options
+    const simple = (o: unknown) => typeof o === 'string' || (typeof o === 'number' && Number.isFinite(o))
+    if (!Array.isArray(options) || options.length === 0 || options.length > 32 || !options.every(simple)) return null
+    return { code: `if (${options.map((o) => `${at} !== ${JSON.stringify(o)}`).join(' && ')}) return D;`, out: at }
   }
   if (plain(node, v.nullable) && node.default === undefined) {
     const inner = sub(node.wrapped!, helpers, depth)

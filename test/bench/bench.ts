@@ -1,6 +1,7 @@
 // `npm run bench`: every figure in one run, each beside the baseline measured in the same run.
 // `npm run bench -- --json` prints one JSON object per line; `--only inproc,mqtt,codec,footprint`
 // picks sections; `--quick` shortens every measurement.
+import { spawnSync } from 'node:child_process'
 import { parseArgs } from 'node:util'
 import { benchCodec } from './codec.js'
 import { benchBacklog, benchCrossProcess, benchDrain, benchInProcessIsolated } from './cross-process.js'
@@ -21,9 +22,22 @@ if (sections.has('inproc')) emit(await benchInProcessIsolated({ durationMs: quic
 if (sections.has('mqtt')) emit(await benchCrossProcess({ durationMs: quick ? 1_000 : 3_000, warmupMs: quick ? 300 : 1_000 }, [1, 64], quick ? 1 : 3))
 if (sections.has('codec')) emit(benchCodec(quick ? 300 : 1_000))
 if (sections.has('footprint')) emit(await benchFootprint(quick ? 1 : 3))
-if (sections.has('drain')) emit(await benchDrain(quick ? 20_000 : 100_000))
-if (sections.has('backlog')) emit(await benchBacklog(quick ? 100_000 : 1_000_000))
-if (sections.has('queue')) emit(await benchQueue(20_000, quick ? 1 : 3, quick ? 300 : 2_000))
+// The disk-bound sections last, the queue first among them, each after the kernel has written
+// back what the one before left in the page cache: the million-event backlog leaves ~130 MB
+// to write, which otherwise lands in the middle of the next section's commits.
+const settleDisk = (): void => void spawnSync('sync', { stdio: 'ignore' })
+if (sections.has('queue')) {
+  settleDisk()
+  emit(await benchQueue(20_000, quick ? 1 : 3, quick ? 300 : 2_000))
+}
+if (sections.has('drain')) {
+  settleDisk()
+  emit(await benchDrain(quick ? 20_000 : 100_000))
+}
+if (sections.has('backlog')) {
+  settleDisk()
+  emit(await benchBacklog(quick ? 100_000 : 1_000_000))
+}
 
 if (values.json !== true) {
   const find = (system: string, workload: string, c: number): BenchResult | undefined => results.find((r) => r.system === system && r.workload === workload && r.concurrency === c)

@@ -25,13 +25,14 @@ const schemas = {
   optional: v.object({ a: v.string(), b: v.optional(v.number()), c: v.optional(v.object({ d: v.literal('x') })), e: v.boolean() }),
   odd: v.object({ 'a:b': v.string(), '1': v.number(), 'with "quotes"': v.optional(v.string()), constructor: v.boolean() }),
   list: v.array(v.number()),
+  unit: v.object({ unit: v.picklist(['C', 'F']), level: v.optional(v.picklist([1, 2, 3])) }),
   scalar: v.string(),
 }
 
 const values = (next: () => number): unknown[] => [
   undefined, null, true, false, 0, -1, 2.5, Number.NaN, Infinity, '', 'x', 'abc', [], [1, 2], ['a', 'b'], {},
   { nested: true }, [{ t: 1, on: true }], { x: 1, y: 2, label: null }, { x: 1, y: 2, label: 'p' }, { d: 'x' }, { d: 'y' },
-  Math.floor(next() * 1000), 'greenhouse-07',
+  Math.floor(next() * 1000), 'greenhouse-07', 'C', 'F', 'K', 1, 3, 4,
 ]
 
 function randomInput(next: () => number, keys: string[], depth = 0): unknown {
@@ -78,7 +79,7 @@ describe('compiled schemas', () => {
     const next = random(2026)
     const keys: Record<string, string[]> = {
       reading: ['deviceId', 'reading', 'ts'], result: ['ok', 'n'], nested: ['id', 'point', 'tags', 'samples', 'x', 'y', 'label', 't', 'on'],
-      optional: ['a', 'b', 'c', 'd', 'e'], odd: ['a:b', '1', 'with "quotes"', 'constructor'], list: [], scalar: [],
+      optional: ['a', 'b', 'c', 'd', 'e'], odd: ['a:b', '1', 'with "quotes"', 'constructor'], list: [], scalar: [], unit: ['unit', 'level'],
     }
     let accepted = 0
     for (const [name, schema] of Object.entries(schemas)) {
@@ -95,6 +96,8 @@ describe('compiled schemas', () => {
     expect(expectSame(schemas.optional, { a: 'a', b: undefined, c: { d: 'x' }, e: false })).toBe(true)
     expect(expectSame(schemas.odd, { 'a:b': 's', '1': 1, constructor: true })).toBe(true)
     expect(expectSame(schemas.list, [1, 2, 3])).toBe(true)
+    expect(expectSame(schemas.unit, { unit: 'F', level: 2 })).toBe(true)
+    expect(expectSame(schemas.unit, { unit: 'K' })).toBe(false)
     expect(expectSame(schemas.reading, { deviceId: 'd', reading: Number.NaN, ts: 3 })).toBe(false)
     expect(expectSame(schemas.reading, Object.create({ deviceId: 'inherited', reading: 1, ts: 2 }))).toBe(true)
   })

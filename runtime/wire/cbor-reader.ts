@@ -38,6 +38,41 @@ let off = 0
 
 /** Reads one CBOR item filling all of `bytes`, or answers UNREAD. Never throws. */
 export function readPlainCbor(bytes: Uint8Array): unknown {
+  open(bytes)
+  let value: unknown
+  try {
+    value = readItem(0)
+  } catch {
+    unread = true
+  }
+  return close() ? value : UNREAD
+}
+
+/**
+ * Reads a frame that is one array of at most `into.length` items into `into` (an envelope's
+ * fields, without making an array for them) and answers how many; -1 when the frame is
+ * anything else or holds what this reader leaves to cbor-x. Slots past the count are not
+ * touched. Never throws.
+ */
+export function readPlainCborArray(bytes: Uint8Array, into: unknown[]): number {
+  open(bytes)
+  let n = -1
+  try {
+    if (end > 0 && src[0]! >> 5 === 4) {
+      pos = 1
+      const len = readLength(src[0]! & 0x1f)
+      if (len >= 0 && len <= into.length && len <= end - pos) {
+        for (let i = 0; i < len && !unread; i++) into[i] = readElement(0)
+        n = len
+      }
+    }
+  } catch {
+    unread = true
+  }
+  return close() ? n : -1
+}
+
+function open(bytes: Uint8Array): void {
   src = bytes
   const buffer = bytes.buffer
   if (buffer !== viewBuffer) {
@@ -48,16 +83,14 @@ export function readPlainCbor(bytes: Uint8Array): unknown {
   pos = 0
   end = bytes.length
   unread = false
-  let value: unknown
-  try {
-    value = readItem(0)
-  } catch {
-    unread = true
-  }
+}
+
+/** Ends a read; true when it read everything and nothing was left to cbor-x. */
+function close(): boolean {
   const done = !unread && pos === end
   src = EMPTY
   valueTop = 0
-  return done ? value : UNREAD
+  return done
 }
 const EMPTY = new Uint8Array(0)
 
@@ -88,6 +121,20 @@ function readLength(info: number): number {
   return -1
 }
 
+/** An array element: nulls and small integers (an envelope's absent fields, version, kind) inline. */
+function readElement(depth: number): unknown {
+  const b = pos < end ? src[pos]! : 0xff
+  if (b === 0xf6) {
+    pos++
+    return null
+  }
+  if (b < 24) {
+    pos++
+    return b
+  }
+  return readItem(depth + 1)
+}
+
 function readItem(depth: number): unknown {
   if (pos >= end) return giveUp()
   const head = src[pos++]!
@@ -112,11 +159,7 @@ function readItem(depth: number): unknown {
       if (n < 0 || n > end - pos || depth >= MAX_DEPTH) return giveUp()
       const array = new Array<unknown>(n)
       for (let i = 0; i < n; i++) {
-        // Nulls and small integers (an envelope's absent fields, its version and kind) inline.
-        const b = pos < end ? src[pos]! : 0xff
-        if (b === 0xf6) { array[i] = null; pos++; continue }
-        if (b < 24) { array[i] = b; pos++; continue }
-        array[i] = readItem(depth + 1)
+        array[i] = readElement(depth)
         if (unread) return undefined
       }
       return array
@@ -232,9 +275,19 @@ function asciiString(start: number, n: number): string {
 // on short strings); both turn invalid sequences into U+FFFD, as cbor-x does.
 const utf8 = new TextDecoder()
 const nodeUtf8Slice = (globalThis as { Buffer?: { prototype: { utf8Slice?: (start: number, end: number) => string } } }).Buffer?.prototype.utf8Slice
+const nodeLatin1Slice = (globalThis as { Buffer?: { prototype: { latin1Slice?: (start: number, end: number) => string } } }).Buffer?.prototype.latin1Slice
 function readUtf8(n: number): string {
   const start = pos
   pos = start + n
+  if (nodeLatin1Slice !== undefined && n <= 64) {
+    // ASCII (ids, names) is the same in Latin-1, which Node slices without decoding.
+    const at = off + start
+    let bits = 0
+    let i = 0
+    for (; i + 4 <= n; i += 4) bits |= view.getInt32(at + i)
+    for (; i < n; i++) bits |= src[start + i]!
+    if ((bits & 0x80808080) === 0) return nodeLatin1Slice.call(src, start, start + n)
+  }
   return nodeUtf8Slice !== undefined ? nodeUtf8Slice.call(src, start, start + n) : utf8.decode(src.subarray(start, start + n))
 }
 

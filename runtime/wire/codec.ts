@@ -1,6 +1,6 @@
 import { Decoder, Encoder } from 'cbor-x'
 import { ErrorCode, OutpostError, type WireError } from '../errors.js'
-import { readPlainCbor, UNREAD } from './cbor-reader.js'
+import { readPlainCbor, readPlainCborArray, UNREAD } from './cbor-reader.js'
 import { ENVELOPE_VERSION, type Envelope, type EnvelopeKind } from './envelope.js'
 
 /** Default largest frame a device accepts: 256 KiB. */
@@ -36,6 +36,8 @@ export function createEnvelopeCodec(opts: { maxFrameBytes?: number } = {}): Enve
   // Plain CBOR maps and arrays only (no cbor-x record extension), so any CBOR library can read a frame.
   const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false })
   const decoder = new Decoder({ useRecords: false, mapsAsObjects: true })
+  // Envelope fields as read from a frame; reused, so decoding makes no array per frame.
+  const fields: unknown[] = new Array<unknown>(F.error + 1).fill(undefined)
 
   const encode = (env: Envelope): Uint8Array => {
     const a: unknown[] = [env.v, KIND_CODE[env.kind], env.id, env.src, env.inst, env.at,
@@ -56,7 +58,15 @@ export function createEnvelopeCodec(opts: { maxFrameBytes?: number } = {}): Enve
     if (bytes.length > maxFrameBytes) {
       return fail(ErrorCode.FRAME_TOO_LARGE, `frame of ${bytes.length} bytes exceeds the ${maxFrameBytes}-byte limit`, { size: bytes.length, limit: maxFrameBytes })
     }
-    // The common frame is read by the plain-CBOR reader; anything it leaves goes to cbor-x.
+    // The common frame is read by the plain-CBOR reader straight into `fields`; anything it
+    // leaves goes to cbor-x.
+    const n = readPlainCborArray(bytes, fields)
+    if (n >= 0) {
+      const r = fromWireArray(fields, n)
+      // Slots past a frame's count must read as absent in the next one.
+      for (let i = 0; i < n; i++) fields[i] = undefined
+      return r
+    }
     let raw = readPlainCbor(bytes)
     if (raw === UNREAD) {
       try {
@@ -65,7 +75,8 @@ export function createEnvelopeCodec(opts: { maxFrameBytes?: number } = {}): Enve
         return fail(ErrorCode.MALFORMED_FRAME, 'frame is not well-formed CBOR', undefined, cause)
       }
     }
-    return fromWireArray(raw)
+    if (!Array.isArray(raw)) return fail(ErrorCode.INVALID_ENVELOPE, 'envelope must be a CBOR array')
+    return fromWireArray(raw, raw.length)
   }
 
   return { encode, decode, maxFrameBytes }
@@ -83,14 +94,15 @@ function invalid(field: string, expected: string): DecodeResult {
 const optionalString = (value: unknown): value is string | null | undefined =>
   value === undefined || value === null || typeof value === 'string'
 
-function fromWireArray(raw: unknown): DecodeResult {
-  if (!Array.isArray(raw)) return fail(ErrorCode.INVALID_ENVELOPE, 'envelope must be a CBOR array')
+/** Checks the `n` wire fields in `raw` and builds the envelope; slots from `n` on are undefined. */
+function fromWireArray(raw: readonly unknown[], n: number): DecodeResult {
   const v = raw[F.v]
   if (v !== ENVELOPE_VERSION) {
     return fail(ErrorCode.UNSUPPORTED_VERSION, `envelope version ${String(v)} is not supported (this runtime speaks ${ENVELOPE_VERSION})`, { version: typeof v === 'number' ? v : null })
   }
-  if (raw.length < F.service || raw.length > F.error + 1) return fail(ErrorCode.INVALID_ENVELOPE, 'envelope has the wrong number of fields')
-  const kind = KINDS[raw[F.kind] as number]
+  if (n < F.service || n > F.error + 1) return fail(ErrorCode.INVALID_ENVELOPE, 'envelope has the wrong number of fields')
+  const code = raw[F.kind]
+  const kind = typeof code === 'number' ? KINDS[code] : undefined
   if (kind === undefined) return invalid('kind', 'a known kind code')
   const id = raw[F.id]
   if (typeof id !== 'string' || id.length === 0 || id.length > 64) return invalid('id', 'a non-empty string')
@@ -125,7 +137,7 @@ function fromWireArray(raw: unknown): DecodeResult {
     traceparent: traceparent ?? undefined,
     tenant: tenant ?? undefined,
     principal: principal ?? undefined,
-    payload: raw.length > F.payload && raw[F.payload] !== null ? raw[F.payload] : undefined,
+    payload: n > F.payload && raw[F.payload] !== null ? raw[F.payload] : undefined,
     error: undefined,
   }
   const deadline = raw[F.deadline]

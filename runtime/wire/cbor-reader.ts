@@ -275,19 +275,9 @@ function asciiString(start: number, n: number): string {
 // on short strings); both turn invalid sequences into U+FFFD, as cbor-x does.
 const utf8 = new TextDecoder()
 const nodeUtf8Slice = (globalThis as { Buffer?: { prototype: { utf8Slice?: (start: number, end: number) => string } } }).Buffer?.prototype.utf8Slice
-const nodeLatin1Slice = (globalThis as { Buffer?: { prototype: { latin1Slice?: (start: number, end: number) => string } } }).Buffer?.prototype.latin1Slice
 function readUtf8(n: number): string {
   const start = pos
   pos = start + n
-  if (nodeLatin1Slice !== undefined && n <= 64) {
-    // ASCII (ids, names) is the same in Latin-1, which Node slices without decoding.
-    const at = off + start
-    let bits = 0
-    let i = 0
-    for (; i + 4 <= n; i += 4) bits |= view.getInt32(at + i)
-    for (; i < n; i++) bits |= src[start + i]!
-    if ((bits & 0x80808080) === 0) return nodeLatin1Slice.call(src, start, start + n)
-  }
   return nodeUtf8Slice !== undefined ? nodeUtf8Slice.call(src, start, start + n) : utf8.decode(src.subarray(start, start + n))
 }
 

@@ -48,7 +48,7 @@ export interface QueueSpec<P extends Schema = Schema, R extends Schema = Schema,
   concurrency?: number
   /**
    * Jobs leased ahead of a free worker, so one commit settles and leases many short jobs.
-   * Default `'auto'`: as many as `concurrency` while jobs take long, up to 64 while they finish
+   * Default `'auto'`: as many as `concurrency` while jobs take long, up to 128 while they finish
    * within a few milliseconds. A job leased ahead counts an attempt if the device dies before
    * running it.
    */

@@ -114,7 +114,7 @@ const MIN_IDLE_MS = 25
 const PRUNE_EVERY_MS = 60_000
 /** `prefetch: 'auto'`: jobs that take less than this on average are leased ahead in numbers. */
 const SHORT_JOB_MS = 5
-const SHORT_JOB_PREFETCH = 64
+const SHORT_JOB_PREFETCH = 128
 
 /**
  * Runs the workers of a runtime's queues. Leases are taken in batches, and settlements

@@ -42,9 +42,18 @@ function compile(schema: Schema): Accept | null {
   const helpers: Accept[] = []
   const body = check(schema as unknown as Node, 'x', helpers, 0)
   if (body === null) return null
-  // eslint-disable-next-line @typescript-eslint/no-implied-eval
-  const make = new Function('D', 'h', `return function accept(x) { ${body.code} return ${body.out} }`) as (d: symbol, h: Accept[]) => Accept
-  return make(DEFER, helpers)
+  return generate(`return function accept(x) { ${body.code} return ${body.out} }`, helpers)
+}
+
+/** Makes a function from generated code; null where code generation is disabled (valibot runs then). */
+function generate(source: string, helpers: Accept[]): Accept | null {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-implied-eval
+    const make = new Function('D', 'h', source) as (d: symbol, h: Accept[]) => Accept
+    return make(DEFER, helpers)
+  } catch {
+    return null
+  }
 }
 
 /** Code that checks the value in `at` (returning D when it is not plainly valid) and the expression of its output. */
@@ -115,9 +124,9 @@ function check(node: Node, at: string, helpers: Accept[], depth: number): { code
 function sub(node: Node, helpers: Accept[], depth: number): number | null {
   const body = check(node, 'y', helpers, depth + 1)
   if (body === null) return null
-  // eslint-disable-next-line @typescript-eslint/no-implied-eval
-  const make = new Function('D', 'h', `return function (y) { ${body.code} return ${body.out} }`) as (d: symbol, h: Accept[]) => Accept
-  helpers.push(make(DEFER, helpers))
+  const helper = generate(`return function (y) { ${body.code} return ${body.out} }`, helpers)
+  if (helper === null) return null
+  helpers.push(helper)
   return helpers.length - 1
 }
 

@@ -333,7 +333,7 @@ function readMap(n: number, depth: number): object | undefined {
   if (shape !== undefined && shape.make !== undefined) {
     object = shape.make(values, base)
   } else {
-    if (shape !== undefined && ++shape.seen >= 2) shape.make = compileShape(keys.slice(base, base + n))
+    if (shape !== undefined && ++shape.seen === 2) shape.make = compileShape(keys.slice(base, base + n))
     const o: Record<string, unknown> = {}
     for (let i = 0; i < n; i++) o[keys[base + i]!] = values[base + i]
     object = o
@@ -344,10 +344,16 @@ function readMap(n: number, depth: number): object | undefined {
   return object
 }
 
-function compileShape(shapeKeys: string[]): (values: unknown[], base: number) => object {
+function compileShape(shapeKeys: string[]): ((values: unknown[], base: number) => object) | undefined {
   // Keys are quoted with JSON.stringify, so no key can change the generated code; `__proto__`
   // never gets here (it would set the prototype inside a literal).
   const fields = shapeKeys.map((k, i) => `${JSON.stringify(k)}: v[b + ${i}]`).join(', ')
-  // eslint-disable-next-line @typescript-eslint/no-implied-eval
-  return new Function('v', 'b', `return { ${fields} }`) as (values: unknown[], base: number) => object
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-implied-eval
+    return new Function('v', 'b', `return { ${fields} }`) as (values: unknown[], base: number) => object
+  } catch {
+    // Code generation disabled (node --disallow-code-generation-from-strings): objects are
+    // built key by key, as for shapes seen only once.
+    return undefined
+  }
 }

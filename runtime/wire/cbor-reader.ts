@@ -339,7 +339,10 @@ function readMap(n: number, depth: number): object | undefined {
     object = o
   }
   // Large maps let go of their values at once; a small map's few stay until overwritten.
-  if (n > 16) for (let i = base; i < base + n; i++) values[i] = undefined
+  if (n > 16) {
+    values.fill(undefined, base, base + n)
+    keys.fill('', base, base + n)
+  }
   valueTop = base
   return object
 }

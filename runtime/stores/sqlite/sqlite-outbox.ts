@@ -27,6 +27,7 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   const recount = (): void => {
     tail = []
     end = Infinity
+    droppedTo.clear()
     acct.recount(totals.all())
   }
   // The newest seq known to be in the file (Infinity: not known). A pump that has sent up to it
@@ -80,7 +81,12 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
     acked = []
     removeAll(seqs)
   }
-  const oldest = db.prepare<[string], { seq: number; bytes: number }>('SELECT seq, bytes FROM outbox WHERE stream = ? ORDER BY seq LIMIT 64')
+  // A full stream's oldest entries, found by walking the table in seq order (there is no index
+  // by stream: every append and delivery would pay for it). The walk starts past the stream's
+  // last dropped entry, below which it has none, so rows of other streams are passed over once,
+  // not on every drop. A rollback may bring dropped rows back: then it starts from the beginning.
+  const oldest = db.prepare<[number, string], { seq: number; bytes: number }>('SELECT seq, bytes FROM outbox WHERE seq > ? AND stream = ? ORDER BY seq LIMIT 64')
+  const droppedTo = new Map<string, number>()
   const drop = db.prepare('DELETE FROM outbox WHERE seq = ?')
 
   const appendNow = (e: Omit<OutboxEntry, 'seq'>): number => {
@@ -88,11 +94,12 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
     const size = e.frame.length
     let over = acct.admit(e.stream, size)
     while (over > 0) {
-      const victims = oldest.all(e.stream)
+      const victims = oldest.all(droppedTo.get(e.stream) ?? 0, e.stream)
       if (victims.length === 0) break
       for (const v of victims) {
         if (over <= 0) break
         drop.run(v.seq)
+        droppedTo.set(e.stream, v.seq)
         tail = []
         acct.removed(e.stream, v.bytes, 'dropped')
         over -= v.bytes

@@ -253,9 +253,6 @@ function readString(n: number): string | undefined {
   return value
 }
 
-// One reusable argument list per length, so a string is made by one fromCharCode call.
-const charArgs: number[][] = Array.from({ length: 65 }, (_, n) => new Array<number>(n).fill(0))
-
 function asciiString(start: number, n: number): string {
   const s = src
   switch (n) {
@@ -264,19 +261,58 @@ function asciiString(start: number, n: number): string {
     case 3: return fromCharCode(s[start]!, s[start + 1]!, s[start + 2]!)
     case 4: return fromCharCode(s[start]!, s[start + 1]!, s[start + 2]!, s[start + 3]!)
     default: {
-      const args = charArgs[n]!
-      for (let i = 0; i < n; i++) args[i] = s[start + i]!
-      return fromCharCode.apply(null, args)
+      const make = asciiMaker(n)
+      return make !== null ? make(s, start) : latin1(s, start, n)
     }
   }
+}
+
+/** ASCII bytes as a string where code generation is disallowed (an argument list per length, then one call). */
+const charArgs: number[][] = []
+function latin1(s: Uint8Array, start: number, n: number): string {
+  const args = (charArgs[n] ??= new Array<number>(n).fill(0))
+  for (let i = 0; i < n; i++) args[i] = s[start + i]!
+  return fromCharCode.apply(null, args)
 }
 
 // Strings past the cache: Node's own UTF-8 slice where there is one (faster than TextDecoder
 // on short strings); both turn invalid sequences into U+FFFD, as cbor-x does.
 const utf8 = new TextDecoder()
 const nodeUtf8Slice = (globalThis as { Buffer?: { prototype: { utf8Slice?: (start: number, end: number) => string } } }).Buffer?.prototype.utf8Slice
+// ASCII strings past the cache (message ids, trace ids) up to 64 bytes: one generated
+// fromCharCode call with a fixed number of arguments per length, which V8 makes without a copy
+// through an argument array and without crossing into C++ (fromCharCode.apply and utf8Slice both cost more).
+const ASCII_MAKER_MAX = 64
+const asciiMakers: (((s: Uint8Array, a: number) => string) | null | undefined)[] = new Array(ASCII_MAKER_MAX + 1)
+function asciiMaker(n: number): ((s: Uint8Array, a: number) => string) | null {
+  let make = asciiMakers[n]
+  if (make === undefined) {
+    const args = Array.from({ length: n }, (_, i) => `s[a + ${i}]`).join(', ')
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-implied-eval
+      make = new Function('s', 'a', `return String.fromCharCode(${args})`) as (s: Uint8Array, a: number) => string
+    } catch {
+      make = null // code generation disabled: Node's UTF-8 slice
+    }
+    asciiMakers[n] = make
+  }
+  return make
+}
+
 function readUtf8(n: number): string {
   const start = pos
+  if (n <= ASCII_MAKER_MAX) {
+    const s = src
+    let or = 0
+    for (let i = start; i < start + n; i++) or |= s[i]!
+    if (or < 0x80) {
+      const make = asciiMaker(n)
+      if (make !== null) {
+        pos = start + n
+        return make(s, start)
+      }
+    }
+  }
   pos = start + n
   return nodeUtf8Slice !== undefined ? nodeUtf8Slice.call(src, start, start + n) : utf8.decode(src.subarray(start, start + n))
 }

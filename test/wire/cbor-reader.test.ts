@@ -56,12 +56,21 @@ describe('plain CBOR reader', () => {
   it('returns the right string when many strings share cache slots', () => {
     const next = random(7)
     const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+    const wide = ['é', '€', '😀']
     for (let i = 0; i < 20_000; i++) {
-      const length = 1 + Math.floor(next() * 30)
+      // Lengths past the cache (up to 24 bytes) and past the generated ASCII makers (64), and
+      // one string in ten with a character outside ASCII.
+      const length = 1 + Math.floor(next() * 80)
       let s = ''
       for (let k = 0; k < length; k++) s += alphabet[Math.floor(next() * alphabet.length)]
       // Strings that differ in one middle byte from a cached one must not be taken for it.
-      const twin = s.length > 4 ? s.slice(0, 2) + (s[2] === 'A' ? 'B' : 'A') + s.slice(3) : s
+      let twin = s.length > 4 ? s.slice(0, 2) + (s[2] === 'A' ? 'B' : 'A') + s.slice(3) : s
+      if (next() < 0.1) {
+        const at = Math.floor(next() * s.length)
+        const c = wide[Math.floor(next() * wide.length)]!
+        s = s.slice(0, at) + c + s.slice(at)
+        twin = twin.slice(0, at) + c + twin.slice(at)
+      }
       expect(readPlainCbor(encoder.encode([s, twin, { [s]: twin }]))).toStrictEqual([s, twin, { [s]: twin }])
     }
   })

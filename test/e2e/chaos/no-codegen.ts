@@ -18,9 +18,9 @@ const schema = v.object({ deviceId: v.string(), reading: v.number() })
 let decoded = 0
 let valid = 0
 for (let i = 0; i < 20; i++) {
-  const env: Envelope = { v: 1, kind: 'event', id: ids(), src: 'dev', inst: 'i', at: i, service: 's', version: '1', name: 'e', payload: { deviceId: `d${i % 3}`, reading: i } }
+  const env: Envelope = { v: 1, kind: 'event', id: ids(), src: 'dev', inst: 'i', at: i, service: 's', version: '1', name: 'e', payload: { deviceId: `d${i % 3}`, reading: i, note: `${'x'.repeat(i)}:${i}` } }
   const r = codec.decode(codec.encode(env))
-  if (r.ok && (r.envelope.payload as { reading: number }).reading === i) decoded++
+  if (r.ok && r.envelope.id === env.id && (r.envelope.payload as { reading: number; note: string }).note === `${'x'.repeat(i)}:${i}`) decoded++
   if (r.ok && safeParse(schema, r.envelope.payload).success) valid++
 }
 const invalid = safeParse(schema, { deviceId: 1 }).success === false

@@ -1,6 +1,7 @@
 import { Decoder, Encoder } from 'cbor-x'
 import { ErrorCode, OutpostError, type WireError } from '../errors.js'
 import { readPlainCbor, readPlainCborArray, UNREAD } from './cbor-reader.js'
+import { UNWRITTEN, writePlainCborArray } from './cbor-writer.js'
 import { ENVELOPE_VERSION, type Envelope, type EnvelopeKind } from './envelope.js'
 
 /** Default largest frame a device accepts: 256 KiB. */
@@ -47,6 +48,9 @@ export function createEnvelopeCodec(opts: { maxFrameBytes?: number } = {}): Enve
     while (n > F.service && a[n - 1] === undefined) n--
     a.length = n
     for (let i = F.service; i < n; i++) if (a[i] === undefined) a[i] = null
+    // The common envelope is written by the plain-CBOR writer; anything it leaves goes to cbor-x.
+    const frame = writePlainCborArray(a, n)
+    if (frame !== UNWRITTEN) return frame
     try {
       return encoder.encode(a)
     } catch (cause) {

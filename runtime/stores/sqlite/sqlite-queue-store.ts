@@ -1,5 +1,7 @@
 import { Decoder, Encoder } from 'cbor-x'
 import type { EnqueueInput, Job, JobState, QueueMetrics, QueueStore } from '../../ports/queue-store.js'
+import { readPlainCbor, UNREAD } from '../../wire/cbor-reader.js'
+import { UNWRITTEN, writePlainCbor } from '../../wire/cbor-writer.js'
 import { createMessageIdFactory } from '../../wire/message-id.js'
 import type { DeviceDatabase } from './device-database.js'
 
@@ -40,8 +42,16 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   const encoder = new Encoder({ useRecords: false, mapsAsObjects: true })
   const decoder = new Decoder({ useRecords: false, mapsAsObjects: true })
   const ids = createMessageIdFactory()
-  const blob = (v: unknown): Buffer => encoder.encode(v === undefined ? null : v)
-  const value = (b: Buffer | null): unknown => (b === null ? undefined : (decoder.decode(b) ?? undefined))
+  // Payloads and outputs go through the plain-CBOR writer and reader first, cbor-x for the rest.
+  const blob = (v: unknown): Buffer => {
+    const written = writePlainCbor(v === undefined ? null : v)
+    return written !== UNWRITTEN ? written : encoder.encode(v === undefined ? null : v)
+  }
+  const value = (b: Buffer | null): unknown => {
+    if (b === null) return undefined
+    const read = readPlainCbor(b)
+    return (read !== UNREAD ? read : decoder.decode(b)) ?? undefined
+  }
   const toJob = (r: Row): Job => {
     const job: Job = {
       id: r.id, queue: r.queue, state: r.state, payload: value(r.payload), priority: r.priority, runAt: r.run_at,

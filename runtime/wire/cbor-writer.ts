@@ -48,25 +48,41 @@ function take(): Buffer {
   return frame
 }
 
+// True while a frame is being written. A getter that encodes a value of its own while its
+// object is being written would interleave two frames: the inner write is left to cbor-x.
+let writing = false
+
 /** Encodes `value` as one CBOR item, or answers UNWRITTEN (nothing is kept of a partial write). */
 export function writePlainCbor(value: unknown): Buffer | typeof UNWRITTEN {
-  if (!writeItem(value, 0)) {
-    pos = start
-    return UNWRITTEN
+  if (writing) return UNWRITTEN
+  writing = true
+  try {
+    if (writeItem(value, 0)) return take()
+  } catch {
+    // A getter threw: cbor-x will meet the same error and report it.
+  } finally {
+    writing = false
   }
-  return take()
+  pos = start
+  return UNWRITTEN
 }
 
 /** Encodes the first `n` of `items` as one CBOR array, or answers UNWRITTEN. */
 export function writePlainCborArray(items: readonly unknown[], n: number): Buffer | typeof UNWRITTEN {
-  head(0x80, n)
-  for (let i = 0; i < n; i++) {
-    if (!writeItem(items[i], 1)) {
-      pos = start
-      return UNWRITTEN
-    }
+  if (writing) return UNWRITTEN
+  writing = true
+  try {
+    head(0x80, n)
+    let i = 0
+    while (i < n && writeItem(items[i], 1)) i++
+    if (i === n) return take()
+  } catch {
+    // as above
+  } finally {
+    writing = false
   }
-  return take()
+  pos = start
+  return UNWRITTEN
 }
 
 function writeItem(value: unknown, depth: number): boolean {

@@ -89,6 +89,17 @@ describe('plain CBOR writer', () => {
     expect(decoder.decode(writePlainCborArray([1, 'two', { three: 3 }, 'not written'], 3) as Buffer)).toStrictEqual([1, 'two', { three: 3 }])
   })
 
+  it('leaves a value whose getter throws or writes CBOR itself to cbor-x, and writes on after it', () => {
+    const throwing = { a: 1, get b(): number { throw new Error('no b') } }
+    expect(writePlainCbor(throwing)).toBe(UNWRITTEN)
+    agree({ after: 'a getter threw' })
+    const inner: (Buffer | typeof UNWRITTEN)[] = []
+    const nesting = { a: 1, get b(): string { inner.push(writePlainCbor({ inner: true })); return 'b' } }
+    const outer = writePlainCbor(nesting)
+    expect(inner).toEqual([UNWRITTEN])
+    expect(decoder.decode(outer as Buffer)).toStrictEqual({ a: 1, b: 'b' })
+  })
+
   it('keeps every frame it handed out intact while it writes many more', () => {
     const frames: [Buffer, unknown][] = []
     for (let i = 0; i < 20_000; i++) {

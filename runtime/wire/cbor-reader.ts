@@ -253,6 +253,7 @@ function readString(n: number): string | undefined {
   return value
 }
 
+/** The `n` bytes at `start`, known to be ASCII, as a string. */
 function asciiString(start: number, n: number): string {
   const s = src
   switch (n) {
@@ -262,26 +263,14 @@ function asciiString(start: number, n: number): string {
     case 4: return fromCharCode(s[start]!, s[start + 1]!, s[start + 2]!, s[start + 3]!)
     default: {
       const make = asciiMaker(n)
-      return make !== null ? make(s, start) : latin1(s, start, n)
+      return make !== null ? make(s, start) : sliceUtf8(start, n)
     }
   }
 }
 
-/** ASCII bytes as a string where code generation is disallowed (an argument list per length, then one call). */
-const charArgs: number[][] = []
-function latin1(s: Uint8Array, start: number, n: number): string {
-  const args = (charArgs[n] ??= new Array<number>(n).fill(0))
-  for (let i = 0; i < n; i++) args[i] = s[start + i]!
-  return fromCharCode.apply(null, args)
-}
-
-// Strings past the cache: Node's own UTF-8 slice where there is one (faster than TextDecoder
-// on short strings); both turn invalid sequences into U+FFFD, as cbor-x does.
-const utf8 = new TextDecoder()
-const nodeUtf8Slice = (globalThis as { Buffer?: { prototype: { utf8Slice?: (start: number, end: number) => string } } }).Buffer?.prototype.utf8Slice
-// ASCII strings past the cache (message ids, trace ids) up to 64 bytes: one generated
-// fromCharCode call with a fixed number of arguments per length, which V8 makes without a copy
-// through an argument array and without crossing into C++ (fromCharCode.apply and utf8Slice both cost more).
+// ASCII strings of up to 64 bytes: one generated fromCharCode call with a fixed number of
+// arguments per length, which V8 makes without a copy through an argument array and without
+// crossing into C++ (fromCharCode.apply and Node's UTF-8 slice both cost more).
 const ASCII_MAKER_MAX = 64
 const asciiMakers: (((s: Uint8Array, a: number) => string) | null | undefined)[] = new Array(ASCII_MAKER_MAX + 1)
 function asciiMaker(n: number): ((s: Uint8Array, a: number) => string) | null {
@@ -299,21 +288,24 @@ function asciiMaker(n: number): ((s: Uint8Array, a: number) => string) | null {
   return make
 }
 
+/** Strings past the cache, and strings that are not ASCII. */
 function readUtf8(n: number): string {
   const start = pos
+  pos = start + n
   if (n <= ASCII_MAKER_MAX) {
     const s = src
     let or = 0
     for (let i = start; i < start + n; i++) or |= s[i]!
-    if (or < 0x80) {
-      const make = asciiMaker(n)
-      if (make !== null) {
-        pos = start + n
-        return make(s, start)
-      }
-    }
+    if (or < 0x80) return asciiString(start, n)
   }
-  pos = start + n
+  return sliceUtf8(start, n)
+}
+
+// Node's own UTF-8 slice where there is one (faster than TextDecoder on short strings); both
+// turn invalid sequences into U+FFFD, as cbor-x does.
+const utf8 = new TextDecoder()
+const nodeUtf8Slice = (globalThis as { Buffer?: { prototype: { utf8Slice?: (start: number, end: number) => string } } }).Buffer?.prototype.utf8Slice
+function sliceUtf8(start: number, n: number): string {
   return nodeUtf8Slice !== undefined ? nodeUtf8Slice.call(src, start, start + n) : utf8.decode(src.subarray(start, start + n))
 }
 

@@ -34,7 +34,9 @@ const service = defineService(contract, {
     write: async (_p, ctx) => {
       for (;;) {
         await ctx.emit('numbered', { n: next })
-        process.stdout.write(`${next}\n`)
+        // Next event only once this number reached the pipe: a write still queued in this
+        // process when it is killed would be a committed event the test never heard of.
+        await new Promise<void>((resolve) => process.stdout.write(`${next}\n`, () => resolve()))
         next++
       }
     },

@@ -17,6 +17,12 @@ function base32(n: number, digits: number): string {
 }
 
 /**
+ * The lowest id a factory makes at `ms` or later: every id made before `ms` sorts below it.
+ * (Ids are 26 characters; this 10-character prefix sorts below all ids that start with it.)
+ */
+export const idPrefix = (ms: number): string => base32(Math.max(0, Math.ceil(ms)), 10)
+
+/**
  * Creates a monotonic id factory. Layout: 10 characters of milliseconds, 8 of randomness
  * drawn once per factory (so two devices never collide), 8 of a counter. Ids sort by creation
  * time, and ids made in the same millisecond by one factory still sort in creation order.

@@ -175,6 +175,41 @@ export function describeQueueStoreContract(name: string, opts: QueueStoreContrac
       expect(store.enqueue({ queue: 'q', payload: 3, idempotencyKey: 'k1' }, T0 + 2_000).created).toBe(true)
     })
 
+    test('prunes by when a job finished, not when it was made', ({ store }) => {
+      const slow = store.enqueue({ queue: 'q', payload: 'slow' }, T0).job
+      const quick = store.enqueue({ queue: 'q', payload: 'quick' }, T0 + 10).job
+      const late = store.enqueue({ queue: 'q', payload: 'late' }, T0 + 5_000).job
+      const other = store.enqueue({ queue: 'other', payload: 'other' }, T0).job
+      const leased = [...store.lease('q', 3, T0 + 5_000, LEASE), ...store.lease('other', 1, T0 + 5_000, LEASE)]
+      const done = (id: string, at: number): boolean => store.complete(id, leased.find((j) => j.id === id)!.attempt, null, at)
+      done(quick.id, T0 + 20)
+      done(slow.id, T0 + 9_000) // made before the cutoff, finished after it
+      done(late.id, T0 + 5_001)
+      done(other.id, T0 + 20)
+      expect(store.pruneCompleted('q', T0 + 6_000)).toBe(2)
+      expect([store.get(slow.id)?.state, store.get(quick.id), store.get(late.id), store.get(other.id)?.state]).toEqual(['completed', undefined, undefined, 'completed'])
+      expect(store.metrics('q', T0 + 9_000).completed).toBe(1)
+      expect(store.metrics('other', T0 + 9_000).completed).toBe(1)
+      expect(store.pruneCompleted('q', T0 + 9_001)).toBe(1)
+      expect(store.metrics('q', T0 + 9_001).completed).toBe(0)
+    })
+
+    test('counts completed jobs through completions, prunes and purges', ({ store }) => {
+      for (let i = 0; i < 5; i++) store.enqueue({ queue: 'q', payload: i }, T0 + i)
+      const jobs = store.lease('q', 5, T0 + 10, LEASE)
+      store.transaction(() => {
+        for (const j of jobs.slice(0, 3)) store.complete(j.id, j.attempt, null, T0 + 20)
+        expect(store.complete(jobs[0]!.id, jobs[0]!.attempt, null, T0 + 20)).toBe(false) // no second count
+      })
+      store.complete(jobs[3]!.id, jobs[3]!.attempt, null, T0 + 30)
+      expect(store.metrics('q', T0 + 40)).toMatchObject({ completed: 4, leased: 1 })
+      expect(store.pruneCompleted('q', T0 + 25)).toBe(3)
+      expect(store.metrics('q', T0 + 40).completed).toBe(1)
+      store.complete(jobs[4]!.id, jobs[4]!.attempt, null, T0 + 50)
+      expect(store.purge('q', 'completed')).toBe(2)
+      expect(store.metrics('q', T0 + 60)).toMatchObject({ completed: 0, leased: 0 })
+    })
+
     test('runs several verbs as one transaction', ({ store }) => {
       const { job } = store.enqueue({ queue: 'q', payload: null }, T0)
       const [leased] = store.transaction(() => store.lease('q', 1, T0, LEASE))
@@ -200,13 +235,34 @@ export function describeQueueStoreContract(name: string, opts: QueueStoreContrac
         }),
       ).toThrow('could not be stored')
       expect(store.get(job.id)).toMatchObject({ state: 'leased', attempt: 1 })
+      expect(store.metrics('q', T0 + 2)).toMatchObject({ completed: 0, leased: 1 })
+    })
+
+    test('takes back the completions of a rolled-back inner transaction, and keeps the rest', ({ store }) => {
+      for (let i = 0; i < 3; i++) store.enqueue({ queue: 'q', payload: i }, T0)
+      const [a, b, c] = store.lease('q', 3, T0, LEASE)
+      store.transaction(() => {
+        store.complete(a!.id, a!.attempt, null, T0 + 1)
+        expect(() =>
+          store.transaction(() => {
+            store.complete(b!.id, b!.attempt, null, T0 + 1)
+            throw new Error('its result event could not be stored')
+          }),
+        ).toThrow('could not be stored')
+        store.transaction(() => store.complete(c!.id, c!.attempt, null, T0 + 1))
+      })
+      expect(store.get(b!.id)).toMatchObject({ state: 'leased' })
+      expect(store.metrics('q', T0 + 2)).toMatchObject({ completed: 2, leased: 1 })
     })
 
     test('keeps jobs, leases and pauses across a reopen', ({ store, reopen }) => {
       store.setPaused('paused', true)
       const { job } = store.enqueue({ queue: 'q', payload: 'kept', idempotencyKey: 'once' }, T0)
+      const done = store.enqueue({ queue: 'q', payload: 'done', priority: 1 }, T0).job
+      store.complete(done.id, store.lease('q', 1, T0, LEASE)[0]!.attempt, 'out', T0 + 1)
       store.lease('q', 1, T0, LEASE)
       const again = reopen!()
+      expect(again.metrics('q', T0 + 2)).toMatchObject({ completed: 1, leased: 1 })
       expect(again.get(job.id)).toMatchObject({ state: 'leased', attempt: 1, payload: 'kept' })
       expect(again.enqueue({ queue: 'q', payload: 'dup', idempotencyKey: 'once' }, T0 + 1).created).toBe(false)
       expect(again.lease('q', 1, T0 + LEASE, LEASE)[0]).toMatchObject({ id: job.id, attempt: 2 }) // crash recovery: lease expired

@@ -80,4 +80,41 @@ describe('device database', () => {
     expect(isOutpostError(err, ErrorCode.STORE_FAILED)).toBe(true)
     expect((err as Error).message).toContain('missing-dir')
   })
+  it('runs work registered before commit once, inside the transaction, and drops it on rollback', () => {
+    const d = openDeviceDatabase({ path: file })
+    d.db.exec('CREATE TABLE t (n INTEGER)')
+    const insert = d.db.prepare('INSERT INTO t VALUES (?)')
+    const count = (): number => d.db.prepare('SELECT COUNT(*) FROM t').pluck().get() as number
+    let runs = 0
+    const last = (): void => {
+      runs++
+      expect(d.db.inTransaction).toBe(true)
+      insert.run(99)
+    }
+    d.transaction(() => {
+      insert.run(1)
+      d.transaction(() => d.beforeCommit(last)) // from a savepoint: still runs at the outer commit
+      d.beforeCommit(last)
+      expect(runs).toBe(0)
+    })
+    expect([runs, count()]).toEqual([1, 2])
+    expect(() =>
+      d.transaction(() => {
+        d.beforeCommit(last)
+        throw new Error('no')
+      }),
+    ).toThrow('no')
+    d.transaction(() => insert.run(2))
+    expect([runs, count()]).toEqual([1, 3]) // the rolled-back transaction's work did not carry over
+    expect(() =>
+      d.transaction(() => {
+        insert.run(3)
+        d.beforeCommit(() => {
+          throw new Error('cannot write the counts')
+        })
+      }),
+    ).toThrow('cannot write the counts')
+    expect(count()).toBe(3) // work that throws rolls its transaction back
+    d.close()
+  })
 })

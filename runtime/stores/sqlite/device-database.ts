@@ -45,6 +45,12 @@ export interface DeviceDatabase {
   transaction<T>(fn: () => T): T
   /** Registers what to redo in memory if the innermost open transaction or savepoint is rolled back (e.g. recount a cache). */
   onRollback(fn: () => void): void
+  /**
+   * Registers work to run once inside the open transaction, just before it commits (e.g. writing
+   * counts gathered over its statements); the same function registered twice runs once. Work
+   * that throws rolls the transaction back. Dropped if the transaction rolls back.
+   */
+  beforeCommit(fn: () => void): void
   /** True once closed. */
   readonly closed: boolean
   /** Runs the `beforeClose` work, then closes the database; idempotent. */
@@ -133,6 +139,14 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
   const rollbackTo = db.prepare('ROLLBACK TO outpost')
   // One list of rollback work per open level: a released savepoint hands its list to the level below.
   const undo: (() => void)[][] = []
+  let committing = new Set<() => void>()
+  const runCommitting = (): void => {
+    while (committing.size > 0) {
+      const fns = committing
+      committing = new Set()
+      for (const fn of fns) fn()
+    }
+  }
   const rolledBack = (): void => {
     for (const fn of undo.pop() ?? []) fn()
   }
@@ -143,6 +157,7 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
     quarantinedTo,
     beforeClose: (fn) => void hooks.push(fn),
     onRollback: (fn) => void undo.at(-1)?.push(fn),
+    beforeCommit: (fn) => void committing.add(fn),
     transaction<T>(fn: () => T): T {
       const nested = db.inTransaction
       nested ? savepoint.run() : begin.run()
@@ -150,12 +165,14 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
       let result: T
       try {
         result = fn()
+        if (!nested) runCommitting()
       } catch (err) {
         // (An I/O error may have ended the whole transaction already: then there is nothing to roll back.)
         if (nested && db.inTransaction) {
           rollbackTo.run()
           release.run()
         } else if (!nested && db.inTransaction) rollback.run()
+        if (!nested) committing.clear()
         rolledBack()
         throw err
       }
@@ -163,6 +180,7 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
         nested ? release.run() : commit.run()
       } catch (err) {
         if (db.inTransaction && !nested) rollback.run()
+        committing.clear()
         rolledBack()
         throw err
       }

@@ -148,4 +148,21 @@ export const MIGRATIONS: readonly Migration[] = [
       db.exec('DROP INDEX IF EXISTS outbox_stream')
     },
   },
+  {
+    version: 8,
+    description: 'jobs: no index of completed jobs; each queue counts its completed jobs',
+    up(db) {
+      // Completing a job inserted an entry into that index, which only pruning and the
+      // completed count in metrics read. Pruning now walks the primary key (job ids begin with
+      // their creation time), and the count is kept with the queue, changed in the same commits
+      // as the jobs it counts.
+      db.exec(`
+        DROP INDEX IF EXISTS jobs_completed;
+        ALTER TABLE queues ADD COLUMN completed INTEGER NOT NULL DEFAULT 0;
+        INSERT INTO queues (queue, paused, completed)
+          SELECT queue, 0, COUNT(*) FROM jobs WHERE state = 'completed' GROUP BY queue
+          ON CONFLICT (queue) DO UPDATE SET completed = excluded.completed;
+      `)
+    },
+  },
 ]

@@ -2,7 +2,8 @@ import { Decoder, Encoder } from 'cbor-x'
 import type { EnqueueInput, Job, JobState, QueueMetrics, QueueStore } from '../../ports/queue-store.js'
 import { readPlainCbor, UNREAD } from '../../wire/cbor-reader.js'
 import { UNWRITTEN, writePlainCbor } from '../../wire/cbor-writer.js'
-import { createMessageIdFactory } from '../../wire/message-id.js'
+import { createMessageIdFactory, idPrefix } from '../../wire/message-id.js'
+import type { Statement } from 'better-sqlite3'
 import type { DeviceDatabase } from './device-database.js'
 
 interface Row {
@@ -41,7 +42,10 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   const db = database.db
   const encoder = new Encoder({ useRecords: false, mapsAsObjects: true })
   const decoder = new Decoder({ useRecords: false, mapsAsObjects: true })
-  const ids = createMessageIdFactory()
+  // Ids begin with the creation time the caller passed (not the wall clock): pruning relies on
+  // every job made before a time having an id below that time's prefix.
+  let stamp = 0
+  const ids = createMessageIdFactory(() => stamp)
   // Payloads and outputs go through the plain-CBOR writer and reader first, cbor-x for the rest.
   const blob = (v: unknown): Buffer => {
     const written = writePlainCbor(v === undefined ? null : v)
@@ -107,7 +111,12 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     return job
   }
   const extend = db.prepare("UPDATE jobs SET lease_until = ?, updated_at = ?, progress = COALESCE(?, progress) WHERE id = ? AND attempt = ? AND state = 'leased' AND lease_until > ?")
-  const finish = db.prepare("UPDATE jobs SET state = 'completed', output = ?, lease_until = NULL, updated_at = ? WHERE id = ? AND attempt = ? AND state = 'leased'")
+  const finish = db.prepare<[Buffer, number, string, number], string>(
+    "UPDATE jobs SET state = 'completed', output = ?, lease_until = NULL, updated_at = ? WHERE id = ? AND attempt = ? AND state = 'leased' RETURNING queue",
+  ).pluck(true)
+  // Each queue's completed jobs are counted in `queues`, in the commit that completes or deletes them.
+  const countCompleted = db.prepare('INSERT INTO queues (queue, paused, completed) VALUES (?, 0, ?) ON CONFLICT (queue) DO UPDATE SET completed = MAX(0, completed + excluded.completed)')
+  const completedOf = db.prepare<[string], number>('SELECT completed FROM queues WHERE queue = ?').pluck(true)
   const again = db.prepare("UPDATE jobs SET state = 'ready', run_at = ?, error = ?, error_code = ?, lease_until = NULL, updated_at = ? WHERE id = ? AND attempt = ? AND state = 'leased'")
   const giveBack = db.prepare("UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = ?, lease_until = NULL, updated_at = ? WHERE id = ? AND attempt = ? AND state = 'leased'")
   const bury = db.prepare("UPDATE jobs SET state = 'dead', error = ?, error_code = ?, dead_reason = ?, lease_until = NULL, updated_at = ? WHERE id = ? AND attempt = ? AND state = 'leased'")
@@ -117,16 +126,22 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   const dead = db.prepare<[string, number], Row>("SELECT * FROM jobs WHERE queue = ? AND state = 'dead' ORDER BY updated_at LIMIT ?")
   const redriveAll = db.prepare("UPDATE jobs SET state = 'ready', attempt = 0, run_at = ?, error = NULL, error_code = NULL, dead_reason = NULL, updated_at = ? WHERE queue = ? AND state = 'dead'")
   const redriveOne = db.prepare("UPDATE jobs SET state = 'ready', attempt = 0, run_at = ?, error = NULL, error_code = NULL, dead_reason = NULL, updated_at = ? WHERE queue = ? AND state = 'dead' AND id = ?")
-  const purgeState = db.prepare('DELETE FROM jobs WHERE queue = ? AND state = ?')
-  const pruneOld = db.prepare("DELETE FROM jobs WHERE queue = ? AND state = 'completed' AND updated_at < ?")
+  // One statement per state: SQLite picks a partial index only for a state written into the
+  // statement, not one bound as a parameter. Completed jobs have no index: purging them scans.
+  const STATES: readonly JobState[] = ['ready', 'leased', 'completed', 'dead']
+  const purgeState = Object.fromEntries(STATES.map((st) => [st, db.prepare(`DELETE FROM jobs WHERE queue = ? AND state = '${st}'`)])) as Record<JobState, Statement<[string]>>
+  // Completed jobs have no index: pruning walks the primary key up to the cutoff's id prefix
+  // (a job last changed before the cutoff was created before it), not the whole table.
+  const pruneOld = db.prepare("DELETE FROM jobs WHERE id < ? AND queue = ? AND state = 'completed' AND updated_at < ?")
   const pausedOf = db.prepare<[string], { paused: number }>('SELECT paused FROM queues WHERE queue = ?')
   const setPause = db.prepare('INSERT INTO queues (queue, paused) VALUES (?, ?) ON CONFLICT (queue) DO UPDATE SET paused = excluded.paused')
   const names = db.prepare<[], { queue: string }>('SELECT DISTINCT queue FROM jobs UNION SELECT queue FROM queues ORDER BY 1')
-  // Each count walks one partial index (no scan of the whole table).
+  // Each count walks one partial index (no scan of the whole table); completed jobs are counted in `queues`.
   const countReady = db.prepare<[number, number, number, string], { ready: number; delayed: number; oldest: number | null }>(
     "SELECT SUM(run_at <= ?) AS ready, SUM(run_at > ?) AS delayed, MIN(CASE WHEN run_at <= ? THEN run_at END) AS oldest FROM jobs WHERE queue = ? AND state = 'ready'",
   )
-  const countState = db.prepare<[string, string], { n: number }>('SELECT COUNT(*) AS n FROM jobs WHERE queue = ? AND state = ?')
+  const countLeased = db.prepare<[string], number>("SELECT COUNT(*) FROM jobs WHERE queue = ? AND state = 'leased'").pluck(true)
+  const countDead = db.prepare<[string], number>("SELECT COUNT(*) FROM jobs WHERE queue = ? AND state = 'dead'").pluck(true)
   const dueReady = db.prepare<[string], { at: number | null }>("SELECT MIN(run_at) AS at FROM jobs WHERE queue = ? AND state = 'ready'")
   const dueLease = db.prepare<[string], { at: number | null }>("SELECT MIN(lease_until) AS at FROM jobs WHERE queue = ? AND state = 'leased'")
 
@@ -135,6 +150,7 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
       const existing = byKey.get(input.queue, input.idempotencyKey)
       if (existing !== undefined) return { job: toJob(existing), created: false }
     }
+    stamp = Math.max(0, Math.floor(now))
     const id = ids()
     const invalid = input.invalid !== undefined
     insert.run(
@@ -173,12 +189,31 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
 
   const tx = database.transaction
 
+  // Completions inside a transaction are counted in one statement per queue just before it
+  // commits (a group commit settles hundreds); a rolled-back savepoint takes its own back.
+  const completions = new Map<string, number>()
+  const writeCompletions = (): void => {
+    for (const [queue, n] of completions) if (n !== 0) countCompleted.run(queue, n)
+    completions.clear()
+  }
+  const completedLater = (queue: string): void => {
+    completions.set(queue, (completions.get(queue) ?? 0) + 1)
+    database.beforeCommit(writeCompletions)
+    database.onRollback(() => void completions.set(queue, (completions.get(queue) ?? 0) - 1))
+  }
+
   return {
     enqueue: (input, now) => (db.inTransaction ? enqueueOne(input, now) : tx(() => enqueueOne(input, now))),
     enqueueMany: (inputs, now) => tx(() => inputs.map((i) => enqueueOne(i, now))),
     lease: (queue, limit, now, leaseMs) => (db.inTransaction ? lease(queue, limit, now, leaseMs) : tx(() => lease(queue, limit, now, leaseMs))),
     heartbeat: (id, attempt, now, leaseMs, progress) => extend.run(now + leaseMs, now, progress === undefined ? null : blob(progress), id, attempt, now).changes === 1,
-    complete: (id, attempt, output, now) => finish.run(blob(output), now, id, attempt).changes === 1,
+    complete: (id, attempt, output, now) => {
+      const queue = finish.get(blob(output), now, id, attempt)
+      if (queue === undefined) return false
+      if (!db.inTransaction) countCompleted.run(queue, 1)
+      else completedLater(queue)
+      return true
+    },
     retry: (id, attempt, runAt, error, now, info) => again.run(runAt, error, info?.code ?? null, now, id, attempt).changes === 1,
     release: (id, attempt, now) => giveBack.run(now, now, id, attempt).changes === 1,
     moveToDead: (id, attempt, error, now, info) => bury.run(error, info?.code ?? null, info?.reason ?? 'failed', now, id, attempt).changes === 1,
@@ -196,16 +231,27 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
       if (only === undefined) return redriveAll.run(now, now, queue).changes
       return tx(() => only.reduce((n, id) => n + redriveOne.run(now, now, queue, id).changes, 0))
     },
-    purge: (queue, state) => purgeState.run(queue, state).changes,
-    pruneCompleted: (queue, before) => pruneOld.run(queue, before).changes,
+    purge: (queue, state) =>
+      tx(() => {
+        const st = purgeState[state]
+        if (st === undefined) return 0
+        const n = st.run(queue).changes
+        if (state === 'completed' && n > 0) countCompleted.run(queue, -n)
+        return n
+      }),
+    pruneCompleted: (queue, before) =>
+      tx(() => {
+        const n = pruneOld.run(idPrefix(before), queue, before).changes
+        if (n > 0) countCompleted.run(queue, -n)
+        return n
+      }),
     setPaused: (queue, paused) => void setPause.run(queue, paused ? 1 : 0),
     isPaused: (queue) => pausedOf.get(queue)?.paused === 1,
     queues: () => names.all().map((r) => r.queue),
     metrics(queue, now): QueueMetrics {
       const r = countReady.get(now, now, now, queue)!
-      const n = (state: JobState): number => countState.get(queue, state)!.n
       return {
-        ready: r.ready ?? 0, delayed: r.delayed ?? 0, leased: n('leased'), completed: n('completed'), dead: n('dead'),
+        ready: r.ready ?? 0, delayed: r.delayed ?? 0, leased: countLeased.get(queue)!, completed: completedOf.get(queue) ?? 0, dead: countDead.get(queue)!,
         oldestReadyAgeMs: r.oldest === null ? 0 : Math.max(0, now - r.oldest),
       }
     },

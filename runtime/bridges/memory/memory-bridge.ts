@@ -25,6 +25,8 @@ interface HubInternals extends MemoryHub {
   remove(sub: HubSubscription): void
   removeOwner(owner: object): void
   deliver(topic: string, env: Envelope, retain: boolean): void
+  /** True when some subscription matches the topic. */
+  wants(topic: string): boolean
 }
 
 /** Creates a hub that memory bridges in one process share (one per "network"). */
@@ -91,6 +93,7 @@ export function createMemoryHub(): MemoryHub {
       for (let i = subs.length - 1; i >= 0; i--) if (subs[i]!.owner === owner) subs.splice(i, 1)
       routes.clear()
     },
+    wants: (topic) => match(topic).length > 0,
     deliver(topic, env, retain) {
       if (retain) retained.set(topic, env)
       const targets = match(topic)
@@ -139,13 +142,17 @@ export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
     if (closing) throw new OutpostError(ErrorCode.BRIDGE_CLOSED, `bridge of ${opts.deviceId} is closed`)
   }
 
-  /** Hands an envelope to the hub on a topic. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE */
-  const deliver = (topic: string, env: Envelope, retain: boolean): void => {
+  /** Counts a publish the bridge may make now. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE */
+  const admit = (): void => {
     ensureOpen()
     if (status.current.type !== 'connected') {
       throw new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `bridge of ${opts.deviceId} is not connected`, { retryable: true })
     }
     stats.published++
+  }
+  /** Hands an envelope to the hub on a topic. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE */
+  const deliver = (topic: string, env: Envelope, retain: boolean): void => {
+    admit()
     hub.deliver(topic, env, retain)
   }
   /** Hands an envelope to the hub on the topic it routes to. @throws also INVALID_ENVELOPE */
@@ -183,7 +190,16 @@ export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
       return DELIVERED
     },
     publishEncoded(topic, frame, popts) {
-      // The hub hands over objects, so an encoded frame is decoded once here.
+      // The hub hands over objects, so an encoded frame is decoded once here, unless nobody
+      // would receive it (a device's result events that only a broker would carry on).
+      if (popts?.retain !== true && !hub.wants(topic)) {
+        try {
+          admit()
+        } catch (err) {
+          return Promise.reject(err)
+        }
+        return DELIVERED
+      }
       const decoded = codec.decode(frame)
       if (!decoded.ok) return Promise.reject(decoded.error)
       try {

@@ -111,9 +111,19 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     return job
   }
   const extend = db.prepare("UPDATE jobs SET lease_until = ?, updated_at = ?, progress = COALESCE(?, progress) WHERE id = ? AND attempt = ? AND state = 'leased' AND lease_until > ?")
-  const finish = db.prepare<[Buffer, number, string, number], string>(
-    "UPDATE jobs SET state = 'completed', output = ?, lease_until = NULL, updated_at = ? WHERE id = ? AND attempt = ? AND state = 'leased' RETURNING queue",
-  ).pluck(true)
+  const FINISH = "UPDATE jobs SET state = 'completed', output = ?, lease_until = NULL, updated_at = ? WHERE id = ? AND attempt = ? AND state = 'leased'"
+  const finish = db.prepare<[Buffer, number, string, number]>(FINISH)
+  const finishReturningQueue = db.prepare<[Buffer, number, string, number], string>(`${FINISH} RETURNING queue`).pluck(true)
+  // The queue of each job this store leased and has not settled yet, so that completing it can
+  // be counted without reading the queue back (RETURNING costs about as much as the count).
+  // Bounded: a job completed by a store that did not lease it reads its queue back.
+  const leasedQueue = new Map<string, string>()
+  const LEASED_QUEUE_MAX = 65_536
+  /** Forgets a lease's queue (the verb that ends it follows); always true. */
+  const leaseEnds = (id: string): true => {
+    leasedQueue.delete(id)
+    return true
+  }
   // Each queue's completed jobs are counted in `queues`, in the commit that completes or deletes them.
   const countCompleted = db.prepare('INSERT INTO queues (queue, paused, completed) VALUES (?, 0, ?) ON CONFLICT (queue) DO UPDATE SET completed = MAX(0, completed + excluded.completed)')
   const completedOf = db.prepare<[string], number>('SELECT completed FROM queues WHERE queue = ?').pluck(true)
@@ -183,7 +193,11 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     }
     if (rows.length > 1) rows.sort(leasedOrder)
     const jobs = new Array<Job>(rows.length)
-    for (let i = 0; i < rows.length; i++) jobs[i] = leasedJob(rows[i]!, queue, until, now)
+    if (leasedQueue.size + rows.length > LEASED_QUEUE_MAX) leasedQueue.clear()
+    for (let i = 0; i < rows.length; i++) {
+      jobs[i] = leasedJob(rows[i]!, queue, until, now)
+      leasedQueue.set(rows[i]![0], queue)
+    }
     return jobs
   }
 
@@ -208,16 +222,22 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     lease: (queue, limit, now, leaseMs) => (db.inTransaction ? lease(queue, limit, now, leaseMs) : tx(() => lease(queue, limit, now, leaseMs))),
     heartbeat: (id, attempt, now, leaseMs, progress) => extend.run(now + leaseMs, now, progress === undefined ? null : blob(progress), id, attempt, now).changes === 1,
     complete: (id, attempt, output, now) => {
-      const queue = finish.get(blob(output), now, id, attempt)
+      let queue = leasedQueue.get(id)
+      if (queue === undefined) queue = finishReturningQueue.get(blob(output), now, id, attempt)
+      else {
+        leasedQueue.delete(id)
+        if (finish.run(blob(output), now, id, attempt).changes !== 1) queue = undefined
+      }
       if (queue === undefined) return false
       if (!db.inTransaction) countCompleted.run(queue, 1)
       else completedLater(queue)
       return true
     },
-    retry: (id, attempt, runAt, error, now, info) => again.run(runAt, error, info?.code ?? null, now, id, attempt).changes === 1,
-    release: (id, attempt, now) => giveBack.run(now, now, id, attempt).changes === 1,
-    moveToDead: (id, attempt, error, now, info) => bury.run(error, info?.code ?? null, info?.reason ?? 'failed', now, id, attempt).changes === 1,
+    retry: (id, attempt, runAt, error, now, info) => leaseEnds(id) && again.run(runAt, error, info?.code ?? null, now, id, attempt).changes === 1,
+    release: (id, attempt, now) => leaseEnds(id) && giveBack.run(now, now, id, attempt).changes === 1,
+    moveToDead: (id, attempt, error, now, info) => leaseEnds(id) && bury.run(error, info?.code ?? null, info?.reason ?? 'failed', now, id, attempt).changes === 1,
     cancel(id, now) {
+      leaseEnds(id)
       cancelOne.run(now, id)
       const r = byId.get(id)
       return r === undefined ? undefined : toJob(r)

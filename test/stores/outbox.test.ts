@@ -45,4 +45,73 @@ describe('sqlite outbox inside a larger transaction', () => {
       t.dispose()
     }
   })
+
+  /** An outbox on a temporary database, with the database, for one test. */
+  const withOutbox = (limits: Parameters<typeof createSqliteOutbox>[1]['limits'], fn: (outbox: ReturnType<typeof createSqliteOutbox>, d: DeviceDatabase, reopen: () => ReturnType<typeof createSqliteOutbox>) => void): void => {
+    let database!: DeviceDatabase
+    const t = storeOnTempDatabase((d) => {
+      database = d
+      return createSqliteOutbox(d, { limits })
+    })
+    try {
+      fn(t.store, database, t.reopen)
+    } finally {
+      t.dispose()
+    }
+  }
+
+  it('stores many appends of one transaction together, with the seqs append returned, across a reopen', () => {
+    withOutbox(undefined, (outbox, d, reopen) => {
+      outbox.append(entry(0))
+      const seqs = d.transaction(() => Array.from({ length: 37 }, (_, i) => outbox.append(entry(i + 1))))
+      expect(seqs).toEqual(Array.from({ length: 37 }, (_, i) => seqs[0]! + i))
+      expect(outbox.stats()).toMatchObject({ entries: 38, bytes: 380, appended: 38 })
+      const again = reopen()
+      const read = again.peek(0, 100)
+      expect(read.map((e) => e.topic)).toEqual(Array.from({ length: 38 }, (_, i) => `t/${i}`))
+      expect(read.slice(1).map((e) => e.seq)).toEqual(seqs)
+      expect(read.every((e, i) => e.frame.length === 10 && e.frame[0] === i)).toBe(true)
+      expect(again.append(entry(99))).toBe(seqs.at(-1)! + 1)
+    })
+  })
+
+  it('keeps the appends around a rolled-back inner transaction, and only those', () => {
+    withOutbox(undefined, (outbox, d, reopen) => {
+      d.transaction(() => {
+        for (let n = 1; n <= 20; n++) outbox.append(entry(n))
+        expect(() =>
+          d.transaction(() => {
+            for (let n = 21; n <= 25; n++) outbox.append(entry(n))
+            throw new Error('this result event is refused')
+          }),
+        ).toThrow('refused')
+        outbox.append(entry(26))
+      })
+      expect(outbox.stats()).toMatchObject({ entries: 21, bytes: 210 })
+      const read = reopen().peek(0, 100)
+      expect(read.map((e) => e.topic)).toEqual([...Array.from({ length: 20 }, (_, i) => `t/${i + 1}`), 't/26'])
+      expect(read.every((e, i) => i === 0 || e.seq > read[i - 1]!.seq)).toBe(true)
+    })
+  })
+
+  it('drops the oldest entries of a full stream even when they were appended in the same transaction', () => {
+    withOutbox({ events: { maxBytes: 50, policy: 'dropOldest' } }, (outbox, d, reopen) => {
+      outbox.append(entry(1))
+      d.transaction(() => {
+        for (let n = 2; n <= 9; n++) outbox.append(entry(n))
+      })
+      expect(outbox.stats()).toMatchObject({ entries: 5, bytes: 50, dropped: { 'full:events': 4 } })
+      expect(reopen().peek(0, 10).map((e) => e.topic)).toEqual(['t/5', 't/6', 't/7', 't/8', 't/9'])
+    })
+  })
+
+  it('stores an append made inside a transaction opened on the connection directly', () => {
+    withOutbox(undefined, (outbox, d, reopen) => {
+      d.db.transaction(() => {
+        outbox.append(entry(1))
+        outbox.append(entry(2))
+      })()
+      expect(reopen().peek(0, 10).map((e) => e.topic)).toEqual(['t/1', 't/2'])
+    })
+  })
 })

@@ -43,6 +43,8 @@ export interface DeviceDatabase {
    * costs two statements, not a new wrapper per call.
    */
   transaction<T>(fn: () => T): T
+  /** True while a `transaction` of this object runs (not one opened on `db` directly). */
+  readonly inTransaction: boolean
   /** Registers what to redo in memory if the innermost open transaction or savepoint is rolled back (e.g. recount a cache). */
   onRollback(fn: () => void): void
   /**
@@ -160,19 +162,22 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
     beforeCommit: (fn) => void committing.add(fn),
     transaction<T>(fn: () => T): T {
       const nested = db.inTransaction
+      // The outermost level of this object's transactions (a savepoint when someone opened one
+      // on `db` directly) runs the work registered before commit.
+      const outermost = undo.length === 0
       nested ? savepoint.run() : begin.run()
       undo.push([])
       let result: T
       try {
         result = fn()
-        if (!nested) runCommitting()
+        if (outermost) runCommitting()
       } catch (err) {
         // (An I/O error may have ended the whole transaction already: then there is nothing to roll back.)
         if (nested && db.inTransaction) {
           rollbackTo.run()
           release.run()
         } else if (!nested && db.inTransaction) rollback.run()
-        if (!nested) committing.clear()
+        if (outermost) committing.clear()
         rolledBack()
         throw err
       }
@@ -180,13 +185,16 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
         nested ? release.run() : commit.run()
       } catch (err) {
         if (db.inTransaction && !nested) rollback.run()
-        committing.clear()
+        if (outermost) committing.clear()
         rolledBack()
         throw err
       }
       const mine = undo.pop()!
       if (nested) undo.at(-1)?.push(...mine)
       return result
+    },
+    get inTransaction() {
+      return undo.length > 0
     },
     get closed() {
       return closed

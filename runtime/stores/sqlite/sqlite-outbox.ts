@@ -23,18 +23,65 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   const TAIL = 256
   let tail: OutboxEntry[] = []
   let tailLive = true
+  // Appends inside a transaction wait here and are inserted together just before it commits:
+  // one INSERT of up to ROWS_PER_INSERT rows costs less than as many single-row INSERTs. Their
+  // seqs are known when appended (the transaction holds the write lock, so nobody else takes
+  // one), which keeps `append` returning its seq.
+  interface Pending {
+    seq: number
+    stream: string
+    topic: string
+    frame: Uint8Array
+    retain: number
+    size: number
+    at: number
+  }
+  let pending: Pending[] = []
   // An append inside a larger transaction (a job's result event) is undone with it: count again.
   const recount = (): void => {
     tail = []
     end = Infinity
     droppedTo.clear()
-    acct.recount(totals.all())
+    const current = totals.all()
+    for (const p of pending) {
+      const row = current.find((c) => c.stream === p.stream)
+      if (row === undefined) current.push({ stream: p.stream, bytes: p.size, entries: 1 })
+      else {
+        row.bytes += p.size
+        row.entries++
+      }
+    }
+    acct.recount(current)
   }
   // The newest seq known to be in the file (Infinity: not known). A pump that has sent up to it
   // has nothing to read, and is told so without a query (and without deleting acknowledged
   // entries first, which would be a commit of its own each time the pump catches up).
   let end = Infinity
-  const insert = db.prepare('INSERT INTO outbox (stream, topic, frame, retain, bytes, created_at) VALUES (?, ?, ?, ?, ?, ?)')
+  const ROWS_PER_INSERT = 16
+  const ROW = '(?, ?, ?, ?, ?, ?, ?)'
+  const INSERT = 'INSERT INTO outbox (seq, stream, topic, frame, retain, bytes, created_at) VALUES '
+  const insertOne = db.prepare(INSERT + ROW)
+  const insertMany = db.prepare(INSERT + Array(ROWS_PER_INSERT).fill(ROW).join(', '))
+  const lastSeq = db.prepare<[], number>("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").pluck(true)
+  const args: unknown[] = []
+  const put = (p: Pending): void => void args.push(p.seq, p.stream, p.topic, p.frame, p.retain, p.size, p.at)
+  /** Inserts what waits (inside the transaction it was appended in). */
+  const insertPending = (): void => {
+    const rows = pending
+    pending = []
+    let i = 0
+    for (; i + ROWS_PER_INSERT <= rows.length; i += ROWS_PER_INSERT) {
+      args.length = 0
+      for (let k = i; k < i + ROWS_PER_INSERT; k++) put(rows[k]!)
+      insertMany.run(args)
+    }
+    for (; i < rows.length; i++) {
+      args.length = 0
+      put(rows[i]!)
+      insertOne.run(args)
+    }
+    args.length = 0
+  }
   const select = db.prepare<[number, number], Row>('SELECT seq, stream, topic, frame, retain FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?')
   const remove = db.prepare<[number], { stream: string; bytes: number }>('DELETE FROM outbox WHERE seq = ? RETURNING stream, bytes')
   // Acknowledgements are deleted in groups: one commit for many PUBACKs (every 512, or FLUSH_MS
@@ -90,9 +137,15 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   const drop = db.prepare('DELETE FROM outbox WHERE seq = ?')
 
   const appendNow = (e: Omit<OutboxEntry, 'seq'>): number => {
-    database.onRollback(recount)
+    const index = pending.length
+    database.onRollback(() => {
+      if (pending.length > index) pending.length = index
+      recount()
+    })
     const size = e.frame.length
     let over = acct.admit(e.stream, size)
+    // Dropping to make room picks from rows in the file: what waits goes in first.
+    if (over > 0 && pending.length > 0) insertPending()
     while (over > 0) {
       const victims = oldest.all(droppedTo.get(e.stream) ?? 0, e.stream)
       if (victims.length === 0) break
@@ -105,7 +158,9 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
         over -= v.bytes
       }
     }
-    const seq = Number(insert.run(e.stream, e.topic, e.frame, e.retain ? 1 : 0, size, now()).lastInsertRowid)
+    const seq = pending.length > 0 ? pending.at(-1)!.seq + 1 : (lastSeq.get() ?? 0) + 1
+    if (pending.length === 0) database.beforeCommit(insertPending)
+    pending.push({ seq, stream: e.stream, topic: e.topic, frame: e.frame, retain: e.retain ? 1 : 0, size, at: now() })
     acct.added(e.stream, size)
     end = seq
     if (tailLive) {
@@ -123,7 +178,7 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   // Inside a larger transaction (a job's settlement) the append joins it, and is undone with it.
   // Acknowledged entries are deleted only in a commit of their own, never one that may roll back.
   const append = (e: Omit<OutboxEntry, 'seq'>): number => {
-    if (db.inTransaction) return appendNow(e)
+    if (database.inTransaction) return appendNow(e)
     flush()
     return database.transaction(() => appendNow(e))
   }

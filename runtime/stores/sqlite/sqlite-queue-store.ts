@@ -216,23 +216,24 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     database.onRollback(() => void completions.set(queue, (completions.get(queue) ?? 0) - 1))
   }
 
+  const completeNow = (id: string, attempt: number, output: unknown, now: number): boolean => {
+    let queue = leasedQueue.get(id)
+    if (queue === undefined) queue = finishReturningQueue.get(blob(output), now, id, attempt)
+    else {
+      leasedQueue.delete(id)
+      if (finish.run(blob(output), now, id, attempt).changes !== 1) queue = undefined
+    }
+    if (queue === undefined) return false
+    completedLater(queue)
+    return true
+  }
+
   return {
     enqueue: (input, now) => (db.inTransaction ? enqueueOne(input, now) : tx(() => enqueueOne(input, now))),
     enqueueMany: (inputs, now) => tx(() => inputs.map((i) => enqueueOne(i, now))),
     lease: (queue, limit, now, leaseMs) => (db.inTransaction ? lease(queue, limit, now, leaseMs) : tx(() => lease(queue, limit, now, leaseMs))),
     heartbeat: (id, attempt, now, leaseMs, progress) => extend.run(now + leaseMs, now, progress === undefined ? null : blob(progress), id, attempt, now).changes === 1,
-    complete: (id, attempt, output, now) => {
-      let queue = leasedQueue.get(id)
-      if (queue === undefined) queue = finishReturningQueue.get(blob(output), now, id, attempt)
-      else {
-        leasedQueue.delete(id)
-        if (finish.run(blob(output), now, id, attempt).changes !== 1) queue = undefined
-      }
-      if (queue === undefined) return false
-      if (!db.inTransaction) countCompleted.run(queue, 1)
-      else completedLater(queue)
-      return true
-    },
+    complete: (id, attempt, output, now) => (db.inTransaction ? completeNow(id, attempt, output, now) : tx(() => completeNow(id, attempt, output, now))),
     retry: (id, attempt, runAt, error, now, info) => leaseEnds(id) && again.run(runAt, error, info?.code ?? null, now, id, attempt).changes === 1,
     release: (id, attempt, now) => leaseEnds(id) && giveBack.run(now, now, id, attempt).changes === 1,
     moveToDead: (id, attempt, error, now, info) => leaseEnds(id) && bury.run(error, info?.code ?? null, info?.reason ?? 'failed', now, id, attempt).changes === 1,

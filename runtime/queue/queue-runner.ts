@@ -223,7 +223,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
     pending = []
     let failed: Settlement[] = []
     let done: [QueueState, Settled][] = []
-    let leased: [QueueState, Job[]][] = []
+    let leased: [QueueState, Job[], number][] = []
     /** One commit: settle the batch, then lease. `isolated` gives each settlement a savepoint of its own. */
     const turn = (isolated: boolean): void =>
       store.transaction(() => {
@@ -247,7 +247,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
           if (!q.wanted) continue
           const room = capacity(q) - q.active.size - q.buffer.length
           if (room <= 0) continue
-          leased.push([q, store.lease(q.def.key, room, now, q.def.policy.leaseMs)])
+          leased.push([q, store.lease(q.def.key, room, now, q.def.policy.leaseMs), room])
         }
       })
     try {
@@ -273,12 +273,11 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
       else q.stats[what]++
     }
     if (batch.length > 0) opts.afterCommit()
-    for (const [q, jobs] of leased) {
+    for (const [q, jobs, room] of leased) {
       for (const job of jobs) q.buffer.push({ job, renewedAt: now })
       fill(q)
-      // Room left means nothing more is leasable now; otherwise the next freed slot looks again.
-      const room = capacity(q) - q.active.size - q.buffer.length
-      if (room > 0) idle(q, now)
+      // Fewer jobs than asked for means nothing more is leasable now; otherwise the next freed slot looks again.
+      if (jobs.length < room) idle(q, now)
     }
     if (stopping && pending.length === 0 && all.every((q) => q.active.size === 0)) onIdle?.()
   }

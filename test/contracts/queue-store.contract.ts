@@ -52,6 +52,18 @@ export function describeQueueStoreContract(name: string, opts: QueueStoreContrac
       expect(store.lease('q', 10, T0 + 60_000, LEASE).map((j) => j.id)).toEqual([later.id])
     })
 
+    test('tells when the earliest waiting job is due, whatever its priority', ({ store }) => {
+      expect(store.nextDueAt('q')).toBeUndefined()
+      store.enqueue({ queue: 'q', payload: 'urgent later', priority: 5, runAt: T0 + 100 }, T0)
+      store.enqueue({ queue: 'q', payload: 'low soon', priority: -1, runAt: T0 + 50 }, T0)
+      store.enqueue({ queue: 'q', payload: 'mid', priority: 2, runAt: T0 + 70 }, T0)
+      store.enqueue({ queue: 'q', payload: 'mid later', priority: 2, runAt: T0 + 90 }, T0)
+      store.enqueue({ queue: 'other', payload: 'elsewhere', runAt: T0 + 1 }, T0)
+      expect(store.nextDueAt('q')).toBe(T0 + 50)
+      expect(store.lease('q', 1, T0 + 50, LEASE).map((j) => j.payload)).toEqual(['low soon'])
+      expect(store.nextDueAt('q')).toBe(T0 + 70)
+    })
+
     test('offers a job again once its lease has expired, and ignores the old lease', ({ store }) => {
       const { job } = store.enqueue({ queue: 'q', payload: null }, T0)
       store.lease('q', 1, T0, LEASE)

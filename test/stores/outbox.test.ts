@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { createMemoryOutbox } from '../../runtime/index.js'
+import { createMemoryOutbox, type OutboxStreamLimits } from '../../runtime/index.js'
 import { createSqliteOutbox, type DeviceDatabase } from '../../runtime/stores/sqlite/index.js'
 import { describeOutboxContract } from '../contracts/outbox.contract.js'
 import { storeOnTempDatabase } from '../helpers/sqlite.js'
@@ -47,7 +47,7 @@ describe('sqlite outbox inside a larger transaction', () => {
   })
 
   /** An outbox on a temporary database, with the database, for one test. */
-  const withOutbox = (limits: Parameters<typeof createSqliteOutbox>[1]['limits'], fn: (outbox: ReturnType<typeof createSqliteOutbox>, d: DeviceDatabase, reopen: () => ReturnType<typeof createSqliteOutbox>) => void): void => {
+  const withOutbox = (limits: Record<string, OutboxStreamLimits> | undefined, fn: (outbox: ReturnType<typeof createSqliteOutbox>, d: DeviceDatabase, reopen: () => ReturnType<typeof createSqliteOutbox>) => void): void => {
     let database!: DeviceDatabase
     const t = storeOnTempDatabase((d) => {
       database = d

@@ -152,7 +152,17 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   )
   const countLeased = db.prepare<[string], number>("SELECT COUNT(*) FROM jobs WHERE queue = ? AND state = 'leased'").pluck(true)
   const countDead = db.prepare<[string], number>("SELECT COUNT(*) FROM jobs WHERE queue = ? AND state = 'dead'").pluck(true)
-  const dueReady = db.prepare<[string], { at: number | null }>("SELECT MIN(run_at) AS at FROM jobs WHERE queue = ? AND state = 'ready'")
+  // The ready index is in run order (priority first), so MIN(run_at) over it would read every
+  // ready job. Instead: the earliest run_at of each priority present, found by walking the
+  // distinct priorities (a few index seeks each, however many jobs wait).
+  const dueReady = db.prepare<[{ queue: string }], { at: number | null }>(
+    `WITH RECURSIVE p(pr) AS (
+       SELECT MAX(priority) FROM jobs WHERE queue = @queue AND state = 'ready'
+       UNION ALL
+       SELECT (SELECT MAX(priority) FROM jobs WHERE queue = @queue AND state = 'ready' AND priority < p.pr) FROM p WHERE p.pr IS NOT NULL
+     )
+     SELECT MIN((SELECT run_at FROM jobs WHERE queue = ?1 AND state = 'ready' AND priority = p.pr ORDER BY run_at LIMIT 1)) AS at FROM p WHERE p.pr IS NOT NULL`,
+  )
   const dueLease = db.prepare<[string], { at: number | null }>("SELECT MIN(lease_until) AS at FROM jobs WHERE queue = ? AND state = 'leased'")
 
   const enqueueOne = (input: EnqueueInput, now: number): { job: Job; created: boolean } => {
@@ -277,7 +287,7 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
       }
     },
     nextDueAt(queue) {
-      const a = dueReady.get(queue)?.at ?? undefined
+      const a = dueReady.get({ queue })?.at ?? undefined
       const b = dueLease.get(queue)?.at ?? undefined
       return a === undefined ? b : b === undefined ? a : Math.min(a, b)
     },

@@ -98,7 +98,8 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
         const key = queueKey(svc, name)
         const policy = queuePolicy(spec)
         policies.set(key, policy)
-        const result = (kind: ResultKind, payload: Record<string, unknown>, job: Job): void => deps.result(svc, `${name}.${kind}`, payload, job)
+        const events: Record<ResultKind, string> = { completed: `${name}.completed`, failed: `${name}.failed`, dead: `${name}.dead`, progress: `${name}.progress` }
+        const result = (kind: ResultKind, payload: Record<string, unknown>, job: Job): void => deps.result(svc, events[kind], payload, job)
         resultSinks.set(key, result)
         return { key, name, policy, reportsProgress: spec.progress !== undefined && policy.results !== 'none', run: (running) => runJob(svc, name, spec, policy, running), result }
       }),

@@ -61,13 +61,25 @@ export function createTopics(prefix: string = DEFAULT_TOPIC_PREFIX): Topics {
   }
   const commandMemo = new Map<string, Map<string, Map<string, Memo>>>() // target → service → command
   const replyMemo = new Map<string, Memo>() // replyTo
+  const eventMemo = new Map<string, Map<string, Memo>>() // service → event (version 1)
   let memoSize = 0
   const fresh = (): void => {
     if (++memoSize > 4096) {
       commandMemo.clear()
       replyMemo.clear()
+      eventMemo.clear()
       memoSize = 0
     }
+  }
+  const eventTopic = (src: string, service: string, name: string): string => {
+    let byName = eventMemo.get(service)
+    if (byName === undefined) eventMemo.set(service, (byName = new Map()))
+    const hit = byName.get(name)
+    if (hit !== undefined && hit.src === src) return hit.topic
+    fresh()
+    const topic = `${prefix}/${src}/evt/${service}/1/${name}`
+    byName.set(name, { src, topic })
+    return topic
   }
   const commandTopic = (src: string, target: string, service: string, name: string): string => {
     let byService = commandMemo.get(target)
@@ -105,8 +117,13 @@ export function createTopics(prefix: string = DEFAULT_TOPIC_PREFIX): Topics {
           const replyTo = need(env, 'replyTo')
           return replyTopic(env.src, replyTo)
         }
-        case 'event':
-          return `${prefix}/${env.src}/evt/${need(env, 'service')}/${env.version ?? '1'}/${need(env, 'name')}`
+        case 'event': {
+          const service = need(env, 'service')
+          const name = need(env, 'name')
+          const version = env.version ?? '1'
+          if (version !== '1') return `${prefix}/${env.src}/evt/${service}/${version}/${name}`
+          return eventTopic(env.src, service, name)
+        }
         case 'presence':
           return `${prefix}/${env.src}/status`
       }

@@ -28,6 +28,17 @@ describe('topic layout', () => {
     expect(t.topicOf({ ...cmd('dev-a'), version: '2' })).toBe('ob/dev-a/cmd/dev-b/thermo/2/read')
   })
 
+  it('gives the same event from two senders two topics, however often it is asked', () => {
+    const event = (src: string, name = 'reading'): Envelope => ({ ...base, kind: 'event', src, service: 'thermo', version: '1', name })
+    for (let i = 0; i < 3; i++) {
+      expect(t.topicOf(event('dev-a'))).toBe('ob/dev-a/evt/thermo/1/reading')
+      expect(t.topicOf(event('dev-c'))).toBe('ob/dev-c/evt/thermo/1/reading')
+      expect(t.topicOf(event('dev-a', 'alarm'))).toBe('ob/dev-a/evt/thermo/1/alarm')
+    }
+    expect(t.topicOf({ ...event('dev-a'), version: '2' })).toBe('ob/dev-a/evt/thermo/2/reading')
+    expect(() => t.topicOf({ ...base, kind: 'event', src: 'dev-a', version: '1' } as Envelope)).toThrow(/needs "service"/)
+  })
+
   it('matches MQTT wildcards as the specification says', () => {
     expect(topicMatches('a/+/c', 'a/b/c')).toBe(true)
     expect(topicMatches('a/+/c', 'a/b/c/d')).toBe(false)

@@ -75,6 +75,23 @@ describe('sqlite outbox inside a larger transaction', () => {
     })
   })
 
+  it('writes a long transaction out as it goes, and still takes it all back when it rolls back', () => {
+    withOutbox(undefined, (outbox, d, reopen) => {
+      const seqs = d.transaction(() => Array.from({ length: 600 }, (_, i) => outbox.append(entry(i % 200))))
+      expect(seqs.every((q, i) => i === 0 || q === seqs[i - 1]! + 1)).toBe(true)
+      expect(() =>
+        d.transaction(() => {
+          for (let i = 0; i < 600; i++) outbox.append(entry(7))
+          throw new Error('power went')
+        }),
+      ).toThrow('power went')
+      expect(outbox.stats()).toMatchObject({ entries: 600, bytes: 6_000 })
+      const read = reopen().peek(0, 1_000)
+      expect(read.map((e) => e.seq)).toEqual(seqs)
+      expect(read.every((e, i) => e.frame[0] === i % 200)).toBe(true)
+    })
+  })
+
   it('keeps the appends around a rolled-back inner transaction, and only those', () => {
     withOutbox(undefined, (outbox, d, reopen) => {
       d.transaction(() => {

@@ -58,9 +58,11 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   // entries first, which would be a commit of its own each time the pump catches up).
   let end = Infinity
   const ROWS_PER_INSERT = 16
+  const PENDING_MAX = 256
   const ROW = '(?, ?, ?, ?, ?, ?, ?)'
   const INSERT = 'INSERT INTO outbox (seq, stream, topic, frame, retain, bytes, created_at) VALUES '
   const insertOne = db.prepare(INSERT + ROW)
+  const insertNow = db.prepare('INSERT INTO outbox (stream, topic, frame, retain, bytes, created_at) VALUES (?, ?, ?, ?, ?, ?)')
   const insertMany = db.prepare(INSERT + Array(ROWS_PER_INSERT).fill(ROW).join(', '))
   const lastSeq = db.prepare<[], number>("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").pluck(true)
   const args: unknown[] = []
@@ -136,7 +138,8 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   const droppedTo = new Map<string, number>()
   const drop = db.prepare('DELETE FROM outbox WHERE seq = ?')
 
-  const appendNow = (e: Omit<OutboxEntry, 'seq'>): number => {
+  /** Stores an entry in the open transaction: inserted at once, or with the rest before commit (`later`). */
+  const appendNow = (e: Omit<OutboxEntry, 'seq'>, later: boolean): number => {
     const index = pending.length
     database.onRollback(() => {
       if (pending.length > index) pending.length = index
@@ -158,9 +161,15 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
         over -= v.bytes
       }
     }
-    const seq = pending.length > 0 ? pending.at(-1)!.seq + 1 : (lastSeq.get() ?? 0) + 1
-    if (pending.length === 0) database.beforeCommit(insertPending)
-    pending.push({ seq, stream: e.stream, topic: e.topic, frame: e.frame, retain: e.retain ? 1 : 0, size, at: now() })
+    let seq: number
+    if (!later) seq = Number(insertNow.run(e.stream, e.topic, e.frame, e.retain ? 1 : 0, size, now()).lastInsertRowid)
+    else {
+      seq = pending.length > 0 ? pending.at(-1)!.seq + 1 : (lastSeq.get() ?? 0) + 1
+      if (pending.length === 0) database.beforeCommit(insertPending)
+      pending.push({ seq, stream: e.stream, topic: e.topic, frame: e.frame, retain: e.retain ? 1 : 0, size, at: now() })
+      // A long transaction (a backlog written in one go) does not hold its entries in memory.
+      if (pending.length >= PENDING_MAX) insertPending()
+    }
     acct.added(e.stream, size)
     end = seq
     if (tailLive) {
@@ -178,9 +187,11 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   // Inside a larger transaction (a job's settlement) the append joins it, and is undone with it.
   // Acknowledged entries are deleted only in a commit of their own, never one that may roll back.
   const append = (e: Omit<OutboxEntry, 'seq'>): number => {
-    if (database.inTransaction) return appendNow(e)
+    if (database.inTransaction) return appendNow(e, true)
+    // Inside a transaction opened on the connection directly, or alone in one of its own: at once.
+    if (db.inTransaction) return appendNow(e, false)
     flush()
-    return database.transaction(() => appendNow(e))
+    return database.transaction(() => appendNow(e, false))
   }
 
   database.beforeClose(flush)

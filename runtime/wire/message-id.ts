@@ -20,7 +20,10 @@ function base32(n: number, digits: number): string {
  * The lowest id a factory makes at `ms` or later: every id made before `ms` sorts below it.
  * (Ids are 26 characters; this 10-character prefix sorts below all ids that start with it.)
  */
-export const idPrefix = (ms: number): string => base32(Math.max(0, Math.ceil(ms)), 10)
+export const idPrefix = (ms: number): string => base32(idTime(Math.ceil(ms)), 10)
+
+/** The milliseconds an id can carry: 0 up to 32^10 - 1 (a time that is not a number counts as 0). */
+export const idTime = (ms: number): number => (ms > 0 ? Math.min(Math.floor(ms), 32 ** 10 - 1) : 0)
 
 /**
  * Creates a monotonic id factory. Layout: 10 characters of milliseconds, 8 of randomness

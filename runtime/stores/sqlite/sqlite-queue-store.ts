@@ -2,7 +2,7 @@ import { Decoder, Encoder } from 'cbor-x'
 import type { EnqueueInput, Job, JobState, QueueMetrics, QueueStore } from '../../ports/queue-store.js'
 import { readPlainCbor, UNREAD } from '../../wire/cbor-reader.js'
 import { UNWRITTEN, writePlainCbor } from '../../wire/cbor-writer.js'
-import { createMessageIdFactory, idPrefix } from '../../wire/message-id.js'
+import { createMessageIdFactory, idPrefix, idTime } from '../../wire/message-id.js'
 import type { Statement } from 'better-sqlite3'
 import type { DeviceDatabase } from './device-database.js'
 
@@ -170,7 +170,7 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
       const existing = byKey.get(input.queue, input.idempotencyKey)
       if (existing !== undefined) return { job: toJob(existing), created: false }
     }
-    stamp = Math.max(0, Math.floor(now))
+    stamp = idTime(now)
     const id = ids()
     const invalid = input.invalid !== undefined
     insert.run(

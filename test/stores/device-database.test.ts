@@ -117,4 +117,29 @@ describe('device database', () => {
     expect(count()).toBe(3) // work that throws rolls its transaction back
     d.close()
   })
+
+  it('runs work registered before commit ahead of a savepoint, so a rolled-back savepoint cannot take it along', () => {
+    const d = openDeviceDatabase({ path: file })
+    d.db.exec('CREATE TABLE t (n INTEGER)')
+    const insert = d.db.prepare('INSERT INTO t VALUES (?)')
+    const rows = (): number[] => d.db.prepare('SELECT n FROM t ORDER BY n').pluck().all() as number[]
+    let runs = 0
+    const gathered = (): void => {
+      runs++
+      insert.run(1)
+    }
+    d.transaction(() => {
+      d.beforeCommit(gathered)
+      expect(() =>
+        d.transaction(() => {
+          expect(runs).toBe(1) // ran before the savepoint opened
+          insert.run(2)
+          throw new Error('inner only')
+        }),
+      ).toThrow('inner only')
+      insert.run(3)
+    })
+    expect([runs, rows()]).toEqual([1, [1, 3]])
+    d.close()
+  })
 })

@@ -92,6 +92,25 @@ describe('sqlite outbox inside a larger transaction', () => {
     })
   })
 
+  it('takes back a rolled-back inner transaction that wrote some of its appends out already', () => {
+    withOutbox(undefined, (outbox, d, reopen) => {
+      d.transaction(() => {
+        for (let i = 0; i < 300; i++) outbox.append(entry(1)) // 256 written out, 44 waiting
+        expect(() =>
+          d.transaction(() => {
+            for (let i = 0; i < 400; i++) outbox.append(entry(2)) // 212 written out with the 44, 188 waiting
+            throw new Error('refused')
+          }),
+        ).toThrow('refused')
+        for (let i = 0; i < 10; i++) outbox.append(entry(3))
+      })
+      expect(outbox.stats()).toMatchObject({ entries: 310, bytes: 3_100 })
+      const read = reopen().peek(0, 1_000)
+      expect(read.map((e) => e.frame[0])).toEqual([...Array(300).fill(1), ...Array(10).fill(3)])
+      expect(read.every((e, i) => i === 0 || e.seq > read[i - 1]!.seq)).toBe(true)
+    })
+  })
+
   it('keeps the appends around a rolled-back inner transaction, and only those', () => {
     withOutbox(undefined, (outbox, d, reopen) => {
       d.transaction(() => {

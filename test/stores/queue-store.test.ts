@@ -43,3 +43,28 @@ describe('sqlite queue store: schema v8', () => {
     }
   })
 })
+
+describe('sqlite queue store: completed counts', () => {
+  it('keeps the count right when a transaction fails after its counts were written', () => {
+    const t = storeOnTempDatabase((d) => ({ d, store: createSqliteQueueStore(d) }))
+    try {
+      const { d, store } = t.store
+      store.enqueue({ queue: 'q', payload: 1 }, T0)
+      const [job] = store.lease('q', 1, T0, 1_000)
+      expect(() =>
+        store.transaction(() => {
+          expect(store.complete(job!.id, job!.attempt, 'out', T0 + 1)).toBe(true)
+          d.transaction(() => undefined) // a savepoint: the count is written before it opens
+          d.beforeCommit(() => {
+            throw new Error('disk full')
+          })
+        }),
+      ).toThrow('disk full')
+      expect(store.metrics('q', T0 + 2)).toMatchObject({ completed: 0, leased: 1 })
+      expect(store.complete(job!.id, job!.attempt, 'out', T0 + 3)).toBe(true)
+      expect(store.metrics('q', T0 + 4)).toMatchObject({ completed: 1, leased: 0 })
+    } finally {
+      t.dispose()
+    }
+  })
+})

@@ -49,8 +49,10 @@ export interface DeviceDatabase {
   onRollback(fn: () => void): void
   /**
    * Registers work to run once inside the open transaction, just before it commits (e.g. writing
-   * counts gathered over its statements); the same function registered twice runs once. Work
-   * that throws rolls the transaction back. Dropped if the transaction rolls back.
+   * rows or counts gathered over its statements); the same function registered twice runs once.
+   * It also runs before a savepoint opens inside the transaction, so that what it writes belongs
+   * to the level it was gathered in, and a rolled-back savepoint cannot take it along. Work that
+   * throws rolls the transaction back. Dropped if the transaction rolls back.
    */
   beforeCommit(fn: () => void): void
   /** True once closed. */
@@ -165,6 +167,8 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
       // The outermost level of this object's transactions (a savepoint when someone opened one
       // on `db` directly) runs the work registered before commit.
       const outermost = undo.length === 0
+      // Work gathered so far belongs to the level that is open: written before a savepoint opens.
+      if (!outermost) runCommitting()
       nested ? savepoint.run() : begin.run()
       undo.push([])
       let result: T

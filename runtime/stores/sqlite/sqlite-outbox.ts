@@ -140,9 +140,14 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
 
   /** Stores an entry in the open transaction: inserted at once, or with the rest before commit (`later`). */
   const appendNow = (e: Omit<OutboxEntry, 'seq'>, later: boolean): number => {
-    const index = pending.length
+    // Undone with its transaction: an entry still waiting leaves `pending` together with every
+    // later one (those written out already are rolled back by SQLite).
+    let waiting = -1
     database.onRollback(() => {
-      if (pending.length > index) pending.length = index
+      if (waiting >= 0) {
+        const from = pending.findIndex((p) => p.seq >= waiting)
+        if (from >= 0) pending.length = from
+      }
       recount()
     })
     const size = e.frame.length
@@ -165,6 +170,7 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
     if (!later) seq = Number(insertNow.run(e.stream, e.topic, e.frame, e.retain ? 1 : 0, size, now()).lastInsertRowid)
     else {
       seq = pending.length > 0 ? pending.at(-1)!.seq + 1 : (lastSeq.get() ?? 0) + 1
+      waiting = seq
       if (pending.length === 0) database.beforeCommit(insertPending)
       pending.push({ seq, stream: e.stream, topic: e.topic, frame: e.frame, retain: e.retain ? 1 : 0, size, at: now() })
       // A long transaction (a backlog written in one go) does not hold its entries in memory.

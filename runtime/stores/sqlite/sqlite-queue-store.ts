@@ -215,15 +215,22 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
 
   // Completions inside a transaction are counted in one statement per queue just before it
   // commits (a group commit settles hundreds); a rolled-back savepoint takes its own back.
+  // Once written, counts are undone by SQLite with their transaction, so a rollback takes back
+  // only completions gathered since the last write (`written` tells them apart).
   const completions = new Map<string, number>()
+  let written = 0
   const writeCompletions = (): void => {
+    written++
     for (const [queue, n] of completions) if (n !== 0) countCompleted.run(queue, n)
     completions.clear()
   }
   const completedLater = (queue: string): void => {
     completions.set(queue, (completions.get(queue) ?? 0) + 1)
     database.beforeCommit(writeCompletions)
-    database.onRollback(() => void completions.set(queue, (completions.get(queue) ?? 0) - 1))
+    const gathered = written
+    database.onRollback(() => {
+      if (gathered === written) completions.set(queue, (completions.get(queue) ?? 0) - 1)
+    })
   }
 
   const completeNow = (id: string, attempt: number, output: unknown, now: number): boolean => {

@@ -161,7 +161,7 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
        UNION ALL
        SELECT (SELECT MAX(priority) FROM jobs WHERE queue = @queue AND state = 'ready' AND priority < p.pr) FROM p WHERE p.pr IS NOT NULL
      )
-     SELECT MIN((SELECT run_at FROM jobs WHERE queue = ?1 AND state = 'ready' AND priority = p.pr ORDER BY run_at LIMIT 1)) AS at FROM p WHERE p.pr IS NOT NULL`,
+     SELECT MIN((SELECT run_at FROM jobs WHERE queue = @queue AND state = 'ready' AND priority = p.pr ORDER BY run_at LIMIT 1)) AS at FROM p WHERE p.pr IS NOT NULL`,
   )
   const dueLease = db.prepare<[string], { at: number | null }>("SELECT MIN(lease_until) AS at FROM jobs WHERE queue = ? AND state = 'leased'")
 

@@ -28,7 +28,7 @@ if (sections.has('footprint')) emit(await benchFootprint(quick ? 1 : 3))
 const settleDisk = (): void => void spawnSync('sync', { stdio: 'ignore' })
 if (sections.has('queue')) {
   settleDisk()
-  emit(await benchQueue(20_000, quick ? 1 : 3, quick ? 300 : 2_000))
+  emit(await benchQueue(20_000, quick ? 1 : 5, quick ? 300 : 2_000))
 }
 if (sections.has('drain')) {
   settleDisk()

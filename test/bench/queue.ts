@@ -1,6 +1,7 @@
 // Job queue benchmark (issue 3): Outpost's durable queue beside a naive per-job loop on the same
 // SQLite store, plainjob (SQLite) and BullMQ (the local Redis), each system in a fresh process,
-// `rounds` times in turn; the figure is the median round.
+// `rounds` times in turn; the figure is the median round. Outpost's rows also carry the ratio to
+// each baseline round by round (the two measured seconds apart) and the median of those.
 import type { BenchResult } from './measure.js'
 import { firstLine, start, stop } from './cross-process.js'
 
@@ -26,15 +27,30 @@ async function once(args: string[]): Promise<Figures> {
 
 /** Enqueue and processing rates (jobs/s), and enqueue-to-start latency with an idle worker. */
 export async function benchQueue(jobs: number, rounds: number, latencySamples: number): Promise<BenchResult[]> {
+  // Each Outpost run sits between the baselines it is compared with, so a pair is measured
+  // seconds apart: on a busy machine the per-round ratios (`extra`) drift less than the rates.
   const systems: { name: string; args: string[] }[] = [
+    { name: 'plainjob-0.0.14', args: ['plainjob', String(jobs)] },
     { name: 'outpost-sqlite', args: ['outpost', String(jobs), 'NORMAL'] },
+    { name: 'bullmq-6.7-redis', args: ['bullmq', String(jobs)] },
     { name: 'outpost-sqlite-no-result-events', args: ['outpost', String(jobs), 'NORMAL', 'none'] },
     { name: 'naive-loop-sqlite', args: ['naive', String(jobs), 'NORMAL'] },
-    { name: 'plainjob-0.0.14', args: ['plainjob', String(jobs)] },
-    { name: 'bullmq-6.7-redis', args: ['bullmq', String(jobs)] },
-    { name: 'outpost-sqlite-full', args: ['outpost', String(jobs), 'FULL'] },
     { name: 'one-commit-per-job-sqlite-full', args: ['one-commit', String(jobs), 'FULL'] },
+    { name: 'outpost-sqlite-full', args: ['outpost', String(jobs), 'FULL'] },
   ]
+  /** Per round, `system`'s processing rate over `baseline`'s, and their median. */
+  const paired = (system: string, baseline: string): Record<string, number | string> => {
+    const a = runs.get(system)!
+    const b = runs.get(baseline)!
+    const ratios = a.map((r, i) => (r.process ?? 0) / (b[i]!.process ?? 1))
+    const name = baseline.startsWith('one-commit') ? 'one_fsync' : baseline.split('-')[0]!
+    return { [`per_round_vs_${name}`]: ratios.map((x) => x.toFixed(2)).join(' '), [`median_paired_vs_${name}`]: Number(median(ratios, (x) => x).toFixed(2)) }
+  }
+  const pairs: Record<string, string[]> = {
+    'outpost-sqlite': ['plainjob-0.0.14', 'bullmq-6.7-redis'],
+    'outpost-sqlite-no-result-events': ['plainjob-0.0.14', 'bullmq-6.7-redis'],
+    'outpost-sqlite-full': ['one-commit-per-job-sqlite-full'],
+  }
   const runs = new Map<string, Figures[]>()
   for (let round = 0; round < rounds; round++) {
     for (const s of systems) runs.set(s.name, [...(runs.get(s.name) ?? []), await once(s.args)])
@@ -46,7 +62,7 @@ export async function benchQueue(jobs: number, rounds: number, latencySamples: n
     const rs = runs.get(s.name)!
     const full = s.name.includes('full')
     const proc = median(rs, (r) => r.process ?? 0)
-    const spread = { min: Math.min(...rs.map((r) => r.process ?? 0)), max: Math.max(...rs.map((r) => r.process ?? 0)), jobs }
+    const spread = { min: Math.min(...rs.map((r) => r.process ?? 0)), max: Math.max(...rs.map((r) => r.process ?? 0)), jobs, ...Object.assign({}, ...(pairs[s.name] ?? []).map((b) => paired(s.name, b))) }
     row(s.name, full ? 'queue-process-c8-sync-full' : 'queue-process-c8', proc.process ?? 0, spread)
     if (full || s.name.includes('no-result')) continue
     const one = median(rs, (r) => r.enqueue_one ?? 0).enqueue_one

@@ -103,7 +103,7 @@ export interface QueueStore {
   /** Stops (true) or resumes (false) leasing from a queue; kept across restarts. */
   setPaused(queue: string, paused: boolean): void
   isPaused(queue: string): boolean
-  /** Every queue that has jobs or a pause state. */
+  /** Every queue that has jobs or a pause state (or, in the SQLite store, has ever completed a job: its count is kept). */
   queues(): string[]
   metrics(queue: string, now: number): QueueMetrics
   /** Earliest time a job of the queue becomes leasable (due or lease expiry), if any. */

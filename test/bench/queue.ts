@@ -38,6 +38,7 @@ export async function benchQueue(jobs: number, rounds: number, latencySamples: n
     { name: 'one-commit-per-job-sqlite-full', args: ['one-commit', String(jobs), 'FULL'] },
     { name: 'outpost-sqlite-full', args: ['outpost', String(jobs), 'FULL'] },
   ]
+  const runs = new Map<string, Figures[]>()
   /** Per round, `system`'s processing rate over `baseline`'s, and their median. */
   const paired = (system: string, baseline: string): Record<string, number | string> => {
     const a = runs.get(system)!
@@ -51,7 +52,6 @@ export async function benchQueue(jobs: number, rounds: number, latencySamples: n
     'outpost-sqlite-no-result-events': ['plainjob-0.0.14', 'bullmq-6.7-redis'],
     'outpost-sqlite-full': ['one-commit-per-job-sqlite-full'],
   }
-  const runs = new Map<string, Figures[]>()
   for (let round = 0; round < rounds; round++) {
     for (const s of systems) runs.set(s.name, [...(runs.get(s.name) ?? []), await once(s.args)])
   }

@@ -45,6 +45,19 @@ describe('sqlite queue store: schema v8', () => {
 })
 
 describe('sqlite queue store: completed counts', () => {
+  it('counts a completion made inside a transaction opened on the connection directly', () => {
+    const t = storeOnTempDatabase((d) => ({ d, store: createSqliteQueueStore(d) }))
+    try {
+      const { d, store } = t.store
+      store.enqueue({ queue: 'q', payload: 1 }, T0)
+      const [job] = store.lease('q', 1, T0, 1_000)
+      d.db.transaction(() => expect(store.complete(job!.id, job!.attempt, 'out', T0 + 1)).toBe(true))()
+      expect(store.metrics('q', T0 + 2)).toMatchObject({ completed: 1, leased: 0 })
+    } finally {
+      t.dispose()
+    }
+  })
+
   it('keeps the count right when a transaction fails after its counts were written', () => {
     const t = storeOnTempDatabase((d) => ({ d, store: createSqliteQueueStore(d) }))
     try {

@@ -250,7 +250,9 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     enqueueMany: (inputs, now) => tx(() => inputs.map((i) => enqueueOne(i, now))),
     lease: (queue, limit, now, leaseMs) => (db.inTransaction ? lease(queue, limit, now, leaseMs) : tx(() => lease(queue, limit, now, leaseMs))),
     heartbeat: (id, attempt, now, leaseMs, progress) => extend.run(now + leaseMs, now, progress === undefined ? null : blob(progress), id, attempt, now).changes === 1,
-    complete: (id, attempt, output, now) => (db.inTransaction ? completeNow(id, attempt, output, now) : tx(() => completeNow(id, attempt, output, now))),
+    // The count is written before the device database's own commit: a completion inside any other
+    // transaction runs in one of its own (a savepoint there).
+    complete: (id, attempt, output, now) => (database.inTransaction ? completeNow(id, attempt, output, now) : tx(() => completeNow(id, attempt, output, now))),
     retry: (id, attempt, runAt, error, now, info) => leaseEnds(id) && again.run(runAt, error, info?.code ?? null, now, id, attempt).changes === 1,
     release: (id, attempt, now) => leaseEnds(id) && giveBack.run(now, now, id, attempt).changes === 1,
     moveToDead: (id, attempt, error, now, info) => leaseEnds(id) && bury.run(error, info?.code ?? null, info?.reason ?? 'failed', now, id, attempt).changes === 1,

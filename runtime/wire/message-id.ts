@@ -1,6 +1,10 @@
 import { randomFillSync } from 'node:crypto'
 
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ' // Crockford base32: sorts like the numbers it encodes
+const DIGIT = Array.from(ALPHABET, (c) => c.charCodeAt(0))
+/** A character code's digit value; -1 for a code that is no digit. */
+const VALUE = new Int8Array(128).fill(-1)
+DIGIT.forEach((code, i) => (VALUE[code] = i))
 
 /** Makes time-ordered message ids (ULID layout: 26 Crockford base32 characters). */
 export interface MessageIdFactory {
@@ -44,9 +48,6 @@ export function createMessageIdFactory(now: () => number = Date.now): MessageIdF
   put(10, base32(rnd.readUIntBE(0, 5), 8))
   // The counter starts anywhere, so restarts within one millisecond stay apart.
   put(18, base32(Math.floor(Math.random() * 2 ** 20), 8))
-  const DIGIT = Array.from(ALPHABET, (c) => c.charCodeAt(0))
-  const VALUE = new Int8Array(128)
-  DIGIT.forEach((code, i) => (VALUE[code] = i))
   let lastMs = -1
   return () => {
     const ms = now()
@@ -63,9 +64,61 @@ export function createMessageIdFactory(now: () => number = Date.now): MessageIdF
       }
       codes[i] = DIGIT[0]!
     }
-    const c = codes
-    // Spelled out: fromCharCode.apply with an array is several times slower than direct arguments.
-    return String.fromCharCode(c[0]!, c[1]!, c[2]!, c[3]!, c[4]!, c[5]!, c[6]!, c[7]!, c[8]!, c[9]!, c[10]!, c[11]!, c[12]!, c[13]!, c[14]!, c[15]!, c[16]!, c[17]!, c[18]!, c[19]!, c[20]!, c[21]!, c[22]!, c[23]!, c[24]!, c[25]!)
+    return idOf(codes)
+  }
+}
+
+/** The id spelled by 26 character codes. */
+function idOf(c: number[]): string {
+  // Spelled out: fromCharCode.apply with an array is several times slower than direct arguments.
+  return String.fromCharCode(c[0]!, c[1]!, c[2]!, c[3]!, c[4]!, c[5]!, c[6]!, c[7]!, c[8]!, c[9]!, c[10]!, c[11]!, c[12]!, c[13]!, c[14]!, c[15]!, c[16]!, c[17]!, c[18]!, c[19]!, c[20]!, c[21]!, c[22]!, c[23]!, c[24]!, c[25]!)
+}
+
+/** Makes ids that carry a row number, and reads the number back. */
+export interface NumberedIdFactory {
+  /** The id of row `n` (0 up to 32^8 - 1), made at `ms`. */
+  make(ms: number, n: number): string
+  /** The row number an id of this layout carries (whichever factory made it); -1 if it is none. */
+  numberOf(id: string): number
+}
+
+/**
+ * Ids for rows a store numbers itself: the ULID layout of message ids, with the row number in
+ * place of the counter (10 characters of milliseconds, 8 of randomness drawn once per factory,
+ * 8 of the number). The store finds a row from its id by the number, with no index of ids;
+ * ids of one factory sort by time, then number.
+ */
+export function createNumberedIdFactory(): NumberedIdFactory {
+  const rnd = Buffer.alloc(5)
+  randomFillSync(rnd)
+  const codes: number[] = new Array(26).fill(48)
+  const tag = base32(rnd.readUIntBE(0, 5), 8)
+  for (let i = 0; i < 8; i++) codes[10 + i] = tag.charCodeAt(i)
+  let lastMs = -1
+  return {
+    make(ms, n) {
+      if (ms !== lastMs) {
+        lastMs = ms
+        const t = base32(idTime(ms), 10)
+        for (let i = 0; i < 10; i++) codes[i] = t.charCodeAt(i)
+      }
+      for (let i = 25; i >= 18; i--) {
+        codes[i] = DIGIT[n % 32]!
+        n = Math.floor(n / 32)
+      }
+      return idOf(codes)
+    },
+    numberOf(id) {
+      if (id.length !== 26) return -1
+      let n = 0
+      for (let i = 18; i < 26; i++) {
+        const code = id.charCodeAt(i)
+        const d = code < 128 ? VALUE[code]! : -1
+        if (d < 0) return -1
+        n = n * 32 + d
+      }
+      return n
+    },
   }
 }
 

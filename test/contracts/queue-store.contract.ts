@@ -206,6 +206,24 @@ export function describeQueueStoreContract(name: string, opts: QueueStoreContrac
       expect(store.metrics('q', T0 + 9_001).completed).toBe(0)
     })
 
+    test('finds a job by its exact id only', ({ store }) => {
+      const job = store.enqueue({ queue: 'q', payload: 1 }, T0).job
+      const other = store.enqueue({ queue: 'q', payload: 2 }, T0 + 1).job
+      const [leased] = store.lease('q', 1, T0 + 2, LEASE)
+      expect(leased!.id).toBe(job.id)
+      // Same length and the same last characters, but another id: no job of this store.
+      const forged = `${job.id[0] === 'Z' ? 'Y' : 'Z'}${job.id.slice(1)}`
+      for (const id of [forged, job.id.slice(0, -1), `${job.id}0`, '', 'nope', other.id.toLowerCase()]) {
+        expect(store.get(id)).toBeUndefined()
+        expect(store.heartbeat(id, 1, T0 + 3, LEASE)).toBe(false)
+        expect(store.complete(id, 1, null, T0 + 3)).toBe(false)
+        expect(store.cancel(id, T0 + 3)).toBeUndefined()
+      }
+      expect(store.get(job.id)).toMatchObject({ state: 'leased', payload: 1 })
+      expect(store.get(other.id)).toMatchObject({ state: 'ready', payload: 2 })
+      expect(store.complete(job.id, 1, 'done', T0 + 4)).toBe(true)
+    })
+
     test('counts completed jobs through completions, prunes and purges', ({ store }) => {
       for (let i = 0; i < 5; i++) store.enqueue({ queue: 'q', payload: i }, T0 + i)
       const jobs = store.lease('q', 5, T0 + 10, LEASE)

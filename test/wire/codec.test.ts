@@ -1,6 +1,7 @@
 import { Encoder } from 'cbor-x'
 import { describe, expect, it } from 'vitest'
 import { createEnvelopeCodec, createMessageIdFactory, messageIdTime, ErrorCode, type Envelope } from '../../runtime/index.js'
+import { createNumberedIdFactory } from '../../runtime/wire/message-id.js'
 
 const sample: Envelope = {
   v: 1, kind: 'command', id: '01JD0000000000000000000001', src: 'dev-a', inst: 'i1', at: 1_732_350_000_000,
@@ -94,5 +95,18 @@ describe('message ids', () => {
     expect(new Set(ids).size).toBe(ids.length)
     expect(messageIdTime(ids[0]!)).toBe(1_732_350_000_001)
     expect(ids[0]).toHaveLength(26)
+  })
+
+  it('carry a row number that reads back, and sort by time, then number', () => {
+    const numbered = createNumberedIdFactory()
+    const n = [0, 1, 31, 32, 1_000_000, 32 ** 8 - 1]
+    const ids = n.map((k) => numbered.make(1_732_350_000_000, k))
+    expect(ids.map((id) => numbered.numberOf(id))).toEqual(n)
+    expect([...ids].sort()).toEqual(ids)
+    expect(ids.map((id) => messageIdTime(id))).toEqual(n.map(() => 1_732_350_000_000))
+    // The number reads back whichever factory made the id; what is no such id reads as -1.
+    expect(createNumberedIdFactory().numberOf(ids[4]!)).toBe(1_000_000)
+    expect(numbered.make(1_732_350_000_001, 0) > ids.at(-1)!).toBe(true)
+    for (const bad of ['', 'short', `${ids[4]!}0`, `${ids[4]!.slice(0, 25)}u`, `${ids[4]!.slice(0, 25)}é`]) expect(numbered.numberOf(bad)).toBe(-1)
   })
 })

@@ -2,11 +2,12 @@ import { Decoder, Encoder } from 'cbor-x'
 import type { EnqueueInput, Job, JobState, QueueMetrics, QueueStore } from '../../ports/queue-store.js'
 import { readPlainCbor, UNREAD } from '../../wire/cbor-reader.js'
 import { UNWRITTEN, writePlainCbor } from '../../wire/cbor-writer.js'
-import { createMessageIdFactory, idPrefix, idTime } from '../../wire/message-id.js'
+import { createNumberedIdFactory } from '../../wire/message-id.js'
 import type { Statement } from 'better-sqlite3'
 import type { DeviceDatabase } from './device-database.js'
 
 interface Row {
+  n: number
   id: string
   queue: string
   state: JobState
@@ -31,7 +32,7 @@ interface Row {
 type LeasedRow = [
   id: string, payload: Buffer, priority: number, run_at: number, attempt: number, created_at: number,
   idem_key: string | null, corr: string | null, traceparent: string | null, error: string | null,
-  error_code: string | null, progress: Buffer | null,
+  error_code: string | null, progress: Buffer | null, n: number,
 ]
 
 /** Order in which leased jobs run: higher priority, then earlier due, then older. */
@@ -42,10 +43,28 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   const db = database.db
   const encoder = new Encoder({ useRecords: false, mapsAsObjects: true })
   const decoder = new Decoder({ useRecords: false, mapsAsObjects: true })
-  // Ids begin with the creation time the caller passed (not the wall clock): pruning relies on
-  // every job made before a time having an id below that time's prefix.
-  let stamp = 0
-  const ids = createMessageIdFactory(() => stamp)
+  // Jobs are rows numbered by the store (the table's integer key), and a job's id carries its
+  // number: a job is found from its id without an index of ids. Every statement that takes an
+  // id also checks it, so a number that does not belong to the id matches nothing.
+  const numbered = createNumberedIdFactory()
+  // Jobs made before schema v9 kept their ids, which carry no row number: job_ids has theirs.
+  const legacyRow = db.prepare<[string], number>('SELECT n FROM job_ids WHERE id = ?').pluck(true)
+  const anyLegacy = db.prepare<[], number>('SELECT EXISTS (SELECT 1 FROM job_ids)').pluck(true)
+  const forgetLegacy = db.prepare('DELETE FROM job_ids WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.n = job_ids.n)')
+  let legacy = anyLegacy.get() === 1
+  /** The row number of job `id`; -1 when it can be none. */
+  const rowOf = (id: string): number => {
+    if (legacy && typeof id === 'string') {
+      const n = legacyRow.get(id)
+      if (n !== undefined) return n
+    }
+    return typeof id === 'string' ? numbered.numberOf(id) : -1
+  }
+  const lastRow = db.prepare<[], number | null>('SELECT MAX(n) FROM jobs').pluck(true)
+  // The next number to give. Known here, so the id (which carries it) is made before the row
+  // is written; another writer on the same file that took it first makes the insert fail, and
+  // the number is read again.
+  let nextRow = (lastRow.get() ?? 0) + 1
   // Payloads and outputs go through the plain-CBOR writer and reader first, cbor-x for the rest.
   const blob = (v: unknown): Buffer => {
     const written = writePlainCbor(v === undefined ? null : v)
@@ -73,26 +92,26 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     return job
   }
 
-  const byId = db.prepare<[string], Row>('SELECT * FROM jobs WHERE id = ?')
+  const byId = db.prepare<[number, string], Row>('SELECT * FROM jobs WHERE n = ? AND id = ?')
   const byKey = db.prepare<[string, string], Row>('SELECT * FROM jobs WHERE queue = ? AND idem_key = ? AND idem_key IS NOT NULL')
   const insert = db.prepare(
-    `INSERT INTO jobs (id, queue, state, payload, priority, run_at, attempt, idem_key, corr, traceparent, error, error_code, dead_reason, created_at, updated_at)
-     VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    `INSERT INTO jobs (n, id, queue, state, payload, priority, run_at, attempt, idem_key, corr, traceparent, error, error_code, dead_reason, created_at, updated_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)`,
   )
   // Ready jobs are taken in one statement (index order, then RETURNING the updated rows). Rows
   // come back as arrays of the columns a leased job can have set: better-sqlite3 builds an
   // object per row property by property, which cost more than the UPDATE itself. A job that can
   // be leased has no output and no dead reason (only completed and dead jobs do), so those two
   // are not read back: each column read costs, even a NULL.
-  const LEASED_COLUMNS = 'id, payload, priority, run_at, attempt, created_at, idem_key, corr, traceparent, error, error_code, progress'
+  const LEASED_COLUMNS = 'id, payload, priority, run_at, attempt, created_at, idem_key, corr, traceparent, error, error_code, progress, n'
   const takeReady = db.prepare<[number, number, string, number, number], LeasedRow>(
     `UPDATE jobs SET state = 'leased', attempt = attempt + 1, lease_until = ?, updated_at = ?
-     WHERE id IN (SELECT id FROM jobs WHERE queue = ? AND state = 'ready' AND run_at <= ? ORDER BY priority DESC, run_at, created_at LIMIT ?)
+     WHERE n IN (SELECT n FROM jobs WHERE queue = ? AND state = 'ready' AND run_at <= ? ORDER BY priority DESC, run_at, created_at LIMIT ?)
      RETURNING ${LEASED_COLUMNS}`,
   ).raw(true)
   const takeExpired = db.prepare<[number, number, string, number, number], LeasedRow>(
     `UPDATE jobs SET attempt = attempt + 1, lease_until = ?, updated_at = ?
-     WHERE id IN (SELECT id FROM jobs WHERE queue = ? AND state = 'leased' AND lease_until <= ? ORDER BY lease_until LIMIT ?)
+     WHERE n IN (SELECT n FROM jobs WHERE queue = ? AND state = 'leased' AND lease_until <= ? ORDER BY lease_until LIMIT ?)
      RETURNING ${LEASED_COLUMNS}`,
   ).raw(true)
   // toJob's twin for lease rows. Feeding toJob an object built from the array made its
@@ -110,39 +129,57 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     if (r[11] !== null) job.progress = value(r[11])
     return job
   }
-  const extend = db.prepare("UPDATE jobs SET lease_until = ?, updated_at = ?, progress = COALESCE(?, progress) WHERE id = ? AND attempt = ? AND state = 'leased' AND lease_until > ?")
-  const FINISH = "UPDATE jobs SET state = 'completed', output = ?, lease_until = NULL, updated_at = ? WHERE id = ? AND attempt = ? AND state = 'leased'"
-  const finish = db.prepare<[Buffer, number, string, number]>(FINISH)
-  const finishReturningQueue = db.prepare<[Buffer, number, string, number], string>(`${FINISH} RETURNING queue`).pluck(true)
-  // The queue of each job this store leased and has not settled yet, so that completing it can
-  // be counted without reading the queue back (RETURNING costs about as much as the count).
+  const extend = db.prepare("UPDATE jobs SET lease_until = ?, updated_at = ?, progress = COALESCE(?, progress) WHERE n = ? AND id = ? AND attempt = ? AND state = 'leased' AND lease_until > ?")
+  const FINISH = "UPDATE jobs SET state = 'completed', output = ?, lease_until = NULL, updated_at = ? WHERE n = ? AND id = ? AND attempt = ? AND state = 'leased'"
+  const finish = db.prepare<[Buffer, number, number, string, number]>(FINISH)
+  const finishReturningQueue = db.prepare<[Buffer, number, number, string, number], string>(`${FINISH} RETURNING queue`).pluck(true)
+  // The queue and row of each job this store leased and has not settled yet, so that completing
+  // it can be counted without reading the queue back (RETURNING costs about as much as the count).
   // Bounded: a job completed by a store that did not lease it reads its queue back.
-  const leasedQueue = new Map<string, string>()
+  const leasedQueue = new Map<string, { queue: string; n: number }>()
   const LEASED_QUEUE_MAX = 65_536
-  /** Forgets a lease's queue (the verb that ends it follows); always true. */
-  const leaseEnds = (id: string): true => {
+  /** The row of a job whose lease the verb that follows ends, forgotten as leased here. */
+  const leaseEnds = (id: string): number => {
+    const held = leasedQueue.get(id)
+    if (held === undefined) return rowOf(id)
     leasedQueue.delete(id)
-    return true
+    return held.n
   }
   // Each queue's completed jobs are counted in `queues`, in the commit that completes or deletes them.
   const countCompleted = db.prepare('INSERT INTO queues (queue, paused, completed) VALUES (?, 0, ?) ON CONFLICT (queue) DO UPDATE SET completed = MAX(0, completed + excluded.completed)')
   const completedOf = db.prepare<[string], number>('SELECT completed FROM queues WHERE queue = ?').pluck(true)
-  const again = db.prepare("UPDATE jobs SET state = 'ready', run_at = ?, error = ?, error_code = ?, lease_until = NULL, updated_at = ? WHERE id = ? AND attempt = ? AND state = 'leased'")
-  const giveBack = db.prepare("UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = ?, lease_until = NULL, updated_at = ? WHERE id = ? AND attempt = ? AND state = 'leased'")
-  const bury = db.prepare("UPDATE jobs SET state = 'dead', error = ?, error_code = ?, dead_reason = ?, lease_until = NULL, updated_at = ? WHERE id = ? AND attempt = ? AND state = 'leased'")
+  const again = db.prepare("UPDATE jobs SET state = 'ready', run_at = ?, error = ?, error_code = ?, lease_until = NULL, updated_at = ? WHERE n = ? AND id = ? AND attempt = ? AND state = 'leased'")
+  const giveBack = db.prepare("UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = ?, lease_until = NULL, updated_at = ? WHERE n = ? AND id = ? AND attempt = ? AND state = 'leased'")
+  const bury = db.prepare("UPDATE jobs SET state = 'dead', error = ?, error_code = ?, dead_reason = ?, lease_until = NULL, updated_at = ? WHERE n = ? AND id = ? AND attempt = ? AND state = 'leased'")
   const cancelOne = db.prepare(
-    "UPDATE jobs SET state = 'dead', error = 'cancelled', error_code = 'CANCELLED', dead_reason = 'cancelled', lease_until = NULL, updated_at = ? WHERE id = ? AND state IN ('ready', 'leased')",
+    "UPDATE jobs SET state = 'dead', error = 'cancelled', error_code = 'CANCELLED', dead_reason = 'cancelled', lease_until = NULL, updated_at = ? WHERE n = ? AND id = ? AND state IN ('ready', 'leased')",
   )
   const dead = db.prepare<[string, number], Row>("SELECT * FROM jobs WHERE queue = ? AND state = 'dead' ORDER BY updated_at LIMIT ?")
   const redriveAll = db.prepare("UPDATE jobs SET state = 'ready', attempt = 0, run_at = ?, error = NULL, error_code = NULL, dead_reason = NULL, updated_at = ? WHERE queue = ? AND state = 'dead'")
-  const redriveOne = db.prepare("UPDATE jobs SET state = 'ready', attempt = 0, run_at = ?, error = NULL, error_code = NULL, dead_reason = NULL, updated_at = ? WHERE queue = ? AND state = 'dead' AND id = ?")
+  const redriveOne = db.prepare("UPDATE jobs SET state = 'ready', attempt = 0, run_at = ?, error = NULL, error_code = NULL, dead_reason = NULL, updated_at = ? WHERE n = ? AND id = ? AND queue = ? AND state = 'dead'")
   // One statement per state: SQLite picks a partial index only for a state written into the
   // statement, not one bound as a parameter. Completed jobs have no index: purging them scans.
   const STATES: readonly JobState[] = ['ready', 'leased', 'completed', 'dead']
   const purgeState = Object.fromEntries(STATES.map((st) => [st, db.prepare(`DELETE FROM jobs WHERE queue = ? AND state = '${st}'`)])) as Record<JobState, Statement<[string]>>
-  // Completed jobs have no index: pruning walks the primary key up to the cutoff's id prefix
-  // (a job last changed before the cutoff was created before it), not the whole table.
-  const pruneOld = db.prepare("DELETE FROM jobs WHERE id < ? AND queue = ? AND state = 'completed' AND updated_at < ?")
+  // Completed jobs have no index: pruning walks the rows in number order up to the first one
+  // created at the cutoff or later (a job last changed before the cutoff was created before it),
+  // not the whole table. That row is found by bisection over the numbers, which grow with
+  // creation time; were the clock ever set back, the walk would stop early (pruning less, never
+  // more: every row it deletes is checked against the cutoff).
+  const pruneOld = db.prepare("DELETE FROM jobs WHERE n < ? AND queue = ? AND state = 'completed' AND updated_at < ?")
+  const rowFrom = db.prepare<[number], { n: number; created_at: number }>('SELECT n, created_at FROM jobs WHERE n >= ? ORDER BY n LIMIT 1')
+  /** The number of the first row created at `ms` or later (one past the last row if none). */
+  const firstRowAt = (ms: number): number => {
+    let lo = 0
+    let hi = (lastRow.get() ?? 0) + 1
+    while (lo < hi) {
+      const mid = Math.floor((lo + hi) / 2)
+      const r = rowFrom.get(mid)
+      if (r === undefined || r.created_at >= ms) hi = mid
+      else lo = r.n + 1
+    }
+    return lo
+  }
   const pausedOf = db.prepare<[string], { paused: number }>('SELECT paused FROM queues WHERE queue = ?')
   const setPause = db.prepare('INSERT INTO queues (queue, paused) VALUES (?, ?) ON CONFLICT (queue) DO UPDATE SET paused = excluded.paused')
   const names = db.prepare<[], { queue: string }>('SELECT DISTINCT queue FROM jobs UNION SELECT queue FROM queues ORDER BY 1')
@@ -170,14 +207,25 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
       const existing = byKey.get(input.queue, input.idempotencyKey)
       if (existing !== undefined) return { job: toJob(existing), created: false }
     }
-    stamp = idTime(now)
-    const id = ids()
     const invalid = input.invalid !== undefined
-    insert.run(
-      id, input.queue, invalid ? 'dead' : 'ready', blob(input.payload), input.priority ?? 0, input.runAt ?? now,
-      input.idempotencyKey ?? null, input.correlationId ?? null, input.traceparent ?? null,
-      invalid ? input.invalid : null, invalid ? 'VALIDATION_FAILED' : null, invalid ? 'invalid' : null, now, now,
-    )
+    const payload = blob(input.payload)
+    let id: string
+    for (;;) {
+      const n = nextRow++
+      id = numbered.make(now, n)
+      try {
+        insert.run(
+          n, id, input.queue, invalid ? 'dead' : 'ready', payload, input.priority ?? 0, input.runAt ?? now,
+          input.idempotencyKey ?? null, input.correlationId ?? null, input.traceparent ?? null,
+          invalid ? input.invalid : null, invalid ? 'VALIDATION_FAILED' : null, invalid ? 'invalid' : null, now, now,
+        )
+        break
+      } catch (err) {
+        // Another writer on this file took the number: read the last one again.
+        if ((err as { code?: string }).code !== 'SQLITE_CONSTRAINT_PRIMARYKEY') throw err
+        nextRow = (lastRow.get() ?? 0) + 1
+      }
+    }
     const job: Job = {
       id, queue: input.queue, state: invalid ? 'dead' : 'ready', payload: input.payload, priority: input.priority ?? 0,
       runAt: input.runAt ?? now, attempt: 0, createdAt: now, updatedAt: now,
@@ -206,7 +254,7 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     if (leasedQueue.size + rows.length > LEASED_QUEUE_MAX) leasedQueue.clear()
     for (let i = 0; i < rows.length; i++) {
       jobs[i] = leasedJob(rows[i]!, queue, until, now)
-      leasedQueue.set(rows[i]![0], queue)
+      leasedQueue.set(rows[i]![0], { queue, n: rows[i]![12] })
     }
     return jobs
   }
@@ -234,11 +282,12 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   }
 
   const completeNow = (id: string, attempt: number, output: unknown, now: number): boolean => {
-    let queue = leasedQueue.get(id)
-    if (queue === undefined) queue = finishReturningQueue.get(blob(output), now, id, attempt)
+    const held = leasedQueue.get(id)
+    let queue: string | undefined
+    if (held === undefined) queue = finishReturningQueue.get(blob(output), now, rowOf(id), id, attempt)
     else {
       leasedQueue.delete(id)
-      if (finish.run(blob(output), now, id, attempt).changes !== 1) queue = undefined
+      if (finish.run(blob(output), now, held.n, id, attempt).changes === 1) queue = held.queue
     }
     if (queue === undefined) return false
     completedLater(queue)
@@ -249,27 +298,27 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     enqueue: (input, now) => (db.inTransaction ? enqueueOne(input, now) : tx(() => enqueueOne(input, now))),
     enqueueMany: (inputs, now) => tx(() => inputs.map((i) => enqueueOne(i, now))),
     lease: (queue, limit, now, leaseMs) => (db.inTransaction ? lease(queue, limit, now, leaseMs) : tx(() => lease(queue, limit, now, leaseMs))),
-    heartbeat: (id, attempt, now, leaseMs, progress) => extend.run(now + leaseMs, now, progress === undefined ? null : blob(progress), id, attempt, now).changes === 1,
+    heartbeat: (id, attempt, now, leaseMs, progress) => extend.run(now + leaseMs, now, progress === undefined ? null : blob(progress), leasedQueue.get(id)?.n ?? rowOf(id), id, attempt, now).changes === 1,
     // The count is written before the device database's own commit: a completion inside any other
     // transaction runs in one of its own (a savepoint there).
     complete: (id, attempt, output, now) => (database.inTransaction ? completeNow(id, attempt, output, now) : tx(() => completeNow(id, attempt, output, now))),
-    retry: (id, attempt, runAt, error, now, info) => leaseEnds(id) && again.run(runAt, error, info?.code ?? null, now, id, attempt).changes === 1,
-    release: (id, attempt, now) => leaseEnds(id) && giveBack.run(now, now, id, attempt).changes === 1,
-    moveToDead: (id, attempt, error, now, info) => leaseEnds(id) && bury.run(error, info?.code ?? null, info?.reason ?? 'failed', now, id, attempt).changes === 1,
+    retry: (id, attempt, runAt, error, now, info) => again.run(runAt, error, info?.code ?? null, now, leaseEnds(id), id, attempt).changes === 1,
+    release: (id, attempt, now) => giveBack.run(now, now, leaseEnds(id), id, attempt).changes === 1,
+    moveToDead: (id, attempt, error, now, info) => bury.run(error, info?.code ?? null, info?.reason ?? 'failed', now, leaseEnds(id), id, attempt).changes === 1,
     cancel(id, now) {
-      leaseEnds(id)
-      cancelOne.run(now, id)
-      const r = byId.get(id)
+      const n = leaseEnds(id)
+      cancelOne.run(now, n, id)
+      const r = byId.get(n, id)
       return r === undefined ? undefined : toJob(r)
     },
     get: (id) => {
-      const r = byId.get(id)
+      const r = byId.get(rowOf(id), id)
       return r === undefined ? undefined : toJob(r)
     },
     listDead: (queue, limit) => dead.all(queue, limit).map(toJob),
     redrive: (queue, now, only) => {
       if (only === undefined) return redriveAll.run(now, now, queue).changes
-      return tx(() => only.reduce((n, id) => n + redriveOne.run(now, now, queue, id).changes, 0))
+      return tx(() => only.reduce((n, id) => n + redriveOne.run(now, now, rowOf(id), id, queue).changes, 0))
     },
     purge: (queue, state) =>
       tx(() => {
@@ -281,8 +330,12 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
       }),
     pruneCompleted: (queue, before) =>
       tx(() => {
-        const n = pruneOld.run(idPrefix(before), queue, before).changes
+        const n = pruneOld.run(firstRowAt(before), queue, before).changes
         if (n > 0) countCompleted.run(queue, -n)
+        if (legacy && n > 0) {
+          forgetLegacy.run()
+          legacy = anyLegacy.get() === 1
+        }
         return n
       }),
     setPaused: (queue, paused) => void setPause.run(queue, paused ? 1 : 0),

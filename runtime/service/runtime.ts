@@ -540,9 +540,24 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     return env
   }
 
+  // Each event name a service of this runtime emits gets an encoder that writes the fields its
+  // events share as bytes made once (same frames as the codec's `encode`).
+  const eventEncoders = new Map<string, Map<string, (env: Envelope) => Uint8Array>>()
+  const encodeEvent = (env: Envelope): Uint8Array => {
+    const service = env.service!
+    let byName = eventEncoders.get(service)
+    if (byName === undefined) eventEncoders.set(service, (byName = new Map()))
+    let enc = byName.get(env.name!)
+    if (enc === undefined) {
+      enc = outboxCodec!.eventEncoder({ src: env.src, inst: env.inst, service, version: env.version!, name: env.name! })
+      if (byName.size < 1_024) byName.set(env.name!, enc)
+    }
+    return enc(env)
+  }
+
   /** Commits an event to the outbox (the pump delivers it, in order, when connected). @throws OUTBOX_FULL, STORE_FAILED */
   const appendToOutbox = (env: Envelope, topic = bridge.topics.topicOf(env)): void => {
-    outbox!.append({ stream: 'events', topic, frame: outboxCodec!.encode(env), retain: false })
+    outbox!.append({ stream: 'events', topic, frame: encodeEvent(env), retain: false })
   }
 
   /**

@@ -85,6 +85,41 @@ export function writePlainCborArray(items: readonly unknown[], n: number): Buffe
   return UNWRITTEN
 }
 
+/**
+ * Writes one frame in pieces, for a caller that knows the frame's layout: parts that never
+ * change as bytes made once (`writePlainCbor` of each), the rest as items. `begin` answers
+ * false while another frame is being written; after it, `end` or `abandon` must follow.
+ */
+export const framePieces = {
+  begin(): boolean {
+    if (writing) return false
+    writing = true
+    return true
+  },
+  bytes(b: Uint8Array): void {
+    room(b.length)
+    chunk.set(b, pos)
+    pos += b.length
+  },
+  /** A string, as `writePlainCbor` writes it. */
+  text: (s: string): void => writeString(s),
+  number: (n: number): void => writeNumber(n),
+  null(): void {
+    room(1)
+    chunk[pos++] = 0xf6
+  },
+  /** Any value, as `writePlainCbor` writes it; false for one it leaves to cbor-x. */
+  item: (v: unknown): boolean => writeItem(v, 1),
+  end(): Buffer {
+    writing = false
+    return take()
+  },
+  abandon(): void {
+    writing = false
+    pos = start
+  },
+}
+
 function writeItem(value: unknown, depth: number): boolean {
   switch (typeof value) {
     case 'string':

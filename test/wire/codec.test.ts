@@ -23,6 +23,38 @@ describe('envelope codec', () => {
     expect(codec.decode(codec.encode(reply))).toEqual({ ok: true, envelope: reply })
   })
 
+  it('writes the events of one name with an event encoder, byte for byte as encode does', () => {
+    const fixed = { src: 'thermo-1', inst: 'k3j4h5g6', service: 'thermo', version: '1', name: 'sample.completed' }
+    const encodeEvent = codec.eventEncoder(fixed)
+    const event = (extra: Partial<Envelope>): Envelope => ({
+      v: 1, kind: 'event', id: '01M85GQ6FSXV5PEJW20000A1S9', at: 1_732_350_000_123, ...fixed,
+      payload: { jobId: '01M85GQ6FSXV5PEJW20000A1SA', queue: 'sample', attempt: 2, output: { celsius: 20.5, readings: [1, 2] } }, ...extra,
+    })
+    const getterThrows = { get boom(): number { throw new Error('boom') } }
+    const cases: Envelope[] = [
+      event({}),
+      event({ corr: 'occ-17', traceparent: sample.traceparent }),
+      event({ corr: 'ünïcödé', at: 5, id: 'x'.repeat(64) }),
+      event({ payload: 'plain' }),
+      event({ payload: null }),
+      // Not the encoder's kind of envelope: handed to encode, same bytes.
+      event({ name: 'other' }),
+      event({ src: 'someone-else' }),
+      event({ payload: undefined }),
+      event({ tenant: 't', principal: 'p' }),
+      event({ kind: 'command', replyTo: 'a', deadline: 9 }),
+      event({ payload: { when: new Date(0), tags: new Map([['a', 1]]) } }), // left to cbor-x
+    ]
+    for (const env of cases) {
+      expect(Buffer.from(encodeEvent(env))).toEqual(Buffer.from(codec.encode(env)))
+      expect(codec.decode(encodeEvent(env))).toMatchObject({ ok: true })
+    }
+    expect(codec.decode(encodeEvent(cases[1]!))).toEqual({ ok: true, envelope: expect.objectContaining({ ...cases[1], replyTo: undefined }) })
+    // A payload that cannot be encoded gets encode's typed error, and the next frame is whole.
+    expect(() => encodeEvent(event({ payload: getterThrows }))).toThrow(expect.objectContaining({ code: ErrorCode.INVALID_ENVELOPE }))
+    expect(codec.decode(encodeEvent(cases[0]!))).toEqual({ ok: true, envelope: expect.objectContaining({ payload: cases[0]!.payload }) })
+  })
+
   it('leaves absent trailing fields off the wire', () => {
     const small: Envelope = { v: 1, kind: 'presence', id: 'p', src: 'a', inst: 'i', at: 1 }
     expect(codec.encode(small).length).toBeLessThan(16)

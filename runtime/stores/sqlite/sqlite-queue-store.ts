@@ -54,11 +54,9 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   let legacy = anyLegacy.get() === 1
   /** The row number of job `id`; -1 when it can be none. */
   const rowOf = (id: string): number => {
-    if (legacy && typeof id === 'string') {
-      const n = legacyRow.get(id)
-      if (n !== undefined) return n
-    }
-    return typeof id === 'string' ? numbered.numberOf(id) : -1
+    if (typeof id !== 'string') return -1
+    const n = legacy ? legacyRow.get(id) : undefined
+    return n ?? numbered.numberOf(id)
   }
   const lastRow = db.prepare<[], number | null>('SELECT MAX(n) FROM jobs').pluck(true)
   // The next number to give. Known here, so the id (which carries it) is made before the row
@@ -136,13 +134,13 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   // The queue and row of each job this store leased and has not settled yet, so that completing
   // it can be counted without reading the queue back (RETURNING costs about as much as the count).
   // Bounded: a job completed by a store that did not lease it reads its queue back.
-  const leasedQueue = new Map<string, { queue: string; n: number }>()
-  const LEASED_QUEUE_MAX = 65_536
+  const heldLeases = new Map<string, { queue: string; n: number }>()
+  const HELD_LEASES_MAX = 65_536
   /** The row of a job whose lease the verb that follows ends, forgotten as leased here. */
   const leaseEnds = (id: string): number => {
-    const held = leasedQueue.get(id)
+    const held = heldLeases.get(id)
     if (held === undefined) return rowOf(id)
-    leasedQueue.delete(id)
+    heldLeases.delete(id)
     return held.n
   }
   // Each queue's completed jobs are counted in `queues`, in the commit that completes or deletes them.
@@ -251,10 +249,10 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     }
     if (rows.length > 1) rows.sort(leasedOrder)
     const jobs = new Array<Job>(rows.length)
-    if (leasedQueue.size + rows.length > LEASED_QUEUE_MAX) leasedQueue.clear()
+    if (heldLeases.size + rows.length > HELD_LEASES_MAX) heldLeases.clear()
     for (let i = 0; i < rows.length; i++) {
       jobs[i] = leasedJob(rows[i]!, queue, until, now)
-      leasedQueue.set(rows[i]![0], { queue, n: rows[i]![12] })
+      heldLeases.set(rows[i]![0], { queue, n: rows[i]![12] })
     }
     return jobs
   }
@@ -282,11 +280,11 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   }
 
   const completeNow = (id: string, attempt: number, output: unknown, now: number): boolean => {
-    const held = leasedQueue.get(id)
+    const held = heldLeases.get(id)
     let queue: string | undefined
     if (held === undefined) queue = finishReturningQueue.get(blob(output), now, rowOf(id), id, attempt)
     else {
-      leasedQueue.delete(id)
+      heldLeases.delete(id)
       if (finish.run(blob(output), now, held.n, id, attempt).changes === 1) queue = held.queue
     }
     if (queue === undefined) return false
@@ -298,7 +296,7 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     enqueue: (input, now) => (db.inTransaction ? enqueueOne(input, now) : tx(() => enqueueOne(input, now))),
     enqueueMany: (inputs, now) => tx(() => inputs.map((i) => enqueueOne(i, now))),
     lease: (queue, limit, now, leaseMs) => (db.inTransaction ? lease(queue, limit, now, leaseMs) : tx(() => lease(queue, limit, now, leaseMs))),
-    heartbeat: (id, attempt, now, leaseMs, progress) => extend.run(now + leaseMs, now, progress === undefined ? null : blob(progress), leasedQueue.get(id)?.n ?? rowOf(id), id, attempt, now).changes === 1,
+    heartbeat: (id, attempt, now, leaseMs, progress) => extend.run(now + leaseMs, now, progress === undefined ? null : blob(progress), heldLeases.get(id)?.n ?? rowOf(id), id, attempt, now).changes === 1,
     // The count is written before the device database's own commit: a completion inside any other
     // transaction runs in one of its own (a savepoint there).
     complete: (id, attempt, output, now) => (database.inTransaction ? completeNow(id, attempt, output, now) : tx(() => completeNow(id, attempt, output, now))),

@@ -28,6 +28,24 @@ export const ErrorCode = {
   STORE_CORRUPT: 'STORE_CORRUPT',
   /** The device database cannot be used (newer schema, disk error, closed). */
   STORE_FAILED: 'STORE_FAILED',
+  /** Another process holds a lock on the device database longer than the wait allows. */
+  STORE_LOCKED: 'STORE_LOCKED',
+  /** The device database is busy (another writer) right now; the operation may be tried again. */
+  STORE_BUSY: 'STORE_BUSY',
+  /** The device database or its folder cannot be written (read-only file or filesystem). */
+  STORE_READ_ONLY: 'STORE_READ_ONLY',
+  /** The disk holding the device database is full; what needs no new writes still works. */
+  STORE_FULL: 'STORE_FULL',
+  /** Another process already runs this device on the same database (its lock file is held). */
+  STORE_IN_USE: 'STORE_IN_USE',
+  /** A field that becomes an MQTT topic level is not a valid single level of bounded length. */
+  INVALID_TOPIC_LEVEL: 'INVALID_TOPIC_LEVEL',
+  /** The named thing (job, queue, device, file) does not exist. */
+  NOT_FOUND: 'NOT_FOUND',
+  /** A command-line argument or option is missing or has a value that is not accepted. */
+  BAD_ARGUMENT: 'BAD_ARGUMENT',
+  /** The service is known, but none of its instances could be reached just now. */
+  SERVICE_UNREACHABLE: 'SERVICE_UNREACHABLE',
   /** The outbox stream is full and its policy is to refuse new messages. */
   OUTBOX_FULL: 'OUTBOX_FULL',
   /** A listening port is already taken by another process. */

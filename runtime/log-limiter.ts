@@ -1,0 +1,71 @@
+import type { Logger } from 'pino'
+
+/** Log lines about one kind of trouble (a reason), at most one per interval, each with how many it stands for. */
+export interface LogLimiter {
+  /**
+   * Counts one occurrence of `reason` and logs it when none was logged for that reason in the
+   * last interval; the line carries `count` (occurrences since the previous line, this one
+   * included) and `reason`. Never throws.
+   */
+  warn(reason: string, fields: Record<string, unknown>, msg: string): void
+  /** Same as `warn`, at error level. */
+  error(reason: string, fields: Record<string, unknown>, msg: string): void
+  /** Occurrences of each reason since the limiter was made (logged or not). */
+  counts(): Record<string, number>
+}
+
+export interface LogLimiterOptions {
+  /** Shortest time between two lines of one reason, ms (default 60 000). */
+  intervalMs?: number
+  now?: () => number
+  /** Most reasons tracked; further ones share the reason `other` (default 64), so ever-new reasons cannot grow memory. */
+  maxReasons?: number
+}
+
+interface ReasonState {
+  total: number
+  /** Occurrences not yet reported in a line. */
+  unreported: number
+  lastAt: number
+}
+
+/**
+ * Creates a rate limiter for log lines: a flood of bad frames writes one line per reason per
+ * interval, not one per frame, so it cannot fill a device's disk.
+ */
+export function createLogLimiter(log: Logger, opts: LogLimiterOptions = {}): LogLimiter {
+  const intervalMs = opts.intervalMs ?? 60_000
+  const now = opts.now ?? Date.now
+  const maxReasons = opts.maxReasons ?? 64
+  const reasons = new Map<string, ReasonState>()
+
+  const note = (level: 'warn' | 'error', reason: string, fields: Record<string, unknown>, msg: string): void => {
+    let key = reason
+    let s = reasons.get(key)
+    if (s === undefined) {
+      if (reasons.size >= maxReasons) {
+        key = 'other'
+        s = reasons.get(key)
+      }
+      if (s === undefined) reasons.set(key, (s = { total: 0, unreported: 0, lastAt: -Infinity }))
+    }
+    s.total++
+    s.unreported++
+    const t = now()
+    if (t - s.lastAt < intervalMs) return
+    const count = s.unreported
+    s.unreported = 0
+    s.lastAt = t
+    try {
+      log[level]({ ...fields, reason: key, count }, count > 1 ? `${msg} (${count} since the last report)` : msg)
+    } catch {
+      // A logger that fails must not turn bad input into a crash.
+    }
+  }
+
+  return {
+    warn: (reason, fields, msg) => note('warn', reason, fields, msg),
+    error: (reason, fields, msg) => note('error', reason, fields, msg),
+    counts: () => Object.fromEntries([...reasons].map(([k, s]) => [k, s.total])),
+  }
+}

@@ -39,11 +39,11 @@ export interface OutboxStats {
  * - Capacity does not depend on MQTT packet ids: the backlog is bounded by bytes only.
  */
 export interface Outbox {
-  /** Stores a message. @throws OUTBOX_FULL when its stream is full and refuses new ones. */
+  /** Stores a message. @throws OUTBOX_FULL when its stream is full and refuses new ones; STORE_BUSY, STORE_FULL (retryable) and other STORE_* codes when storage fails. */
   append(entry: Omit<OutboxEntry, 'seq'>): number
-  /** Up to `limit` entries with `seq` greater than `after`, in order. */
+  /** Up to `limit` entries with `seq` greater than `after`, in order. @throws STORE_* when storage cannot be read */
   peek(after: number, limit: number): OutboxEntry[]
-  /** Removes a delivered entry (no-op when already gone). */
+  /** Removes a delivered entry (no-op when already gone). Never throws: a removal storage refuses is tried again later (until then the entry may be sent again after a restart). */
   ack(seq: number): void
   stats(): OutboxStats
 }

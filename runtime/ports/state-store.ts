@@ -7,6 +7,8 @@
  * - Ordering: `list` returns entries sorted by key.
  * - Synchronous: stores are local to the device, so no call waits on I/O scheduling.
  * - `close` is the owner's business (the database's), not the store's.
+ * - Errors: a storage failure is an OutpostError (`STORE_BUSY` and `STORE_FULL` are retryable:
+ *   another process held the write lock past the busy wait, or the disk is full).
  */
 export interface StateStore {
   get(scope: string, key: string): unknown

@@ -110,7 +110,8 @@ describe('sqlite queue store: schema v9 (jobs numbered, ids carry the number)', 
   it('gives every job its own number when two connections enqueue into one file', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'outpost-v9-'))
     const file = path.join(dir, 'device.db')
-    const [d1, d2] = [openDeviceDatabase({ path: file }), openDeviceDatabase({ path: file })]
+    // The second as a tool beside the device would open it (a device takes the file's lock).
+    const [d1, d2] = [openDeviceDatabase({ path: file }), openDeviceDatabase({ path: file, access: 'tool' })]
     try {
       const [a, b] = [createSqliteQueueStore(d1), createSqliteQueueStore(d2)]
       // Both stores start from the same last number: each insert of one takes a number the other

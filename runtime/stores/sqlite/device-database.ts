@@ -1,22 +1,47 @@
-import { existsSync, renameSync } from 'node:fs'
+import { copyFileSync, existsSync, readFileSync, renameSync, statSync } from 'node:fs'
 import Database from 'better-sqlite3'
 import { ErrorCode, OutpostError } from '../../errors.js'
+import { lockDeviceDatabase, type DeviceLock } from './device-lock.js'
 import { MIGRATIONS, type Migration } from './migrations.js'
+import { isDamaged, toStoreError } from './store-error.js'
+import { checkWal, type WalCheck } from './wal-check.js'
 
 /** How much a power cut may take: see runtime/stores/sqlite/README.md. */
 export type Synchronous = 'NORMAL' | 'FULL'
 
+/**
+ * Who opens the database. `device` (the default): the process that runs the device; creates the
+ * file if missing, takes the device lock, moves a damaged file aside, migrates. `tool`: another
+ * process working beside it (`outpost jobs redrive`): reads and writes, but the file must exist
+ * with this runtime's schema; never creates, locks, moves or migrates. `read`: inspection only
+ * (read-only connection; never creates, writes, moves or locks anything).
+ */
+export type DatabaseAccess = 'device' | 'tool' | 'read'
+
 export interface DeviceDatabaseOptions {
   /** File path, or ':memory:' for tests. */
   path: string
+  /** Who opens it (default 'device'); see DatabaseAccess. */
+  access?: DatabaseAccess
   /** WAL durability (default NORMAL). FULL also survives a power cut for the last commits. */
   synchronous?: Synchronous
   /**
-   * What to do with a corrupt or unreadable file (default 'fresh'). Either way the file (and its
-   * -wal/-shm) is first moved aside to `<path>.corrupt-<time>`, never deleted; then 'fresh'
-   * starts an empty database and 'fail' throws STORE_CORRUPT.
+   * What to do with a file SQLite reports as damaged (SQLITE_CORRUPT, SQLITE_NOTADB, or an
+   * integrity check that is not ok) and that is not empty; only with access 'device' (default
+   * 'fresh'). Either way the file (and its -wal/-shm) is first moved aside to
+   * `<path>.corrupt-<time>`, never deleted; then 'fresh' starts an empty database and 'fail'
+   * throws STORE_CORRUPT. Any other failure leaves the file where it is.
    */
   onCorrupt?: 'fresh' | 'fail'
+  /** Integrity check at open, access 'device' only (default 'quick': PRAGMA quick_check; 'full': integrity_check, slower, also checks indexes against their tables). */
+  integrityCheck?: 'quick' | 'full'
+  /**
+   * Take the device lock `<path>.lock` so that one process at a time runs a device on this file
+   * (default true with access 'device' on a file; never for 'tool' and 'read').
+   */
+  lock?: boolean
+  /** How long a statement waits for another process's lock before STORE_LOCKED (at open) or STORE_BUSY (default 5000 ms). */
+  busyTimeoutMs?: number
   /**
    * SQLite page cache, KiB (default 2048). better-sqlite3 sets 16 MiB per connection, which a
    * device does not have to spare; the outbox and queues read sequentially and need little.
@@ -33,8 +58,16 @@ export interface DeviceDatabase {
   readonly path: string
   /** Schema version after migrations. */
   readonly version: number
-  /** Where a corrupt file was moved at open, if that happened. */
+  /** Where a damaged file was moved at open, if that happened, and why. */
   readonly quarantinedTo?: string
+  readonly quarantineReason?: string
+  /**
+   * What the write-ahead log left by the last process held, when there was one (access
+   * 'device'). `walCheck.damage` set: SQLite left out committed transactions; the log was
+   * copied to `walCopy` first.
+   */
+  readonly walCheck?: WalCheck
+  readonly walCopy?: string
   /** Registers work to finish before the database closes (e.g. deleting acknowledged outbox entries). */
   beforeClose(fn: () => void): void
   /**
@@ -57,28 +90,74 @@ export interface DeviceDatabase {
   beforeCommit(fn: () => void): void
   /** True once closed. */
   readonly closed: boolean
-  /** Runs the `beforeClose` work, then closes the database; idempotent. */
+  /** Runs the `beforeClose` work, then closes the database and releases the device lock; idempotent. */
   close(): void
 }
 
+const stamp = (now: number): string => new Date(now).toISOString().replace(/[:.]/g, '-')
+
 function quarantine(path: string, now: number): string {
-  const target = `${path}.corrupt-${new Date(now).toISOString().replace(/[:.]/g, '-')}`
+  const target = `${path}.corrupt-${stamp(now)}`
   for (const suffix of ['', '-wal', '-shm']) {
     if (existsSync(path + suffix)) renameSync(path + suffix, target + suffix)
   }
   return target
 }
 
-function openChecked(path: string, synchronous: Synchronous, cacheKiB: number): Database.Database {
-  const db = new Database(path)
+/** Damage SQLite reported, as an error of its own kind (it alone may lead to a quarantine). */
+class Damaged extends Error {
+  override name = 'Damaged'
+}
+
+interface OpenSettings {
+  access: DatabaseAccess
+  synchronous: Synchronous
+  cacheKiB: number
+  busyMs: number
+  check: 'quick' | 'full'
+}
+
+/** Largest file that inspection reads into memory rather than open where it is (see openForReading). */
+const READ_COPY_MAX_BYTES = 64 * 1024 * 1024
+
+/**
+ * A read-only connection that creates nothing beside the file. A WAL database opened read-only
+ * makes SQLite create its -wal and -shm files when they are not there (the device is not
+ * running); such a file, when not too large, is read into memory instead, marked as a rollback
+ * journal database there (header bytes 18 and 19), so that nothing is made on disk. With the
+ * device running, the -wal and -shm are there already, and the file is opened where it is.
+ */
+function openForReading(path: string, busyMs: number): Database.Database {
+  if (!existsSync(`${path}-wal`)) {
+    const size = statSync(path).size
+    if (size <= READ_COPY_MAX_BYTES) {
+      const bytes = readFileSync(path)
+      if (bytes.length >= 100 && bytes.subarray(0, 16).toString('latin1') === 'SQLite format 3\0' && bytes[18] === 2) {
+        bytes[18] = 1
+        bytes[19] = 1
+        return new Database(bytes, { readonly: true })
+      }
+    }
+  }
+  return new Database(path, { readonly: true, fileMustExist: true, timeout: busyMs })
+}
+
+function openChecked(path: string, o: OpenSettings): Database.Database {
+  const db = o.access === 'read' ? openForReading(path, o.busyMs) : new Database(path, { fileMustExist: o.access !== 'device', timeout: o.busyMs })
   try {
+    db.pragma(`cache_size = -${Math.max(64, Math.floor(o.cacheKiB))}`)
+    if (o.access === 'read') {
+      // Reads the header: a file that is not a database says so here, and nothing is written.
+      db.pragma('schema_version', { simple: true })
+      return db
+    }
     db.pragma('journal_mode = WAL')
-    db.pragma(`cache_size = -${Math.max(64, Math.floor(cacheKiB))}`)
-    db.pragma(`synchronous = ${synchronous}`)
+    db.pragma(`synchronous = ${o.synchronous}`)
     db.pragma('foreign_keys = ON')
-    db.pragma('busy_timeout = 5000')
-    const check = db.pragma('quick_check', { simple: true })
-    if (check !== 'ok') throw new Error(`quick_check: ${String(check)}`)
+    if (o.access === 'device') {
+      const check = db.pragma(o.check === 'full' ? 'integrity_check' : 'quick_check', { simple: true })
+      if (check !== 'ok') throw new Damaged(`${o.check === 'full' ? 'integrity_check' : 'quick_check'}: ${String(check)}`)
+    }
     return db
   } catch (err) {
     db.close()
@@ -86,11 +165,16 @@ function openChecked(path: string, synchronous: Synchronous, cacheKiB: number): 
   }
 }
 
-function migrate(db: Database.Database, migrations: readonly Migration[], path: string): number {
+function migrate(db: Database.Database, migrations: readonly Migration[], path: string, access: DatabaseAccess): number {
   const current = db.pragma('user_version', { simple: true }) as number
   const latest = migrations.at(-1)?.version ?? 0
   if (current > latest) {
-    throw new OutpostError(ErrorCode.STORE_FAILED, `database ${path} has schema version ${current}, newer than this runtime's ${latest}; refusing to touch it`, { details: { current, latest } })
+    throw new OutpostError(ErrorCode.STORE_FAILED, `database ${path} has schema version ${current}, newer than this runtime's ${latest}; it was left as it is (update the runtime)`, { details: { current, latest } })
+  }
+  if (access !== 'device') {
+    if (current === 0) throw new OutpostError(ErrorCode.STORE_FAILED, `${path} is not a device database (no Outpost schema in it); nothing was changed`, { details: { current, latest, notDevice: true } })
+    if (current < latest) throw new OutpostError(ErrorCode.STORE_FAILED, `database ${path} has schema version ${current}, older than this runtime's ${latest}; start the device once to update it (nothing was changed)`, { details: { current, latest } })
+    return current
   }
   for (const m of migrations) {
     if (m.version <= current) continue
@@ -102,36 +186,97 @@ function migrate(db: Database.Database, migrations: readonly Migration[], path: 
   return Math.max(current, latest)
 }
 
+/** Size of a file, or -1 when it is not there. */
+const sizeOf = (path: string): number => {
+  try {
+    return statSync(path).size
+  } catch {
+    return -1
+  }
+}
+
 /**
- * Opens (creating if needed) the device database: WAL, the chosen `synchronous`, an integrity
- * quick-check, then schema migrations. A corrupt or unreadable file is quarantined.
- * @throws STORE_CORRUPT (onCorrupt 'fail'), STORE_FAILED (newer schema, unusable path)
+ * Opens the device database: WAL, the chosen `synchronous`, an integrity check, then schema
+ * migrations (access 'device'). Only a file that SQLite reports as damaged and that is not empty
+ * is moved aside (never deleted); every other failure is a typed error that leaves it alone.
+ * @throws STORE_IN_USE (another process runs this device), STORE_LOCKED (another process holds a
+ *   lock past the busy wait), STORE_READ_ONLY, STORE_FULL, STORE_CORRUPT (damaged, and onCorrupt
+ *   'fail' or access other than 'device'), STORE_FAILED (newer schema, missing file for 'tool' and
+ *   'read', anything else)
  */
 export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase {
-  const synchronous = opts.synchronous ?? 'NORMAL'
-  const cacheKiB = opts.cacheSizeKiB ?? 2048
+  const access = opts.access ?? 'device'
+  const settings: OpenSettings = {
+    access,
+    synchronous: opts.synchronous ?? 'NORMAL',
+    cacheKiB: opts.cacheSizeKiB ?? 2048,
+    busyMs: opts.busyTimeoutMs ?? 5_000,
+    check: opts.integrityCheck ?? 'quick',
+  }
   const now = opts.now ?? Date.now
   const migrations = opts.migrations ?? MIGRATIONS
+  const file = opts.path !== ':memory:'
+  if (access !== 'device' && file) {
+    const size = sizeOf(opts.path)
+    if (size < 0) throw new OutpostError(ErrorCode.STORE_FAILED, `no device database at ${opts.path}`, { details: { file: opts.path, missing: true } })
+    if (size === 0) throw new OutpostError(ErrorCode.STORE_FAILED, `${opts.path} is an empty file, not a device database; nothing was changed`, { details: { file: opts.path, notDevice: true } })
+  }
+  const lock: DeviceLock | undefined = access === 'device' && file && (opts.lock ?? true) ? lockDeviceDatabase(opts.path, now) : undefined
   let db: Database.Database
   let quarantinedTo: string | undefined
+  let quarantineReason: string | undefined
+  let walCheck: WalCheck | undefined
+  let walCopy: string | undefined
   try {
-    db = openChecked(opts.path, synchronous, cacheKiB)
-  } catch (cause) {
-    if (opts.path === ':memory:' || !existsSync(opts.path)) {
-      throw new OutpostError(ErrorCode.STORE_FAILED, `cannot open database ${opts.path}: ${(cause as Error).message}`, { cause })
+    if (access === 'device' && file) {
+      // Before SQLite replays the log (and later overwrites it): what it will leave out.
+      walCheck = checkWal(opts.path)
+      if (walCheck?.damage !== undefined) {
+        walCopy = `${opts.path}-wal.damaged-${stamp(now())}`
+        try {
+          copyFileSync(`${opts.path}-wal`, walCopy)
+        } catch {
+          walCopy = undefined // a full or read-only disk: the open below says so
+        }
+      }
     }
-    quarantinedTo = quarantine(opts.path, now())
-    if (opts.onCorrupt === 'fail') {
-      throw new OutpostError(ErrorCode.STORE_CORRUPT, `database ${opts.path} is corrupt or unreadable (${(cause as Error).message}); moved to ${quarantinedTo}`, { cause, details: { quarantinedTo } })
+    try {
+      db = openChecked(opts.path, settings)
+    } catch (cause) {
+      const damaged = cause instanceof Damaged || isDamaged(cause)
+      if (!damaged || !file || sizeOf(opts.path) <= 0) {
+        throw cause instanceof Damaged ? new OutpostError(ErrorCode.STORE_CORRUPT, `database ${opts.path} is damaged (${cause.message})`, { cause }) : toStoreError(cause, opts.path, 'open')
+      }
+      const why = (cause as Error).message
+      if (access !== 'device') {
+        throw new OutpostError(ErrorCode.STORE_CORRUPT, `${opts.path} is damaged or not a database (SQLite: ${why}); nothing was changed`, { cause, details: { file: opts.path, reason: why } })
+      }
+      try {
+        quarantinedTo = quarantine(opts.path, now())
+      } catch (e) {
+        throw new OutpostError(ErrorCode.STORE_CORRUPT, `database ${opts.path} is damaged (SQLite: ${why}) and could not be moved aside: ${(e as Error).message}`, { cause, details: { file: opts.path, reason: why } })
+      }
+      quarantineReason = why
+      if (opts.onCorrupt === 'fail') {
+        throw new OutpostError(ErrorCode.STORE_CORRUPT, `database ${opts.path} is damaged (SQLite: ${why}); moved to ${quarantinedTo}`, { cause, details: { quarantinedTo, reason: why } })
+      }
+      try {
+        db = openChecked(opts.path, settings)
+      } catch (e) {
+        throw toStoreError(e, opts.path, 'open')
+      }
     }
-    db = openChecked(opts.path, synchronous, cacheKiB)
+  } catch (err) {
+    lock?.release()
+    throw err
   }
   let version: number
   try {
-    version = migrate(db, migrations, opts.path)
+    version = migrate(db, migrations, opts.path, access)
   } catch (err) {
     db.close()
-    throw err
+    lock?.release()
+    throw toStoreError(err, opts.path, 'open')
   }
   let closed = false
   const hooks: (() => void)[] = []
@@ -159,6 +304,9 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
     path: opts.path,
     version,
     quarantinedTo,
+    quarantineReason,
+    walCheck,
+    walCopy,
     beforeClose: (fn) => void hooks.push(fn),
     onRollback: (fn) => void undo.at(-1)?.push(fn),
     beforeCommit: (fn) => void committing.add(fn),
@@ -167,9 +315,13 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
       // The outermost level of this object's transactions (a savepoint when someone opened one
       // on `db` directly) runs the work registered before commit.
       const outermost = undo.length === 0
-      // Work gathered so far belongs to the level that is open: written before a savepoint opens.
-      if (!outermost) runCommitting()
-      nested ? savepoint.run() : begin.run()
+      try {
+        // Work gathered so far belongs to the level that is open: written before a savepoint opens.
+        if (!outermost) runCommitting()
+        nested ? savepoint.run() : begin.run()
+      } catch (err) {
+        throw outermost ? toStoreError(err, opts.path, 'run') : err
+      }
       undo.push([])
       let result: T
       try {
@@ -183,7 +335,8 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
         } else if (!nested && db.inTransaction) rollback.run()
         if (outermost) committing.clear()
         rolledBack()
-        throw err
+        // SQLite's errors leave as storage errors (STORE_BUSY, STORE_FULL, …), once, at the outermost level.
+        throw outermost ? toStoreError(err, opts.path, 'run') : err
       }
       try {
         nested ? release.run() : commit.run()
@@ -191,7 +344,7 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
         if (db.inTransaction && !nested) rollback.run()
         if (outermost) committing.clear()
         rolledBack()
-        throw err
+        throw outermost ? toStoreError(err, opts.path, 'run') : err
       }
       const mine = undo.pop()!
       if (nested) undo.at(-1)?.push(...mine)
@@ -205,9 +358,17 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
     },
     close() {
       if (closed) return
-      for (const fn of hooks) fn()
+      for (const fn of hooks) {
+        try {
+          fn()
+        } catch {
+          // Work before close is a tidy-up (deleting acknowledged outbox entries): what it could
+          // not do is done again after the next start (sent again, at least once).
+        }
+      }
       closed = true
       db.close()
+      lock?.release()
     },
   }
 }

@@ -1,5 +1,8 @@
 /** The device database (better-sqlite3): a separate entry so memory-only users never load the native addon. */
-export { openDeviceDatabase, type DeviceDatabase, type DeviceDatabaseOptions, type Synchronous } from './device-database.js'
+export { openDeviceDatabase, type DatabaseAccess, type DeviceDatabase, type DeviceDatabaseOptions, type Synchronous } from './device-database.js'
+export { lockDeviceDatabase, type DeviceLock } from './device-lock.js'
+export { checkWal, type WalCheck } from './wal-check.js'
+export { toStoreError } from './store-error.js'
 export { createSqliteStateStore } from './sqlite-state-store.js'
 export { MIGRATIONS, type Migration } from './migrations.js'
 export { createSqliteOutbox } from './sqlite-outbox.js'

@@ -1,5 +1,6 @@
 import type { Outbox, OutboxEntry, OutboxStreamLimits } from '../../ports/outbox.js'
 import type { DeviceDatabase } from './device-database.js'
+import { toStoreError } from './store-error.js'
 import { createOutboxAccounting } from '../../outbox/outbox-accounting.js'
 
 interface Row {
@@ -112,9 +113,13 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   })
   // One timer at most: a flush for another reason (a full group, stats, close) cancels it.
   let flushTimer: ReturnType<typeof setTimeout> | undefined
-  const flushLater = (): void => {
-    if (flushTimer === undefined) flushTimer = setTimeout(flush, FLUSH_MS).unref()
+  const flushLater = (ms = FLUSH_MS): void => {
+    if (flushTimer === undefined) flushTimer = setTimeout(flush, ms).unref()
   }
+  // Deleting acknowledged entries that failed (another process held the write lock past the
+  // busy wait, a full disk) is tried again after this long; they stay acknowledged meanwhile.
+  const FLUSH_RETRY_MS = 1_000
+  /** Deletes what was acknowledged. Never throws: it runs from timers and the pump. */
   const flush = (): void => {
     if (flushTimer !== undefined) {
       clearTimeout(flushTimer)
@@ -128,7 +133,20 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
     }
     const seqs = acked
     acked = []
-    removeAll(seqs)
+    try {
+      removeAll(seqs)
+    } catch {
+      // Not deleted yet: kept, and tried again later. Were the process to stop first, they
+      // would be sent again after the restart (at least once); the counts are taken again
+      // from the file, since part of the group may have been counted before the failure.
+      acked = seqs.concat(acked)
+      try {
+        recount()
+      } catch {
+        // The file cannot be read either: the counts are corrected at the next recount.
+      }
+      flushLater(FLUSH_RETRY_MS)
+    }
   }
   // A full stream's oldest entries, found by walking the table in seq order (there is no index
   // by stream: every append and delivery would pay for it). The walk starts past the stream's
@@ -211,7 +229,12 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
       }
       if (after >= end) return []
       flush()
-      const rows = select.all(after, limit)
+      let rows: Row[]
+      try {
+        rows = select.all(after, limit)
+      } catch (err) {
+        throw toStoreError(err, database.path, 'run')
+      }
       if (rows.length < limit) end = rows.length > 0 ? rows.at(-1)!.seq : after
       if (rows.length < limit && !tailLive) {
         // Caught up with the file: what comes next can be read from memory again.

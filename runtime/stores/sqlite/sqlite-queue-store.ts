@@ -5,6 +5,7 @@ import { UNWRITTEN, writePlainCbor } from '../../wire/cbor-writer.js'
 import { createNumberedIdFactory } from '../../wire/message-id.js'
 import type { Statement } from 'better-sqlite3'
 import type { DeviceDatabase } from './device-database.js'
+import { guardStore } from './store-error.js'
 
 interface Row {
   n: number
@@ -38,7 +39,10 @@ type LeasedRow = [
 /** Order in which leased jobs run: higher priority, then earlier due, then older. */
 const leasedOrder = (a: LeasedRow, b: LeasedRow): number => b[2] - a[2] || a[3] - b[3] || a[5] - b[5] || (a[0] < b[0] ? -1 : 1)
 
-/** Creates the durable queue store in the device database (payloads and outputs as CBOR). */
+/**
+ * Creates the durable queue store in the device database (payloads and outputs as CBOR). Its
+ * methods throw storage errors as OutpostErrors (STORE_BUSY and STORE_FULL retryable).
+ */
 export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   const db = database.db
   const encoder = new Encoder({ useRecords: false, mapsAsObjects: true })
@@ -292,7 +296,7 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     return true
   }
 
-  return {
+  const store: QueueStore = {
     enqueue: (input, now) => (db.inTransaction ? enqueueOne(input, now) : tx(() => enqueueOne(input, now))),
     enqueueMany: (inputs, now) => tx(() => inputs.map((i) => enqueueOne(i, now))),
     lease: (queue, limit, now, leaseMs) => (db.inTransaction ? lease(queue, limit, now, leaseMs) : tx(() => lease(queue, limit, now, leaseMs))),
@@ -353,4 +357,23 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     },
     transaction: tx,
   }
+  // Statements run on their own (outside a transaction, whose errors the device database
+  // translates) leave with storage error codes too. The hot ones (lease, complete, enqueue) run
+  // inside transactions.
+  const file = database.path
+  return Object.assign(store, {
+    heartbeat: guardStore(file, store.heartbeat),
+    retry: guardStore(file, store.retry),
+    release: guardStore(file, store.release),
+    moveToDead: guardStore(file, store.moveToDead),
+    cancel: guardStore(file, store.cancel),
+    get: guardStore(file, store.get),
+    listDead: guardStore(file, store.listDead),
+    redrive: guardStore(file, store.redrive),
+    setPaused: guardStore(file, store.setPaused),
+    isPaused: guardStore(file, store.isPaused),
+    queues: guardStore(file, store.queues),
+    metrics: guardStore(file, store.metrics),
+    nextDueAt: guardStore(file, store.nextDueAt),
+  })
 }

@@ -1,8 +1,9 @@
 import { Decoder, Encoder } from 'cbor-x'
 import type { StateStore } from '../../ports/state-store.js'
 import type { DeviceDatabase } from './device-database.js'
+import { guardStore } from './store-error.js'
 
-/** Creates the key-value state store in the device database (values stored as CBOR). */
+/** Creates the key-value state store in the device database (values stored as CBOR). @throws STORE_BUSY, STORE_FULL, STORE_READ_ONLY, STORE_FAILED from its methods */
 export function createSqliteStateStore(database: DeviceDatabase, now: () => number = Date.now): StateStore {
   const db = database.db
   const encoder = new Encoder({ useRecords: false, mapsAsObjects: true })
@@ -13,20 +14,17 @@ export function createSqliteStateStore(database: DeviceDatabase, now: () => numb
   // Prefix match as a key range, so the primary key index serves it (LIKE would not, and would treat % and _ as wildcards).
   const range = db.prepare<[string, string, string], { key: string; value: Buffer }>('SELECT key, value FROM kv WHERE scope = ? AND key >= ? AND key < ? ORDER BY key')
   const all = db.prepare<[string], { key: string; value: Buffer }>('SELECT key, value FROM kv WHERE scope = ? ORDER BY key')
+  const file = database.path
   return {
-    get(scope, key) {
+    get: guardStore(file, (scope: string, key: string) => {
       const row = get.get(scope, key)
       return row === undefined ? undefined : decoder.decode(row.value)
-    },
-    set(scope, key, value) {
-      put.run(scope, key, encoder.encode(value), now())
-    },
-    delete(scope, key) {
-      return del.run(scope, key).changes > 0
-    },
-    list(scope, prefix = '') {
+    }),
+    set: guardStore(file, (scope: string, key: string, value: unknown) => void put.run(scope, key, encoder.encode(value), now())),
+    delete: guardStore(file, (scope: string, key: string) => del.run(scope, key).changes > 0),
+    list: guardStore(file, (scope: string, prefix = '') => {
       const rows = prefix === '' ? all.all(scope) : range.all(scope, prefix, `${prefix}\u{10FFFF}`)
       return rows.map((r) => ({ key: r.key, value: decoder.decode(r.value) }))
-    },
+    }),
   }
 }

@@ -1,0 +1,137 @@
+// The CI fuzz test (issue 11): a plain mqtt.js client sends ≥ 100,000 mutated frames — commands,
+// subscribed events, events bound to a durable queue, replies — to a real device process over the
+// gateway's aedes, and an oversized publish once. Afterwards the device must still serve, be on
+// its first connection, and have kept its memory, database and log bounded. The seed is printed;
+// replay a failure with FUZZ_SEED=<seed> (and FUZZ_FRAMES=<n> to shorten a run while looking).
+import { once } from 'node:events'
+import { setTimeout } from 'node:timers/promises'
+import mqtt from 'mqtt'
+import { describe, expect, it } from 'vitest'
+import { freshAedes } from '../helpers/aedes.js'
+import { cleanupAfterEach } from '../helpers/cleanups.js'
+import { eventually, startDeviceUnderAttack, type DeviceUnderAttack } from '../helpers/device-under-attack.js'
+import { createFrameMutator, seededRandom, type FuzzFrame } from '../helpers/frame-mutator.js'
+import { eventSlots, presenceSlots, rawDecoder, rawFrame, replySlots } from '../helpers/raw-wire.js'
+
+const FRAMES = Number(process.env.FUZZ_FRAMES ?? 100_000)
+const SEED = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 32))
+const MiB = 1024 * 1024
+
+describe('a device process flooded with mutated frames', () => {
+  const cleanup = cleanupAfterEach()
+
+  it('keeps serving on its first connection, with memory, database and log bounded', async () => {
+    console.log(`fuzz seed ${SEED}: replay with FUZZ_SEED=${SEED} npx vitest run test/e2e/fuzz.test.ts`)
+    const broker = await freshAedes()
+    cleanup(() => broker.close())
+
+    // The peer the device calls every 100 ms: written by hand, it answers peer.ping with its payload.
+    const pings: string[] = []
+    const peer = await mqtt.connectAsync(broker.url, { clientId: 'peer-dev', reconnectPeriod: 100 })
+    cleanup(() => peer.endAsync(true))
+    peer.on('message', (_topic, buf) => {
+      try {
+        const a = rawDecoder.decode(buf) as unknown[]
+        const id = a[2] as string
+        pings.push(id)
+        if (pings.length > 16) pings.shift()
+        peer.publish(`ob/peer-dev/rep/${a[10] as string}`, rawFrame(replySlots({ src: 'peer-dev', corr: id, replyTo: a[10] as string, payload: a[16] })), { qos: 0 })
+      } catch {
+        // only the device under attack calls here
+      }
+    })
+    await peer.subscribeAsync('ob/+/cmd/peer-dev/peer/1/ping', { qos: 1 })
+    const services = [{ name: 'peer', version: '1', commands: ['ping'], events: [] }]
+    await peer.publishAsync('ob/peer-dev/status', rawFrame(presenceSlots({ src: 'peer-dev', services })), { qos: 1, retain: true })
+
+    const device = await startDeviceUnderAttack(broker, { mode: 'ping' })
+    cleanup(() => device.stop())
+    await eventually(async () => (await device.probe()).pingsOk >= 3, 20_000, 'the device calling its peer')
+
+    const attacker = await mqtt.connectAsync(broker.url, { clientId: 'attacker', reconnectPeriod: 100 })
+    cleanup(() => attacker.endAsync(true))
+    const scene = { device: device.deviceId, pendingCorr: () => pings.at(-1) }
+    const attackerClosed = new Promise<void>((r) => attacker.once('close', () => r()))
+    const last: string[] = []
+    const inflight = new Set<Promise<unknown>>()
+    const send = async (f: FuzzFrame): Promise<void> => {
+      last.push(f.what)
+      if (last.length > 30) last.shift()
+      if (f.qos === 1) {
+        const p = attacker.publishAsync(f.topic, f.frame, { qos: 1 }).catch(() => undefined)
+        inflight.add(p)
+        void p.finally(() => inflight.delete(p))
+        if (inflight.size >= 64) await Promise.race(inflight)
+      } else {
+        attacker.publish(f.topic, f.frame, { qos: 0 })
+      }
+      // Paced by the socket: what the broker has not read yet waits here, not in our memory.
+      if (attacker.stream.writableNeedDrain) await Promise.race([once(attacker.stream, 'drain'), attackerClosed, setTimeout(10_000)])
+    }
+    // Every so often the device must answer a valid command: it keeps the flood at the device's
+    // pace, and a device that went deaf fails here, naming the frames just before.
+    const barrier = async (i: number): Promise<void> => {
+      await Promise.all(inflight)
+      const why = (err: unknown): Error =>
+        new Error(`device stopped answering after frame ${i} (seed ${SEED}); last frames: ${last.join(' ')}\n${(err as Error).message}`)
+      const r = await device.call('put', { name: 'barrier', n: i }, { timeoutMs: 30_000 }).catch((err: unknown) => {
+        throw why(err)
+      })
+      if (r.error !== undefined) throw why(new Error(`${r.error.code}: ${r.error.message}`))
+    }
+
+    // Warm-up: the same kinds of frames (another stream of the seed), then the baseline.
+    const warmUp = createFrameMutator(SEED ^ 0x5bd1e995, scene)
+    for (let i = 0; i < 3_000; i++) await send(warmUp.next())
+    await barrier(-1)
+    const base = await device.probe()
+    const baseDb = device.dbBytes()
+    const baseLines = device.lines()
+
+    const fuzz = createFrameMutator(SEED, scene)
+    const oversizeBytes = (8 + Math.floor(seededRandom(SEED)() * 57)) * MiB
+    for (let i = 0; i < FRAMES; i++) {
+      await send(fuzz.next({ big: i % 250 === 125 }))
+      if (i === Math.floor(FRAMES / 2)) await oversize(broker.url, device, oversizeBytes)
+      if (i % 2_000 === 1_999) await barrier(i)
+    }
+    await Promise.all(inflight)
+    console.log(`fuzz frames by mutation: ${JSON.stringify(fuzz.tally())}; oversized publish of ${oversizeBytes / MiB} MiB`)
+
+    // Still running, still serving commands, subscriptions, bindings and its own calls.
+    expect(device.alive(), device.tail()).toBe(true)
+    const answer = await device.call('put', { name: 'after', n: 7 }, { timeoutMs: 30_000 })
+    expect(answer.error).toBeUndefined()
+    expect(answer.payload).toEqual({ ok: true, n: 7 })
+    const before = await device.probe()
+    await attacker.publishAsync('ob/fz1/evt/sensor/1/sample', rawFrame(eventSlots({ src: 'fz1', service: 'sensor', name: 'sample', payload: { at: 123_456_789 } })), { qos: 1 })
+    await attacker.publishAsync('ob/fz1/evt/sensor/1/reading', rawFrame(eventSlots({ src: 'fz1', service: 'sensor', name: 'reading', payload: { value: 1 } })), { qos: 1 })
+    await eventually(
+      async () => {
+        const p = await device.probe()
+        return p.lastSample === 123_456_789 && p.readings > before.readings && p.pingsOk > before.pingsOk
+      },
+      30_000,
+      'a bound event becoming a job, a subscribed event handled and a call of its own answered',
+    )
+
+    // On its first connection, with memory, database and log about where they were.
+    const after = await device.probe()
+    const grown = { rssMiB: (after.rss - base.rss) / MiB, dbMiB: (device.dbBytes() - baseDb) / MiB, lines: device.lines() - baseLines }
+    console.log(`after ${FRAMES} frames: ${JSON.stringify(grown)}; rss ${(after.rss / MiB).toFixed(1)} MiB; received ${after.received - base.received}`)
+    expect(device.connects()).toBe(1)
+    expect(grown.rssMiB).toBeLessThanOrEqual(16)
+    expect(grown.dbMiB).toBeLessThanOrEqual(32)
+    expect(grown.lines, device.tail()).toBeLessThanOrEqual(300)
+  }, 240_000)
+})
+
+/** One publish of `bytes` (far beyond any frame limit) from a client of its own, which the broker may cut off. */
+async function oversize(url: string, device: DeviceUnderAttack, bytes: number): Promise<void> {
+  const c = await mqtt.connectAsync(url, { clientId: 'oversize', reconnectPeriod: 0 })
+  const closed = new Promise<void>((r) => c.once('close', () => r()))
+  const sent = new Promise<void>((r) => c.publish(`ob/oversize/cmd/${device.deviceId}/target/1/put`, Buffer.alloc(bytes, 0x61), { qos: 0 }, () => r()))
+  await Promise.race([sent, closed])
+  // A clean end flushes the publish before DISCONNECT; a broker that refused it has closed already.
+  await Promise.race([c.endAsync(), closed])
+}

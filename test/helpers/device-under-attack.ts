@@ -1,0 +1,169 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import type { Aedes } from 'aedes'
+import mqtt from 'mqtt'
+import type * as v from 'valibot'
+import type { probeResult } from '../e2e/chaos/fuzz-contracts.js'
+import { buildHelperProcess } from './processes.js'
+import { commandSlots, FIELD, rawDecoder, rawFrame, rawId } from './raw-wire.js'
+import { until } from './wait.js'
+
+/** What the device's `probe` command answers. */
+export type Probe = v.InferOutput<typeof probeResult>
+
+/** A reply as it came over the wire. */
+export interface RawReply {
+  src: unknown
+  payload: unknown
+  error?: { code: string; message: string; details?: unknown }
+}
+
+/** A running `fuzz-device` process, a plain mqtt.js client that calls it, and what can be seen of it from outside. */
+export interface DeviceUnderAttack {
+  readonly deviceId: string
+  readonly child: ChildProcess
+  readonly dbPath: string
+  /** Lines the process wrote to stdout and stderr so far. */
+  lines(): number
+  /** The last lines it wrote, for failure messages. */
+  tail(): string
+  /** Whether the process is still running. */
+  alive(): boolean
+  /** How often the device connected to the broker (aedes 'client' events with its client id). */
+  connects(): number
+  /**
+   * Calls a `target` command with a hand-written frame and waits for the reply; `rawPayload`
+   * puts CBOR bytes in the payload's place. @throws when no reply comes within `timeoutMs`
+   */
+  call(command: string, payload: unknown, opts?: { timeoutMs?: number; rawPayload?: Uint8Array }): Promise<RawReply>
+  /** The device's memory (after a full collection) and counters. */
+  probe(): Promise<Probe>
+  /** Bytes of the device database, its WAL included. */
+  dbBytes(): number
+  /** SIGTERM, and SIGKILL if it has not exited after 10 s; then the caller client ends and the directory goes. */
+  stop(): Promise<void>
+}
+
+/**
+ * Starts the device under attack (test/e2e/chaos/fuzz-device.ts, with --expose-gc) on `broker`
+ * with its database in a fresh temporary directory, and waits until it is connected.
+ */
+export async function startDeviceUnderAttack(broker: { url: string; aedes: Aedes }, o: { deviceId?: string; mode?: string } = {}): Promise<DeviceUnderAttack> {
+  const deviceId = o.deviceId ?? 'fuzz-dev'
+  const dir = mkdtempSync(path.join(tmpdir(), 'outpost-attack-'))
+  const dbPath = path.join(dir, 'device.db')
+  let connects = 0
+  const onClient = (c: { id: string }): void => {
+    if (c.id === deviceId) connects++
+  }
+  broker.aedes.on('client', onClient)
+  const script = await buildHelperProcess('fuzz-device')
+  const child = spawn(process.execPath, ['--expose-gc', script, dbPath, broker.url, deviceId, o.mode ?? ''], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let lines = 0
+  const recent: string[] = []
+  let ready = false
+  const reader = (): ((d: Buffer) => void) => {
+    let partial = ''
+    return (d) => {
+      const parts = (partial + d.toString()).split('\n')
+      partial = parts.pop()!.slice(-4_096)
+      for (const line of parts) {
+        lines++
+        if (line === 'ready') ready = true
+        recent.push(line.length > 500 ? `${line.slice(0, 500)}…` : line)
+        if (recent.length > 15) recent.shift()
+      }
+    }
+  }
+  child.stdout!.on('data', reader())
+  child.stderr!.on('data', reader())
+  const alive = (): boolean => child.exitCode === null && child.signalCode === null
+  const tail = (): string => recent.join('\n')
+  try {
+    await until(() => ready || !alive(), 30_000)
+  } catch (err) {
+    child.kill('SIGKILL')
+    throw err
+  }
+  if (!ready) throw new Error(`device process exited before it was ready:\n${tail()}`)
+
+  const me = `caller-${rawId().slice(0, 8).toLowerCase()}`
+  const client = await mqtt.connectAsync(broker.url, { clientId: me, reconnectPeriod: 100 })
+  const waiting = new Map<string, (r: RawReply) => void>()
+  client.on('message', (_topic, payload) => {
+    try {
+      const a = rawDecoder.decode(payload) as unknown[]
+      waiting.get(a[9] as string)?.({ src: a[3], payload: a[16], error: (a[17] ?? undefined) as RawReply['error'] })
+    } catch {
+      // not a reply we can read: not ours
+    }
+  })
+  await client.subscribeAsync(`ob/+/rep/${me}`, { qos: 1 })
+
+  const call = (command: string, payload: unknown, co: { timeoutMs?: number; rawPayload?: Uint8Array } = {}): Promise<RawReply> => {
+    const timeoutMs = co.timeoutMs ?? 15_000
+    const id = rawId()
+    const frame = rawFrame(commandSlots({ id, src: me, service: 'target', name: command, target: deviceId, deadline: Date.now() + timeoutMs, payload }), co.rawPayload === undefined ? {} : { [FIELD.payload]: co.rawPayload })
+    return new Promise<RawReply>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        waiting.delete(id)
+        reject(new Error(`no reply to target.${command} within ${timeoutMs} ms (device ${alive() ? 'running' : 'exited'}); its last lines:\n${tail()}`))
+      }, timeoutMs)
+      waiting.set(id, (r) => {
+        clearTimeout(timer)
+        waiting.delete(id)
+        resolve(r)
+      })
+      client.publish(`ob/${me}/cmd/${deviceId}/target/1/${command}`, frame, { qos: 1 })
+    })
+  }
+
+  const size = (p: string): number => {
+    try {
+      return statSync(p).size
+    } catch {
+      return 0
+    }
+  }
+
+  return {
+    deviceId,
+    child,
+    dbPath,
+    lines: () => lines,
+    tail,
+    alive,
+    connects: () => connects,
+    call,
+    async probe() {
+      const r = await call('probe', {})
+      if (r.error !== undefined) throw new Error(`probe failed: ${r.error.code} ${r.error.message}`)
+      return r.payload as Probe
+    },
+    dbBytes: () => size(dbPath) + size(`${dbPath}-wal`),
+    async stop() {
+      broker.aedes.off('client', onClient)
+      if (alive()) {
+        const exited = new Promise((r) => child.once('exit', r))
+        child.kill('SIGTERM')
+        const t = setTimeout(() => child.kill('SIGKILL'), 10_000)
+        await exited
+        clearTimeout(t)
+      }
+      await client.endAsync(true)
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+/** Polls an asynchronous `check` until it holds. @throws after `ms`, with `what` in the message */
+export async function eventually(check: () => Promise<boolean>, ms: number, what = 'condition'): Promise<void> {
+  const end = Date.now() + ms
+  for (;;) {
+    if (await check()) return
+    if (Date.now() > end) throw new Error(`${what} not met within ${ms} ms`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}

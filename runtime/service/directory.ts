@@ -7,9 +7,23 @@ export interface ServiceInstance {
   commands: ReadonlySet<string>
 }
 
-/** Which live devices run which services; fed by presence messages. */
+/**
+ * What the directory knows of a device: `live` (its presence says online), `gone` (seen, and
+ * since announced offline or not announced again after a reconnect), or `unknown`.
+ */
+export type DeviceState = 'live' | 'gone' | 'unknown'
+
+/**
+ * Which devices run which services; fed by presence messages. Besides the live devices it
+ * remembers the services of devices that went away (the most recent `maxGone`), so a caller can
+ * tell "known but unreachable just now" from "nobody declares this service".
+ */
 export interface Directory {
-  /** Records a device's presence (online with its services, or gone). */
+  /**
+   * Records a device's presence (online with its services, or gone). An offline presence of
+   * another process than the live one (the late last will of a process the device replaced)
+   * changes nothing.
+   */
   update(device: string, instance: string, presence: PresencePayload): void
   /** Live instances of a service version. */
   instances(service: string, version: string): ServiceInstance[]
@@ -17,32 +31,104 @@ export interface Directory {
   pick(service: string, version: string): ServiceInstance | undefined
   /** Resolves when an instance appears or after `ms`. */
   waitFor(service: string, version: string, ms: number): Promise<ServiceInstance | undefined>
-  /** Starts a new generation: entries not announced again before `pruneStale` are dropped. */
+  /** Resolves true once `device` is live, false after `ms`. */
+  waitForDevice(device: string, ms: number): Promise<boolean>
+  /** True when a device that declared this service version is live or was seen before. */
+  knows(service: string, version: string): boolean
+  /** Whether a device is live, gone, or was never seen. */
+  deviceState(device: string): DeviceState
+  /** Starts a new generation: live entries not announced again before `pruneStale` are dropped. */
   markStale(): void
-  /** Drops entries not announced since the last `markStale` (after a reconnect without session). */
+  /** Moves live entries not announced since the last `markStale` to the gone ones (after a reconnect). */
   pruneStale(): void
-  /** Every known live device with its services. */
+  /** Every live device with its services. */
   snapshot(): { device: string; instance: string; services: string[] }[]
 }
 
+interface LiveDevice {
+  instance: string
+  keys: string[]
+  gen: number
+}
+
 /** Creates an empty directory. */
-export function createDirectory(): Directory {
+export function createDirectory(opts: { maxGone?: number } = {}): Directory {
+  const maxGone = opts.maxGone ?? 1_024
   const byService = new Map<string, Map<string, ServiceInstance>>()
-  const byDevice = new Map<string, { instance: string; keys: string[]; gen: number }>()
+  const byDevice = new Map<string, LiveDevice>()
+  // Devices seen and gone, with the service keys they last declared (oldest first, bounded).
+  const gone = new Map<string, string[]>()
+  // Service key → how many live or gone devices declared it.
+  const declaredBy = new Map<string, number>()
   let generation = 0
   const cursor = new Map<string, number>()
   // Instances per service as an array, rebuilt only when presence changes.
   const lists = new Map<string, ServiceInstance[]>()
-  const waiters = new Map<string, Set<() => void>>()
+  // Callers waiting for a change: each checks its own condition.
+  const waiters = new Set<() => void>()
   const key = (s: string, ver: string): string => `${s}@${ver}`
+
+  const declare = (keys: string[], delta: number): void => {
+    for (const k of keys) {
+      const n = (declaredBy.get(k) ?? 0) + delta
+      if (n > 0) declaredBy.set(k, n)
+      else declaredBy.delete(k)
+    }
+  }
+  const forgetGone = (device: string): void => {
+    const keys = gone.get(device)
+    if (keys === undefined) return
+    gone.delete(device)
+    declare(keys, -1)
+  }
+  const markGone = (device: string, keys: string[]): void => {
+    forgetGone(device)
+    gone.set(device, keys)
+    declare(keys, 1)
+    if (gone.size > maxGone) forgetGone(gone.keys().next().value!)
+  }
+  const removeLive = (device: string): LiveDevice | undefined => {
+    const before = byDevice.get(device)
+    if (before === undefined) return undefined
+    lists.clear()
+    for (const k of before.keys) byService.get(k)?.delete(device)
+    byDevice.delete(device)
+    declare(before.keys, -1)
+    return before
+  }
+  const wake = (): void => {
+    for (const w of [...waiters]) w()
+  }
+  const waitUntil = <T>(probe: () => T | undefined, ms: number): Promise<T | undefined> => {
+    const now = probe()
+    if (now !== undefined || ms <= 0) return Promise.resolve(now)
+    return new Promise((resolve) => {
+      const settle = (value: T | undefined): void => {
+        clearTimeout(timer)
+        waiters.delete(check)
+        resolve(value)
+      }
+      const check = (): void => {
+        const v = probe()
+        if (v !== undefined) settle(v)
+      }
+      const timer = setTimeout(() => settle(probe()), ms)
+      waiters.add(check)
+    })
+  }
 
   const dir: Directory = {
     update(device, instance, presence) {
-      lists.clear()
-      const before = byDevice.get(device)
-      for (const k of before?.keys ?? []) byService.get(k)?.delete(device)
-      byDevice.delete(device)
-      if (!presence.online) return
+      if (!presence.online) {
+        const live = byDevice.get(device)
+        if (live !== undefined && live.instance !== instance) return
+        const before = removeLive(device)
+        if (before !== undefined) markGone(device, before.keys)
+        else if (!gone.has(device)) markGone(device, [])
+        return
+      }
+      removeLive(device)
+      forgetGone(device)
       const keys: string[] = []
       for (const s of presence.services) {
         const k = key(s.name, s.version)
@@ -50,9 +136,11 @@ export function createDirectory(): Directory {
         let m = byService.get(k)
         if (m === undefined) byService.set(k, (m = new Map()))
         m.set(device, { device, instance, commands: new Set(s.commands) })
-        for (const w of waiters.get(k) ?? []) w()
       }
+      declare(keys, 1)
       byDevice.set(device, { instance, keys, gen: generation })
+      lists.clear()
+      wake()
     },
     instances(service, version) {
       return [...(byService.get(key(service, version))?.values() ?? [])]
@@ -68,20 +156,16 @@ export function createDirectory(): Directory {
       return all[n % all.length]
     },
     waitFor(service, version, ms) {
-      const now = dir.pick(service, version)
-      if (now !== undefined || ms <= 0) return Promise.resolve(now)
-      const k = key(service, version)
-      return new Promise((resolve) => {
-        let set = waiters.get(k)
-        if (set === undefined) waiters.set(k, (set = new Set()))
-        const done = (): void => {
-          clearTimeout(timer)
-          set!.delete(done)
-          resolve(dir.pick(service, version))
-        }
-        const timer = setTimeout(done, ms)
-        set.add(done)
-      })
+      return waitUntil(() => dir.pick(service, version), ms)
+    },
+    waitForDevice(device, ms) {
+      return waitUntil(() => (byDevice.has(device) ? true : undefined), ms).then((live) => live === true)
+    },
+    knows(service, version) {
+      return declaredBy.has(key(service, version))
+    },
+    deviceState(device) {
+      return byDevice.has(device) ? 'live' : gone.has(device) ? 'gone' : 'unknown'
     },
     markStale() {
       generation++

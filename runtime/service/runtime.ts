@@ -99,14 +99,18 @@ export interface Runtime {
   start(opts?: { waitForBroker?: boolean }): Promise<void>
   /** Typed calls to a contract's commands. */
   client<K extends AnyContract>(contract: K): ContractClient<K>
-  /** Calls a command by name. @throws NO_HANDLER, VALIDATION_FAILED, TIMEOUT, INTERNAL, BRIDGE_UNAVAILABLE */
+  /**
+   * Calls a command by name. @throws NO_HANDLER (no device declares the service or command),
+   * SERVICE_UNREACHABLE (declared, but no instance is live just now; retryable), VALIDATION_FAILED,
+   * TIMEOUT, INTERNAL, BRIDGE_UNAVAILABLE (this device is not connected)
+   */
   invoke(target: InvokeTarget, payload: unknown, opts?: InvokeOptions): Promise<unknown>
   /**
    * A queue of a service this runtime hosts: enqueue, inspect, redrive, purge, pause, cancel.
    * @throws NO_HANDLER when the service is not hosted here or declares no such queue
    */
   queue<K extends AnyContract, Q extends keyof K['queues'] & string>(contract: K, queue: Q): QueueHandle<K['queues'][Q]>
-  /** Live devices and their services, as presence told. */
+  /** Live devices and their services, as presence told; also remembers devices that went away. */
   readonly directory: Directory
   stats(): RuntimeStats & { schedules: SchedulerStats; outbox?: OutboxStats; queues: Record<string, QueueRunStats> }
   /** Stops taking work, lets running handlers finish (up to `drainMs`), then closes the bridge. Idempotent. */
@@ -378,20 +382,30 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     if (bridge.status.type !== 'connected') {
       return Promise.reject(new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `cannot reach ${service}@${version}: not connected to the broker`, { retryable: true }))
     }
+    const waitMs = Math.min(discoveryWaitMs, timeoutMs)
     if (device === undefined) {
       const found = directory.pick(service, version)
       if (found === undefined) {
-        return directory.waitFor(service, version, Math.min(discoveryWaitMs, timeoutMs)).then((late) => {
-          if (late === undefined) {
-            throw new OutpostError(ErrorCode.NO_HANDLER, `no live instance of service ${service}@${version} is known`, { details: { service, version } })
-          }
-          return sendTo(cmd, late.device)
+        return directory.waitFor(service, version, waitMs).then((late) => {
+          if (late !== undefined) return sendTo(cmd, late.device)
+          // NO_HANDLER only when no device ever declared the service; one that did is away for now.
+          if (directory.knows(service, version)) throw unreachable(service, version, `no instance of service ${service}@${version} is live just now`)
+          throw new OutpostError(ErrorCode.NO_HANDLER, `no live instance of service ${service}@${version} is known`, { details: { service, version } })
         })
       }
       device = found.device
+    } else if (directory.deviceState(device) === 'gone') {
+      // Named, and known to be offline: give it the discovery wait to come back.
+      const named = device
+      return directory.waitForDevice(named, waitMs).then((back) => {
+        if (back) return sendTo(cmd, named)
+        throw unreachable(service, version, `device ${named} is offline`, named)
+      })
     }
     return sendTo(cmd, device)
   }
+  const unreachable = (service: string, version: string, message: string, device?: string): OutpostError =>
+    new OutpostError(ErrorCode.SERVICE_UNREACHABLE, message, { retryable: true, details: device === undefined ? { service, version } : { service, version, device } })
   const sendTo = (cmd: Envelope, device: string): Promise<unknown> => {
     cmd.target = device
     return bridge.request(cmd).then(unwrapReply)

@@ -177,14 +177,16 @@ export function describeBridgeContract(name: string, opts: BridgeContractOptions
       await probe.close({ drainMs: 100 })
     })
 
-    it('tracks live devices from presence and forgets a device that goes away', async () => {
+    it('tracks live devices from presence; a device that goes away is no longer live, and its service is unreachable, not unhandled', async () => {
       const a = await device('dev-a', [counterService(observed())])
       const caller = await device('caller', [])
       await until3s(() => caller.directory.instances('counter', '1').length === 1)
       await a.stop({ drainMs: 100 })
       await until3s(() => caller.directory.instances('counter', '1').length === 0)
+      expect(caller.directory.deviceState('dev-a')).toBe('gone')
+      // Known from before, offline now: SERVICE_UNREACHABLE (retryable); NO_HANDLER is for a service nobody declares.
       const err = await caught(caller.client(counterContract).add({ deviceId: 'x', reading: 1, ts: 1 }, { timeoutMs: 300 }))
-      expect(isOutpostError(err, ErrorCode.NO_HANDLER)).toBe(true)
+      expect(isOutpostError(err, ErrorCode.SERVICE_UNREACHABLE)).toBe(true)
     })
 
     it('reports connection status as a typed stream that ends with closed', async () => {

@@ -1,0 +1,62 @@
+import { describe, expect, it } from 'vitest'
+import { createDirectory } from '../../runtime/service/directory.js'
+import type { PresencePayload } from '../../runtime/index.js'
+
+const online = (...names: string[]): PresencePayload => ({
+  online: true,
+  services: names.map((name) => ({ name, version: '1', commands: ['go'], events: [] })),
+})
+const offline: PresencePayload = { online: false, services: [] }
+
+describe('the directory of live services', () => {
+  it('ignores the last will of a previous process once the device has announced its new one', () => {
+    const dir = createDirectory()
+    dir.update('dev-x', 'first', online('echo'))
+    dir.update('dev-x', 'second', online('echo'))
+    // The will of the killed process arrives late (or is re-sent from the retained store).
+    dir.update('dev-x', 'first', offline)
+    expect(dir.instances('echo', '1').map((i) => [i.device, i.instance])).toEqual([['dev-x', 'second']])
+    dir.update('dev-x', 'second', offline)
+    expect(dir.instances('echo', '1')).toEqual([])
+  })
+
+  it('remembers the services of a device that went away: known, but not live', () => {
+    const dir = createDirectory()
+    dir.update('dev-x', 'i1', online('echo'))
+    dir.update('dev-x', 'i1', offline)
+    expect(dir.pick('echo', '1')).toBeUndefined()
+    expect(dir.knows('echo', '1')).toBe(true)
+    expect(dir.deviceState('dev-x')).toBe('gone')
+    expect(dir.knows('nobody', '1')).toBe(false)
+    expect(dir.deviceState('dev-never-seen')).toBe('unknown')
+    // An offline presence alone (a retained will of a device never seen online) names no services.
+    dir.update('dev-y', 'i9', offline)
+    expect(dir.deviceState('dev-y')).toBe('gone')
+  })
+
+  it('after a reconnect drops the devices that did not announce themselves again, and keeps them known', () => {
+    const dir = createDirectory()
+    dir.update('dev-x', 'i1', online('echo'))
+    dir.update('dev-y', 'i2', online('counter'))
+    dir.markStale()
+    dir.update('dev-y', 'i2', online('counter'))
+    dir.pruneStale()
+    expect(dir.instances('echo', '1')).toEqual([])
+    expect(dir.instances('counter', '1').map((i) => i.device)).toEqual(['dev-y'])
+    expect(dir.knows('echo', '1')).toBe(true)
+    expect(dir.deviceState('dev-x')).toBe('gone')
+    expect(dir.snapshot().map((d) => d.device)).toEqual(['dev-y'])
+  })
+
+  it('wakes a caller waiting for a service or a device when it comes back', async () => {
+    const dir = createDirectory()
+    dir.update('dev-x', 'i1', online('echo'))
+    dir.update('dev-x', 'i1', offline)
+    const service = dir.waitFor('echo', '1', 30_000)
+    const device = dir.waitForDevice('dev-x', 30_000)
+    dir.update('dev-x', 'i2', online('echo'))
+    expect((await service)?.instance).toBe('i2')
+    expect(await device).toBe(true)
+    expect(await dir.waitForDevice('dev-never-seen', 0)).toBe(false)
+  })
+})

@@ -59,6 +59,9 @@ export interface BridgeStats {
  *   BRIDGE_UNAVAILABLE when offline at call time, with BRIDGE_CLOSED after close.
  * - Presence: when the bridge goes away (close or a lost connection) an offline presence for
  *   its device is published as a retained message (MQTT: the last will).
+ * - Retained messages: a subscriber gets those of its filter when it subscribes, and again
+ *   after every reconnect, whatever session the broker kept (they may arrive just after the
+ *   status turns `connected`).
  * - `close` is idempotent: it stops accepting work, waits up to `drainMs` for in-flight
  *   requests and handlers, then disconnects.
  */

@@ -754,12 +754,19 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
       }
       if (outbox !== undefined) pump = createOutboxPump({ outbox, bridge, window: opts.outboxWindow, log: rootLog })
       // Announce on every (re)connect: the broker may have lost the retained birth or sent our will.
+      let stale = false
       bridge.onStatus((s) => {
-        if (s.type === 'disconnected') directory.markStale()
+        // Presence that arrives on the next connection (retained, or held in our session) starts a new generation.
+        if (s.type === 'disconnected' || s.type === 'reconnecting') {
+          directory.markStale()
+          stale = true
+        }
         if (s.type === 'connected') {
-          // Without a session the broker re-sent retained presence on resubscribe; whoever
-          // did not announce again is not known to be alive any more.
-          if (!s.sessionPresent) directory.pruneStale()
+          // The bridge asks for the retained presence again on every connect, session or not;
+          // whoever has not announced itself again by now is no longer known to be alive (it
+          // stays known: a call to its services is SERVICE_UNREACHABLE, and waits for its return).
+          if (stale) directory.pruneStale()
+          stale = false
           announce()
         }
       })

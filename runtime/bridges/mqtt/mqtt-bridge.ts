@@ -11,6 +11,7 @@ import type { Envelope } from '../../wire/envelope.js'
 import { createMessageIdFactory } from '../../wire/message-id.js'
 import { assertTopicSegment, createTopics, topicMatches } from '../../wire/topics.js'
 import { backoffDelay, type BackoffOptions } from '../../backoff.js'
+import { createLogLimiter } from '../../log-limiter.js'
 import { createBridgeStats, createPendingReplies, createStatusHub, snapshotStats } from '../bridge-kit.js'
 import { offlinePresence } from '../presence.js'
 
@@ -32,6 +33,12 @@ export interface MqttBridgeOptions {
   keepaliveSec?: number
   connectTimeoutMs?: number
   reconnect?: BackoffOptions
+  /**
+   * A connection that lasts less than this (ms, default 10 000) before the broker closes it does
+   * not reset the reconnect backoff: a broker that keeps closing new connections (another client
+   * took the session over with the same client id) is retried ever more slowly, not at once.
+   */
+  stableConnectionMs?: number
   /**
    * QoS of replies (default 0). A reply only matters while its caller waits, and a caller that
    * lost its connection re-sends its pending commands on reconnect (the device's inbox answers
@@ -112,6 +119,20 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   let client: MqttClient | undefined
   let closing = false
   let attempt = 0
+  const clientId = opts.clientId ?? opts.deviceId
+  const stableMs = opts.stableConnectionMs ?? 10_000
+  const trouble = createLogLimiter(log)
+  // The connection the broker accepted last (a sequence number) and when; undefined once it closed.
+  let connection = 0
+  let connectedAt: number | undefined
+  // Connections in a row the broker closed soon after accepting them.
+  let shortLived = 0
+  // The broker said why it closed the connection (MQTT 5 DISCONNECT 0x8E: session taken over).
+  let takenOver = false
+  // We hung up ourselves (resubscribe failed); that close says nothing about a takeover.
+  let hungUp = false
+  // Filters dropped while disconnected: the broker's session may still hold them.
+  const unsubscribeLater = new Set<string>()
   let reconnectTimer: ReturnType<typeof setTimeout> | undefined
   let firstConnect: { resolve(): void; reject(e: OutpostError): void }[] = []
 
@@ -192,7 +213,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
 
   const start = (): MqttClient => {
     const options: IClientOptions = {
-      clientId: opts.clientId ?? opts.deviceId,
+      clientId,
       username: opts.username,
       password: opts.password,
       protocolVersion: opts.protocolVersion ?? 4,
@@ -201,7 +222,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       connectTimeout: opts.connectTimeoutMs ?? 5_000,
       reconnectPeriod: 0, // MQTT.js retries at a fixed period; we back off with jitter instead
       manualConnect: true,
-      resubscribe: false, // we resubscribe ourselves when the broker lost the session
+      resubscribe: false, // we subscribe ourselves on every connect (see 'connect' below)
       will,
       // MQTT.js traces every packet through `debug`; that costs a few % of CPU even when off.
       log: () => {},
@@ -218,12 +239,25 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       else void p.then(() => callback())
     }
     c.on('connect', (connack) => {
-      attempt = 0
+      const seq = ++connection
+      connectedAt = Date.now()
+      hungUp = false
+      takenOver = false
       const sessionPresent = connack.sessionPresent === true
+      // Every filter, on every connect, session or not. A broker sends retained messages only in
+      // answer to a SUBSCRIBE, never when it restores a session (3.1.1 §3.1.2.4): a process that
+      // finds its old session (a restart after SIGTERM or kill -9) would never hear the retained
+      // presence of the others. Subscribing to a filter again replaces the subscription without
+      // interrupting its flow and re-sends its retained messages [MQTT-3.8.4-3] (aedes and
+      // Mosquitto both do); it also covers filters added or dropped while we were away.
       const filters = [replyFilter, ...new Set(subs.map((s) => s.filter))]
-      const resubscribe = sessionPresent ? Promise.resolve() : subscribeOnBroker(c, filters)
-      void resubscribe.then(
+      if (unsubscribeLater.size > 0) {
+        c.unsubscribe([...unsubscribeLater])
+        unsubscribeLater.clear()
+      }
+      void subscribeOnBroker(c, filters).then(
         () => {
+          if (seq !== connection || connectedAt === undefined) return // that connection is gone already
           status.set({ type: 'connected', sessionPresent })
           if (lostConnection) bridge.resendPending()
           lostConnection = false
@@ -231,8 +265,17 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
           firstConnect = []
           for (const w of waiters) w.resolve()
         },
-        (err: unknown) => log.error({ err }, 'resubscribe failed'),
+        (err: unknown) => {
+          if (seq !== connection || connectedAt === undefined || closing) return
+          trouble.error('resubscribe-failed', { err: (err as Error).message }, 'subscribing on the broker failed; reconnecting with backoff')
+          hungUp = true
+          c.stream?.destroy()
+        },
       )
+    })
+    c.on('disconnect', (packet) => {
+      // MQTT 5 names the reason; 3.1.1 brokers just close the socket.
+      if (packet.reasonCode === 0x8e) takenOver = true
     })
     c.on('error', (err) => {
       if (closing) return // errors while hanging up (e.g. "write after end") change nothing
@@ -247,8 +290,26 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
     c.on('close', () => {
       if (closing) return
       lostConnection = true
+      const upMs = connectedAt === undefined ? undefined : Date.now() - connectedAt
+      connectedAt = undefined
+      // A connection that lasted resets the backoff; one closed right after it was accepted does
+      // not, so a takeover fight slows down instead of reconnecting at once.
+      if (upMs !== undefined && upMs >= stableMs && !takenOver) {
+        attempt = 0
+        shortLived = 0
+      } else if (upMs !== undefined && !hungUp) {
+        shortLived++
+      }
       if (status.current.type === 'connected') status.set({ type: 'disconnected' })
       scheduleReconnect()
+      if (upMs !== undefined && !hungUp && (takenOver || shortLived >= 2)) {
+        const delayMs = status.current.type === 'reconnecting' ? status.current.delayMs : undefined
+        trouble.warn(
+          'taken-over',
+          { clientId, upMs, inARow: shortLived, delayMs },
+          `the broker keeps closing the connection of client id ${clientId} right after accepting it: another client (a second process of this device?) is probably connected with the same client id; backing off`,
+        )
+      }
     })
     return c
   }
@@ -342,6 +403,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       const sub: LocalSub = { filter, handler }
       subs.push(sub)
       routes.clear()
+      unsubscribeLater.delete(filter)
       if (client !== undefined && status.current.type === 'connected') {
         try {
           await subscribeOnBroker(client, [filter])
@@ -358,8 +420,11 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
           if (i < 0) return
           subs.splice(i, 1)
           routes.clear()
-          if (!subs.some((s) => s.filter === filter) && client !== undefined && status.current.type === 'connected') {
+          if (subs.some((s) => s.filter === filter)) return
+          if (client !== undefined && status.current.type === 'connected') {
             await new Promise<void>((r) => client!.unsubscribe(filter, () => r()))
+          } else {
+            unsubscribeLater.add(filter) // sent on the next connect
           }
         },
       }

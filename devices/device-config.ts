@@ -1,10 +1,13 @@
-import { pino, type Logger } from 'pino'
+import type { Logger } from 'pino'
+import { createLogger, parseLogFormat, parseLogLevel, type LogFormat } from '../runtime/logger.js'
 
 /** What every demo device reads from its environment. */
 export interface DeviceConfig {
   deviceId: string
   mqttUrl: string
   logLevel: string
+  /** OUTPOST_LOG_FORMAT: `json` or `pretty`; unset, readable on a terminal and JSON when piped. */
+  logFormat?: string
   username?: string
   password?: string
   /** Where the device database lives (OUTPOST_DATA_DIR, default .outpost). */
@@ -17,18 +20,44 @@ export function readDeviceConfig(defaultId: string, env: NodeJS.ProcessEnv = pro
     deviceId: env.OUTPOST_DEVICE_ID ?? defaultId,
     mqttUrl: env.OUTPOST_MQTT_URL ?? 'mqtt://127.0.0.1:1883',
     logLevel: env.OUTPOST_LOG_LEVEL ?? 'info',
+    logFormat: env.OUTPOST_LOG_FORMAT,
     username: env.OUTPOST_MQTT_USERNAME,
     password: env.OUTPOST_MQTT_PASSWORD,
     dataDir: env.OUTPOST_DATA_DIR ?? '.outpost',
   }
 }
 
-/** The device's root logger (JSON lines on stdout). */
+/**
+ * The device's root logger on stdout: readable lines on a terminal, JSON lines when piped (as
+ * under the CLI, which formats them) or as OUTPOST_LOG_FORMAT says. A level or format it does
+ * not know is not worth refusing to start over: it says so in one line and uses the default.
+ */
 export function deviceLogger(cfg: DeviceConfig): Logger {
-  return pino({ level: cfg.logLevel, base: { device: cfg.deviceId } })
+  const problems: string[] = []
+  const checked = <T>(parse: () => T): T | undefined => {
+    try {
+      return parse()
+    } catch (err) {
+      problems.push((err as Error).message)
+      return undefined
+    }
+  }
+  const level = checked(() => parseLogLevel(cfg.logLevel, 'OUTPOST_LOG_LEVEL')) ?? 'info'
+  const format: LogFormat | undefined = cfg.logFormat === undefined ? undefined : checked(() => parseLogFormat(cfg.logFormat!, 'OUTPOST_LOG_FORMAT'))
+  const log = createLogger({ name: cfg.deviceId, level, format })
+  for (const p of problems) log.warn(`${p}; using the default`)
+  return log
 }
 
-/** Stops the runtime on SIGINT/SIGTERM, then exits. */
+/** How long a device whose parent has gone waits for its own stop before it exits anyway, ms. */
+const ORPHAN_EXIT_MS = 5_000
+
+/**
+ * Stops the runtime on SIGINT/SIGTERM, then exits. A device started with an IPC channel (as the
+ * CLI's demo starts its devices) also stops when that channel closes: its parent has gone, even
+ * by SIGKILL, and a device left running with nobody reading its output would hold its
+ * database and its broker session.
+ */
 export function stopOnSignals(stop: () => Promise<void>): void {
   let stopping = false
   const onSignal = (): void => {
@@ -38,4 +67,14 @@ export function stopOnSignals(stop: () => Promise<void>): void {
   }
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
+  if (process.channel !== undefined) {
+    // The channel only watches the parent; it must not keep the device alive by itself.
+    process.channel.unref()
+    const onParentGone = (): void => {
+      setTimeout(() => process.exit(0), ORPHAN_EXIT_MS)
+      onSignal()
+    }
+    if (process.connected) process.once('disconnect', onParentGone)
+    else onParentGone()
+  }
 }

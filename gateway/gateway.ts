@@ -1,9 +1,11 @@
 import type { AedesOptions } from 'aedes'
 import aedesPersistence from 'aedes-persistence'
 import * as v from 'valibot'
-import { pino, type Logger } from 'pino'
+import type { Logger } from 'pino'
 import { createMqttBridge } from '../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime, defineContract, defineService, type Runtime } from '../runtime/index.js'
+import { createLogLimiter } from '../runtime/log-limiter.js'
+import { createLogger } from '../runtime/logger.js'
 import { startMqttBroker, type MqttBroker } from './broker/mqtt-broker.js'
 
 /** A running gateway: the local broker plus a monitor that follows devices and their events. */
@@ -25,8 +27,19 @@ export interface GatewayOptions {
   /** MQTT port (default 1883; 0 picks a free port). */
   port?: number
   host?: string
+  /** Default: info, readable on a terminal and JSON lines otherwise (runtime/logger.ts). */
   logger?: Logger
+  /**
+   * Shortest time between two log lines about one client connecting, disconnecting or failing,
+   * ms (default 60 000); the lines in between are counted, not written.
+   */
+  clientLogIntervalMs?: number
 }
+
+/** Longest client id written to the log; a client chooses its id, up to 65,535 bytes. */
+const MAX_LOGGED_ID = 64
+const loggedId = (id: string): string => (id.length > MAX_LOGGED_ID ? `${id.slice(0, MAX_LOGGED_ID)}…` : id)
+const why = (err: unknown): string => String((err as Error | undefined)?.message ?? err).slice(0, 200)
 
 // A CommonJS package whose module.exports is the factory (its typings call it the default export).
 const memoryPersistence = aedesPersistence as unknown as () => NonNullable<AedesOptions['persistence']>
@@ -34,19 +47,27 @@ const memoryPersistence = aedesPersistence as unknown as () => NonNullable<Aedes
 const monitorContract = defineContract({ name: 'gateway', version: '1', description: 'Follows the fleet: presence and events.' })
 
 /**
- * Starts the gateway: an embedded aedes broker and a monitor runtime that logs every device
- * that comes and goes and every event it hears. Auth/ACL, persistence, cloud forwarding and
- * exports come with later issues.
+ * Starts the gateway: an embedded aedes broker and a monitor runtime that follows the devices
+ * that come and go (logged at info, at most one line per client and kind a minute, with a
+ * count) and the events they send (logged at debug). Auth/ACL, persistence, cloud forwarding
+ * and exports come with later issues.
  * @throws PORT_IN_USE when the MQTT port is taken.
  */
 export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> {
-  const log = opts.logger ?? pino({ base: { device: 'gateway' } })
+  const log = opts.logger ?? createLogger({ name: 'gateway' })
+  // A client that connects in a loop, or a flood of clients, writes a line a minute per client
+  // (the limiter tracks 256 of them, the rest share one line), never one per connection.
+  const clients = createLogLimiter(log, { intervalMs: opts.clientLogIntervalMs, maxReasons: 256 })
+  const troubles = createLogLimiter(log, { intervalMs: opts.clientLogIntervalMs })
   // Broker state lives as long as the gateway process, so a restarted broker keeps it.
   const persistence = memoryPersistence()
   const startBroker = async (port: number): Promise<MqttBroker> => {
     const b = await startMqttBroker({ port, host: opts.host, aedes: { persistence } })
-    b.aedes.on('client', (c) => log.info({ client: c.id }, 'device connected'))
-    b.aedes.on('clientDisconnect', (c) => log.info({ client: c.id }, 'device disconnected'))
+    b.aedes.on('client', (c) => clients.info(`connected ${loggedId(c.id)}`, { client: loggedId(c.id) }, 'device connected'))
+    b.aedes.on('clientDisconnect', (c) => clients.info(`disconnected ${loggedId(c.id)}`, { client: loggedId(c.id) }, 'device disconnected'))
+    // Malformed packets, protocol violations, sockets cut mid-packet: what a hostile or broken client causes.
+    b.aedes.on('clientError', (c, err) => troubles.warn(`client error: ${why(err).slice(0, 80)}`, { client: loggedId(c.id), err: why(err) }, 'client error'))
+    b.aedes.on('connectionError', (c, err) => troubles.warn(`connection error: ${why(err).slice(0, 80)}`, { client: loggedId(String(c.id)), err: why(err) }, 'connection refused'))
     return b
   }
   let broker = await startBroker(opts.port ?? 1883)
@@ -54,7 +75,8 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     commands: {},
     subscriptions: (s) => ({
       everything: s.pattern({ schema: v.unknown() }, (payload, ctx) => {
-        ctx.log.info({ from: ctx.event.device, event: `${ctx.event.service}.${ctx.event.name}`, payload }, 'event')
+        // At debug: a device, or anyone on the broker, decides how many events there are.
+        ctx.log.debug({ from: ctx.event.device, event: `${ctx.event.service}.${ctx.event.name}`, payload }, 'event')
       }),
     }),
   })

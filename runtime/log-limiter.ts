@@ -8,6 +8,8 @@ export interface LogLimiter {
    * included) and `reason`. Never throws.
    */
   warn(reason: string, fields: Record<string, unknown>, msg: string): void
+  /** Same as `warn`, at info level (news that is welcome once, not a thousand times a second). */
+  info(reason: string, fields: Record<string, unknown>, msg: string): void
   /** Same as `warn`, at error level. */
   error(reason: string, fields: Record<string, unknown>, msg: string): void
   /** Occurrences of each reason since the limiter was made (logged or not). */
@@ -39,7 +41,7 @@ export function createLogLimiter(log: Logger, opts: LogLimiterOptions = {}): Log
   const maxReasons = opts.maxReasons ?? 64
   const reasons = new Map<string, ReasonState>()
 
-  const note = (level: 'warn' | 'error', reason: string, fields: Record<string, unknown>, msg: string): void => {
+  const note = (level: 'info' | 'warn' | 'error', reason: string, fields: Record<string, unknown>, msg: string): void => {
     let key = reason
     let s = reasons.get(key)
     if (s === undefined) {
@@ -65,6 +67,7 @@ export function createLogLimiter(log: Logger, opts: LogLimiterOptions = {}): Log
 
   return {
     warn: (reason, fields, msg) => note('warn', reason, fields, msg),
+    info: (reason, fields, msg) => note('info', reason, fields, msg),
     error: (reason, fields, msg) => note('error', reason, fields, msg),
     counts: () => Object.fromEntries([...reasons].map(([k, s]) => [k, s.total])),
   }

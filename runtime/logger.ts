@@ -1,0 +1,55 @@
+// One logging setup for every entry point (the CLI's demo, gateway and device commands, and
+// device processes started on their own): pino underneath, readable lines on a terminal, JSON
+// lines when the output is piped or when asked.
+import { pino, type LevelWithSilent, type Logger } from 'pino'
+import { ErrorCode, OutpostError } from './errors.js'
+import { formatLogLine } from './log-line.js'
+
+/** How log lines are written: `json` (pino's JSON object a line) or `pretty` (one readable line each). */
+export type LogFormat = 'json' | 'pretty'
+
+/** The formats OUTPOST_LOG_FORMAT and `--log-format` accept. */
+export const LOG_FORMATS: readonly LogFormat[] = ['json', 'pretty']
+
+/** The levels OUTPOST_LOG_LEVEL and `--log-level` accept (pino's). */
+export const LOG_LEVELS: readonly LevelWithSilent[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+
+export interface LoggerOptions {
+  /** Written on every line as `device`: a device id, `gateway`, `demo`. */
+  name: string
+  /** One of LOG_LEVELS (default `info`). */
+  level?: string
+  /** Default: `pretty` when `out` is a terminal, `json` otherwise. */
+  format?: LogFormat
+  /** Where the lines go (default process.stdout). */
+  out?: { write(s: string): unknown; isTTY?: boolean }
+}
+
+/** A log level from a flag or a variable, checked. @throws BAD_ARGUMENT naming `where` when it is not one of LOG_LEVELS */
+export function parseLogLevel(value: string, where: string): LevelWithSilent {
+  const level = LOG_LEVELS.find((l) => l === value)
+  if (level === undefined) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${where} "${value}" is not a log level; expected one of ${LOG_LEVELS.join(', ')}`)
+  return level
+}
+
+/** A log format from a flag or a variable, checked. @throws BAD_ARGUMENT naming `where` when it is not one of LOG_FORMATS */
+export function parseLogFormat(value: string, where: string): LogFormat {
+  const format = LOG_FORMATS.find((f) => f === value)
+  if (format === undefined) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${where} "${value}" is not a log format; expected one of ${LOG_FORMATS.join(', ')}`)
+  return format
+}
+
+/**
+ * Creates a root logger: pino at the given level, each line carrying `device: name`, written as
+ * JSON or as readable lines (see LoggerOptions.format).
+ * @throws BAD_ARGUMENT for a level that is not one of LOG_LEVELS
+ */
+export function createLogger(opts: LoggerOptions): Logger {
+  const level = parseLogLevel(opts.level ?? 'info', 'log level')
+  const out = opts.out ?? process.stdout
+  const format = opts.format ?? (out.isTTY === true ? 'pretty' : 'json')
+  const options = { level, base: { device: opts.name } }
+  if (format === 'pretty') return pino(options, { write: (s: string) => void out.write(`${formatLogLine(s.trimEnd())}\n`) })
+  // pino's own destination (synchronous writes to fd 1) unless the caller named a stream.
+  return opts.out === undefined ? pino(options) : pino(options, { write: (s: string) => void out.write(s) })
+}

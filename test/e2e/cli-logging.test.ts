@@ -1,0 +1,149 @@
+// One logging setup for every entry point: readable lines when asked (the default on a terminal),
+// JSON lines when piped or asked, OUTPOST_LOG_LEVEL honoured by the gateway too; and a gateway
+// under a flood of events and reconnects writes a bounded log.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { Encoder } from 'cbor-x'
+import mqtt from 'mqtt'
+import { pino } from 'pino'
+import { describe, expect, it } from 'vitest'
+import { startGateway } from '../../gateway/index.js'
+import type { MqttBroker } from '../../gateway/broker/mqtt-broker.js'
+import { createMessageIdFactory } from '../../runtime/index.js'
+import { freshAedes } from '../helpers/aedes.js'
+import { cleanupAfterEach } from '../helpers/cleanups.js'
+import { freePort, until } from '../helpers/wait.js'
+
+const jsonLines = (out: string): Record<string, unknown>[] =>
+  out.split('\n').filter((l) => l.trim() !== '').map((l) => {
+    try {
+      return JSON.parse(l) as Record<string, unknown>
+    } catch {
+      throw new Error(`not a JSON line: ${l}`)
+    }
+  })
+
+describe('logging', () => {
+  const cleanup = cleanupAfterEach()
+
+  /** Starts a process with piped output; SIGTERM ends it after the test if it is still running. */
+  const start = (args: string[], env: Record<string, string> = {}): { proc: ChildProcess; out: () => string; exited: Promise<number | null> } => {
+    const proc = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    proc.stdout!.on('data', (c: Buffer) => (out += c.toString()))
+    proc.stderr!.on('data', (c: Buffer) => (out += c.toString()))
+    const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)))
+    cleanup(async () => {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGTERM')
+        await exited
+      }
+    })
+    return { proc, out: () => out, exited }
+  }
+  const tempDir = (): string => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-logging-'))
+    cleanup(() => rmSync(dir, { recursive: true, force: true }))
+    return dir
+  }
+  const aedes = async (): Promise<MqttBroker> => {
+    const broker = await freshAedes()
+    cleanup(() => broker.close())
+    return broker
+  }
+
+  it('the standalone gateway writes JSON lines when piped and readable lines when asked', async () => {
+    const json = start(['bin/outpost.js', 'gateway', '--port', String(await freePort())])
+    await until(() => json.out().includes('gateway ready'), 30_000)
+    const ready = jsonLines(json.out()).find((l) => l.msg === 'gateway ready')
+    expect(ready).toMatchObject({ device: 'gateway', level: 30 })
+
+    const pretty = start(['bin/outpost.js', 'gateway', '--port', String(await freePort()), '--log-format', 'pretty'])
+    await until(() => /\[gateway {2}\] gateway ready/.test(pretty.out()), 30_000).catch(() => expect.fail(`no readable ready line:\n${pretty.out()}`))
+    expect(pretty.out()).not.toContain('{"level"')
+  }, 60_000)
+
+  it('the gateway honours OUTPOST_LOG_LEVEL', async () => {
+    const port = await freePort()
+    const gw = start(['bin/outpost.js', 'gateway', '--port', String(port)], { OUTPOST_LOG_LEVEL: 'warn' })
+    // Ready once its monitor has announced itself (retained presence), which comes after the lines it logs at start.
+    let watcher: mqtt.MqttClient | undefined
+    let announced = false
+    await until(() => {
+      if (watcher === undefined) {
+        const c = mqtt.connect(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 200, connectTimeout: 2_000 })
+        c.on('error', () => undefined)
+        watcher = c
+        c.on('connect', () => void c.subscribe('ob/gateway/status', { qos: 1 }))
+        c.on('message', () => (announced = true))
+      }
+      return announced
+    }, 30_000)
+    watcher!.end(true)
+    gw.proc.kill('SIGTERM')
+    expect(await gw.exited).toBe(0)
+    const lines = jsonLines(gw.out())
+    expect(lines.filter((l) => Number(l.level) < 40)).toEqual([])
+  }, 60_000)
+
+  it('the demo writes its own lines and its devices\' as JSON lines when piped', async () => {
+    const demo = start(['bin/outpost.js', 'demo', '--port', '0', '--duration', '5', '--outage', '0'], { OUTPOST_DATA_DIR: tempDir(), OUTPOST_SAMPLE_MS: '300' })
+    expect(await demo.exited).toBe(0)
+    const lines = jsonLines(demo.out())
+    const from = new Set(lines.map((l) => l.device))
+    expect([...from]).toEqual(expect.arrayContaining(['demo', 'gateway', 'thermo-1', 'display-1']))
+    expect(lines.some((l) => l.device === 'display-1' && typeof l.msg === 'string' && l.msg.startsWith('display shows'))).toBe(true)
+  }, 60_000)
+
+  it('a device, under the CLI or on its own, writes readable lines when asked and JSON when piped', async () => {
+    const broker = await aedes()
+    const underCli = start(['bin/outpost.js', 'device', 'display', '--url', broker.url, '--id', 'log-a', '--log-format', 'pretty'], { OUTPOST_DATA_DIR: tempDir() })
+    await until(() => /\[log-a {4}\] ready/.test(underCli.out()), 30_000).catch(() => expect.fail(`no readable ready line:\n${underCli.out()}`))
+
+    const piped = start(['bin/outpost.js', 'device', 'display', '--url', broker.url, '--id', 'log-b'], { OUTPOST_DATA_DIR: tempDir() })
+    await until(() => piped.out().includes('"msg":"ready"'), 30_000).catch(() => expect.fail(`no JSON ready line:\n${piped.out()}`))
+    expect(jsonLines(piped.out()).find((l) => l.msg === 'ready')).toMatchObject({ device: 'log-b' })
+
+    const alone = start(['--import', 'tsx', 'devices/display/main.ts'], { OUTPOST_MQTT_URL: broker.url, OUTPOST_DEVICE_ID: 'log-c', OUTPOST_LOG_FORMAT: 'pretty' })
+    await until(() => /\[log-c {4}\] ready/.test(alone.out()), 30_000).catch(() => expect.fail(`no readable ready line:\n${alone.out()}`))
+  }, 90_000)
+
+  it('the gateway logs events at debug and a client reconnecting in a loop once, with a count', async () => {
+    const lines: Record<string, unknown>[] = []
+    const logger = pino({ level: 'debug', base: { device: 'gateway' } }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) })
+    const gw = await startGateway({ port: 0, logger })
+    cleanup(() => gw.close())
+
+    // A flood of valid events, written by hand as any client on the broker could (envelope v1, runtime/wire/README.md).
+    const enc = new Encoder({ useRecords: false })
+    const ids = createMessageIdFactory()
+    const flood = await mqtt.connectAsync(gw.broker.url, { clientId: 'flooder' })
+    const events = 2_000
+    for (let i = 0; i < events; i += 100) {
+      await Promise.all(Array.from({ length: 100 }, (_, k) =>
+        flood.publishAsync('ob/flooder/evt/flood/1/tick', enc.encode([1, 2, ids(), 'flooder', 'f1', Date.now(), 'flood', '1', 'tick', null, null, null, null, null, null, null, { n: i + k }]), { qos: 1 })))
+    }
+    await flood.endAsync()
+    await until(() => gw.runtime.stats().eventsHandled >= events, 30_000)
+    const eventLines = lines.filter((l) => l.msg === 'event')
+    expect(eventLines.length).toBe(events)
+    expect(eventLines.every((l) => l.level === 20)).toBe(true)
+
+    // One client id connecting and disconnecting in a loop (what two processes with one id do).
+    let disconnects = 0
+    gw.broker.aedes.on('clientDisconnect', (c) => void (c.id === 'looper' && disconnects++))
+    const rounds = 60
+    for (let i = 0; i < rounds; i++) {
+      const c = await mqtt.connectAsync(gw.broker.url, { clientId: 'looper', reconnectPeriod: 0 })
+      await c.endAsync()
+    }
+    await until(() => disconnects === rounds, 30_000)
+    const about = (msg: string): Record<string, unknown>[] => lines.filter((l) => String(l.msg).startsWith(msg) && l.client === 'looper')
+    expect(about('device connected')).toHaveLength(1)
+    expect(about('device disconnected')).toHaveLength(1)
+    // Lines at info or above stay few, whatever the flood.
+    expect(lines.filter((l) => Number(l.level) >= 30).length).toBeLessThan(20)
+  }, 90_000)
+})

@@ -1,10 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync } from 'node:fs'
-import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
-import { pino } from 'pino'
+import { readFileSync } from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import type { Logger } from 'pino'
 import { startGateway } from '../gateway/index.js'
-import { isOutpostError } from '../runtime/index.js'
+import { ErrorCode, isOutpostError } from '../runtime/index.js'
+import { formatLogLine } from '../runtime/log-line.js'
+import { createLogger, type LogFormat } from '../runtime/logger.js'
+import { parseCliArgs, type CliArgs } from './cli-args.js'
 import { JOBS_HELP, runJobsCommand } from './jobs.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -17,164 +20,173 @@ Usage:
                                             after 10 s the broker stops for 6 s and comes back (--outage 0: never)
   outpost gateway [--port N] [--host H]     run the gateway (embedded aedes broker; default port 1883)
   outpost device <name> [--url URL] [--id ID]
-                                            run devices/<name>/main.ts against a broker
+                                            run a device of this project (thermo, display) against a broker
   outpost jobs <command> --db FILE          operate the durable queues in a device database
                                             (queues, status, dead, redrive, purge, pause, resume, cancel;
-                                            \`outpost jobs help\` for details)
-  outpost --help                            this text
+                                            \`outpost jobs --help\` for details)
+  outpost --help, outpost <command> --help  this text (the jobs help for jobs)
+  outpost --version                         the version
 
 Options:
-  --port N       MQTT port (demo: 0 = a free port, the default; gateway: 1883)
+  --port N       MQTT port, 0 to 65535 (demo: 0 = a free port, the default; gateway: 1883)
   --host H       interface to bind (default 127.0.0.1)
   --duration S   stop the demo after S seconds (default: run until Ctrl-C)
   --outage-after S, --outage S
-                 when the demo's broker goes away, and for how long (default 10 and 6)
-  --url URL      broker for a device (default mqtt://127.0.0.1:1883, or OUTPOST_MQTT_URL)
-  --id ID        device id (or OUTPOST_DEVICE_ID)
+                 when the demo's broker goes away, and for how long (default 10 and 6; 0: no outage)
+  --url URL      broker for a device, mqtt://host:port (default mqtt://127.0.0.1:1883, or OUTPOST_MQTT_URL)
+  --id ID        device id: letters, digits, '.', '_', '-' (or OUTPOST_DEVICE_ID)
+  --log-level L  fatal, error, warn, info (default), debug, trace or silent (or OUTPOST_LOG_LEVEL)
+  --log-format F pretty (readable lines; the default on a terminal) or json (one JSON object a line;
+                 the default when the output is piped) (or OUTPOST_LOG_FORMAT)
 
-Environment: OUTPOST_MQTT_PORT, OUTPOST_MQTT_URL, OUTPOST_DEVICE_ID, OUTPOST_LOG_LEVEL, OUTPOST_DATA_DIR
+Environment: OUTPOST_MQTT_PORT, OUTPOST_MQTT_URL, OUTPOST_DEVICE_ID, OUTPOST_DATA_DIR (device databases,
+default .outpost), OUTPOST_LOG_LEVEL, OUTPOST_LOG_FORMAT
+A wrong argument, option or variable stops the CLI with one line naming it and exit code 2.
 `
 
-const { values, positionals } = parseArgs({
-  allowPositionals: true,
-  options: {
-    help: { type: 'boolean', short: 'h' },
-    port: { type: 'string' },
-    host: { type: 'string' },
-    duration: { type: 'string' },
-    'outage-after': { type: 'string' },
-    outage: { type: 'string' },
-    url: { type: 'string' },
-    id: { type: 'string' },
-    db: { type: 'string' },
-    limit: { type: 'string' },
-    json: { type: 'boolean' },
-  },
-})
-
-const fail = (err: unknown): never => {
-  if (isOutpostError(err)) console.error(`outpost: ${err.code}: ${err.message}`)
-  else console.error(`outpost: ${(err as Error).message ?? String(err)}`)
-  process.exit(1)
+/** Prints one line for an error and exits: 2 for a bad argument, 1 for anything else. */
+function fail(err: unknown): never {
+  const oneLine = (s: string): string => s.replace(/\s*\n\s*/g, ' ')
+  if (isOutpostError(err)) console.error(`outpost: ${err.code}: ${oneLine(err.message)}`)
+  else console.error(`outpost: ${oneLine(err instanceof Error ? err.message : String(err))}`)
+  process.exit(isOutpostError(err, ErrorCode.BAD_ARGUMENT) ? 2 : 1)
 }
 
-/** Runs a device's main.ts in its own process, prefixing its log lines with its id. */
-function runDevice(name: string, env: Record<string, string>, print: (line: string) => void): ChildProcess {
+/** The format this run's logs take: as asked, else readable on a terminal and JSON when piped. */
+const formatOf = (args: CliArgs): LogFormat => args.logFormat ?? (process.stdout.isTTY === true ? 'pretty' : 'json')
+
+/**
+ * Starts a device's main.ts in a process of its own, its logs as JSON lines that this process
+ * writes out in its own format. The IPC channel is how the device learns that this process has
+ * gone, even by SIGKILL: it then stops too (devices/device-config.ts, stopOnSignals).
+ */
+function spawnDevice(name: string, env: Record<string, string>, format: LogFormat, print: (line: string) => void): ChildProcess {
   const child = spawn(process.execPath, ['--import', 'tsx', `devices/${name}/main.ts`], {
     cwd: ROOT,
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env, OUTPOST_LOG_FORMAT: 'json' },
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   })
-  let buf = ''
-  const onData = (chunk: Buffer): void => {
-    buf += chunk.toString()
-    let nl: number
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      print(formatLine(buf.slice(0, nl)))
-      buf = buf.slice(nl + 1)
+  const device = env.OUTPOST_DEVICE_ID ?? name
+  const relay = (fromStderr: boolean): ((chunk: Buffer) => void) => {
+    let buf = ''
+    return (chunk: Buffer): void => {
+      buf += chunk.toString()
+      let nl: number
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl)
+        buf = buf.slice(nl + 1)
+        if (line.trim() === '') continue
+        if (line.startsWith('{')) print(format === 'pretty' ? formatLogLine(line) : line)
+        // Not a log line (a warning from Node, a crash): shown, and kept one JSON object a line.
+        else if (format === 'pretty') print(`[${device.padEnd(9)}] ${line}`)
+        else print(JSON.stringify({ level: fromStderr ? 50 : 30, time: Date.now(), device, msg: line }))
+      }
     }
   }
-  child.stdout!.on('data', onData)
-  child.stderr!.on('data', onData)
+  child.stdout!.on('data', relay(false))
+  child.stderr!.on('data', relay(true))
   return child
 }
 
-const SKIP = new Set(['level', 'time', 'pid', 'hostname', 'msg', 'device', 'service', 'version', 'msgId', 'bridge'])
-/** Turns a pino JSON line into one readable line. */
-function formatLine(line: string): string {
-  try {
-    const o = JSON.parse(line) as Record<string, unknown>
-    const extra = Object.entries(o)
-      .filter(([k]) => !SKIP.has(k))
-      .map(([k, val]) => `${k}=${typeof val === 'object' ? JSON.stringify(val) : String(val)}`)
-      .join(' ')
-    const level = Number(o.level) >= 50 ? 'ERROR ' : Number(o.level) >= 40 ? 'WARN ' : ''
-    return `[${String(o.device ?? '?').padEnd(9)}] ${level}${String(o.msg ?? '')}${extra ? `  ${extra}` : ''}`
-  } catch {
-    return line
+async function demo(args: CliArgs): Promise<void> {
+  const format = formatOf(args)
+  const logOpts = { level: args.logLevel, format, out: process.stdout }
+  const log = createLogger({ name: 'demo', ...logOpts })
+  const print = (line: string): void => void process.stdout.write(`${line}\n`)
+  const gateway = await startGateway({ port: args.port ?? 0, host: args.host, logger: createLogger({ name: 'gateway', ...logOpts }) }).catch(fail)
+  log.info({ url: gateway.broker.url }, `broker at ${gateway.broker.url}; starting devices thermo-1 and display-1 (Ctrl-C stops)`)
+  const env: Record<string, string> = {
+    OUTPOST_MQTT_URL: gateway.broker.url,
+    OUTPOST_SAMPLE_MS: process.env.OUTPOST_SAMPLE_MS ?? '2000',
+    OUTPOST_DATA_DIR: args.dataDir!,
+    OUTPOST_LOG_LEVEL: args.logLevel ?? 'info',
   }
-}
-
-async function demo(): Promise<void> {
-  const port = Number(values.port ?? process.env.OUTPOST_MQTT_PORT ?? 0)
-  const print = (line: string): void => console.log(line)
-  const gwLog = pino({ base: { device: 'gateway' } }, { write: (s: string) => print(formatLine(s.trimEnd())) })
-  const gateway = await startGateway({ port, host: values.host, logger: gwLog }).catch(fail)
-  print(`outpost demo: broker at ${gateway.broker.url}; starting devices thermo-1 and display-1 (Ctrl-C stops)`)
-  const env = { OUTPOST_MQTT_URL: gateway.broker.url, OUTPOST_SAMPLE_MS: process.env.OUTPOST_SAMPLE_MS ?? '2000' }
-  const children = [
-    runDevice('display', { ...env, OUTPOST_DEVICE_ID: 'display-1' }, print),
-    runDevice('thermo', { ...env, OUTPOST_DEVICE_ID: 'thermo-1' }, print),
-  ]
   let stopping = false
+  const start = (name: string, id: string): ChildProcess => {
+    const child = spawnDevice(name, { ...env, OUTPOST_DEVICE_ID: id }, format, print)
+    child.on('exit', (code, signal) => {
+      if (!stopping) log.error({ code, signal }, `device ${id} stopped by itself`)
+    })
+    return child
+  }
+  const children = [start('display', 'display-1'), start('thermo', 'thermo-1')]
   const stop = async (): Promise<void> => {
     if (stopping) return
     stopping = true
-    print('outpost demo: stopping devices')
+    log.info('stopping devices')
     await Promise.all(children.map((c) => new Promise<void>((r) => {
-      if (c.exitCode !== null) return r()
+      if (c.exitCode !== null || c.signalCode !== null) return r()
       c.once('exit', () => r())
       c.kill('SIGTERM')
     })))
     await gateway.close()
-    print('outpost demo: stopped')
+    log.info('stopped')
     process.exit(0)
   }
   process.on('SIGINT', () => void stop())
   process.on('SIGTERM', () => void stop())
-  if (values.duration !== undefined) setTimeout(() => void stop(), Number(values.duration) * 1_000)
+  if (args.durationS !== undefined) setTimeout(() => void stop(), args.durationS * 1_000)
   // The offline promise, shown: the broker goes away for a while and comes back with its state.
-  const outageMs = Number(values.outage ?? 6) * 1_000
+  const outageMs = (args.outageS ?? 6) * 1_000
   if (outageMs > 0) {
     setTimeout(() => {
       if (stopping) return
-      print(`outpost demo: stopping the broker for ${outageMs / 1_000} s; the devices keep sampling, and what they produce waits in their outboxes`)
+      log.info(`stopping the broker for ${outageMs / 1_000} s; the devices keep sampling, and what they produce waits in their outboxes`)
       void gateway.interrupt(outageMs).then(() => {
-        if (!stopping) print('outpost demo: broker back; the backlog drains in order (results arrive late, once each)')
+        if (!stopping) log.info('broker back; the backlog drains in order (results arrive late, once each)')
       })
-    }, Number(values['outage-after'] ?? 10) * 1_000).unref()
+    }, (args.outageAfterS ?? 10) * 1_000).unref()
   }
 }
 
-async function gateway(): Promise<void> {
-  const port = Number(values.port ?? process.env.OUTPOST_MQTT_PORT ?? 1883)
-  const gw = await startGateway({ port, host: values.host }).catch(fail)
+async function gateway(args: CliArgs): Promise<void> {
+  const logger: Logger = createLogger({ name: 'gateway', level: args.logLevel, format: formatOf(args), out: process.stdout })
+  const gw = await startGateway({ port: args.port ?? 1883, host: args.host, logger }).catch(fail)
   const stop = (): void => void gw.close().then(() => process.exit(0))
   process.on('SIGINT', stop)
   process.on('SIGTERM', stop)
 }
 
-function device(): void {
-  const name = positionals[1]
-  if (name === undefined || !existsSync(`${ROOT}devices/${name}/main.ts`)) fail(new Error(`unknown device "${name ?? ''}"; see devices/`))
-  const env: Record<string, string> = {}
-  if (values.url !== undefined) env.OUTPOST_MQTT_URL = values.url
-  if (values.id !== undefined) env.OUTPOST_DEVICE_ID = values.id
-  const child = runDevice(name!, env, (l) => console.log(l))
-  const forward = (sig: NodeJS.Signals): void => void child.kill(sig)
-  process.on('SIGINT', forward)
-  process.on('SIGTERM', forward)
-  child.on('exit', (code) => process.exit(code ?? 0))
+/**
+ * Runs a device in this process, so that nothing outlives the CLI: its main.ts reads the same
+ * OUTPOST_* variables it would read on its own, set here from the options.
+ */
+async function device(args: CliArgs): Promise<void> {
+  const env = process.env
+  if (args.url !== undefined) env.OUTPOST_MQTT_URL = args.url
+  if (args.id !== undefined) env.OUTPOST_DEVICE_ID = args.id
+  if (args.logLevel !== undefined) env.OUTPOST_LOG_LEVEL = args.logLevel
+  env.OUTPOST_LOG_FORMAT = formatOf(args)
+  env.OUTPOST_DATA_DIR = args.dataDir!
+  await import(pathToFileURL(path.join(ROOT, 'devices', args.device!, 'main.ts')).href).catch(fail)
 }
 
-const command = positionals[0]
-if (values.help === true || command === undefined || command === 'help') {
-  console.log(HELP)
-} else if (command === 'demo') {
-  await demo()
-} else if (command === 'gateway') {
-  await gateway()
-} else if (command === 'device') {
-  device()
-} else if (command === 'jobs') {
+function jobs(args: CliArgs): void {
   try {
-    console.log(runJobsCommand(positionals.slice(1), { db: values.db, limit: values.limit, json: values.json }))
+    console.log(runJobsCommand(args.rest, { db: args.db, limit: args.limit, json: args.json }))
   } catch (err) {
-    if (isOutpostError(err) && err.code === 'INVALID_CONFIG') console.error(JOBS_HELP)
+    // A wrong call: what was wrong on stderr, how to call it on stdout.
+    if (isOutpostError(err, ErrorCode.BAD_ARGUMENT)) console.log(JOBS_HELP)
     fail(err)
   }
+}
+
+let args: CliArgs
+try {
+  args = parseCliArgs(process.argv.slice(2), process.env, path.join(ROOT, 'devices'))
+} catch (err) {
+  fail(err)
+}
+if (args.version) {
+  console.log((JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version)
+} else if (args.help || args.command === undefined || args.command === 'help') {
+  console.log(args.command === 'jobs' ? JOBS_HELP : HELP)
+} else if (args.command === 'demo') {
+  await demo(args)
+} else if (args.command === 'gateway') {
+  await gateway(args)
+} else if (args.command === 'device') {
+  await device(args)
 } else {
-  console.error(`outpost: unknown command "${command}"\n`)
-  console.log(HELP)
-  process.exit(2)
+  jobs(args)
 }

@@ -11,7 +11,7 @@ const run = promisify(execFile)
 describe('the demo (npm start)', () => {
   it('runs a gateway and two devices that exchange commands and events, rides out a broker outage, then stops cleanly', async () => {
     const dataDir = mkdtempSync(path.join(tmpdir(), 'outpost-demo-'))
-    const { stdout } = await run(process.execPath, ['bin/outpost.js', 'demo', '--port', '0', '--duration', '9', '--outage-after', '3', '--outage', '2'], {
+    const { stdout } = await run(process.execPath, ['bin/outpost.js', 'demo', '--port', '0', '--duration', '9', '--outage-after', '3', '--outage', '2', '--log-format', 'pretty'], {
       env: { ...process.env, OUTPOST_SAMPLE_MS: '300', OUTPOST_DATA_DIR: dataDir },
       timeout: 40_000,
     }).finally(() => rmSync(dataDir, { recursive: true, force: true }))
@@ -22,12 +22,12 @@ describe('the demo (npm start)', () => {
     // schedule → event → queue → worker → result event, heard on the display
     expect(stdout).toMatch(/\[display-1\] heard a sample result .*readings=\d+ attempt=1/)
     // The outage: announced, ridden out, and what was produced meanwhile arrives late, after it.
-    const down = stdout.indexOf('outpost demo: stopping the broker for 2 s')
-    const back = stdout.indexOf('outpost demo: broker back')
+    const down = stdout.indexOf('[demo     ] stopping the broker for 2 s')
+    const back = stdout.indexOf('[demo     ] broker back')
     expect(down).toBeGreaterThan(0)
     expect(back).toBeGreaterThan(down)
     expect(stdout.slice(back)).toMatch(/\[display-1\] heard a sample result .*deliveredLateMs=\d+/)
-    expect(stdout).toContain('outpost demo: stopped')
+    expect(stdout).toContain('[demo     ] stopped')
     expect(stdout).not.toMatch(/ERROR/)
   }, 50_000)
 

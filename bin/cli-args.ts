@@ -1,0 +1,244 @@
+// The CLI's arguments and the environment variables it reads, checked before anything runs:
+// every value a user can get wrong becomes one BAD_ARGUMENT line that names it and says what
+// is accepted, never a stack trace from deep inside.
+import { existsSync, readdirSync, statSync } from 'node:fs'
+import { isIP } from 'node:net'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+import type { LevelWithSilent } from 'pino'
+import { ErrorCode, OutpostError } from '../runtime/errors.js'
+import { parseLogFormat, parseLogLevel, type LogFormat } from '../runtime/logger.js'
+
+/** The commands `outpost` knows. */
+export const COMMANDS = ['demo', 'gateway', 'device', 'jobs', 'help'] as const
+export type Command = (typeof COMMANDS)[number]
+
+/** What the command line asks for, every value checked. */
+export interface CliArgs {
+  /** `undefined`: no command was given. */
+  command?: Command
+  /** `--help` (or `outpost help <command>`): show the help of `command` and do nothing else. */
+  help: boolean
+  version: boolean
+  /** Positionals after the command (for `jobs`, its verb and arguments). */
+  rest: string[]
+  port?: number
+  host?: string
+  durationS?: number
+  outageAfterS?: number
+  outageS?: number
+  /** Broker URL for `device` (--url or OUTPOST_MQTT_URL). */
+  url?: string
+  /** Device id for `device` (--id or OUTPOST_DEVICE_ID). */
+  id?: string
+  /** For `device`: a name that has devices/<name>/main.ts. */
+  device?: string
+  /** Absolute folder for device databases (OUTPOST_DATA_DIR, default .outpost), for `demo` and `device`. */
+  dataDir?: string
+  db?: string
+  limit?: string
+  json?: boolean
+  logLevel?: LevelWithSilent
+  logFormat?: LogFormat
+}
+
+const OPTIONS = {
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'v' },
+  'log-level': { type: 'string' },
+  'log-format': { type: 'string' },
+  port: { type: 'string' },
+  host: { type: 'string' },
+  duration: { type: 'string' },
+  'outage-after': { type: 'string' },
+  outage: { type: 'string' },
+  url: { type: 'string' },
+  id: { type: 'string' },
+  db: { type: 'string' },
+  limit: { type: 'string' },
+  json: { type: 'boolean' },
+} as const
+type OptionName = keyof typeof OPTIONS
+
+const EVERYWHERE: readonly OptionName[] = ['help', 'version', 'log-level', 'log-format']
+const PER_COMMAND: Record<Command, readonly OptionName[]> = {
+  demo: ['port', 'host', 'duration', 'outage-after', 'outage'],
+  gateway: ['port', 'host'],
+  device: ['url', 'id'],
+  jobs: ['db', 'limit', 'json'],
+  help: [],
+}
+
+/** Device names: a folder under devices/ with a main.ts, never a path. */
+const DEVICE_NAME = /^[a-z0-9][a-z0-9-]*$/
+/** Device ids become a topic level and a file name: no separators, no wildcards, bounded. */
+const DEVICE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
+const HOST_NAME = /^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/
+const BROKER_PROTOCOLS = ['mqtt:', 'mqtts:', 'tcp:', 'tls:', 'ws:', 'wss:']
+/** Longest delay a Node timer keeps (2^31 - 1 ms); a longer one fires at once. */
+const MAX_SECONDS = Math.floor((2 ** 31 - 1) / 1_000)
+
+const bad = (message: string): OutpostError => new OutpostError(ErrorCode.BAD_ARGUMENT, message)
+
+function portOf(value: string, where: string): number {
+  const n = /^\d{1,5}$/.test(value) ? Number(value) : NaN
+  if (!(n >= 0 && n <= 65_535)) throw bad(`${where} "${value}" is not a port; expected an integer from 0 to 65535 (0: a free port)`)
+  return n
+}
+
+function secondsOf(value: string, where: string, min: 'positive' | 'zero'): number {
+  const n = /^\d+(\.\d+)?$/.test(value) ? Number(value) : NaN
+  if (!(n <= MAX_SECONDS) || (min === 'positive' && n === 0)) {
+    throw bad(`${where} "${value}" is not accepted; expected a number of seconds from ${min === 'positive' ? 'above 0' : '0'} to ${MAX_SECONDS}`)
+  }
+  return n
+}
+
+function hostOf(value: string, where: string): string {
+  if (isIP(value) === 0 && !HOST_NAME.test(value)) throw bad(`${where} "${value}" is not a host; expected an IP address or a host name such as 127.0.0.1 or localhost`)
+  return value
+}
+
+function urlOf(value: string, where: string): string {
+  let url: URL | undefined
+  try {
+    url = new URL(value)
+  } catch {
+    url = undefined
+  }
+  if (url === undefined || !BROKER_PROTOCOLS.includes(url.protocol) || url.hostname === '') {
+    throw bad(`${where} "${value}" is not a broker URL; expected mqtt://host:port (or ${BROKER_PROTOCOLS.slice(1).map((p) => p.slice(0, -1)).join(', ')})`)
+  }
+  return value
+}
+
+function idOf(value: string, where: string): string {
+  if (!DEVICE_ID.test(value)) throw bad(`${where} "${value}" is not a device id; expected letters, digits, '.', '_' or '-' (at most 128, starting with a letter or digit)`)
+  return value
+}
+
+/** The folder must be a folder, or creatable: no file where it, or a folder above it, should be. */
+function dataDirOf(value: string, where: string): string {
+  const dir = path.resolve(value)
+  for (let p = dir; ; p = path.dirname(p)) {
+    if (existsSync(p)) {
+      if (!statSync(p).isDirectory()) {
+        throw bad(p === dir
+          ? `${where} "${value}" is a file; expected a folder for the device databases (it is created if missing)`
+          : `${where} "${value}" cannot be a folder: ${p} is a file`)
+      }
+      return dir
+    }
+    if (p === path.dirname(p)) return dir
+  }
+}
+
+function deviceOf(value: string | undefined, devicesDir: string): string {
+  const known = (): string =>
+    readdirSync(devicesDir)
+      .filter((n) => DEVICE_NAME.test(n) && existsSync(path.join(devicesDir, n, 'main.ts')))
+      .sort()
+      .join(', ')
+  if (value === undefined) throw bad(`outpost device needs a device name; expected one of ${known()}`)
+  if (!DEVICE_NAME.test(value) || !existsSync(path.join(devicesDir, value, 'main.ts'))) {
+    throw bad(`device "${value}" is not a device of this project; expected one of ${known()} (a name under devices/, not a path)`)
+  }
+  return value
+}
+
+/** A variable's value, with an empty one taken as unset. */
+const envOf = (env: NodeJS.ProcessEnv, name: string): string | undefined => (env[name] === '' ? undefined : env[name])
+
+/**
+ * Reads and checks the command line and the OUTPOST_* variables the command uses.
+ * @throws BAD_ARGUMENT naming the option, argument or variable and what it accepts
+ */
+export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv, devicesDir: string): CliArgs {
+  const { tokens } = parseArgs({ args: argv, options: OPTIONS, strict: false, allowPositionals: true, tokens: true })
+  const positionals: string[] = []
+  const values: Partial<Record<OptionName, string | boolean>> = {}
+  for (const t of tokens) {
+    if (t.kind === 'positional') positionals.push(t.value)
+    if (t.kind !== 'option') continue
+    if (!Object.hasOwn(OPTIONS, t.name)) throw bad(`unknown option ${t.rawName}; see outpost --help`)
+    const name = t.name as OptionName
+    if (OPTIONS[name].type === 'boolean') {
+      if (t.inlineValue === true) throw bad(`${t.rawName} takes no value (got "${String(t.value)}")`)
+      values[name] = true
+    } else {
+      // Without `=`, parseArgs takes the next word even when it is another option.
+      if (t.value === undefined || (t.inlineValue !== true && t.value.startsWith('--'))) throw bad(`${t.rawName} needs a value; see outpost --help`)
+      values[name] = t.value
+    }
+  }
+  const str = (name: OptionName): string | undefined => values[name] as string | undefined
+
+  const first = positionals[0]
+  let command = COMMANDS.find((c) => c === first)
+  if (first !== undefined && command === undefined) throw bad(`unknown command "${first}"; expected one of ${COMMANDS.join(', ')}`)
+  let rest = positionals.slice(1)
+  let help = values.help === true
+  if (command === 'help') {
+    // `outpost help jobs` is `outpost jobs --help`.
+    help = true
+    command = COMMANDS.find((c) => c === rest[0] && c !== 'help')
+    rest = []
+  }
+  const args: CliArgs = { command, help, version: values.version === true, rest }
+  if (help || args.version) return args
+
+  const allowed = new Set([...EVERYWHERE, ...(command === undefined ? [] : PER_COMMAND[command])])
+  for (const name of Object.keys(values) as OptionName[]) {
+    if (allowed.has(name)) continue
+    const where = command === undefined ? 'outpost' : `outpost ${command}`
+    throw bad(`--${name} is not an option of ${where}; see ${where} --help`)
+  }
+  const level = str('log-level') ?? envOf(env, 'OUTPOST_LOG_LEVEL')
+  if (level !== undefined) args.logLevel = parseLogLevel(level, str('log-level') !== undefined ? '--log-level' : 'OUTPOST_LOG_LEVEL')
+  const format = str('log-format') ?? envOf(env, 'OUTPOST_LOG_FORMAT')
+  if (format !== undefined) args.logFormat = parseLogFormat(format, str('log-format') !== undefined ? '--log-format' : 'OUTPOST_LOG_FORMAT')
+
+  const either = (name: OptionName, variable: string): [string, string] | undefined => {
+    const flag = str(name)
+    if (flag !== undefined) return [flag, `--${name}`]
+    const v = envOf(env, variable)
+    return v === undefined ? undefined : [v, variable]
+  }
+  switch (command) {
+    case 'demo':
+    case 'gateway': {
+      if (rest.length > 0) throw bad(`outpost ${command} takes no arguments (got "${rest[0]}")`)
+      const port = either('port', 'OUTPOST_MQTT_PORT')
+      if (port !== undefined) args.port = portOf(...port)
+      if (str('host') !== undefined) args.host = hostOf(str('host')!, '--host')
+      if (command === 'demo') {
+        if (str('duration') !== undefined) args.durationS = secondsOf(str('duration')!, '--duration', 'positive')
+        if (str('outage-after') !== undefined) args.outageAfterS = secondsOf(str('outage-after')!, '--outage-after', 'zero')
+        if (str('outage') !== undefined) args.outageS = secondsOf(str('outage')!, '--outage', 'zero')
+        args.dataDir = dataDirOf(envOf(env, 'OUTPOST_DATA_DIR') ?? '.outpost', 'OUTPOST_DATA_DIR')
+      }
+      break
+    }
+    case 'device': {
+      if (rest.length > 1) throw bad(`outpost device takes one device name (got "${rest.join(' ')}")`)
+      args.device = deviceOf(rest[0], devicesDir)
+      const url = either('url', 'OUTPOST_MQTT_URL')
+      if (url !== undefined) args.url = urlOf(...url)
+      const id = either('id', 'OUTPOST_DEVICE_ID')
+      if (id !== undefined) args.id = idOf(...id)
+      args.dataDir = dataDirOf(envOf(env, 'OUTPOST_DATA_DIR') ?? '.outpost', 'OUTPOST_DATA_DIR')
+      break
+    }
+    case 'jobs': {
+      args.db = str('db')
+      args.json = values.json === true
+      const limit = str('limit')
+      if (limit !== undefined && !/^[1-9]\d{0,8}$/.test(limit)) throw bad(`--limit "${limit}" is not accepted; expected a whole number from 1 to 999999999`)
+      args.limit = limit
+      break
+    }
+    default:
+      break
+  }
+  return args
+}

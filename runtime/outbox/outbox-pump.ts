@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import { ErrorCode, isOutpostError } from '../errors.js'
 import type { Bridge } from '../ports/bridge.js'
 import type { Outbox, OutboxEntry } from '../ports/outbox.js'
+import { createLogLimiter } from '../log-limiter.js'
 
 const PLAIN = { retain: false }
 const RETAIN = { retain: true }
@@ -22,6 +23,7 @@ export interface OutboxPump {
  */
 export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; window?: number; log: Logger }): OutboxPump {
   const { outbox, bridge, log } = opts
+  const limited = createLogLimiter(log)
   const window = Math.max(1, opts.window ?? 128)
   let lastSent = 0 // highest seq handed to the bridge in this connection
   let inFlight = 0
@@ -46,7 +48,16 @@ export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; window?
     if (stopped || bridge.status.type !== 'connected') return
     while (inFlight < window) {
       if (at >= buffer.length) {
-        buffer = outbox.peek(lastSent, READ_AHEAD)
+        try {
+          buffer = outbox.peek(lastSent, READ_AHEAD)
+        } catch (err) {
+          // Storage cannot be read just now (busy past its wait, say): look again in a while.
+          // This runs from a microtask; a throw here would end the process.
+          buffer = []
+          at = 0
+          retryLater(err)
+          break
+        }
         at = 0
         if (buffer.length === 0) break
       }
@@ -74,6 +85,19 @@ export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; window?
     }
   }
 
+  // One retry timer at most, after a failed read of the outbox.
+  const RETRY_MS = 1_000
+  let retryTimer: ReturnType<typeof setTimeout> | undefined
+  const retryLater = (err: unknown): void => {
+    limited.warn(`peek:${(err as { code?: string }).code ?? 'INTERNAL'}`, { code: (err as { code?: string }).code }, `outbox not readable; trying again: ${(err as Error).message}`)
+    if (retryTimer !== undefined || stopped) return
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined
+      kick()
+    }, RETRY_MS)
+    retryTimer.unref()
+  }
+
   const kick = (): void => {
     if (scheduled || stopped) return
     scheduled = true
@@ -96,6 +120,7 @@ export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; window?
     kick,
     stop(ms) {
       stopped = true
+      if (retryTimer !== undefined) clearTimeout(retryTimer)
       if (inFlight === 0) return Promise.resolve()
       return new Promise<void>((resolve) => {
         const t = setTimeout(resolve, ms)

@@ -294,7 +294,14 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
   /** Nothing (more) to lease now: look again when the next job is due, or after `pollMs` (another process may enqueue, redrive or resume). */
   const idle = (q: QueueState, now: number): void => {
     q.cancelTimer?.()
-    const due = store.isPaused(q.def.key) ? undefined : store.nextDueAt(q.def.key)
+    let due: number | undefined
+    try {
+      due = store.isPaused(q.def.key) ? undefined : store.nextDueAt(q.def.key)
+    } catch (err) {
+      // Storage cannot be read just now (busy, say): look again after the poll interval. This
+      // runs in a turn of the event loop; a throw would end the process.
+      log.warn({ queue: q.def.key, err: (err as Error).message }, 'queue state not readable; looking again later')
+    }
     const wait = due === undefined ? pollMs : Math.min(pollMs, Math.max(MIN_IDLE_MS, due - now))
     q.cancelTimer = clock.setTimer(now + wait, () => {
       q.cancelTimer = undefined

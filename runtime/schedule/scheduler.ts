@@ -3,6 +3,7 @@ import type { Logger } from 'pino'
 import type { Occurrence, ScheduleSpec } from '../contract/service.js'
 import type { Clock } from '../ports/clock.js'
 import type { StateStore } from '../ports/state-store.js'
+import { createLogLimiter } from '../log-limiter.js'
 
 /** Scope in the state store where each schedule's last fired occurrence is kept. */
 export const SCHEDULE_STATE_SCOPE = '$schedules'
@@ -26,6 +27,8 @@ export interface SchedulerStats {
   skipped: number
   /** Occurrences whose event could not be emitted. */
   failed: number
+  /** Writes of the last fired occurrence that storage refused (busy, full); a later one replaces them. */
+  unsaved: number
 }
 
 export interface Scheduler {
@@ -51,19 +54,41 @@ function nextOf(spec: ScheduleSpec): (after: number) => number | undefined {
  */
 export function createScheduler(opts: { jobs: ScheduledJob[]; clock: Clock; store: StateStore; log: Logger }): Scheduler {
   const { clock, store, log } = opts
-  const stats: SchedulerStats = { fired: 0, skipped: 0, failed: 0 }
+  const stats: SchedulerStats = { fired: 0, skipped: 0, failed: 0, unsaved: 0 }
   const cancels: (() => void)[] = []
   let running = false
 
   const occurrence = (job: ScheduledJob, at: number): Occurrence => ({ id: `${job.service}/${job.name}/${at}`, at, schedule: job.name })
   const key = (job: ScheduledJob): string => `${job.service}/${job.name}`
 
+  const limited = createLogLimiter(log)
+  /**
+   * Persists the last occurrence handled. Runs from timers, so it never throws: a write storage
+   * refuses (busy past its wait, a full disk) is logged at a bounded rate, and the next
+   * occurrence writes a later one. Until then a restart may fire this occurrence again (its id
+   * is the same, so receivers drop the duplicate).
+   */
+  const remember = (job: ScheduledJob, last: number): void => {
+    try {
+      store.set(SCHEDULE_STATE_SCOPE, key(job), { last })
+    } catch (err) {
+      stats.unsaved++
+      limited.warn(`unsaved:${(err as { code?: string }).code ?? 'INTERNAL'}`, { schedule: key(job), at: last, code: (err as { code?: string }).code }, `schedule state not stored: ${(err as Error).message}`)
+    }
+  }
+
   const fire = (job: ScheduledJob, at: number): void => {
     stats.fired++
-    store.set(SCHEDULE_STATE_SCOPE, key(job), { last: at })
-    job.fire(occurrence(job, at)).catch((err: unknown) => {
+    remember(job, at)
+    let emitted: Promise<void>
+    try {
+      emitted = job.fire(occurrence(job, at))
+    } catch (err) {
+      emitted = Promise.reject(err)
+    }
+    emitted.catch((err: unknown) => {
       stats.failed++
-      log.warn({ schedule: key(job), at, err: (err as Error).message }, 'scheduled event not emitted')
+      limited.warn(`failed:${(err as { code?: string }).code ?? 'INTERNAL'}`, { schedule: key(job), at, code: (err as { code?: string }).code, err: (err as Error).message }, 'scheduled event not emitted')
     })
   }
 
@@ -83,7 +108,7 @@ export function createScheduler(opts: { jobs: ScheduledJob[]; clock: Clock; stor
     log.info({ schedule: key(job), missed: total, firing: toFire.length, policy }, 'schedule missed occurrences while the device was off')
     for (const at of toFire) fire(job, at)
     // The latest missed occurrence counts as handled either way: it is not offered again.
-    store.set(SCHEDULE_STATE_SCOPE, key(job), { last: missed.at(-1)! })
+    remember(job, missed.at(-1)!)
   }
 
   const arm = (job: ScheduledJob, next: (after: number) => number | undefined, after: number): void => {
@@ -107,7 +132,7 @@ export function createScheduler(opts: { jobs: ScheduledJob[]; clock: Clock; stor
         const next = nextOf(job.spec)
         const saved = store.get(SCHEDULE_STATE_SCOPE, key(job)) as { last?: number } | undefined
         if (typeof saved?.last === 'number') catchUp(job, next, saved.last, now)
-        else store.set(SCHEDULE_STATE_SCOPE, key(job), { last: now }) // first start: nothing was missed
+        else remember(job, now) // first start: nothing was missed
         arm(job, next, now)
       }
     },

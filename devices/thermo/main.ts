@@ -1,19 +1,19 @@
 // Thermo device: what its bundle runs. Picks the MQTT bridge and the SQLite stores, reads configuration.
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
-import { mkdirSync } from 'node:fs'
-import path from 'node:path'
 import { createRuntime } from '../../runtime/index.js'
-import { createSqliteInbox, createSqliteOutbox, createSqliteQueueStore, createSqliteStateStore, openDeviceDatabase } from '../../runtime/stores/sqlite/index.js'
+import { createSqliteInbox, createSqliteOutbox, createSqliteQueueStore, createSqliteStateStore } from '../../runtime/stores/sqlite/index.js'
+import { exitOnStartError, openDeviceStore, readStoreOptions } from '../device-database.js'
 import { deviceLogger, readDeviceConfig, stopOnSignals } from '../device-config.js'
 import { createThermoService, simulatedSensor } from './thermo-service.js'
 
 const cfg = readDeviceConfig('thermo-1')
 const log = deviceLogger(cfg)
 const sampleMs = Number(process.env.OUTPOST_SAMPLE_MS ?? 2_000)
+const exit = exitOnStartError(log)
+// First the database, with its device lock: a second process for the same device stops here,
+// before it connects to the broker and takes the first one's session away.
+const database = await (async () => openDeviceStore(cfg, log, readStoreOptions()))().catch(exit)
 const bridge = createMqttBridge({ url: cfg.mqttUrl, deviceId: cfg.deviceId, username: cfg.username, password: cfg.password, logger: log })
-mkdirSync(cfg.dataDir, { recursive: true })
-const database = openDeviceDatabase({ path: path.join(cfg.dataDir, `${cfg.deviceId}.db`) })
-if (database.quarantinedTo !== undefined) log.warn({ movedTo: database.quarantinedTo }, 'device database was corrupt; moved aside, starting fresh')
 const runtime = createRuntime({
   bridge,
   services: [createThermoService({ deviceId: cfg.deviceId, sampleMs })],
@@ -28,7 +28,7 @@ const runtime = createRuntime({
   logger: log,
 })
 
-await runtime.start()
+await runtime.start().catch(exit)
 log.info({ url: cfg.mqttUrl, sampleMs }, 'ready')
 stopOnSignals(async () => {
   await runtime.stop()

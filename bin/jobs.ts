@@ -1,9 +1,9 @@
 // `outpost jobs …`: operations on the durable queues of a device database, from a shell on the
 // device (SQLite in WAL mode lets this run beside the device process). A running device notices
-// a redrive or a resume within its queue poll interval (1 s by default).
-import { existsSync } from 'node:fs'
-import { createQueueOps, ErrorCode, OutpostError, type Job, type JobState } from '../runtime/index.js'
-import { createSqliteQueueStore, openDeviceDatabase } from '../runtime/stores/sqlite/index.js'
+// a redrive or a resume within its queue poll interval (1 s by default). Inspection opens the file
+// read-only; no command creates, moves or converts a file.
+import { createQueueOps, ErrorCode, isOutpostError, OutpostError, type Job, type JobState } from '../runtime/index.js'
+import { createSqliteQueueStore, openDeviceDatabase, type DeviceDatabase } from '../runtime/stores/sqlite/index.js'
 
 export const JOBS_HELP = `outpost jobs — operate the durable queues in a device database
 
@@ -20,6 +20,7 @@ Usage:
   outpost jobs cancel <job-id> --db FILE        a ready or running job to the dead letters (reason cancelled)
 
 A queue is named <service>/<queue>, as \`queues\` lists it. --json prints JSON instead of text.
+queues, status and dead open the database read-only; no command creates, moves or converts a file.
 `
 
 const STATES: readonly JobState[] = ['ready', 'leased', 'completed', 'dead']
@@ -36,30 +37,67 @@ function describe(job: Job): Record<string, unknown> {
   }
 }
 
+/** Commands that only look: the database is opened read-only. */
+const INSPECT = new Set(['queues', 'status', 'dead'])
+/** Commands that change jobs or queues: read-write, but the file must already be a device database. */
+const MUTATE = new Set(['redrive', 'purge', 'pause', 'resume', 'cancel'])
+
 /**
- * Runs one `outpost jobs` command and returns what to print.
- * @throws INVALID_CONFIG for a wrong call, NO_HANDLER for an unknown job or queue, STORE_* for the database
+ * Opens the database named by --db for `verb`, never creating, moving or converting a file: a
+ * missing file is NOT_FOUND; an empty file, one that is not a database, or a database that is not
+ * a device's, BAD_ARGUMENT.
+ */
+function openFor(verb: string, db: string): DeviceDatabase {
+  try {
+    return openDeviceDatabase({ path: db, access: INSPECT.has(verb) ? 'read' : 'tool' })
+  } catch (err) {
+    if (!isOutpostError(err)) throw err
+    const details = (err.details ?? {}) as { missing?: boolean; notDevice?: boolean }
+    if (details.missing === true) throw new OutpostError(ErrorCode.NOT_FOUND, `no device database at ${db} (--db names the file of a device, e.g. .outpost/thermo-1.db)`)
+    if (details.notDevice === true || err.code === ErrorCode.STORE_CORRUPT) {
+      throw new OutpostError(ErrorCode.BAD_ARGUMENT, `--db ${db} is not a device database: ${err.message}`, { cause: err })
+    }
+    throw err
+  }
+}
+
+/**
+ * Runs one `outpost jobs` command and returns what to print. Inspection commands (queues,
+ * status, dead) open the database read-only; none of them creates, moves or converts a file.
+ * @throws BAD_ARGUMENT for a wrong call (or --db naming a file that is not a device database),
+ *   NOT_FOUND for a missing file or an unknown job or queue, STORE_* for the database
  */
 export function runJobsCommand(args: string[], opts: { db?: string; limit?: string; json?: boolean }, now: () => number = Date.now): string {
   const [verb, ...rest] = args
   if (verb === undefined || verb === 'help') return JOBS_HELP
-  if (opts.db === undefined) throw new OutpostError(ErrorCode.INVALID_CONFIG, 'name the device database with --db FILE')
-  // Never create a database by mistake: an operator names an existing device's file.
-  if (!existsSync(opts.db)) throw new OutpostError(ErrorCode.STORE_FAILED, `no device database at ${opts.db}`)
-  const database = openDeviceDatabase({ path: opts.db, onCorrupt: 'fail' })
+  if (!INSPECT.has(verb) && !MUTATE.has(verb)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `unknown jobs command "${verb}"; accepted: ${[...INSPECT, ...MUTATE].join(', ')}`)
+  if (opts.db === undefined) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `outpost jobs ${verb} needs --db FILE (the device database)`)
+  const limit = Number(opts.limit ?? 100)
+  if (!Number.isInteger(limit) || limit < 1) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `--limit "${opts.limit}" is not accepted; expected a whole number from 1`)
+  // Arguments are checked before the file is opened.
+  const needs = (what: string): string => {
+    const v = rest[0]
+    if (v === undefined) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `outpost jobs ${verb} needs ${what}`)
+    return v
+  }
+  if (verb === 'status' || verb === 'cancel') needs('a job id')
+  else if (verb !== 'queues') needs('a queue (<service>/<queue>, as `outpost jobs queues` lists them)')
+  if (verb === 'purge' && (rest[1] === undefined || !STATES.includes(rest[1] as JobState))) {
+    throw new OutpostError(ErrorCode.BAD_ARGUMENT, `outpost jobs purge ${rest[0]} needs a state: ${STATES.join(', ')}`)
+  }
+  const database = openFor(verb, opts.db)
   try {
     const store = createSqliteQueueStore(database)
     const print = (value: unknown, text: () => string): string => (opts.json === true ? JSON.stringify(value, null, 2) : text())
     const queueArg = (): string => {
-      const q = rest[0]
-      if (q === undefined) throw new OutpostError(ErrorCode.INVALID_CONFIG, `outpost jobs ${verb} needs a queue (<service>/<queue>)`)
-      if (!store.queues().includes(q)) throw new OutpostError(ErrorCode.NO_HANDLER, `no queue "${q}" in ${opts.db} (known: ${store.queues().join(', ') || 'none'})`)
+      const q = rest[0]!
+      if (!store.queues().includes(q)) throw new OutpostError(ErrorCode.NOT_FOUND, `no queue "${q}" in ${opts.db} (known: ${store.queues().join(', ') || 'none'})`)
       return q
     }
     const jobArg = (): Job => {
-      const id = rest[0]
-      const job = id === undefined ? undefined : store.get(id)
-      if (job === undefined) throw new OutpostError(ErrorCode.NO_HANDLER, id === undefined ? `outpost jobs ${verb} needs a job id` : `no job ${id} in ${opts.db}`)
+      const id = rest[0]!
+      const job = store.get(id)
+      if (job === undefined) throw new OutpostError(ErrorCode.NOT_FOUND, `no job ${id} in ${opts.db}`)
       return job
     }
     switch (verb) {
@@ -76,7 +114,6 @@ export function runJobsCommand(args: string[], opts: { db?: string; limit?: stri
         return print(job, () => Object.entries(job).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}: ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join('\n'))
       }
       case 'dead': {
-        const limit = Number(opts.limit ?? 100)
         const dead = createQueueOps(store, queueArg(), now).listDead(limit).map(describe)
         return print(dead, () => (dead.length === 0 ? 'no dead letters' : dead.map((d) => `${String(d.id)}  ${String(d.deadReason)}  ${String(d.errorCode ?? '')}  ${String(d.error ?? '')}  attempt ${String(d.attempt)}  ${JSON.stringify(d.payload)}`).join('\n')))
       }
@@ -87,8 +124,7 @@ export function runJobsCommand(args: string[], opts: { db?: string; limit?: stri
       }
       case 'purge': {
         const q = queueArg()
-        const state = rest[1] as JobState | undefined
-        if (state === undefined || !STATES.includes(state)) throw new OutpostError(ErrorCode.INVALID_CONFIG, `outpost jobs purge ${q} needs a state: ${STATES.join(', ')}`)
+        const state = rest[1] as JobState
         const n = createQueueOps(store, q, now).purge(state)
         return print({ purged: n }, () => `${n} ${state} job${n === 1 ? '' : 's'} deleted`)
       }
@@ -105,7 +141,7 @@ export function runJobsCommand(args: string[], opts: { db?: string; limit?: stri
         return print(describe(after), () => (after.deadReason === 'cancelled' ? `${job.id} cancelled` : `${job.id} is ${after.state}; nothing to cancel`))
       }
       default:
-        throw new OutpostError(ErrorCode.INVALID_CONFIG, `unknown jobs command "${verb}"; see outpost jobs help`)
+        throw new OutpostError(ErrorCode.BAD_ARGUMENT, `unknown jobs command "${verb}"; see outpost jobs help`)
     }
   } finally {
     database.close()

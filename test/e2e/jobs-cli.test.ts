@@ -1,7 +1,7 @@
 // `outpost jobs …` run as a separate process against the database of a device that is running:
 // inspect, dead letters, pause / resume and redrive, which the running device picks up.
 import { execFile } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
@@ -87,14 +87,60 @@ describe('outpost jobs', () => {
     cleanup(() => rmSync(dir, { recursive: true, force: true }))
     const missing = await outpost('jobs', 'queues', '--db', path.join(dir, 'nope.db'))
     expect(missing.code).toBe(1)
-    expect(missing.err).toContain('STORE_FAILED: no device database at')
+    expect(missing.err).toContain('NOT_FOUND: no device database at')
+    expect(readdirSync(dir)).toEqual([])
     const file = path.join(dir, 'device.db')
     openDeviceDatabase({ path: file }).close()
     const unknown = await outpost('jobs', 'dead', 'lab/nothing', '--db', file)
     expect(unknown.code).toBe(1)
-    expect(unknown.err).toContain('NO_HANDLER: no queue "lab/nothing"')
+    expect(unknown.err).toContain('NOT_FOUND: no queue "lab/nothing"')
+    const noJob = await outpost('jobs', 'status', '01ZZZZZZZZZZZZZZZZZZZZZZZZ', '--db', file)
+    expect(noJob.code).toBe(1)
+    expect(noJob.err).toContain('NOT_FOUND: no job 01ZZZZZZZZZZZZZZZZZZZZZZZZ')
+    const noId = await outpost('jobs', 'status', '--db', file)
+    expect(noId.code).toBe(2)
+    expect(noId.err).toContain('BAD_ARGUMENT: outpost jobs status needs a job id')
     const noDb = await outpost('jobs', 'queues')
-    expect(noDb.code).toBe(1)
-    expect(noDb.err).toContain('INVALID_CONFIG: name the device database with --db FILE')
+    expect(noDb.code).toBe(2)
+    expect(noDb.err).toContain('BAD_ARGUMENT')
+    expect(noDb.err).toContain('--db')
   }, 30_000)
+
+  it('never damages what it is pointed at: a README, an empty file, a database the device closed', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-cli-'))
+    cleanup(() => rmSync(dir, { recursive: true, force: true }))
+    const readme = path.join(dir, 'README.md')
+    copyFileSync('README.md', readme)
+    const empty = path.join(dir, 'empty.db')
+    writeFileSync(empty, '')
+    const file = path.join(dir, 'device.db')
+    const d = openDeviceDatabase({ path: file })
+    createSqliteQueueStore(d).enqueue({ queue: 'lab/work', payload: { n: 1 } }, Date.now())
+    d.close()
+    const listing = readdirSync(dir).sort()
+    const readmeBytes = readFileSync(readme)
+    const dbBytes = readFileSync(file)
+
+    for (const args of [['queues'], ['dead', 'lab/work'], ['pause', 'lab/work'], ['purge', 'lab/work', 'ready']]) {
+      const r = await outpost('jobs', ...args, '--db', readme)
+      expect(r.code).toBe(2)
+      const lines = r.err.trim().split('\n')
+      expect(lines).toHaveLength(1)
+      expect(lines[0]).toContain('BAD_ARGUMENT')
+      expect(lines[0]).toContain('not a device database')
+      const e = await outpost('jobs', ...args, '--db', empty)
+      expect(e.code).toBe(2)
+      expect(e.err).toContain('empty')
+    }
+    expect(readFileSync(readme).equals(readmeBytes)).toBe(true)
+    expect(statSync(empty).size).toBe(0)
+
+    // Inspecting a database its device closed cleanly makes nothing beside it, changes nothing.
+    const queues = await outpost('jobs', 'queues', '--db', file)
+    expect(queues.code).toBe(0)
+    expect(queues.out).toContain('lab/work: ready 1')
+    expect((await outpost('jobs', 'dead', 'lab/work', '--db', file)).out).toBe('no dead letters')
+    expect(readFileSync(file).equals(dbBytes)).toBe(true)
+    expect(readdirSync(dir).sort()).toEqual(listing)
+  }, 60_000)
 })

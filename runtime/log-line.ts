@@ -32,7 +32,8 @@ export function formatLogLine(line: string): string {
     return line
   }
   const extra = Object.entries(o)
-    .filter(([k]) => !SKIP.has(k))
+    // A rate-limited line standing for itself alone says nothing more with `count=1`.
+    .filter(([k, value]) => !SKIP.has(k) && !(k === 'count' && value === 1 && o.reason !== undefined))
     .map(([k, value]) => `${k}=${show(k, value)}`)
     .join(' ')
   const t = typeof o.time === 'number' ? new Date(o.time) : undefined

@@ -72,6 +72,17 @@ describe('outpost given bad arguments', () => {
     expect(r.code).toBe(2)
   }, 30_000)
 
+  it('answers a wrong jobs call with one line on stderr and the jobs help on stdout', async () => {
+    for (const [args, named] of [[['jobs', 'frobnicate', '--db', aFile], 'frobnicate'], [['jobs', 'queues'], '--db']] as const) {
+      const r = await outpost([...args])
+      expect(r.code).toBe(2)
+      expect(r.err).not.toContain('    at ')
+      expect(r.err.trimEnd().split('\n')).toHaveLength(1)
+      expect(r.err).toContain(named)
+      expect(r.out).toContain('outpost jobs — operate the durable queues')
+    }
+  }, 30_000)
+
   it('prints its version', async () => {
     for (const flag of ['--version', '-v']) {
       const r = await outpost([flag])

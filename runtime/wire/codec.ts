@@ -1,8 +1,10 @@
 import { Decoder, Encoder } from 'cbor-x'
 import { ErrorCode, OutpostError, type WireError } from '../errors.js'
 import { readPlainCbor, readPlainCborArray, UNREAD } from './cbor-reader.js'
+import { scanPlainCbor } from './cbor-scan.js'
 import { framePieces, UNWRITTEN, writePlainCbor, writePlainCborArray } from './cbor-writer.js'
 import { ENVELOPE_VERSION, type Envelope, type EnvelopeKind } from './envelope.js'
+import { isTopicSegment, MAX_TOPIC_LEVEL_LENGTH } from './topics.js'
 
 /** Default largest frame a device accepts: 256 KiB. */
 export const DEFAULT_MAX_FRAME_BYTES = 256 * 1024
@@ -24,7 +26,10 @@ export type DecodeResult = { ok: true; envelope: Envelope } | { ok: false; error
 
 /** Encodes and decodes envelopes; one per bridge, so its buffers are reused. */
 export interface EnvelopeCodec {
-  /** Encodes an envelope to CBOR. @throws INVALID_ENVELOPE when a payload cannot be encoded. */
+  /**
+   * Encodes an envelope to CBOR.
+   * @throws INVALID_ENVELOPE when a payload cannot be encoded, or holds what no receiver accepts (see README: plain data only)
+   */
   encode(env: Envelope): Uint8Array
   /** Decodes untrusted bytes; never throws. */
   decode(bytes: Uint8Array): DecodeResult
@@ -51,7 +56,9 @@ export function createEnvelopeCodec(opts: { maxFrameBytes?: number } = {}): Enve
   const maxFrameBytes = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES
   // Plain CBOR maps and arrays only (no cbor-x record extension), so any CBOR library can read a frame.
   const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false })
-  const decoder = new Decoder({ useRecords: false, mapsAsObjects: true })
+  // 8-byte integers as numbers (as JSON has them), not BigInts (an option cbor-x reads but does
+  // not declare in its types); tags never reach it (cbor-scan.ts).
+  const decoder = new Decoder({ useRecords: false, mapsAsObjects: true, int64AsNumber: true } as ConstructorParameters<typeof Decoder>[0])
   // Envelope fields as read from a frame; reused, so decoding makes no array per frame.
   const fields: unknown[] = new Array<unknown>(F.error + 1).fill(undefined)
 
@@ -66,11 +73,17 @@ export function createEnvelopeCodec(opts: { maxFrameBytes?: number } = {}): Enve
     // The common envelope is written by the plain-CBOR writer; anything it leaves goes to cbor-x.
     const frame = writePlainCborArray(a, n)
     if (frame !== UNWRITTEN) return frame
+    let bytes: Uint8Array
     try {
-      return encoder.encode(a)
+      bytes = encoder.encode(a)
     } catch (cause) {
       throw new OutpostError(ErrorCode.INVALID_ENVELOPE, 'payload cannot be encoded as CBOR', { cause })
     }
+    // What a receiver would refuse (a Date, Map, Set, BigInt, typed array: cbor-x writes tags;
+    // nesting past MAX_CBOR_DEPTH) fails here, where the sender hears of it.
+    const problem = scanPlainCbor(bytes)
+    if (problem !== undefined) throw new OutpostError(ErrorCode.INVALID_ENVELOPE, `payload cannot travel: ${problem.message}`)
+    return bytes
   }
 
   const decode = (bytes: Uint8Array): DecodeResult => {
@@ -88,6 +101,12 @@ export function createEnvelopeCodec(opts: { maxFrameBytes?: number } = {}): Enve
     }
     let raw = readPlainCbor(bytes)
     if (raw === UNREAD) {
+      // Only plain data reaches cbor-x: no tags (shared or cyclic values, constructors, BigInts,
+      // records), no unassigned simple values, no nesting past MAX_CBOR_DEPTH.
+      const problem = scanPlainCbor(bytes)
+      if (problem !== undefined) {
+        return fail(problem.kind === 'malformed' ? ErrorCode.MALFORMED_FRAME : ErrorCode.INVALID_ENVELOPE, problem.message)
+      }
       try {
         raw = decoder.decode(bytes)
       } catch (cause) {
@@ -150,6 +169,10 @@ function invalid(field: string, expected: string): DecodeResult {
   return fail(ErrorCode.INVALID_ENVELOPE, `envelope field "${field}" must be ${expected}`, { field })
 }
 
+function badLevel(field: string): DecodeResult {
+  return fail(ErrorCode.INVALID_TOPIC_LEVEL, `envelope field "${field}" cannot be a topic level (1 to ${MAX_TOPIC_LEVEL_LENGTH} characters, no '/', '+', '#' or control characters)`, { field })
+}
+
 /** Whether an optional envelope field is absent (undefined or null) or a string. */
 const optionalString = (value: unknown): value is string | null | undefined =>
   value === undefined || value === null || typeof value === 'string'
@@ -168,6 +191,8 @@ function fromWireArray(raw: readonly unknown[], n: number): DecodeResult {
   if (typeof id !== 'string' || id.length === 0 || id.length > 64) return invalid('id', 'a non-empty string')
   const src = raw[F.src]
   if (typeof src !== 'string' || src.length === 0) return invalid('src', 'a non-empty string')
+  // Fields a reply or a call turns into topic levels are checked here, once, for every inbound frame.
+  if (!isTopicSegment(src)) return badLevel('src')
   const inst = raw[F.inst]
   if (typeof inst !== 'string') return invalid('inst', 'a string')
   const at = raw[F.at]
@@ -184,6 +209,8 @@ function fromWireArray(raw: readonly unknown[], n: number): DecodeResult {
   if (!optionalString(traceparent)) return invalid('traceparent', 'a string')
   if (!optionalString(tenant)) return invalid('tenant', 'a string')
   if (!optionalString(principal)) return invalid('principal', 'a string')
+  if (typeof replyTo === 'string' && !isTopicSegment(replyTo)) return badLevel('replyTo')
+  if (typeof target === 'string' && !isTopicSegment(target)) return badLevel('target')
   // One object literal with every field: one hidden class for all envelopes, no field-by-field growth.
   const env: Envelope = {
     v, kind, id, src, inst, at,

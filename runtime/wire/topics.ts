@@ -15,7 +15,11 @@ export const DEFAULT_TOPIC_PREFIX = 'ob'
  */
 export interface Topics {
   readonly prefix: string
-  /** The topic an envelope is published on. @throws INVALID_ENVELOPE when routing fields are missing. */
+  /**
+   * The topic an envelope is published on; every level it takes from the envelope is checked
+   * (once per distinct topic: topics are remembered).
+   * @throws INVALID_ENVELOPE when routing fields are missing, INVALID_TOPIC_LEVEL when one cannot be a level
+   */
   topicOf(env: Envelope): string
   /** Filter for the commands of one service addressed to `device`. */
   commandFilter(device: string, service: string, version: string): string
@@ -29,17 +33,49 @@ export interface Topics {
   presenceTopic(device: string): string
 }
 
-/** True when `s` can be one topic level: non-empty, no `/`, `+`, `#` or NUL. */
+/** Longest string (in UTF-16 code units) that may be one topic level. */
+export const MAX_TOPIC_LEVEL_LENGTH = 128
+
+/**
+ * True when `s` can be one topic level: 1 to 128 characters, no `/`, `+`, `#`, no control
+ * characters (U+0000–U+001F, U+007F–U+009F: MQTT forbids U+0000 and Mosquitto disconnects a
+ * client that sends the others), no surrogates and no non-characters (U+FDD0–U+FDEF, U+FFFE,
+ * U+FFFF). A loop over char codes: most characters cost two comparisons.
+ */
 export function isTopicSegment(s: string): boolean {
-  return s.length > 0 && s.length <= 128 && !/[/+#\u0000]/.test(s)
+  const n = s.length
+  if (n === 0 || n > MAX_TOPIC_LEVEL_LENGTH) return false
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i)
+    if (c < 0x30) {
+      if (c < 0x20 || c === 0x23 || c === 0x2b || c === 0x2f) return false // control, '#', '+', '/'
+    } else if (c >= 0x7f && (c <= 0x9f || (c >= 0xd800 && c <= 0xdfff) || (c >= 0xfdd0 && c <= 0xfdef) || c >= 0xfffe)) {
+      return false
+    }
+  }
+  return true
 }
 
 /** @throws INVALID_CONFIG when `s` cannot be a topic level. */
 export function assertTopicSegment(what: string, s: string): void {
   if (!isTopicSegment(s)) {
-    throw new OutpostError(ErrorCode.INVALID_CONFIG, `${what} "${s}" cannot be a topic level (non-empty, at most 128 characters, no '/', '+', '#')`)
+    throw new OutpostError(ErrorCode.INVALID_CONFIG, `${what} "${s.slice(0, MAX_TOPIC_LEVEL_LENGTH)}" cannot be a topic level (1 to ${MAX_TOPIC_LEVEL_LENGTH} characters, no '/', '+', '#' or control characters)`)
   }
 }
+
+/** The levels of a topic about to be built, checked. @throws INVALID_TOPIC_LEVEL naming the first bad one */
+function checkLevels(env: Envelope, fields: readonly (keyof Envelope)[]): void {
+  for (const field of fields) {
+    const value = env[field]
+    if (typeof value === 'string' && !isTopicSegment(value)) {
+      throw new OutpostError(ErrorCode.INVALID_TOPIC_LEVEL, `${env.kind} field "${field}" cannot be a topic level (1 to ${MAX_TOPIC_LEVEL_LENGTH} characters, no '/', '+', '#' or control characters)`, { details: { field } })
+    }
+  }
+}
+const COMMAND_LEVELS = ['src', 'target', 'service', 'version', 'name'] as const
+const REPLY_LEVELS = ['src', 'replyTo'] as const
+const EVENT_LEVELS = ['src', 'service', 'version', 'name'] as const
+const PRESENCE_LEVELS = ['src'] as const
 
 /** Creates the topic layout under a prefix. */
 export function createTopics(prefix: string = DEFAULT_TOPIC_PREFIX): Topics {
@@ -71,31 +107,34 @@ export function createTopics(prefix: string = DEFAULT_TOPIC_PREFIX): Topics {
       memoSize = 0
     }
   }
-  const eventTopic = (src: string, service: string, name: string): string => {
+  const eventTopic = (env: Envelope, src: string, service: string, name: string): string => {
     let byName = eventMemo.get(service)
     if (byName === undefined) eventMemo.set(service, (byName = new Map()))
     const hit = byName.get(name)
     if (hit !== undefined && hit.src === src) return hit.topic
+    checkLevels(env, EVENT_LEVELS)
     fresh()
     const topic = `${prefix}/${src}/evt/${service}/1/${name}`
     byName.set(name, { src, topic })
     return topic
   }
-  const commandTopic = (src: string, target: string, service: string, name: string): string => {
+  const commandTopic = (env: Envelope, src: string, target: string, service: string, name: string): string => {
     let byService = commandMemo.get(target)
     if (byService === undefined) commandMemo.set(target, (byService = new Map()))
     let byName = byService.get(service)
     if (byName === undefined) byService.set(service, (byName = new Map()))
     const hit = byName.get(name)
     if (hit !== undefined && hit.src === src) return hit.topic
+    checkLevels(env, COMMAND_LEVELS)
     fresh()
     const topic = `${prefix}/${src}/cmd/${target}/${service}/1/${name}`
     byName.set(name, { src, topic })
     return topic
   }
-  const replyTopic = (src: string, replyTo: string): string => {
+  const replyTopic = (env: Envelope, src: string, replyTo: string): string => {
     const hit = replyMemo.get(replyTo)
     if (hit !== undefined && hit.src === src) return hit.topic
+    checkLevels(env, REPLY_LEVELS)
     fresh()
     const topic = `${prefix}/${src}/rep/${replyTo}`
     replyMemo.set(replyTo, { src, topic })
@@ -110,21 +149,28 @@ export function createTopics(prefix: string = DEFAULT_TOPIC_PREFIX): Topics {
           const name = need(env, 'name')
           const service = need(env, 'service')
           const version = env.version ?? '1'
-          if (version !== '1') return `${prefix}/${env.src}/cmd/${target}/${service}/${version}/${name}`
-          return commandTopic(env.src, target, service, name)
+          if (version !== '1') {
+            checkLevels(env, COMMAND_LEVELS)
+            return `${prefix}/${env.src}/cmd/${target}/${service}/${version}/${name}`
+          }
+          return commandTopic(env, env.src, target, service, name)
         }
         case 'reply': {
           const replyTo = need(env, 'replyTo')
-          return replyTopic(env.src, replyTo)
+          return replyTopic(env, env.src, replyTo)
         }
         case 'event': {
           const service = need(env, 'service')
           const name = need(env, 'name')
           const version = env.version ?? '1'
-          if (version !== '1') return `${prefix}/${env.src}/evt/${service}/${version}/${name}`
-          return eventTopic(env.src, service, name)
+          if (version !== '1') {
+            checkLevels(env, EVENT_LEVELS)
+            return `${prefix}/${env.src}/evt/${service}/${version}/${name}`
+          }
+          return eventTopic(env, env.src, service, name)
         }
         case 'presence':
+          checkLevels(env, PRESENCE_LEVELS)
           return `${prefix}/${env.src}/status`
       }
     },

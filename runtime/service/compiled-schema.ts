@@ -25,12 +25,105 @@ export function safeParse<S extends Schema>(schema: S, input: unknown): v.SafePa
     const output = accept(input)
     if (output !== DEFER) return { typed: true, success: true, output, issues: undefined } as v.SafeParseResult<S>
   }
-  return v.safeParse(schema, input)
+  const r = v.safeParse(schema, input)
+  if (!r.success) return r
+  const issue = notPlain(schema as unknown as Node, input, [], 0)
+  if (issue === undefined) return r
+  return { typed: false, success: false, output: input, issues: [issue] } as unknown as v.SafeParseResult<S>
+}
+
+const OBJECT_PROTOTYPE = Object.prototype
+
+/** Whether `x` is a plain object: a literal, JSON or CBOR map, or an object without a prototype. */
+export function isPlainObject(x: unknown): x is Record<string, unknown> {
+  if (x === null || typeof x !== 'object') return false
+  const proto: unknown = Object.getPrototypeOf(x)
+  return proto === OBJECT_PROTOTYPE || proto === null
+}
+
+const OBJECT_KINDS = new Set(['object', 'loose_object', 'strict_object', 'object_with_rest', 'record'])
+const WRAPPERS = new Set(['optional', 'exact_optional', 'undefinedable', 'nullable', 'nullish', 'non_optional', 'non_nullable', 'non_nullish'])
+interface PathItem { type: string; origin: 'value'; input: unknown; key: unknown; value: unknown }
+
+/** The first place where an object schema accepted something that is not a plain object, as a valibot issue. */
+function notPlain(node: Node, value: unknown, path: PathItem[], depth: number): v.BaseIssue<unknown> | undefined {
+  if (depth > 64 || value === null || typeof value !== 'object') return undefined
+  const at = (key: unknown, inner: unknown, type: string): PathItem[] => [...path, { type, origin: 'value', input: value, key, value: inner }]
+  if (OBJECT_KINDS.has(node.type)) {
+    if (!isPlainObject(value)) {
+      // The built-in tag, never a getter of the value's own (`constructor` could be anything).
+      const received = Object.prototype.toString.call(value).slice(8, -1)
+      return {
+        kind: 'schema', type: node.type, input: value, expected: 'Object', received: `"${received}"`,
+        message: `Invalid type: Expected Object but received "${received}"`, path: path.length === 0 ? undefined : (path as never),
+      } as v.BaseIssue<unknown>
+    }
+    if (node.type === 'record') {
+      for (const key of Object.keys(value)) {
+        const found = notPlain(node.value!, value[key], at(key, value[key], 'object'), depth + 1)
+        if (found !== undefined) return found
+      }
+      return undefined
+    }
+    const entries = node.entries ?? {}
+    for (const key in entries) {
+      if (!(key in value)) continue
+      const found = notPlain(entries[key]!, value[key], at(key, value[key], 'object'), depth + 1)
+      if (found !== undefined) return found
+    }
+    if (node.type === 'object_with_rest') {
+      for (const key of Object.keys(value)) {
+        if (key in entries) continue
+        const found = notPlain(node.rest!, value[key], at(key, value[key], 'object'), depth + 1)
+        if (found !== undefined) return found
+      }
+    }
+    return undefined
+  }
+  if (WRAPPERS.has(node.type)) return notPlain(node.wrapped!, value, path, depth + 1)
+  if (Array.isArray(value)) {
+    if (node.type === 'array') {
+      for (let i = 0; i < value.length; i++) {
+        const found = notPlain(node.item!, value[i], at(i, value[i], 'array'), depth + 1)
+        if (found !== undefined) return found
+      }
+      return undefined
+    }
+    if (node.type === 'tuple' || node.type === 'loose_tuple' || node.type === 'strict_tuple' || node.type === 'tuple_with_rest') {
+      const items = node.items ?? []
+      for (let i = 0; i < value.length; i++) {
+        const item = i < items.length ? items[i] : node.type === 'tuple_with_rest' ? node.rest : undefined
+        if (item === undefined) continue
+        const found = notPlain(item, value[i], at(i, value[i], 'array'), depth + 1)
+        if (found !== undefined) return found
+      }
+      return undefined
+    }
+  }
+  if (node.type === 'union' || node.type === 'variant') {
+    // valibot takes the first option that accepts the input (its output is that option's): if
+    // that option is an object schema meeting something else, the input is refused, even where
+    // a later option would have taken it (put `v.array` before `v.object` in such a union).
+    for (const option of (node.options as Node[] | undefined) ?? []) {
+      if (v.is(option as never, value)) return notPlain(option, value, path, depth + 1)
+    }
+    return undefined
+  }
+  if (node.type === 'intersect') {
+    for (const option of (node.options as Node[] | undefined) ?? []) {
+      const found = notPlain(option, value, path, depth + 1)
+      if (found !== undefined) return found
+    }
+    return undefined
+  }
+  if (node.type === 'lazy' && node.getter !== undefined) return notPlain(node.getter(value), value, path, depth + 1)
+  return undefined
 }
 
 interface Node {
   type: string; reference?: unknown; async?: boolean; pipe?: unknown; fallback?: unknown; default?: unknown
   literal?: unknown; options?: unknown; wrapped?: Node; item?: Node; entries?: Record<string, Node>
+  items?: Node[]; rest?: Node; value?: Node; getter?: (input: unknown) => Node
 }
 
 /** Whether a schema is one of the kinds compiled here, with nothing attached that changes values. */
@@ -49,8 +142,8 @@ function compile(schema: Schema): Accept | null {
 function generate(source: string, helpers: Accept[]): Accept | null {
   try {
     // eslint-disable-next-line @typescript-eslint/no-implied-eval
-    const make = new Function('D', 'h', source) as (d: symbol, h: Accept[]) => Accept
-    return make(DEFER, helpers)
+    const make = new Function('D', 'h', 'P', source) as (d: symbol, h: Accept[], p: object) => Accept
+    return make(DEFER, helpers, OBJECT_PROTOTYPE)
   } catch {
     return null
   }
@@ -86,7 +179,8 @@ function check(node: Node, at: string, helpers: Accept[], depth: number): { code
   }
   if (plain(node, v.object)) {
     const entries = node.entries!
-    let code = `if (!${at} || typeof ${at} !== 'object') return D;`
+    // A plain object only (see the module comment): arrays, Dates, Maps, class instances are valibot's to refuse.
+    let code = `if (!${at} || typeof ${at} !== 'object') return D; const ${at}_p = Object.getPrototypeOf(${at}); if (${at}_p !== P && ${at}_p !== null) return D;`
     const fields: { k: string; out: string; optional: boolean }[] = []
     let i = 0
     // for…in, as valibot walks the entries: the output keys come out in the same order.

@@ -53,7 +53,13 @@ function randomInput(next: () => number, keys: string[], depth = 0): unknown {
 function expectSame(schema: v.GenericSchema, input: unknown): boolean {
   const ours = safeParse(schema, input)
   const theirs = v.safeParse(schema, input)
-  expect(ours.success).toBe(theirs.success)
+  if (ours.success !== theirs.success) {
+    // The one deliberate difference: an object schema takes only a plain object; valibot takes
+    // arrays and class instances there too. Ours is never the one that accepts.
+    expect(theirs.success).toBe(true)
+    expect(ours.issues?.[0]).toMatchObject({ expected: 'Object' })
+    return false
+  }
   if (ours.success && theirs.success) {
     expect(ours.output).toStrictEqual(theirs.output)
     expect(JSON.stringify(ours.output)).toBe(JSON.stringify(theirs.output)) // same key order
@@ -99,6 +105,46 @@ describe('compiled schemas', () => {
     expect(expectSame(schemas.unit, { unit: 'F', level: 2 })).toBe(true)
     expect(expectSame(schemas.unit, { unit: 'K' })).toBe(false)
     expect(expectSame(schemas.reading, { deviceId: 'd', reading: Number.NaN, ts: 3 })).toBe(false)
-    expect(expectSame(schemas.reading, Object.create({ deviceId: 'inherited', reading: 1, ts: 2 }))).toBe(true)
+    // An object whose prototype is another object is not plain (valibot would take it).
+    expect(expectSame(schemas.reading, Object.create({ deviceId: 'inherited', reading: 1, ts: 2 }))).toBe(false)
+  })
+
+  it('accepts only a plain object for an object schema, compiled or not, at any depth', () => {
+    class Reading {
+      deviceId = 'd'
+      reading = 1
+      ts = 2
+    }
+    const arrayWithKeys = Object.assign([], { deviceId: 'd', reading: 1, ts: 2 })
+    const dateWithKeys = Object.assign(new Date(0), { deviceId: 'd', reading: 1, ts: 2 })
+    const mapWithKeys = Object.assign(new Map(), { deviceId: 'd', reading: 1, ts: 2 })
+    const bytesWithKeys = Object.assign(new Uint8Array(2), { deviceId: 'd', reading: 1, ts: 2 })
+    const piped = v.pipe(v.object({ deviceId: v.string(), reading: v.number(), ts: v.number() }), v.check(() => true))
+    const allOptional = v.object({ a: v.optional(v.string()) })
+    const nested = v.object({ inner: v.object({ a: v.optional(v.number()) }), list: v.array(v.looseObject({})) })
+    const union = v.union([v.object({ a: v.optional(v.number()) }), v.array(v.number())])
+    expect(isCompiled(piped)).toBe(false)
+    for (const input of [arrayWithKeys, dateWithKeys, mapWithKeys, bytesWithKeys, new Reading()]) {
+      for (const schema of [schemas.reading, piped]) {
+        expect(v.safeParse(schema, input).success).toBe(true) // valibot takes it
+        const r = safeParse(schema, input)
+        expect(r.success).toBe(false)
+        expect(r.issues?.[0]).toMatchObject({ kind: 'schema', expected: 'Object' })
+      }
+    }
+    // The shapes of issue 11: arrays where an object was declared, at the top and nested.
+    for (const input of [[], [1, 2], ['x']]) expect(safeParse(allOptional, input).success).toBe(false)
+    expect(safeParse(nested, { inner: [], list: [] }).issues?.[0]?.path?.map((p) => p.key)).toEqual(['inner'])
+    expect(safeParse(nested, { inner: {}, list: [{}, new Date(0)] }).issues?.[0]?.path?.map((p) => p.key)).toEqual(['list', 1])
+    // In a union, the option valibot picks (the first that accepts) decides: an array option
+    // ahead of the object option takes an array; behind it, the object option refuses it.
+    expect(safeParse(union, [1, 2]).success).toBe(false)
+    expect(safeParse(v.union([v.array(v.number()), v.object({ a: v.optional(v.number()) })]), [1, 2])).toMatchObject({ success: true, output: [1, 2] })
+    expect(safeParse(union, new Date(0)).success).toBe(false)
+    expect(safeParse(union, { a: 1 })).toMatchObject({ success: true, output: { a: 1 } })
+    // Objects without a prototype are plain: both paths take them.
+    const bare = Object.assign(Object.create(null) as object, { deviceId: 'd', reading: 1, ts: 2 })
+    expect(safeParse(schemas.reading, bare)).toMatchObject({ success: true, output: { deviceId: 'd', reading: 1, ts: 2 } })
+    expect(safeParse(piped, bare).success).toBe(true)
   })
 })

@@ -28,7 +28,8 @@ import { createDeadlineTracker } from '../bridges/bridge-kit.js'
 import { createDirectory, type Directory } from './directory.js'
 import { createRecentMap, type RecentMap } from './recent-map.js'
 import type { HostedService } from './hosted-service.js'
-import { createServiceQueues } from './service-queues.js'
+import { createServiceQueues, type InboundDeadLetterLimits } from './service-queues.js'
+import { createLogLimiter } from '../log-limiter.js'
 import { toValidationIssues, validate } from './validation.js'
 
 /** How a runtime is put together; the entry point picks the bridge. */
@@ -72,6 +73,8 @@ export interface RuntimeOptions {
   queuePollMs?: number
   /** At stop, jobs whose workers did not finish within `drainMs` are given back (`release`, default) or left to their lease (`expire`). */
   jobsOnStop?: 'release' | 'expire'
+  /** Bounds of the dead letters that invalid events arriving over the broker may leave in a queue. */
+  inboundDeadLetters?: InboundDeadLetterLimits
 }
 
 /** Counters of one runtime. */
@@ -85,6 +88,14 @@ export interface RuntimeStats {
   duplicateEvents: number
   /** Events turned into jobs by bindings (a repeated delivery is counted in duplicateEvents). */
   eventsBound: number
+  /** Events for a binding that could not be stored (store error other than busy, or busy for too long): acknowledged and dropped. */
+  eventsNotStored: number
+  /** Invalid inbound events not kept as dead letters: their queue held as many as `inboundDeadLetters.maxPerQueue`. */
+  deadLettersNotKept: number
+  /** Invalid inbound events kept as dead letters with a digest instead of a payload over `inboundDeadLetters.maxPayloadBytes`. */
+  deadLettersDigested: number
+  /** Frames and messages refused or dropped by this runtime, by reason (each logged at most once a minute). */
+  rejections: Record<string, number>
   bridge: BridgeStats
 }
 
@@ -169,7 +180,12 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   const inbox = opts.inbox ?? createMemoryInbox(inboxSize)
   const running = new Set<Promise<unknown>>()
   const controllers = new Set<AbortController>()
-  const counters = { commandsHandled: 0, commandsFailed: 0, duplicateCommands: 0, expiredCommands: 0, eventsHandled: 0, eventsRejected: 0, duplicateEvents: 0, eventsBound: 0 }
+  const counters = {
+    commandsHandled: 0, commandsFailed: 0, duplicateCommands: 0, expiredCommands: 0, eventsHandled: 0, eventsRejected: 0, duplicateEvents: 0, eventsBound: 0,
+    eventsNotStored: 0, deadLettersNotKept: 0, deadLettersDigested: 0,
+  }
+  // Trouble caused by a message (one per frame under a flood) is logged at most once a minute per reason.
+  const rejections = createLogLimiter(rootLog)
   const queueStore = opts.queueStore ?? createMemoryQueueStore()
   let started = false
   let stopping = false
@@ -503,7 +519,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
 
 
   const sendReply = (reply: Envelope): void => {
-    bridge.publish(reply).catch((err: unknown) => rootLog.warn({ err: (err as Error).message, corr: reply.corr }, 'reply not sent; a redelivered command will re-send it'))
+    bridge.publish(reply).catch((err: unknown) => rejections.warn(`reply-not-sent:${(err as { code?: string }).code ?? 'INTERNAL'}`, { err: (err as Error).message, corr: reply.corr }, 'reply not sent; a redelivered command will re-send it'))
   }
 
   const onCommand = (msg: InboundMessage): void => {
@@ -525,7 +541,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     }
     if (cmd.deadline !== undefined && cmd.deadline + clockSkewMs < now()) {
       counters.expiredCommands++
-      rootLog.warn({ msgId: cmd.id, service: cmd.service, command: cmd.name }, 'dropped a command whose deadline has passed')
+      rejections.warn('command-expired', { msgId: cmd.id, service: cmd.service, command: cmd.name }, 'dropped a command whose deadline has passed')
       return
     }
     inbox.claim(cmd.id, inst)
@@ -639,7 +655,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     const parsed = safeParse(sub.schema, env.payload)
     if (!parsed.success) {
       counters.eventsRejected++
-      svc.log.warn({ subscription: subName, msgId: env.id, issues: toValidationIssues(parsed.issues) }, 'dropped an event that fails the subscription schema')
+      rejections.warn(`event-invalid:${svc.def.contract.name}/${subName}`, { service: svc.def.contract.name, subscription: subName, msgId: env.id, issues: toValidationIssues(parsed.issues).slice(0, 5) }, 'dropped an event that fails the subscription schema')
       return
     }
     const ctx = new Context(svc, env, subName)
@@ -694,6 +710,8 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     clock,
     log: rootLog,
     counters,
+    rejections,
+    inboundDeadLetters: opts.inboundDeadLetters,
     stopping: () => stopping,
     pollMs: opts.queuePollMs,
     childTrace,
@@ -790,7 +808,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
       if (svc === undefined) throw new OutpostError(ErrorCode.NO_HANDLER, `service ${contract.name}@${contract.version} is not hosted by ${deviceId}`)
       return queues.handle(svc, queue) as never
     },
-    stats: () => ({ ...counters, bridge: bridge.stats(), schedules: scheduler.stats(), outbox: outbox?.stats(), queues: runner.stats() }),
+    stats: () => ({ ...counters, rejections: rejections.counts(), bridge: bridge.stats(), schedules: scheduler.stats(), outbox: outbox?.stats(), queues: runner.stats() }),
     async stop(sopts) {
       if (stopping) return
       stopping = true

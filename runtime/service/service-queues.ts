@@ -1,8 +1,10 @@
+import { createHash } from 'node:crypto'
 import { safeParse } from './compiled-schema.js'
 import type { Logger } from 'pino'
 import { isJobDecision, type JobDecision, type QueueSpec } from '../contract/queue.js'
 import type { BindingSpec, BoundEvent, EnqueueOptions, JobRef } from '../contract/service.js'
-import { ErrorCode, OutpostError, toWireError } from '../errors.js'
+import { ErrorCode, OutpostError, isOutpostError, toWireError } from '../errors.js'
+import type { LogLimiter } from '../log-limiter.js'
 import type { Clock } from '../ports/clock.js'
 import type { InboundMessage } from '../ports/bridge.js'
 import type { EnqueueInput, Job, QueueStore } from '../ports/queue-store.js'
@@ -10,8 +12,21 @@ import { createQueueOps, type QueueHandle } from '../queue/queue-handle.js'
 import { createQueueRunner, type QueueRunner, type ResultKind, type RunOutcome, type RunningJob, type RunnerQueue } from '../queue/queue-runner.js'
 import { queuePolicy, type QueuePolicy } from '../queue/retry-policy.js'
 import type { Envelope } from '../wire/envelope.js'
+import { valueBytes } from '../wire/value-bytes.js'
 import type { HostedService } from './hosted-service.js'
 import { toValidationIssues, validate } from './validation.js'
+
+/**
+ * Bounds of the dead letters kept from events that arrive over the broker and cannot become
+ * jobs (they fail the binding's or the queue's schema). Such input comes from whoever can
+ * publish on the broker, so what it may add to the device database is bounded.
+ */
+export interface InboundDeadLetterLimits {
+  /** An invalid inbound event is kept only while its queue holds fewer dead letters than this (default 1000). */
+  maxPerQueue?: number
+  /** A payload larger than this (CBOR bytes, default 4096) is kept as `{truncated, bytes, sha256}` instead. */
+  maxPayloadBytes?: number
+}
 
 /** What the queues of a runtime need from it. */
 export interface ServiceQueuesDeps {
@@ -19,7 +34,13 @@ export interface ServiceQueuesDeps {
   store: QueueStore
   clock: Clock
   log: Logger
-  counters: { eventsBound: number; eventsRejected: number; duplicateEvents: number }
+  counters: {
+    eventsBound: number; eventsRejected: number; duplicateEvents: number
+    eventsNotStored: number; deadLettersNotKept: number; deadLettersDigested: number
+  }
+  /** Where trouble caused by a frame is logged, at a bounded rate. */
+  rejections: LogLimiter
+  inboundDeadLetters?: InboundDeadLetterLimits
   stopping(): boolean
   /** The context a worker gets. */
   workerContext(svc: HostedService, running: RunningJob, policy: QueuePolicy, progress: QueueSpec['progress']): { log: Logger }
@@ -42,6 +63,20 @@ export interface ServiceQueues {
   bindLocally(svc: HostedService, name: string, b: BindingSpec): (env: Envelope) => void
   /** A hosted service's queue, for enqueueing and operations. @throws NO_HANDLER */
   handle(svc: HostedService, queue: string): QueueHandle
+}
+
+/** Tries of a store that is busy (another process writing) before an inbound event is dropped. */
+const STORE_RETRIES = 5
+/** Longest reason kept with a dead letter (a validation message names paths, which come from the input). */
+const MAX_REASON_CHARS = 1_024
+/** Longest correlation id or trace context kept with a dead letter from inbound input. */
+const MAX_ID_CHARS = 128
+
+/** A store error worth waiting out: another writer holds the database (SQLITE_BUSY, SQLITE_LOCKED and their extended codes). */
+function isBusy(err: unknown): boolean {
+  if (isOutpostError(err, ErrorCode.STORE_BUSY) || isOutpostError(err, ErrorCode.STORE_LOCKED)) return true
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'))
 }
 
 const decided = (d: JobDecision): RunOutcome =>
@@ -146,15 +181,52 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
       input.payload = payload
     } catch (err) {
       // It can never run, but it is not lost: it waits in the dead letters, inspectable.
-      input.invalid = (err as Error).message
+      input.invalid = String((err as Error).message).slice(0, MAX_REASON_CHARS)
       counters.eventsRejected++
-      svc.log.warn({ binding: bindingName, msgId: env.id, err: input.invalid }, 'event cannot become a job; stored in the dead letters')
+      deps.rejections.warn(`binding-invalid:${svc.def.contract.name}/${bindingName}`, { service: svc.def.contract.name, binding: bindingName, msgId: env.id, err: input.invalid }, 'event cannot become a job; kept in the dead letters within their budget')
     }
     return input
   }
 
-  /** Stores the job an event becomes; until that commits the event is not acknowledged. */
-  const storeBound = (svc: HostedService, input: EnqueueInput): void | Promise<void> => {
+  // Dead letters from inbound input: how many each queue holds (read from the store at most
+  // once a minute, counted here in between), so a flood of invalid events costs no query each.
+  const maxDeadPerQueue = deps.inboundDeadLetters?.maxPerQueue ?? 1_000
+  const maxDeadPayloadBytes = deps.inboundDeadLetters?.maxPayloadBytes ?? 4_096
+  const deadCounts = new Map<string, { dead: number; readAt: number }>()
+  /** Shapes an invalid inbound event into a dead letter within the budget; false when it is not kept. */
+  const withinDeadBudget = (input: EnqueueInput): boolean => {
+    const at = clock.now()
+    let c = deadCounts.get(input.queue)
+    if (c === undefined || at - c.readAt >= 60_000 || at < c.readAt) {
+      c = { dead: store.metrics(input.queue, at).dead, readAt: at }
+      deadCounts.set(input.queue, c)
+    }
+    if (c.dead >= maxDeadPerQueue) {
+      counters.deadLettersNotKept++
+      deps.rejections.warn(`dead-letters-full:${input.queue}`, { queue: input.queue, limit: maxDeadPerQueue, msgId: input.idempotencyKey }, 'invalid event not kept: its queue holds as many dead letters as inbound input may leave')
+      return false
+    }
+    // Fields of the envelope that go into the row as they came are bounded too.
+    if (input.correlationId !== undefined && input.correlationId.length > MAX_ID_CHARS) delete input.correlationId
+    if (input.traceparent !== undefined && input.traceparent.length > MAX_ID_CHARS) delete input.traceparent
+    const bytes = valueBytes(input.payload)
+    if (bytes.length > maxDeadPayloadBytes) {
+      input.payload = { truncated: true, bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') }
+      counters.deadLettersDigested++
+    }
+    c.dead++
+    return true
+  }
+
+  /**
+   * Stores the job an event becomes; the event is acknowledged once that commits. Nothing may
+   * hold the inbound stream (MQTT.js hands over one message at a time): a busy store (another
+   * writer) is tried again a few times, `STORE_RETRIES` over about 6 s; anything else, and a
+   * store still busy after that, is counted (eventsNotStored), logged at a bounded rate, and the
+   * event acknowledged and dropped. At stop the acknowledgement of a busy retry is never sent,
+   * so the broker delivers the event again to the next start.
+   */
+  const storeBound = (svc: HostedService, input: EnqueueInput, attempt = 0): void | Promise<void> => {
     try {
       const { created } = store.enqueue(input, clock.now())
       if (!created) counters.duplicateEvents++
@@ -163,10 +235,17 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
         runner.kick(input.queue)
       }
     } catch (err) {
-      // Not committed: the acknowledgement is held back (the broker keeps the event) and the
-      // store is tried again; at stop it is never sent, so the broker delivers the event again.
-      svc.log.error({ msgId: input.idempotencyKey, err: (err as Error).message }, 'event not stored as a job; trying again')
-      return new Promise<void>((resolve) => setTimeout(resolve, 1_000)).then(() => (deps.stopping() ? new Promise<void>(() => undefined) : storeBound(svc, input)))
+      const code = (err as { code?: unknown }).code
+      const fields = { service: svc.def.contract.name, queue: input.queue, msgId: input.idempotencyKey, code, err: (err as Error).message }
+      if (isBusy(err) && attempt < STORE_RETRIES) {
+        deps.rejections.warn(`event-store-busy:${input.queue}`, fields, 'event not stored as a job yet (database busy); trying again')
+        return new Promise<void>((resolve) => setTimeout(resolve, 200 * 2 ** attempt)).then(() =>
+          deps.stopping() ? new Promise<void>(() => undefined) : storeBound(svc, input, attempt + 1),
+        )
+      }
+      if (input.invalid !== undefined) deadCounts.delete(input.queue) // read the count again next time
+      counters.eventsNotStored++
+      deps.rejections.error(`event-not-stored:${input.queue}`, fields, 'event not stored as a job; acknowledged and dropped')
     }
   }
 
@@ -178,7 +257,16 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
     onBound: (svc, name, b) => (msg) => {
       const env = msg.envelope
       if (env.kind !== 'event' || deps.stopping()) return
-      return storeBound(svc, boundJob(svc, name, b, env))
+      const input = boundJob(svc, name, b, env)
+      try {
+        if (input.invalid !== undefined && !withinDeadBudget(input)) return
+      } catch (err) {
+        // The budget could not be read or the payload not measured: nothing of it is kept.
+        counters.eventsNotStored++
+        deps.rejections.error(`event-not-stored:${input.queue}`, { queue: input.queue, msgId: input.idempotencyKey, err: (err as Error).message }, 'event not stored as a job; acknowledged and dropped')
+        return
+      }
+      return storeBound(svc, input)
     },
     bindLocally: (svc, name, b) => (env) => {
       const input = boundJob(svc, name, b, env)

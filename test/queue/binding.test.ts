@@ -92,7 +92,8 @@ describe('event-to-queue bindings over MQTT', () => {
     const { broker, raw, ran } = await setup((store) => ({
       ...store,
       enqueue(input, now) {
-        if (failuresLeft-- > 0) throw new OutpostError(ErrorCode.STORE_FAILED, 'disk I/O error (injected)')
+        // Busy (another writer): the one store error that is waited out with the acknowledgement held back.
+        if (failuresLeft-- > 0) throw new OutpostError(ErrorCode.STORE_BUSY, 'database is locked (injected)', { retryable: true })
         const out = store.enqueue(input, now)
         committedAt = performance.now()
         return out

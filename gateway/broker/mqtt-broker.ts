@@ -1,6 +1,10 @@
 import net from 'node:net'
 import { Aedes, type AedesOptions } from 'aedes'
 import { ErrorCode, OutpostError } from '../../runtime/errors.js'
+import { guardPacketSize } from '../../runtime/bridges/mqtt/packet-size-guard.js'
+
+/** Default largest MQTT packet (remaining length) the broker reads from a client: 1 MiB. */
+export const DEFAULT_MAX_PACKET_BYTES = 1024 * 1024
 
 /** A running local MQTT broker (aedes) and the TCP server in front of it. */
 export interface MqttBroker {
@@ -10,6 +14,8 @@ export interface MqttBroker {
   readonly host: string
   /** `mqtt://host:port` for clients on this machine. */
   readonly url: string
+  /** Connections closed because their client sent a packet larger than `maxPacketBytes`. */
+  readonly oversizedPackets: number
   /** Stops accepting connections, drops clients and closes the broker; idempotent. */
   close(): Promise<void>
 }
@@ -19,6 +25,14 @@ export interface MqttBrokerOptions {
   port?: number
   /** Interface to bind (default 127.0.0.1). */
   host?: string
+  /**
+   * Largest packet a client may send, bytes after the fixed header (default 1 MiB). A larger one
+   * closes the client's connection as soon as its header is read, before its body is buffered
+   * (aedes and mqtt-packet have no limit of their own). 0 turns the limit off.
+   */
+  maxPacketBytes?: number
+  /** Told of each connection closed for a packet that was too large. */
+  onOversizedPacket?(info: { bytes: number; type: number; remoteAddress?: string }): void
   aedes?: AedesOptions
 }
 
@@ -31,7 +45,21 @@ export async function startMqttBroker(opts: MqttBrokerOptions = {}): Promise<Mqt
   const wanted = opts.port ?? 1883
   const aedes = await Aedes.createBroker(opts.aedes)
   // noDelay: without it QoS 1 PUBACKs sit behind Nagle's algorithm and request/reply stalls.
-  const server = net.createServer({ noDelay: true }, (socket) => aedes.handle(socket))
+  const maxPacketBytes = opts.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES
+  let oversizedPackets = 0
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    if (maxPacketBytes > 0) {
+      guardPacketSize(socket, {
+        maxPacketBytes,
+        mode: 'close',
+        onOversized: (p) => {
+          oversizedPackets++
+          opts.onOversizedPacket?.({ bytes: p.bytes, type: p.type, remoteAddress: socket.remoteAddress })
+        },
+      })
+    }
+    aedes.handle(socket)
+  })
   const sockets = new Set<net.Socket>()
   server.on('connection', (s) => {
     sockets.add(s)
@@ -60,6 +88,9 @@ export async function startMqttBroker(opts: MqttBrokerOptions = {}): Promise<Mqt
     port,
     host,
     url: `mqtt://${host}:${port}`,
+    get oversizedPackets() {
+      return oversizedPackets
+    },
     close() {
       closed ??= (async () => {
         const stopped = new Promise<void>((r) => server.close(() => r()))

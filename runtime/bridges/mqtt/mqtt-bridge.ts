@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import net from 'node:net'
 import tls from 'node:tls'
 // The client class alone: the package root also loads WebSocket, SOCKS and browser support a device does not use.
@@ -14,6 +15,7 @@ import { backoffDelay, type BackoffOptions } from '../../backoff.js'
 import { createLogLimiter } from '../../log-limiter.js'
 import { createBridgeStats, createPendingReplies, createStatusHub, snapshotStats } from '../bridge-kit.js'
 import { offlinePresence } from '../presence.js'
+import { guardPacketSize, type OversizedPacket } from './packet-size-guard.js'
 
 /** Options of an MQTT bridge; only `url` and `deviceId` are required. */
 export interface MqttBridgeOptions {
@@ -136,12 +138,29 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   let reconnectTimer: ReturnType<typeof setTimeout> | undefined
   let firstConnect: { resolve(): void; reject(e: OutpostError): void }[] = []
 
+  // Inbound packets are bounded while they are read (packet-size-guard.ts): one larger than a
+  // frame plus the largest topic and header is not buffered; it reaches onInbound as a PUBLISH
+  // carrying `oversized` (random, so no sender can forge it), is dropped as FRAME_TOO_LARGE and
+  // acknowledged, so the broker does not deliver it again.
+  const maxPacketBytes = codec.maxFrameBytes + 65_536 + 16
+  const oversized = randomBytes(16)
+  let lastOversized: OversizedPacket | undefined
+  const drops = createLogLimiter(log)
+
   const streamBuilder = (): net.Socket => {
     // [Issue 2] Without TCP_NODELAY, QoS 1 request/reply stalls on delayed ACKs (Nagle).
     const socket = secure
       ? tls.connect({ host, port, servername: host, ...opts.tls })
       : net.connect({ host, port })
     socket.setNoDelay(true)
+    guardPacketSize(socket, {
+      maxPacketBytes, mode: 'shrink', marker: oversized, protocolVersion: opts.protocolVersion ?? 4,
+      onOversized: (p) => {
+        lastOversized = p
+        // Not a PUBLISH: the connection is closed (a broker sends nothing else that large).
+        if (p.type !== 3) drops.error('packet-too-large', { type: p.type, bytes: p.bytes, limit: maxPacketBytes }, 'the broker sent a packet larger than any frame; connection closed')
+      },
+    })
     return socket
   }
 
@@ -164,10 +183,18 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
 
   const onInbound = (topic: string, payload: Buffer, packet: IPublishPacket): Promise<void> | undefined => {
     stats.received++
+    if (payload.length === oversized.length && oversized.equals(payload)) {
+      // Stands in for a PUBLISH the guard did not read (larger than maxPacketBytes).
+      stats.drop(ErrorCode.FRAME_TOO_LARGE)
+      drops.warn(`inbound-${ErrorCode.FRAME_TOO_LARGE}`, { topic: topic.slice(0, 256), code: ErrorCode.FRAME_TOO_LARGE, bytes: lastOversized?.bytes, limit: codec.maxFrameBytes }, 'dropped inbound frame: larger than the frame limit (skipped while it was read)')
+      return undefined
+    }
     const decoded = codec.decode(payload)
     if (!decoded.ok) {
-      stats.drop(decoded.error.code)
-      log.warn({ topic, code: decoded.error.code, bytes: payload.length }, `dropped inbound frame: ${decoded.error.message}`)
+      const code = decoded.error.code
+      stats.drop(code)
+      // One line per reason a minute under a flood; the counts are in stats().dropped.
+      drops.warn(`inbound-${code}`, { topic: topic.slice(0, 256), code, bytes: payload.length }, `dropped inbound frame: ${decoded.error.message}`)
       return undefined
     }
     const env = decoded.envelope
@@ -184,13 +211,13 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
         const r = sub.handler(msg)
         if (r !== undefined) (waits ??= []).push(r)
       } catch (err) {
-        log.error({ err, topic }, 'subscriber threw; message acknowledged and dropped')
+        drops.error('subscriber-threw', { err, topic: topic.slice(0, 256) }, 'subscriber threw; message acknowledged and dropped')
       }
     }
     if (waits === undefined) return undefined
     const all = Promise.all(waits).then(
       () => {},
-      (err: unknown) => log.error({ err, topic }, 'subscriber failed'),
+      (err: unknown) => drops.error('subscriber-failed', { err, topic: topic.slice(0, 256) }, 'subscriber failed'),
     )
     inFlightHandlers.add(all)
     void all.finally(() => inFlightHandlers.delete(all))
@@ -230,6 +257,9 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       // ~10 MB of heap on a device, to save one small allocation per packet.
       writeCache: false,
     }
+    // MQTT 5: the broker is told the largest packet we take, and does not send a larger one
+    // [MQTT-3.1.2-24]; the limit counts the whole packet (fixed header up to 5 bytes).
+    if (options.protocolVersion === 5) options.properties = { ...options.properties, maximumPacketSize: maxPacketBytes + 5 }
     const c = new MqttClient(streamBuilder as never, options)
     // MQTT.js sends the PUBACK once handleMessage calls back (any protocol level), so calling
     // back after the handler settled gives "acknowledged after committed".

@@ -294,4 +294,38 @@ describe('device database', () => {
     expect(readFileSync(d.walCopy!).equals(wal)).toBe(true)
     d.close()
   })
+  it('raises no alarm for frames an earlier checkpoint left at the end of a reused log, and reports a damaged log header', () => {
+    const src = path.join(dir, 'src.db')
+    const w = new Database(src)
+    w.pragma('journal_mode = WAL')
+    w.pragma('wal_autocheckpoint = 0')
+    w.exec('CREATE TABLE t (n INTEGER, pad BLOB)')
+    const insert = w.prepare('INSERT INTO t VALUES (?, ?)')
+    for (let n = 0; n < 300; n++) insert.run(n, Buffer.alloc(900))
+    w.pragma('wal_checkpoint(PASSIVE)')
+    // The log starts over from its beginning (new salts); the older frames stay behind them.
+    for (let n = 300; n < 310; n++) insert.run(n, Buffer.alloc(900))
+    const crashed = path.join(dir, 'crashed.db')
+    const headless = path.join(dir, 'headless.db')
+    for (const f of [crashed, headless]) {
+      copyFileSync(src, f)
+      copyFileSync(`${src}-wal`, `${f}-wal`)
+    }
+    w.close()
+    const check = checkWal(crashed)
+    expect(check?.damage).toBeUndefined()
+    expect(check?.commits).toBe(10)
+    const d = openDeviceDatabase({ path: crashed, migrations: [] })
+    expect(d.db.prepare('SELECT COUNT(*) FROM t').pluck().get()).toBe(310)
+    d.close()
+
+    const wal = readFileSync(`${headless}-wal`)
+    wal[24] = wal[24]! ^ 0xff // the header's checksum
+    writeFileSync(`${headless}-wal`, wal)
+    const h = openDeviceDatabase({ path: headless, migrations: [] })
+    expect(h.walCheck?.damage).toEqual({ reason: 'header', offset: 0, lostCommits: -1 })
+    // SQLite ignored the whole log: only what the checkpoint had copied is there.
+    expect(h.db.prepare('SELECT COUNT(*) FROM t').pluck().get()).toBe(300)
+    h.close()
+  })
 })

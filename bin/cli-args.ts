@@ -11,6 +11,7 @@ import { parseLogFormat, parseLogLevel, type LogFormat } from '../runtime/logger
 
 /** The commands `outpost` knows. */
 export const COMMANDS = ['demo', 'gateway', 'device', 'jobs', 'help'] as const
+/** One of COMMANDS. */
 export type Command = (typeof COMMANDS)[number]
 
 /** What the command line asks for, every value checked. */

@@ -14,6 +14,7 @@ export const LOG_FORMATS: readonly LogFormat[] = ['json', 'pretty']
 /** The levels OUTPOST_LOG_LEVEL and `--log-level` accept (pino's). */
 export const LOG_LEVELS: readonly LevelWithSilent[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 
+/** What a root logger is for: whose lines, from which level, in which format, to where. */
 export interface LoggerOptions {
   /** Written on every line as `device`: a device id, `gateway`, `demo`. */
   name: string

@@ -71,6 +71,7 @@ describe('logging', () => {
     // Ready once its monitor has announced itself (retained presence), which comes after the lines it logs at start.
     let watcher: mqtt.MqttClient | undefined
     let announced = false
+    cleanup(() => watcher?.end(true))
     await until(() => {
       if (watcher === undefined) {
         const c = mqtt.connect(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 200, connectTimeout: 2_000 })
@@ -113,7 +114,8 @@ describe('logging', () => {
   it('the gateway logs events at debug and a client reconnecting in a loop once, with a count', async () => {
     const lines: Record<string, unknown>[] = []
     const logger = pino({ level: 'debug', base: { device: 'gateway' } }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) })
-    const gw = await startGateway({ port: 0, logger })
+    // An interval no slow machine outlasts during the test: one line per client and kind, whatever the pace.
+    const gw = await startGateway({ port: 0, logger, clientLogIntervalMs: 600_000 })
     cleanup(() => gw.close())
 
     // A flood of valid events, written by hand as any client on the broker could (envelope v1, runtime/wire/README.md).

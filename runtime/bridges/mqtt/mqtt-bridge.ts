@@ -304,7 +304,8 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       )
     })
     c.on('disconnect', (packet) => {
-      // MQTT 5 names the reason; 3.1.1 brokers just close the socket.
+      // An MQTT 5 broker may name the reason (DISCONNECT 0x8E); 3.1.1 brokers (and Mosquitto 2 even
+      // with MQTT 5) just close the socket, which the close handler judges by how long it lasted.
       if (packet.reasonCode === 0x8e) takenOver = true
     })
     c.on('error', (err) => {

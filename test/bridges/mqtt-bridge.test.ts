@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import mqtt from 'mqtt'
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import type { Bridge } from '../../runtime/index.js'
 import { describeBridgeContract } from '../contracts/bridge.contract.js'
@@ -37,7 +38,13 @@ describeBridgeContract('mqtt over mosquitto', {
         bridges.push(b)
         return b
       },
-      dispose: async () => {},
+      dispose: async () => {
+        // The retained presence (births and wills) of this run's devices goes with the run: an
+        // empty retained message removes it [MQTT-3.3.1-10].
+        const c = await mqtt.connectAsync(MOSQUITTO_URL, { clientId: `cleanup-${run}`, clean: true, reconnectPeriod: 0 })
+        for (const b of bridges) await c.publishAsync(b.topics.presenceTopic(b.deviceId), Buffer.alloc(0), { qos: 1, retain: true })
+        await c.endAsync()
+      },
     }
   },
 })

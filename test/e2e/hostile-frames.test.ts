@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest'
 import { freshAedes } from '../helpers/aedes.js'
 import { bareAedes } from '../helpers/bare-aedes.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
-import { eventually, startDeviceUnderAttack } from '../helpers/device-under-attack.js'
+import { eventually, residentBytes, startDeviceUnderAttack } from '../helpers/device-under-attack.js'
 import { until } from '../helpers/wait.js'
 import { SHARING, sharedDag } from '../helpers/frame-mutator.js'
 import { commandSlots, eventSlots, FIELD, presenceSlots, rawDecoder, rawFrame, replySlots } from '../helpers/raw-wire.js'
@@ -90,7 +90,7 @@ describe('a device process attacked by a plain client on its broker', () => {
     }
     const after = await device.probe()
     expect(device.alive()).toBe(true)
-    expect((after.rss - before.rss) / MiB).toBeLessThanOrEqual(12)
+    expect((residentBytes(after) - residentBytes(before)) / MiB).toBeLessThanOrEqual(12)
   }, 180_000)
 
   it("3. the gateway's broker does not forward a 64 MiB publish", async () => {
@@ -137,7 +137,7 @@ describe('a device process attacked by a plain client on its broker', () => {
     expect((await device.call('reset', {})).payload).toEqual({ ok: true })
   }, 60_000)
 
-  it('5. answers other non-plain objects (Map, Set, Date, bytes, typed arrays, Error) with VALIDATION_FAILED', async () => {
+  it('5. never answers OK to non-plain objects (Map, Set, Date, bytes, typed arrays, Error) for an object schema', async () => {
     const { device } = await scene()
     const shapes: Record<string, Buffer> = {
       'Map (tag 259)': hex('d9 0103 a0'),
@@ -147,11 +147,16 @@ describe('a device process attacked by a plain client on its broker', () => {
       'Uint8Array (tag 64)': hex('d8 40 40'),
       'Error (tag 27)': hex('d8 1b 82 65 4572726f72 61 78'),
     }
+    const sent: [what: string, id: string][] = []
     for (const command of ['configure', 'reset']) {
-      for (const [what, raw] of Object.entries(shapes)) {
-        const r = await device.call(command, null, { rawPayload: raw })
-        expect(r.error?.code, `${command} with a ${what}`).toBe('VALIDATION_FAILED')
-      }
+      for (const [what, raw] of Object.entries(shapes)) sent.push([`${command} with a ${what}`, device.send(command, null, { rawPayload: raw })])
+    }
+    // Answered in order: once this reply is here, each of those was answered or dropped.
+    expect((await device.call('reset', {})).payload).toEqual({ ok: true })
+    for (const [what, id] of sent) {
+      const r = device.answer(id)
+      // Dropped unread (a frame with a tag is refused) or refused by validation; never run.
+      if (r !== undefined) expect(r.error?.code, what).toBe('VALIDATION_FAILED')
     }
   }, 60_000)
 
@@ -232,7 +237,7 @@ describe('a device process attacked by a plain client on its broker', () => {
     const r = await device.call('put', { name: 'after', n: 4 }, { timeoutMs: 30_000 })
     expect(r.payload).toEqual({ ok: true, n: 4 })
     const after = await device.probe()
-    expect((after.rss - before.rss) / MiB).toBeLessThanOrEqual(16)
+    expect((residentBytes(after) - residentBytes(before)) / MiB).toBeLessThanOrEqual(16)
   }, 120_000)
 })
 

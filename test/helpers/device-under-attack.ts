@@ -13,6 +13,16 @@ import { until } from './wait.js'
 /** What the device's `probe` command answers. */
 export type Probe = v.InferOutput<typeof probeResult>
 
+/**
+ * Resident memory less the free space V8 keeps committed in its heap. Under load V8 grows its
+ * young generation and keeps the pages after a collection (bounded by its own limits); that is
+ * not memory the device holds on to, and it swings RSS by tens of MB. What is left counts live
+ * heap, buffers and native memory (SQLite, sockets), where retained frames would show.
+ */
+export function residentBytes(p: Probe): number {
+  return p.rss - (p.heapTotal - p.heapUsed)
+}
+
 /** A reply as it came over the wire. */
 export interface RawReply {
   src: unknown
@@ -38,6 +48,14 @@ export interface DeviceUnderAttack {
    * puts CBOR bytes in the payload's place. @throws when no reply comes within `timeoutMs`
    */
   call(command: string, payload: unknown, opts?: { timeoutMs?: number; rawPayload?: Uint8Array }): Promise<RawReply>
+  /**
+   * Sends a `target` command without waiting; `answer(id)` tells whether a reply came. A command
+   * sent after it is answered after it (one connection each way, handled in order), so once a
+   * later `call` returned, a missing answer means it was dropped.
+   */
+  send(command: string, payload: unknown, opts?: { rawPayload?: Uint8Array }): string
+  /** The reply to a command of `send`, once it came. */
+  answer(id: string): RawReply | undefined
   /** The device's memory (after a full collection) and counters. */
   probe(): Promise<Probe>
   /** Bytes of the device database, its WAL included. */
@@ -92,20 +110,30 @@ export async function startDeviceUnderAttack(broker: { url: string; aedes: Aedes
   const me = `caller-${rawId().slice(0, 8).toLowerCase()}`
   const client = await mqtt.connectAsync(broker.url, { clientId: me, reconnectPeriod: 100 })
   const waiting = new Map<string, (r: RawReply) => void>()
+  // Every reply to a command sent with `send`, by command id.
+  const replies = new Map<string, RawReply | null>()
   client.on('message', (_topic, payload) => {
     try {
       const a = rawDecoder.decode(payload) as unknown[]
-      waiting.get(a[9] as string)?.({ src: a[3], payload: a[16], error: (a[17] ?? undefined) as RawReply['error'] })
+      const r: RawReply = { src: a[3], payload: a[16], error: (a[17] ?? undefined) as RawReply['error'] }
+      const corr = a[9] as string
+      if (replies.has(corr)) replies.set(corr, r)
+      waiting.get(corr)?.(r)
     } catch {
       // not a reply we can read: not ours
     }
   })
   await client.subscribeAsync(`ob/+/rep/${me}`, { qos: 1 })
 
+  const publishCommand = (id: string, command: string, payload: unknown, co: { timeoutMs?: number; rawPayload?: Uint8Array }): void => {
+    const deadline = Date.now() + (co.timeoutMs ?? 15_000)
+    const frame = rawFrame(commandSlots({ id, src: me, service: 'target', name: command, target: deviceId, deadline, payload }), co.rawPayload === undefined ? {} : { [FIELD.payload]: co.rawPayload })
+    client.publish(`ob/${me}/cmd/${deviceId}/target/1/${command}`, frame, { qos: 1 })
+  }
+
   const call = (command: string, payload: unknown, co: { timeoutMs?: number; rawPayload?: Uint8Array } = {}): Promise<RawReply> => {
     const timeoutMs = co.timeoutMs ?? 15_000
     const id = rawId()
-    const frame = rawFrame(commandSlots({ id, src: me, service: 'target', name: command, target: deviceId, deadline: Date.now() + timeoutMs, payload }), co.rawPayload === undefined ? {} : { [FIELD.payload]: co.rawPayload })
     return new Promise<RawReply>((resolve, reject) => {
       const timer = setTimeout(() => {
         waiting.delete(id)
@@ -116,7 +144,7 @@ export async function startDeviceUnderAttack(broker: { url: string; aedes: Aedes
         waiting.delete(id)
         resolve(r)
       })
-      client.publish(`ob/${me}/cmd/${deviceId}/target/1/${command}`, frame, { qos: 1 })
+      publishCommand(id, command, payload, co)
     })
   }
 
@@ -137,6 +165,13 @@ export async function startDeviceUnderAttack(broker: { url: string; aedes: Aedes
     alive,
     connects: () => connects,
     call,
+    send(command, payload, so = {}) {
+      const id = rawId()
+      replies.set(id, null)
+      publishCommand(id, command, payload, so)
+      return id
+    },
+    answer: (id) => replies.get(id) ?? undefined,
     async probe() {
       const r = await call('probe', {})
       if (r.error !== undefined) throw new Error(`probe failed: ${r.error.code} ${r.error.message}`)

@@ -23,6 +23,7 @@ export const peerContract = defineContract({
 /** What the device reports about itself: memory after a full collection, and its counters. */
 export const probeResult = v.object({
   rss: v.number(),
+  heapTotal: v.number(),
   heapUsed: v.number(),
   external: v.number(),
   pingsOk: v.number(),

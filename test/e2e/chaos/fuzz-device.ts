@@ -25,7 +25,7 @@ const service = defineService(targetContract, {
       gc?.()
       gc?.()
       const m = process.memoryUsage()
-      return { rss: m.rss, heapUsed: m.heapUsed, external: m.external, ...seen, received: rt.stats().bridge.received }
+      return { rss: m.rss, heapTotal: m.heapTotal, heapUsed: m.heapUsed, external: m.external, ...seen, received: rt.stats().bridge.received }
     },
   },
   subscriptions: (s) => ({

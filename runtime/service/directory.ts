@@ -130,12 +130,14 @@ export function createDirectory(opts: { maxGone?: number } = {}): Directory {
       removeLive(device)
       forgetGone(device)
       const keys: string[] = []
-      for (const s of presence.services) {
+      for (const s of presence.services ?? []) {
+        // Presence is untrusted input: an entry that does not name a service is skipped.
+        if (typeof s !== 'object' || s === null || typeof s.name !== 'string' || typeof s.version !== 'string') continue
         const k = key(s.name, s.version)
         keys.push(k)
         let m = byService.get(k)
         if (m === undefined) byService.set(k, (m = new Map()))
-        m.set(device, { device, instance, commands: new Set(s.commands) })
+        m.set(device, { device, instance, commands: new Set(Array.isArray(s.commands) ? s.commands : []) })
       }
       declare(keys, 1)
       byDevice.set(device, { instance, keys, gen: generation })

@@ -60,3 +60,14 @@ describe('the directory of live services', () => {
     expect(await dir.waitForDevice('dev-never-seen', 0)).toBe(false)
   })
 })
+
+describe('the directory, fed a presence that is not well formed', () => {
+  it('skips entries that name no service and keeps the rest', () => {
+    const dir = createDirectory()
+    const odd = { online: true, services: [null, 7, { name: 'echo', version: '1', commands: 'go' }, { name: 5 }] } as unknown as PresencePayload
+    dir.update('dev-x', 'i1', odd)
+    expect(dir.instances('echo', '1').map((i) => [i.device, [...i.commands]])).toEqual([['dev-x', []]])
+    dir.update('dev-y', 'i1', { online: true } as unknown as PresencePayload)
+    expect(dir.deviceState('dev-y')).toBe('live')
+  })
+})

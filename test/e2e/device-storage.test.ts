@@ -178,7 +178,9 @@ describe('a device and its database', () => {
 
     // Holds the write lock well past the device's 5 s busy wait.
     const other = await hold(file, 'writer')
-    await until(() => logOf(dev).some((l) => JSON.stringify(l).includes('STORE_BUSY')), 60_000)
+    // The device ran into the lock (it says so), or died of it.
+    await until(() => dev.child.exitCode !== null || dev.lines.some((l) => l.includes('STORE_BUSY') || l.includes('database is locked')), 60_000)
+    expect(dev.child.exitCode).toBe(null)
     const busyLines = logOf(dev).filter((l) => JSON.stringify(l).includes('STORE_BUSY')).length
     other.child.stdin!.write('release\n')
     await other.exited

@@ -522,10 +522,24 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     bridge.publish(reply).catch((err: unknown) => rejections.warn(`reply-not-sent:${(err as { code?: string }).code ?? 'INTERNAL'}`, { err: (err as Error).message, corr: reply.corr }, 'reply not sent; a redelivered command will re-send it'))
   }
 
+  /** The inbox could not be read or written (storage busy or full): one line per code per minute. */
+  const inboxTrouble = (err: unknown, cmd: Envelope): void => {
+    const code = toWireError(err).code
+    rejections.warn(`inbox:${code}`, { code, msgId: cmd.id, service: cmd.service, command: cmd.name }, `command inbox not available (${code}); commands are served without their redelivery record`)
+  }
+
   const onCommand = (msg: InboundMessage): void => {
     const cmd = msg.envelope
     if (cmd.kind !== 'command' || stopping) return
-    const seen = inbox.get(cmd.id)
+    let seen: ReturnType<Inbox['get']>
+    try {
+      seen = inbox.get(cmd.id)
+    } catch (err) {
+      // Storage cannot tell whether this command ran already: the caller is told, and may retry.
+      inboxTrouble(err, cmd)
+      sendReply(errorReply(cmd, toWireError(err)))
+      return
+    }
     if (seen !== undefined) {
       if (seen.state === 'done') {
         counters.duplicateCommands++
@@ -544,11 +558,21 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
       rejections.warn('command-expired', { msgId: cmd.id, service: cmd.service, command: cmd.name }, 'dropped a command whose deadline has passed')
       return
     }
-    inbox.claim(cmd.id, inst)
+    try {
+      inbox.claim(cmd.id, inst)
+    } catch (err) {
+      // A full disk or a long writer in another process: the command is served all the same
+      // (it may need no writes of its own); only a redelivery of it could run it again.
+      inboxTrouble(err, cmd)
+    }
     const out = execute(hostedBy.get(cmd.service!)?.get(cmd.version ?? '1'), cmd)
     const done = (o: Outcome): void => {
       const reply = replyFor(cmd, o)
-      inbox.complete(cmd.id, reply)
+      try {
+        inbox.complete(cmd.id, reply)
+      } catch (err) {
+        inboxTrouble(err, cmd)
+      }
       sendReply(reply)
     }
     if (!(out instanceof Promise)) return done(out)

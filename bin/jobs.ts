@@ -52,10 +52,11 @@ function openFor(verb: string, db: string): DeviceDatabase {
     return openDeviceDatabase({ path: db, access: INSPECT.has(verb) ? 'read' : 'tool' })
   } catch (err) {
     if (!isOutpostError(err)) throw err
-    const details = (err.details ?? {}) as { missing?: boolean; notDevice?: boolean }
+    const details = (err.details ?? {}) as { missing?: boolean; notDevice?: boolean; reason?: string }
     if (details.missing === true) throw new OutpostError(ErrorCode.NOT_FOUND, `no device database at ${db} (--db names the file of a device, e.g. .outpost/thermo-1.db)`)
     if (details.notDevice === true || err.code === ErrorCode.STORE_CORRUPT) {
-      throw new OutpostError(ErrorCode.BAD_ARGUMENT, `--db ${db} is not a device database: ${err.message}`, { cause: err })
+      const why = details.notDevice === true ? details.reason : `SQLite: ${details.reason ?? err.message}`
+      throw new OutpostError(ErrorCode.BAD_ARGUMENT, `--db ${db} is not a device database (${why}); nothing was changed`, { cause: err })
     }
     throw err
   }

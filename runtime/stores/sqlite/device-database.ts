@@ -172,7 +172,7 @@ function migrate(db: Database.Database, migrations: readonly Migration[], path: 
     throw new OutpostError(ErrorCode.STORE_FAILED, `database ${path} has schema version ${current}, newer than this runtime's ${latest}; it was left as it is (update the runtime)`, { details: { current, latest } })
   }
   if (access !== 'device') {
-    if (current === 0) throw new OutpostError(ErrorCode.STORE_FAILED, `${path} is not a device database (no Outpost schema in it); nothing was changed`, { details: { current, latest, notDevice: true } })
+    if (current === 0) throw new OutpostError(ErrorCode.STORE_FAILED, `${path} is not a device database (no Outpost schema in it); nothing was changed`, { details: { current, latest, notDevice: true, reason: 'no Outpost schema in it' } })
     if (current < latest) throw new OutpostError(ErrorCode.STORE_FAILED, `database ${path} has schema version ${current}, older than this runtime's ${latest}; start the device once to update it (nothing was changed)`, { details: { current, latest } })
     return current
   }
@@ -219,7 +219,7 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
   if (access !== 'device' && file) {
     const size = sizeOf(opts.path)
     if (size < 0) throw new OutpostError(ErrorCode.STORE_FAILED, `no device database at ${opts.path}`, { details: { file: opts.path, missing: true } })
-    if (size === 0) throw new OutpostError(ErrorCode.STORE_FAILED, `${opts.path} is an empty file, not a device database; nothing was changed`, { details: { file: opts.path, notDevice: true } })
+    if (size === 0) throw new OutpostError(ErrorCode.STORE_FAILED, `${opts.path} is an empty file, not a device database; nothing was changed`, { details: { file: opts.path, notDevice: true, reason: 'an empty file' } })
   }
   const lock: DeviceLock | undefined = access === 'device' && file && (opts.lock ?? true) ? lockDeviceDatabase(opts.path, now) : undefined
   let db: Database.Database

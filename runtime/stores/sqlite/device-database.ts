@@ -3,7 +3,7 @@ import Database from 'better-sqlite3'
 import { ErrorCode, OutpostError } from '../../errors.js'
 import { lockDeviceDatabase, type DeviceLock } from './device-lock.js'
 import { MIGRATIONS, type Migration } from './migrations.js'
-import { isDamaged, toStoreError } from './store-error.js'
+import { cannotWrite, isDamaged, toStoreError } from './store-error.js'
 import { checkWal, type WalCheck } from './wal-check.js'
 
 /** How much a power cut may take: see runtime/stores/sqlite/README.md. */
@@ -151,6 +151,9 @@ function openChecked(path: string, o: OpenSettings): Database.Database {
       db.pragma('schema_version', { simple: true })
       return db
     }
+    // SQLite opens a file it may not write read-only without a word, and fails only at the
+    // first write: say so now.
+    if (path !== ':memory:' && cannotWrite(path)) throw new OutpostError(ErrorCode.STORE_READ_ONLY, `database ${path} or its folder cannot be written (read-only file, folder or file system)`, { details: { file: path } })
     db.pragma('journal_mode = WAL')
     db.pragma(`synchronous = ${o.synchronous}`)
     db.pragma('foreign_keys = ON')

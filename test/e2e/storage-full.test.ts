@@ -32,7 +32,7 @@ const vault = defineContract({
 
 const vaultService = defineService(vault, {
   // A schedule writes its last occurrence and emits through the outbox, from a timer.
-  schedules: (s) => ({ ticking: s.every(50, 'tick', (o) => ({ at: o.at })) }),
+  schedules: (s) => ({ ticking: s.every(100, 'tick', (o) => ({ at: o.at })) }),
   commands: {
     count: (_p, ctx) => ({ blobs: ctx.state.list('blob-').length }),
     put: async ({ n, bytes }, ctx) => {
@@ -64,7 +64,7 @@ describe('a device on a full disk', () => {
   it('serves what needs no writes, answers STORE_FULL for what does, and recovers with nothing committed lost', async () => {
     const base = mkdtempSync(path.join(tmpdir(), 'outpost-full-'))
     cleanup(() => rmSync(base, { recursive: true, force: true }))
-    const disk = mountSmallDisk(path.join(base, 'disk'), '4m')
+    const disk = mountSmallDisk(path.join(base, 'disk'), '16m')
     if (disk !== undefined) cleanup(() => disk.dispose())
     const dir = disk?.dir ?? base
     const file = path.join(dir, 'vault-1.db')
@@ -119,7 +119,7 @@ describe('a device on a full disk', () => {
     await client.put({ n: 4, bytes: 64 * 1024 }).catch((err: unknown) => (refused = err))
     expect(isOutpostError(refused, ErrorCode.STORE_FULL)).toBe(true)
     expect(await client.count({})).toEqual({ blobs: 3 })
-    // Timers kept running through failing writes (a schedule every 50 ms): the runtime is alive.
+    // Timers kept running through failing writes (a schedule every 100 ms): the runtime is alive.
     const fired = device.stats().schedules.fired
     await until(() => device.stats().schedules.fired > fired + 5, 10_000)
 

@@ -111,15 +111,18 @@ export function guardPacketSize(socket: Duplex, opts: PacketSizeGuardOptions): v
     return Buffer.concat([Buffer.from(head), variableHeader, marker])
   }
 
+  // What a chunk becomes when it is not handed on whole (made once, not per chunk).
+  let pieces: Buffer[] | undefined
+  const emit = (b: Buffer): void => {
+    ;(pieces ??= []).push(b)
+  }
+
   const feed = (chunk: Buffer): Buffer[] | undefined => {
     const n = chunk.length
-    let pieces: Buffer[] | undefined
+    pieces = undefined
     let passFrom = 0 // first byte of this chunk that is to be handed on and has not been yet
     let headerAt = 0 // where the current fixed header began in this chunk (0 if in an earlier one)
     let i = 0
-    const emit = (b: Buffer): void => {
-      ;(pieces ??= []).push(b)
-    }
     while (i < n) {
       switch (phase) {
         case PASS: {

@@ -9,9 +9,9 @@ import mqtt from 'mqtt'
 import { describe, expect, it } from 'vitest'
 import { freshAedes } from '../helpers/aedes.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
-import { eventually, residentBytes, startDeviceUnderAttack, type DeviceUnderAttack } from '../helpers/device-under-attack.js'
+import { eventually, residentBytes, startDeviceUnderAttack, startHandWrittenPeer, type DeviceUnderAttack } from '../helpers/device-under-attack.js'
 import { createFrameMutator, seededRandom, type FuzzFrame } from '../helpers/frame-mutator.js'
-import { eventSlots, presenceSlots, rawDecoder, rawFrame, replySlots } from '../helpers/raw-wire.js'
+import { eventSlots, rawFrame } from '../helpers/raw-wire.js'
 
 const FRAMES = Number(process.env.FUZZ_FRAMES ?? 100_000)
 const SEED = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 32))
@@ -27,24 +27,9 @@ describe('a device process flooded with mutated frames', () => {
     const broker = await freshAedes()
     cleanup(() => broker.close())
 
-    // The peer the device calls every 100 ms: written by hand, it answers peer.ping with its payload.
-    const pings: string[] = []
-    const peer = await mqtt.connectAsync(broker.url, { clientId: 'peer-dev', reconnectPeriod: 100 })
-    cleanup(() => peer.endAsync(true))
-    peer.on('message', (_topic, buf) => {
-      try {
-        const a = rawDecoder.decode(buf) as unknown[]
-        const id = a[2] as string
-        pings.push(id)
-        if (pings.length > 16) pings.shift()
-        peer.publish(`ob/peer-dev/rep/${a[10] as string}`, rawFrame(replySlots({ src: 'peer-dev', corr: id, replyTo: a[10] as string, payload: a[16] })), { qos: 0 })
-      } catch {
-        // only the device under attack calls here
-      }
-    })
-    await peer.subscribeAsync('ob/+/cmd/peer-dev/peer/1/ping', { qos: 1 })
-    const services = [{ name: 'peer', version: '1', commands: ['ping'], events: [] }]
-    await peer.publishAsync('ob/peer-dev/status', rawFrame(presenceSlots({ src: 'peer-dev', services })), { qos: 1, retain: true })
+    // The peer the device calls every 100 ms, written by hand.
+    const peer = await startHandWrittenPeer(broker.url)
+    cleanup(() => peer.stop())
 
     const device = await startDeviceUnderAttack(broker, { mode: 'ping' })
     cleanup(() => device.stop())
@@ -52,7 +37,7 @@ describe('a device process flooded with mutated frames', () => {
 
     const attacker = await mqtt.connectAsync(broker.url, { clientId: 'attacker', reconnectPeriod: 100 })
     cleanup(() => attacker.endAsync(true))
-    const scene = { device: device.deviceId, pendingCorr: () => pings.at(-1) }
+    const scene = { device: device.deviceId, pendingCorr: () => peer.answered.at(-1) }
     const attackerClosed = new Promise<void>((r) => attacker.once('close', () => r()))
     const last: string[] = []
     const inflight = new Set<Promise<unknown>>()
@@ -101,7 +86,7 @@ describe('a device process flooded with mutated frames', () => {
       if (i % 2_000 === 1_999) await barrier(i)
       if (TRACE > 0 && i % TRACE === TRACE - 1) {
         const p = await device.probe()
-        console.log(`frame ${i + 1}: resident +${((residentBytes(p) - residentBytes(base)) / MiB).toFixed(1)} MiB, rss +${((p.rss - base.rss) / MiB).toFixed(1)} MiB, heapTotal +${((p.heapTotal - base.heapTotal) / MiB).toFixed(1)} MiB, heap +${((p.heapUsed - base.heapUsed) / MiB).toFixed(1)} MiB, db +${((device.dbBytes() - baseDb) / MiB).toFixed(1)} MiB`)
+        console.log(`frame ${i + 1}: resident +${((residentBytes(p) - residentBytes(base)) / MiB).toFixed(1)} MiB, rss +${((p.rss - base.rss) / MiB).toFixed(1)} MiB, heap physical +${((p.heapPhysical - base.heapPhysical) / MiB).toFixed(1)} MiB, heap +${((p.heapUsed - base.heapUsed) / MiB).toFixed(1)} MiB, db +${((device.dbBytes() - baseDb) / MiB).toFixed(1)} MiB`)
       }
     }
     await Promise.all(inflight)

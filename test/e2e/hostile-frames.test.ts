@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest'
 import { freshAedes } from '../helpers/aedes.js'
 import { bareAedes } from '../helpers/bare-aedes.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
-import { eventually, residentBytes, startDeviceUnderAttack } from '../helpers/device-under-attack.js'
+import { eventually, residentBytes, startDeviceUnderAttack, startHandWrittenPeer } from '../helpers/device-under-attack.js'
 import { until } from '../helpers/wait.js'
 import { SHARING, sharedDag } from '../helpers/frame-mutator.js'
 import { commandSlots, eventSlots, FIELD, presenceSlots, rawDecoder, rawFrame, replySlots } from '../helpers/raw-wire.js'
@@ -211,6 +211,19 @@ describe('a device process attacked by a plain client on its broker', () => {
       'four calls answered by the forger',
     )
     expect((await device.probe()).pingsOk).toBe(0)
+  }, 60_000)
+
+  it('takes presence only from the device whose topic it came on: another client cannot declare a live peer gone', async () => {
+    const { broker, device, attacker } = await scene({ mode: 'ping' })
+    const peer = await startHandWrittenPeer(broker.url)
+    cleanup(() => peer.stop())
+    await eventually(async () => (await device.probe()).pingsOk >= 3, 20_000, 'the device calling its peer')
+    // From its own namespace (all a broker ACL lets it write), the attacker says the peer is offline.
+    await attacker.publishAsync('ob/attacker/status', rawFrame(presenceSlots({ src: 'peer-dev', online: false, services: [] })), { qos: 1 })
+    // The probe travels behind it to the device: by its answer, the forged presence was handled.
+    const before = await device.probe()
+    await eventually(async () => (await device.probe()).pingsOk >= before.pingsOk + 5, 20_000, 'five more calls to the peer answered')
+    expect((await device.probe()).pingsFailed).toBe(before.pingsFailed)
   }, 60_000)
 
   it('still answers after an event whose payload shares one value 2^40 times (acyclic value sharing)', async () => {

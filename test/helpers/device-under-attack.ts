@@ -7,20 +7,20 @@ import mqtt from 'mqtt'
 import type * as v from 'valibot'
 import type { probeResult } from '../e2e/chaos/fuzz-contracts.js'
 import { buildHelperProcess } from './processes.js'
-import { commandSlots, FIELD, rawDecoder, rawFrame, rawId } from './raw-wire.js'
+import { commandSlots, FIELD, presenceSlots, rawDecoder, rawFrame, rawId, replySlots } from './raw-wire.js'
 import { until } from './wait.js'
 
 /** What the device's `probe` command answers. */
 export type Probe = v.InferOutput<typeof probeResult>
 
 /**
- * Resident memory less the free space V8 keeps committed in its heap. Under load V8 grows its
- * young generation and keeps the pages after a collection (bounded by its own limits); that is
- * not memory the device holds on to, and it swings RSS by tens of MB. What is left counts live
- * heap, buffers and native memory (SQLite, sockets), where retained frames would show.
+ * Resident memory less the free space V8's heap occupies. Under load V8 grows its young
+ * generation and keeps the pages after a collection (bounded by its own limits); that is not
+ * memory the device holds on to, and it swings RSS by tens of MB. What is left counts live heap,
+ * buffers and native memory (SQLite, sockets), where retained frames would show.
  */
 export function residentBytes(p: Probe): number {
-  return p.rss - (p.heapTotal - p.heapUsed)
+  return p.rss - (p.heapPhysical - p.heapUsed)
 }
 
 /** A reply as it came over the wire. */
@@ -201,4 +201,32 @@ export async function eventually(check: () => Promise<boolean>, ms: number, what
     if (Date.now() > end) throw new Error(`${what} not met within ${ms} ms`)
     await new Promise((r) => setTimeout(r, 50))
   }
+}
+
+/** A device `peer-dev` written by hand: announces `peer.ping` (retained presence) and answers each ping with its payload. */
+export interface HandWrittenPeer {
+  /** Ids of the pings it answered, latest last (at most 16). */
+  readonly answered: string[]
+  stop(): Promise<void>
+}
+
+/** Connects the hand-written peer the device under attack calls (mode `ping`). */
+export async function startHandWrittenPeer(url: string): Promise<HandWrittenPeer> {
+  const answered: string[] = []
+  const peer = await mqtt.connectAsync(url, { clientId: 'peer-dev', reconnectPeriod: 100 })
+  peer.on('message', (_topic, buf) => {
+    try {
+      const a = rawDecoder.decode(buf) as unknown[]
+      const id = a[2] as string
+      answered.push(id)
+      if (answered.length > 16) answered.shift()
+      peer.publish(`ob/peer-dev/rep/${a[10] as string}`, rawFrame(replySlots({ src: 'peer-dev', corr: id, replyTo: a[10] as string, payload: a[16] })), { qos: 0 })
+    } catch {
+      // only the device under attack calls here
+    }
+  })
+  await peer.subscribeAsync('ob/+/cmd/peer-dev/peer/1/ping', { qos: 1 })
+  const services = [{ name: 'peer', version: '1', commands: ['ping'], events: [] }]
+  await peer.publishAsync('ob/peer-dev/status', rawFrame(presenceSlots({ src: 'peer-dev', services })), { qos: 1, retain: true })
+  return { answered, stop: () => peer.endAsync(true) }
 }

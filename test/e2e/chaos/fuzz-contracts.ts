@@ -23,7 +23,8 @@ export const peerContract = defineContract({
 /** What the device reports about itself: memory after a full collection, and its counters. */
 export const probeResult = v.object({
   rss: v.number(),
-  heapTotal: v.number(),
+  /** Memory V8's heap occupies (v8.getHeapStatistics().total_physical_size). */
+  heapPhysical: v.number(),
   heapUsed: v.number(),
   external: v.number(),
   pingsOk: v.number(),

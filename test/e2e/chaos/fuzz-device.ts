@@ -4,6 +4,7 @@
 // SQLite database is the first argument. Logs JSON lines at info to stdout (the tests count them),
 // prints `ready` once connected, and stops cleanly on SIGTERM. Run it with --expose-gc, so the
 // probe reads memory after a full collection.
+import { getHeapStatistics } from 'node:v8'
 import { pino } from 'pino'
 import { createMqttBridge } from '../../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime, defineService } from '../../../runtime/index.js'
@@ -25,7 +26,7 @@ const service = defineService(targetContract, {
       gc?.()
       gc?.()
       const m = process.memoryUsage()
-      return { rss: m.rss, heapTotal: m.heapTotal, heapUsed: m.heapUsed, external: m.external, ...seen, received: rt.stats().bridge.received }
+      return { rss: m.rss, heapPhysical: getHeapStatistics().total_physical_size, heapUsed: m.heapUsed, external: m.external, ...seen, received: rt.stats().bridge.received }
     },
   },
   subscriptions: (s) => ({

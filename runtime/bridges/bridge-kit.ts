@@ -104,7 +104,7 @@ export interface PendingReplies {
   wait(command: Envelope, now: number, memo?: unknown): Promise<Envelope>
   /** Visits every request still waiting. */
   forEach(fn: (command: Envelope, memo: unknown) => void): void
-  /** Hands a reply to its waiter; false when nobody waits (late or unknown). */
+  /** Hands a reply to its waiter; false when nobody waits (late or unknown) or the reply is not from the command's target. */
   settle(reply: Envelope): boolean
   /** Fails one waiter (the publish of its command failed). */
   fail(id: string, err: OutpostError): void
@@ -149,9 +149,13 @@ export function createPendingReplies(now: () => number = Date.now): PendingRepli
       })
     },
     settle(reply) {
-      const p = reply.corr === undefined ? undefined : remove(reply.corr)
-      if (p === undefined) return false
-      p.resolve(reply)
+      if (reply.corr === undefined) return false
+      const waiting = pending.get(reply.corr) as PendingRequest | undefined
+      // A reply counts only from the device the command went to: anyone who saw the command's
+      // id could answer it otherwise. The command keeps waiting for its real reply.
+      if (waiting === undefined || (waiting.command.target !== undefined && reply.src !== waiting.command.target)) return false
+      remove(reply.corr)
+      waiting.resolve(reply)
       return true
     },
     fail(id, err) {

@@ -202,6 +202,39 @@ describe('a device under hostile frames', () => {
     expect(rt.stats().commandsHandled).toBe(1)
   })
 
+  it('takes a reply only from the device it called, and presence only from the device whose topic it came on', async () => {
+    const { rt, broker } = await setup()
+    // A peer announced by a hand-written client; it answers only when told to.
+    const peer = await mqtt.connectAsync(broker.url, { clientId: 'peer-dev' })
+    cleanup(() => peer.endAsync())
+    const services = [{ name: 'peer', version: '1', commands: ['ping'], events: [] }]
+    const presence = (src: string, online: boolean): Buffer => enc.encode([1, 3, nextId(), src, 'i1', Date.now(), null, null, null, null, null, null, null, null, null, null, { online, services: online ? services : [] }])
+    const calls: unknown[][] = []
+    await peer.subscribeAsync('ob/+/cmd/peer-dev/peer/1/ping', { qos: 1 })
+    peer.on('message', (_t, buf) => void calls.push(dec.decode(buf) as unknown[]))
+    await peer.publishAsync('ob/peer-dev/status', presence('peer-dev', true), { qos: 1, retain: true })
+    const forger = await mqtt.connectAsync(broker.url, { clientId: 'forger' })
+    cleanup(() => forger.endAsync())
+    const reply = (src: string, corr: string, n: number): Buffer => enc.encode([1, 1, nextId(), src, 'i1', Date.now(), null, null, null, corr, 'arch-1', null, null, null, null, null, { n }])
+    const answer = rt.invoke({ service: 'peer', command: 'ping' }, {}, { timeoutMs: 20_000 })
+    await until(() => calls.length === 1, 10_000)
+    const corr = calls[0]![2] as string
+    // Forged: in its own name (the wrong device), and in the peer's name on its own topic.
+    await forger.publishAsync('ob/forger/rep/arch-1', reply('forger', corr, 1), { qos: 1 })
+    await forger.publishAsync('ob/forger/rep/arch-1', reply('peer-dev', corr, 2), { qos: 1 })
+    // The peer declared gone by someone else.
+    await forger.publishAsync('ob/forger/status', presence('peer-dev', false), { qos: 1 })
+    await until(() => (rt.stats().bridge.dropped.SENDER_MISMATCH ?? 0) === 2)
+    await until(() => (rt.stats().bridge.dropped.LATE_REPLY ?? 0) === 1)
+    await peer.publishAsync('ob/peer-dev/rep/arch-1', reply('peer-dev', corr, 3), { qos: 1 })
+    expect(await answer).toEqual({ n: 3 })
+    // Still known alive: a second call goes to it.
+    const second = rt.invoke({ service: 'peer', command: 'ping' }, {}, { timeoutMs: 20_000 })
+    await until(() => calls.length === 2, 10_000)
+    await peer.publishAsync('ob/peer-dev/rep/arch-1', reply('peer-dev', calls[1]![2] as string, 4), { qos: 1 })
+    expect(await second).toEqual({ n: 4 })
+  }, 60_000)
+
   it('logs a flood of bad frames as a few lines with counts, not a line per frame', async () => {
     const lines: string[] = []
     const { rt, raw, ping, q } = await setup({ lines })

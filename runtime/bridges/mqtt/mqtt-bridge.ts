@@ -143,6 +143,8 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   // carrying `oversized` (random, so no sender can forge it), is dropped as FRAME_TOO_LARGE and
   // acknowledged, so the broker does not deliver it again.
   const maxPacketBytes = codec.maxFrameBytes + 65_536 + 16
+  // Where the sender's level starts in every Outpost topic (`<prefix>/<src>/…`).
+  const senderAt = topics.prefix.length + 1
   const oversized = randomBytes(16)
   let lastOversized: OversizedPacket | undefined
   const drops = createLogLimiter(log)
@@ -198,6 +200,13 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       return undefined
     }
     const env = decoded.envelope
+    // The level after the prefix names the sender, and a broker ACL can make it authentic: a
+    // frame that claims another sender (a reply or a presence in someone else's name) is dropped.
+    if (!(topic.startsWith(env.src, senderAt) && topic.charCodeAt(senderAt + env.src.length) === 0x2f)) {
+      stats.drop('SENDER_MISMATCH')
+      drops.warn('inbound-SENDER_MISMATCH', { topic: topic.slice(0, 256), src: env.src }, 'dropped inbound frame: its src is not the sender its topic names')
+      return undefined
+    }
     if (env.kind === 'reply' && isReplyTopic(topic)) {
       if (!pending.settle(env)) stats.drop('LATE_REPLY')
       return undefined

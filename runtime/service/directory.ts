@@ -51,9 +51,32 @@ interface LiveDevice {
   gen: number
 }
 
+/** Bounds on what presence (untrusted input) can make a directory hold. */
+export interface DirectoryLimits {
+  /** Devices seen and gone whose services are remembered (default 1,024; the oldest is forgotten). */
+  maxGone?: number
+  /** Live devices (default 4,096): presence of a further device is ignored and counted, the ones known keep working. */
+  maxLive?: number
+  /** Services one device may declare (default 64; the rest of its list is ignored). */
+  maxServicesPerDevice?: number
+  /** Commands one service may list (default 256). */
+  maxCommandsPerService?: number
+  /** Told of each device, service or command that presence asked for beyond these bounds (not kept). */
+  onRefused?: (what: 'device' | 'service' | 'command', device: string) => void
+}
+
+/** Longest service, version or command name taken from presence (a topic level's bound). */
+const MAX_NAME_LENGTH = 128
+
+const isName = (s: unknown): s is string => typeof s === 'string' && s.length > 0 && s.length <= MAX_NAME_LENGTH
+
 /** Creates an empty directory. */
-export function createDirectory(opts: { maxGone?: number } = {}): Directory {
+export function createDirectory(opts: DirectoryLimits = {}): Directory {
   const maxGone = opts.maxGone ?? 1_024
+  const maxLive = opts.maxLive ?? 4_096
+  const maxServices = opts.maxServicesPerDevice ?? 64
+  const maxCommands = opts.maxCommandsPerService ?? 256
+  const refuse = opts.onRefused ?? ((): void => {})
   const byService = new Map<string, Map<string, ServiceInstance>>()
   const byDevice = new Map<string, LiveDevice>()
   // Devices seen and gone, with the service keys they last declared (oldest first, bounded).
@@ -127,17 +150,37 @@ export function createDirectory(opts: { maxGone?: number } = {}): Directory {
         else if (!gone.has(device)) markGone(device, [])
         return
       }
+      if (!byDevice.has(device) && byDevice.size >= maxLive) {
+        refuse('device', device)
+        return
+      }
       removeLive(device)
       forgetGone(device)
       const keys: string[] = []
-      for (const s of presence.services ?? []) {
-        // Presence is untrusted input: an entry that does not name a service is skipped.
-        if (typeof s !== 'object' || s === null || typeof s.name !== 'string' || typeof s.version !== 'string') continue
+      const services = Array.isArray(presence.services) ? presence.services : []
+      for (const s of services) {
+        // Presence is untrusted input: an entry that does not name a service is skipped, and
+        // a device gets so many services, a service so many commands.
+        if (typeof s !== 'object' || s === null || !isName(s.name) || !isName(s.version)) continue
+        if (keys.length >= maxServices) {
+          refuse('service', device)
+          break
+        }
         const k = key(s.name, s.version)
+        if (keys.includes(k)) continue
         keys.push(k)
         let m = byService.get(k)
         if (m === undefined) byService.set(k, (m = new Map()))
-        m.set(device, { device, instance, commands: new Set(Array.isArray(s.commands) ? s.commands : []) })
+        const commands = new Set<string>()
+        for (const c of Array.isArray(s.commands) ? s.commands : []) {
+          if (!isName(c)) continue
+          if (commands.size >= maxCommands) {
+            refuse('command', device)
+            break
+          }
+          commands.add(c)
+        }
+        m.set(device, { device, instance, commands })
       }
       declare(keys, 1)
       byDevice.set(device, { instance, keys, gen: generation })

@@ -171,7 +171,6 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
       list: (prefix) => stateStore.list(scope, prefix).map((e) => ({ key: e.key, value: check(e.value, `stored state "${e.key}" of ${scope}`) })),
     }
   }
-  const directory = createDirectory()
   const localDeadlines = createDeadlineTracker(now)
   const hosted = new Map<string, HostedService>()
   // service name → version → hosted service: lookups without building a key per message.
@@ -186,6 +185,10 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   }
   // Trouble caused by a message (one per frame under a flood) is logged at most once a minute per reason.
   const rejections = createLogLimiter(rootLog)
+  // Presence is untrusted: what it declares beyond the directory's bounds is refused, counted and logged at a bounded rate.
+  const directory = createDirectory({
+    onRefused: (what, device) => rejections.warn(`presence-${what}-limit`, { device }, `presence of ${device} declares more than the directory keeps (${what}s); the rest is ignored`),
+  })
   const queueStore = opts.queueStore ?? createMemoryQueueStore()
   let started = false
   let stopping = false

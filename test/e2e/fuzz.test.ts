@@ -12,6 +12,7 @@ import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { eventually, residentBytes, startDeviceUnderAttack, startHandWrittenPeer, type DeviceUnderAttack } from '../helpers/device-under-attack.js'
 import { createFrameMutator, seededRandom, type FuzzFrame } from '../helpers/frame-mutator.js'
 import { eventSlots, rawFrame } from '../helpers/raw-wire.js'
+import { until } from '../helpers/wait.js'
 
 const FRAMES = Number(process.env.FUZZ_FRAMES ?? 100_000)
 const SEED = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 32))
@@ -56,15 +57,15 @@ describe('a device process flooded with mutated frames', () => {
       if (attacker.stream.writableNeedDrain) await Promise.race([once(attacker.stream, 'drain'), attackerClosed, setTimeout(10_000)])
     }
     // Every so often the device must answer a valid command: it keeps the flood at the device's
-    // pace, and a device that went deaf fails here, naming the frames just before.
+    // pace, and a device that went deaf fails here, naming the frames just before and its counters.
     const barrier = async (i: number): Promise<void> => {
       await Promise.all(inflight)
-      const why = (err: unknown): Error =>
-        new Error(`device stopped answering after frame ${i} (seed ${SEED}); last frames: ${last.join(' ')}\n${(err as Error).message}`)
-      const r = await device.call('put', { name: 'barrier', n: i }, { timeoutMs: 30_000 }).catch((err: unknown) => {
-        throw why(err)
-      })
-      if (r.error !== undefined) throw why(new Error(`${r.error.code}: ${r.error.message}`))
+      const r = await device.call('put', { name: 'barrier', n: i }, { timeoutMs: 30_000 }).catch((err: unknown) => err as Error)
+      if (!(r instanceof Error) && r.error === undefined) return
+      device.child.kill('SIGUSR2')
+      await until(() => device.tail().includes('stats queues'), 5_000).catch(() => undefined)
+      const cause = r instanceof Error ? r.message : `${r.error!.code}: ${r.error!.message}`
+      throw new Error(`device stopped answering after frame ${i} (seed ${SEED}); last frames: ${last.join(' ')}\n${cause}\n${device.tail()}`)
     }
 
     // Warm-up: the same kinds of frames (another stream of the seed), big ones among them, so the

@@ -226,6 +226,18 @@ describe('a device process attacked by a plain client on its broker', () => {
     expect((await device.probe()).pingsFailed).toBe(before.pingsFailed)
   }, 60_000)
 
+  it('reads each frame on its own: a malformed frame does not change how the next one is read', async () => {
+    // Found by the fuzz test (seed 1730478391): a valid command from another client went unanswered.
+    const { device, attacker } = await scene()
+    // A whole 18-field envelope, then one byte more: not one CBOR item, so dropped as malformed.
+    const slots = commandSlots({ src: 'attacker', service: 'target', name: 'put', target: DEVICE, payload: { name: 'poison', n: 666 } })
+    slots.push('not an error map')
+    await attacker.publishAsync(commandTopic('put'), Buffer.concat([rawFrame(slots), Buffer.from([0])]), { qos: 1 })
+    // The next frame the device reads is a valid command of 17 fields, from another client.
+    const r = await device.call('put', { name: 'after', n: 5 }, { timeoutMs: 8_000 })
+    expect(r.payload).toEqual({ ok: true, n: 5 })
+  }, 60_000)
+
   it('still answers after an event whose payload shares one value 2^40 times (acyclic value sharing)', async () => {
     const { device, attacker } = await scene()
     // {at: "x", d: <40 levels of [shared, reference to shared]>}: 250 bytes on the wire.

@@ -33,6 +33,8 @@ export interface RawReply {
 /** A running `fuzz-device` process, a plain mqtt.js client that calls it, and what can be seen of it from outside. */
 export interface DeviceUnderAttack {
   readonly deviceId: string
+  /** Client id (and src) of the plain client that sends `call` and `send`. */
+  readonly callerId: string
   readonly child: ChildProcess
   readonly dbPath: string
   /** Lines the process wrote to stdout and stderr so far. */
@@ -158,6 +160,7 @@ export async function startDeviceUnderAttack(broker: { url: string; aedes: Aedes
 
   return {
     deviceId,
+    callerId: me,
     child,
     dbPath,
     lines: () => lines,

@@ -1,7 +1,7 @@
-// Mutated frames for the fuzz test: valid commands, events and replies of the device under attack
+// Mutated frames for the fuzz test: valid commands, events, replies and presence of the device under attack
 // (test/e2e/chaos/fuzz-device.ts), bent in the ways a hostile client on the broker can bend them.
 // Everything comes from one seeded generator, so a failing run can be replayed with its seed.
-import { cborHead, commandSlots, eventSlots, FIELD, rawEncoder, rawFrame, replySlots } from './raw-wire.js'
+import { cborHead, commandSlots, eventSlots, FIELD, presenceSlots, rawEncoder, rawFrame, replySlots } from './raw-wire.js'
 
 /** One frame to publish. */
 export interface FuzzFrame {
@@ -127,7 +127,7 @@ const TOPIC_BREAKERS: readonly string[] = ['#', '+', '/', 'a/b', '#/+', 'x/#', '
 const STRING_FIELDS = [FIELD.id, FIELD.src, FIELD.inst, FIELD.service, FIELD.version, FIELD.name, FIELD.corr, FIELD.replyTo, FIELD.target, FIELD.traceparent, FIELD.tenant, FIELD.principal]
 
 /** Template kinds, with their share of the frames. */
-const TEMPLATES = ['put', 'configure', 'reset', 'unknown', 'reading', 'sample', 'reply'] as const
+const TEMPLATES = ['put', 'configure', 'reset', 'unknown', 'reading', 'sample', 'reply', 'presence'] as const
 type Template = (typeof TEMPLATES)[number]
 
 /** Creates the seeded frame generator; `next()` gives one mutated (or valid) frame. */
@@ -160,6 +160,12 @@ export function createFrameMutator(seed: number, scene: FuzzScene): { next(opts?
         return { topic: `ob/${src}/evt/sensor/1/reading`, slots: eventSlots({ id: idOf(), src, service: 'sensor', name: 'reading', payload: { value: n } }) }
       case 'sample':
         return { topic: `ob/${src}/evt/sensor/1/sample`, slots: eventSlots({ id: idOf(), src, service: 'sensor', name: 'sample', payload: { at: n } }) }
+      case 'presence': {
+        // Never in the peer's name: the device under attack keeps calling the real one.
+        const from = pick(['fz1', 'fz2', 'fz3'])
+        const services = [{ name: `svc-${from}`, version: '1', commands: ['a'], events: [] }]
+        return { topic: `ob/${from}/status`, slots: presenceSlots({ id: idOf(), src: from, online: chance(0.8), services }) }
+      }
       case 'reply':
         return { topic: `ob/${src}/rep/${dev}`, slots: replySlots({ id: idOf(), src, corr: (chance(0.5) ? scene.pendingCorr() : undefined) ?? idOf(), replyTo: dev, payload: { n } }) }
     }
@@ -265,7 +271,7 @@ export function createFrameMutator(seed: number, scene: FuzzScene): { next(opts?
     }
     if (r < 0.95) {
       const p = slots[FIELD.payload] as Record<string, unknown> | null
-      const keys = ['name', 'n', 'at', 'value', 'label', 'level']
+      const keys = ['name', 'n', 'at', 'value', 'label', 'level', 'online', 'services']
       slots[FIELD.payload] = { ...(typeof p === 'object' ? p : {}), [pick(keys)]: pick(WRONG) }
       return { frame: rawFrame(slots), how: 'payloadField' }
     }

@@ -61,6 +61,6 @@ export function replySlots(o: { id?: string; src: string; corr: string; replyTo:
 }
 
 /** The slots of a presence envelope announcing `services`. */
-export function presenceSlots(o: { src: string; online?: boolean; services: unknown }): unknown[] {
-  return [1, KIND.presence, rawId(), o.src, 'raw-inst', Date.now(), null, null, null, null, null, null, null, null, null, null, { online: o.online ?? true, services: o.services }]
+export function presenceSlots(o: { id?: string; src: string; online?: boolean; services: unknown }): unknown[] {
+  return [1, KIND.presence, o.id ?? rawId(), o.src, 'raw-inst', Date.now(), null, null, null, null, null, null, null, null, null, null, { online: o.online ?? true, services: o.services }]
 }

@@ -75,6 +75,11 @@ if (mode.includes('ping')) {
   })()
 }
 
+// Lines of counters on demand (SIGUSR2), for a test that wants to know why the device went quiet.
+process.on('SIGUSR2', () => {
+  const { bridge, queues, ...counters } = rt.stats()
+  for (const [name, part] of Object.entries({ seen, counters, bridge, queues })) process.stdout.write(`stats ${name} ${JSON.stringify(part)}\n`)
+})
 process.on('SIGTERM', () => {
   stopping = true
   void rt.stop({ drainMs: 500 }).then(() => {

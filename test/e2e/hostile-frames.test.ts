@@ -74,12 +74,12 @@ describe('a device process attacked by a plain client on its broker', () => {
     expect(device.connects()).toBe(1)
   }, 60_000)
 
-  it('3. does not keep the memory of a 64 MiB publish, at QoS 0 or 1, and answers after it', async () => {
+  it('3. reads a 64 MiB publish without holding it, at QoS 0 or 1, and answers after it', async () => {
     // A broker with no packet size limit of its own (as Mosquitto or a plain aedes may be run):
     // the device must bound what it reads.
     const { device, attacker } = await scene({ bare: true })
     for (let i = 0; i < 5; i++) await device.call('put', { name: 'warm', n: i })
-    const before = await device.probe()
+    const peakBefore = device.peakRssBytes()
     for (const qos of [0, 1] as const) {
       await attacker.publishAsync(commandTopic('put'), Buffer.alloc(64 * MiB, 0x61), { qos })
       // aedes handles one client's packets in order: once this PUBACK is back, the big frame has
@@ -88,9 +88,13 @@ describe('a device process attacked by a plain client on its broker', () => {
       const r = await device.call('put', { name: 'after', n: qos }, { timeoutMs: 60_000 })
       expect(r.payload).toEqual({ ok: true, n: qos })
     }
-    const after = await device.probe()
     expect(device.alive()).toBe(true)
-    expect((residentBytes(after) - residentBytes(before)) / MiB).toBeLessThanOrEqual(12)
+    // The peak, not what is left afterwards: what the allocator hands back to the system after a
+    // collection is its own affair (the "never returned"). A frame read whole is at least
+    // 64 MiB at once (144 MB measured before the fix). Streaming past it costs the socket's 64 KB
+    // read buffers until V8 collects them, which it does after about 32 MB of them (33 to 41 MB
+    // measured): less than the frame itself is the line.
+    expect((device.peakRssBytes() - peakBefore) / MiB).toBeLessThan(64)
   }, 180_000)
 
   it("3. the gateway's broker does not forward a 64 MiB publish", async () => {

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import type { Aedes } from 'aedes'
@@ -60,6 +60,8 @@ export interface DeviceUnderAttack {
   answer(id: string): RawReply | undefined
   /** The device's memory (after a full collection) and counters. */
   probe(): Promise<Probe>
+  /** The most resident memory the process has had since it started (Linux: VmHWM). */
+  peakRssBytes(): number
   /** Bytes of the device database, its WAL included. */
   dbBytes(): number
   /** SIGTERM, and SIGKILL if it has not exited after 10 s; then the caller client ends and the directory goes. */
@@ -179,6 +181,11 @@ export async function startDeviceUnderAttack(broker: { url: string; aedes: Aedes
       const r = await call('probe', {})
       if (r.error !== undefined) throw new Error(`probe failed: ${r.error.code} ${r.error.message}`)
       return r.payload as Probe
+    },
+    peakRssBytes: () => {
+      const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))
+      if (m === null) throw new Error('no VmHWM in /proc: peak memory is read on Linux only')
+      return Number(m[1]) * 1024
     },
     dbBytes: () => size(dbPath) + size(`${dbPath}-wal`),
     async stop() {

@@ -99,6 +99,9 @@ export function createEnvelopeCodec(opts: { maxFrameBytes?: number } = {}): Enve
       for (let i = 0; i < n; i++) fields[i] = undefined
       return r
     }
+    // The reader may have filled some slots before it gave up on the frame (trailing bytes, say):
+    // none of them may reach the next frame.
+    fields.fill(undefined)
     let raw = readPlainCbor(bytes)
     if (raw === UNREAD) {
       // Only plain data reaches cbor-x: no tags (shared or cyclic values, constructors, BigInts,

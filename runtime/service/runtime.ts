@@ -27,7 +27,7 @@ import { createMessageIdFactory } from '../wire/message-id.js'
 import { createDeadlineTracker } from '../bridges/bridge-kit.js'
 import { createDirectory, type Directory } from './directory.js'
 import { createRecentMap, type RecentMap } from './recent-map.js'
-import type { HostedService } from './hosted-service.js'
+import type { HostedService, ServedCommand } from './hosted-service.js'
 import { createServiceQueues, type InboundDeadLetterLimits } from './service-queues.js'
 import { createLogLimiter } from '../log-limiter.js'
 import { toValidationIssues, validate } from './validation.js'
@@ -196,7 +196,12 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   for (const def of opts.services ?? []) {
     const key = `${def.contract.name}@${def.contract.version}`
     if (hosted.has(key)) throw new OutpostError(ErrorCode.INVALID_CONFIG, `service ${key} is registered twice on ${deviceId}`)
-    const h = { def, log: rootLog.child({ service: def.contract.name, version: def.contract.version }), state: serviceState(def) }
+    const commands = new Map<string, ServedCommand>()
+    for (const name of Object.keys(def.contract.commands)) {
+      const handler = Object.hasOwn(def.commands, name) ? def.commands[name] : undefined
+      if (handler !== undefined) commands.set(name, { handler: handler as ServedCommand['handler'], spec: def.contract.commands[name] as ServedCommand['spec'] })
+    }
+    const h = { def, log: rootLog.child({ service: def.contract.name, version: def.contract.version }), state: serviceState(def), commands }
     hosted.set(key, h)
     let versions = hostedBy.get(def.contract.name)
     if (versions === undefined) hostedBy.set(def.contract.name, (versions = new Map()))
@@ -239,6 +244,10 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     ) {}
     get command(): string | undefined {
       return this.env.kind === 'command' ? this.env.name : undefined
+    }
+    /** The name of the service this context serves (for log lines kept outside the context). */
+    get svcName(): string {
+      return this.svc.def.contract.name
     }
     get caller(): unknown {
       const e = this.env
@@ -463,11 +472,12 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   /** Validates, runs the handler and checks its result; never throws, and stays synchronous for synchronous handlers. */
   const execute = (svc: HostedService | undefined, cmd: Envelope): Outcome | Promise<Outcome> => {
     const name = cmd.name!
-    const handler = svc?.def.commands[name]
-    const spec = svc?.def.contract.commands[name] as { payload: Schema; result: Schema } | undefined
-    if (svc === undefined || handler === undefined || spec === undefined) {
+    const served = svc?.commands.get(name)
+    if (svc === undefined || served === undefined) {
       return fail({ code: ErrorCode.NO_HANDLER, message: `device ${deviceId} has no command ${cmd.service}@${cmd.version}.${name}` })
     }
+    const handler = served.handler
+    const spec = served.spec as { payload: Schema; result: Schema }
     const parsed = safeParse(spec.payload, cmd.payload)
     if (!parsed.success) {
       const issues = toValidationIssues(parsed.issues)
@@ -507,8 +517,11 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   const handlerFailed = (ctx: Context, err: unknown): Outcome => {
     ctx.dispose()
     const wire = toWireError(err)
-    if (wire.code === ErrorCode.INTERNAL) ctx.log.error({ err }, 'command handler failed')
-    else ctx.log.warn({ code: wire.code }, wire.message)
+    // Any caller can make a handler fail again and again: one line per command and code a minute.
+    const svc = ctx.svcName
+    const what = `${svc}.${ctx.command ?? ''}`
+    if (wire.code === ErrorCode.INTERNAL) rejections.error(`handler-failed:${what}`, { err, service: svc, command: ctx.command, msgId: ctx.messageId }, 'command handler failed')
+    else rejections.warn(`handler-refused:${what}:${wire.code}`, { code: wire.code, service: svc, command: ctx.command, msgId: ctx.messageId }, wire.message)
     return fail(wire)
   }
 
@@ -692,7 +705,8 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
         counters.eventsHandled++
       } catch (err) {
         counters.eventsRejected++
-        ctx.log.error({ err }, 'subscription handler failed')
+        // Events come from anyone on the broker: one line per subscription a minute, with the count.
+        rejections.error(`subscriber-failed:${svc.def.contract.name}/${subName}`, { err, service: svc.def.contract.name, subscription: subName, msgId: env.id }, 'subscription handler failed')
       } finally {
         ctx.dispose()
       }

@@ -1,6 +1,7 @@
 // A running device over MQTT, attacked with raw bytes from a plain mqtt.js client (not Outpost code).
 import { Decoder, Encoder } from 'cbor-x'
 import mqtt from 'mqtt'
+import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime, type Runtime } from '../../runtime/index.js'
@@ -76,6 +77,18 @@ describe('a device fed bad input over MQTT', () => {
     expect(JSON.stringify(error)).not.toContain('secret-reading')
   })
 
+  it('answers NO_HANDLER to commands named after what every object inherits', async () => {
+    const names = ['constructor', '__proto__', 'toString', 'valueOf', 'hasOwnProperty', '__defineGetter__', 'isPrototypeOf']
+    const before = replies.length
+    for (const name of names) {
+      const frame = enc.encode([1, 0, `RAWCOMMAND${String(++seq).padStart(16, '0')}`, 'raw', 'r1', Date.now(), 'counter', '1', name, null, 'raw', 'dev-a', Date.now() + 5_000, null, null, null, { deviceId: 'x', reading: 1, ts: 1 }])
+      await raw.publishAsync(`ob/raw/cmd/dev-a/counter/1/${name}`, frame, { qos: 1 })
+    }
+    await soon(() => replies.length === before + names.length)
+    const codes = replies.slice(before).map((r) => (r[17] as { code: string }).code)
+    expect(codes).toEqual(names.map(() => 'NO_HANDLER'))
+  })
+
   it('still answers a good command after all of that', async () => {
     const before = replies.length
     await send(command({ deviceId: 'ok', reading: 1, ts: 1 }))
@@ -83,5 +96,35 @@ describe('a device fed bad input over MQTT', () => {
     const reply = replies.at(-1)!
     expect(reply[16]).toEqual({ ok: true, n: 1 })
     expect(reply[17] ?? null).toBeNull()
+  })
+})
+
+describe('a device whose handlers fail under a flood of calls', () => {
+  it('logs a command handler that fails on every call a bounded number of times, with the count in stats', async () => {
+    const broker = await freshAedes()
+    const lines: { msg: string; count?: number }[] = []
+    const logger = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as { msg: string; count?: number }) })
+    const device = createRuntime({ bridge: createMqttBridge({ url: broker.url, deviceId: 'dev-b' }), services: [counterService({ executions: 0, slowAborted: 0, events: [] })], logger })
+    await device.start({ waitForBroker: true })
+    const raw = await mqtt.connectAsync(broker.url, { clientId: 'raw-flood' })
+    const answers: unknown[] = []
+    await raw.subscribeAsync('ob/+/rep/raw', { qos: 1 })
+    raw.on('message', (_t, payload) => answers.push(dec.decode(payload)))
+    try {
+      const calls = 300
+      for (let i = 0; i < calls; i++) {
+        const frame = enc.encode([1, 0, `FLOODCOMMAND${String(i).padStart(14, '0')}`, 'raw', 'r1', Date.now(), 'counter', '1', 'crash', null, 'raw', 'dev-b', Date.now() + 5_000, null, null, null, {}])
+        await raw.publishAsync('ob/raw/cmd/dev-b/counter/1/crash', frame, { qos: 0 })
+      }
+      await until(() => answers.length === calls, 10_000)
+      const failed = lines.filter((l) => l.msg.startsWith('command handler failed'))
+      expect(failed.length).toBeGreaterThanOrEqual(1)
+      expect(failed.length).toBeLessThanOrEqual(2)
+      expect(device.stats().rejections['handler-failed:counter.crash']).toBe(calls)
+    } finally {
+      await raw.endAsync()
+      await device.stop({ drainMs: 200 })
+      await broker.close()
+    }
   })
 })

@@ -62,7 +62,7 @@ export function createThermoService(opts: { deviceId: string; sampleMs: number }
         const celsius = ctx.resources.sensor.celsius()
         const at = Date.now()
         await ctx.emit('reading', { deviceId: ctx.deviceId, celsius, ts: at })
-        const value = unit === 'F' ? Math.round((celsius * 9) / 5 + 320) / 10 : celsius
+        const value = unit === 'F' ? Math.round(((celsius * 9) / 5 + 32) * 10) / 10 : celsius
         return { value, unit, at }
       },
     },

@@ -1,5 +1,5 @@
 import type { OutpostError } from '../errors.js'
-import type { Envelope } from '../wire/envelope.js'
+import type { Envelope, PresencePayload } from '../wire/envelope.js'
 import type { Topics } from '../wire/topics.js'
 
 /** Connection state of a bridge, as a typed union (never a bare string event). */
@@ -35,6 +35,16 @@ export interface Subscription {
   unsubscribe(): Promise<void>
 }
 
+/** Options of a subscription. */
+export interface SubscribeOptions {
+  /**
+   * Told of a zero-byte frame on a matching topic: the way MQTT clears a retained message
+   * [MQTT-3.3.1-10]. `device` is the sender level of the topic (`<prefix>/<device>/…`). Without
+   * this option such a frame is dropped as MALFORMED_FRAME, like any frame that does not decode.
+   */
+  onCleared?: (device: string, topic: string) => void
+}
+
 export interface PublishOptions {
   /** Keep as the topic's retained message (presence). */
   retain?: boolean
@@ -58,7 +68,8 @@ export interface BridgeStats {
  *   equals the command id; it rejects with TIMEOUT at the command's deadline, with
  *   BRIDGE_UNAVAILABLE when offline at call time, with BRIDGE_CLOSED after close.
  * - Presence: when the bridge goes away (close or a lost connection) an offline presence for
- *   its device is published as a retained message (MQTT: the last will).
+ *   its device is published as a retained message (MQTT: the last will), naming the services
+ *   given to `declareServices`.
  * - Retained messages: a subscriber gets those of its filter when it subscribes, and again
  *   after every reconnect, whatever session the broker kept (they may arrive just after the
  *   status turns `connected`).
@@ -85,7 +96,14 @@ export interface Bridge {
    */
   publishEncoded(topic: string, frame: Uint8Array, opts?: PublishOptions): Promise<void>
   /** Subscribes to a topic filter (MQTT syntax). @throws BRIDGE_CLOSED */
-  subscribe(filter: string, handler: MessageHandler): Promise<Subscription>
+  subscribe(filter: string, handler: MessageHandler, opts?: SubscribeOptions): Promise<Subscription>
+  /**
+   * Sets the services the offline presence of this device names (the last will and the goodbye
+   * of `close`), so a process that starts while this device is away still knows what it offers.
+   * Call it before `connect`: the will travels in the CONNECT packet, so a later call takes
+   * effect at the next connect (the goodbye of `close` uses it at once).
+   */
+  declareServices(services: PresencePayload['services']): void
   /** Sends a command (its `deadline` is required) and waits for the reply. @throws TIMEOUT, BRIDGE_UNAVAILABLE, BRIDGE_CLOSED */
   request(command: Envelope): Promise<Envelope>
   /**

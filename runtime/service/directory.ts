@@ -20,11 +20,14 @@ export type DeviceState = 'live' | 'gone' | 'unknown'
  */
 export interface Directory {
   /**
-   * Records a device's presence (online with its services, or gone). An offline presence of
-   * another process than the live one (the late last will of a process the device replaced)
-   * changes nothing.
+   * Records a device's presence: online with its services, or gone (an offline presence names
+   * the services the device declares, so they stay known; within the same bounds as online).
+   * An offline presence of another process than the live one (the late last will of a process
+   * the device replaced) changes nothing.
    */
   update(device: string, instance: string, presence: PresencePayload): void
+  /** Records that a device's presence was cleared (an empty retained message): a live device is gone, whichever process announced it. */
+  clear(device: string): void
   /** Live instances of a service version. */
   instances(service: string, version: string): ServiceInstance[]
   /** Picks one live instance, round robin; `undefined` when none. */
@@ -140,14 +143,44 @@ export function createDirectory(opts: DirectoryLimits = {}): Directory {
     })
   }
 
+  /** The services a presence declares, as far as the bounds allow (presence is untrusted input). */
+  const declared = (device: string, services: unknown): { key: string; commands: Set<string> }[] => {
+    const out: { key: string; commands: Set<string> }[] = []
+    for (const s of Array.isArray(services) ? (services as PresencePayload['services']) : []) {
+      // An entry that does not name a service is skipped; a device gets so many services, a
+      // service so many commands.
+      if (typeof s !== 'object' || s === null || !isName(s.name) || !isName(s.version)) continue
+      if (out.length >= maxServices) {
+        refuse('service', device)
+        break
+      }
+      const k = key(s.name, s.version)
+      if (out.some((d) => d.key === k)) continue
+      const commands = new Set<string>()
+      for (const c of Array.isArray(s.commands) ? s.commands : []) {
+        if (!isName(c)) continue
+        if (commands.size >= maxCommands) {
+          refuse('command', device)
+          break
+        }
+        commands.add(c)
+      }
+      out.push({ key: k, commands })
+    }
+    return out
+  }
+
   const dir: Directory = {
     update(device, instance, presence) {
       if (!presence.online) {
         const live = byDevice.get(device)
         if (live !== undefined && live.instance !== instance) return
         const before = removeLive(device)
-        if (before !== undefined) markGone(device, before.keys)
-        else if (!gone.has(device)) markGone(device, [])
+        // What it announced while live; else what its offline presence declares (a process that
+        // starts while the device is away learns its services from its last will); else what
+        // was known of it (an offline presence of an older runtime names none).
+        const said = before === undefined ? declared(device, presence.services).map((d) => d.key) : before.keys
+        markGone(device, said.length > 0 || before !== undefined ? said : (gone.get(device) ?? []))
         return
       }
       if (!byDevice.has(device) && byDevice.size >= maxLive) {
@@ -157,35 +190,20 @@ export function createDirectory(opts: DirectoryLimits = {}): Directory {
       removeLive(device)
       forgetGone(device)
       const keys: string[] = []
-      const services = Array.isArray(presence.services) ? presence.services : []
-      for (const s of services) {
-        // Presence is untrusted input: an entry that does not name a service is skipped, and
-        // a device gets so many services, a service so many commands.
-        if (typeof s !== 'object' || s === null || !isName(s.name) || !isName(s.version)) continue
-        if (keys.length >= maxServices) {
-          refuse('service', device)
-          break
-        }
-        const k = key(s.name, s.version)
-        if (keys.includes(k)) continue
+      for (const { key: k, commands } of declared(device, presence.services)) {
         keys.push(k)
         let m = byService.get(k)
         if (m === undefined) byService.set(k, (m = new Map()))
-        const commands = new Set<string>()
-        for (const c of Array.isArray(s.commands) ? s.commands : []) {
-          if (!isName(c)) continue
-          if (commands.size >= maxCommands) {
-            refuse('command', device)
-            break
-          }
-          commands.add(c)
-        }
         m.set(device, { device, instance, commands })
       }
       declare(keys, 1)
       byDevice.set(device, { instance, keys, gen: generation })
       lists.clear()
       wake()
+    },
+    clear(device) {
+      const before = removeLive(device)
+      if (before !== undefined) markGone(device, before.keys)
     },
     instances(service, version) {
       return [...(byService.get(key(service, version))?.values() ?? [])]

@@ -192,6 +192,8 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   const queueStore = opts.queueStore ?? createMemoryQueueStore()
   let started = false
   let stopping = false
+  // Publishes our retained presence (set in start).
+  let announce = (): void => {}
 
   for (const def of opts.services ?? []) {
     const key = `${def.contract.name}@${def.contract.version}`
@@ -782,15 +784,30 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
           }
         }
       }
-      await bridge.subscribe(bridge.topics.presenceFilter(), (msg) => {
-        const env = msg.envelope
-        const p = env.payload as PresencePayload | undefined
-        if (env.kind !== 'presence' || typeof p !== 'object' || p === null || typeof p.online !== 'boolean' || !Array.isArray(p.services ?? [])) return
-        directory.update(env.src, env.inst, { online: p.online, services: p.online ? p.services : [] })
-        // A device that comes back may have missed commands sent while it was away (a broker
-        // restart loses them); send ours again, its inbox keeps them from running twice.
-        if (p.online && !msg.retained && env.src !== deviceId) bridge.resendPending(env.src)
-      })
+      // Our offline presence (last will, goodbye) names our services: whoever starts while we are
+      // away knows them, and hears SERVICE_UNREACHABLE for them rather than NO_HANDLER.
+      bridge.declareServices(presence().services)
+      await bridge.subscribe(
+        bridge.topics.presenceFilter(),
+        (msg) => {
+          const env = msg.envelope
+          const p = env.payload as PresencePayload | undefined
+          if (env.kind !== 'presence' || typeof p !== 'object' || p === null || typeof p.online !== 'boolean' || !Array.isArray(p.services ?? [])) return
+          // The directory bounds what an offline presence declares as it does an online one.
+          directory.update(env.src, env.inst, { online: p.online, services: p.services ?? [] })
+          // A device that comes back may have missed commands sent while it was away (a broker
+          // restart loses them); send ours again, its inbox keeps them from running twice.
+          if (p.online && !msg.retained && env.src !== deviceId) bridge.resendPending(env.src)
+        },
+        {
+          // Someone cleared a device's retained presence (an empty retained message): it is gone.
+          // Ours is announced again while we run, so only a presence nobody stands behind stays cleared.
+          onCleared: (device) => {
+            if (device !== deviceId) directory.clear(device)
+            else if (!stopping && bridge.status.type === 'connected') announce()
+          },
+        },
+      )
       for (const svc of hosted.values()) {
         const c = svc.def.contract
         await bridge.subscribe(bridge.topics.commandFilter(deviceId, c.name, c.version), onCommand)
@@ -806,7 +823,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
           await bridge.subscribe(filter, queues.onBound(svc, name, b))
         }
       }
-      const announce = (): void => {
+      announce = (): void => {
         bridge
           .publish({ v: ENVELOPE_VERSION, kind: 'presence', id: ids(), src: deviceId, inst, at: now(), payload: presence() }, { retain: true })
           .catch((err: unknown) => rootLog.warn({ err: (err as Error).message }, 'presence not announced'))

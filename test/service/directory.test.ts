@@ -34,6 +34,37 @@ describe('the directory of live services', () => {
     expect(dir.deviceState('dev-y')).toBe('gone')
   })
 
+  it('knows the services an offline presence declares, within the bounds of an online one', () => {
+    const refused: string[] = []
+    const dir = createDirectory({ maxServicesPerDevice: 2, onRefused: (what, device) => refused.push(`${what}:${device}`) })
+    // A process that starts while dev-x is away sees only its retained last will.
+    dir.update('dev-x', 'i1', { online: false, services: online('echo', 'counter', 'third').services })
+    expect(dir.deviceState('dev-x')).toBe('gone')
+    expect(dir.pick('echo', '1')).toBeUndefined()
+    expect([dir.knows('echo', '1'), dir.knows('counter', '1'), dir.knows('third', '1')]).toEqual([true, true, false])
+    expect(refused).toEqual(['service:dev-x'])
+    // An offline presence that names nothing (an older runtime's will) forgets nothing known.
+    dir.update('dev-x', 'i2', offline)
+    expect(dir.knows('echo', '1')).toBe(true)
+    // Back online, then gone again: what it announced is what is remembered.
+    dir.update('dev-x', 'i3', online('echo'))
+    dir.update('dev-x', 'i3', { online: false, services: online('other').services })
+    expect([dir.knows('echo', '1'), dir.knows('counter', '1'), dir.knows('other', '1')]).toEqual([true, false, false])
+  })
+
+  it('takes a cleared presence as gone, whichever process announced it, and keeps its services known', () => {
+    const dir = createDirectory()
+    dir.update('fake', 'f1', online('echo'))
+    dir.update('dev-x', 'i1', online('echo'))
+    dir.clear('fake')
+    expect(dir.instances('echo', '1').map((i) => i.device)).toEqual(['dev-x'])
+    expect(dir.deviceState('fake')).toBe('gone')
+    dir.clear('never-seen')
+    expect(dir.deviceState('never-seen')).toBe('unknown')
+    dir.clear('dev-x')
+    expect(dir.knows('echo', '1')).toBe(true)
+  })
+
   it('after a reconnect drops the devices that did not announce themselves again, and keeps them known', () => {
     const dir = createDirectory()
     dir.update('dev-x', 'i1', online('echo'))

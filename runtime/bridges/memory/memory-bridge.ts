@@ -1,9 +1,9 @@
 import { ErrorCode, OutpostError } from '../../errors.js'
 import type { Bridge, InboundMessage, MessageHandler, Subscription } from '../../ports/bridge.js'
-import type { Envelope } from '../../wire/envelope.js'
+import type { Envelope, PresencePayload } from '../../wire/envelope.js'
 import { createMessageIdFactory } from '../../wire/message-id.js'
 import { createEnvelopeCodec } from '../../wire/codec.js'
-import { createTopics, topicMatches, assertTopicSegment, type Topics } from '../../wire/topics.js'
+import { createTopics, topicMatches, assertTopicSegment, isTopicSegment, type Topics } from '../../wire/topics.js'
 import { createBridgeStats, createPendingReplies, createStatusHub, snapshotStats } from '../bridge-kit.js'
 import { offlinePresence } from '../presence.js'
 
@@ -11,6 +11,8 @@ interface HubSubscription {
   filter: string
   owner: object
   handler: MessageHandler
+  /** Told of an empty frame on a matching topic (a cleared retained message), if it asked. */
+  cleared?: (topic: string) => void
   track(p: Promise<void>): void
 }
 
@@ -25,6 +27,8 @@ interface HubInternals extends MemoryHub {
   remove(sub: HubSubscription): void
   removeOwner(owner: object): void
   deliver(topic: string, env: Envelope, retain: boolean): void
+  /** What a broker does with an empty frame: forgets the retained message (if `retain`) and passes it on. */
+  clear(topic: string, retain: boolean): void
   /** True when some subscription matches the topic. */
   wants(topic: string): boolean
 }
@@ -99,9 +103,20 @@ export function createMemoryHub(): MemoryHub {
       const targets = match(topic)
       for (let i = 0; i < targets.length; i++) hand(targets[i]!, { topic, envelope: env, retained: false, redelivered: false })
     },
+    clear(topic, retain) {
+      if (retain) retained.delete(topic)
+      // Queued like any delivery, so it keeps its place among the messages published before it.
+      for (const sub of match(topic)) {
+        const told = sub.cleared
+        if (told !== undefined) hand({ ...sub, handler: () => told(topic) }, CLEARED)
+      }
+    },
   }
   return hub
 }
+
+// Stands in for the message of a cleared-retained delivery (its handler ignores it).
+const CLEARED = { topic: '', envelope: undefined as unknown as Envelope, retained: false, redelivered: false } satisfies InboundMessage
 
 // Handing over to the hub completes synchronously: one settled promise serves every publish.
 const DELIVERED: Promise<void> = Promise.resolve()
@@ -137,6 +152,7 @@ export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
   }
   let replySub: HubSubscription | undefined
   let closing = false
+  let services: PresencePayload['services'] = []
 
   const ensureOpen = (): void => {
     if (closing) throw new OutpostError(ErrorCode.BRIDGE_CLOSED, `bridge of ${opts.deviceId} is closed`)
@@ -190,6 +206,16 @@ export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
       return DELIVERED
     },
     publishEncoded(topic, frame, popts) {
+      if (frame.length === 0) {
+        // An empty frame clears a retained message, as on a broker [MQTT-3.3.1-10].
+        try {
+          admit()
+        } catch (err) {
+          return Promise.reject(err)
+        }
+        hub.clear(topic, popts?.retain === true)
+        return DELIVERED
+      }
       // The hub hands over objects, so an encoded frame is decoded once here, unless nobody
       // would receive it (a device's result events that only a broker would carry on).
       if (popts?.retain !== true && !hub.wants(topic)) {
@@ -209,8 +235,10 @@ export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
       }
       return DELIVERED
     },
-    async subscribe(filter, handler) {
+    async subscribe(filter, handler, sopts) {
       ensureOpen()
+      const onCleared = sopts?.onCleared
+      const senderAt = topics.prefix.length + 1
       const sub: HubSubscription = {
         filter,
         owner,
@@ -219,6 +247,17 @@ export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
           stats.received++
           return handler(msg)
         },
+        cleared:
+          onCleared === undefined
+            ? undefined
+            : (topic) => {
+                stats.received++
+                // The sender level of `<prefix>/<device>/…`, as the MQTT bridge takes it.
+                if (!topic.startsWith(`${topics.prefix}/`)) return
+                const end = topic.indexOf('/', senderAt)
+                const device = topic.slice(senderAt, end < 0 ? undefined : end)
+                if (isTopicSegment(device)) onCleared(device, topic)
+              },
       }
       hub.add(sub)
       const subscription: Subscription = {
@@ -242,6 +281,9 @@ export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
       }
       return reply
     },
+    declareServices(declared) {
+      services = declared
+    },
     resendPending() {
       // The hub never loses a message, so there is nothing to send again.
     },
@@ -256,7 +298,7 @@ export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
       await Promise.race([Promise.all(inFlight), new Promise((r) => setTimeout(r, drainMs).unref())])
       if (status.current.type === 'connected') {
         // What a broker does with a last will: tell everyone this device went away.
-        hub.deliver(topics.presenceTopic(opts.deviceId), offlinePresence(opts.deviceId, instanceId, now()), true)
+        hub.deliver(topics.presenceTopic(opts.deviceId), offlinePresence(opts.deviceId, instanceId, now(), services), true)
       }
       hub.removeOwner(owner)
       pending.failAll(new OutpostError(ErrorCode.BRIDGE_CLOSED, `bridge of ${opts.deviceId} closed`))

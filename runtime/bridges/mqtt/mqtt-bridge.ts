@@ -6,11 +6,11 @@ import * as clientModule from 'mqtt/lib/client'
 import type { IClientOptions, IPublishPacket, MqttClient as MqttClientType } from 'mqtt'
 import { pino, type Logger } from 'pino'
 import { ErrorCode, OutpostError } from '../../errors.js'
-import type { Bridge, InboundMessage, MessageHandler, Subscription } from '../../ports/bridge.js'
+import type { Bridge, InboundMessage, MessageHandler, SubscribeOptions, Subscription } from '../../ports/bridge.js'
 import { createEnvelopeCodec } from '../../wire/codec.js'
 import type { Envelope } from '../../wire/envelope.js'
 import { createMessageIdFactory } from '../../wire/message-id.js'
-import { assertTopicSegment, createTopics, topicMatches } from '../../wire/topics.js'
+import { assertTopicSegment, createTopics, isTopicSegment, topicMatches } from '../../wire/topics.js'
 import { backoffDelay, type BackoffOptions } from '../../backoff.js'
 import { createLogLimiter } from '../../log-limiter.js'
 import { createBridgeStats, createPendingReplies, createStatusHub, snapshotStats } from '../bridge-kit.js'
@@ -77,6 +77,7 @@ interface Unanswered {
 interface LocalSub {
   filter: string
   handler: MessageHandler
+  onCleared?: SubscribeOptions['onCleared']
 }
 
 /**
@@ -166,11 +167,34 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
     return socket
   }
 
+  // MQTT.js reads the will from its options at every CONNECT, so `declareServices` replaces the
+  // payload in place and the next connection carries it.
   const will = {
     topic: topics.presenceTopic(opts.deviceId),
     payload: Buffer.from(codec.encode(offlinePresence(opts.deviceId, instanceId, now()))),
     qos: 1 as const,
     retain: true,
+  }
+
+  /**
+   * A zero-byte frame clears a retained message [MQTT-3.3.1-10]; the codec rightly refuses it as a
+   * frame, so it is only taken here, for subscriptions that asked (presence), with the sender level
+   * of its topic as the device. True when someone took it.
+   */
+  const onClearedFrame = (topic: string): boolean => {
+    const takers = routeOf(topic).filter((s) => s.onCleared !== undefined)
+    if (takers.length === 0 || !topic.startsWith(`${topics.prefix}/`)) return false
+    const end = topic.indexOf('/', senderAt)
+    const device = topic.slice(senderAt, end < 0 ? undefined : end)
+    if (!isTopicSegment(device)) return false
+    for (const sub of takers) {
+      try {
+        sub.onCleared!(device, topic)
+      } catch (err) {
+        drops.error('subscriber-threw', { err, topic: topic.slice(0, 256) }, 'subscriber threw on a cleared retained message')
+      }
+    }
+    return true
   }
 
   const routeOf = (topic: string): LocalSub[] => {
@@ -191,6 +215,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       drops.warn(`inbound-${ErrorCode.FRAME_TOO_LARGE}`, { topic: topic.slice(0, 256), code: ErrorCode.FRAME_TOO_LARGE, bytes: lastOversized?.bytes, limit: codec.maxFrameBytes }, 'dropped inbound frame: larger than the frame limit (skipped while it was read)')
       return undefined
     }
+    if (payload.length === 0 && onClearedFrame(topic)) return undefined
     const decoded = codec.decode(payload)
     if (!decoded.ok) {
       const code = decoded.error.code
@@ -438,9 +463,9 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
         return Promise.reject(err)
       }
     },
-    async subscribe(filter, handler) {
+    async subscribe(filter, handler, sopts) {
       ensureOpen()
-      const sub: LocalSub = { filter, handler }
+      const sub: LocalSub = { filter, handler, onCleared: sopts?.onCleared }
       subs.push(sub)
       routes.clear()
       unsubscribeLater.delete(filter)
@@ -482,6 +507,9 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       const reply = pending.wait(command, now(), { topic, frame } satisfies Unanswered)
       publishFrame(c, topic, frame, false).catch((err: unknown) => pending.fail(command.id, err as OutpostError))
       return reply
+    },
+    declareServices(services) {
+      will.payload = Buffer.from(codec.encode(offlinePresence(opts.deviceId, instanceId, now(), services)))
     },
     resendPending(target) {
       if (client === undefined || status.current.type !== 'connected') return

@@ -6,7 +6,10 @@ import { isIP } from 'node:net'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import type { LevelWithSilent } from 'pino'
+import { parseSampleMs } from '../devices/device-config.js'
+import { RESERVED_DEVICE_IDS } from '../gateway/gateway.js'
 import { ErrorCode, OutpostError } from '../runtime/errors.js'
+import { redactUrl } from '../runtime/redact-url.js'
 import { parseLogFormat, parseLogLevel, type LogFormat } from '../runtime/logger.js'
 
 /** The commands `outpost` knows. */
@@ -28,6 +31,8 @@ export interface CliArgs {
   durationS?: number
   outageAfterS?: number
   outageS?: number
+  /** For `demo`: OUTPOST_SAMPLE_MS, passed on to its thermo device. */
+  sampleMs?: number
   /** Broker URL for `device` (--url or OUTPOST_MQTT_URL). */
   url?: string
   /** Device id for `device` (--id or OUTPOST_DEVICE_ID). */
@@ -75,7 +80,8 @@ const DEVICE_NAME = /^[a-z0-9][a-z0-9-]*$/
 /** Device ids become a topic level and a file name: no separators, no wildcards, bounded. */
 const DEVICE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
 const HOST_NAME = /^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/
-const BROKER_PROTOCOLS = ['mqtt:', 'mqtts:', 'tcp:', 'tls:', 'ws:', 'wss:']
+/** What a device's MQTT bridge connects with (runtime/bridges/mqtt). */
+const BROKER_PROTOCOLS = ['mqtt:', 'mqtts:']
 /** Longest delay a Node timer keeps (2^31 - 1 ms); a longer one fires at once. */
 const MAX_SECONDS = Math.floor((2 ** 31 - 1) / 1_000)
 
@@ -108,13 +114,16 @@ function urlOf(value: string, where: string): string {
     url = undefined
   }
   if (url === undefined || !BROKER_PROTOCOLS.includes(url.protocol) || url.hostname === '') {
-    throw bad(`${where} "${value}" is not a broker URL; expected mqtt://host:port (or ${BROKER_PROTOCOLS.slice(1).map((p) => p.slice(0, -1)).join(', ')})`)
+    // The value may hold a password: it is echoed without it.
+    throw bad(`${where} "${redactUrl(value)}" is not a broker URL; expected mqtt://host:port or mqtts://host:port (IPv6 in brackets: mqtt://[::1]:1883)`)
   }
   return value
 }
 
 function idOf(value: string, where: string): string {
   if (!DEVICE_ID.test(value)) throw bad(`${where} "${value}" is not a device id; expected letters, digits, '.', '_' or '-' (at most 128, starting with a letter or digit)`)
+  // Two clients with one id take each other's session in turns; these ids are the gateway's own.
+  if (RESERVED_DEVICE_IDS.includes(value)) throw bad(`${where} "${value}" is reserved for the gateway; choose another device id (not ${RESERVED_DEVICE_IDS.join(', ')})`)
   return value
 }
 
@@ -216,6 +225,8 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv, devicesDir:
         if (str('duration') !== undefined) args.durationS = secondsOf(str('duration')!, '--duration', 'positive')
         if (str('outage-after') !== undefined) args.outageAfterS = secondsOf(str('outage-after')!, '--outage-after', 'zero')
         if (str('outage') !== undefined) args.outageS = secondsOf(str('outage')!, '--outage', 'zero')
+        const sampleMs = envOf(env, 'OUTPOST_SAMPLE_MS')
+        if (sampleMs !== undefined) args.sampleMs = parseSampleMs(sampleMs, 'OUTPOST_SAMPLE_MS')
         args.dataDir = dataDirOf(envOf(env, 'OUTPOST_DATA_DIR') ?? '.outpost', 'OUTPOST_DATA_DIR')
       }
       break

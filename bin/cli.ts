@@ -6,6 +6,7 @@ import type { Logger } from 'pino'
 import { startGateway } from '../gateway/index.js'
 import { ErrorCode, isOutpostError } from '../runtime/index.js'
 import { formatLogLine } from '../runtime/log-line.js'
+import { redactUrl } from '../runtime/redact-url.js'
 import { createLogger, type LogFormat } from '../runtime/logger.js'
 import { parseCliArgs, type CliArgs } from './cli-args.js'
 import { JOBS_HELP, runJobsCommand } from './jobs.js'
@@ -33,20 +34,24 @@ Options:
   --duration S   stop the demo after S seconds (default: run until Ctrl-C)
   --outage-after S, --outage S
                  when the demo's broker goes away, and for how long (default 10 and 6; 0: no outage)
-  --url URL      broker for a device, mqtt://host:port (default mqtt://127.0.0.1:1883, or OUTPOST_MQTT_URL)
-  --id ID        device id: letters, digits, '.', '_', '-' (or OUTPOST_DEVICE_ID)
+  --url URL      broker for a device, mqtt://host:port or mqtts://host:port, IPv6 in brackets
+                 (default mqtt://127.0.0.1:1883, or OUTPOST_MQTT_URL); user:password@ in it is used
+                 to log in and never logged
+  --id ID        device id: letters, digits, '.', '_', '-'; not gateway (or OUTPOST_DEVICE_ID)
   --log-level L  fatal, error, warn, info (default), debug, trace or silent (or OUTPOST_LOG_LEVEL)
   --log-format F pretty (readable lines; the default on a terminal) or json (one JSON object a line;
                  the default when the output is piped) (or OUTPOST_LOG_FORMAT)
 
 Environment: OUTPOST_MQTT_PORT, OUTPOST_MQTT_URL, OUTPOST_DEVICE_ID, OUTPOST_DATA_DIR (device databases,
-default .outpost), OUTPOST_LOG_LEVEL, OUTPOST_LOG_FORMAT
+default .outpost), OUTPOST_LOG_LEVEL, OUTPOST_LOG_FORMAT, OUTPOST_SAMPLE_MS (the thermo's sampling interval,
+a whole number of ms from 1 to 2147483647; default 2000)
 A wrong argument, option or variable stops the CLI with one line naming it and exit code 2.
 `
 
 /** Prints one line for an error and exits: 2 for a bad argument, 1 for anything else. */
 function fail(err: unknown): never {
-  const oneLine = (s: string): string => s.replace(/\s*\n\s*/g, ' ')
+  // A message may quote a broker URL (a refused argument, a library's error): never with its password.
+  const oneLine = (s: string): string => redactUrl(s.replace(/\s*\n\s*/g, ' '))
   if (isOutpostError(err)) console.error(`outpost: ${err.code}: ${oneLine(err.message)}`)
   else console.error(`outpost: ${oneLine(err instanceof Error ? err.message : String(err))}`)
   process.exit(isOutpostError(err, ErrorCode.BAD_ARGUMENT) ? 2 : 1)
@@ -97,7 +102,7 @@ async function demo(args: CliArgs): Promise<void> {
   log.info({ url: gateway.broker.url }, `broker at ${gateway.broker.url}; starting devices thermo-1 and display-1 (Ctrl-C stops)`)
   const env: Record<string, string> = {
     OUTPOST_MQTT_URL: gateway.broker.url,
-    OUTPOST_SAMPLE_MS: process.env.OUTPOST_SAMPLE_MS ?? '2000',
+    OUTPOST_SAMPLE_MS: String(args.sampleMs ?? 2_000),
     OUTPOST_DATA_DIR: args.dataDir!,
     OUTPOST_LOG_LEVEL: args.logLevel ?? 'info',
   }

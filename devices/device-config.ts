@@ -1,4 +1,5 @@
 import type { Logger } from 'pino'
+import { ErrorCode, isOutpostError, OutpostError } from '../runtime/errors.js'
 import { createLogger, parseLogFormat, parseLogLevel, type LogFormat } from '../runtime/logger.js'
 
 /** What every demo device reads from its environment. */
@@ -8,7 +9,9 @@ export interface DeviceConfig {
   logLevel: string
   /** OUTPOST_LOG_FORMAT: `json` or `pretty`; unset, readable on a terminal and JSON when piped. */
   logFormat?: string
+  /** OUTPOST_MQTT_USERNAME, else the user name in the URL. */
   username?: string
+  /** OUTPOST_MQTT_PASSWORD, else the password in the URL (never logged: see runtime/redact-url.ts). */
   password?: string
   /** Where the device database lives (OUTPOST_DATA_DIR, default .outpost). */
   dataDir: string
@@ -16,14 +19,45 @@ export interface DeviceConfig {
 
 /** Reads device configuration from environment variables (OUTPOST_*), with defaults. */
 export function readDeviceConfig(defaultId: string, env: NodeJS.ProcessEnv = process.env): DeviceConfig {
+  const mqttUrl = env.OUTPOST_MQTT_URL ?? 'mqtt://127.0.0.1:1883'
+  // mqtt://user:password@host: the bridge connects to host and port only, so credentials in the URL are taken from it here.
+  const inUrl = URL.canParse(mqttUrl) ? new URL(mqttUrl) : undefined
+  const fromUrl = (s: string | undefined): string | undefined => (s === undefined || s === '' ? undefined : decodeURIComponent(s))
   return {
     deviceId: env.OUTPOST_DEVICE_ID ?? defaultId,
-    mqttUrl: env.OUTPOST_MQTT_URL ?? 'mqtt://127.0.0.1:1883',
+    mqttUrl,
     logLevel: env.OUTPOST_LOG_LEVEL ?? 'info',
     logFormat: env.OUTPOST_LOG_FORMAT,
-    username: env.OUTPOST_MQTT_USERNAME,
-    password: env.OUTPOST_MQTT_PASSWORD,
+    username: env.OUTPOST_MQTT_USERNAME ?? fromUrl(inUrl?.username),
+    password: env.OUTPOST_MQTT_PASSWORD ?? fromUrl(inUrl?.password),
     dataDir: env.OUTPOST_DATA_DIR ?? '.outpost',
+  }
+}
+
+/** Longest interval a Node timer keeps (2^31 - 1 ms); a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/**
+ * A sampling interval (OUTPOST_SAMPLE_MS), checked: a whole number of milliseconds from 1 to 2147483647.
+ * @throws BAD_ARGUMENT naming `where` and what is accepted
+ */
+export function parseSampleMs(value: string, where: string): number {
+  const ms = /^\d{1,10}$/.test(value) ? Number(value) : NaN
+  if (!(ms >= 1 && ms <= MAX_TIMER_MS)) {
+    throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${where} "${value}" is not accepted; expected a whole number of milliseconds from 1 to ${MAX_TIMER_MS} (default 2000)`)
+  }
+  return ms
+}
+
+/**
+ * What a device does with a setting it cannot use: one log line naming it, exit code 2 (as the
+ * CLI does for a bad argument); any other error is thrown on.
+ */
+export function exitOnBadArgument(log: Logger): (err: unknown) => never {
+  return (err) => {
+    if (!isOutpostError(err, ErrorCode.BAD_ARGUMENT)) throw err
+    log.fatal({ code: err.code }, `${err.code}: ${err.message}`)
+    process.exit(2)
   }
 }
 

@@ -8,6 +8,12 @@ import { createLogLimiter } from '../runtime/log-limiter.js'
 import { createLogger } from '../runtime/logger.js'
 import { startMqttBroker, type MqttBroker } from './broker/mqtt-broker.js'
 
+/** The gateway's own client id on its broker (its monitor). */
+const GATEWAY_CLIENT_ID = 'gateway'
+
+/** Device ids a device may not take: the gateway's own clients use them, and two clients with one id take each other's session. */
+export const RESERVED_DEVICE_IDS: readonly string[] = [GATEWAY_CLIENT_ID]
+
 /** A running gateway: the local broker plus a monitor that follows devices and their events. */
 export interface Gateway {
   /** The broker now running (a new one after `interrupt`). */
@@ -81,7 +87,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     }),
   })
   const runtime = createRuntime({
-    bridge: createMqttBridge({ url: broker.url, deviceId: 'gateway', logger: log }),
+    bridge: createMqttBridge({ url: broker.url, deviceId: GATEWAY_CLIENT_ID, logger: log }),
     services: [monitor],
     logger: log,
   })

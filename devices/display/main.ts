@@ -1,6 +1,7 @@
 // Display device: what its bundle runs. Picks the MQTT bridge and reads configuration.
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime } from '../../runtime/index.js'
+import { redactUrl } from '../../runtime/redact-url.js'
 import { deviceLogger, readDeviceConfig, stopOnSignals } from '../device-config.js'
 import { createDisplayService } from './display-service.js'
 
@@ -10,5 +11,5 @@ const bridge = createMqttBridge({ url: cfg.mqttUrl, deviceId: cfg.deviceId, user
 const runtime = createRuntime({ bridge, services: [createDisplayService()], logger: log })
 
 await runtime.start()
-log.info({ url: cfg.mqttUrl }, 'ready')
+log.info({ url: redactUrl(cfg.mqttUrl) }, 'ready')
 stopOnSignals(() => runtime.stop())

@@ -3,12 +3,19 @@ import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime } from '../../runtime/index.js'
 import { createSqliteInbox, createSqliteOutbox, createSqliteQueueStore, createSqliteStateStore } from '../../runtime/stores/sqlite/index.js'
 import { exitOnStartError, openDeviceStore, readStoreOptions } from '../device-database.js'
-import { deviceLogger, readDeviceConfig, stopOnSignals } from '../device-config.js'
+import { redactUrl } from '../../runtime/redact-url.js'
+import { deviceLogger, exitOnBadArgument, parseSampleMs, readDeviceConfig, stopOnSignals } from '../device-config.js'
 import { createThermoService, simulatedSensor } from './thermo-service.js'
 
 const cfg = readDeviceConfig('thermo-1')
 const log = deviceLogger(cfg)
-const sampleMs = Number(process.env.OUTPOST_SAMPLE_MS ?? 2_000)
+let sampleMs = 2_000
+try {
+  const raw = process.env.OUTPOST_SAMPLE_MS
+  if (raw !== undefined && raw !== '') sampleMs = parseSampleMs(raw, 'OUTPOST_SAMPLE_MS')
+} catch (err) {
+  exitOnBadArgument(log)(err)
+}
 const exit = exitOnStartError(log)
 // First the database, with its device lock: a second process for the same device stops here,
 // before it connects to the broker and takes the first one's session away.
@@ -29,7 +36,7 @@ const runtime = createRuntime({
 })
 
 await runtime.start().catch(exit)
-log.info({ url: cfg.mqttUrl, sampleMs }, 'ready')
+log.info({ url: redactUrl(cfg.mqttUrl), sampleMs }, 'ready')
 stopOnSignals(async () => {
   await runtime.stop()
   database.close()

@@ -20,6 +20,17 @@ async function outpost(args: string[], env: Record<string, string> = {}): Promis
   }
 }
 
+/** Runs node with these arguments, as `outpost` does. */
+async function node(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; out: string; err: string }> {
+  try {
+    const r = await run(process.execPath, args, { env: { ...process.env, ...env }, timeout: 20_000 })
+    return { code: 0, out: r.stdout, err: r.stderr }
+  } catch (e) {
+    const x = e as { code: number | null; stdout: string; stderr: string }
+    return { code: x.code, out: x.stdout, err: x.stderr }
+  }
+}
+
 const dir = mkdtempSync(path.join(tmpdir(), 'outpost-cli-args-'))
 const aFile = path.join(dir, 'not-a-folder')
 writeFileSync(aFile, 'a file, not a folder\n')
@@ -60,6 +71,12 @@ describe('outpost given bad arguments', () => {
     [['demo', '--outage-after', '-1'], {}, '--outage-after'],
     [['demo', 'now'], {}, 'now'],
     [['frobnicate'], {}, 'frobnicate'],
+    // The gateway's own monitor is the client `gateway`: a device with that id would take its session.
+    [['device', 'display', '--id', 'gateway'], { OUTPOST_DATA_DIR: dir }, '--id'],
+    [['device', 'display'], { OUTPOST_DEVICE_ID: 'gateway', OUTPOST_DATA_DIR: dir }, 'OUTPOST_DEVICE_ID'],
+    [['demo', '--duration', '1'], { OUTPOST_SAMPLE_MS: 'abc', OUTPOST_DATA_DIR: dir }, 'OUTPOST_SAMPLE_MS'],
+    [['demo', '--duration', '1'], { OUTPOST_SAMPLE_MS: '0', OUTPOST_DATA_DIR: dir }, 'OUTPOST_SAMPLE_MS'],
+    [['demo', '--duration', '1'], { OUTPOST_SAMPLE_MS: '-5', OUTPOST_DATA_DIR: dir }, 'OUTPOST_SAMPLE_MS'],
   ]
 
   it.each(cases)('refuses %j %j in one line naming %s, with exit code 2', async (args, env, named) => {
@@ -70,6 +87,30 @@ describe('outpost given bad arguments', () => {
     expect(lines[0]).toContain(named)
     expect(lines[0]).toContain('BAD_ARGUMENT')
     expect(r.code).toBe(2)
+  }, 30_000)
+
+  it('refuses a bad OUTPOST_SAMPLE_MS in the thermo device, under the CLI or on its own, in one line naming it, with exit code 2', async () => {
+    for (const value of ['abc', '0', '-5', '1.5']) {
+      const env = { OUTPOST_SAMPLE_MS: value, OUTPOST_DATA_DIR: dir, OUTPOST_MQTT_URL: 'mqtt://127.0.0.1:1', OUTPOST_LOG_FORMAT: 'pretty' }
+      for (const r of [await outpost(['device', 'thermo'], env), await node(['--import', 'tsx', 'devices/thermo/main.ts'], env)]) {
+        const all = `${r.out}${r.err}`
+        expect(all).not.toContain('    at ')
+        const lines = all.trimEnd().split('\n')
+        expect(lines).toHaveLength(1)
+        expect(lines[0]).toContain('OUTPOST_SAMPLE_MS')
+        expect(lines[0]).toContain(`"${value}"`)
+        expect(lines[0]).toContain('BAD_ARGUMENT')
+        expect(r.code).toBe(2)
+      }
+    }
+  }, 120_000)
+
+  it('never prints the password of a broker URL it refuses', async () => {
+    const r = await outpost(['device', 'display', '--url', 'mqtt://admin:s3cretPW@127.0.0.1:x'], { OUTPOST_DATA_DIR: dir })
+    expect(r.code).toBe(2)
+    expect(r.err).toContain('--url')
+    expect(r.err).toContain('admin')
+    expect(r.err).not.toContain('s3cretPW')
   }, 30_000)
 
   it('answers a wrong jobs call with one line on stderr and the jobs help on stdout', async () => {

@@ -2,6 +2,7 @@
 // device (SQLite in WAL mode lets this run beside the device process). A running device notices
 // a redrive or a resume within its queue poll interval (1 s by default). Inspection opens the file
 // read-only; no command creates, moves or converts a file.
+import { existsSync } from 'node:fs'
 import { createQueueOps, ErrorCode, isOutpostError, OutpostError, type Job, type JobState } from '../runtime/index.js'
 import { createSqliteQueueStore, openDeviceDatabase, type DeviceDatabase } from '../runtime/stores/sqlite/index.js'
 
@@ -52,11 +53,14 @@ function openFor(verb: string, db: string): DeviceDatabase {
     return openDeviceDatabase({ path: db, access: INSPECT.has(verb) ? 'read' : 'tool' })
   } catch (err) {
     if (!isOutpostError(err)) throw err
-    const details = (err.details ?? {}) as { missing?: boolean; notDevice?: boolean; reason?: string }
+    const details = (err.details ?? {}) as { missing?: boolean; notDevice?: boolean; directory?: boolean; reason?: string }
     if (details.missing === true) throw new OutpostError(ErrorCode.NOT_FOUND, `no device database at ${db} (--db names the file of a device, e.g. .outpost/thermo-1.db)`)
+    if (details.directory === true) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `--db ${db} is a directory, not a device database (--db names the file of a device, e.g. .outpost/thermo-1.db); nothing was changed`, { cause: err })
     if (details.notDevice === true || err.code === ErrorCode.STORE_CORRUPT) {
       const why = details.notDevice === true ? details.reason : `SQLite: ${details.reason ?? err.message}`
-      throw new OutpostError(ErrorCode.BAD_ARGUMENT, `--db ${db} is not a device database (${why}); nothing was changed`, { cause: err })
+      // A device's lock file is an SQLite file beside its database: point at the database.
+      const lockOf = db.endsWith('.lock') && existsSync(db.slice(0, -'.lock'.length)) ? `; it looks like a device's lock file: the database is ${db.slice(0, -'.lock'.length)}` : ''
+      throw new OutpostError(ErrorCode.BAD_ARGUMENT, `--db ${db} is not a device database (${why}${lockOf}); nothing was changed`, { cause: err })
     }
     throw err
   }

@@ -1,8 +1,9 @@
-import { mkdirSync } from 'node:fs'
+import { existsSync, mkdirSync, rmdirSync } from 'node:fs'
 import path from 'node:path'
 import type { Logger } from 'pino'
 import { ErrorCode, isOutpostError, OutpostError } from '../runtime/errors.js'
 import { openDeviceDatabase, type DeviceDatabase } from '../runtime/stores/sqlite/index.js'
+import { storeCodeOfOsError } from '../runtime/stores/sqlite/store-error.js'
 import type { DeviceConfig } from './device-config.js'
 
 /** Failures that may pass by themselves (another process lets go, space is freed, a disk is remounted): worth waiting for. */
@@ -26,6 +27,33 @@ export function readStoreOptions(env: NodeJS.ProcessEnv = process.env): DeviceSt
 }
 
 /**
+ * Makes the data folder and its missing parents. Node's recursive mkdir reports a parent it
+ * could not make as ENOENT (on a read-only disk too): the cause is found by making the first
+ * missing folder on its own. @throws STORE_READ_ONLY, STORE_FULL or STORE_FAILED, naming OUTPOST_DATA_DIR
+ */
+function makeDataFolder(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true })
+    return
+  } catch (err) {
+    let code = (err as { code?: string }).code ?? ''
+    if (code === 'ENOENT') {
+      let first = path.resolve(dir)
+      while (!existsSync(path.dirname(first)) && path.dirname(first) !== first) first = path.dirname(first)
+      try {
+        mkdirSync(first)
+        rmdirSync(first)
+      } catch (e) {
+        code = (e as { code?: string }).code ?? code
+      }
+    }
+    const store = storeCodeOfOsError(code) ?? ErrorCode.STORE_FAILED
+    const what = store === ErrorCode.STORE_READ_ONLY ? 'a read-only disk or folder' : store === ErrorCode.STORE_FULL ? 'the disk is full' : (err as Error).message
+    throw new OutpostError(store, `cannot make the data folder ${dir} (OUTPOST_DATA_DIR): ${what} (${code})`, { cause: err })
+  }
+}
+
+/**
  * Opens the device's database, `<dataDir>/<deviceId>.db`, taking its device lock. While it is
  * locked, in use by another process, full or read-only it tries again, backing off, for up to
  * `waitMs`; then (or at once for any other failure) it throws the typed error. What it found
@@ -40,13 +68,7 @@ export async function openDeviceStore(cfg: DeviceConfig, log: Logger, opts: Devi
   const told = new Set<string>()
   for (;;) {
     try {
-      try {
-        mkdirSync(cfg.dataDir, { recursive: true })
-      } catch (err) {
-        const code = (err as { code?: string }).code
-        const readOnly = code === 'EROFS' || code === 'EACCES' || code === 'EPERM'
-        throw new OutpostError(readOnly ? ErrorCode.STORE_READ_ONLY : code === 'ENOSPC' ? ErrorCode.STORE_FULL : ErrorCode.STORE_FAILED, `cannot make the data folder ${cfg.dataDir} (OUTPOST_DATA_DIR): ${(err as Error).message}`, { cause: err })
-      }
+      makeDataFolder(cfg.dataDir)
       const database = openDeviceDatabase({ path: file })
       report(database, log)
       return database
@@ -65,6 +87,8 @@ export async function openDeviceStore(cfg: DeviceConfig, log: Logger, opts: Devi
 
 /** Logs what opening the database found. */
 function report(database: DeviceDatabase, log: Logger): void {
+  // Storage errors while running name no file (they may reach a remote caller): the log says here which one it is.
+  log.info({ file: database.path, version: database.version }, `device database ${database.path}`)
   if (database.quarantinedTo !== undefined) {
     log.error({ code: ErrorCode.STORE_CORRUPT, movedTo: database.quarantinedTo, reason: database.quarantineReason }, `device database was damaged (${database.quarantineReason}); moved aside to ${database.quarantinedTo}, starting with an empty one`)
   }
@@ -79,14 +103,15 @@ function report(database: DeviceDatabase, log: Logger): void {
 }
 
 /**
- * What a device does with an error that stops it starting: an OutpostError (a storage error, a
- * bad setting) ends the process with one log line naming its code, and exit code 1; anything
- * else is a bug and is thrown on, with its stack.
+ * What a device does with an error that stops it starting: an OutpostError ends the process
+ * with one log line naming its code, and exit code 2 for a wrong variable (BAD_ARGUMENT, as
+ * the README promises), 1 for anything else (a storage error); anything else is a bug and is
+ * thrown on, with its stack.
  */
 export function exitOnStartError(log: Logger): (err: unknown) => never {
   return (err) => {
     if (!isOutpostError(err)) throw err
     log.fatal({ code: err.code }, `${err.code}: ${err.message}`)
-    process.exit(1)
+    process.exit(err.code === ErrorCode.BAD_ARGUMENT ? 2 : 1)
   }
 }

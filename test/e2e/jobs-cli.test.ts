@@ -1,21 +1,24 @@
 // `outpost jobs …` run as a separate process against the database of a device that is running:
 // inspect, dead letters, pause / resume and redrive, which the running device picks up.
 import { execFile } from 'node:child_process'
-import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
+import Database from 'better-sqlite3'
 import * as v from 'valibot'
 import { describe, expect, it } from 'vitest'
 import { createMemoryBridge, createMemoryHub, createRuntime, defineContract, defineService } from '../../runtime/index.js'
 import { createSqliteOutbox, createSqliteQueueStore, openDeviceDatabase } from '../../runtime/stores/sqlite/index.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
+import { readOnlyFolder } from '../helpers/small-disk.js'
 import { until } from '../helpers/wait.js'
 
 const run = promisify(execFile)
-const outpost = async (...args: string[]): Promise<{ code: number; out: string; err: string }> => {
+const outpost = async (...args: string[]): Promise<{ code: number; out: string; err: string }> => outpostAs({}, ...args)
+const outpostAs = async (as: { uid?: number; gid?: number }, ...args: string[]): Promise<{ code: number; out: string; err: string }> => {
   try {
-    const r = await run(process.execPath, ['bin/outpost.js', ...args])
+    const r = await run(process.execPath, [path.resolve('bin/outpost.js'), ...args], { ...as, cwd: process.cwd() })
     return { code: 0, out: r.stdout.trim(), err: r.stderr }
   } catch (e) {
     const x = e as { code: number; stdout: string; stderr: string }
@@ -142,5 +145,80 @@ describe('outpost jobs', () => {
     expect((await outpost('jobs', 'dead', 'lab/work', '--db', file)).out).toBe('no dead letters')
     expect(readFileSync(file).equals(dbBytes)).toBe(true)
     expect(readdirSync(dir).sort()).toEqual(listing)
+  }, 60_000)
+
+  it('refuses an SQLite file that is not a device database without changing a byte of it (BAD_ARGUMENT)', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-cli-'))
+    cleanup(() => rmSync(dir, { recursive: true, force: true }))
+    const files: string[] = []
+    for (const version of [0, 3, 9, 50]) {
+      const f = path.join(dir, `users-${version}.db`)
+      const db = new Database(f)
+      db.exec('CREATE TABLE users (id, name)')
+      db.pragma(`user_version = ${version}`)
+      db.close()
+      files.push(f)
+    }
+    // A device's lock file is an SQLite file too (its user_version is the holder's pid).
+    const device = path.join(dir, 'device.db')
+    openDeviceDatabase({ path: device }).close()
+    files.push(`${device}.lock`)
+    const listing = readdirSync(dir).sort()
+    const bytes = files.map((f) => readFileSync(f))
+    for (const f of files) {
+      for (const args of [['pause', 'thermo/sample'], ['purge', 'thermo/sample', 'dead'], ['cancel', '01ZZZZZZZZZZZZZZZZZZZZZZZZ'], ['queues']]) {
+        const r = await outpost('jobs', ...args, '--db', f)
+        expect(r.code, `${args[0]} ${f}: ${r.err}`).toBe(2)
+        const lines = r.err.trim().split('\n')
+        expect(lines).toHaveLength(1)
+        expect(lines[0]).toContain('BAD_ARGUMENT')
+        expect(lines[0]).toContain('not a device database')
+      }
+    }
+    files.forEach((f, i) => expect(readFileSync(f).equals(bytes[i]!), f).toBe(true))
+    expect(readdirSync(dir).sort()).toEqual(listing)
+  }, 120_000)
+
+  it('says that a directory is a directory (BAD_ARGUMENT), for every command', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-cli-'))
+    cleanup(() => rmSync(dir, { recursive: true, force: true }))
+    const folder = path.join(dir, 'data')
+    mkdirSync(folder)
+    for (const args of [['queues'], ['status', '01ZZZZZZZZZZZZZZZZZZZZZZZZ'], ['dead', 'lab/work'], ['pause', 'lab/work'], ['redrive', 'lab/work']]) {
+      const r = await outpost('jobs', ...args, '--db', folder)
+      expect(r.code, r.err).toBe(2)
+      expect(r.err.trim().split('\n')).toHaveLength(1)
+      expect(r.err).toContain('BAD_ARGUMENT')
+      expect(r.err).toContain('is a directory')
+    }
+    expect(readdirSync(folder)).toEqual([])
+  }, 60_000)
+
+  it('inspects a copied database and its write-ahead log, leaving nothing beside them, even in a folder it cannot write', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-cli-'))
+    cleanup(() => rmSync(dir, { recursive: true, force: true }))
+    // A device that runs: its last jobs are in the log, not yet in the database file.
+    const live = path.join(dir, 'live.db')
+    const d = openDeviceDatabase({ path: live })
+    d.db.pragma('wal_autocheckpoint = 0')
+    createSqliteQueueStore(d).enqueueMany(Array.from({ length: 5 }, (_, n) => ({ queue: 'lab/work', payload: { n } })), Date.now())
+    cleanup(() => d.close())
+    const ro = readOnlyFolder(path.join(dir, 'copy'))
+    cleanup(() => ro.dispose())
+    const copy = path.join(ro.dir, 'device.db')
+    copyFileSync(live, copy)
+    copyFileSync(`${live}-wal`, `${copy}-wal`)
+    expect(existsSync(`${copy}-shm`)).toBe(false)
+
+    const here = await outpost('jobs', 'queues', '--db', copy)
+    expect(here.code, here.err).toBe(0)
+    expect(here.out).toContain('lab/work: ready 5')
+    expect(readdirSync(ro.dir).sort()).toEqual(['device.db', 'device.db-wal'])
+
+    ro.seal()
+    const sealed = await outpostAs(ro.spawnAs, 'jobs', 'queues', '--db', copy)
+    expect(sealed.code, sealed.err).toBe(0)
+    expect(sealed.out).toContain('lab/work: ready 5')
+    expect(readdirSync(ro.dir).sort()).toEqual(['device.db', 'device.db-wal'])
   }, 60_000)
 })

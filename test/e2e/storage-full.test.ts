@@ -118,6 +118,11 @@ describe('a device on a full disk', () => {
     let refused: unknown
     await client.put({ n: 4, bytes: 64 * 1024 }).catch((err: unknown) => (refused = err))
     expect(isOutpostError(refused, ErrorCode.STORE_FULL)).toBe(true)
+    // What crossed the wire says what happened, not where the device keeps its database.
+    const wire = JSON.stringify({ message: (refused as Error).message, details: (refused as { details?: unknown }).details })
+    expect(wire).toContain('full')
+    expect(wire).not.toContain(base)
+    expect(wire).not.toContain('vault-1.db')
     expect(await client.count({})).toEqual({ blobs: 3 })
     // Timers kept running through failing writes (a schedule every 100 ms): the runtime is alive.
     const fired = device.stats().schedules.fired

@@ -225,7 +225,9 @@ describe('device database', () => {
     const before = readFileSync(readme)
     for (const access of ['read', 'tool'] as const) {
       const err = thrown(() => openDeviceDatabase({ path: readme, access }))
-      expect(isOutpostError(err, ErrorCode.STORE_CORRUPT)).toBe(true)
+      // Not a damaged database: no database at all, told by its first bytes before SQLite opens it.
+      expect(isOutpostError(err, ErrorCode.STORE_FAILED)).toBe(true)
+      expect((err as { details?: unknown }).details).toMatchObject({ notDevice: true, reason: 'not an SQLite database' })
       expect((err as Error).message).toContain('nothing was changed')
     }
     expect(readFileSync(readme).equals(before)).toBe(true)

@@ -1,9 +1,10 @@
-import { copyFileSync, existsSync, readFileSync, renameSync, statSync } from 'node:fs'
+import { copyFileSync, existsSync, renameSync, statSync } from 'node:fs'
 import Database from 'better-sqlite3'
 import { ErrorCode, OutpostError } from '../../errors.js'
 import { lockDeviceDatabase, type DeviceLock } from './device-lock.js'
 import { MIGRATIONS, type Migration } from './migrations.js'
 import { cannotWrite, isDamaged, toStoreError } from './store-error.js'
+import { headerOf, isSqliteHeader, openReadOnly } from './read-only-open.js'
 import { checkWal, type WalCheck } from './wal-check.js'
 
 /** How much a power cut may take: see runtime/stores/sqlite/README.md. */
@@ -117,43 +118,87 @@ interface OpenSettings {
   check: 'quick' | 'full'
 }
 
-/** Largest file that inspection reads into memory rather than open where it is (see openForReading). */
-const READ_COPY_MAX_BYTES = 64 * 1024 * 1024
-
-/**
- * A read-only connection that creates nothing beside the file. A WAL database opened read-only
- * makes SQLite create its -wal and -shm files when they are not there (the device is not
- * running); such a file, when not too large, is read into memory instead, marked as a rollback
- * journal database there (header bytes 18 and 19), so that nothing is made on disk. With the
- * device running, the -wal and -shm are there already, and the file is opened where it is.
- */
-function openForReading(path: string, busyMs: number): Database.Database {
-  if (!existsSync(`${path}-wal`)) {
-    const size = statSync(path).size
-    if (size <= READ_COPY_MAX_BYTES) {
-      const bytes = readFileSync(path)
-      if (bytes.length >= 100 && bytes.subarray(0, 16).toString('latin1') === 'SQLite format 3\0' && bytes[18] === 2) {
-        bytes[18] = 1
-        bytes[19] = 1
-        return new Database(bytes, { readonly: true })
-      }
-    }
-  }
-  return new Database(path, { readonly: true, fileMustExist: true, timeout: busyMs })
+/** An open connection and how to close it (a read-only one may have a private copy to remove). */
+interface Opened {
+  db: Database.Database
+  close(): void
 }
 
-function openChecked(path: string, o: OpenSettings): Database.Database {
-  const db = o.access === 'read' ? openForReading(path, o.busyMs) : new Database(path, { fileMustExist: o.access !== 'device', timeout: o.busyMs })
+/** The tables each schema version has: the migrations run on an empty database in memory. */
+function tablesOf(migrations: readonly Migration[], version: number): string[] {
+  const mem = new Database(':memory:')
+  try {
+    for (const m of migrations) {
+      if (m.version > version) break
+      m.up(mem)
+    }
+    return mem.prepare(`SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'`).pluck().all() as string[]
+  } finally {
+    mem.close()
+  }
+}
+
+/**
+ * Checks, on a read-only connection, that a file is a device database this runtime can work
+ * on: a user_version from 1, the tables of that schema version (of this runtime's latest, for
+ * a newer one), and this runtime's version.
+ * @throws STORE_FAILED with details.notDevice (not a device database), or a newer or older schema
+ */
+function checkDeviceSchema(db: Database.Database, migrations: readonly Migration[], path: string): void {
+  const current = db.pragma('user_version', { simple: true }) as number
+  const latest = migrations.at(-1)?.version ?? 0
+  const notDevice = (reason: string): OutpostError =>
+    new OutpostError(ErrorCode.STORE_FAILED, `${path} is not a device database (${reason}); nothing was changed`, { details: { notDevice: true, reason } })
+  if (current <= 0) throw notDevice('no Outpost schema in it')
+  const have = new Set(db.prepare(`SELECT name FROM sqlite_master WHERE type = 'table'`).pluck().all() as string[])
+  const missing = tablesOf(migrations, Math.min(current, latest)).filter((t) => !have.has(t))
+  if (missing.length > 0) throw notDevice(`no Outpost tables in it: ${missing.join(', ')} missing`)
+  if (current > latest) {
+    throw new OutpostError(ErrorCode.STORE_FAILED, `database ${path} has schema version ${current}, newer than this runtime's ${latest}; it was left as it is (update the runtime)`, { details: { current, latest } })
+  }
+  if (current < latest) throw new OutpostError(ErrorCode.STORE_FAILED, `database ${path} has schema version ${current}, older than this runtime's ${latest}; start the device once to update it (nothing was changed)`, { details: { current, latest } })
+}
+
+/**
+ * Opens a file for access 'read' or 'tool' without changing it before it is known to be a
+ * device database of this runtime's schema: that is checked on a read-only connection (see
+ * openReadOnly: nothing is created beside the file); 'read' then keeps that connection, 'tool'
+ * opens the file read-write, in the journal mode it has (a device database is in WAL mode; no
+ * other file is converted).
+ */
+function openBeside(path: string, o: OpenSettings, migrations: readonly Migration[]): Opened {
+  const reader = openReadOnly(path, o.busyMs)
+  try {
+    reader.db.pragma(`cache_size = -${Math.max(64, Math.floor(o.cacheKiB))}`)
+    checkDeviceSchema(reader.db, migrations, path)
+  } catch (err) {
+    reader.close()
+    throw err
+  }
+  if (o.access === 'read') return reader
+  reader.close()
+  const db = new Database(path, { fileMustExist: true, timeout: o.busyMs })
   try {
     db.pragma(`cache_size = -${Math.max(64, Math.floor(o.cacheKiB))}`)
-    if (o.access === 'read') {
-      // Reads the header: a file that is not a database says so here, and nothing is written.
-      db.pragma('schema_version', { simple: true })
-      return db
-    }
+    // SQLite opens a file it may not write read-only without a word, and fails only at the first write.
+    if (cannotWrite(path)) throw new OutpostError(ErrorCode.STORE_READ_ONLY, `database ${path} or its folder cannot be written (read-only file, folder or file system)`)
+    db.pragma(`synchronous = ${o.synchronous}`)
+    db.pragma('foreign_keys = ON')
+    return { db, close: () => db.close() }
+  } catch (err) {
+    db.close()
+    throw err
+  }
+}
+
+function openChecked(path: string, o: OpenSettings, migrations: readonly Migration[]): Opened {
+  if (o.access !== 'device' && path !== ':memory:') return openBeside(path, o, migrations)
+  const db = new Database(path, { fileMustExist: o.access !== 'device', timeout: o.busyMs })
+  try {
+    db.pragma(`cache_size = -${Math.max(64, Math.floor(o.cacheKiB))}`)
     // SQLite opens a file it may not write read-only without a word, and fails only at the
     // first write: say so now.
-    if (path !== ':memory:' && cannotWrite(path)) throw new OutpostError(ErrorCode.STORE_READ_ONLY, `database ${path} or its folder cannot be written (read-only file, folder or file system)`, { details: { file: path } })
+    if (path !== ':memory:' && cannotWrite(path)) throw new OutpostError(ErrorCode.STORE_READ_ONLY, `database ${path} or its folder cannot be written (read-only file, folder or file system)`)
     db.pragma('journal_mode = WAL')
     db.pragma(`synchronous = ${o.synchronous}`)
     db.pragma('foreign_keys = ON')
@@ -161,7 +206,7 @@ function openChecked(path: string, o: OpenSettings): Database.Database {
       const check = db.pragma(o.check === 'full' ? 'integrity_check' : 'quick_check', { simple: true })
       if (check !== 'ok') throw new Damaged(`${o.check === 'full' ? 'integrity_check' : 'quick_check'}: ${String(check)}`)
     }
-    return db
+    return { db, close: () => db.close() }
   } catch (err) {
     db.close()
     throw err
@@ -199,6 +244,33 @@ const sizeOf = (path: string): number => {
 }
 
 /**
+ * For access 'read' and 'tool': what can be told of a file before SQLite opens it, without
+ * changing it. @throws STORE_FAILED with details.missing (no such file), details.notDevice (a
+ * directory, an empty file, a file that is not an SQLite database), or a storage error (cannot be read)
+ */
+function checkIsDatabaseFile(path: string): void {
+  let stat: ReturnType<typeof statSync>
+  try {
+    stat = statSync(path)
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ENOENT') throw new OutpostError(ErrorCode.STORE_FAILED, `no device database at ${path}`, { details: { missing: true } })
+    throw toStoreError(err, path, 'open')
+  }
+  const notDevice = (reason: string, more: Record<string, unknown> = {}): OutpostError =>
+    new OutpostError(ErrorCode.STORE_FAILED, `${path} is ${reason}, not a device database; nothing was changed`, { details: { notDevice: true, reason, ...more } })
+  if (stat.isDirectory()) throw notDevice('a directory', { directory: true })
+  if (!stat.isFile()) throw notDevice('not a regular file')
+  if (stat.size === 0) throw notDevice('an empty file')
+  let header: Buffer
+  try {
+    header = headerOf(path)
+  } catch (err) {
+    throw toStoreError(err, path, 'open')
+  }
+  if (!isSqliteHeader(header)) throw notDevice('not an SQLite database')
+}
+
+/**
  * Opens the device database: WAL, the chosen `synchronous`, an integrity check, then schema
  * migrations (access 'device'). Only a file that SQLite reports as damaged and that is not empty
  * is moved aside (never deleted); every other failure is a typed error that leaves it alone.
@@ -219,13 +291,9 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
   const now = opts.now ?? Date.now
   const migrations = opts.migrations ?? MIGRATIONS
   const file = opts.path !== ':memory:'
-  if (access !== 'device' && file) {
-    const size = sizeOf(opts.path)
-    if (size < 0) throw new OutpostError(ErrorCode.STORE_FAILED, `no device database at ${opts.path}`, { details: { file: opts.path, missing: true } })
-    if (size === 0) throw new OutpostError(ErrorCode.STORE_FAILED, `${opts.path} is an empty file, not a device database; nothing was changed`, { details: { file: opts.path, notDevice: true, reason: 'an empty file' } })
-  }
+  if (access !== 'device' && file) checkIsDatabaseFile(opts.path)
   const lock: DeviceLock | undefined = access === 'device' && file && (opts.lock ?? true) ? lockDeviceDatabase(opts.path, now) : undefined
-  let db: Database.Database
+  let opened: Opened
   let quarantinedTo: string | undefined
   let quarantineReason: string | undefined
   let walCheck: WalCheck | undefined
@@ -244,7 +312,7 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
       }
     }
     try {
-      db = openChecked(opts.path, settings)
+      opened = openChecked(opts.path, settings, migrations)
     } catch (cause) {
       const damaged = cause instanceof Damaged || isDamaged(cause)
       if (!damaged || !file || sizeOf(opts.path) <= 0) {
@@ -252,19 +320,19 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
       }
       const why = (cause as Error).message
       if (access !== 'device') {
-        throw new OutpostError(ErrorCode.STORE_CORRUPT, `${opts.path} is damaged or not a database (SQLite: ${why}); nothing was changed`, { cause, details: { file: opts.path, reason: why } })
+        throw new OutpostError(ErrorCode.STORE_CORRUPT, `${opts.path} is damaged or not a database (SQLite: ${why}); nothing was changed`, { cause, details: { reason: why } })
       }
       try {
         quarantinedTo = quarantine(opts.path, now())
       } catch (e) {
-        throw new OutpostError(ErrorCode.STORE_CORRUPT, `database ${opts.path} is damaged (SQLite: ${why}) and could not be moved aside: ${(e as Error).message}`, { cause, details: { file: opts.path, reason: why } })
+        throw new OutpostError(ErrorCode.STORE_CORRUPT, `database ${opts.path} is damaged (SQLite: ${why}) and could not be moved aside: ${(e as Error).message}`, { cause, details: { reason: why } })
       }
       quarantineReason = why
       if (opts.onCorrupt === 'fail') {
         throw new OutpostError(ErrorCode.STORE_CORRUPT, `database ${opts.path} is damaged (SQLite: ${why}); moved to ${quarantinedTo}`, { cause, details: { quarantinedTo, reason: why } })
       }
       try {
-        db = openChecked(opts.path, settings)
+        opened = openChecked(opts.path, settings, migrations)
       } catch (e) {
         throw toStoreError(e, opts.path, 'open')
       }
@@ -273,11 +341,12 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
     lock?.release()
     throw err
   }
+  const db = opened.db
   let version: number
   try {
     version = migrate(db, migrations, opts.path, access)
   } catch (err) {
-    db.close()
+    opened.close()
     lock?.release()
     throw toStoreError(err, opts.path, 'open')
   }
@@ -370,7 +439,7 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
         }
       }
       closed = true
-      db.close()
+      opened.close()
       lock?.release()
     },
   }

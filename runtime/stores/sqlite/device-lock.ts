@@ -49,7 +49,7 @@ function take(lockPath: string, file: string): DeviceLock {
       throw new OutpostError(
         ErrorCode.STORE_IN_USE,
         `database ${file} is in use by another process${pid === undefined ? '' : ` (pid ${pid})`} running this device; stop it first, or give this one another device id or data folder`,
-        { cause: err, details: { file, lock: lockPath, pid } },
+        { cause: err, details: { pid } },
       )
     }
     throw err

@@ -1,4 +1,4 @@
-import { accessSync, constants, existsSync, statfsSync } from 'node:fs'
+import { accessSync, closeSync, constants, existsSync, openSync, statfsSync, unlinkSync } from 'node:fs'
 import path from 'node:path'
 import { ErrorCode, isOutpostError, OutpostError } from '../../errors.js'
 
@@ -19,14 +19,25 @@ export function isDamaged(err: unknown): boolean {
   return code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB'
 }
 
-/** True when the disk holding `file` has (almost) no space left; false when that cannot be told. */
+/**
+ * True when the disk holding `file` has (almost) no space left; false when that cannot be told,
+ * and for a file system that has no blocks at all (/proc, /sys: they report none free, and are
+ * not full but take no files).
+ */
 export function diskIsFull(file: string): boolean {
   try {
     const s = statfsSync(path.dirname(path.resolve(file)))
-    return s.bavail * s.bsize < NEARLY_FULL_BYTES
+    return s.blocks > 0 && s.bavail * s.bsize < NEARLY_FULL_BYTES
   } catch {
     return false
   }
+}
+
+/** The storage code an operating system error code stands for: read-only, full, or undefined for anything else. */
+export function storeCodeOfOsError(code: string): ErrorCode | undefined {
+  if (code === 'EROFS' || code === 'EACCES' || code === 'EPERM') return ErrorCode.STORE_READ_ONLY
+  if (code === 'ENOSPC' || code === 'EDQUOT') return ErrorCode.STORE_FULL
+  return undefined
 }
 
 /** True when this process may not write the file or its folder (for -wal and -shm): a read-only file system, or no permission. */
@@ -36,16 +47,44 @@ export function cannotWrite(file: string): boolean {
     if (existsSync(file)) accessSync(file, constants.W_OK)
     return false
   } catch (err) {
-    const code = codeOf(err)
-    return code === 'EROFS' || code === 'EACCES' || code === 'EPERM'
+    return storeCodeOfOsError(codeOf(err)) === ErrorCode.STORE_READ_ONLY
   }
 }
 
 /**
+ * Why the file system will not let this process open `file` for writing, as the OS says it
+ * (SQLite's "unable to open database file" does not say): the error code of checking its folder
+ * and the file; at open also of opening the file (creating it, and removing it again, when it is
+ * not there). Never opened while running: closing a descriptor of a file would drop the locks
+ * SQLite holds on it in this process. Undefined when nothing fails. Only asked once something has failed.
+ */
+export function osCauseOf(file: string, phase: StorePhase): string | undefined {
+  try {
+    accessSync(path.dirname(path.resolve(file)), constants.W_OK)
+    const exists = existsSync(file)
+    if (exists) accessSync(file, constants.W_OK)
+    if (phase === 'run') return undefined
+    if (exists) closeSync(openSync(file, 'r+'))
+    else {
+      closeSync(openSync(file, 'wx'))
+      unlinkSync(file)
+    }
+    return undefined
+  } catch (err) {
+    return codeOf(err) || undefined
+  }
+}
+
+/** The message of a storage error: at open (in this process's own log) it names the file; while running (it may reach a remote caller) it does not. */
+const where = (file: string, phase: StorePhase): string => (phase === 'open' ? `database ${file}` : 'device database')
+
+/**
  * Turns an error of the device database (a SQLite or file system error) into an OutpostError
  * with a storage code; while running, anything else (an OutpostError, an error of the caller's
- * own code) is returned as it is, and at open it is STORE_FAILED. `file` is the database, for the message and for telling a full or read-only
- * disk from other I/O errors.
+ * own code) is returned as it is, and at open it is STORE_FAILED. `file` is the database, for
+ * telling a full or read-only disk from other I/O errors. Errors while running may be sent to a
+ * remote caller (a command's reply): their message and details never name the file; errors at
+ * open end up in this process's log and do.
  */
 export function toStoreError(err: unknown, file: string, phase: StorePhase): unknown {
   if (isOutpostError(err)) return err
@@ -54,25 +93,32 @@ export function toStoreError(err: unknown, file: string, phase: StorePhase): unk
   if (!sqlite && !/^E[A-Z]+$/.test(code)) {
     // At open everything that fails is about the file (better-sqlite3 throws a TypeError for a
     // folder that does not exist); while running, an error that is not SQLite's is not ours to name.
-    return phase === 'open' ? new OutpostError(ErrorCode.STORE_FAILED, `cannot open database ${file}: ${(err as Error)?.message ?? String(err)}`, { cause: err, details: { file } }) : err
+    return phase === 'open' ? new OutpostError(ErrorCode.STORE_FAILED, `cannot open database ${file}: ${(err as Error)?.message ?? String(err)}`, { cause: err }) : err
   }
-  const why = `${(err as Error).message} (${code})`
-  const opts = { cause: err, details: { file, cause: code } }
+  // SQLite's messages name no file; a Node file system error's does, so only its code is kept while running.
+  const why = sqlite || phase === 'open' ? `${(err as Error).message} (${code})` : code
+  const at = where(file, phase)
+  // SQLite says "unable to open" or "disk I/O error" without why: ask the file system.
+  const os = code.startsWith('SQLITE_CANTOPEN') || code.startsWith('SQLITE_IOERR') ? osCauseOf(file, phase) : undefined
+  const opts = { cause: err, details: os === undefined ? { cause: code } : { cause: code, os } }
   if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
     return phase === 'open'
-      ? new OutpostError(ErrorCode.STORE_LOCKED, `database ${file} is locked by another process: ${why}`, { ...opts, retryable: true })
-      : new OutpostError(ErrorCode.STORE_BUSY, `database ${file} is busy (another process is writing): ${why}`, { ...opts, retryable: true })
+      ? new OutpostError(ErrorCode.STORE_LOCKED, `${at} is locked by another process: ${why}`, { ...opts, retryable: true })
+      : new OutpostError(ErrorCode.STORE_BUSY, `${at} is busy (another process is writing): ${why}`, { ...opts, retryable: true })
   }
-  if (code === 'SQLITE_FULL' || code === 'ENOSPC' || ((code.startsWith('SQLITE_IOERR') || code.startsWith('SQLITE_CANTOPEN')) && diskIsFull(file))) {
-    return new OutpostError(ErrorCode.STORE_FULL, `disk holding database ${file} is full: ${why}`, { ...opts, retryable: true })
+  const byOs = storeCodeOfOsError(os ?? code)
+  if (code.startsWith('SQLITE_READONLY') || byOs === ErrorCode.STORE_READ_ONLY) {
+    return new OutpostError(ErrorCode.STORE_READ_ONLY, `${at} or its folder cannot be written: ${why}${os === undefined ? '' : ` (${os})`}`, opts)
   }
-  if (code.startsWith('SQLITE_READONLY') || code === 'EROFS' || code === 'EACCES' || code === 'EPERM' || ((code.startsWith('SQLITE_CANTOPEN') || code.startsWith('SQLITE_IOERR')) && cannotWrite(file))) {
-    return new OutpostError(ErrorCode.STORE_READ_ONLY, `database ${file} or its folder cannot be written: ${why}`, opts)
+  // A write that finds no room is SQLITE_FULL; an open or a -shm that cannot grow on a full disk
+  // is an I/O error, told apart by the disk having no space left.
+  if (code === 'SQLITE_FULL' || byOs === ErrorCode.STORE_FULL || (os === undefined && (code.startsWith('SQLITE_IOERR') || code.startsWith('SQLITE_CANTOPEN')) && diskIsFull(file))) {
+    return new OutpostError(ErrorCode.STORE_FULL, phase === 'open' ? `disk holding ${at} is full: ${why}` : `device storage is full: ${why}`, { ...opts, retryable: true })
   }
   if (isDamaged(err)) {
-    return new OutpostError(ErrorCode.STORE_CORRUPT, `database ${file} is damaged: ${why}`, opts)
+    return new OutpostError(ErrorCode.STORE_CORRUPT, `${at} is damaged: ${why}`, opts)
   }
-  return new OutpostError(ErrorCode.STORE_FAILED, `database ${file} failed: ${why}`, opts)
+  return new OutpostError(ErrorCode.STORE_FAILED, `${at} failed: ${why}${os === undefined ? '' : ` (${os})`}`, opts)
 }
 
 /** `fn`, with SQLite's errors turned into storage errors (see toStoreError); for statements run outside a transaction. */

@@ -1,0 +1,77 @@
+// A device started through the CLI (`outpost device thermo`) on storage it cannot use: each
+// failure is named by its real cause, in one line, with the exit code the README promises.
+import { execFile } from 'node:child_process'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { promisify } from 'node:util'
+import { describe, expect, it } from 'vitest'
+import { cleanupAfterEach } from '../helpers/cleanups.js'
+import { readOnlyFolder } from '../helpers/small-disk.js'
+
+const run = promisify(execFile)
+
+/** Runs `outpost device thermo` with `env`; it is expected to stop at start. */
+async function device(env: Record<string, string>, as: { uid?: number; gid?: number } = {}): Promise<{ code: number; out: string }> {
+  try {
+    // A broker nobody listens on: the device stops at its database, before it would connect.
+    const r = await run(process.execPath, [path.resolve('bin/outpost.js'), 'device', 'thermo', '--url', 'mqtt://127.0.0.1:9', '--log-format', 'json'], {
+      env: { ...process.env, ...env },
+      timeout: 60_000,
+      ...as,
+    })
+    return { code: 0, out: r.stdout + r.stderr }
+  } catch (e) {
+    const x = e as { code: number; stdout: string; stderr: string }
+    return { code: x.code, out: x.stdout + x.stderr }
+  }
+}
+
+/** The one fatal log line of a run. */
+function fatal(out: string): { code?: string; msg?: string } {
+  const lines = out.split('\n').filter((l) => l.includes('"level":60'))
+  expect(lines, out).toHaveLength(1)
+  return JSON.parse(lines[0]!) as { code?: string; msg?: string }
+}
+
+describe('a device on storage it cannot use', () => {
+  const cleanup = cleanupAfterEach()
+
+  it('calls a pseudo file system that takes no files read-only, not full (/proc, /sys)', async () => {
+    for (const dir of ['/proc/1', '/sys/kernel']) {
+      if (!existsSync(dir)) continue
+      const r = await device({ OUTPOST_DATA_DIR: dir })
+      expect(r.code, r.out).toBe(1)
+      const line = fatal(r.out)
+      expect(line.code, line.msg).toBe('STORE_READ_ONLY')
+      expect(line.msg).not.toContain('full')
+    }
+    expect(existsSync('/proc/1')).toBe(true)
+  }, 120_000)
+
+  it('calls a data folder that cannot be made on a read-only disk STORE_READ_ONLY', async () => {
+    const base = mkdtempSync(path.join(tmpdir(), 'outpost-codes-'))
+    cleanup(() => rmSync(base, { recursive: true, force: true }))
+    const ro = readOnlyFolder(path.join(base, 'disk'))
+    cleanup(() => ro.dispose())
+    ro.seal()
+    const r = await device({ OUTPOST_DATA_DIR: path.join(ro.dir, 'sub', 'data') }, ro.spawnAs)
+    expect(r.code, r.out).toBe(1)
+    const line = fatal(r.out)
+    expect(line.code, line.msg).toBe('STORE_READ_ONLY')
+    expect(line.msg).toContain('OUTPOST_DATA_DIR')
+    expect(existsSync(path.join(ro.dir, 'sub'))).toBe(false)
+  }, 60_000)
+
+  it('stops with exit code 2 and one line naming a wrong OUTPOST_STORE_WAIT_MS', async () => {
+    const base = mkdtempSync(path.join(tmpdir(), 'outpost-codes-'))
+    cleanup(() => rmSync(base, { recursive: true, force: true }))
+    const r = await device({ OUTPOST_DATA_DIR: base, OUTPOST_STORE_WAIT_MS: 'abc' })
+    expect(r.code, r.out).toBe(2)
+    const lines = r.out.trim().split('\n')
+    expect(lines, r.out).toHaveLength(1)
+    expect(lines[0]).toContain('BAD_ARGUMENT')
+    expect(lines[0]).toContain('OUTPOST_STORE_WAIT_MS')
+    expect(lines[0]).toContain('abc')
+  }, 60_000)
+})

@@ -14,7 +14,8 @@ export type Synchronous = 'NORMAL' | 'FULL'
  * Who opens the database. `device` (the default): the process that runs the device; creates the
  * file if missing, takes the device lock, moves a damaged file aside, migrates. `tool`: another
  * process working beside it (`outpost jobs redrive`): reads and writes, but the file must exist
- * with this runtime's schema; never creates, locks, moves or migrates. `read`: inspection only
+ * with this runtime's schema, checked on a read-only connection first; never creates, locks,
+ * moves, migrates or converts (sets no journal mode). `read`: inspection only
  * (read-only connection; never creates, writes, moves or locks anything).
  */
 export type DatabaseAccess = 'device' | 'tool' | 'read'

@@ -7,6 +7,7 @@ import path from 'node:path'
 import { parseArgs } from 'node:util'
 import type { LevelWithSilent } from 'pino'
 import { parseSampleMs } from '../devices/device-config.js'
+import { readStoreOptions } from '../devices/device-database.js'
 import { RESERVED_DEVICE_IDS } from '../gateway/gateway.js'
 import { ErrorCode, OutpostError } from '../runtime/errors.js'
 import { redactUrl } from '../runtime/redact-url.js'
@@ -228,6 +229,7 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv, devicesDir:
         const sampleMs = envOf(env, 'OUTPOST_SAMPLE_MS')
         if (sampleMs !== undefined) args.sampleMs = parseSampleMs(sampleMs, 'OUTPOST_SAMPLE_MS')
         args.dataDir = dataDirOf(envOf(env, 'OUTPOST_DATA_DIR') ?? '.outpost', 'OUTPOST_DATA_DIR')
+        readStoreOptions(env) // OUTPOST_STORE_WAIT_MS, read by the devices it starts: checked here, before they start
       }
       break
     }
@@ -239,6 +241,7 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv, devicesDir:
       const id = either('id', 'OUTPOST_DEVICE_ID')
       if (id !== undefined) args.id = idOf(...id)
       args.dataDir = dataDirOf(envOf(env, 'OUTPOST_DATA_DIR') ?? '.outpost', 'OUTPOST_DATA_DIR')
+      readStoreOptions(env) // OUTPOST_STORE_WAIT_MS: the device reads it too; checked here with the other variables
       break
     }
     case 'jobs': {

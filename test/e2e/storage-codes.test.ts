@@ -74,4 +74,45 @@ describe('a device on storage it cannot use', () => {
     expect(lines[0]).toContain('OUTPOST_STORE_WAIT_MS')
     expect(lines[0]).toContain('abc')
   }, 60_000)
+
+  it('a device run on its own (as its bundle runs) also stops with exit code 2 on a wrong OUTPOST_STORE_WAIT_MS', async () => {
+    const base = mkdtempSync(path.join(tmpdir(), 'outpost-codes-'))
+    cleanup(() => rmSync(base, { recursive: true, force: true }))
+    let r: { code: number; out: string }
+    try {
+      const x = await run(process.execPath, ['--import', 'tsx', 'devices/thermo/main.ts'], {
+        env: { ...process.env, OUTPOST_DATA_DIR: base, OUTPOST_STORE_WAIT_MS: '-5', OUTPOST_MQTT_URL: 'mqtt://127.0.0.1:9', OUTPOST_LOG_FORMAT: 'json' },
+        timeout: 60_000,
+      })
+      r = { code: 0, out: x.stdout + x.stderr }
+    } catch (e) {
+      const x = e as { code: number; stdout: string; stderr: string }
+      r = { code: x.code, out: x.stdout + x.stderr }
+    }
+    expect(r.code, r.out).toBe(2)
+    const line = fatal(r.out)
+    expect(line.code).toBe('BAD_ARGUMENT')
+    expect(line.msg).toContain('OUTPOST_STORE_WAIT_MS')
+  }, 60_000)
+
+  it('the demo refuses a wrong OUTPOST_STORE_WAIT_MS before it starts anything', async () => {
+    const base = mkdtempSync(path.join(tmpdir(), 'outpost-codes-'))
+    cleanup(() => rmSync(base, { recursive: true, force: true }))
+    let r: { code: number; out: string }
+    try {
+      const x = await run(process.execPath, [path.resolve('bin/outpost.js'), 'demo', '--duration', '3', '--outage', '0'], {
+        env: { ...process.env, OUTPOST_DATA_DIR: path.join(base, 'data'), OUTPOST_STORE_WAIT_MS: '1.5' },
+        timeout: 60_000,
+      })
+      r = { code: 0, out: x.stdout + x.stderr }
+    } catch (e) {
+      const x = e as { code: number; stdout: string; stderr: string }
+      r = { code: x.code, out: x.stdout + x.stderr }
+    }
+    expect(r.code, r.out).toBe(2)
+    expect(r.out.trim().split('\n'), r.out).toHaveLength(1)
+    expect(r.out).toContain('BAD_ARGUMENT')
+    expect(r.out).toContain('OUTPOST_STORE_WAIT_MS')
+    expect(existsSync(path.join(base, 'data'))).toBe(false)
+  }, 60_000)
 })

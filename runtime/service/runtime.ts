@@ -192,8 +192,9 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   const queueStore = opts.queueStore ?? createMemoryQueueStore()
   let started = false
   let stopping = false
-  // Publishes our retained presence (set in start).
-  let announce = (): void => {}
+  // Publishes our retained presence (set in start); never rejects.
+  let announce = (): Promise<void> => Promise.resolve()
+  let reannouncing = false
 
   for (const def of opts.services ?? []) {
     const key = `${def.contract.name}@${def.contract.version}`
@@ -804,7 +805,11 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
           // Ours is announced again while we run, so only a presence nobody stands behind stays cleared.
           onCleared: (device) => {
             if (device !== deviceId) directory.clear(device)
-            else if (!stopping && bridge.status.type === 'connected') announce()
+            else if (!stopping && bridge.status.type === 'connected' && !reannouncing) {
+              // One at a time: a flood of empty frames gets no more publishes than round trips.
+              reannouncing = true
+              void announce().finally(() => (reannouncing = false))
+            }
           },
         },
       )
@@ -823,11 +828,10 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
           await bridge.subscribe(filter, queues.onBound(svc, name, b))
         }
       }
-      announce = (): void => {
+      announce = (): Promise<void> =>
         bridge
           .publish({ v: ENVELOPE_VERSION, kind: 'presence', id: ids(), src: deviceId, inst, at: now(), payload: presence() }, { retain: true })
           .catch((err: unknown) => rootLog.warn({ err: (err as Error).message }, 'presence not announced'))
-      }
       if (outbox !== undefined) pump = createOutboxPump({ outbox, bridge, window: opts.outboxWindow, log: rootLog })
       // Announce on every (re)connect: the broker may have lost the retained birth or sent our will.
       let stale = false
@@ -843,7 +847,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
           // stays known: a call to its services is SERVICE_UNREACHABLE, and waits for its return).
           if (stale) directory.pruneStale()
           stale = false
-          announce()
+          void announce()
         }
       })
       try {

@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest'
 import { createMemoryBridge, createMemoryHub, createRuntime, defineContract, defineService } from '../../runtime/index.js'
 import { createSqliteOutbox, createSqliteQueueStore, openDeviceDatabase } from '../../runtime/stores/sqlite/index.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
+import { startProcess } from '../helpers/device-process.js'
 import { readOnlyFolder } from '../helpers/small-disk.js'
 import { until } from '../helpers/wait.js'
 
@@ -159,10 +160,13 @@ describe('outpost jobs', () => {
       db.close()
       files.push(f)
     }
-    // A device's lock file is an SQLite file too (its user_version is the holder's pid).
-    const device = path.join(dir, 'device.db')
-    openDeviceDatabase({ path: device }).close()
-    files.push(`${device}.lock`)
+    // A device's lock file is an SQLite file too (its user_version is the holder's pid), held
+    // locked while the device runs (in a process of its own: this one would drop an SQLite
+    // lock it held by reading the file below, as POSIX locks go with any descriptor closed).
+    const device = startProcess(path.resolve('bin/outpost.js'), ['device', 'thermo', '--url', 'mqtt://127.0.0.1:9', '--log-format', 'json'], { OUTPOST_DATA_DIR: path.join(dir, 'data') })
+    cleanup(() => device.kill('SIGTERM'))
+    await device.waitFor('"msg":"ready"', 60_000)
+    files.push(path.join(dir, 'data', 'thermo-1.db.lock'))
     const listing = readdirSync(dir).sort()
     const bytes = files.map((f) => readFileSync(f))
     for (const f of files) {
@@ -177,6 +181,7 @@ describe('outpost jobs', () => {
     }
     files.forEach((f, i) => expect(readFileSync(f).equals(bytes[i]!), f).toBe(true))
     expect(readdirSync(dir).sort()).toEqual(listing)
+    expect(device.lines.join('\n')).not.toContain('"level":60')
   }, 120_000)
 
   it('says that a directory is a directory (BAD_ARGUMENT), for every command', async () => {

@@ -16,7 +16,9 @@ export type Synchronous = 'NORMAL' | 'FULL'
  * process working beside it (`outpost jobs redrive`): reads and writes, but the file must exist
  * with this runtime's schema, checked on a read-only connection first; never creates, locks,
  * moves, migrates or converts (sets no journal mode). `read`: inspection only
- * (read-only connection; never creates, writes, moves or locks anything).
+ * (read-only connection; never creates, writes, moves or locks anything). Both are for another
+ * process than the device's: they read the file with Node's calls first, and closing such a
+ * descriptor drops the POSIX locks SQLite holds on the file in the same process.
  */
 export type DatabaseAccess = 'device' | 'tool' | 'read'
 

@@ -42,16 +42,19 @@ export const isSqliteHeader = (header: Buffer): boolean => header.length >= 100 
  * WAL database read-only, creates its -shm (and -wal) when they are not there, and cannot open
  * it at all in a folder it may not write; better-sqlite3 is built without URI file names, so
  * `immutable=1` is not available. So:
- * - a database not in WAL mode (header bytes 18 and 19 are 1), with no log: opened in place
- *   (SQLite creates nothing for it);
- * - a WAL database with no log to replay, up to 64 MiB: read into memory and marked there as a
- *   rollback-journal database;
+ * - a database with no log to replay, up to 64 MiB: read into memory (a WAL database is marked
+ *   there as a rollback-journal one), which also takes no lock: a file another process holds
+ *   locked (a running device's `.lock` file) can be looked at;
+ * - a larger database not in WAL mode (header bytes 18 and 19 are 1), with no log: opened in
+ *   place (SQLite creates nothing for it);
  * - a WAL database with its log and -shm (a device runs on it, or they were copied together):
  *   opened in place, which creates nothing new;
  * - anything else (a log without -shm: a copy, or a device that stopped uncleanly; a larger
  *   file; a folder SQLite cannot open it in): the database and its log are copied to a private
  *   folder in the temporary folder, opened there, and removed at close. The copy takes the
  *   database's size in the temporary folder (TMPDIR).
+ * For another process than the one that has the database open: reading the file with Node's
+ * own calls, as this does, drops the POSIX locks SQLite holds on it in the same process.
  */
 export function openReadOnly(file: string, busyMs: number): ReadOnlyConnection {
   const header = headerOf(file)
@@ -61,16 +64,16 @@ export function openReadOnly(file: string, busyMs: number): ReadOnlyConnection {
     const db = new Database(file, { readonly: true, fileMustExist: true, timeout: busyMs })
     return { db, how: 'in-place', close: () => db.open && db.close() }
   }
-  if (!walMode && !wal) return inPlace()
   if (!wal && sizeOf(file) <= READ_COPY_MAX_BYTES) {
     const bytes = readFileSync(file)
-    if (isSqliteHeader(bytes)) {
+    if (walMode) {
       bytes[18] = 1
       bytes[19] = 1
     }
     const db = new Database(bytes, { readonly: true })
     return { db, how: 'memory', close: () => db.open && db.close() }
   }
+  if (!walMode && !wal) return inPlace()
   if (wal && existsSync(`${file}-shm`)) {
     try {
       const c = inPlace()

@@ -2,6 +2,7 @@ import type { AedesOptions } from 'aedes'
 import aedesPersistence from 'aedes-persistence'
 import * as v from 'valibot'
 import type { Logger } from 'pino'
+import { backoffDelay } from '../runtime/backoff.js'
 import { createMqttBridge } from '../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime, defineContract, defineService, type Runtime } from '../runtime/index.js'
 import { createLogLimiter } from '../runtime/log-limiter.js'
@@ -22,7 +23,9 @@ export interface Gateway {
   /**
    * A drill: stops the broker (every device loses its connection) and starts it again on the
    * same port after `ms`, with the state it had: sessions, subscriptions and the QoS 1 messages
-   * queued for devices that were away.
+   * queued for devices that were away. If the port is taken by then, it says so (once a minute)
+   * and tries again, backing off up to 5 s, until the port is free or the gateway is closed;
+   * it never rejects.
    */
   interrupt(ms: number): Promise<void>
   /** Stops the monitor, then the broker; idempotent. */
@@ -40,6 +43,8 @@ export interface GatewayOptions {
    * ms (default 60 000); the lines in between are counted, not written.
    */
   clientLogIntervalMs?: number
+  /** Longest wait between two tries to bind the port again after a drill, ms (default 5 000). */
+  rebindMaxMs?: number
 }
 
 /** Longest client id written to the log; a client chooses its id, up to 65,535 bytes. */
@@ -68,7 +73,14 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   // Broker state lives as long as the gateway process, so a restarted broker keeps it.
   const persistence = memoryPersistence()
   const startBroker = async (port: number): Promise<MqttBroker> => {
-    const b = await startMqttBroker({ port, host: opts.host, aedes: { persistence } })
+    const b = await startMqttBroker({
+      port,
+      host: opts.host,
+      aedes: { persistence },
+      // A client that sends a packet over the limit is cut off; a flood of them is one line a minute.
+      onOversizedPacket: (p) =>
+        troubles.warn('oversized packet', { client: p.clientId === undefined ? undefined : loggedId(p.clientId), bytes: p.bytes, packetType: p.type, remoteAddress: p.remoteAddress }, 'client sent a packet over the size limit; connection closed'),
+    })
     b.aedes.on('client', (c) => clients.info(`connected ${loggedId(c.id)}`, { client: loggedId(c.id) }, 'device connected'))
     b.aedes.on('clientDisconnect', (c) => clients.info(`disconnected ${loggedId(c.id)}`, { client: loggedId(c.id) }, 'device disconnected'))
     // Malformed packets, protocol violations, sockets cut mid-packet: what a hostile or broken client causes.
@@ -94,6 +106,34 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   await runtime.start({ waitForBroker: true })
   log.info({ url: broker.url }, 'gateway ready')
   let closed: Promise<void> | undefined
+  // Wakes the wait between two tries to bind again, when the gateway is closed meanwhile.
+  let wake: (() => void) | undefined
+  const pause = (ms: number): Promise<void> =>
+    new Promise((r) => {
+      const t = setTimeout(r, ms)
+      wake = () => {
+        clearTimeout(t)
+        r()
+      }
+    })
+  let restarting: Promise<void> | undefined
+  /** Binds the port again until it works or the gateway is closed; each failure at most one line a minute. */
+  const restart = async (port: number): Promise<void> => {
+    for (let attempt = 1; closed === undefined; attempt++) {
+      try {
+        const b = await startBroker(port)
+        if (closed !== undefined) return void (await b.close())
+        broker = b
+        log.info({ url: broker.url }, 'broker back')
+        return
+      } catch (err) {
+        const code = (err as { code?: string }).code ?? 'ERROR'
+        const delayMs = backoffDelay(attempt, { initialMs: 250, maxMs: opts.rebindMaxMs ?? 5_000 })
+        troubles.warn(`rebind ${code}`, { code, port, err: why(err) }, 'broker cannot take its port back; trying again with backoff')
+        await pause(delayMs)
+      }
+    }
+  }
   return {
     get broker() {
       return broker
@@ -103,13 +143,15 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
       const port = broker.port
       log.warn({ forMs: ms }, 'broker stopping (drill)')
       await broker.close()
-      await new Promise((r) => setTimeout(r, ms))
+      await pause(ms)
       if (closed !== undefined) return
-      broker = await startBroker(port)
-      log.info({ url: broker.url }, 'broker back')
+      restarting = restart(port)
+      await restarting
     },
     close() {
       closed ??= (async () => {
+        wake?.()
+        await restarting
         await runtime.stop({ drainMs: 1_000 })
         await broker.close()
       })()

@@ -12,7 +12,7 @@ export interface MqttBroker {
   /** The port actually bound (useful with port 0). */
   readonly port: number
   readonly host: string
-  /** `mqtt://host:port` for clients on this machine. */
+  /** `mqtt://host:port` for clients on this machine (an IPv6 host in brackets: `mqtt://[::1]:1883`). */
   readonly url: string
   /** Connections closed because their client sent a packet larger than `maxPacketBytes`. */
   readonly oversizedPackets: number
@@ -32,7 +32,7 @@ export interface MqttBrokerOptions {
    */
   maxPacketBytes?: number
   /** Told of each connection closed for a packet that was too large. */
-  onOversizedPacket?(info: { bytes: number; type: number; remoteAddress?: string }): void
+  onOversizedPacket?(info: { bytes: number; type: number; remoteAddress?: string; clientId?: string }): void
   aedes?: AedesOptions
 }
 
@@ -48,17 +48,19 @@ export async function startMqttBroker(opts: MqttBrokerOptions = {}): Promise<Mqt
   const maxPacketBytes = opts.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES
   let oversizedPackets = 0
   const server = net.createServer({ noDelay: true }, (socket) => {
+    // Known once its CONNECT was read; a CONNECT that is itself too large leaves it unknown.
+    let client: { id?: string } | undefined
     if (maxPacketBytes > 0) {
       guardPacketSize(socket, {
         maxPacketBytes,
         mode: 'close',
         onOversized: (p) => {
           oversizedPackets++
-          opts.onOversizedPacket?.({ bytes: p.bytes, type: p.type, remoteAddress: socket.remoteAddress })
+          opts.onOversizedPacket?.({ bytes: p.bytes, type: p.type, remoteAddress: socket.remoteAddress, clientId: client?.id ?? undefined })
         },
       })
     }
-    aedes.handle(socket)
+    client = aedes.handle(socket) as { id?: string } | undefined
   })
   const sockets = new Set<net.Socket>()
   server.on('connection', (s) => {
@@ -87,7 +89,8 @@ export async function startMqttBroker(opts: MqttBrokerOptions = {}): Promise<Mqt
     aedes,
     port,
     host,
-    url: `mqtt://${host}:${port}`,
+    // [RFC 3986 §3.2.2] an IPv6 literal goes in brackets, or its colons read as the port's.
+    url: `mqtt://${net.isIPv6(host) ? `[${host}]` : host}:${port}`,
     get oversizedPackets() {
       return oversizedPackets
     },

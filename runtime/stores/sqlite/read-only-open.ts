@@ -42,13 +42,13 @@ export const isSqliteHeader = (header: Buffer): boolean => header.length >= 100 
  * WAL database read-only, creates its -shm (and -wal) when they are not there, and cannot open
  * it at all in a folder it may not write; better-sqlite3 is built without URI file names, so
  * `immutable=1` is not available. So:
+ * - a WAL database with its log and -shm (a device runs on it, or they were copied together):
+ *   opened in place, which creates nothing new;
  * - a database with no log to replay, up to 64 MiB: read into memory (a WAL database is marked
  *   there as a rollback-journal one), which also takes no lock: a file another process holds
  *   locked (a running device's `.lock` file) can be looked at;
  * - a larger database not in WAL mode (header bytes 18 and 19 are 1), with no log: opened in
  *   place (SQLite creates nothing for it);
- * - a WAL database with its log and -shm (a device runs on it, or they were copied together):
- *   opened in place, which creates nothing new;
  * - anything else (a log without -shm: a copy, or a device that stopped uncleanly; a larger
  *   file; a folder SQLite cannot open it in): the database and its log are copied to a private
  *   folder in the temporary folder, opened there, and removed at close. The copy takes the
@@ -64,6 +64,21 @@ export function openReadOnly(file: string, busyMs: number): ReadOnlyConnection {
     const db = new Database(file, { readonly: true, fileMustExist: true, timeout: busyMs })
     return { db, how: 'in-place', close: () => db.open && db.close() }
   }
+  // A device runs on it (or its three files were copied together): in place, SQLite makes
+  // nothing new, and sees what the device commits (a copy could catch a checkpoint half done).
+  if (walMode && existsSync(`${file}-wal`) && existsSync(`${file}-shm`)) {
+    let c: ReadOnlyConnection | undefined
+    try {
+      c = inPlace()
+      // Reading the schema makes SQLite read the log's index: a folder it may not write fails here.
+      c.db.pragma('schema_version', { simple: true })
+      return c
+    } catch (err) {
+      c?.close()
+      const code = (err as { code?: string }).code ?? ''
+      if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_NOTADB') || code.startsWith('SQLITE_CORRUPT')) throw err
+    }
+  }
   if (!wal && sizeOf(file) <= READ_COPY_MAX_BYTES) {
     const bytes = readFileSync(file)
     if (walMode) {
@@ -74,17 +89,6 @@ export function openReadOnly(file: string, busyMs: number): ReadOnlyConnection {
     return { db, how: 'memory', close: () => db.open && db.close() }
   }
   if (!walMode && !wal) return inPlace()
-  if (wal && existsSync(`${file}-shm`)) {
-    try {
-      const c = inPlace()
-      // Reading the schema makes SQLite read the log's index: a folder it may not write fails here.
-      c.db.pragma('schema_version', { simple: true })
-      return c
-    } catch (err) {
-      const code = (err as { code?: string }).code ?? ''
-      if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_NOTADB') || code.startsWith('SQLITE_CORRUPT')) throw err
-    }
-  }
   const dir = mkdtempSync(path.join(tmpdir(), 'outpost-read-'))
   try {
     const copy = path.join(dir, 'db')

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import Database from 'better-sqlite3'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { ErrorCode, isOutpostError } from '../../runtime/index.js'
+import { ErrorCode, isOutpostError, toWireError } from '../../runtime/index.js'
 import { checkWal, createSqliteInbox, createSqliteOutbox, createSqliteQueueStore, createSqliteStateStore, MIGRATIONS, openDeviceDatabase } from '../../runtime/stores/sqlite/index.js'
 
 /** What `fn` threw. */
@@ -206,6 +206,8 @@ describe('device database', () => {
     for (const err of failures) {
       expect(isOutpostError(err, ErrorCode.STORE_BUSY)).toBe(true)
       expect((err as { retryable: boolean }).retryable).toBe(true)
+      // It may reach a remote caller: it says what happened, not where the file is.
+      expect(JSON.stringify(toWireError(err))).not.toContain(dir)
     }
     // Deleting what the broker acknowledged waits for a free moment; it never throws.
     expect(outbox.stats().entries).toBe(1)

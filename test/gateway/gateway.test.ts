@@ -1,4 +1,5 @@
 // The gateway in this process, with a real broker on a real port and a logger the test reads.
+import net from 'node:net'
 import mqtt from 'mqtt'
 import { pino, type Logger } from 'pino'
 import { describe, expect, it } from 'vitest'
@@ -15,6 +16,54 @@ describe('gateway', () => {
     const lines: Line[] = []
     return { lines, logger: pino({ level: 'debug', base: { device: 'gateway' } }, { write: (s: string) => void lines.push(JSON.parse(s) as Line) }) }
   }
+  /** Binds `port` as soon as it is free; the returned server holds it (and hangs up on whoever connects: the gateway's own monitor tries). */
+  const holdPort = async (port: number): Promise<net.Server> => {
+    for (;;) {
+      const s = net.createServer((socket) => socket.destroy())
+      const ok = await new Promise<boolean>((r) => {
+        s.once('error', () => r(false))
+        s.listen(port, '127.0.0.1', () => r(true))
+      })
+      if (ok) return s
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  }
+  const cannot = (lines: Line[]): Line[] => lines.filter((l) => String(l.msg).startsWith('broker cannot take its port back'))
+
+  it('after a drill, takes its port back once another process lets go of it, saying so once, and never rejects', async () => {
+    const { lines, logger } = logged()
+    const gw = await startGateway({ port: 0, logger, clientLogIntervalMs: 600_000, rebindMaxMs: 200 })
+    cleanup(() => gw.close())
+    const port = gw.broker.port
+    let settled = false
+    const drill = gw.interrupt(300).then(() => void (settled = true))
+    const holder = await holdPort(port)
+    // Tries fail while the port is held (each backoff at most 200 ms); the count says so, one line says it.
+    await until(() => cannot(lines).length === 1, 30_000)
+    expect(cannot(lines)[0]).toMatchObject({ level: 40, code: 'PORT_IN_USE', port })
+    expect(settled).toBe(false)
+    await new Promise<void>((r) => holder.close(() => r()))
+    await drill
+    expect(cannot(lines)).toHaveLength(1)
+    expect(gw.broker.port).toBe(port)
+    expect(lines.some((l) => l.msg === 'broker back')).toBe(true)
+    const c = await mqtt.connectAsync(gw.broker.url, { clientId: 'after-drill', reconnectPeriod: 0 })
+    await c.endAsync()
+  }, 60_000)
+
+  it('stops trying to take its port back when it is closed', async () => {
+    const { lines, logger } = logged()
+    const gw = await startGateway({ port: 0, logger, rebindMaxMs: 200 })
+    const port = gw.broker.port
+    const drill = gw.interrupt(100)
+    const holder = await holdPort(port)
+    cleanup(() => new Promise<void>((r) => holder.close(() => r())))
+    await until(() => cannot(lines).length === 1, 30_000)
+    await gw.close()
+    await drill
+    expect(lines.some((l) => l.msg === 'broker back')).toBe(false)
+  }, 60_000)
+
   it('logs clients cut off for oversized packets once a minute, with a count, the client and the size', async () => {
     const { lines, logger } = logged()
     const gw = await startGateway({ port: 0, logger, clientLogIntervalMs: 600_000 })

@@ -10,7 +10,7 @@ export const displayContract = defineContract({
     show: {
       description: 'Shows a line; answers how many lines were shown so far.',
       payload: v.object({ text: v.pipe(v.string(), v.maxLength(64)), level: v.optional(v.picklist(['info', 'alert']), 'info') }),
-      result: v.object({ shown: v.literal(true), lines: v.number() }),
+      result: v.object({ shown: v.literal(true), lines: v.pipe(v.number(), v.safeInteger(), v.minValue(0)) }),
     },
   },
 })

@@ -31,6 +31,40 @@ describe('the demo (npm start)', () => {
     expect(stdout).not.toMatch(/ERROR/)
   }, 50_000)
 
+  it('rides out its port being taken during the outage: one line, then the broker is back once the port is free', async () => {
+    const net = await import('node:net')
+    const { freePort } = await import('../helpers/wait.js')
+    const { startProcess } = await import('../helpers/device-process.js')
+    const dataDir = mkdtempSync(path.join(tmpdir(), 'outpost-demo-'))
+    const port = await freePort()
+    const demo = startProcess('bin/outpost.js', ['demo', '--port', String(port), '--outage-after', '2', '--outage', '3', '--log-format', 'pretty'], { OUTPOST_SAMPLE_MS: '300', OUTPOST_DATA_DIR: dataDir })
+    // Another process takes the port while the broker is down; it hangs up on whoever connects.
+    const holder = net.createServer((socket) => socket.destroy())
+    try {
+      await demo.waitFor('stopping the broker for 3 s')
+      for (;;) {
+        const ok = await new Promise<boolean>((r) => {
+          holder.once('error', () => r(false))
+          holder.listen(port, '127.0.0.1', () => r(true))
+        })
+        if (ok) break
+        await new Promise((r) => setTimeout(r, 20))
+      }
+      await demo.waitFor('broker cannot take its port back')
+      await new Promise<void>((r) => holder.close(() => r()))
+      await demo.waitFor('[demo     ] broker back')
+      await demo.kill('SIGTERM')
+      expect((await demo.exited).code).toBe(0)
+      const out = demo.lines.join('\n')
+      expect(out).not.toContain('    at ')
+      expect(demo.lines.filter((l) => l.includes('broker cannot take its port back'))).toHaveLength(1)
+    } finally {
+      if (holder.listening) holder.close()
+      await demo.kill()
+      rmSync(dataDir, { recursive: true, force: true })
+    }
+  }, 90_000)
+
   it('prints help', async () => {
     const { stdout } = await run(process.execPath, ['bin/outpost.js', '--help'])
     expect(stdout).toContain('outpost demo')

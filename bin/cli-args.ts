@@ -116,7 +116,7 @@ function urlOf(value: string, where: string): string {
   }
   if (url === undefined || !BROKER_PROTOCOLS.includes(url.protocol) || url.hostname === '') {
     // The value may hold a password: it is echoed without it.
-    throw bad(`${where} "${redactUrl(value)}" is not a broker URL; expected mqtt://host:port or mqtts://host:port (IPv6 in brackets: mqtt://[::1]:1883)`)
+    throw bad(`${where} "${redactUrl(value)}" is not a broker URL; expected mqtt://host:port or mqtts://host:port`)
   }
   return value
 }

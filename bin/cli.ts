@@ -34,7 +34,7 @@ Options:
   --duration S   stop the demo after S seconds (default: run until Ctrl-C)
   --outage-after S, --outage S
                  when the demo's broker goes away, and for how long (default 10 and 6; 0: no outage)
-  --url URL      broker for a device, mqtt://host:port or mqtts://host:port, IPv6 in brackets
+  --url URL      broker for a device, mqtt://host:port or mqtts://host:port
                  (default mqtt://127.0.0.1:1883, or OUTPOST_MQTT_URL); user:password@ in it is used
                  to log in and never logged
   --id ID        device id: letters, digits, '.', '_', '-'; not gateway (or OUTPOST_DEVICE_ID)

@@ -92,4 +92,12 @@ describe('gateway', () => {
     const c = await mqtt.connectAsync(broker.url, { clientId: 'v6', reconnectPeriod: 0 })
     await c.endAsync()
   }, 30_000)
+
+  it('runs on an IPv6 address, its own monitor connected over it', async () => {
+    const gw = await startGateway({ host: '::1', port: 0, logger: pino({ level: 'silent' }) })
+    cleanup(() => gw.close())
+    expect(gw.broker.url).toBe(`mqtt://[::1]:${gw.broker.port}`)
+    // start() resolves only once connected (the gateway waits for its broker); its presence then goes out over ::1.
+    await until(() => gw.runtime.stats().bridge.published > 0)
+  }, 30_000)
 })

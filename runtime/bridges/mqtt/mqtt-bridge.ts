@@ -94,7 +94,8 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
     throw new OutpostError(ErrorCode.INVALID_CONFIG, `broker url must start with mqtt:// or mqtts:// (got ${opts.url})`)
   }
   const replyQos = opts.replyQos ?? 0
-  const host = url.hostname || '127.0.0.1'
+  // An IPv6 host keeps its brackets in a URL's hostname (`[::1]`); a socket wants the address alone.
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1') || '127.0.0.1'
   const port = url.port === '' ? (secure ? 8883 : 1883) : Number(url.port)
   const topics = createTopics(opts.topicPrefix)
   const codec = createEnvelopeCodec({ maxFrameBytes: opts.maxFrameBytes })

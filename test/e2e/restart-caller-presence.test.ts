@@ -2,21 +2,13 @@
 // NO_HANDLER (issue 11): the offline presence a device leaves on the broker (its last will after
 // SIGKILL, its goodbye after SIGTERM) names the services it declares, so a fresh process knows
 // them. Real device processes over a real aedes broker.
-import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { freshAedes } from '../helpers/aedes.js'
 import { buildHelperProcess } from '../helpers/processes.js'
+import { startPresenceDevice, type DeviceProcess } from '../helpers/presence-device.js'
 import { until } from '../helpers/wait.js'
-
-type Outcome = { ok: true; device: string } | { ok: false; code: string }
-
-interface DeviceProcess {
-  readonly ready: boolean
-  readonly outcomes: Outcome[]
-  kill(signal: 'SIGTERM' | 'SIGKILL'): Promise<void>
-}
 
 describe('a caller restarted while the serving device is away', () => {
   const cleanup = cleanupAfterEach()
@@ -30,32 +22,7 @@ describe('a caller restarted while the serving device is away', () => {
     const prefix = `ob-${run}`
     const broker = await freshAedes()
     cleanup(() => broker.close())
-    const start = (id: string, role: 'serve' | 'call'): DeviceProcess => {
-      const child: ChildProcess = spawn(process.execPath, [script, broker.url, id, role, prefix], { stdio: ['ignore', 'pipe', 'inherit'] })
-      const exited = new Promise<void>((r) => child.once('exit', () => r()))
-      cleanup(async () => {
-        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-        await exited
-      })
-      const proc = { ready: false, outcomes: [] as Outcome[] }
-      let buf = ''
-      child.stdout!.on('data', (d: Buffer) => {
-        buf += d.toString()
-        const lines = buf.split('\n')
-        buf = lines.pop()!
-        for (const l of lines) {
-          const o = JSON.parse(l) as Outcome | { ready: true }
-          if ('ready' in o) proc.ready = true
-          else proc.outcomes.push(o)
-        }
-      })
-      return Object.assign(proc, {
-        kill: async (s: 'SIGTERM' | 'SIGKILL') => {
-          child.kill(s)
-          await exited
-        },
-      })
-    }
+    const start = (id: string, role: 'serve' | 'call'): DeviceProcess => startPresenceDevice(script, broker.url, id, role, prefix, cleanup)
 
     const server = `display-${run}`
     const echo = start(server, 'serve')

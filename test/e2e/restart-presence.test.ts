@@ -3,23 +3,14 @@
 // session and must still learn who is alive (the retained presence); a serving device that
 // restarts is answered for again, and while it is away its callers hear SERVICE_UNREACHABLE,
 // never NO_HANDLER (that code means nobody declares the service).
-import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import mqtt from 'mqtt'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { freshAedes } from '../helpers/aedes.js'
 import { buildHelperProcess } from '../helpers/processes.js'
+import { startPresenceDevice, type DeviceProcess } from '../helpers/presence-device.js'
 import { until } from '../helpers/wait.js'
-
-type Outcome = { ok: true; device: string } | { ok: false; code: string }
-
-interface DeviceProcess {
-  readonly ready: boolean
-  readonly outcomes: Outcome[]
-  /** Sends `signal` and resolves once the process has exited. */
-  kill(signal: 'SIGTERM' | 'SIGKILL'): Promise<void>
-}
 
 const MOSQUITTO_URL = process.env.OUTPOST_MOSQUITTO_URL ?? 'mqtt://127.0.0.1:1883'
 
@@ -53,32 +44,7 @@ describe.each(brokers)('a device restarted over $name', (broker) => {
     cleanup(() => b.close())
     // Runs after every process of the test has exited (cleanups run last registered, first).
     cleanup(() => forgetOnBroker(b.url, prefix, [caller, server]))
-    const start = (id: string, role: 'serve' | 'call'): DeviceProcess => {
-      const child: ChildProcess = spawn(process.execPath, [script, b.url, id, role, prefix], { stdio: ['ignore', 'pipe', 'inherit'] })
-      const exited = new Promise<void>((r) => child.once('exit', () => r()))
-      cleanup(async () => {
-        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-        await exited
-      })
-      const proc = { ready: false, outcomes: [] as Outcome[] }
-      let buf = ''
-      child.stdout!.on('data', (d: Buffer) => {
-        buf += d.toString()
-        const lines = buf.split('\n')
-        buf = lines.pop()!
-        for (const l of lines) {
-          const o = JSON.parse(l) as Outcome | { ready: true }
-          if ('ready' in o) proc.ready = true
-          else proc.outcomes.push(o)
-        }
-      })
-      return Object.assign(proc, {
-        kill: async (signal: 'SIGTERM' | 'SIGKILL') => {
-          child.kill(signal)
-          await exited
-        },
-      })
-    }
+    const start = (id: string, role: 'serve' | 'call'): DeviceProcess => startPresenceDevice(script, b.url, id, role, prefix, cleanup)
     return { start, caller, server }
   }
 

@@ -29,11 +29,11 @@ function seed(file: string): void {
   d.close()
 }
 
-/** Jobs in the file, read without changing it. */
+/** Jobs of the seeded queue in the file, read without changing it (the device adds sampling jobs of its own once it runs). */
 function jobsIn(file: string): number {
   const db = new Database(file, { readonly: true, fileMustExist: true })
   try {
-    return db.prepare('SELECT COUNT(*) FROM jobs').pluck().get() as number
+    return db.prepare("SELECT COUNT(*) FROM jobs WHERE queue = 'lab/work'").pluck().get() as number
   } finally {
     db.close()
   }

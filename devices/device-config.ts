@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import { ErrorCode, isOutpostError, OutpostError } from '../runtime/errors.js'
+import { ErrorCode, OutpostError } from '../runtime/errors.js'
 import { createLogger, parseLogFormat, parseLogLevel, type LogFormat } from '../runtime/logger.js'
 
 /** What every demo device reads from its environment. */
@@ -47,18 +47,6 @@ export function parseSampleMs(value: string, where: string): number {
     throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${where} "${value}" is not accepted; expected a whole number of milliseconds from 1 to ${MAX_TIMER_MS} (default 2000)`)
   }
   return ms
-}
-
-/**
- * What a device does with a setting it cannot use: one log line naming it, exit code 2 (as the
- * CLI does for a bad argument); any other error is thrown on.
- */
-export function exitOnBadArgument(log: Logger): (err: unknown) => never {
-  return (err) => {
-    if (!isOutpostError(err, ErrorCode.BAD_ARGUMENT)) throw err
-    log.fatal({ code: err.code }, `${err.code}: ${err.message}`)
-    process.exit(2)
-  }
 }
 
 /**

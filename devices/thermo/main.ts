@@ -4,19 +4,19 @@ import { createRuntime } from '../../runtime/index.js'
 import { createSqliteInbox, createSqliteOutbox, createSqliteQueueStore, createSqliteStateStore } from '../../runtime/stores/sqlite/index.js'
 import { exitOnStartError, openDeviceStore, readStoreOptions } from '../device-database.js'
 import { redactUrl } from '../../runtime/redact-url.js'
-import { deviceLogger, exitOnBadArgument, parseSampleMs, readDeviceConfig, stopOnSignals } from '../device-config.js'
+import { deviceLogger, parseSampleMs, readDeviceConfig, stopOnSignals } from '../device-config.js'
 import { createThermoService, simulatedSensor } from './thermo-service.js'
 
 const cfg = readDeviceConfig('thermo-1')
 const log = deviceLogger(cfg)
+const exit = exitOnStartError(log)
 let sampleMs = 2_000
 try {
   const raw = process.env.OUTPOST_SAMPLE_MS
   if (raw !== undefined && raw !== '') sampleMs = parseSampleMs(raw, 'OUTPOST_SAMPLE_MS')
 } catch (err) {
-  exitOnBadArgument(log)(err)
+  exit(err)
 }
-const exit = exitOnStartError(log)
 // First the database, with its device lock: a second process for the same device stops here,
 // before it connects to the broker and takes the first one's session away.
 const database = await (async () => openDeviceStore(cfg, log, readStoreOptions()))().catch(exit)

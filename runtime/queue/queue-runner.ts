@@ -4,6 +4,7 @@ import { ErrorCode, OutpostError, type WireError } from '../errors.js'
 import type { Clock } from '../ports/clock.js'
 import type { Job, QueueStore } from '../ports/queue-store.js'
 import { afterFailure, type QueuePolicy } from './retry-policy.js'
+import { createLogLimiter } from '../log-limiter.js'
 
 /** How one attempt ended, as the runtime saw the worker finish. */
 export type RunOutcome =
@@ -125,6 +126,8 @@ const SHORT_JOB_PREFETCH = 128
  */
 export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: Logger; queues: RunnerQueue[]; afterCommit: () => void; pollMs?: number; random?: () => number }): QueueRunner {
   const { store, clock, log } = opts
+  // Storage trouble that is retried (busy, full) recurs every poll or sweep: one line per kind a minute, with the count.
+  const storeTrouble = createLogLimiter(log)
   const pollMs = opts.pollMs ?? 1_000
   const queues = new Map<string, QueueState>()
   for (const def of opts.queues) {
@@ -240,7 +243,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
             done.push([s.q, store.transaction(() => settleOne(s, now))])
           } catch (err) {
             failed.push(s)
-            log.warn({ queue: s.q.def.key, jobId: s.job.id, err: (err as Error).message }, 'job outcome not stored yet; trying again')
+            storeTrouble.warn('outcome-not-stored', { queue: s.q.def.key, jobId: s.job.id, err: (err as Error).message }, 'job outcome not stored yet; trying again')
           }
         }
         if (stopping) return
@@ -260,7 +263,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
         turn(true)
       }
     } catch (err) {
-      log.error({ err: (err as Error).message }, 'queue store commit failed; trying again')
+      storeTrouble.error('commit-failed', { err: (err as Error).message }, 'queue store commit failed; trying again')
       pending = batch.concat(pending)
       return settleLater()
     }
@@ -300,7 +303,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
     } catch (err) {
       // Storage cannot be read just now (busy, say): look again after the poll interval. This
       // runs in a turn of the event loop; a throw would end the process.
-      log.warn({ queue: q.def.key, err: (err as Error).message }, 'queue state not readable; looking again later')
+      storeTrouble.warn(`not-readable:${q.def.key}`, { queue: q.def.key, err: (err as Error).message }, 'queue state not readable; looking again later')
     }
     const wait = due === undefined ? pollMs : Math.min(pollMs, Math.max(MIN_IDLE_MS, due - now))
     q.cancelTimer = clock.setTimer(now + wait, () => {
@@ -446,7 +449,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
       })
       if (now - lastPrune >= PRUNE_EVERY_MS) lastPrune = now
     } catch (err) {
-      log.warn({ err: (err as Error).message }, 'lease renewal not stored; trying again at the next sweep')
+      storeTrouble.warn('renewal-not-stored', { err: (err as Error).message }, 'lease renewal not stored; trying again at the next sweep')
     }
     for (const a of lost) abandon(a, new OutpostError(ErrorCode.LEASE_LOST, `job ${a.job.id} lost its lease`))
     if (!stopped) cancelSweep = clock.setTimer(clock.now() + sweepEvery, sweep)

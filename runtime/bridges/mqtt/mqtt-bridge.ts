@@ -125,6 +125,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   let attempt = 0
   const clientId = opts.clientId ?? opts.deviceId
   const stableMs = opts.stableConnectionMs ?? 10_000
+  // Connection trouble and dropped inbound frames: one line per reason a minute, with the count.
   const trouble = createLogLimiter(log)
   // The connection the broker accepted last (a sequence number) and when; undefined once it closed.
   let connection = 0
@@ -149,7 +150,6 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   const senderAt = topics.prefix.length + 1
   const oversized = randomBytes(16)
   let lastOversized: OversizedPacket | undefined
-  const drops = createLogLimiter(log)
 
   const streamBuilder = (): net.Socket => {
     // [Issue 2] Without TCP_NODELAY, QoS 1 request/reply stalls on delayed ACKs (Nagle).
@@ -162,7 +162,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       onOversized: (p) => {
         lastOversized = p
         // Not a PUBLISH: the connection is closed (a broker sends nothing else that large).
-        if (p.type !== 3) drops.error('packet-too-large', { type: p.type, bytes: p.bytes, limit: maxPacketBytes }, 'the broker sent a packet larger than any frame; connection closed')
+        if (p.type !== 3) trouble.error('packet-too-large', { type: p.type, bytes: p.bytes, limit: maxPacketBytes }, 'the broker sent a packet larger than any frame; connection closed')
       },
     })
     return socket
@@ -192,7 +192,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       try {
         sub.onCleared!(device, topic)
       } catch (err) {
-        drops.error('subscriber-threw', { err, topic: topic.slice(0, 256) }, 'subscriber threw on a cleared retained message')
+        trouble.error('subscriber-threw', { err, topic: topic.slice(0, 256) }, 'subscriber threw on a cleared retained message')
       }
     }
     return true
@@ -213,7 +213,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
     if (payload.length === oversized.length && oversized.equals(payload)) {
       // Stands in for a PUBLISH the guard did not read (larger than maxPacketBytes).
       stats.drop(ErrorCode.FRAME_TOO_LARGE)
-      drops.warn(`inbound-${ErrorCode.FRAME_TOO_LARGE}`, { topic: topic.slice(0, 256), code: ErrorCode.FRAME_TOO_LARGE, bytes: lastOversized?.bytes, limit: codec.maxFrameBytes }, 'dropped inbound frame: larger than the frame limit (skipped while it was read)')
+      trouble.warn(`inbound-${ErrorCode.FRAME_TOO_LARGE}`, { topic: topic.slice(0, 256), code: ErrorCode.FRAME_TOO_LARGE, bytes: lastOversized?.bytes, limit: codec.maxFrameBytes }, 'dropped inbound frame: larger than the frame limit (skipped while it was read)')
       return undefined
     }
     if (payload.length === 0 && onClearedFrame(topic)) return undefined
@@ -222,7 +222,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       const code = decoded.error.code
       stats.drop(code)
       // One line per reason a minute under a flood; the counts are in stats().dropped.
-      drops.warn(`inbound-${code}`, { topic: topic.slice(0, 256), code, bytes: payload.length }, `dropped inbound frame: ${decoded.error.message}`)
+      trouble.warn(`inbound-${code}`, { topic: topic.slice(0, 256), code, bytes: payload.length }, `dropped inbound frame: ${decoded.error.message}`)
       return undefined
     }
     const env = decoded.envelope
@@ -230,7 +230,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
     // frame that claims another sender (a reply or a presence in someone else's name) is dropped.
     if (!(topic.startsWith(env.src, senderAt) && topic.charCodeAt(senderAt + env.src.length) === 0x2f)) {
       stats.drop('SENDER_MISMATCH')
-      drops.warn('inbound-SENDER_MISMATCH', { topic: topic.slice(0, 256), src: env.src }, 'dropped inbound frame: its src is not the sender its topic names')
+      trouble.warn('inbound-SENDER_MISMATCH', { topic: topic.slice(0, 256), src: env.src }, 'dropped inbound frame: its src is not the sender its topic names')
       return undefined
     }
     if (env.kind === 'reply' && isReplyTopic(topic)) {
@@ -246,13 +246,13 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
         const r = sub.handler(msg)
         if (r !== undefined) (waits ??= []).push(r)
       } catch (err) {
-        drops.error('subscriber-threw', { err, topic: topic.slice(0, 256) }, 'subscriber threw; message acknowledged and dropped')
+        trouble.error('subscriber-threw', { err, topic: topic.slice(0, 256) }, 'subscriber threw; message acknowledged and dropped')
       }
     }
     if (waits === undefined) return undefined
     const all = Promise.all(waits).then(
       () => {},
-      (err: unknown) => drops.error('subscriber-failed', { err, topic: topic.slice(0, 256) }, 'subscriber failed'),
+      (err: unknown) => trouble.error('subscriber-failed', { err, topic: topic.slice(0, 256) }, 'subscriber failed'),
     )
     inFlightHandlers.add(all)
     void all.finally(() => inFlightHandlers.delete(all))

@@ -121,3 +121,25 @@ export function fromWireError(wire: WireError): OutpostError {
   const code = KNOWN_CODES.has(wire.code) ? (wire.code as ErrorCode) : ErrorCode.INTERNAL
   return new OutpostError(code, wire.message, { details: wire.details })
 }
+
+/**
+ * The message of any thrown value, for logs and error texts: an Error's message, a string as
+ * is, and something readable for anything else (a thrown `null`, `undefined`, a number or a
+ * plain object), never a throw of its own.
+ */
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message
+  if (typeof err === 'object' && err !== null && typeof (err as { message?: unknown }).message === 'string') return (err as { message: string }).message
+  if (typeof err === 'string') return err
+  if (err === null || err === undefined) return `thrown ${String(err)}`
+  try {
+    return `thrown ${typeof err}: ${String(err)}`.slice(0, 200)
+  } catch {
+    return `thrown ${typeof err}`
+  }
+}
+
+/** The error code of any thrown value: an OutpostError's code, else INTERNAL. */
+export function errorCode(err: unknown): ErrorCode {
+  return isOutpostError(err) ? err.code : ErrorCode.INTERNAL
+}

@@ -1,13 +1,12 @@
-import { Decoder, Encoder } from 'cbor-x'
 import type { StateStore } from '../../ports/state-store.js'
+import { createValueCodec } from '../../wire/value-codec.js'
 import type { DeviceDatabase } from './device-database.js'
 import { guardStore } from './store-error.js'
 
 /** Creates the key-value state store in the device database (values stored as CBOR). @throws STORE_BUSY, STORE_FULL, STORE_READ_ONLY, STORE_FAILED from its methods */
 export function createSqliteStateStore(database: DeviceDatabase, now: () => number = Date.now): StateStore {
   const db = database.db
-  const encoder = new Encoder({ useRecords: false, mapsAsObjects: true })
-  const decoder = new Decoder({ useRecords: false, mapsAsObjects: true })
+  const codec = createValueCodec()
   const get = db.prepare<[string, string], { value: Buffer }>('SELECT value FROM kv WHERE scope = ? AND key = ?')
   const put = db.prepare('INSERT INTO kv (scope, key, value, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at')
   const del = db.prepare('DELETE FROM kv WHERE scope = ? AND key = ?')
@@ -18,13 +17,13 @@ export function createSqliteStateStore(database: DeviceDatabase, now: () => numb
   return {
     get: guardStore(file, (scope: string, key: string) => {
       const row = get.get(scope, key)
-      return row === undefined ? undefined : decoder.decode(row.value)
+      return row === undefined ? undefined : codec.decode(row.value)
     }),
-    set: guardStore(file, (scope: string, key: string, value: unknown) => void put.run(scope, key, encoder.encode(value), now())),
+    set: guardStore(file, (scope: string, key: string, value: unknown) => void put.run(scope, key, codec.encode(value), now())),
     delete: guardStore(file, (scope: string, key: string) => del.run(scope, key).changes > 0),
     list: guardStore(file, (scope: string, prefix = '') => {
       const rows = prefix === '' ? all.all(scope) : range.all(scope, prefix, `${prefix}\u{10FFFF}`)
-      return rows.map((r) => ({ key: r.key, value: decoder.decode(r.value) }))
+      return rows.map((r) => ({ key: r.key, value: codec.decode(r.value) }))
     }),
   }
 }

@@ -1,0 +1,46 @@
+import { Decoder, Encoder } from 'cbor-x'
+import { readPlainCbor, UNREAD } from './cbor-reader.js'
+import { UNWRITTEN, writePlainCbor } from './cbor-writer.js'
+
+/**
+ * Turns one stored value (a job's payload, output or progress, a state entry) into CBOR bytes
+ * and back: the one codec the SQLite stores share, so what they store is written and read the
+ * same way everywhere, and cbor-x stays inside `runtime/wire/`.
+ */
+export interface ValueCodec {
+  /**
+   * The CBOR bytes of `value` (`undefined` is written as CBOR undefined). The bytes are a view
+   * into a buffer the codec reuses for later values without overwriting these; a caller that
+   * keeps them for long should keep a copy (a store that binds them to a statement need not).
+   * @throws what cbor-x throws for a value it cannot encode
+   */
+  encode(value: unknown): Uint8Array
+  /** The value stored as `bytes`. @throws what cbor-x throws for bytes that are not CBOR */
+  decode(bytes: Uint8Array): unknown
+}
+
+/**
+ * Creates a value codec. Plain data (numbers, strings, booleans, null, arrays, plain objects) is
+ * written and read by the fast plain-CBOR writer and reader; anything else goes to cbor-x.
+ *
+ * The on-disk format is fixed by what databases already hold: cbor-x without its record
+ * extension, maps read as objects, typed arrays tagged, 8-byte integers read as BigInts (the
+ * configuration both stores had before they shared this codec). Rows written before read back
+ * exactly as they did. The plain writer differs from cbor-x's bytes only in writing a map's size
+ * in its shortest form, which any CBOR reader (cbor-x of any version among them) reads the same.
+ */
+export function createValueCodec(): ValueCodec {
+  // Do not change these options: stored rows were written with them and must keep reading.
+  const encoder = new Encoder({ useRecords: false, mapsAsObjects: true })
+  const decoder = new Decoder({ useRecords: false, mapsAsObjects: true })
+  return {
+    encode(value: unknown): Uint8Array {
+      const written = writePlainCbor(value)
+      return written !== UNWRITTEN ? written : encoder.encode(value)
+    },
+    decode(bytes: Uint8Array): unknown {
+      const read = readPlainCbor(bytes)
+      return read !== UNREAD ? read : decoder.decode(bytes)
+    },
+  }
+}

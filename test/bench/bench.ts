@@ -1,26 +1,89 @@
 // `npm run bench`: every figure in one run, each beside the baseline measured in the same run.
 // `npm run bench -- --json` prints one JSON object per line; `--only inproc,mqtt,codec,footprint`
-// picks sections; `--quick` shortens every measurement.
+// picks sections; `--quick` shortens every measurement. `--cpu-quota 0.5` runs the measured
+// processes in a CPU cgroup limited to half a core (cpu-quota.ts); `--cpu-prof DIR` has them
+// write V8 CPU profiles into DIR (measured.ts). Rows carry the measured process's CPU µs per
+// operation (`cpu_us_per_op`) where it is measured, and Outpost's rows the ratio to each
+// baseline's (`cpu_vs_<baseline>` in `extra`).
 import { spawnSync } from 'node:child_process'
+import { mkdirSync } from 'node:fs'
+import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { benchCodec } from './codec.js'
-import { benchBacklog, benchCrossProcess, benchDrain, benchInProcessIsolated } from './cross-process.js'
+import { createCpuGroup, type CpuGroup } from './cpu-quota.js'
+import { benchBacklog, benchCrossProcess, benchDrain, benchInProcessIsolated, firstLine, start, stop } from './cross-process.js'
 import { benchFootprint } from './footprint.js'
+import { configureMeasured, cpuQuota, needsOwnProcess } from './measured.js'
 import { benchQueue } from './queue.js'
 import type { BenchResult } from './measure.js'
 
-const { values } = parseArgs({ options: { json: { type: 'boolean' }, only: { type: 'string' }, quick: { type: 'boolean' } } })
+const { values } = parseArgs({ options: { json: { type: 'boolean' }, only: { type: 'string' }, quick: { type: 'boolean' }, 'cpu-quota': { type: 'string' }, 'cpu-prof': { type: 'string' } } })
 const sections = new Set((values.only ?? 'inproc,mqtt,codec,footprint,drain,backlog,queue').split(','))
 const quick = values.quick === true
+
+// Which mode runs is said once, first: above the table, or on stderr with --json, whose lines
+// stay results only, each with `cpu_quota` (null when unconstrained).
+let group: CpuGroup | undefined
+let modeLine = 'CPU limit: none (measured processes run unconstrained)'
+if (values['cpu-quota'] !== undefined) {
+  const g = createCpuGroup(Number(values['cpu-quota']))
+  if ('refused' in g) modeLine = g.refused
+  else {
+    group = g
+    modeLine = g.describe
+  }
+}
+const profileDir = values['cpu-prof'] === undefined ? undefined : path.resolve(values['cpu-prof'])
+if (profileDir !== undefined) mkdirSync(profileDir, { recursive: true })
+configureMeasured({ ...(group === undefined ? {} : { group }), ...(profileDir === undefined ? {} : { profileDir }) })
+if (values.json === true) process.stderr.write(`bench: ${modeLine}\n`)
+else console.log(modeLine)
+if (profileDir !== undefined) process.stderr.write(`bench: CPU profiles of the measured processes go to ${profileDir} (profiling slows them: this run's figures are not comparable)\n`)
+
+/** Baselines per workload: the first is the table's "vs baseline"; Outpost's rows get a CPU ratio to each. */
+const BASELINES: Record<string, string[]> = {
+  'inproc-command-roundtrip': ['moleculer-0.15-local'],
+  'mqtt-command-roundtrip-3proc': ['raw-mqttjs-cbor'],
+  'envelope-encode': ['json'],
+  'envelope-decode': ['json'],
+  'outbox-drain-after-reconnect': ['raw-mqttjs-qos1-publish'],
+  'queue-enqueue-one': ['plainjob-0.0.14', 'bullmq-6.7-redis'],
+  'queue-enqueue-batch': ['plainjob-0.0.14', 'bullmq-6.7-redis'],
+  'queue-process-c8': ['plainjob-0.0.14', 'bullmq-6.7-redis'],
+  'queue-process-c8-sync-full': ['one-commit-per-job-sqlite-full'],
+}
+/** A baseline's short name in `cpu_vs_<name>`, as the queue's paired ratios name them. */
+const shortName = (system: string): string => (system.startsWith('one-commit') ? 'one_fsync' : system.split('-')[0]!)
+const ratioOf = (a: number, b: number): number => Math.round((a / b) * 100) / 100
+
 const results: BenchResult[] = []
 const emit = (rs: BenchResult[]): void => {
+  for (const r of rs) {
+    r.cpu_quota = cpuQuota()
+    if (!r.system.startsWith('outpost') || typeof r.cpu_us_per_op !== 'number') continue
+    for (const base of BASELINES[r.workload] ?? []) {
+      const b = rs.find((x) => x.system === base && x.workload === r.workload && x.concurrency === r.concurrency)
+      if (typeof b?.cpu_us_per_op === 'number' && b.cpu_us_per_op > 0) r.extra = { ...r.extra, [`cpu_vs_${shortName(base)}`]: ratioOf(r.cpu_us_per_op, b.cpu_us_per_op) }
+    }
+  }
   results.push(...rs)
   if (values.json === true) for (const r of rs) process.stdout.write(`${JSON.stringify(r)}\n`)
 }
 
+/** The codec section; in a process of its own when measured processes are confined or profiled. */
+async function codec(ms: number): Promise<BenchResult[]> {
+  if (!needsOwnProcess()) return benchCodec(ms)
+  const proc = start('codec.ts', [String(ms)], { measured: true })
+  try {
+    return JSON.parse(await firstLine(proc, 'codec', 120_000)) as BenchResult[]
+  } finally {
+    await stop(proc)
+  }
+}
+
 if (sections.has('inproc')) emit(await benchInProcessIsolated({ durationMs: quick ? 500 : 2_000, warmupMs: quick ? 200 : 500 }, [1, 64], quick ? 1 : 3))
 if (sections.has('mqtt')) emit(await benchCrossProcess({ durationMs: quick ? 1_000 : 3_000, warmupMs: quick ? 300 : 1_000 }, [1, 64], quick ? 1 : 3))
-if (sections.has('codec')) emit(benchCodec(quick ? 300 : 1_000))
+if (sections.has('codec')) emit(await codec(quick ? 300 : 1_000))
 if (sections.has('footprint')) emit(await benchFootprint(quick ? 1 : 3))
 // The disk-bound sections last, the queue first among them, each after the kernel has written
 // back what the one before left in the page cache: the million-event backlog leaves ~130 MB
@@ -41,21 +104,11 @@ if (sections.has('backlog')) {
 
 if (values.json !== true) {
   const find = (system: string, workload: string, c: number): BenchResult | undefined => results.find((r) => r.system === system && r.workload === workload && r.concurrency === c)
-  const ratio = (a: number | undefined, b: number | undefined): string => (a && b ? `${(a / b).toFixed(2)}×` : '')
-  const baselineOf: Record<string, string> = {
-    'inproc-command-roundtrip': 'moleculer-0.15-local',
-    'mqtt-command-roundtrip-3proc': 'raw-mqttjs-cbor',
-    'envelope-encode': 'json',
-    'envelope-decode': 'json',
-    'outbox-drain-after-reconnect': 'raw-mqttjs-qos1-publish',
-    'queue-enqueue-one': 'plainjob-0.0.14',
-    'queue-enqueue-batch': 'plainjob-0.0.14',
-    'queue-process-c8': 'plainjob-0.0.14',
-    'queue-process-c8-sync-full': 'one-commit-per-job-sqlite-full',
-  }
+  const ratio = (a: number | null | undefined, b: number | null | undefined): string => (a && b ? `${(a / b).toFixed(2)}×` : '')
   const rows = results.map((r) => {
-    const base = baselineOf[r.workload]
+    const base = BASELINES[r.workload]?.[0]
     const b = base === undefined ? undefined : find(base, r.workload, r.concurrency)
+    const cpuRatio = b === undefined ? '' : ratio(r.cpu_us_per_op, b.cpu_us_per_op)
     return {
       workload: r.workload,
       system: r.system,
@@ -64,6 +117,8 @@ if (values.json !== true) {
       'p50 µs': r.p50_us === null ? '' : String(r.p50_us),
       'p99 µs': r.p99_us === null ? '' : String(r.p99_us),
       'vs baseline': b && r.ops_per_s ? `${ratio(r.ops_per_s, b.ops_per_s)} ${base}` : '',
+      'cpu µs/op': typeof r.cpu_us_per_op === 'number' ? r.cpu_us_per_op.toFixed(1) : '',
+      'cpu vs baseline': cpuRatio,
       extra: r.extra ? Object.entries(r.extra).map(([k, v]) => `${k}=${v}`).join(' ') : '',
     }
   })
@@ -74,4 +129,5 @@ if (values.json !== true) {
   console.log(line(width.map((w) => '-'.repeat(w))))
   for (const r of rows) console.log(line(cols.map((c) => r[c])))
 }
+if (group !== undefined) process.stderr.write(`bench: ${group.throttling()}\n`)
 process.exit(0)

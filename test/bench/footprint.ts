@@ -5,6 +5,7 @@ import { readFile } from 'node:fs/promises'
 import { bundleDevice } from '../../build/bundle.js'
 import { startMqttBroker } from '../../gateway/broker/mqtt-broker.js'
 import type { BenchResult } from './measure.js'
+import { confine } from './measured.js'
 
 const ROOT = `${process.cwd()}/` // bin/run-bench.js runs from the repository root
 
@@ -17,6 +18,7 @@ async function rssKb(pid: number): Promise<number> {
 async function measure(args: string[], env: Record<string, string>, ready: RegExp, idleMs: number): Promise<{ readyMs: number; rssMb: number }> {
   const t0 = performance.now()
   const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
+  confine(child.pid) // both the bare node and the device are measured processes (--cpu-quota)
   const readyMs = await new Promise<number>((resolve, reject) => {
     let buf = ''
     child.stdout.on('data', (d: Buffer) => {

@@ -85,7 +85,7 @@ const purista: System = {
 export const inProcessSystems: Record<string, System> = Object.fromEntries([outpostMemory, outpostLocal, moleculer, purista].map((s) => [s.name, s]))
 
 /** Measures one system in this process (the caller is a fresh process per measurement). */
-export async function measureInProcess(name: string, load: LoadOptions): Promise<{ ops_per_s: number; p50_us: number; p99_us: number }> {
+export async function measureInProcess(name: string, load: LoadOptions): Promise<{ ops_per_s: number; p50_us: number; p99_us: number; cpu_us_per_op: number }> {
   const system = inProcessSystems[name]
   if (system === undefined) throw new Error(`unknown system ${name}`)
   const { call, teardown } = await system.setup()

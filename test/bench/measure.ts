@@ -6,8 +6,16 @@ export interface BenchResult {
   ops_per_s: number
   p50_us: number | null
   p99_us: number | null
+  /**
+   * CPU time (user + system, µs) the measured process spent per operation: the process doing
+   * the work the figure is about (the device, the queue's or the drain's process), not the
+   * broker or the caller beside it. Absent where it is not measured.
+   */
+  cpu_us_per_op?: number | null
   /** Extra figures (sizes, RSS, …) and notes. */
   extra?: Record<string, number | string>
+  /** The CPU limit (cores) the measured processes ran under (`--cpu-quota`), null for none. */
+  cpu_quota?: number | null
 }
 
 export interface LoadOptions {
@@ -16,8 +24,11 @@ export interface LoadOptions {
   warmupMs: number
 }
 
-/** Runs `call` from `concurrency` loops for a while and reports throughput and latency percentiles. */
-export async function runLoad(call: () => Promise<unknown>, opts: LoadOptions): Promise<{ ops_per_s: number; p50_us: number; p99_us: number }> {
+/**
+ * Runs `call` from `concurrency` loops for a while and reports throughput, latency percentiles
+ * and this process's CPU time per call in the measured window (after the warm-up).
+ */
+export async function runLoad(call: () => Promise<unknown>, opts: LoadOptions): Promise<{ ops_per_s: number; p50_us: number; p99_us: number; cpu_us_per_op: number }> {
   const warmEnd = performance.now() + opts.warmupMs
   await Promise.all(Array.from({ length: opts.concurrency }, async () => {
     while (performance.now() < warmEnd) await call()
@@ -26,6 +37,7 @@ export async function runLoad(call: () => Promise<unknown>, opts: LoadOptions): 
   const start = performance.now()
   const end = start + opts.durationMs
   let ops = 0
+  const cpu0 = process.cpuUsage()
   await Promise.all(Array.from({ length: opts.concurrency }, async () => {
     for (;;) {
       const t0 = performance.now()
@@ -36,9 +48,10 @@ export async function runLoad(call: () => Promise<unknown>, opts: LoadOptions): 
     }
   }))
   const elapsed = (performance.now() - start) / 1000
+  const cpu = process.cpuUsage(cpu0)
   samples.sort((a, b) => a - b)
   const pick = (q: number): number => Math.round(samples[Math.min(samples.length - 1, Math.floor(q * samples.length))] ?? 0)
-  return { ops_per_s: Math.round(ops / elapsed), p50_us: pick(0.5), p99_us: pick(0.99) }
+  return { ops_per_s: Math.round(ops / elapsed), p50_us: pick(0.5), p99_us: pick(0.99), cpu_us_per_op: Math.round(((cpu.user + cpu.system) / Math.max(1, ops)) * 10) / 10 }
 }
 
 /** Runs a synchronous function `n` times per batch until `ms` passed; returns operations per second. */

@@ -2,6 +2,8 @@
 // SQLite store, plainjob (SQLite) and BullMQ (the local Redis), each system in a fresh process,
 // `rounds` times in turn; the figure is the median round. Outpost's rows also carry the ratio to
 // each baseline round by round (the two measured seconds apart) and the median of those.
+// CPU per job (`cpu_us_per_op`) is the system's own process's, median of the rounds; BullMQ's
+// rows also carry Redis's (`cpu_us_per_op_redis`), where half of its work runs.
 import type { BenchResult } from './measure.js'
 import { firstLine, start, stop } from './cross-process.js'
 
@@ -11,13 +13,18 @@ interface Figures {
   process?: number
   p50_us?: number
   p99_us?: number
+  /** CPU µs per job of the queue's process in each phase (procs/queue.ts). */
+  cpu_enqueue_one?: number | null
+  cpu_enqueue_batch?: number
+  cpu_process?: number
+  cpu_process_redis?: number
 }
 
 const median = <T>(xs: T[], by: (x: T) => number): T => [...xs].sort((a, b) => by(a) - by(b))[Math.floor(xs.length / 2)]!
 
 /** Runs one system's process and reads its figures. */
 async function once(args: string[]): Promise<Figures> {
-  const proc = start('queue.ts', args)
+  const proc = start('queue.ts', args, { measured: true, phased: true })
   try {
     return JSON.parse(await firstLine(proc, `queue ${args.join(' ')}`, 600_000)) as Figures
   } finally {
@@ -55,20 +62,30 @@ export async function benchQueue(jobs: number, rounds: number, latencySamples: n
   for (let round = 0; round < rounds; round++) {
     for (const s of systems) runs.set(s.name, [...(runs.get(s.name) ?? []), await once(s.args)])
   }
+  /** The median over the rounds of one CPU figure, or null where the system has none. */
+  const cpu = (name: string, field: 'cpu_enqueue_one' | 'cpu_enqueue_batch' | 'cpu_process' | 'cpu_process_redis'): number | null => {
+    const xs = runs.get(name)!.map((r) => r[field]).filter((x): x is number => typeof x === 'number')
+    return xs.length === 0 ? null : median(xs, (x) => x)
+  }
   const out: BenchResult[] = []
-  const row = (system: string, workload: string, ops: number, extra: Record<string, number | string> = {}): void =>
-    void out.push({ system, workload, concurrency: 8, ops_per_s: ops, p50_us: null, p99_us: null, extra })
+  const row = (system: string, workload: string, ops: number, cpuPerJob: number | null, extra: Record<string, number | string> = {}): void =>
+    void out.push({ system, workload, concurrency: 8, ops_per_s: ops, p50_us: null, p99_us: null, cpu_us_per_op: cpuPerJob, extra })
   for (const s of systems) {
     const rs = runs.get(s.name)!
     const full = s.name.includes('full')
     const proc = median(rs, (r) => r.process ?? 0)
-    const spread = { min: Math.min(...rs.map((r) => r.process ?? 0)), max: Math.max(...rs.map((r) => r.process ?? 0)), jobs, ...Object.assign({}, ...(pairs[s.name] ?? []).map((b) => paired(s.name, b))) }
-    row(s.name, full ? 'queue-process-c8-sync-full' : 'queue-process-c8', proc.process ?? 0, spread)
+    const redis = cpu(s.name, 'cpu_process_redis')
+    const spread = {
+      min: Math.min(...rs.map((r) => r.process ?? 0)), max: Math.max(...rs.map((r) => r.process ?? 0)), jobs,
+      ...Object.assign({}, ...(pairs[s.name] ?? []).map((b) => paired(s.name, b))),
+      ...(redis === null ? {} : { cpu_us_per_op_redis: redis }),
+    }
+    row(s.name, full ? 'queue-process-c8-sync-full' : 'queue-process-c8', proc.process ?? 0, cpu(s.name, 'cpu_process'), spread)
     if (full || s.name.includes('no-result')) continue
     const one = median(rs, (r) => r.enqueue_one ?? 0).enqueue_one
-    if (one != null) row(s.name, 'queue-enqueue-one', one, { jobs })
+    if (one != null) row(s.name, 'queue-enqueue-one', one, cpu(s.name, 'cpu_enqueue_one'), { jobs })
     const batch = median(rs, (r) => r.enqueue_batch ?? 0).enqueue_batch
-    if (batch !== undefined) row(s.name, 'queue-enqueue-batch', batch, { jobs, batch: 1_000 })
+    if (batch !== undefined) row(s.name, 'queue-enqueue-batch', batch, cpu(s.name, 'cpu_enqueue_batch'), { jobs, batch: 1_000 })
   }
   for (const [system, args] of [['outpost-sqlite', ['latency-outpost', String(latencySamples)]], ['bullmq-6.7-redis', ['latency-bullmq', String(latencySamples)]]] as const) {
     const r = await once([...args])

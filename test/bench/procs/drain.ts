@@ -1,6 +1,8 @@
 // Outbox drain benchmark process: `raw` publishes N QoS 1 messages with a bare mqtt.js client
 // (window 128, as the pump); `outpost` fills a SQLite outbox with N events while offline, then
-// connects and drains it. Prints {ops_per_s, ...} for the drain, plus append rate and RSS.
+// connects and drains it. Prints {ops_per_s, ...} for the drain, plus append rate and RSS, and
+// this process's CPU time per event while draining (cpu_us_per_op) and, for Outpost, while
+// appending (append_cpu_us_per_op). With the bench's --cpu-prof, the drain is profiled on its own.
 import { mkdtempSync, rmSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
@@ -11,6 +13,7 @@ import * as v from 'valibot'
 import { createMqttBridge } from '../../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime, defineContract, defineService } from '../../../runtime/index.js'
 import { createSqliteOutbox, openDeviceDatabase } from '../../../runtime/stores/sqlite/index.js'
+import { perOp, startPhase } from './phase-profile.js'
 
 const [system, url, countArg] = process.argv.slice(2) as ['raw' | 'outpost', string, string]
 const count = Number(countArg)
@@ -22,6 +25,7 @@ async function raw(): Promise<void> {
   const enc = new Encoder({ useRecords: false })
   const c = await mqtt.connectAsync(url, { clientId: 'raw-drain' })
   ;(c.stream as net.Socket).setNoDelay?.(true)
+  const phase = await startPhase('drain-raw')
   const t0 = performance.now()
   let sent = 0
   let acked = 0
@@ -39,8 +43,9 @@ async function raw(): Promise<void> {
     more()
   })
   const s = (performance.now() - t0) / 1000
+  const cpu = await phase.end()
   await c.endAsync()
-  out({ ops_per_s: Math.round(count / s), seconds: Math.round(s * 100) / 100 })
+  out({ ops_per_s: Math.round(count / s), seconds: Math.round(s * 100) / 100, cpu_us_per_op: perOp(cpu, count) })
 }
 
 async function outpost(): Promise<void> {
@@ -64,18 +69,22 @@ async function outpost(): Promise<void> {
   const bridge = createMqttBridge({ url, deviceId: 'drainer', reconnect: { initialMs: 10, maxMs: 50 } })
   const rt = createRuntime({ bridge, services: [service], outbox: createSqliteOutbox(db), outboxWindow: WINDOW })
   const idleRss = rssMb()
+  const append = await startPhase()
   const t0 = performance.now()
   await rt.client(contract).fill({ n: count }, { timeoutMs: 3_600_000 }) // local dispatch, no broker involved
   const appendS = (performance.now() - t0) / 1000
+  const appendCpu = await append.end()
   const backlogRss = rssMb()
+  const phase = await startPhase('drain-outpost')
   const t1 = performance.now()
   await rt.start({ waitForBroker: true })
   while ((rt.stats().outbox?.entries ?? 0) > 0) await new Promise((r) => setTimeout(r, 5))
   const s = (performance.now() - t1) / 1000
+  const cpu = await phase.end()
   await rt.stop({ drainMs: 500 })
   db.close()
   rmSync(dir, { recursive: true, force: true })
-  out({ ops_per_s: Math.round(count / s), seconds: Math.round(s * 100) / 100, append_per_s: Math.round(count / appendS), idle_rss_mb: idleRss, backlog_rss_mb: backlogRss })
+  out({ ops_per_s: Math.round(count / s), seconds: Math.round(s * 100) / 100, cpu_us_per_op: perOp(cpu, count), append_per_s: Math.round(count / appendS), append_cpu_us_per_op: perOp(appendCpu, count), idle_rss_mb: idleRss, backlog_rss_mb: backlogRss })
 }
 
 function out(r: Record<string, number>): void {

@@ -19,6 +19,7 @@ import Database from 'better-sqlite3'
 import * as v from 'valibot'
 import { createMemoryBridge, createMemoryHub, createRuntime, defineContract, defineService } from '../../../runtime/index.js'
 import { createSqliteOutbox, createSqliteQueueStore, openDeviceDatabase, type Synchronous } from '../../../runtime/stores/sqlite/index.js'
+import { perOp, startPhase } from './phase-profile.js'
 
 const [system, countArg, syncArg, resultsArg] = process.argv.slice(2) as [string, string, Synchronous | undefined, 'required' | 'none' | undefined]
 const N = Number(countArg)
@@ -79,11 +80,15 @@ async function outpost(): Promise<void> {
   // Enqueue, one commit per job (WAL NORMAL only: under FULL that is one fsync each), on a
   // runtime that is not started, so nothing runs them.
   let enqueueOne: number | null = null
+  let cpuEnqueueOne: number | null = null
   let t0 = performance.now()
   if (sync === 'NORMAL') {
+    const phase = await startPhase()
+    t0 = performance.now() // opening the database counts, as it always has
     const one = outpostDevice('one.db', results)
     for (let i = 0; i < N; i++) one.q.enqueue(payload(i))
     enqueueOne = rate(N, performance.now() - t0)
+    cpuEnqueueOne = perOp(await phase.end(), N)
     one.database.close()
   }
   // Enqueue in batches of 1,000, then process.
@@ -92,31 +97,39 @@ async function outpost(): Promise<void> {
   // every 5 ms would add commits that a device left alone does not make.
   let startedJobs = 0
   const dev = outpostDevice('batch.db', results, () => void startedJobs++)
+  let phase = await startPhase()
   t0 = performance.now()
   for (let i = 0; i < N; i += BATCH) dev.q.enqueueMany(Array.from({ length: Math.min(BATCH, N - i) }, (_, k) => ({ payload: payload(i + k) })))
   const enqueueBatch = rate(N, performance.now() - t0)
+  const cpuEnqueueBatch = perOp(await phase.end(), N)
+  phase = await startPhase(`queue-outpost-${sync.toLowerCase()}-${results}-process`)
   t0 = performance.now()
   await dev.rt.start()
   await waitFor(() => startedJobs >= N && (dev.rt.stats().queues['bench/work']?.completed ?? 0) >= N)
   const processed = rate(N, performance.now() - t0)
+  const cpuProcess = perOp(await phase.end(), N)
   const m = dev.q.metrics()
   if (m.completed !== N) throw new Error(`only ${m.completed} of ${N} completed`)
   const resultEvents = dev.rt.stats().outbox!.appended
   await dev.rt.stop()
   dev.database.close()
-  out({ enqueue_one: enqueueOne, enqueue_batch: enqueueBatch, process: processed, result_events: resultEvents })
+  out({ enqueue_one: enqueueOne, enqueue_batch: enqueueBatch, process: processed, result_events: resultEvents, cpu_enqueue_one: cpuEnqueueOne, cpu_enqueue_batch: cpuEnqueueBatch, cpu_process: cpuProcess })
 }
 
 /** `naive`: lease in one transaction, complete in another. `one-commit`: both in one transaction per job (one fsync per job under FULL). */
 async function naive(oneCommit = false): Promise<void> {
   const database = openDeviceDatabase({ path: path.join(dir, 'naive.db'), synchronous: sync })
   const store = createSqliteQueueStore(database)
+  let phase = await startPhase()
   let t0 = performance.now()
   let enqueueOne: number | null = null
+  let cpuEnqueueOne: number | null = null
   if (sync === 'NORMAL') {
     for (let i = 0; i < N; i++) store.enqueue({ queue: 'work', payload: payload(i) }, Date.now())
     enqueueOne = rate(N, performance.now() - t0)
+    cpuEnqueueOne = perOp(await phase.end(), N)
   } else store.enqueueMany(Array.from({ length: N }, (_, i) => ({ queue: 'work', payload: payload(i) })), Date.now())
+  phase = await startPhase(`queue-${oneCommit ? 'one-commit' : 'naive'}-${sync.toLowerCase()}-process`)
   t0 = performance.now()
   let done = 0
   const noop = async (_p: unknown): Promise<void> => undefined
@@ -144,8 +157,9 @@ async function naive(oneCommit = false): Promise<void> {
     }),
   )
   const processed = rate(done, performance.now() - t0)
+  const cpuProcess = perOp(await phase.end(), done)
   database.close()
-  out({ enqueue_one: enqueueOne, process: processed })
+  out({ enqueue_one: enqueueOne, process: processed, cpu_enqueue_one: cpuEnqueueOne, cpu_process: cpuProcess })
 }
 
 async function plainjob(): Promise<void> {
@@ -153,15 +167,20 @@ async function plainjob(): Promise<void> {
   const silent = { error: () => undefined, warn: () => undefined, info: () => undefined, debug: () => undefined }
   const open = (file: string) => defineQueue({ connection: better(new Database(path.join(dir, file))), logger: silent })
   const one = open('one.db')
+  let phase = await startPhase()
   let t0 = performance.now()
   for (let i = 0; i < N; i++) one.add('work', payload(i))
   const enqueueOne = rate(N, performance.now() - t0)
+  const cpuEnqueueOne = perOp(await phase.end(), N)
   one.close()
   const queue = open('batch.db')
+  phase = await startPhase()
   t0 = performance.now()
   for (let i = 0; i < N; i += BATCH) queue.addMany('work', Array.from({ length: Math.min(BATCH, N - i) }, (_, k) => payload(i + k)))
   const enqueueBatch = rate(N, performance.now() - t0)
+  const cpuEnqueueBatch = perOp(await phase.end(), N)
   let done = 0
+  phase = await startPhase('queue-plainjob-process')
   t0 = performance.now()
   const workers = Array.from({ length: CONCURRENCY }, () =>
     defineWorker('work', async () => undefined, { queue, logger: silent, onCompleted: () => void done++ }),
@@ -169,9 +188,10 @@ async function plainjob(): Promise<void> {
   for (const w of workers) void w.start()
   await waitFor(() => done >= N)
   const processed = rate(N, performance.now() - t0)
+  const cpuProcess = perOp(await phase.end(), N)
   await Promise.all(workers.map((w) => w.stop()))
   queue.close()
-  out({ enqueue_one: enqueueOne, enqueue_batch: enqueueBatch, process: processed })
+  out({ enqueue_one: enqueueOne, enqueue_batch: enqueueBatch, process: processed, cpu_enqueue_one: cpuEnqueueOne, cpu_enqueue_batch: cpuEnqueueBatch, cpu_process: cpuProcess })
 }
 
 async function bullmq(): Promise<void> {
@@ -180,23 +200,38 @@ async function bullmq(): Promise<void> {
   const name = `outpost-bench-${process.pid}`
   const queue = new Queue(name, { connection })
   await queue.obliterate({ force: true }).catch(() => undefined)
+  const redis = await queue.client
+  /** Redis's own CPU time so far (INFO cpu, all its threads), in µs: BullMQ's work is half in Redis. */
+  const redisCpuUs = async (): Promise<number> => {
+    const info = await redis.info('cpu')
+    const field = (name: string): number => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? 0)
+    return Math.round((field('used_cpu_user') + field('used_cpu_sys')) * 1_000_000)
+  }
+  let phase = await startPhase()
   let t0 = performance.now()
   for (let i = 0; i < N; i++) await queue.add('work', payload(i))
   const enqueueOne = rate(N, performance.now() - t0)
+  const cpuEnqueueOne = perOp(await phase.end(), N)
   await queue.obliterate({ force: true })
+  phase = await startPhase()
   t0 = performance.now()
   for (let i = 0; i < N; i += BATCH) await queue.addBulk(Array.from({ length: Math.min(BATCH, N - i) }, (_, k) => ({ name: 'work', data: payload(i + k) })))
   const enqueueBatch = rate(N, performance.now() - t0)
+  const cpuEnqueueBatch = perOp(await phase.end(), N)
   let done = 0
+  const redis0 = await redisCpuUs()
+  phase = await startPhase('queue-bullmq-process')
   t0 = performance.now()
   const worker = new Worker(name, async () => undefined, { connection, concurrency: CONCURRENCY })
   worker.on('completed', () => void done++)
   await waitFor(() => done >= N)
   const processed = rate(N, performance.now() - t0)
+  const cpuProcess = perOp(await phase.end(), N)
+  const cpuProcessRedis = perOp((await redisCpuUs()) - redis0, N)
   await worker.close()
   await queue.obliterate({ force: true })
   await queue.close()
-  out({ enqueue_one: enqueueOne, enqueue_batch: enqueueBatch, process: processed })
+  out({ enqueue_one: enqueueOne, enqueue_batch: enqueueBatch, process: processed, cpu_enqueue_one: cpuEnqueueOne, cpu_enqueue_batch: cpuEnqueueBatch, cpu_process: cpuProcess, cpu_process_redis: cpuProcessRedis })
 }
 
 const percentiles = (samples: number[]): { p50_us: number; p99_us: number } => {

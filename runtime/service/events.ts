@@ -2,7 +2,6 @@ import type { Schema } from '../contract/contract.js'
 import type { SubscriptionSpec } from '../contract/service.js'
 import { ErrorCode, OutpostError, errorMessage } from '../errors.js'
 import { createOutboxPump, type OutboxPump } from '../outbox/outbox-pump.js'
-import type { InboundMessage } from '../ports/bridge.js'
 import type { Outbox } from '../ports/outbox.js'
 import type { QueueStore } from '../ports/queue-store.js'
 import { createEnvelopeCodec } from '../wire/codec.js'
@@ -12,7 +11,7 @@ import { safeParse } from './compiled-schema.js'
 import { MessageContext, type ContextDeps } from './handler-context.js'
 import type { HostedService } from './hosted-service.js'
 import type { RecentMap } from './recent-map.js'
-import { childTrace, track, type RuntimeCore } from './runtime-core.js'
+import { childTrace, track, type LinkMessage, type RuntimeCore } from './runtime-core.js'
 import { toValidationIssues, validate } from './validation.js'
 
 /** What publishing events needs besides the core. */
@@ -36,7 +35,7 @@ export interface EventsDeps {
 export interface LocalReceiver {
   filter: string
   /** A subscription: handed the event after it was committed. */
-  event?: (msg: InboundMessage) => void
+  event?: (msg: LinkMessage) => void
   /** A binding: enqueues its job in the same transaction as the event's outbox entry. */
   bind?: (env: Envelope) => void
 }
@@ -46,7 +45,7 @@ export interface Events {
   /** Checks and emits an event of `svc`. Rejects with NO_HANDLER, VALIDATION_FAILED, OUTBOX_FULL, STORE_FAILED, BRIDGE_UNAVAILABLE. */
   emit(svc: HostedService, event: string, payload: unknown, parent?: Envelope, correlation?: string): Promise<void>
   /** The handler of one subscription's broker messages (and of this runtime's own events). */
-  onEvent(svc: HostedService, subName: string, sub: SubscriptionSpec, seen: RecentMap<true>): (msg: InboundMessage) => void
+  onEvent(svc: HostedService, subName: string, sub: SubscriptionSpec, seen: RecentMap<true>): (msg: LinkMessage) => void
   /** Registers a subscription or binding of this runtime for the events it emits itself. */
   addLocalReceiver(r: LocalReceiver): void
   /** Stores a queue's result event (its payload built by the runtime from checked values). @throws OUTBOX_FULL, STORE_FAILED */
@@ -128,7 +127,7 @@ export function createEvents(deps: EventsDeps): Events {
           for (const r of receivers) r.bind?.(env)
         })
         pump?.kick()
-        const msg: InboundMessage = { topic, envelope: env, retained: false, redelivered: false }
+        const msg: LinkMessage = { topic, envelope: env, retained: false, redelivered: false }
         for (const r of receivers) r.event?.(msg)
         return Promise.resolve()
       }
@@ -139,7 +138,7 @@ export function createEvents(deps: EventsDeps): Events {
     return Promise.resolve()
   }
 
-  const onEvent = (svc: HostedService, subName: string, sub: SubscriptionSpec, seen: RecentMap<true>) => (msg: InboundMessage): void => {
+  const onEvent = (svc: HostedService, subName: string, sub: SubscriptionSpec, seen: RecentMap<true>) => (msg: LinkMessage): void => {
     const env = msg.envelope
     if (env.kind !== 'event' || core.stopping) return
     if (seen.has(env.id)) {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { pino, type Logger } from 'pino'
 import { createLogLimiter, type LogLimiter } from '../log-limiter.js'
-import type { Bridge } from '../ports/bridge.js'
+import type { Bridge, InboundMessage } from '../ports/bridge.js'
 import { systemClock, type Clock } from '../ports/clock.js'
 import type { StateStore } from '../ports/state-store.js'
 import { createMemoryStateStore } from '../stores/memory/memory-state-store.js'
@@ -14,6 +14,9 @@ import type { RuntimeOptions } from './runtime-api.js'
  * through. The one place that names the link's type: the rooms import this alias.
  */
 export type Link = Bridge
+
+/** A message the link hands to a subscription's handler (decoded envelope, topic, flags). */
+export type LinkMessage = InboundMessage
 
 /** The runtime's own counters (reported by `Runtime.stats()`). */
 export interface RuntimeCounters {

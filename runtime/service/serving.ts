@@ -1,12 +1,11 @@
 import type { Schema } from '../contract/contract.js'
 import { ErrorCode, errorMessage, toWireError, type WireError } from '../errors.js'
-import type { InboundMessage } from '../ports/bridge.js'
 import type { Inbox } from '../ports/inbox.js'
 import { ENVELOPE_VERSION, type Envelope } from '../wire/envelope.js'
 import { safeParse } from './compiled-schema.js'
 import { MessageContext, type ContextDeps } from './handler-context.js'
 import type { HostedService } from './hosted-service.js'
-import { track, type RuntimeCore } from './runtime-core.js'
+import { track, type LinkMessage, type RuntimeCore } from './runtime-core.js'
 import { toValidationIssues } from './validation.js'
 
 /** What running a command came to: a result or a wire error. */
@@ -28,7 +27,7 @@ export interface Serving {
   /** Validates, runs the handler and checks its result; never throws, and stays synchronous for synchronous handlers. */
   execute(svc: HostedService | undefined, cmd: Envelope): Outcome | Promise<Outcome>
   /** Handler of the command subscriptions: runs a command once (the inbox drops repeats) and replies. */
-  onCommand(msg: InboundMessage): void
+  onCommand(msg: LinkMessage): void
 }
 
 /** Creates the serving room of a runtime. */
@@ -118,7 +117,7 @@ export function createServing(deps: ServingDeps): Serving {
     rejections.warn(`inbox:${code}`, { code, msgId: cmd.id, service: cmd.service, command: cmd.name }, `command inbox not available (${code}); commands are served without their redelivery record`)
   }
 
-  const onCommand = (msg: InboundMessage): void => {
+  const onCommand = (msg: LinkMessage): void => {
     const cmd = msg.envelope
     if (cmd.kind !== 'command' || core.stopping) return
     let seen: ReturnType<Inbox['get']>

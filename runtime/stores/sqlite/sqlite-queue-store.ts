@@ -1,8 +1,6 @@
-import { Decoder, Encoder } from 'cbor-x'
 import type { EnqueueInput, Job, JobState, QueueMetrics, QueueStore } from '../../ports/queue-store.js'
-import { readPlainCbor, UNREAD } from '../../wire/cbor-reader.js'
-import { UNWRITTEN, writePlainCbor } from '../../wire/cbor-writer.js'
 import { createNumberedIdFactory } from '../../wire/message-id.js'
+import { createValueCodec } from '../../wire/value-codec.js'
 import type { Statement } from 'better-sqlite3'
 import type { DeviceDatabase } from './device-database.js'
 import { guardStore } from './store-error.js'
@@ -45,8 +43,7 @@ const leasedOrder = (a: LeasedRow, b: LeasedRow): number => b[2] - a[2] || a[3] 
  */
 export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   const db = database.db
-  const encoder = new Encoder({ useRecords: false, mapsAsObjects: true })
-  const decoder = new Decoder({ useRecords: false, mapsAsObjects: true })
+  const codec = createValueCodec()
   // Jobs are rows numbered by the store (the table's integer key), and a job's id carries its
   // number: a job is found from its id without an index of ids. Every statement that takes an
   // id also checks it, so a number that does not belong to the id matches nothing.
@@ -67,16 +64,10 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   // is written; another writer on the same file that took it first makes the insert fail, and
   // the number is read again.
   let nextRow = (lastRow.get() ?? 0) + 1
-  // Payloads and outputs go through the plain-CBOR writer and reader first, cbor-x for the rest.
-  const blob = (v: unknown): Buffer => {
-    const written = writePlainCbor(v === undefined ? null : v)
-    return written !== UNWRITTEN ? written : encoder.encode(v === undefined ? null : v)
-  }
-  const value = (b: Buffer | null): unknown => {
-    if (b === null) return undefined
-    const read = readPlainCbor(b)
-    return (read !== UNREAD ? read : decoder.decode(b)) ?? undefined
-  }
+  // Payloads, outputs and progress go through the one value codec (runtime/wire/value-codec.ts);
+  // `undefined` is stored as null and read back as undefined.
+  const blob = (v: unknown): Uint8Array => codec.encode(v === undefined ? null : v)
+  const value = (b: Uint8Array | null): unknown => (b === null ? undefined : (codec.decode(b) ?? undefined))
   const toJob = (r: Row): Job => {
     const job: Job = {
       id: r.id, queue: r.queue, state: r.state, payload: value(r.payload), priority: r.priority, runAt: r.run_at,
@@ -133,8 +124,8 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   }
   const extend = db.prepare("UPDATE jobs SET lease_until = ?, updated_at = ?, progress = COALESCE(?, progress) WHERE n = ? AND id = ? AND attempt = ? AND state = 'leased' AND lease_until > ?")
   const FINISH = "UPDATE jobs SET state = 'completed', output = ?, lease_until = NULL, updated_at = ? WHERE n = ? AND id = ? AND attempt = ? AND state = 'leased'"
-  const finish = db.prepare<[Buffer, number, number, string, number]>(FINISH)
-  const finishReturningQueue = db.prepare<[Buffer, number, number, string, number], string>(`${FINISH} RETURNING queue`).pluck(true)
+  const finish = db.prepare<[Uint8Array, number, number, string, number]>(FINISH)
+  const finishReturningQueue = db.prepare<[Uint8Array, number, number, string, number], string>(`${FINISH} RETURNING queue`).pluck(true)
   // The queue and row of each job this store leased and has not settled yet, so that completing
   // it can be counted without reading the queue back (RETURNING costs about as much as the count).
   // Bounded: a job completed by a store that did not lease it reads its queue back.

@@ -118,18 +118,27 @@ export type ResultEvents<Q extends Record<string, QueueSpec>> = {
 /** Suffixes of the events the runtime emits for a queue. */
 export const RESULT_EVENT_SUFFIXES = ['completed', 'failed', 'dead', 'progress'] as const
 
+/** Kinds of a queue's result events. */
+export type ResultKind = (typeof RESULT_EVENT_SUFFIXES)[number]
+
+/** The names of a queue's result events by kind (`<queue>.completed`, …): the one place they are built. */
+export function resultEventNames(queue: string): Readonly<Record<ResultKind, string>> {
+  return { completed: `${queue}.completed`, failed: `${queue}.failed`, dead: `${queue}.dead`, progress: `${queue}.progress` }
+}
+
 const wireError = v.object({ code: v.string(), message: v.string() })
 
 /** The event schemas of one queue's results (what subscribers validate against); none for `results: 'none'`. */
 export function resultEventSchemas(name: string, spec: QueueSpec): Record<string, Schema> {
   if (spec.results === 'none') return {}
   const head = { jobId: v.string(), queue: v.string(), attempt: v.number() }
+  const names = resultEventNames(name)
   const events: Record<string, Schema> = {
-    [`${name}.completed`]: v.object({ ...head, output: spec.result }),
-    [`${name}.failed`]: v.object({ ...head, error: wireError, retryAt: v.number() }),
-    [`${name}.dead`]: v.object({ ...head, reason: v.picklist(['failed', 'attempts', 'retryWindow', 'cancelled', 'invalid']), error: wireError }),
+    [names.completed]: v.object({ ...head, output: spec.result }),
+    [names.failed]: v.object({ ...head, error: wireError, retryAt: v.number() }),
+    [names.dead]: v.object({ ...head, reason: v.picklist(['failed', 'attempts', 'retryWindow', 'cancelled', 'invalid']), error: wireError }),
   }
-  if (spec.progress !== undefined) events[`${name}.progress`] = v.object({ ...head, progress: spec.progress })
+  if (spec.progress !== undefined) events[names.progress] = v.object({ ...head, progress: spec.progress })
   return events
 }
 

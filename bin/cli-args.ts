@@ -38,7 +38,7 @@ export interface CliArgs {
   url?: string
   /** Device id for `device` (--id or OUTPOST_DEVICE_ID). */
   id?: string
-  /** For `device`: a name that has devices/<name>/main.ts. */
+  /** For `device`: a name that has devices/<name>/main.js (main.ts in the sources). */
   device?: string
   /** Absolute folder for device databases (OUTPOST_DATA_DIR, default .outpost), for `demo` and `device`. */
   dataDir?: string
@@ -76,7 +76,7 @@ const PER_COMMAND: Record<Command, readonly OptionName[]> = {
   help: [],
 }
 
-/** Device names: a folder under devices/ with a main.ts, never a path. */
+/** Device names: a folder under devices/ with a main file, never a path. */
 const DEVICE_NAME = /^[a-z0-9][a-z0-9-]*$/
 /** Device ids become a topic level and a file name: no separators, no wildcards, bounded. */
 const DEVICE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
@@ -144,14 +144,22 @@ function dataDirOf(value: string, where: string): string {
   }
 }
 
-function deviceOf(value: string | undefined, devicesDir: string): string {
+/** Where the devices are: `dir/<name>/<main>` is a device's entry point. */
+export interface DeviceFolder {
+  dir: string
+  /** `main.js` for the compiled CLI, `main.ts` for its sources. */
+  main: string
+}
+
+function deviceOf(value: string | undefined, devices: DeviceFolder): string {
+  const isDevice = (n: string): boolean => DEVICE_NAME.test(n) && existsSync(path.join(devices.dir, n, devices.main))
   const known = (): string =>
-    readdirSync(devicesDir)
-      .filter((n) => DEVICE_NAME.test(n) && existsSync(path.join(devicesDir, n, 'main.ts')))
+    readdirSync(devices.dir)
+      .filter(isDevice)
       .sort()
       .join(', ')
   if (value === undefined) throw bad(`outpost device needs a device name; expected one of ${known()}`)
-  if (!DEVICE_NAME.test(value) || !existsSync(path.join(devicesDir, value, 'main.ts'))) {
+  if (!isDevice(value)) {
     throw bad(`device "${value}" is not a device of this project; expected one of ${known()} (a name under devices/, not a path)`)
   }
   return value
@@ -164,7 +172,7 @@ const envOf = (env: NodeJS.ProcessEnv, name: string): string | undefined => (env
  * Reads and checks the command line and the OUTPOST_* variables the command uses.
  * @throws BAD_ARGUMENT naming the option, argument or variable and what it accepts
  */
-export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv, devicesDir: string): CliArgs {
+export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv, devices: DeviceFolder): CliArgs {
   const { tokens } = parseArgs({ args: argv, options: OPTIONS, strict: false, allowPositionals: true, tokens: true })
   const positionals: string[] = []
   const values: Partial<Record<OptionName, string | boolean>> = {}
@@ -235,7 +243,7 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv, devicesDir:
     }
     case 'device': {
       if (rest.length > 1) throw bad(`outpost device takes one device name (got "${rest.join(' ')}")`)
-      args.device = deviceOf(rest[0], devicesDir)
+      args.device = deviceOf(rest[0], devices)
       const url = either('url', 'OUTPOST_MQTT_URL')
       if (url !== undefined) args.url = urlOf(...url)
       const id = either('id', 'OUTPOST_DEVICE_ID')

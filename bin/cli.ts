@@ -1,17 +1,27 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { Logger } from 'pino'
 import { startGateway } from '../gateway/index.js'
-import { ErrorCode, isOutpostError } from '../runtime/index.js'
+import { ErrorCode, errorMessage, isOutpostError } from '../runtime/errors.js'
 import { formatLogLine } from '../runtime/log-line.js'
 import { redactUrl } from '../runtime/redact-url.js'
 import { createLogger, type LogFormat } from '../runtime/logger.js'
 import { parseCliArgs, type CliArgs } from './cli-args.js'
 import { JOBS_HELP, runJobsCommand } from './jobs.js'
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
+/**
+ * The folder with this code's bin/, devices/ and runtime/: dist/ when the CLI runs compiled (as
+ * bin/outpost.js runs it), the checkout when run from its source.
+ */
+const CODE_ROOT = fileURLToPath(new URL('..', import.meta.url))
+/** The package's folder (package.json): the one above dist/. */
+const PACKAGE_ROOT = existsSync(path.join(CODE_ROOT, 'package.json')) ? CODE_ROOT : path.dirname(CODE_ROOT)
+/** A device's entry point, `devices/<name>/` + this, compiled like the CLI itself. */
+const DEVICE_MAIN = `main${path.extname(fileURLToPath(import.meta.url))}`
+/** Where device `name`'s entry point is. */
+const deviceMain = (name: string): string => path.join(CODE_ROOT, 'devices', name, DEVICE_MAIN)
 
 const HELP = `outpost — message-driven services for edge devices
 
@@ -53,7 +63,7 @@ function fail(err: unknown): never {
   // A message may quote a broker URL (a refused argument, a library's error): never with its password.
   const oneLine = (s: string): string => redactUrl(s.replace(/\s*\n\s*/g, ' '))
   if (isOutpostError(err)) console.error(`outpost: ${err.code}: ${oneLine(err.message)}`)
-  else console.error(`outpost: ${oneLine(err instanceof Error ? err.message : String(err))}`)
+  else console.error(`outpost: ${oneLine(errorMessage(err))}`)
   process.exit(isOutpostError(err, ErrorCode.BAD_ARGUMENT) ? 2 : 1)
 }
 
@@ -61,13 +71,13 @@ function fail(err: unknown): never {
 const formatOf = (args: CliArgs): LogFormat => args.logFormat ?? (process.stdout.isTTY === true ? 'pretty' : 'json')
 
 /**
- * Starts a device's main.ts in a process of its own, its logs as JSON lines that this process
+ * Starts a device's compiled main.js in a process of its own, its logs as JSON lines that this process
  * writes out in its own format. The IPC channel is how the device learns that this process has
  * gone, even by SIGKILL: it then stops too (devices/device-config.ts, stopOnSignals).
  */
 function spawnDevice(name: string, env: Record<string, string>, format: LogFormat, print: (line: string) => void): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', `devices/${name}/main.ts`], {
-    cwd: ROOT,
+  const child = spawn(process.execPath, [deviceMain(name)], {
+    cwd: PACKAGE_ROOT,
     env: { ...process.env, ...env, OUTPOST_LOG_FORMAT: 'json' },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   })
@@ -157,7 +167,7 @@ async function gateway(args: CliArgs): Promise<void> {
 }
 
 /**
- * Runs a device in this process, so that nothing outlives the CLI: its main.ts reads the same
+ * Runs a device in this process, so that nothing outlives the CLI: its main.js reads the same
  * OUTPOST_* variables it would read on its own, set here from the options.
  */
 async function device(args: CliArgs): Promise<void> {
@@ -167,7 +177,7 @@ async function device(args: CliArgs): Promise<void> {
   if (args.logLevel !== undefined) env.OUTPOST_LOG_LEVEL = args.logLevel
   env.OUTPOST_LOG_FORMAT = formatOf(args)
   env.OUTPOST_DATA_DIR = args.dataDir!
-  await import(pathToFileURL(path.join(ROOT, 'devices', args.device!, 'main.ts')).href).catch(fail)
+  await import(pathToFileURL(deviceMain(args.device!)).href).catch(fail)
 }
 
 function jobs(args: CliArgs): void {
@@ -182,12 +192,12 @@ function jobs(args: CliArgs): void {
 
 let args: CliArgs
 try {
-  args = parseCliArgs(process.argv.slice(2), process.env, path.join(ROOT, 'devices'))
+  args = parseCliArgs(process.argv.slice(2), process.env, { dir: path.join(CODE_ROOT, 'devices'), main: DEVICE_MAIN })
 } catch (err) {
   fail(err)
 }
 if (args.version) {
-  console.log((JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version)
+  console.log((JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version)
 } else if (args.help || args.command === undefined || args.command === 'help') {
   console.log(args.command === 'jobs' ? JOBS_HELP : HELP)
 } else if (args.command === 'demo') {

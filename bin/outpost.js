@@ -1,6 +1,12 @@
 #!/usr/bin/env node
-// Loads the TypeScript CLI through tsx (device bundles are plain JS built by esbuild).
-import { register } from 'tsx/esm/api'
+// The outpost command: runs the compiled CLI (dist/bin/cli.js), never TypeScript. In a checkout,
+// JavaScript older than the sources is rebuilt first (bin/build.js, under a second, silently);
+// a dist/ that is missing and cannot be built is one line on stderr and exit code 1.
+import { ensureDist } from './build.js'
 
-register()
-await import('./cli.ts')
+const problem = await ensureDist()
+if (problem !== undefined) {
+  console.error(`outpost: ${problem}`)
+  process.exit(1)
+}
+await import('../dist/bin/cli.js')

@@ -1,6 +1,8 @@
 // Two "devices" in one process on the memory bridge: a command, an event, a typed proxy.
 import * as v from 'valibot'
-import { createMemoryBridge, createMemoryHub, createRuntime, defineContract, defineService, resource } from '../../runtime/index.js'
+import { createMemoryBridge, createMemoryHub } from 'outpost/bridges'
+import { defineContract, defineService, resource } from 'outpost/contracts'
+import { createRuntime } from 'outpost/runtime'
 
 // Contracts are shared by the device that implements a service and by every caller.
 const display = defineContract({
@@ -46,7 +48,7 @@ const displayService = defineService(display, {
   }),
 })
 
-const hub = createMemoryHub() // swap for createMqttBridge({ url, deviceId }) to go across devices
+const hub = createMemoryHub() // swap for createMqttBridge({ url, deviceId }) (outpost/bridges) to go across devices
 const sensorDevice = createRuntime({
   bridge: createMemoryBridge({ hub, deviceId: 'sensor-1' }),
   services: [thermoService],

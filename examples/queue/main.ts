@@ -5,8 +5,10 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import * as v from 'valibot'
-import { createMemoryBridge, createMemoryHub, createRuntime, defineContract, defineService } from '../../runtime/index.js'
-import { createSqliteOutbox, createSqliteQueueStore, openDeviceDatabase } from '../../runtime/stores/sqlite/index.js'
+import { createMemoryBridge, createMemoryHub } from 'outpost/bridges'
+import { defineContract, defineService } from 'outpost/contracts'
+import { createRuntime } from 'outpost/runtime'
+import { createSqliteOutbox, createSqliteQueueStore, openDeviceDatabase } from 'outpost/stores/sqlite'
 
 const Photo = v.object({ photo: v.number(), kib: v.number() })
 const camera = defineContract({

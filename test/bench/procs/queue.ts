@@ -200,7 +200,8 @@ async function bullmq(): Promise<void> {
   const name = `outpost-bench-${process.pid}`
   const queue = new Queue(name, { connection })
   await queue.obliterate({ force: true }).catch(() => undefined)
-  const redis = await queue.client
+  const { Redis } = await import('ioredis')
+  const redis = new Redis({ host: connection.host, port: connection.port })
   /** Redis's own CPU time so far (INFO cpu, all its threads), in µs: BullMQ's work is half in Redis. */
   const redisCpuUs = async (): Promise<number> => {
     const info = await redis.info('cpu')
@@ -228,6 +229,7 @@ async function bullmq(): Promise<void> {
   const processed = rate(N, performance.now() - t0)
   const cpuProcess = perOp(await phase.end(), N)
   const cpuProcessRedis = perOp((await redisCpuUs()) - redis0, N)
+  redis.disconnect()
   await worker.close()
   await queue.obliterate({ force: true })
   await queue.close()

@@ -2,6 +2,9 @@ import { ErrorCode, OutpostError } from '../errors.js'
 import type { BridgeStats, BridgeStatus } from '../ports/bridge.js'
 import type { Envelope } from '../wire/envelope.js'
 
+/** Largest inbound payload a bridge takes unless told otherwise: 256 KiB (the wire codec's frame limit). */
+export const DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+
 /** Status holder with listeners and an async stream; shared by every bridge adapter. */
 export interface StatusHub {
   readonly current: BridgeStatus

@@ -8,8 +8,8 @@ export interface BareAedes {
   close(): Promise<void>
 }
 
-/** Starts aedes with its defaults (no packet size limit) on 127.0.0.1 and a free port. */
-export async function bareAedes(): Promise<BareAedes> {
+/** Starts aedes with its defaults (no packet size limit) on 127.0.0.1 and a free port (or `port`, to start one again where it was). */
+export async function bareAedes(port = 0): Promise<BareAedes> {
   const aedes = await Aedes.createBroker()
   const sockets = new Set<net.Socket>()
   const server = net.createServer({ noDelay: true }, (s) => {
@@ -17,12 +17,12 @@ export async function bareAedes(): Promise<BareAedes> {
     s.on('close', () => sockets.delete(s))
     aedes.handle(s)
   })
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
-  const port = (server.address() as net.AddressInfo).port
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', () => r()))
+  const bound = (server.address() as net.AddressInfo).port
   let closed: Promise<void> | undefined
   return {
     aedes,
-    url: `mqtt://127.0.0.1:${port}`,
+    url: `mqtt://127.0.0.1:${bound}`,
     close: () =>
       (closed ??= (async () => {
         const stopped = new Promise<void>((r) => server.close(() => r()))

@@ -1,0 +1,46 @@
+import type tls from 'node:tls'
+// The client class alone: the package root also loads WebSocket, SOCKS and browser support a device does not use.
+import * as clientModule from 'mqtt/lib/client'
+import type { MqttClient as MqttClientType } from 'mqtt'
+import type { Logger } from 'pino'
+import type { BackoffOptions } from '../../backoff.js'
+
+/** Options of an MQTT bridge; only `url` and `deviceId` are required. */
+export interface MqttBridgeOptions {
+  /** Broker address: `mqtt://host:port` or `mqtts://host:port`. */
+  url: string
+  /** The identity it connects as (a topic level). */
+  deviceId: string
+  /** MQTT client id (default: the device id, so the broker keeps one session per device). */
+  clientId?: string
+  username?: string
+  password?: string
+  /** Largest inbound payload accepted, bytes (default 256 KiB); larger ones are dropped as FRAME_TOO_LARGE. */
+  maxPayloadBytes?: number
+  /** Most QoS 1 publishes awaiting their PUBACK at once; further publishes wait (default 256). */
+  inFlightWindow?: number
+  keepaliveSec?: number
+  connectTimeoutMs?: number
+  reconnect?: BackoffOptions
+  /**
+   * A connection that lasts less than this (ms, default 10 000) before the broker closes it does
+   * not reset the reconnect backoff: a broker that keeps closing new connections (another client
+   * took the session over with the same client id) is retried ever more slowly, not at once.
+   */
+  stableConnectionMs?: number
+  /** MQTT protocol level: 4 (3.1.1, default) or 5. */
+  protocolVersion?: 4 | 5
+  /** Keep the broker session across reconnects (default true: QoS 1 messages wait for the device). */
+  persistentSession?: boolean
+  /** Extra TLS options for mqtts. */
+  tls?: tls.ConnectionOptions
+  logger?: Logger
+}
+
+/** The MQTT.js client type. */
+export type MqttClient = MqttClientType
+// CommonJS interop differs: Node hands over module.exports as the default, esbuild the
+// module's own `default` (it honours __esModule). Accept both.
+const clientDefault = (clientModule as unknown as { default: unknown }).default
+/** The MQTT.js client class, loaded without the package root. */
+export const MqttClient = (typeof clientDefault === 'function' ? clientDefault : (clientDefault as { default: unknown }).default) as typeof MqttClientType

@@ -1,0 +1,273 @@
+import { pino, type Logger } from 'pino'
+import { ErrorCode, OutpostError, errorMessage, isOutpostError } from '../errors.js'
+import type { Bridge, BridgeStats, BridgeStatus, FrameHandler, PublishOptions, Subscription } from '../ports/frame-bridge.js'
+import { createEnvelopeCodec } from '../wire/codec.js'
+import type { Envelope, PresencePayload } from '../wire/envelope.js'
+import { createMessageIdFactory } from '../wire/message-id.js'
+import { createTopics, type Topics } from '../wire/topics.js'
+import { createInboundGate, mergeDrops, type InboundMessage } from './inbound.js'
+import { createPendingReplies } from './pending-replies.js'
+import { offlinePresence } from './presence.js'
+
+export type { InboundMessage } from './inbound.js'
+
+/**
+ * Handles one inbound envelope. Its settlement is the acknowledgement to the broker (QoS 1), so a
+ * handler that commits before resolving gets "acknowledged after committed". A handler must not
+ * throw for bad content: that is its own error reply to send.
+ */
+export type MessageHandler = (msg: InboundMessage) => void | Promise<void>
+
+/** Options of an envelope subscription. */
+export interface SubscribeOptions {
+  /**
+   * Told of a zero-byte frame on a matching topic: the way MQTT clears a retained message
+   * [MQTT-3.3.1-10]. `device` is the sender level of the topic (`<prefix>/<device>/…`). Without
+   * this option such a frame is dropped as MALFORMED_FRAME, like any frame that does not decode.
+   */
+  onCleared?: (device: string, topic: string) => void
+}
+
+/** How an envelope is published. */
+export interface EnvelopePublishOptions {
+  /** Keep as the topic's retained message (presence). */
+  retain?: boolean
+}
+
+/** What the runtime decides about its envelopes, whatever bridge carries them. */
+export interface MessagingOptions {
+  /** First level of every topic (default `ob`). */
+  topicPrefix?: string
+  /** This process's instance id, carried by every envelope (default: a new random one). */
+  instanceId?: string
+  /**
+   * QoS of replies (default 0). A reply only matters while its caller waits, and a caller that
+   * lost its connection re-sends its pending commands on reconnect (the device's inbox answers
+   * a repeated command id with the cached reply), so replies need no PUBACK of their own:
+   * two packets fewer per call. Set 1 to have the broker hold replies for a caller that is away.
+   */
+  replyQos?: 0 | 1
+}
+
+/** Options of a messenger: the bridge it sends through, and the messaging options. */
+export interface MessengerOptions extends MessagingOptions {
+  bridge: Bridge
+  /** Clock for envelopes and deadlines, epoch ms (default Date.now). */
+  now?: () => number
+  /** Where dropped frames and failed re-sends are logged (at a bounded rate). */
+  logger?: Logger
+}
+
+/**
+ * Envelopes over a frames-only `Bridge`: the one layer that names topics, encodes and decodes,
+ * matches replies to requests with deadlines, re-sends what is unanswered and keeps presence.
+ *
+ * - Delivery: at least once (QoS 1) for commands, events and presence; replies at `replyQos`.
+ * - Request/reply: `request` sends a command and resolves with the reply envelope whose `corr`
+ *   equals the command id, from the device the command went to; it rejects with TIMEOUT at the
+ *   command's deadline, with BRIDGE_UNAVAILABLE when offline at call time, with BRIDGE_CLOSED
+ *   after close. Commands still waiting are sent again (same id) after a reconnect.
+ * - Inbound: a frame that does not decode, or whose `src` is not the sender level of its topic,
+ *   is dropped and counted by code (`stats().dropped`), logged once a minute per reason.
+ * - Presence: the bridge's last will is the offline presence naming the services given to
+ *   `declareServices`; `close` publishes it itself (a clean close sends no will).
+ * - `close` is idempotent: it stops taking work, waits up to `drainMs` for pending requests,
+ *   says goodbye, then closes the bridge.
+ */
+export interface Messenger {
+  readonly deviceId: string
+  readonly instanceId: string
+  readonly topics: Topics
+  /** The frames-only bridge underneath (the outbox pump publishes its stored frames on it). */
+  readonly transport: Bridge
+  /** Current connection state (the bridge's). */
+  readonly status: BridgeStatus
+  /**
+   * Starts connecting (idempotent) and resolves once connected.
+   * @throws BRIDGE_UNAVAILABLE when the first attempt fails; the bridge keeps retrying in the background.
+   */
+  connect(): Promise<void>
+  /** Publishes an envelope on the topic it routes to. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE, INVALID_ENVELOPE, INVALID_TOPIC_LEVEL */
+  publish(env: Envelope, opts?: EnvelopePublishOptions): Promise<void>
+  /** Subscribes to a topic filter (MQTT syntax) for envelopes. @throws BRIDGE_CLOSED */
+  subscribe(filter: string, handler: MessageHandler, opts?: SubscribeOptions): Promise<Subscription>
+  /**
+   * Sets the services the offline presence of this device names (the last will and the goodbye
+   * of `close`), so a process that starts while this device is away still knows what it offers.
+   * Call it before `connect`: the will travels in the CONNECT packet.
+   */
+  declareServices(services: PresencePayload['services']): void
+  /** Sends a command (its `deadline` is required) and waits for the reply. @throws TIMEOUT, BRIDGE_UNAVAILABLE, BRIDGE_CLOSED */
+  request(command: Envelope): Promise<Envelope>
+  /**
+   * Sends again every command still waiting for its reply (or those addressed to `target`),
+   * with the same message ids; receivers execute a command once and answer a repeat with the
+   * cached reply. Called after a reconnect and when a target device announces itself again.
+   */
+  resendPending(target?: string): void
+  /** Listens to status changes; returns the function that stops listening. */
+  onStatus(listener: (status: BridgeStatus) => void): () => void
+  /** Status changes as an async stream (ends when the bridge closes). */
+  statusStream(signal?: AbortSignal): AsyncIterable<BridgeStatus>
+  /** The bridge's counters, with the drops of the messaging layer added. */
+  stats(): BridgeStats
+  /** Drains, says goodbye and closes the bridge; idempotent. */
+  close(opts?: { drainMs?: number }): Promise<void>
+}
+
+const AT_LEAST_ONCE: PublishOptions = { qos: 1, retain: false }
+const AT_LEAST_ONCE_RETAINED: PublishOptions = { qos: 1, retain: true }
+const AT_MOST_ONCE: PublishOptions = { qos: 0, retain: false }
+
+/** A command waiting for its reply: its topic, and its frame unless it went over the fast path. */
+interface Unanswered {
+  topic: string
+  frame: Uint8Array | undefined
+}
+
+/** Creates the messenger of one runtime over `opts.bridge`. @throws INVALID_CONFIG for a bad topic prefix */
+export function createMessenger(opts: MessengerOptions): Messenger {
+  const transport = opts.bridge
+  const deviceId = transport.deviceId
+  const topics = createTopics(opts.topicPrefix)
+  const now = opts.now ?? Date.now
+  const instanceId = opts.instanceId ?? createMessageIdFactory()().slice(-10)
+  const replyQos = opts.replyQos ?? 0
+  const baseLog = opts.logger ?? pino({ level: 'silent' })
+  const log = baseLog.bindings().device === undefined ? baseLog.child({ device: deviceId }) : baseLog
+  const codec = createEnvelopeCodec({ maxFrameBytes: transport.maxPayloadBytes })
+  const encodeValue = (value: unknown): Uint8Array => codec.encode(value as Envelope)
+  // The fast path of an in-process bridge: envelopes go over as objects, encoded only for a
+  // subscriber that reads the bytes.
+  const publishValue = transport.publishValue?.bind(transport)
+  const gate = createInboundGate(codec, topics.prefix, log)
+  const pending = createPendingReplies(now)
+  const presenceTopic = topics.presenceTopic(deviceId)
+  let services: PresencePayload['services'] = []
+  let replies: Promise<Subscription> | undefined
+  let closing = false
+  let lost = false
+
+  const offline = (): Uint8Array => codec.encode(offlinePresence(deviceId, instanceId, now(), services))
+  transport.setWill(presenceTopic, offline(), AT_LEAST_ONCE_RETAINED)
+
+  /** Rejects what cannot be sent now. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE */
+  const admit = (): void => {
+    if (closing) throw new OutpostError(ErrorCode.BRIDGE_CLOSED, `bridge of ${deviceId} is closed`)
+    if (transport.status.type !== 'connected') {
+      throw new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `bridge of ${deviceId} is not connected`, { retryable: true })
+    }
+  }
+  const send = (topic: string, env: Envelope, frame: Uint8Array | undefined, popts: PublishOptions): Promise<void> =>
+    frame === undefined ? publishValue!(topic, env, encodeValue, popts) : transport.publish(topic, frame, popts)
+
+  const onReply: FrameHandler = (frame) => {
+    const msg = gate.messageOf(frame)
+    if (msg === undefined || msg.envelope.kind !== 'reply') return
+    if (!pending.settle(msg.envelope)) gate.drop('LATE_REPLY')
+  }
+
+  // After a lost connection, the commands still waiting are sent again: their replies (QoS 0)
+  // or the commands themselves may have been lost with it.
+  transport.onStatus((s) => {
+    if (s.type === 'disconnected' || s.type === 'reconnecting') lost = true
+    else if (s.type === 'connected' && lost) {
+      lost = false
+      messenger.resendPending()
+    }
+  })
+
+  const messenger: Messenger = {
+    deviceId,
+    instanceId,
+    topics,
+    transport,
+    get status() {
+      return transport.status
+    },
+    async connect() {
+      if (closing) throw new OutpostError(ErrorCode.BRIDGE_CLOSED, `bridge of ${deviceId} is closed`)
+      await (replies ??= transport.subscribe(topics.replyFilter(deviceId), onReply))
+      await transport.connect()
+    },
+    publish(env, popts) {
+      let topic: string
+      let frame: Uint8Array | undefined
+      try {
+        admit()
+        topic = topics.topicOf(env)
+        if (publishValue === undefined) frame = codec.encode(env)
+      } catch (err) {
+        return Promise.reject(err)
+      }
+      const qos = popts?.retain === true ? AT_LEAST_ONCE_RETAINED : env.kind === 'reply' && replyQos === 0 ? AT_MOST_ONCE : AT_LEAST_ONCE
+      return send(topic, env, frame, qos)
+    },
+    async subscribe(filter, handler, sopts) {
+      if (closing) throw new OutpostError(ErrorCode.BRIDGE_CLOSED, `bridge of ${deviceId} is closed`)
+      const onCleared = sopts?.onCleared
+      return transport.subscribe(filter, (frame) => {
+        if (onCleared !== undefined && frame.value === undefined && frame.payload.length === 0) {
+          const device = gate.clearedDevice(frame)
+          if (device !== undefined) return onCleared(device, frame.topic)
+        }
+        const msg = gate.messageOf(frame)
+        return msg === undefined ? undefined : handler(msg)
+      })
+    },
+    request(command) {
+      let topic: string
+      let frame: Uint8Array | undefined
+      try {
+        admit()
+        topic = topics.topicOf(command)
+        if (publishValue === undefined) frame = codec.encode(command)
+      } catch (err) {
+        return Promise.reject(err)
+      }
+      const reply = pending.wait(command, now(), { topic, frame } satisfies Unanswered)
+      send(topic, command, frame, AT_LEAST_ONCE).catch((err: unknown) => pending.fail(command.id, asOutpostError(err)))
+      return reply
+    },
+    declareServices(declared) {
+      services = declared
+      transport.setWill(presenceTopic, offline(), AT_LEAST_ONCE_RETAINED)
+    },
+    resendPending(target) {
+      if (closing || transport.status.type !== 'connected') return
+      pending.forEach((command, memo) => {
+        if (target !== undefined && command.target !== target) return
+        const u = memo as Unanswered
+        send(u.topic, command, u.frame, AT_LEAST_ONCE).catch((err: unknown) => log.warn({ err: errorMessage(err), id: command.id }, 're-send failed'))
+      })
+    },
+    onStatus: (l) => transport.onStatus(l),
+    statusStream: (signal) => transport.statusStream(signal),
+    stats() {
+      const s = transport.stats()
+      mergeDrops(s.dropped, gate.dropped())
+      return s
+    },
+    async close(copts) {
+      if (closing) return
+      closing = true
+      const drainMs = copts?.drainMs ?? 5_000
+      await pending.drained(drainMs)
+      if (transport.status.type === 'connected') {
+        // A clean close sends no will [MQTT-3.14.4-3]: say goodbye ourselves.
+        let timer: ReturnType<typeof setTimeout> | undefined
+        const bye = transport.publish(presenceTopic, offline(), AT_LEAST_ONCE_RETAINED).catch(() => {})
+        await Promise.race([bye, new Promise<void>((r) => (timer = setTimeout(r, drainMs)))])
+        clearTimeout(timer)
+      }
+      await transport.close({ drainMs })
+      pending.failAll(new OutpostError(ErrorCode.BRIDGE_CLOSED, `bridge of ${deviceId} closed`))
+    },
+  }
+  return messenger
+}
+
+/** A failed publish as the caller of `request` hears it. */
+function asOutpostError(err: unknown): OutpostError {
+  return isOutpostError(err) ? err : new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, errorMessage(err), { cause: err, retryable: true })
+}

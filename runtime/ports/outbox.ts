@@ -1,3 +1,5 @@
+import type { DeviceTransaction } from './device-transaction.js'
+
 /** One message waiting in the outbox: an encoded envelope and where it goes. */
 export interface OutboxEntry {
   /** Position in the outbox; delivery follows it. */
@@ -33,12 +35,19 @@ export interface OutboxStats {
  * Messages a device has produced and not yet handed to the broker.
  *
  * - Durability: an entry is stored when `append` returns (SQLite: committed per its
- *   `synchronous` setting) and stays until `ack` (the broker's PUBACK).
+ *   `synchronous` setting), or when the enclosing `transaction.run` commits, and stays until
+ *   `ack` (the broker's PUBACK).
  * - Ordering: `peek` returns entries by `seq`, ascending, across streams.
  * - Bounds: each stream has a byte limit and a full policy; what is refused or dropped is counted.
  * - Capacity does not depend on MQTT packet ids: the backlog is bounded by bytes only.
  */
 export interface Outbox {
+  /**
+   * The device transaction its appends join, given at construction: an append inside
+   * `transaction.run` commits, or is undone, with everything else written there (a job's
+   * settlement that produced the event). Outside one, an append commits on its own.
+   */
+  readonly transaction: DeviceTransaction
   /** Stores a message. @throws OUTBOX_FULL when its stream is full and refuses new ones; STORE_BUSY, STORE_FULL (retryable) and other STORE_* codes when storage fails. */
   append(entry: Omit<OutboxEntry, 'seq'>): number
   /** Up to `limit` entries with `seq` greater than `after`, in order. @throws STORE_* when storage cannot be read */

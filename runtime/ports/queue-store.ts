@@ -1,3 +1,5 @@
+import type { DeviceTransaction } from './device-transaction.js'
+
 /** Where a job is in its life. Delayed jobs are `ready` with `runAt` in the future. */
 export type JobState = 'ready' | 'leased' | 'completed' | 'dead'
 
@@ -64,7 +66,7 @@ export interface FailureInfo {
 }
 
 /**
- * Durable jobs. Every verb commits before it returns (or with the enclosing `transaction`).
+ * Durable jobs. Every verb commits before it returns (or with the enclosing `transaction.run`).
  *
  * - Leasing hands out ready jobs (and jobs whose lease expired: crash recovery needs no
  *   manual step) by priority, then due time, then age, counting one attempt each. A paused
@@ -109,8 +111,9 @@ export interface QueueStore {
   /** Earliest time a job of the queue becomes leasable (due or lease expiry), if any. */
   nextDueAt(queue: string): number | undefined
   /**
-   * Runs `fn` as one commit. Other stores of the same device database (the outbox) join it,
-   * which is how a job's completion and its result event become durable together.
+   * The device transaction this store writes in, given at construction: verbs called inside
+   * `transaction.run` commit together (and with what other stores built with the same
+   * transaction wrote there: the outbox, for a job's completion and its result event).
    */
-  transaction<T>(fn: () => T): T
+  readonly transaction: DeviceTransaction
 }

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
-import type { DeadReason } from '../contract/queue.js'
-import { ErrorCode, OutpostError, type WireError } from '../errors.js'
+import type { DeadReason, ResultKind } from '../contract/queue.js'
+import { ErrorCode, OutpostError, errorMessage, type WireError } from '../errors.js'
 import type { Clock } from '../ports/clock.js'
 import type { Job, QueueStore } from '../ports/queue-store.js'
 import { afterFailure, type QueuePolicy } from './retry-policy.js'
@@ -21,8 +21,8 @@ export interface RunningJob {
   heartbeat(progress?: unknown): boolean
 }
 
-/** The result events of one queue, as the runner asks for them. */
-export type ResultKind = 'completed' | 'failed' | 'dead' | 'progress'
+/** The result events of one queue, as the runner asks for them (named by `resultEventNames`). */
+export type { ResultKind }
 
 /** One declared queue, bound to its worker. */
 export interface RunnerQueue {
@@ -189,7 +189,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
       q.def.result(kind, payload, job)
     } catch (err) {
       q.stats.resultsFailed++
-      log.warn({ queue: q.def.key, jobId: job.id, event: kind, err: (err as Error).message }, 'result event not stored (bestEffort)')
+      log.warn({ queue: q.def.key, jobId: job.id, event: kind, err: errorMessage(err) }, 'result event not stored (bestEffort)')
     }
   }
 
@@ -230,7 +230,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
     let leased: [QueueState, Job[], number][] = []
     /** One commit: settle the batch, then lease. `isolated` gives each settlement a savepoint of its own. */
     const turn = (isolated: boolean): void =>
-      store.transaction(() => {
+      store.transaction.run(() => {
         failed = []
         done = []
         leased = []
@@ -240,10 +240,10 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
             continue
           }
           try {
-            done.push([s.q, store.transaction(() => settleOne(s, now))])
+            done.push([s.q, store.transaction.run(() => settleOne(s, now))])
           } catch (err) {
             failed.push(s)
-            storeTrouble.warn('outcome-not-stored', { queue: s.q.def.key, jobId: s.job.id, err: (err as Error).message }, 'job outcome not stored yet; trying again')
+            storeTrouble.warn('outcome-not-stored', { queue: s.q.def.key, jobId: s.job.id, err: errorMessage(err) }, 'job outcome not stored yet; trying again')
           }
         }
         if (stopping) return
@@ -263,7 +263,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
         turn(true)
       }
     } catch (err) {
-      storeTrouble.error('commit-failed', { err: (err as Error).message }, 'queue store commit failed; trying again')
+      storeTrouble.error('commit-failed', { err: errorMessage(err) }, 'queue store commit failed; trying again')
       pending = batch.concat(pending)
       return settleLater()
     }
@@ -303,7 +303,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
     } catch (err) {
       // Storage cannot be read just now (busy, say): look again after the poll interval. This
       // runs in a turn of the event loop; a throw would end the process.
-      storeTrouble.warn(`not-readable:${q.def.key}`, { queue: q.def.key, err: (err as Error).message }, 'queue state not readable; looking again later')
+      storeTrouble.warn(`not-readable:${q.def.key}`, { queue: q.def.key, err: errorMessage(err) }, 'queue state not readable; looking again later')
     }
     const wait = due === undefined ? pollMs : Math.min(pollMs, Math.max(MIN_IDLE_MS, due - now))
     q.cancelTimer = clock.setTimer(now + wait, () => {
@@ -342,7 +342,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
     }
     q.def.run(running).then(
       (outcome) => finished(a, outcome),
-      (err: unknown) => finished(a, { kind: 'retry', error: { code: ErrorCode.INTERNAL, message: (err as Error)?.message ?? 'internal error' } }),
+      (err: unknown) => finished(a, { kind: 'retry', error: { code: ErrorCode.INTERNAL, message: errorMessage(err) } }),
     )
   }
 
@@ -358,7 +358,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
       try {
         store.release(a.job.id, a.job.attempt, clock.now())
       } catch (err) {
-        log.warn({ jobId: a.job.id, err: (err as Error).message }, 'job not released; its lease will expire')
+        log.warn({ jobId: a.job.id, err: errorMessage(err) }, 'job not released; its lease will expire')
       }
     } else {
       const timeout = a.timedOut && outcome.kind === 'completed'
@@ -375,7 +375,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
     const policy = a.q.def.policy
     let ok = false
     try {
-      store.transaction(() => {
+      store.transaction.run(() => {
         ok = store.heartbeat(a.job.id, a.job.attempt, now, policy.leaseMs, progress)
         if (!ok || progress === undefined || !a.q.def.reportsProgress) return
         try {
@@ -383,11 +383,11 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
         } catch (err) {
           // Progress is a hint: a report that cannot be stored does not cost the lease.
           a.q.stats.resultsFailed++
-          log.warn({ jobId: a.job.id, err: (err as Error).message }, 'progress event not stored')
+          log.warn({ jobId: a.job.id, err: errorMessage(err) }, 'progress event not stored')
         }
       })
     } catch (err) {
-      log.warn({ jobId: a.job.id, err: (err as Error).message }, 'heartbeat not stored')
+      log.warn({ jobId: a.job.id, err: errorMessage(err) }, 'heartbeat not stored')
       return true // the lease still runs until leaseUntil; the sweep will try again
     }
     if (!ok) {
@@ -419,7 +419,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
     const now = clock.now()
     const lost: Active[] = []
     try {
-      store.transaction(() => {
+      store.transaction.run(() => {
         for (const q of all) {
           const p = q.def.policy
           const renewEvery = p.heartbeatMs > 0 ? p.heartbeatMs : p.leaseMs / 3
@@ -449,7 +449,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
       })
       if (now - lastPrune >= PRUNE_EVERY_MS) lastPrune = now
     } catch (err) {
-      storeTrouble.warn('renewal-not-stored', { err: (err as Error).message }, 'lease renewal not stored; trying again at the next sweep')
+      storeTrouble.warn('renewal-not-stored', { err: errorMessage(err) }, 'lease renewal not stored; trying again at the next sweep')
     }
     for (const a of lost) abandon(a, new OutpostError(ErrorCode.LEASE_LOST, `job ${a.job.id} lost its lease`))
     if (!stopped) cancelSweep = clock.setTimer(clock.now() + sweepEvery, sweep)
@@ -481,11 +481,11 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
       for (const q of all) q.cancelTimer?.()
       const now = clock.now()
       try {
-        store.transaction(() => {
+        store.transaction.run(() => {
           for (const q of all) for (const b of q.buffer.splice(0)) store.release(b.job.id, b.job.attempt, now)
         })
       } catch (err) {
-        log.warn({ err: (err as Error).message }, 'jobs leased ahead not released; their leases will expire')
+        log.warn({ err: errorMessage(err) }, 'jobs leased ahead not released; their leases will expire')
       }
       const busy = (): boolean => pending.length > 0 || all.some((q) => q.active.size > 0)
       const waitIdle = (ms: number): Promise<void> =>
@@ -509,14 +509,14 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
       // Workers that ignore their signal: give the job back now, or let its lease run out.
       const stuck = all.flatMap((q) => [...q.active])
       try {
-        store.transaction(() => {
+        store.transaction.run(() => {
           for (const a of stuck) {
             a.abandoned = true
             if (onShutdown === 'release') store.release(a.job.id, a.job.attempt, clock.now())
           }
         })
       } catch (err) {
-        log.warn({ err: (err as Error).message }, 'running jobs not released; their leases will expire')
+        log.warn({ err: errorMessage(err) }, 'running jobs not released; their leases will expire')
       }
       tick() // settle whatever finished
       stopped = true

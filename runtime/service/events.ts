@@ -122,7 +122,9 @@ export function createEvents(deps: EventsDeps): Events {
       const receivers = receiversOf(topic)
       if (receivers.length === 0) appendToOutbox(env, topic)
       else {
-        queueStore.transaction(() => {
+        // The event's outbox entry and the jobs it binds commit together: the device transaction
+        // that the queue store (and, on one device database, the outbox) was built with.
+        queueStore.transaction.run(() => {
           appendToOutbox(env, topic)
           for (const r of receivers) r.bind?.(env)
         })

@@ -9,7 +9,7 @@ import { createRecentMap } from './recent-map.js'
 import type { RuntimeCore } from './runtime-core.js'
 import type { RuntimeStatsReport } from './runtime-api.js'
 import type { Serving } from './serving.js'
-import type { ServiceQueues } from './service-queues.js'
+import type { ServiceQueues } from '../queue/service-queues.js'
 
 /** What starting and stopping a runtime needs: the core and every room it starts and stops. */
 export interface LifecycleDeps {

@@ -11,7 +11,7 @@ import type { QueueHandle } from '../queue/queue-handle.js'
 import type { QueueRunStats } from '../queue/queue-runner.js'
 import type { SchedulerStats } from '../schedule/scheduler.js'
 import type { Directory } from './directory.js'
-import type { InboundDeadLetterLimits } from './service-queues.js'
+import type { InboundDeadLetterLimits } from '../queue/service-queues.js'
 
 /** How a runtime is put together; the entry point picks the bridge. */
 export interface RuntimeOptions {

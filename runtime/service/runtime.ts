@@ -6,15 +6,12 @@
  * - calling.ts: invoke and clients (in process, or over the link through the directory)
  * - serving.ts: commands of hosted services (execute, replies, inbox)
  * - events.ts: emitting through the outbox, local receivers, subscriptions
- * - service-queues.ts: durable queues, workers and bindings
+ * - ../queue/service-queues.ts: durable queues, workers (with their job context) and bindings
  * - lifecycle.ts: start and stop, presence, status, stats
  */
 import type { AnyContract } from '../contract/contract.js'
 import type { EnqueueOptions, InvokeOptions, InvokeTarget, Occurrence } from '../contract/service.js'
 import { ErrorCode, OutpostError } from '../errors.js'
-import type { QueueSpec } from '../contract/queue.js'
-import type { RunningJob } from '../queue/queue-runner.js'
-import type { QueuePolicy } from '../queue/retry-policy.js'
 import { createScheduler } from '../schedule/scheduler.js'
 import { createMemoryInbox } from '../stores/memory/memory-inbox.js'
 import { createMemoryQueueStore } from '../stores/memory/memory-queue-store.js'
@@ -22,13 +19,13 @@ import type { Envelope } from '../wire/envelope.js'
 import { createCalling, type Calling, type Parent } from './calling.js'
 import { createDirectory } from './directory.js'
 import { createEvents } from './events.js'
-import { JobContext, type ContextDeps } from './handler-context.js'
+import type { ContextDeps } from './handler-context.js'
 import type { HostedService } from './hosted-service.js'
 import { createLifecycle } from './lifecycle.js'
 import type { Runtime, RuntimeOptions } from './runtime-api.js'
 import { childTrace, createRuntimeCore } from './runtime-core.js'
 import { createServing } from './serving.js'
-import { createServiceQueues, type ServiceQueues } from './service-queues.js'
+import { createServiceQueues, type ServiceQueues } from '../queue/service-queues.js'
 
 export type { Runtime, RuntimeOptions, RuntimeStats, RuntimeStatsReport } from './runtime-api.js'
 
@@ -86,7 +83,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
     pollMs: opts.queuePollMs,
     childTrace,
     afterCommit: events.afterCommit,
-    workerContext: (svc: HostedService, running: RunningJob, policy: QueuePolicy, progress: QueueSpec['progress']) => new JobContext(contexts, svc, running, policy, progress),
+    contexts,
     result: events.publishResult,
   })
   const lifecycle = createLifecycle({

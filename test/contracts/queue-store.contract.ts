@@ -4,7 +4,7 @@ import type { QueueStore } from '../../runtime/index.js'
 
 export interface QueueStoreContractOptions {
   create(): { store: QueueStore; reopen?: () => QueueStore; dispose(): void }
-  /** Keeps what it holds across a reopen, and rolls back a failed `transaction`. */
+  /** Keeps what it holds across a reopen, and rolls back a failed `transaction.run`. */
   durable: boolean
 }
 
@@ -227,7 +227,7 @@ export function describeQueueStoreContract(name: string, opts: QueueStoreContrac
     test('counts completed jobs through completions, prunes and purges', ({ store }) => {
       for (let i = 0; i < 5; i++) store.enqueue({ queue: 'q', payload: i }, T0 + i)
       const jobs = store.lease('q', 5, T0 + 10, LEASE)
-      store.transaction(() => {
+      store.transaction.run(() => {
         for (const j of jobs.slice(0, 3)) store.complete(j.id, j.attempt, null, T0 + 20)
         expect(store.complete(jobs[0]!.id, jobs[0]!.attempt, null, T0 + 20)).toBe(false) // no second count
       })
@@ -242,8 +242,8 @@ export function describeQueueStoreContract(name: string, opts: QueueStoreContrac
 
     test('runs several verbs as one transaction', ({ store }) => {
       const { job } = store.enqueue({ queue: 'q', payload: null }, T0)
-      const [leased] = store.transaction(() => store.lease('q', 1, T0, LEASE))
-      const done = store.transaction(() => {
+      const [leased] = store.transaction.run(() => store.lease('q', 1, T0, LEASE))
+      const done = store.transaction.run(() => {
         const ok = store.complete(leased!.id, leased!.attempt, 'out', T0 + 1)
         store.enqueue({ queue: 'q', payload: 'next' }, T0 + 1)
         return ok
@@ -259,7 +259,7 @@ export function describeQueueStoreContract(name: string, opts: QueueStoreContrac
       const { job } = store.enqueue({ queue: 'q', payload: null }, T0)
       const [leased] = store.lease('q', 1, T0, LEASE)
       expect(() =>
-        store.transaction(() => {
+        store.transaction.run(() => {
           store.complete(leased!.id, leased!.attempt, 'out', T0 + 1)
           throw new Error('the result event could not be stored')
         }),
@@ -271,15 +271,15 @@ export function describeQueueStoreContract(name: string, opts: QueueStoreContrac
     test('takes back the completions of a rolled-back inner transaction, and keeps the rest', ({ store }) => {
       for (let i = 0; i < 3; i++) store.enqueue({ queue: 'q', payload: i }, T0)
       const [a, b, c] = store.lease('q', 3, T0, LEASE)
-      store.transaction(() => {
+      store.transaction.run(() => {
         store.complete(a!.id, a!.attempt, null, T0 + 1)
         expect(() =>
-          store.transaction(() => {
+          store.transaction.run(() => {
             store.complete(b!.id, b!.attempt, null, T0 + 1)
             throw new Error('its result event could not be stored')
           }),
         ).toThrow('could not be stored')
-        store.transaction(() => store.complete(c!.id, c!.attempt, null, T0 + 1))
+        store.transaction.run(() => store.complete(c!.id, c!.attempt, null, T0 + 1))
       })
       expect(store.get(b!.id)).toMatchObject({ state: 'leased' })
       expect(store.metrics('q', T0 + 2)).toMatchObject({ completed: 2, leased: 1 })

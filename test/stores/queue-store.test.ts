@@ -173,7 +173,7 @@ describe('sqlite queue store: completed counts', () => {
       store.enqueue({ queue: 'q', payload: 1 }, T0)
       const [job] = store.lease('q', 1, T0, 1_000)
       expect(() =>
-        store.transaction(() => {
+        store.transaction.run(() => {
           expect(store.complete(job!.id, job!.attempt, 'out', T0 + 1)).toBe(true)
           d.transaction(() => undefined) // a savepoint: the count is written before it opens
           d.beforeCommit(() => {

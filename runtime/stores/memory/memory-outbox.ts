@@ -1,12 +1,18 @@
+import type { DeviceTransaction } from '../../ports/device-transaction.js'
 import type { Outbox, OutboxEntry, OutboxStreamLimits } from '../../ports/outbox.js'
 import { createOutboxAccounting } from '../../outbox/outbox-accounting.js'
+import { createMemoryTransaction } from './memory-transaction.js'
 
-/** Creates an outbox in memory (gone with the process; for tests and devices without storage). */
-export function createMemoryOutbox(opts: { limits?: Record<string, OutboxStreamLimits> } = {}): Outbox {
+/**
+ * Creates an outbox in memory (gone with the process; for tests and devices without storage).
+ * `transaction`: the device transaction it shares with a memory queue store (default: its own).
+ */
+export function createMemoryOutbox(opts: { limits?: Record<string, OutboxStreamLimits>; transaction?: DeviceTransaction } = {}): Outbox {
   const acct = createOutboxAccounting(opts.limits)
   const entries = new Map<number, OutboxEntry>() // insertion order is seq order
   let seq = 0
   return {
+    transaction: opts.transaction ?? createMemoryTransaction(),
     append(e) {
       const size = e.frame.length
       let over = acct.admit(e.stream, size)

@@ -1,5 +1,7 @@
+import type { DeviceTransaction } from '../../ports/device-transaction.js'
 import type { EnqueueInput, Job, QueueMetrics, QueueStore } from '../../ports/queue-store.js'
 import { createMessageIdFactory } from '../../wire/message-id.js'
+import { createMemoryTransaction } from './memory-transaction.js'
 
 /** Order in which jobs run: higher priority, then earlier due, then older. */
 const runOrder = (a: Job, b: Job): number => b.priority - a.priority || a.runAt - b.runAt || a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1)
@@ -7,9 +9,11 @@ const runOrder = (a: Job, b: Job): number => b.priority - a.priority || a.runAt 
 /**
  * Creates a queue store in memory: the same semantics as the SQLite one, gone with the
  * process (tests, or a device that keeps no jobs across restarts). Jobs are copied in and out,
- * so callers never hold the store's own objects.
+ * so callers never hold the store's own objects. `transaction`: the device transaction it shares
+ * with a memory outbox (default: its own; nothing in memory is ever half-written, so it only runs
+ * the work).
  */
-export function createMemoryQueueStore(): QueueStore {
+export function createMemoryQueueStore(opts: { transaction?: DeviceTransaction } = {}): QueueStore {
   const jobs = new Map<string, Job>()
   const byKey = new Map<string, string>() // queue \0 key → id
   const paused = new Set<string>()
@@ -167,7 +171,6 @@ export function createMemoryQueueStore(): QueueStore {
       }
       return at
     },
-    // Nothing here is ever half-written: every verb runs to completion before the next.
-    transaction: (fn) => fn(),
+    transaction: opts.transaction ?? createMemoryTransaction(),
   }
 }

@@ -1,10 +1,12 @@
-import { copyFileSync, existsSync, renameSync, statSync } from 'node:fs'
-import Database from 'better-sqlite3'
+import { copyFileSync } from 'node:fs'
+import type Database from 'better-sqlite3'
 import { ErrorCode, OutpostError } from '../../errors.js'
+import type { DeviceTransaction } from '../../ports/device-transaction.js'
+import { checkIsDatabaseFile, Damaged, migrate, openChecked, quarantine, sizeOf, stamp, type OpenSettings, type Opened } from './database-open.js'
 import { lockDeviceDatabase, type DeviceLock } from './device-lock.js'
 import { MIGRATIONS, type Migration } from './migrations.js'
-import { cannotWrite, isDamaged, toStoreError } from './store-error.js'
-import { headerOf, isSqliteHeader, openReadOnly } from './read-only-open.js'
+import { createSqliteTransactions } from './sqlite-transaction.js'
+import { isDamaged, toStoreError } from './store-error.js'
 import { checkWal, type WalCheck } from './wal-check.js'
 
 /** How much a power cut may take: see runtime/stores/sqlite/README.md. */
@@ -80,6 +82,12 @@ export interface DeviceDatabase {
    * costs two statements, not a new wrapper per call.
    */
   transaction<T>(fn: () => T): T
+  /**
+   * `transaction` as the device-transaction port: give it to the stores whose writes must commit
+   * together (the SQLite queue store and outbox take it from their database, so stores on one
+   * database share it). See runtime/ports/device-transaction.ts.
+   */
+  readonly deviceTransaction: DeviceTransaction
   /** True while a `transaction` of this object runs (not one opened on `db` directly). */
   readonly inTransaction: boolean
   /** Registers what to redo in memory if the innermost open transaction or savepoint is rolled back (e.g. recount a cache). */
@@ -98,180 +106,6 @@ export interface DeviceDatabase {
   close(): void
 }
 
-const stamp = (now: number): string => new Date(now).toISOString().replace(/[:.]/g, '-')
-
-function quarantine(path: string, now: number): string {
-  const target = `${path}.corrupt-${stamp(now)}`
-  for (const suffix of ['', '-wal', '-shm']) {
-    if (existsSync(path + suffix)) renameSync(path + suffix, target + suffix)
-  }
-  return target
-}
-
-/** Damage SQLite reported, as an error of its own kind (it alone may lead to a quarantine). */
-class Damaged extends Error {
-  override name = 'Damaged'
-}
-
-interface OpenSettings {
-  access: DatabaseAccess
-  synchronous: Synchronous
-  cacheKiB: number
-  busyMs: number
-  check: 'quick' | 'full'
-}
-
-/** An open connection and how to close it (a read-only one may have a private copy to remove). */
-interface Opened {
-  db: Database.Database
-  close(): void
-}
-
-/** The tables each schema version has: the migrations run on an empty database in memory. */
-function tablesOf(migrations: readonly Migration[], version: number): string[] {
-  const mem = new Database(':memory:')
-  try {
-    for (const m of migrations) {
-      if (m.version > version) break
-      m.up(mem)
-    }
-    return mem.prepare(`SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'`).pluck().all() as string[]
-  } finally {
-    mem.close()
-  }
-}
-
-/**
- * Checks, on a read-only connection, that a file is a device database this runtime can work
- * on: a user_version from 1, the tables of that schema version (of this runtime's latest, for
- * a newer one), and this runtime's version.
- * @throws STORE_FAILED with details.notDevice (not a device database), or a newer or older schema
- */
-function checkDeviceSchema(db: Database.Database, migrations: readonly Migration[], path: string): void {
-  const current = db.pragma('user_version', { simple: true }) as number
-  const latest = migrations.at(-1)?.version ?? 0
-  const notDevice = (reason: string): OutpostError =>
-    new OutpostError(ErrorCode.STORE_FAILED, `${path} is not a device database (${reason}); nothing was changed`, { details: { notDevice: true, reason } })
-  if (current <= 0) throw notDevice('no Outpost schema in it')
-  const have = new Set(db.prepare(`SELECT name FROM sqlite_master WHERE type = 'table'`).pluck().all() as string[])
-  const missing = tablesOf(migrations, Math.min(current, latest)).filter((t) => !have.has(t))
-  if (missing.length > 0) throw notDevice(`no Outpost tables in it: ${missing.join(', ')} missing`)
-  if (current > latest) {
-    throw new OutpostError(ErrorCode.STORE_FAILED, `database ${path} has schema version ${current}, newer than this runtime's ${latest}; it was left as it is (update the runtime)`, { details: { current, latest } })
-  }
-  if (current < latest) throw new OutpostError(ErrorCode.STORE_FAILED, `database ${path} has schema version ${current}, older than this runtime's ${latest}; start the device once to update it (nothing was changed)`, { details: { current, latest } })
-}
-
-/**
- * Opens a file for access 'read' or 'tool' without changing it before it is known to be a
- * device database of this runtime's schema: that is checked on a read-only connection (see
- * openReadOnly: nothing is created beside the file); 'read' then keeps that connection, 'tool'
- * opens the file read-write, in the journal mode it has (a device database is in WAL mode; no
- * other file is converted).
- */
-function openBeside(path: string, o: OpenSettings, migrations: readonly Migration[]): Opened {
-  const reader = openReadOnly(path, o.busyMs)
-  try {
-    reader.db.pragma(`cache_size = -${Math.max(64, Math.floor(o.cacheKiB))}`)
-    checkDeviceSchema(reader.db, migrations, path)
-  } catch (err) {
-    reader.close()
-    throw err
-  }
-  if (o.access === 'read') return reader
-  reader.close()
-  const db = new Database(path, { fileMustExist: true, timeout: o.busyMs })
-  try {
-    db.pragma(`cache_size = -${Math.max(64, Math.floor(o.cacheKiB))}`)
-    // SQLite opens a file it may not write read-only without a word, and fails only at the first write.
-    if (cannotWrite(path)) throw new OutpostError(ErrorCode.STORE_READ_ONLY, `database ${path} or its folder cannot be written (read-only file, folder or file system)`)
-    db.pragma(`synchronous = ${o.synchronous}`)
-    db.pragma('foreign_keys = ON')
-    return { db, close: () => db.close() }
-  } catch (err) {
-    db.close()
-    throw err
-  }
-}
-
-function openChecked(path: string, o: OpenSettings, migrations: readonly Migration[]): Opened {
-  if (o.access !== 'device' && path !== ':memory:') return openBeside(path, o, migrations)
-  const db = new Database(path, { fileMustExist: o.access !== 'device', timeout: o.busyMs })
-  try {
-    db.pragma(`cache_size = -${Math.max(64, Math.floor(o.cacheKiB))}`)
-    // SQLite opens a file it may not write read-only without a word, and fails only at the
-    // first write: say so now.
-    if (path !== ':memory:' && cannotWrite(path)) throw new OutpostError(ErrorCode.STORE_READ_ONLY, `database ${path} or its folder cannot be written (read-only file, folder or file system)`)
-    db.pragma('journal_mode = WAL')
-    db.pragma(`synchronous = ${o.synchronous}`)
-    db.pragma('foreign_keys = ON')
-    if (o.access === 'device') {
-      const check = db.pragma(o.check === 'full' ? 'integrity_check' : 'quick_check', { simple: true })
-      if (check !== 'ok') throw new Damaged(`${o.check === 'full' ? 'integrity_check' : 'quick_check'}: ${String(check)}`)
-    }
-    return { db, close: () => db.close() }
-  } catch (err) {
-    db.close()
-    throw err
-  }
-}
-
-function migrate(db: Database.Database, migrations: readonly Migration[], path: string, access: DatabaseAccess): number {
-  const current = db.pragma('user_version', { simple: true }) as number
-  const latest = migrations.at(-1)?.version ?? 0
-  if (current > latest) {
-    throw new OutpostError(ErrorCode.STORE_FAILED, `database ${path} has schema version ${current}, newer than this runtime's ${latest}; it was left as it is (update the runtime)`, { details: { current, latest } })
-  }
-  if (access !== 'device') {
-    if (current === 0) throw new OutpostError(ErrorCode.STORE_FAILED, `${path} is not a device database (no Outpost schema in it); nothing was changed`, { details: { current, latest, notDevice: true, reason: 'no Outpost schema in it' } })
-    if (current < latest) throw new OutpostError(ErrorCode.STORE_FAILED, `database ${path} has schema version ${current}, older than this runtime's ${latest}; start the device once to update it (nothing was changed)`, { details: { current, latest } })
-    return current
-  }
-  for (const m of migrations) {
-    if (m.version <= current) continue
-    db.transaction(() => {
-      m.up(db)
-      db.pragma(`user_version = ${m.version}`)
-    })()
-  }
-  return Math.max(current, latest)
-}
-
-/** Size of a file, or -1 when it is not there. */
-const sizeOf = (path: string): number => {
-  try {
-    return statSync(path).size
-  } catch {
-    return -1
-  }
-}
-
-/**
- * For access 'read' and 'tool': what can be told of a file before SQLite opens it, without
- * changing it. @throws STORE_FAILED with details.missing (no such file), details.notDevice (a
- * directory, an empty file, a file that is not an SQLite database), or a storage error (cannot be read)
- */
-function checkIsDatabaseFile(path: string): void {
-  let stat: ReturnType<typeof statSync>
-  try {
-    stat = statSync(path)
-  } catch (err) {
-    if ((err as { code?: string }).code === 'ENOENT') throw new OutpostError(ErrorCode.STORE_FAILED, `no device database at ${path}`, { details: { missing: true } })
-    throw toStoreError(err, path, 'open')
-  }
-  const notDevice = (reason: string, more: Record<string, unknown> = {}): OutpostError =>
-    new OutpostError(ErrorCode.STORE_FAILED, `${path} is ${reason}, not a device database; nothing was changed`, { details: { notDevice: true, reason, ...more } })
-  if (stat.isDirectory()) throw notDevice('a directory', { directory: true })
-  if (!stat.isFile()) throw notDevice('not a regular file')
-  if (stat.size === 0) throw notDevice('an empty file')
-  let header: Buffer
-  try {
-    header = headerOf(path)
-  } catch (err) {
-    throw toStoreError(err, path, 'open')
-  }
-  if (!isSqliteHeader(header)) throw notDevice('not an SQLite database')
-}
 
 /**
  * Opens the device database: WAL, the chosen `synchronous`, an integrity check, then schema
@@ -355,25 +189,7 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
   }
   let closed = false
   const hooks: (() => void)[] = []
-  const begin = db.prepare('BEGIN IMMEDIATE')
-  const commit = db.prepare('COMMIT')
-  const rollback = db.prepare('ROLLBACK')
-  const savepoint = db.prepare('SAVEPOINT outpost')
-  const release = db.prepare('RELEASE outpost')
-  const rollbackTo = db.prepare('ROLLBACK TO outpost')
-  // One list of rollback work per open level: a released savepoint hands its list to the level below.
-  const undo: (() => void)[][] = []
-  let committing = new Set<() => void>()
-  const runCommitting = (): void => {
-    while (committing.size > 0) {
-      const fns = committing
-      committing = new Set()
-      for (const fn of fns) fn()
-    }
-  }
-  const rolledBack = (): void => {
-    for (const fn of undo.pop() ?? []) fn()
-  }
+  const tx = createSqliteTransactions(db, opts.path)
   return {
     db,
     path: opts.path,
@@ -383,50 +199,12 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
     walCheck,
     walCopy,
     beforeClose: (fn) => void hooks.push(fn),
-    onRollback: (fn) => void undo.at(-1)?.push(fn),
-    beforeCommit: (fn) => void committing.add(fn),
-    transaction<T>(fn: () => T): T {
-      const nested = db.inTransaction
-      // The outermost level of this object's transactions (a savepoint when someone opened one
-      // on `db` directly) runs the work registered before commit.
-      const outermost = undo.length === 0
-      try {
-        // Work gathered so far belongs to the level that is open: written before a savepoint opens.
-        if (!outermost) runCommitting()
-        nested ? savepoint.run() : begin.run()
-      } catch (err) {
-        throw outermost ? toStoreError(err, opts.path, 'run') : err
-      }
-      undo.push([])
-      let result: T
-      try {
-        result = fn()
-        if (outermost) runCommitting()
-      } catch (err) {
-        // (An I/O error may have ended the whole transaction already: then there is nothing to roll back.)
-        if (nested && db.inTransaction) {
-          rollbackTo.run()
-          release.run()
-        } else if (!nested && db.inTransaction) rollback.run()
-        if (outermost) committing.clear()
-        rolledBack()
-        // SQLite's errors leave as storage errors (STORE_BUSY, STORE_FULL, …), once, at the outermost level.
-        throw outermost ? toStoreError(err, opts.path, 'run') : err
-      }
-      try {
-        nested ? release.run() : commit.run()
-      } catch (err) {
-        if (db.inTransaction && !nested) rollback.run()
-        if (outermost) committing.clear()
-        rolledBack()
-        throw outermost ? toStoreError(err, opts.path, 'run') : err
-      }
-      const mine = undo.pop()!
-      if (nested) undo.at(-1)?.push(...mine)
-      return result
-    },
+    onRollback: tx.onRollback,
+    beforeCommit: tx.beforeCommit,
+    transaction: tx.transaction,
+    deviceTransaction: tx.deviceTransaction,
     get inTransaction() {
-      return undo.length > 0
+      return tx.inTransaction
     },
     get closed() {
       return closed

@@ -11,7 +11,11 @@ interface Row {
   retain: number
 }
 
-/** Creates the outbox in the device database: entries survive restarts and power cuts. */
+/**
+ * Creates the outbox in the device database: entries survive restarts and power cuts. Its appends
+ * join the database's device transaction (`database.deviceTransaction`) when one is open, which
+ * a queue store on the same database shares: a result event commits with the job's settlement.
+ */
 export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Record<string, OutboxStreamLimits>; now?: () => number } = {}): Outbox {
   const db = database.db
   const now = opts.now ?? Date.now
@@ -221,6 +225,8 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   database.beforeClose(flush)
 
   return {
+    // The database's device transaction: a queue store on the same database takes the same one.
+    transaction: database.deviceTransaction,
     append: (e) => append(e),
     peek: (after, limit) => {
       if (tail.length > 0 && tail[0]!.seq <= after + 1) {

@@ -39,7 +39,9 @@ const leasedOrder = (a: LeasedRow, b: LeasedRow): number => b[2] - a[2] || a[3] 
 
 /**
  * Creates the durable queue store in the device database (payloads and outputs as CBOR). Its
- * methods throw storage errors as OutpostErrors (STORE_BUSY and STORE_FULL retryable).
+ * methods throw storage errors as OutpostErrors (STORE_BUSY and STORE_FULL retryable). It writes
+ * in the database's device transaction (`database.deviceTransaction`), which an outbox on the
+ * same database shares: a job's completion and its result event commit together.
  */
 export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   const db = database.db
@@ -346,7 +348,8 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
       const b = dueLease.get(queue)?.at ?? undefined
       return a === undefined ? b : b === undefined ? a : Math.min(a, b)
     },
-    transaction: tx,
+    // The database's device transaction: the outbox on the same database takes the same one.
+    transaction: database.deviceTransaction,
   }
   // Statements run on their own (outside a transaction, whose errors the device database
   // translates) leave with storage error codes too. The hot ones (lease, complete, enqueue) run

@@ -1,20 +1,21 @@
 import { createHash } from 'node:crypto'
-import { safeParse } from './compiled-schema.js'
 import type { Logger } from 'pino'
-import { isJobDecision, type JobDecision, type QueueSpec } from '../contract/queue.js'
+import { isJobDecision, resultEventNames, type JobDecision, type QueueSpec, type ResultKind } from '../contract/queue.js'
 import type { BindingSpec, BoundEvent, EnqueueOptions, JobRef } from '../contract/service.js'
-import { ErrorCode, OutpostError, isOutpostError, toWireError } from '../errors.js'
+import { ErrorCode, OutpostError, errorMessage, isOutpostError, toWireError } from '../errors.js'
 import type { LogLimiter } from '../log-limiter.js'
 import type { Clock } from '../ports/clock.js'
-import type { InboundMessage } from '../ports/bridge.js'
 import type { EnqueueInput, Job, QueueStore } from '../ports/queue-store.js'
-import { createQueueOps, type QueueHandle } from '../queue/queue-handle.js'
-import { createQueueRunner, type QueueRunner, type ResultKind, type RunOutcome, type RunningJob, type RunnerQueue } from '../queue/queue-runner.js'
-import { queuePolicy, type QueuePolicy } from '../queue/retry-policy.js'
+import { safeParse } from '../service/compiled-schema.js'
+import type { ContextDeps } from '../service/handler-context.js'
+import type { HostedService } from '../service/hosted-service.js'
+import { toValidationIssues, validate } from '../service/validation.js'
 import type { Envelope } from '../wire/envelope.js'
 import { valueBytes } from '../wire/value-bytes.js'
-import type { HostedService } from './hosted-service.js'
-import { toValidationIssues, validate } from './validation.js'
+import { JobContext } from './job-context.js'
+import { createQueueOps, type QueueHandle } from './queue-handle.js'
+import { createQueueRunner, type QueueRunner, type RunOutcome, type RunningJob, type RunnerQueue } from './queue-runner.js'
+import { queuePolicy, type QueuePolicy } from './retry-policy.js'
 
 /**
  * Bounds of the dead letters kept from events that arrive over the broker and cannot become
@@ -42,8 +43,8 @@ export interface ServiceQueuesDeps {
   rejections: LogLimiter
   inboundDeadLetters?: InboundDeadLetterLimits
   stopping(): boolean
-  /** The context a worker gets. */
-  workerContext(svc: HostedService, running: RunningJob, policy: QueuePolicy, progress: QueueSpec['progress']): { log: Logger }
+  /** What workers' contexts reach (the runtime's core and rooms). */
+  contexts: ContextDeps
   /** Stores a result event of `svc` for delivery. @throws when it cannot be stored */
   result(svc: HostedService, event: string, payload: Record<string, unknown>, job: Job): void
   /** Settlements (and their result events) were committed. */
@@ -58,7 +59,7 @@ export interface ServiceQueues {
   /** Validates and stores jobs of `svc`'s queue in one commit. @throws VALIDATION_FAILED, NO_HANDLER */
   enqueue(svc: HostedService, queue: string, items: { payload: unknown; opts?: EnqueueOptions }[], parent?: Envelope): JobRef[]
   /** Handler of a binding's broker subscription: resolves once the job is committed. */
-  onBound(svc: HostedService, name: string, b: BindingSpec): (msg: InboundMessage) => void | Promise<void>
+  onBound(svc: HostedService, name: string, b: BindingSpec): (msg: { envelope: Envelope }) => void | Promise<void>
   /** A binding fed by this runtime's own events, inside the transaction that stores the event. */
   bindLocally(svc: HostedService, name: string, b: BindingSpec): (env: Envelope) => void
   /** A hosted service's queue, for enqueueing and operations. @throws NO_HANDLER */
@@ -105,7 +106,7 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
       const issues = toValidationIssues(parsed.issues)
       return { kind: 'fail', reason: 'invalid', error: { code: ErrorCode.VALIDATION_FAILED, message: `payload of job ${running.job.id} is invalid: ${issues.map((i) => i.message).join('; ')}` } }
     }
-    const ctx = deps.workerContext(svc, running, policy, spec.progress)
+    const ctx = new JobContext(deps.contexts, svc, running, policy, spec.progress)
     try {
       const r = await (svc.def.workers[name] as (p: unknown, c: unknown) => unknown)(parsed.output, ctx)
       if (isJobDecision(r)) return decided(r)
@@ -133,7 +134,7 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
         const key = queueKey(svc, name)
         const policy = queuePolicy(spec)
         policies.set(key, policy)
-        const events: Record<ResultKind, string> = { completed: `${name}.completed`, failed: `${name}.failed`, dead: `${name}.dead`, progress: `${name}.progress` }
+        const events = resultEventNames(name)
         const result = (kind: ResultKind, payload: Record<string, unknown>, job: Job): void => deps.result(svc, events[kind], payload, job)
         resultSinks.set(key, result)
         return { key, name, policy, reportsProgress: spec.progress !== undefined && policy.results !== 'none', run: (running) => runJob(svc, name, spec, policy, running), result }
@@ -181,7 +182,7 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
       input.payload = payload
     } catch (err) {
       // It can never run, but it is not lost: it waits in the dead letters, inspectable.
-      input.invalid = String((err as Error).message).slice(0, MAX_REASON_CHARS)
+      input.invalid = errorMessage(err).slice(0, MAX_REASON_CHARS)
       counters.eventsRejected++
       deps.rejections.warn(`binding-invalid:${svc.def.contract.name}/${bindingName}`, { service: svc.def.contract.name, binding: bindingName, msgId: env.id, err: input.invalid }, 'event cannot become a job; kept in the dead letters within their budget')
     }
@@ -235,8 +236,8 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
         runner.kick(input.queue)
       }
     } catch (err) {
-      const code = (err as { code?: unknown }).code
-      const fields = { service: svc.def.contract.name, queue: input.queue, msgId: input.idempotencyKey, code, err: (err as Error).message }
+      const code = (err as { code?: unknown } | null)?.code
+      const fields = { service: svc.def.contract.name, queue: input.queue, msgId: input.idempotencyKey, code, err: errorMessage(err) }
       if (isBusy(err) && attempt < STORE_RETRIES) {
         deps.rejections.warn(`event-store-busy:${input.queue}`, fields, 'event not stored as a job yet (database busy); trying again')
         return new Promise<void>((resolve) => setTimeout(resolve, 200 * 2 ** attempt)).then(() =>
@@ -263,7 +264,7 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
       } catch (err) {
         // The budget could not be read or the payload not measured: nothing of it is kept.
         counters.eventsNotStored++
-        deps.rejections.error(`event-not-stored:${input.queue}`, { queue: input.queue, msgId: input.idempotencyKey, err: (err as Error).message }, 'event not stored as a job; acknowledged and dropped')
+        deps.rejections.error(`event-not-stored:${input.queue}`, { queue: input.queue, msgId: input.idempotencyKey, err: errorMessage(err) }, 'event not stored as a job; acknowledged and dropped')
         return
       }
       return storeBound(svc, input)
@@ -291,7 +292,7 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
           ...ops,
           cancel: (id) => {
             // The cancellation and its `dead` result event commit together.
-            const job = store.transaction(() => ops.cancel(id))
+            const job = store.transaction.run(() => ops.cancel(id))
             deps.afterCommit()
             return job
           },

@@ -1,11 +1,25 @@
 import type { Logger } from 'pino'
-import { ErrorCode, isOutpostError } from '../errors.js'
-import type { Bridge } from '../ports/bridge.js'
+import { ErrorCode, errorCode, errorMessage, isOutpostError } from '../errors.js'
+import type { Bridge as LegacyBridge } from '../ports/bridge.js'
+import type { Bridge, PublishOptions } from '../ports/frame-bridge.js'
 import type { Outbox, OutboxEntry } from '../ports/outbox.js'
 import { createLogLimiter } from '../log-limiter.js'
 
-const PLAIN = { retain: false }
-const RETAIN = { retain: true }
+// Stored frames go out at QoS 1: each entry is removed only once the broker has it.
+const PLAIN: PublishOptions = { qos: 1, retain: false }
+const RETAIN: PublishOptions = { qos: 1, retain: true }
+
+/** Publishes a stored frame as it is: bytes on its topic, no decoding. */
+type PublishStored = (topic: string, frame: Uint8Array, opts: PublishOptions) => Promise<void>
+
+/**
+ * The publish of a frames-only bridge, or (until the runtime moves to the frames-only port) the
+ * `publishEncoded` of an envelope bridge.
+ */
+function publisherOf(bridge: Bridge | LegacyBridge): PublishStored {
+  if ('publishEncoded' in bridge) return (topic, frame, opts) => bridge.publishEncoded(topic, frame, opts)
+  return (topic, frame, opts) => bridge.publish(topic, frame, opts)
+}
 
 /** Moves outbox entries to the broker while connected. */
 export interface OutboxPump {
@@ -21,8 +35,9 @@ export interface OutboxPump {
  * it starts again from the oldest entry still there, so what was in flight is sent again
  * (at least once: receivers drop duplicates by message id).
  */
-export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; window?: number; log: Logger }): OutboxPump {
+export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge | LegacyBridge; window?: number; log: Logger }): OutboxPump {
   const { outbox, bridge, log } = opts
+  const publish = publisherOf(bridge)
   const limited = createLogLimiter(log)
   const window = Math.max(1, opts.window ?? 128)
   let lastSent = 0 // highest seq handed to the bridge in this connection
@@ -65,7 +80,7 @@ export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; window?
       lastSent = entry.seq
       inFlight++
       const gen = generation
-      bridge.publishEncoded(entry.topic, entry.frame, entry.retain ? RETAIN : PLAIN).then(
+      publish(entry.topic, entry.frame, entry.retain ? RETAIN : PLAIN).then(
         () => {
           outbox.ack(entry.seq)
           settled(gen)
@@ -79,7 +94,7 @@ export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; window?
             outbox.ack(entry.seq)
             return
           }
-          log.debug({ seq: entry.seq, err: (err as Error).message }, 'outbox publish failed; will be sent again')
+          log.debug({ seq: entry.seq, err: errorMessage(err) }, 'outbox publish failed; will be sent again')
         },
       )
     }
@@ -89,7 +104,8 @@ export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; window?
   const RETRY_MS = 1_000
   let retryTimer: ReturnType<typeof setTimeout> | undefined
   const retryLater = (err: unknown): void => {
-    limited.warn(`peek:${(err as { code?: string }).code ?? 'INTERNAL'}`, { code: (err as { code?: string }).code }, `outbox not readable; trying again: ${(err as Error).message}`)
+    const code = errorCode(err)
+    limited.warn(`peek:${code}`, { code }, `outbox not readable; trying again: ${errorMessage(err)}`)
     if (retryTimer !== undefined || stopped) return
     retryTimer = setTimeout(() => {
       retryTimer = undefined

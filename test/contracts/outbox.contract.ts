@@ -102,7 +102,38 @@ export function describeOutboxContract(name: string, opts: OutboxContractOptions
       expect([s.entries, s.bytes]).toEqual([kept.length + 10, (kept.length + 10) * 10])
     }, { events: { maxBytes: 100, policy: 'dropOldest' } })
 
+    test('hands out what was appended inside its transaction once the transaction is done, with the seqs append returned', ({ outbox }) => {
+      const first = outbox.append(entry(1))
+      const seqs = outbox.transaction.run(() => [2, 3, 4].map((n) => outbox.append(entry(n))))
+      expect(seqs[0]!).toBeGreaterThan(first)
+      expect(outbox.peek(0, 10).map((e) => [e.seq, e.topic])).toEqual([[first, 't/1'], ...seqs.map((s, i) => [s, `t/${i + 2}`])])
+      expect(outbox.stats()).toMatchObject({ entries: 4, bytes: 40, appended: 4 })
+    })
+
     if (opts.durable) {
+      test('undoes what was appended inside a transaction that failed, and keeps the rest', ({ outbox }) => {
+        outbox.append(entry(1))
+        expect(() =>
+          outbox.transaction.run(() => {
+            outbox.append(entry(2))
+            throw new Error('the settlement failed')
+          }),
+        ).toThrow('the settlement failed')
+        outbox.transaction.run(() => {
+          outbox.append(entry(3))
+          // A failed inner run (a savepoint) takes only its own entry along.
+          expect(() =>
+            outbox.transaction.run(() => {
+              outbox.append(entry(4))
+              throw new Error('its event could not be kept')
+            }),
+          ).toThrow('could not be kept')
+          outbox.append(entry(5))
+        })
+        expect(outbox.peek(0, 10).map((e) => e.topic)).toEqual(['t/1', 't/3', 't/5'])
+        expect(outbox.stats()).toMatchObject({ entries: 3, bytes: 30 })
+      })
+
       test('keeps entries and their order across a reopen', ({ outbox, reopen }) => {
         for (let n = 1; n <= 5; n++) outbox.append(entry(n))
         outbox.ack(outbox.peek(0, 1)[0]!.seq)

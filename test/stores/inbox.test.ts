@@ -2,48 +2,23 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createMemoryBridge, createMemoryHub, createMemoryInbox, createRuntime, ENVELOPE_VERSION, type Envelope, type Inbox } from '../../runtime/index.js'
+import { createMemoryBridge, createMemoryHub, createMemoryInbox, createRuntime, ENVELOPE_VERSION, type Envelope } from '../../runtime/index.js'
 import { createSqliteInbox, openDeviceDatabase, type DeviceDatabase } from '../../runtime/stores/sqlite/index.js'
+import { describeInboxContract } from '../contracts/inbox.contract.js'
 import { counterService, type Observed } from '../fixtures/services.js'
+import { storeOnTempDatabase } from '../helpers/sqlite.js'
 
-const reply: Envelope = { v: 1, kind: 'reply', id: 'r1', src: 'dev', inst: 'i1', at: 5, corr: 'c1', replyTo: 'caller', payload: { ok: true, n: 1 } }
+describeInboxContract('memory', { durable: false, create: () => ({ inbox: createMemoryInbox(1_000), dispose: () => {} }) })
 
-function describeInbox(name: string, make: () => { inbox: Inbox; reopen?: () => Inbox; dispose(): void }): void {
-  describe(`Inbox contract: ${name}`, () => {
-    it('knows a claimed id as running, and a completed one with its reply', () => {
-      const { inbox, dispose } = make()
-      try {
-        expect(inbox.get('c1')).toBeUndefined()
-        inbox.claim('c1', 'i1')
-        expect(inbox.get('c1')).toEqual({ state: 'running', instance: 'i1' })
-        inbox.complete('c1', reply)
-        expect(inbox.get('c1')).toEqual({ state: 'done', reply: expect.objectContaining({ id: 'r1', corr: 'c1', payload: { ok: true, n: 1 } }) })
-      } finally {
-        dispose()
-      }
-    })
-
-    it('forgets the oldest ids beyond its window', () => {
-      const { inbox, dispose } = make()
-      try {
-        for (let i = 0; i < 2_500; i++) inbox.claim(`m${i}`, 'i1')
-        expect(inbox.get('m0')).toBeUndefined()
-        expect(inbox.get('m2499')).toEqual({ state: 'running', instance: 'i1' })
-      } finally {
-        dispose()
-      }
-    })
-  })
-}
-
-describeInbox('memory', () => ({ inbox: createMemoryInbox(1_000), dispose: () => {} }))
+describeInboxContract('sqlite', {
+  durable: true,
+  create() {
+    const t = storeOnTempDatabase((d) => createSqliteInbox(d, { window: 1_000 }))
+    return { inbox: t.store, reopen: t.reopen, dispose: t.dispose }
+  },
+})
 
 const dbs: { dir: string; d: DeviceDatabase[] }[] = []
-describeInbox('sqlite', () => {
-  const dir = mkdtempSync(path.join(tmpdir(), 'outpost-inbox-'))
-  const d = openDeviceDatabase({ path: path.join(dir, 'device.db') })
-  return { inbox: createSqliteInbox(d, { window: 1_000 }), dispose: () => (d.close(), rmSync(dir, { recursive: true, force: true })) }
-})
 
 describe('commands and a restart of the device', () => {
   afterEach(() => {

@@ -23,11 +23,18 @@ export interface CborScanProblem {
 }
 
 const INDEFINITE = -1
-// Items still to come in each open array or map (a map counts keys and values), or INDEFINITE.
-const left = new Array<number>(MAX_CBOR_DEPTH + 1).fill(0)
 
 /** Checks that `bytes` is one well-formed CBOR item of plain data; undefined when it is. Never throws. */
-export function scanPlainCbor(bytes: Uint8Array): CborScanProblem | undefined {
+export type PlainCborScan = (bytes: Uint8Array) => CborScanProblem | undefined
+
+/** Creates a scan with a scratch array of its own (one per codec). */
+export function createPlainCborScan(): PlainCborScan {
+  // Items still to come in each open array or map (a map counts keys and values), or INDEFINITE.
+  const left = new Array<number>(MAX_CBOR_DEPTH + 1).fill(0)
+  return (bytes) => scanPlainCbor(bytes, left)
+}
+
+function scanPlainCbor(bytes: Uint8Array, left: number[]): CborScanProblem | undefined {
   const end = bytes.length
   let pos = 0
   let depth = 0

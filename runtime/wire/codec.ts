@@ -1,8 +1,8 @@
 import { Decoder, Encoder } from 'cbor-x'
 import { ErrorCode, OutpostError, type WireError } from '../errors.js'
-import { readPlainCbor, readPlainCborArray, UNREAD } from './cbor-reader.js'
-import { scanPlainCbor } from './cbor-scan.js'
-import { framePieces, UNWRITTEN, writePlainCbor, writePlainCborArray } from './cbor-writer.js'
+import { createCborReader, UNREAD } from './cbor-reader.js'
+import { createPlainCborScan } from './cbor-scan.js'
+import { createCborWriter, UNWRITTEN } from './cbor-writer.js'
 import { ENVELOPE_VERSION, type Envelope, type EnvelopeKind } from './envelope.js'
 import { isTopicSegment, MAX_TOPIC_LEVEL_LENGTH } from './topics.js'
 
@@ -24,7 +24,7 @@ const F = {
 /** Outcome of decoding untrusted bytes: never throws, always says what went wrong. */
 export type DecodeResult = { ok: true; envelope: Envelope } | { ok: false; error: OutpostError }
 
-/** Encodes and decodes envelopes; one per bridge, so its buffers are reused. */
+/** Encodes and decodes envelopes; one per bridge, so its buffers and caches are reused (and its own). */
 export interface EnvelopeCodec {
   /**
    * Encodes an envelope to CBOR.
@@ -61,6 +61,12 @@ export function createEnvelopeCodec(opts: { maxFrameBytes?: number } = {}): Enve
   const decoder = new Decoder({ useRecords: false, mapsAsObjects: true, int64AsNumber: true } as ConstructorParameters<typeof Decoder>[0])
   // Envelope fields as read from a frame; reused, so decoding makes no array per frame.
   const fields: unknown[] = new Array<unknown>(F.error + 1).fill(undefined)
+  // The plain-CBOR reader and writer, the scan before cbor-x, and the cache of valid topic
+  // levels: this codec's own, so what one codec has read or written never reaches another.
+  const reader = createCborReader()
+  const writer = createCborWriter()
+  const scan = createPlainCborScan()
+  const validLevel = createLevelCheck()
 
   const encode = (env: Envelope): Uint8Array => {
     const a: unknown[] = [env.v, KIND_CODE[env.kind], env.id, env.src, env.inst, env.at,
@@ -71,7 +77,7 @@ export function createEnvelopeCodec(opts: { maxFrameBytes?: number } = {}): Enve
     a.length = n
     for (let i = F.service; i < n; i++) if (a[i] === undefined) a[i] = null
     // The common envelope is written by the plain-CBOR writer; anything it leaves goes to cbor-x.
-    const frame = writePlainCborArray(a, n)
+    const frame = writer.writeArray(a, n)
     if (frame !== UNWRITTEN) return frame
     let bytes: Uint8Array
     try {
@@ -81,7 +87,7 @@ export function createEnvelopeCodec(opts: { maxFrameBytes?: number } = {}): Enve
     }
     // What a receiver would refuse (a Date, Map, Set, BigInt, typed array: cbor-x writes tags;
     // nesting past MAX_CBOR_DEPTH) fails here, where the sender hears of it.
-    const problem = scanPlainCbor(bytes)
+    const problem = scan(bytes)
     if (problem !== undefined) throw new OutpostError(ErrorCode.INVALID_ENVELOPE, `payload cannot travel: ${problem.message}`)
     return bytes
   }
@@ -92,9 +98,9 @@ export function createEnvelopeCodec(opts: { maxFrameBytes?: number } = {}): Enve
     }
     // The common frame is read by the plain-CBOR reader straight into `fields`; anything it
     // leaves goes to cbor-x.
-    const n = readPlainCborArray(bytes, fields)
+    const n = reader.readArray(bytes, fields)
     if (n >= 0) {
-      const r = fromWireArray(fields, n)
+      const r = fromWireArray(fields, n, validLevel)
       // Slots past a frame's count must read as absent in the next one.
       for (let i = 0; i < n; i++) fields[i] = undefined
       return r
@@ -102,11 +108,11 @@ export function createEnvelopeCodec(opts: { maxFrameBytes?: number } = {}): Enve
     // The reader may have filled some slots before it gave up on the frame (trailing bytes, say):
     // none of them may reach the next frame.
     fields.fill(undefined)
-    let raw = readPlainCbor(bytes)
+    let raw = reader.read(bytes)
     if (raw === UNREAD) {
       // Only plain data reaches cbor-x: no tags (shared or cyclic values, constructors, BigInts,
       // records), no unassigned simple values, no nesting past MAX_CBOR_DEPTH.
-      const problem = scanPlainCbor(bytes)
+      const problem = scan(bytes)
       if (problem !== undefined) {
         return fail(problem.kind === 'malformed' ? ErrorCode.MALFORMED_FRAME : ErrorCode.INVALID_ENVELOPE, problem.message)
       }
@@ -117,18 +123,18 @@ export function createEnvelopeCodec(opts: { maxFrameBytes?: number } = {}): Enve
       }
     }
     if (!Array.isArray(raw)) return fail(ErrorCode.INVALID_ENVELOPE, 'envelope must be a CBOR array')
-    return fromWireArray(raw, raw.length)
+    return fromWireArray(raw, raw.length, validLevel)
   }
 
   const eventEncoder = (fixed: EventFields): ((env: Envelope) => Uint8Array) => {
     // The wire array of an event with a payload: 17 fields, `encode`'s layout.
-    const made = (...items: unknown[]): Buffer => Buffer.concat(items.map((i) => Uint8Array.prototype.slice.call(writePlainCbor(i) as Buffer)))
+    const made = (...items: unknown[]): Buffer => Buffer.concat(items.map((i) => Uint8Array.prototype.slice.call(writer.write(i) as Buffer)))
     const head = Buffer.concat([Buffer.from([0x80 | (F.payload + 1)]), made(ENVELOPE_VERSION, KIND_CODE.event)])
     const sender = made(fixed.src, fixed.inst)
     const names = made(fixed.service, fixed.version, fixed.name)
     const absent3 = made(null, null, null) // replyTo, target, deadline
     const absent2 = made(null, null) // tenant, principal
-    const w = framePieces
+    const w = writer.pieces
     return (env) => {
       if (
         env.kind !== 'event' || env.v !== ENVELOPE_VERSION || env.src !== fixed.src || env.inst !== fixed.inst ||
@@ -172,21 +178,26 @@ function invalid(field: string, expected: string): DecodeResult {
   return fail(ErrorCode.INVALID_ENVELOPE, `envelope field "${field}" must be ${expected}`, { field })
 }
 
-// The last strings found to be valid topic levels. Frames repeat their senders and targets,
-// and the plain reader hands out the very same string object for a repeated short string, so
-// a repeat costs a comparison, not a walk over its characters (about 2 ns a character).
-// Only valid strings are kept: a stale entry can never let an invalid one through.
-const knownLevels: string[] = ['ob', 'ob', 'ob', 'ob']
-let nextKnown = 0
+/** Whether `s` can be one topic level (isTopicSegment); see createLevelCheck. */
+type LevelCheck = (s: string) => boolean
 
-/** Whether `s` can be one topic level (isTopicSegment), remembering the last few that could. */
-function validLevel(s: string): boolean {
-  const k = knownLevels
-  if (s === k[0] || s === k[1] || s === k[2] || s === k[3]) return true
-  if (!isTopicSegment(s)) return false
-  k[nextKnown] = s
-  nextKnown = (nextKnown + 1) & 3
-  return true
+/**
+ * A topic-level check that remembers the last few strings found valid. Frames repeat their
+ * senders and targets, and the plain reader hands out the very same string object for a
+ * repeated short string, so a repeat costs a comparison, not a walk over its characters (about
+ * 2 ns a character). Only valid strings are kept: a stale entry can never let an invalid one
+ * through.
+ */
+function createLevelCheck(): LevelCheck {
+  const k: string[] = ['ob', 'ob', 'ob', 'ob']
+  let nextKnown = 0
+  return (s) => {
+    if (s === k[0] || s === k[1] || s === k[2] || s === k[3]) return true
+    if (!isTopicSegment(s)) return false
+    k[nextKnown] = s
+    nextKnown = (nextKnown + 1) & 3
+    return true
+  }
 }
 
 function badLevel(field: string): DecodeResult {
@@ -198,7 +209,7 @@ const optionalString = (value: unknown): value is string | null | undefined =>
   value === undefined || value === null || typeof value === 'string'
 
 /** Checks the `n` wire fields in `raw` and builds the envelope; slots from `n` on are undefined. */
-function fromWireArray(raw: readonly unknown[], n: number): DecodeResult {
+function fromWireArray(raw: readonly unknown[], n: number, validLevel: LevelCheck): DecodeResult {
   const v = raw[F.v]
   if (v !== ENVELOPE_VERSION) {
     return fail(ErrorCode.UNSUPPORTED_VERSION, `envelope version ${String(v)} is not supported (this runtime speaks ${ENVELOPE_VERSION})`, { version: typeof v === 'number' ? v : null })

@@ -1,6 +1,6 @@
 import { Decoder, Encoder } from 'cbor-x'
-import { readPlainCbor, UNREAD } from './cbor-reader.js'
-import { UNWRITTEN, writePlainCbor } from './cbor-writer.js'
+import { createCborReader, UNREAD } from './cbor-reader.js'
+import { createCborWriter, UNWRITTEN } from './cbor-writer.js'
 
 /**
  * Turns one stored value (a job's payload, output or progress, a state entry) into CBOR bytes
@@ -20,7 +20,7 @@ export interface ValueCodec {
 }
 
 /**
- * Creates a value codec. Plain data (numbers, strings, booleans, null, arrays, plain objects) is
+ * Creates a value codec, with buffers and caches of its own (one per store). Plain data (numbers, strings, booleans, null, arrays, plain objects) is
  * written and read by the fast plain-CBOR writer and reader; anything else goes to cbor-x.
  *
  * The on-disk format is fixed by what databases already hold: cbor-x without its record
@@ -33,13 +33,15 @@ export function createValueCodec(): ValueCodec {
   // Do not change these options: stored rows were written with them and must keep reading.
   const encoder = new Encoder({ useRecords: false, mapsAsObjects: true })
   const decoder = new Decoder({ useRecords: false, mapsAsObjects: true })
+  const writer = createCborWriter()
+  const reader = createCborReader()
   return {
     encode(value: unknown): Uint8Array {
-      const written = writePlainCbor(value)
+      const written = writer.write(value)
       return written !== UNWRITTEN ? written : encoder.encode(value)
     },
     decode(bytes: Uint8Array): unknown {
-      const read = readPlainCbor(bytes)
+      const read = reader.read(bytes)
       return read !== UNREAD ? read : decoder.decode(bytes)
     },
   }

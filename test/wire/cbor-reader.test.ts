@@ -1,6 +1,9 @@
 import { Decoder, Encoder } from 'cbor-x'
 import { describe, expect, it } from 'vitest'
-import { readPlainCbor, UNREAD } from '../../runtime/wire/cbor-reader.js'
+import { createCborReader, UNREAD } from '../../runtime/wire/cbor-reader.js'
+
+const reader = createCborReader()
+const readPlainCbor = (bytes: Uint8Array): unknown => reader.read(bytes)
 
 // The envelope codec reads common frames with its own plain-CBOR reader and leaves the rest to
 // cbor-x. Whatever the reader returns must be exactly what cbor-x returns for the same bytes.
@@ -116,5 +119,17 @@ describe('plain CBOR reader', () => {
       expect(ours).toStrictEqual(decoder.decode(frame))
     }
     expect(read).toBeGreaterThan(500)
+  })
+
+  it('keeps its caches to itself: another reader reads the same bytes to the same values', () => {
+    const a = createCborReader()
+    const b = createCborReader()
+    const frame = encoder.encode({ deviceId: 'greenhouse-07', temperature: 23.4, tags: ['x', 'y'] })
+    // Enough reads for a to cache the strings and compile the shape; b starts cold.
+    for (let i = 0; i < 5; i++) expect(a.read(frame)).toStrictEqual({ deviceId: 'greenhouse-07', temperature: 23.4, tags: ['x', 'y'] })
+    expect(b.read(frame)).toStrictEqual(a.read(frame))
+    // A frame b gives up on leaves a's next read untouched.
+    expect(b.read(new Uint8Array([0x82, 0x01]))).toBe(UNREAD)
+    expect(a.read(frame)).toStrictEqual({ deviceId: 'greenhouse-07', temperature: 23.4, tags: ['x', 'y'] })
   })
 })

@@ -1,7 +1,13 @@
 import { Decoder, Encoder } from 'cbor-x'
 import { describe, expect, it } from 'vitest'
-import { readPlainCbor } from '../../runtime/wire/cbor-reader.js'
-import { UNWRITTEN, writePlainCbor, writePlainCborArray } from '../../runtime/wire/cbor-writer.js'
+import { createCborReader } from '../../runtime/wire/cbor-reader.js'
+import { createCborWriter, UNWRITTEN } from '../../runtime/wire/cbor-writer.js'
+
+const reader = createCborReader()
+const writer = createCborWriter()
+const readPlainCbor = (bytes: Uint8Array): unknown => reader.read(bytes)
+const writePlainCbor = (value: unknown): Buffer | typeof UNWRITTEN => writer.write(value)
+const writePlainCborArray = (items: readonly unknown[], n: number): Buffer | typeof UNWRITTEN => writer.writeArray(items, n)
 
 // Envelopes, job payloads and outputs are written by a plain-CBOR writer, cbor-x for the rest.
 // Whatever the writer writes must decode (with cbor-x, and with Outpost's reader) to what
@@ -98,6 +104,24 @@ describe('plain CBOR writer', () => {
     const outer = writePlainCbor(nesting)
     expect(inner).toEqual([UNWRITTEN])
     expect(decoder.decode(outer as Buffer)).toStrictEqual({ a: 1, b: 'b' })
+  })
+
+  it('shares nothing with another writer: a getter may write with one while its object is written by the other', () => {
+    const other = createCborWriter()
+    const inner: (Buffer | typeof UNWRITTEN)[] = []
+    const nesting = { a: 1, get b(): string { inner.push(other.write({ inner: true })); return 'b' } }
+    const outer = writer.write(nesting)
+    expect(decoder.decode(outer as Buffer)).toStrictEqual({ a: 1, b: 'b' })
+    expect(decoder.decode(inner[0] as Buffer)).toStrictEqual({ inner: true })
+    // Frames from each stay intact while both go on writing.
+    const mine = writer.write({ from: 'writer' }) as Buffer
+    const theirs = other.write({ from: 'other' }) as Buffer
+    for (let i = 0; i < 2000; i++) {
+      writer.write({ i, pad: 'p'.repeat(i % 40) })
+      other.write([i, 'q'.repeat(i % 40)])
+    }
+    expect(decoder.decode(mine)).toStrictEqual({ from: 'writer' })
+    expect(decoder.decode(theirs)).toStrictEqual({ from: 'other' })
   })
 
   it('keeps every frame it handed out intact while it writes many more', () => {

@@ -3,7 +3,7 @@
 import { Encoder } from 'cbor-x'
 import { describe, expect, it } from 'vitest'
 import { createEnvelopeCodec, createTopics, ErrorCode, type Envelope } from '../../runtime/index.js'
-import { scanPlainCbor } from '../../runtime/wire/cbor-scan.js'
+import { createPlainCborScan } from '../../runtime/wire/cbor-scan.js'
 
 const enc = new Encoder({ useRecords: false })
 const head = (major: number, n: number): Buffer => {
@@ -136,6 +136,7 @@ describe('decoding hostile frames', () => {
   })
 
   it('accepts exactly one well-formed item in the scan, whatever the bytes', () => {
+    const scanPlainCbor = createPlainCborScan()
     expect(scanPlainCbor(enc.encode([1, { a: [2, 'x'] }, null, true, 1.5]))).toBeUndefined()
     expect(scanPlainCbor(Buffer.from([0x82, 0x01]))).toMatchObject({ kind: 'malformed' }) // truncated
     expect(scanPlainCbor(Buffer.from([0x01, 0x02]))).toMatchObject({ kind: 'malformed' }) // trailing bytes

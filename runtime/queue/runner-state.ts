@@ -1,0 +1,78 @@
+import type { OutpostError } from '../errors.js'
+import type { Job } from '../ports/queue-store.js'
+import type { QueueRunStats, RunOutcome, RunnerQueue } from './queue-runner.js'
+
+// What the queue runner keeps of its queues and of the jobs it holds, shared by its parts
+// (queue-runner.ts, settle.ts, lease-sweep.ts).
+
+/** A job whose worker runs now. */
+export interface Active {
+  q: QueueState
+  job: Job
+  /** Made when the worker first looks at its signal (most short jobs never do). */
+  ac: AbortController | undefined
+  /** Why it was aborted, kept for a signal made later. */
+  abortedWith: unknown
+  startedAt: number
+  /** performance.now() at start: how long attempts take, for `prefetch: 'auto'`. */
+  began: number
+  renewedAt: number
+  leaseUntil: number
+  /** The result will be ignored (lease lost, cancelled, abandoned at shutdown). */
+  abandoned: boolean
+  timedOut: boolean
+  /** Aborted because the runtime stops: an unfinished attempt is given back, not counted. */
+  stopping: boolean
+}
+
+/** A job leased ahead, waiting for a free worker slot. */
+export interface Buffered {
+  job: Job
+  renewedAt: number
+}
+
+/** One queue as the runner keeps it. */
+export interface QueueState {
+  def: RunnerQueue
+  /** Recent attempt duration, ms (moving average), for `prefetch: 'auto'`. */
+  avgMs: number
+  active: Set<Active>
+  buffer: Buffered[]
+  /** A lease should be tried at the next tick. */
+  wanted: boolean
+  cancelTimer?: () => void
+  stats: QueueRunStats
+}
+
+/** An attempt that finished, waiting for the next commit. */
+export interface Settlement {
+  q: QueueState
+  job: Job
+  outcome: RunOutcome
+}
+
+/** What a settlement came to, counted once its savepoint committed. */
+export type Settled = 'completed' | 'retried' | 'dead' | 'stale'
+
+/** Aborts a running job's signal (once; a signal made later starts aborted). */
+export function abort(a: Active, reason: OutpostError): void {
+  if (a.abortedWith !== undefined) return
+  a.abortedWith = reason
+  a.ac?.abort(reason)
+}
+
+/** The signal of a running job, made on first use. */
+export function signalOf(a: Active): AbortSignal {
+  if (a.ac === undefined) {
+    a.ac = new AbortController()
+    if (a.abortedWith !== undefined) a.ac.abort(a.abortedWith)
+  }
+  return a.ac.signal
+}
+
+/** Gives up on a running job's result (lease lost, cancelled, shutdown) and aborts it. */
+export function abandon(a: Active, reason: OutpostError): void {
+  if (a.abandoned) return
+  a.abandoned = true
+  abort(a, reason)
+}

@@ -102,7 +102,7 @@ function pruneOrphans(sources) {
  * written). Files whose output did not change are left alone, and the others are replaced whole,
  * so a CLI started meanwhile (or a second build at the same time) reads either version, never half.
  * @returns how many files changed
- * @throws an Error listing esbuild's errors (file:line: message)
+ * @throws an Error naming esbuild's first error in one line (file:line: message) and how many more
  */
 export async function buildJs() {
   const started = Date.now()
@@ -124,7 +124,8 @@ export async function buildJs() {
     const errors = err.errors ?? []
     if (errors.length === 0) throw err
     const where = (e) => (e.location ? `${e.location.file}:${e.location.line}: ` : '')
-    throw new Error(`the sources do not compile:\n${errors.map((e) => `  ${where(e)}${e.text}`).join('\n')}`)
+    const more = errors.length > 1 ? ` (and ${errors.length - 1} more error${errors.length > 2 ? 's' : ''})` : ''
+    throw new Error(`the sources do not compile: ${where(errors[0])}${errors[0].text}${more}`)
   })
   let changed = 0
   for (const out of result.outputFiles) if (writeAtomically(out.path, out.contents)) changed++

@@ -3,6 +3,7 @@ import type { Logger } from 'pino'
 import type { Occurrence, ScheduleSpec } from '../contract/service.js'
 import type { Clock } from '../ports/clock.js'
 import type { StateStore } from '../ports/state-store.js'
+import { errorMessage } from '../errors.js'
 import { createLogLimiter } from '../log-limiter.js'
 
 /** Scope in the state store where each schedule's last fired occurrence is kept. */
@@ -35,6 +36,12 @@ export interface Scheduler {
   start(): void
   stop(): void
   stats(): SchedulerStats
+}
+
+/** The `code` a thrown value carries (an OutpostError's, SQLite's), if it is a string. */
+function codeOf(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null | undefined)?.code
+  return typeof code === 'string' ? code : undefined
 }
 
 /** Next occurrence strictly after `after`, or undefined when the schedule has no more. */
@@ -73,7 +80,8 @@ export function createScheduler(opts: { jobs: ScheduledJob[]; clock: Clock; stor
       store.set(SCHEDULE_STATE_SCOPE, key(job), { last })
     } catch (err) {
       stats.unsaved++
-      limited.warn(`unsaved:${(err as { code?: string }).code ?? 'INTERNAL'}`, { schedule: key(job), at: last, code: (err as { code?: string }).code }, `schedule state not stored: ${(err as Error).message}`)
+      const code = codeOf(err)
+      limited.warn(`unsaved:${code ?? 'INTERNAL'}`, { schedule: key(job), at: last, code }, `schedule state not stored: ${errorMessage(err)}`)
     }
   }
 
@@ -88,7 +96,8 @@ export function createScheduler(opts: { jobs: ScheduledJob[]; clock: Clock; stor
     }
     emitted.catch((err: unknown) => {
       stats.failed++
-      limited.warn(`failed:${(err as { code?: string }).code ?? 'INTERNAL'}`, { schedule: key(job), at, code: (err as { code?: string }).code, err: (err as Error).message }, 'scheduled event not emitted')
+      const code = codeOf(err)
+      limited.warn(`failed:${code ?? 'INTERNAL'}`, { schedule: key(job), at, code, err: errorMessage(err) }, 'scheduled event not emitted')
     })
   }
 

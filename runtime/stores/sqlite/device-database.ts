@@ -1,6 +1,6 @@
 import { copyFileSync } from 'node:fs'
 import type Database from 'better-sqlite3'
-import { ErrorCode, OutpostError } from '../../errors.js'
+import { ErrorCode, OutpostError, errorMessage } from '../../errors.js'
 import type { DeviceTransaction } from '../../ports/device-transaction.js'
 import { checkIsDatabaseFile, Damaged, migrate, openChecked, quarantine, sizeOf, stamp, type OpenSettings, type Opened } from './database-open.js'
 import { lockDeviceDatabase, type DeviceLock } from './device-lock.js'
@@ -155,14 +155,14 @@ export function openDeviceDatabase(opts: DeviceDatabaseOptions): DeviceDatabase 
       if (!damaged || !file || sizeOf(opts.path) <= 0) {
         throw cause instanceof Damaged ? new OutpostError(ErrorCode.STORE_CORRUPT, `database ${opts.path} is damaged (${cause.message})`, { cause }) : toStoreError(cause, opts.path, 'open')
       }
-      const why = (cause as Error).message
+      const why = errorMessage(cause)
       if (access !== 'device') {
         throw new OutpostError(ErrorCode.STORE_CORRUPT, `${opts.path} is damaged or not a database (SQLite: ${why}); nothing was changed`, { cause, details: { reason: why } })
       }
       try {
         quarantinedTo = quarantine(opts.path, now())
       } catch (e) {
-        throw new OutpostError(ErrorCode.STORE_CORRUPT, `database ${opts.path} is damaged (SQLite: ${why}) and could not be moved aside: ${(e as Error).message}`, { cause, details: { reason: why } })
+        throw new OutpostError(ErrorCode.STORE_CORRUPT, `database ${opts.path} is damaged (SQLite: ${why}) and could not be moved aside: ${errorMessage(e)}`, { cause, details: { reason: why } })
       }
       quarantineReason = why
       if (opts.onCorrupt === 'fail') {

@@ -1,6 +1,6 @@
 import { accessSync, closeSync, constants, existsSync, openSync, statfsSync, unlinkSync } from 'node:fs'
 import path from 'node:path'
-import { ErrorCode, isOutpostError, OutpostError } from '../../errors.js'
+import { ErrorCode, errorMessage, isOutpostError, OutpostError } from '../../errors.js'
 
 /** When an error happened: while opening the database (a lock is STORE_LOCKED) or while it runs (STORE_BUSY). */
 export type StorePhase = 'open' | 'run'
@@ -93,10 +93,10 @@ export function toStoreError(err: unknown, file: string, phase: StorePhase): unk
   if (!sqlite && !/^E[A-Z]+$/.test(code)) {
     // At open everything that fails is about the file (better-sqlite3 throws a TypeError for a
     // folder that does not exist); while running, an error that is not SQLite's is not ours to name.
-    return phase === 'open' ? new OutpostError(ErrorCode.STORE_FAILED, `cannot open database ${file}: ${(err as Error)?.message ?? String(err)}`, { cause: err }) : err
+    return phase === 'open' ? new OutpostError(ErrorCode.STORE_FAILED, `cannot open database ${file}: ${errorMessage(err)}`, { cause: err }) : err
   }
   // SQLite's messages name no file; a Node file system error's does, so only its code is kept while running.
-  const why = sqlite || phase === 'open' ? `${(err as Error).message} (${code})` : code
+  const why = sqlite || phase === 'open' ? `${errorMessage(err)} (${code})` : code
   const at = where(file, phase)
   // SQLite says "unable to open" or "disk I/O error" without why: ask the file system.
   const os = code.startsWith('SQLITE_CANTOPEN') || code.startsWith('SQLITE_IOERR') ? osCauseOf(file, phase) : undefined

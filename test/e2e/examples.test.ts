@@ -1,3 +1,6 @@
+// The examples as their READMEs run them (npx tsx examples/<name>/main.ts). They import the
+// package by name (outpost/…), which plain Node resolves to dist/, the build the test run's global
+// setup keeps current: they run as code outside this repository would.
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'

@@ -1,10 +1,10 @@
-import type * as v from 'valibot'
 import { ErrorCode, OutpostError } from '../errors.js'
-import { assertTopicSegment } from '../wire/topics.js'
+import { assertTopicSegment } from '../topic-level.js'
 import { checkQueueSpec, resultEventSchemas, type QueueSpec, type ResultEvents } from './queue.js'
+import type { Schema } from './schema.js'
 
-/** Any valibot schema. */
-export type Schema = v.GenericSchema<unknown, unknown>
+// Kept where it was declared before schema.ts existed, for code that imports it from here.
+export type { Schema } from './schema.js'
 
 /** A command's declaration: what it takes and what it answers. */
 export interface CommandSpec<P extends Schema = Schema, R extends Schema = Schema> {

@@ -1,4 +1,5 @@
-export { defineContract, type Contract, type AnyContract, type CommandSpec, type Schema } from './contract.js'
+export { defineContract, type Contract, type AnyContract, type CommandSpec } from './contract.js'
+export type { Schema } from './schema.js'
 export { resource, type Resource, type ResourcesOf } from './resource.js'
 export {
   JobDecision,

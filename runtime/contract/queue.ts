@@ -1,6 +1,6 @@
 import * as v from 'valibot'
 import { ErrorCode, OutpostError } from '../errors.js'
-import type { Schema } from './contract.js'
+import type { Schema } from './schema.js'
 
 /** Exponential backoff between attempts of a job (random jitter is always applied). */
 export interface RetryBackoff {

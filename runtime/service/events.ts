@@ -10,7 +10,7 @@ import { topicMatches } from '../wire/topics.js'
 import { safeParse } from './compiled-schema.js'
 import { MessageContext, type ContextDeps } from './handler-context.js'
 import type { HostedService } from './hosted-service.js'
-import type { RecentMap } from './recent-map.js'
+import type { RecentMap } from '../recent-map.js'
 import { childTrace, track, type LinkMessage, type RuntimeCore } from './runtime-core.js'
 import { toValidationIssues, validate } from './validation.js'
 

@@ -4,7 +4,7 @@ import { createCborReader, UNREAD } from './cbor-reader.js'
 import { createPlainCborScan } from './cbor-scan.js'
 import { createCborWriter, UNWRITTEN } from './cbor-writer.js'
 import { ENVELOPE_VERSION, type Envelope, type EnvelopeKind } from './envelope.js'
-import { isTopicSegment, MAX_TOPIC_LEVEL_LENGTH } from './topics.js'
+import { isTopicSegment, TOPIC_LEVEL_RULE } from '../topic-level.js'
 
 /** Default largest frame a device accepts: 256 KiB. */
 export const DEFAULT_MAX_FRAME_BYTES = 256 * 1024
@@ -201,7 +201,7 @@ function createLevelCheck(): LevelCheck {
 }
 
 function badLevel(field: string): DecodeResult {
-  return fail(ErrorCode.INVALID_TOPIC_LEVEL, `envelope field "${field}" cannot be a topic level (1 to ${MAX_TOPIC_LEVEL_LENGTH} characters, no '/', '+', '#' or control characters)`, { field })
+  return fail(ErrorCode.INVALID_TOPIC_LEVEL, `envelope field "${field}" cannot be a topic level (${TOPIC_LEVEL_RULE})`, { field })
 }
 
 /** Whether an optional envelope field is absent (undefined or null) or a string. */

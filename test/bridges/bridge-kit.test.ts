@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { createDeadlineTracker, createPendingReplies } from '../../runtime/bridges/bridge-kit.js'
-import { createRecentMap } from '../../runtime/service/recent-map.js'
+import { createRecentMap } from '../../runtime/recent-map.js'
 import { ErrorCode, isOutpostError, type Envelope } from '../../runtime/index.js'
 
 const command = (id: string, deadline: number): Envelope => ({ v: 1, kind: 'command', id, src: 'a', inst: 'i', at: 0, service: 's', name: 'c', deadline })

@@ -1,5 +1,5 @@
 import type { Inbox, InboxRecord } from '../../ports/inbox.js'
-import { createRecentMap } from '../../service/recent-map.js'
+import { createRecentMap } from '../../recent-map.js'
 
 /** Creates an inbox in memory remembering the last `window` ids (default 10 000). */
 export function createMemoryInbox(window = 10_000): Inbox {

@@ -1,6 +1,6 @@
 import type { DeviceTransaction } from '../../ports/device-transaction.js'
 import type { Outbox, OutboxEntry, OutboxStreamLimits } from '../../ports/outbox.js'
-import { createOutboxAccounting } from '../../outbox/outbox-accounting.js'
+import { createOutboxAccounting } from '../outbox-accounting.js'
 import { createMemoryTransaction } from './memory-transaction.js'
 
 /**

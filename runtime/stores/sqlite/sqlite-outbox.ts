@@ -1,7 +1,7 @@
 import type { Outbox, OutboxEntry, OutboxStreamLimits } from '../../ports/outbox.js'
 import type { DeviceDatabase } from './device-database.js'
 import { toStoreError } from './store-error.js'
-import { createOutboxAccounting } from '../../outbox/outbox-accounting.js'
+import { createOutboxAccounting } from '../outbox-accounting.js'
 
 interface Row {
   seq: number

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import { ErrorCode, OutpostError } from '../runtime/errors.js'
+import { ErrorCode, errorMessage, OutpostError } from '../runtime/errors.js'
 import { createLogger, parseLogFormat, parseLogLevel, type LogFormat } from '../runtime/logger.js'
 
 /** What every demo device reads from its environment. */
@@ -60,7 +60,7 @@ export function deviceLogger(cfg: DeviceConfig): Logger {
     try {
       return parse()
     } catch (err) {
-      problems.push((err as Error).message)
+      problems.push(errorMessage(err))
       return undefined
     }
   }

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, rmdirSync } from 'node:fs'
 import path from 'node:path'
 import type { Logger } from 'pino'
-import { ErrorCode, isOutpostError, OutpostError } from '../runtime/errors.js'
+import { ErrorCode, errorMessage, isOutpostError, OutpostError } from '../runtime/errors.js'
 import { openDeviceDatabase, type DeviceDatabase } from '../runtime/stores/sqlite/index.js'
 import { storeCodeOfOsError } from '../runtime/stores/sqlite/store-error.js'
 import type { DeviceConfig } from './device-config.js'
@@ -48,7 +48,7 @@ function makeDataFolder(dir: string): void {
       }
     }
     const store = storeCodeOfOsError(code) ?? ErrorCode.STORE_FAILED
-    const what = store === ErrorCode.STORE_READ_ONLY ? 'a read-only disk or folder' : store === ErrorCode.STORE_FULL ? 'the disk is full' : (err as Error).message
+    const what = store === ErrorCode.STORE_READ_ONLY ? 'a read-only disk or folder' : store === ErrorCode.STORE_FULL ? 'the disk is full' : errorMessage(err)
     throw new OutpostError(store, `cannot make the data folder ${dir} (OUTPOST_DATA_DIR): ${what} (${code})`, { cause: err })
   }
 }

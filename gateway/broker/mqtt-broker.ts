@@ -1,6 +1,6 @@
 import net from 'node:net'
 import { Aedes, type AedesOptions } from 'aedes'
-import { ErrorCode, OutpostError } from '../../runtime/errors.js'
+import { ErrorCode, errorMessage, OutpostError } from '../../runtime/errors.js'
 import { guardPacketSize } from '../../runtime/bridges/mqtt/packet-size-guard.js'
 
 /** Default largest MQTT packet (remaining length) the broker reads from a client: 1 MiB. */
@@ -81,7 +81,7 @@ export async function startMqttBroker(opts: MqttBrokerOptions = {}): Promise<Mqt
     if (code === 'EADDRINUSE') {
       throw new OutpostError(ErrorCode.PORT_IN_USE, `MQTT port ${host}:${wanted} is already in use (another broker such as Mosquitto?); choose another with --port or OUTPOST_MQTT_PORT, or 0 for a free one`, { cause: err, details: { host, port: wanted } })
     }
-    throw new OutpostError(ErrorCode.INVALID_CONFIG, `cannot listen on ${host}:${wanted}: ${(err as Error).message}`, { cause: err })
+    throw new OutpostError(ErrorCode.INVALID_CONFIG, `cannot listen on ${host}:${wanted}: ${errorMessage(err)}`, { cause: err })
   }
   const port = (server.address() as net.AddressInfo).port
   let closed: Promise<void> | undefined

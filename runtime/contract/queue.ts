@@ -1,5 +1,5 @@
 import * as v from 'valibot'
-import { ErrorCode, OutpostError } from '../errors.js'
+import { ErrorCode, isOutpostError, OutpostError } from '../errors.js'
 import type { Schema } from './schema.js'
 
 /** Exponential backoff between attempts of a job (random jitter is always applied). */
@@ -174,21 +174,31 @@ export function checkQueueSpec(name: string, spec: QueueSpec): void {
 
 /**
  * What a worker decided instead of returning a result: try again (optionally after a delay)
- * or give up now (dead-letter). Return it, or throw it from deeper down.
+ * or give up now (dead-letter). Return it, or throw it from deeper down. It is an OutpostError
+ * like everything else that crosses a boundary: code JOB_RETRY or JOB_FAILED, `details` holding
+ * the reason (and the delay of a retry), so it travels and logs as any Outpost error.
  */
-export class JobDecision extends Error {
-  // A literal, so the name survives minification.
-  override name = 'JobDecision'
-  constructor(
-    readonly decision: 'retry' | 'fail',
-    readonly reason: string,
-    readonly delayMs?: number,
-  ) {
-    super(reason)
+export class JobDecision extends OutpostError {
+  readonly decision: 'retry' | 'fail'
+  readonly reason: string
+  readonly delayMs?: number
+  constructor(decision: 'retry' | 'fail', reason: string, delayMs?: number) {
+    super(decision === 'retry' ? ErrorCode.JOB_RETRY : ErrorCode.JOB_FAILED, reason, {
+      details: delayMs === undefined ? { reason } : { reason, delayMs },
+    })
+    this.decision = decision
+    this.reason = reason
+    if (delayMs !== undefined) this.delayMs = delayMs
   }
 }
 
-/** True when `x` is a worker's JobDecision (minification-safe). */
+/**
+ * True when `x` is a worker's JobDecision: an OutpostError with code JOB_RETRY or JOB_FAILED and
+ * the decision that code stands for (minification-safe: no class name is compared). Any other
+ * error with those codes is not a decision; it fails the attempt as any thrown error does.
+ */
 export function isJobDecision(x: unknown): x is JobDecision {
-  return typeof x === 'object' && x !== null && (x as { name?: unknown }).name === 'JobDecision'
+  if (!isOutpostError(x)) return false
+  const decision = (x as { decision?: unknown }).decision
+  return (x.code === ErrorCode.JOB_RETRY && decision === 'retry') || (x.code === ErrorCode.JOB_FAILED && decision === 'fail')
 }

@@ -1,6 +1,6 @@
 import type * as v from 'valibot'
 import type { Logger } from 'pino'
-import { ErrorCode, OutpostError } from '../errors.js'
+import { ErrorCode, errorMessage, OutpostError } from '../errors.js'
 import type { AnyContract } from './contract.js'
 import type { Schema } from './schema.js'
 import type { Resource, ResourcesOf } from './resource.js'
@@ -11,7 +11,7 @@ function checkCron(pattern: string, timezone: string | undefined): void {
   try {
     new Cron(pattern, { paused: true, timezone }).nextRun()
   } catch (cause) {
-    throw new OutpostError(ErrorCode.INVALID_CONFIG, `schedule "${pattern}"${timezone ? ` in ${timezone}` : ''} is not usable: ${(cause as Error).message}`, { cause })
+    throw new OutpostError(ErrorCode.INVALID_CONFIG, `schedule "${pattern}"${timezone ? ` in ${timezone}` : ''} is not usable: ${errorMessage(cause)}`, { cause })
   }
 }
 

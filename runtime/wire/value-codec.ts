@@ -1,4 +1,5 @@
 import { Decoder, Encoder } from 'cbor-x'
+import { ErrorCode, OutpostError } from '../errors.js'
 import { createCborReader, UNREAD } from './cbor-reader.js'
 import { createCborWriter, UNWRITTEN } from './cbor-writer.js'
 
@@ -12,16 +13,19 @@ export interface ValueCodec {
    * The CBOR bytes of `value` (`undefined` is written as CBOR undefined). The bytes are a view
    * into a buffer the codec reuses for later values without overwriting these; a caller that
    * keeps them for long should keep a copy (a store that binds them to a statement need not).
-   * @throws what cbor-x throws for a value it cannot encode
+   * @throws INTERNAL for a value that cannot be written (a function, a symbol, a cycle, a getter
+   * that throws: its error is the cause, and its message stays out of the error's own, which a
+   * remote caller may read)
    */
   encode(value: unknown): Uint8Array
-  /** The value stored as `bytes`. @throws what cbor-x throws for bytes that are not CBOR */
+  /** The value stored as `bytes`. @throws STORE_FAILED for bytes that are not CBOR (the cause says why) */
   decode(bytes: Uint8Array): unknown
 }
 
 /**
- * Creates a value codec, with buffers and caches of its own (one per store). Plain data (numbers, strings, booleans, null, arrays, plain objects) is
- * written and read by the fast plain-CBOR writer and reader; anything else goes to cbor-x.
+ * Creates a value codec, with buffers and caches of its own (one per store). Plain data
+ * (numbers, strings, booleans, null, arrays, plain objects) is written and read by the fast
+ * plain-CBOR writer and reader; anything else goes to cbor-x.
  *
  * The on-disk format is fixed by what databases already hold: cbor-x without its record
  * extension, maps read as objects, typed arrays tagged, 8-byte integers read as BigInts (the
@@ -38,11 +42,21 @@ export function createValueCodec(): ValueCodec {
   return {
     encode(value: unknown): Uint8Array {
       const written = writer.write(value)
-      return written !== UNWRITTEN ? written : encoder.encode(value)
+      if (written !== UNWRITTEN) return written
+      try {
+        return encoder.encode(value)
+      } catch (cause) {
+        throw new OutpostError(ErrorCode.INTERNAL, 'value cannot be stored as CBOR (plain data only: no functions, symbols or cycles)', { cause })
+      }
     },
     decode(bytes: Uint8Array): unknown {
       const read = reader.read(bytes)
-      return read !== UNREAD ? read : decoder.decode(bytes)
+      if (read !== UNREAD) return read
+      try {
+        return decoder.decode(bytes)
+      } catch (cause) {
+        throw new OutpostError(ErrorCode.STORE_FAILED, 'a stored value is not readable CBOR', { cause })
+      }
     },
   }
 }

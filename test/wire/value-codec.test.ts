@@ -1,5 +1,6 @@
 import { Decoder, Encoder } from 'cbor-x'
 import { describe, expect, it } from 'vitest'
+import { ErrorCode, isOutpostError } from '../../runtime/errors.js'
 import { createValueCodec } from '../../runtime/wire/value-codec.js'
 
 // How the SQLite stores configured cbor-x before they shared the value codec: rows in existing
@@ -56,7 +57,26 @@ describe('value codec', () => {
     expect(codec.decode(first)).toStrictEqual({ id: 'first', n: 1 })
   })
 
-  it('throws on bytes that are not CBOR', () => {
-    expect(() => createValueCodec().decode(new Uint8Array([0x1c]))).toThrow()
+  it('throws OutpostErrors: STORE_FAILED for bytes that are not CBOR, INTERNAL for a value that cannot be written', () => {
+    const codec = createValueCodec()
+    for (const bytes of [[0x1c], [0x82, 0x01], [0xff], []]) {
+      expect(() => codec.decode(new Uint8Array(bytes))).toThrow(expect.objectContaining({ name: 'OutpostError', code: 'STORE_FAILED' }))
+    }
+    const cyclic: Record<string, unknown> = {}
+    cyclic.self = cyclic
+    const secret = { get token(): string { throw new Error('secret-42') } }
+    for (const value of [() => 1, Symbol('s'), cyclic, new Map([['f', () => 1]]), secret]) {
+      let thrown: unknown
+      try {
+        codec.encode(value)
+      } catch (err) {
+        thrown = err
+      }
+      expect(isOutpostError(thrown, ErrorCode.INTERNAL)).toBe(true)
+      // The cause stays for the device's log; the message (which may travel) does not carry it.
+      expect((thrown as Error).message).not.toContain('secret-42')
+    }
+    // The codec writes on after a failure.
+    expect(codec.decode(codec.encode({ after: 'failures' }))).toStrictEqual({ after: 'failures' })
   })
 })

@@ -1,6 +1,5 @@
-import { ErrorCode, OutpostError } from '../errors.js'
 import type { BridgeStats, BridgeStatus } from '../ports/bridge.js'
-import type { Envelope } from '../wire/envelope.js'
+import { topicMatches } from '../wire/topics.js'
 
 /** Largest inbound payload a bridge takes unless told otherwise: 256 KiB (the wire codec's frame limit). */
 export const DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
@@ -73,115 +72,6 @@ export function createStatusHub(): StatusHub {
   return hub
 }
 
-interface Pending extends DeadlineEntry {
-  resolve(env: Envelope): void
-  reject(err: OutpostError): void
-}
-
-/** One request waiting for its reply (a class: no closures allocated per request). */
-class PendingRequest implements Pending {
-  readonly deadline: number
-  tracked = false
-  constructor(
-    readonly command: Envelope,
-    private readonly sentAt: number,
-    readonly resolve: (env: Envelope) => void,
-    readonly reject: (err: OutpostError) => void,
-    private readonly onExpired: (p: PendingRequest) => void,
-    readonly memo: unknown,
-  ) {
-    this.deadline = command.deadline!
-  }
-  expire(): void {
-    this.onExpired(this)
-    const c = this.command
-    const ms = this.deadline - this.sentAt
-    this.reject(new OutpostError(ErrorCode.TIMEOUT, `no reply to ${c.service}.${c.name} within ${ms} ms`, { retryable: true, details: { service: c.service, command: c.name, timeoutMs: ms } }))
-  }
-}
-
-/** Requests waiting for their replies, keyed by command id; enforces deadlines. */
-export interface PendingReplies {
-  readonly size: number
-  /** Registers a request; the promise settles with its reply or a TIMEOUT at the deadline. `memo` travels with it (e.g. the encoded frame, for re-sending). */
-  wait(command: Envelope, now: number, memo?: unknown): Promise<Envelope>
-  /** Visits every request still waiting. */
-  forEach(fn: (command: Envelope, memo: unknown) => void): void
-  /** Hands a reply to its waiter; false when nobody waits (late or unknown) or the reply is not from the command's target. */
-  settle(reply: Envelope): boolean
-  /** Fails one waiter (the publish of its command failed). */
-  fail(id: string, err: OutpostError): void
-  /** Fails every waiter (bridge closed). */
-  failAll(err: OutpostError): void
-  /** Resolves once no request is waiting, or after `ms`. */
-  drained(ms: number): Promise<void>
-}
-
-/** Creates the pending-reply table. */
-export function createPendingReplies(now: () => number = Date.now): PendingReplies {
-  const pending = new Map<string, Pending>()
-  const deadlines = createDeadlineTracker(now)
-  let onEmpty: (() => void) | undefined
-  const expired = (p: PendingRequest): void => {
-    pending.delete(p.command.id)
-    if (pending.size === 0) onEmpty?.()
-  }
-  const remove = (id: string): Pending | undefined => {
-    const p = pending.get(id)
-    if (p === undefined) return undefined
-    pending.delete(id)
-    deadlines.remove(p)
-    if (pending.size === 0) onEmpty?.()
-    return p
-  }
-  return {
-    get size() {
-      return pending.size
-    },
-    forEach(fn) {
-      for (const p of pending.values()) fn((p as PendingRequest).command, (p as PendingRequest).memo)
-    },
-    wait(command, at, memo) {
-      if (command.deadline === undefined) {
-        return Promise.reject(new OutpostError(ErrorCode.INVALID_ENVELOPE, 'a request needs a deadline'))
-      }
-      return new Promise<Envelope>((resolve, reject) => {
-        const entry = new PendingRequest(command, at, resolve, reject, expired, memo)
-        pending.set(command.id, entry)
-        deadlines.add(entry)
-      })
-    },
-    settle(reply) {
-      if (reply.corr === undefined) return false
-      const waiting = pending.get(reply.corr) as PendingRequest | undefined
-      // A reply counts only from the device the command went to: anyone who saw the command's
-      // id could answer it otherwise. The command keeps waiting for its real reply.
-      if (waiting === undefined || (waiting.command.target !== undefined && reply.src !== waiting.command.target)) return false
-      remove(reply.corr)
-      waiting.resolve(reply)
-      return true
-    },
-    fail(id, err) {
-      remove(id)?.reject(err)
-    },
-    failAll(err) {
-      for (const id of [...pending.keys()]) remove(id)?.reject(err)
-    },
-    drained(ms) {
-      if (pending.size === 0) return Promise.resolve()
-      return new Promise<void>((resolve) => {
-        const t = setTimeout(done, ms)
-        function done(): void {
-          clearTimeout(t)
-          onEmpty = undefined
-          resolve()
-        }
-        onEmpty = done
-      })
-    },
-  }
-}
-
 /** Creates zeroed bridge counters with a helper to count drops. */
 export function createBridgeStats(): BridgeStats & { drop(code: string): void } {
   const stats = {
@@ -200,80 +90,57 @@ export function snapshotStats(s: BridgeStats): BridgeStats {
   return { published: s.published, received: s.received, dropped: { ...s.dropped } }
 }
 
-/** Something that must happen at a deadline unless removed first. */
-export interface DeadlineEntry {
-  deadline: number
-  /** Set by the tracker while the entry is waiting; do not touch. */
-  tracked?: boolean
-  expire(): void
-}
-
-/** Tracks deadlines with one timer for all of them (a timer per call costs more than the call). */
-export interface DeadlineTracker {
-  add(entry: DeadlineEntry): void
-  remove(entry: DeadlineEntry): void
-  readonly size: number
+/** Something subscribed on a topic filter. */
+export interface Routed {
+  readonly filter: string
 }
 
 /**
- * Creates a deadline tracker. Entries sit in an array (a Set of objects would give each one an
- * identity hash, which costs more than the rest of a call); removal only flags the entry, and
- * the array is compacted once flagged entries outnumber live ones. The single timer is armed
- * for the earliest deadline.
+ * Subscriptions by topic filter, and which of them a topic matches. The routing cache of every
+ * transport: topic → matching subscriptions, remembered (10,000 topics at most) and forgotten
+ * whenever the subscriptions change.
  */
-export function createDeadlineTracker(now: () => number = Date.now): DeadlineTracker {
-  let queue: DeadlineEntry[] = []
-  let live = 0
-  let timer: ReturnType<typeof setTimeout> | undefined
-  let armedFor = Number.POSITIVE_INFINITY
-  const arm = (at: number): void => {
-    if (timer !== undefined) clearTimeout(timer)
-    armedFor = at
-    // Unref'd: a deadline alone does not keep a process alive (a connection or a handler does).
-    timer = setTimeout(sweep, Math.max(0, at - now()))
-    timer.unref?.()
-  }
-  const compact = (): void => {
-    queue = queue.filter((e) => e.tracked === true)
-  }
-  const sweep = (): void => {
-    timer = undefined
-    armedFor = Number.POSITIVE_INFINITY
-    const t = now()
-    const due = queue
-    queue = []
-    let next = Number.POSITIVE_INFINITY
-    for (const e of due) {
-      if (e.tracked !== true) continue
-      if (e.deadline <= t) {
-        e.tracked = false
-        live--
-        e.expire()
-      } else {
-        queue.push(e)
-        if (e.deadline < next) next = e.deadline
-      }
-    }
-    if (next !== Number.POSITIVE_INFINITY && next < armedFor) arm(next)
-  }
+export interface Routes<S extends Routed> {
+  /** The subscriptions, in the order they were added (do not change it directly). */
+  readonly all: readonly S[]
+  add(sub: S): void
+  /** Removes one subscription; false when it was not there. */
+  remove(sub: S): boolean
+  /** Removes every subscription `drop` says to. */
+  removeWhere(drop: (sub: S) => boolean): void
+  /** The subscriptions whose filter matches `topic` (MQTT `+` and `#`). */
+  match(topic: string): S[]
+}
+
+/** Creates an empty routing table. */
+export function createRoutes<S extends Routed>(): Routes<S> {
+  const subs: S[] = []
+  const cache = new Map<string, S[]>()
   return {
-    add(entry) {
-      entry.tracked = true
-      queue.push(entry)
-      live++
-      if (entry.deadline < armedFor) arm(entry.deadline)
-      if (queue.length > 2 * live + 1024) compact()
+    all: subs,
+    add(sub) {
+      subs.push(sub)
+      cache.clear()
     },
-    remove(entry) {
-      // The armed timer stays: re-arming per call would cost a timer per call again. When it
-      // fires with nothing due it re-arms for the earliest remaining deadline, if any.
-      if (entry.tracked === true) {
-        entry.tracked = false
-        live--
+    remove(sub) {
+      const i = subs.indexOf(sub)
+      if (i < 0) return false
+      subs.splice(i, 1)
+      cache.clear()
+      return true
+    },
+    removeWhere(drop) {
+      for (let i = subs.length - 1; i >= 0; i--) if (drop(subs[i]!)) subs.splice(i, 1)
+      cache.clear()
+    },
+    match(topic) {
+      let hit = cache.get(topic)
+      if (hit === undefined) {
+        hit = subs.filter((s) => topicMatches(s.filter, topic))
+        if (cache.size > 10_000) cache.clear()
+        cache.set(topic, hit)
       }
-    },
-    get size() {
-      return live
+      return hit
     },
   }
 }

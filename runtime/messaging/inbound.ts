@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import { createLogLimiter } from '../log-limiter.js'
-import type { InboundFrame } from '../ports/frame-bridge.js'
+import type { InboundFrame } from '../ports/bridge.js'
 import type { EnvelopeCodec } from '../wire/codec.js'
 import type { Envelope } from '../wire/envelope.js'
 import { isTopicSegment } from '../wire/topics.js'

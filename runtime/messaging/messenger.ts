@@ -1,6 +1,6 @@
 import { pino, type Logger } from 'pino'
 import { ErrorCode, OutpostError, errorMessage, isOutpostError } from '../errors.js'
-import type { Bridge, BridgeStats, BridgeStatus, FrameHandler, PublishOptions, Subscription } from '../ports/frame-bridge.js'
+import type { Bridge, BridgeStats, BridgeStatus, FrameHandler, PublishOptions, Subscription } from '../ports/bridge.js'
 import { createEnvelopeCodec } from '../wire/codec.js'
 import type { Envelope, PresencePayload } from '../wire/envelope.js'
 import { createMessageIdFactory } from '../wire/message-id.js'

@@ -1,25 +1,12 @@
 import type { Logger } from 'pino'
-import { ErrorCode, errorCode, errorMessage, isOutpostError } from '../errors.js'
-import type { Bridge as LegacyBridge } from '../ports/bridge.js'
-import type { Bridge, PublishOptions } from '../ports/frame-bridge.js'
+import { errorCode, errorMessage } from '../errors.js'
+import type { Bridge, PublishOptions } from '../ports/bridge.js'
 import type { Outbox, OutboxEntry } from '../ports/outbox.js'
 import { createLogLimiter } from '../log-limiter.js'
 
 // Stored frames go out at QoS 1: each entry is removed only once the broker has it.
 const PLAIN: PublishOptions = { qos: 1, retain: false }
 const RETAIN: PublishOptions = { qos: 1, retain: true }
-
-/** Publishes a stored frame as it is: bytes on its topic, no decoding. */
-type PublishStored = (topic: string, frame: Uint8Array, opts: PublishOptions) => Promise<void>
-
-/**
- * The publish of a frames-only bridge, or (until the runtime moves to the frames-only port) the
- * `publishEncoded` of an envelope bridge.
- */
-function publisherOf(bridge: Bridge | LegacyBridge): PublishStored {
-  if ('publishEncoded' in bridge) return (topic, frame, opts) => bridge.publishEncoded(topic, frame, opts)
-  return (topic, frame, opts) => bridge.publish(topic, frame, opts)
-}
 
 /** Moves outbox entries to the broker while connected. */
 export interface OutboxPump {
@@ -35,9 +22,8 @@ export interface OutboxPump {
  * it starts again from the oldest entry still there, so what was in flight is sent again
  * (at least once: receivers drop duplicates by message id).
  */
-export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge | LegacyBridge; window?: number; log: Logger }): OutboxPump {
+export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; window?: number; log: Logger }): OutboxPump {
   const { outbox, bridge, log } = opts
-  const publish = publisherOf(bridge)
   const limited = createLogLimiter(log)
   const window = Math.max(1, opts.window ?? 128)
   let lastSent = 0 // highest seq handed to the bridge in this connection
@@ -80,7 +66,8 @@ export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge | Legacy
       lastSent = entry.seq
       inFlight++
       const gen = generation
-      publish(entry.topic, entry.frame, entry.retain ? RETAIN : PLAIN).then(
+      // The stored frame goes out as it is: bytes on its topic, never decoded.
+      bridge.publish(entry.topic, entry.frame, entry.retain ? RETAIN : PLAIN).then(
         () => {
           outbox.ack(entry.seq)
           settled(gen)
@@ -88,12 +75,6 @@ export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge | Legacy
         },
         (err: unknown) => {
           settled(gen)
-          if (isOutpostError(err, ErrorCode.MALFORMED_FRAME) || isOutpostError(err, ErrorCode.INVALID_ENVELOPE)) {
-            // Written by this runtime, so this means storage damage: say so and let it go.
-            log.error({ seq: entry.seq }, 'outbox entry cannot be decoded; removed')
-            outbox.ack(entry.seq)
-            return
-          }
           log.debug({ seq: entry.seq, err: errorMessage(err) }, 'outbox publish failed; will be sent again')
         },
       )

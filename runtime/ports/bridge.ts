@@ -1,6 +1,4 @@
 import type { OutpostError } from '../errors.js'
-import type { Envelope, PresencePayload } from '../wire/envelope.js'
-import type { Topics } from '../wire/topics.js'
 
 /** Connection state of a bridge, as a typed union (never a bare string event). */
 export type BridgeStatus =
@@ -11,23 +9,29 @@ export type BridgeStatus =
   | { type: 'reconnecting'; attempt: number; delayMs: number }
   | { type: 'closed' }
 
-/** One message handed to a subscriber. */
-export interface InboundMessage {
-  topic: string
-  envelope: Envelope
+/** One message handed to a subscriber: bytes on a topic. */
+export interface InboundFrame {
+  readonly topic: string
+  /** The bytes as published; zero bytes when a retained message was cleared (MQTT semantics). */
+  readonly payload: Uint8Array
   /** Delivered from the broker's retained store rather than published just now. */
-  retained: boolean
-  /** The broker says it may have delivered this message before (MQTT DUP flag). */
-  redelivered: boolean
+  readonly retained: boolean
+  /** The broker says it may have delivered this message before (MQTT DUP flag; an in-process transport never redelivers). */
+  readonly redelivered: boolean
+  /**
+   * Fast path of an in-process transport: the value a publisher handed over with `publishValue`
+   * (see there), undefined otherwise. Only the messaging layer reads it; `payload` always holds
+   * the bytes.
+   */
+  readonly value?: unknown
 }
 
 /**
- * Handles one inbound message. For QoS 1 the bridge acknowledges the message to the broker
- * only after the returned promise settles, so a handler that commits before resolving gets
- * "acknowledged after committed". A handler must not throw for bad content: that is its own
- * error reply to send.
+ * Handles one inbound frame. For QoS 1 the transport acknowledges the message to the broker
+ * only after the returned promise settles (fulfilled or rejected), so a handler that commits
+ * before resolving gets "acknowledged after committed".
  */
-export type MessageHandler = (msg: InboundMessage) => void | Promise<void>
+export type FrameHandler = (frame: InboundFrame) => void | Promise<void>
 
 /** An active subscription; `unsubscribe` is idempotent. */
 export interface Subscription {
@@ -35,18 +39,11 @@ export interface Subscription {
   unsubscribe(): Promise<void>
 }
 
-/** Options of a subscription. */
-export interface SubscribeOptions {
-  /**
-   * Told of a zero-byte frame on a matching topic: the way MQTT clears a retained message
-   * [MQTT-3.3.1-10]. `device` is the sender level of the topic (`<prefix>/<device>/…`). Without
-   * this option such a frame is dropped as MALFORMED_FRAME, like any frame that does not decode.
-   */
-  onCleared?: (device: string, topic: string) => void
-}
-
+/** How a frame is published. */
 export interface PublishOptions {
-  /** Keep as the topic's retained message (presence). */
+  /** 1 (default): at least once, settled by the broker's acknowledgement; 0: at most once, settled once written. */
+  qos?: 0 | 1
+  /** Keep as the topic's retained message; a zero-byte payload published retained clears it. */
   retain?: boolean
 }
 
@@ -54,67 +51,61 @@ export interface PublishOptions {
 export interface BridgeStats {
   published: number
   received: number
-  /** Inbound frames dropped, by reason (MALFORMED_FRAME, FRAME_TOO_LARGE, …, LATE_REPLY). */
+  /** Inbound frames dropped, by reason (transport: FRAME_TOO_LARGE; messaging adds MALFORMED_FRAME, LATE_REPLY, …). */
   dropped: Record<string, number>
 }
 
 /**
- * Moves envelopes between runtimes. The bridge owns its connection.
+ * Moves frames (bytes on topics) between processes, in the spirit of nats.js: it knows nothing
+ * of envelopes, codecs or topic naming; those live once, in `runtime/messaging/`.
  *
- * - Delivery: at least once (QoS 1) for publish; a publish resolves once the broker has
- *   acknowledged it (memory: once it has been handed to every matching subscriber's queue).
- * - Ordering: messages from one bridge on one topic arrive in the order published.
- * - Request/reply: `request` sends a command and resolves with the reply envelope whose `corr`
- *   equals the command id; it rejects with TIMEOUT at the command's deadline, with
- *   BRIDGE_UNAVAILABLE when offline at call time, with BRIDGE_CLOSED after close.
- * - Presence: when the bridge goes away (close or a lost connection) an offline presence for
- *   its device is published as a retained message (MQTT: the last will), naming the services
- *   given to `declareServices`.
- * - Retained messages: a subscriber gets those of its filter when it subscribes, and again
- *   after every reconnect, whatever session the broker kept (they may arrive just after the
- *   status turns `connected`).
- * - `close` is idempotent: it stops accepting work, waits up to `drainMs` for in-flight
- *   requests and handlers, then disconnects.
+ * - Publish: `publish` settles with the acknowledgement: QoS 1, the broker's PUBACK; QoS 0,
+ *   once written; memory, once handed to every matching subscriber.
+ *   @throws BRIDGE_UNAVAILABLE while not connected, BRIDGE_CLOSED after close.
+ * - Subscribe: MQTT filter syntax (`+`, `#`); a handler's settlement is the acknowledgement.
+ *   A subscriber gets the retained messages of its filter when it subscribes, and again after
+ *   every reconnect. Ordering: frames from one publisher on one topic arrive in order.
+ * - Retained: a zero-byte payload published retained clears the topic's retained message and
+ *   reaches subscribers as an empty payload.
+ * - Oversized inbound frames (over `maxPayloadBytes`) are dropped and acknowledged by the
+ *   transport itself, counted as FRAME_TOO_LARGE in `stats().dropped`.
+ * - Last will: `setWill` names a frame the broker publishes when the connection is lost, never
+ *   on a clean `close`.
+ * - `close` is idempotent: it stops taking publishes and subscriptions, waits up to `drainMs`
+ *   for handlers and publishes in flight, then disconnects.
+ *
+ * Zero-serialization fast path: an in-process transport may offer `publishValue`. The value
+ * reaches subscribers as `InboundFrame.value`, and `payload` is encoded (once per publish, with
+ * the encoder given) only if a subscriber reads it, so subscribers of the bytes API still get
+ * bytes. Only the messaging layer uses it, and only when it is there; semantics (ordering,
+ * retained, acknowledgement) are those of `publish`.
  */
 export interface Bridge {
+  /** The identity it connects as (MQTT: the default client id). A topic level. */
   readonly deviceId: string
-  readonly instanceId: string
-  readonly topics: Topics
+  /** Largest inbound payload taken, bytes. */
+  readonly maxPayloadBytes: number
   /** Current connection state. */
   readonly status: BridgeStatus
   /**
-   * Starts connecting (idempotent) and resolves once connected.
-   * @throws BRIDGE_UNAVAILABLE when the first attempt fails; the bridge keeps retrying in the background.
+   * Starts connecting (idempotent) and resolves once connected (subscriptions in place).
+   * @throws BRIDGE_UNAVAILABLE when the first attempt fails; the bridge keeps retrying in the background. BRIDGE_CLOSED after close.
    */
   connect(): Promise<void>
-  /** Publishes an envelope on the topic it routes to. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE */
-  publish(env: Envelope, opts?: PublishOptions): Promise<void>
+  /** Publishes bytes on a topic. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE */
+  publish(topic: string, payload: Uint8Array, opts?: PublishOptions): Promise<void>
+  /** Optional fast path of in-process transports (see the interface's doc). @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE */
+  publishValue?(topic: string, value: unknown, encode: (value: unknown) => Uint8Array, opts?: PublishOptions): Promise<void>
+  /** Subscribes to a topic filter; may be called before `connect`. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE (the broker refused it) */
+  subscribe(filter: string, handler: FrameHandler): Promise<Subscription>
   /**
-   * Publishes an envelope already encoded with the wire codec (from the outbox), on its topic.
-   * Same guarantees as `publish`; saves decoding and encoding again.
-   * @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE, MALFORMED_FRAME (memory bridge: the frame must decode)
+   * Sets the frame the broker publishes on this connection's behalf when it is lost (MQTT: the
+   * will of the CONNECT packet, so a call takes effect at the next connect).
    */
-  publishEncoded(topic: string, frame: Uint8Array, opts?: PublishOptions): Promise<void>
-  /** Subscribes to a topic filter (MQTT syntax). @throws BRIDGE_CLOSED */
-  subscribe(filter: string, handler: MessageHandler, opts?: SubscribeOptions): Promise<Subscription>
-  /**
-   * Sets the services the offline presence of this device names (the last will and the goodbye
-   * of `close`), so a process that starts while this device is away still knows what it offers.
-   * Call it before `connect`: the will travels in the CONNECT packet, so a later call takes
-   * effect at the next connect (the goodbye of `close` uses it at once).
-   */
-  declareServices(services: PresencePayload['services']): void
-  /** Sends a command (its `deadline` is required) and waits for the reply. @throws TIMEOUT, BRIDGE_UNAVAILABLE, BRIDGE_CLOSED */
-  request(command: Envelope): Promise<Envelope>
-  /**
-   * Sends again every command still waiting for its reply (or those addressed to `target`),
-   * with the same message ids; receivers execute a command once and answer a repeat with the
-   * cached reply. Called after a reconnect and when a target device announces itself again.
-   */
-  resendPending(target?: string): void
+  setWill(topic: string, payload: Uint8Array, opts?: PublishOptions): void
   /** Listens to status changes; returns the function that stops listening. */
   onStatus(listener: (status: BridgeStatus) => void): () => void
-  /** Status changes as an async stream (ends when the bridge closes). */
+  /** Status changes as an async stream, starting with the current one (ends when the bridge closes). */
   statusStream(signal?: AbortSignal): AsyncIterable<BridgeStatus>
   /** Snapshot of the counters. */
   stats(): BridgeStats

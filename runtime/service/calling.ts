@@ -1,7 +1,7 @@
 import type { AnyContract } from '../contract/contract.js'
 import type { ContractClient, InvokeOptions, InvokeTarget } from '../contract/service.js'
 import { ErrorCode, OutpostError, fromWireError } from '../errors.js'
-import { createDeadlineTracker } from '../bridges/bridge-kit.js'
+import { createDeadlineTracker } from '../messaging/deadline-tracker.js'
 import { ENVELOPE_VERSION, type Envelope } from '../wire/envelope.js'
 import type { Directory } from './directory.js'
 import type { HostedService } from './hosted-service.js'

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import type { AnyContract } from '../contract/contract.js'
 import type { ContractClient, InvokeOptions, InvokeTarget, ServiceDefinition } from '../contract/service.js'
+import type { MessagingOptions } from '../messaging/messenger.js'
 import type { Bridge, BridgeStats } from '../ports/bridge.js'
 import type { Clock } from '../ports/clock.js'
 import type { Inbox } from '../ports/inbox.js'
@@ -15,7 +16,10 @@ import type { InboundDeadLetterLimits } from '../queue/service-queues.js'
 
 /** How a runtime is put together; the entry point picks the bridge. */
 export interface RuntimeOptions {
+  /** The bridge that moves frames (createMemoryBridge, createMqttBridge); the runtime builds its envelope layer on it. */
   bridge: Bridge
+  /** Topic prefix, instance id and reply QoS of this runtime's envelopes. */
+  messaging?: MessagingOptions
   services?: ServiceDefinition[]
   /**
    * Where emitted events wait until the broker has them (a SQLite outbox on a device, so they

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { pino, type Logger } from 'pino'
 import { createLogLimiter, type LogLimiter } from '../log-limiter.js'
-import type { Bridge, InboundMessage } from '../ports/bridge.js'
+import { createMessenger, type InboundMessage, type Messenger } from '../messaging/messenger.js'
 import { systemClock, type Clock } from '../ports/clock.js'
 import type { StateStore } from '../ports/state-store.js'
 import { createMemoryStateStore } from '../stores/memory/memory-state-store.js'
@@ -13,7 +13,7 @@ import type { RuntimeOptions } from './runtime-api.js'
  * What the runtime's rooms (calling, serving, events, lifecycle) send and receive envelopes
  * through. The one place that names the link's type: the rooms import this alias.
  */
-export type Link = Bridge
+export type Link = Messenger
 
 /** A message the link hands to a subscription's handler (decoded envelope, topic, flags). */
 export type LinkMessage = InboundMessage
@@ -72,11 +72,12 @@ export interface RuntimeCore {
 
 /** Builds the shared core of a runtime from its options. @throws INVALID_CONFIG when a service is registered twice */
 export function createRuntimeCore(opts: RuntimeOptions): RuntimeCore {
-  const link: Link = opts.bridge
-  const deviceId = link.deviceId
+  const deviceId = opts.bridge.deviceId
   const now = opts.now ?? Date.now
   const baseLog = opts.logger ?? pino({ level: 'silent' })
   const log = baseLog.bindings().device === undefined ? baseLog.child({ device: deviceId }) : baseLog
+  // The envelope layer over the frames-only bridge the entry point picked.
+  const link: Link = createMessenger({ ...opts.messaging, bridge: opts.bridge, now, logger: log })
   const stateStore = opts.stateStore ?? createMemoryStateStore()
   const services = hostServices(opts.services ?? [], { deviceId, log, stateStore })
   return {

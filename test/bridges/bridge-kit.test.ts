@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { createDeadlineTracker, createPendingReplies } from '../../runtime/bridges/bridge-kit.js'
+import { createDeadlineTracker } from '../../runtime/messaging/deadline-tracker.js'
+import { createPendingReplies } from '../../runtime/messaging/pending-replies.js'
 import { createRecentMap } from '../../runtime/recent-map.js'
 import { ErrorCode, isOutpostError, type Envelope } from '../../runtime/index.js'
 

@@ -1,8 +1,8 @@
 // The Bridge port suite over every transport: memory, MQTT on a bare aedes, MQTT on Mosquitto.
 import { randomBytes } from 'node:crypto'
 import mqtt from 'mqtt'
-import { createMemoryHub, createMemoryTransport } from '../../runtime/bridges/memory/memory-transport.js'
-import { createMqttTransport } from '../../runtime/bridges/mqtt/mqtt-transport.js'
+import { createMemoryHub, createMemoryBridge } from '../../runtime/bridges/memory/memory-bridge.js'
+import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { describeBridgePortContract } from '../contracts/bridge-port.contract.js'
 import { bareAedes, type BareAedes } from '../helpers/bare-aedes.js'
 import { tcpProxy } from '../helpers/tcp-proxy.js'
@@ -14,7 +14,7 @@ describeBridgePortContract('memory', {
     const hub = createMemoryHub()
     return {
       prefix: 'mem',
-      bridge: (id, o) => createMemoryTransport({ hub, deviceId: id, maxPayloadBytes: o?.maxPayloadBytes }),
+      bridge: (id, o) => createMemoryBridge({ hub, deviceId: id, maxPayloadBytes: o?.maxPayloadBytes }),
       dispose: async () => {},
     }
   },
@@ -28,7 +28,7 @@ describeBridgePortContract('mqtt over a bare aedes', {
     const proxy = await tcpProxy(broker.url)
     return {
       prefix: 'ob',
-      bridge: (id, o) => createMqttTransport({ url: o?.cuttable === true ? proxy.url : broker.url, deviceId: id, maxPayloadBytes: o?.maxPayloadBytes, reconnect: fast }),
+      bridge: (id, o) => createMqttBridge({ url: o?.cuttable === true ? proxy.url : broker.url, deviceId: id, maxPayloadBytes: o?.maxPayloadBytes, reconnect: fast }),
       cut: () => proxy.cut(),
       brokerDown: () => broker.close(),
       brokerUp: async () => {
@@ -57,7 +57,7 @@ describeBridgePortContract('mqtt over mosquitto', {
         const clientId = `${id}-${run}`
         clientIds.push(clientId)
         // Every bridge goes through the proxy: Mosquitto itself is not ours to stop.
-        return createMqttTransport({ url: proxy.url, deviceId: id, clientId, maxPayloadBytes: o?.maxPayloadBytes, reconnect: fast })
+        return createMqttBridge({ url: proxy.url, deviceId: id, clientId, maxPayloadBytes: o?.maxPayloadBytes, reconnect: fast })
       },
       cut: () => proxy.cut(),
       brokerDown: () => proxy.down(),

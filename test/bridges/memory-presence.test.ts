@@ -36,9 +36,9 @@ describe('presence over the memory bridge', () => {
       v: ENVELOPE_VERSION, kind: 'presence', id: 'fake-birth', src: 'mem-fake', inst: 'f1', at: Date.now(),
       payload: { online: true, services: [{ name: 'echo', version: '1', commands: ['say'], events: [] }] },
     })
-    await raw.publishEncoded('ob/mem-fake/status', fake, { retain: true })
+    await raw.publish('ob/mem-fake/status', fake, { retain: true })
     await until(() => caller.directory.deviceState('mem-fake') === 'live')
-    await raw.publishEncoded('ob/mem-fake/status', new Uint8Array(0), { retain: true })
+    await raw.publish('ob/mem-fake/status', new Uint8Array(0), { retain: true })
     await until(() => caller.directory.deviceState('mem-fake') === 'gone')
     const late = await started('mem-late', false)
     // The retained presence is gone: a runtime started afterwards never hears of mem-fake.

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import mqtt from 'mqtt'
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
-import type { Bridge } from '../../runtime/index.js'
+import { createTopics, type Bridge } from '../../runtime/index.js'
 import { describeBridgeContract } from '../contracts/bridge.contract.js'
 import { freshAedes } from '../helpers/aedes.js'
 
@@ -19,7 +19,8 @@ describeBridgeContract('mqtt over aedes, replies at QoS 1', {
   async createNetwork() {
     const broker = await freshAedes()
     return {
-      bridge: (deviceId) => createMqttBridge({ url: broker.url, deviceId, replyQos: 1 }),
+      bridge: (deviceId) => createMqttBridge({ url: broker.url, deviceId }),
+      messaging: { replyQos: 1 },
       dispose: () => broker.close(),
     }
   },
@@ -32,17 +33,19 @@ describeBridgeContract('mqtt over mosquitto', {
     // Mosquitto outlives the test: a topic prefix and client ids of our own keep tests apart.
     const run = randomBytes(4).toString('hex')
     const bridges: Bridge[] = []
+    const topics = createTopics(`ob-${run}`)
     return {
       bridge: (deviceId) => {
-        const b = createMqttBridge({ url: MOSQUITTO_URL, deviceId: `${deviceId}`, topicPrefix: `ob-${run}`, clientId: `${deviceId}-${run}`, persistentSession: false })
+        const b = createMqttBridge({ url: MOSQUITTO_URL, deviceId: `${deviceId}`, clientId: `${deviceId}-${run}`, persistentSession: false })
         bridges.push(b)
         return b
       },
+      messaging: { topicPrefix: topics.prefix },
       dispose: async () => {
         // The retained presence (births and wills) of this run's devices goes with the run: an
         // empty retained message removes it [MQTT-3.3.1-10].
         const c = await mqtt.connectAsync(MOSQUITTO_URL, { clientId: `cleanup-${run}`, clean: true, reconnectPeriod: 0 })
-        for (const b of bridges) await c.publishAsync(b.topics.presenceTopic(b.deviceId), Buffer.alloc(0), { qos: 1, retain: true })
+        for (const b of bridges) await c.publishAsync(topics.presenceTopic(b.deviceId), Buffer.alloc(0), { qos: 1, retain: true })
         await c.endAsync()
       },
     }

@@ -3,7 +3,7 @@
 // SUBSCRIBE, and knows nothing of filters the bridge took up while it was away (issue 11).
 import { describe, expect, it } from 'vitest'
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
-import { ENVELOPE_VERSION, type Bridge, type BridgeStatus, type InboundMessage } from '../../runtime/index.js'
+import { createMessenger, ENVELOPE_VERSION, type BridgeStatus, type InboundMessage, type Messenger } from '../../runtime/index.js'
 import { freshAedes } from '../helpers/aedes.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { until } from '../helpers/wait.js'
@@ -14,8 +14,8 @@ describe('an MQTT bridge that reconnects to its persistent session', () => {
   it('hears retained messages again, and receives on a filter it subscribed to while it was away', async () => {
     const broker = await freshAedes()
     cleanup(() => broker.close())
-    const opened = (deviceId: string, reconnect?: { initialMs: number; maxMs: number }): Bridge => {
-      const b = createMqttBridge({ url: broker.url, deviceId, reconnect })
+    const opened = (deviceId: string, reconnect?: { initialMs: number; maxMs: number }): Messenger => {
+      const b = createMessenger({ bridge: createMqttBridge({ url: broker.url, deviceId, reconnect }) })
       cleanup(() => b.close({ drainMs: 50 }))
       return b
     }

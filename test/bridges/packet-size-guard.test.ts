@@ -108,7 +108,7 @@ describe('oversized packets over a real broker', () => {
     const broker = await bareAedes()
     cleanup(() => broker.close())
     const statuses: string[] = []
-    const bridge = createMqttBridge({ url: broker.url, deviceId: 'dev-a', maxFrameBytes: 64 * 1024 })
+    const bridge = createMqttBridge({ url: broker.url, deviceId: 'dev-a', maxPayloadBytes: 64 * 1024 })
     bridge.onStatus((s) => statuses.push(s.type))
     const device = createRuntime({ bridge, services: [counterService({ executions: 0, slowAborted: 0, events: [] })] })
     await device.start({ waitForBroker: true })

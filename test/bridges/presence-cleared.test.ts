@@ -5,7 +5,7 @@
 import mqtt from 'mqtt'
 import { describe, expect, it } from 'vitest'
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
-import { createRuntime, ENVELOPE_VERSION, type Runtime } from '../../runtime/index.js'
+import { createMessenger, createRuntime, ENVELOPE_VERSION, type Runtime } from '../../runtime/index.js'
 import { createEnvelopeCodec } from '../../runtime/wire/codec.js'
 import { echoContract, echoService } from '../fixtures/services.js'
 import { freshAedes } from '../helpers/aedes.js'
@@ -68,7 +68,7 @@ describe('a cleared retained presence', () => {
 
   it('is an empty frame only on a presence topic: on any other topic it is still a malformed frame', async () => {
     const { broker, raw } = await setUp()
-    const bridge = createMqttBridge({ url: broker.url, deviceId: 'listener' })
+    const bridge = createMessenger({ bridge: createMqttBridge({ url: broker.url, deviceId: 'listener' }) })
     cleanup(() => bridge.close({ drainMs: 50 }))
     const heard: string[] = []
     await bridge.subscribe('ob/+/evt/+/+/+', (m) => void heard.push(m.topic))

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { ErrorCode, isOutpostError } from '../../runtime/errors.js'
-import type { Bridge, BridgeStatus, InboundFrame } from '../../runtime/ports/frame-bridge.js'
+import type { Bridge, BridgeStatus, InboundFrame } from '../../runtime/ports/bridge.js'
 import { until } from '../helpers/wait.js'
 
 /** How a bridge of a test network is made. */

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import {
+  createMessenger,
   createRuntime,
   ENVELOPE_VERSION,
   ErrorCode,
@@ -7,6 +8,7 @@ import {
   type Bridge,
   type BridgeStatus,
   type Envelope,
+  type MessagingOptions,
   type Runtime,
   type ServiceDefinition,
 } from '../../runtime/index.js'
@@ -16,6 +18,8 @@ import { until } from '../helpers/wait.js'
 /** A fresh "network" per test: bridges made from it can reach each other. */
 export interface TestNetwork {
   bridge(deviceId: string): Bridge
+  /** How this network's runtimes name topics and send replies (a topic prefix of its own, reply QoS). */
+  messaging?: MessagingOptions
   dispose(): Promise<void>
 }
 
@@ -43,7 +47,7 @@ export function describeBridgeContract(name: string, opts: BridgeContractOptions
     let net: TestNetwork
     const runtimes: Runtime[] = []
     const device = async (id: string, services: ServiceDefinition[]): Promise<Runtime> => {
-      const rt = createRuntime({ bridge: net.bridge(id), services, discoveryWaitMs: 2_000 })
+      const rt = createRuntime({ bridge: net.bridge(id), messaging: net.messaging, services, discoveryWaitMs: 2_000 })
       runtimes.push(rt)
       await rt.start({ waitForBroker: true })
       return rt
@@ -156,7 +160,7 @@ export function describeBridgeContract(name: string, opts: BridgeContractOptions
     it('executes a redelivered command once and re-sends the cached reply', async () => {
       const seen = observed()
       await device('dev-a', [counterService(seen)])
-      const probe = net.bridge('probe')
+      const probe = createMessenger({ bridge: net.bridge('probe'), ...net.messaging })
       await probe.connect()
       const replies: Envelope[] = []
       await probe.subscribe(probe.topics.replyFilter('probe-inbox'), (m) => {
@@ -206,14 +210,14 @@ export function describeBridgeContract(name: string, opts: BridgeContractOptions
     it('drains an in-flight call on close and refuses new work afterwards', async () => {
       await device('dev-a', [counterService(observed())])
       const callerBridge = net.bridge('caller')
-      const caller = createRuntime({ bridge: callerBridge, discoveryWaitMs: 2_000 })
+      const caller = createRuntime({ bridge: callerBridge, messaging: net.messaging, discoveryWaitMs: 2_000 })
       await caller.start({ waitForBroker: true })
       const inFlight = caller.client(counterContract).slow({ ms: 150 })
       await new Promise((r) => setTimeout(r, 30))
       await caller.stop({ drainMs: 2_000 })
       expect(await inFlight).toEqual({ aborted: false })
       expect(isOutpostError(await caught(caller.client(counterContract).slow({ ms: 1 })), ErrorCode.BRIDGE_CLOSED)).toBe(true)
-      expect(isOutpostError(await caught(callerBridge.publish({ v: 1, kind: 'event', id: 'x', src: 'caller', inst: 'i', at: 0, service: 's', name: 'e' })), ErrorCode.BRIDGE_CLOSED)).toBe(true)
+      expect(isOutpostError(await caught(callerBridge.publish('ob/caller/evt/s/1/e', new Uint8Array([0x80]))), ErrorCode.BRIDGE_CLOSED)).toBe(true)
     })
 
     it('serves concurrent calls from several callers', async () => {

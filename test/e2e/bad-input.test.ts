@@ -26,7 +26,7 @@ describe('a device fed bad input over MQTT', () => {
 
   beforeAll(async () => {
     broker = await freshAedes()
-    device = createRuntime({ bridge: createMqttBridge({ url: broker.url, deviceId: 'dev-a', maxFrameBytes: 64 * 1024 }), services: [counterService({ executions: 0, slowAborted: 0, events: [] })] })
+    device = createRuntime({ bridge: createMqttBridge({ url: broker.url, deviceId: 'dev-a', maxPayloadBytes: 64 * 1024 }), services: [counterService({ executions: 0, slowAborted: 0, events: [] })] })
     await device.start({ waitForBroker: true })
     raw = await mqtt.connectAsync(broker.url, { clientId: 'raw-client' })
     await raw.subscribeAsync('ob/+/rep/raw', { qos: 1 })

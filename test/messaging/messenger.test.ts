@@ -1,10 +1,10 @@
 // The messaging layer over frames-only bridges: envelopes, request/reply, drops, presence, resend.
 import { describe, expect, it } from 'vitest'
-import { createMemoryHub, createMemoryTransport } from '../../runtime/bridges/memory/memory-transport.js'
-import { createMqttTransport } from '../../runtime/bridges/mqtt/mqtt-transport.js'
+import { createMemoryHub, createMemoryBridge } from '../../runtime/bridges/memory/memory-bridge.js'
+import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { ErrorCode, isOutpostError } from '../../runtime/errors.js'
 import { createMessenger, type InboundMessage, type Messenger } from '../../runtime/messaging/messenger.js'
-import type { Bridge, InboundFrame } from '../../runtime/ports/frame-bridge.js'
+import type { Bridge, InboundFrame } from '../../runtime/ports/bridge.js'
 import { createEnvelopeCodec } from '../../runtime/wire/codec.js'
 import { ENVELOPE_VERSION, type Envelope, type PresencePayload } from '../../runtime/wire/envelope.js'
 import { bareAedes } from '../helpers/bare-aedes.js'
@@ -56,14 +56,14 @@ const networks: [string, () => Promise<Net & { dispose(): Promise<void> }>][] = 
     'memory',
     async () => {
       const hub = createMemoryHub()
-      return { bridge: (deviceId) => createMemoryTransport({ hub, deviceId }), dispose: async () => {} }
+      return { bridge: (deviceId) => createMemoryBridge({ hub, deviceId }), dispose: async () => {} }
     },
   ],
   [
     'mqtt over aedes',
     async () => {
       const broker = await bareAedes()
-      return { bridge: (deviceId) => createMqttTransport({ url: broker.url, deviceId }), dispose: () => broker.close() }
+      return { bridge: (deviceId) => createMqttBridge({ url: broker.url, deviceId }), dispose: () => broker.close() }
     },
   ],
 ]
@@ -168,7 +168,7 @@ describe('messenger over mqtt, when its connection is lost', () => {
     const proxy = await tcpProxy(broker.url)
     cleanup(() => broker.close(), () => proxy.close())
     const net = {
-      bridge: (deviceId: string, cuttable = false) => createMqttTransport({ url: cuttable ? proxy.url : broker.url, deviceId, reconnect: { initialMs: 50, maxMs: 200 } }),
+      bridge: (deviceId: string, cuttable = false) => createMqttBridge({ url: cuttable ? proxy.url : broker.url, deviceId, reconnect: { initialMs: 50, maxMs: 200 } }),
       cut: () => proxy.cut(),
     }
     const messenger = async (deviceId: string, cuttable = false): Promise<Messenger> => {
@@ -215,9 +215,9 @@ describe('the memory fast path', () => {
 
   it('hands the envelope over as an object to a messenger, and as bytes to a subscriber of the bytes API', async () => {
     const hub = createMemoryHub()
-    const sender = createMessenger({ bridge: createMemoryTransport({ hub, deviceId: 'sender' }) })
-    const listener = createMessenger({ bridge: createMemoryTransport({ hub, deviceId: 'listener' }) })
-    const rawBridge = createMemoryTransport({ hub, deviceId: 'raw' })
+    const sender = createMessenger({ bridge: createMemoryBridge({ hub, deviceId: 'sender' }) })
+    const listener = createMessenger({ bridge: createMemoryBridge({ hub, deviceId: 'listener' }) })
+    const rawBridge = createMemoryBridge({ hub, deviceId: 'raw' })
     cleanup(() => sender.close({ drainMs: 50 }), () => listener.close({ drainMs: 50 }), () => rawBridge.close({ drainMs: 50 }))
     await Promise.all([sender.connect(), listener.connect(), rawBridge.connect()])
     const objects: Envelope[] = []
@@ -234,8 +234,8 @@ describe('the memory fast path', () => {
 
   it('decodes bytes published on the bytes API (the outbox pump) for a messenger', async () => {
     const hub = createMemoryHub()
-    const listener = createMessenger({ bridge: createMemoryTransport({ hub, deviceId: 'listener' }) })
-    const rawBridge = createMemoryTransport({ hub, deviceId: 'raw' })
+    const listener = createMessenger({ bridge: createMemoryBridge({ hub, deviceId: 'listener' }) })
+    const rawBridge = createMemoryBridge({ hub, deviceId: 'raw' })
     cleanup(() => listener.close({ drainMs: 50 }), () => rawBridge.close({ drainMs: 50 }))
     await Promise.all([listener.connect(), rawBridge.connect()])
     const objects: Envelope[] = []

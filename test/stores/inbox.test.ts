@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createMemoryBridge, createMemoryHub, createMemoryInbox, createRuntime, ENVELOPE_VERSION, type Envelope } from '../../runtime/index.js'
+import { createMemoryBridge, createMemoryHub, createMemoryInbox, createMessenger, createRuntime, ENVELOPE_VERSION, type Envelope } from '../../runtime/index.js'
 import { createSqliteInbox, openDeviceDatabase, type DeviceDatabase } from '../../runtime/stores/sqlite/index.js'
 import { describeInboxContract } from '../contracts/inbox.contract.js'
 import { counterService, type Observed } from '../fixtures/services.js'
@@ -41,7 +41,7 @@ describe('commands and a restart of the device', () => {
       await rt.start()
       return { rt, d }
     }
-    const probe = createMemoryBridge({ hub, deviceId: 'probe' })
+    const probe = createMessenger({ bridge: createMemoryBridge({ hub, deviceId: 'probe' }) })
     await probe.connect()
     const replies: Envelope[] = []
     await probe.subscribe(probe.topics.replyFilter('probe'), (m) => void replies.push(m.envelope))

@@ -1,19 +1,13 @@
 import { ErrorCode, OutpostError } from '../../errors.js'
-import type { Bridge, InboundMessage, MessageHandler, Subscription } from '../../ports/bridge.js'
-import type { Envelope, PresencePayload } from '../../wire/envelope.js'
-import { createMessageIdFactory } from '../../wire/message-id.js'
-import { createEnvelopeCodec } from '../../wire/codec.js'
-import { createTopics, topicMatches, assertTopicSegment, isTopicSegment, type Topics } from '../../wire/topics.js'
-import { createBridgeStats, createPendingReplies, createStatusHub, snapshotStats } from '../bridge-kit.js'
-import { offlinePresence } from '../presence.js'
+import type { Bridge, FrameHandler, InboundFrame, PublishOptions, Subscription } from '../../ports/bridge.js'
+import { assertTopicSegment, topicMatches } from '../../wire/topics.js'
+import { createBridgeStats, createRoutes, createStatusHub, DEFAULT_MAX_PAYLOAD_BYTES, snapshotStats } from '../bridge-kit.js'
 
+/** A subscription as the hub keeps it: `take` counts, checks and runs the subscriber's handler. */
 interface HubSubscription {
   filter: string
   owner: object
-  handler: MessageHandler
-  /** Told of an empty frame on a matching topic (a cleared retained message), if it asked. */
-  cleared?: (topic: string) => void
-  track(p: Promise<void>): void
+  take(frame: InboundFrame): void
 }
 
 /** The in-process meeting point of memory bridges: subscriptions and retained messages. */
@@ -26,52 +20,64 @@ interface HubInternals extends MemoryHub {
   add(sub: HubSubscription): void
   remove(sub: HubSubscription): void
   removeOwner(owner: object): void
-  deliver(topic: string, env: Envelope, retain: boolean): void
-  /** What a broker does with an empty frame: forgets the retained message (if `retain`) and passes it on. */
-  clear(topic: string, retain: boolean): void
-  /** True when some subscription matches the topic. */
-  wants(topic: string): boolean
+  /** What a broker does with a publish: keeps it as retained (a zero-byte one clears) and hands it to every match. */
+  deliver(frame: InboundFrame, retain: boolean): void
 }
+
+/** A plain frame: bytes published with `publish`. */
+class BytesFrame implements InboundFrame {
+  readonly redelivered = false
+  constructor(
+    readonly topic: string,
+    readonly payload: Uint8Array,
+    readonly retained: boolean,
+  ) {}
+}
+
+/**
+ * A frame published with `publishValue`: the value goes over as is, and its bytes are made (once,
+ * shared by every frame of one publish) only when a subscriber reads `payload`.
+ */
+class ValueFrame implements InboundFrame {
+  readonly redelivered = false
+  constructor(
+    readonly topic: string,
+    readonly value: unknown,
+    private readonly bytes: { encode: (value: unknown) => Uint8Array; made?: Uint8Array },
+    readonly retained: boolean,
+  ) {}
+  get payload(): Uint8Array {
+    return (this.bytes.made ??= this.bytes.encode(this.value))
+  }
+  /** The same publish, as a retained message handed to a new subscriber. */
+  asRetained(): ValueFrame {
+    return new ValueFrame(this.topic, this.value, this.bytes, true)
+  }
+}
+
+const asRetained = (f: InboundFrame): InboundFrame =>
+  f instanceof ValueFrame ? f.asRetained() : new BytesFrame(f.topic, f.payload, true)
 
 /** Creates a hub that memory bridges in one process share (one per "network"). */
 export function createMemoryHub(): MemoryHub {
-  const subs: HubSubscription[] = []
-  const retained = new Map<string, Envelope>()
-  // Topic → matching subscriptions; cleared whenever subscriptions change.
-  const routes = new Map<string, HubSubscription[]>()
-  const match = (topic: string): HubSubscription[] => {
-    let hit = routes.get(topic)
-    if (hit === undefined) {
-      hit = subs.filter((s) => topicMatches(s.filter, topic))
-      if (routes.size > 10_000) routes.clear()
-      routes.set(topic, hit)
-    }
-    return hit
-  }
+  const routes = createRoutes<HubSubscription>()
+  const retained = new Map<string, InboundFrame>()
   // Deliveries wait in one queue drained by a single microtask: asynchronous like a network,
   // in publish order, without a closure and a microtask per delivery.
   let queue: HubSubscription[] = []
-  let msgs: InboundMessage[] = []
+  let frames: InboundFrame[] = []
   let draining = false
   const drain = (): void => {
     draining = false
     const subsNow = queue
-    const msgsNow = msgs
+    const framesNow = frames
     queue = []
-    msgs = []
-    for (let i = 0; i < subsNow.length; i++) {
-      const sub = subsNow[i]!
-      try {
-        const r = sub.handler(msgsNow[i]!)
-        if (r !== undefined) sub.track(r)
-      } catch {
-        // A handler that throws loses only its own message; the hub keeps serving.
-      }
-    }
+    frames = []
+    for (let i = 0; i < subsNow.length; i++) subsNow[i]!.take(framesNow[i]!)
   }
-  const hand = (sub: HubSubscription, msg: InboundMessage): void => {
+  const hand = (sub: HubSubscription, frame: InboundFrame): void => {
     queue.push(sub)
-    msgs.push(msg)
+    frames.push(frame)
     if (!draining) {
       draining = true
       queueMicrotask(drain)
@@ -79,85 +85,69 @@ export function createMemoryHub(): MemoryHub {
   }
   const hub: HubInternals = {
     get subscriptionCount() {
-      return subs.length
+      return routes.all.length
     },
     add(sub) {
-      subs.push(sub)
-      routes.clear()
-      for (const [topic, env] of retained) {
-        if (topicMatches(sub.filter, topic)) hand(sub, { topic, envelope: env, retained: true, redelivered: false })
-      }
+      routes.add(sub)
+      for (const [topic, frame] of retained) if (topicMatches(sub.filter, topic)) hand(sub, asRetained(frame))
     },
     remove(sub) {
-      const i = subs.indexOf(sub)
-      if (i >= 0) subs.splice(i, 1)
-      routes.clear()
+      routes.remove(sub)
     },
     removeOwner(owner) {
-      for (let i = subs.length - 1; i >= 0; i--) if (subs[i]!.owner === owner) subs.splice(i, 1)
-      routes.clear()
+      routes.removeWhere((s) => s.owner === owner)
     },
-    wants: (topic) => match(topic).length > 0,
-    deliver(topic, env, retain) {
-      if (retain) retained.set(topic, env)
-      const targets = match(topic)
-      for (let i = 0; i < targets.length; i++) hand(targets[i]!, { topic, envelope: env, retained: false, redelivered: false })
-    },
-    clear(topic, retain) {
-      if (retain) retained.delete(topic)
-      // Queued like any delivery, so it keeps its place among the messages published before it.
-      for (const sub of match(topic)) {
-        const told = sub.cleared
-        if (told !== undefined) hand({ ...sub, handler: () => told(topic) }, CLEARED)
+    deliver(frame, retain) {
+      if (retain) {
+        // A zero-byte retained publish clears the topic's retained message [MQTT-3.3.1-10].
+        if (frame.value === undefined && frame.payload.length === 0) retained.delete(frame.topic)
+        else retained.set(frame.topic, frame)
       }
+      const targets = routes.match(frame.topic)
+      for (let i = 0; i < targets.length; i++) hand(targets[i]!, frame)
     },
   }
   return hub
 }
 
-// Stands in for the message of a cleared-retained delivery (its handler ignores it).
-const CLEARED = { topic: '', envelope: undefined as unknown as Envelope, retained: false, redelivered: false } satisfies InboundMessage
-
 // Handing over to the hub completes synchronously: one settled promise serves every publish.
 const DELIVERED: Promise<void> = Promise.resolve()
 
+/** Options of a memory bridge. */
 export interface MemoryBridgeOptions {
   hub: MemoryHub
+  /** The identity it connects as (a topic level). */
   deviceId: string
-  instanceId?: string
-  topicPrefix?: string
-  /** Clock for deadlines (epoch ms). */
-  now?: () => number
+  /** Largest inbound payload taken, bytes (default 256 KiB); larger frames are dropped as FRAME_TOO_LARGE. */
+  maxPayloadBytes?: number
 }
 
 /**
- * Creates a memory bridge: the embedded default for services in one process. Envelopes are
- * handed over as objects (no encoding), with the same routing, deadlines and errors as MQTT.
+ * Creates a memory bridge: frames between bridges of one hub (one process), with a broker's
+ * semantics (retained messages, wildcards, ordering per topic, acknowledgement once handed to
+ * every subscriber). A memory connection is never lost, so it never redelivers and its last will
+ * is never published. Offers `publishValue`, the zero-serialization fast path.
+ * @throws INVALID_CONFIG for a device id that cannot be a topic level
  */
 export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
   assertTopicSegment('device id', opts.deviceId)
   const hub = opts.hub as HubInternals
-  const topics: Topics = createTopics(opts.topicPrefix)
-  const now = opts.now ?? Date.now
-  const instanceId = opts.instanceId ?? createMessageIdFactory()().slice(-10)
+  const maxPayloadBytes = opts.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES
   const status = createStatusHub()
-  const codec = createEnvelopeCodec()
-  const pending = createPendingReplies(now)
   const stats = createBridgeStats()
   const owner = {}
+  // Subscriptions made before `connect`: taken up by the hub when the bridge connects.
+  const waiting: HubSubscription[] = []
   const inFlight = new Set<Promise<void>>()
   const track = (p: Promise<void>): void => {
     const q = p.catch(() => {}).finally(() => inFlight.delete(q))
     inFlight.add(q)
   }
-  let replySub: HubSubscription | undefined
   let closing = false
-  let services: PresencePayload['services'] = []
 
   const ensureOpen = (): void => {
     if (closing) throw new OutpostError(ErrorCode.BRIDGE_CLOSED, `bridge of ${opts.deviceId} is closed`)
   }
-
   /** Counts a publish the bridge may make now. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE */
   const admit = (): void => {
     ensureOpen()
@@ -166,18 +156,10 @@ export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
     }
     stats.published++
   }
-  /** Hands an envelope to the hub on a topic. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE */
-  const deliver = (topic: string, env: Envelope, retain: boolean): void => {
-    admit()
-    hub.deliver(topic, env, retain)
-  }
-  /** Hands an envelope to the hub on the topic it routes to. @throws also INVALID_ENVELOPE */
-  const send = (env: Envelope, retain: boolean): void => deliver(topics.topicOf(env), env, retain)
 
-  const bridge: Bridge = {
+  return {
     deviceId: opts.deviceId,
-    instanceId,
-    topics,
+    maxPayloadBytes,
     get status() {
       return status.current
     },
@@ -185,107 +167,60 @@ export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
       ensureOpen()
       if (status.current.type === 'connected') return
       status.set({ type: 'connecting', attempt: 1 })
-      replySub = {
-        filter: topics.replyFilter(opts.deviceId),
-        owner,
-        track,
-        handler: (msg) => {
-          stats.received++
-          if (!pending.settle(msg.envelope)) stats.drop('LATE_REPLY')
-        },
-      }
-      hub.add(replySub)
+      for (const sub of waiting.splice(0)) hub.add(sub)
       status.set({ type: 'connected', sessionPresent: false })
     },
-    publish(env, popts) {
+    publish(topic, payload, popts?: PublishOptions) {
       try {
-        send(env, popts?.retain === true)
+        admit()
       } catch (err) {
         return Promise.reject(err)
       }
+      hub.deliver(new BytesFrame(topic, payload, false), popts?.retain === true)
       return DELIVERED
     },
-    publishEncoded(topic, frame, popts) {
-      if (frame.length === 0) {
-        // An empty frame clears a retained message, as on a broker [MQTT-3.3.1-10].
-        try {
-          admit()
-        } catch (err) {
-          return Promise.reject(err)
-        }
-        hub.clear(topic, popts?.retain === true)
-        return DELIVERED
-      }
-      // The hub hands over objects, so an encoded frame is decoded once here, unless nobody
-      // would receive it (a device's result events that only a broker would carry on).
-      if (popts?.retain !== true && !hub.wants(topic)) {
-        try {
-          admit()
-        } catch (err) {
-          return Promise.reject(err)
-        }
-        return DELIVERED
-      }
-      const decoded = codec.decode(frame)
-      if (!decoded.ok) return Promise.reject(decoded.error)
+    publishValue(topic, value, encode, popts?: PublishOptions) {
       try {
-        deliver(topic, decoded.envelope, popts?.retain === true)
+        admit()
       } catch (err) {
         return Promise.reject(err)
       }
+      hub.deliver(new ValueFrame(topic, value, { encode }, false), popts?.retain === true)
       return DELIVERED
     },
-    async subscribe(filter, handler, sopts) {
+    async subscribe(filter: string, handler: FrameHandler) {
       ensureOpen()
-      const onCleared = sopts?.onCleared
-      const senderAt = topics.prefix.length + 1
       const sub: HubSubscription = {
         filter,
         owner,
-        track,
-        handler: (msg) => {
+        take(frame) {
           stats.received++
-          return handler(msg)
+          if (frame.value === undefined && frame.payload.length > maxPayloadBytes) {
+            stats.drop(ErrorCode.FRAME_TOO_LARGE)
+            return
+          }
+          try {
+            const r = handler(frame)
+            if (r !== undefined) track(r)
+          } catch {
+            // A handler that throws loses only its own frame; the hub keeps serving.
+          }
         },
-        cleared:
-          onCleared === undefined
-            ? undefined
-            : (topic) => {
-                stats.received++
-                // The sender level of `<prefix>/<device>/…`, as the MQTT bridge takes it.
-                if (!topic.startsWith(`${topics.prefix}/`)) return
-                const end = topic.indexOf('/', senderAt)
-                const device = topic.slice(senderAt, end < 0 ? undefined : end)
-                if (isTopicSegment(device)) onCleared(device, topic)
-              },
       }
-      hub.add(sub)
+      if (status.current.type === 'connected') hub.add(sub)
+      else waiting.push(sub)
       const subscription: Subscription = {
         filter,
         async unsubscribe() {
-          hub.remove(sub)
+          const i = waiting.indexOf(sub)
+          if (i >= 0) waiting.splice(i, 1)
+          else hub.remove(sub)
         },
       }
       return subscription
     },
-    async request(command) {
-      ensureOpen()
-      if (status.current.type !== 'connected') {
-        throw new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `bridge of ${opts.deviceId} is not connected`, { retryable: true })
-      }
-      const reply = pending.wait(command, now())
-      try {
-        send(command, false)
-      } catch (err) {
-        pending.fail(command.id, err as OutpostError)
-      }
-      return reply
-    },
-    declareServices(declared) {
-      services = declared
-    },
-    resendPending() {
-      // The hub never loses a message, so there is nothing to send again.
+    setWill() {
+      // A memory connection is never lost, so there is no will to publish; a clean close sends none.
     },
     onStatus: (l) => status.on(l),
     statusStream: (signal) => status.stream(signal),
@@ -294,16 +229,14 @@ export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
       if (closing) return
       closing = true
       const drainMs = copts?.drainMs ?? 5_000
-      await pending.drained(drainMs)
-      await Promise.race([Promise.all(inFlight), new Promise((r) => setTimeout(r, drainMs).unref())])
-      if (status.current.type === 'connected') {
-        // What a broker does with a last will: tell everyone this device went away.
-        hub.deliver(topics.presenceTopic(opts.deviceId), offlinePresence(opts.deviceId, instanceId, now(), services), true)
+      if (inFlight.size > 0) {
+        let timer: ReturnType<typeof setTimeout> | undefined
+        await Promise.race([Promise.all(inFlight), new Promise<void>((r) => (timer = setTimeout(r, drainMs)))])
+        clearTimeout(timer)
       }
       hub.removeOwner(owner)
-      pending.failAll(new OutpostError(ErrorCode.BRIDGE_CLOSED, `bridge of ${opts.deviceId} closed`))
+      waiting.length = 0
       status.set({ type: 'closed' })
     },
   }
-  return bridge
 }

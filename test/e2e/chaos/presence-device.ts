@@ -10,7 +10,8 @@ const [url, deviceId, role, topicPrefix] = process.argv.slice(2) as [string, str
 
 const rt = createRuntime({
   // Client id = device id, persistent session: a restarted process finds its old session on the broker.
-  bridge: createMqttBridge({ url, deviceId, topicPrefix, reconnect: { initialMs: 50, maxMs: 500 } }),
+  bridge: createMqttBridge({ url, deviceId, reconnect: { initialMs: 50, maxMs: 500 } }),
+  messaging: { topicPrefix },
   services: role === 'serve' ? [echoService()] : [],
   // Generous on a loaded machine: a call waits this long for the first presence of its target.
   discoveryWaitMs: 5_000,

@@ -1,0 +1,51 @@
+import { randomBytes } from 'node:crypto'
+import net from 'node:net'
+import tls from 'node:tls'
+import { guardPacketSize, type OversizedPacket } from './packet-size-guard.js'
+
+/** Where and how an MQTT bridge connects. */
+export interface MqttSocketOptions {
+  host: string
+  port: number
+  secure: boolean
+  tls?: tls.ConnectionOptions
+  /** Largest packet read (remaining length), bytes. */
+  maxPacketBytes: number
+  protocolVersion: 4 | 5
+  /** Told of every packet larger than `maxPacketBytes` (a PUBLISH is shrunk, anything else closes the connection). */
+  onOversized(packet: OversizedPacket): void
+}
+
+/** Sockets to a broker, each bounding the packets it reads. */
+export interface MqttSockets {
+  /** Opens a socket (MQTT.js's stream builder). */
+  open(): net.Socket
+  /**
+   * Payload of a PUBLISH the guard did not read because it was larger than `maxPacketBytes`:
+   * random, so no sender can forge it. A PUBLISH carrying it is dropped as FRAME_TOO_LARGE and
+   * acknowledged, so the broker does not deliver it again.
+   */
+  readonly oversized: Buffer
+}
+
+/** Creates the socket factory of one bridge. */
+export function createMqttSockets(opts: MqttSocketOptions): MqttSockets {
+  const oversized = randomBytes(16)
+  return {
+    oversized,
+    open() {
+      // [Issue 2] Without TCP_NODELAY, QoS 1 request/reply stalls on delayed ACKs (Nagle).
+      const { host, port } = opts
+      const socket = opts.secure ? tls.connect({ host, port, servername: host, ...opts.tls }) : net.connect({ host, port })
+      socket.setNoDelay(true)
+      guardPacketSize(socket, {
+        maxPacketBytes: opts.maxPacketBytes,
+        mode: 'shrink',
+        marker: oversized,
+        protocolVersion: opts.protocolVersion,
+        onOversized: opts.onOversized,
+      })
+      return socket
+    },
+  }
+}

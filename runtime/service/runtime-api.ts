@@ -49,9 +49,11 @@ export interface RuntimeOptions {
   /** Allowance for clocks between devices when checking a received deadline (default 2000 ms). */
   clockSkewMs?: number
   /**
-   * Where the jobs of the services' queues live (default: memory, gone on restart). Give it
-   * createSqliteQueueStore on the same device database as the outbox, so a job's completion
-   * and its result event commit together.
+   * Where the jobs of the services' queues live (default: memory, gone on restart). Give it a
+   * store built with the same device transaction as the outbox (createSqliteQueueStore on the
+   * same device database as createSqliteOutbox; or one createMemoryTransaction given to both
+   * memory stores), so a job's completion and its result event commit together: the runtime
+   * runs that work in `queueStore.transaction` (runtime/ports/device-transaction.ts).
    */
   queueStore?: QueueStore
   /** How often an idle queue looks for jobs another process added (a redrive from the CLI), ms (default 1000). */

@@ -1,27 +1,14 @@
 import type * as v from 'valibot'
 import type { Logger } from 'pino'
-import { ErrorCode, errorMessage, OutpostError } from '../errors.js'
+import { ErrorCode, OutpostError } from '../errors.js'
 import type { AnyContract } from './contract.js'
 import type { Schema } from './schema.js'
 import type { Resource, ResourcesOf } from './resource.js'
 import type { JobDecision, QueueSpec } from './queue.js'
-import { Cron } from 'croner'
+import { cronSchedule, everySchedule, type MisfirePolicy, type Occurrence, type ScheduleSpec } from './schedule-spec.js'
 
-function checkCron(pattern: string, timezone: string | undefined): void {
-  try {
-    new Cron(pattern, { paused: true, timezone }).nextRun()
-  } catch (cause) {
-    throw new OutpostError(ErrorCode.INVALID_CONFIG, `schedule "${pattern}"${timezone ? ` in ${timezone}` : ''} is not usable: ${errorMessage(cause)}`, { cause })
-  }
-}
-
-function checkMisfire(m: MisfirePolicy | undefined): MisfirePolicy {
-  const policy = m ?? 'skip'
-  if (typeof policy === 'object' && (!Number.isInteger(policy.backfill) || policy.backfill < 1)) {
-    throw new OutpostError(ErrorCode.INVALID_CONFIG, `misfire backfill must be a positive whole number (got ${String(policy.backfill)})`)
-  }
-  return policy
-}
+// Declared in schedule-spec.ts; kept importable from here, where they were declared before.
+export type { MisfirePolicy, Occurrence, ScheduleSpec } from './schedule-spec.js'
 
 /** A service's key-value state on one device. Synchronous: the store is local (SQLite or memory). */
 export interface ServiceState<T> {
@@ -180,27 +167,6 @@ export interface SubscriptionBuilder<K extends AnyContract, U extends readonly A
     sel: { service?: string; version?: string; event?: string; device?: string; schema: S },
     handler: (payload: v.InferOutput<S>, ctx: EventContext<K, U, R, T>) => unknown,
   ): SubscriptionSpec
-}
-
-/** When a schedule misses occurrences (the device was off): fire none, the latest once, or up to `backfill` of the latest, oldest first. */
-export type MisfirePolicy = 'skip' | 'runOnce' | { backfill: number }
-
-/** One occurrence of a schedule. `id` is deterministic: `<service>/<schedule>/<epoch ms>`. */
-export interface Occurrence {
-  id: string
-  /** When it was due, epoch ms. */
-  at: number
-  schedule: string
-}
-
-/** A declared schedule: when it fires and which of the service's events it emits. */
-export interface ScheduleSpec {
-  readonly cron?: string
-  readonly timezone?: string
-  readonly everyMs?: number
-  readonly event: string
-  readonly payload: (occurrence: Occurrence) => unknown
-  readonly misfire: MisfirePolicy
 }
 
 /** Builds typed schedules inside `defineService`. */
@@ -374,14 +340,8 @@ export function defineService<
     }),
   }
   const schedules: ScheduleBuilder<K> = {
-    cron: (pattern, event, payload, opts) => {
-      checkCron(pattern, opts?.timezone)
-      return { cron: pattern, timezone: opts?.timezone, event, payload, misfire: checkMisfire(opts?.misfire) }
-    },
-    every: (ms, event, payload, opts) => {
-      if (!Number.isInteger(ms) || ms < 1) throw new OutpostError(ErrorCode.INVALID_CONFIG, `schedule interval must be a positive whole number of ms (got ${ms})`)
-      return { everyMs: ms, event, payload, misfire: checkMisfire(opts?.misfire) }
-    },
+    cron: (pattern, event, payload, opts) => cronSchedule(pattern, event, payload, opts),
+    every: (ms, event, payload, opts) => everySchedule(ms, event, payload, opts),
   }
   const declared = impl.schedules?.(schedules) ?? {}
   for (const [name, spec] of Object.entries(declared)) {

@@ -4,9 +4,11 @@
 // Frames of the built bench (test/bench/.build) are mapped back to their TypeScript source
 // through the build's source maps, so a row names runtime/…/file.ts:line, not the bundle.
 //
-//   node test/bench/profile-top.js DIR/drain-outpost-123.cpuprofile [more.cpuprofile …] [--top 25]
+//   node test/bench/profile-top.js DIR/drain-outpost-123.cpuprofile [more.cpuprofile …] [--top 25] [--callers run,all]
 //
-// Several files are added together (e.g. the profiles of all rounds of one system).
+// Several files are added together (e.g. the profiles of all rounds of one system). `--callers`
+// splits the self time of the named functions (e.g. better-sqlite3's native `run` and `all`)
+// by the JavaScript function that called them.
 import { readFileSync, existsSync } from 'node:fs'
 import { SourceMap } from 'node:module'
 import path from 'node:path'
@@ -15,7 +17,9 @@ import { fileURLToPath } from 'node:url'
 const args = process.argv.slice(2)
 const topAt = args.indexOf('--top')
 const top = topAt >= 0 ? Number(args[topAt + 1]) : 25
-const files = args.filter((a, i) => a.endsWith('.cpuprofile') && i !== topAt + 1)
+const callersAt = args.indexOf('--callers')
+const callersOf = new Set(callersAt >= 0 ? args[callersAt + 1].split(',') : [])
+const files = args.filter((a) => a.endsWith('.cpuprofile'))
 if (files.length === 0) {
   console.error('usage: node test/bench/profile-top.js FILE.cpuprofile [FILE …] [--top N]')
   process.exit(2)
@@ -57,6 +61,7 @@ function place(frame) {
 const self = new Map() // key → µs
 const total = new Map()
 const byFile = new Map()
+const callers = new Map()
 let all = 0
 for (const f of files) {
   const prof = JSON.parse(readFileSync(f, 'utf8'))
@@ -68,7 +73,7 @@ for (const f of files) {
     if (!keyOf.has(id)) {
       const fr = byId.get(id).callFrame
       const where = place(fr)
-      keyOf.set(id, { fn: `${fr.functionName || '(anonymous)'}${where ? ` ${where}` : ''}`, file: where ? where.replace(/:\d+$/, '') : fr.functionName })
+      keyOf.set(id, { name: fr.functionName, fn: `${fr.functionName || '(anonymous)'}${where ? ` ${where}` : ''}`, file: where ? where.replace(/:\d+$/, '') : fr.functionName })
     }
     return keyOf.get(id)
   }
@@ -79,6 +84,11 @@ for (const f of files) {
     const k = key(samples[i])
     self.set(k.fn, (self.get(k.fn) ?? 0) + us)
     byFile.set(k.file, (byFile.get(k.file) ?? 0) + us)
+    if (callersOf.has(k.name)) {
+      const up = parent.get(samples[i])
+      const by = `${k.name} ← ${up === undefined ? '(root)' : key(up).fn}`
+      callers.set(by, (callers.get(by) ?? 0) + us)
+    }
     const seen = new Set()
     for (let id = samples[i]; id !== undefined; id = parent.get(id)) {
       const fn = key(id).fn
@@ -99,3 +109,4 @@ console.log(`${files.length} profile(s), ${(all / 1000).toFixed(0)} ms sampled`)
 show('self time by function', self, top)
 show('self time by file', byFile, top)
 show('total time (self + callees) by function', total, top)
+if (callersOf.size > 0) show(`self time of ${[...callersOf].join(', ')} by caller`, callers, top)

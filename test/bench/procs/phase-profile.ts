@@ -1,8 +1,13 @@
 // Measuring one phase of a bench process: its CPU time (process.cpuUsage: user + system, every
 // thread of this process) and, when the bench runs with `--cpu-prof DIR`, a V8 CPU profile of
 // that phase alone, written to DIR/<label>-<pid>.cpuprofile.
+//
+// A V8 profile samples the main thread's wall time: a commit waiting on fsync shows as time in
+// SQLite. For on-CPU time only, run the process under `perf record --delay=-1 --control
+// fifo:CTL …` with OUTPOST_BENCH_PERF_CTL=CTL: a labelled phase enables perf at its start and
+// disables it at its end (see /work/notes/h5-profile.md for the command).
 import { Session } from 'node:inspector/promises'
-import { writeFileSync } from 'node:fs'
+import { appendFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { PROFILE_DIR_ENV } from '../measured.js'
 
@@ -22,10 +27,13 @@ export async function startPhase(label?: string): Promise<Phase> {
     await session.post('Profiler.setSamplingInterval', { interval: 250 })
     await session.post('Profiler.start')
   }
+  const perfCtl = label === undefined ? undefined : process.env.OUTPOST_BENCH_PERF_CTL
+  if (perfCtl !== undefined && perfCtl !== '') appendFileSync(perfCtl, 'enable\n')
   const cpu0 = process.cpuUsage()
   return {
     async end() {
       const cpu = process.cpuUsage(cpu0)
+      if (perfCtl !== undefined && perfCtl !== '') appendFileSync(perfCtl, 'disable\n')
       if (session !== undefined && dir !== undefined) {
         const { profile } = await session.post('Profiler.stop')
         writeFileSync(path.join(dir, `${label}-${process.pid}.cpuprofile`), JSON.stringify(profile))

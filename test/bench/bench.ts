@@ -26,7 +26,12 @@ const quick = values.quick === true
 let group: CpuGroup | undefined
 let modeLine = 'CPU limit: none (measured processes run unconstrained)'
 if (values['cpu-quota'] !== undefined) {
-  const g = createCpuGroup(Number(values['cpu-quota']))
+  const cores = Number(values['cpu-quota'])
+  if (!(cores > 0) || !Number.isFinite(cores)) {
+    process.stderr.write(`bench: --cpu-quota ${values['cpu-quota']}: expected a number of cores above 0, e.g. 0.5\n`)
+    process.exit(2)
+  }
+  const g = createCpuGroup(cores)
   if ('refused' in g) modeLine = g.refused
   else {
     group = g

@@ -18,11 +18,13 @@ export interface InboundMessage {
 /** What the messaging layer makes of inbound frames: envelopes, checked once per delivery, and counted drops. */
 export interface InboundGate {
   /**
-   * The message a frame carries, or undefined when it is dropped (counted by code and logged at a
+   * The envelope a frame carries, or undefined when it is dropped (counted by code and logged at a
    * bounded rate). Every subscriber of one delivery gets the same frame object from the bridge, so
    * a frame is decoded and checked once however many subscriptions it matches, and a drop is
    * counted once.
    */
+  envelopeOf(frame: InboundFrame): Envelope | undefined
+  /** The message a subscriber gets for a frame (one object per delivery), or undefined when it is dropped. */
   messageOf(frame: InboundFrame): InboundMessage | undefined
   /**
    * A zero-byte frame: how MQTT clears a retained message. The device is the sender level of its
@@ -46,9 +48,10 @@ export function createInboundGate(codec: EnvelopeCodec, prefix: string, log: Log
   }
   // The last delivery seen and what became of it.
   let lastFrame: InboundFrame | undefined
+  let lastEnvelope: Envelope | undefined
   let lastMessage: InboundMessage | undefined
 
-  const accept = (frame: InboundFrame): InboundMessage | undefined => {
+  const accept = (frame: InboundFrame): Envelope | undefined => {
     const topic = frame.topic
     let env = frame.value as Envelope | undefined
     if (env === undefined) {
@@ -69,14 +72,21 @@ export function createInboundGate(codec: EnvelopeCodec, prefix: string, log: Log
       trouble.warn('inbound-SENDER_MISMATCH', { topic: topic.slice(0, 256), src: env.src }, 'dropped inbound frame: its src is not the sender its topic names')
       return undefined
     }
-    return { topic, envelope: env, retained: frame.retained, redelivered: frame.redelivered }
+    return env
+  }
+  const envelopeOf = (frame: InboundFrame): Envelope | undefined => {
+    if (frame === lastFrame) return lastEnvelope
+    lastFrame = frame
+    lastMessage = undefined
+    return (lastEnvelope = accept(frame))
   }
 
   return {
+    envelopeOf,
     messageOf(frame) {
-      if (frame === lastFrame) return lastMessage
-      lastFrame = frame
-      return (lastMessage = accept(frame))
+      const envelope = envelopeOf(frame)
+      if (envelope === undefined) return undefined
+      return (lastMessage ??= { topic: frame.topic, envelope, retained: frame.retained, redelivered: frame.redelivered })
     },
     clearedDevice(frame) {
       const topic = frame.topic
@@ -85,6 +95,7 @@ export function createInboundGate(codec: EnvelopeCodec, prefix: string, log: Log
       const device = topic.slice(senderAt, end < 0 ? undefined : end)
       if (!isTopicSegment(device)) return undefined
       lastFrame = frame
+      lastEnvelope = undefined
       lastMessage = undefined
       return device
     },

@@ -119,11 +119,14 @@ const AT_LEAST_ONCE: PublishOptions = { qos: 1, retain: false }
 const AT_LEAST_ONCE_RETAINED: PublishOptions = { qos: 1, retain: true }
 const AT_MOST_ONCE: PublishOptions = { qos: 0, retain: false }
 
-/** A command waiting for its reply: its topic, and its frame unless it went over the fast path. */
+/** A command waiting for its reply, encoded, so it can be sent again as it was. */
 interface Unanswered {
   topic: string
-  frame: Uint8Array | undefined
+  frame: Uint8Array
 }
+
+// Handing over on the fast path completes at once: one settled promise serves every publish.
+const SENT: Promise<void> = Promise.resolve()
 
 /** Creates the messenger of one runtime over `opts.bridge`. @throws INVALID_CONFIG for a bad topic prefix */
 export function createMessenger(opts: MessengerOptions): Messenger {
@@ -158,13 +161,13 @@ export function createMessenger(opts: MessengerOptions): Messenger {
       throw new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `bridge of ${deviceId} is not connected`, { retryable: true })
     }
   }
-  const send = (topic: string, env: Envelope, frame: Uint8Array | undefined, popts: PublishOptions): Promise<void> =>
-    frame === undefined ? publishValue!(topic, env, encodeValue, popts) : transport.publish(topic, frame, popts)
+  /** Hands an envelope over on the fast path. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE */
+  const hand = (topic: string, env: Envelope, popts: PublishOptions): void => publishValue!(topic, env, encodeValue, popts)
 
   const onReply: FrameHandler = (frame) => {
-    const msg = gate.messageOf(frame)
-    if (msg === undefined || msg.envelope.kind !== 'reply') return
-    if (!pending.settle(msg.envelope)) gate.drop('LATE_REPLY')
+    const env = gate.envelopeOf(frame)
+    if (env === undefined || env.kind !== 'reply') return
+    if (!pending.settle(env)) gate.drop('LATE_REPLY')
   }
 
   // After a lost connection, the commands still waiting are sent again: their replies (QoS 0)
@@ -191,17 +194,21 @@ export function createMessenger(opts: MessengerOptions): Messenger {
       await transport.connect()
     },
     publish(env, popts) {
+      const qos = popts?.retain === true ? AT_LEAST_ONCE_RETAINED : env.kind === 'reply' && replyQos === 0 ? AT_MOST_ONCE : AT_LEAST_ONCE
+      let frame: Uint8Array
       let topic: string
-      let frame: Uint8Array | undefined
       try {
         admit()
         topic = topics.topicOf(env)
-        if (publishValue === undefined) frame = codec.encode(env)
+        if (publishValue !== undefined) {
+          hand(topic, env, qos)
+          return SENT
+        }
+        frame = codec.encode(env)
       } catch (err) {
         return Promise.reject(err)
       }
-      const qos = popts?.retain === true ? AT_LEAST_ONCE_RETAINED : env.kind === 'reply' && replyQos === 0 ? AT_MOST_ONCE : AT_LEAST_ONCE
-      return send(topic, env, frame, qos)
+      return transport.publish(topic, frame, qos)
     },
     async subscribe(filter, handler, sopts) {
       if (closing) throw new OutpostError(ErrorCode.BRIDGE_CLOSED, `bridge of ${deviceId} is closed`)
@@ -217,16 +224,26 @@ export function createMessenger(opts: MessengerOptions): Messenger {
     },
     request(command) {
       let topic: string
-      let frame: Uint8Array | undefined
+      let frame: Uint8Array
       try {
         admit()
         topic = topics.topicOf(command)
-        if (publishValue === undefined) frame = codec.encode(command)
+        if (publishValue !== undefined) {
+          // The fast path: the topic is all there is to keep for a re-send.
+          const reply = pending.wait(command, now(), topic)
+          try {
+            hand(topic, command, AT_LEAST_ONCE)
+          } catch (err) {
+            pending.fail(command.id, asOutpostError(err))
+          }
+          return reply
+        }
+        frame = codec.encode(command)
       } catch (err) {
         return Promise.reject(err)
       }
       const reply = pending.wait(command, now(), { topic, frame } satisfies Unanswered)
-      send(topic, command, frame, AT_LEAST_ONCE).catch((err: unknown) => pending.fail(command.id, asOutpostError(err)))
+      transport.publish(topic, frame, AT_LEAST_ONCE).catch((err: unknown) => pending.fail(command.id, asOutpostError(err)))
       return reply
     },
     declareServices(declared) {
@@ -235,10 +252,19 @@ export function createMessenger(opts: MessengerOptions): Messenger {
     },
     resendPending(target) {
       if (closing || transport.status.type !== 'connected') return
+      const failed = (err: unknown, id: string): void => log.warn({ err: errorMessage(err), id }, 're-send failed')
       pending.forEach((command, memo) => {
         if (target !== undefined && command.target !== target) return
+        if (typeof memo === 'string') {
+          try {
+            hand(memo, command, AT_LEAST_ONCE)
+          } catch (err) {
+            failed(err, command.id)
+          }
+          return
+        }
         const u = memo as Unanswered
-        send(u.topic, command, u.frame, AT_LEAST_ONCE).catch((err: unknown) => log.warn({ err: errorMessage(err), id: command.id }, 're-send failed'))
+        transport.publish(u.topic, u.frame, AT_LEAST_ONCE).catch((err: unknown) => failed(err, command.id))
       })
     },
     onStatus: (l) => transport.onStatus(l),

@@ -78,7 +78,8 @@ export interface BridgeStats {
  * reaches subscribers as `InboundFrame.value`, and `payload` is encoded (once per publish, with
  * the encoder given) only if a subscriber reads it, so subscribers of the bytes API still get
  * bytes. Only the messaging layer uses it, and only when it is there; semantics (ordering,
- * retained, acknowledgement) are those of `publish`.
+ * retained, acknowledgement) are those of `publish`, except that it hands over at once and says
+ * so by returning (no promise to settle, which would cost a microtask per message).
  */
 export interface Bridge {
   /** The identity it connects as (MQTT: the default client id). A topic level. */
@@ -94,8 +95,11 @@ export interface Bridge {
   connect(): Promise<void>
   /** Publishes bytes on a topic. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE */
   publish(topic: string, payload: Uint8Array, opts?: PublishOptions): Promise<void>
-  /** Optional fast path of in-process transports (see the interface's doc). @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE */
-  publishValue?(topic: string, value: unknown, encode: (value: unknown) => Uint8Array, opts?: PublishOptions): Promise<void>
+  /**
+   * Optional fast path of in-process transports (see the interface's doc): hands `value` to every
+   * matching subscriber before it returns. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE (synchronously)
+   */
+  publishValue?(topic: string, value: unknown, encode: (value: unknown) => Uint8Array, opts?: PublishOptions): void
   /** Subscribes to a topic filter; may be called before `connect`. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE (the broker refused it) */
   subscribe(filter: string, handler: FrameHandler): Promise<Subscription>
   /**

@@ -35,23 +35,24 @@ class BytesFrame implements InboundFrame {
 }
 
 /**
- * A frame published with `publishValue`: the value goes over as is, and its bytes are made (once,
- * shared by every frame of one publish) only when a subscriber reads `payload`.
+ * A frame published with `publishValue`: the value goes over as is, and its bytes are made (once
+ * per publish: every subscriber gets this one object) only when a subscriber reads `payload`.
  */
 class ValueFrame implements InboundFrame {
   readonly redelivered = false
+  private made: Uint8Array | undefined
   constructor(
     readonly topic: string,
     readonly value: unknown,
-    private readonly bytes: { encode: (value: unknown) => Uint8Array; made?: Uint8Array },
+    private readonly encode: (value: unknown) => Uint8Array,
     readonly retained: boolean,
   ) {}
   get payload(): Uint8Array {
-    return (this.bytes.made ??= this.bytes.encode(this.value))
+    return (this.made ??= this.encode(this.value))
   }
   /** The same publish, as a retained message handed to a new subscriber. */
   asRetained(): ValueFrame {
-    return new ValueFrame(this.topic, this.value, this.bytes, true)
+    return new ValueFrame(this.topic, this.value, this.encode, true)
   }
 }
 
@@ -180,13 +181,8 @@ export function createMemoryBridge(opts: MemoryBridgeOptions): Bridge {
       return DELIVERED
     },
     publishValue(topic, value, encode, popts?: PublishOptions) {
-      try {
-        admit()
-      } catch (err) {
-        return Promise.reject(err)
-      }
-      hub.deliver(new ValueFrame(topic, value, { encode }, false), popts?.retain === true)
-      return DELIVERED
+      admit()
+      hub.deliver(new ValueFrame(topic, value, encode, false), popts?.retain === true)
     },
     async subscribe(filter: string, handler: FrameHandler) {
       ensureOpen()

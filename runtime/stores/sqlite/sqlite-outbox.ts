@@ -89,7 +89,9 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
     }
     args.length = 0
   }
-  const select = db.prepare<[number, number], Row>('SELECT seq, stream, topic, frame, retain FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?')
+  // `LIMIT ? + 0`, not `LIMIT ?`: SQLite 3.53 reads a bare bound LIMIT when it prepares the
+  // statement, and then parses and plans it again each time that parameter is bound.
+  const select = db.prepare<[number, number], Row>('SELECT seq, stream, topic, frame, retain FROM outbox WHERE seq > ? ORDER BY seq LIMIT ? + 0')
   const remove = db.prepare<[number], { stream: string; bytes: number }>('DELETE FROM outbox WHERE seq = ? RETURNING stream, bytes')
   // Acknowledgements are deleted in groups: one commit for many PUBACKs (every 512, or FLUSH_MS
   // after the first of a group; before closing, and before reading back from the file). An entry acknowledged

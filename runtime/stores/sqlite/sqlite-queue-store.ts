@@ -98,15 +98,20 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   // object per row property by property, which cost more than the UPDATE itself. A job that can
   // be leased has no output and no dead reason (only completed and dead jobs do), so those two
   // are not read back: each column read costs, even a NULL.
+  //
+  // Their LIMIT is written `? + 0`, not `?`: the SQLite that better-sqlite3 ships (3.53, with
+  // STAT4) reads a bare `LIMIT ?` at prepare time and expires the statement whenever that
+  // parameter is bound again, so every lease parsed and planned it anew (~80 µs a call). An
+  // expression is evaluated when the statement runs, like a bound parameter used to be.
   const LEASED_COLUMNS = 'id, payload, priority, run_at, attempt, created_at, idem_key, corr, traceparent, error, error_code, progress, n'
   const takeReady = db.prepare<[number, number, string, number, number], LeasedRow>(
     `UPDATE jobs SET state = 'leased', attempt = attempt + 1, lease_until = ?, updated_at = ?
-     WHERE n IN (SELECT n FROM jobs WHERE queue = ? AND state = 'ready' AND run_at <= ? ORDER BY priority DESC, run_at, created_at LIMIT ?)
+     WHERE n IN (SELECT n FROM jobs WHERE queue = ? AND state = 'ready' AND run_at <= ? ORDER BY priority DESC, run_at, created_at LIMIT ? + 0)
      RETURNING ${LEASED_COLUMNS}`,
   ).raw(true)
   const takeExpired = db.prepare<[number, number, string, number, number], LeasedRow>(
     `UPDATE jobs SET attempt = attempt + 1, lease_until = ?, updated_at = ?
-     WHERE n IN (SELECT n FROM jobs WHERE queue = ? AND state = 'leased' AND lease_until <= ? ORDER BY lease_until LIMIT ?)
+     WHERE n IN (SELECT n FROM jobs WHERE queue = ? AND state = 'leased' AND lease_until <= ? ORDER BY lease_until LIMIT ? + 0)
      RETURNING ${LEASED_COLUMNS}`,
   ).raw(true)
   // toJob's twin for lease rows. Feeding toJob an object built from the array made its
@@ -149,7 +154,7 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   const cancelOne = db.prepare(
     "UPDATE jobs SET state = 'dead', error = 'cancelled', error_code = 'CANCELLED', dead_reason = 'cancelled', lease_until = NULL, updated_at = ? WHERE n = ? AND id = ? AND state IN ('ready', 'leased')",
   )
-  const dead = db.prepare<[string, number], Row>("SELECT * FROM jobs WHERE queue = ? AND state = 'dead' ORDER BY updated_at LIMIT ?")
+  const dead = db.prepare<[string, number], Row>("SELECT * FROM jobs WHERE queue = ? AND state = 'dead' ORDER BY updated_at LIMIT ? + 0") // `? + 0`: see LEASED_COLUMNS
   const redriveAll = db.prepare("UPDATE jobs SET state = 'ready', attempt = 0, run_at = ?, error = NULL, error_code = NULL, dead_reason = NULL, updated_at = ? WHERE queue = ? AND state = 'dead'")
   const redriveOne = db.prepare("UPDATE jobs SET state = 'ready', attempt = 0, run_at = ?, error = NULL, error_code = NULL, dead_reason = NULL, updated_at = ? WHERE n = ? AND id = ? AND queue = ? AND state = 'dead'")
   // One statement per state: SQLite picks a partial index only for a state written into the

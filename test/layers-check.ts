@@ -117,6 +117,8 @@ const ADAPTERS = new Set(['bridges', 'stores'])
 const RUNTIME_ROOMS = new Set(['service', 'queue', 'messaging', 'outbox', 'schedule'])
 const OUTSIDE_RUNTIME = new Set(['gateway', 'devices', 'build', 'bin', 'test', 'examples'])
 const CONTRACT_PACKAGES = new Set(['valibot', 'croner', 'pino'])
+/** Libraries that only their adapter's folder under runtime/ imports (applications outside runtime/ may). */
+const LIBRARY_HOMES: Record<string, string> = { mqtt: 'runtime/bridges/mqtt/', 'better-sqlite3': 'runtime/stores/sqlite/' }
 /** Packages a contract may import for their types only. */
 const CONTRACT_TYPE_PACKAGES = new Set(['pino'])
 
@@ -144,6 +146,8 @@ export function checkLayers(files: readonly SourceFile[]): Violation[] {
       const pkg = packageOf(imp.specifier)
       if (pkg !== undefined) {
         if (pkg === 'cbor-x' && !file.path.startsWith('runtime/wire/')) bad('cbor-x is imported only under runtime/wire/ (use runtime/wire/value-codec.ts or the envelope codec)')
+        const home = LIBRARY_HOMES[pkg]
+        if (inRuntime && home !== undefined && !file.path.startsWith(home)) bad(`${pkg} is imported only by its adapter, under ${home}`)
         if (from === 'contract') {
           if (!CONTRACT_PACKAGES.has(pkg)) bad(`contracts import no package but ${[...CONTRACT_PACKAGES].join(', ')}`)
           else if (CONTRACT_TYPE_PACKAGES.has(pkg) && !imp.typeOnly) bad(`contracts import ${pkg} for its types only`)
@@ -176,6 +180,9 @@ export function checkLayers(files: readonly SourceFile[]): Violation[] {
           break
         default:
           if (ADAPTERS.has(from) && RUNTIME_ROOMS.has(to)) bad(`adapters (bridges, stores) never import runtime/${to}/`)
+          // The runtime binds contracts to ports; the applications pick adapters. Its only
+          // exception: the memory stores, the embedded defaults of a runtime given no store.
+          if (RUNTIME_ROOMS.has(from) && ADAPTERS.has(to) && !target.startsWith('runtime/stores/memory/')) bad(`the runtime (runtime/${from}/) never imports an adapter but the memory stores (its embedded defaults)`)
       }
     }
   }

@@ -59,10 +59,13 @@ describe('the layer check itself', () => {
       file('runtime/service/bad.ts', "import { broker } from '../../gateway/gateway.js'\nimport type { T } from '../../test/helpers/aedes.js'"),
       file('gateway/bad.ts', "import { Encoder } from 'cbor-x'"),
       file('runtime/stores/sqlite/bad.ts', "import { Decoder } from 'cbor-x'"),
+      file('runtime/service/adapters.ts', "import { createMqttBridge } from '../bridges/mqtt/mqtt-bridge.js'\nimport { openDeviceDatabase } from '../stores/sqlite/device-database.js'"),
+      file('runtime/messaging/libs.ts', "import mqtt from 'mqtt'\nimport Database from 'better-sqlite3'"),
     )).toEqual([
       'runtime/contract/bad.ts → ../wire/envelope.js',
       'runtime/contract/pkg.ts → pino',
-      'runtime/contract/pkg.ts → mqtt',
+      'runtime/contract/pkg.ts → mqtt', // a package contracts never import
+      'runtime/contract/pkg.ts → mqtt', // and a library only its adapter imports
       'runtime/wire/bad.ts → ../service/runtime.js',
       'runtime/errors.ts → ./ports/clock.js',
       'runtime/leaf.ts → ./contract/contract.js',
@@ -75,6 +78,10 @@ describe('the layer check itself', () => {
       'runtime/service/bad.ts → ../../test/helpers/aedes.js',
       'gateway/bad.ts → cbor-x',
       'runtime/stores/sqlite/bad.ts → cbor-x',
+      'runtime/service/adapters.ts → ../bridges/mqtt/mqtt-bridge.js',
+      'runtime/service/adapters.ts → ../stores/sqlite/device-database.js',
+      'runtime/messaging/libs.ts → mqtt',
+      'runtime/messaging/libs.ts → better-sqlite3',
     ])
   })
 
@@ -86,7 +93,10 @@ describe('the layer check itself', () => {
       file('runtime/wire/ok.ts', "import { Encoder } from 'cbor-x'\nimport { ErrorCode } from '../errors.js'\nimport { isTopicSegment } from '../topic-level.js'"),
       file('runtime/ports/ok.ts', "import type { Envelope } from '../wire/envelope.js'\nimport type { Schema } from '../contract/schema.js'\nimport type { OutpostError } from '../errors.js'"),
       file('runtime/stores/ok.ts', "import type { Inbox } from '../ports/inbox.js'\nimport { createValueCodec } from '../wire/value-codec.js'\nimport { createRecentMap } from '../recent-map.js'"),
-      file('runtime/service/ok.ts', "import { createMemoryBridge } from '../bridges/memory/memory-bridge.js'\nimport { createServiceQueues } from '../queue/service-queues.js'"),
+      file('runtime/service/ok.ts', "import { createMemoryInbox } from '../stores/memory/memory-inbox.js'\nimport { createServiceQueues } from '../queue/service-queues.js'"),
+      file('runtime/bridges/mqtt/ok.ts', "import * as clientModule from 'mqtt/lib/client'"),
+      file('runtime/stores/sqlite/ok.ts', "import Database from 'better-sqlite3'"),
+      file('devices/ok.ts', "import Database from 'better-sqlite3'"),
       file('runtime/index.ts', "export * from './service/runtime.js'"),
       file('gateway/ok.ts', "import { createRuntime } from '../runtime/index.js'"),
     )).toEqual([])

@@ -175,6 +175,9 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       // Otherwise mqtt-packet pre-builds 65,536 two-byte Buffers for packet ids on first write:
       // ~10 MB of heap on a device, to save one small allocation per packet.
       writeCache: false,
+      // MQTT.js re-arms the keepalive timer on every packet it sends or receives, ~2 µs per PUBACK
+      // on a drain; without that a PINGREQ simply goes out every `keepalive` seconds, traffic or not.
+      reschedulePings: false,
     }
     // MQTT 5: the broker is told the largest packet we take, and does not send a larger one
     // [MQTT-3.1.2-24]; the limit counts the whole packet (fixed header up to 5 bytes).

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino'
+import { systemClock, type Clock } from './ports/clock.js'
 
 /** Log lines about one kind of trouble (a reason), at most one per interval, each with how many it stands for. */
 export interface LogLimiter {
@@ -19,7 +20,8 @@ export interface LogLimiter {
 export interface LogLimiterOptions {
   /** Shortest time between two lines of one reason, ms (default 60 000). */
   intervalMs?: number
-  now?: () => number
+  /** Time the intervals are measured on (default: the system clock). */
+  clock?: Clock
   /** Most reasons tracked; further ones share the reason `other` (default 64), so ever-new reasons cannot grow memory. */
   maxReasons?: number
 }
@@ -37,7 +39,7 @@ interface ReasonState {
  */
 export function createLogLimiter(log: Logger, opts: LogLimiterOptions = {}): LogLimiter {
   const intervalMs = opts.intervalMs ?? 60_000
-  const now = opts.now ?? Date.now
+  const clock = opts.clock ?? systemClock
   const maxReasons = opts.maxReasons ?? 64
   const reasons = new Map<string, ReasonState>()
 
@@ -53,7 +55,7 @@ export function createLogLimiter(log: Logger, opts: LogLimiterOptions = {}): Log
     }
     s.total++
     s.unreported++
-    const t = now()
+    const t = clock.now()
     if (t - s.lastAt < intervalMs) return
     const count = s.unreported
     s.unreported = 0

@@ -1,3 +1,5 @@
+import { systemClock, UNREF, type Clock } from '../ports/clock.js'
+
 /** Something that must happen at a deadline unless removed first. */
 export interface DeadlineEntry {
   deadline: number
@@ -16,28 +18,27 @@ export interface DeadlineTracker {
 /**
  * Creates a deadline tracker. Entries sit in an array (a Set of objects would give each one an
  * identity hash, which costs more than the rest of a call); removal only flags the entry, and
- * the array is compacted once flagged entries outnumber live ones. The single timer is armed
- * for the earliest deadline.
+ * the array is compacted once flagged entries outnumber live ones. The single timer, on `clock`,
+ * is armed for the earliest deadline.
  */
-export function createDeadlineTracker(now: () => number = Date.now): DeadlineTracker {
+export function createDeadlineTracker(clock: Clock = systemClock): DeadlineTracker {
   let queue: DeadlineEntry[] = []
   let live = 0
-  let timer: ReturnType<typeof setTimeout> | undefined
+  let cancel: (() => void) | undefined
   let armedFor = Number.POSITIVE_INFINITY
   const arm = (at: number): void => {
-    if (timer !== undefined) clearTimeout(timer)
+    cancel?.()
     armedFor = at
     // Unref'd: a deadline alone does not keep a process alive (a connection or a handler does).
-    timer = setTimeout(sweep, Math.max(0, at - now()))
-    timer.unref?.()
+    cancel = clock.setTimer(at, sweep, UNREF)
   }
   const compact = (): void => {
     queue = queue.filter((e) => e.tracked === true)
   }
   const sweep = (): void => {
-    timer = undefined
+    cancel = undefined
     armedFor = Number.POSITIVE_INFINITY
-    const t = now()
+    const t = clock.now()
     const due = queue
     queue = []
     let next = Number.POSITIVE_INFINITY

@@ -1,6 +1,7 @@
 import { pino, type Logger } from 'pino'
 import { ErrorCode, OutpostError, errorMessage, isOutpostError } from '../errors.js'
 import type { Bridge, BridgeStats, BridgeStatus, FrameHandler, PublishOptions, Subscription } from '../ports/bridge.js'
+import { systemClock, type Clock } from '../ports/clock.js'
 import { createEnvelopeCodec } from '../wire/codec.js'
 import type { Envelope, PresencePayload } from '../wire/envelope.js'
 import { createMessageIdFactory } from '../wire/message-id.js'
@@ -52,8 +53,8 @@ export interface MessagingOptions {
 /** Options of a messenger: the bridge it sends through, and the messaging options. */
 export interface MessengerOptions extends MessagingOptions {
   bridge: Bridge
-  /** Clock for envelopes and deadlines, epoch ms (default Date.now). */
-  now?: () => number
+  /** Time of envelopes and requests' deadlines (default: the system clock); the runtime passes its own. */
+  clock?: Clock
   /** Where dropped frames and failed re-sends are logged (at a bounded rate). */
   logger?: Logger
 }
@@ -133,7 +134,7 @@ export function createMessenger(opts: MessengerOptions): Messenger {
   const transport = opts.bridge
   const deviceId = transport.deviceId
   const topics = createTopics(opts.topicPrefix)
-  const now = opts.now ?? Date.now
+  const clock = opts.clock ?? systemClock
   const instanceId = opts.instanceId ?? createMessageIdFactory()().slice(-10)
   const replyQos = opts.replyQos ?? 0
   const baseLog = opts.logger ?? pino({ level: 'silent' })
@@ -144,14 +145,14 @@ export function createMessenger(opts: MessengerOptions): Messenger {
   // subscriber that reads the bytes.
   const publishValue = transport.publishValue?.bind(transport)
   const gate = createInboundGate(codec, topics.prefix, log)
-  const pending = createPendingReplies(now)
+  const pending = createPendingReplies(clock)
   const presenceTopic = topics.presenceTopic(deviceId)
   let services: PresencePayload['services'] = []
   let replies: Promise<Subscription> | undefined
   let closing = false
   let lost = false
 
-  const offline = (): Uint8Array => codec.encode(offlinePresence(deviceId, instanceId, now(), services))
+  const offline = (): Uint8Array => codec.encode(offlinePresence(deviceId, instanceId, clock.now(), services))
   transport.setWill(presenceTopic, offline(), AT_LEAST_ONCE_RETAINED)
 
   /** Rejects what cannot be sent now. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE */
@@ -230,7 +231,7 @@ export function createMessenger(opts: MessengerOptions): Messenger {
         topic = topics.topicOf(command)
         if (publishValue !== undefined) {
           // The fast path: the topic is all there is to keep for a re-send.
-          const reply = pending.wait(command, now(), topic)
+          const reply = pending.wait(command, clock.now(), topic)
           try {
             hand(topic, command, AT_LEAST_ONCE)
           } catch (err) {
@@ -242,7 +243,7 @@ export function createMessenger(opts: MessengerOptions): Messenger {
       } catch (err) {
         return Promise.reject(err)
       }
-      const reply = pending.wait(command, now(), { topic, frame } satisfies Unanswered)
+      const reply = pending.wait(command, clock.now(), { topic, frame } satisfies Unanswered)
       transport.publish(topic, frame, AT_LEAST_ONCE).catch((err: unknown) => pending.fail(command.id, asOutpostError(err)))
       return reply
     },

@@ -1,4 +1,5 @@
 import { ErrorCode, OutpostError } from '../errors.js'
+import { systemClock, type Clock } from '../ports/clock.js'
 import type { Envelope } from '../wire/envelope.js'
 import { createDeadlineTracker, type DeadlineEntry } from './deadline-tracker.js'
 
@@ -46,10 +47,10 @@ export interface PendingReplies {
   drained(ms: number): Promise<void>
 }
 
-/** Creates the pending-reply table. */
-export function createPendingReplies(now: () => number = Date.now): PendingReplies {
+/** Creates the pending-reply table; deadlines are kept on `clock`. */
+export function createPendingReplies(clock: Clock = systemClock): PendingReplies {
   const pending = new Map<string, Pending>()
-  const deadlines = createDeadlineTracker(now)
+  const deadlines = createDeadlineTracker(clock)
   let onEmpty: (() => void) | undefined
   const expired = (p: PendingRequest): void => {
     pending.delete(p.command.id)

@@ -1,11 +1,38 @@
 /**
  * Time as the runtime sees it: passed in, so tests move it instead of waiting.
- * `setTimer` calls `fn` once at (or soon after) `at`; the returned function cancels it.
+ *
+ * One clock serves every part of a runtime that reads the time or waits for it: envelopes'
+ * timestamps and deadlines, pending replies, handlers' deadline signals, discovery waits,
+ * schedules, queues and leases, the outbox pump's retries, log rate limits and the bridges'
+ * reconnect backoff. A manual clock therefore moves all of them together.
+ *
+ * What stays on real time, on purpose: the bound on how long `stop`/`close` wait for work in
+ * flight (`drainMs`) and retries of a store that another process holds busy. Both wait for
+ * something that runs in real time (a handler, a socket, a SQLite lock), and a test that stops
+ * a runtime on a manual clock must not hang because nobody advances it.
  */
 export interface Clock {
+  /** The current time, epoch ms. */
   now(): number
-  setTimer(at: number, fn: () => void): () => void
+  /**
+   * Calls `fn` once at (or soon after) `at` (epoch ms; a time already past fires as soon as
+   * possible); the returned function cancels it.
+   */
+  setTimer(at: number, fn: () => void, opts?: TimerOptions): () => void
 }
+
+/** How a timer relates to the process that runs it. */
+export interface TimerOptions {
+  /**
+   * The timer alone does not keep the process alive (Node's `unref`; default false). For
+   * timers that only matter while something else keeps the process running: a request's
+   * deadline, a retry of the outbox, a reconnect of a bridge that is being closed.
+   */
+  unref?: boolean
+}
+
+/** Timer options of an unref'd timer, shared so hot paths pass them without allocating. */
+export const UNREF: TimerOptions = Object.freeze({ unref: true })
 
 // setTimeout takes at most 2^31-1 ms (~24.8 days); longer waits are chained.
 const MAX_DELAY = 2 ** 31 - 1
@@ -13,12 +40,20 @@ const MAX_DELAY = 2 ** 31 - 1
 /** The machine's clock (Date.now and setTimeout). */
 export const systemClock: Clock = {
   now: () => Date.now(),
-  setTimer(at, fn) {
+  setTimer(at, fn, opts) {
+    const unref = opts?.unref === true
+    let delay = at - Date.now()
+    // The common case (due within ~24.8 days): one setTimeout, no re-arming closure.
+    if (delay <= MAX_DELAY) {
+      const timer = setTimeout(fn, delay > 0 ? delay : 0)
+      if (unref) timer.unref()
+      return () => clearTimeout(timer)
+    }
     let timer: ReturnType<typeof setTimeout>
     const arm = (): void => {
-      const delay = at - Date.now()
-      if (delay <= 0) return void (timer = setTimeout(fn, 0))
-      timer = setTimeout(delay > MAX_DELAY ? arm : fn, Math.min(delay, MAX_DELAY))
+      delay = at - Date.now()
+      timer = delay > MAX_DELAY ? setTimeout(arm, MAX_DELAY) : setTimeout(fn, delay > 0 ? delay : 0)
+      if (unref) timer.unref()
     }
     arm()
     return () => clearTimeout(timer)
@@ -27,10 +62,19 @@ export const systemClock: Clock = {
 
 /** A clock that only moves when told to; for tests and simulations. */
 export interface ManualClock extends Clock {
-  /** Moves time forward, firing due timers in order and letting their async work settle. */
+  /**
+   * Moves time forward by `ms`, firing due timers in time order (timers set by a firing timer
+   * fire too when due by then) and letting the async work they start settle after each one.
+   */
   advance(ms: number): Promise<void>
+  /** Moves time forward to the next timer and fires what is due then; false when no timer is set. */
+  advanceToNext(): Promise<boolean>
   /** Jumps to a time without firing anything (a device that was switched off). */
   jump(to: number): void
+  /** How many timers are set and not yet fired or cancelled. */
+  readonly pending: number
+  /** When the earliest timer is due, or undefined when none is set. */
+  nextAt(): number | undefined
 }
 
 /** Creates a manual clock starting at `start` (epoch ms). */
@@ -38,7 +82,28 @@ export function createManualClock(start: number): ManualClock {
   let t = start
   let seq = 0
   const timers = new Map<number, { at: number; fn: () => void }>()
-  const settle = (): Promise<void> => new Promise((r) => setImmediate(r))
+  // Two turns of the event loop: promise chains and I/O callbacks started by a timer run on.
+  const settle = async (): Promise<void> => {
+    await new Promise((r) => setImmediate(r))
+    await new Promise((r) => setImmediate(r))
+  }
+  /** The earliest timer due at or before `limit` (the one set first among equals). */
+  const earliest = (limit: number): [number, { at: number; fn: () => void }] | undefined => {
+    let found: [number, { at: number; fn: () => void }] | undefined
+    for (const entry of timers) if (entry[1].at <= limit && (found === undefined || entry[1].at < found[1].at)) found = entry
+    return found
+  }
+  /** Fires every timer due at or before `target`, in order, then sets the time to `target`. */
+  const runUntil = async (target: number): Promise<void> => {
+    for (let next = earliest(target); next !== undefined; next = earliest(target)) {
+      timers.delete(next[0])
+      t = Math.max(t, next[1].at)
+      next[1].fn()
+      await settle()
+    }
+    t = Math.max(t, target)
+    await settle()
+  }
   return {
     now: () => t,
     setTimer(at, fn) {
@@ -46,29 +111,21 @@ export function createManualClock(start: number): ManualClock {
       timers.set(id, { at, fn })
       return () => void timers.delete(id)
     },
-    async advance(ms) {
-      const target = t + ms
-      for (;;) {
-        let nextId: number | undefined
-        let next: { at: number; fn: () => void } | undefined
-        for (const [id, timer] of timers) {
-          if (timer.at <= target && (next === undefined || timer.at < next.at)) {
-            next = timer
-            nextId = id
-          }
-        }
-        if (next === undefined) break
-        timers.delete(nextId!)
-        t = Math.max(t, next.at)
-        next.fn()
-        await settle()
-        await settle()
-      }
-      t = target
-      await settle()
+    advance: (ms) => runUntil(t + ms),
+    async advanceToNext() {
+      const next = earliest(Number.POSITIVE_INFINITY)
+      if (next === undefined) return false
+      await runUntil(Math.max(t, next[1].at))
+      return true
     },
     jump(to) {
       t = to
+    },
+    get pending() {
+      return timers.size
+    },
+    nextAt() {
+      return earliest(Number.POSITIVE_INFINITY)?.[1].at
     },
   }
 }

@@ -54,7 +54,7 @@ const settleLocal = (out: Outcome): Promise<unknown> =>
 export function createCalling(deps: CallingDeps): Calling {
   const { core, directory, execute, defaultTimeoutMs, discoveryWaitMs } = deps
   const { link, deviceId, inst, now, ids, hostedBy } = core
-  const localDeadlines = createDeadlineTracker(now)
+  const localDeadlines = createDeadlineTracker(core.clock)
 
   const invoke = (target: InvokeTarget, payload: unknown, o: InvokeOptions = NO_OPTIONS, parent?: Parent): Promise<unknown> => {
     if (core.stopping) return Promise.reject(new OutpostError(ErrorCode.BRIDGE_CLOSED, `runtime of ${deviceId} is stopping`))

@@ -34,9 +34,12 @@ export interface RuntimeOptions {
   /** Values for the resources services declare. */
   resources?: Record<string, unknown>
   logger?: Logger
-  /** Wall clock for envelopes and deadlines, epoch ms (default Date.now). */
-  now?: () => number
-  /** Time for schedules (default: the system clock); a manual clock lets tests skip ahead. */
+  /**
+   * The runtime's one time (default: the system clock): envelopes and deadlines, discovery
+   * waits, schedules, queues and leases, the outbox pump's retries. A manual clock
+   * (createManualClock) lets tests skip ahead instead of waiting; `stop`'s `drainMs` stays real
+   * time. Stores take their own `now` (give them `clock.now` to share it).
+   */
   clock?: Clock
   /** Deadline of a call that names none (default 5000 ms). */
   defaultTimeoutMs?: number

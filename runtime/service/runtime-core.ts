@@ -43,9 +43,9 @@ export interface RuntimeCore {
   readonly deviceId: string
   /** This process's instance id (a restart of the device is a new instance). */
   readonly inst: string
-  /** Time for schedules, queues and leases. */
+  /** The one time of this runtime: envelopes, deadlines, discovery, schedules, queues, leases, the outbox pump. */
   readonly clock: Clock
-  /** Wall clock for envelopes and deadlines, epoch ms. */
+  /** `clock.now`, bound: the current time, epoch ms (a shorthand for the hot paths, not a second clock). */
   readonly now: () => number
   /** New message ids. */
   readonly ids: () => string
@@ -73,22 +73,23 @@ export interface RuntimeCore {
 /** Builds the shared core of a runtime from its options. @throws INVALID_CONFIG when a service is registered twice */
 export function createRuntimeCore(opts: RuntimeOptions): RuntimeCore {
   const deviceId = opts.bridge.deviceId
-  const now = opts.now ?? Date.now
+  const clock = opts.clock ?? systemClock
+  const now = clock.now.bind(clock)
   const baseLog = opts.logger ?? pino({ level: 'silent' })
   const log = baseLog.bindings().device === undefined ? baseLog.child({ device: deviceId }) : baseLog
   // The envelope layer over the frames-only bridge the entry point picked.
-  const link: Link = createMessenger({ ...opts.messaging, bridge: opts.bridge, now, logger: log })
+  const link: Link = createMessenger({ ...opts.messaging, bridge: opts.bridge, clock, logger: log })
   const stateStore = opts.stateStore ?? createMemoryStateStore()
   const services = hostServices(opts.services ?? [], { deviceId, log, stateStore })
   return {
     link,
     deviceId,
     inst: link.instanceId,
-    clock: opts.clock ?? systemClock,
+    clock,
     now,
     ids: createMessageIdFactory(now),
     log,
-    rejections: createLogLimiter(log),
+    rejections: createLogLimiter(log, { clock }),
     counters: {
       commandsHandled: 0, commandsFailed: 0, duplicateCommands: 0, expiredCommands: 0, eventsHandled: 0, eventsRejected: 0, duplicateEvents: 0, eventsBound: 0,
       eventsNotStored: 0, deadLettersNotKept: 0, deadLettersDigested: 0,

@@ -1,6 +1,7 @@
 import { pino, type Logger } from 'pino'
 import { ErrorCode, OutpostError, errorMessage, isOutpostError } from '../errors.js'
 import type { Bridge, BridgeStats, BridgeStatus, FrameHandler, PublishOptions, Subscription } from '../ports/bridge.js'
+import type { SentReply } from '../ports/inbox.js'
 import { systemClock, type Clock } from '../ports/clock.js'
 import { createEnvelopeCodec } from '../wire/codec.js'
 import type { Envelope, PresencePayload } from '../wire/envelope.js'
@@ -90,6 +91,19 @@ export interface Messenger {
   connect(): Promise<void>
   /** Publishes an envelope on the topic it routes to. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE, INVALID_ENVELOPE, INVALID_TOPIC_LEVEL */
   publish(env: Envelope, opts?: EnvelopePublishOptions): Promise<void>
+  /**
+   * Encodes a reply once, for `publishReply` and for the inbox to keep: its topic and frame, or
+   * on an in-process fast path its topic and the envelope itself (nothing is encoded there).
+   * @throws INVALID_ENVELOPE, INVALID_TOPIC_LEVEL, FRAME_TOO_LARGE
+   */
+  prepareReply(reply: Envelope): SentReply
+  /**
+   * Publishes a reply as `prepareReply` made it (or as an inbox kept it) at the reply QoS: a
+   * frame's bytes go out unchanged, neither decoded nor encoded again; an envelope goes out as
+   * `publish` sends it.
+   * @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE (and, for an envelope, those of `prepareReply`)
+   */
+  publishReply(reply: SentReply): Promise<void>
   /** Subscribes to a topic filter (MQTT syntax) for envelopes. @throws BRIDGE_CLOSED */
   subscribe(filter: string, handler: MessageHandler, opts?: SubscribeOptions): Promise<Subscription>
   /**
@@ -210,6 +224,24 @@ export function createMessenger(opts: MessengerOptions): Messenger {
         return Promise.reject(err)
       }
       return transport.publish(topic, frame, qos)
+    },
+    prepareReply(reply) {
+      const topic = topics.topicOf(reply)
+      return publishValue !== undefined ? { topic, envelope: reply } : { topic, frame: codec.encode(reply) }
+    },
+    publishReply(reply) {
+      const qos = replyQos === 0 ? AT_MOST_ONCE : AT_LEAST_ONCE
+      if (reply.frame === undefined && (reply.topic === undefined || publishValue === undefined)) return messenger.publish(reply.envelope)
+      try {
+        admit()
+        if (reply.frame === undefined) {
+          hand(reply.topic!, reply.envelope, qos)
+          return SENT
+        }
+      } catch (err) {
+        return Promise.reject(err)
+      }
+      return transport.publish(reply.topic, reply.frame, qos)
     },
     async subscribe(filter, handler, sopts) {
       if (closing) throw new OutpostError(ErrorCode.BRIDGE_CLOSED, `bridge of ${deviceId} is closed`)

@@ -1,6 +1,6 @@
 import type { Schema } from '../contract/contract.js'
 import { ErrorCode, errorMessage, toWireError, type WireError } from '../errors.js'
-import type { Inbox } from '../ports/inbox.js'
+import type { Inbox, SentReply } from '../ports/inbox.js'
 import { ENVELOPE_VERSION, type Envelope } from '../wire/envelope.js'
 import { safeParse } from './compiled-schema.js'
 import { MessageContext, type ContextDeps } from './handler-context.js'
@@ -107,8 +107,21 @@ export function createServing(deps: ServingDeps): Serving {
           v: ENVELOPE_VERSION, kind: 'reply', id: ids(), src: deviceId, inst, at: now(), corr: cmd.id, replyTo: cmd.replyTo ?? cmd.src, payload: out.value,
         }
 
-  const sendReply = (reply: Envelope): void => {
-    link.publish(reply).catch((err: unknown) => rejections.warn(`reply-not-sent:${(err as { code?: string } | null)?.code ?? 'INTERNAL'}`, { err: errorMessage(err), corr: reply.corr }, 'reply not sent; a redelivered command will re-send it'))
+  /**
+   * A reply encoded once, as it is sent and kept in the inbox. One that cannot be encoded or
+   * routed stays an envelope: sending it fails and says why, now and at every repeat.
+   */
+  const prepared = (reply: Envelope): SentReply => {
+    try {
+      return link.prepareReply(reply)
+    } catch {
+      return { envelope: reply }
+    }
+  }
+
+  /** Sends a reply as it was prepared (or kept): a stored frame goes out byte for byte. */
+  const sendReply = (reply: SentReply, corr: string | undefined): void => {
+    link.publishReply(reply).catch((err: unknown) => rejections.warn(`reply-not-sent:${(err as { code?: string } | null)?.code ?? 'INTERNAL'}`, { err: errorMessage(err), corr }, 'reply not sent; a redelivered command will re-send it'))
   }
 
   /** The inbox could not be read or written (storage busy or full): one line per code per minute. */
@@ -126,13 +139,13 @@ export function createServing(deps: ServingDeps): Serving {
     } catch (err) {
       // Storage cannot tell whether this command ran already: the caller is told, and may retry.
       inboxTrouble(err, cmd)
-      sendReply(errorReply(cmd, toWireError(err)))
+      sendReply(prepared(errorReply(cmd, toWireError(err))), cmd.id)
       return
     }
     if (seen !== undefined) {
       if (seen.state === 'done') {
         counters.duplicateCommands++
-        sendReply(seen.reply) // executed once; the caller gets the same reply again
+        sendReply(seen.reply, cmd.id) // executed once; the caller gets the same reply again, as it was sent
         return
       }
       if (seen.instance === inst) {
@@ -156,13 +169,13 @@ export function createServing(deps: ServingDeps): Serving {
     }
     const out = execute(hostedBy.get(cmd.service!)?.get(cmd.version ?? '1'), cmd)
     const done = (o: Outcome): void => {
-      const reply = replyFor(cmd, o)
+      const reply = prepared(replyFor(cmd, o))
       try {
         inbox.complete(cmd.id, reply)
       } catch (err) {
         inboxTrouble(err, cmd)
       }
-      sendReply(reply)
+      sendReply(reply, cmd.id)
     }
     if (!(out instanceof Promise)) return done(out)
     track(core, out.then(done))

@@ -208,4 +208,14 @@ export const MIGRATIONS: readonly Migration[] = [
       `)
     },
   },
+  {
+    version: 10,
+    description: 'inbox: the reply frame as it was sent, with its topic',
+    up(db) {
+      // A repeated command used to cost a decode of the stored reply and an encode to send it
+      // again; the frame that was sent now goes out again as it is. Rows from before keep their
+      // encoded envelope and a NULL topic, and are routed and encoded again when repeated.
+      db.exec('ALTER TABLE inbox ADD COLUMN topic TEXT')
+    },
+  },
 ]

@@ -1,18 +1,31 @@
-import type { Inbox, InboxRecord } from '../../ports/inbox.js'
-import type { Envelope } from '../../wire/envelope.js'
+import type { Inbox, InboxRecord, SentReply } from '../../ports/inbox.js'
 import { createEnvelopeCodec } from '../../wire/codec.js'
 import type { DeviceDatabase } from './device-database.js'
 import { guardStore } from './store-error.js'
 
-/** Creates the inbox in the device database, remembering the last `window` ids (default 10 000) across restarts. @throws STORE_BUSY, STORE_FULL, STORE_READ_ONLY, STORE_FAILED from its methods */
+/** A row of the inbox: `reply` is the frame sent on `topic`, or (no topic) an encoded reply envelope. */
+interface InboxRow {
+  instance: string
+  reply: Buffer | null
+  topic: string | null
+}
+
+/**
+ * Creates the inbox in the device database, remembering the last `window` ids (default 10 000)
+ * across restarts. A reply is kept as the frame that was sent and its topic (schema v10), so a
+ * repeated command gets those bytes back without a decode; a reply handed over unencoded (an
+ * in-process transport) is encoded here once. Rows from before v10 hold an encoded envelope and
+ * no topic: they are decoded when read, and the messaging layer routes and encodes them again.
+ * @throws STORE_BUSY, STORE_FULL, STORE_READ_ONLY, STORE_FAILED from its methods
+ */
 export function createSqliteInbox(database: DeviceDatabase, opts: { window?: number; now?: () => number } = {}): Inbox {
   const db = database.db
   const window = opts.window ?? 10_000
   const now = opts.now ?? Date.now
   const codec = createEnvelopeCodec()
-  const get = db.prepare<[string], { instance: string; reply: Buffer | null }>('SELECT instance, reply FROM inbox WHERE id = ?')
-  const claim = db.prepare('INSERT INTO inbox (id, instance, reply, at) VALUES (?, ?, NULL, ?) ON CONFLICT (id) DO UPDATE SET instance = excluded.instance, reply = NULL, at = excluded.at')
-  const complete = db.prepare('UPDATE inbox SET reply = ? WHERE id = ?')
+  const get = db.prepare<[string], InboxRow>('SELECT instance, reply, topic FROM inbox WHERE id = ?')
+  const claim = db.prepare('INSERT INTO inbox (id, instance, reply, topic, at) VALUES (?, ?, NULL, NULL, ?) ON CONFLICT (id) DO UPDATE SET instance = excluded.instance, reply = NULL, topic = NULL, at = excluded.at')
+  const complete = db.prepare<[Uint8Array, string | null, string]>('UPDATE inbox SET reply = ?, topic = ? WHERE id = ?')
   const prune = db.prepare('DELETE FROM inbox WHERE rowid <= (SELECT MAX(rowid) FROM inbox) - ?')
   let claims = 0
   const file = database.path
@@ -21,14 +34,18 @@ export function createSqliteInbox(database: DeviceDatabase, opts: { window?: num
       const row = get.get(id)
       if (row === undefined) return undefined
       if (row.reply === null) return { state: 'running', instance: row.instance }
+      if (row.topic !== null) return { state: 'done', reply: { topic: row.topic, frame: row.reply } }
       const decoded = codec.decode(row.reply)
       // An unreadable stored reply is treated as unfinished work rather than trusted.
-      return decoded.ok ? ({ state: 'done', reply: decoded.envelope } satisfies InboxRecord) : { state: 'running', instance: '' }
+      return decoded.ok ? { state: 'done', reply: { envelope: decoded.envelope } } : { state: 'running', instance: '' }
     }),
     claim: guardStore(file, (id: string, instance: string) => {
       claim.run(id, instance, now())
       if (++claims % 1_000 === 0) prune.run(window)
     }),
-    complete: guardStore(file, (id: string, reply: Envelope) => void complete.run(codec.encode(reply), id)),
+    complete: guardStore(file, (id: string, reply: SentReply) => {
+      if (reply.frame !== undefined) complete.run(reply.frame, reply.topic, id)
+      else complete.run(codec.encode(reply.envelope), reply.topic ?? null, id)
+    }),
   }
 }

@@ -6,7 +6,7 @@ import type { Clock } from '../ports/clock.js'
 import type { Job, QueueStore } from '../ports/queue-store.js'
 import { createLeaseSweep } from './lease-sweep.js'
 import type { QueuePolicy } from './retry-policy.js'
-import { abandon, abort, signalOf, type Active, type Buffered, type QueueState, type Settled, type Settlement } from './runner-state.js'
+import { abandon, abort, Active, type Buffered, type QueueState, type Settled, type Settlement } from './runner-state.js'
 import { createSettler } from './settle.js'
 
 /** How one attempt ended, as the runtime saw the worker finish. */
@@ -229,17 +229,10 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
       return schedule()
     }
     const now = clock.now()
-    const a: Active = { q, job, ac: undefined, abortedWith: undefined, startedAt: now, began: performance.now(), renewedAt: b.renewedAt, leaseUntil: job.leaseUntil!, abandoned: false, timedOut: false, stopping: false }
+    const a = new Active(q, job, now, performance.now(), b.renewedAt, job.leaseUntil!, heartbeat)
     q.active.add(a)
     q.stats.started++
-    const running: RunningJob = {
-      job,
-      get signal() {
-        return signalOf(a)
-      },
-      heartbeat: (progress) => heartbeat(a, progress),
-    }
-    q.def.run(running).then(
+    q.def.run(a).then(
       (outcome) => finished(a, outcome),
       (err: unknown) => finished(a, { kind: 'retry', error: { code: ErrorCode.INTERNAL, message: errorMessage(err) } }),
     )

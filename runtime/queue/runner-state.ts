@@ -1,28 +1,41 @@
 import type { OutpostError } from '../errors.js'
 import type { Job } from '../ports/queue-store.js'
-import type { QueueRunStats, RunOutcome, RunnerQueue } from './queue-runner.js'
+import type { QueueRunStats, RunOutcome, RunnerQueue, RunningJob } from './queue-runner.js'
 
 // What the queue runner keeps of its queues and of the jobs it holds, shared by its parts
 // (queue-runner.ts, settle.ts, lease-sweep.ts).
 
-/** A job whose worker runs now. */
-export interface Active {
-  q: QueueState
-  job: Job
+/**
+ * A job whose worker runs now, and what its worker's context sees of it (RunningJob). A class:
+ * one is made for every job, and a getter in an object literal costs a runtime call each time.
+ */
+export class Active implements RunningJob {
   /** Made when the worker first looks at its signal (most short jobs never do). */
-  ac: AbortController | undefined
+  ac: AbortController | undefined = undefined
   /** Why it was aborted, kept for a signal made later. */
-  abortedWith: unknown
-  startedAt: number
-  /** performance.now() at start: how long attempts take, for `prefetch: 'auto'`. */
-  began: number
-  renewedAt: number
-  leaseUntil: number
+  abortedWith: unknown = undefined
   /** The result will be ignored (lease lost, cancelled, abandoned at shutdown). */
-  abandoned: boolean
-  timedOut: boolean
+  abandoned = false
+  timedOut = false
   /** Aborted because the runtime stops: an unfinished attempt is given back, not counted. */
-  stopping: boolean
+  stopping = false
+  constructor(
+    readonly q: QueueState,
+    readonly job: Job,
+    readonly startedAt: number,
+    /** performance.now() at start: how long attempts take, for `prefetch: 'auto'`. */
+    readonly began: number,
+    public renewedAt: number,
+    public leaseUntil: number,
+    /** The runner's heartbeat (extends the lease, records progress). */
+    private readonly beat: (a: Active, progress: unknown) => boolean,
+  ) {}
+  get signal(): AbortSignal {
+    return signalOf(this)
+  }
+  heartbeat(progress?: unknown): boolean {
+    return this.beat(this, progress)
+  }
 }
 
 /** A job leased ahead, waiting for a free worker slot. */

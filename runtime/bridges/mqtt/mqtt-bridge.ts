@@ -5,6 +5,7 @@ import type { Bridge, FrameHandler, InboundFrame, PublishOptions, Subscription }
 import { assertTopicSegment } from '../../wire/topics.js'
 import { backoffDelay } from '../../backoff.js'
 import { createLogLimiter } from '../../log-limiter.js'
+import { systemClock } from '../../ports/clock.js'
 import { createBridgeStats, createRoutes, createStatusHub, DEFAULT_MAX_PAYLOAD_BYTES, snapshotStats } from '../bridge-kit.js'
 import type { OversizedPacket } from './packet-size-guard.js'
 import { createMqttSockets } from './mqtt-socket.js'
@@ -64,8 +65,9 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   let attempt = 0
   const clientId = opts.clientId ?? opts.deviceId
   const stableMs = opts.stableConnectionMs ?? 10_000
+  const clock = opts.clock ?? systemClock
   // Connection trouble and dropped inbound frames: one line per reason a minute, with the count.
-  const trouble = createLogLimiter(log)
+  const trouble = createLogLimiter(log, { clock })
   // The connection the broker accepted last (a sequence number) and when; undefined once it closed.
   let connection = 0
   let connectedAt: number | undefined
@@ -77,7 +79,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   let hungUp = false
   // Filters dropped while disconnected: the broker's session may still hold them.
   const unsubscribeLater = new Set<string>()
-  let reconnectTimer: ReturnType<typeof setTimeout> | undefined
+  let reconnectTimer: (() => void) | undefined // cancels the armed reconnect
   let firstConnect: { resolve(): void; reject(e: OutpostError): void }[] = []
 
   // Inbound packets are bounded while they are read (packet-size-guard.ts): one larger than a
@@ -148,13 +150,13 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
     attempt++
     const delayMs = backoffDelay(attempt, opts.reconnect)
     status.set({ type: 'reconnecting', attempt, delayMs })
-    reconnectTimer = setTimeout(() => {
+    reconnectTimer = clock.setTimer(clock.now() + delayMs, () => {
       reconnectTimer = undefined
       if (closing || client === undefined) return
       status.set({ type: 'connecting', attempt })
       // Keep the stores: QoS 1 messages in flight are resent on the new connection.
       client.reconnect({ incomingStore: client.incomingStore, outgoingStore: client.outgoingStore })
-    }, delayMs)
+    })
   }
 
   const start = (): MqttClient => {
@@ -192,7 +194,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
     }
     c.on('connect', (connack) => {
       const seq = ++connection
-      connectedAt = Date.now()
+      connectedAt = clock.now()
       hungUp = false
       takenOver = false
       const sessionPresent = connack.sessionPresent === true
@@ -243,7 +245,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
     c.on('close', () => {
       if (closing) return
       suspects = unacked.size > 0 ? new Set(unacked) : undefined
-      const upMs = connectedAt === undefined ? undefined : Date.now() - connectedAt
+      const upMs = connectedAt === undefined ? undefined : clock.now() - connectedAt
       connectedAt = undefined
       // A connection that lasted resets the backoff; one closed right after it was accepted does
       // not, so a takeover fight slows down instead of reconnecting at once.
@@ -360,7 +362,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       // Stop taking new work first, then let in-flight work finish.
       const wasClient = client
       closing = true
-      if (reconnectTimer !== undefined) clearTimeout(reconnectTimer)
+      reconnectTimer?.()
       let timer: ReturnType<typeof setTimeout> | undefined
       await Promise.race([
         Promise.all([Promise.all(inFlightHandlers), publishes.drained()]),

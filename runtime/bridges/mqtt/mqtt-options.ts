@@ -4,6 +4,7 @@ import * as clientModule from 'mqtt/lib/client'
 import type { MqttClient as MqttClientType } from 'mqtt'
 import type { Logger } from 'pino'
 import type { BackoffOptions } from '../../backoff.js'
+import type { Clock } from '../../ports/clock.js'
 
 /** Options of an MQTT bridge; only `url` and `deviceId` are required. */
 export interface MqttBridgeOptions {
@@ -28,6 +29,8 @@ export interface MqttBridgeOptions {
    * took the session over with the same client id) is retried ever more slowly, not at once.
    */
   stableConnectionMs?: number
+  /** Time of the reconnect backoff, of how long a connection lasted and of log rate limits (default: the system clock). */
+  clock?: Clock
   /** MQTT protocol level: 4 (3.1.1, default) or 5. */
   protocolVersion?: 4 | 5
   /** Keep the broker session across reconnects (default true: QoS 1 messages wait for the device). */

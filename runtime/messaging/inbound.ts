@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
 import { createLogLimiter } from '../log-limiter.js'
+import { systemClock, type Clock } from '../ports/clock.js'
 import type { InboundFrame } from '../ports/bridge.js'
 import type { EnvelopeCodec } from '../wire/codec.js'
 import type { Envelope } from '../wire/envelope.js'
@@ -39,10 +40,10 @@ export interface InboundGate {
 }
 
 /** Creates the gate of one messenger: `prefix` is the first topic level, whose next level names the sender. */
-export function createInboundGate(codec: EnvelopeCodec, prefix: string, log: Logger): InboundGate {
+export function createInboundGate(codec: EnvelopeCodec, prefix: string, log: Logger, clock: Clock = systemClock): InboundGate {
   const senderAt = prefix.length + 1
   const dropped: Record<string, number> = {}
-  const trouble = createLogLimiter(log)
+  const trouble = createLogLimiter(log, { clock })
   const drop = (code: string): void => {
     dropped[code] = (dropped[code] ?? 0) + 1
   }

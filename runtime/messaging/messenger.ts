@@ -158,7 +158,7 @@ export function createMessenger(opts: MessengerOptions): Messenger {
   // The fast path of an in-process bridge: envelopes go over as objects, encoded only for a
   // subscriber that reads the bytes.
   const publishValue = transport.publishValue?.bind(transport)
-  const gate = createInboundGate(codec, topics.prefix, log)
+  const gate = createInboundGate(codec, topics.prefix, log, clock)
   const pending = createPendingReplies(clock)
   const presenceTopic = topics.presenceTopic(deviceId)
   let services: PresencePayload['services'] = []

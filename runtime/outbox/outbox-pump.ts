@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import { errorCode, errorMessage } from '../errors.js'
 import type { Bridge, PublishOptions } from '../ports/bridge.js'
+import { systemClock, UNREF, type Clock } from '../ports/clock.js'
 import type { Outbox, OutboxEntry } from '../ports/outbox.js'
 import { createLogLimiter } from '../log-limiter.js'
 
@@ -22,9 +23,10 @@ export interface OutboxPump {
  * it starts again from the oldest entry still there, so what was in flight is sent again
  * (at least once: receivers drop duplicates by message id).
  */
-export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; window?: number; log: Logger }): OutboxPump {
+export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; window?: number; log: Logger; clock?: Clock }): OutboxPump {
   const { outbox, bridge, log } = opts
-  const limited = createLogLimiter(log)
+  const clock = opts.clock ?? systemClock
+  const limited = createLogLimiter(log, { clock })
   const window = Math.max(1, opts.window ?? 128)
   let lastSent = 0 // highest seq handed to the bridge in this connection
   let inFlight = 0
@@ -83,16 +85,19 @@ export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; window?
 
   // One retry timer at most, after a failed read of the outbox.
   const RETRY_MS = 1_000
-  let retryTimer: ReturnType<typeof setTimeout> | undefined
+  let retryTimer: (() => void) | undefined // cancels the armed retry
   const retryLater = (err: unknown): void => {
     const code = errorCode(err)
     limited.warn(`peek:${code}`, { code }, `outbox not readable; trying again: ${errorMessage(err)}`)
     if (retryTimer !== undefined || stopped) return
-    retryTimer = setTimeout(() => {
-      retryTimer = undefined
-      kick()
-    }, RETRY_MS)
-    retryTimer.unref()
+    retryTimer = clock.setTimer(
+      clock.now() + RETRY_MS,
+      () => {
+        retryTimer = undefined
+        kick()
+      },
+      UNREF,
+    )
   }
 
   const kick = (): void => {
@@ -117,7 +122,7 @@ export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; window?
     kick,
     stop(ms) {
       stopped = true
-      if (retryTimer !== undefined) clearTimeout(retryTimer)
+      retryTimer?.()
       if (inFlight === 0) return Promise.resolve()
       return new Promise<void>((resolve) => {
         const t = setTimeout(resolve, ms)

@@ -68,7 +68,7 @@ export function createScheduler(opts: { jobs: ScheduledJob[]; clock: Clock; stor
   const occurrence = (job: ScheduledJob, at: number): Occurrence => ({ id: `${job.service}/${job.name}/${at}`, at, schedule: job.name })
   const key = (job: ScheduledJob): string => `${job.service}/${job.name}`
 
-  const limited = createLogLimiter(log)
+  const limited = createLogLimiter(log, { clock })
   /**
    * Persists the last occurrence handled. Runs from timers, so it never throws: a write storage
    * refuses (busy past its wait, a full disk) is logged at a bounded rate, and the next

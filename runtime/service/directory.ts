@@ -1,3 +1,4 @@
+import { systemClock, type Clock } from '../ports/clock.js'
 import type { PresencePayload } from '../wire/envelope.js'
 
 /** A device that runs a service, as its presence announced. */
@@ -73,8 +74,15 @@ const MAX_NAME_LENGTH = 128
 
 const isName = (s: unknown): s is string => typeof s === 'string' && s.length > 0 && s.length <= MAX_NAME_LENGTH
 
+/** Options of a directory: its bounds, and the clock its waits run on. */
+export interface DirectoryOptions extends DirectoryLimits {
+  /** Time of `waitFor…` waits (default: the system clock); the runtime passes its own. */
+  clock?: Clock
+}
+
 /** Creates an empty directory. */
-export function createDirectory(opts: DirectoryLimits = {}): Directory {
+export function createDirectory(opts: DirectoryOptions = {}): Directory {
+  const clock = opts.clock ?? systemClock
   const maxGone = opts.maxGone ?? 1_024
   const maxLive = opts.maxLive ?? 4_096
   const maxServices = opts.maxServicesPerDevice ?? 64
@@ -130,7 +138,7 @@ export function createDirectory(opts: DirectoryLimits = {}): Directory {
     if (now !== undefined || ms <= 0) return Promise.resolve(now)
     return new Promise((resolve) => {
       const settle = (value: T | undefined): void => {
-        clearTimeout(timer)
+        cancel()
         waiters.delete(check)
         resolve(value)
       }
@@ -138,7 +146,7 @@ export function createDirectory(opts: DirectoryLimits = {}): Directory {
         const v = probe()
         if (v !== undefined) settle(v)
       }
-      const timer = setTimeout(() => settle(probe()), ms)
+      const cancel = clock.setTimer(clock.now() + ms, () => settle(probe()))
       waiters.add(check)
     })
   }

@@ -195,7 +195,7 @@ export function createEvents(deps: EventsDeps): Events {
     },
     afterCommit,
     startPump: () => {
-      if (outbox !== undefined) pump = createOutboxPump({ outbox, bridge: link.transport, window: deps.outboxWindow, log: core.log })
+      if (outbox !== undefined) pump = createOutboxPump({ outbox, bridge: link.transport, window: deps.outboxWindow, log: core.log, clock: core.clock })
     },
     stopPump: async (ms) => {
       await pump?.stop(ms)

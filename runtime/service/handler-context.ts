@@ -31,7 +31,8 @@ export interface ContextDeps {
 export class MessageContext {
   private _log: Logger | undefined
   private _ac: AbortController | undefined
-  private _timer: ReturnType<typeof setTimeout> | undefined
+  /** Cancels the deadline's timer (on the runtime's clock). */
+  private _timer: (() => void) | undefined
   private _proxy: unknown
   /** Set when the deadline timer aborted the signal (timers may fire a millisecond early). */
   timedOut = false
@@ -90,11 +91,10 @@ export class MessageContext {
       core.controllers.add(ac)
       if (core.stopping) ac.abort(new OutpostError(ErrorCode.CANCELLED, 'runtime is stopping'))
       if (this.env.deadline !== undefined) {
-        const ms = Math.max(0, this.env.deadline - core.now())
-        this._timer = setTimeout(() => {
+        this._timer = core.clock.setTimer(this.env.deadline, () => {
           this.timedOut = true
           ac.abort(new OutpostError(ErrorCode.TIMEOUT, 'deadline passed'))
-        }, ms)
+        })
       }
     }
     return this._ac.signal
@@ -102,7 +102,7 @@ export class MessageContext {
   /** Releases the signal's timer; called when the handler settled. */
   dispose(): void {
     if (this._ac !== undefined) {
-      if (this._timer !== undefined) clearTimeout(this._timer)
+      this._timer?.()
       this.rt.core.controllers.delete(this._ac)
     }
   }

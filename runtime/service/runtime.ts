@@ -37,6 +37,7 @@ export function createRuntime(opts: RuntimeOptions): Runtime {
   const queueStore = opts.queueStore ?? createMemoryQueueStore()
   // Presence is untrusted: what it declares beyond the directory's bounds is refused, counted and logged at a bounded rate.
   const directory = createDirectory({
+    clock,
     onRefused: (what, device) => rejections.warn(`presence-${what}-limit`, { device }, `presence of ${device} declares more than the directory keeps (${what}s); the rest is ignored`),
   })
 

@@ -86,7 +86,7 @@ const SHORT_JOB_PREFETCH = 128
 export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: Logger; queues: RunnerQueue[]; afterCommit: () => void; pollMs?: number; random?: () => number }): QueueRunner {
   const { store, clock, log } = opts
   // Storage trouble that is retried (busy, full) recurs every poll or sweep: one line per kind a minute, with the count.
-  const storeTrouble = createLogLimiter(log)
+  const storeTrouble = createLogLimiter(log, { clock })
   const pollMs = opts.pollMs ?? 1_000
   const queues = new Map<string, QueueState>()
   for (const def of opts.queues) {

@@ -5,9 +5,11 @@ import { systemClock, UNREF, type Clock } from '../ports/clock.js'
 import type { Outbox, OutboxEntry } from '../ports/outbox.js'
 import { createLogLimiter } from '../log-limiter.js'
 
-// Stored frames go out at QoS 1: each entry is removed only once the broker has it.
-const PLAIN: PublishOptions = { qos: 1, retain: false }
-const RETAIN: PublishOptions = { qos: 1, retain: true }
+// Stored frames go out at QoS 1: each entry is removed only once the broker has it. The outbox
+// holds every frame and the pump sends again from the oldest unacknowledged one after a
+// reconnect, so the transport need keep no copy (callerResends).
+const PLAIN: PublishOptions = { qos: 1, retain: false, callerResends: true }
+const RETAIN: PublishOptions = { qos: 1, retain: true, callerResends: true }
 
 /** Moves outbox entries to the broker while connected. */
 export interface OutboxPump {

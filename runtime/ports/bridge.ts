@@ -45,6 +45,15 @@ export interface PublishOptions {
   qos?: 0 | 1
   /** Keep as the topic's retained message; a zero-byte payload published retained clears it. */
   retain?: boolean
+  /**
+   * QoS 1 only: the caller holds the frame and publishes it again after a reconnect (the outbox
+   * pump starts again from its oldest unacknowledged entry), so the transport keeps no copy: a
+   * publish still awaiting its acknowledgement when the connection is lost rejects with
+   * BRIDGE_UNAVAILABLE instead of being sent again by the transport on the next connection.
+   * Without it an MQTT transport keeps such publishes and sends them again itself. An in-process
+   * transport settles every publish at once, so it holds nothing either way.
+   */
+  callerResends?: boolean
 }
 
 /** Counters every bridge keeps; dropped frames are counted by error code. */

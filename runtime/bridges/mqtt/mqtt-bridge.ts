@@ -11,6 +11,8 @@ import type { OversizedPacket } from './packet-size-guard.js'
 import { createMqttSockets } from './mqtt-socket.js'
 import { MqttClient, type MqttBridgeOptions } from './mqtt-options.js'
 import { createPublishWindow } from './publish-window.js'
+import { createPacketIds } from './packet-ids.js'
+import { createDirectPublisher } from './direct-publisher.js'
 
 export type { MqttBridgeOptions } from './mqtt-options.js'
 
@@ -51,7 +53,10 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   const log = baseLog.child(baseLog.bindings().device === undefined ? { bridge: 'mqtt', device: opts.deviceId } : { bridge: 'mqtt' })
   const status = createStatusHub()
   const stats = createBridgeStats()
-  const publishes = createPublishWindow(opts.inFlightWindow ?? 256, () => stats.published++)
+  // Packet ids shared by MQTT.js and the publishes written here (`callerResends`, direct-publisher.ts).
+  const packetIds = createPacketIds()
+  const direct = createDirectPublisher(packetIds, opts.protocolVersion ?? 4)
+  const publishes = createPublishWindow(opts.inFlightWindow ?? 256, () => stats.published++, direct)
   const routes = createRoutes<LocalSub>()
   const inFlightHandlers = new Set<Promise<void>>()
   // QoS 1 packet ids whose handlers are running (not yet acknowledged), and those that were when
@@ -88,7 +93,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   const maxPacketBytes = maxPayloadBytes + 65_536 + 16
   let lastOversized: OversizedPacket | undefined
   const sockets = createMqttSockets({
-    host, port, secure, tls: opts.tls, maxPacketBytes, protocolVersion: opts.protocolVersion ?? 4,
+    host, port, secure, tls: opts.tls, maxPacketBytes, protocolVersion: opts.protocolVersion ?? 4, onPuback: direct.puback,
     onOversized: (p) => {
       lastOversized = p
       // Not a PUBLISH: the connection is closed (a broker sends nothing else that large).
@@ -180,6 +185,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       // MQTT.js re-arms the keepalive timer on every packet it sends or receives, ~2 µs per PUBACK
       // on a drain; without that a PINGREQ simply goes out every `keepalive` seconds, traffic or not.
       reschedulePings: false,
+      messageIdProvider: packetIds,
     }
     // MQTT 5: the broker is told the largest packet we take, and does not send a larger one
     // [MQTT-3.1.2-24]; the limit counts the whole packet (fixed header up to 5 bytes).
@@ -243,6 +249,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       for (const w of waiters) w.reject(wrapped)
     })
     c.on('close', () => {
+      direct.lost('connection lost')
       if (closing) return
       suspects = unacked.size > 0 ? new Set(unacked) : undefined
       const upMs = connectedAt === undefined ? undefined : clock.now() - connectedAt
@@ -317,7 +324,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       try {
         const c = ensureConnected()
         if (popts?.qos === 0) return publishes.once(c, topic, payload, popts.retain === true)
-        return publishes.acked(c, topic, payload, popts?.retain === true)
+        return publishes.acked(c, topic, payload, popts?.retain === true, popts?.callerResends === true)
       } catch (err) {
         return Promise.reject(err)
       }

@@ -14,6 +14,8 @@ export interface MqttSocketOptions {
   protocolVersion: 4 | 5
   /** Told of every packet larger than `maxPacketBytes` (a PUBLISH is shrunk, anything else closes the connection). */
   onOversized(packet: OversizedPacket): void
+  /** Offered every PUBACK read; true consumes it (see PacketSizeGuardOptions.onPuback). */
+  onPuback?(id: number, reasonCode: number): boolean
 }
 
 /** Sockets to a broker, each bounding the packets it reads. */
@@ -44,6 +46,7 @@ export function createMqttSockets(opts: MqttSocketOptions): MqttSockets {
         marker: oversized,
         protocolVersion: opts.protocolVersion,
         onOversized: opts.onOversized,
+        onPuback: opts.onPuback,
       })
       return socket
     },

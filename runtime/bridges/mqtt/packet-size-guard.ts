@@ -28,6 +28,13 @@ export interface PacketSizeGuardOptions {
   protocolVersion?: number
   /** Told of every packet that was too large, before the connection is closed or the packet shrunk. */
   onOversized?(packet: OversizedPacket): void
+  /**
+   * Offered every PUBACK read (its packet id, and its reason code: 0 unless MQTT 5 gives one):
+   * returning true consumes it (it is not handed on), false hands it on unchanged. Lets the
+   * transport's own publishes (direct-publisher.ts) take their acknowledgements without the
+   * client library parsing them.
+   */
+  onPuback?(id: number, reasonCode: number): boolean
 }
 
 // Where the guard is in the packet being read.
@@ -37,6 +44,7 @@ const PASS = 2 // inside a packet of allowed size: its bytes go on
 const COLLECT = 3 // reading an oversized PUBLISH's variable header (topic, packet id, properties)
 const SKIP = 4 // discarding the rest of an oversized PUBLISH
 const BROKEN = 5 // framing lost (a malformed length) or connection closed: bytes go on, the parser decides
+const ACK = 6 // reading a PUBACK's packet id (and MQTT 5 reason code), held back until it is known whose it is
 const EMPTY = Buffer.alloc(0)
 /** Most bytes of an oversized PUBLISH's variable header the guard reads (a topic is at most 65,535 bytes). */
 const MAX_VARIABLE_HEADER = 65_535 + 2 + 2 + 4 + 65_536
@@ -55,6 +63,7 @@ export function guardPacketSize(socket: Duplex, opts: PacketSizeGuardOptions): v
   const shrink = opts.mode === 'shrink'
   const v5 = opts.protocolVersion === 5
   const marker = opts.marker ?? new Uint8Array(0)
+  const onPuback = opts.onPuback
   const push = socket.push.bind(socket)
 
   let phase = HEADER
@@ -66,6 +75,10 @@ export function guardPacketSize(socket: Duplex, opts: PacketSizeGuardOptions): v
   let remaining = 0 // bytes of the current packet still to pass or skip
   let collected: Buffer = EMPTY // the variable header of an oversized PUBLISH, as read so far
   let have = 0
+  let ackId = 0 // the PUBACK being read: its packet id and reason code so far
+  let ackCode = 0
+  let ackRead = 0 // bytes of it read
+  let ackNeed = 0 // bytes of it needed to know whose it is
 
   const closeNow = (packet: OversizedPacket): void => {
     phase = BROKEN
@@ -111,6 +124,22 @@ export function guardPacketSize(socket: Duplex, opts: PacketSizeGuardOptions): v
     return Buffer.concat([Buffer.from(head), variableHeader, marker])
   }
 
+  /** The first bytes of a PUBACK held back: fixed header, packet id and (when read) reason code. */
+  const ackHead = (len: number, id: number, code: number, read: number): Buffer => {
+    const b = Buffer.allocUnsafe(1 + (len < 128 ? 1 : len < 16_384 ? 2 : len < 2_097_152 ? 3 : 4) + read)
+    b[0] = 0x40
+    let o = 1
+    let x = len
+    do {
+      const byte = x % 128
+      x = Math.floor(x / 128)
+      b[o++] = x > 0 ? byte | 0x80 : byte
+    } while (x > 0)
+    b.writeUInt16BE(id, o)
+    if (read === 3) b[o + 2] = code
+    return b
+  }
+
   // What a chunk becomes when it is not handed on whole (made once, not per chunk).
   let pieces: Buffer[] | undefined
   const emit = (b: Buffer): void => {
@@ -151,6 +180,18 @@ export function guardPacketSize(socket: Duplex, opts: PacketSizeGuardOptions): v
               if (carry !== undefined) emit(carry)
               carry = undefined
             }
+            break
+          }
+          if (length <= limit && first === 0x40 && onPuback !== undefined && (length === 2 || (v5 && length > 2))) {
+            // A PUBACK: held back (with what came before it handed on) until its id is read.
+            if (headerAt > passFrom) emit(chunk.subarray(passFrom, headerAt))
+            carry = undefined
+            passFrom = i
+            ackId = 0
+            ackCode = 0
+            ackRead = 0
+            ackNeed = length === 2 ? 2 : 3
+            phase = ACK
             break
           }
           if (length <= limit) {
@@ -214,6 +255,22 @@ export function guardPacketSize(socket: Duplex, opts: PacketSizeGuardOptions): v
           remaining -= take
           passFrom = i
           if (remaining === 0) phase = HEADER
+          break
+        }
+        case ACK: {
+          const byte = chunk[i++]!
+          passFrom = i
+          if (ackRead++ < 2) ackId = (ackId << 8) | byte
+          else ackCode = byte
+          if (ackRead < ackNeed) break
+          remaining = length - ackNeed
+          if (onPuback!(ackId, ackCode)) {
+            phase = remaining === 0 ? HEADER : SKIP
+            break
+          }
+          // Not one it knows: handed on as it came (its fixed header written again, then what was read).
+          emit(ackHead(length, ackId, ackCode, ackNeed))
+          phase = remaining === 0 ? HEADER : PASS
           break
         }
         default: // BROKEN

@@ -2,15 +2,17 @@ import { describe, expect, it } from 'vitest'
 import { createDeadlineTracker } from '../../runtime/messaging/deadline-tracker.js'
 import { createPendingReplies } from '../../runtime/messaging/pending-replies.js'
 import { createRecentMap } from '../../runtime/recent-map.js'
-import { ErrorCode, isOutpostError, type Envelope } from '../../runtime/index.js'
+import { createManualClock, ErrorCode, isOutpostError, type Envelope } from '../../runtime/index.js'
 
+const T0 = Date.UTC(2026, 10, 26, 12, 0, 0)
 const command = (id: string, deadline: number): Envelope => ({ v: 1, kind: 'command', id, src: 'a', inst: 'i', at: 0, service: 's', name: 'c', deadline })
 
 describe('deadline tracker', () => {
   it('expires what is due, in any order of deadlines, and nothing that was removed', async () => {
-    const tracker = createDeadlineTracker()
+    const clock = createManualClock(T0)
+    const tracker = createDeadlineTracker(clock)
     const fired: string[] = []
-    const entry = (name: string, inMs: number) => ({ deadline: Date.now() + inMs, expire: () => fired.push(name) })
+    const entry = (name: string, inMs: number) => ({ deadline: T0 + inMs, expire: () => fired.push(name) })
     const late = entry('late', 60)
     const early = entry('early', 20)
     const removed = entry('removed', 10)
@@ -18,35 +20,53 @@ describe('deadline tracker', () => {
     tracker.add(early)
     tracker.add(removed)
     tracker.remove(removed)
-    await new Promise((r) => setTimeout(r, 100))
+    await clock.advance(19)
+    expect(fired).toEqual([])
+    await clock.advance(1)
+    expect(fired).toEqual(['early'])
+    await clock.advance(40)
     expect(fired).toEqual(['early', 'late'])
     expect(tracker.size).toBe(0)
+    await clock.advance(60_000)
+    expect(fired).toEqual(['early', 'late'])
+    expect(clock.pending).toBe(0)
   })
 
   it('keeps live entries through compaction of many removed ones', async () => {
-    const tracker = createDeadlineTracker()
+    const clock = createManualClock(T0)
+    const tracker = createDeadlineTracker(clock)
     let fired = 0
-    const keep = { deadline: Date.now() + 30, expire: () => fired++ }
+    const keep = { deadline: T0 + 30, expire: () => fired++ }
     tracker.add(keep)
     for (let i = 0; i < 5_000; i++) {
-      const e = { deadline: Date.now() + 10_000, expire: () => fired++ }
+      const e = { deadline: T0 + 10_000, expire: () => fired++ }
       tracker.add(e)
       tracker.remove(e)
     }
     expect(tracker.size).toBe(1)
-    await new Promise((r) => setTimeout(r, 80))
+    await clock.advance(30)
     expect(fired).toBe(1)
+    // Past every removed entry's deadline: none of them fires.
+    await clock.advance(20_000)
+    expect(fired).toBe(1)
+    expect(tracker.size).toBe(0)
   })
 })
 
 describe('pending replies', () => {
   it('settles a request with its reply, times out another, and ignores a late reply', async () => {
-    const pending = createPendingReplies()
-    const answered = pending.wait(command('c1', Date.now() + 1_000), Date.now())
-    const forgotten = pending.wait(command('c2', Date.now() + 20), Date.now()).catch((e: unknown) => e)
+    const clock = createManualClock(T0)
+    const pending = createPendingReplies(clock)
+    const answered = pending.wait(command('c1', T0 + 1_000), T0)
+    let timedOut: unknown
+    pending.wait(command('c2', T0 + 20), T0).catch((e: unknown) => (timedOut = e))
     expect(pending.settle({ v: 1, kind: 'reply', id: 'r1', src: 'b', inst: 'i', at: 0, corr: 'c1', payload: 42 })).toBe(true)
     expect((await answered).payload).toBe(42)
-    expect(isOutpostError(await forgotten, ErrorCode.TIMEOUT)).toBe(true)
+    await clock.advance(19)
+    expect(timedOut).toBeUndefined()
+    await clock.advance(1)
+    expect(isOutpostError(timedOut, ErrorCode.TIMEOUT)).toBe(true)
+    expect((timedOut as Error).message).toBe('no reply to s.c within 20 ms')
     expect(pending.settle({ v: 1, kind: 'reply', id: 'r2', src: 'b', inst: 'i', at: 0, corr: 'c2' })).toBe(false)
     expect(pending.size).toBe(0)
   })

@@ -280,7 +280,7 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
       const key = queueKey(svc, queue)
       let h = handles.get(key)
       if (h === undefined) {
-        const ops = createQueueOps(store, key, clock.now, {
+        const ops = createQueueOps(store, key, () => clock.now(), {
           wake: () => runner.kick(key),
           cancelled: (job) => {
             runner.cancelled(job.id)

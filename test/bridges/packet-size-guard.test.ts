@@ -88,6 +88,27 @@ describe('packet size guard', () => {
     expect(seen[0]).toEqual({ type: 3, bytes: 8 * 1024 * 1024 + 2 + 25 + 2, topic: 'ob/attacker/cmd/dev/s/1/c' })
   })
 
+  it('takes the PUBACKs its listener claims out of the stream and hands every other packet on unchanged, however the chunks cut them', async () => {
+    const puback = (id: number): Buffer => Buffer.from([0x40, 0x02, id >> 8, id & 0xff])
+    // MQTT 5: reason code and properties (a reason string) after the packet id.
+    const puback5 = (id: number, code: number): Buffer => Buffer.from([0x40, 0x09, id >> 8, id & 0xff, code, 0x05, 0x1f, 0x00, 0x02, 0x6e, 0x6f])
+    const ours = new Set([0x0101, 0x0202, 0x0303, 0x0404])
+    const stream = Buffer.concat([puback(0x0101), publish('ob/a', Buffer.alloc(30, 1), 1, 0x0101), puback(0x0999), puback(0x0202), PINGRESP, puback5(0x0303, 0x87), puback5(0x0888, 0x10), puback(0x0404)])
+    const handedOn = Buffer.concat([publish('ob/a', Buffer.alloc(30, 1), 1, 0x0101), puback(0x0999), PINGRESP, puback5(0x0888, 0x10)])
+    for (const sizes of [[stream.length], [1], [2, 3, 5], [3], [4], [7], [127, 1, 64]]) {
+      const taken: [number, number][] = []
+      const g = guarded({ maxPacketBytes: 1_100, mode: 'shrink', marker, protocolVersion: 5, onPuback: (id, code) => ours.has(id) && taken.push([id, code]) > 0 })
+      feed(g.socket, stream, sizes)
+      expect((await g.bytes()).equals(handedOn), String(sizes)).toBe(true)
+      expect(taken, String(sizes)).toEqual([[0x0101, 0], [0x0202, 0], [0x0303, 0x87], [0x0404, 0]])
+    }
+    // MQTT 3.1.1: a PUBACK is two bytes after its header; one longer is malformed and left to the parser.
+    const odd = Buffer.from([0x40, 0x03, 0x01, 0x01, 0x00])
+    const g = guarded({ maxPacketBytes: 1_100, mode: 'shrink', marker, onPuback: () => true })
+    feed(g.socket, Buffer.concat([puback(0x0101), odd]), [1])
+    expect((await g.bytes()).equals(odd)).toBe(true)
+  })
+
   it('closes the connection on an oversized packet in close mode, before reading its body', () => {
     const g = guarded({ maxPacketBytes: 1024, mode: 'close' })
     const seen: OversizedPacket[] = []

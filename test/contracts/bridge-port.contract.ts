@@ -91,6 +91,24 @@ export function describeBridgePortContract(name: string, opts: BridgePortContrac
       expect(b.stats().received).toBeGreaterThanOrEqual(2)
     })
 
+    it('settles a publish whose caller sends it again itself (callerResends) with its acknowledgement, in order with the others', async () => {
+      const a = await open('pub')
+      const b = await open('sub')
+      const got = await collect(b, t('cr/x'))
+      const sent = Array.from({ length: 40 }, (_, i) => `f${i}`)
+      // Both kinds interleaved on one topic: one publisher, one order.
+      await Promise.all(sent.map((s, i) => a.publish(t('cr/x'), text(s), i % 3 === 0 ? { qos: 1 } : { qos: 1, callerResends: true })))
+      await expect(a.publish(t('cr/x'), text('kept'), { qos: 1, retain: true, callerResends: true })).resolves.toBeUndefined()
+      await until(() => got.length === sent.length + 1)
+      expect(got.map(read)).toEqual([...sent, 'kept'])
+      expect(a.stats().published).toBe(sent.length + 1)
+      const late = await open('late')
+      const retained = await collect(late, t('cr/x'))
+      await until(() => retained.length === 1)
+      expect(retained.map((f) => [read(f), f.retained])).toEqual([['kept', true]])
+      await a.publish(t('cr/x'), new Uint8Array(0), { retain: true, callerResends: true })
+    })
+
     it('stops handing frames to a subscription once it is unsubscribed', async () => {
       const a = await open('pub')
       const b = await open('sub')
@@ -240,6 +258,21 @@ export function describeBridgePortContract(name: string, opts: BridgePortContrac
         const a = await open('pub')
         await a.publish(t('back/x'), text('again'))
         await until(() => got.some((f) => read(f) === 'again'), 10_000)
+      })
+
+      it('rejects a callerResends publish still awaiting its acknowledgement when the connection is lost, and does not send it again itself', async () => {
+        const watcher = await open('watcher')
+        const got = await collect(watcher, t('cl/+'))
+        const a = await open('pub', { cuttable: true })
+        // Written this tick, so the connection is lost before any of them reached the broker.
+        const lost = Array.from({ length: 20 }, (_, i) => a.publish(t('cl/lost'), text(`lost${i}`), { qos: 1, callerResends: true }))
+        lossy().cut()
+        for (const p of lost) expect(isOutpostError(await caught(p), ErrorCode.BRIDGE_UNAVAILABLE)).toBe(true)
+        await until(() => a.status.type === 'connected', 10_000)
+        await a.publish(t('cl/after'), text('after'), { qos: 1, callerResends: true })
+        await until(() => got.length > 0, 10_000)
+        // The marker published after the reconnect came through; nothing of before was sent again.
+        expect(got.map((f) => [f.topic, read(f)])).toEqual([[t('cl/after'), 'after']])
       })
 
       it('has the broker publish its last will when its connection is lost', async () => {

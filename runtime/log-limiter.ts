@@ -1,5 +1,4 @@
 import type { Logger } from 'pino'
-import { systemClock, type Clock } from './ports/clock.js'
 
 /** Log lines about one kind of trouble (a reason), at most one per interval, each with how many it stands for. */
 export interface LogLimiter {
@@ -20,8 +19,11 @@ export interface LogLimiter {
 export interface LogLimiterOptions {
   /** Shortest time between two lines of one reason, ms (default 60 000). */
   intervalMs?: number
-  /** Time the intervals are measured on (default: the system clock). */
-  clock?: Clock
+  /**
+   * Time the intervals are measured on: the runtime's `Clock` (default: the machine's time).
+   * Typed by shape, as a leaf module imports nothing from the ports.
+   */
+  clock?: { now(): number }
   /** Most reasons tracked; further ones share the reason `other` (default 64), so ever-new reasons cannot grow memory. */
   maxReasons?: number
 }
@@ -39,7 +41,7 @@ interface ReasonState {
  */
 export function createLogLimiter(log: Logger, opts: LogLimiterOptions = {}): LogLimiter {
   const intervalMs = opts.intervalMs ?? 60_000
-  const clock = opts.clock ?? systemClock
+  const clock = opts.clock ?? Date
   const maxReasons = opts.maxReasons ?? 64
   const reasons = new Map<string, ReasonState>()
 

@@ -12,6 +12,17 @@ interface Row {
 }
 
 /**
+ * A copy of a frame the tail keeps. Small frames are carved from Node's shared buffer pool
+ * (Buffer.allocUnsafe, then filled at once): a slice made an ArrayBuffer of its own per event,
+ * which cost four times as much to make and to collect.
+ */
+const copyOf = (frame: Uint8Array): Buffer => {
+  const copy = Buffer.allocUnsafe(frame.length)
+  copy.set(frame)
+  return copy
+}
+
+/**
  * Creates the outbox in the device database: entries survive restarts and power cuts. Its appends
  * join the database's device transaction (`database.deviceTransaction`) when one is open, which
  * a queue store on the same database shares: a result event commits with the job's settlement.
@@ -164,18 +175,10 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
 
   /** Stores an entry in the open transaction: inserted at once, or with the rest before commit (`later`). */
   const appendNow = (e: Omit<OutboxEntry, 'seq'>, later: boolean): number => {
-    // Undone with its transaction: an entry still waiting leaves `pending` together with every
-    // later one (those written out already are rolled back by SQLite).
-    let waiting = -1
-    database.onRollback(() => {
-      if (waiting >= 0) {
-        const from = pending.findIndex((p) => p.seq >= waiting)
-        if (from >= 0) pending.length = from
-      }
-      recount()
-    })
     const size = e.frame.length
     let over = acct.admit(e.stream, size)
+    // Dropped entries come back with a rollback: count again then.
+    if (over > 0) database.onRollback(recount)
     // Dropping to make room picks from rows in the file: what waits goes in first.
     if (over > 0 && pending.length > 0) insertPending()
     while (over > 0) {
@@ -191,11 +194,26 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
       }
     }
     let seq: number
-    if (!later) seq = Number(insertNow.run(e.stream, e.topic, e.frame, e.retain ? 1 : 0, size, now()).lastInsertRowid)
+    if (!later) {
+      seq = Number(insertNow.run(e.stream, e.topic, e.frame, e.retain ? 1 : 0, size, now()).lastInsertRowid)
+      database.onRollback(recount) // undone with its transaction: count again
+    } else if (pending.length > 0) seq = pending.at(-1)!.seq + 1
     else {
-      seq = pending.length > 0 ? pending.at(-1)!.seq + 1 : (lastSeq.get() ?? 0) + 1
-      waiting = seq
-      if (pending.length === 0) database.beforeCommit(insertPending)
+      seq = (lastSeq.get() ?? 0) + 1
+      database.beforeCommit(insertPending)
+      // Undone with its transaction: the entries still waiting leave `pending` (those written out
+      // already are rolled back by SQLite). One undo for the whole group, registered by its first
+      // entry: a savepoint opening inside the transaction writes out what waits first, so the
+      // entries waiting are always of the level this was registered in (or of inner levels
+      // released into it).
+      const first = seq
+      database.onRollback(() => {
+        const from = pending.findIndex((p) => p.seq >= first)
+        if (from >= 0) pending.length = from
+        recount()
+      })
+    }
+    if (later) {
       pending.push({ seq, stream: e.stream, topic: e.topic, frame: e.frame, retain: e.retain ? 1 : 0, size, at: now() })
       // A long transaction (a backlog written in one go) does not hold its entries in memory.
       if (pending.length >= PENDING_MAX) insertPending()
@@ -209,7 +227,7 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
         tailLive = false
       } else {
         // A copy: an encoder's frame may be a view into a large buffer that the tail would keep alive.
-        tail.push({ seq, stream: e.stream, topic: e.topic, frame: Uint8Array.prototype.slice.call(e.frame), retain: e.retain })
+        tail.push({ seq, stream: e.stream, topic: e.topic, frame: copyOf(e.frame), retain: e.retain })
       }
     }
     return seq

@@ -272,13 +272,18 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     for (const [queue, n] of completions) if (n !== 0) countCompleted.run(queue, n)
     completions.clear()
   }
+  // What is gathered is written before any savepoint opens, so the completions gathered are always
+  // of the innermost level (and of inner levels released into it): the first one registers the
+  // write and one undo for them all, and a rollback that finds none written since takes them all back.
   const completedLater = (queue: string): void => {
+    if (completions.size === 0) {
+      database.beforeCommit(writeCompletions)
+      const gathered = written
+      database.onRollback(() => {
+        if (gathered === written) completions.clear()
+      })
+    }
     completions.set(queue, (completions.get(queue) ?? 0) + 1)
-    database.beforeCommit(writeCompletions)
-    const gathered = written
-    database.onRollback(() => {
-      if (gathered === written) completions.set(queue, (completions.get(queue) ?? 0) - 1)
-    })
   }
 
   const completeNow = (id: string, attempt: number, output: unknown, now: number): boolean => {

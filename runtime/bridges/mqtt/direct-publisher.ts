@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net'
-import type { PacketIds } from './packet-ids.js'
+import { createPacketIds, type PacketIds } from './packet-ids.js'
 
 /** Called once when a direct publish settles: without an error on its PUBACK, with one otherwise. */
 export type DirectDone = (err?: Error) => void
@@ -14,6 +14,8 @@ export type DirectDone = (err?: Error) => void
  * its PUBACK is picked out of the inbound bytes by the packet size guard before MQTT.js reads them.
  */
 export interface DirectPublisher {
+  /** The packet ids of the connection, shared with MQTT.js (its `messageIdProvider` option). */
+  readonly ids: PacketIds
   /** Writes a QoS 1 PUBLISH on `socket`; `done` is called with its PUBACK, or with an error. */
   publish(socket: Socket, topic: string, payload: Uint8Array, retain: boolean, done: DirectDone): void
   /** A PUBACK was read: true when it answers one of these publishes (then it is consumed here). */
@@ -29,7 +31,8 @@ const COPY_UP_TO = 4_096
 const TOPIC_CACHE = 256
 
 /** Creates the direct publisher of one bridge; `protocolVersion` 5 adds an empty property list. */
-export function createDirectPublisher(ids: PacketIds, protocolVersion: 4 | 5): DirectPublisher {
+export function createDirectPublisher(protocolVersion: 4 | 5): DirectPublisher {
+  const ids = createPacketIds()
   const v5 = protocolVersion === 5
   // Publishes awaiting their PUBACK, by packet id.
   const pending: (DirectDone | undefined)[] = new Array<DirectDone | undefined>(65_536)
@@ -83,6 +86,7 @@ export function createDirectPublisher(ids: PacketIds, protocolVersion: 4 | 5): D
   }
 
   return {
+    ids,
     publish(socket, topic, payload, retain, done) {
       if (socket.destroyed || !socket.writable) return done(new Error('connection closed'))
       const t = topicBytes(topic)

@@ -9,9 +9,8 @@ import { systemClock } from '../../ports/clock.js'
 import { createBridgeStats, createRoutes, createStatusHub, DEFAULT_MAX_PAYLOAD_BYTES, snapshotStats } from '../bridge-kit.js'
 import type { OversizedPacket } from './packet-size-guard.js'
 import { createMqttSockets } from './mqtt-socket.js'
-import { MqttClient, type MqttBridgeOptions } from './mqtt-options.js'
+import { MqttClient, parseBrokerUrl, type MqttBridgeOptions } from './mqtt-options.js'
 import { createPublishWindow } from './publish-window.js'
-import { createPacketIds } from './packet-ids.js'
 import { createDirectPublisher } from './direct-publisher.js'
 
 export type { MqttBridgeOptions } from './mqtt-options.js'
@@ -40,22 +39,14 @@ class MqttFrame implements InboundFrame {
  */
 export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   assertTopicSegment('device id', opts.deviceId)
-  const url = new URL(opts.url)
-  const secure = url.protocol === 'mqtts:'
-  if (url.protocol !== 'mqtt:' && !secure) {
-    throw new OutpostError(ErrorCode.INVALID_CONFIG, `broker url must start with mqtt:// or mqtts:// (got ${opts.url})`)
-  }
-  // An IPv6 host keeps its brackets in a URL's hostname (`[::1]`); a socket wants the address alone.
-  const host = url.hostname.replace(/^\[(.*)\]$/, '$1') || '127.0.0.1'
-  const port = url.port === '' ? (secure ? 8883 : 1883) : Number(url.port)
+  const { host, port, secure } = parseBrokerUrl(opts.url)
   const maxPayloadBytes = opts.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES
   const baseLog = opts.logger ?? pino({ level: 'silent' })
   const log = baseLog.child(baseLog.bindings().device === undefined ? { bridge: 'mqtt', device: opts.deviceId } : { bridge: 'mqtt' })
   const status = createStatusHub()
   const stats = createBridgeStats()
-  // Packet ids shared by MQTT.js and the publishes written here (`callerResends`, direct-publisher.ts).
-  const packetIds = createPacketIds()
-  const direct = createDirectPublisher(packetIds, opts.protocolVersion ?? 4)
+  // `callerResends` publishes are written here (direct-publisher.ts), with packet ids shared with MQTT.js.
+  const direct = createDirectPublisher(opts.protocolVersion ?? 4)
   const publishes = createPublishWindow(opts.inFlightWindow ?? 256, () => stats.published++, direct)
   const routes = createRoutes<LocalSub>()
   const inFlightHandlers = new Set<Promise<void>>()
@@ -185,7 +176,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       // MQTT.js re-arms the keepalive timer on every packet it sends or receives, ~2 µs per PUBACK
       // on a drain; without that a PINGREQ simply goes out every `keepalive` seconds, traffic or not.
       reschedulePings: false,
-      messageIdProvider: packetIds,
+      messageIdProvider: direct.ids,
     }
     // MQTT 5: the broker is told the largest packet we take, and does not send a larger one
     // [MQTT-3.1.2-24]; the limit counts the whole packet (fixed header up to 5 bytes).

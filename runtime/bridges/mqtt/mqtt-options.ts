@@ -4,6 +4,7 @@ import * as clientModule from 'mqtt/lib/client'
 import type { MqttClient as MqttClientType } from 'mqtt'
 import type { Logger } from 'pino'
 import type { BackoffOptions } from '../../backoff.js'
+import { ErrorCode, OutpostError } from '../../errors.js'
 import type { Clock } from '../../ports/clock.js'
 
 /** Options of an MQTT bridge; only `url` and `deviceId` are required. */
@@ -47,3 +48,19 @@ export type MqttClient = MqttClientType
 const clientDefault = (clientModule as unknown as { default: unknown }).default
 /** The MQTT.js client class, loaded without the package root. */
 export const MqttClient = (typeof clientDefault === 'function' ? clientDefault : (clientDefault as { default: unknown }).default) as typeof MqttClientType
+
+/**
+ * Where a broker url points: host (an IPv6 address without its brackets), port (1883, or 8883
+ * for mqtts, unless given) and whether it is TLS. @throws INVALID_CONFIG for a scheme other than mqtt:// or mqtts://
+ */
+export function parseBrokerUrl(brokerUrl: string): { host: string; port: number; secure: boolean } {
+  const url = new URL(brokerUrl)
+  const secure = url.protocol === 'mqtts:'
+  if (url.protocol !== 'mqtt:' && !secure) {
+    throw new OutpostError(ErrorCode.INVALID_CONFIG, `broker url must start with mqtt:// or mqtts:// (got ${brokerUrl})`)
+  }
+  // An IPv6 host keeps its brackets in a URL's hostname (`[::1]`); a socket wants the address alone.
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1') || '127.0.0.1'
+  const port = url.port === '' ? (secure ? 8883 : 1883) : Number(url.port)
+  return { host, port, secure }
+}

@@ -141,6 +141,29 @@ describe('sqlite outbox inside a larger transaction', () => {
     })
   })
 
+  it('deletes what was acknowledged in the commit of the next transaction that appends, and again later when that one rolls back', () => {
+    withOutbox(undefined, (outbox, d) => {
+      const rows = (): number[] => d.db.prepare<[], number>('SELECT seq FROM outbox ORDER BY seq').pluck().all()
+      const seqs = [1, 2, 3].map((n) => outbox.append(entry(n)))
+      for (const e of outbox.peek(0, 10)) outbox.ack(e.seq)
+      expect(rows()).toEqual(seqs) // acknowledged: deleted later, with no commit of their own yet
+      expect(() =>
+        d.transaction(() => {
+          outbox.append(entry(4))
+          d.beforeCommit(() => {
+            throw new Error('a later write failed') // after the outbox deleted the acknowledged entries
+          })
+        }),
+      ).toThrow('a later write failed')
+      expect(rows()).toEqual(seqs)
+      expect(outbox.peek(seqs.at(-1)!, 10)).toEqual([])
+      const five = d.transaction(() => outbox.append(entry(5)))
+      expect(rows()).toEqual([five])
+      expect(outbox.stats()).toMatchObject({ entries: 1, bytes: 10, delivered: 3 })
+      expect(outbox.peek(seqs.at(-1)!, 10).map((e) => e.topic)).toEqual(['t/5'])
+    })
+  })
+
   it('stores an append made inside a transaction opened on the connection directly', () => {
     withOutbox(undefined, (outbox, d, reopen) => {
       d.db.transaction(() => {

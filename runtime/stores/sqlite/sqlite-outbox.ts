@@ -136,6 +136,42 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   // Deleting acknowledged entries that failed (another process held the write lock past the
   // busy wait, a full disk) is tried again after this long; they stay acknowledged meanwhile.
   const FLUSH_RETRY_MS = 1_000
+  /**
+   * Deletes what was acknowledged inside a device transaction that appends (run just before it
+   * commits): the deletes ride on a commit that is made anyway, instead of one of their own
+   * (under synchronous FULL, an fsync each). Should that transaction roll back, the entries are
+   * acknowledged again, and deleted later. A delete that fails is undone alone (a savepoint) and
+   * left to the next flush: it never costs the transaction it rides on.
+   */
+  const flushHere = (): void => {
+    if (acked.length === 0 || database.closed) return
+    if (flushTimer !== undefined) {
+      clearTimeout(flushTimer)
+      flushTimer = undefined
+    }
+    const seqs = acked
+    acked = []
+    const delivered = acct.stats.delivered
+    try {
+      removeAll(seqs)
+    } catch {
+      acked = seqs.concat(acked)
+      acct.stats.delivered = delivered
+      try {
+        recount()
+      } catch {
+        // The file cannot be read either: the counts are corrected at the next recount.
+      }
+      flushLater(FLUSH_RETRY_MS)
+      return
+    }
+    const gone = acct.stats.delivered - delivered
+    database.onRollback(() => {
+      acked = seqs.concat(acked)
+      acct.stats.delivered -= gone
+      recount()
+    })
+  }
   /** Deletes what was acknowledged. Never throws: it runs from timers and the pump. */
   const flush = (): void => {
     if (flushTimer !== undefined) {
@@ -201,6 +237,7 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
     else {
       seq = (lastSeq.get() ?? 0) + 1
       database.beforeCommit(insertPending)
+      database.beforeCommit(flushHere)
       // Undone with its transaction: the entries still waiting leave `pending` (those written out
       // already are rolled back by SQLite). One undo for the whole group, registered by its first
       // entry: a savepoint opening inside the transaction writes out what waits first, so the

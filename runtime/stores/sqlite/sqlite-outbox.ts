@@ -81,6 +81,8 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   const insertNow = db.prepare('INSERT INTO outbox (stream, topic, frame, retain, bytes, created_at) VALUES (?, ?, ?, ?, ?, ?)')
   const insertMany = db.prepare(INSERT + Array(ROWS_PER_INSERT).fill(ROW).join(', '))
   const lastSeq = db.prepare<[], number>("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").pluck(true)
+  // Bound as arguments (spread), not as one array: better-sqlite3 reads an array's elements one
+  // property lookup at a time (a microbenchmark of the 16-row insert: 2.5–3.6 against 1.2–2.5 µs per row).
   const args: unknown[] = []
   const put = (p: Pending): void => void args.push(p.seq, p.stream, p.topic, p.frame, p.retain, p.size, p.at)
   /** Inserts what waits (inside the transaction it was appended in). */
@@ -91,12 +93,12 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
     for (; i + ROWS_PER_INSERT <= rows.length; i += ROWS_PER_INSERT) {
       args.length = 0
       for (let k = i; k < i + ROWS_PER_INSERT; k++) put(rows[k]!)
-      insertMany.run(args)
+      insertMany.run(...args)
     }
     for (; i < rows.length; i++) {
       args.length = 0
       put(rows[i]!)
-      insertOne.run(args)
+      insertOne.run(...args)
     }
     args.length = 0
   }

@@ -19,7 +19,7 @@ interface SeenPublish {
 }
 
 /**
- * A scripted MQTT 5 broker on a real socket: answers CONNECT with a CONNACK, PINGREQ with
+ * A scripted broker (MQTT 3.1.1 or 5) on a real socket: answers CONNECT with a CONNACK, PINGREQ with
  * PINGRESP, and holds back the PUBACK of every QoS 1 PUBLISH until the test answers it with a
  * reason code of its choice (`ack`).
  */
@@ -32,6 +32,7 @@ async function scriptedBroker() {
     current = socket
     socket.on('close', () => sockets.delete(socket))
     let buf = Buffer.alloc(0)
+    let level = 4 // the protocol level the client connected with
     socket.on('data', (chunk: Buffer) => {
       buf = Buffer.concat([buf, chunk])
       for (;;) {
@@ -51,8 +52,11 @@ async function scriptedBroker() {
         const body = buf.subarray(at, at + length)
         buf = buf.subarray(at + length)
         const type = first >> 4
-        if (type === 1) socket.write(Buffer.from([0x20, 0x03, 0x00, 0x00, 0x00])) // CONNACK v5: accepted, no properties
-        else if (type === 12) socket.write(Buffer.from([0xd0, 0x00]))
+        // CONNACK, accepted (MQTT 5: with an empty property list); the protocol level follows the name "MQTT".
+        if (type === 1) {
+          level = body[6]!
+          socket.write(Buffer.from(level === 5 ? [0x20, 0x03, 0x00, 0x00, 0x00] : [0x20, 0x02, 0x00, 0x00]))
+        } else if (type === 12) socket.write(Buffer.from([0xd0, 0x00]))
         else if (type === 3) {
           const tl = body.readUInt16BE(0)
           const topic = body.toString('utf8', 2, 2 + tl)
@@ -60,7 +64,7 @@ async function scriptedBroker() {
           let o = 2 + tl
           const id = qos > 0 ? body.readUInt16BE(o) : 0
           if (qos > 0) o += 2
-          o += 1 + body[o]! // properties (length 0 or small, one byte of length here)
+          if (level === 5) o += 1 + body[o]! // properties (empty or short: one byte of length here)
           seen.push({ topic, id, payload: body.toString('utf8', o) })
         }
       }
@@ -138,6 +142,18 @@ describe('direct QoS 1 publishes (callerResends)', () => {
     for (const id of [...ids].reverse()) broker.ack(id, 0)
     expect(new Set(await Promise.all(results))).toEqual(new Set(['resolved']))
     expect(bridge.stats().published).toBe(300)
+  })
+
+  it('rejects what still awaits its PUBACK when the bridge closes', async () => {
+    const broker = await scriptedBroker()
+    const bridge = createMqttBridge({ url: broker.url, deviceId: 'dpclose' })
+    cleanup(() => broker.close())
+    await bridge.connect()
+    const waiting = settled(bridge.publish('t/never', text('unanswered'), { callerResends: true }))
+    await until(() => broker.seen.length === 1)
+    await bridge.close({ drainMs: 50 })
+    expect(isOutpostError(await waiting, ErrorCode.BRIDGE_UNAVAILABLE)).toBe(true)
+    expect(bridge.stats().published).toBe(0)
   })
 
   it('waits for the socket to drain when a write says so, and writes what waited in order', async () => {

@@ -7,7 +7,7 @@ import type { StateStore } from '../ports/state-store.js'
 import { createMemoryStateStore } from '../stores/memory/memory-state-store.js'
 import { createMessageIdFactory } from '../wire/message-id.js'
 import { hostServices, type HostedService } from './hosted-service.js'
-import type { RuntimeOptions } from './runtime-api.js'
+import type { RuntimeOptions, RuntimeStats } from './runtime-api.js'
 
 /**
  * What the runtime's rooms (calling, serving, events, lifecycle) send and receive envelopes
@@ -18,20 +18,8 @@ export type Link = Messenger
 /** A message the link hands to a subscription's handler (decoded envelope, topic, flags). */
 export type LinkMessage = InboundMessage
 
-/** The runtime's own counters (reported by `Runtime.stats()`). */
-export interface RuntimeCounters {
-  commandsHandled: number
-  commandsFailed: number
-  duplicateCommands: number
-  expiredCommands: number
-  eventsHandled: number
-  eventsRejected: number
-  duplicateEvents: number
-  eventsBound: number
-  eventsNotStored: number
-  deadLettersNotKept: number
-  deadLettersDigested: number
-}
+/** The runtime's own counters (reported by `Runtime.stats()`, with the rejections and the bridge's). */
+export type RuntimeCounters = Omit<RuntimeStats, 'rejections' | 'bridge'>
 
 /**
  * What every room of one runtime shares: its link, identity, time, logs, counters, hosted

@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { ErrorCode, isOutpostError } from '../../runtime/errors.js'
 import type { Bridge, BridgeStatus, InboundFrame } from '../../runtime/ports/bridge.js'
 import { until } from '../helpers/wait.js'
+import { caught } from '../helpers/caught.js'
 
 /** How a bridge of a test network is made. */
 export interface PortBridgeOptions {
@@ -36,15 +37,6 @@ export type BridgePortContractOptions =
 
 const text = (s: string): Uint8Array => new TextEncoder().encode(s)
 const read = (f: InboundFrame): string => new TextDecoder().decode(f.payload)
-
-async function caught(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p
-  } catch (err) {
-    return err
-  }
-  throw new Error('expected a rejection')
-}
 
 /** What every transport behind the `Bridge` port must do, whatever carries the frames. */
 export function describeBridgePortContract(name: string, opts: BridgePortContractOptions): void {

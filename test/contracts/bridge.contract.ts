@@ -14,6 +14,7 @@ import {
 } from '../../runtime/index.js'
 import { counterContract, counterService, echoContract, echoService, watcherService, type Observed } from '../fixtures/services.js'
 import { until } from '../helpers/wait.js'
+import { caught } from '../helpers/caught.js'
 
 /** A fresh "network" per test: bridges made from it can reach each other. */
 export interface TestNetwork {
@@ -28,15 +29,6 @@ export interface BridgeContractOptions {
 }
 
 const observed = (): Observed => ({ executions: 0, slowAborted: 0, events: [] })
-
-async function caught(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p
-  } catch (err) {
-    return err
-  }
-  throw new Error('expected a rejection')
-}
 
 const until3s = (check: () => boolean): Promise<void> => until(check, 3_000)
 

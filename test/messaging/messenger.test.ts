@@ -11,6 +11,7 @@ import { bareAedes } from '../helpers/bare-aedes.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { tcpProxy } from '../helpers/tcp-proxy.js'
 import { until } from '../helpers/wait.js'
+import { caught } from '../helpers/caught.js'
 
 const codec = createEnvelopeCodec()
 let seq = 0
@@ -26,15 +27,6 @@ const replyTo = (cmd: Envelope, src: string, payload: unknown = { ok: true }): E
 const event = (src: string, name = 'said'): Envelope => ({
   v: ENVELOPE_VERSION, kind: 'event', id: id(), src, inst: 'i1', at: Date.now(), service: 'echo', version: '1', name, payload: { n: 1 },
 })
-
-async function caught(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p
-  } catch (err) {
-    return err
-  }
-  throw new Error('expected a rejection')
-}
 
 /** A device answering every echo command addressed to it, with what `answer` makes of it. */
 const serve = async (m: Messenger, answer: (cmd: Envelope) => Envelope | undefined = (cmd) => replyTo(cmd, m.deviceId)): Promise<Envelope[]> => {

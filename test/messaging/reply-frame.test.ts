@@ -12,6 +12,7 @@ import { ENVELOPE_VERSION, type Envelope } from '../../runtime/wire/envelope.js'
 import { bareAedes } from '../helpers/bare-aedes.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { until } from '../helpers/wait.js'
+import { caught } from '../helpers/caught.js'
 
 const codec = createEnvelopeCodec()
 let seq = 0
@@ -23,15 +24,6 @@ const command = (src: string, target: string): Envelope => ({
 const replyTo = (cmd: Envelope, src: string, payload: unknown = { ok: true }): Envelope => ({
   v: ENVELOPE_VERSION, kind: 'reply', id: id(), src, inst: 'i2', at: Date.now(), corr: cmd.id, replyTo: cmd.replyTo, payload,
 })
-
-async function caught(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p
-  } catch (err) {
-    return err
-  }
-  throw new Error('expected a rejection')
-}
 
 const networks: [string, boolean, () => Promise<{ bridge(deviceId: string): Bridge; dispose(): Promise<void> }>][] = [
   ['memory', true, async () => {

@@ -5,15 +5,7 @@ import { createMemoryBridge, createMemoryHub, createRuntime, ErrorCode, isOutpos
 import { echoContract, echoService } from '../fixtures/services.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { until } from '../helpers/wait.js'
-
-async function caught(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p
-  } catch (err) {
-    return err
-  }
-  throw new Error('expected a rejection')
-}
+import { caught } from '../helpers/caught.js'
 
 describe('a call to a service whose devices are away', () => {
   const cleanup = cleanupAfterEach()

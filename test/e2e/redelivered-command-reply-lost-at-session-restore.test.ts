@@ -124,4 +124,35 @@ describe('a command delivered again after the device was killed', () => {
     const ours = readings.filter((r) => Array.isArray(r) && r[FIELD.kind] === KIND.event)
     expect(ours.length).toBe(1)
   }, 60_000)
+
+  it('a command sent while the device was down is run at its restart and its reply reaches the caller', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-queued-cmd-'))
+    cleanup(() => rmSync(dir, { recursive: true, force: true }))
+    const script = await buildHelperProcess('thermo-device')
+    const broker = await startMqttBroker({ port: 0 })
+    cleanup(() => broker.close())
+    const device = 'thermo-q1'
+    const env = { OUTPOST_MQTT_URL: broker.url, OUTPOST_DEVICE_ID: device, OUTPOST_DATA_DIR: dir, OUTPOST_SAMPLE_MS: '3600000', OUTPOST_LOG_FORMAT: 'json' }
+    const caller = await mqtt.connectAsync(broker.url, { clientId: 'q1-caller' })
+    cleanup(() => caller.endAsync(true))
+    const replies: Buffer[] = []
+    caller.on('message', (_t, payload) => void replies.push(Buffer.from(payload)))
+    await caller.subscribeAsync('ob/+/rep/q1-caller', { qos: 1 })
+
+    // First start: the device's session (and its subscriptions) now live on the broker.
+    let proc: TestProcess = startProcess(script, [], env)
+    cleanup(() => proc.kill())
+    await proc.waitFor('ready', 20_000)
+    await proc.kill('SIGKILL')
+    // While it is down, a command waits in its session.
+    const id = rawId()
+    const frame = rawEncoder.encode(commandSlots({ id, src: 'q1-caller', service: 'thermo', name: 'read', target: device, payload: { unit: 'C' } }))
+    await caller.publishAsync(`ob/q1-caller/cmd/${device}/thermo/1/read`, Buffer.from(frame), { qos: 1 })
+    proc = startProcess(script, [], env)
+    await proc.waitFor('ready', 20_000)
+    await until(() => replies.length >= 1, 10_000).catch(() => {})
+    expect(replies.length, `no reply after the restart; device output:\n${proc.lines.join('\n')}`).toBeGreaterThanOrEqual(1)
+    const decoded = rawDecoder.decode(replies[0]!) as unknown[]
+    expect(decoded[FIELD.corr]).toBe(id)
+  }, 60_000)
 })

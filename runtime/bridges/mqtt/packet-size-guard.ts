@@ -176,9 +176,15 @@ export function guardPacketSize(socket: Duplex, opts: PacketSizeGuardOptions): v
           lengthBytes++
           if (byte & 0x80) {
             if (lengthBytes === 4) {
-              phase = BROKEN // malformed: the parser reports it
-              if (carry !== undefined) emit(carry)
+              // A remaining length that never ends: framing is lost, and a peer that sends a
+              // malformed packet gets its connection closed (MQTT 3.1.1 §4.8, 5 §4.13). Were the
+              // bytes passed on instead, MQTT.js would resynchronise somewhere, and PUBACKs this
+              // guard no longer reads would leave the direct publishes waiting for ever.
+              if (headerAt > passFrom) emit(chunk.subarray(passFrom, headerAt))
+              phase = BROKEN
               carry = undefined
+              socket.destroy()
+              return pieces ?? []
             }
             break
           }

@@ -169,12 +169,13 @@ export function createMessenger(opts: MessengerOptions): Messenger {
   const offline = (): Uint8Array => codec.encode(offlinePresence(deviceId, instanceId, clock.now(), services))
   transport.setWill(presenceTopic, offline(), AT_LEAST_ONCE_RETAINED)
 
-  /** Rejects what cannot be sent now. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE */
+  /**
+   * Rejects what cannot be sent now. Whether the link takes a publish is the transport's call
+   * (it throws BRIDGE_UNAVAILABLE): an MQTT connection the broker accepted takes replies while
+   * its subscriptions are restored, before its status turns `connected`. @throws BRIDGE_CLOSED
+   */
   const admit = (): void => {
     if (closing) throw new OutpostError(ErrorCode.BRIDGE_CLOSED, `bridge of ${deviceId} is closed`)
-    if (transport.status.type !== 'connected') {
-      throw new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `bridge of ${deviceId} is not connected`, { retryable: true })
-    }
   }
   /** Hands an envelope over on the fast path. @throws BRIDGE_CLOSED, BRIDGE_UNAVAILABLE */
   const hand = (topic: string, env: Envelope, popts: PublishOptions): void => publishValue!(topic, env, encodeValue, popts)

@@ -70,7 +70,10 @@ export interface BridgeStats {
  *
  * - Publish: `publish` settles with the acknowledgement: QoS 1, the broker's PUBACK; QoS 0,
  *   once written; memory, once handed to every matching subscriber.
- *   @throws BRIDGE_UNAVAILABLE while not connected, BRIDGE_CLOSED after close.
+ *   @throws BRIDGE_UNAVAILABLE while not connected, BRIDGE_CLOSED after close. A connection the
+ *   broker has accepted takes publishes even while its subscriptions are being restored (the
+ *   status may still say `connecting`): messages of a restored session arrive then, and a
+ *   subscriber must be able to answer them.
  * - Subscribe: MQTT filter syntax (`+`, `#`); a handler's settlement is the acknowledgement.
  *   A subscriber gets the retained messages of its filter when it subscribes, and again after
  *   every reconnect. Ordering: frames from one publisher on one topic arrive in order.

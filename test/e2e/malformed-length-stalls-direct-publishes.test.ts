@@ -1,4 +1,4 @@
-// Defect (issue 12, direct publisher + packet size guard): one packet with a malformed remaining
+// Regression test (a defect found from outside, now fixed: the connection is closed on such a packet) (issue 12, direct publisher + packet size guard): one packet with a malformed remaining
 // length from the broker (four length bytes all with the continuation bit) puts the packet size
 // guard of that socket into its BROKEN phase for good: from then on every PUBACK is handed to
 // MQTT.js, which knows only its own packet ids. MQTT.js's parser recovers and the connection

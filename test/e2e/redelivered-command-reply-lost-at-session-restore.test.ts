@@ -1,4 +1,4 @@
-// Defect (outside test, issue 12 §1 inbox reply frames): the thermo device process answers a
+// Regression test (a defect found from outside, now fixed: a connection the broker accepted takes replies before its resubscription completes) (outside test, issue 12 §1 inbox reply frames): the thermo device process answers a
 // command, but neither its reply nor its PUBACK reaches the broker (the device-to-broker direction
 // of its link is blocked); it is killed with SIGKILL and started again. The broker delivers the
 // command again as soon as the persistent session is restored, which is before the bridge reports

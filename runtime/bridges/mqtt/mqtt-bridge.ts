@@ -284,7 +284,10 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   }
   const ensureConnected = (): MqttClient => {
     ensureOpen()
-    if (client === undefined || status.current.type !== 'connected') {
+    // A connection the broker accepted takes publishes while its subscriptions are being
+    // restored: a broker hands a restored session's QoS 1 commands over at once, before the
+    // SUBACK that turns the status `connected`, and their replies must be able to go out.
+    if (client === undefined || (status.current.type !== 'connected' && connectedAt === undefined)) {
       throw new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `bridge of ${opts.deviceId} is not connected to ${host}:${port}`, { retryable: true })
     }
     return client

@@ -8,6 +8,7 @@ import { createPacketIds } from '../../runtime/bridges/mqtt/packet-ids.js'
 import { ErrorCode, isOutpostError } from '../../runtime/errors.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { until } from '../helpers/wait.js'
+import { nextPacket } from '../helpers/mqtt-packets.js'
 
 const text = (s: string): Uint8Array => new TextEncoder().encode(s)
 
@@ -31,26 +32,15 @@ async function scriptedBroker() {
     sockets.add(socket)
     current = socket
     socket.on('close', () => sockets.delete(socket))
-    let buf = Buffer.alloc(0)
+    let buf: Buffer = Buffer.alloc(0)
     let level = 4 // the protocol level the client connected with
     socket.on('data', (chunk: Buffer) => {
       buf = Buffer.concat([buf, chunk])
       for (;;) {
-        // Fixed header: type and flags, then the remaining length (variable byte integer).
-        let length = 0
-        let mult = 1
-        let at = 1
-        for (;;) {
-          if (at >= buf.length) return
-          const b = buf[at++]!
-          length += (b & 0x7f) * mult
-          mult *= 128
-          if ((b & 0x80) === 0) break
-        }
-        if (buf.length < at + length) return
-        const first = buf[0]!
-        const body = buf.subarray(at, at + length)
-        buf = buf.subarray(at + length)
+        const packet = nextPacket(buf)
+        if (packet === undefined) return
+        const { first, body } = packet
+        buf = packet.rest
         const type = first >> 4
         // CONNACK, accepted (MQTT 5: with an empty property list); the protocol level follows the name "MQTT".
         if (type === 1) {

@@ -14,6 +14,7 @@ import { createOutboxPump } from '../../runtime/outbox/outbox-pump.js'
 import { createSqliteOutbox, openDeviceDatabase } from '../../runtime/stores/sqlite/index.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { until } from '../helpers/wait.js'
+import { nextPacket } from '../helpers/mqtt-packets.js'
 
 interface Seen {
   topic: string
@@ -36,25 +37,15 @@ async function hostileBroker(opts: { autoAck?: (p: Seen, level: number) => Buffe
     const conn = ++conns
     socket.on('close', () => sockets.delete(socket))
     socket.on('error', () => {})
-    let buf = Buffer.alloc(0)
+    let buf: Buffer = Buffer.alloc(0)
     let level = 4
     socket.on('data', (chunk: Buffer) => {
       buf = Buffer.concat([buf, chunk])
       for (;;) {
-        let length = 0
-        let mult = 1
-        let at = 1
-        for (;;) {
-          if (at >= buf.length) return
-          const b = buf[at++]!
-          length += (b & 0x7f) * mult
-          mult *= 128
-          if ((b & 0x80) === 0) break
-        }
-        if (buf.length < at + length) return
-        const first = buf[0]!
-        const body = buf.subarray(at, at + length)
-        buf = buf.subarray(at + length)
+        const packet = nextPacket(buf)
+        if (packet === undefined) return
+        const { first, body } = packet
+        buf = packet.rest
         const type = first >> 4
         if (type === 1) {
           level = body[6]!

@@ -18,6 +18,7 @@ import { createOutboxPump } from '../../runtime/outbox/outbox-pump.js'
 import { createSqliteOutbox, openDeviceDatabase } from '../../runtime/stores/sqlite/index.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { until } from '../helpers/wait.js'
+import { nextPacket } from '../helpers/mqtt-packets.js'
 
 const MALFORMED = [0x30, 0xff, 0xff, 0xff, 0xff, 0x01] // PUBLISH whose remaining length never ends
 
@@ -34,24 +35,14 @@ async function ackingBroker() {
     connections++
     socket.on('close', () => sockets.delete(socket))
     socket.on('error', () => {})
-    let buf = Buffer.alloc(0)
+    let buf: Buffer = Buffer.alloc(0)
     socket.on('data', (chunk: Buffer) => {
       buf = Buffer.concat([buf, chunk])
       for (;;) {
-        let length = 0
-        let mult = 1
-        let at = 1
-        for (;;) {
-          if (at >= buf.length) return
-          const b = buf[at++]!
-          length += (b & 0x7f) * mult
-          mult *= 128
-          if ((b & 0x80) === 0) break
-        }
-        if (buf.length < at + length) return
-        const first = buf[0]!
-        const body = buf.subarray(at, at + length)
-        buf = buf.subarray(at + length)
+        const packet = nextPacket(buf)
+        if (packet === undefined) return
+        const { first, body } = packet
+        buf = packet.rest
         const type = first >> 4
         if (type === 1) socket.write(Buffer.from([0x20, 0x02, 0x00, 0x00]))
         else if (type === 12) socket.write(Buffer.from([0xd0, 0x00]))

@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net'
 import { createPacketIds, type PacketIds } from './packet-ids.js'
+import { varIntBytes, writeVarInt } from './var-int.js'
 
 /** Called once when a direct publish settles: without an error on its PUBACK, with one otherwise. */
 export type DirectDone = (err?: Error) => void
@@ -95,17 +96,11 @@ export function createDirectPublisher(protocolVersion: 4 | 5): DirectPublisher {
       if (id === null) return done(new Error('no packet id free'))
       const variable = 2 + t.length + 2 + (v5 ? 1 : 0)
       const rest = variable + payload.length
-      const lengthBytes = rest < 128 ? 1 : rest < 16_384 ? 2 : rest < 2_097_152 ? 3 : 4
+      const lengthBytes = varIntBytes(rest)
       const copy = payload.length <= COPY_UP_TO
       const packet = Buffer.allocUnsafe(1 + lengthBytes + variable + (copy ? payload.length : 0))
       packet[0] = retain ? 0x33 : 0x32 // PUBLISH, QoS 1
-      let o = 1
-      let x = rest
-      do {
-        const byte = x % 128
-        x = Math.floor(x / 128)
-        packet[o++] = x > 0 ? byte | 0x80 : byte
-      } while (x > 0)
+      let o = writeVarInt(packet, 1, rest)
       packet.writeUInt16BE(t.length, o)
       t.copy(packet, o + 2)
       o += 2 + t.length

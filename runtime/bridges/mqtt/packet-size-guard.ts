@@ -1,4 +1,5 @@
 import type { Duplex } from 'node:stream'
+import { varIntBytes, writeVarInt } from './var-int.js'
 
 /** What the guard saw when a packet was larger than allowed. */
 export interface OversizedPacket {
@@ -126,15 +127,9 @@ export function guardPacketSize(socket: Duplex, opts: PacketSizeGuardOptions): v
 
   /** The first bytes of a PUBACK held back: fixed header, packet id and (when read) reason code. */
   const ackHead = (len: number, id: number, code: number, read: number): Buffer => {
-    const b = Buffer.allocUnsafe(1 + (len < 128 ? 1 : len < 16_384 ? 2 : len < 2_097_152 ? 3 : 4) + read)
+    const b = Buffer.allocUnsafe(1 + varIntBytes(len) + read)
     b[0] = 0x40
-    let o = 1
-    let x = len
-    do {
-      const byte = x % 128
-      x = Math.floor(x / 128)
-      b[o++] = x > 0 ? byte | 0x80 : byte
-    } while (x > 0)
+    const o = writeVarInt(b, 1, len)
     b.writeUInt16BE(id, o)
     if (read === 3) b[o + 2] = code
     return b

@@ -1,3 +1,6 @@
+import { randomBytes } from 'node:crypto'
+import { mkdirSync } from 'node:fs'
+import path from 'node:path'
 import type { AedesOptions } from 'aedes'
 import aedesPersistence from 'aedes-persistence'
 import * as v from 'valibot'
@@ -7,7 +10,15 @@ import { createMqttBridge } from '../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime, defineContract, defineService, type Runtime } from '../runtime/index.js'
 import { createLogLimiter } from '../runtime/log-limiter.js'
 import { createLogger } from '../runtime/logger.js'
+import type { DeviceDatabase } from '../runtime/stores/sqlite/index.js'
+import { createBrokerAuth, type BrokerAuth } from './auth/broker-auth.js'
 import { startMqttBroker, type MqttBroker } from './broker/mqtt-broker.js'
+import { defaultGatewayConfig, type GatewayConfig } from './config/gateway-config.js'
+import { createDeviceTable, type DeviceTable } from './devices/device-table.js'
+import { startHttpServer, type HttpServer } from './http/http-server.js'
+import { createSqlitePersistence } from './persistence/sqlite-persistence.js'
+import { createRegistry, type Registry } from './registry/registry.js'
+import { openGatewayDatabase } from './store/gateway-database.js'
 
 /** The gateway's own client id on its broker (its monitor). */
 const GATEWAY_CLIENT_ID = 'gateway'
@@ -20,6 +31,16 @@ export interface Gateway {
   /** The broker now running (a new one after `interrupt`). */
   readonly broker: MqttBroker
   readonly runtime: Runtime
+  /** The configuration it runs on (defaults applied). */
+  readonly config: GatewayConfig
+  /** The devices allowed on the broker (the gateway database's device table). */
+  readonly devices: DeviceTable
+  /** The fleet: who is online, what each device offers. */
+  readonly registry: Registry
+  /** The HTTP face (health, readiness, metrics, devices), when enabled. */
+  readonly http: HttpServer | undefined
+  /** The broker's gatekeeper (its counters), when authentication is on. */
+  readonly auth: BrokerAuth | undefined
   /**
    * A drill: stops the broker (every device loses its connection) and starts it again on the
    * same port after `ms`, with the state it had: sessions, subscriptions and the QoS 1 messages
@@ -33,6 +54,8 @@ export interface Gateway {
 }
 
 export interface GatewayOptions {
+  /** The whole configuration (gateway/config); `port` and `host` below override its MQTT ones. */
+  config?: GatewayConfig
   /** MQTT port (default 1883; 0 picks a free port). */
   port?: number
   host?: string
@@ -65,18 +88,33 @@ const monitorContract = defineContract({ name: 'gateway', version: '1', descript
  * @throws PORT_IN_USE when the MQTT port is taken.
  */
 export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> {
-  const log = opts.logger ?? createLogger({ name: 'gateway' })
+  const config: GatewayConfig = structuredClone(opts.config ?? defaultGatewayConfig())
+  if (opts.port !== undefined) config.mqtt.port = opts.port
+  if (opts.host !== undefined) config.mqtt.host = opts.host
+  const log = opts.logger ?? createLogger({ name: 'gateway', level: config.log.level, format: config.log.format })
+  if (!config.auth.enabled) log.warn('authentication is off: any client may connect, publish and subscribe (development defaults; start with --config to turn it on)')
+  if (config.dataDir !== undefined) mkdirSync(config.dataDir, { recursive: true })
+  // The gateway database (devices, registry): in memory when nothing is kept on disk.
+  const database: DeviceDatabase = openGatewayDatabase(config.dataDir === undefined ? ':memory:' : path.join(config.dataDir, 'gateway.db'))
+  const devices = createDeviceTable(database)
+  const registry = createRegistry(database)
+  // The gateway's own client logs in with a secret made for this run.
+  const internal = new Map([[GATEWAY_CLIENT_ID, randomBytes(24).toString('base64url')]])
+  const auth = config.auth.enabled ? createBrokerAuth({ devices, roles: config.auth.roles, log, internal }) : undefined
   // A client that connects in a loop, or a flood of clients, writes a line a minute per client
   // (the limiter tracks 256 of them, the rest share one line), never one per connection.
   const clients = createLogLimiter(log, { intervalMs: opts.clientLogIntervalMs, maxReasons: 256 })
   const troubles = createLogLimiter(log, { intervalMs: opts.clientLogIntervalMs })
-  // Broker state lives as long as the gateway process, so a restarted broker keeps it.
-  const persistence = memoryPersistence()
+  // Broker state: in broker.db (survives a restart of the gateway), or as long as the gateway
+  // process lives (a broker restarted by a drill keeps it).
+  const persistence =
+    config.persistence === 'sqlite' && config.dataDir !== undefined ? createSqlitePersistence({ path: path.join(config.dataDir, 'broker.db'), log }) : memoryPersistence()
   const startBroker = async (port: number): Promise<MqttBroker> => {
     const b = await startMqttBroker({
       port,
-      host: opts.host,
-      aedes: { persistence },
+      host: config.mqtt.host,
+      maxPacketBytes: config.mqtt.maxPacketBytes,
+      aedes: { persistence, maxClientsIdLength: 128, ...auth?.hooks },
       // A client that sends a packet over the limit is cut off; a flood of them is one line a minute.
       onOversizedPacket: (p) =>
         troubles.warn('oversized packet', { client: p.clientId === undefined ? undefined : loggedId(p.clientId), bytes: p.bytes, packetType: p.type, remoteAddress: p.remoteAddress }, 'client sent a packet over the size limit; connection closed'),
@@ -86,9 +124,20 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     // Malformed packets, protocol violations, sockets cut mid-packet: what a hostile or broken client causes.
     b.aedes.on('clientError', (c, err) => troubles.warn(`client error: ${why(err).slice(0, 80)}`, { client: loggedId(c.id), err: why(err) }, 'client error'))
     b.aedes.on('connectionError', (c, err) => troubles.warn(`connection error: ${why(err).slice(0, 80)}`, { client: loggedId(String(c.id)), err: why(err) }, 'connection refused'))
+    // Presence (retained births, last wills, clears) feeds the registry.
+    b.aedes.on('publish', (packet) => {
+      if (packet.topic.endsWith('/status') && packet.topic.startsWith('ob/')) {
+        try {
+          registry.observe(packet.topic, packet.payload as Uint8Array, Date.now())
+        } catch (err) {
+          troubles.warn('registry', { err: why(err) }, 'presence not recorded in the registry')
+        }
+      }
+    })
+    auth?.attach(b.aedes)
     return b
   }
-  let broker = await startBroker(opts.port ?? 1883)
+  let broker = await startBroker(config.mqtt.port)
   const monitor = defineService(monitorContract, {
     commands: {},
     subscriptions: (s) => ({
@@ -99,12 +148,35 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     }),
   })
   const runtime = createRuntime({
-    bridge: createMqttBridge({ url: broker.url, deviceId: GATEWAY_CLIENT_ID, logger: log }),
+    bridge: createMqttBridge({ url: broker.url, deviceId: GATEWAY_CLIENT_ID, username: GATEWAY_CLIENT_ID, password: internal.get(GATEWAY_CLIENT_ID), logger: log }),
     services: [monitor],
     logger: log,
   })
   await runtime.start({ waitForBroker: true })
-  log.info({ url: broker.url }, 'gateway ready')
+  let brokerUp = true
+  const http = config.http.enabled
+    ? await startHttpServer({
+        host: config.http.host,
+        port: config.http.port,
+        token: config.http.token,
+        log,
+        view: {
+          broker: () => (brokerUp ? broker : undefined),
+          databaseWritable: () => {
+            try {
+              database.db.prepare('BEGIN IMMEDIATE').run()
+              database.db.prepare('ROLLBACK').run()
+              return true
+            } catch {
+              return false
+            }
+          },
+          registry,
+          auth: () => auth?.stats() ?? { refused: {}, deniedPublish: {}, deniedSubscribe: {}, kicked: 0 },
+        },
+      })
+    : undefined
+  log.info({ url: broker.url, http: http?.url, auth: config.auth.enabled, persistence: config.persistence, dataDir: config.dataDir }, 'gateway ready')
   let closed: Promise<void> | undefined
   // Wakes the wait between two tries to bind again, when the gateway is closed meanwhile.
   let wake: (() => void) | undefined
@@ -139,21 +211,33 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
       return broker
     },
     runtime,
+    config,
+    devices,
+    registry,
+    http,
+    auth,
     async interrupt(ms) {
       const port = broker.port
       log.warn({ forMs: ms }, 'broker stopping (drill)')
+      brokerUp = false
       await broker.close()
       await pause(ms)
       if (closed !== undefined) return
       restarting = restart(port)
       await restarting
+      brokerUp = closed === undefined
     },
     close() {
       closed ??= (async () => {
         wake?.()
         await restarting
+        await http?.close()
         await runtime.stop({ drainMs: 1_000 })
+        brokerUp = false
         await broker.close()
+        auth?.close()
+        registry.close()
+        database.close()
       })()
       return closed
     },

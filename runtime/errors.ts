@@ -56,6 +56,14 @@ export const ErrorCode = {
   JOB_RETRY: 'JOB_RETRY',
   /** A worker gave its job up (`ctx.fail`); the job is dead-lettered. */
   JOB_FAILED: 'JOB_FAILED',
+  /** A device id that the gateway's device table already has. */
+  DEVICE_EXISTS: 'DEVICE_EXISTS',
+  /** A device id that the gateway's device table does not have. */
+  DEVICE_UNKNOWN: 'DEVICE_UNKNOWN',
+  /** A client that did not prove who it is (unknown device, wrong secret, revoked, client id not its device id). */
+  NOT_AUTHENTICATED: 'NOT_AUTHENTICATED',
+  /** A publish or subscription outside what the client's device id and role allow. */
+  NOT_AUTHORIZED: 'NOT_AUTHORIZED',
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
 

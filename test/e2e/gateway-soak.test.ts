@@ -1,0 +1,168 @@
+// The broker under abuse: QoS 0 floods while subscribers are killed and come back, and
+// subscribers that stop reading their socket. aedes 1.x with its own emitter died here with
+// `RangeError: Maximum call stack size exceeded` inside mqemitter, and one subscriber that did not
+// read stalled delivery to everyone; the gateway's broker must keep serving.
+import net from 'node:net'
+import mqtt, { type MqttClient } from 'mqtt'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { startMqttBroker, type MqttBroker } from '../../gateway/broker/mqtt-broker.js'
+import { cleanupAfterEach } from '../helpers/cleanups.js'
+import { until } from '../helpers/wait.js'
+
+/** An MQTT 3.1.1 string: two length bytes, then UTF-8. */
+const str = (s: string): Buffer => {
+  const b = Buffer.from(s)
+  return Buffer.concat([Buffer.from([b.length >> 8, b.length & 0xff]), b])
+}
+const packet = (first: number, body: Buffer): Buffer => {
+  const len: number[] = []
+  let n = body.length
+  do {
+    len.push((n & 0x7f) | (n > 0x7f ? 0x80 : 0))
+    n >>= 7
+  } while (n > 0)
+  return Buffer.concat([Buffer.from([first, ...len]), body])
+}
+
+/**
+ * A subscriber that never reads its socket after sending CONNECT and SUBSCRIBE: written by hand
+ * because an MQTT.js client keeps reading whatever one does to it.
+ */
+async function stuckSubscriber(port: number, clientId: string, topic: string): Promise<net.Socket> {
+  const socket = net.connect(port, '127.0.0.1')
+  await new Promise<void>((r, j) => socket.once('connect', r).once('error', j))
+  socket.on('error', () => {})
+  const connect = packet(0x10, Buffer.concat([str('MQTT'), Buffer.from([4, 0x02, 0, 60]), str(clientId)]))
+  const subscribe = packet(0x82, Buffer.concat([Buffer.from([0, 1]), str(topic), Buffer.from([0])]))
+  socket.write(Buffer.concat([connect, subscribe]))
+  // Paused with no 'data' listener: Node reads at most its high-water mark, then stops reading.
+  socket.pause()
+  return socket
+}
+
+/** A publisher sending QoS 0 messages on `topic` as fast as its socket takes them, until stopped. */
+function flood(url: string, clientId: string, topic: string): { stop(): Promise<void>; sent(): number } {
+  let running = true
+  let sent = 0
+  const payload = Buffer.alloc(16, 1)
+  const done = (async () => {
+    const c = await mqtt.connectAsync(url, { clientId, reconnectPeriod: 0 })
+    while (running && c.connected) {
+      for (let i = 0; i < 500; i++) c.publish(topic, payload, { qos: 0 })
+      sent += 500
+      // Let the socket empty before the next burst, or MQTT.js buffers without limit.
+      if (c.stream.writableLength > 1_000_000) await new Promise((r) => c.stream.once('drain', r))
+      else await new Promise((r) => setImmediate(r))
+    }
+    await c.endAsync(true)
+  })()
+  return {
+    async stop() {
+      running = false
+      await done
+    },
+    sent: () => sent,
+  }
+}
+
+/** Subscribes a fresh client and publishes to it at QoS 1: the broker still serves. */
+async function stillServes(url: string, tag: string): Promise<void> {
+  const c = await mqtt.connectAsync(url, { clientId: `fresh-${tag}`, reconnectPeriod: 0, connectTimeout: 10_000 })
+  try {
+    await c.subscribeAsync(`soak/check/${tag}`, { qos: 1 })
+    const got = new Promise<string>((r) => c.once('message', (_t, p) => r(p.toString())))
+    await c.publishAsync(`soak/check/${tag}`, `hello ${tag}`, { qos: 1 })
+    expect(await got).toBe(`hello ${tag}`)
+  } finally {
+    await c.endAsync(true)
+  }
+}
+
+describe('gateway broker under abuse', () => {
+  const cleanup = cleanupAfterEach()
+  // An error thrown from a broker callback (a timer, setImmediate) would kill a gateway process.
+  const uncaught: unknown[] = []
+  const onUncaught = (err: unknown): void => void uncaught.push(err)
+  beforeEach(() => {
+    uncaught.length = 0
+    process.on('uncaughtException', onUncaught)
+  })
+  afterEach(() => void process.off('uncaughtException', onUncaught))
+
+  const subscribers = async (broker: MqttBroker, n: number, topic: string, counts: number[]): Promise<MqttClient[]> => {
+    const list: MqttClient[] = []
+    for (let i = 0; i < n; i++) {
+      // Reconnects on its own after being cut and subscribes again (MQTT.js resubscribes).
+      const c = await mqtt.connectAsync(broker.url, { clientId: `sub-${i}`, reconnectPeriod: 100, connectTimeout: 10_000 })
+      counts[i] = 0
+      c.on('message', () => void counts[i]!++)
+      c.on('error', () => {})
+      await c.subscribeAsync(topic, { qos: 0 })
+      list.push(c)
+      cleanup(() => c.endAsync(true))
+    }
+    return list
+  }
+
+  it('keeps serving while subscribers are killed and reconnect in a QoS 0 flood, with stuck subscribers among them', async () => {
+    const broker = await startMqttBroker({ port: 0 })
+    cleanup(() => broker.close())
+    const counts: number[] = []
+    const subs = await subscribers(broker, 4, 'soak/t', counts)
+    const floods = [0, 1, 2, 3].map((i) => flood(broker.url, `pub-${i}`, 'soak/t'))
+    cleanup(() => Promise.all(floods.map((f) => f.stop())))
+    const stuck: net.Socket[] = []
+    cleanup(() => stuck.forEach((s) => s.destroy()))
+    for (let round = 0; round < 8; round++) {
+      // A subscriber that stops reading while the flood goes on, for a while.
+      const s = await stuckSubscriber(broker.port, `stuck-${round}`, 'soak/t')
+      stuck.push(s)
+      await new Promise((r) => setTimeout(r, 1_000))
+      // Every subscriber cut at once (no one left on the topic), then the stuck one.
+      for (const c of subs) c.stream.destroy()
+      await new Promise((r) => setTimeout(r, 50))
+      s.destroy()
+      await new Promise((r) => setTimeout(r, 300))
+      expect(uncaught).toEqual([])
+      // Cut one by one too, while the others receive.
+      for (const c of subs) {
+        c.stream.destroy()
+        await new Promise((r) => setTimeout(r, 30))
+      }
+    }
+    await Promise.all(floods.map((f) => f.stop()))
+    expect(floods.every((f) => f.sent() > 0)).toBe(true)
+    await stillServes(broker.url, 'after-flood')
+    // The subscribers came back and receive again.
+    await until(() => subs.every((c) => c.connected), 20_000)
+    const before = counts.slice()
+    const p = await mqtt.connectAsync(broker.url, { clientId: 'last-pub', reconnectPeriod: 0 })
+    cleanup(() => p.endAsync(true))
+    await until(() => {
+      p.publish('soak/t', 'again', { qos: 0 })
+      return counts.every((n, i) => n > before[i]!)
+    }, 20_000)
+    expect(uncaught).toEqual([])
+  }, 90_000)
+
+  it('a subscriber that stops reading does not stall delivery to the others', async () => {
+    const broker = await startMqttBroker({ port: 0 })
+    cleanup(() => broker.close())
+    const counts: number[] = []
+    await subscribers(broker, 2, 'soak/t', counts)
+    const s = await stuckSubscriber(broker.port, 'stuck', 'soak/t')
+    cleanup(() => s.destroy())
+    const floods = [0, 1].map((i) => flood(broker.url, `pub-${i}`, 'soak/t'))
+    cleanup(() => Promise.all(floods.map((f) => f.stop())))
+    // The stuck subscriber's share is dropped once its queue is full...
+    await until(() => broker.stats().droppedQos0 > 0, 30_000)
+    // ...while the others keep receiving and a QoS 1 exchange goes through, the stuck one still connected.
+    const before = counts.slice()
+    await until(() => counts.every((n, i) => n > before[i]! + 1_000), 30_000)
+    await stillServes(broker.url, 'beside-stuck')
+    expect(s.destroyed).toBe(false)
+    expect(broker.aedes.clients['stuck']).toBeDefined()
+    await Promise.all(floods.map((f) => f.stop()))
+    expect(uncaught).toEqual([])
+  }, 60_000)
+})

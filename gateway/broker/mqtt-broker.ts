@@ -1,12 +1,44 @@
+import { readFileSync } from 'node:fs'
+import http from 'node:http'
 import net from 'node:net'
-import { Aedes, type AedesOptions } from 'aedes'
+import type { Duplex } from 'node:stream'
+import tls from 'node:tls'
+import { Aedes, type AedesOptions, type AedesPublishPacket, type Client } from 'aedes'
+import { createWebSocketStream, WebSocketServer } from 'ws'
 import { ErrorCode, errorMessage, OutpostError } from '../../runtime/errors.js'
 import { guardPacketSize } from '../../runtime/bridges/mqtt/packet-size-guard.js'
+import { BrokerEmitter } from './broker-emitter.js'
 
 /** Default largest MQTT packet (remaining length) the broker reads from a client: 1 MiB. */
 export const DEFAULT_MAX_PACKET_BYTES = 1024 * 1024
+/** Default most clients connected at once, over all listeners. */
+export const DEFAULT_MAX_CONNECTIONS = 10_000
+/** Default most bytes waiting in the broker for one client before QoS 1 deliveries to it cut it off: 1 MiB. */
+export const DEFAULT_MAX_QUEUED_BYTES = 1024 * 1024
 
-/** A running local MQTT broker (aedes) and the TCP server in front of it. */
+/** What the broker went through, for logs and metrics. */
+export interface BrokerStats {
+  /** Clients connected now, over all listeners (before or after their CONNECT). */
+  connections: number
+  /** Connections closed at accept because `maxConnections` were open. */
+  refusedConnections: number
+  /** Connections closed because their client sent a packet larger than `maxPacketBytes`. */
+  oversizedPackets: number
+  /** QoS 0 messages not sent to a client whose socket was full (it did not read fast enough). */
+  droppedQos0: number
+  /** Clients cut off because more than `maxQueuedBytes` waited for them with QoS 1 messages still coming. */
+  slowClientsCut: number
+  /** Messages being delivered right now. */
+  inFlight: number
+}
+
+/** One more listener on the same broker: its port and the URL clients use. */
+export interface BrokerListener {
+  readonly port: number
+  readonly url: string
+}
+
+/** A running local MQTT broker (aedes) and the listeners in front of it. */
 export interface MqttBroker {
   readonly aedes: Aedes
   /** The port actually bound (useful with port 0). */
@@ -14,16 +46,21 @@ export interface MqttBroker {
   readonly host: string
   /** `mqtt://host:port` for clients on this machine (an IPv6 host in brackets: `mqtt://[::1]:1883`). */
   readonly url: string
+  /** MQTT over TLS (`mqtts://host:port`), when configured. */
+  readonly tls: BrokerListener | undefined
+  /** MQTT over WebSocket (`ws://host:port/path`), when configured. */
+  readonly websocket: BrokerListener | undefined
   /** Connections closed because their client sent a packet larger than `maxPacketBytes`. */
   readonly oversizedPackets: number
-  /** Stops accepting connections, drops clients and closes the broker; idempotent. */
+  stats(): BrokerStats
+  /** Stops accepting connections on every listener, drops clients and closes the broker; idempotent. */
   close(): Promise<void>
 }
 
 export interface MqttBrokerOptions {
   /** TCP port (default 1883; 0 picks a free one). */
   port?: number
-  /** Interface to bind (default 127.0.0.1). */
+  /** Interface to bind, for every listener (default 127.0.0.1). */
   host?: string
   /**
    * Largest packet a client may send, bytes after the fixed header (default 1 MiB). A larger one
@@ -31,77 +68,250 @@ export interface MqttBrokerOptions {
    * (aedes and mqtt-packet have no limit of their own). 0 turns the limit off.
    */
   maxPacketBytes?: number
+  /** Most topic levels in a publish or subscription (default: aedes' 100, its ceiling); more closes the connection. */
+  maxTopicLevels?: number
+  /** Most clients connected at once over all listeners (default 10 000); one more is closed at accept. 0: no limit. */
+  maxConnections?: number
+  /**
+   * Bytes that may wait in the broker for one client (default 1 MiB). QoS 0 messages are not
+   * sent to a client once its socket is full, so a client that does not read only loses its own
+   * QoS 0 messages; QoS 1 messages wait up to this much, then the client is cut off (a persistent
+   * session keeps them for its return).
+   */
+  maxQueuedBytes?: number
+  /** A second listener for MQTT over TLS: a certificate and key in PEM files; with `caFile`, clients must present a certificate it signed. */
+  tls?: { port: number; certFile: string; keyFile: string; caFile?: string }
+  /** A listener for MQTT over WebSocket, e.g. `{ port: 8083, path: '/mqtt' }`. */
+  websocket?: { port: number; path: string }
   /** Told of each connection closed for a packet that was too large. */
   onOversizedPacket?(info: { bytes: number; type: number; remoteAddress?: string; clientId?: string }): void
+  /** Told of each connection refused because `maxConnections` were open. */
+  onRefusedConnection?(info: { listener: ListenerKind; remoteAddress?: string }): void
+  /** Told of each client cut off for not reading what the broker had for it. */
+  onSlowClient?(info: { clientId?: string; queuedBytes: number }): void
   aedes?: AedesOptions
 }
 
+type ListenerKind = 'mqtt' | 'mqtts' | 'ws'
+const LISTENER_NAMES: Record<ListenerKind, string> = { mqtt: 'MQTT', mqtts: 'MQTT over TLS', ws: 'MQTT over WebSocket' }
+
+/** `host` as it goes in a URL: an IPv6 literal in brackets ([RFC 3986 §3.2.2]), or its colons read as the port's. */
+const urlHost = (host: string): string => (net.isIPv6(host) ? `[${host}]` : host)
+
+/** Fixed header, topic length, packet id and some room for MQTT 5 properties, beyond topic and payload. */
+const PACKET_OVERHEAD = 16
+const propertiesBytes = (p: AedesPublishPacket): number => (p.properties === undefined ? 0 : 64)
+/** About how many bytes a PUBLISH of `p` takes on the wire; enough to tell whether it fits in a socket. */
+function publishBytes(p: AedesPublishPacket): number {
+  const payload = typeof p.payload === 'string' ? Buffer.byteLength(p.payload) : (p.payload?.length ?? 0)
+  return Buffer.byteLength(p.topic) + payload + PACKET_OVERHEAD + propertiesBytes(p)
+}
+
+function readPem(what: string, file: string): Buffer {
+  try {
+    return readFileSync(file)
+  } catch (err) {
+    throw new OutpostError(ErrorCode.INVALID_CONFIG, `cannot read the TLS ${what} file ${file}: ${errorMessage(err)}`, { cause: err, details: { file } })
+  }
+}
+
 /**
- * Starts aedes on a TCP port with TCP_NODELAY on every accepted socket.
- * @throws PORT_IN_USE when the port is taken (e.g. by Mosquitto on 1883).
+ * Starts aedes on a TCP port with TCP_NODELAY on every accepted socket, and on a TLS and a
+ * WebSocket port when asked; every listener feeds the same broker.
+ *
+ * The broker delivers through its own emitter (broker-emitter.ts) and never waits for a client
+ * that does not read: it would hold back the publisher and, through it, every other subscriber.
+ * @throws PORT_IN_USE when a port is taken (e.g. by Mosquitto on 1883), INVALID_CONFIG for unreadable or invalid TLS files.
  */
 export async function startMqttBroker(opts: MqttBrokerOptions = {}): Promise<MqttBroker> {
   const host = opts.host ?? '127.0.0.1'
   const wanted = opts.port ?? 1883
-  const aedes = await Aedes.createBroker(opts.aedes)
-  // noDelay: without it QoS 1 PUBACKs sit behind Nagle's algorithm and request/reply stalls.
   const maxPacketBytes = opts.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES
+  const maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS
+  const maxQueuedBytes = opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES
+  // TLS material first: a bad file is a configuration error before anything listens.
+  const tlsContext = opts.tls === undefined ? undefined : tlsOptions(opts.tls)
+
+  let refusedConnections = 0
   let oversizedPackets = 0
-  const server = net.createServer({ noDelay: true }, (socket) => {
+  let droppedQos0 = 0
+  let slowClientsCut = 0
+  const cut = new WeakSet<object>()
+  const forward = opts.aedes?.authorizeForward
+  const emitter = new BrokerEmitter()
+  const aedesOptions: AedesOptions = {
+    ...opts.aedes,
+    mq: emitter,
+    ...(opts.maxTopicLevels === undefined ? {} : { maxTopicLevels: opts.maxTopicLevels }),
+    // Called for every delivery, before aedes writes it: where a client that does not read is held to its limit.
+    authorizeForward(client: Client, packet: AedesPublishPacket) {
+      const allowed = forward === undefined ? packet : forward(client, packet)
+      if (allowed == null) return allowed
+      const conn = client.conn as Duplex
+      const queued = conn.writableLength + publishBytes(allowed)
+      // A write past the high-water mark makes aedes wait for 'drain' (up to its drainTimeout,
+      // 60 s), and with it the publisher's next packets.
+      if (queued <= conn.writableHighWaterMark) return allowed
+      if (allowed.qos === 0) {
+        droppedQos0++
+        return null
+      }
+      if (queued > maxQueuedBytes && !cut.has(client)) {
+        cut.add(client)
+        slowClientsCut++
+        opts.onSlowClient?.({ clientId: client.id ?? undefined, queuedBytes: conn.writableLength })
+        // After aedes has stored this delivery for a persistent session: it is sent on the client's return.
+        setImmediate(() => conn.destroy())
+      }
+      return allowed
+    },
+  }
+  const aedes = await Aedes.createBroker(aedesOptions)
+
+  const conns = new Set<Duplex>()
+  /** Counts a new connection, or closes it at once when the limit is reached. */
+  const admit = (conn: Duplex, listener: ListenerKind, remoteAddress: string | undefined): boolean => {
+    if (maxConnections > 0 && conns.size >= maxConnections) {
+      refusedConnections++
+      conn.destroy()
+      opts.onRefusedConnection?.({ listener, remoteAddress })
+      return false
+    }
+    conns.add(conn)
+    conn.once('close', () => conns.delete(conn))
+    return true
+  }
+  /** Hands an admitted connection to aedes, behind the packet size guard. */
+  const serve = (conn: Duplex, remoteAddress: string | undefined, req?: http.IncomingMessage): void => {
     // Known once its CONNECT was read; a CONNECT that is itself too large leaves it unknown.
     let client: { id?: string } | undefined
     if (maxPacketBytes > 0) {
-      guardPacketSize(socket, {
+      guardPacketSize(conn, {
         maxPacketBytes,
         mode: 'close',
         onOversized: (p) => {
           oversizedPackets++
-          opts.onOversizedPacket?.({ bytes: p.bytes, type: p.type, remoteAddress: socket.remoteAddress, clientId: client?.id ?? undefined })
+          opts.onOversizedPacket?.({ bytes: p.bytes, type: p.type, remoteAddress, clientId: client?.id ?? undefined })
         },
       })
     }
-    client = aedes.handle(socket) as { id?: string } | undefined
+    client = aedes.handle(conn, req as never) as { id?: string } | undefined
+  }
+
+  const servers: { kind: ListenerKind; server: net.Server }[] = []
+  // noDelay: without it QoS 1 PUBACKs sit behind Nagle's algorithm and request/reply stalls.
+  const tcp = net.createServer({ noDelay: true }, (socket) => {
+    if (admit(socket, 'mqtt', socket.remoteAddress)) serve(socket, socket.remoteAddress)
   })
-  const sockets = new Set<net.Socket>()
-  server.on('connection', (s) => {
-    sockets.add(s)
-    s.on('close', () => sockets.delete(s))
-  })
-  try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(wanted, host, () => {
-        server.off('error', reject)
-        resolve()
+  servers.push({ kind: 'mqtt', server: tcp })
+
+  let tlsServer: tls.Server | undefined
+  if (tlsContext !== undefined) {
+    tlsServer = tls.createServer(tlsContext, (socket) => serve(socket, socket.remoteAddress))
+    // Counted and refused on the raw socket, before a handshake is spent on it.
+    tlsServer.prependListener('connection', (raw: net.Socket) => {
+      raw.setNoDelay(true)
+      if (!admit(raw, 'mqtts', raw.remoteAddress)) raw.on('error', () => {})
+    })
+    // A failed handshake (wrong CA, plain MQTT on the TLS port) closes that socket; nothing else to do.
+    tlsServer.on('tlsClientError', () => {})
+    servers.push({ kind: 'mqtts', server: tlsServer })
+  }
+
+  let wss: WebSocketServer | undefined
+  if (opts.websocket !== undefined) {
+    const path = opts.websocket.path
+    // A WebSocket message holds one or more MQTT packets; one larger than the packet limit is refused by ws itself.
+    wss = new WebSocketServer({ noServer: true, maxPayload: maxPacketBytes > 0 ? maxPacketBytes + PACKET_OVERHEAD : undefined })
+    const web = http.createServer((_req, res) => {
+      res.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket' }).end('MQTT over WebSocket only\n')
+    })
+    web.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      const remoteAddress = req.socket.remoteAddress
+      socket.on('error', () => {})
+      if (new URL(req.url ?? '/', 'http://x').pathname !== path) {
+        socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n')
+        return
+      }
+      if (!admit(socket, 'ws', remoteAddress)) return
+      ;(req.socket as net.Socket).setNoDelay(true)
+      wss!.handleUpgrade(req, socket, head, (ws) => {
+        const stream = createWebSocketStream(ws)
+        // The socket is what is counted; its stream closes with it.
+        stream.on('error', () => {})
+        serve(stream, remoteAddress, req)
       })
     })
-  } catch (err) {
-    await new Promise<void>((r) => aedes.close(() => r()))
-    const code = (err as NodeJS.ErrnoException).code
-    if (code === 'EADDRINUSE') {
-      throw new OutpostError(ErrorCode.PORT_IN_USE, `MQTT port ${host}:${wanted} is already in use (another broker such as Mosquitto?); choose another with --port or OUTPOST_MQTT_PORT, or 0 for a free one`, { cause: err, details: { host, port: wanted } })
-    }
-    throw new OutpostError(ErrorCode.INVALID_CONFIG, `cannot listen on ${host}:${wanted}: ${errorMessage(err)}`, { cause: err })
+    web.on('clientError', (_err, socket) => socket.destroy())
+    servers.push({ kind: 'ws', server: web })
   }
-  const port = (server.address() as net.AddressInfo).port
+
+  const ports: Partial<Record<ListenerKind, number>> = {}
+  const listenOn: Record<ListenerKind, number | undefined> = { mqtt: wanted, mqtts: opts.tls?.port, ws: opts.websocket?.port }
+  const closeAll = async (): Promise<void> => {
+    const stopped = servers.filter((s) => s.server.listening).map((s) => new Promise<void>((r) => s.server.close(() => r())))
+    for (const c of conns) c.destroy()
+    for (const ws of wss?.clients ?? []) ws.terminate()
+    await Promise.all(stopped)
+    await new Promise<void>((r) => aedes.close(() => r()))
+  }
+  try {
+    for (const { kind, server } of servers) {
+      const port = listenOn[kind]!
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject)
+        server.listen(port, host, () => {
+          server.off('error', reject)
+          resolve()
+        })
+      }).catch((err: unknown) => {
+        const code = (err as NodeJS.ErrnoException).code
+        if (code === 'EADDRINUSE') {
+          throw new OutpostError(
+            ErrorCode.PORT_IN_USE,
+            kind === 'mqtt'
+              ? `MQTT port ${host}:${port} is already in use (another broker such as Mosquitto?); choose another with --port or OUTPOST_MQTT_PORT, or 0 for a free one`
+              : `${LISTENER_NAMES[kind]} port ${host}:${port} is already in use; choose another in the configuration, or 0 for a free one`,
+            { cause: err, details: { host, port, listener: kind } },
+          )
+        }
+        throw new OutpostError(ErrorCode.INVALID_CONFIG, `cannot listen for ${LISTENER_NAMES[kind]} on ${host}:${port}: ${errorMessage(err)}`, { cause: err, details: { host, port, listener: kind } })
+      })
+      ports[kind] = (server.address() as net.AddressInfo).port
+    }
+  } catch (err) {
+    await closeAll()
+    throw err
+  }
+  const port = ports.mqtt!
   let closed: Promise<void> | undefined
   return {
     aedes,
     port,
     host,
-    // [RFC 3986 §3.2.2] an IPv6 literal goes in brackets, or its colons read as the port's.
-    url: `mqtt://${net.isIPv6(host) ? `[${host}]` : host}:${port}`,
+    url: `mqtt://${urlHost(host)}:${port}`,
+    tls: ports.mqtts === undefined ? undefined : { port: ports.mqtts, url: `mqtts://${urlHost(host)}:${ports.mqtts}` },
+    websocket: ports.ws === undefined ? undefined : { port: ports.ws, url: `ws://${urlHost(host)}:${ports.ws}${opts.websocket!.path}` },
     get oversizedPackets() {
       return oversizedPackets
     },
+    stats: () => ({ connections: conns.size, refusedConnections, oversizedPackets, droppedQos0, slowClientsCut, inFlight: emitter.current }),
     close() {
-      closed ??= (async () => {
-        const stopped = new Promise<void>((r) => server.close(() => r()))
-        for (const s of sockets) s.destroy()
-        await stopped
-        await new Promise<void>((r) => aedes.close(() => r()))
-      })()
+      closed ??= closeAll()
       return closed
     },
   }
+}
+
+/** The TLS server's options from the configured files. @throws INVALID_CONFIG */
+function tlsOptions(t: NonNullable<MqttBrokerOptions['tls']>): tls.TlsOptions {
+  const options: tls.TlsOptions = { cert: readPem('certificate', t.certFile), key: readPem('key', t.keyFile) }
+  if (t.caFile !== undefined) Object.assign(options, { ca: readPem('CA', t.caFile), requestCert: true, rejectUnauthorized: true })
+  try {
+    // Checked now, so a certificate that does not match its key fails at start, not at the first client.
+    tls.createSecureContext(options)
+  } catch (err) {
+    throw new OutpostError(ErrorCode.INVALID_CONFIG, `the TLS certificate ${t.certFile} and key ${t.keyFile} cannot be used: ${errorMessage(err)}`, { cause: err })
+  }
+  return options
 }

@@ -161,7 +161,7 @@ describe('gateway broker under abuse', () => {
     await until(() => counts.every((n, i) => n > before[i]! + 1_000), 30_000)
     await stillServes(broker.url, 'beside-stuck')
     expect(s.destroyed).toBe(false)
-    expect(broker.aedes.clients['stuck']).toBeDefined()
+    expect((broker.aedes as unknown as { clients: Record<string, unknown> }).clients['stuck']).toBeDefined()
     await Promise.all(floods.map((f) => f.stop()))
     expect(uncaught).toEqual([])
   }, 60_000)

@@ -114,6 +114,12 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
       port,
       host: config.mqtt.host,
       maxPacketBytes: config.mqtt.maxPacketBytes,
+      maxTopicLevels: config.mqtt.maxTopicLevels,
+      maxConnections: config.mqtt.maxConnections,
+      tls: config.mqtt.tls,
+      websocket: config.mqtt.websocket,
+      onRefusedConnection: (c) => troubles.warn('connection limit', { listener: c.listener, remoteAddress: c.remoteAddress, maxConnections: config.mqtt.maxConnections }, 'connection refused: too many clients connected'),
+      onSlowClient: (c) => troubles.warn('slow client', { client: c.clientId === undefined ? undefined : loggedId(c.clientId), queuedBytes: c.queuedBytes }, 'client cut off: it does not read what the broker has for it'),
       aedes: { persistence, maxClientsIdLength: 128, ...auth?.hooks },
       // A client that sends a packet over the limit is cut off; a flood of them is one line a minute.
       onOversizedPacket: (p) =>

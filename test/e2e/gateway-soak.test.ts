@@ -28,12 +28,12 @@ const packet = (first: number, body: Buffer): Buffer => {
  * A subscriber that never reads its socket after sending CONNECT and SUBSCRIBE: written by hand
  * because an MQTT.js client keeps reading whatever one does to it.
  */
-async function stuckSubscriber(port: number, clientId: string, topic: string): Promise<net.Socket> {
+async function stuckSubscriber(port: number, clientId: string, topic: string, o: { qos?: 0 | 1; persistent?: boolean } = {}): Promise<net.Socket> {
   const socket = net.connect(port, '127.0.0.1')
   await new Promise<void>((r, j) => socket.once('connect', r).once('error', j))
   socket.on('error', () => {})
-  const connect = packet(0x10, Buffer.concat([str('MQTT'), Buffer.from([4, 0x02, 0, 60]), str(clientId)]))
-  const subscribe = packet(0x82, Buffer.concat([Buffer.from([0, 1]), str(topic), Buffer.from([0])]))
+  const connect = packet(0x10, Buffer.concat([str('MQTT'), Buffer.from([4, o.persistent ? 0 : 0x02, 0, 60]), str(clientId)]))
+  const subscribe = packet(0x82, Buffer.concat([Buffer.from([0, 1]), str(topic), Buffer.from([o.qos ?? 0])]))
   socket.write(Buffer.concat([connect, subscribe]))
   // Paused with no 'data' listener: Node reads at most its high-water mark, then stops reading.
   socket.pause()
@@ -163,6 +163,39 @@ describe('gateway broker under abuse', () => {
     expect(s.destroyed).toBe(false)
     expect((broker.aedes as unknown as { clients: Record<string, unknown> }).clients['stuck']).toBeDefined()
     await Promise.all(floods.map((f) => f.stop()))
+    expect(uncaught).toEqual([])
+  }, 60_000)
+
+  it('cuts off a persistent QoS 1 subscriber that stops reading, without holding back the others; it gets every message when it comes back', async () => {
+    const broker = await startMqttBroker({ port: 0, maxQueuedBytes: 256 * 1024 })
+    cleanup(() => broker.close())
+    const counts: number[] = []
+    await subscribers(broker, 1, 'soak/q1', counts)
+    const s = await stuckSubscriber(broker.port, 'stuck-q1', 'soak/q1', { qos: 1, persistent: true })
+    cleanup(() => s.destroy())
+    await until(() => (broker.aedes as unknown as { clients: Record<string, unknown> }).clients['stuck-q1'] !== undefined, 10_000)
+    const pub = await mqtt.connectAsync(broker.url, { clientId: 'pub-q1', reconnectPeriod: 0 })
+    cleanup(() => pub.endAsync(true))
+    // 16 MB of QoS 1 messages: more than the kernel's socket buffers hold for the stuck client.
+    const total = 2_000
+    const body = Buffer.alloc(8 * 1024, 7)
+    const sent = new Set<number>()
+    for (let i = 0; i < total; i++) {
+      const payload = Buffer.concat([Buffer.from(String(i).padStart(6, '0')), body])
+      await pub.publishAsync('soak/q1', payload, { qos: 1 })
+      sent.add(i)
+    }
+    // Every publish was acknowledged (the publisher was not held back) and the other subscriber got them all.
+    await until(() => counts[0] === total, 30_000)
+    await until(() => broker.stats().slowClientsCut === 1, 30_000)
+    await until(() => (broker.aedes as unknown as { clients: Record<string, unknown> }).clients['stuck-q1'] === undefined, 10_000)
+    // Back with its session: what it did not take is sent again.
+    const back = mqtt.connect(broker.url, { clientId: 'stuck-q1', clean: false, reconnectPeriod: 0 })
+    cleanup(() => back.endAsync(true))
+    const got = new Set<number>()
+    back.on('message', (_t, p) => void got.add(Number(p.subarray(0, 6).toString())))
+    await until(() => got.size === total, 30_000)
+    expect([...got].every((n) => sent.has(n))).toBe(true)
     expect(uncaught).toEqual([])
   }, 60_000)
 })

@@ -333,6 +333,8 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
       // A revocation that lands between a login and the client's registration is seen here.
       aedes.on('client', recheck)
       if (timer === undefined && !closed) {
+        // The first call sets where "since" starts; every client that connects later is checked as it registers.
+        sweep()
         timer = setInterval(sweep, opts.revokeCheckMs ?? 500)
         timer.unref()
       }

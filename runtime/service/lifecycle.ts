@@ -4,6 +4,7 @@ import type { QueueRunner } from '../queue/queue-runner.js'
 import type { Scheduler } from '../schedule/scheduler.js'
 import { ENVELOPE_VERSION, type PresencePayload } from '../wire/envelope.js'
 import type { Directory } from './directory.js'
+import { presencePayload } from '../messaging/presence.js'
 import type { Events } from './events.js'
 import { createRecentMap } from '../recent-map.js'
 import type { RuntimeCore } from './runtime-core.js'
@@ -43,15 +44,18 @@ export function createLifecycle(deps: LifecycleDeps): Lifecycle {
   let announce = (): Promise<void> => Promise.resolve()
   let reannouncing = false
 
-  const presence = (): PresencePayload => ({
-    online: true,
-    services: [...hosted.values()].map(({ def }) => ({
-      name: def.contract.name,
-      version: def.contract.version,
-      commands: Object.keys(def.contract.commands),
-      events: Object.keys(def.contract.events),
-    })),
-  })
+  const presence = (): PresencePayload =>
+    presencePayload(
+      true,
+      [...hosted.values()].map(({ def }) => ({
+        name: def.contract.name,
+        version: def.contract.version,
+        commands: Object.keys(def.contract.commands),
+        events: Object.keys(def.contract.events),
+        queues: Object.keys(def.contract.queues),
+        schedules: Object.keys(def.schedules),
+      })),
+    )
 
   /** Keeps the directory in step with the presence of every device (ours included). */
   const subscribePresence = (): Promise<unknown> =>

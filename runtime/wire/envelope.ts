@@ -49,8 +49,31 @@ export interface Envelope {
   error?: WireError
 }
 
+/**
+ * The presence payload format this runtime writes. 1 (or no `v`): `online` and each service's
+ * commands and events; 2 adds the runtime's version and each service's queues and schedules.
+ * Every field 2 adds is optional, so a reader of either takes both.
+ */
+export const PRESENCE_VERSION = 2
+
+/** One service in a presence: its contract's names (what it answers, emits, runs). */
+export interface PresenceService {
+  name: string
+  version: string
+  commands: string[]
+  events: string[]
+  /** Queues its contract declares (presence 2). */
+  queues?: string[]
+  /** Schedules the service runs (presence 2). */
+  schedules?: string[]
+}
+
 /** Payload of a presence envelope: what a device runs, announced on (re)connect and, as last will, when it goes away. */
 export interface PresencePayload {
+  /** Payload format (PRESENCE_VERSION); absent in the first. */
+  v?: number
   online: boolean
-  services: { name: string; version: string; commands: string[]; events: string[] }[]
+  /** Version of the Outpost runtime the device runs (presence 2). */
+  runtime?: string
+  services: PresenceService[]
 }

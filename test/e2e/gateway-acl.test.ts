@@ -68,10 +68,9 @@ describe('gateway with authentication on: the attacks of issue 13 fail', () => {
   // what these tests are about.
   let nextAddress = 0
   /** The CONNACK return code of a refused connection (undefined when it was accepted). */
-  const refusal = (url: string, o: IClientOptions): Promise<number | undefined> =>
+  const refusal = (url: string, o: IClientOptions, localAddress = `127.0.0.${2 + (nextAddress++ % 250)}`): Promise<number | undefined> =>
     new Promise((resolve) => {
       const port = Number(new URL(url).port)
-      const localAddress = `127.0.0.${2 + (nextAddress++ % 250)}`
       const c = new mqtt.MqttClient(() => net.createConnection({ port, host: '127.0.0.1', localAddress }), { reconnectPeriod: 0, connectTimeout: 30_000, ...o })
       c.once('connect', () => {
         c.end(true)
@@ -136,6 +135,21 @@ describe('gateway with authentication on: the attacks of issue 13 fail', () => {
     // Refusals are logged once a minute per reason, not once per attempt.
     const refusedLines = s.lines.filter((l) => String(l.msg).startsWith('login refused'))
     expect(refusedLines.map((l) => l.reason).sort()).toEqual(['refused anonymous', 'refused client-id', 'refused revoked', 'refused unknown', 'refused wrong-secret'])
+  }, 60_000)
+
+  it('failed logins from one address are answered later and later, without holding up other addresses or the right secret', async () => {
+    const s = await setup()
+    const secret = s.add('thermo-1')
+    const wrong = { clientId: 'thermo-1', username: 'thermo-1', password: 'guess' }
+    for (let i = 0; i < 3; i++) expect(await refusal(s.url, wrong, '127.0.0.252')).toBe(4)
+    // The fourth failure from that address is held (about a second); one from elsewhere is not.
+    const order: string[] = []
+    const repeated = refusal(s.url, wrong, '127.0.0.252').then((code) => order.push(`repeated ${code}`))
+    const elsewhere = refusal(s.url, wrong, '127.0.0.253').then((code) => order.push(`elsewhere ${code}`))
+    await Promise.all([repeated, elsewhere])
+    expect(order).toEqual(['elsewhere 4', 'repeated 4'])
+    expect(await refusal(s.url, { ...wrong, password: secret }, '127.0.0.252')).toBeUndefined()
+    expect(s.gw.auth!.stats().refused).toEqual({ 'wrong-secret': 5 })
   }, 60_000)
 
   it('mosquitto_pub and mosquitto_sub with a wrong password are refused; with the device credentials they work within the namespace', async () => {

@@ -1,9 +1,162 @@
-import type { AedesOptions } from 'aedes'
-import aedesPersistence from 'aedes-persistence'
+import { createRequire } from 'node:module'
+import { Readable } from 'node:stream'
 import type { Logger } from 'pino'
+import { ErrorCode, OutpostError } from '../../runtime/errors.js'
+import { openDeviceDatabase, type DeviceDatabase, type Migration } from '../../runtime/stores/sqlite/index.js'
 
-/** The persistence aedes takes. */
-export type BrokerPersistence = NonNullable<AedesOptions['persistence']>
+// The broker's state in its own SQLite file, `<dataDir>/broker.db`, for aedes 1.x (which calls
+// the promise API of aedes-persistence; see node_modules/aedes-persistence/asyncPersistence.js,
+// the in-memory reference this follows method for method).
+//
+// The file is the truth; everything in it is also held in memory, loaded once when the
+// persistence is created, so that lookups (retained messages by pattern, subscriptions by
+// topic, a client's queue) never read the disk. Every change is applied in memory at once and
+// written to the file in one transaction per turn of the event loop: each QoS 1 delivery costs
+// a store and a clear, and hundreds of them commit together. A promise resolves only after its
+// change is committed.
+//
+// Durability: WAL with synchronous NORMAL. A commit is in the log file when its promise
+// resolves, so a process killed (kill -9, a crash) loses nothing that was acknowledged; a
+// power cut or a kernel crash may lose the last commits before the log was synced to the disk
+// (the checkpoint syncs it), never the file's consistency.
+//
+// Damage: broker.db is opened like a device database (openDeviceDatabase): a file SQLite
+// reports as damaged is moved aside to `broker.db.corrupt-<time>` (never deleted), the broker
+// starts with an empty state, and a warning says where the old file went.
+
+// CommonJS packages without type declarations; only the part used here is typed.
+const require = createRequire(import.meta.url)
+interface TrieSub {
+  clientId: string
+  topic: string
+  qos: number
+  rh?: number
+  rap?: boolean
+  nl?: boolean
+}
+interface QlobberSubLike {
+  add(topic: string, sub: TrieSub): void
+  remove(topic: string, sub: { clientId: string; topic: string }): void
+  match(topic: string): TrieSub[]
+  readonly subscriptionsCount: number
+}
+const QlobberSub = require('qlobber/aedes/qlobber-sub') as new (opts: object) => QlobberSubLike
+const { QlobberTrue } = require('qlobber') as { QlobberTrue: new (opts: object) => { add(t: string): void; test(t: string): boolean } }
+const Packet = require('aedes-packet') as new (original: object, broker?: object) => StoredPacket
+
+const QLOBBER_OPTIONS = { wildcard_one: '+', wildcard_some: '#', separator: '/' }
+
+/** A packet as aedes hands it to the persistence (an aedes-packet, or a plain object for wills and retained messages). */
+export interface StoredPacket {
+  cmd?: string
+  topic: string
+  payload: Buffer | Uint8Array | string
+  qos?: number
+  retain?: boolean
+  dup?: boolean
+  messageId?: number
+  brokerId?: string
+  brokerCounter?: number
+  clientId?: string
+  properties?: Record<string, unknown>
+  messageExpiry?: number
+  [field: string]: unknown
+}
+
+/** A subscription as the client list keeps it (MQTT 5 options and identifier included). */
+interface SubRecord {
+  qos: number
+  rh?: number
+  rap?: boolean
+  nl?: boolean
+  subscriptionIdentifier?: number
+}
+
+interface Client {
+  id: string
+}
+
+/** The aedes instance the persistence serves (only its id is used: wills carry it). */
+interface BrokerLike {
+  id: string
+}
+
+/** One packet of a client's outgoing queue and its row in the file. */
+interface Queued {
+  seq: number
+  packet: StoredPacket
+}
+
+/** broker.db's schema, oldest first. Append only: never edit a released step. */
+export const BROKER_MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: 'broker state: subscriptions, retained messages, outgoing queues, incoming QoS 2, wills',
+    up(db) {
+      db.exec(`
+        CREATE TABLE subscriptions (
+          client_id TEXT NOT NULL,
+          topic     TEXT NOT NULL,
+          record    TEXT NOT NULL,
+          PRIMARY KEY (client_id, topic)
+        ) WITHOUT ROWID;
+        CREATE TABLE retained (
+          topic   TEXT PRIMARY KEY,
+          meta    TEXT NOT NULL,
+          payload BLOB NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE outgoing (
+          seq       INTEGER PRIMARY KEY,
+          client_id TEXT    NOT NULL,
+          meta      TEXT    NOT NULL,
+          payload   BLOB    NOT NULL
+        );
+        CREATE TABLE incoming (
+          client_id  TEXT    NOT NULL,
+          message_id INTEGER NOT NULL,
+          meta       TEXT    NOT NULL,
+          payload    BLOB    NOT NULL,
+          PRIMARY KEY (client_id, message_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE wills (
+          client_id TEXT PRIMARY KEY,
+          meta      TEXT NOT NULL,
+          payload   BLOB NOT NULL
+        ) WITHOUT ROWID;
+      `)
+    },
+  },
+]
+
+// A Buffer inside a packet (MQTT 5 correlation data, say) is written as { "\u0000b": base64 }:
+// MQTT strings may not hold U+0000, so no property of a client's can take that shape.
+const BUF = '\u0000b'
+function replacer(this: Record<string, unknown>, key: string, value: unknown): unknown {
+  const raw = this[key]
+  if (raw instanceof Uint8Array) return { [BUF]: Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('base64') }
+  return value
+}
+const reviver = (_key: string, value: unknown): unknown => {
+  if (value !== null && typeof value === 'object' && typeof (value as Record<string, unknown>)[BUF] === 'string') {
+    return Buffer.from((value as Record<string, string>)[BUF]!, 'base64')
+  }
+  return value
+}
+
+/** A packet as two columns: its fields (JSON, Buffers included) and its payload bytes. */
+function encode(packet: StoredPacket): [string, Buffer] {
+  const { payload, ...meta } = packet
+  const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload instanceof Uint8Array ? Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength) : Buffer.alloc(0)
+  return [JSON.stringify(meta, replacer), bytes]
+}
+const decodePlain = (meta: string, payload: Buffer): StoredPacket => ({ ...(JSON.parse(meta, reviver) as object), payload }) as StoredPacket
+/** An aedes-packet again, with the packet id it had (the constructor clears it). */
+function decodePacket(meta: string, payload: Buffer): StoredPacket {
+  const plain = decodePlain(meta, payload)
+  const packet = new Packet(plain)
+  if (plain.messageId !== undefined) packet.messageId = plain.messageId
+  return packet
+}
 
 export interface SqlitePersistenceOptions {
   /** The broker database file, `<dataDir>/broker.db`. */
@@ -11,7 +164,393 @@ export interface SqlitePersistenceOptions {
   log?: Logger
 }
 
-/** STUB (issue 13, part D replaces it): in memory. */
-export function createSqlitePersistence(_opts: SqlitePersistenceOptions): BrokerPersistence {
-  return (aedesPersistence as unknown as () => BrokerPersistence)()
+/**
+ * The aedes persistence on SQLite (see the top of this file). One object serves every broker
+ * started on it in the process (a drill stops the broker and starts another): `setup` only
+ * takes the new broker, and aedes 1.x never calls `destroy` when it closes; `destroy` (or
+ * `close`) writes what is pending and closes the file, once, when the gateway closes.
+ */
+export class SqlitePersistence {
+  readonly #database: DeviceDatabase
+  readonly #log: Logger | undefined
+  #broker: BrokerLike | undefined
+  // The state in memory (the file's copy), keyed as the reference keeps it.
+  readonly #retained = new Map<string, StoredPacket>()
+  readonly #subscriptions = new Map<string, Map<string, SubRecord>>()
+  readonly #outgoing = new Map<string, Queued[]>()
+  readonly #incoming = new Map<string, Map<number, StoredPacket>>()
+  readonly #wills = new Map<string, StoredPacket>()
+  readonly #trie = new QlobberSub(QLOBBER_OPTIONS)
+  #clientsCount = 0
+  #nextSeq = 1
+  // Writes waiting for this turn's transaction, and who waits for them.
+  #writes: (() => void)[] = []
+  #waiting: { resolve: () => void; reject: (err: unknown) => void }[] = []
+  #flushScheduled = false
+  #closed = false
+  readonly #stmt
+
+  constructor(opts: SqlitePersistenceOptions) {
+    this.#log = opts.log
+    // Synchronous NORMAL in WAL: a commit survives the process being killed (kill -9); a power
+    // cut may take the last ones (see the top of this file and docs/gateway.md).
+    this.#database = openDeviceDatabase({ path: opts.path, migrations: BROKER_MIGRATIONS, synchronous: 'NORMAL', onCorrupt: 'fresh' })
+    if (this.#database.quarantinedTo !== undefined) {
+      this.#log?.warn({ path: opts.path, movedTo: this.#database.quarantinedTo, reason: this.#database.quarantineReason }, 'broker database was damaged: moved aside, the broker starts with no sessions, retained messages or queues')
+    }
+    const db = this.#database.db
+    this.#stmt = {
+      putSub: db.prepare('INSERT OR REPLACE INTO subscriptions (client_id, topic, record) VALUES (?, ?, ?)'),
+      delSub: db.prepare('DELETE FROM subscriptions WHERE client_id = ? AND topic = ?'),
+      delSubs: db.prepare('DELETE FROM subscriptions WHERE client_id = ?'),
+      putRetained: db.prepare('INSERT OR REPLACE INTO retained (topic, meta, payload) VALUES (?, ?, ?)'),
+      delRetained: db.prepare('DELETE FROM retained WHERE topic = ?'),
+      putOutgoing: db.prepare('INSERT OR REPLACE INTO outgoing (seq, client_id, meta, payload) VALUES (?, ?, ?, ?)'),
+      setOutgoingMeta: db.prepare('UPDATE outgoing SET meta = ? WHERE seq = ?'),
+      delOutgoing: db.prepare('DELETE FROM outgoing WHERE seq = ?'),
+      putIncoming: db.prepare('INSERT OR REPLACE INTO incoming (client_id, message_id, meta, payload) VALUES (?, ?, ?, ?)'),
+      delIncoming: db.prepare('DELETE FROM incoming WHERE client_id = ? AND message_id = ?'),
+      delIncomingOf: db.prepare('DELETE FROM incoming WHERE client_id = ?'),
+      putWill: db.prepare('INSERT OR REPLACE INTO wills (client_id, meta, payload) VALUES (?, ?, ?)'),
+      delWill: db.prepare('DELETE FROM wills WHERE client_id = ?'),
+    }
+    this.#load()
+  }
+
+  /** Reads the file into memory (once, when the persistence is created). */
+  #load(): void {
+    const db = this.#database.db
+    type Row = { meta: string; payload: Buffer }
+    for (const r of db.prepare('SELECT topic, meta, payload FROM retained').all() as (Row & { topic: string })[]) {
+      this.#retained.set(r.topic, decodePlain(r.meta, r.payload))
+    }
+    for (const r of db.prepare('SELECT client_id, topic, record FROM subscriptions').all() as { client_id: string; topic: string; record: string }[]) {
+      this.#addSub(r.client_id, r.topic, JSON.parse(r.record) as SubRecord)
+    }
+    for (const r of db.prepare('SELECT seq, client_id, meta, payload FROM outgoing ORDER BY seq').all() as (Row & { seq: number; client_id: string })[]) {
+      queueOf(this.#outgoing, r.client_id).push({ seq: r.seq, packet: decodePacket(r.meta, r.payload) })
+      this.#nextSeq = r.seq + 1
+    }
+    for (const r of db.prepare('SELECT client_id, message_id, meta, payload FROM incoming').all() as (Row & { client_id: string; message_id: number })[]) {
+      incomingOf(this.#incoming, r.client_id).set(r.message_id, decodePacket(r.meta, r.payload))
+    }
+    for (const r of db.prepare('SELECT client_id, meta, payload FROM wills').all() as (Row & { client_id: string })[]) {
+      this.#wills.set(r.client_id, decodePlain(r.meta, r.payload))
+    }
+  }
+
+  /** Queues a write for this turn's transaction. @returns a promise settled once it is committed */
+  #write(fn: () => void): Promise<void> {
+    if (this.#closed) return Promise.reject(new OutpostError(ErrorCode.STORE_FAILED, 'broker database is closed'))
+    this.#writes.push(fn)
+    const done = new Promise<void>((resolve, reject) => this.#waiting.push({ resolve, reject }))
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true
+      setImmediate(() => this.#flush())
+    }
+    return done
+  }
+
+  /** Commits every queued write in one transaction, then settles their promises. */
+  #flush(): void {
+    this.#flushScheduled = false
+    const writes = this.#writes
+    const waiting = this.#waiting
+    if (writes.length === 0) return
+    this.#writes = []
+    this.#waiting = []
+    try {
+      this.#database.transaction(() => {
+        for (const w of writes) w()
+      })
+    } catch (err) {
+      // The state in memory is ahead of the file now; what waits is told, and the broker goes on.
+      this.#log?.error({ err: String((err as Error).message ?? err) }, 'broker database write failed')
+      for (const w of waiting) w.reject(err)
+      return
+    }
+    for (const w of waiting) w.resolve()
+  }
+
+  /** The broker (aedes calls it from `listen`, each time a broker starts on this persistence). */
+  get broker(): BrokerLike | undefined {
+    return this.#broker
+  }
+
+  async setup(broker: BrokerLike): Promise<void> {
+    this.#broker = broker
+  }
+
+  // Retained messages.
+
+  async storeRetained(pkt: StoredPacket): Promise<void> {
+    const packet = { ...pkt }
+    if (packet.payload.length === 0) {
+      this.#retained.delete(packet.topic)
+      return this.#write(() => this.#stmt.delRetained.run(packet.topic))
+    }
+    this.#retained.set(packet.topic, packet)
+    const [meta, payload] = encode(packet)
+    return this.#write(() => this.#stmt.putRetained.run(packet.topic, meta, payload))
+  }
+
+  createRetainedStream(pattern: string): Readable {
+    return this.createRetainedStreamCombi([pattern])
+  }
+
+  createRetainedStreamCombi(patterns: string[]): Readable {
+    const retained = this.#retained
+    return Readable.from(
+      (function* () {
+        for (const pattern of patterns) {
+          const q = new QlobberTrue(QLOBBER_OPTIONS)
+          q.add(pattern)
+          for (const [topic, packet] of retained) if (q.test(topic)) yield packet
+        }
+      })(),
+    )
+  }
+
+  // Subscriptions.
+
+  /** Adds a subscription in memory (the client list and, for QoS > 0, the topic trie). */
+  #addSub(clientId: string, topic: string, record: SubRecord): void {
+    let stored = this.#subscriptions.get(clientId)
+    if (stored === undefined) {
+      stored = new Map()
+      this.#subscriptions.set(clientId, stored)
+      this.#clientsCount++
+    }
+    const before = stored.get(topic)
+    if (record.qos > 0) {
+      this.#trie.add(topic, { clientId, topic, qos: record.qos, rh: record.rh, rap: record.rap, nl: record.nl })
+    } else if (before !== undefined && before.qos > 0) {
+      this.#trie.remove(topic, { clientId, topic })
+    }
+    stored.set(topic, record)
+  }
+
+  async addSubscriptions(client: Client, subs: (SubRecord & { topic: string })[]): Promise<void> {
+    const rows: [string, string][] = []
+    for (const sub of subs) {
+      const record: SubRecord = { qos: sub.qos, rh: sub.rh, rap: sub.rap, nl: sub.nl }
+      // The MQTT 5 subscription identifier only when present, as the reference keeps it.
+      if (sub.subscriptionIdentifier !== undefined) record.subscriptionIdentifier = sub.subscriptionIdentifier
+      this.#addSub(client.id, sub.topic, record)
+      rows.push([sub.topic, JSON.stringify(record)])
+    }
+    const id = client.id
+    return this.#write(() => {
+      for (const [topic, record] of rows) this.#stmt.putSub.run(id, topic, record)
+    })
+  }
+
+  async removeSubscriptions(client: Client, topics: string[]): Promise<void> {
+    const stored = this.#subscriptions.get(client.id)
+    if (stored === undefined) return
+    for (const topic of topics) {
+      const sub = stored.get(topic)
+      if (sub === undefined) continue
+      if (sub.qos > 0) this.#trie.remove(topic, { clientId: client.id, topic })
+      stored.delete(topic)
+    }
+    if (stored.size === 0) {
+      this.#clientsCount--
+      this.#subscriptions.delete(client.id)
+    }
+    const id = client.id
+    return this.#write(() => {
+      for (const topic of topics) this.#stmt.delSub.run(id, topic)
+    })
+  }
+
+  async subscriptionsByClient(client: Client): Promise<(SubRecord & { topic: string })[]> {
+    const subs: (SubRecord & { topic: string })[] = []
+    for (const [topic, record] of this.#subscriptions.get(client.id) ?? []) subs.push({ topic, ...record })
+    return subs
+  }
+
+  async countOffline(): Promise<{ subsCount: number; clientsCount: number }> {
+    return { subsCount: this.#trie.subscriptionsCount, clientsCount: this.#clientsCount }
+  }
+
+  async subscriptionsByTopic(topic: string): Promise<TrieSub[]> {
+    return this.#trie.match(topic)
+  }
+
+  async cleanSubscriptions(client: Client): Promise<void> {
+    const stored = this.#subscriptions.get(client.id)
+    if (stored === undefined) return
+    for (const [topic, sub] of stored) if (sub.qos > 0) this.#trie.remove(topic, { clientId: client.id, topic })
+    this.#clientsCount--
+    this.#subscriptions.delete(client.id)
+    const id = client.id
+    return this.#write(() => this.#stmt.delSubs.run(id))
+  }
+
+  getClientList(topic: string): Readable {
+    const subscriptions = this.#subscriptions
+    return Readable.from(
+      (function* () {
+        for (const [clientId, topics] of subscriptions) if (topics.has(topic)) yield clientId
+      })(),
+    )
+  }
+
+  // Outgoing: QoS 1 and 2 packets queued for a client and in flight to it.
+
+  /** Queues a copy of the packet for one client; @returns its row's write */
+  #enqueue(clientId: string, packet: StoredPacket): () => void {
+    const queued = { seq: this.#nextSeq++, packet: new Packet(packet) }
+    queueOf(this.#outgoing, clientId).push(queued)
+    const [meta, payload] = encode(queued.packet)
+    return () => this.#stmt.putOutgoing.run(queued.seq, clientId, meta, payload)
+  }
+
+  async outgoingEnqueue(sub: { clientId: string }, packet: StoredPacket): Promise<void> {
+    return this.#write(this.#enqueue(sub.clientId, packet))
+  }
+
+  async outgoingEnqueueCombi(subs: { clientId: string }[], packet: StoredPacket): Promise<void> {
+    const rows = subs.map((s) => this.#enqueue(s.clientId, packet))
+    return this.#write(() => {
+      for (const row of rows) row()
+    })
+  }
+
+  async outgoingUpdate(client: Client, packet: StoredPacket): Promise<void> {
+    const queue = this.#outgoing.get(client.id) ?? []
+    for (const q of queue) {
+      const held = q.packet
+      if (held.brokerId === packet.brokerId) {
+        if (held.brokerCounter === packet.brokerCounter) {
+          // The packet id it goes out with.
+          held.messageId = packet.messageId
+          const [meta] = encode(held)
+          return this.#write(() => this.#stmt.setOutgoingMeta.run(meta, q.seq))
+        }
+        // Packet ids wrap at 65,535: a different counter with the same id is another message; go on.
+      } else if (held.messageId === packet.messageId) {
+        // A PUBREL takes the place of its QoS 2 PUBLISH.
+        q.packet = packet
+        const [meta, payload] = encode(packet)
+        const id = client.id
+        return this.#write(() => this.#stmt.putOutgoing.run(q.seq, id, meta, payload))
+      }
+    }
+    throw new Error('no such packet')
+  }
+
+  async outgoingClearMessageId(client: Client, packet: StoredPacket): Promise<StoredPacket | undefined> {
+    const queue = this.#outgoing.get(client.id)
+    if (queue === undefined) return undefined
+    const i = queue.findIndex((q) => q.packet.messageId === packet.messageId)
+    if (i < 0) return undefined
+    const [q] = queue.splice(i, 1)
+    if (queue.length === 0) this.#outgoing.delete(client.id)
+    await this.#write(() => this.#stmt.delOutgoing.run(q!.seq))
+    return q!.packet
+  }
+
+  outgoingStream(client: Client): Readable {
+    // A copy: the queue changes while aedes reads it.
+    return Readable.from((this.#outgoing.get(client.id) ?? []).map((q) => q.packet))
+  }
+
+  // Incoming QoS 2 packets, held from PUBLISH to PUBREL.
+
+  async incomingStorePacket(client: Client, packet: StoredPacket): Promise<void> {
+    const stored = new Packet(packet)
+    stored.messageId = packet.messageId
+    incomingOf(this.#incoming, client.id).set(packet.messageId!, stored)
+    const [meta, payload] = encode(stored)
+    const id = client.id
+    return this.#write(() => this.#stmt.putIncoming.run(id, packet.messageId, meta, payload))
+  }
+
+  async incomingGetPacket(client: Client, packet: StoredPacket): Promise<StoredPacket> {
+    const stored = this.#incoming.get(client.id)?.get(packet.messageId!)
+    if (stored === undefined) throw new Error('no such packet')
+    return stored
+  }
+
+  async incomingDelPacket(client: Client, packet: StoredPacket): Promise<void> {
+    const store = this.#incoming.get(client.id)
+    if (store === undefined || !store.delete(packet.messageId!)) throw new Error('no such packet')
+    if (store.size === 0) this.#incoming.delete(client.id)
+    const id = client.id
+    return this.#write(() => this.#stmt.delIncoming.run(id, packet.messageId))
+  }
+
+  async cleanIncoming(client: Client): Promise<void> {
+    if (!this.#incoming.delete(client.id)) return
+    const id = client.id
+    return this.#write(() => this.#stmt.delIncomingOf.run(id))
+  }
+
+  // Wills.
+
+  async putWill(client: Client, packet: StoredPacket): Promise<void> {
+    packet.brokerId = this.#broker?.id
+    packet.clientId = client.id
+    this.#wills.set(client.id, packet)
+    const [meta, payload] = encode(packet)
+    const id = client.id
+    return this.#write(() => this.#stmt.putWill.run(id, meta, payload))
+  }
+
+  async getWill(client: Client): Promise<StoredPacket | undefined> {
+    return this.#wills.get(client.id)
+  }
+
+  async delWill(client: Client): Promise<StoredPacket | undefined> {
+    const will = this.#wills.get(client.id)
+    if (will === undefined) return undefined
+    this.#wills.delete(client.id)
+    const id = client.id
+    await this.#write(() => this.#stmt.delWill.run(id))
+    return will
+  }
+
+  /** Wills of brokers not in `brokers` (the ones alive): after a restart, those of the broker that went down. */
+  streamWill(brokers: Record<string, unknown> = {}): Readable {
+    return Readable.from([...this.#wills.values()].filter((w) => !brokers[w.brokerId!]))
+  }
+
+  /** Writes what is pending and closes the file; idempotent. */
+  async destroy(): Promise<void> {
+    if (this.#closed) return
+    this.#flush()
+    this.#closed = true
+    this.#database.close()
+  }
+
+  /** The same as `destroy`. */
+  close(): Promise<void> {
+    return this.destroy()
+  }
+}
+
+function queueOf(map: Map<string, Queued[]>, clientId: string): Queued[] {
+  let queue = map.get(clientId)
+  if (queue === undefined) map.set(clientId, (queue = []))
+  return queue
+}
+
+function incomingOf(map: Map<string, Map<number, StoredPacket>>, clientId: string): Map<number, StoredPacket> {
+  let store = map.get(clientId)
+  if (store === undefined) map.set(clientId, (store = new Map()))
+  return store
+}
+
+/** The persistence aedes takes. */
+export type BrokerPersistence = SqlitePersistence
+
+/**
+ * Opens `<dataDir>/broker.db` (created when missing; a damaged one moved aside, see above) and
+ * loads the broker state it holds.
+ * @throws STORE_IN_USE (another gateway runs on this file), STORE_READ_ONLY, STORE_FULL, STORE_FAILED (e.g. a newer schema)
+ */
+export function createSqlitePersistence(opts: SqlitePersistenceOptions): SqlitePersistence {
+  return new SqlitePersistence(opts)
 }

@@ -241,6 +241,8 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
         await runtime.stop({ drainMs: 1_000 })
         brokerUp = false
         await broker.close()
+        // aedes never closes its persistence; broker.db is written and closed here, once.
+        await persistence.destroy?.()
         auth?.close()
         registry.close()
         database.close()

@@ -7,7 +7,7 @@ import { createEnvelopeCodec } from '../../runtime/wire/codec.js'
 import type { EnvelopeKind, PresencePayload } from '../../runtime/wire/envelope.js'
 import { DEFAULT_TOPIC_PREFIX } from '../../runtime/wire/topics.js'
 import type { RoleConfig } from '../config/gateway-config.js'
-import type { DeviceTable } from '../devices/device-table.js'
+import type { DeviceRecord, DeviceTable } from '../devices/device-table.js'
 import { createLoginThrottle, type LoginThrottleOptions } from './login-throttle.js'
 import { deviceFilters, filterWithin, layoutOf, maySubscribe, routedAsTopic, type PublishDenial } from './topic-rules.js'
 
@@ -159,20 +159,27 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
       if (password === undefined || !timingSafeEqual(digest(password), own)) return refuse('wrong-secret', BAD_CREDENTIALS)
       return admit({ id: username, internal: true, authAt, filters: { own: [], events: [] }, topics: new Map() })
     }
-    devices.verify(username, password ?? Buffer.alloc(0)).then(
-      (device) => {
-        if (device !== undefined) {
-          return admit({ id: device.id, internal: false, authAt, filters: deviceFilters(prefix, device.id, roleFilters(device.role)), topics: new Map() })
-        }
-        // Why, for the counters only: the client hears the same refusal for all three.
-        const known = devices.get(username)
-        refuse(known === undefined ? 'unknown' : known.revokedAt !== undefined ? 'revoked' : 'wrong-secret', BAD_CREDENTIALS)
-      },
-      (err: unknown) => {
+    void (async () => {
+      let device: DeviceRecord | undefined
+      try {
+        device = await devices.verify(username, password ?? Buffer.alloc(0))
+      } catch (err) {
         log.error({ err: errorMessage(err) }, 'device table unreadable; login refused')
-        refuse('store', SERVER_UNAVAILABLE, false)
-      },
-    )
+        return refuse('store', SERVER_UNAVAILABLE, false)
+      }
+      if (device !== undefined) {
+        return admit({ id: device.id, internal: false, authAt, filters: deviceFilters(prefix, device.id, roleFilters(device.role)), topics: new Map() })
+      }
+      // Why, for the counters only: the client hears the same refusal for all three.
+      let reason: 'unknown' | 'revoked' | 'wrong-secret' = 'wrong-secret'
+      try {
+        const known = devices.get(username)
+        reason = known === undefined ? 'unknown' : known.revokedAt !== undefined ? 'revoked' : 'wrong-secret'
+      } catch {
+        // The refusal stands; only its counter is a guess.
+      }
+      refuse(reason, BAD_CREDENTIALS)
+    })()
   }
 
   // ── authorizePublish ────────────────────────────────────────────────────────

@@ -1,6 +1,6 @@
 /** How long to hold the refusal of a failed login from one remote address (repeated failures slow down). */
 export interface LoginThrottle {
-  /** Records one failed login from `address`; resolves how long to wait before refusing it, ms. */
+  /** Records one failed login from `address`; returns how long to wait before refusing it, ms. */
   failed(address: string): number
   /** Addresses with failures remembered now (at most `maxAddresses`). */
   size(): number

@@ -16,6 +16,7 @@ import { startMqttBroker, type MqttBroker } from './broker/mqtt-broker.js'
 import { defaultGatewayConfig, type GatewayConfig } from './config/gateway-config.js'
 import { createDeviceTable, type DeviceTable } from './devices/device-table.js'
 import { startHttpServer, type HttpServer } from './http/http-server.js'
+import { createTraffic } from './http/traffic.js'
 import { createSqlitePersistence } from './persistence/sqlite-persistence.js'
 import { createRegistry, type Registry } from './registry/registry.js'
 import { openGatewayDatabase } from './store/gateway-database.js'
@@ -97,7 +98,11 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   // The gateway database (devices, registry): in memory when nothing is kept on disk.
   const database: DeviceDatabase = openGatewayDatabase(config.dataDir === undefined ? ':memory:' : path.join(config.dataDir, 'gateway.db'))
   const devices = createDeviceTable(database)
-  const registry = createRegistry(database)
+  // The gateway's own clients are not devices; no device is online on a broker that has just started.
+  const registry = createRegistry(database, { exclude: RESERVED_DEVICE_IDS, log })
+  registry.offlineAll(Date.now())
+  // Messages through each broker, for /metrics.
+  const traffic = config.http.enabled ? createTraffic() : undefined
   // The gateway's own client logs in with a secret made for this run.
   const internal = new Map([[GATEWAY_CLIENT_ID, randomBytes(24).toString('base64url')]])
   const auth = config.auth.enabled ? createBrokerAuth({ devices, roles: config.auth.roles, log, internal }) : undefined
@@ -120,7 +125,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
       websocket: config.mqtt.websocket,
       onRefusedConnection: (c) => troubles.warn('connection limit', { listener: c.listener, remoteAddress: c.remoteAddress, maxConnections: config.mqtt.maxConnections }, 'connection refused: too many clients connected'),
       onSlowClient: (c) => troubles.warn('slow client', { client: c.clientId === undefined ? undefined : loggedId(c.clientId), queuedBytes: c.queuedBytes }, 'client cut off: it does not read what the broker has for it'),
-      aedes: { persistence, maxClientsIdLength: 128, ...auth?.hooks },
+      aedes: { persistence, maxClientsIdLength: 128, ...auth?.hooks, ...(traffic === undefined ? {} : { authorizeForward: traffic.forward }) },
       // A client that sends a packet over the limit is cut off; a flood of them is one line a minute.
       onOversizedPacket: (p) =>
         troubles.warn('oversized packet', { client: p.clientId === undefined ? undefined : loggedId(p.clientId), bytes: p.bytes, packetType: p.type, remoteAddress: p.remoteAddress }, 'client sent a packet over the size limit; connection closed'),
@@ -141,6 +146,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
       }
     })
     auth?.attach(b.aedes)
+    traffic?.attach(b.aedes)
     return b
   }
   let broker = await startBroker(config.mqtt.port)
@@ -166,6 +172,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
         port: config.http.port,
         token: config.http.token,
         log,
+        traffic,
         view: {
           broker: () => (brokerUp ? broker : undefined),
           databaseWritable: () => {
@@ -227,6 +234,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
       log.warn({ forMs: ms }, 'broker stopping (drill)')
       brokerUp = false
       await broker.close()
+      registry.offlineAll(Date.now())
       await pause(ms)
       if (closed !== undefined) return
       restarting = restart(port)

@@ -1,7 +1,15 @@
+import { createHash, timingSafeEqual } from 'node:crypto'
+import type { Server } from 'node:http'
+import net from 'node:net'
+import { createAdaptorServer } from '@hono/node-server'
+import { Hono, type Context } from 'hono'
 import type { Logger } from 'pino'
+import { collectDefaultMetrics, Counter, Gauge, Registry as MetricsRegistry } from 'prom-client'
+import { ErrorCode, errorMessage, OutpostError } from '../../runtime/errors.js'
 import type { AuthStats } from '../auth/broker-auth.js'
-import type { MqttBroker } from '../broker/mqtt-broker.js'
+import type { BrokerStats, MqttBroker } from '../broker/mqtt-broker.js'
 import type { Registry } from '../registry/registry.js'
+import { MESSAGE_KINDS, type Traffic } from './traffic.js'
 
 /** What the HTTP face reads of a running gateway. */
 export interface GatewayView {
@@ -16,6 +24,9 @@ export interface GatewayView {
 export interface HttpServer {
   readonly url: string
   readonly port: number
+  /** The metrics /metrics serves (a registry of its own, not prom-client's global one). */
+  readonly metrics: MetricsRegistry
+  /** Stops accepting, closes idle keep-alive connections at once and busy ones after a grace; idempotent. */
   close(): Promise<void>
 }
 
@@ -26,9 +37,174 @@ export interface HttpServerOptions {
   token?: string
   view: GatewayView
   log: Logger
+  /** Messages through the broker (gateway.ts feeds it from each broker it starts); without it /metrics has no message counts. */
+  traffic?: Traffic
+  /** How long close() lets a request in progress finish before cutting its connection, ms (default 1 000). */
+  closeGraceMs?: number
 }
 
-/** STUB (issue 13, part E replaces it). */
-export async function startHttpServer(_opts: HttpServerOptions): Promise<HttpServer | undefined> {
-  return undefined
+/** The error body of every refusal: the shape replies carry on the wire. */
+const failure = (c: Context, status: 401 | 404 | 500, code: string, message: string, headers?: Record<string, string>): Response =>
+  c.json({ error: { code, message } }, status, headers)
+
+const digest = (s: string): Buffer => createHash('sha256').update(s).digest()
+
+/** Compares a presented bearer token with the configured one in constant time (both hashed first: equal lengths). */
+function tokenMatches(header: string | undefined, expected: Buffer): boolean | undefined {
+  if (header === undefined) return undefined
+  const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header)
+  if (m === null) return undefined
+  return timingSafeEqual(digest(m[1]!), expected)
+}
+
+/** Longest request path written into a 404 message (a client chooses it). */
+const MAX_ECHOED_PATH = 200
+
+/**
+ * Builds the metrics of a gateway on a registry of its own: process metrics (prom-client's
+ * defaults), the fleet, the broker, and the counts the gateway keeps (traffic, auth, presence)
+ * read at each scrape.
+ */
+function gatewayMetrics(view: GatewayView, traffic: Traffic | undefined): MetricsRegistry {
+  const registers = [new MetricsRegistry()]
+  const register = registers[0]!
+  collectDefaultMetrics({ register })
+
+  /** A gauge read at each scrape. */
+  const gauge = (name: string, help: string, read: () => number): void =>
+    void new Gauge({ name, help, registers, collect() { this.set(read()) } })
+  /**
+   * A counter that follows a count kept elsewhere, per label set. A count that went down was
+   * started again (a new broker after a drill): what it holds now is new.
+   */
+  const follow = <L extends string>(name: string, help: string, labelNames: readonly L[], read: () => Iterable<[Partial<Record<L, string>>, number]>): void => {
+    const last = new Map<string, number>()
+    new Counter({
+      name,
+      help,
+      labelNames,
+      registers,
+      collect() {
+        for (const [labels, value] of read()) {
+          const key = JSON.stringify(labels)
+          const before = last.get(key) ?? 0
+          this.inc(labels, value >= before ? value - before : value)
+          last.set(key, value)
+        }
+      },
+    })
+  }
+  const brokerStats = (): BrokerStats | undefined => view.broker()?.stats()
+  const byReason = (counts: Record<string, number>): [Record<'reason', string>, number][] => Object.entries(counts).map(([reason, n]) => [{ reason }, n])
+
+  gauge('outpost_gateway_devices_online', 'Devices whose presence says online.', () => view.registry.online())
+  gauge('outpost_gateway_devices_known', 'Devices in the fleet registry, online or not.', () => view.registry.size())
+  gauge('outpost_gateway_broker_up', '1 while the MQTT broker listens, 0 while it is down (a drill).', () => (view.broker() === undefined ? 0 : 1))
+  gauge('outpost_gateway_clients_connected', 'Connections open on the broker, over all its listeners.', () => brokerStats()?.connections ?? 0)
+  gauge('outpost_gateway_broker_in_flight', 'Messages the broker is delivering right now.', () => brokerStats()?.inFlight ?? 0)
+  follow('outpost_gateway_broker_refused_connections_total', 'Connections closed at accept: the connection limit was reached.', [], () => [[{}, brokerStats()?.refusedConnections ?? 0]])
+  follow('outpost_gateway_broker_oversized_packets_total', 'Connections closed for a packet over the size limit.', [], () => [[{}, brokerStats()?.oversizedPackets ?? 0]])
+  follow('outpost_gateway_broker_dropped_qos0_total', 'QoS 0 messages not sent to a client that did not read fast enough.', [], () => [[{}, brokerStats()?.droppedQos0 ?? 0]])
+  follow('outpost_gateway_broker_slow_clients_cut_total', 'Clients cut off with too many QoS 1 bytes waiting for them.', [], () => [[{}, brokerStats()?.slowClientsCut ?? 0]])
+  if (traffic !== undefined) {
+    const sides = (field: 'messages' | 'bytes'): [Record<'direction' | 'kind', string>, number][] => {
+      const s = traffic.snapshot()
+      return (['in', 'out'] as const).flatMap((direction) => MESSAGE_KINDS.map((kind): [Record<'direction' | 'kind', string>, number] => [{ direction, kind }, s[direction][kind][field]]))
+    }
+    follow('outpost_gateway_messages_total', 'Messages published to the broker (in) and delivered by it (out), by kind.', ['direction', 'kind'], () => sides('messages'))
+    follow('outpost_gateway_message_bytes_total', 'Payload bytes of those messages.', ['direction', 'kind'], () => sides('bytes'))
+  }
+  follow('outpost_gateway_auth_refused_total', 'Connections refused by authentication, by reason.', ['reason'], () => byReason(view.auth().refused))
+  follow('outpost_gateway_denied_total', 'Publishes and subscriptions refused by authorization, by reason.', ['action', 'reason'], () => {
+    const a = view.auth()
+    return [
+      ...Object.entries(a.deniedPublish).map(([reason, n]): [Record<'action' | 'reason', string>, number] => [{ action: 'publish', reason }, n]),
+      ...Object.entries(a.deniedSubscribe).map(([reason, n]): [Record<'action' | 'reason', string>, number] => [{ action: 'subscribe', reason }, n]),
+    ]
+  })
+  follow('outpost_gateway_clients_kicked_total', 'Clients disconnected because their device was revoked or its secret rotated.', [], () => [[{}, view.auth().kicked]])
+  follow('outpost_gateway_presence_ignored_total', 'Status frames the registry did not record, by reason.', ['reason'], () => byReason(view.registry.stats().ignored))
+  return register
+}
+
+/**
+ * Starts the gateway's HTTP face (Hono on Node): `/healthz` (the process runs), `/readyz` (the
+ * broker listens and the gateway database takes writes), `/metrics` (Prometheus text),
+ * `/devices` and `/devices/:id` (the fleet registry). With a token, every route but /healthz
+ * asks for it as a bearer token.
+ * @throws PORT_IN_USE when the port is taken, INVALID_CONFIG when it cannot listen otherwise.
+ */
+export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServer> {
+  const { view, log } = opts
+  const metrics = gatewayMetrics(view, opts.traffic)
+  const expected = opts.token === undefined ? undefined : digest(opts.token)
+  const app = new Hono()
+
+  // Liveness asks for nothing: whoever can reach the port may know the process runs.
+  app.get('/healthz', (c) => c.json({ status: 'ok' }))
+  app.use('*', async (c, next) => {
+    if (expected === undefined) return next()
+    const ok = tokenMatches(c.req.header('authorization'), expected)
+    if (ok === true) return next()
+    // RFC 6750 §3: a request with no token gets the scheme only; a wrong one, why.
+    const challenge = ok === undefined ? 'Bearer realm="outpost-gateway"' : 'Bearer realm="outpost-gateway", error="invalid_token"'
+    return failure(c, 401, ErrorCode.NOT_AUTHENTICATED, ok === undefined ? 'a bearer token is required' : 'the bearer token is not the one configured', { 'WWW-Authenticate': challenge })
+  })
+  app.get('/readyz', (c) => {
+    const checks = { broker: view.broker() !== undefined, database: view.databaseWritable() }
+    const notReady = Object.entries(checks).filter(([, ok]) => !ok).map(([name]) => name)
+    return c.json({ ready: notReady.length === 0, checks, notReady }, notReady.length === 0 ? 200 : 503)
+  })
+  app.get('/metrics', async (c) => c.body(await metrics.metrics(), 200, { 'Content-Type': metrics.contentType }))
+  app.get('/devices', (c) => c.json({ devices: view.registry.list() }))
+  app.get('/devices/:id', (c) => {
+    const id = c.req.param('id')
+    const entry = view.registry.get(id)
+    return entry === undefined ? failure(c, 404, ErrorCode.NOT_FOUND, `no device ${JSON.stringify(id.slice(0, MAX_ECHOED_PATH))} in the registry`) : c.json(entry)
+  })
+  app.notFound((c) => failure(c, 404, ErrorCode.NOT_FOUND, `no route ${c.req.method} ${c.req.path.slice(0, MAX_ECHOED_PATH)}`))
+  app.onError((err, c) => {
+    log.warn({ err: errorMessage(err), path: c.req.path.slice(0, MAX_ECHOED_PATH) }, 'HTTP request failed')
+    return failure(c, 500, ErrorCode.INTERNAL, 'internal error')
+  })
+
+  // Leaves the process's Request and Response alone (the gateway's libraries may use them).
+  const server = createAdaptorServer({ fetch: app.fetch, overrideGlobalObjects: false }) as Server
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  }).catch((err: unknown) => {
+    const { host, port } = opts
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      throw new OutpostError(ErrorCode.PORT_IN_USE, `HTTP port ${host}:${port} is already in use; choose another in the configuration (http.port), or 0 for a free one`, {
+        cause: err,
+        details: { host, port, listener: 'http' },
+      })
+    }
+    throw new OutpostError(ErrorCode.INVALID_CONFIG, `cannot listen for HTTP on ${host}:${port}: ${errorMessage(err)}`, { cause: err, details: { host, port, listener: 'http' } })
+  })
+  server.on('error', (err) => log.warn({ err: errorMessage(err) }, 'HTTP server error'))
+  const port = (server.address() as net.AddressInfo).port
+  const url = `http://${net.isIPv6(opts.host) ? `[${opts.host}]` : opts.host}:${port}`
+  let closing: Promise<void> | undefined
+  return {
+    url,
+    port,
+    metrics,
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        const cut = setTimeout(() => server.closeAllConnections(), opts.closeGraceMs ?? 1_000)
+        cut.unref()
+        server.close(() => {
+          clearTimeout(cut)
+          resolve()
+        })
+        server.closeIdleConnections()
+      })
+      return closing
+    },
+  }
 }

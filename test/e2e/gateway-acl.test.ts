@@ -333,6 +333,25 @@ describe('gateway with authentication on: the attacks of issue 13 fail', () => {
     expect(live.connected).toBe(true)
   }, 60_000)
 
+  it('a persistent session comes back through the gatekeeper: its restored subscription delivers the commands queued while it was away', async () => {
+    const s = await setup()
+    const secret = s.add('dev-p')
+    const first = await connect(s.url, 'dev-p', secret, { clean: false })
+    expect(await granted(first, 'ob/+/cmd/dev-p/#')).toBe(1)
+    expect(await granted(first, 'ob/+/cmd/other/#')).toBe(128)
+    await first.endAsync()
+    const caller = await connect(s.url, 'caller', s.add('caller'))
+    await caller.publishAsync('ob/caller/cmd/dev-p/echo/1/say', rawFrame(commandSlots({ src: 'caller', service: 'echo', name: 'say', target: 'dev-p', payload: { text: 'while away' } })), { qos: 1 })
+    const restoredBefore = s.gw.auth!.stats().deniedSubscribe
+    // Listening before the CONNACK: the queued command follows it at once.
+    const back = mqtt.connect(s.url, { clientId: 'dev-p', username: 'dev-p', password: secret, clean: false, reconnectPeriod: 0 })
+    cleanup(() => back.endAsync(true))
+    const got = collect(back)
+    await until(() => got.length === 1, 30_000)
+    expect(got[0]).toMatchObject({ topic: 'ob/caller/cmd/dev-p/echo/1/say', src: 'caller', payload: { text: 'while away' } })
+    expect(s.gw.auth!.stats().deniedSubscribe).toEqual(restoredBefore)
+  }, 60_000)
+
   it('a revoked device is disconnected at once and cannot come back; a rotated secret ends the old one, also when the CLI changes the table', async () => {
     const s = await setup()
     const secret = s.add('thermo-1')

@@ -2,19 +2,20 @@
 // every value a user can get wrong becomes one BAD_ARGUMENT line that names it and says what
 // is accepted, never a stack trace from deep inside.
 import { existsSync, readdirSync, statSync } from 'node:fs'
-import { isIP } from 'node:net'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import type { LevelWithSilent } from 'pino'
 import { parseSampleMs } from '../devices/device-config.js'
 import { readStoreOptions } from '../devices/device-database.js'
+import type { GatewayConfig } from '../gateway/config/gateway-config.js'
+import { loadGatewayConfig, parseHost, parsePort } from '../gateway/config/load-config.js'
 import { RESERVED_DEVICE_IDS } from '../gateway/gateway.js'
 import { ErrorCode, OutpostError } from '../runtime/errors.js'
 import { redactUrl } from '../runtime/redact-url.js'
 import { parseLogFormat, parseLogLevel, type LogFormat } from '../runtime/logger.js'
 
 /** The commands `outpost` knows. */
-export const COMMANDS = ['demo', 'gateway', 'device', 'jobs', 'help'] as const
+export const COMMANDS = ['demo', 'gateway', 'device', 'devices', 'jobs', 'help'] as const
 /** One of COMMANDS. */
 export type Command = (typeof COMMANDS)[number]
 
@@ -25,7 +26,7 @@ export interface CliArgs {
   /** `--help` (or `outpost help <command>`): show the help of `command` and do nothing else. */
   help: boolean
   version: boolean
-  /** Positionals after the command (for `jobs`, its verb and arguments). */
+  /** Positionals after the command (for `jobs` and `devices`, the verb and its arguments). */
   rest: string[]
   port?: number
   host?: string
@@ -47,6 +48,15 @@ export interface CliArgs {
   json?: boolean
   logLevel?: LevelWithSilent
   logFormat?: LogFormat
+  /**
+   * For `gateway` and `devices`: the configuration from --config (or OUTPOST_GATEWAY_CONFIG) and the
+   * environment, with --port, --host and --log-level over it; the development defaults without a file.
+   */
+  gatewayConfig?: GatewayConfig
+  /** For `gateway`: print the effective configuration and exit. */
+  printConfig?: boolean
+  /** For `devices add`: the role to give. */
+  role?: string
 }
 
 const OPTIONS = {
@@ -64,14 +74,18 @@ const OPTIONS = {
   db: { type: 'string' },
   limit: { type: 'string' },
   json: { type: 'boolean' },
+  config: { type: 'string' },
+  'print-config': { type: 'boolean' },
+  role: { type: 'string' },
 } as const
 type OptionName = keyof typeof OPTIONS
 
 const EVERYWHERE: readonly OptionName[] = ['help', 'version', 'log-level', 'log-format']
 const PER_COMMAND: Record<Command, readonly OptionName[]> = {
   demo: ['port', 'host', 'duration', 'outage-after', 'outage'],
-  gateway: ['port', 'host'],
+  gateway: ['port', 'host', 'config', 'print-config'],
   device: ['url', 'id'],
+  devices: ['config', 'role', 'json'],
   jobs: ['db', 'limit', 'json'],
   help: [],
 }
@@ -80,7 +94,6 @@ const PER_COMMAND: Record<Command, readonly OptionName[]> = {
 const DEVICE_NAME = /^[a-z0-9][a-z0-9-]*$/
 /** Device ids become a topic level and a file name: no separators, no wildcards, bounded. */
 const DEVICE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
-const HOST_NAME = /^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/
 /** What a device's MQTT bridge connects with (runtime/bridges/mqtt). */
 const BROKER_PROTOCOLS = ['mqtt:', 'mqtts:']
 /** Longest delay a Node timer keeps (2^31 - 1 ms); a longer one fires at once. */
@@ -88,11 +101,9 @@ const MAX_SECONDS = Math.floor((2 ** 31 - 1) / 1_000)
 
 const bad = (message: string): OutpostError => new OutpostError(ErrorCode.BAD_ARGUMENT, message)
 
-function portOf(value: string, where: string): number {
-  const n = /^\d{1,5}$/.test(value) ? Number(value) : NaN
-  if (!(n >= 0 && n <= 65_535)) throw bad(`${where} "${value}" is not a port; expected an integer from 0 to 65535 (0: a free port)`)
-  return n
-}
+// Ports and hosts are read as the gateway's config loader reads its variables: one wording.
+const portOf = parsePort
+const hostOf = parseHost
 
 function secondsOf(value: string, where: string, min: 'positive' | 'zero'): number {
   const n = /^\d+(\.\d+)?$/.test(value) ? Number(value) : NaN
@@ -100,11 +111,6 @@ function secondsOf(value: string, where: string, min: 'positive' | 'zero'): numb
     throw bad(`${where} "${value}" is not accepted; expected a number of seconds from ${min === 'positive' ? 'above 0' : '0'} to ${MAX_SECONDS}`)
   }
   return n
-}
-
-function hostOf(value: string, where: string): string {
-  if (isIP(value) === 0 && !HOST_NAME.test(value)) throw bad(`${where} "${value}" is not a host; expected an IP address or a host name such as 127.0.0.1 or localhost`)
-  return value
 }
 
 function urlOf(value: string, where: string): string {
@@ -224,21 +230,34 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv, devices: De
     return v === undefined ? undefined : [v, variable]
   }
   switch (command) {
-    case 'demo':
-    case 'gateway': {
+    case 'gateway':
+    case 'devices': {
+      if (command === 'gateway' && rest.length > 0) throw bad(`outpost gateway takes no arguments (got "${rest[0]}")`)
+      // The file's values, then the variables over them (the loader), then the options over both.
+      const file = str('config') ?? envOf(env, 'OUTPOST_GATEWAY_CONFIG')
+      const config = loadGatewayConfig({ file, env })
+      if (str('port') !== undefined) config.mqtt.port = args.port = portOf(str('port')!, '--port')
+      if (str('host') !== undefined) config.mqtt.host = args.host = hostOf(str('host')!, '--host')
+      if (args.logLevel !== undefined) config.log.level = args.logLevel
+      if (args.logFormat !== undefined) config.log.format = args.logFormat
+      args.gatewayConfig = config
+      args.printConfig = values['print-config'] === true
+      args.json = values.json === true
+      if (str('role') !== undefined) args.role = str('role')
+      break
+    }
+    case 'demo': {
       if (rest.length > 0) throw bad(`outpost ${command} takes no arguments (got "${rest[0]}")`)
       const port = either('port', 'OUTPOST_MQTT_PORT')
       if (port !== undefined) args.port = portOf(...port)
       if (str('host') !== undefined) args.host = hostOf(str('host')!, '--host')
-      if (command === 'demo') {
-        if (str('duration') !== undefined) args.durationS = secondsOf(str('duration')!, '--duration', 'positive')
-        if (str('outage-after') !== undefined) args.outageAfterS = secondsOf(str('outage-after')!, '--outage-after', 'zero')
-        if (str('outage') !== undefined) args.outageS = secondsOf(str('outage')!, '--outage', 'zero')
-        const sampleMs = envOf(env, 'OUTPOST_SAMPLE_MS')
-        if (sampleMs !== undefined) args.sampleMs = parseSampleMs(sampleMs, 'OUTPOST_SAMPLE_MS')
-        args.dataDir = dataDirOf(envOf(env, 'OUTPOST_DATA_DIR') ?? '.outpost', 'OUTPOST_DATA_DIR')
-        readStoreOptions(env) // OUTPOST_STORE_WAIT_MS, read by the devices it starts: checked here, before they start
-      }
+      if (str('duration') !== undefined) args.durationS = secondsOf(str('duration')!, '--duration', 'positive')
+      if (str('outage-after') !== undefined) args.outageAfterS = secondsOf(str('outage-after')!, '--outage-after', 'zero')
+      if (str('outage') !== undefined) args.outageS = secondsOf(str('outage')!, '--outage', 'zero')
+      const sampleMs = envOf(env, 'OUTPOST_SAMPLE_MS')
+      if (sampleMs !== undefined) args.sampleMs = parseSampleMs(sampleMs, 'OUTPOST_SAMPLE_MS')
+      args.dataDir = dataDirOf(envOf(env, 'OUTPOST_DATA_DIR') ?? '.outpost', 'OUTPOST_DATA_DIR')
+      readStoreOptions(env) // OUTPOST_STORE_WAIT_MS, read by the devices it starts: checked here, before they start
       break
     }
     case 'device': {

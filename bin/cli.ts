@@ -3,12 +3,15 @@ import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { Logger } from 'pino'
+import { isIP } from 'node:net'
+import { formatConfig } from '../gateway/config/load-config.js'
 import { startGateway } from '../gateway/index.js'
 import { ErrorCode, errorMessage, isOutpostError } from '../runtime/errors.js'
 import { formatLogLine } from '../runtime/log-line.js'
 import { redactUrl } from '../runtime/redact-url.js'
 import { createLogger, type LogFormat } from '../runtime/logger.js'
 import { parseCliArgs, type CliArgs } from './cli-args.js'
+import { DEVICES_HELP, runDevicesCommand } from './devices.js'
 import { JOBS_HELP, runJobsCommand } from './jobs.js'
 
 /**
@@ -29,7 +32,12 @@ Usage:
   outpost demo [--port N] [--duration S] [--outage-after S] [--outage S]
                                             gateway with embedded broker + two demo devices (thermo, display);
                                             after 10 s the broker stops for 6 s and comes back (--outage 0: never)
-  outpost gateway [--port N] [--host H]     run the gateway (embedded aedes broker; default port 1883)
+  outpost gateway [--config FILE] [--print-config] [--port N] [--host H]
+                                            run the gateway (embedded aedes broker; default port 1883);
+                                            with a config file: devices must log in, broker state kept
+  outpost devices <add|list|revoke|rotate> [id] [--role R] [--json] [--config FILE]
+                                            manage the devices allowed to log in to the gateway
+                                            (\`outpost devices --help\` for details)
   outpost device <name> [--url URL] [--id ID]
                                             run a device of this project (thermo, display) against a broker
   outpost jobs <command> --db FILE          operate the durable queues in a device database
@@ -41,6 +49,12 @@ Usage:
 Options:
   --port N       MQTT port, 0 to 65535 (demo: 0 = a free port, the default; gateway: 1883)
   --host H       interface to bind (default 127.0.0.1)
+  --config FILE  the gateway's config file, .yaml, .yml or .json (or OUTPOST_GATEWAY_CONFIG);
+                 see docs/gateway.md, "Running the gateway"
+  --print-config print the gateway's effective configuration (file, variables, options; the HTTP
+                 token redacted) and exit
+  --role R       for devices add: the role to give (default device; roles come from the config)
+  --json         for jobs and devices: JSON output
   --duration S   stop the demo after S seconds (default: run until Ctrl-C)
   --outage-after S, --outage S
                  when the demo's broker goes away, and for how long (default 10 and 6; 0: no outage)
@@ -53,18 +67,20 @@ Options:
                  the default when the output is piped) (or OUTPOST_LOG_FORMAT)
 
 Environment: OUTPOST_MQTT_PORT, OUTPOST_MQTT_URL, OUTPOST_DEVICE_ID, OUTPOST_DATA_DIR (device databases,
-default .outpost), OUTPOST_LOG_LEVEL, OUTPOST_LOG_FORMAT, OUTPOST_SAMPLE_MS (the thermo's sampling interval,
-a whole number of ms from 1 to 2147483647; default 2000)
-A wrong argument, option or variable stops the CLI with one line naming it and exit code 2.
+default .outpost; the gateway's data goes to its gateway/ folder), OUTPOST_LOG_LEVEL, OUTPOST_LOG_FORMAT,
+OUTPOST_SAMPLE_MS (the thermo's sampling interval, a whole number of ms from 1 to 2147483647; default 2000)
+Gateway, over its config file: OUTPOST_GATEWAY_CONFIG, OUTPOST_MQTT_HOST, OUTPOST_GATEWAY_DATA_DIR,
+OUTPOST_HTTP_PORT, OUTPOST_HTTP_HOST, OUTPOST_HTTP_TOKEN, OUTPOST_AUTH (on or off)
+A wrong argument, option, variable or config file stops the CLI with one line naming it and exit code 2.
 `
 
-/** Prints one line for an error and exits: 2 for a bad argument, 1 for anything else. */
+/** Prints one line for an error and exits: 2 for a bad argument or configuration, 1 for anything else. */
 function fail(err: unknown): never {
   // A message may quote a broker URL (a refused argument, a library's error): never with its password.
   const oneLine = (s: string): string => redactUrl(s.replace(/\s*\n\s*/g, ' '))
   if (isOutpostError(err)) console.error(`outpost: ${err.code}: ${oneLine(err.message)}`)
   else console.error(`outpost: ${oneLine(errorMessage(err))}`)
-  process.exit(isOutpostError(err, ErrorCode.BAD_ARGUMENT) ? 2 : 1)
+  process.exit(isOutpostError(err, ErrorCode.BAD_ARGUMENT) || isOutpostError(err, ErrorCode.INVALID_CONFIG) ? 2 : 1)
 }
 
 /** The format this run's logs take: as asked, else readable on a terminal and JSON when piped. */
@@ -159,8 +175,14 @@ async function demo(args: CliArgs): Promise<void> {
 }
 
 async function gateway(args: CliArgs): Promise<void> {
-  const logger: Logger = createLogger({ name: 'gateway', level: args.logLevel, format: formatOf(args), out: process.stdout })
-  const gw = await startGateway({ port: args.port ?? 1883, host: args.host, logger }).catch(fail)
+  const config = args.gatewayConfig!
+  if (args.printConfig === true) {
+    process.stdout.write(formatConfig(config))
+    return
+  }
+  const format = config.log.format ?? formatOf(args)
+  const logger: Logger = createLogger({ name: 'gateway', level: config.log.level, format, out: process.stdout })
+  const gw = await startGateway({ config, logger }).catch(fail)
   const stop = (): void => void gw.close().then(() => process.exit(0))
   process.on('SIGINT', stop)
   process.on('SIGTERM', stop)
@@ -178,6 +200,19 @@ async function device(args: CliArgs): Promise<void> {
   env.OUTPOST_LOG_FORMAT = formatOf(args)
   env.OUTPOST_DATA_DIR = args.dataDir!
   await import(pathToFileURL(deviceMain(args.device!)).href).catch(fail)
+}
+
+async function devices(args: CliArgs): Promise<void> {
+  const { mqtt, dataDir } = args.gatewayConfig!
+  // The address devices are told to connect to: an IPv6 one goes in brackets.
+  const host = isIP(mqtt.host) === 6 ? `[${mqtt.host}]` : mqtt.host
+  try {
+    console.log(await runDevicesCommand(args.rest, { dataDir: dataDir!, role: args.role, json: args.json, mqttUrl: `mqtt://${host}:${mqtt.port}` }))
+  } catch (err) {
+    // A wrong call: what was wrong on stderr, how to call it on stdout (as for jobs).
+    if (isOutpostError(err, ErrorCode.BAD_ARGUMENT)) console.log(DEVICES_HELP)
+    fail(err)
+  }
 }
 
 function jobs(args: CliArgs): void {
@@ -199,13 +234,15 @@ try {
 if (args.version) {
   console.log((JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version)
 } else if (args.help || args.command === undefined || args.command === 'help') {
-  console.log(args.command === 'jobs' ? JOBS_HELP : HELP)
+  console.log(args.command === 'jobs' ? JOBS_HELP : args.command === 'devices' ? DEVICES_HELP : HELP)
 } else if (args.command === 'demo') {
   await demo(args)
 } else if (args.command === 'gateway') {
   await gateway(args)
 } else if (args.command === 'device') {
   await device(args)
+} else if (args.command === 'devices') {
+  await devices(args)
 } else {
   jobs(args)
 }

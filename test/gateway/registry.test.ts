@@ -27,7 +27,7 @@ const packageVersion = (JSON.parse(readFileSync(new URL('../../package.json', im
 const sensor = defineContract({
   name: 'sensor',
   version: '2',
-  commands: { read: { input: v.object({}), output: v.object({ celsius: v.number() }) } },
+  commands: { read: { payload: v.object({}), result: v.object({ celsius: v.number() }) } },
   events: { sample: v.object({ celsius: v.number() }) },
   queues: { calibrate: { payload: v.object({ offset: v.number() }), result: v.object({ ok: v.boolean() }) } },
 })
@@ -91,7 +91,7 @@ describe('fleet registry', () => {
     expect(gw.registry.list().map((d) => d.device)).toEqual(['sensor-1'])
 
     // The connection dies without a goodbye: the broker publishes the last will.
-    const client = gw.broker.aedes.clients['sensor-1'] as unknown as { conn: { destroy(): void } }
+    const client = (gw.broker.aedes as unknown as { clients: Record<string, { conn: { destroy(): void } }> }).clients['sensor-1']!
     client.conn.destroy()
     await until(() => entry(gw, 'sensor-1')?.online === false, 30_000)
     const willed = entry(gw, 'sensor-1')!

@@ -30,7 +30,10 @@ describe('logging', () => {
 
   /** Starts a process with piped output; SIGTERM ends it after the test if it is still running. */
   const start = (args: string[], env: Record<string, string> = {}): { proc: ChildProcess; out: () => string; exited: Promise<number | null> } => {
-    const proc = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    // A gateway without a config file serves HTTP on 8080 and keeps gateway.db in .outpost/gateway by default:
+    // each gets a free port and a folder of its own, so that two can run at once.
+    const gatewayEnv = { OUTPOST_HTTP_PORT: '0', OUTPOST_GATEWAY_DATA_DIR: tempDir() }
+    const proc = spawn(process.execPath, args, { env: { ...process.env, ...gatewayEnv, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
     proc.stdout!.on('data', (c: Buffer) => (out += c.toString()))
     proc.stderr!.on('data', (c: Buffer) => (out += c.toString()))

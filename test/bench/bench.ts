@@ -1,10 +1,11 @@
 // `npm run bench`: every figure in one run, each beside the baseline measured in the same run.
 // `npm run bench -- --json` prints one JSON object per line; `--only inproc,mqtt,codec,footprint`
-// picks sections; `--quick` shortens every measurement. `--cpu-quota 0.5` runs the measured
-// processes in a CPU cgroup limited to half a core (cpu-quota.ts); `--cpu-prof DIR` has them
-// write V8 CPU profiles into DIR (measured.ts). Rows carry the measured process's CPU µs per
-// operation (`cpu_us_per_op`) where it is measured, and Outpost's rows the ratio to each
-// baseline's (`cpu_vs_<baseline>` in `extra`).
+// picks sections (`gateway`: the gateway beside aedes and Mosquitto, gateway.ts); `--quick`
+// shortens every measurement. `--cpu-quota 0.5` runs the measured processes in a CPU cgroup
+// limited to half a core (cpu-quota.ts); `--cpu-prof DIR` has them write V8 CPU profiles into
+// DIR (measured.ts). Rows carry the measured process's CPU µs per operation (`cpu_us_per_op`)
+// where it is measured, and Outpost's rows the ratio to each baseline's (`cpu_vs_<baseline>`
+// in `extra`).
 import { spawnSync } from 'node:child_process'
 import { mkdirSync } from 'node:fs'
 import path from 'node:path'
@@ -13,12 +14,13 @@ import { benchCodec } from './codec.js'
 import { createCpuGroup, type CpuGroup } from './cpu-quota.js'
 import { benchBacklog, benchCrossProcess, benchDrain, benchInProcessIsolated, firstLine, start, stop } from './cross-process.js'
 import { benchFootprint } from './footprint.js'
+import { benchGateway } from './gateway.js'
 import { configureMeasured, cpuQuota, needsOwnProcess } from './measured.js'
 import { benchQueue } from './queue.js'
 import type { BenchResult } from './measure.js'
 
 const { values } = parseArgs({ options: { json: { type: 'boolean' }, only: { type: 'string' }, quick: { type: 'boolean' }, 'cpu-quota': { type: 'string' }, 'cpu-prof': { type: 'string' } } })
-const sections = new Set((values.only ?? 'inproc,mqtt,codec,footprint,drain,backlog,queue').split(','))
+const sections = new Set((values.only ?? 'inproc,mqtt,codec,footprint,gateway,drain,backlog,queue').split(','))
 const quick = values.quick === true
 
 // Which mode runs is said once, first: above the table, or on stderr with --json, whose lines
@@ -56,6 +58,8 @@ const BASELINES: Record<string, string[]> = {
   'queue-enqueue-batch': ['plainjob-0.0.14', 'bullmq-6.7-redis'],
   'queue-process-c8': ['plainjob-0.0.14', 'bullmq-6.7-redis'],
   'queue-process-c8-sync-full': ['one-commit-per-job-sqlite-full'],
+  'gateway-qos1-publish-subscribe': ['aedes-plain-memory', 'mosquitto-local'],
+  'gateway-connect-storm': ['aedes-plain-memory', 'mosquitto-local'],
 }
 /** A baseline's short name in `cpu_vs_<name>`, as the queue's paired ratios name them. */
 const shortName = (system: string): string => (system.startsWith('one-commit') ? 'one_fsync' : system.split('-')[0]!)
@@ -92,8 +96,13 @@ if (sections.has('codec')) emit(await codec(quick ? 300 : 1_000))
 if (sections.has('footprint')) emit(await benchFootprint(quick ? 1 : 3))
 // The disk-bound sections last, the queue first among them, each after the kernel has written
 // back what the one before left in the page cache: the million-event backlog leaves ~130 MB
-// to write, which otherwise lands in the middle of the next section's commits.
+// to write, which otherwise lands in the middle of the next section's commits. The gateway
+// (its broker state in SQLite) goes before them.
 const settleDisk = (): void => void spawnSync('sync', { stdio: 'ignore' })
+if (sections.has('gateway')) {
+  settleDisk()
+  emit(await benchGateway({ devices: quick ? 200 : 1_000, rounds: quick ? 1 : 3, warmupMs: quick ? 300 : 1_000, durationMs: quick ? 1_000 : 3_000, idleMs: quick ? 500 : 2_000, window: 256, publishers: 4 }))
+}
 if (sections.has('queue')) {
   settleDisk()
   emit(await benchQueue(20_000, quick ? 1 : 5, quick ? 300 : 2_000))

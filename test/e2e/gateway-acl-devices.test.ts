@@ -29,6 +29,8 @@ describe('devices behind a gateway with authentication on', () => {
     cleanup(() => rmSync(dataDir, { recursive: true, force: true }))
     const config = defaultGatewayConfig()
     config.auth.enabled = true
+    // As a gateway started from a config file runs: broker state in broker.db.
+    config.persistence = 'sqlite'
     config.dataDir = dataDir
     const gw = await startGateway({ config, port: 0, logger: pino({ level: 'silent' }) })
     cleanup(() => gw.close())

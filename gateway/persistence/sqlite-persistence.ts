@@ -147,7 +147,9 @@ const reviver = (_key: string, value: unknown): unknown => {
 function encode(packet: StoredPacket): [string, Buffer] {
   const { payload, ...meta } = packet
   const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload instanceof Uint8Array ? Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength) : Buffer.alloc(0)
-  return [JSON.stringify(meta, replacer), bytes]
+  // Only MQTT 5 properties hold Buffers; the other fields are strings, numbers and booleans, and a
+  // replacer function would slow every QoS 1 delivery's write.
+  return [meta.properties === undefined ? JSON.stringify(meta) : JSON.stringify(meta, replacer), bytes]
 }
 const decodePlain = (meta: string, payload: Buffer): StoredPacket => ({ ...(JSON.parse(meta, reviver) as object), payload }) as StoredPacket
 /** An aedes-packet again, with the packet id it had (the constructor clears it). */

@@ -43,6 +43,8 @@ interface System {
   /** Secrets for the clients, when it asks for them. */
   secretsFile?: string
   extra: Record<string, number | string>
+  /** Said on its throughput row only. */
+  loadNote?: string
 }
 
 interface Running {
@@ -63,16 +65,17 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const median = <T>(xs: T[], by: (x: T) => number): T => [...xs].sort((a, b) => by(a) - by(b))[Math.floor(xs.length / 2)]!
 const round2 = (x: number): number => Math.round(x * 100) / 100
 
-/** A field of /proc/<pid>/status in MB (VmRSS now, VmHWM the peak), or undefined when it cannot be read. */
-function memoryMb(pid: number | undefined, field: 'VmRSS' | 'VmHWM'): number | undefined {
+/** A field of /proc/<pid>/status in kB (VmRSS now, VmHWM the peak), or undefined when it cannot be read. */
+function memoryKb(pid: number | undefined, field: 'VmRSS' | 'VmHWM'): number | undefined {
   if (pid === undefined) return undefined
   try {
     const kb = Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1])
-    return Number.isFinite(kb) ? Math.round((kb / 1024) * 10) / 10 : undefined
+    return Number.isFinite(kb) ? kb : undefined
   } catch {
     return undefined
   }
 }
+const mb = (kb: number | undefined): number | undefined => (kb === undefined ? undefined : Math.round((kb / 1024) * 10) / 10)
 
 /** Resolves with the exit code of a process. */
 const exited = (child: ChildProcess): Promise<number | null> =>
@@ -149,7 +152,8 @@ function gatewaySystem(mode: GatewayMode, secretsFile: string | undefined): Syst
       if (mode.dataDir !== undefined) for (const f of ['broker.db', 'broker.db-wal', 'broker.db-shm']) rmSync(path.join(mode.dataDir, f), { force: true })
       return startOurs('gateway-broker.ts', ['gateway', JSON.stringify(mode)])
     },
-    extra: { auth: mode.auth ? 'on (device table, scrypt; ACL; src check)' : 'off', persistence: mode.persistence, note: 'the gateway also delivers every event to its own monitor' },
+    extra: { auth: mode.auth ? 'on (device table, scrypt; ACL; src check)' : 'off', persistence: mode.persistence },
+    loadNote: 'the gateway also delivers every event to its own monitor',
   }
 }
 
@@ -187,9 +191,9 @@ interface StormFigures {
   p50_us: number
   p99_us: number
   cpu_us_per_op: number | null
-  rss_idle_mb?: number
-  rss_connected_mb?: number
-  rss_peak_mb?: number
+  rss_idle_kb?: number
+  rss_connected_kb?: number
+  rss_peak_kb?: number
   clients_created_ms: number
 }
 
@@ -212,7 +216,7 @@ async function stormOnce(system: System, o: GatewayBenchOptions): Promise<StormF
   const broker = await system.start()
   try {
     await sleep(o.idleMs)
-    const idle = memoryMb(broker.pid, 'VmRSS')
+    const idle = memoryKb(broker.pid, 'VmRSS')
     const cpu0 = cpuUs(broker.pid)
     const storm = start('gateway-storm.ts', [broker.url, String(o.devices), system.secretsFile ?? ''])
     try {
@@ -222,10 +226,10 @@ async function stormOnce(system: System, o: GatewayBenchOptions): Promise<StormF
       return {
         ...r,
         cpu_us_per_op: broker.pid === undefined ? null : Math.round((cpu / Math.max(1, r.connected)) * 10) / 10,
-        rss_idle_mb: idle,
-        rss_connected_mb: memoryMb(broker.pid, 'VmRSS'),
+        rss_idle_kb: idle,
+        rss_connected_kb: memoryKb(broker.pid, 'VmRSS'),
         // The peak since the process started: only a broker started for this round has one that means the storm.
-        rss_peak_mb: broker.ours ? memoryMb(broker.pid, 'VmHWM') : undefined,
+        rss_peak_kb: broker.ours ? memoryKb(broker.pid, 'VmHWM') : undefined,
       }
     } finally {
       await stop(storm)
@@ -298,6 +302,7 @@ export async function benchGateway(o: GatewayBenchOptions): Promise<BenchResult[
           publish_errors: rs.reduce((n, r) => n + r.publish_errors, 0),
           cpu_us_per_op_clients: m.cpu_us_per_op_clients,
           ...s.extra,
+          ...(s.loadNote === undefined ? {} : { note: s.loadNote }),
         },
       })
     }
@@ -317,11 +322,11 @@ export async function benchGateway(o: GatewayBenchOptions): Promise<BenchResult[
           all_connected_ms: m.all_connected_ms,
           failed: m.failed,
           errors: m.errors,
-          rss_idle_mb: m.rss_idle_mb,
-          rss_connected_mb: m.rss_connected_mb,
-          rss_peak_mb: m.rss_peak_mb,
+          rss_idle_mb: mb(m.rss_idle_kb),
+          rss_connected_mb: mb(m.rss_connected_kb),
+          rss_peak_mb: mb(m.rss_peak_kb),
+          kb_per_device: m.rss_idle_kb === undefined || m.rss_connected_kb === undefined ? undefined : Math.round((m.rss_connected_kb - m.rss_idle_kb) / Math.max(1, m.connected)),
           clients_created_ms: m.clients_created_ms,
-          kb_per_device: m.rss_idle_mb === undefined || m.rss_connected_mb === undefined ? undefined : Math.round(((m.rss_connected_mb - m.rss_idle_mb) * 1024) / Math.max(1, m.connected)),
           rounds: o.rounds,
           min_all_connected_ms: Math.min(...rs.map((r) => r.all_connected_ms)),
           max_all_connected_ms: Math.max(...rs.map((r) => r.all_connected_ms)),

@@ -169,7 +169,12 @@ function readConfigFile(file: string, name: string): unknown {
     const what = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')
     throw invalid(`${name}: not valid YAML${at === undefined ? '' : ` at line ${at.line}, column ${at.col}`}: ${what}`)
   }
-  return doc.toJS({ maxAliasCount: 100 }) as unknown
+  try {
+    return doc.toJS({ maxAliasCount: 100 }) as unknown
+  } catch (err) {
+    // Aliases that expand past the bound (a "billion laughs" file), or an alias to nothing.
+    throw invalid(`${name}: not usable YAML: ${(err as Error).message.split('\n')[0]}`)
+  }
 }
 
 /** Where the config came from, and what it asks for after the defaults. */

@@ -187,6 +187,14 @@ describe('loadGatewayConfig: mistakes in the file', () => {
     expect(errorOf(file('mqtt: {}\nmqtt: {}\n')).message).toMatch(/not valid YAML at line 2, column 1: Map keys must be unique/)
   })
 
+  it('refuses YAML aliases that expand without bound', () => {
+    const levels = ['a: &a [x, x, x, x, x, x, x, x, x, x]']
+    for (let i = 1; i < 10; i++) levels.push(`${'abcdefghij'[i]}: &${'abcdefghij'[i]} [${Array(10).fill(`*${'abcdefghij'[i - 1]}`).join(', ')}]`)
+    const err = errorOf(file(`${levels.join('\n')}\n`))
+    expect(err.code).toBe(ErrorCode.INVALID_CONFIG)
+    expect(err.message).toContain('not usable YAML')
+  })
+
   it('reports bad JSON and a top level that is not a mapping', () => {
     expect(errorOf(file('{ "mqtt": ', '.json')).message).toContain('not valid JSON')
     expect(errorOf(file('- a\n- b\n')).message).toContain('expected a mapping of keys (mqtt, auth, http, …) at the top, got ["a","b"]')

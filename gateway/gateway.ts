@@ -187,6 +187,15 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
           registry,
           auth: () => auth?.stats() ?? { refused: {}, deniedPublish: {}, deniedSubscribe: {}, kicked: 0 },
         },
+      }).catch(async (err: unknown) => {
+        // A taken HTTP port: what has started stops again, so the ports and gateway.db are free for another try.
+        await runtime.stop({ drainMs: 0 })
+        await broker.close()
+        await persistence.destroy?.()
+        auth?.close()
+        registry.close()
+        database.close()
+        throw err
       })
     : undefined
   log.info({ url: broker.url, http: http?.url, auth: config.auth.enabled, persistence: config.persistence, dataDir: config.dataDir }, 'gateway ready')

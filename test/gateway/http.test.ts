@@ -1,8 +1,11 @@
 // The gateway's HTTP face, on a real gateway with HTTP on a free port: health, readiness (also
 // during a drill), Prometheus metrics that move as messages flow, the fleet registry as JSON,
 // the bearer token, a taken port, and a close that does not wait for idle keep-alive connections.
+import { mkdtempSync, rmSync } from 'node:fs'
 import http from 'node:http'
 import net from 'node:net'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import mqtt from 'mqtt'
 import { pino } from 'pino'
 import * as v from 'valibot'
@@ -15,7 +18,7 @@ import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime, defineContract, defineService } from '../../runtime/index.js'
 import { caught } from '../helpers/caught.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
-import { until } from '../helpers/wait.js'
+import { freePort, until } from '../helpers/wait.js'
 
 const quiet = pino({ level: 'silent' })
 const TOKEN = 'a-long-random-token-for-the-test'
@@ -272,6 +275,24 @@ describe('gateway HTTP face', () => {
       s.on('error', (e: NodeJS.ErrnoException) => r(e.code))
     })
     expect(refused).toBe('ECONNREFUSED')
+  })
+
+  it('a gateway whose HTTP port is taken fails with PORT_IN_USE and leaves its MQTT port and gateway.db free', async () => {
+    const holder = await gateway()
+    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-http-'))
+    cleanup(() => rmSync(dir, { recursive: true, force: true }))
+    const mqttPort = await freePort()
+    const config = defaultGatewayConfig()
+    config.dataDir = dir
+    config.http = { enabled: true, host: '127.0.0.1', port: holder.http!.port }
+    const err = await caught(startGateway({ config, port: mqttPort, logger: quiet }))
+    expect(err).toMatchObject({ code: 'PORT_IN_USE', details: { listener: 'http', port: holder.http!.port } })
+    // The same MQTT port and data folder (its lock) serve the next try.
+    config.http.port = 0
+    const gw = await startGateway({ config, port: mqttPort, logger: quiet })
+    cleanup(() => gw.close())
+    expect(gw.broker.port).toBe(mqttPort)
+    expect((await get(gw, '/healthz', null)).status).toBe(200)
   })
 
   it('names each message kind from its topic', () => {

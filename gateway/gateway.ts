@@ -21,11 +21,9 @@ import { createSqlitePersistence } from './persistence/sqlite-persistence.js'
 import { createRegistry, type Registry } from './registry/registry.js'
 import { openGatewayDatabase } from './store/gateway-database.js'
 
-/** The gateway's own client id on its broker (its monitor). */
-const GATEWAY_CLIENT_ID = 'gateway'
+import { GATEWAY_CLIENT_ID, RESERVED_DEVICE_IDS } from './devices/reserved-ids.js'
 
-/** Device ids a device may not take: the gateway's own clients use them, and two clients with one id take each other's session. */
-export const RESERVED_DEVICE_IDS: readonly string[] = [GATEWAY_CLIENT_ID]
+export { RESERVED_DEVICE_IDS }
 
 /** A running gateway: the local broker plus a monitor that follows devices and their events. */
 export interface Gateway {

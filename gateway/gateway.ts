@@ -148,14 +148,19 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     return b
   }
   let broker = await startBroker(config.mqtt.port)
+  // Events are logged at debug only: then the monitor subscribes to every event. Otherwise it
+  // takes none, so the broker does not deliver (and the gateway decode) every event twice.
   const monitor = defineService(monitorContract, {
     commands: {},
-    subscriptions: (s) => ({
-      everything: s.pattern({ schema: v.unknown() }, (payload, ctx) => {
-        // At debug: a device, or anyone on the broker, decides how many events there are.
-        ctx.log.debug({ from: ctx.event.device, event: `${ctx.event.service}.${ctx.event.name}`, payload }, 'event')
-      }),
-    }),
+    subscriptions: (s): Record<string, ReturnType<typeof s.pattern>> =>
+      log.isLevelEnabled('debug')
+        ? {
+            everything: s.pattern({ schema: v.unknown() }, (payload, ctx) => {
+              // A device, or anyone on the broker, decides how many events there are.
+              ctx.log.debug({ from: ctx.event.device, event: `${ctx.event.service}.${ctx.event.name}`, payload }, 'event')
+            }),
+          }
+        : {},
   })
   const runtime = createRuntime({
     bridge: createMqttBridge({ url: broker.url, deviceId: GATEWAY_CLIENT_ID, username: GATEWAY_CLIENT_ID, password: internal.get(GATEWAY_CLIENT_ID), logger: log }),

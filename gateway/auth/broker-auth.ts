@@ -319,18 +319,27 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
     client.close()
   }
 
+  // Clients registered since the last sweep began. A device added after that sweep's look at the
+  // table may be unknown to the table's notion of "since the last call", so a revocation of it
+  // before the next look would not be reported: these clients are checked directly instead.
+  let fresh = new Set<Client>()
+
   const sweep = (): void => {
     if (broker === undefined || broker.closed) return
+    const recent = fresh
+    fresh = new Set()
     let changed: string[]
     try {
       changed = devices.changedSince()
     } catch (err) {
+      for (const client of recent) fresh.add(client)
       return logins.error('device table', { err: errorMessage(err) }, 'device table unreadable; revocations not checked')
     }
     for (const id of changed) {
       const client = (broker as unknown as { clients: Record<string, Client | undefined> }).clients[id]
       if (client !== undefined) recheck(client)
     }
+    for (const client of recent) recheck(client)
   }
 
   return {
@@ -338,7 +347,10 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
     attach(aedes) {
       broker = aedes
       // A revocation that lands between a login and the client's registration is seen here.
-      aedes.on('client', recheck)
+      aedes.on('client', (client) => {
+        recheck(client)
+        if (!client.closed) fresh.add(client)
+      })
       if (timer === undefined && !closed) {
         // The first call sets where "since" starts; every client that connects later is checked as it registers.
         sweep()
@@ -350,6 +362,7 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
     close() {
       closed = true
       clearInterval(timer)
+      fresh.clear()
       for (const [t, answer] of held) {
         clearTimeout(t)
         answer()

@@ -180,6 +180,8 @@ export function createDeviceTable(database: DeviceDatabase, opts: { now?: () => 
       const next = guard(snapshot)
       const changed: string[] = []
       for (const [id, stamp] of seen) if (next.get(id) !== stamp) changed.push(id)
+      // Added since the last call and already revoked or rotated: its first secret may be in use.
+      for (const [id, stamp] of next) if (!seen.has(id) && stamp !== '/') changed.push(id)
       seen = next
       return changed
     },

@@ -106,5 +106,11 @@ describe('device table', () => {
     // Adding a device changes nobody's standing.
     cli.table.add('d', 'device')
     expect(gw.table.changedSince()).toEqual([])
+    // Added and revoked (or rotated) between two calls: reported, its first secret may be in use.
+    cli.table.add('e', 'device')
+    cli.table.revoke('e')
+    gw.table.add('f', 'device')
+    gw.table.rotate('f')
+    expect(gw.table.changedSince().sort()).toEqual(['e', 'f'])
   })
 })

@@ -134,4 +134,56 @@ describe('gateway broker state across kill -9', () => {
     expect([...received.keys()].every((b) => expected.has(b))).toBe(true)
     console.log(`kill -9 persistence: ${expected.size} messages, ${duplicates} duplicates`)
   }, 300_000)
+
+  it('sends again, after a SIGKILL, the QoS 1 messages in flight to a connected subscriber that never acknowledged them', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-gw-kill9-'))
+    cleanup(() => rmSync(dir, { recursive: true, force: true }))
+    const script = await buildGatewayProcess()
+    const port = await freePort()
+    const url = `mqtt://127.0.0.1:${port}`
+    let gateway: TestProcess | undefined
+    cleanup(() => gateway?.kill())
+    const start = async (): Promise<void> => {
+      gateway = startProcess(script, [], { DATA_DIR: dir, PORT: String(port) })
+      await gateway.waitFor('READY', 60_000)
+    }
+    await start()
+    // Connected with a persistent session, it takes every message and acknowledges none.
+    const silent = mqtt.connect(url, { clientId: 'silent-sub', clean: false, reconnectPeriod: 0 })
+    cleanup(() => void silent.end(true))
+    // mqtt.js sends the PUBACK once handleMessage calls back: it never does here (and reads no
+    // further packet after the first, which is all the broker needs to keep the rest in flight).
+    silent.handleMessage = () => undefined
+    await new Promise((resolve, reject) => {
+      silent.once('connect', resolve)
+      silent.once('error', reject)
+    })
+    const unacked = new Set<string>()
+    silent.on('message', (_t, buf) => unacked.add(buf.toString('utf8')))
+    const witness = await mqtt.connectAsync(url, { clientId: 'f-witness', reconnectPeriod: 0 })
+    cleanup(() => void witness.end(true))
+    const witnessed = new Set<string>()
+    witness.on('message', (_t, buf) => witnessed.add(buf.toString('utf8')))
+    await witness.subscribeAsync('f/#', { qos: 1 })
+    await silent.subscribeAsync('f/#', { qos: 1 })
+    const pub = await mqtt.connectAsync(url, { clientId: 'f-pub', reconnectPeriod: 0 })
+    const bodies = Array.from({ length: 50 }, (_, i) => `f-${i}`)
+    for (const b of bodies) await pub.publishAsync('f/1', b, { qos: 1 })
+    await pub.endAsync()
+    // Delivered to the witness means stored for the silent session too (see publishRound above).
+    await until(() => bodies.every((b) => witnessed.has(b)) && unacked.size > 0, 60_000)
+    expect(unacked.has('f-0')).toBe(true)
+    witness.end(true)
+    await gateway!.kill('SIGKILL')
+    silent.end(true)
+    await start()
+    const again = new Map<string, boolean>()
+    const back = mqtt.connect(url, { clientId: 'silent-sub', clean: false, reconnectPeriod: 0 })
+    cleanup(() => void back.end(true))
+    back.on('message', (_t, buf, packet) => again.set(buf.toString('utf8'), packet.dup))
+    await until(() => bodies.every((b) => again.has(b)), 60_000).catch(() => {
+      throw new Error(`not sent again: ${bodies.filter((b) => !again.has(b)).join(', ')}`)
+    })
+    expect([...again.keys()].sort()).toEqual([...bodies].sort())
+  }, 120_000)
 })

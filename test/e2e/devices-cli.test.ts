@@ -51,7 +51,10 @@ describe('outpost devices (CLI)', () => {
     })
 
   it('credentials from add log in to a running gateway; revoke and rotate from the CLI cut the device off', async () => {
-    const dataDir = folder()
+    // A device added before any gateway ran there: the CLI creates the folder and gateway.db.
+    const dataDir = path.join(folder(), 'data')
+    const early = await devices(dataDir, 'add', 'early-1', '--json')
+    expect(early.code).toBe(0)
     const config = defaultGatewayConfig()
     config.auth.enabled = true
     config.dataDir = dataDir
@@ -64,6 +67,7 @@ describe('outpost devices (CLI)', () => {
     expect(add.code).toBe(0)
     const added = JSON.parse(add.out) as { id: string; role: string; secret: string; url: string }
     expect(added).toMatchObject({ id: 'thermo-1', role: 'device' })
+    expect((await login(gw.broker.url, 'early-1', (JSON.parse(early.out) as { secret: string }).secret)).ok).toBe(true)
     const { ok, client } = await login(gw.broker.url, 'thermo-1', added.secret)
     expect(ok).toBe(true)
     expect((await login(gw.broker.url, 'thermo-1', `${added.secret}x`)).ok).toBe(false)
@@ -86,7 +90,7 @@ describe('outpost devices (CLI)', () => {
 
     const list = await devices(dataDir, 'list', '--json')
     expect(list.code).toBe(0)
-    expect(JSON.parse(list.out)).toMatchObject([{ id: 'thermo-1', role: 'device', status: 'revoked' }])
+    expect(JSON.parse(list.out)).toMatchObject([{ id: 'early-1', status: 'active' }, { id: 'thermo-1', role: 'device', status: 'revoked' }])
   }, 90_000)
 
   it('add prints the secret once with a device line; wrong calls end with exit 2 and one line', async () => {

@@ -4,11 +4,12 @@
 // /metrics with the token, then kill -9 of the gateway and a restart on the same file: retained
 // presence and the QoS 1 messages queued for a stopped device are still there.
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, describe, expect, it } from 'vitest'
+import YAML from 'yaml'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { freePort, until } from '../helpers/wait.js'
 
@@ -94,11 +95,16 @@ describe('the README gateway flow, as a user runs it', () => {
   }
 
   it('config, devices add, gateway, demo devices, mosquitto_sub, list, /devices, /metrics, kill -9 and restart', async () => {
-    // The MQTT port is fixed in the file (a free one) so that after the restart the devices find
-    // the gateway where their credentials line points; HTTP takes any free port.
+    // The README's example file, with its ports moved: the MQTT port fixed (a free one) so that
+    // after the restart the devices find the gateway where their credentials line points, HTTP on
+    // any free port.
     const port = await freePort()
+    const example = YAML.parse(readFileSync('examples/gateway/gateway.yaml', 'utf8')) as { dataDir: string; mqtt: { port: number }; http: { port: number } }
+    expect(example.dataDir).toBe('data')
+    example.mqtt.port = port
+    example.http.port = 0
     const config = path.join(dir, 'gateway.yaml')
-    writeFileSync(config, `dataDir: data\nmqtt: { host: 127.0.0.1, port: ${port} }\nhttp: { port: 0 }\n`)
+    writeFileSync(config, YAML.stringify(example))
 
     const thermo = deviceLine(await outpost(['devices', 'add', 'thermo-1', '--config', config]))
     const display = deviceLine(await outpost(['devices', 'add', 'display-1', '--config', config]))

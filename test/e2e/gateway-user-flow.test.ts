@@ -145,6 +145,7 @@ describe('the README gateway flow, as a user runs it', () => {
     const sinceDisplayLeft = await eventsIn()
     await eventually(async () => (await eventsIn()) >= sinceDisplayLeft + 4, 'readings while display-1 is away')
 
+    const killedAt = Date.now()
     gw.proc.kill('SIGKILL')
     await gw.exited
     ;({ gw, http } = await startGateway(config))
@@ -153,10 +154,19 @@ describe('the README gateway flow, as a user runs it', () => {
     const again = watch(port, decodeURIComponent(watcherUrl.password))
     await until(() => /^1 ob\/display-1\/status$/m.test(again.out()) && /^1 ob\/thermo-1\/status$/m.test(again.out()), 20_000).catch(() => expect.fail(`mosquitto_sub saw after the restart:\n${again.out()}`))
 
-    // The thermo reconnected by itself; the display, started again, gets what was queued for it.
+    // The thermo reconnected by itself; the display, started again, gets readings that were
+    // queued for it before the kill (sent = logged time - deliveredLateMs, one machine's clock).
+    expect((await registry(http)).get('display-1')).toBe(false)
     await eventually(async () => (await registry(http)).get('thermo-1') === true, 'thermo-1 online after the restart')
     displayProc = start(process.execPath, ['bin/outpost.js', 'device', 'display'], display)
-    await until(() => /"deliveredLateMs":\d+/.test(displayProc.out()), 30_000).catch(() => expect.fail(`nothing queued reached the display:\n${displayProc.out()}`))
+    const queuedBeforeKill = (): number =>
+      displayProc
+        .out()
+        .split('\n')
+        .filter((l) => l.startsWith('{') && l.includes('"deliveredLateMs"'))
+        .map((l) => JSON.parse(l) as { time: number; deliveredLateMs: number })
+        .filter((l) => l.time - l.deliveredLateMs < killedAt).length
+    await until(() => queuedBeforeKill() > 0, 30_000).catch(() => expect.fail(`nothing queued before the kill reached the display:\n${displayProc.out()}`))
     await eventually(async () => (await registry(http)).get('display-1') === true, 'display-1 online after the restart')
     const relisted = JSON.parse(await outpost(['devices', 'list', '--json', '--config', config])) as { id: string; online?: boolean }[]
     expect(relisted.filter((d) => d.online === true).map((d) => d.id).sort()).toEqual(['display-1', 'thermo-1'])

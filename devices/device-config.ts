@@ -23,13 +23,16 @@ export function readDeviceConfig(defaultId: string, env: NodeJS.ProcessEnv = pro
   // mqtt://user:password@host: the bridge connects to host and port only, so credentials in the URL are taken from it here.
   const inUrl = URL.canParse(mqttUrl) ? new URL(mqttUrl) : undefined
   const fromUrl = (s: string | undefined): string | undefined => (s === undefined || s === '' ? undefined : decodeURIComponent(s))
+  // A variable set to nothing counts as not set (as the gateway takes them): `FOO= cmd` in a
+  // shell must not replace the credentials in the URL with an empty user name.
+  const set = (v: string | undefined): string | undefined => (v === '' ? undefined : v)
   return {
     deviceId: env.OUTPOST_DEVICE_ID ?? defaultId,
     mqttUrl,
-    logLevel: env.OUTPOST_LOG_LEVEL ?? 'info',
-    logFormat: env.OUTPOST_LOG_FORMAT,
-    username: env.OUTPOST_MQTT_USERNAME ?? fromUrl(inUrl?.username),
-    password: env.OUTPOST_MQTT_PASSWORD ?? fromUrl(inUrl?.password),
+    logLevel: set(env.OUTPOST_LOG_LEVEL) ?? 'info',
+    logFormat: set(env.OUTPOST_LOG_FORMAT),
+    username: set(env.OUTPOST_MQTT_USERNAME) ?? fromUrl(inUrl?.username),
+    password: set(env.OUTPOST_MQTT_PASSWORD) ?? fromUrl(inUrl?.password),
     dataDir: env.OUTPOST_DATA_DIR ?? '.outpost',
   }
 }

@@ -179,7 +179,7 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
   }).catch((err: unknown) => {
     const { host, port } = opts
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      throw new OutpostError(ErrorCode.PORT_IN_USE, `HTTP port ${host}:${port} is already in use; choose another in the configuration (http.port), or 0 for a free one`, {
+      throw new OutpostError(ErrorCode.PORT_IN_USE, `HTTP port ${host}:${port} is already in use; choose another with http.port in the config file or OUTPOST_HTTP_PORT (0: a free one)`, {
         cause: err,
         details: { host, port, listener: 'http' },
       })

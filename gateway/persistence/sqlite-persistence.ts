@@ -179,6 +179,13 @@ export class SqlitePersistence {
   // The state in memory (the file's copy), keyed as the reference keeps it.
   readonly #retained = new Map<string, StoredPacket>()
   readonly #subscriptions = new Map<string, Map<string, SubRecord>>()
+  /**
+   * The filter list last stored, and for whom, while no other change to subscriptions followed.
+   * aedes calls addSubscriptions once per filter of a SUBSCRIBE, in one go, each time with all of
+   * the packet's filters: n² rows for a packet of n, which a device with a persistent session
+   * turned into minutes of a blocked event loop and gigabytes of memory.
+   */
+  #lastList: { subs: object; clientId: string } | undefined
   readonly #outgoing = new Map<string, Queued[]>()
   readonly #incoming = new Map<string, Map<number, StoredPacket>>()
   readonly #wills = new Map<string, StoredPacket>()
@@ -333,6 +340,9 @@ export class SqlitePersistence {
   }
 
   async addSubscriptions(client: Client, subs: (SubRecord & { topic: string })[]): Promise<void> {
+    // The same packet again, nothing changed since: it is stored, or in the transaction to come (waited for).
+    if (this.#lastList?.subs === subs && this.#lastList.clientId === client.id) return this.#flushScheduled ? this.#write(() => {}) : undefined
+    this.#lastList = { subs, clientId: client.id }
     const rows: [string, string][] = []
     for (const sub of subs) {
       const record: SubRecord = { qos: sub.qos, rh: sub.rh, rap: sub.rap, nl: sub.nl }
@@ -348,6 +358,7 @@ export class SqlitePersistence {
   }
 
   async removeSubscriptions(client: Client, topics: string[]): Promise<void> {
+    this.#lastList = undefined
     const stored = this.#subscriptions.get(client.id)
     if (stored === undefined) return
     for (const topic of topics) {
@@ -381,6 +392,7 @@ export class SqlitePersistence {
   }
 
   async cleanSubscriptions(client: Client): Promise<void> {
+    this.#lastList = undefined
     const stored = this.#subscriptions.get(client.id)
     if (stored === undefined) return
     for (const [topic, sub] of stored) if (sub.qos > 0) this.#trie.remove(topic, { clientId: client.id, topic })

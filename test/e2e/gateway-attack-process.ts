@@ -1,0 +1,120 @@
+// A real gateway process for the attack tests (test/e2e/gateway-attack-*.test.ts): devices added
+// with the CLI, then `node bin/outpost.js gateway --config <file>` with authentication on, ports 0,
+// an HTTP token and a data folder of its own; its URLs come from the "gateway ready" log line.
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { promisify } from 'node:util'
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
+import { until } from '../helpers/wait.js'
+
+const run = promisify(execFile)
+
+/** The HTTP token of every gateway these tests start. */
+export const HTTP_TOKEN = 'attack-test-token-0123456789'
+
+// Variables a developer may have set that would change the gateway these tests start.
+const CLEAN_ENV: Record<string, string> = Object.fromEntries(
+  ['OUTPOST_MQTT_PORT', 'OUTPOST_MQTT_HOST', 'OUTPOST_GATEWAY_DATA_DIR', 'OUTPOST_HTTP_PORT', 'OUTPOST_HTTP_HOST', 'OUTPOST_HTTP_TOKEN', 'OUTPOST_AUTH', 'OUTPOST_GATEWAY_CONFIG', 'OUTPOST_LOG_LEVEL', 'OUTPOST_LOG_FORMAT'].map((k) => [k, '']),
+)
+
+export interface GatewayProcess {
+  readonly dir: string
+  readonly dataDir: string
+  readonly configFile: string
+  readonly mqttUrl: string
+  readonly httpUrl: string
+  /** Device id → secret, for the devices added before the start. */
+  readonly secrets: Record<string, string>
+  readonly child: ChildProcess
+  /** Every line the process wrote (stdout and stderr). */
+  readonly lines: string[]
+  /** The process has not exited. */
+  alive(): boolean
+  /** Resident memory of the process, bytes (from /proc). */
+  rssBytes(): number
+  /** A connected MQTT.js client logged in as `id` with its secret. */
+  connect(id: string, opts?: IClientOptions): Promise<MqttClient>
+  /** GET on the HTTP face with the token. */
+  get(route: string): Promise<Response>
+  /** SIGTERM, then SIGKILL after 10 s; removes the folder. */
+  stop(): Promise<void>
+}
+
+/** Runs the CLI to its end. */
+export async function outpost(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; out: string; err: string }> {
+  try {
+    const r = await run(process.execPath, ['bin/outpost.js', ...args], { env: { ...process.env, ...CLEAN_ENV, ...env }, timeout: 20_000 })
+    return { code: 0, out: r.stdout, err: r.stderr }
+  } catch (e) {
+    const x = e as { code: number | null; stdout: string; stderr: string }
+    return { code: x.code, out: x.stdout, err: x.stderr }
+  }
+}
+
+/** Starts a gateway process with `devices` added; `extra` is YAML appended to its config file. */
+export async function startGatewayProcess(opts: { devices?: string[]; extra?: string } = {}): Promise<GatewayProcess> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'outpost-attack-'))
+  const configFile = path.join(dir, 'gateway.yaml')
+  writeFileSync(configFile, `dataDir: data\nmqtt: { port: 0 }\nhttp: { port: 0, token: ${HTTP_TOKEN} }\nlog: { level: info, format: json }\n${opts.extra ?? ''}`)
+  const secrets: Record<string, string> = {}
+  for (const id of opts.devices ?? []) {
+    const r = await outpost(['devices', 'add', id, '--config', configFile, '--json'])
+    if (r.code !== 0) throw new Error(`devices add ${id}: ${r.err}`)
+    secrets[id] = (JSON.parse(r.out) as { secret: string }).secret
+  }
+  const child = spawn(process.execPath, ['bin/outpost.js', 'gateway', '--config', configFile], { env: { ...process.env, ...CLEAN_ENV }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const lines: string[] = []
+  let exited = false
+  child.on('exit', () => (exited = true))
+  for (const stream of [child.stdout!, child.stderr!]) {
+    let rest = ''
+    stream.setEncoding('utf8')
+    stream.on('data', (chunk: string) => {
+      const parts = (rest + chunk).split('\n')
+      rest = parts.pop()!
+      lines.push(...parts)
+    })
+  }
+  let ready: { url: string; http: string } | undefined
+  await until(() => {
+    if (exited) throw new Error(`gateway exited: ${lines.join('\n')}`)
+    for (const l of lines) if (l.includes('"gateway ready"')) ready = JSON.parse(l) as { url: string; http: string }
+    return ready !== undefined
+  }, 30_000)
+  const gw: GatewayProcess = {
+    dir,
+    dataDir: path.join(dir, 'data'),
+    configFile,
+    mqttUrl: ready!.url,
+    httpUrl: ready!.http,
+    secrets,
+    child,
+    lines,
+    alive: () => !exited,
+    rssBytes() {
+      const status = readFileSync(`/proc/${child.pid}/status`, 'utf8')
+      return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) * 1024
+    },
+    connect: (id, o = {}) =>
+      new Promise((resolve, reject) => {
+        const c = mqtt.connect(gw.mqttUrl, { clientId: id, username: id, password: secrets[id], reconnectPeriod: 0, connectTimeout: 20_000, ...o })
+        c.once('connect', () => resolve(c))
+        c.once('error', (err) => {
+          c.end(true)
+          reject(err)
+        })
+      }),
+    get: (route) => fetch(gw.httpUrl + route, { headers: { authorization: `Bearer ${HTTP_TOKEN}` } }),
+    async stop() {
+      if (!exited) {
+        child.kill('SIGTERM')
+        const t = setTimeout(() => child.kill('SIGKILL'), 10_000)
+        await until(() => exited, 15_000).finally(() => clearTimeout(t))
+      }
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+  return gw
+}

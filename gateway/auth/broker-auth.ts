@@ -17,7 +17,7 @@ export interface AuthStats {
   refused: Record<string, number>
   /** Refused publishes by reason (namespace, layout, retain, malformed, sender, will). */
   deniedPublish: Record<string, number>
-  /** Refused subscriptions by reason (namespace, commands, replies, events). */
+  /** Refused subscriptions by reason (namespace, commands, replies, events, limit). */
   deniedSubscribe: Record<string, number>
   /** Clients disconnected because their device was revoked or its secret rotated. */
   kicked: number
@@ -46,6 +46,8 @@ export interface BrokerAuthOptions {
   throttle?: LoginThrottleOptions
   /** Shortest time between two log lines about one client's denials or one kind of refused login, ms (default 60 000). */
   logIntervalMs?: number
+  /** Most filters one device may hold at once (default 1 000); beyond, a new filter is granted 0x80 (`limit`). */
+  maxSubscriptions?: number
 }
 
 /** Who a connected client is, decided once at CONNECT. */
@@ -58,6 +60,8 @@ interface Identity {
   filters: { own: string[]; events: string[] }
   /** Topics already found to fit the layout, with the kind each carries (levels checked once per distinct topic; bounded). */
   topics: Map<string, EnvelopeKind>
+  /** The filters granted on this connection (a restored session's are granted again), less those unsubscribed. */
+  subscriptions: Set<string>
 }
 
 // CONNACK return codes of MQTT 3.1.1 (aedes' AuthErrorCode is a const enum, which isolated modules cannot read).
@@ -106,6 +110,7 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
   const logins = createLogLimiter(log, { intervalMs: opts.logIntervalMs })
   const denials = createLogLimiter(log, { intervalMs: opts.logIntervalMs, maxReasons: 256 })
   const throttle = createLoginThrottle(opts.throttle)
+  const maxSubscriptions = opts.maxSubscriptions ?? 1_000
   // The broker's own frame limit bounds what is decoded here; the codec's default would refuse big frames devices may send.
   const codec = createEnvelopeCodec({ maxFrameBytes: Number.MAX_SAFE_INTEGER })
   const identities = new WeakMap<Client, Identity>()
@@ -157,7 +162,7 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
     const own = internalSecrets.get(username)
     if (own !== undefined) {
       if (password === undefined || !timingSafeEqual(digest(password), own)) return refuse('wrong-secret', BAD_CREDENTIALS)
-      return admit({ id: username, internal: true, authAt, filters: { own: [], events: [] }, topics: new Map() })
+      return admit({ id: username, internal: true, authAt, filters: { own: [], events: [] }, topics: new Map(), subscriptions: new Set() })
     }
     void (async () => {
       let device: DeviceRecord | undefined
@@ -168,7 +173,7 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
         return refuse('store', SERVER_UNAVAILABLE, false)
       }
       if (device !== undefined) {
-        return admit({ id: device.id, internal: false, authAt, filters: deviceFilters(prefix, device.id, roleFilters(device.role)), topics: new Map() })
+        return admit({ id: device.id, internal: false, authAt, filters: deviceFilters(prefix, device.id, roleFilters(device.role)), topics: new Map(), subscriptions: new Set() })
       }
       // Why, for the counters only: the client hears the same refusal for all three.
       let reason: 'unknown' | 'revoked' | 'wrong-secret' = 'wrong-secret'
@@ -242,7 +247,7 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
             ? identities.get(client)
             : id === undefined
               ? undefined
-              : { id, internal: internalSecrets.has(id), authAt: 0, filters: { own: [], events: [] }, topics: new Map() }
+              : { id, internal: internalSecrets.has(id), authAt: 0, filters: { own: [], events: [] }, topics: new Map(), subscriptions: new Set() }
         if (who !== undefined && willAllowed(who, packet)) return callback(null)
         const err = deny(who, client, packet, 'will')
         if (stored.brokerId === undefined) return callback(err)
@@ -291,8 +296,14 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
     } catch (err) {
       log.error({ err: errorMessage(err) }, 'subscription check failed; refused')
     }
-    if (allowed) return callback(null, sub)
-    const reason = subscribeDenial(sub.topic)
+    // Each filter costs the broker memory (and a persistent session a row in broker.db): a device
+    // subscribing ever more distinct allowed filters grew the gateway without bound.
+    const full = allowed && !who!.internal && !who!.subscriptions.has(sub.topic) && who!.subscriptions.size >= maxSubscriptions
+    if (allowed && !full) {
+      if (!who!.internal) who!.subscriptions.add(sub.topic)
+      return callback(null, sub)
+    }
+    const reason = full ? 'limit' : subscribeDenial(sub.topic)
     stats.deniedSubscribe[reason] = (stats.deniedSubscribe[reason] ?? 0) + 1
     const id = who?.id ?? client.id
     denials.warn(`client ${logged(id)}`, { client: logged(id), action: 'subscribe', rule: reason, filter: logged(sub.topic) }, 'subscription refused (granted 0x80)')
@@ -346,6 +357,10 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
     hooks: { authenticate, authorizePublish, authorizeSubscribe },
     attach(aedes) {
       broker = aedes
+      aedes.on('unsubscribe', (topics, client) => {
+        const who = identities.get(client)
+        if (who !== undefined) for (const t of topics) who.subscriptions.delete(t)
+      })
       // A revocation that lands between a login and the client's registration is seen here.
       aedes.on('client', (client) => {
         recheck(client)

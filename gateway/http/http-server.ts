@@ -41,6 +41,8 @@ export interface HttpServerOptions {
   traffic?: Traffic
   /** How long close() lets a request in progress finish before cutting its connection, ms (default 1 000). */
   closeGraceMs?: number
+  /** Most HTTP connections open at once (default 256); more are closed at accept. */
+  maxConnections?: number
 }
 
 /** The error body of every refusal: the shape replies carry on the wire. */
@@ -169,7 +171,16 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
   })
 
   // Leaves the process's Request and Response alone (the gateway's libraries may use them).
-  const server = createAdaptorServer({ fetch: app.fetch, overrideGlobalObjects: false }) as Server
+  // A client that sends its headers a byte at a time (slowloris) holds a socket until the headers
+  // timeout; thousands of them took every file descriptor the process had, and devices could no
+  // longer connect to the broker. Probes and scrapers need a few connections: more are closed at
+  // accept, and a request must have its headers in 10 s (checked every 5 s).
+  const server = createAdaptorServer({
+    fetch: app.fetch,
+    overrideGlobalObjects: false,
+    serverOptions: { headersTimeout: 10_000, requestTimeout: 30_000, connectionsCheckingInterval: 5_000 },
+  }) as Server
+  server.maxConnections = opts.maxConnections ?? 256
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(opts.port, opts.host, () => {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { mkdirSync } from 'node:fs'
+import { mkdirSync, statSync } from 'node:fs'
 import path from 'node:path'
 import type { AedesOptions } from 'aedes'
 import aedesPersistence from 'aedes-persistence'
@@ -112,6 +112,18 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   // process lives (a broker restarted by a drill keeps it).
   const persistence =
     config.persistence === 'sqlite' && config.dataDir !== undefined ? createSqlitePersistence({ path: path.join(config.dataDir, 'broker.db'), log }) : memoryPersistence()
+  // The files as they were opened. One deleted or replaced while the gateway runs takes its
+  // writes to an unlinked file (lost at the next start, devices and all) and leaves
+  // `outpost devices` unable to revoke anything: the gateway is not ready then.
+  const inode = (file: string): number | undefined => {
+    try {
+      return statSync(file).ino
+    } catch {
+      return undefined
+    }
+  }
+  const files = config.dataDir === undefined ? [] : [path.join(config.dataDir, 'gateway.db'), ...(config.persistence === 'sqlite' ? [path.join(config.dataDir, 'broker.db')] : [])]
+  const opened = files.map((f) => [f, inode(f)] as const)
   const startBroker = async (port: number): Promise<MqttBroker> => {
     const b = await startMqttBroker({
       port,
@@ -179,6 +191,11 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
         view: {
           broker: () => (brokerUp ? broker : undefined),
           databaseWritable: () => {
+            const gone = opened.filter(([f, ino]) => inode(f) !== ino).map(([f]) => f)
+            if (gone.length > 0) {
+              troubles.error('database file gone', { files: gone }, 'database file deleted or replaced while the gateway runs: what it writes now is lost at its next start, and outpost devices no longer reaches its device table')
+              return false
+            }
             try {
               database.db.prepare('BEGIN IMMEDIATE').run()
               database.db.prepare('ROLLBACK').run()

@@ -76,7 +76,17 @@ const recordOf = (r: Row): DeviceRecord => {
 export function checkDeviceId(id: string): void {
   if (typeof id !== 'string' || !isTopicSegment(id)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `device id ${JSON.stringify(String(id)).slice(0, 140)} is not valid: ${TOPIC_LEVEL_RULE}`)
   if (RESERVED_DEVICE_IDS.includes(id)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `device id "${id}" is reserved for the gateway; choose another`)
+  // Ids are shown to people (devices list, /devices, logs): one that differs from another only by
+  // something invisible ("dev-a " or "dev-a" with a zero-width space, a bidi override, a byte that
+  // was not UTF-8) would pass for it there.
+  if (LOOKALIKE.test(id)) {
+    const shown = id.slice(0, 128).replace(/[\s\p{Cf}\uFFFD]/gu, (c) => `\\u${c.codePointAt(0)!.toString(16).padStart(4, '0')}`)
+    throw new OutpostError(ErrorCode.BAD_ARGUMENT, `device id "${shown}" is not valid: no spaces, invisible or formatting characters (zero-width, bidi), or U+FFFD (a byte that was not UTF-8)`)
+  }
 }
+
+/** White space, Unicode format characters (zero-width, bidi controls) and the replacement character. */
+const LOOKALIKE = /[\s\p{Cf}\uFFFD]/u
 
 /**
  * Opens the device table of a gateway database. Secrets are kept as scrypt hashes (node:crypto)

@@ -6,6 +6,7 @@ import aedesPersistence from 'aedes-persistence'
 import * as v from 'valibot'
 import type { Logger } from 'pino'
 import { backoffDelay } from '../runtime/backoff.js'
+import { ErrorCode, OutpostError } from '../runtime/errors.js'
 import { createMqttBridge } from '../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime, defineContract, defineService, type Runtime } from '../runtime/index.js'
 import { createLogLimiter } from '../runtime/log-limiter.js'
@@ -92,7 +93,15 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   if (opts.host !== undefined) config.mqtt.host = opts.host
   const log = opts.logger ?? createLogger({ name: 'gateway', level: config.log.level, format: config.log.format })
   if (!config.auth.enabled) log.warn('authentication is off: any client may connect, publish and subscribe (development defaults; start with --config to turn it on)')
-  if (config.dataDir !== undefined) mkdirSync(config.dataDir, { recursive: true })
+  if (config.dataDir !== undefined) {
+    try {
+      mkdirSync(config.dataDir, { recursive: true })
+    } catch (err) {
+      // dataDir naming a file (/dev/null, say) or a folder that cannot be made: the key, not a bare EEXIST.
+      const code = (err as NodeJS.ErrnoException).code ?? 'ERROR'
+      throw new OutpostError(ErrorCode.INVALID_CONFIG, `dataDir: cannot use ${config.dataDir} as the data folder (${code === 'EEXIST' || code === 'ENOTDIR' ? 'a file is in the way' : code})`, { cause: err, details: { dataDir: config.dataDir } })
+    }
+  }
   // The gateway database (devices, registry): in memory when nothing is kept on disk.
   const database: DeviceDatabase = openGatewayDatabase(config.dataDir === undefined ? ':memory:' : path.join(config.dataDir, 'gateway.db'))
   const devices = createDeviceTable(database)

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs'
+import { readFileSync, statSync } from 'node:fs'
 import http from 'node:http'
 import net from 'node:net'
 import type { Duplex } from 'node:stream'
@@ -107,7 +107,19 @@ function publishBytes(p: AedesPublishPacket): number {
   return Buffer.byteLength(p.topic) + payload + PACKET_OVERHEAD + propertiesBytes(p)
 }
 
+/** A certificate chain or key is a few kB; more is not a PEM file. */
+const MAX_PEM_BYTES = 1024 * 1024
+
 function readPem(what: string, file: string): Buffer {
+  // A device or a pipe (certFile: /dev/zero, say) would be read without end, the process growing until killed.
+  let problem: string | undefined
+  try {
+    const st = statSync(file)
+    problem = !st.isFile() ? 'not a regular file' : st.size > MAX_PEM_BYTES ? `${st.size} bytes, more than a PEM file's ${MAX_PEM_BYTES}` : undefined
+  } catch {
+    // readFileSync below names what is wrong.
+  }
+  if (problem !== undefined) throw new OutpostError(ErrorCode.INVALID_CONFIG, `cannot read the TLS ${what} file ${file}: ${problem}`, { details: { file } })
   try {
     return readFileSync(file)
   } catch (err) {

@@ -1,7 +1,7 @@
 // Reads the gateway's configuration: a YAML or JSON file checked key by key, then the OUTPOST_*
 // variables over it. Every problem becomes one INVALID_CONFIG (or BAD_ARGUMENT for a variable)
 // that names the key path and what is accepted there, never a stack trace from deep inside.
-import { readFileSync } from 'node:fs'
+import { readFileSync, statSync } from 'node:fs'
 import { isIP } from 'node:net'
 import path from 'node:path'
 import * as v from 'valibot'
@@ -141,10 +141,22 @@ function describeIssues(issues: readonly v.BaseIssue<unknown>[]): string[] {
   return [...lines.values()]
 }
 
+/** Largest config file read; a real one has a few dozen lines. */
+const MAX_CONFIG_BYTES = 1024 * 1024
+
 /** The file's text as plain data. @throws INVALID_CONFIG for a file that cannot be read or parsed */
 function readConfigFile(file: string, name: string): unknown {
   const ext = path.extname(file).toLowerCase()
   if (!['.yaml', '.yml', '.json'].includes(ext)) throw invalid(`${name}: unknown file type "${ext || '(none)'}"; expected a .yaml, .yml or .json file`)
+  // A pipe or a device named gateway.yaml would hang the start or be read without end.
+  let st: ReturnType<typeof statSync> | undefined
+  try {
+    st = statSync(file)
+  } catch {
+    // readFileSync below names what is wrong.
+  }
+  if (st !== undefined && !st.isFile() && !st.isDirectory()) throw invalid(`${name}: cannot read the config file (not a regular file)`)
+  if (st !== undefined && st.size > MAX_CONFIG_BYTES) throw invalid(`${name}: the config file has ${st.size} bytes; a config file has at most ${MAX_CONFIG_BYTES}`)
   let text: string
   try {
     text = readFileSync(file, 'utf8')

@@ -164,6 +164,11 @@ export interface SqlitePersistenceOptions {
   /** The broker database file, `<dataDir>/broker.db`. */
   path: string
   log?: Logger
+  /**
+   * Most QoS 2 messages one client may have waiting for their PUBREL (default 64); one more is
+   * refused and aedes closes the connection. Each is held in memory and in the file until then.
+   */
+  maxIncomingPerClient?: number
 }
 
 /**
@@ -188,6 +193,7 @@ export class SqlitePersistence {
   #lastList: { subs: object; clientId: string } | undefined
   readonly #outgoing = new Map<string, Queued[]>()
   readonly #incoming = new Map<string, Map<number, StoredPacket>>()
+  readonly #maxIncoming: number
   readonly #wills = new Map<string, StoredPacket>()
   readonly #trie = new QlobberSub(QLOBBER_OPTIONS)
   #clientsCount = 0
@@ -201,6 +207,7 @@ export class SqlitePersistence {
 
   constructor(opts: SqlitePersistenceOptions) {
     this.#log = opts.log
+    this.#maxIncoming = opts.maxIncomingPerClient ?? 64
     // Synchronous NORMAL in WAL: a commit survives the process being killed (kill -9); a power
     // cut may take the last ones (see the top of this file and docs/gateway.md).
     this.#database = openDeviceDatabase({ path: opts.path, migrations: BROKER_MIGRATIONS, synchronous: 'NORMAL', onCorrupt: 'fresh' })
@@ -474,6 +481,12 @@ export class SqlitePersistence {
   // Incoming QoS 2 packets, held from PUBLISH to PUBREL.
 
   async incomingStorePacket(client: Client, packet: StoredPacket): Promise<void> {
+    // A client that sends QoS 2 messages and never releases them (no PUBREL) made the gateway hold
+    // each one, up to 65,535 of 1 MiB a client, in memory and in broker.db.
+    const waiting = this.#incoming.get(client.id)
+    if (waiting !== undefined && waiting.size >= this.#maxIncoming && !waiting.has(packet.messageId!)) {
+      throw new OutpostError(ErrorCode.STORE_FULL, `client has ${waiting.size} QoS 2 messages waiting for their PUBREL, the most it may have; connection closed`)
+    }
     const stored = new Packet(packet)
     stored.messageId = packet.messageId
     incomingOf(this.#incoming, client.id).set(packet.messageId!, stored)

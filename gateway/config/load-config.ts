@@ -85,7 +85,8 @@ const FILE_SCHEMA = strict({
       host: v.optional(HOST),
       port: v.optional(PORT),
       maxPacketBytes: v.optional(wholeNumber(0, 268_435_455, ' (bytes; 0: no limit)')),
-      maxTopicLevels: v.optional(wholeNumber(1, 100)),
+      // 7: a command topic (ob/<src>/cmd/<target>/<service>/<version>/<command>), the deepest the runtime uses.
+      maxTopicLevels: v.optional(wholeNumber(7, 100, ' (the runtime\'s command topics have 7)')),
       maxConnections: v.optional(wholeNumber(1, 1_000_000)),
       tls: v.optional(strict({ port: PORT, certFile: FILE, keyFile: FILE, caFile: v.optional(FILE) })),
       websocket: v.optional(

@@ -168,7 +168,17 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     traffic?.attach(b.aedes)
     return b
   }
-  let broker = await startBroker(config.mqtt.port)
+  let broker: MqttBroker
+  try {
+    broker = await startBroker(config.mqtt.port)
+  } catch (err) {
+    // A taken MQTT port: the databases close again, so another try (or another gateway) can open them.
+    await persistence.destroy?.()
+    auth?.close()
+    registry.close()
+    database.close()
+    throw err
+  }
   // Events are logged at debug only: then the monitor subscribes to every event. Otherwise it
   // takes none, so the broker does not deliver (and the gateway decode) every event twice.
   const monitor = defineService(monitorContract, {

@@ -1,9 +1,13 @@
 // The gateway in this process, with a real broker on a real port and a logger the test reads.
+import { mkdtempSync, rmSync } from 'node:fs'
 import net from 'node:net'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import mqtt from 'mqtt'
 import { pino, type Logger } from 'pino'
 import { describe, expect, it } from 'vitest'
 import { startMqttBroker } from '../../gateway/broker/mqtt-broker.js'
+import { defaultGatewayConfig } from '../../gateway/config/gateway-config.js'
 import { startGateway } from '../../gateway/index.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { until } from '../helpers/wait.js'
@@ -99,5 +103,23 @@ describe('gateway', () => {
     expect(gw.broker.url).toBe(`mqtt://[::1]:${gw.broker.port}`)
     // start() resolves only once connected (the gateway waits for its broker); its presence then goes out over ::1.
     await until(() => gw.runtime.stats().bridge.published > 0)
+  }, 30_000)
+
+  it('a start that fails on a taken MQTT port lets go of its data folder: the next start there works', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-gateway-port-'))
+    cleanup(() => rmSync(dir, { recursive: true, force: true }))
+    const taken = await holdPort(0)
+    cleanup(() => new Promise((r) => taken.close(r)))
+    const config = { ...defaultGatewayConfig(), dataDir: dir, persistence: 'sqlite' as const }
+    const port = (taken.address() as net.AddressInfo).port
+    const err = await startGateway({ config, port, logger: logged().logger }).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
+    expect(err).toMatchObject({ code: 'PORT_IN_USE' })
+    // gateway.db and broker.db were closed (their locks released): not STORE_IN_USE.
+    const gw = await startGateway({ config, port: 0, logger: logged().logger })
+    cleanup(() => gw.close())
+    expect(gw.broker.port).toBeGreaterThan(0)
   }, 30_000)
 })

@@ -133,6 +133,13 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   }
   const files = config.dataDir === undefined ? [] : [path.join(config.dataDir, 'gateway.db'), ...(config.persistence === 'sqlite' ? [path.join(config.dataDir, 'broker.db')] : [])]
   const opened = files.map((f) => [f, inode(f)] as const)
+  /** Closes what outlives a broker: broker.db (aedes never closes its persistence), the gatekeeper, gateway.db. */
+  const closeStores = async (): Promise<void> => {
+    await persistence.destroy?.()
+    auth?.close()
+    registry.close()
+    database.close()
+  }
   const startBroker = async (port: number): Promise<MqttBroker> => {
     const b = await startMqttBroker({
       port,
@@ -173,10 +180,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     broker = await startBroker(config.mqtt.port)
   } catch (err) {
     // A taken MQTT port: the databases close again, so another try (or another gateway) can open them.
-    await persistence.destroy?.()
-    auth?.close()
-    registry.close()
-    database.close()
+    await closeStores()
     throw err
   }
   // Events are logged at debug only: then the monitor subscribes to every event. Otherwise it
@@ -230,10 +234,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
         // A taken HTTP port: what has started stops again, so the ports and gateway.db are free for another try.
         await runtime.stop({ drainMs: 0 })
         await broker.close()
-        await persistence.destroy?.()
-        auth?.close()
-        registry.close()
-        database.close()
+        await closeStores()
         throw err
       })
     : undefined
@@ -297,11 +298,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
         await runtime.stop({ drainMs: 1_000 })
         brokerUp = false
         await broker.close()
-        // aedes never closes its persistence; broker.db is written and closed here, once.
-        await persistence.destroy?.()
-        auth?.close()
-        registry.close()
-        database.close()
+        await closeStores()
       })()
       return closed
     },

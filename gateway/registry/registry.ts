@@ -5,19 +5,11 @@ import { createLogLimiter, type LogLimiter } from '../../runtime/log-limiter.js'
 import type { DeviceDatabase } from '../../runtime/stores/sqlite/index.js'
 import { isTopicSegment } from '../../runtime/topic-level.js'
 import { createEnvelopeCodec } from '../../runtime/wire/codec.js'
-import type { PresencePayload } from '../../runtime/wire/envelope.js'
+import type { PresencePayload, PresenceService } from '../../runtime/wire/envelope.js'
 import { DEFAULT_TOPIC_PREFIX } from '../../runtime/wire/topics.js'
 
-/** One service a device announced: its contract's names. */
-export interface ServiceEntry {
-  name: string
-  version: string
-  commands: string[]
-  events: string[]
-  /** Absent when the device's runtime announces none (presence format 1). */
-  queues?: string[]
-  schedules?: string[]
-}
+/** One service a device announced: its contract's names, as its presence carries them (queues and schedules absent from presence format 1). */
+export type ServiceEntry = PresenceService
 
 /** What the gateway knows of one device, from its retained presence (birth / last will). */
 export interface DeviceEntry {

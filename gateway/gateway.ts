@@ -119,8 +119,8 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   const troubles = createLogLimiter(log, { intervalMs: opts.clientLogIntervalMs })
   // Broker state: in broker.db (survives a restart of the gateway), or as long as the gateway
   // process lives (a broker restarted by a drill keeps it).
-  const persistence =
-    config.persistence === 'sqlite' && config.dataDir !== undefined ? createSqlitePersistence({ path: path.join(config.dataDir, 'broker.db'), log }) : memoryPersistence()
+  const brokerDatabase = config.persistence === 'sqlite' && config.dataDir !== undefined ? createSqlitePersistence({ path: path.join(config.dataDir, 'broker.db'), log, maxQueuedMessages: config.mqtt.sessionMaxMessages, maxQueuedBytes: config.mqtt.sessionMaxBytes }) : undefined
+  const persistence = brokerDatabase ?? memoryPersistence()
   // The files as they were opened. One deleted or replaced while the gateway runs takes its
   // writes to an unlinked file (lost at the next start, devices and all) and leaves
   // `outpost devices` unable to revoke anything: the gateway is not ready then.
@@ -219,6 +219,9 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
               troubles.error('database file gone', { files: gone }, 'database file deleted or replaced while the gateway runs: what it writes now is lost at its next start, and outpost devices no longer reaches its device table')
               return false
             }
+            // broker.db too: on a full or read-only disk its commits fail, no QoS 1 message is
+            // acknowledged, and gateway.db's lock check alone said ready.
+            if (brokerDatabase !== undefined && !brokerDatabase.writable()) return false
             try {
               database.db.prepare('BEGIN IMMEDIATE').run()
               database.db.prepare('ROLLBACK').run()
@@ -228,6 +231,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
             }
           },
           registry,
+          sessions: () => brokerDatabase?.stats(),
           auth: () => auth?.stats() ?? { refused: {}, deniedPublish: {}, deniedSubscribe: {}, kicked: 0 },
         },
       }).catch(async (err: unknown) => {

@@ -24,6 +24,13 @@ type Done = (err?: Error) => void
  *   a hundred deliveries waiting for one subscriber's socket stopped delivery to every client.
  *   Each publisher is held back on its own instead: aedes reads a connection's next chunk only
  *   once the messages of the last one are delivered.
+ * - In count order (see `begin`): aedes numbers every message it publishes (`brokerCounter`) and
+ *   takes a message that reaches a client after a higher-numbered one for a copy it already sent
+ *   (lib/client.js, dedupe): it drops it, and clears it from a persistent session's queue.
+ *   Messages go through the broker's stores at different speeds (a retained one waits for its
+ *   write), so a retained status published just before a plain event came out after it and no
+ *   subscriber got it. Here a message waits until every message numbered before it was
+ *   delivered or given up.
  */
 export class BrokerEmitter {
   /** Most messages in flight at once; 0: no limit. */
@@ -38,9 +45,27 @@ export class BrokerEmitter {
   private queue: { message: EmittedMessage; done: Done }[] = []
   private head = 0
   private pumping = false
+  // Count order: numbers of messages begun and not yet out (ascending: they are begun in count
+  // order), from `orderHead` on; those among them that are out already, or held back.
+  private order: number[] = []
+  private orderHead = 0
+  private readonly out = new Set<number>()
+  private readonly held = new Map<number, { message: EmittedMessage; done: Done }>()
+  private readonly waitMs: number
+  /** Told when message n reaches the emitter: aedes emits a message after its stores took it. */
+  private readonly stored = new Map<number, () => void>()
+  private waitTimer: NodeJS.Timeout | undefined
+  /** Messages let through although one numbered before them never came (see `waitMs`). */
+  gaveUp = 0
 
-  constructor(opts: { concurrency?: number } = {}) {
+  /**
+   * @param opts.concurrency most messages in flight at once (default 0: no limit)
+   * @param opts.orderWaitMs longest a message waits for one numbered before it (default 5 000):
+   *   a message whose publish stalled must not hold back every other message for good
+   */
+  constructor(opts: { concurrency?: number; orderWaitMs?: number } = {}) {
     this.concurrency = opts.concurrency ?? 0
+    this.waitMs = opts.orderWaitMs ?? 5_000
     // The settings aedes gives its own mqemitter ([MQTT-4.7.1-3]: `a//b` has an empty level).
     this.matcher = new Qlobber<Listener>({ separator: '/', wildcard_one: '+', wildcard_some: '#', match_empty_levels: true })
   }
@@ -76,15 +101,126 @@ export class BrokerEmitter {
       done(new Error('emitter is closed'))
       return this
     }
+    const n = message.brokerCounter
+    if (typeof n === 'number' && this.stored.size > 0) {
+      const told = this.stored.get(n)
+      if (told !== undefined) {
+        this.stored.delete(n)
+        told()
+      }
+    }
+    if (typeof n === 'number' && this.orderHead < this.order.length && n !== this.order[this.orderHead] && this.isBegun(n)) {
+      // One numbered before it is still on its way: after that one.
+      this.held.set(n, { message, done })
+      this.waitTimer ??= setTimeout(() => this.giveUp(), this.waitMs)
+      return this
+    }
     this.queue.push({ message, done })
+    if (typeof n === 'number' && this.isBegun(n)) this.markOut(n)
     this.pump()
     return this
   }
 
+  /**
+   * Says that the message aedes numbers `n` (its `brokerCounter`) is on its way: messages
+   * numbered after it are delivered after it, once it is emitted or `end`ed. Called in count
+   * order, for every message aedes publishes (mqtt-broker.ts wraps its publish).
+   */
+  begin(n: number, stored?: () => void): void {
+    this.order.push(n)
+    if (stored !== undefined) this.stored.set(n, stored)
+  }
+
+  /** The publish of message `n` is over (delivered, failed, or never numbered): nothing more to wait for. */
+  end(n: number): void {
+    this.stored.delete(n)
+    if (this.held.has(n) || !this.isBegun(n)) return
+    this.markOut(n)
+    this.pump()
+  }
+
+  /** Takes back a `begin(n)` whose message was never numbered (its publish was refused at once). */
+  cancel(n: number): void {
+    this.stored.delete(n)
+    for (let i = this.order.length - 1; i >= this.orderHead; i--) {
+      if (this.order[i] !== n) continue
+      this.order.splice(i, 1)
+      break
+    }
+    this.advance()
+    this.pump()
+  }
+
+  /** Messages held back behind one numbered before them (for metrics). */
+  get waiting(): number {
+    return this.held.size
+  }
+
   close(done: () => void): this {
     this.closed = true
+    if (this.waitTimer !== undefined) clearTimeout(this.waitTimer)
     setImmediate(done)
     return this
+  }
+
+  /** Whether `n` was begun and is not out yet. */
+  private isBegun(n: number): boolean {
+    if (this.orderHead >= this.order.length || n < this.order[this.orderHead]! || this.out.has(n)) return false
+    // Begun numbers are few (the publishes in progress) and ascending: a binary search.
+    let lo = this.orderHead
+    let hi = this.order.length - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1
+      const v = this.order[mid]!
+      if (v === n) return true
+      if (v < n) lo = mid + 1
+      else hi = mid - 1
+    }
+    return false
+  }
+
+  /** Marks `n` out, then lets the held messages go whose turn came. */
+  private markOut(n: number): void {
+    this.out.add(n)
+    this.advance()
+  }
+
+  /** Moves past the numbers that are out, sending the held messages whose turn came, in order. */
+  private advance(): void {
+    while (this.orderHead < this.order.length) {
+      const head = this.order[this.orderHead]!
+      const next = this.held.get(head)
+      if (next !== undefined) {
+        this.held.delete(head)
+        this.queue.push(next)
+      } else if (!this.out.delete(head)) break
+      else {
+        this.orderHead++
+        continue
+      }
+      this.orderHead++
+    }
+    if (this.orderHead >= 1024 && this.orderHead * 2 >= this.order.length) {
+      this.order = this.order.slice(this.orderHead)
+      this.orderHead = 0
+    }
+    if (this.held.size === 0 && this.waitTimer !== undefined) {
+      clearTimeout(this.waitTimer)
+      this.waitTimer = undefined
+    }
+  }
+
+  /** The head waited `waitMs`: it is passed over, and what waited behind it goes. */
+  private giveUp(): void {
+    this.waitTimer = undefined
+    while (this.held.size > 0 && this.orderHead < this.order.length) {
+      const head = this.order[this.orderHead]!
+      if (this.held.has(head)) break
+      this.gaveUp++
+      this.markOut(head)
+    }
+    this.pump()
+    if (this.held.size > 0) this.waitTimer = setTimeout(() => this.giveUp(), this.waitMs)
   }
 
   /** Starts queued messages while slots are free; re-entered (from a callback), it leaves them to the loop already running. */

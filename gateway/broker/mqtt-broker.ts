@@ -3,7 +3,7 @@ import http from 'node:http'
 import net from 'node:net'
 import type { Duplex } from 'node:stream'
 import tls from 'node:tls'
-import { Aedes, type AedesOptions, type AedesPublishPacket, type Client } from 'aedes'
+import { Aedes, type AedesOptions, type AedesPublishPacket, type Client, type PublishPacket } from 'aedes'
 import { createWebSocketStream, WebSocketServer } from 'ws'
 import { ErrorCode, errorMessage, OutpostError } from '../../runtime/errors.js'
 import { guardPacketSize } from '../../runtime/bridges/mqtt/packet-size-guard.js'
@@ -30,6 +30,10 @@ export interface BrokerStats {
   slowClientsCut: number
   /** Messages being delivered right now. */
   inFlight: number
+  /** Messages held back now until those published before them are delivered (see broker-emitter.ts). */
+  heldForOrder: number
+  /** Times a message stopped waiting for one published before it that never came (5 s). */
+  orderWaitsGivenUp: number
 }
 
 /** One more listener on the same broker: its port and the URL clients use. */
@@ -89,6 +93,13 @@ export interface MqttBrokerOptions {
   onRefusedConnection?(info: { listener: ListenerKind; remoteAddress?: string }): void
   /** Told of each client cut off for not reading what the broker had for it. */
   onSlowClient?(info: { clientId?: string; queuedBytes: number }): void
+  /**
+   * A client's QoS 1 PUBLISH is acknowledged (PUBACK) only once the broker has it: retained and
+   * queued for every persistent session in the persistence (default true). aedes on its own sends the PUBACK first and publishes after it,
+   * so a broker killed in between has acknowledged messages it never stored, which the
+   * publisher (a device's outbox) has already forgotten.
+   */
+  acknowledgeAfterStore?: boolean
   aedes?: AedesOptions
 }
 
@@ -150,10 +161,58 @@ export async function startMqttBroker(opts: MqttBrokerOptions = {}): Promise<Mqt
   let slowClientsCut = 0
   const cut = new WeakSet<object>()
   const forward = opts.aedes?.authorizeForward
+  const authorize = opts.aedes?.authorizePublish
   const emitter = new BrokerEmitter()
+  /**
+   * Client PUBLISH packets published before their acknowledgement: aedes' own publish of them
+   * afterwards is skipped, and calls back when the first one is over (delivered), so that aedes
+   * reads the publisher's next packets only then, as it does without this.
+   */
+  const published = new WeakMap<object, { over: boolean; err?: Error; then?: (err?: Error) => void }>()
+  /** aedes' publish with the publishing client (the types leave the client out). */
+  type Publish = (packet: PublishPacket, client: Client | null | ((err?: Error) => void), done?: (err?: Error) => void) => void
+  /** aedes' publish in count order; `stored` is called when the message reaches the emitter (after the persistence took it). */
+  let publish: ((packet: PublishPacket, client: Client | null, done: (err?: Error) => void, stored: () => void) => void) | undefined
   const aedesOptions: AedesOptions = {
     ...opts.aedes,
     mq: emitter,
+    ...(opts.acknowledgeAfterStore === false
+      ? {}
+      : {
+          // Called by aedes between reading a PUBLISH and acknowledging it (handlers/publish.js),
+          // so the publish happens here, and the PUBACK waits for it.
+          authorizePublish(client: Client | null, packet: PublishPacket, callback: (err?: Error | null) => void) {
+            const proceed = (err?: Error | null): void => {
+              if (err != null) return callback(err)
+              // A client's QoS 1 PUBLISH carries a packet id; a will (published by aedes itself) does not.
+              if (packet.qos !== 1 || client === null || typeof packet.messageId !== 'number' || publish === undefined) return callback(null)
+              let answered = false
+              const answer = (err?: Error): void => {
+                if (answered) return
+                answered = true
+                callback(err ?? null)
+              }
+              const run: { over: boolean; err?: Error; then?: (err?: Error) => void } = { over: false }
+              published.set(packet, run)
+              publish(
+                packet,
+                client,
+                (failed?: Error) => {
+                  run.over = true
+                  run.err = failed
+                  run.then?.(failed)
+                  // Not stored: no PUBACK, the connection is closed and the client sends the message again.
+                  answer(failed)
+                },
+                // Stored (retained, queued in the persistence for every session it goes to): the PUBACK
+                // goes now; delivery to connected subscribers goes on.
+                () => answer(),
+              )
+            }
+            if (authorize === undefined) proceed(null)
+            else authorize(client as Client, packet, proceed)
+          },
+        }),
     ...(opts.maxTopicLevels === undefined ? {} : { maxTopicLevels: opts.maxTopicLevels }),
     // Called for every delivery, before aedes writes it: where a client that does not read is held to its limit.
     authorizeForward(client: Client, packet: AedesPublishPacket) {
@@ -179,6 +238,34 @@ export async function startMqttBroker(opts: MqttBrokerOptions = {}): Promise<Mqt
     },
   }
   const aedes = await Aedes.createBroker(aedesOptions)
+  // Every message in count order (see BrokerEmitter): the emitter is told the number each publish
+  // takes (the Packet aedes makes first thing in publish takes ++counter) and when it is over,
+  // delivered or not. Packets aedes numbers outside publish (retained messages sent to a new
+  // subscriber) never reach the emitter and are not waited for.
+  const counterOf = (): number => (aedes as unknown as { counter: number }).counter
+  const original = (aedes.publish as unknown as Publish).bind(aedes)
+  const counted = (packet: PublishPacket, client: Client | null | ((err?: Error) => void), done?: (err?: Error) => void, stored?: () => void): void => {
+    const cb = typeof client === 'function' ? client : done
+    const n = counterOf() + 1
+    emitter.begin(n, stored)
+    original(packet, typeof client === 'function' ? null : client, (err?: Error) => {
+      // Refused before it was numbered (called back at once, nothing numbered since): no message n is coming.
+      if (counterOf() < n) emitter.cancel(n)
+      else emitter.end(n)
+      cb?.(err)
+    })
+  }
+  publish = counted
+  // The instance's own publish, not aedes' code: a packet published before its PUBACK is not published again.
+  const skipping: Publish = (packet, client, done) => {
+    const run = published.get(packet)
+    if (run === undefined) return counted(packet, client, done)
+    published.delete(packet)
+    const cb = typeof client === 'function' ? client : done
+    if (run.over) cb?.(run.err)
+    else run.then = cb
+  }
+  aedes.publish = skipping as unknown as Aedes['publish']
 
   const conns = new Set<Duplex>()
   /** Counts a new connection, or closes it at once when the limit is reached. */
@@ -307,7 +394,7 @@ export async function startMqttBroker(opts: MqttBrokerOptions = {}): Promise<Mqt
     get oversizedPackets() {
       return oversizedPackets
     },
-    stats: () => ({ connections: conns.size, refusedConnections, oversizedPackets, droppedQos0, slowClientsCut, inFlight: emitter.current }),
+    stats: () => ({ connections: conns.size, refusedConnections, oversizedPackets, droppedQos0, slowClientsCut, inFlight: emitter.current, heldForOrder: emitter.waiting, orderWaitsGivenUp: emitter.gaveUp }),
     close() {
       closed ??= closeAll()
       return closed

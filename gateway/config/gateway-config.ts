@@ -29,6 +29,14 @@ export interface GatewayConfig {
     maxTopicLevels: number
     /** Most clients connected at once (default 10 000); one more is refused at once. */
     maxConnections: number
+    /**
+     * Most QoS 1/2 messages queued for one client, in flight to it or waiting for its persistent
+     * session to come back (default 10 000; 0: no limit). Beyond, new messages for it are not
+     * kept, counted and logged. With `persistence: sqlite`.
+     */
+    sessionMaxMessages: number
+    /** Most payload bytes queued for one client (default 64 MiB; 0: no limit), as `sessionMaxMessages`. */
+    sessionMaxBytes: number
     /** MQTT over TLS (`mqtts://`), when set. */
     tls?: { port: number; certFile: string; keyFile: string; caFile?: string }
     /** MQTT over WebSocket, when set. */
@@ -66,7 +74,7 @@ export const DEFAULT_ROLES: Record<string, RoleConfig> = { [DEFAULT_ROLE]: { sub
 /** The development defaults: what the gateway runs on with no config file. */
 export function defaultGatewayConfig(): GatewayConfig {
   return {
-    mqtt: { host: '127.0.0.1', port: 1883, maxPacketBytes: 1024 * 1024, maxTopicLevels: 16, maxConnections: 10_000 },
+    mqtt: { host: '127.0.0.1', port: 1883, maxPacketBytes: 1024 * 1024, maxTopicLevels: 16, maxConnections: 10_000, sessionMaxMessages: 10_000, sessionMaxBytes: 64 * 1024 * 1024 },
     auth: { enabled: false, roles: structuredClone(DEFAULT_ROLES) },
     persistence: 'memory',
     http: { enabled: false, host: '127.0.0.1', port: 8080 },

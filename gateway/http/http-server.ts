@@ -8,6 +8,7 @@ import { collectDefaultMetrics, Counter, Gauge, Registry as MetricsRegistry } fr
 import { ErrorCode, errorMessage, OutpostError } from '../../runtime/errors.js'
 import type { AuthStats } from '../auth/broker-auth.js'
 import type { BrokerStats, MqttBroker } from '../broker/mqtt-broker.js'
+import type { SessionQueueStats } from '../persistence/sqlite-persistence.js'
 import type { Registry } from '../registry/registry.js'
 import { MESSAGE_KINDS, type Traffic } from './traffic.js'
 
@@ -19,6 +20,8 @@ export interface GatewayView {
   databaseWritable(): boolean
   registry: Registry
   auth(): AuthStats
+  /** Queues of the broker's clients (with broker.db; undefined with an in-memory broker state). */
+  sessions?(): SessionQueueStats | undefined
 }
 
 export interface HttpServer {
@@ -107,6 +110,11 @@ function gatewayMetrics(view: GatewayView, traffic: Traffic | undefined): Metric
   follow('outpost_gateway_broker_refused_connections_total', 'Connections closed at accept: the connection limit was reached.', [], () => [[{}, brokerStats()?.refusedConnections ?? 0]])
   follow('outpost_gateway_broker_oversized_packets_total', 'Connections closed for a packet over the size limit.', [], () => [[{}, brokerStats()?.oversizedPackets ?? 0]])
   follow('outpost_gateway_broker_dropped_qos0_total', 'QoS 0 messages not sent to a client that did not read fast enough.', [], () => [[{}, brokerStats()?.droppedQos0 ?? 0]])
+  gauge('outpost_gateway_session_queued_messages', 'QoS 1/2 messages queued for clients (in flight, or for persistent sessions that are away).', () => view.sessions?.()?.queued ?? 0)
+  gauge('outpost_gateway_session_queued_bytes', 'Payload and topic bytes of those messages.', () => view.sessions?.()?.queuedBytes ?? 0)
+  follow('outpost_gateway_session_dropped_total', 'Messages not queued for a client whose queue was full (mqtt.sessionMaxMessages, mqtt.sessionMaxBytes).', [], () => [[{}, view.sessions?.()?.dropped ?? 0]])
+  gauge('outpost_gateway_broker_held_for_order', 'Messages held back until those published before them are delivered.', () => brokerStats()?.heldForOrder ?? 0)
+  follow('outpost_gateway_broker_order_waits_given_up_total', 'Messages that stopped waiting for one published before them that never came.', [], () => [[{}, brokerStats()?.orderWaitsGivenUp ?? 0]])
   follow('outpost_gateway_broker_slow_clients_cut_total', 'Clients cut off with too many QoS 1 bytes waiting for them.', [], () => [[{}, brokerStats()?.slowClientsCut ?? 0]])
   if (traffic !== undefined) {
     const sides = (field: 'messages' | 'bytes'): [Record<'direction' | 'kind', string>, number][] => {

@@ -1,8 +1,9 @@
 import { createRequire } from 'node:module'
 import { Readable } from 'node:stream'
 import type { Logger } from 'pino'
-import { ErrorCode, OutpostError } from '../../runtime/errors.js'
+import { ErrorCode, errorCode, errorMessage, OutpostError } from '../../runtime/errors.js'
 import { openDeviceDatabase, type DeviceDatabase, type Migration } from '../../runtime/stores/sqlite/index.js'
+import { diskIsFull } from '../../runtime/stores/sqlite/store-error.js'
 
 // The broker's state in its own SQLite file, `<dataDir>/broker.db`, for aedes 1.x (which calls
 // the promise API of aedes-persistence; see node_modules/aedes-persistence/asyncPersistence.js,
@@ -85,6 +86,8 @@ interface BrokerLike {
 interface Queued {
   seq: number
   packet: StoredPacket
+  /** What it counts for in its client's byte budget (kept: a PUBREL takes the place of its PUBLISH). */
+  bytes: number
 }
 
 /** broker.db's schema, oldest first. Append only: never edit a released step. */
@@ -169,6 +172,28 @@ export interface SqlitePersistenceOptions {
    * refused and aedes closes the connection. Each is held in memory and in the file until then.
    */
   maxIncomingPerClient?: number
+  /**
+   * Most QoS 1 and 2 messages queued for one client (in flight to it, or waiting for its
+   * persistent session to come back), default 10 000; 0: no limit. A message for a client whose
+   * queue is full is not queued for it (counted in `stats().dropped`; the client's later messages
+   * still are once its queue shrinks), as Mosquitto's `max_queued_messages` does. A connected
+   * client whose queue is full is disconnected: it gets what is queued when it returns.
+   */
+  maxQueuedMessages?: number
+  /** Most payload and topic bytes queued for one client, default 64 MiB; 0: no limit. As `maxQueuedMessages`. */
+  maxQueuedBytes?: number
+  /** Shortest time between two log lines about one client's full queue, ms (default 60 000). */
+  logIntervalMs?: number
+}
+
+/** How the queues of persistent sessions stand, for metrics. */
+export interface SessionQueueStats {
+  /** Messages queued over all clients now. */
+  queued: number
+  /** Their payload and topic bytes. */
+  queuedBytes: number
+  /** Messages not queued for a client since start, its queue being full. */
+  dropped: number
 }
 
 /**
@@ -192,6 +217,16 @@ export class SqlitePersistence {
    */
   #lastList: { subs: object; clientId: string } | undefined
   readonly #outgoing = new Map<string, Queued[]>()
+  /** Bytes queued per client (payload and topic), beside `#outgoing`. */
+  readonly #outgoingBytes = new Map<string, number>()
+  readonly #maxQueued: number
+  readonly #maxQueuedBytes: number
+  readonly #logIntervalMs: number
+  /** When a client's full queue was last logged. */
+  readonly #fullLogged = new Map<string, number>()
+  #queued = 0
+  #queuedBytes = 0
+  #dropped = 0
   readonly #incoming = new Map<string, Map<number, StoredPacket>>()
   readonly #maxIncoming: number
   readonly #wills = new Map<string, StoredPacket>()
@@ -203,11 +238,19 @@ export class SqlitePersistence {
   #waiting: { resolve: () => void; reject: (err: unknown) => void }[] = []
   #flushScheduled = false
   #closed = false
+  /** The commits failing since `since` (full, read-only or locked disk), until one goes through. */
+  #failure: { code: ErrorCode; since: number; failures: number; logged: boolean } | undefined
+  /** When a failure of each code was last logged, and how many came since without a line. */
+  readonly #failLogged = new Map<ErrorCode, { at: number; unlogged: number }>()
+  #probedAt = 0
   readonly #stmt
 
   constructor(opts: SqlitePersistenceOptions) {
     this.#log = opts.log
     this.#maxIncoming = opts.maxIncomingPerClient ?? 64
+    this.#maxQueued = opts.maxQueuedMessages ?? DEFAULT_MAX_QUEUED_MESSAGES
+    this.#maxQueuedBytes = opts.maxQueuedBytes ?? DEFAULT_MAX_SESSION_BYTES
+    this.#logIntervalMs = opts.logIntervalMs ?? 60_000
     // Synchronous NORMAL in WAL: a commit survives the process being killed (kill -9); a power
     // cut may take the last ones (see the top of this file and docs/gateway.md).
     this.#database = openDeviceDatabase({ path: opts.path, migrations: BROKER_MIGRATIONS, synchronous: 'NORMAL', onCorrupt: 'fresh' })
@@ -244,7 +287,10 @@ export class SqlitePersistence {
       this.#addSub(r.client_id, r.topic, JSON.parse(r.record) as SubRecord)
     }
     for (const r of db.prepare('SELECT seq, client_id, meta, payload FROM outgoing ORDER BY seq').all() as (Row & { seq: number; client_id: string })[]) {
-      queueOf(this.#outgoing, r.client_id).push({ seq: r.seq, packet: decodePacket(r.meta, r.payload) })
+      const packet = decodePacket(r.meta, r.payload)
+      const bytes = packetBytes(packet)
+      queueOf(this.#outgoing, r.client_id).push({ seq: r.seq, packet, bytes })
+      this.#countQueued(r.client_id, bytes, 1)
       this.#nextSeq = r.seq + 1
     }
     for (const r of db.prepare('SELECT client_id, message_id, meta, payload FROM incoming').all() as (Row & { client_id: string; message_id: number })[]) {
@@ -267,6 +313,16 @@ export class SqlitePersistence {
     return done
   }
 
+  /**
+   * A write of delivery bookkeeping (a packet id given, a message acknowledged): memory is right
+   * already, and a failed commit only means the message may be sent again after a restart. It
+   * does not fail the delivery: on a full disk every delivery failed, and a returning session
+   * was cut off again and again without ever getting its queue (the failure is logged by #flush).
+   */
+  #bookkeeping(fn: () => void): Promise<void> {
+    return this.#write(fn).catch(() => {})
+  }
+
   /** Commits every queued write in one transaction, then settles their promises. */
   #flush(): void {
     this.#flushScheduled = false
@@ -280,12 +336,77 @@ export class SqlitePersistence {
         for (const w of writes) w()
       })
     } catch (err) {
-      // The state in memory is ahead of the file now; what waits is told, and the broker goes on.
-      this.#log?.error({ err: String((err as Error).message ?? err) }, 'broker database write failed')
+      // The state in memory is ahead of the file now; what waits is told (a QoS 1 PUBLISH gets no
+      // PUBACK, its client is disconnected and sends it again), and the broker goes on.
+      this.#writeFailed(err)
       for (const w of waiting) w.reject(err)
       return
     }
+    if (this.#failure !== undefined) this.#writable()
     for (const w of waiting) w.resolve()
+  }
+
+  /**
+   * Notes a commit that failed. On a full, read-only or locked disk every turn with a write fails,
+   * hundreds a second under a flood, and a disk with a little room fails and succeeds by turns:
+   * each code is logged at most once a minute, with the count of failures the line stands for,
+   * so the log cannot fill what is left of the disk.
+   */
+  #writeFailed(err: unknown): void {
+    const code = errorCode(err)
+    const now = Date.now()
+    if (this.#failure?.code !== code) this.#failure = { code, since: now, failures: 0, logged: false }
+    const f = this.#failure
+    f.failures++
+    const last = this.#failLogged.get(code)
+    if (last !== undefined && now - last.at < this.#logIntervalMs) {
+      last.unlogged++
+      return
+    }
+    this.#failLogged.set(code, { at: now, unlogged: 0 })
+    f.logged = true
+    this.#log?.error(
+      { code, err: errorMessage(err), count: (last?.unlogged ?? 0) + 1, since: new Date(f.since).toISOString() },
+      `${code}: broker database cannot be written; QoS 1 messages are not acknowledged and state changes not kept until it can`,
+    )
+  }
+
+  /** A commit went through again after failures: said when the failure was. */
+  #writable(): void {
+    const f = this.#failure!
+    this.#failure = undefined
+    if (f.logged) this.#log?.warn({ code: f.code, failures: f.failures, forMs: Date.now() - f.since }, 'broker database takes writes again')
+  }
+
+  /**
+   * Whether broker.db takes commits now, for readiness. After a failed commit it is not, until a
+   * commit goes through; with no traffic none would, so this tries one itself (at most once a
+   * second, without waiting for a lock): PRAGMA user_version set to what it is, which writes the
+   * header page like any change and alters nothing. After STORE_FULL the disk must also have
+   * room again: the failed commit left log space behind that a one-page commit fits in, while
+   * the next message does not.
+   */
+  writable(): boolean {
+    if (this.#closed) return false
+    if (this.#failure === undefined) return true
+    if (this.#failure.code === ErrorCode.STORE_FULL && diskIsFull(this.#database.path)) return false
+    const now = Date.now()
+    if (now - this.#probedAt < 1_000) return false
+    this.#probedAt = now
+    const db = this.#database.db
+    if (db.inTransaction) return false
+    const busy = db.pragma('busy_timeout', { simple: true }) as number
+    try {
+      db.pragma('busy_timeout = 0')
+      const version = db.pragma('user_version', { simple: true }) as number
+      this.#database.transaction(() => db.pragma(`user_version = ${version}`))
+    } catch {
+      return false
+    } finally {
+      db.pragma(`busy_timeout = ${busy}`)
+    }
+    this.#writable()
+    return true
   }
 
   /** The broker (aedes calls it from `listen`, each time a broker starts on this persistence). */
@@ -420,23 +541,68 @@ export class SqlitePersistence {
 
   // Outgoing: QoS 1 and 2 packets queued for a client and in flight to it.
 
-  /** Queues a copy of the packet for one client; @returns its row's write */
-  #enqueue(clientId: string, packet: StoredPacket): () => void {
-    const queued = { seq: this.#nextSeq++, packet: new Packet(packet) }
+  /** Adds a message of `bytes` to a client's queue counts (`sign` 1), or takes one away (-1). */
+  #countQueued(clientId: string, bytes: number, sign: 1 | -1): void {
+    this.#queued += sign
+    this.#queuedBytes += sign * bytes
+    const left = (this.#outgoingBytes.get(clientId) ?? 0) + sign * bytes
+    if (left > 0) this.#outgoingBytes.set(clientId, left)
+    else this.#outgoingBytes.delete(clientId)
+  }
+
+  /** Whether a client's queue has room for a message of `bytes`; counts and logs (once a while) when not. */
+  #hasRoom(clientId: string, bytes: number): boolean {
+    const count = this.#outgoing.get(clientId)?.length ?? 0
+    const held = this.#outgoingBytes.get(clientId) ?? 0
+    const full = (this.#maxQueued > 0 && count >= this.#maxQueued) || (this.#maxQueuedBytes > 0 && count > 0 && held + bytes > this.#maxQueuedBytes)
+    if (!full) return true
+    this.#dropped++
+    const now = Date.now()
+    const last = this.#fullLogged.get(clientId)
+    if (last === undefined || now - last >= this.#logIntervalMs) {
+      this.#fullLogged.set(clientId, now)
+      if (this.#fullLogged.size > 10_000) this.#fullLogged.clear()
+      this.#log?.warn(
+        { clientId, queued: count, queuedBytes: held, maxQueuedMessages: this.#maxQueued, maxQueuedBytes: this.#maxQueuedBytes, droppedSinceStart: this.#dropped },
+        'queue of a client is full: new QoS 1/2 messages for it are not kept until it takes some',
+      )
+    }
+    return false
+  }
+
+  /** Queues a copy of the packet for one client; @returns its row's write, or undefined when its queue is full */
+  #enqueue(clientId: string, packet: StoredPacket): (() => void) | undefined {
+    const bytes = packetBytes(packet)
+    if (!this.#hasRoom(clientId, bytes)) return undefined
+    const queued = { seq: this.#nextSeq++, packet: new Packet(packet), bytes }
     queueOf(this.#outgoing, clientId).push(queued)
+    this.#countQueued(clientId, bytes, 1)
     const [meta, payload] = encode(queued.packet)
     return () => this.#stmt.putOutgoing.run(queued.seq, clientId, meta, payload)
   }
 
   async outgoingEnqueue(sub: { clientId: string }, packet: StoredPacket): Promise<void> {
-    return this.#write(this.#enqueue(sub.clientId, packet))
+    const row = this.#enqueue(sub.clientId, packet)
+    // aedes then sends it to the (connected) client, and finds it missing: it closes the connection.
+    if (row === undefined) return
+    return this.#write(row)
   }
 
   async outgoingEnqueueCombi(subs: { clientId: string }[], packet: StoredPacket): Promise<void> {
-    const rows = subs.map((s) => this.#enqueue(s.clientId, packet))
+    const rows: (() => void)[] = []
+    for (const s of subs) {
+      const row = this.#enqueue(s.clientId, packet)
+      if (row !== undefined) rows.push(row)
+    }
+    if (rows.length === 0) return
     return this.#write(() => {
       for (const row of rows) row()
     })
+  }
+
+  /** How the queues stand (see SessionQueueStats). */
+  stats(): SessionQueueStats {
+    return { queued: this.#queued, queuedBytes: this.#queuedBytes, dropped: this.#dropped }
   }
 
   async outgoingUpdate(client: Client, packet: StoredPacket): Promise<void> {
@@ -448,7 +614,7 @@ export class SqlitePersistence {
           // The packet id it goes out with.
           held.messageId = packet.messageId
           const [meta] = encode(held)
-          return this.#write(() => this.#stmt.setOutgoingMeta.run(meta, q.seq))
+          return this.#bookkeeping(() => this.#stmt.setOutgoingMeta.run(meta, q.seq))
         }
         // Packet ids wrap at 65,535: a different counter with the same id is another message; go on.
       } else if (held.messageId === packet.messageId) {
@@ -456,7 +622,7 @@ export class SqlitePersistence {
         q.packet = packet
         const [meta, payload] = encode(packet)
         const id = client.id
-        return this.#write(() => this.#stmt.putOutgoing.run(q.seq, id, meta, payload))
+        return this.#bookkeeping(() => this.#stmt.putOutgoing.run(q.seq, id, meta, payload))
       }
     }
     throw new Error('no such packet')
@@ -469,7 +635,8 @@ export class SqlitePersistence {
     if (i < 0) return undefined
     const [q] = queue.splice(i, 1)
     if (queue.length === 0) this.#outgoing.delete(client.id)
-    await this.#write(() => this.#stmt.delOutgoing.run(q!.seq))
+    this.#countQueued(client.id, q!.bytes, -1)
+    await this.#bookkeeping(() => this.#stmt.delOutgoing.run(q!.seq))
     return q!.packet
   }
 
@@ -556,6 +723,17 @@ export class SqlitePersistence {
   close(): Promise<void> {
     return this.destroy()
   }
+}
+
+/** Default most messages queued for one client. */
+export const DEFAULT_MAX_QUEUED_MESSAGES = 10_000
+/** Default most bytes queued for one client: 64 MiB. */
+export const DEFAULT_MAX_SESSION_BYTES = 64 * 1024 * 1024
+
+/** What a queued message counts for in its client's byte budget: payload and topic. */
+function packetBytes(p: StoredPacket): number {
+  const payload = typeof p.payload === 'string' ? Buffer.byteLength(p.payload) : (p.payload?.length ?? 0)
+  return payload + Buffer.byteLength(p.topic ?? '')
 }
 
 function queueOf(map: Map<string, Queued[]>, clientId: string): Queued[] {

@@ -9,6 +9,8 @@ const port = Number(process.env.PORT)
 if (dataDir === undefined || !Number.isInteger(port)) throw new Error('DATA_DIR and PORT are required')
 const config = { ...defaultGatewayConfig(), dataDir, persistence: 'sqlite' as const }
 config.auth = { ...config.auth, enabled: false }
+// SESSION_MAX_MESSAGES: the bound of one client's queue (0: none), for floods larger than the default's 10,000.
+if (process.env.SESSION_MAX_MESSAGES !== undefined) config.mqtt.sessionMaxMessages = Number(process.env.SESSION_MAX_MESSAGES)
 const gw = await startGateway({ config, port, host: '127.0.0.1', logger: pino({ level: 'warn' }, pino.destination(2)) })
 process.once('SIGTERM', () => {
   void gw.close().then(() => process.exit(0))

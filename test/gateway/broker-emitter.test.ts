@@ -104,4 +104,62 @@ describe('broker emitter', () => {
     const err = await new Promise<Error | undefined>((r) => e.emit(msg('r', 3), r))
     expect(err).toBeInstanceOf(Error)
   })
+
+  it('delivers messages in the order aedes numbered them, holding one back until those before it are out or over', () => {
+    const e = new BrokerEmitter()
+    const got: number[] = []
+    e.on('t/#', (m, done) => {
+      got.push(m.brokerCounter as number)
+      done()
+    })
+    const numbered = (n: number): EmittedMessage => ({ topic: 't/x', brokerCounter: n })
+    e.begin(1)
+    e.begin(2)
+    e.begin(3)
+    e.begin(4)
+    // 3 and 2 come before 1 (1 waits for its store): held.
+    e.emit(numbered(3))
+    e.emit(numbered(2))
+    expect(got).toEqual([])
+    expect(e.waiting).toBe(2)
+    e.emit(numbered(1))
+    expect(got).toEqual([1, 2, 3])
+    // 4 is never emitted (its publish failed): what comes after it does not wait once it is over.
+    e.begin(5)
+    e.emit(numbered(5))
+    expect(got).toEqual([1, 2, 3])
+    e.end(4)
+    expect(got).toEqual([1, 2, 3, 5])
+    // A publish refused before it was numbered takes its number back.
+    e.begin(6)
+    e.begin(7)
+    e.emit(numbered(7))
+    e.cancel(6)
+    expect(got).toEqual([1, 2, 3, 5, 7])
+    // A message no begin announced (numbered outside publish) is not held.
+    e.begin(8)
+    e.emit(numbered(100))
+    expect(got).toEqual([1, 2, 3, 5, 7, 100])
+    expect(e.waiting).toBe(0)
+  })
+
+  it('gives up waiting for a message that never comes, after orderWaitMs', async () => {
+    const e = new BrokerEmitter({ orderWaitMs: 50 })
+    const got: number[] = []
+    e.on('t', (m, done) => {
+      got.push(m.brokerCounter as number)
+      done()
+    })
+    e.begin(1)
+    e.begin(2)
+    e.emit({ topic: 't', brokerCounter: 2 })
+    expect(got).toEqual([])
+    await until(() => got.length === 1, 5_000)
+    expect(got).toEqual([2])
+    expect(e.gaveUp).toBe(1)
+    // The late one still goes out when it comes.
+    e.emit({ topic: 't', brokerCounter: 1 })
+    expect(got).toEqual([2, 1])
+    e.close(() => {})
+  })
 })

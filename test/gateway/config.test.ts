@@ -39,6 +39,8 @@ mqtt:
   maxPacketBytes: 65536
   maxTopicLevels: 12
   maxConnections: 500
+  sessionMaxMessages: 2000
+  sessionMaxBytes: 0
   tls: { port: 8883, certFile: certs/gw.crt, keyFile: /etc/outpost/gw.key }
   websocket: { port: 8083, path: /mqtt }
 auth:
@@ -70,6 +72,8 @@ describe('loadGatewayConfig: valid files', () => {
       maxPacketBytes: 65536,
       maxTopicLevels: 12,
       maxConnections: 500,
+      sessionMaxMessages: 2000,
+      sessionMaxBytes: 0,
       tls: { port: 8883, certFile: path.join(dir, 'certs/gw.crt'), keyFile: '/etc/outpost/gw.key' },
       websocket: { port: 8083, path: '/mqtt' },
     })

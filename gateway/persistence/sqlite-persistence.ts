@@ -253,7 +253,10 @@ export class SqlitePersistence {
     this.#logIntervalMs = opts.logIntervalMs ?? 60_000
     // Synchronous NORMAL in WAL: a commit survives the process being killed (kill -9); a power
     // cut may take the last ones (see the top of this file and docs/gateway.md).
-    this.#database = openDeviceDatabase({ path: opts.path, migrations: BROKER_MIGRATIONS, synchronous: 'NORMAL', onCorrupt: 'fresh' })
+    // A short busy wait: better-sqlite3 waits synchronously, and another process holding broker.db
+    // (someone's sqlite3 shell) froze MQTT and HTTP for 5 s per commit. A commit that gives up
+    // fails its writes: no PUBACK, the clients send again.
+    this.#database = openDeviceDatabase({ path: opts.path, migrations: BROKER_MIGRATIONS, synchronous: 'NORMAL', onCorrupt: 'fresh', busyTimeoutMs: 200 })
     if (this.#database.quarantinedTo !== undefined) {
       this.#log?.warn({ path: opts.path, movedTo: this.#database.quarantinedTo, reason: this.#database.quarantineReason }, 'broker database was damaged: moved aside, the broker starts with no sessions, retained messages or queues')
     }

@@ -610,7 +610,10 @@ export class SqlitePersistence {
 
   async outgoingUpdate(client: Client, packet: StoredPacket): Promise<void> {
     const queue = this.#outgoing.get(client.id) ?? []
-    for (const q of queue) {
+    // From the newest: a message is sent (and given its packet id) just after it was queued, and
+    // a subscriber with a thousand in flight made a scan from the oldest cost a thousand steps.
+    for (let i = queue.length - 1; i >= 0; i--) {
+      const q = queue[i]!
       const held = q.packet
       if (held.brokerId === packet.brokerId) {
         if (held.brokerCounter === packet.brokerCounter) {

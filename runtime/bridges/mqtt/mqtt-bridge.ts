@@ -116,7 +116,10 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
     const targets = routes.match(topic)
     if (targets.length === 0) return undefined
     const id = packet.messageId
-    const again = packet.dup === true || (suspects !== undefined && id !== undefined && suspects.delete(id))
+    // The suspect id is used up by this packet even when it carries DUP: left in the set, it would
+    // mark the next new packet that reuses the id as redelivered (nats-server resends with DUP).
+    const suspect = suspects !== undefined && id !== undefined && suspects.delete(id)
+    const again = packet.dup === true || suspect
     const frame = new MqttFrame(topic, payload, packet.retain === true, again)
     let waits: Promise<void>[] | undefined
     for (const sub of targets) {
@@ -270,6 +273,14 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   const subscribeOnBroker = (c: MqttClient, filters: string[]): Promise<void> =>
     new Promise((resolve, reject) => {
       c.subscribe(filters, { qos: 1 }, (err, granted) => {
+        // MQTT.js 5 turns a SUBACK that refuses a filter (0x80) into an error carrying the packet,
+        // whose message ("Unspecified error") names no filter; the log should say which one
+        // (nats-server refuses any filter with a '.' or a space in a level, e.g. a version "1.0").
+        const codes = (err as { packet?: { granted?: unknown } } | undefined)?.packet?.granted
+        if (err && Array.isArray(codes)) {
+          const named = filters.filter((_, i) => codes[i] === 128)
+          if (named.length > 0) return reject(new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `broker refused subscription to ${named.join(', ')}`, { cause: err }))
+        }
         if (err) return reject(new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `subscribe failed: ${err.message}`, { cause: err, retryable: true }))
         const refused = (granted ?? []).filter((g) => g.qos === 128)
         if (refused.length > 0) {

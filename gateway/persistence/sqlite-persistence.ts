@@ -593,7 +593,15 @@ export class SqlitePersistence {
 
   async outgoingEnqueueCombi(subs: { clientId: string }[], packet: StoredPacket): Promise<void> {
     const rows: (() => void)[] = []
+    // Once per client: a client whose filters overlap (`a/#` and `a/+`) is matched once per
+    // filter. aedes sends it one copy and drops the other as a duplicate, clearing the queue
+    // entry of the oldest message not yet sent in its place: that message was never delivered.
+    const seen = subs.length > 1 ? new Set<string>() : undefined
     for (const s of subs) {
+      if (seen !== undefined) {
+        if (seen.has(s.clientId)) continue
+        seen.add(s.clientId)
+      }
       const row = this.#enqueue(s.clientId, packet)
       if (row !== undefined) rows.push(row)
     }
@@ -635,6 +643,11 @@ export class SqlitePersistence {
   }
 
   async outgoingClearMessageId(client: Client, packet: StoredPacket): Promise<StoredPacket | undefined> {
+    // aedes clears a copy it did not send (a duplicate through a second matching filter) by the
+    // copy's packet id, which it never got: the first queued message without one would go
+    // instead, never delivered. The message is queued once per client (outgoingEnqueueCombi),
+    // for the copy that is sent, so there is nothing to clear.
+    if (packet.messageId === undefined || packet.messageId === null) return undefined
     const queue = this.#outgoing.get(client.id)
     if (queue === undefined) return undefined
     const i = queue.findIndex((q) => q.packet.messageId === packet.messageId)

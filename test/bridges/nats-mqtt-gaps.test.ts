@@ -182,8 +182,13 @@ describe('nats-server MQTT (2.9.10): persistent sessions', () => {
     ack(received[1]!)
   })
 
-  it('marks only the copy sent again as redelivered, not the next new message that reuses its packet id', async () => {
-    const n = await nats({ mqtt: ['ack_wait: "1s"'] })
+  /**
+   * A bridge (through a cuttable proxy) that takes one QoS 1 message on `h/x` and never
+   * acknowledges it, then loses its connection; later frames are acknowledged. `ack_wait` is the
+   * server's time before it sends an unacknowledged message again.
+   */
+  const heldThenCut = async (ackWait: string) => {
+    const n = await nats({ mqtt: [`ack_wait: "${ackWait}"`] })
     const proxy = await proxyTo(n.url)
     const pub = await client(n.url, { clientId: 'pub' })
     const b = createMqttBridge({ url: proxy.url, deviceId: 'sub', reconnect: fast })
@@ -199,6 +204,11 @@ describe('nats-server MQTT (2.9.10): persistent sessions', () => {
     await until(() => got.length === 1)
     hold = false
     proxy.cut()
+    return { pub, b, got }
+  }
+
+  it('marks only the copy sent again as redelivered, not the next new message that reuses its packet id', async () => {
+    const { pub, b, got } = await heldThenCut('1s')
     // The copy (DUP set) comes once ack_wait ran out; then a new message, which nats-server gives
     // the packet id just freed.
     await until(() => got.length === 2, 10_000)
@@ -235,23 +245,7 @@ describe('nats-server MQTT (2.9.10): persistent sessions', () => {
 
   it('sends a QoS 1 message left unacknowledged at a connection loss again only when ack_wait runs out, not when the session resumes', { timeout: 60_000 }, async () => {
     // Long enough for the reconnect and the next publish to come first, short enough for the test.
-    const n = await nats({ mqtt: ['ack_wait: "8s"'] })
-    const proxy = await proxyTo(n.url)
-    const pub = await client(n.url, { clientId: 'pub' })
-    const b = createMqttBridge({ url: proxy.url, deviceId: 'sub', reconnect: fast })
-    cleanup(() => b.close({ drainMs: 100 }))
-    await b.connect()
-    const got: [string, boolean][] = []
-    let hold = true
-    await b.subscribe('h/x', (f) => {
-      got.push([new TextDecoder().decode(f.payload), f.redelivered])
-      // The first delivery's acknowledgement is held, so the loss leaves it unacknowledged.
-      return hold ? new Promise<void>(() => {}) : undefined
-    })
-    await pub.publishAsync('h/x', 'held', { qos: 1 })
-    await until(() => got.length === 1)
-    hold = false
-    proxy.cut()
+    const { pub, b, got } = await heldThenCut('8s')
     await until(() => b.status.type === 'connected' && got.length >= 1, 10_000)
     // After the session resumed, a newer message comes first: Mosquitto and aedes would have sent
     // 'held' again at once [MQTT-4.4.0-1]; NATS waits for ack_wait (default 30 s).

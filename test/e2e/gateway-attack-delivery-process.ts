@@ -2,16 +2,13 @@
 // `node bin/outpost.js gateway --config <file>` with authentication off, broker state in
 // broker.db, MQTT and HTTP on free ports; its URLs come from the "gateway ready" log line.
 // Unlike gateway-attack-process.ts it takes the whole `mqtt:` section, for the session queue bounds.
-import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import type { ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
+import { rssOf, startGatewayCli } from '../helpers/gateway-cli.js'
 import { until } from '../helpers/wait.js'
 
-// Variables a developer may have set that would change the gateway these tests start.
-const CLEAN_ENV: Record<string, string> = Object.fromEntries(
-  ['OUTPOST_MQTT_PORT', 'OUTPOST_MQTT_HOST', 'OUTPOST_GATEWAY_DATA_DIR', 'OUTPOST_HTTP_PORT', 'OUTPOST_HTTP_HOST', 'OUTPOST_HTTP_TOKEN', 'OUTPOST_AUTH', 'OUTPOST_GATEWAY_CONFIG', 'OUTPOST_LOG_LEVEL', 'OUTPOST_LOG_FORMAT'].map((k) => [k, '']),
-)
 
 export interface DeliveryGateway {
   readonly dir: string
@@ -37,7 +34,7 @@ export async function startDeliveryGateway(opts: { mqtt?: string; persistence?: 
   const configFile = path.join(dir, 'gateway.yaml')
   const lines: string[] = []
   let child!: ChildProcess
-  let exited = false
+  let exited = (): boolean => false
   let mqttPort = 0
   let httpPort = 0
   const write = (): void =>
@@ -47,29 +44,10 @@ export async function startDeliveryGateway(opts: { mqtt?: string; persistence?: 
     )
   const launch = async (): Promise<{ url: string; http: string }> => {
     write()
-    exited = false
-    const c = spawn(process.execPath, ['bin/outpost.js', 'gateway', '--config', configFile], { env: { ...process.env, ...CLEAN_ENV }, stdio: ['ignore', 'pipe', 'pipe'] })
-    child = c
-    c.on('exit', () => {
-      if (child === c) exited = true
-    })
-    const from = lines.length
-    for (const stream of [c.stdout!, c.stderr!]) {
-      let rest = ''
-      stream.setEncoding('utf8')
-      stream.on('data', (chunk: string) => {
-        const parts = (rest + chunk).split('\n')
-        rest = parts.pop()!
-        lines.push(...parts)
-      })
-    }
-    let ready: { url: string; http: string } | undefined
-    await until(() => {
-      if (exited) throw new Error(`gateway exited: ${lines.slice(from).join('\n')}`)
-      for (const l of lines.slice(from)) if (l.includes('"gateway ready"')) ready = JSON.parse(l) as { url: string; http: string }
-      return ready !== undefined
-    }, 30_000)
-    return ready!
+    const started = await startGatewayCli(configFile, lines)
+    child = started.child
+    exited = started.exited
+    return started
   }
   const first = await launch()
   // The same ports on a restart: clients come back to the address they knew.
@@ -83,11 +61,8 @@ export async function startDeliveryGateway(opts: { mqtt?: string; persistence?: 
       return child
     },
     lines,
-    alive: () => !exited,
-    rssBytes() {
-      const status = readFileSync(`/proc/${child.pid}/status`, 'utf8')
-      return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) * 1024
-    },
+    alive: () => !exited(),
+    rssBytes: () => rssOf(child.pid),
     async metric(name) {
       const text = await (await fetch(`${gw.httpUrl}/metrics`)).text()
       let sum = NaN
@@ -100,14 +75,14 @@ export async function startDeliveryGateway(opts: { mqtt?: string; persistence?: 
     async restart() {
       const c = child
       c.kill('SIGKILL')
-      await until(() => exited, 15_000)
+      await until(() => exited(), 15_000)
       await launch()
     },
     async stop() {
-      if (!exited) {
+      if (!exited()) {
         child.kill('SIGTERM')
         const t = setTimeout(() => child.kill('SIGKILL'), 10_000)
-        await until(() => exited, 15_000).finally(() => clearTimeout(t))
+        await until(() => exited(), 15_000).finally(() => clearTimeout(t))
       }
       rmSync(dir, { recursive: true, force: true })
     },

@@ -1,12 +1,13 @@
 // A real gateway process for the attack tests (test/e2e/gateway-attack-*.test.ts): devices added
 // with the CLI, then `node bin/outpost.js gateway --config <file>` with authentication on, ports 0,
 // an HTTP token and a data folder of its own; its URLs come from the "gateway ready" log line.
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { execFile, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
+import { CLEAN_GATEWAY_ENV, rssOf, startGatewayCli } from '../helpers/gateway-cli.js'
 import { until } from '../helpers/wait.js'
 
 const run = promisify(execFile)
@@ -14,10 +15,6 @@ const run = promisify(execFile)
 /** The HTTP token of every gateway these tests start. */
 export const HTTP_TOKEN = 'attack-test-token-0123456789'
 
-// Variables a developer may have set that would change the gateway these tests start.
-const CLEAN_ENV: Record<string, string> = Object.fromEntries(
-  ['OUTPOST_MQTT_PORT', 'OUTPOST_MQTT_HOST', 'OUTPOST_GATEWAY_DATA_DIR', 'OUTPOST_HTTP_PORT', 'OUTPOST_HTTP_HOST', 'OUTPOST_HTTP_TOKEN', 'OUTPOST_AUTH', 'OUTPOST_GATEWAY_CONFIG', 'OUTPOST_LOG_LEVEL', 'OUTPOST_LOG_FORMAT'].map((k) => [k, '']),
-)
 
 export interface GatewayProcess {
   readonly dir: string
@@ -45,7 +42,7 @@ export interface GatewayProcess {
 /** Runs the CLI to its end. */
 export async function outpost(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; out: string; err: string }> {
   try {
-    const r = await run(process.execPath, ['bin/outpost.js', ...args], { env: { ...process.env, ...CLEAN_ENV, ...env }, timeout: 20_000 })
+    const r = await run(process.execPath, ['bin/outpost.js', ...args], { env: { ...process.env, ...CLEAN_GATEWAY_ENV, ...env }, timeout: 20_000 })
     return { code: 0, out: r.stdout, err: r.stderr }
   } catch (e) {
     const x = e as { code: number | null; stdout: string; stderr: string }
@@ -64,39 +61,19 @@ export async function startGatewayProcess(opts: { devices?: string[]; extra?: st
     if (r.code !== 0) throw new Error(`devices add ${id}: ${r.err}`)
     secrets[id] = (JSON.parse(r.out) as { secret: string }).secret
   }
-  const child = spawn(process.execPath, ['bin/outpost.js', 'gateway', '--config', configFile], { env: { ...process.env, ...CLEAN_ENV }, stdio: ['ignore', 'pipe', 'pipe'] })
   const lines: string[] = []
-  let exited = false
-  child.on('exit', () => (exited = true))
-  for (const stream of [child.stdout!, child.stderr!]) {
-    let rest = ''
-    stream.setEncoding('utf8')
-    stream.on('data', (chunk: string) => {
-      const parts = (rest + chunk).split('\n')
-      rest = parts.pop()!
-      lines.push(...parts)
-    })
-  }
-  let ready: { url: string; http: string } | undefined
-  await until(() => {
-    if (exited) throw new Error(`gateway exited: ${lines.join('\n')}`)
-    for (const l of lines) if (l.includes('"gateway ready"')) ready = JSON.parse(l) as { url: string; http: string }
-    return ready !== undefined
-  }, 30_000)
+  const { child, url, http, exited } = await startGatewayCli(configFile, lines)
   const gw: GatewayProcess = {
     dir,
     dataDir: path.join(dir, 'data'),
     configFile,
-    mqttUrl: ready!.url,
-    httpUrl: ready!.http,
+    mqttUrl: url,
+    httpUrl: http,
     secrets,
     child,
     lines,
-    alive: () => !exited,
-    rssBytes() {
-      const status = readFileSync(`/proc/${child.pid}/status`, 'utf8')
-      return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) * 1024
-    },
+    alive: () => !exited(),
+    rssBytes: () => rssOf(child.pid),
     connect: (id, o = {}) =>
       new Promise((resolve, reject) => {
         const c = mqtt.connect(gw.mqttUrl, { clientId: id, username: id, password: secrets[id], reconnectPeriod: 0, connectTimeout: 20_000, ...o })
@@ -108,10 +85,10 @@ export async function startGatewayProcess(opts: { devices?: string[]; extra?: st
       }),
     get: (route) => fetch(gw.httpUrl + route, { headers: { authorization: `Bearer ${HTTP_TOKEN}` } }),
     async stop() {
-      if (!exited) {
+      if (!exited()) {
         child.kill('SIGTERM')
         const t = setTimeout(() => child.kill('SIGKILL'), 10_000)
-        await until(() => exited, 15_000).finally(() => clearTimeout(t))
+        await until(exited, 15_000).finally(() => clearTimeout(t))
       }
       rmSync(dir, { recursive: true, force: true })
     },

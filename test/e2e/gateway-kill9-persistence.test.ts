@@ -25,19 +25,28 @@ async function buildGatewayProcess(): Promise<string> {
 describe('gateway broker state across kill -9', () => {
   const cleanup = cleanupAfterEach()
 
-  it('keeps queued QoS 1 messages of an offline persistent session and retained statuses across SIGKILLs and a SIGTERM', async () => {
+  /** A gateway process on a data folder and port of its own, started; `start` starts it again there, `gateway` is the one running. */
+  const killable = async (env: Record<string, string> = {}): Promise<{ url: string; gateway: TestProcess | undefined; start(): Promise<void> }> => {
     const dir = mkdtempSync(path.join(tmpdir(), 'outpost-gw-kill9-'))
     cleanup(() => rmSync(dir, { recursive: true, force: true }))
     const script = await buildGatewayProcess()
     const port = await freePort()
-    const url = `mqtt://127.0.0.1:${port}`
-    let gateway: TestProcess | undefined
-    cleanup(() => gateway?.kill())
-    const start = async (): Promise<void> => {
-      gateway = startProcess(script, [], { DATA_DIR: dir, PORT: String(port) })
-      await gateway.waitFor('READY', 60_000)
+    const g = {
+      url: `mqtt://127.0.0.1:${port}`,
+      gateway: undefined as TestProcess | undefined,
+      async start(): Promise<void> {
+        g.gateway = startProcess(script, [], { DATA_DIR: dir, PORT: String(port), ...env })
+        await g.gateway.waitFor('READY', 60_000)
+      },
     }
-    await start()
+    cleanup(() => g.gateway?.kill())
+    await g.start()
+    return g
+  }
+
+  it('keeps queued QoS 1 messages of an offline persistent session and retained statuses across SIGKILLs and a SIGTERM', async () => {
+    const g = await killable()
+    const { url, start } = g
 
     // The subscriber's persistent session, then it goes away.
     const first = await mqtt.connectAsync(url, { clientId: 'kept-sub', clean: false, reconnectPeriod: 0 })
@@ -102,7 +111,7 @@ describe('gateway broker state across kill -9', () => {
       })
       await c.subscribeAsync('ob/+/status', { qos: 1 })
       await until(() => [...statuses].every((t) => seen.has(t)), 30_000).catch(() => {
-        throw new Error(`retained statuses missing: ${[...statuses].filter((t) => !seen.has(t)).join(', ')}; gateway said:\n${gateway?.lines.join('\n')}`)
+        throw new Error(`retained statuses missing: ${[...statuses].filter((t) => !seen.has(t)).join(', ')}; gateway said:\n${g.gateway?.lines.join('\n')}`)
       })
       for (const t of statuses) expect(seen.get(t)).toMatchObject({ online: true })
       await c.endAsync()
@@ -110,7 +119,7 @@ describe('gateway broker state across kill -9', () => {
 
     for (let round = 0; round < 3; round++) {
       await publishRound(round)
-      await gateway!.kill('SIGKILL')
+      await g.gateway!.kill('SIGKILL')
       await start()
       await checkRetained()
       await drain()
@@ -118,11 +127,11 @@ describe('gateway broker state across kill -9', () => {
     // Two rounds queued before one kill, then a graceful stop with more queued.
     await publishRound(3)
     await publishRound(4)
-    await gateway!.kill('SIGKILL')
+    await g.gateway!.kill('SIGKILL')
     await start()
     await publishRound(5)
-    await gateway!.kill('SIGTERM')
-    expect((await gateway!.exited).code).toBe(0)
+    await g.gateway!.kill('SIGTERM')
+    expect((await g.gateway!.exited).code).toBe(0)
     await start()
     await checkRetained()
     await drain()
@@ -138,18 +147,9 @@ describe('gateway broker state across kill -9', () => {
   it('has stored every QoS 1 message it acknowledged when it is killed in the middle of a flood', async () => {
     // A device's outbox forgets an event once the broker's PUBACK came: a PUBACK that goes out
     // before the message is in broker.db loses the event for good when the gateway dies then.
-    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-gw-kill9-'))
-    cleanup(() => rmSync(dir, { recursive: true, force: true }))
-    const script = await buildGatewayProcess()
-    const port = await freePort()
-    const url = `mqtt://127.0.0.1:${port}`
-    let gateway: TestProcess | undefined
-    cleanup(() => gateway?.kill())
-    const start = async (): Promise<void> => {
-      gateway = startProcess(script, [], { DATA_DIR: dir, PORT: String(port), SESSION_MAX_MESSAGES: '0' })
-      await gateway.waitFor('READY', 60_000)
-    }
-    await start()
+    // No bound on the session's queue: the floods are larger than the default's 10,000.
+    const g = await killable({ SESSION_MAX_MESSAGES: '0' })
+    const { url, start } = g
     const first = await mqtt.connectAsync(url, { clientId: 'flood-sub', clean: false, reconnectPeriod: 0 })
     await first.subscribeAsync('flood/#', { qos: 1 })
     await first.endAsync()
@@ -175,7 +175,7 @@ describe('gateway broker state across kill -9', () => {
         })
       }
       await until(() => acks >= 200 + round * 300, 60_000)
-      await gateway!.kill('SIGKILL')
+      await g.gateway!.kill('SIGKILL')
       pub.end(true)
       await start()
     }
@@ -191,18 +191,8 @@ describe('gateway broker state across kill -9', () => {
   }, 300_000)
 
   it('sends again, after a SIGKILL, the QoS 1 messages in flight to a connected subscriber that never acknowledged them', async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-gw-kill9-'))
-    cleanup(() => rmSync(dir, { recursive: true, force: true }))
-    const script = await buildGatewayProcess()
-    const port = await freePort()
-    const url = `mqtt://127.0.0.1:${port}`
-    let gateway: TestProcess | undefined
-    cleanup(() => gateway?.kill())
-    const start = async (): Promise<void> => {
-      gateway = startProcess(script, [], { DATA_DIR: dir, PORT: String(port) })
-      await gateway.waitFor('READY', 60_000)
-    }
-    await start()
+    const g = await killable()
+    const { url, start } = g
     // Connected with a persistent session, it takes every message and acknowledges none.
     const silent = mqtt.connect(url, { clientId: 'silent-sub', clean: false, reconnectPeriod: 0 })
     cleanup(() => void silent.end(true))
@@ -229,7 +219,7 @@ describe('gateway broker state across kill -9', () => {
     await until(() => bodies.every((b) => witnessed.has(b)) && unacked.size > 0, 60_000)
     expect(unacked.has('f-0')).toBe(true)
     witness.end(true)
-    await gateway!.kill('SIGKILL')
+    await g.gateway!.kill('SIGKILL')
     silent.end(true)
     await start()
     const again = new Map<string, boolean>()

@@ -78,7 +78,8 @@ describe('live emits through the outbox while the link is cut again and again', 
       expect(await rt.client(meter).record({ from, count: 100 })).toEqual({ emitted: 100 })
       if (from % 1_000 === 0) await new Promise((r) => setTimeout(r, 20))
     }
-    await until(() => new Set(got.map((g) => g.seq)).size >= TOTAL / 2, 30_000)
+    // Cut until half arrived and the link was cut a few times (a fast run got there after 3 cuts).
+    await until(() => new Set(got.map((g) => g.seq)).size >= TOTAL / 2 && cuts > 3, 30_000)
     cutting = false
     await cutter
     await until(() => rt.stats().outbox?.entries === 0, 30_000)

@@ -1,16 +1,13 @@
 // A real gateway process for the attack tests (test/e2e/gateway-attack-*.test.ts): devices added
 // with the CLI, then `node bin/outpost.js gateway --config <file>` with authentication on, ports 0,
 // an HTTP token and a data folder of its own; its URLs come from the "gateway ready" log line.
-import { execFile, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { promisify } from 'node:util'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
-import { CLEAN_GATEWAY_ENV, rssOf, startGatewayCli } from '../helpers/gateway-cli.js'
+import { outpost, rssOf, startGatewayCli } from '../helpers/gateway-cli.js'
 import { until } from '../helpers/wait.js'
-
-const run = promisify(execFile)
 
 /** The HTTP token of every gateway these tests start. */
 export const HTTP_TOKEN = 'attack-test-token-0123456789'
@@ -39,16 +36,8 @@ export interface GatewayProcess {
   stop(): Promise<void>
 }
 
-/** Runs the CLI to its end. */
-export async function outpost(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; out: string; err: string }> {
-  try {
-    const r = await run(process.execPath, ['bin/outpost.js', ...args], { env: { ...process.env, ...CLEAN_GATEWAY_ENV, ...env }, timeout: 20_000 })
-    return { code: 0, out: r.stdout, err: r.stderr }
-  } catch (e) {
-    const x = e as { code: number | null; stdout: string; stderr: string }
-    return { code: x.code, out: x.stdout, err: x.stderr }
-  }
-}
+// The CLI runner, for the attack tests that import it from here.
+export { outpost }
 
 /** Starts a gateway process with `devices` added; `extra` is YAML appended to its config file. */
 export async function startGatewayProcess(opts: { devices?: string[]; extra?: string } = {}): Promise<GatewayProcess> {

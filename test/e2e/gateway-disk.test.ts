@@ -5,20 +5,19 @@
 // /readyz says not ready while broker.db takes no commits; and every message that was
 // acknowledged is still there after a kill -9 and a restart. A second gateway on the same data
 // folder, or one on a read-only one, stops with one typed line.
-import { execFile, execFileSync, spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { promisify } from 'node:util'
 import { build } from 'esbuild'
 import mqtt from 'mqtt'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
+import { outpost } from '../helpers/gateway-cli.js'
 import { startProcess, type TestProcess } from '../helpers/device-process.js'
 import { mountSmallDisk, type SmallDisk } from '../helpers/small-disk.js'
 import { freePort, until } from '../helpers/wait.js'
 
-const run = promisify(execFile)
 /** Payload of each flood message: a few of them fill what is left of a 4 MiB disk. */
 const PAYLOAD_BYTES = 20 * 1024
 /** The log line of a commit of broker.db that failed (gateway/persistence/sqlite-persistence.ts). */
@@ -319,7 +318,7 @@ describe('the gateway on a failing disk', () => {
     await gateway.kill('SIGKILL')
     const config = path.join(base, 'gateway.yaml')
     writeFileSync(config, `dataDir: ${JSON.stringify(dataDir)}\nmqtt: { port: ${await freePort()} }\nhttp: { port: 0 }\n`)
-    const cli = await outpostCli(['gateway', '--config', config])
+    const cli = await outpost(['gateway', '--config', config], {}, 30_000)
     expect(cli.err.trim().split('\n'), cli.err).toHaveLength(1)
     expect(cli.err.trim()).toMatch(/^outpost: STORE_READ_ONLY: /)
     expect(cli.code).toBe(1)
@@ -401,7 +400,7 @@ describe('the gateway on a failing disk', () => {
     const { proc: first } = await startGatewayProcess(dataDir, port)
     const config = path.join(dataDir, 'second.yaml')
     writeFileSync(config, `dataDir: ${JSON.stringify(dataDir)}\nmqtt: { port: ${await freePort()} }\nhttp: { port: 0 }\n`)
-    const r = await outpostCli(['gateway', '--config', config])
+    const r = await outpost(['gateway', '--config', config], {}, 30_000)
     expect(r.code).toBe(1)
     const lines = r.err.trim().split('\n')
     expect(lines, r.err).toHaveLength(1)
@@ -422,26 +421,10 @@ describe('the gateway on a failing disk', () => {
     disk.readOnly()
     const config = path.join(path.dirname(disk.dir), 'gateway.yaml')
     writeFileSync(config, `dataDir: ${JSON.stringify(dataDir)}\nmqtt: { port: ${await freePort()} }\nhttp: { port: 0 }\n`)
-    const r = await outpostCli(['gateway', '--config', config])
+    const r = await outpost(['gateway', '--config', config], {}, 30_000)
     const lines = r.err.trim().split('\n')
     expect(lines, r.err).toHaveLength(1)
     expect(lines[0]).toMatch(/^outpost: STORE_READ_ONLY: .*gateway\.db.* cannot be written/)
     expect(r.code).toBe(1)
   }, 60_000)
 })
-
-// Variables a developer may have set that would change what the CLI runs on.
-const CLEAN_ENV: Record<string, string> = Object.fromEntries(
-  ['OUTPOST_MQTT_PORT', 'OUTPOST_MQTT_HOST', 'OUTPOST_GATEWAY_DATA_DIR', 'OUTPOST_HTTP_PORT', 'OUTPOST_HTTP_HOST', 'OUTPOST_HTTP_TOKEN', 'OUTPOST_AUTH', 'OUTPOST_GATEWAY_CONFIG', 'OUTPOST_LOG_LEVEL'].map((k) => [k, '']),
-)
-
-/** Runs the CLI as a user does (bin/outpost.js) to its end: these runs should stop at once. */
-async function outpostCli(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
-  try {
-    const r = await run(process.execPath, ['bin/outpost.js', ...args], { env: { ...process.env, ...CLEAN_ENV }, timeout: 30_000 })
-    return { code: 0, out: r.stdout, err: r.stderr }
-  } catch (e) {
-    const x = e as { code: number | null; stdout: string; stderr: string }
-    return { code: x.code, out: x.stdout, err: x.stderr }
-  }
-}

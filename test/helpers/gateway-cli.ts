@@ -1,13 +1,27 @@
 // A gateway started as a user starts it, `node bin/outpost.js gateway --config <file>`, for the
 // outside tests: its output collected line by line, its URLs read from the "gateway ready" line.
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import { promisify } from 'node:util'
 import { until } from './wait.js'
 
 /** Variables a developer may have set that would change the gateway a test starts: emptied (an empty OUTPOST_* is unset). */
 export const CLEAN_GATEWAY_ENV: Record<string, string> = Object.fromEntries(
   ['OUTPOST_MQTT_PORT', 'OUTPOST_MQTT_HOST', 'OUTPOST_GATEWAY_DATA_DIR', 'OUTPOST_HTTP_PORT', 'OUTPOST_HTTP_HOST', 'OUTPOST_HTTP_TOKEN', 'OUTPOST_AUTH', 'OUTPOST_GATEWAY_CONFIG', 'OUTPOST_LOG_LEVEL', 'OUTPOST_LOG_FORMAT'].map((k) => [k, '']),
 )
+
+const run = promisify(execFile)
+
+/** Runs the CLI as a user does (`node bin/outpost.js …`) to its end, with a clean environment plus `env`. */
+export async function outpost(args: string[], env: Record<string, string> = {}, timeoutMs = 20_000): Promise<{ code: number | null; out: string; err: string }> {
+  try {
+    const r = await run(process.execPath, ['bin/outpost.js', ...args], { env: { ...process.env, ...CLEAN_GATEWAY_ENV, ...env }, timeout: timeoutMs })
+    return { code: 0, out: r.stdout, err: r.stderr }
+  } catch (e) {
+    const x = e as { code: number | null; stdout: string; stderr: string }
+    return { code: x.code, out: x.stdout, err: x.stderr }
+  }
+}
 
 /** A running `outpost gateway` process. */
 export interface GatewayCli {

@@ -1,4 +1,4 @@
-import { ErrorCode, OutpostError, errorMessage } from '../errors.js'
+import { ErrorCode, OutpostError, errorMessage, isOutpostError } from '../errors.js'
 import type { Outbox } from '../ports/outbox.js'
 import type { QueueRunner } from '../queue/queue-runner.js'
 import type { Scheduler } from '../schedule/scheduler.js'
@@ -150,7 +150,8 @@ export function createLifecycle(deps: LifecycleDeps): Lifecycle {
         await link.connect()
       } catch (err) {
         if (sopts?.waitForBroker === true) throw err
-        log.warn({ err: errorMessage(err) }, 'broker unreachable at start; running offline and retrying')
+        if (isOutpostError(err, ErrorCode.NOT_AUTHORIZED)) log.error({ err: errorMessage(err) }, 'the broker refused a subscription at start; running offline and retrying')
+        else log.warn({ err: errorMessage(err) }, 'broker unreachable at start; running offline and retrying')
         scheduler.start()
         runner.start()
         return

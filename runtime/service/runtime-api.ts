@@ -98,7 +98,8 @@ export interface Runtime {
   /**
    * Subscribes, connects and announces the services. Starts offline when the broker is
    * unreachable (the bridge keeps trying) unless `waitForBroker` is set.
-   * @throws INVALID_CONFIG for missing resources; BRIDGE_UNAVAILABLE with `waitForBroker`.
+   * @throws INVALID_CONFIG for missing resources; with `waitForBroker`, BRIDGE_UNAVAILABLE, or
+   *   NOT_AUTHORIZED when the broker refuses one of the device's subscriptions (the bridge keeps trying).
    */
   start(opts?: { waitForBroker?: boolean }): Promise<void>
   /** Typed calls to a contract's commands. */

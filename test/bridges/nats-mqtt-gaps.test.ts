@@ -10,7 +10,7 @@ import { pino } from 'pino'
 import * as v from 'valibot'
 import { describe, expect, it } from 'vitest'
 import { createMqttBridge, type MqttBridgeOptions } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
-import { createRuntime, defineContract, defineService, type Runtime, type ServiceDefinition } from '../../runtime/index.js'
+import { createRuntime, defineContract, defineService, ErrorCode, type OutpostError, type Runtime, type ServiceDefinition } from '../../runtime/index.js'
 import { createSqliteOutbox } from '../../runtime/stores/sqlite/index.js'
 import { createEnvelopeCodec } from '../../runtime/wire/codec.js'
 import { counterContract, counterService, watcherService, type Observed } from '../fixtures/services.js'
@@ -47,11 +47,12 @@ const client = async (url: string, o: mqtt.IClientOptions = {}): Promise<MqttCli
   return Object.assign(c, { closed: () => closed })
 }
 /** A device runtime on its own MQTT bridge (persistent session, as a device runs). */
-const device = async (id: string, services: ServiceDefinition[], bridge: Omit<MqttBridgeOptions, 'deviceId'>): Promise<Runtime> => {
-  const rt = createRuntime({ bridge: createMqttBridge({ reconnect: fast, ...bridge, deviceId: id }), services, discoveryWaitMs: 2_000 })
+const device = async (id: string, services: ServiceDefinition[], bridge: Omit<MqttBridgeOptions, 'deviceId'>): Promise<Runtime & { connected: () => boolean }> => {
+  const link = createMqttBridge({ reconnect: fast, ...bridge, deviceId: id })
+  const rt = createRuntime({ bridge: link, services, discoveryWaitMs: 2_000 })
   cleanup(() => rt.stop({ drainMs: 100 }))
   await rt.start({ waitForBroker: true })
-  return rt
+  return Object.assign(rt, { connected: () => link.status.type === 'connected' })
 }
 /** Resolves with the outcome of a publish: acknowledged, refused, or no answer (the broker hung up). */
 const outcome = (p: Promise<unknown>): Promise<string> =>
@@ -164,7 +165,8 @@ describe('nats-server MQTT (2.9.10): persistent sessions', () => {
     await proxy.down()
     await counter.add({ deviceId: 'k', reading: 2, ts: 2 })
     await n.restart()
-    await until(() => caller.directory.instances('counter', '1').length === 1, 10_000)
+    // The caller's directory keeps the counter across the restart; its own link must be back too.
+    await until(() => caller.connected() && caller.directory.instances('counter', '1').length === 1, 10_000)
     await counter.add({ deviceId: 'k', reading: 3, ts: 3 })
     expect(seen.events.length).toBe(1)
     await proxy.up()
@@ -341,7 +343,7 @@ describe('nats-server MQTT (2.9.10): topic characters', () => {
     expect(refused.packet?.granted).toEqual([128])
   })
 
-  it("leaves a device hosting a service version '1.0' unconnected, its log naming the filter the broker refused", async () => {
+  it("refuses to start a device hosting a service version '1.0' (NOT_AUTHORIZED naming the filter), and its bridge keeps trying", async () => {
     const n = await nats()
     const lines: string[] = []
     const logger = pino({ level: 'warn' }, new Writable({ write: (chunk: Buffer, _e, cb) => void (lines.push(chunk.toString()), cb()) }))
@@ -350,11 +352,17 @@ describe('nats-server MQTT (2.9.10): topic characters', () => {
     const bridge = createMqttBridge({ url: n.url, deviceId: 'dev-d', reconnect: fast, logger })
     const rt = createRuntime({ bridge, services: [svc] })
     cleanup(() => rt.stop({ drainMs: 100 }))
-    let started = false
-    void rt.start({ waitForBroker: true }).then(() => (started = true), () => {})
-    await until(() => lines.some((l) => l.includes('broker refused subscription to ob/+/cmd/dev-d/dotted/1.0/+')), 10_000)
-    expect(started).toBe(false)
+    const err = (await rt.start({ waitForBroker: true }).then(() => undefined, (e: unknown) => e)) as OutpostError | undefined
+    expect(err?.code).toBe(ErrorCode.NOT_AUTHORIZED)
+    expect(err?.message).toContain('ob/+/cmd/dev-d/dotted/1.0/+')
+    expect(err?.message).toContain("'.'")
     expect(bridge.status.type).not.toBe('connected')
+    // It goes on trying (an operator may fix the broker), at the backoff's pace, each refusal logged.
+    await until(() => lines.filter((l) => l.includes('broker refused subscription to ob/+/cmd/dev-d/dotted/1.0/+')).length >= 1, 10_000)
+    const attempts: number[] = []
+    cleanup(bridge.onStatus((s) => void (s.type === 'reconnecting' && attempts.push(s.attempt))))
+    await until(() => attempts.length >= 2, 15_000)
+    expect(attempts[1]).toBeGreaterThan(attempts[0]!)
   })
 })
 

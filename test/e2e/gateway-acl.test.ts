@@ -14,6 +14,9 @@ import { defaultGatewayConfig } from '../../gateway/config/gateway-config.js'
 import { createDeviceTable } from '../../gateway/devices/device-table.js'
 import { startGateway, type Gateway } from '../../gateway/index.js'
 import { openGatewayDatabase } from '../../gateway/store/gateway-database.js'
+import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
+import { createRuntime, ErrorCode, type OutpostError } from '../../runtime/index.js'
+import { watcherService, type Observed } from '../fixtures/services.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { commandSlots, eventSlots, presenceSlots, rawDecoder, rawFrame, replySlots } from '../helpers/raw-wire.js'
 import { until } from '../helpers/wait.js'
@@ -351,6 +354,20 @@ describe('gateway with authentication on: the attacks of issue 13 fail', () => {
     expect(got[0]).toMatchObject({ topic: 'ob/caller/cmd/dev-p/echo/1/say', src: 'caller', payload: { text: 'while away' } })
     expect(s.gw.auth!.stats().deniedSubscribe).toEqual(restoredBefore)
   }, 60_000)
+
+  it("a device whose role does not allow one of its own subscriptions does not start: NOT_AUTHORIZED naming the filter, not a start that never ends", async () => {
+    const s = await setup()
+    const secret = s.add('dev-w', 'narrow')
+    const observed: Observed = { executions: 0, slowAborted: 0, events: [] }
+    const bridge = createMqttBridge({ url: s.url, deviceId: 'dev-w', username: 'dev-w', password: secret, reconnect: { initialMs: 50, maxMs: 200 }, logger: pino({ level: 'silent' }) })
+    const rt = createRuntime({ bridge, services: [watcherService(observed)] })
+    cleanup(() => rt.stop({ drainMs: 100 }))
+    const err = (await rt.start({ waitForBroker: true }).then(() => undefined, (e: unknown) => e)) as OutpostError | undefined
+    expect(err?.code).toBe(ErrorCode.NOT_AUTHORIZED)
+    expect(err?.message).toContain('ob/+/evt/counter/1/added')
+    expect(err?.message).toContain('role')
+    expect(bridge.status.type).not.toBe('connected')
+  }, 30_000)
 
   it('a revoked device is disconnected at once and cannot come back; a rotated secret ends the old one, also when the CLI changes the table', async () => {
     const s = await setup()

@@ -1,6 +1,6 @@
 import type { IClientOptions, IPublishPacket } from 'mqtt'
 import { pino } from 'pino'
-import { ErrorCode, OutpostError, errorMessage } from '../../errors.js'
+import { ErrorCode, OutpostError, errorMessage, isOutpostError } from '../../errors.js'
 import type { Bridge, FrameHandler, InboundFrame, PublishOptions, Subscription } from '../../ports/bridge.js'
 import { assertTopicSegment } from '../../wire/topics.js'
 import { backoffDelay } from '../../backoff.js'
@@ -28,6 +28,17 @@ class MqttFrame implements InboundFrame {
     readonly retained: boolean,
     readonly redelivered: boolean,
   ) {}
+}
+
+/**
+ * A SUBACK that refused filters (0x80): the broker's ACL (the gateway's role table), or a broker
+ * that cannot take the topic at all (nats-server refuses a level holding '.' or a space, such as a
+ * service version "1.0"). Typed NOT_AUTHORIZED: retrying the same filters gets the same answer.
+ */
+const refusedSubscription = (filters: string[], cause: Error | undefined): OutpostError => {
+  const unusual = filters.some((f) => f.split('/').some((level) => level.includes('.') || level.includes(' ')))
+  const hint = unusual ? " (a level holding '.' or a space is refused by some brokers, e.g. nats-server's MQTT listener: use versions such as \"1\" or \"v1_0\")" : " (is the device's role on the gateway allowed to subscribe to it?)"
+  return new OutpostError(ErrorCode.NOT_AUTHORIZED, `broker refused subscription to ${filters.join(', ')}${hint}`, { cause, details: { filters } })
 }
 
 /**
@@ -222,6 +233,14 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
         (err: unknown) => {
           if (seq !== connection || connectedAt === undefined || closing) return
           trouble.error('resubscribe-failed', { err: errorMessage(err) }, 'subscribing on the broker failed; reconnecting with backoff')
+          // A refusal will not go away by waiting for it: whoever waits for the first connection
+          // (start with waitForBroker) hears it now, typed. The bridge keeps trying, so a role an
+          // operator widens on the gateway takes effect without restarting the device.
+          if (isOutpostError(err, ErrorCode.NOT_AUTHORIZED)) {
+            const waiters = firstConnect
+            firstConnect = []
+            for (const w of waiters) w.reject(err)
+          }
           hungUp = true
           c.stream?.destroy()
         },
@@ -277,15 +296,9 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
         // whose message ("Unspecified error") names no filter; the log should say which one
         // (nats-server refuses any filter with a '.' or a space in a level, e.g. a version "1.0").
         const codes = (err as { packet?: { granted?: unknown } } | undefined)?.packet?.granted
-        if (err && Array.isArray(codes)) {
-          const named = filters.filter((_, i) => codes[i] === 128)
-          if (named.length > 0) return reject(new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `broker refused subscription to ${named.join(', ')}`, { cause: err }))
-        }
+        const named = err && Array.isArray(codes) ? filters.filter((_, i) => codes[i] === 128) : (granted ?? []).filter((g) => g.qos === 128).map((g) => g.topic)
+        if (named.length > 0) return reject(refusedSubscription(named, err ?? undefined))
         if (err) return reject(new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `subscribe failed: ${err.message}`, { cause: err, retryable: true }))
-        const refused = (granted ?? []).filter((g) => g.qos === 128)
-        if (refused.length > 0) {
-          return reject(new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `broker refused subscription to ${refused.map((g) => g.topic).join(', ')}`))
-        }
         resolve()
       })
     })

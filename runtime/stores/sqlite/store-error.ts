@@ -55,15 +55,24 @@ export function cannotWrite(file: string): boolean {
  * Why the file system will not let this process open `file` for writing, as the OS says it
  * (SQLite's "unable to open database file" does not say): the error code of checking its folder
  * and the file; at open also of opening the file (creating it, and removing it again, when it is
- * not there). Never opened while running: closing a descriptor of a file would drop the locks
- * SQLite holds on it in this process. Undefined when nothing fails. Only asked once something has failed.
+ * not there). The database itself is never opened while running: closing a descriptor of a file
+ * would drop the locks SQLite holds on it in this process. Instead a new, empty file is created
+ * beside it and removed: ext4 turned read-only by an error (errors=remount-ro, emergency_ro) still
+ * passes the access checks, and says EROFS only to an actual write. Undefined when nothing fails.
+ * Only asked once something has failed.
  */
 export function osCauseOf(file: string, phase: StorePhase): string | undefined {
   try {
-    accessSync(path.dirname(path.resolve(file)), constants.W_OK)
+    const folder = path.dirname(path.resolve(file))
+    accessSync(folder, constants.W_OK)
     const exists = existsSync(file)
     if (exists) accessSync(file, constants.W_OK)
-    if (phase === 'run') return undefined
+    if (phase === 'run') {
+      const probe = path.join(folder, `.${path.basename(file)}.probe-${process.pid}`)
+      closeSync(openSync(probe, 'w'))
+      unlinkSync(probe)
+      return undefined
+    }
     if (exists) closeSync(openSync(file, 'r+'))
     else {
       closeSync(openSync(file, 'wx'))

@@ -161,6 +161,53 @@ describe('gateway delivery guarantees under attack', () => {
     expect(gw.lines.filter((l) => /\n\s+at |"stack"/.test(l))).toEqual([])
   }, 60_000)
 
+  it('MQTT 5 clients are refused with a CONNACK, hostile v5 properties included; the broker goes on serving', async () => {
+    gw = await startDeliveryGateway()
+    const port = Number(new URL(gw.mqttUrl).port)
+    const witnessSub = await connect('v5-witness-sub')
+    const seen = new Set<string>()
+    witnessSub.on('message', (_t, buf) => seen.add(buf.toString('utf8')))
+    await witnessSub.subscribeAsync('w/#', { qos: 1 })
+    const witnessPub = await connect('v5-witness-pub')
+    // MQTT.js with protocolVersion 5: a refusal it can name.
+    const refused = await mqtt.connectAsync(gw.mqttUrl, { clientId: 'v5-client', protocolVersion: 5, reconnectPeriod: 0, connectTimeout: 10_000 }).then(
+      (c) => (c.end(true), 'accepted'),
+      (e: Error) => e.message,
+    )
+    expect(refused).toMatch(/protocol version/i)
+    /** What the broker answers a raw client's bytes with before it closes the connection. */
+    const answer = (bytes: Buffer): Promise<Buffer> =>
+      new Promise((resolve) => {
+        const chunks: Buffer[] = []
+        const s = net.connect(port, '127.0.0.1', () => s.write(bytes))
+        s.on('data', (d) => chunks.push(d))
+        s.on('error', () => {})
+        s.on('close', () => resolve(Buffer.concat(chunks)))
+        setTimeout(() => s.destroy(), 5_000).unref()
+      })
+    const v5 = (o: Partial<mqttPacket.IConnectPacket>): Buffer =>
+      mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, clientId: 'v5-raw', keepalive: 0, ...o } as mqttPacket.IConnectPacket)
+    const frames = {
+      plain: v5({}),
+      properties: v5({ properties: { sessionExpiryInterval: 0xffffffff, receiveMaximum: 1, maximumPacketSize: 10, topicAliasMaximum: 0xffff, userProperties: { a: 'b'.repeat(1000) } } }),
+      // The property length says 200 bytes that are not there.
+      'short-properties': Buffer.from([0x10, 0x0e, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x05, 0x02, 0x00, 0x00, 0xc8, 0x01, 0x00, 0x01, 0x78]),
+      // A property id no version defines.
+      'unknown-property': Buffer.from([0x10, 0x10, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x05, 0x02, 0x00, 0x00, 0x02, 0x7f, 0x00, 0x00, 0x01, 0x78]),
+    }
+    for (const [name, bytes] of Object.entries(frames)) {
+      const got = await answer(bytes)
+      // A well-formed v5 CONNECT gets the 3.1.1 refusal "unacceptable protocol version" (0x01);
+      // one the packet parser cannot read is a plain hang-up. Never an accepted session.
+      expect(got.toString('hex'), name).toBe(name === 'plain' || name === 'properties' ? '20020001' : '')
+      const body = `after-v5-${name}`
+      await witnessPub.publishAsync('w/x', body, { qos: 1 })
+      await until(() => seen.has(body), 20_000)
+    }
+    expect(gw.alive()).toBe(true)
+    expect(gw.lines.filter((l) => /\n\s+at |"stack"/.test(l))).toEqual([])
+  }, 60_000)
+
   it('session queues stay within mqtt.sessionMaxMessages, and drain and clean reconnects bring the count back to 0', async () => {
     gw = await startDeliveryGateway({ mqtt: 'sessionMaxMessages: 200' })
     const away = Array.from({ length: 10 }, (_, i) => `away-${i}`)

@@ -20,6 +20,7 @@ import { startHttpServer, type HttpServer } from './http/http-server.js'
 import { createTraffic } from './http/traffic.js'
 import { createSqlitePersistence } from './persistence/sqlite-persistence.js'
 import { createRegistry, type Registry } from './registry/registry.js'
+import { createForwarder, type Forwarder } from './forward/forwarder.js'
 import { openGatewayDatabase } from './store/gateway-database.js'
 
 import { GATEWAY_CLIENT_ID, RESERVED_DEVICE_IDS } from './devices/reserved-ids.js'
@@ -41,6 +42,8 @@ export interface Gateway {
   readonly http: HttpServer | undefined
   /** The broker's gatekeeper (its counters), when authentication is on. */
   readonly auth: BrokerAuth | undefined
+  /** Store-and-forward to cloud targets, when `forward` is configured. */
+  readonly forwarder: Forwarder | undefined
   /**
    * A drill: stops the broker (every device loses its connection) and starts it again on the
    * same port after `ms`, with the state it had: sessions, subscriptions and the QoS 1 messages
@@ -121,6 +124,17 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   // process lives (a broker restarted by a drill keeps it).
   const brokerDatabase = config.persistence === 'sqlite' && config.dataDir !== undefined ? createSqlitePersistence({ path: path.join(config.dataDir, 'broker.db'), log, maxQueuedMessages: config.mqtt.sessionMaxMessages, maxQueuedBytes: config.mqtt.sessionMaxBytes }) : undefined
   const persistence = brokerDatabase ?? memoryPersistence()
+  // Events on their way to cloud targets: forward.db beside the others (in memory without a data folder).
+  let forwarder: Forwarder | undefined
+  try {
+    forwarder = config.forward === undefined || Object.keys(config.forward.targets).length === 0 ? undefined : createForwarder({ config: config.forward, path: config.dataDir === undefined ? ':memory:' : path.join(config.dataDir, 'forward.db'), log })
+  } catch (err) {
+    await persistence.destroy?.()
+    auth?.close()
+    registry.close()
+    database.close()
+    throw err
+  }
   // The files as they were opened. One deleted or replaced while the gateway runs takes its
   // writes to an unlinked file (lost at the next start, devices and all) and leaves
   // `outpost devices` unable to revoke anything: the gateway is not ready then.
@@ -131,10 +145,14 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
       return undefined
     }
   }
-  const files = config.dataDir === undefined ? [] : [path.join(config.dataDir, 'gateway.db'), ...(config.persistence === 'sqlite' ? [path.join(config.dataDir, 'broker.db')] : [])]
+  const files =
+    config.dataDir === undefined
+      ? []
+      : [path.join(config.dataDir, 'gateway.db'), ...(config.persistence === 'sqlite' ? [path.join(config.dataDir, 'broker.db')] : []), ...(forwarder === undefined ? [] : [path.join(config.dataDir, 'forward.db')])]
   const opened = files.map((f) => [f, inode(f)] as const)
   /** Closes what outlives a broker: broker.db (aedes never closes its persistence), the gatekeeper, gateway.db. */
   const closeStores = async (): Promise<void> => {
+    await forwarder?.close()
     await persistence.destroy?.()
     auth?.close()
     registry.close()
@@ -151,6 +169,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
       websocket: config.mqtt.websocket,
       onRefusedConnection: (c) => troubles.warn('connection limit', { listener: c.listener, remoteAddress: c.remoteAddress, maxConnections: config.mqtt.maxConnections }, 'connection refused: too many clients connected'),
       onSlowClient: (c) => troubles.warn('slow client', { client: c.clientId === undefined ? undefined : loggedId(c.clientId), queuedBytes: c.queuedBytes }, 'client cut off: it does not read what the broker has for it'),
+      ...(forwarder === undefined ? {} : { beforePublish: (packet: { topic: string; payload: unknown }) => forwarder.accept(packet.topic, packet.payload as Uint8Array) }),
       aedes: { persistence, maxClientsIdLength: 128, ...auth?.hooks, ...(traffic === undefined ? {} : { authorizeForward: traffic.forward }) },
       // A client that sends a packet over the limit is cut off; a flood of them is one line a minute.
       onOversizedPacket: (p) =>
@@ -203,6 +222,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     logger: log,
   })
   await runtime.start({ waitForBroker: true })
+  forwarder?.start()
   let brokerUp = true
   const http = config.http.enabled
     ? await startHttpServer({
@@ -232,6 +252,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
           },
           registry,
           sessions: () => brokerDatabase?.stats(),
+          forward: () => forwarder?.stats(),
           auth: () => auth?.stats() ?? { refused: {}, deniedPublish: {}, deniedSubscribe: {}, kicked: 0 },
         },
       }).catch(async (err: unknown) => {
@@ -282,6 +303,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     registry,
     http,
     auth,
+    forwarder,
     async interrupt(ms) {
       const port = broker.port
       log.warn({ forMs: ms }, 'broker stopping (drill)')

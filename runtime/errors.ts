@@ -64,6 +64,12 @@ export const ErrorCode = {
   NOT_AUTHENTICATED: 'NOT_AUTHENTICATED',
   /** A publish or subscription outside what the client's device id and role allow. */
   NOT_AUTHORIZED: 'NOT_AUTHORIZED',
+  /** A cloud target (NATS JetStream, RabbitMQ) cannot be reached now; what goes to it waits in the gateway. */
+  TARGET_UNAVAILABLE: 'TARGET_UNAVAILABLE',
+  /** A cloud target refused a message (or its setup) for good; the message is dead-lettered with the reason. */
+  TARGET_REJECTED: 'TARGET_REJECTED',
+  /** The device a command is for is not connected (and the caller asked not to wait for it). */
+  DEVICE_OFFLINE: 'DEVICE_OFFLINE',
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
 

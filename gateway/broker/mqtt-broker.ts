@@ -100,6 +100,13 @@ export interface MqttBrokerOptions {
    * publisher (a device's outbox) has already forgotten.
    */
   acknowledgeAfterStore?: boolean
+  /**
+   * Called for each client PUBLISH that passed authorization, before it is published and
+   * acknowledged: a promise makes both wait for it (the forward queue's commit), and its
+   * rejection refuses the message (no PUBACK, the connection is closed, the client sends it
+   * again). Undefined: nothing to wait for. QoS 0 messages do not wait.
+   */
+  beforePublish?(packet: PublishPacket): Promise<void> | undefined
   aedes?: AedesOptions
 }
 
@@ -176,7 +183,7 @@ export async function startMqttBroker(opts: MqttBrokerOptions = {}): Promise<Mqt
   const aedesOptions: AedesOptions = {
     ...opts.aedes,
     mq: emitter,
-    ...(opts.acknowledgeAfterStore === false
+    ...(opts.acknowledgeAfterStore === false && opts.beforePublish === undefined
       ? {}
       : {
           // Called by aedes between reading a PUBLISH and acknowledging it (handlers/publish.js),
@@ -184,8 +191,18 @@ export async function startMqttBroker(opts: MqttBrokerOptions = {}): Promise<Mqt
           authorizePublish(client: Client | null, packet: PublishPacket, callback: (err?: Error | null) => void) {
             const proceed = (err?: Error | null): void => {
               if (err != null) return callback(err)
+              const before = client === null ? undefined : opts.beforePublish?.(packet)
+              if (before === undefined) return go()
+              // QoS 0: nothing is acknowledged, so nothing waits; the commit goes on behind.
+              if (packet.qos === 0) {
+                before.catch(() => {})
+                return go()
+              }
+              before.then(go, (e: unknown) => callback(e instanceof Error ? e : new Error(String(e))))
+            }
+            const go = (): void => {
               // A client's QoS 1 PUBLISH carries a packet id; a will (published by aedes itself) does not.
-              if (packet.qos !== 1 || client === null || typeof packet.messageId !== 'number' || publish === undefined) return callback(null)
+              if (opts.acknowledgeAfterStore === false || packet.qos !== 1 || client === null || typeof packet.messageId !== 'number' || publish === undefined) return callback(null)
               let answered = false
               const answer = (err?: Error): void => {
                 if (answered) return

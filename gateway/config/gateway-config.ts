@@ -1,4 +1,5 @@
 import type { LevelWithSilent } from 'pino'
+import type { ForwardConfig } from '../forward/forward-config.js'
 
 // The gateway's configuration, as the rest of the gateway sees it: every value checked and every
 // default applied (gateway/config/load-config.ts reads it from a YAML or JSON file and the
@@ -63,6 +64,8 @@ export interface GatewayConfig {
     level: LevelWithSilent
     format?: 'pretty' | 'json'
   }
+  /** Events forwarded to cloud targets (NATS JetStream, RabbitMQ); none when unset. See docs/forwarding.md. */
+  forward?: ForwardConfig
   /** The file this came from, if any. */
   source?: string
 }

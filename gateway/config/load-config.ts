@@ -10,6 +10,8 @@ import { ErrorCode, OutpostError } from '../../runtime/errors.js'
 import { parseLogFormat, parseLogLevel } from '../../runtime/logger.js'
 import { isTopicSegment } from '../../runtime/topic-level.js'
 import { DEFAULT_ROLES, defaultGatewayConfig, type GatewayConfig, type RoleConfig } from './gateway-config.js'
+import { FORWARD_FILE_SCHEMA, forwardFromFile, forwardProblems, redactForward } from './forward-schema.js'
+import { strict, wholeNumber } from './schema-kit.js'
 
 /** Where the gateway keeps its files under the data folder (OUTPOST_DATA_DIR, default .outpost). */
 const GATEWAY_SUBDIR = 'gateway'
@@ -22,21 +24,6 @@ const ROLE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
 
 const invalid = (message: string): OutpostError => new OutpostError(ErrorCode.INVALID_CONFIG, message)
 const bad = (message: string): OutpostError => new OutpostError(ErrorCode.BAD_ARGUMENT, message)
-
-/** An object that takes only these keys; an unknown one is named with the keys accepted there. */
-function strict<E extends v.ObjectEntries>(entries: E) {
-  const keys = Object.keys(entries).join(', ')
-  return v.strictObject(entries, (issue) => {
-    if (issue.expected === 'never') return `unknown key; expected one of ${keys}`
-    if (issue.path !== undefined && issue.received === 'undefined') return 'missing; this key is required'
-    return `expected a mapping with the keys ${keys}`
-  })
-}
-
-function wholeNumber(min: number, max: number, note = '') {
-  const msg = `expected a whole number from ${min} to ${max}${note}`
-  return v.pipe(v.number(msg), v.integer(msg), v.minValue(min, msg), v.maxValue(max, msg))
-}
 
 const PORT = wholeNumber(0, 65_535, ' (0: a free port)')
 const HOST = v.pipe(
@@ -122,6 +109,7 @@ const FILE_SCHEMA = strict({
       format: v.optional(v.picklist(['pretty', 'json'], 'expected pretty or json')),
     }),
   ),
+  forward: v.optional(FORWARD_FILE_SCHEMA),
 })
 type FileConfig = v.InferOutput<typeof FILE_SCHEMA>
 
@@ -205,6 +193,8 @@ function fromFile(file: string, defaultDataDir: string): GatewayConfig {
     throw invalid(`${name}: ${[...lines.slice(0, MAX_PROBLEMS), ...more].join('; ')}`)
   }
   const f: FileConfig = result.output
+  const crossed = f.forward === undefined ? [] : forwardProblems(f.forward)
+  if (crossed.length > 0) throw invalid(`${name}: ${crossed.slice(0, MAX_PROBLEMS).join('; ')}`)
   const dir = path.dirname(abs)
   const resolve = (p: string): string => path.resolve(dir, p)
   const base = defaultGatewayConfig()
@@ -223,6 +213,7 @@ function fromFile(file: string, defaultDataDir: string): GatewayConfig {
     persistence: f.persistence ?? 'sqlite',
     http: { ...base.http, enabled: true, ...withoutUndefined({ enabled: f.http?.enabled, host: f.http?.host, port: f.http?.port, token: f.http?.token }) },
     log: { ...base.log, ...withoutUndefined({ level: f.log?.level, format: f.log?.format }) },
+    ...(f.forward === undefined ? {} : { forward: forwardFromFile(f.forward) }),
     source: abs,
   }
 }
@@ -307,6 +298,7 @@ export const REDACTED = '<redacted>'
 export function formatConfig(config: GatewayConfig): string {
   const shown = structuredClone(config)
   if (shown.http.token !== undefined) shown.http.token = REDACTED
+  if (shown.forward !== undefined) shown.forward = redactForward(shown.forward, REDACTED)
   const { source, dataDir, ...rest } = shown
   const head = `# outpost gateway: effective configuration${source === undefined ? ' (no config file: development defaults)' : ` from ${source}`}\n`
   return head + YAML.stringify({ ...(dataDir === undefined ? {} : { dataDir }), ...rest }, { lineWidth: 0 })

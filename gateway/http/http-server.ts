@@ -11,6 +11,8 @@ import type { BrokerStats, MqttBroker } from '../broker/mqtt-broker.js'
 import type { SessionQueueStats } from '../persistence/sqlite-persistence.js'
 import type { Registry } from '../registry/registry.js'
 import { MESSAGE_KINDS, type Traffic } from './traffic.js'
+import type { ForwarderStats } from '../forward/forwarder.js'
+import { forwardMetrics } from './forward-metrics.js'
 
 /** What the HTTP face reads of a running gateway. */
 export interface GatewayView {
@@ -22,6 +24,8 @@ export interface GatewayView {
   auth(): AuthStats
   /** Queues of the broker's clients (with broker.db; undefined with an in-memory broker state). */
   sessions?(): SessionQueueStats | undefined
+  /** Store-and-forward to cloud targets (undefined when none is configured). */
+  forward?(): ForwarderStats | undefined
 }
 
 export interface HttpServer {
@@ -65,6 +69,11 @@ function tokenMatches(header: string | undefined, expected: Buffer): boolean | u
 /** Longest request path written into a 404 message (a client chooses it). */
 const MAX_ECHOED_PATH = 200
 
+/** Registers a gauge read at each scrape: one number, or one per label set. */
+export type GaugeOf = <L extends string>(name: string, help: string, read: () => number | Iterable<[Partial<Record<L, string>>, number]>, labelNames?: readonly L[]) => void
+/** Registers a counter that follows counts kept elsewhere, per label set. */
+export type FollowOf = <L extends string>(name: string, help: string, labelNames: readonly L[], read: () => Iterable<[Partial<Record<L, string>>, number]>) => void
+
 /**
  * Builds the metrics of a gateway on a registry of its own: process metrics (prom-client's
  * defaults), the fleet, the broker, and the counts the gateway keeps (traffic, auth, presence)
@@ -75,14 +84,25 @@ function gatewayMetrics(view: GatewayView, traffic: Traffic | undefined): Metric
   const register = registers[0]!
   collectDefaultMetrics({ register })
 
-  /** A gauge read at each scrape. */
-  const gauge = (name: string, help: string, read: () => number): void =>
-    void new Gauge({ name, help, registers, collect() { this.set(read()) } })
+  /** A gauge read at each scrape (per label set when it has labels). */
+  const gauge: GaugeOf = <L extends string>(name: string, help: string, read: () => number | Iterable<[Partial<Record<L, string>>, number]>, labelNames: readonly L[] = []): void =>
+    void new Gauge({
+      name,
+      help,
+      labelNames,
+      registers,
+      collect() {
+        const value = read()
+        if (typeof value === 'number') return void this.set(value)
+        this.reset()
+        for (const [labels, n] of value) this.set(labels, n)
+      },
+    })
   /**
    * A counter that follows a count kept elsewhere, per label set. A count that went down was
    * started again (a new broker after a drill): what it holds now is new.
    */
-  const follow = <L extends string>(name: string, help: string, labelNames: readonly L[], read: () => Iterable<[Partial<Record<L, string>>, number]>): void => {
+  const follow: FollowOf = <L extends string>(name: string, help: string, labelNames: readonly L[], read: () => Iterable<[Partial<Record<L, string>>, number]>): void => {
     const last = new Map<string, number>()
     new Counter({
       name,
@@ -134,6 +154,7 @@ function gatewayMetrics(view: GatewayView, traffic: Traffic | undefined): Metric
   })
   follow('outpost_gateway_clients_kicked_total', 'Clients disconnected because their device was revoked or its secret rotated.', [], () => [[{}, view.auth().kicked]])
   follow('outpost_gateway_presence_ignored_total', 'Status frames the registry did not record, by reason.', ['reason'], () => byReason(view.registry.stats().ignored))
+  forwardMetrics(gauge, follow, () => view.forward?.())
   return register
 }
 
@@ -166,6 +187,7 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
     return c.json({ ready: notReady.length === 0, checks, notReady }, notReady.length === 0 ? 200 : 503)
   })
   app.get('/metrics', async (c) => c.body(await metrics.metrics(), 200, { 'Content-Type': metrics.contentType }))
+  app.get('/forward', (c) => c.json(view.forward?.() ?? { targets: {}, dropped: {} }))
   app.get('/devices', (c) => c.json({ devices: view.registry.list() }))
   app.get('/devices/:id', (c) => {
     const id = c.req.param('id')

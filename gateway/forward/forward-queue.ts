@@ -1,0 +1,302 @@
+// The gateway's forward queue, `<dataDir>/forward.db`: every event on its way to a cloud target is
+// written here (one row per target) before the device's publish is acknowledged, and removed
+// only once the target confirmed it. Rows a target refused for good move to the dead-letter
+// table with the reason, where `outpost forward dead …` inspects, redrives or purges them.
+import type { Statement } from 'better-sqlite3'
+import { openDeviceDatabase, toStoreError, type DeviceDatabase, type Migration } from '../../runtime/stores/sqlite/index.js'
+import type { WhenFull } from './forward-config.js'
+import type { ForwardMessage } from './target.js'
+
+/** The forward database schema, oldest first. Append only: never edit a released step. */
+export const FORWARD_MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: 'events on their way to cloud targets; those refused for good',
+    up(db) {
+      db.exec(`
+        CREATE TABLE queue (
+          seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+          target        TEXT    NOT NULL,
+          device        TEXT    NOT NULL,
+          id            TEXT    NOT NULL,
+          subject       TEXT    NOT NULL,
+          headers       TEXT    NOT NULL,
+          content_type  TEXT    NOT NULL,
+          body          BLOB    NOT NULL,
+          bytes         INTEGER NOT NULL,
+          received_at   INTEGER NOT NULL
+        );
+        CREATE INDEX queue_by_target ON queue (target, seq);
+        CREATE TABLE dead (
+          seq           INTEGER PRIMARY KEY,
+          target        TEXT    NOT NULL,
+          device        TEXT    NOT NULL,
+          id            TEXT    NOT NULL,
+          subject       TEXT    NOT NULL,
+          headers       TEXT    NOT NULL,
+          content_type  TEXT    NOT NULL,
+          body          BLOB    NOT NULL,
+          bytes         INTEGER NOT NULL,
+          received_at   INTEGER NOT NULL,
+          failed_at     INTEGER NOT NULL,
+          reason        TEXT    NOT NULL
+        );
+        CREATE INDEX dead_by_target ON dead (target, seq);
+      `)
+    },
+  },
+]
+
+/** An event for one target, before it has a place in the queue. */
+export type NewForwardMessage = Omit<ForwardMessage, 'seq'> & { readonly target: string }
+
+/** A message that the target refused for good, as the dead-letter table keeps it. */
+export interface DeadMessage extends ForwardMessage {
+  readonly target: string
+  readonly failedAt: number
+  readonly reason: string
+}
+
+/** How full one target's queue is. */
+export interface Backlog {
+  messages: number
+  bytes: number
+  /** When the oldest queued message reached the gateway (epoch ms); undefined when none is queued. */
+  oldestAt: number | undefined
+}
+
+/** What `append` did with one event's rows. */
+export interface AppendResult {
+  /** Rows queued. */
+  queued: number
+  /** Rows not queued, by target: the target's queue was full and its policy is `drop-newest`. */
+  droppedNewest: string[]
+  /** Older rows dropped to make room (`drop-oldest`), by target. */
+  droppedOldest: Record<string, number>
+}
+
+/** Limits of one target's queue. */
+export interface QueueLimit {
+  maxBytes: number
+  whenFull: WhenFull
+}
+
+export interface ForwardQueue {
+  /**
+   * Queues the rows of each event, all events in one transaction (the group commit of a tick).
+   * An event with a row for a full `refuse` target is refused whole: nothing of it is queued,
+   * and its result is undefined (the device is not acknowledged and sends it again later).
+   * @throws STORE_* when the database cannot take the write (nothing was queued)
+   */
+  append(events: readonly (readonly NewForwardMessage[])[]): (AppendResult | undefined)[]
+  /** Up to `limit` messages of `target` after `afterSeq`, oldest first. */
+  next(target: string, afterSeq: number, limit: number): ForwardMessage[]
+  /** Removes messages the target confirmed (one transaction); seqs already gone are skipped. */
+  remove(target: string, seqs: readonly number[]): void
+  /** Moves a message to the dead-letter table with the reason. */
+  deadLetter(target: string, seq: number, reason: string, at: number): void
+  backlog(target: string): Backlog
+  /** Dead letters, oldest first (optionally of one target). */
+  dead(opts?: { target?: string; limit?: number }): DeadMessage[]
+  /** Puts dead letters back at the end of their target's queue; their number. */
+  redrive(opts?: { target?: string; seqs?: readonly number[] }): number
+  /** Deletes dead letters; their number. */
+  purge(opts?: { target?: string; seqs?: readonly number[] }): number
+  /** Dead letters per target. */
+  deadCount(target: string): number
+  readonly database: DeviceDatabase
+  close(): void
+}
+
+interface Row {
+  seq: number
+  target: string
+  device: string
+  id: string
+  subject: string
+  headers: string
+  content_type: string
+  body: Buffer
+  bytes: number
+  received_at: number
+}
+
+const toMessage = (r: Row): ForwardMessage => ({
+  seq: r.seq,
+  id: r.id,
+  device: r.device,
+  subject: r.subject,
+  headers: JSON.parse(r.headers) as Record<string, string>,
+  contentType: r.content_type,
+  body: r.body,
+  receivedAt: r.received_at,
+})
+
+/** What a row takes, counted against a target's `maxBytes`: body, headers and subject. */
+export const rowBytes = (m: Pick<NewForwardMessage, 'body' | 'headers' | 'subject'>, headersJson: string): number => m.body.length + headersJson.length + m.subject.length
+
+/**
+ * Opens the forward queue: `<dataDir>/forward.db` (WAL, synchronous NORMAL: a commit survives
+ * the gateway being killed; the gateway.db lock keeps a second gateway off the folder), or an
+ * in-memory one. `limits` per target name; a target without one has no bound.
+ * @throws STORE_* as openDeviceDatabase
+ */
+export function openForwardQueue(opts: { path: string; limits: Record<string, QueueLimit>; access?: 'device' | 'tool' }): ForwardQueue {
+  const database = openDeviceDatabase({ path: opts.path, access: opts.access ?? 'device', migrations: FORWARD_MIGRATIONS, onCorrupt: 'fail', lock: false })
+  const db = database.db
+  const insert = db.prepare('INSERT INTO queue (target, device, id, subject, headers, content_type, body, bytes, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
+  const nextStmt = db.prepare('SELECT * FROM queue WHERE target = ? AND seq > ? ORDER BY seq LIMIT ?') as Statement<[string, number, number], Row>
+  const removeStmt = db.prepare('DELETE FROM queue WHERE seq = ? AND target = ? RETURNING bytes') as Statement<[number, string], { bytes: number }>
+  const oldestStmt = db.prepare('SELECT seq, bytes FROM queue WHERE target = ? ORDER BY seq LIMIT ?') as Statement<[string, number], { seq: number; bytes: number }>
+  const oldestAtStmt = db.prepare('SELECT received_at AS at FROM queue WHERE target = ? ORDER BY seq LIMIT 1').pluck() as Statement<[string], number>
+  const getStmt = db.prepare('SELECT * FROM queue WHERE seq = ? AND target = ?') as Statement<[number, string], Row>
+  const toDead = db.prepare('INSERT INTO dead SELECT seq, target, device, id, subject, headers, content_type, body, bytes, received_at, ?, ? FROM queue WHERE seq = ? AND target = ?')
+  const deadCountStmt = db.prepare('SELECT count(*) FROM dead WHERE target = ?').pluck() as Statement<[string], number>
+
+  // Bytes and messages per target, kept in memory (counted once at open).
+  const bytes = new Map<string, number>()
+  const counts = new Map<string, number>()
+  for (const r of db.prepare('SELECT target, count(*) AS n, sum(bytes) AS b FROM queue GROUP BY target').all() as { target: string; n: number; b: number }[]) {
+    bytes.set(r.target, r.b)
+    counts.set(r.target, r.n)
+  }
+  const add = (target: string, n: number, b: number): void => {
+    bytes.set(target, (bytes.get(target) ?? 0) + b)
+    counts.set(target, (counts.get(target) ?? 0) + n)
+  }
+  // The in-memory counts follow the transaction: a rolled-back append or removal is counted again from the table.
+  const recount = (): void => {
+    bytes.clear()
+    counts.clear()
+    for (const r of db.prepare('SELECT target, count(*) AS n, sum(bytes) AS b FROM queue GROUP BY target').all() as { target: string; n: number; b: number }[]) add(r.target, r.n, r.b)
+  }
+
+  /** Drops the oldest rows of `target` until `need` more bytes fit; the number dropped. */
+  const makeRoom = (target: string, need: number, max: number): number => {
+    let dropped = 0
+    while ((bytes.get(target) ?? 0) + need > max && (counts.get(target) ?? 0) > 0) {
+      const oldest = oldestStmt.all(target, 64)
+      for (const o of oldest) {
+        if ((bytes.get(target) ?? 0) + need <= max) break
+        removeStmt.get(o.seq, target)
+        add(target, -1, -o.bytes)
+        dropped++
+      }
+    }
+    return dropped
+  }
+
+  const filterSeqs = (base: string, o: { target?: string; seqs?: readonly number[] } = {}): { sql: string; args: (string | number)[] } => {
+    const where: string[] = []
+    const args: (string | number)[] = []
+    if (o.target !== undefined) {
+      where.push('target = ?')
+      args.push(o.target)
+    }
+    if (o.seqs !== undefined) {
+      where.push(`seq IN (${o.seqs.map(() => '?').join(', ') || 'NULL'})`)
+      args.push(...o.seqs)
+    }
+    return { sql: `${base}${where.length === 0 ? '' : ` WHERE ${where.join(' AND ')}`}`, args }
+  }
+
+  const guard = <T>(fn: () => T): T => {
+    try {
+      return database.transaction(() => {
+        database.onRollback(recount)
+        return fn()
+      })
+    } catch (err) {
+      throw toStoreError(err, opts.path, 'run')
+    }
+  }
+
+  return {
+    database,
+    append(events) {
+      return guard(() =>
+        events.map((rows) => {
+          const encoded = rows.map((m) => {
+            const headers = JSON.stringify(m.headers)
+            return { m, headers, size: rowBytes(m, headers) }
+          })
+          // A full `refuse` target refuses the whole event: the device keeps it and sends it again.
+          for (const { m, size } of encoded) {
+            const limit = opts.limits[m.target]
+            if (limit?.whenFull === 'refuse' && (bytes.get(m.target) ?? 0) + size > limit.maxBytes) return undefined
+          }
+          const result: AppendResult = { queued: 0, droppedNewest: [], droppedOldest: {} }
+          for (const { m, headers, size } of encoded) {
+            const limit = opts.limits[m.target]
+            if (limit !== undefined && (bytes.get(m.target) ?? 0) + size > limit.maxBytes) {
+              if (limit.whenFull === 'drop-newest' || size > limit.maxBytes) {
+                result.droppedNewest.push(m.target)
+                continue
+              }
+              const n = makeRoom(m.target, size, limit.maxBytes)
+              if (n > 0) result.droppedOldest[m.target] = (result.droppedOldest[m.target] ?? 0) + n
+            }
+            insert.run(m.target, m.device, m.id, m.subject, headers, m.contentType, m.body, size, m.receivedAt)
+            add(m.target, 1, size)
+            result.queued++
+          }
+          return result
+        }),
+      )
+    },
+    next(target, afterSeq, limit) {
+      return nextStmt.all(target, afterSeq, limit).map(toMessage)
+    },
+    remove(target, seqs) {
+      if (seqs.length === 0) return
+      guard(() => {
+        for (const seq of seqs) {
+          const gone = removeStmt.get(seq, target)
+          if (gone !== undefined) add(target, -1, -gone.bytes)
+        }
+      })
+    },
+    deadLetter(target, seq, reason, at) {
+      guard(() => {
+        const row = getStmt.get(seq, target)
+        if (row === undefined) return
+        toDead.run(at, reason.slice(0, 1000), seq, target)
+        removeStmt.get(seq, target)
+        add(target, -1, -row.bytes)
+      })
+    },
+    backlog(target) {
+      const messages = counts.get(target) ?? 0
+      return { messages, bytes: bytes.get(target) ?? 0, oldestAt: messages === 0 ? undefined : oldestAtStmt.get(target) }
+    },
+    dead(o = {}) {
+      const { sql, args } = filterSeqs('SELECT * FROM dead', o)
+      const rows = db.prepare(`${sql} ORDER BY seq LIMIT ?`).all(...args, o.limit ?? 1000) as (Row & { failed_at: number; reason: string })[]
+      return rows.map((r) => ({ ...toMessage(r), target: r.target, failedAt: r.failed_at, reason: r.reason }))
+    },
+    redrive(o = {}) {
+      return guard(() => {
+        const { sql, args } = filterSeqs('SELECT * FROM dead', o)
+        const rows = db.prepare(`${sql} ORDER BY seq`).all(...args) as Row[]
+        for (const r of rows) {
+          insert.run(r.target, r.device, r.id, r.subject, r.headers, r.content_type, r.body, r.bytes, r.received_at)
+          add(r.target, 1, r.bytes)
+          db.prepare('DELETE FROM dead WHERE seq = ?').run(r.seq)
+        }
+        return rows.length
+      })
+    },
+    purge(o = {}) {
+      return guard(() => {
+        const { sql, args } = filterSeqs('DELETE FROM dead', o)
+        return db.prepare(sql).run(...args).changes
+      })
+    },
+    deadCount(target) {
+      return deadCountStmt.get(target) ?? 0
+    },
+    close() {
+      database.close()
+    },
+  }
+}

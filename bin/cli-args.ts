@@ -15,7 +15,7 @@ import { redactUrl } from '../runtime/redact-url.js'
 import { parseLogFormat, parseLogLevel, type LogFormat } from '../runtime/logger.js'
 
 /** The commands `outpost` knows. */
-export const COMMANDS = ['demo', 'gateway', 'device', 'devices', 'jobs', 'help'] as const
+export const COMMANDS = ['demo', 'gateway', 'device', 'devices', 'forward', 'jobs', 'help'] as const
 /** One of COMMANDS. */
 export type Command = (typeof COMMANDS)[number]
 
@@ -55,6 +55,8 @@ export interface CliArgs {
   gatewayConfig?: GatewayConfig
   /** For `gateway`: print the effective configuration and exit. */
   printConfig?: boolean
+  /** For `forward`: the target whose queue or dead letters to look at. */
+  target?: string
   /** For `devices add`: the role to give. */
   role?: string
 }
@@ -77,6 +79,7 @@ const OPTIONS = {
   config: { type: 'string' },
   'print-config': { type: 'boolean' },
   role: { type: 'string' },
+  target: { type: 'string' },
 } as const
 type OptionName = keyof typeof OPTIONS
 
@@ -86,6 +89,7 @@ const PER_COMMAND: Record<Command, readonly OptionName[]> = {
   gateway: ['port', 'host', 'config', 'print-config'],
   device: ['url', 'id'],
   devices: ['config', 'role', 'json'],
+  forward: ['config', 'target', 'limit', 'json'],
   jobs: ['db', 'limit', 'json'],
   help: [],
 }
@@ -231,6 +235,7 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv, devices: De
   }
   switch (command) {
     case 'gateway':
+    case 'forward':
     case 'devices': {
       if (command === 'gateway' && rest.length > 0) throw bad(`outpost gateway takes no arguments (got "${rest[0]}")`)
       // The file's values, then the variables over them (the loader), then the options over both.
@@ -244,6 +249,10 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv, devices: De
       args.printConfig = values['print-config'] === true
       args.json = values.json === true
       if (str('role') !== undefined) args.role = str('role')
+      if (str('target') !== undefined) args.target = str('target')
+      const limit = str('limit')
+      if (limit !== undefined && !/^[1-9]\d{0,8}$/.test(limit)) throw bad(`--limit "${limit}" is not accepted; expected a whole number from 1 to 999999999`)
+      if (limit !== undefined) args.limit = limit
       break
     }
     case 'demo': {

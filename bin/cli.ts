@@ -13,6 +13,7 @@ import { createLogger, type LogFormat } from '../runtime/logger.js'
 import { parseCliArgs, type CliArgs } from './cli-args.js'
 import { DEVICES_HELP, runDevicesCommand } from './devices.js'
 import { JOBS_HELP, runJobsCommand } from './jobs.js'
+import { FORWARD_HELP, runForwardCommand } from './forward.js'
 
 /**
  * The folder with this code's bin/, devices/ and runtime/: dist/ when the CLI runs compiled (as
@@ -40,6 +41,9 @@ Usage:
                                             (\`outpost devices --help\` for details)
   outpost device <name> [--url URL] [--id ID]
                                             run a device of this project (thermo, display) against a broker
+  outpost forward <status|dead|redrive|purge> [--target T] [--config FILE]
+                                            the gateway's forward queue to cloud targets and its dead letters
+                                            (\`outpost forward --help\` for details)
   outpost jobs <command> --db FILE          operate the durable queues in a device database
                                             (queues, status, dead, redrive, purge, pause, resume, cancel;
                                             \`outpost jobs --help\` for details)
@@ -215,6 +219,15 @@ async function devices(args: CliArgs): Promise<void> {
   }
 }
 
+function forward(args: CliArgs): void {
+  try {
+    console.log(runForwardCommand(args.rest, { dataDir: args.gatewayConfig!.dataDir!, target: args.target, limit: args.limit, json: args.json }))
+  } catch (err) {
+    if (isOutpostError(err, ErrorCode.BAD_ARGUMENT)) console.log(FORWARD_HELP)
+    fail(err)
+  }
+}
+
 function jobs(args: CliArgs): void {
   try {
     console.log(runJobsCommand(args.rest, { db: args.db, limit: args.limit, json: args.json }))
@@ -234,7 +247,7 @@ try {
 if (args.version) {
   console.log((JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version)
 } else if (args.help || args.command === undefined || args.command === 'help') {
-  console.log(args.command === 'jobs' ? JOBS_HELP : args.command === 'devices' ? DEVICES_HELP : HELP)
+  console.log(args.command === 'jobs' ? JOBS_HELP : args.command === 'devices' ? DEVICES_HELP : args.command === 'forward' ? FORWARD_HELP : HELP)
 } else if (args.command === 'demo') {
   await demo(args)
 } else if (args.command === 'gateway') {
@@ -243,6 +256,8 @@ if (args.version) {
   await device(args)
 } else if (args.command === 'devices') {
   await devices(args)
+} else if (args.command === 'forward') {
+  forward(args)
 } else {
   jobs(args)
 }

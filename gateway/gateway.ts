@@ -21,6 +21,7 @@ import { createTraffic } from './http/traffic.js'
 import { createSqlitePersistence } from './persistence/sqlite-persistence.js'
 import { createRegistry, type Registry } from './registry/registry.js'
 import { createForwarder, type Forwarder } from './forward/forwarder.js'
+import { createCommandRouter, type CommandRouter } from './commands/command-router.js'
 import { openGatewayDatabase } from './store/gateway-database.js'
 
 import { GATEWAY_CLIENT_ID, RESERVED_DEVICE_IDS } from './devices/reserved-ids.js'
@@ -44,6 +45,8 @@ export interface Gateway {
   readonly auth: BrokerAuth | undefined
   /** Store-and-forward to cloud targets, when `forward` is configured. */
   readonly forwarder: Forwarder | undefined
+  /** Device commands for cloud callers (what HTTP, NATS and RabbitMQ callers go through). */
+  readonly commands: CommandRouter
   /**
    * A drill: stops the broker (every device loses its connection) and starts it again on the
    * same port after `ms`, with the state it had: sessions, subscriptions and the QoS 1 messages
@@ -223,6 +226,8 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   })
   await runtime.start({ waitForBroker: true })
   forwarder?.start()
+  // Cloud callers to device commands: routed by the registry, sent through the gateway's runtime.
+  const commands = createCommandRouter({ runtime, registry, defaults: config.commands })
   let brokerUp = true
   const http = config.http.enabled
     ? await startHttpServer({
@@ -253,6 +258,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
           registry,
           sessions: () => brokerDatabase?.stats(),
           forward: () => forwarder?.stats(),
+          ...(config.commands.http.enabled ? { commands: { router: commands, allow: config.commands.http.allow } } : {}),
           auth: () => auth?.stats() ?? { refused: {}, deniedPublish: {}, deniedSubscribe: {}, kicked: 0 },
         },
       }).catch(async (err: unknown) => {
@@ -304,6 +310,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     http,
     auth,
     forwarder,
+    commands,
     async interrupt(ms) {
       const port = broker.port
       log.warn({ forMs: ms }, 'broker stopping (drill)')

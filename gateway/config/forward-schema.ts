@@ -168,10 +168,7 @@ export function redactForward(c: ForwardConfig, redacted: string): ForwardConfig
     } else {
       try {
         const u = new URL(t.url)
-        if (u.password !== '') {
-          u.password = redacted
-          t.url = u.toString().replace(encodeURIComponent(redacted), redacted)
-        }
+        if (u.password !== '') t.url = t.url.replace(`:${u.password}@`, `:${redacted}@`)
       } catch {
         t.url = redacted
       }

@@ -1,5 +1,6 @@
 import type { LevelWithSilent } from 'pino'
 import type { ForwardConfig } from '../forward/forward-config.js'
+import { defaultCommandsConfig, type CommandsConfig } from '../commands/command-config.js'
 
 // The gateway's configuration, as the rest of the gateway sees it: every value checked and every
 // default applied (gateway/config/load-config.ts reads it from a YAML or JSON file and the
@@ -66,6 +67,8 @@ export interface GatewayConfig {
   }
   /** Events forwarded to cloud targets (NATS JetStream, RabbitMQ); none when unset. See docs/forwarding.md. */
   forward?: ForwardConfig
+  /** How cloud callers reach device commands (HTTP, NATS request/reply, RabbitMQ RPC). See docs/forwarding.md. */
+  commands: CommandsConfig
   /** The file this came from, if any. */
   source?: string
 }
@@ -82,5 +85,6 @@ export function defaultGatewayConfig(): GatewayConfig {
     persistence: 'memory',
     http: { enabled: false, host: '127.0.0.1', port: 8080 },
     log: { level: 'info' },
+    commands: defaultCommandsConfig(),
   }
 }

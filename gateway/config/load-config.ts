@@ -12,6 +12,7 @@ import { isTopicSegment } from '../../runtime/topic-level.js'
 import { DEFAULT_ROLES, defaultGatewayConfig, type GatewayConfig, type RoleConfig } from './gateway-config.js'
 import { FORWARD_FILE_SCHEMA, forwardFromFile, forwardProblems, redactForward } from './forward-schema.js'
 import { strict, wholeNumber } from './schema-kit.js'
+import { COMMANDS_FILE_SCHEMA, commandsFromFile, commandsProblems, redactCommands } from './commands-schema.js'
 
 /** Where the gateway keeps its files under the data folder (OUTPOST_DATA_DIR, default .outpost). */
 const GATEWAY_SUBDIR = 'gateway'
@@ -110,6 +111,7 @@ const FILE_SCHEMA = strict({
     }),
   ),
   forward: v.optional(FORWARD_FILE_SCHEMA),
+  commands: v.optional(COMMANDS_FILE_SCHEMA),
 })
 type FileConfig = v.InferOutput<typeof FILE_SCHEMA>
 
@@ -193,7 +195,7 @@ function fromFile(file: string, defaultDataDir: string): GatewayConfig {
     throw invalid(`${name}: ${[...lines.slice(0, MAX_PROBLEMS), ...more].join('; ')}`)
   }
   const f: FileConfig = result.output
-  const crossed = f.forward === undefined ? [] : forwardProblems(f.forward)
+  const crossed = [...(f.forward === undefined ? [] : forwardProblems(f.forward)), ...(f.commands === undefined ? [] : commandsProblems(f.commands))]
   if (crossed.length > 0) throw invalid(`${name}: ${crossed.slice(0, MAX_PROBLEMS).join('; ')}`)
   const dir = path.dirname(abs)
   const resolve = (p: string): string => path.resolve(dir, p)
@@ -214,6 +216,7 @@ function fromFile(file: string, defaultDataDir: string): GatewayConfig {
     http: { ...base.http, enabled: true, ...withoutUndefined({ enabled: f.http?.enabled, host: f.http?.host, port: f.http?.port, token: f.http?.token }) },
     log: { ...base.log, ...withoutUndefined({ level: f.log?.level, format: f.log?.format }) },
     ...(f.forward === undefined ? {} : { forward: forwardFromFile(f.forward) }),
+    commands: commandsFromFile(f.commands),
     source: abs,
   }
 }
@@ -299,6 +302,7 @@ export function formatConfig(config: GatewayConfig): string {
   const shown = structuredClone(config)
   if (shown.http.token !== undefined) shown.http.token = REDACTED
   if (shown.forward !== undefined) shown.forward = redactForward(shown.forward, REDACTED)
+  shown.commands = redactCommands(shown.commands, REDACTED)
   const { source, dataDir, ...rest } = shown
   const head = `# outpost gateway: effective configuration${source === undefined ? ' (no config file: development defaults)' : ` from ${source}`}\n`
   return head + YAML.stringify({ ...(dataDir === undefined ? {} : { dataDir }), ...rest }, { lineWidth: 0 })

@@ -56,7 +56,7 @@ export function renderTemplate(template: string, t: EventTopic): string {
 }
 
 /** Byte strings in a payload become base64 text in JSON (JSON.stringify would write them as objects of indices). */
-const jsonReplacer = (_key: string, value: unknown): unknown => (value instanceof Uint8Array ? Buffer.from(value).toString('base64') : value)
+export const jsonReplacer = (_key: string, value: unknown): unknown => (value instanceof Uint8Array ? Buffer.from(value).toString('base64') : value)
 
 /**
  * The JSON body of a forwarded event: the envelope's fields by name and the payload.

@@ -13,6 +13,8 @@ import type { Registry } from '../registry/registry.js'
 import { MESSAGE_KINDS, type Traffic } from './traffic.js'
 import type { ForwarderStats } from '../forward/forwarder.js'
 import { forwardMetrics } from './forward-metrics.js'
+import type { CommandRouter } from '../commands/command-router.js'
+import { commandRoutes } from './command-routes.js'
 
 /** What the HTTP face reads of a running gateway. */
 export interface GatewayView {
@@ -26,6 +28,8 @@ export interface GatewayView {
   sessions?(): SessionQueueStats | undefined
   /** Store-and-forward to cloud targets (undefined when none is configured). */
   forward?(): ForwarderStats | undefined
+  /** Device commands over HTTP, when on: the router and what HTTP callers may call. */
+  commands?: { router: CommandRouter; allow: readonly string[] }
 }
 
 export interface HttpServer {
@@ -187,6 +191,7 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
     return c.json({ ready: notReady.length === 0, checks, notReady }, notReady.length === 0 ? 200 : 503)
   })
   app.get('/metrics', async (c) => c.body(await metrics.metrics(), 200, { 'Content-Type': metrics.contentType }))
+  if (view.commands !== undefined) commandRoutes(app, view.commands)
   app.get('/forward', (c) => c.json(view.forward?.() ?? { targets: {}, dropped: {} }))
   app.get('/devices', (c) => c.json({ devices: view.registry.list() }))
   app.get('/devices/:id', (c) => {

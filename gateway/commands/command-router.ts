@@ -1,0 +1,181 @@
+// Commands from outside the device network (the gateway's HTTP API, NATS request/reply, RabbitMQ
+// RPC) to device commands: checked against the caller's allow rules and the registry (is the
+// device known and online, does it announce this service, version and command), then sent over
+// MQTT through the gateway's own runtime to the named device or to a live instance, with a
+// deadline. Every outcome is a value or an OutpostError whose code each front end turns into its
+// protocol's error (see `statusOf`).
+import { ErrorCode, OutpostError, isOutpostError } from '../../runtime/errors.js'
+import type { Runtime } from '../../runtime/index.js'
+import { isTopicSegment } from '../../runtime/topic-level.js'
+import { topicMatches } from '../../runtime/wire/topics.js'
+import type { DeviceEntry, Registry } from '../registry/registry.js'
+
+/** What to do with a command for a device that is offline. */
+export type OfflinePolicy = 'fail' | 'hold'
+
+/** One command from a cloud caller. */
+export interface CommandRequest {
+  /** The device to run it; undefined: any live device that announces the command. */
+  device?: string
+  service: string
+  version: string
+  command: string
+  payload: unknown
+  /** Deadline from now, ms (default and ceiling from the configuration). */
+  timeoutMs?: number
+  /** Overrides the configured policy for an offline device. */
+  offline?: OfflinePolicy
+  traceparent?: string
+}
+
+export interface CommandDefaults {
+  /** Deadline of a call that names none, ms (default 10 000). */
+  timeoutMs: number
+  /** Longest deadline a caller may ask for, ms (default 300 000): a held command waits at most this long. */
+  maxTimeoutMs: number
+  /** Offline device: `fail` at once with DEVICE_OFFLINE (default) or `hold` until it is back or the deadline passes. */
+  offline: OfflinePolicy
+}
+
+export const COMMAND_DEFAULTS: CommandDefaults = { timeoutMs: 10_000, maxTimeoutMs: 300_000, offline: 'fail' }
+
+export interface CommandRouter {
+  /**
+   * Runs a device command; the device's result.
+   * @throws (rejects) NOT_AUTHORIZED (outside `allow`), BAD_ARGUMENT (a name that is not a topic
+   *   level, a bad timeout), DEVICE_UNKNOWN, DEVICE_OFFLINE, NO_HANDLER (the device, or no device,
+   *   announces the command), and what the device answers: VALIDATION_FAILED, TIMEOUT, INTERNAL, …
+   */
+  call(req: CommandRequest, allow: readonly string[]): Promise<unknown>
+}
+
+/** Stands for "no device named" in allow rules: only a wildcard device level matches it. */
+const ANY_DEVICE = '\u0000any'
+
+/** True when a rule list (`<device>/<service>/<version>/<command>`, MQTT wildcards) lets this call through. */
+export function allowedBy(allow: readonly string[], req: Pick<CommandRequest, 'device' | 'service' | 'version' | 'command'>): boolean {
+  const topic = `${req.device ?? ANY_DEVICE}/${req.service}/${req.version}/${req.command}`
+  return allow.some((rule) => topicMatches(rule, topic))
+}
+
+const offers = (e: DeviceEntry, req: CommandRequest): 'yes' | 'no-service' | 'no-command' => {
+  const s = e.services.find((x) => x.name === req.service && x.version === req.version)
+  if (s === undefined) return 'no-service'
+  return s.commands.includes(req.command) ? 'yes' : 'no-command'
+}
+
+/** Creates the router over the gateway's runtime (which sends the commands) and its registry. */
+export function createCommandRouter(opts: { runtime: Runtime; registry: Registry; defaults?: Partial<CommandDefaults>; pollMs?: number; now?: () => number }): CommandRouter {
+  const defaults = { ...COMMAND_DEFAULTS, ...opts.defaults }
+  const { runtime, registry } = opts
+  const now = opts.now ?? Date.now
+  const pollMs = opts.pollMs ?? 100
+
+  const check = (req: CommandRequest, allow: readonly string[]): number => {
+    for (const [what, value] of [['service', req.service], ['version', req.version], ['command', req.command], ...(req.device === undefined ? [] : [['device', req.device]])] as const) {
+      if (!isTopicSegment(value)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${what} ${JSON.stringify(String(value).slice(0, 64))} is not a name (1 to 128 characters, no '/', '+', '#')`)
+    }
+    if (!allowedBy(allow, req)) {
+      throw new OutpostError(ErrorCode.NOT_AUTHORIZED, `this caller may not call ${req.service}@${req.version}.${req.command}${req.device === undefined ? '' : ` on ${req.device}`}`)
+    }
+    const t = req.timeoutMs ?? defaults.timeoutMs
+    if (!Number.isInteger(t) || t <= 0 || t > defaults.maxTimeoutMs) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `timeout ${String(t)} ms is not accepted; expected a whole number from 1 to ${defaults.maxTimeoutMs}`)
+    return t
+  }
+
+  /** Waits until `device` is online or `deadline` passes; its entry then (online or not). */
+  const waitOnline = async (device: string, deadline: number): Promise<DeviceEntry | undefined> => {
+    for (;;) {
+      const e = registry.get(device)
+      if (e?.online === true || now() >= deadline) return e
+      await new Promise((r) => setTimeout(r, Math.min(pollMs, Math.max(1, deadline - now()))))
+    }
+  }
+
+  const named = async (req: CommandRequest & { device: string }, deadline: number): Promise<unknown> => {
+    let entry = registry.get(req.device)
+    if (entry === undefined) throw new OutpostError(ErrorCode.DEVICE_UNKNOWN, `no device ${req.device} is known to this gateway`, { details: { device: req.device } })
+    if (!entry.online) {
+      if ((req.offline ?? defaults.offline) === 'fail') throw offline(req.device)
+      entry = await waitOnline(req.device, deadline)
+      if (entry?.online !== true) throw new OutpostError(ErrorCode.DEVICE_OFFLINE, `device ${req.device} did not come back before the deadline`, { retryable: true, details: { device: req.device } })
+    }
+    const has = offers(entry, req)
+    if (has !== 'yes') throw noHandler(req, has)
+    return send(req, req.device, deadline)
+  }
+
+  const anyDevice = async (req: CommandRequest, deadline: number): Promise<unknown> => {
+    for (;;) {
+      const all = registry.list()
+      const live = all.filter((e) => e.online && offers(e, req) === 'yes')
+      if (live.length > 0) return send(req, live[Math.floor(Math.random() * live.length)]!.device, deadline)
+      const known = all.some((e) => offers(e, req) === 'yes')
+      if (!known) throw noHandler(req, 'no-service')
+      if ((req.offline ?? defaults.offline) === 'fail' || now() >= deadline) {
+        throw new OutpostError(ErrorCode.DEVICE_OFFLINE, `every device that runs ${req.service}@${req.version}.${req.command} is offline`, { retryable: true })
+      }
+      await new Promise((r) => setTimeout(r, Math.min(pollMs, Math.max(1, deadline - now()))))
+    }
+  }
+
+  const send = async (req: CommandRequest, device: string, deadline: number): Promise<unknown> => {
+    const left = deadline - now()
+    if (left <= 0) throw new OutpostError(ErrorCode.TIMEOUT, `no time left to call ${req.service}.${req.command}`, { retryable: true })
+    try {
+      return await runtime.invoke({ service: req.service, version: req.version, command: req.command }, req.payload, { device, timeoutMs: left, ...(req.traceparent === undefined ? {} : { traceparent: req.traceparent }) })
+    } catch (err) {
+      // The runtime's word for a named device that went away in between.
+      if (isOutpostError(err, ErrorCode.SERVICE_UNREACHABLE)) throw offline(device)
+      throw err
+    }
+  }
+
+  return {
+    async call(req, allow) {
+      const timeoutMs = check(req, allow)
+      const deadline = now() + timeoutMs
+      return req.device === undefined ? anyDevice(req, deadline) : named(req as CommandRequest & { device: string }, deadline)
+    },
+  }
+}
+
+const offline = (device: string): OutpostError => new OutpostError(ErrorCode.DEVICE_OFFLINE, `device ${device} is offline`, { retryable: true, details: { device } })
+
+const noHandler = (req: CommandRequest, why: 'no-service' | 'no-command'): OutpostError =>
+  new OutpostError(
+    ErrorCode.NO_HANDLER,
+    why === 'no-service'
+      ? req.device === undefined
+        ? `no device announces service ${req.service}@${req.version}`
+        : `device ${req.device} does not announce service ${req.service}@${req.version}`
+      : `service ${req.service}@${req.version}${req.device === undefined ? '' : ` on ${req.device}`} has no command ${req.command}`,
+    { details: { service: req.service, version: req.version, command: req.command, ...(req.device === undefined ? {} : { device: req.device }) } },
+  )
+
+/** The HTTP status of a command's error code (NATS and RabbitMQ replies carry the code itself). */
+export function statusOf(code: string): 400 | 403 | 404 | 422 | 500 | 502 | 503 | 504 {
+  switch (code) {
+    case ErrorCode.BAD_ARGUMENT:
+    case ErrorCode.INVALID_TOPIC_LEVEL:
+      return 400
+    case ErrorCode.NOT_AUTHORIZED:
+      return 403
+    case ErrorCode.DEVICE_UNKNOWN:
+    case ErrorCode.NO_HANDLER:
+      return 404
+    case ErrorCode.VALIDATION_FAILED:
+      return 422
+    case ErrorCode.DEVICE_OFFLINE:
+    case ErrorCode.SERVICE_UNREACHABLE:
+    case ErrorCode.BRIDGE_UNAVAILABLE:
+    case ErrorCode.BRIDGE_CLOSED:
+      return 503
+    case ErrorCode.TIMEOUT:
+      return 504
+    case ErrorCode.INTERNAL:
+      return 502
+    default:
+      return 500
+  }
+}

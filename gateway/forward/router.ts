@@ -55,8 +55,16 @@ export function renderTemplate(template: string, t: EventTopic): string {
   return template.replace(/\{(device|service|version|event)\}/g, (_, k: keyof EventTopic) => t[k])
 }
 
-/** Byte strings in a payload become base64 text in JSON (JSON.stringify would write them as objects of indices). */
-export const jsonReplacer = (_key: string, value: unknown): unknown => (value instanceof Uint8Array ? Buffer.from(value).toString('base64') : value)
+/**
+ * Byte strings in a payload become base64 text in JSON (JSON.stringify would write them as
+ * objects of indices, or a Buffer as `{type, data}`: its toJSON runs before a replacer sees the
+ * value, so the holder's own property is looked at).
+ */
+export function jsonReplacer(this: unknown, key: string, value: unknown): unknown {
+  const raw = (this as Record<string, unknown> | null)?.[key]
+  if (raw instanceof Uint8Array) return Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('base64')
+  return value
+}
 
 /**
  * The JSON body of a forwarded event: the envelope's fields by name and the payload.

@@ -160,7 +160,7 @@ describe('loadGatewayConfig: mistakes in the file', () => {
 
   it('names a typo at the top with the keys accepted there (mqqt:)', () => {
     const err = errorOf(file('mqqt:\n  port: 1883\n'))
-    expect(err.message).toMatch(/: mqqt: unknown key; expected one of dataDir, mqtt, auth, persistence, http, log$/)
+    expect(err.message).toMatch(/: mqqt: unknown key; expected one of dataDir, mqtt, auth, persistence, http, log, forward, commands$/)
   })
 
   it('lists every problem of a file at once, on one line', () => {

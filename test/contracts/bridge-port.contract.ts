@@ -39,6 +39,12 @@ export interface PortCapabilities {
    * The bridge hands each copy to every matching handler; the runtime dedupes by message id.
    */
   copyPerSubscription?: boolean
+  /**
+   * false: a transport that delivers at most once across a lost connection (NATS core keeps
+   * nothing for a subscriber that is away and never sends a frame again), instead of MQTT's
+   * persistent session. The suite then checks that: nothing comes again, nothing marked redelivered.
+   */
+  redeliversAfterLoss?: boolean
 }
 
 export type BridgePortContractOptions = { capabilities?: PortCapabilities } & (
@@ -200,7 +206,30 @@ export function describeBridgePortContract(name: string, opts: BridgePortContrac
       return { got, release: () => releases.splice(0).forEach((r) => r()) }
     }
 
-    if (opts.lossy === true) {
+    if (opts.lossy === true && opts.capabilities?.redeliversAfterLoss === false) {
+      it('delivers at most once across a lost connection: nothing comes again, and a frame published while the subscriber is away is lost', async () => {
+        const a = await open('pub')
+        const b = await open('sub', { cuttable: true })
+        const held = await holding(b, t('d/x'))
+        await a.publish(t('d/x'), text('held'))
+        await until(() => held.got.length === 1)
+        // Published the moment the subscriber notices the loss: before it can have subscribed again.
+        const away = new Promise<unknown>((r) => {
+          const off = b.onStatus((s) => {
+            if (s.type !== 'disconnected') return
+            off()
+            r(a.publish(t('d/x'), text('while away')).catch((e: unknown) => e))
+          })
+        })
+        lossy().cut()
+        await away
+        await until(() => b.status.type === 'connected', 10_000)
+        await a.publish(t('d/x'), text('after'))
+        await until(() => held.got.some((f) => read(f) === 'after'), 10_000)
+        expect(held.got.map((f) => [read(f), f.redelivered])).toEqual([['held', false], ['after', false]])
+        held.release()
+      })
+    } else if (opts.lossy === true) {
       it('marks a frame the broker sends again, its acknowledgement held when the connection was lost, as redelivered', async () => {
         const a = await open('pub')
         const b = await open('sub', { cuttable: true })

@@ -30,6 +30,7 @@ const EXPECTED: Record<string, string[]> = {
   './runtime': ['createRuntime', 'defineContract', 'defineService', 'OutpostError', 'createMemoryBridge'],
   './contracts': ['defineContract', 'defineService', 'resource'],
   './bridges': ['createMemoryHub', 'createMemoryBridge', 'createMqttBridge'],
+  './bridges/nats': ['createNatsBridge'],
   './stores/memory': ['createMemoryStateStore', 'createMemoryOutbox', 'createMemoryInbox', 'createMemoryQueueStore'],
   './stores/sqlite': ['openDeviceDatabase', 'createSqliteStateStore', 'createSqliteOutbox', 'createSqliteInbox', 'createSqliteQueueStore'],
   './gateway': ['startGateway', 'startMqttBroker'],

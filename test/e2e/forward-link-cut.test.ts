@@ -68,7 +68,7 @@ describe('forwarding to NATS JetStream and RabbitMQ across a cloud link cut', ()
       routes: [{ events: ['meter/1/reading'], devices: ['*'], to: ['js', 'rabbit'] }],
     }
     const config = { ...defaultGatewayConfig(), dataDir: dir, persistence: 'sqlite' as const, forward }
-    const gw: Gateway = await startGateway({ config, port: 0, logger: pino({ level: 'warn' }) })
+    const gw: Gateway = await startGateway({ config, port: 0, logger: pino({ level: 'error' }) })
     cleanup(() => gw.close())
     const forwarded = (t: string): number => gw.forwarder!.stats().targets[t]!.forwarded
 

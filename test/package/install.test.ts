@@ -34,6 +34,7 @@ const EXPECTED: Record<string, string[]> = {
   './stores/memory': ['createMemoryStateStore', 'createMemoryOutbox', 'createMemoryInbox', 'createMemoryQueueStore'],
   './stores/sqlite': ['openDeviceDatabase', 'createSqliteStateStore', 'createSqliteOutbox', 'createSqliteInbox', 'createSqliteQueueStore'],
   './gateway': ['startGateway', 'startMqttBroker'],
+  './cloud': ['createCloudClient', 'readForwarded'],
 }
 
 describe('the packed package, installed', () => {

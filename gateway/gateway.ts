@@ -22,6 +22,8 @@ import { createSqlitePersistence } from './persistence/sqlite-persistence.js'
 import { createRegistry, type Registry } from './registry/registry.js'
 import { createForwarder, type Forwarder } from './forward/forwarder.js'
 import { createCommandRouter, type CommandRouter } from './commands/command-router.js'
+import { startNatsCommands, type CommandFrontEnd } from './commands/nats-commands.js'
+import { startRabbitCommands } from './commands/rabbitmq-commands.js'
 import { openGatewayDatabase } from './store/gateway-database.js'
 
 import { GATEWAY_CLIENT_ID, RESERVED_DEVICE_IDS } from './devices/reserved-ids.js'
@@ -269,6 +271,10 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
         throw err
       })
     : undefined
+  // Cloud callers over NATS and RabbitMQ: they start even when the cloud is unreachable, and keep trying.
+  const cloudCommands: CommandFrontEnd[] = []
+  if (config.commands.nats !== undefined) cloudCommands.push(await startNatsCommands({ config: config.commands.nats, router: commands, log }))
+  if (config.commands.rabbitmq !== undefined) cloudCommands.push(await startRabbitCommands({ config: config.commands.rabbitmq, router: commands, log }))
   log.info({ url: broker.url, http: http?.url, auth: config.auth.enabled, persistence: config.persistence, dataDir: config.dataDir }, 'gateway ready')
   let closed: Promise<void> | undefined
   // Wakes the wait between two tries to bind again, when the gateway is closed meanwhile.
@@ -328,6 +334,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
         wake?.()
         await restarting
         await http?.close()
+        await Promise.all(cloudCommands.map((f) => f.close()))
         await runtime.stop({ drainMs: 1_000 })
         brokerUp = false
         await broker.close()

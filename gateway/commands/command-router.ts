@@ -73,7 +73,7 @@ export function createCommandRouter(opts: { runtime: Runtime; registry: Registry
 
   const check = (req: CommandRequest, allow: readonly string[]): number => {
     for (const [what, value] of [['service', req.service], ['version', req.version], ['command', req.command], ...(req.device === undefined ? [] : [['device', req.device]])] as const) {
-      if (!isTopicSegment(value)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${what} ${JSON.stringify(String(value).slice(0, 64))} is not a name (1 to 128 characters, no '/', '+', '#')`)
+      if (typeof value !== 'string' || !isTopicSegment(value)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${what} ${JSON.stringify(String(value).slice(0, 64))} is not a name (1 to 128 characters, no '/', '+', '#')`)
     }
     if (!allowedBy(allow, req)) {
       throw new OutpostError(ErrorCode.NOT_AUTHORIZED, `this caller may not call ${req.service}@${req.version}.${req.command}${req.device === undefined ? '' : ` on ${req.device}`}`)
@@ -111,7 +111,7 @@ export function createCommandRouter(opts: { runtime: Runtime; registry: Registry
       const live = all.filter((e) => e.online && offers(e, req) === 'yes')
       if (live.length > 0) return send(req, live[Math.floor(Math.random() * live.length)]!.device, deadline)
       const known = all.some((e) => offers(e, req) === 'yes')
-      if (!known) throw noHandler(req, 'no-service')
+      if (!known) throw noHandler(req, all.some((e) => offers(e, req) === 'no-command') ? 'no-command' : 'no-service')
       if ((req.offline ?? defaults.offline) === 'fail' || now() >= deadline) {
         throw new OutpostError(ErrorCode.DEVICE_OFFLINE, `every device that runs ${req.service}@${req.version}.${req.command} is offline`, { retryable: true })
       }

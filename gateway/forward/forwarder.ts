@@ -11,7 +11,7 @@ import { createForwardPump, type ForwardPump, type PumpStats } from './forward-p
 import { openForwardQueue, type Backlog, type ForwardQueue, type NewForwardMessage } from './forward-queue.js'
 import { createRouter } from './router.js'
 import type { ForwardTarget } from './target.js'
-import { createJetStreamTarget } from './targets/jetstream-target.js'
+import { createNatsTarget } from './targets/nats-target.js'
 import { createRabbitTarget } from './targets/rabbitmq-target.js'
 
 /** One target's figures: its pump's, its queue's, and what was dropped for it. */
@@ -57,7 +57,7 @@ export interface ForwarderOptions {
 }
 
 const defaultTarget = (name: string, c: TargetConfig, log: Logger): ForwardTarget =>
-  c.type === 'nats' ? createJetStreamTarget(name, c, { logger: log }) : createRabbitTarget(name, c, { logger: log })
+  c.type === 'nats' ? createNatsTarget(name, c, { logger: log }) : createRabbitTarget(name, c, { logger: log })
 
 /**
  * Opens the forward queue and makes a pump per target (not started).

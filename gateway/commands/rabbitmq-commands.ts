@@ -1,0 +1,239 @@
+// Device commands over RabbitMQ RPC. A cloud caller publishes a request to the durable queue
+// `config.queue` with `replyTo` (direct reply-to, `amq.rabbitmq.reply-to`, works) and a
+// `correlationId`; the body is JSON:
+//   { "device"?: string, "service", "version", "command", "payload"?: any,
+//     "timeoutMs"?: number, "offline"?: "fail" | "hold", "traceparent"?: string }
+// (no device, or `_`: any live device; no payload: `{}`; a `traceparent` AMQP header also works).
+// The reply goes to `replyTo` through the default exchange with the same correlationId, content
+// type application/json and the body the HTTP API answers with: `{ "result": … }`, or
+// `{ "error": { code, message, details? } }` with the header `Outpost-Error: <code>`. The request is
+// acknowledged after its reply is published. A request whose connection drops before that is
+// delivered again by the broker (to this gateway once it is back, or another one), so its command
+// may run twice: callers must take the first reply for a correlationId and ignore the rest.
+import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib'
+import type { Logger } from 'pino'
+import { backoffDelay } from '../../runtime/backoff.js'
+import { ErrorCode, OutpostError, errorMessage, toWireError, type WireError } from '../../runtime/errors.js'
+import { createLogLimiter } from '../../runtime/log-limiter.js'
+import type { RabbitCommandsConfig } from './command-config.js'
+import type { CommandRequest, CommandRouter } from './command-router.js'
+import { createCommandStats, encodeReply, parseJsonBody, parseOffline, validTraceparent, type CommandFrontEnd } from './nats-commands.js'
+
+/** Heartbeat asked of the broker, seconds: a silently dead link is noticed within two to three of them. */
+const HEARTBEAT_S = 10
+/** How long a connection attempt (and later the AMQP close handshake) may take. */
+const CONNECT_TIMEOUT_MS = 10_000
+const CLOSE_GRACE_MS = 2_000
+
+/** One connection with its consuming channel. */
+interface Session {
+  readonly model: ChannelModel
+  channel: Channel | undefined
+  ended: boolean
+}
+
+const KEYS = new Set(['device', 'service', 'version', 'command', 'payload', 'timeoutMs', 'offline', 'traceparent'])
+
+/** The request a message stands for. @throws BAD_ARGUMENT for a body that cannot be read */
+function readRequest(m: ConsumeMessage): CommandRequest {
+  const doc = parseJsonBody(m.content)
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
+    throw new OutpostError(ErrorCode.BAD_ARGUMENT, 'the request body is not a JSON object { device?, service, version, command, payload?, timeoutMs?, offline? }')
+  }
+  const o = doc as Record<string, unknown>
+  const extra = Object.keys(o).filter((k) => !KEYS.has(k))
+  if (extra.length > 0) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `the request has unknown keys: ${extra.slice(0, 5).map((k) => JSON.stringify(k.slice(0, 32))).join(', ')}`)
+  const name = (key: string, optional: boolean): string | undefined => {
+    const x = o[key]
+    if (x === undefined && optional) return undefined
+    if (typeof x !== 'string') throw new OutpostError(ErrorCode.BAD_ARGUMENT, `the request's ${key} is ${x === undefined ? 'missing' : 'not a string'}`)
+    return x
+  }
+  const device = name('device', true)
+  const t = o.timeoutMs
+  if (t !== undefined && typeof t !== 'number') throw new OutpostError(ErrorCode.BAD_ARGUMENT, "the request's timeoutMs is not a number of milliseconds")
+  const off = o.offline
+  if (off !== undefined && typeof off !== 'string') throw new OutpostError(ErrorCode.BAD_ARGUMENT, "the request's offline is not fail or hold")
+  const offline = parseOffline(off, 'offline')
+  const traceparent = validTraceparent(o.traceparent) ?? validTraceparent(m.properties.headers?.traceparent)
+  return {
+    ...(device === undefined || device === '_' ? {} : { device }),
+    service: name('service', false)!,
+    version: name('version', false)!,
+    command: name('command', false)!,
+    payload: o.payload === undefined ? {} : o.payload,
+    ...(t === undefined ? {} : { timeoutMs: t }),
+    ...(offline === undefined ? {} : { offline }),
+    ...(traceparent === undefined ? {} : { traceparent }),
+  }
+}
+
+/**
+ * Starts answering command requests from RabbitMQ. It resolves once the first connection attempt
+ * is over; when the broker cannot be reached (or refuses the setup), it logs why and keeps trying
+ * with backoff, as after any later loss, instead of failing: the gateway's local device network
+ * must not depend on the cloud link being up.
+ */
+export async function startRabbitCommands(opts: { config: RabbitCommandsConfig; router: CommandRouter; log: Logger }): Promise<CommandFrontEnd> {
+  const { config, router } = opts
+  const log = opts.log.child({ frontEnd: 'rabbitmq-commands' })
+  const troubles = createLogLimiter(log)
+  const counts = createCommandStats()
+  let current: Session | undefined
+  let closing = false
+  let looping = false
+  let wake: (() => void) | undefined
+  let where = 'the broker'
+
+  /** Closes politely, or destroys the socket of a broker that does not answer. */
+  const teardown = async (s: Session): Promise<void> => {
+    let timer: NodeJS.Timeout | undefined
+    const polite = await Promise.race([
+      s.model.close().then(
+        () => true,
+        () => true, // closed already
+      ),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), CLOSE_GRACE_MS))),
+    ])
+    clearTimeout(timer)
+    if (!polite) (s.model.connection as unknown as { stream?: { destroy?: () => void } }).stream?.destroy?.()
+  }
+
+  /** The session is gone (link cut, channel closed, consumer cancelled): connect again unless closing. */
+  const lose = (s: Session, why: string): void => {
+    if (s.ended) return
+    s.ended = true
+    if (current === s) current = undefined
+    void teardown(s)
+    if (closing) return
+    log.warn({ server: where, why }, 'RabbitMQ command link lost; reconnecting')
+    void loop()
+  }
+
+  const handle = async (s: Session, m: ConsumeMessage): Promise<void> => {
+    const replyTo: unknown = m.properties.replyTo
+    if (typeof replyTo !== 'string' || replyTo === '') {
+      counts.fail('NO_REPLY')
+      troubles.warn('no replyTo', { queue: config.queue }, 'a command request without replyTo was dropped (nobody to answer)')
+      try {
+        s.channel?.ack(m)
+      } catch {
+        // The channel is gone; the broker delivers the request again and it is dropped then.
+      }
+      return
+    }
+    let outcome: { result: unknown } | { error: WireError }
+    try {
+      outcome = { result: await router.call(readRequest(m), config.allow) }
+    } catch (err) {
+      outcome = { error: toWireError(err) }
+    }
+    const { body, error } = encodeReply(outcome)
+    const channel = s.channel
+    // The delivery tag belongs to the channel it came on: after a loss the broker delivers the request again.
+    if (s.ended || channel === undefined) return void counts.fail('REPLY_LOST')
+    const correlationId: unknown = m.properties.correlationId
+    try {
+      channel.sendToQueue(replyTo, body, {
+        contentType: 'application/json',
+        ...(typeof correlationId === 'string' ? { correlationId } : {}),
+        headers: error === undefined ? {} : { 'Outpost-Error': error },
+      })
+      channel.ack(m)
+    } catch (err) {
+      counts.fail('REPLY_LOST')
+      troubles.warn('reply lost', { err: errorMessage(err) }, 'a command reply could not be sent over RabbitMQ')
+      return
+    }
+    if (error === undefined) counts.ok()
+    else counts.fail(error)
+  }
+
+  /** One connection attempt; true when connected and consuming. */
+  const attempt = async (): Promise<boolean> => {
+    let url: URL
+    try {
+      url = new URL(config.url)
+    } catch {
+      troubles.error('bad url', {}, 'commands.rabbitmq.url is not a valid amqp:// URL')
+      return false
+    }
+    if (!url.searchParams.has('heartbeat')) url.searchParams.set('heartbeat', String(HEARTBEAT_S))
+    where = `${url.hostname}:${url.port || (url.protocol === 'amqps:' ? 5671 : 5672)}`
+    let model: ChannelModel
+    try {
+      model = await amqp.connect(url.toString(), { clientProperties: { connection_name: 'outpost-gateway-commands' }, timeout: CONNECT_TIMEOUT_MS })
+    } catch (err) {
+      troubles.warn('unreachable', { server: where, err: errorMessage(err) }, `TARGET_UNAVAILABLE: cannot reach RabbitMQ at ${where} for commands; trying again with backoff`)
+      return false
+    }
+    const s: Session = { model, channel: undefined, ended: false }
+    model.on('error', (err: Error) => troubles.warn('connection error', { err: errorMessage(err) }, 'RabbitMQ command connection error'))
+    model.on('close', () => lose(s, 'connection closed'))
+    try {
+      const ch = await model.createChannel()
+      s.channel = ch
+      ch.on('error', (err: Error) => troubles.warn('channel error', { err: errorMessage(err) }, 'RabbitMQ command channel error'))
+      ch.on('close', () => lose(s, 'channel closed'))
+      await ch.assertQueue(config.queue, { durable: true })
+      await ch.prefetch(config.prefetch)
+      // Not awaited per message: up to `prefetch` requests run side by side.
+      await ch.consume(config.queue, (m) => {
+        if (m === null) return lose(s, `the broker cancelled the consumer (queue ${config.queue} deleted?)`)
+        handle(s, m).catch((err: unknown) => troubles.error('handler failed', { err: errorMessage(err) }, 'a RabbitMQ command request failed unexpectedly'))
+      })
+    } catch (err) {
+      troubles.error('setup failed', { server: where, queue: config.queue, err: errorMessage(err) }, `cannot consume command requests from queue ${config.queue} (trying again)`)
+      s.ended = true
+      await teardown(s)
+      return false
+    }
+    if (closing || s.ended) {
+      s.ended = true
+      await teardown(s)
+      return false
+    }
+    current = s
+    log.info({ server: where, queue: config.queue, prefetch: config.prefetch }, 'RabbitMQ commands ready')
+    return true
+  }
+
+  const pause = (ms: number): Promise<void> =>
+    new Promise((r) => {
+      const t = setTimeout(r, ms)
+      wake = () => {
+        clearTimeout(t)
+        r()
+      }
+    })
+
+  /** Tries again with backoff until connected or closed; one loop at a time. */
+  const loop = async (): Promise<void> => {
+    if (looping) return
+    looping = true
+    try {
+      for (let n = 1; !closing; n++) {
+        await pause(backoffDelay(n, { initialMs: 500, maxMs: 30_000 }))
+        if (closing || (await attempt())) return
+      }
+    } finally {
+      looping = false
+    }
+  }
+
+  if (!(await attempt())) void loop()
+
+  return {
+    stats: () => counts.read(),
+    async close() {
+      closing = true
+      wake?.()
+      const s = current
+      current = undefined
+      if (s === undefined || s.ended) return
+      // Unacknowledged requests go back to the queue, for another gateway or the next start.
+      s.ended = true
+      await teardown(s)
+    },
+  }
+}

@@ -1,24 +1,11 @@
 // The `commands:` section of the gateway's config file: how cloud callers reach device commands.
 import * as v from 'valibot'
-import { isTopicSegment } from '../../runtime/topic-level.js'
 import { defaultCommandsConfig, type CommandsConfig } from '../commands/command-config.js'
-import { strict, wholeNumber } from './schema-kit.js'
+import { levelFilterProblem, strict, wholeNumber } from './schema-kit.js'
 
 /** Why `rule` is not a command allow rule (`<device>/<service>/<version>/<command>`, `+`, a last `#`), or undefined. */
 export function allowRuleProblem(rule: string): string | undefined {
-  const levels = rule.split('/')
-  if (levels.length > 4) return 'expected at most four levels: <device>/<service>/<version>/<command>'
-  for (let i = 0; i < levels.length; i++) {
-    const l = levels[i]!
-    if (l === '+') continue
-    if (l === '#') {
-      if (i === levels.length - 1) continue
-      return "'#' may only be the last level"
-    }
-    if (!isTopicSegment(l)) return `level ${i + 1} "${l}" is not a name`
-  }
-  if (levels.length < 4 && levels[levels.length - 1] !== '#') return "expected four levels (<device>/<service>/<version>/<command>) or a last '#', e.g. +/thermo/1/+ or #"
-  return undefined
+  return levelFilterProblem(rule, ['device', 'service', 'version', 'command'], '+/thermo/1/+ or #')
 }
 
 const ALLOW = v.array(

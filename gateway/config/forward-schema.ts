@@ -3,7 +3,7 @@
 import * as v from 'valibot'
 import { isTopicSegment } from '../../runtime/topic-level.js'
 import { FORWARD_DEFAULTS, type ForwardConfig, type TargetConfig } from '../forward/forward-config.js'
-import { strict, wholeNumber } from './schema-kit.js'
+import { levelFilterProblem, strict, wholeNumber } from './schema-kit.js'
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/
 
@@ -20,19 +20,7 @@ const template = (example: string) =>
 
 /** `<service>/<version>/<event>` with `+` and a last `#`. */
 export function eventRouteProblem(filter: string): string | undefined {
-  const levels = filter.split('/')
-  if (levels.length > 3) return 'expected at most three levels: <service>/<version>/<event>'
-  for (let i = 0; i < levels.length; i++) {
-    const l = levels[i]!
-    if (l === '+') continue
-    if (l === '#') {
-      if (i === levels.length - 1) continue
-      return "'#' may only be the last level"
-    }
-    if (!isTopicSegment(l)) return `level ${i + 1} "${l}" is not a topic level`
-  }
-  if (levels.length < 3 && levels[levels.length - 1] !== '#') return "expected three levels (<service>/<version>/<event>) or a last '#', e.g. thermo/1/+ or thermo/#"
-  return undefined
+  return levelFilterProblem(filter, ['service', 'version', 'event'], 'thermo/1/+ or thermo/#')
 }
 
 const common = {

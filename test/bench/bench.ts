@@ -15,12 +15,13 @@ import { createCpuGroup, type CpuGroup } from './cpu-quota.js'
 import { benchBacklog, benchCrossProcess, benchDrain, benchInProcessIsolated, firstLine, start, stop } from './cross-process.js'
 import { benchFootprint } from './footprint.js'
 import { benchGateway } from './gateway.js'
+import { benchForward } from './forward.js'
 import { configureMeasured, cpuQuota, needsOwnProcess } from './measured.js'
 import { benchQueue } from './queue.js'
 import type { BenchResult } from './measure.js'
 
 const { values } = parseArgs({ options: { json: { type: 'boolean' }, only: { type: 'string' }, quick: { type: 'boolean' }, 'cpu-quota': { type: 'string' }, 'cpu-prof': { type: 'string' } } })
-const sections = new Set((values.only ?? 'inproc,mqtt,codec,footprint,gateway,drain,backlog,queue').split(','))
+const sections = new Set((values.only ?? 'inproc,mqtt,codec,footprint,gateway,forward,drain,backlog,queue').split(','))
 const quick = values.quick === true
 
 // Which mode runs is said once, first: above the table, or on stderr with --json, whose lines
@@ -60,6 +61,10 @@ const BASELINES: Record<string, string[]> = {
   'queue-process-c8-sync-full': ['one-commit-per-job-sqlite-full'],
   'gateway-qos1-publish-subscribe': ['aedes-plain-memory', 'mosquitto-local'],
   'gateway-connect-storm': ['aedes-plain-memory', 'mosquitto-local'],
+  'forward-jetstream': ['raw-jetstream-window256'],
+  'forward-jetstream-backlog-drain': ['raw-jetstream-window256'],
+  'forward-rabbitmq': ['raw-rabbitmq-window256'],
+  'forward-rabbitmq-backlog-drain': ['raw-rabbitmq-window256'],
 }
 /** A baseline's short name in `cpu_vs_<name>`, as the queue's paired ratios name them. */
 const shortName = (system: string): string => (system.startsWith('one-commit') ? 'one_fsync' : system.split('-')[0]!)
@@ -102,6 +107,10 @@ const settleDisk = (): void => void spawnSync('sync', { stdio: 'ignore' })
 if (sections.has('gateway')) {
   settleDisk()
   emit(await benchGateway({ devices: quick ? 200 : 1_000, rounds: quick ? 1 : 3, warmupMs: quick ? 300 : 1_000, durationMs: quick ? 1_000 : 3_000, idleMs: quick ? 500 : 2_000, window: 256, publishers: 4 }))
+}
+if (sections.has('forward')) {
+  settleDisk()
+  emit(await benchForward({ events: quick ? 5_000 : 20_000, backlog: quick ? 20_000 : 100_000, rounds: quick ? 1 : 3 }))
 }
 if (sections.has('queue')) {
   settleDisk()

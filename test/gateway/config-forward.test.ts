@@ -94,7 +94,7 @@ describe('forward and commands config', () => {
     ['forward: { targets: { c: { type: nats, servers: nats://x:4222, stream: { name: S } } }, routes: [{ events: [thermo/#/x], to: [c] }] }', "'#' may only be the last level"],
     ['forward: { targets: { c: { type: rabbitmq, url: "amqp://h", exchange: { name: e }, window: 0 } } }', 'forward.targets.c.window'],
     ['commands: { offline: later }', 'commands.offline: expected fail or hold'],
-    ['commands: { http: { allow: [thermo] } }', 'expected four levels'],
+    ['commands: { http: { allow: [thermo] } }', 'expected 4 levels'],
     ['commands: { timeoutMs: 20000, maxTimeoutMs: 1000 }', 'commands.timeoutMs: 20000 is more than commands.maxTimeoutMs'],
   ])('names the key: %s', (text, expected) => {
     const err = errorOf(text)

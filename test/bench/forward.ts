@@ -1,0 +1,189 @@
+// Issue 14's forwarding figures (`npm run bench -- --only forward`): events published over MQTT
+// (QoS 1, a window of 256 per publisher, as a device's outbox sends) through a gateway that
+// commits each to forward.db before acknowledging it and forwards it to NATS JetStream
+// (Nats-Msg-Id, acked) or a durable RabbitMQ queue (persistent, confirmed); beside a raw client
+// publishing the same messages straight to the target with the same guarantees and a window of
+// 256 in flight. Also the drain of a backlog built while the target was cut off. Publishers,
+// gateway and raw clients share this process (the servers run beside it).
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { jetstream, jetstreamManager, StorageType } from '@nats-io/jetstream'
+import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node'
+import amqp from 'amqplib'
+import mqtt from 'mqtt'
+import { pino } from 'pino'
+import { defaultGatewayConfig } from '../../gateway/config/gateway-config.js'
+import type { ForwardConfig, TargetConfig } from '../../gateway/forward/forward-config.js'
+import { startGateway } from '../../gateway/index.js'
+import { createEnvelopeCodec } from '../../runtime/wire/codec.js'
+import { tcpProxy } from '../helpers/tcp-proxy.js'
+import type { BenchResult } from './measure.js'
+
+const WINDOW = 256
+const PUBLISHERS = 4
+const codec = createEnvelopeCodec()
+/** The headers the gateway puts on a forwarded event (gateway/forward/router.ts), for the raw clients' copies. */
+const HEADERS = { 'Outpost-Device': 'rawdev', 'Outpost-Instance': 'bench', 'Outpost-Service': 'meter', 'Outpost-Version': '1', 'Outpost-Event': 'reading', 'Outpost-At': '1795740000000', 'Content-Type': 'application/cbor' }
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+/** `n` event frames of device `dev`, ids unique to this run. */
+function frames(dev: string, n: number, tag: string): Uint8Array[] {
+  return Array.from({ length: n }, (_, i) =>
+    codec.encode({ v: 1, kind: 'event', id: `${tag}-${dev}-${i}`, src: dev, inst: 'bench', at: Date.now(), service: 'meter', version: '1', name: 'reading', payload: { n: i, value: 21.5, unit: 'C' } }),
+  )
+}
+
+/** Publishes each list on its own MQTT client, QoS 1, WINDOW in flight per client. */
+async function publishAll(url: string, lists: { dev: string; frames: Uint8Array[] }[]): Promise<void> {
+  await Promise.all(
+    lists.map(async ({ dev, frames: fs }) => {
+      const c = await mqtt.connectAsync(url, { clientId: dev, clean: true, reconnectPeriod: 0 })
+      let next = 0
+      await Promise.all(Array.from({ length: WINDOW }, async () => {
+        while (next < fs.length) {
+          const i = next++
+          await c.publishAsync(`ob/${dev}/evt/meter/1/reading`, Buffer.from(fs[i]!), { qos: 1 })
+        }
+      }))
+      await c.endAsync()
+    }),
+  )
+}
+
+interface Target {
+  config(tag: string, url: string): TargetConfig
+  /** Sends `bodies` straight to the target with its confirmations, WINDOW in flight. */
+  raw(tag: string, bodies: { id: string; body: Uint8Array }[]): Promise<void>
+  cleanup(tag: string): Promise<void>
+  direct: string
+}
+
+async function natsTarget(): Promise<Target & { nc: NatsConnection }> {
+  const nc = await natsConnect({ servers: '127.0.0.1:4222' })
+  const jsm = await jetstreamManager(nc)
+  return {
+    nc,
+    direct: 'nats://127.0.0.1:4222',
+    config: (tag, url) => ({ type: 'nats', servers: [url], encoding: 'cbor', window: WINDOW, confirmTimeoutMs: 10_000, maxBytes: 1 << 30, whenFull: 'refuse', stream: { name: `BENCH_${tag}`, subjects: [`bench${tag}.>`], create: true, duplicateWindowMs: 120_000 }, subject: `bench${tag}.{device}.{event}` }),
+    async raw(tag, bodies) {
+      await jsm.streams.add({ name: `BENCH_${tag}`, subjects: [`bench${tag}.>`], storage: StorageType.File })
+      const js = jetstream(nc)
+      const { headers } = await import('@nats-io/nats-core')
+      let next = 0
+      await Promise.all(Array.from({ length: WINDOW }, async () => {
+        while (next < bodies.length) {
+          const b = bodies[next++]!
+          // The same message as the gateway sends: the envelope's fields as headers.
+          const h = headers()
+          for (const [k, v] of Object.entries(HEADERS)) h.set(k, v)
+          h.set('Outpost-Id', b.id)
+          await js.publish(`bench${tag}.raw.reading`, b.body, { msgID: b.id, headers: h })
+        }
+      }))
+    },
+    cleanup: (tag) => jsm.streams.delete(`BENCH_${tag}`).then(() => {}, () => {}),
+  }
+}
+
+async function rabbitTarget(): Promise<Target> {
+  const conn = await amqp.connect('amqp://guest:guest@127.0.0.1:5672')
+  const ch = await conn.createChannel()
+  return {
+    direct: 'amqp://127.0.0.1:5672',
+    config: (tag, url) => ({ type: 'rabbitmq', url: url.replace('amqp://', 'amqp://guest:guest@'), encoding: 'cbor', window: WINDOW, confirmTimeoutMs: 10_000, maxBytes: 1 << 30, whenFull: 'refuse', exchange: { name: `bench.${tag}`, type: 'topic', create: true }, queue: { name: `bench.${tag}.q`, bindingKey: '#' }, routingKey: '{device}.{event}' }),
+    async raw(tag, bodies) {
+      const cc = await conn.createConfirmChannel()
+      await cc.assertExchange(`bench.${tag}`, 'topic', { durable: true })
+      await cc.assertQueue(`bench.${tag}.q`, { durable: true })
+      await cc.bindQueue(`bench.${tag}.q`, `bench.${tag}`, '#')
+      let next = 0
+      await Promise.all(Array.from({ length: WINDOW }, async () => {
+        while (next < bodies.length) {
+          const b = bodies[next++]!
+          await new Promise<void>((resolve, reject) => {
+            cc.publish(`bench.${tag}`, 'raw.reading', Buffer.from(b.body), { persistent: true, messageId: b.id, contentType: 'application/cbor', headers: { ...HEADERS, 'Outpost-Id': b.id }, timestamp: Math.floor(Date.now() / 1000), appId: 'outpost-gateway' }, (err) => (err ? reject(err) : resolve()))
+          })
+        }
+      }))
+      await cc.close()
+    },
+    async cleanup(tag) {
+      await ch.deleteExchange(`bench.${tag}`).catch(() => {})
+      await ch.deleteQueue(`bench.${tag}.q`).catch(() => {})
+    },
+  }
+}
+
+/** Events/s through the gateway (live, or draining a backlog built with the target cut off). */
+async function throughGateway(t: Target, name: string, events: number, mode: 'live' | 'backlog'): Promise<number> {
+  const tag = randomBytes(4).toString('hex')
+  const dir = mkdtempSync(path.join(tmpdir(), 'outpost-bench-fwd-'))
+  const proxy = await tcpProxy(t.direct.replace(/^\w+:/, 'mqtt:'))
+  try {
+    const forward: ForwardConfig = { targets: { [name]: t.config(tag, `${t.direct.split(':')[0]}://127.0.0.1:${new URL(proxy.url).port}`) }, routes: [{ events: ['#'], devices: ['*'], to: [name] }] }
+    const gw = await startGateway({ config: { ...defaultGatewayConfig(), dataDir: dir, persistence: 'sqlite', forward }, port: 0, logger: pino({ level: 'silent' }) })
+    try {
+      await sleep(500)
+      const per = Math.ceil(events / PUBLISHERS)
+      const lists = Array.from({ length: PUBLISHERS }, (_, i) => ({ dev: `bench-${i}`, frames: frames(`bench-${i}`, per, tag) }))
+      const total = per * PUBLISHERS
+      const done = (): boolean => (gw.forwarder!.stats().targets[name]?.forwarded ?? 0) >= total
+      if (mode === 'backlog') {
+        await proxy.down()
+        await publishAll(gw.broker.url, lists)
+        const t0 = performance.now()
+        await proxy.up()
+        while (!done()) await sleep(5)
+        return Math.round(total / ((performance.now() - t0) / 1000))
+      }
+      const t0 = performance.now()
+      await publishAll(gw.broker.url, lists)
+      while (!done()) await sleep(5)
+      return Math.round(total / ((performance.now() - t0) / 1000))
+    } finally {
+      await gw.close()
+    }
+  } finally {
+    await proxy.close()
+    await t.cleanup(tag)
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+async function raw(t: Target, events: number): Promise<number> {
+  const tag = randomBytes(4).toString('hex')
+  const bodies = frames('rawdev', events, tag).map((body, i) => ({ id: `${tag}raw${i}`, body }))
+  try {
+    const t0 = performance.now()
+    await t.raw(tag, bodies)
+    return Math.round(events / ((performance.now() - t0) / 1000))
+  } finally {
+    await t.cleanup(tag)
+  }
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+
+/** The forwarding rows: for each target, raw and gateway live, raw and gateway draining a backlog. */
+export async function benchForward(o: { events: number; backlog: number; rounds: number }): Promise<BenchResult[]> {
+  const out: BenchResult[] = []
+  const nats = await natsTarget()
+  const rabbit = await rabbitTarget()
+  for (const [name, t] of [['jetstream', nats], ['rabbitmq', rabbit]] as const) {
+    for (const [workload, n, mode] of [[`forward-${name}`, o.events, 'live'], [`forward-${name}-backlog-drain`, o.backlog, 'backlog']] as const) {
+      const ours: number[] = []
+      const theirs: number[] = []
+      for (let r = 0; r < o.rounds; r++) {
+        theirs.push(await raw(t, n))
+        ours.push(await throughGateway(t, name, n, mode))
+      }
+      const rawName = `raw-${name}-window${WINDOW}`
+      out.push({ system: rawName, workload, concurrency: WINDOW, ops_per_s: median(theirs), p50_us: null, p99_us: null, extra: { events: n } })
+      out.push({ system: 'outpost-gateway', workload, concurrency: WINDOW, ops_per_s: median(ours), p50_us: null, p99_us: null, extra: { events: n, rounds: ours.map((x, i) => (x / theirs[i]!).toFixed(2)).join('/') } })
+    }
+  }
+  await nats.nc.close()
+  return out
+}

@@ -49,7 +49,7 @@ describe('outpost gateway --config', () => {
     expect(r.code).toBe(2)
     const lines = r.err.trim().split('\n')
     expect(lines).toHaveLength(1)
-    expect(lines[0]).toMatch(/^outpost: INVALID_CONFIG: gateway-\d+\.yaml: mqqt: unknown key; expected one of dataDir, mqtt, auth, persistence, http, log$/)
+    expect(lines[0]).toMatch(/^outpost: INVALID_CONFIG: gateway-\d+\.yaml: mqqt: unknown key; expected one of dataDir, mqtt, auth, persistence, http, log, forward, commands$/)
   })
 
   it('names a wrong value, a missing file and a YAML syntax error the same way (one line, exit 2)', async () => {

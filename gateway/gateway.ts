@@ -5,7 +5,7 @@ import type { AedesOptions } from 'aedes'
 import aedesPersistence from 'aedes-persistence'
 import * as v from 'valibot'
 import type { Logger } from 'pino'
-import { backoffDelay } from '../runtime/backoff.js'
+import { backoffDelay, createPause } from '../runtime/backoff.js'
 import { ErrorCode, OutpostError } from '../runtime/errors.js'
 import { createMqttBridge } from '../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime, defineContract, defineService, type Runtime } from '../runtime/index.js'
@@ -22,7 +22,8 @@ import { createSqlitePersistence } from './persistence/sqlite-persistence.js'
 import { createRegistry, type Registry } from './registry/registry.js'
 import { createForwarder, type Forwarder } from './forward/forwarder.js'
 import { createCommandRouter, type CommandRouter } from './commands/command-router.js'
-import { startNatsCommands, type CommandFrontEnd } from './commands/nats-commands.js'
+import type { CommandFrontEnd } from './commands/command-request.js'
+import { startNatsCommands } from './commands/nats-commands.js'
 import { startRabbitCommands } from './commands/rabbitmq-commands.js'
 import { openGatewayDatabase } from './store/gateway-database.js'
 
@@ -277,16 +278,8 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   if (config.commands.rabbitmq !== undefined) cloudCommands.push(await startRabbitCommands({ config: config.commands.rabbitmq, router: commands, log }))
   log.info({ url: broker.url, http: http?.url, auth: config.auth.enabled, persistence: config.persistence, dataDir: config.dataDir }, 'gateway ready')
   let closed: Promise<void> | undefined
-  // Wakes the wait between two tries to bind again, when the gateway is closed meanwhile.
-  let wake: (() => void) | undefined
-  const pause = (ms: number): Promise<void> =>
-    new Promise((r) => {
-      const t = setTimeout(r, ms)
-      wake = () => {
-        clearTimeout(t)
-        r()
-      }
-    })
+  // Its wait between two tries to bind again is cut short when the gateway is closed meanwhile.
+  const pause = createPause()
   let restarting: Promise<void> | undefined
   /** Binds the port again until it works or the gateway is closed; each failure at most one line a minute. */
   const restart = async (port: number): Promise<void> => {
@@ -301,7 +294,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
         const code = (err as { code?: string }).code ?? 'ERROR'
         const delayMs = backoffDelay(attempt, { initialMs: 250, maxMs: opts.rebindMaxMs ?? 5_000 })
         troubles.warn(`rebind ${code}`, { code, port, err: why(err) }, 'broker cannot take its port back; trying again with backoff')
-        await pause(delayMs)
+        await pause.wait(delayMs)
       }
     }
   }
@@ -323,7 +316,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
       brokerUp = false
       await broker.close()
       registry.offlineAll(Date.now())
-      await pause(ms)
+      await pause.wait(ms)
       if (closed !== undefined) return
       restarting = restart(port)
       await restarting
@@ -331,7 +324,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     },
     close() {
       closed ??= (async () => {
-        wake?.()
+        pause.wake()
         await restarting
         await http?.close()
         await Promise.all(cloudCommands.map((f) => f.close()))

@@ -20,3 +20,30 @@ export function backoffDelay(attempt: number, opts: BackoffOptions = {}, random:
   const ceiling = Math.min(max, initial * factor ** Math.max(0, attempt - 1))
   return Math.round(ceiling / 2 + random() * (ceiling / 2))
 }
+
+/** A wait between two tries that closing can cut short. */
+export interface Pause {
+  /** Resolves after `ms`, or at the next `wake()`, whichever comes first. */
+  wait(ms: number): Promise<void>
+  /** Ends every wait now (closing: the loop then sees that it should stop). */
+  wake(): void
+}
+
+export function createPause(): Pause {
+  const waiting = new Set<() => void>()
+  return {
+    wait: (ms) =>
+      new Promise<void>((resolve) => {
+        const done = (): void => {
+          clearTimeout(timer)
+          waiting.delete(done)
+          resolve()
+        }
+        const timer = setTimeout(done, ms)
+        waiting.add(done)
+      }),
+    wake: () => {
+      for (const done of [...waiting]) done()
+    },
+  }
+}

@@ -14,91 +14,12 @@
 // Every gateway on the same NATS subscribes in one queue group, so each request is answered once.
 import { connect, headers as natsHeaders, Match, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node'
 import type { Logger } from 'pino'
-import { backoffDelay } from '../../runtime/backoff.js'
+import { backoffDelay, createPause } from '../../runtime/backoff.js'
 import { ErrorCode, OutpostError, errorMessage, toWireError, type WireError } from '../../runtime/errors.js'
 import { createLogLimiter } from '../../runtime/log-limiter.js'
-import { jsonReplacer } from '../forward/router.js'
 import type { NatsCommandsConfig } from './command-config.js'
-import type { CommandRequest, CommandRouter, OfflinePolicy } from './command-router.js'
-
-/** A running command front end (NATS or RabbitMQ), as the gateway holds it. */
-export interface CommandFrontEnd {
-  /**
-   * Requests answered with a result (`handled`) and requests that failed, by error code. Two keys
-   * are not error codes: `NO_REPLY` (a request with no reply address: nobody to answer, dropped)
-   * and `REPLY_LOST` (the reply could not be sent: the link dropped, or it was too large).
-   */
-  stats(): { handled: number; failed: Record<string, number> }
-  /** Stops taking requests and closes the connection; calls in flight are not waited for. */
-  close(): Promise<void>
-}
-
-// Shared with the RabbitMQ front end (rabbitmq-commands.ts): one way to read bodies and write replies.
-
-/** Largest request body taken, bytes: as over HTTP (a device's MQTT packet limit is 1 MiB by default). */
-export const MAX_COMMAND_BODY_BYTES = 1024 * 1024
-
-const utf8 = new TextDecoder('utf-8', { fatal: true })
-
-/** The payload of a JSON request body (empty: `{}`). @throws BAD_ARGUMENT when it is too large, not UTF-8 or not JSON */
-export function parseJsonBody(data: Uint8Array, what = 'the request body'): unknown {
-  if (data.byteLength > MAX_COMMAND_BODY_BYTES) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${what} is larger than ${MAX_COMMAND_BODY_BYTES} bytes`)
-  let text: string
-  try {
-    text = utf8.decode(data)
-  } catch {
-    throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${what} is not UTF-8 text`)
-  }
-  if (text.trim() === '') return {}
-  try {
-    return JSON.parse(text) as unknown
-  } catch (err) {
-    throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${what} is not JSON: ${errorMessage(err).slice(0, 200)}`)
-  }
-}
-
-/** A reply body as bytes. A result that JSON cannot carry (a BigInt, say) becomes an INTERNAL error reply; such error details are dropped. */
-export function encodeReply(outcome: { result: unknown } | { error: WireError }): { body: Buffer; error?: string } {
-  const code = 'error' in outcome ? outcome.error.code : undefined
-  try {
-    return { body: Buffer.from(JSON.stringify(outcome, jsonReplacer)), ...(code === undefined ? {} : { error: code }) }
-  } catch (err) {
-    // An error keeps its code and message and loses its details.
-    const error: WireError = 'error' in outcome
-      ? { code: outcome.error.code, message: outcome.error.message }
-      : { code: ErrorCode.INTERNAL, message: `the device's result cannot be written as JSON: ${errorMessage(err).slice(0, 200)}` }
-    return { body: Buffer.from(JSON.stringify({ error })), error: error.code }
-  }
-}
-
-/** Counters behind `CommandFrontEnd.stats`. */
-export function createCommandStats(): { ok(): void; fail(code: string): void; read(): { handled: number; failed: Record<string, number> } } {
-  let handled = 0
-  const failed: Record<string, number> = {}
-  return {
-    ok: () => void handled++,
-    fail: (code) => void (failed[code] = (failed[code] ?? 0) + 1),
-    read: () => ({ handled, failed: { ...failed } }),
-  }
-}
-
-/** A deadline header or field as the HTTP API reads `?timeoutMs=` (the router checks the range). @throws BAD_ARGUMENT */
-export function parseTimeout(t: string | undefined, what: string): number | undefined {
-  if (t === undefined) return undefined
-  if (!/^\d{1,9}$/.test(t)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${what} "${t.slice(0, 32)}" is not a whole number of milliseconds`)
-  return Number(t)
-}
-
-/** An offline policy as the HTTP API reads `?offline=`. @throws BAD_ARGUMENT for anything but fail or hold */
-export function parseOffline(o: string | undefined, what: string): OfflinePolicy | undefined {
-  if (o === undefined || o === 'fail' || o === 'hold') return o
-  throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${what} "${o.slice(0, 32)}" is not accepted; expected fail or hold`)
-}
-
-/** A W3C traceparent, or undefined for anything else (dropped, as the HTTP API does). */
-export function validTraceparent(t: unknown): string | undefined {
-  return typeof t === 'string' && /^[\da-f]{2}-[\da-f]{32}-[\da-f]{16}-[\da-f]{2}$/.test(t) ? t : undefined
-}
+import { commandRequest, createCommandStats, encodeReply, parseJsonBody, parseOffline, parseTimeout, type CommandFrontEnd } from './command-request.js'
+import type { CommandRequest, CommandRouter } from './command-router.js'
 
 /** The request a message stands for. @throws BAD_ARGUMENT for a subject, body or header that cannot be read */
 function readRequest(prefix: string, msg: Msg): CommandRequest {
@@ -116,17 +37,8 @@ function readRequest(prefix: string, msg: Msg): CommandRequest {
   }
   const timeoutMs = parseTimeout(header('Outpost-Timeout-Ms'), 'header Outpost-Timeout-Ms')
   const offline = parseOffline(header('Outpost-Offline'), 'header Outpost-Offline')
-  const traceparent = validTraceparent(header('traceparent'))
-  return {
-    ...(device === '_' ? {} : { device }),
-    service: tokens[1]!,
-    version: tokens.slice(2, -1).join('.'),
-    command: tokens.at(-1)!,
-    payload: parseJsonBody(msg.data),
-    ...(timeoutMs === undefined ? {} : { timeoutMs }),
-    ...(offline === undefined ? {} : { offline }),
-    ...(traceparent === undefined ? {} : { traceparent }),
-  }
+  const target = { ...(device === '_' ? {} : { device }), service: tokens[1]!, version: tokens.slice(2, -1).join('.'), command: tokens.at(-1)! }
+  return commandRequest(target, parseJsonBody(msg.data), { timeoutMs, offline, traceparent: header('traceparent') })
 }
 
 /**
@@ -144,7 +56,6 @@ export async function startNatsCommands(opts: { config: NatsCommandsConfig; rout
   const servers = config.servers.join(', ')
   let nc: NatsConnection | undefined
   let closing = false
-  let wake: (() => void) | undefined
 
   const send = (msg: Msg, outcome: { result: unknown } | { error: WireError }): void => {
     const { body, error } = encodeReply(outcome)
@@ -238,19 +149,12 @@ export async function startNatsCommands(opts: { config: NatsCommandsConfig; rout
     return true
   }
 
-  const pause = (ms: number): Promise<void> =>
-    new Promise((r) => {
-      const t = setTimeout(r, ms)
-      wake = () => {
-        clearTimeout(t)
-        r()
-      }
-    })
+  const pause = createPause()
 
   /** Tries again with backoff until connected or closed. */
   const loop = async (from: number): Promise<void> => {
     for (let n = from; !closing; n++) {
-      await pause(backoffDelay(n, { initialMs: 500, maxMs: 30_000 }))
+      await pause.wait(backoffDelay(n, { initialMs: 500, maxMs: 30_000 }))
       if (closing || (await attempt())) return
     }
   }
@@ -262,7 +166,7 @@ export async function startNatsCommands(opts: { config: NatsCommandsConfig; rout
     async close() {
       closing = true
       // A retry waiting for its turn stops; one connecting now closes what it gets (see attempt).
-      wake?.()
+      pause.wake()
       const conn = nc
       nc = undefined
       if (conn === undefined) return

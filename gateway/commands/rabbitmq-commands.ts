@@ -12,12 +12,12 @@
 // may run twice: callers must take the first reply for a correlationId and ignore the rest.
 import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib'
 import type { Logger } from 'pino'
-import { backoffDelay } from '../../runtime/backoff.js'
+import { backoffDelay, createPause } from '../../runtime/backoff.js'
 import { ErrorCode, OutpostError, errorMessage, toWireError, type WireError } from '../../runtime/errors.js'
 import { createLogLimiter } from '../../runtime/log-limiter.js'
 import type { RabbitCommandsConfig } from './command-config.js'
 import type { CommandRequest, CommandRouter } from './command-router.js'
-import { createCommandStats, encodeReply, parseJsonBody, parseOffline, validTraceparent, type CommandFrontEnd } from './nats-commands.js'
+import { commandRequest, createCommandStats, encodeReply, parseJsonBody, parseOffline, validTraceparent, type CommandFrontEnd } from './command-request.js'
 
 /** Heartbeat asked of the broker, seconds: a silently dead link is noticed within two to three of them. */
 const HEARTBEAT_S = 10
@@ -55,17 +55,9 @@ function readRequest(m: ConsumeMessage): CommandRequest {
   const off = o.offline
   if (off !== undefined && typeof off !== 'string') throw new OutpostError(ErrorCode.BAD_ARGUMENT, "the request's offline is not fail or hold")
   const offline = parseOffline(off, 'offline')
-  const traceparent = validTraceparent(o.traceparent) ?? validTraceparent(m.properties.headers?.traceparent)
-  return {
-    ...(device === undefined || device === '_' ? {} : { device }),
-    service: name('service', false)!,
-    version: name('version', false)!,
-    command: name('command', false)!,
-    payload: o.payload === undefined ? {} : o.payload,
-    ...(t === undefined ? {} : { timeoutMs: t }),
-    ...(offline === undefined ? {} : { offline }),
-    ...(traceparent === undefined ? {} : { traceparent }),
-  }
+  const target = { ...(device === undefined || device === '_' ? {} : { device }), service: name('service', false)!, version: name('version', false)!, command: name('command', false)! }
+  const traceparent = validTraceparent(o.traceparent) ?? m.properties.headers?.traceparent
+  return commandRequest(target, o.payload === undefined ? {} : o.payload, { timeoutMs: t, offline, traceparent })
 }
 
 /**
@@ -82,7 +74,6 @@ export async function startRabbitCommands(opts: { config: RabbitCommandsConfig; 
   let current: Session | undefined
   let closing = false
   let looping = false
-  let wake: (() => void) | undefined
   let where = 'the broker'
 
   /** Closes politely, or destroys the socket of a broker that does not answer. */
@@ -198,14 +189,7 @@ export async function startRabbitCommands(opts: { config: RabbitCommandsConfig; 
     return true
   }
 
-  const pause = (ms: number): Promise<void> =>
-    new Promise((r) => {
-      const t = setTimeout(r, ms)
-      wake = () => {
-        clearTimeout(t)
-        r()
-      }
-    })
+  const pause = createPause()
 
   /** Tries again with backoff until connected or closed; one loop at a time. */
   const loop = async (): Promise<void> => {
@@ -213,7 +197,7 @@ export async function startRabbitCommands(opts: { config: RabbitCommandsConfig; 
     looping = true
     try {
       for (let n = 1; !closing; n++) {
-        await pause(backoffDelay(n, { initialMs: 500, maxMs: 30_000 }))
+        await pause.wait(backoffDelay(n, { initialMs: 500, maxMs: 30_000 }))
         if (closing || (await attempt())) return
       }
     } finally {
@@ -227,7 +211,7 @@ export async function startRabbitCommands(opts: { config: RabbitCommandsConfig; 
     stats: () => counts.read(),
     async close() {
       closing = true
-      wake?.()
+      pause.wake()
       const s = current
       current = undefined
       if (s === undefined || s.ended) return

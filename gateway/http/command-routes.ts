@@ -6,12 +6,10 @@
 // `{ "error": { code, message, details? } }` (the shape replies carry on the wire).
 import type { Context, Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
-import { ErrorCode, OutpostError, toWireError } from '../../runtime/errors.js'
+import { ErrorCode, toWireError } from '../../runtime/errors.js'
+import { MAX_COMMAND_BODY_BYTES, commandRequest, parseJsonBody, parseOffline, parseTimeout, type CommandTarget } from '../commands/command-request.js'
 import { statusOf, type CommandRequest, type CommandRouter } from '../commands/command-router.js'
 import { jsonReplacer } from '../forward/router.js'
-
-/** Largest request body taken, bytes (a device's MQTT packet limit is 1 MiB by default). */
-const MAX_BODY_BYTES = 1024 * 1024
 
 const reply = (c: Context, status: number, doc: unknown): Response =>
   c.body(JSON.stringify(doc, jsonReplacer), status as 200, { 'Content-Type': 'application/json; charset=utf-8' })
@@ -22,39 +20,19 @@ const fail = (c: Context, err: unknown): Response => {
 }
 
 /** The request's payload, deadline and policy; BAD_ARGUMENT for what cannot be read. */
-async function readRequest(c: Context, target: Omit<CommandRequest, 'payload'>): Promise<CommandRequest> {
-  const text = await c.req.text()
-  let payload: unknown
-  if (text.trim() === '') payload = {}
-  else {
-    try {
-      payload = JSON.parse(text) as unknown
-    } catch (err) {
-      throw new OutpostError(ErrorCode.BAD_ARGUMENT, `the request body is not JSON: ${(err as Error).message}`)
-    }
-  }
-  const t = c.req.query('timeoutMs')
-  const timeoutMs = t === undefined ? undefined : /^\d{1,9}$/.test(t) ? Number(t) : NaN
-  if (Number.isNaN(timeoutMs)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `timeoutMs "${String(t).slice(0, 32)}" is not a whole number of milliseconds`)
-  const offline = c.req.query('offline')
-  if (offline !== undefined && offline !== 'fail' && offline !== 'hold') throw new OutpostError(ErrorCode.BAD_ARGUMENT, `offline "${offline.slice(0, 32)}" is not accepted; expected fail or hold`)
-  const traceparent = c.req.header('traceparent')
-  return {
-    ...target,
-    payload,
-    ...(timeoutMs === undefined ? {} : { timeoutMs }),
-    ...(offline === undefined ? {} : { offline }),
-    ...(traceparent === undefined || !/^[\da-f]{2}-[\da-f]{32}-[\da-f]{16}-[\da-f]{2}$/.test(traceparent) ? {} : { traceparent }),
-  }
+async function readRequest(c: Context, target: CommandTarget): Promise<CommandRequest> {
+  const payload = parseJsonBody(new Uint8Array(await c.req.arrayBuffer()))
+  const extras = { timeoutMs: parseTimeout(c.req.query('timeoutMs'), 'timeoutMs'), offline: parseOffline(c.req.query('offline'), 'offline'), traceparent: c.req.header('traceparent') }
+  return commandRequest(target, payload, extras)
 }
 
 /** Adds the command routes to the app. */
 export function commandRoutes(app: Hono, commands: { router: CommandRouter; allow: readonly string[] }): void {
   const limit = bodyLimit({
-    maxSize: MAX_BODY_BYTES,
-    onError: (c) => reply(c, 413, { error: { code: ErrorCode.BAD_ARGUMENT, message: `the request body is larger than ${MAX_BODY_BYTES} bytes` } }),
+    maxSize: MAX_COMMAND_BODY_BYTES,
+    onError: (c) => reply(c, 413, { error: { code: ErrorCode.BAD_ARGUMENT, message: `the request body is larger than ${MAX_COMMAND_BODY_BYTES} bytes` } }),
   })
-  const run = async (c: Context, target: Omit<CommandRequest, 'payload'>): Promise<Response> => {
+  const run = async (c: Context, target: CommandTarget): Promise<Response> => {
     try {
       const req = await readRequest(c, target)
       return reply(c, 200, { result: await commands.router.call(req, commands.allow) })

@@ -1,7 +1,7 @@
 // `outpost forward`: the gateway's forward queue (<dataDir>/forward.db) from the command line:
 // what waits for each cloud target, and the dead letters (events a target refused for good) to
 // inspect, send again or delete. It opens the file as a tool, beside a running gateway, whose
-// pump picks redriven events up with the next ones it sends.
+// pump picks redriven events up with the next ones it sends (within a few seconds when idle).
 import { existsSync } from 'node:fs'
 import path from 'node:path'
 import { openForwardQueue, type ForwardQueue } from '../gateway/forward/forward-queue.js'

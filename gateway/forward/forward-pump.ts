@@ -33,8 +33,13 @@ export interface PumpStats {
 export interface ForwardPump {
   /** Starts connecting and sending. */
   start(): void
-  /** New messages were queued for this target. */
-  wake(): void
+  /**
+   * New messages were queued for this target (seq order): sent from memory while the pump has
+   * read everything older from the queue; otherwise it reads them from the queue when their turn comes.
+   */
+  offer(messages: readonly ForwardMessage[]): void
+  /** Rows were written by someone else (a redrive) or dropped: read the queue again from the cursor. */
+  resync(): void
   stats(): PumpStats
   /** Stops sending, waits (up to `drainMs`) for what is in flight, closes the target. */
   stop(drainMs?: number): Promise<void>
@@ -49,6 +54,17 @@ export interface PumpOptions {
   backoff?: BackoffOptions
   now?: () => number
 }
+
+/**
+ * Most a pump keeps of new messages in memory, ahead of sending them (8 MiB: some 30,000 small
+ * events, a minute of a busy fleet): within it, a live event goes from the commit to the target
+ * without being read back from the database.
+ */
+const FRESH_MAX_BYTES = 8 * 1024 * 1024
+/** How often a caught-up pump with nothing to send reads the queue anyway, ms. */
+const RESCAN_MS = 3_000
+/** What a message held in memory costs, roughly: its body and subject and the objects around them. */
+const heldBytes = (m: ForwardMessage): number => m.body.byteLength + m.subject.length * 2 + 256
 
 /** Creates the pump of one target; it does nothing until `start`. */
 export function createForwardPump(opts: PumpOptions): ForwardPump {
@@ -65,6 +81,16 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
   let up = false
   /** The last seq handed to the target on this connection. */
   let cursor = 0
+  /**
+   * True while every queued message of this target after `cursor` is in `fresh` (the last read
+   * of the queue came back short, and every commit since was offered): new events then go out
+   * without being read back from the database. Any doubt (reconnect, overflow, a write by
+   * someone else) sets it false, and the queue is read again from the cursor.
+   */
+  let caughtUp = false
+  let fresh: ForwardMessage[] = []
+  /** Bytes (bodies and subjects) held in `fresh`; past FRESH_MAX_BYTES the rest is read back from the queue. */
+  let freshBytes = 0
   const inFlight = new Map<number, Promise<void>>()
   /** Confirmed seqs, removed from the queue in one transaction a tick. */
   let confirmed: number[] = []
@@ -72,6 +98,7 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
   let attempt = 0
   let timer: NodeJS.Timeout | undefined
   let unsubscribe: (() => void) | undefined
+  let rescan: NodeJS.Timeout | undefined
 
   const flushConfirmed = (): void => {
     flushing = false
@@ -93,17 +120,39 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
     }
   }
 
+  /** From here on, the queue is read again from the cursor. */
+  const forget = (): void => {
+    caughtUp = false
+    fresh = []
+    freshBytes = 0
+  }
+
   const fill = (): void => {
     if (!up || stopping) return
     while (inFlight.size < opts.window) {
+      if (caughtUp) {
+        if (fresh.length === 0) return
+        const take = fresh.splice(0, opts.window - inFlight.size)
+        for (const m of take) {
+          freshBytes -= heldBytes(m)
+          send(m)
+        }
+        continue
+      }
+      const want = opts.window - inFlight.size
       let batch: ForwardMessage[]
       try {
-        batch = queue.next(name, cursor, opts.window - inFlight.size)
+        batch = queue.next(name, cursor, want)
       } catch (err) {
         trouble.error('read', { target: name, err: errorMessage(err) }, 'forward queue cannot be read; trying again shortly')
         return void setTimeout(fill, 1_000).unref()
       }
-      if (batch.length === 0) return
+      // Short: nothing newer is queued now; what is committed from here on is offered.
+      if (batch.length < want) {
+        caughtUp = true
+        fresh = []
+        freshBytes = 0
+      }
       for (const m of batch) send(m)
     }
   }
@@ -127,8 +176,8 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
     const settled = p.finally(() => {
       inFlight.delete(m.seq)
       stats.inFlight = inFlight.size
-      // Refilled in batches (half a window at a time), not one query per confirmation.
-      if (gen === generation && inFlight.size <= opts.window >> 1) fill()
+      // From memory at once; from the queue in batches (half a window at a time), not one query per confirmation.
+      if (gen === generation && (caughtUp ? fresh.length > 0 : inFlight.size <= opts.window >> 1)) fill()
     })
     inFlight.set(m.seq, settled)
     stats.inFlight = inFlight.size
@@ -198,6 +247,7 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
     stats.state = 'up'
     // From the oldest message still queued: what was in flight when the last connection went is sent again.
     cursor = 0
+    forget()
     const gen = generation
     unsubscribe = target.onDown((e) => {
       if (gen === generation) down(e)
@@ -210,13 +260,33 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
       if (started) return
       started = true
       void connect()
+      // Rows another process wrote (`outpost forward redrive`) reach an idle pump within a few seconds.
+      rescan = setInterval(() => {
+        if (up && caughtUp && fresh.length === 0 && inFlight.size < opts.window) {
+          forget()
+          fill()
+        }
+      }, RESCAN_MS)
+      rescan.unref()
     },
-    wake() {
+    offer(messages) {
+      if (!caughtUp) return
+      for (const m of messages) {
+        fresh.push(m)
+        freshBytes += heldBytes(m)
+      }
+      // A target slower than the devices for long (or down): the rest is read back from the queue.
+      if (freshBytes > FRESH_MAX_BYTES) forget()
+      if (up && inFlight.size < opts.window) fill()
+    },
+    resync() {
+      forget()
       if (up && inFlight.size < opts.window) fill()
     },
     stats: () => ({ ...stats }),
     async stop(drainMs = 5_000) {
       stopping = true
+      clearInterval(rescan)
       if (timer !== undefined) clearTimeout(timer)
       const wait = Promise.allSettled([...inFlight.values()])
       await Promise.race([wait, new Promise((r) => setTimeout(r, drainMs).unref())])

@@ -73,6 +73,8 @@ export interface AppendResult {
   droppedNewest: string[]
   /** Older rows dropped to make room (`drop-oldest`), by target. */
   droppedOldest: Record<string, number>
+  /** The rows queued, with their places (seq), in order: the pumps take new rows from here instead of reading them back. */
+  messages: (ForwardMessage & { readonly target: string })[]
 }
 
 /** Limits of one target's queue. */
@@ -132,6 +134,8 @@ const toMessage = (r: Row): ForwardMessage => ({
   receivedAt: r.received_at,
 })
 
+const REMOVE_BATCH = 64
+
 /** What a row takes, counted against a target's `maxBytes`: body, headers and subject. */
 export const rowBytes = (m: Pick<NewForwardMessage, 'body' | 'headers' | 'subject'>, headersJson: string): number => m.body.length + headersJson.length + m.subject.length
 
@@ -147,6 +151,8 @@ export function openForwardQueue(opts: { path: string; limits: Record<string, Qu
   const insert = db.prepare('INSERT INTO queue (target, device, id, subject, headers, content_type, body, bytes, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
   const nextStmt = db.prepare('SELECT * FROM queue WHERE target = ? AND seq > ? ORDER BY seq LIMIT ?') as Statement<[string, number, number], Row>
   const removeStmt = db.prepare('DELETE FROM queue WHERE seq = ? AND target = ? RETURNING bytes') as Statement<[number, string], { bytes: number }>
+  // Confirmed messages go REMOVE_BATCH at a time (one statement instead of one per message).
+  const removeMany = db.prepare(`DELETE FROM queue WHERE target = ? AND seq IN (${Array.from({ length: REMOVE_BATCH }, () => '?').join(', ')}) RETURNING bytes`) as Statement<(string | number)[], { bytes: number }>
   const oldestStmt = db.prepare('SELECT seq, bytes FROM queue WHERE target = ? ORDER BY seq LIMIT ?') as Statement<[string, number], { seq: number; bytes: number }>
   const oldestAtStmt = db.prepare('SELECT received_at AS at FROM queue WHERE target = ? ORDER BY seq LIMIT 1').pluck() as Statement<[string], number>
   const getStmt = db.prepare('SELECT * FROM queue WHERE seq = ? AND target = ?') as Statement<[number, string], Row>
@@ -225,7 +231,7 @@ export function openForwardQueue(opts: { path: string; limits: Record<string, Qu
             const limit = opts.limits[m.target]
             if (limit?.whenFull === 'refuse' && (bytes.get(m.target) ?? 0) + size > limit.maxBytes) return undefined
           }
-          const result: AppendResult = { queued: 0, droppedNewest: [], droppedOldest: {} }
+          const result: AppendResult = { queued: 0, droppedNewest: [], droppedOldest: {}, messages: [] }
           for (const { m, headers, size } of encoded) {
             const limit = opts.limits[m.target]
             if (limit !== undefined && (bytes.get(m.target) ?? 0) + size > limit.maxBytes) {
@@ -236,7 +242,8 @@ export function openForwardQueue(opts: { path: string; limits: Record<string, Qu
               const n = makeRoom(m.target, size, limit.maxBytes)
               if (n > 0) result.droppedOldest[m.target] = (result.droppedOldest[m.target] ?? 0) + n
             }
-            insert.run(m.target, m.device, m.id, m.subject, headers, m.contentType, m.body, size, m.receivedAt)
+            const seq = Number(insert.run(m.target, m.device, m.id, m.subject, headers, m.contentType, m.body, size, m.receivedAt).lastInsertRowid)
+            result.messages.push({ ...m, seq })
             add(m.target, 1, size)
             result.queued++
           }
@@ -250,8 +257,12 @@ export function openForwardQueue(opts: { path: string; limits: Record<string, Qu
     remove(target, seqs) {
       if (seqs.length === 0) return
       guard(() => {
-        for (const seq of seqs) {
-          const gone = removeStmt.get(seq, target)
+        let i = 0
+        for (; i + REMOVE_BATCH <= seqs.length; i += REMOVE_BATCH) {
+          for (const gone of removeMany.all(target, ...seqs.slice(i, i + REMOVE_BATCH))) add(target, -1, -gone.bytes)
+        }
+        for (; i < seqs.length; i++) {
+          const gone = removeStmt.get(seqs[i]!, target)
           if (gone !== undefined) add(target, -1, -gone.bytes)
         }
       })

@@ -10,7 +10,7 @@ import type { ForwardConfig, TargetConfig } from './forward-config.js'
 import { createForwardPump, type ForwardPump, type PumpStats } from './forward-pump.js'
 import { openForwardQueue, type Backlog, type ForwardQueue, type NewForwardMessage } from './forward-queue.js'
 import { createRouter } from './router.js'
-import type { ForwardTarget } from './target.js'
+import type { ForwardMessage, ForwardTarget } from './target.js'
 import { createNatsTarget } from './targets/nats-target.js'
 import { createRabbitTarget } from './targets/rabbitmq-target.js'
 
@@ -83,6 +83,8 @@ export function createForwarder(opts: ForwarderOptions): Forwarder {
   let pending: { rows: NewForwardMessage[]; resolve: () => void; reject: (err: Error) => void }[] = []
   let scheduled = false
   let closed = false
+  /** The last place the queue gave a row this gateway wrote (0: none yet). */
+  let lastSeq = 0
   const commit = (): void => {
     scheduled = false
     const batch = pending
@@ -97,7 +99,8 @@ export function createForwarder(opts: ForwarderOptions): Forwarder {
       for (const b of batch) b.reject(err as Error)
       return
     }
-    const woken = new Set<string>()
+    const fresh = new Map<string, ForwardMessage[]>()
+    let resync = false
     results.forEach((r, i) => {
       const b = batch[i]!
       if (r === undefined) {
@@ -110,10 +113,21 @@ export function createForwarder(opts: ForwarderOptions): Forwarder {
       if (r.droppedNewest.length > 0 || Object.keys(r.droppedOldest).length > 0) {
         trouble.warn('full', { dropped: [...r.droppedNewest, ...Object.keys(r.droppedOldest)] }, 'forward queue full: events dropped (see outpost_gateway_forward_dropped_total)')
       }
-      for (const row of b.rows) woken.add(row.target)
+      // Rows dropped to make room may be among those a pump holds in memory.
+      if (Object.keys(r.droppedOldest).length > 0) resync = true
+      for (const m of r.messages) {
+        // Places are given one after another: a gap means someone else (a redrive) wrote rows
+        // before these, which the pumps must read from the queue, in order, before them.
+        if (lastSeq !== 0 && m.seq !== lastSeq + 1) resync = true
+        lastSeq = m.seq
+        const list = fresh.get(m.target)
+        if (list === undefined) fresh.set(m.target, [m])
+        else list.push(m)
+      }
       b.resolve()
     })
-    for (const t of woken) pumps.get(t)?.wake()
+    if (resync) for (const p of pumps.values()) p.resync()
+    else for (const [t, list] of fresh) pumps.get(t)?.offer(list)
   }
 
   return {

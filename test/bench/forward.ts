@@ -3,8 +3,9 @@
 // commits each to forward.db before acknowledging it and forwards it to NATS JetStream
 // (Nats-Msg-Id, acked) or a durable RabbitMQ queue (persistent, confirmed); beside a raw client
 // publishing the same messages straight to the target with the same guarantees and a window of
-// 256 in flight. Also the drain of a backlog built while the target was cut off. Publishers,
-// gateway and raw clients share this process (the servers run beside it).
+// 256 in flight. Also the drain of a backlog built while the target was cut off. The devices
+// publish from another process (procs/event-publisher.ts); the gateway and the raw clients run
+// in this one, each in turn (the servers run beside it).
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -12,13 +13,13 @@ import path from 'node:path'
 import { jetstream, jetstreamManager, StorageType } from '@nats-io/jetstream'
 import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node'
 import amqp from 'amqplib'
-import mqtt from 'mqtt'
 import { pino } from 'pino'
 import { defaultGatewayConfig } from '../../gateway/config/gateway-config.js'
 import type { ForwardConfig, TargetConfig } from '../../gateway/forward/forward-config.js'
 import { startGateway } from '../../gateway/index.js'
 import { createEnvelopeCodec } from '../../runtime/wire/codec.js'
 import { tcpProxy } from '../helpers/tcp-proxy.js'
+import { firstLine, start, stop } from './cross-process.js'
 import type { BenchResult } from './measure.js'
 
 const WINDOW = 256
@@ -35,23 +36,6 @@ function frames(dev: string, n: number, tag: string): Uint8Array[] {
   )
 }
 
-/** Publishes each list on its own MQTT client, QoS 1, WINDOW in flight per client. */
-async function publishAll(url: string, lists: { dev: string; frames: Uint8Array[] }[]): Promise<void> {
-  await Promise.all(
-    lists.map(async ({ dev, frames: fs }) => {
-      const c = await mqtt.connectAsync(url, { clientId: dev, clean: true, reconnectPeriod: 0 })
-      let next = 0
-      await Promise.all(Array.from({ length: WINDOW }, async () => {
-        while (next < fs.length) {
-          const i = next++
-          await c.publishAsync(`ob/${dev}/evt/meter/1/reading`, Buffer.from(fs[i]!), { qos: 1 })
-        }
-      }))
-      await c.endAsync()
-    }),
-  )
-}
-
 interface Target {
   config(tag: string, url: string): TargetConfig
   /** Sends `bodies` straight to the target with its confirmations, WINDOW in flight. */
@@ -60,8 +44,9 @@ interface Target {
   direct: string
 }
 
-async function natsTarget(): Promise<Target & { nc: NatsConnection }> {
-  const nc = await natsConnect({ servers: '127.0.0.1:4222' })
+export async function natsTarget(): Promise<Target & { nc: NatsConnection }> {
+  // Without ahead-captured stacks, as the gateway's target connects: the raw client at its best.
+  const nc = await natsConnect({ servers: '127.0.0.1:4222', noAsyncTraces: true })
   const jsm = await jetstreamManager(nc)
   return {
     nc,
@@ -87,7 +72,7 @@ async function natsTarget(): Promise<Target & { nc: NatsConnection }> {
   }
 }
 
-async function rabbitTarget(): Promise<Target> {
+export async function rabbitTarget(): Promise<Target> {
   const conn = await amqp.connect('amqp://guest:guest@127.0.0.1:5672')
   const ch = await conn.createChannel()
   return {
@@ -117,7 +102,7 @@ async function rabbitTarget(): Promise<Target> {
 }
 
 /** Events/s through the gateway (live, or draining a backlog built with the target cut off). */
-async function throughGateway(t: Target, name: string, events: number, mode: 'live' | 'backlog'): Promise<number> {
+export async function throughGateway(t: Target, name: string, events: number, mode: 'live' | 'backlog'): Promise<number> {
   const tag = randomBytes(4).toString('hex')
   const dir = mkdtempSync(path.join(tmpdir(), 'outpost-bench-fwd-'))
   const proxy = await tcpProxy(t.direct.replace(/^\w+:/, 'mqtt:'))
@@ -127,21 +112,30 @@ async function throughGateway(t: Target, name: string, events: number, mode: 'li
     try {
       await sleep(500)
       const per = Math.ceil(events / PUBLISHERS)
-      const lists = Array.from({ length: PUBLISHERS }, (_, i) => ({ dev: `bench-${i}`, frames: frames(`bench-${i}`, per, tag) }))
       const total = per * PUBLISHERS
-      const done = (): boolean => (gw.forwarder!.stats().targets[name]?.forwarded ?? 0) >= total
-      if (mode === 'backlog') {
-        await proxy.down()
-        await publishAll(gw.broker.url, lists)
+      // The devices: another process, as devices are (their MQTT client's work is not the gateway's).
+      const devices = Array.from({ length: PUBLISHERS }, (_, i) => `bench-${i}`)
+      const pub = start('event-publisher.ts', [JSON.stringify({ url: gw.broker.url, devices, per, tag, window: WINDOW })])
+      const exited = new Promise<number | null>((r) => pub.once('exit', (code) => r(code)))
+      try {
+        await firstLine(pub, 'event publisher')
+        const done = (): boolean => (gw.forwarder!.stats().targets[name]?.forwarded ?? 0) >= total
+        if (mode === 'backlog') {
+          await proxy.down()
+          pub.kill('SIGUSR2')
+          if ((await exited) !== 0) throw new Error('event publisher failed')
+          const t0 = performance.now()
+          await proxy.up()
+          while (!done()) await sleep(5)
+          return Math.round(total / ((performance.now() - t0) / 1000))
+        }
         const t0 = performance.now()
-        await proxy.up()
+        pub.kill('SIGUSR2')
         while (!done()) await sleep(5)
         return Math.round(total / ((performance.now() - t0) / 1000))
+      } finally {
+        await stop(pub)
       }
-      const t0 = performance.now()
-      await publishAll(gw.broker.url, lists)
-      while (!done()) await sleep(5)
-      return Math.round(total / ((performance.now() - t0) / 1000))
     } finally {
       await gw.close()
     }
@@ -152,7 +146,7 @@ async function throughGateway(t: Target, name: string, events: number, mode: 'li
   }
 }
 
-async function raw(t: Target, events: number): Promise<number> {
+export async function raw(t: Target, events: number): Promise<number> {
   const tag = randomBytes(4).toString('hex')
   const bodies = frames('rawdev', events, tag).map((body, i) => ({ id: `${tag}raw${i}`, body }))
   try {

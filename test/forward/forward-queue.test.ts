@@ -60,7 +60,11 @@ describe('forward queue', () => {
     const results = q.append([1, 2, 3, 4, 5].map((n) => [msg('old', n, 100), msg('young', n, 100)]))
     expect(q.next('old', 0, 10).map((m) => m.id)).toEqual(['id-3', 'id-4', 'id-5'])
     expect(q.next('young', 0, 10).map((m) => m.id)).toEqual(['id-1', 'id-2', 'id-3'])
-    expect(results[3]).toEqual({ queued: 1, droppedNewest: ['young'], droppedOldest: { old: 1 } })
+    const { messages, ...counts } = results[3]!
+    expect(counts).toEqual({ queued: 1, droppedNewest: ['young'], droppedOldest: { old: 1 } })
+    // The rows queued, with the places the pumps take them from (and read back the same).
+    expect(messages.map((m) => [m.target, m.id])).toEqual([['old', 'id-4']])
+    expect(q.next('old', messages[0]!.seq - 1, 1)[0]).toMatchObject({ seq: messages[0]!.seq, id: 'id-4' })
     expect(q.backlog('old').bytes).toBe(one * 3)
   })
 

@@ -9,6 +9,7 @@ import type { ForwardMessage, ForwardTarget } from '../../gateway/forward/target
 import { caught } from '../helpers/caught.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { tcpProxy } from '../helpers/tcp-proxy.js'
+import { startNatsMqtt } from '../helpers/nats-mqtt.js'
 import { freePort, until } from '../helpers/wait.js'
 
 const NATS = 'nats://127.0.0.1:4222'
@@ -149,5 +150,34 @@ describe('NATS JetStream target', () => {
     expect(await t.send(message(cfg))).toEqual({ duplicate: false })
     await t.close()
     expect(downs).toHaveLength(1)
+  })
+
+  it('a stream deleted under it: sends fail as retryable TARGET_UNAVAILABLE (no responders), not as refusals', async () => {
+    const cfg = fresh()
+    const t = target(cfg)
+    await t.connect()
+    expect(await t.send(message(cfg))).toEqual({ duplicate: false })
+    await (await admin()).jsm.streams.delete(cfg.stream.name)
+    const err = await caught(t.send(message(cfg)))
+    expect(isOutpostError(err, 'TARGET_UNAVAILABLE')).toBe(true)
+    expect((err as { retryable: boolean }).retryable).toBe(true)
+  })
+
+  it('a subject the server does not let it publish to: that message is TARGET_REJECTED, the others are stored', async () => {
+    const r = randomBytes(4).toString('hex')
+    const server = await startNatsMqtt({
+      users: [{ user: 'gw', password: 'gw-secret', permissions: { publish: { allow: ['$JS.API.>', `p${r}.ok.>`] }, subscribe: { allow: ['_INBOX.>'] } } }],
+    })
+    cleanup(() => server.dispose())
+    const cfg = fresh({ servers: [server.natsUrl], user: 'gw', pass: 'gw-secret', subject: `p${r}.{device}.{event}` }, { name: `P_${r}`, subjects: [`p${r}.>`] })
+    const t = target(cfg)
+    await t.connect()
+    const ok = { ...message(cfg), subject: `p${r}.ok.e` }
+    const denied = { ...message(cfg), subject: `p${r}.secret.e` }
+    const [a, b, c] = await Promise.all([t.send(ok).then(() => 'stored', (e: unknown) => e), t.send(denied).then(() => 'stored', (e: unknown) => e), t.send({ ...message(cfg), subject: `p${r}.ok.f` }).then(() => 'stored', (e: unknown) => e)])
+    expect(a).toBe('stored')
+    expect(isOutpostError(b, 'TARGET_REJECTED')).toBe(true)
+    expect(String((b as Error).message)).toMatch(/not permitted/)
+    expect(c).toBe('stored')
   })
 })

@@ -1,0 +1,41 @@
+// Device load of the forwarding bench (forward.ts): one process standing for devices that each
+// send `per` Outpost events over MQTT, QoS 1, `window` in flight per device (as a device's outbox
+// drains), each device on its own connection. Connects, prints "ready", starts on SIGUSR2,
+// prints "done" once every publish was acknowledged, and exits.
+import type net from 'node:net'
+import mqtt from 'mqtt'
+import { createEnvelopeCodec } from '../../../runtime/wire/codec.js'
+
+const opts = JSON.parse(process.argv[2]!) as { url: string; devices: string[]; per: number; tag: string; window: number }
+const codec = createEnvelopeCodec()
+
+const lists = opts.devices.map((dev) => ({
+  dev,
+  frames: Array.from({ length: opts.per }, (_, i) =>
+    Buffer.from(codec.encode({ v: 1, kind: 'event', id: `${opts.tag}-${dev}-${i}`, src: dev, inst: 'bench', at: Date.now(), service: 'meter', version: '1', name: 'reading', payload: { n: i, value: 21.5, unit: 'C' } })),
+  ),
+}))
+const clients = await Promise.all(
+  opts.devices.map(async (dev) => {
+    const c = await mqtt.connectAsync(opts.url, { clientId: dev, clean: true, reconnectPeriod: 0, connectTimeout: 30_000 })
+    ;(c.stream as net.Socket).setNoDelay?.(true)
+    return c
+  }),
+)
+const go = new Promise<void>((r) => process.once('SIGUSR2', () => r()))
+process.stdout.write('ready\n')
+await go
+await Promise.all(
+  lists.map(async ({ dev, frames }, k) => {
+    const c = clients[k]!
+    let next = 0
+    await Promise.all(
+      Array.from({ length: opts.window }, async () => {
+        while (next < frames.length) await c.publishAsync(`ob/${dev}/evt/meter/1/reading`, frames[next++]!, { qos: 1 })
+      }),
+    )
+  }),
+)
+await Promise.all(clients.map((c) => c.endAsync()))
+process.stdout.write('done\n')
+process.exit(0)

@@ -1,0 +1,138 @@
+// The forwarder through its public face (accept → forward.db → pump → JetStream), against the
+// real NATS server: live events go out from memory in order, rows another process writes (the
+// CLI's redrive) are picked up while live traffic flows and when it is idle, and a reconnect
+// sends what waited.
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { jetstreamManager } from '@nats-io/jetstream'
+import { connect } from '@nats-io/transport-node'
+import { pino } from 'pino'
+import { describe, expect, it } from 'vitest'
+import { FORWARD_DEFAULTS, type ForwardConfig } from '../../gateway/forward/forward-config.js'
+import { openForwardQueue } from '../../gateway/forward/forward-queue.js'
+import { createForwarder, type Forwarder } from '../../gateway/forward/forwarder.js'
+import { createEnvelopeCodec } from '../../runtime/wire/codec.js'
+import { cleanupAfterEach } from '../helpers/cleanups.js'
+import { tcpProxy } from '../helpers/tcp-proxy.js'
+import { until } from '../helpers/wait.js'
+
+const NATS = 'nats://127.0.0.1:4222'
+const cleanup = cleanupAfterEach()
+const codec = createEnvelopeCodec()
+
+function setup(servers = [NATS]): { config: ForwardConfig; dir: string; stream: string; start(): Forwarder } {
+  const r = randomBytes(5).toString('hex')
+  const stream = `F_${r}`
+  const dir = mkdtempSync(path.join(tmpdir(), 'outpost-fwd-'))
+  const config: ForwardConfig = {
+    targets: {
+      cloud: { type: 'nats', servers, encoding: 'cbor', window: 64, confirmTimeoutMs: 5_000, maxBytes: FORWARD_DEFAULTS.maxBytes, whenFull: 'refuse', subject: `f${r}.{device}.{event}`, stream: { name: stream, subjects: [`f${r}.>`], create: true, duplicateWindowMs: 60_000 } },
+    },
+    routes: [{ events: ['#'], devices: ['*'], to: ['cloud'] }],
+  }
+  cleanup(async () => {
+    const nc = await connect({ servers: NATS })
+    await (await jetstreamManager(nc)).streams.delete(stream).catch(() => {})
+    await nc.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  return {
+    config,
+    dir,
+    stream,
+    start() {
+      const f = createForwarder({ config, path: path.join(dir, 'forward.db'), log: pino({ level: 'silent' }), backoff: { initialMs: 50, maxMs: 200 } })
+      cleanup(() => f.close(500))
+      f.start()
+      return f
+    },
+  }
+}
+
+const event = (device: string, id: string, n: number): { topic: string; frame: Uint8Array } => ({
+  topic: `ob/${device}/evt/meter/1/reading`,
+  frame: codec.encode({ v: 1, kind: 'event', id, src: device, inst: 'i1', at: 1_795_740_000_000 + n, service: 'meter', version: '1', name: 'reading', payload: { n } }),
+})
+
+/** The Nats-Msg-Id of every message in the stream, in stream order. */
+async function stored(stream: string): Promise<string[]> {
+  const nc = await connect({ servers: NATS })
+  try {
+    const jsm = await jetstreamManager(nc)
+    const n = (await jsm.streams.info(stream)).state.messages
+    const ids: string[] = []
+    for (let seq = 1; seq <= n; seq++) ids.push((await jsm.streams.getMessage(stream, { seq }))!.header.get('Nats-Msg-Id'))
+    return ids
+  } finally {
+    await nc.close()
+  }
+}
+
+const forwarded = (f: Forwarder): number => f.stats().targets.cloud?.forwarded ?? 0
+
+describe('forwarder', () => {
+  it('forwards 3,000 live events of three devices, each once, in order per device', async () => {
+    const s = setup()
+    const f = s.start()
+    await until(() => f.stats().targets.cloud?.state === 'up')
+    const sent: string[] = []
+    for (let n = 0; n < 1_000; n++) {
+      await Promise.all(['d1', 'd2', 'd3'].map((d) => {
+        const e = event(d, `${d}-${n}`, n)
+        sent.push(`${d}-${n}`)
+        return f.accept(e.topic, e.frame)
+      }))
+    }
+    await until(() => forwarded(f) === 3_000, 20_000)
+    const ids = await stored(s.stream)
+    expect(new Set(ids).size).toBe(3_000)
+    for (const d of ['d1', 'd2', 'd3']) {
+      expect(ids.filter((id) => id.startsWith(`${d}-`))).toEqual(sent.filter((id) => id.startsWith(`${d}-`)))
+    }
+    expect(f.queue.backlog('cloud').messages).toBe(0)
+  })
+
+  it('sends rows another process wrote (a redrive), while events flow and when idle', async () => {
+    const s = setup()
+    const f = s.start()
+    await until(() => f.stats().targets.cloud?.state === 'up')
+    const live = event('d1', 'live-0', 0)
+    await f.accept(live.topic, live.frame)
+    await until(() => forwarded(f) === 1)
+    // Another handle on the same file, as `outpost forward redrive` opens it.
+    const tool = openForwardQueue({ path: path.join(s.dir, 'forward.db'), limits: {}, access: 'tool' })
+    cleanup(() => tool.close())
+    const row = (id: string) => ({ target: 'cloud', id, device: 'd9', subject: `${s.stream.replace('F_', 'f')}.d9.reading`, headers: { 'Outpost-Device': 'd9' }, contentType: 'application/cbor', body: new Uint8Array([1, 2, 3]), receivedAt: Date.now() })
+    tool.append([[row('outside-1')]])
+    // The next live event shows the gap; the outside row goes out with it.
+    const next = event('d1', 'live-1', 1)
+    await f.accept(next.topic, next.frame)
+    await until(() => forwarded(f) === 3, 5_000)
+    // Idle: nothing else comes, and the pump reads the queue again on its own.
+    tool.append([[row('outside-2')]])
+    await until(() => forwarded(f) === 4, 10_000)
+    expect((await stored(s.stream)).sort()).toEqual(['live-0', 'live-1', 'outside-1', 'outside-2'])
+  })
+
+  it('keeps what arrives while the target is cut off and sends it all, once, after it is back', async () => {
+    const proxy = await tcpProxy('mqtt://127.0.0.1:4222')
+    cleanup(() => proxy.close())
+    const s = setup([proxy.url.replace('mqtt:', 'nats:')])
+    const f = s.start()
+    await until(() => f.stats().targets.cloud?.state === 'up')
+    const accept = (n: number) => {
+      const e = event('d1', `e-${n}`, n)
+      return f.accept(e.topic, e.frame)
+    }
+    for (let n = 0; n < 500; n++) await accept(n)
+    await proxy.down()
+    for (let n = 500; n < 1_500; n++) await accept(n)
+    await proxy.up()
+    for (let n = 1_500; n < 2_000; n++) await accept(n)
+    await until(() => f.queue.backlog('cloud').messages === 0, 30_000)
+    const ids = await stored(s.stream)
+    expect(ids).toEqual(Array.from({ length: 2_000 }, (_, n) => `e-${n}`))
+  })
+})

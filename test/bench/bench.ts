@@ -1,6 +1,7 @@
 // `npm run bench`: every figure in one run, each beside the baseline measured in the same run.
 // `npm run bench -- --json` prints one JSON object per line; `--only inproc,mqtt,codec,footprint`
-// picks sections (`gateway`: the gateway beside aedes and Mosquitto, gateway.ts); `--quick`
+// picks sections (`gateway`: the gateway beside aedes and Mosquitto, gateway.ts; `forward` and
+// `cloud`: events to JetStream/RabbitMQ and commands from NATS through the gateway); `--quick`
 // shortens every measurement. `--cpu-quota 0.5` runs the measured processes in a CPU cgroup
 // limited to half a core (cpu-quota.ts); `--cpu-prof DIR` has them write V8 CPU profiles into
 // DIR (measured.ts). Rows carry the measured process's CPU µs per operation (`cpu_us_per_op`)
@@ -15,13 +16,14 @@ import { createCpuGroup, type CpuGroup } from './cpu-quota.js'
 import { benchBacklog, benchCrossProcess, benchDrain, benchInProcessIsolated, firstLine, start, stop } from './cross-process.js'
 import { benchFootprint } from './footprint.js'
 import { benchGateway } from './gateway.js'
+import { benchCloudCommands } from './cloud-commands.js'
 import { benchForward } from './forward.js'
 import { configureMeasured, cpuQuota, needsOwnProcess } from './measured.js'
 import { benchQueue } from './queue.js'
 import type { BenchResult } from './measure.js'
 
 const { values } = parseArgs({ options: { json: { type: 'boolean' }, only: { type: 'string' }, quick: { type: 'boolean' }, 'cpu-quota': { type: 'string' }, 'cpu-prof': { type: 'string' } } })
-const sections = new Set((values.only ?? 'inproc,mqtt,codec,footprint,gateway,forward,drain,backlog,queue').split(','))
+const sections = new Set((values.only ?? 'inproc,mqtt,codec,footprint,gateway,forward,cloud,drain,backlog,queue').split(','))
 const quick = values.quick === true
 
 // Which mode runs is said once, first: above the table, or on stderr with --json, whose lines
@@ -65,6 +67,7 @@ const BASELINES: Record<string, string[]> = {
   'forward-jetstream-backlog-drain': ['raw-jetstream-window256'],
   'forward-rabbitmq': ['raw-rabbitmq-window256'],
   'forward-rabbitmq-backlog-drain': ['raw-rabbitmq-window256'],
+  'cloud-command-roundtrip': ['outpost-mqtt-direct'],
 }
 /** A baseline's short name in `cpu_vs_<name>`, as the queue's paired ratios name them. */
 const shortName = (system: string): string => (system.startsWith('one-commit') ? 'one_fsync' : system.split('-')[0]!)
@@ -112,6 +115,7 @@ if (sections.has('forward')) {
   settleDisk()
   emit(await benchForward({ events: quick ? 5_000 : 20_000, backlog: quick ? 20_000 : 100_000, rounds: quick ? 1 : 3 }))
 }
+if (sections.has('cloud')) emit(await benchCloudCommands({ durationMs: quick ? 1_000 : 3_000, warmupMs: quick ? 300 : 1_000 }, [1, 64], quick ? 1 : 3))
 if (sections.has('queue')) {
   settleDisk()
   emit(await benchQueue(20_000, quick ? 1 : 5, quick ? 300 : 2_000))

@@ -93,12 +93,35 @@ export function createCloudClient(opts: CloudClientOptions): CloudClient {
 export interface ForwardedEvent {
   id: string
   device: string
+  /** The device process that sent it (a device id can be run by a new process after a restart). */
+  instance: string
   service: string
   version: string
   event: string
   at: number
   traceparent?: string
   payload: unknown
+}
+
+const FORWARDED_TEXT_FIELDS = ['id', 'device', 'instance', 'service', 'version', 'event'] as const
+
+/** The JSON form checked field by field. @throws MALFORMED_FRAME (not JSON), INVALID_ENVELOPE (a field missing or of the wrong type) */
+function readJsonForwarded(body: Uint8Array): ForwardedEvent {
+  let doc: unknown
+  try {
+    doc = JSON.parse(textDecoder.decode(body))
+  } catch (err) {
+    throw new OutpostError(ErrorCode.MALFORMED_FRAME, `a forwarded JSON body is not JSON: ${(err as Error).message.slice(0, 200)}`, { cause: err })
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new OutpostError(ErrorCode.INVALID_ENVELOPE, 'a forwarded JSON body is not an object')
+  const o = doc as Record<string, unknown>
+  for (const f of FORWARDED_TEXT_FIELDS) {
+    if (typeof o[f] !== 'string' || o[f] === '') throw new OutpostError(ErrorCode.INVALID_ENVELOPE, `a forwarded JSON body has no ${f} (or it is not text)`)
+  }
+  if (typeof o.at !== 'number' || !Number.isFinite(o.at)) throw new OutpostError(ErrorCode.INVALID_ENVELOPE, 'a forwarded JSON body has no at (or it is not a number)')
+  if (o.traceparent !== undefined && typeof o.traceparent !== 'string') throw new OutpostError(ErrorCode.INVALID_ENVELOPE, 'a forwarded JSON body has a traceparent that is not text')
+  const e = o as Record<(typeof FORWARDED_TEXT_FIELDS)[number], string> & { at: number; traceparent?: string }
+  return { id: e.id, device: e.device, instance: e.instance, service: e.service, version: e.version, event: e.event, at: e.at, ...(e.traceparent === undefined ? {} : { traceparent: e.traceparent }), payload: o.payload }
 }
 
 const codec = createEnvelopeCodec()
@@ -110,13 +133,10 @@ const codec = createEnvelopeCodec()
  */
 export function readForwarded(body: Uint8Array, headers?: MsgHdrs | Record<string, unknown>): ForwardedEvent {
   const type = headers === undefined ? undefined : 'get' in headers && typeof headers.get === 'function' ? (headers as MsgHdrs).get('Content-Type') : String((headers as Record<string, unknown>)['Content-Type'] ?? (headers as Record<string, unknown>)['content-type'] ?? '')
-  if (type === 'application/json' || (type !== 'application/cbor' && body[0] === 0x7b)) {
-    const doc = JSON.parse(textDecoder.decode(body)) as ForwardedEvent
-    return doc
-  }
+  if (type === 'application/json' || (type !== 'application/cbor' && body[0] === 0x7b)) return readJsonForwarded(body)
   const d = codec.decode(body)
   if (!d.ok) throw d.error
   const e = d.envelope
   if (e.kind !== 'event') throw new OutpostError(ErrorCode.INVALID_ENVELOPE, `a forwarded message is an event, not a ${e.kind}`)
-  return { id: e.id, device: e.src, service: e.service!, version: e.version!, event: e.name!, at: e.at, ...(e.traceparent === undefined ? {} : { traceparent: e.traceparent }), payload: e.payload }
+  return { id: e.id, device: e.src, instance: e.inst, service: e.service!, version: e.version!, event: e.name!, at: e.at, ...(e.traceparent === undefined ? {} : { traceparent: e.traceparent }), payload: e.payload }
 }

@@ -6,6 +6,7 @@ import path from 'node:path'
 import { parseArgs } from 'node:util'
 import type { LevelWithSilent } from 'pino'
 import { parseSampleMs } from '../devices/device-config.js'
+import { checkForwardTarget, FORWARD_VERBS } from './forward.js'
 import { readStoreOptions } from '../devices/device-database.js'
 import type { GatewayConfig } from '../gateway/config/gateway-config.js'
 import { loadGatewayConfig, parseHost, parsePort } from '../gateway/config/load-config.js'
@@ -15,7 +16,7 @@ import { redactUrl } from '../runtime/redact-url.js'
 import { parseLogFormat, parseLogLevel, type LogFormat } from '../runtime/logger.js'
 
 /** The commands `outpost` knows. */
-export const COMMANDS = ['demo', 'gateway', 'device', 'devices', 'forward', 'jobs', 'help'] as const
+export const COMMANDS = ['demo', 'gateway', 'device', 'devices', 'forward', 'jobs', 'build', 'keys', 'help'] as const
 /** One of COMMANDS. */
 export type Command = (typeof COMMANDS)[number]
 
@@ -59,6 +60,34 @@ export interface CliArgs {
   target?: string
   /** For `devices add`: the role to give. */
   role?: string
+  /** For `build`: what to build and how (checked here as far as the command line tells; see bin/build-cmd.ts). */
+  build?: BuildArgs
+  /** For `keys generate`. */
+  keys?: KeysArgs
+}
+
+/** `outpost build [device...] …`. */
+export interface BuildArgs {
+  /** Device names (folders under devices/); empty: every device. */
+  devices: string[]
+  /** --out: where the bundle directories go. */
+  outDir?: string
+  /** --key, else OUTPOST_SIGNING_KEY (a PEM file, or PEM text), and which of them it came from. */
+  key?: { value: string; where: string }
+  unsigned: boolean
+  /** --budget-kb and --gzip-budget-kb, KB. */
+  budget: { minifiedKb?: number; gzipKb?: number }
+  /** --build-time as given (read by the build: ISO 8601 or seconds); SOURCE_DATE_EPOCH is read there too. */
+  buildTime?: string
+  /** --addon, --platform, --arch. */
+  addon: { file?: string; platform?: string; arch?: string }
+}
+
+/** `outpost keys generate [--out DIR] [--force]`. */
+export interface KeysArgs {
+  verb: 'generate'
+  outDir?: string
+  force: boolean
 }
 
 const OPTIONS = {
@@ -80,6 +109,16 @@ const OPTIONS = {
   'print-config': { type: 'boolean' },
   role: { type: 'string' },
   target: { type: 'string' },
+  out: { type: 'string' },
+  key: { type: 'string' },
+  unsigned: { type: 'boolean' },
+  'budget-kb': { type: 'string' },
+  'gzip-budget-kb': { type: 'string' },
+  'build-time': { type: 'string' },
+  addon: { type: 'string' },
+  platform: { type: 'string' },
+  arch: { type: 'string' },
+  force: { type: 'boolean' },
 } as const
 type OptionName = keyof typeof OPTIONS
 
@@ -91,6 +130,8 @@ const PER_COMMAND: Record<Command, readonly OptionName[]> = {
   devices: ['config', 'role', 'json'],
   forward: ['config', 'target', 'limit', 'json'],
   jobs: ['db', 'limit', 'json'],
+  build: ['out', 'key', 'unsigned', 'budget-kb', 'gzip-budget-kb', 'build-time', 'addon', 'platform', 'arch'],
+  keys: ['out', 'force'],
   help: [],
 }
 
@@ -175,6 +216,32 @@ function deviceOf(value: string | undefined, devices: DeviceFolder): string {
   return value
 }
 
+/** Targets an addon can be given for (as process.platform and process.arch name them). */
+const PLATFORMS = ['linux', 'darwin', 'win32', 'freebsd']
+const ARCHES = ['x64', 'arm64', 'arm', 'ia32', 'riscv64', 'ppc64', 's390x']
+
+/** A size budget in KB: a number above 0. */
+function kbOf(value: string, where: string): number {
+  const n = /^\d{1,6}(\.\d+)?$/.test(value) ? Number(value) : NaN
+  if (!(n > 0)) throw bad(`${where} "${value}" is not accepted; expected a size in KB above 0 (e.g. 300)`)
+  return n
+}
+
+/** The command `word` is most likely a typo of (one edit away, two for longer names, or the same letters swapped), for "did you mean". */
+function closeTo(word: string, names: readonly string[]): string | undefined {
+  const distance = (a: string, b: string): number => {
+    let prev = Array.from({ length: b.length + 1 }, (_, i) => i)
+    for (let i = 1; i <= a.length; i++) {
+      const cur = [i]
+      for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
+      prev = cur
+    }
+    return prev[b.length]!
+  }
+  const sameLetters = (a: string, b: string): boolean => [...a].sort().join('') === [...b].sort().join('')
+  return names.find((n) => n !== 'help' && (distance(word, n) <= (n.length > 4 ? 2 : 1) || sameLetters(word, n)))
+}
+
 /** A variable's value, with an empty one taken as unset. */
 const envOf = (env: NodeJS.ProcessEnv, name: string): string | undefined => (env[name] === '' ? undefined : env[name])
 
@@ -204,7 +271,10 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv, devices: De
 
   const first = positionals[0]
   let command = COMMANDS.find((c) => c === first)
-  if (first !== undefined && command === undefined) throw bad(`unknown command "${first}"; expected one of ${COMMANDS.join(', ')}`)
+  if (first !== undefined && command === undefined) {
+    const near = closeTo(first, COMMANDS)
+    throw bad(`unknown command "${first}"${near === undefined ? '' : ` (did you mean ${near}?)`}; expected one of ${COMMANDS.join(', ')}`)
+  }
   let rest = positionals.slice(1)
   let help = values.help === true
   if (command === 'help') {
@@ -233,6 +303,7 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv, devices: De
     const v = envOf(env, variable)
     return v === undefined ? undefined : [v, variable]
   }
+  if (str('out') === '') throw bad('--out needs a folder (got an empty value)')
   switch (command) {
     case 'gateway':
     case 'forward':
@@ -249,10 +320,16 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv, devices: De
       args.printConfig = values['print-config'] === true
       args.json = values.json === true
       if (str('role') !== undefined) args.role = str('role')
-      if (str('target') !== undefined) args.target = str('target')
       const limit = str('limit')
       if (limit !== undefined && !/^[1-9]\d{0,8}$/.test(limit)) throw bad(`--limit "${limit}" is not accepted; expected a whole number from 1 to 999999999`)
       if (limit !== undefined) args.limit = limit
+      if (command === 'forward') {
+        const verb = rest[0]
+        // Taken and ignored before: `forward purge --limit 5` deleted every dead letter.
+        if (limit !== undefined && verb !== undefined && verb !== 'dead' && (FORWARD_VERBS as readonly string[]).includes(verb)) throw bad(`--limit is an option of outpost forward dead only, not of ${verb}`)
+        if (str('target') !== undefined && verb !== undefined && (FORWARD_VERBS as readonly string[]).includes(verb)) checkForwardTarget(str('target')!, Object.keys(config.forward?.targets ?? {}), config.dataDir!)
+      }
+      if (str('target') !== undefined) args.target = str('target')
       break
     }
     case 'demo': {
@@ -278,6 +355,37 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv, devices: De
       if (id !== undefined) args.id = idOf(...id)
       args.dataDir = dataDirOf(envOf(env, 'OUTPOST_DATA_DIR') ?? '.outpost', 'OUTPOST_DATA_DIR')
       readStoreOptions(env) // OUTPOST_STORE_WAIT_MS: the device reads it too; checked here with the other variables
+      break
+    }
+    case 'build': {
+      const names = rest.length === 0 ? [] : rest.map((n) => deviceOf(n, devices))
+      const key = either('key', 'OUTPOST_SIGNING_KEY')
+      const unsigned = values.unsigned === true
+      if (unsigned && str('key') !== undefined) throw bad('outpost build takes --key or --unsigned, not both')
+      const budgetKb = str('budget-kb')
+      const gzipKb = str('gzip-budget-kb')
+      const platform = str('platform')
+      const arch = str('arch')
+      if (platform !== undefined && !PLATFORMS.includes(platform)) throw bad(`--platform "${platform}" is not accepted; expected one of ${PLATFORMS.join(', ')}`)
+      if (arch !== undefined && !ARCHES.includes(arch)) throw bad(`--arch "${arch}" is not accepted; expected one of ${ARCHES.join(', ')}`)
+      args.build = {
+        devices: [...new Set(names)],
+        outDir: str('out'),
+        // --unsigned is asked for outright: a key in the environment does not sign it after all.
+        key: unsigned || key === undefined ? undefined : { value: key[0], where: key[1] },
+        unsigned,
+        budget: { minifiedKb: budgetKb === undefined ? undefined : kbOf(budgetKb, '--budget-kb'), gzipKb: gzipKb === undefined ? undefined : kbOf(gzipKb, '--gzip-budget-kb') },
+        buildTime: str('build-time'),
+        addon: { file: str('addon'), platform, arch },
+      }
+      break
+    }
+    case 'keys': {
+      const verb = rest[0]
+      if (verb === undefined) throw bad('outpost keys needs a command; expected generate')
+      if (verb !== 'generate') throw bad(`outpost keys: unknown command "${verb}"; expected generate`)
+      if (rest.length > 1) throw bad(`outpost keys generate takes no arguments (got "${rest[1]}"); the folder is --out DIR`)
+      args.keys = { verb, outDir: str('out'), force: values.force === true }
       break
     }
     case 'jobs': {

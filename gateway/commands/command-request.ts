@@ -2,6 +2,9 @@
 // request's body, deadline, offline policy and trace context the same way, building the
 // CommandRequest once, writing replies, and counting outcomes.
 import { ErrorCode, OutpostError, errorMessage, type WireError } from '../../runtime/errors.js'
+import { MAX_CBOR_DEPTH } from '../../runtime/wire/cbor-scan.js'
+import { createEnvelopeCodec, DEFAULT_MAX_FRAME_BYTES } from '../../runtime/wire/codec.js'
+import { ENVELOPE_VERSION } from '../../runtime/wire/envelope.js'
 import { jsonReplacer } from '../forward/router.js'
 import type { CommandRequest, OfflinePolicy } from './command-router.js'
 
@@ -10,7 +13,9 @@ export interface CommandFrontEnd {
   /**
    * Requests answered with a result (`handled`) and requests that failed, by error code. Two keys
    * are not error codes: `NO_REPLY` (a request with no reply address: nobody to answer, dropped)
-   * and `REPLY_LOST` (the reply could not be sent: the link dropped, or it was too large).
+   * `REPLY_LOST` (the reply could not be sent: the link dropped, or it was too large), and
+   * `REDELIVERED` (RabbitMQ: a request that came back too many times, its connection lost each
+   * time before it was done, dropped).
    */
   stats(): { handled: number; failed: Record<string, number> }
   /** Stops taking requests and closes the connection; calls in flight are not waited for. */
@@ -19,6 +24,20 @@ export interface CommandFrontEnd {
 
 /** Largest request body taken, bytes: as over HTTP (a device's MQTT packet limit is 1 MiB by default). */
 export const MAX_COMMAND_BODY_BYTES = 1024 * 1024
+
+/**
+ * Largest payload a command carries, bytes of CBOR: a device reads frames of at most
+ * DEFAULT_MAX_FRAME_BYTES (256 KiB) unless configured otherwise, and the envelope's other fields
+ * (names, ids, trace context) take well under 4 KiB. A larger payload would never be read by the
+ * device (the call could only time out), and one past the broker's packet limit made the broker
+ * close the gateway's own connection, which sent it again at every reconnect: no command got
+ * through any more. JSON can grow as CBOR (`0.1` is 3 bytes of JSON, 9 of CBOR), so the body's
+ * size does not bound it; the payload is measured as it will travel.
+ */
+export const MAX_COMMAND_PAYLOAD_BYTES = DEFAULT_MAX_FRAME_BYTES - 4 * 1024
+
+/** Deepest nesting of arrays and objects in a payload: the envelope array around it is one more level (MAX_CBOR_DEPTH in all). */
+export const MAX_COMMAND_PAYLOAD_DEPTH = MAX_CBOR_DEPTH - 1
 
 const utf8 = new TextDecoder('utf-8', { fatal: true })
 
@@ -82,6 +101,41 @@ export function validTraceparent(t: unknown): string | undefined {
   return typeof t === 'string' && /^[\da-f]{2}-[\da-f]{32}-[\da-f]{16}-[\da-f]{2}$/.test(t) ? t : undefined
 }
 
+/** How deeply `value` nests arrays and objects, counted without recursion; stops once past `limit`. */
+function nestingOver(value: unknown, limit: number): boolean {
+  const stack: [unknown, number][] = [[value, 0]]
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!
+    if (typeof v !== 'object' || v === null) continue
+    if (depth + 1 > limit) return true
+    for (const child of Array.isArray(v) ? v : Object.values(v)) if (typeof child === 'object' && child !== null) stack.push([child, depth + 1])
+  }
+  return false
+}
+
+// Measures payloads as the runtime writes them (one codec for the module: encoding is synchronous).
+const measure = createEnvelopeCodec()
+
+/**
+ * Checks that a payload can reach a device: nested at most MAX_COMMAND_PAYLOAD_DEPTH levels and at
+ * most MAX_COMMAND_PAYLOAD_BYTES as CBOR.
+ * @throws BAD_ARGUMENT naming what is wrong
+ */
+export function checkCommandPayload(payload: unknown): void {
+  if (nestingOver(payload, MAX_COMMAND_PAYLOAD_DEPTH)) {
+    throw new OutpostError(ErrorCode.BAD_ARGUMENT, `the payload nests arrays or objects more than ${MAX_COMMAND_PAYLOAD_DEPTH} levels deep; a device does not read that`)
+  }
+  let bytes: number
+  try {
+    bytes = measure.encode({ v: ENVELOPE_VERSION, kind: 'command', id: '-', src: '-', inst: '-', at: 0, service: '-', version: '-', name: '-', payload }).byteLength
+  } catch (err) {
+    throw new OutpostError(ErrorCode.BAD_ARGUMENT, `the payload cannot be sent to a device: ${errorMessage(err).slice(0, 200)}`)
+  }
+  if (bytes > MAX_COMMAND_PAYLOAD_BYTES) {
+    throw new OutpostError(ErrorCode.BAD_ARGUMENT, `the payload takes ${bytes} bytes as sent to a device (CBOR); at most ${MAX_COMMAND_PAYLOAD_BYTES} are taken (a device reads frames of ${DEFAULT_MAX_FRAME_BYTES} bytes)`)
+  }
+}
+
 /** Which command a request names (no device: any live device that runs it). */
 export type CommandTarget = Pick<CommandRequest, 'device' | 'service' | 'version' | 'command'>
 
@@ -93,8 +147,9 @@ export interface CommandExtras {
   traceparent?: unknown
 }
 
-/** The request for the router: target, payload, and only the extras that were given. */
+/** The request for the router: target, payload, and only the extras that were given. @throws BAD_ARGUMENT for a payload no device would read (checkCommandPayload) */
 export function commandRequest(target: CommandTarget, payload: unknown, extras: CommandExtras = {}): CommandRequest {
+  checkCommandPayload(payload)
   const traceparent = validTraceparent(extras.traceparent)
   return {
     ...(target.device === undefined ? {} : { device: target.device }),

@@ -10,6 +10,7 @@
 // acknowledged after its reply is published. A request whose connection drops before that is
 // delivered again by the broker (to this gateway once it is back, or another one), so its command
 // may run twice: callers must take the first reply for a correlationId and ignore the rest.
+import { createHash } from 'node:crypto'
 import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib'
 import type { Logger } from 'pino'
 import { backoffDelay, createPause } from '../../runtime/backoff.js'
@@ -31,6 +32,11 @@ interface Session {
   channel: Channel | undefined
   ended: boolean
 }
+
+/** Deliveries of one request after which it is dropped (each redelivery follows a lost connection while it was in hand). */
+const MAX_DELIVERIES = 5
+/** Redelivered requests remembered at once. */
+const MAX_TRACKED = 1024
 
 const KEYS = new Set(['device', 'service', 'version', 'command', 'payload', 'timeoutMs', 'offline', 'traceparent'])
 
@@ -101,6 +107,25 @@ export async function startRabbitCommands(opts: { config: RabbitCommandsConfig; 
     void loop()
   }
 
+  /**
+   * Deliveries of requests the broker delivered again, by request (replyTo, correlation id and
+   * body). A replyTo that looks like a direct reply-to name but is not one made RabbitMQ close the
+   * connection (541 INTERNAL_ERROR) when the reply went to it: the request, not acknowledged, came
+   * back on the next connection, ran on the device again and closed that one too, twice a second,
+   * for ever, and no other request was answered. Bounded: the oldest are forgotten.
+   */
+  const deliveries = new Map<string, number>()
+  const redelivered = (m: ConsumeMessage, replyTo: string): number => {
+    const correlationId: unknown = m.properties.correlationId
+    const key = createHash('sha256').update(replyTo).update('\u0000').update(typeof correlationId === 'string' ? correlationId : '').update('\u0000').update(m.content).digest('base64')
+    // The first delivery was not counted (only redeliveries are): this is at least the second.
+    const n = (deliveries.get(key) ?? 1) + 1
+    deliveries.delete(key)
+    deliveries.set(key, n)
+    if (deliveries.size > MAX_TRACKED) deliveries.delete(deliveries.keys().next().value!)
+    return n
+  }
+
   const handle = async (s: Session, m: ConsumeMessage): Promise<void> => {
     const replyTo: unknown = m.properties.replyTo
     if (typeof replyTo !== 'string' || replyTo === '') {
@@ -110,6 +135,18 @@ export async function startRabbitCommands(opts: { config: RabbitCommandsConfig; 
         s.channel?.ack(m)
       } catch {
         // The channel is gone; the broker delivers the request again and it is dropped then.
+      }
+      return
+    }
+    // A request that keeps coming back (each time its connection was lost before its ack) is
+    // dropped after MAX_DELIVERIES: see `deliveries`.
+    if (m.fields.redelivered && redelivered(m, replyTo) > MAX_DELIVERIES) {
+      counts.fail('REDELIVERED')
+      troubles.warn('redelivered', { queue: config.queue, replyTo: replyTo.slice(0, 200) }, `a command request delivered ${MAX_DELIVERIES} times, its connection lost each time before it was done, was dropped (a replyTo the broker fails on?)`)
+      try {
+        s.channel?.ack(m)
+      } catch {
+        // The channel is gone; it comes back once more and is dropped then.
       }
       return
     }

@@ -95,7 +95,10 @@ export interface ForwardQueue {
   next(target: string, afterSeq: number, limit: number): ForwardMessage[]
   /** Removes messages the target confirmed (one transaction); seqs already gone are skipped. */
   remove(target: string, seqs: readonly number[]): void
-  /** Moves a message to the dead-letter table with the reason. */
+  /**
+   * Moves a message to the dead-letter table with the reason. A target's dead letters are bounded
+   * by its `maxBytes`, as its queue is: beyond it the oldest are deleted (counted by `deadEvicted`).
+   */
   deadLetter(target: string, seq: number, reason: string, at: number): void
   backlog(target: string): Backlog
   /** Dead letters, oldest first (optionally of one target). */
@@ -106,6 +109,8 @@ export interface ForwardQueue {
   purge(opts?: { target?: string; seqs?: readonly number[] }): number
   /** Dead letters per target. */
   deadCount(target: string): number
+  /** Dead letters of `target` deleted to keep its dead letters within `maxBytes`, since the queue was opened. */
+  deadEvicted(target: string): number
   readonly database: DeviceDatabase
   close(): void
 }
@@ -159,22 +164,42 @@ export function openForwardQueue(opts: { path: string; limits: Record<string, Qu
   const toDead = db.prepare('INSERT INTO dead SELECT seq, target, device, id, subject, headers, content_type, body, bytes, received_at, ?, ? FROM queue WHERE seq = ? AND target = ?')
   const deadCountStmt = db.prepare('SELECT count(*) FROM dead WHERE target = ?').pluck() as Statement<[string], number>
 
-  // Bytes and messages per target, kept in memory (counted once at open).
+  const oldestDeadStmt = db.prepare('SELECT seq, bytes FROM dead WHERE target = ? ORDER BY seq LIMIT 64') as Statement<[string], { seq: number; bytes: number }>
+  const deleteDeadStmt = db.prepare('DELETE FROM dead WHERE seq = ?')
+  const dataVersionStmt = db.prepare('PRAGMA data_version').pluck() as Statement<[], number>
+
+  // Bytes and messages per target, queued and dead, kept in memory (counted at open, and again
+  // whenever another connection changed the file: see `sync`).
   const bytes = new Map<string, number>()
   const counts = new Map<string, number>()
-  for (const r of db.prepare('SELECT target, count(*) AS n, sum(bytes) AS b FROM queue GROUP BY target').all() as { target: string; n: number; b: number }[]) {
-    bytes.set(r.target, r.b)
-    counts.set(r.target, r.n)
-  }
+  const deadBytes = new Map<string, number>()
+  const evicted = new Map<string, number>()
   const add = (target: string, n: number, b: number): void => {
     bytes.set(target, (bytes.get(target) ?? 0) + b)
     counts.set(target, (counts.get(target) ?? 0) + n)
   }
+  const addDead = (target: string, b: number): void => void deadBytes.set(target, (deadBytes.get(target) ?? 0) + b)
   // The in-memory counts follow the transaction: a rolled-back append or removal is counted again from the table.
   const recount = (): void => {
     bytes.clear()
     counts.clear()
+    deadBytes.clear()
     for (const r of db.prepare('SELECT target, count(*) AS n, sum(bytes) AS b FROM queue GROUP BY target').all() as { target: string; n: number; b: number }[]) add(r.target, r.n, r.b)
+    for (const r of db.prepare('SELECT target, sum(bytes) AS b FROM dead GROUP BY target').all() as { target: string; b: number }[]) addDead(r.target, r.b)
+  }
+  recount()
+  /**
+   * Counts again when another connection committed since the last look: `outpost forward redrive`
+   * beside a running gateway puts rows in the queue that this process never counted, and its pump
+   * then removed them as they were confirmed, so the backlog went negative (and `maxBytes` no
+   * longer held). SQLite's data_version changes exactly then.
+   */
+  let seenVersion = dataVersionStmt.get()
+  const sync = (): void => {
+    const v = dataVersionStmt.get()
+    if (v === seenVersion) return
+    seenVersion = v
+    recount()
   }
 
   /** Drops the oldest rows of `target` until `need` more bytes fit; the number dropped. */
@@ -220,8 +245,9 @@ export function openForwardQueue(opts: { path: string; limits: Record<string, Qu
   return {
     database,
     append(events) {
-      return guard(() =>
-        events.map((rows) => {
+      return guard(() => {
+        sync()
+        return events.map((rows) => {
           const encoded = rows.map((m) => {
             const headers = JSON.stringify(m.headers)
             return { m, headers, size: rowBytes(m, headers) }
@@ -248,8 +274,8 @@ export function openForwardQueue(opts: { path: string; limits: Record<string, Qu
             result.queued++
           }
           return result
-        }),
-      )
+        })
+      })
     },
     next(target, afterSeq, limit) {
       return nextStmt.all(target, afterSeq, limit).map(toMessage)
@@ -257,6 +283,7 @@ export function openForwardQueue(opts: { path: string; limits: Record<string, Qu
     remove(target, seqs) {
       if (seqs.length === 0) return
       guard(() => {
+        sync()
         let i = 0
         for (; i + REMOVE_BATCH <= seqs.length; i += REMOVE_BATCH) {
           for (const gone of removeMany.all(target, ...seqs.slice(i, i + REMOVE_BATCH))) add(target, -1, -gone.bytes)
@@ -269,14 +296,31 @@ export function openForwardQueue(opts: { path: string; limits: Record<string, Qu
     },
     deadLetter(target, seq, reason, at) {
       guard(() => {
+        sync()
         const row = getStmt.get(seq, target)
         if (row === undefined) return
         toDead.run(at, reason.slice(0, 1000), seq, target)
         removeStmt.get(seq, target)
         add(target, -1, -row.bytes)
+        addDead(target, row.bytes)
+        // A device that sends what the target refuses (a subject it cannot take, a frame over its
+        // limit) made this table grow without bound, until the disk was full for every device.
+        const max = opts.limits[target]?.maxBytes
+        if (max === undefined) return
+        while ((deadBytes.get(target) ?? 0) > max) {
+          const oldest = oldestDeadStmt.all(target)
+          if (oldest.length === 0) break
+          for (const o of oldest) {
+            if ((deadBytes.get(target) ?? 0) <= max) break
+            deleteDeadStmt.run(o.seq)
+            addDead(target, -o.bytes)
+            evicted.set(target, (evicted.get(target) ?? 0) + 1)
+          }
+        }
       })
     },
     backlog(target) {
+      sync()
       const messages = counts.get(target) ?? 0
       return { messages, bytes: bytes.get(target) ?? 0, oldestAt: messages === 0 ? undefined : oldestAtStmt.get(target) }
     },
@@ -289,10 +333,12 @@ export function openForwardQueue(opts: { path: string; limits: Record<string, Qu
       return guard(() => {
         const { sql, args } = filterSeqs('SELECT * FROM dead', o)
         const rows = db.prepare(`${sql} ORDER BY seq`).all(...args) as Row[]
+        sync()
         for (const r of rows) {
           insert.run(r.target, r.device, r.id, r.subject, r.headers, r.content_type, r.body, r.bytes, r.received_at)
           add(r.target, 1, r.bytes)
-          db.prepare('DELETE FROM dead WHERE seq = ?').run(r.seq)
+          deleteDeadStmt.run(r.seq)
+          addDead(r.target, -r.bytes)
         }
         return rows.length
       })
@@ -300,11 +346,16 @@ export function openForwardQueue(opts: { path: string; limits: Record<string, Qu
     purge(o = {}) {
       return guard(() => {
         const { sql, args } = filterSeqs('DELETE FROM dead', o)
-        return db.prepare(sql).run(...args).changes
+        const n = db.prepare(sql).run(...args).changes
+        recount()
+        return n
       })
     },
     deadCount(target) {
       return deadCountStmt.get(target) ?? 0
+    },
+    deadEvicted(target) {
+      return evicted.get(target) ?? 0
     },
     close() {
       database.close()

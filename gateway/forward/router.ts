@@ -103,10 +103,17 @@ export interface Router {
   wants(topic: string): boolean
 }
 
-/** A router over the configured routes and targets; `codec` decodes the frames (one per router). */
+/**
+ * A router over the configured routes and targets; `codec` decodes the frames (one per router).
+ * The default codec takes frames of any size: the broker's packet limit bounds them, and the
+ * gatekeeper lets a device's events through up to it. With the codec's own 256 KiB limit an event
+ * of 300 KiB was delivered to every subscriber but dropped here as `malformed`, with no word of
+ * why; now it goes to the target, which stores it or dead-letters it with the target's reason
+ * (JetStream's max_payload, say).
+ */
 export function createRouter(config: ForwardConfig, opts: { prefix?: string; codec?: EnvelopeCodec } = {}): Router {
   const prefix = opts.prefix ?? DEFAULT_TOPIC_PREFIX
-  const codec = opts.codec ?? createEnvelopeCodec()
+  const codec = opts.codec ?? createEnvelopeCodec({ maxFrameBytes: Number.MAX_SAFE_INTEGER })
   const routes = config.routes.map(compileRoute)
   /** Target names for an event topic, each once, in the order the routes name them. */
   const targetsOf = (t: EventTopic): string[] => {

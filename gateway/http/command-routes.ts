@@ -6,7 +6,7 @@
 // `{ "error": { code, message, details? } }` (the shape replies carry on the wire).
 import type { Context, Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
-import { ErrorCode, toWireError } from '../../runtime/errors.js'
+import { ErrorCode, OutpostError, toWireError } from '../../runtime/errors.js'
 import { MAX_COMMAND_BODY_BYTES, commandRequest, parseJsonBody, parseOffline, parseTimeout, type CommandTarget } from '../commands/command-request.js'
 import { statusOf, type CommandRequest, type CommandRouter } from '../commands/command-router.js'
 import { jsonReplacer } from '../forward/router.js'
@@ -19,10 +19,30 @@ const fail = (c: Context, err: unknown): Response => {
   return reply(c, statusOf(wire.code), { error: wire })
 }
 
+/** The query parameters a command takes. */
+const QUERY = ['timeoutMs', 'offline']
+
+/**
+ * The query's one value of each parameter. A parameter given twice (`?timeoutMs=1000&timeoutMs=abc`
+ * took the first, unchecked, while NATS refuses a repeated header) or one it does not take
+ * (`?timeout=500` was ignored: the call ran with the default deadline) is BAD_ARGUMENT.
+ */
+function queryOf(c: Context): Record<string, string | undefined> {
+  const all = c.req.queries()
+  const out: Record<string, string | undefined> = {}
+  for (const [name, values] of Object.entries(all)) {
+    if (!QUERY.includes(name)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `query parameter ${JSON.stringify(name.slice(0, 40))} is not taken; expected ${QUERY.join(' or ')}`)
+    if (values.length > 1) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `query parameter ${name} is given ${values.length} times; expected once`)
+    out[name] = values[0]
+  }
+  return out
+}
+
 /** The request's payload, deadline and policy; BAD_ARGUMENT for what cannot be read. */
 async function readRequest(c: Context, target: CommandTarget): Promise<CommandRequest> {
+  const query = queryOf(c)
   const payload = parseJsonBody(new Uint8Array(await c.req.arrayBuffer()))
-  const extras = { timeoutMs: parseTimeout(c.req.query('timeoutMs'), 'timeoutMs'), offline: parseOffline(c.req.query('offline'), 'offline'), traceparent: c.req.header('traceparent') }
+  const extras = { timeoutMs: parseTimeout(query.timeoutMs, 'timeoutMs'), offline: parseOffline(query.offline, 'offline'), traceparent: c.req.header('traceparent') }
   return commandRequest(target, payload, extras)
 }
 
@@ -30,7 +50,12 @@ async function readRequest(c: Context, target: CommandTarget): Promise<CommandRe
 export function commandRoutes(app: Hono, commands: { router: CommandRouter; allow: readonly string[] }): void {
   const limit = bodyLimit({
     maxSize: MAX_COMMAND_BODY_BYTES,
-    onError: (c) => reply(c, 413, { error: { code: ErrorCode.BAD_ARGUMENT, message: `the request body is larger than ${MAX_COMMAND_BODY_BYTES} bytes` } }),
+    onError: (c) => {
+      // The rest of the body is not read: the connection is closed after this answer. Without
+      // saying so, a client kept it for its next request, which then failed as "other side closed".
+      c.header('Connection', 'close')
+      return reply(c, 413, { error: { code: ErrorCode.BAD_ARGUMENT, message: `the request body is larger than ${MAX_COMMAND_BODY_BYTES} bytes` } })
+    },
   })
   const run = async (c: Context, target: CommandTarget): Promise<Response> => {
     try {

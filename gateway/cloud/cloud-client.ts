@@ -124,7 +124,8 @@ function readJsonForwarded(body: Uint8Array): ForwardedEvent {
   return { id: e.id, device: e.device, instance: e.instance, service: e.service, version: e.version, event: e.event, at: e.at, ...(e.traceparent === undefined ? {} : { traceparent: e.traceparent }), payload: o.payload }
 }
 
-const codec = createEnvelopeCodec()
+// Forwarded events are as large as the gateway's broker took them (1 MiB by default, more when configured).
+const codec = createEnvelopeCodec({ maxFrameBytes: 64 * 1024 * 1024 })
 
 /**
  * Reads a message the gateway forwarded (a JetStream or RabbitMQ message body and its headers):

@@ -189,7 +189,7 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
       try {
         queue.deadLetter(name, m.seq, reason, now())
         stats.deadLettered++
-        trouble.warn('dead', { target: name, id: m.id, device: m.device, reason }, 'target refused a message for good; it is in the dead-letter table (outpost forward dead list)')
+        trouble.warn('dead', { target: name, id: m.id, sender: m.device, reason }, 'target refused a message for good; it is in the dead-letter table (outpost forward dead)')
       } catch (e) {
         trouble.error('dead-letter', { target: name, err: errorMessage(e) }, 'message not moved to the dead-letter table; it will be sent again')
       }

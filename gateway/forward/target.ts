@@ -11,7 +11,7 @@ export type ForwardEncoding = 'cbor' | 'json'
 export interface ForwardMessage {
   /** Position in the forward queue (the order events reached the gateway). */
   readonly seq: number
-  /** The envelope id: the target's dedupe key (`Nats-Msg-Id`, AMQP `message-id`). */
+  /** The envelope id (the target's dedupe key is `dedupeKey(message)`, which adds the device). */
   readonly id: string
   /** The device that sent it. */
   readonly device: string
@@ -67,4 +67,15 @@ export function targetRejected(target: string, reason: string, cause?: unknown):
 /** The target cannot be reached now; the message stays queued. */
 export function targetUnavailable(target: string, reason: string, cause?: unknown): OutpostError {
   return new OutpostError(ErrorCode.TARGET_UNAVAILABLE, `${target}: ${reason}`, { cause, retryable: true, details: { target } })
+}
+
+/**
+ * The key a target dedupes a message by (`Nats-Msg-Id`, AMQP `message-id`): the sending device
+ * and the envelope id, `<device>/<id>`. A device picks its envelope ids, and its topic (which
+ * the gateway's ACL keeps to its own id) names the device: with the device in the key, a device
+ * that publishes another device's future ids cannot make the target drop that device's events
+ * as duplicates.
+ */
+export function dedupeKey(m: Pick<ForwardMessage, 'device' | 'id'>): string {
+  return `${m.device}/${m.id}`
 }

@@ -264,6 +264,13 @@ describe('forwarding under attack from a device', () => {
     raw.end()
     stored++
     await witnessSends()
+    // Mallory takes the id the witness is about to use: both events are stored, because the
+    // target's dedupe key (Nats-Msg-Id) names the device as well as the envelope id.
+    const taken = rawId()
+    expect(await publishOutcome(await malloryNow(), OWN, good('mallory', 14, { id: taken }))).toBe('acked')
+    stored++
+    w++
+    expect(await publishOutcome(witness, 'ob/witness/evt/meter/1/reading', good('witness', w, { id: taken }), { qos: 1 }), 'the witness, with an id mallory used').toBe('acked')
 
     const view = await forwardUntil(gw, (v) => v.targets.js!.backlog.messages === 0 && v.targets.js!.dead === dead && v.targets.js!.forwarded >= w + stored)
     // Nothing was dropped as undecodable: the gatekeeper refused what was not an envelope, and the 300 KiB event went out.
@@ -283,6 +290,7 @@ describe('forwarding under attack from a device', () => {
       [`${root}.mallory.meter.1.reading`, 11],
       [`${root}.mallory.meter.1.reading`, 12],
       [`${root}.mallory.meter.1.reading`, 13],
+      [`${root}.mallory.meter.1.reading`, 14],
     ])
     expect(view.targets.js!.duplicates).toBe(1)
 

@@ -56,14 +56,18 @@ const event = (device: string, id: string, n: number): { topic: string; frame: U
   frame: codec.encode({ v: 1, kind: 'event', id, src: device, inst: 'i1', at: 1_795_740_000_000 + n, service: 'meter', version: '1', name: 'reading', payload: { n } }),
 })
 
-/** The Nats-Msg-Id of every message in the stream, in stream order. */
+/** The envelope id (Outpost-Id) of every message in the stream, in stream order; each Nats-Msg-Id is checked to be `<device>/<id>`. */
 async function stored(stream: string): Promise<string[]> {
   const nc = await connect({ servers: NATS })
   try {
     const jsm = await jetstreamManager(nc)
     const n = (await jsm.streams.info(stream)).state.messages
     const ids: string[] = []
-    for (let seq = 1; seq <= n; seq++) ids.push((await jsm.streams.getMessage(stream, { seq }))!.header.get('Nats-Msg-Id'))
+    for (let seq = 1; seq <= n; seq++) {
+      const h = (await jsm.streams.getMessage(stream, { seq }))!.header
+      expect(h.get('Nats-Msg-Id')).toBe(`${h.get('Outpost-Device')}/${h.get('Outpost-Id')}`)
+      ids.push(h.get('Outpost-Id'))
+    }
     return ids
   } finally {
     await nc.close()
@@ -104,7 +108,7 @@ describe('forwarder', () => {
     // Another handle on the same file, as `outpost forward redrive` opens it.
     const tool = openForwardQueue({ path: path.join(s.dir, 'forward.db'), limits: {}, access: 'tool' })
     cleanup(() => tool.close())
-    const row = (id: string) => ({ target: 'cloud', id, device: 'd9', subject: `${s.stream.replace('F_', 'f')}.d9.reading`, headers: { 'Outpost-Device': 'd9' }, contentType: 'application/cbor', body: new Uint8Array([1, 2, 3]), receivedAt: Date.now() })
+    const row = (id: string) => ({ target: 'cloud', id, device: 'd9', subject: `${s.stream.replace('F_', 'f')}.d9.reading`, headers: { 'Outpost-Device': 'd9', 'Outpost-Id': id }, contentType: 'application/cbor', body: new Uint8Array([1, 2, 3]), receivedAt: Date.now() })
     tool.append([[row('outside-1')]])
     // The next live event shows the gap; the outside row goes out with it.
     const next = event('d1', 'live-1', 1)

@@ -72,7 +72,7 @@ describe('NATS JetStream target', () => {
     for (const i of [0, 1, 499, 999]) {
       const stored = await jsm.streams.getMessage(cfg.stream.name, { seq: i + 1 })
       expect(new TextDecoder().decode(stored!.data)).toBe(`n${i}`)
-      expect(stored!.header.get('Nats-Msg-Id')).toBe(sent[i]!.id)
+      expect(stored!.header.get('Nats-Msg-Id')).toBe(`d1/${sent[i]!.id}`)
       expect(stored!.header.get('Outpost-Device')).toBe('d1')
       expect(stored!.header.get('Content-Type')).toBe('application/cbor')
     }

@@ -6,7 +6,7 @@ import amqp, { type ChannelModel, type ConsumeMessage } from 'amqplib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ErrorCode, isOutpostError } from '../../runtime/errors.js'
 import { FORWARD_DEFAULTS, type RabbitTargetConfig } from '../../gateway/forward/forward-config.js'
-import type { ForwardMessage, ForwardTarget, SendResult } from '../../gateway/forward/target.js'
+import { dedupeKey, type ForwardMessage, type ForwardTarget, type SendResult } from '../../gateway/forward/target.js'
 import { createRabbitTarget } from '../../gateway/forward/targets/rabbitmq-target.js'
 import { caught } from '../helpers/caught.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
@@ -149,7 +149,7 @@ describe('RabbitMQ target', () => {
     const got = await drainQueue(queue)
     await until(() => got.length >= 1000, 15_000)
     expect(got).toHaveLength(1000)
-    expect(got.map((m) => m.properties.messageId)).toEqual(messages.map((m) => m.id))
+    expect(got.map((m) => m.properties.messageId)).toEqual(messages.map((m) => dedupeKey(m)))
     got.forEach((m, i) => {
       expect(m.fields.exchange).toBe(exchange)
       expect(m.fields.routingKey).toBe('thermo-1.thermo.v1.reading')
@@ -174,7 +174,7 @@ describe('RabbitMQ target', () => {
 
     const got = await drainQueue(queue)
     await until(() => got.length >= 256, 15_000)
-    expect(got.map((m) => m.properties.messageId)).toEqual(messages.map((m) => m.id))
+    expect(got.map((m) => m.properties.messageId)).toEqual(messages.map((m) => dedupeKey(m)))
     got.forEach((m, i) => expect(m.content.equals(bodies[i]!)).toBe(true))
   })
 
@@ -250,7 +250,7 @@ describe('RabbitMQ target', () => {
     await t.connect()
     expect(await t.send(message(3))).toEqual({ duplicate: false })
     const got = await drainQueue(queue)
-    await until(() => got.some((m) => m.properties.messageId === 'evt-3'))
+    await until(() => got.some((m) => m.properties.messageId === 'thermo-1/evt-3'))
     expect(downs).toHaveLength(1)
   })
 
@@ -282,7 +282,7 @@ describe('RabbitMQ target', () => {
     expect(third.status).toBe('fulfilled')
     const got = await drainQueue(queue)
     await until(() => got.length >= 2)
-    expect(got.map((m) => m.properties.messageId)).toEqual(['evt-0', 'evt-2'])
+    expect(got.map((m) => m.properties.messageId)).toEqual(['thermo-1/evt-0', 'thermo-1/evt-2'])
   })
 
   it('fires onDown on a cut link, fails the sends in flight, and connects again once the broker is back', async () => {
@@ -312,8 +312,8 @@ describe('RabbitMQ target', () => {
     await t.connect()
     expect(await t.send(message(2))).toEqual({ duplicate: false })
     const got = await drainQueue(queue)
-    await until(() => got.some((m) => m.properties.messageId === 'evt-2'))
-    expect(got.map((m) => m.properties.messageId)).toContain('evt-0')
+    await until(() => got.some((m) => m.properties.messageId === 'thermo-1/evt-2'))
+    expect(got.map((m) => m.properties.messageId)).toContain('thermo-1/evt-0')
     expect(downs).toHaveLength(1)
   })
 

@@ -22,6 +22,9 @@ describe('readForwarded', () => {
     expect(json.payload).toEqual({ celsius: 21.5, raw: 'AQI=' })
     // Without headers, the first byte tells them apart.
     expect(readForwarded(jsonBody(env, topic)).id).toBe('e-1')
+    // As large as the gateway's broker takes events (1 MiB by default): more than a device's frame limit.
+    const big = readForwarded(createEnvelopeCodec({ maxFrameBytes: 2 * 1024 * 1024 }).encode({ ...env, payload: { pad: 'p'.repeat(900 * 1024) } }))
+    expect((big.payload as { pad: string }).pad).toHaveLength(900 * 1024)
   })
 
   it('refuses what is not a forwarded event with a typed error', () => {

@@ -8,7 +8,7 @@ import { connect, createInbox, headers as natsHeaders, nanos, type Msg, type Nat
 import type { Logger } from 'pino'
 import { errorMessage, isOutpostError, type OutpostError } from '../../../runtime/errors.js'
 import type { NatsTargetConfig } from '../forward-config.js'
-import { targetRejected, targetUnavailable, type ForwardMessage, type ForwardTarget, type SendResult } from '../target.js'
+import { dedupeKey, targetRejected, targetUnavailable, type ForwardMessage, type ForwardTarget, type SendResult } from '../target.js'
 
 /** Ping interval asked of the client, ms: a silently dead link is noticed within two to three of them. */
 const PING_MS = 10_000
@@ -139,7 +139,7 @@ export function createNatsTarget(name: string, config: NatsTargetConfig, opts: {
       hdrs = natsHeaders()
       for (const [k, v] of Object.entries(message.headers)) hdrs.set(k, v)
       hdrs.set('Content-Type', message.contentType)
-      hdrs.set('Nats-Msg-Id', message.id)
+      hdrs.set('Nats-Msg-Id', dedupeKey(message))
     } catch (err) {
       return settle(session, entry, rejected(`message ${message.id} has a header NATS cannot carry: ${errorMessage(err)}`, err))
     }

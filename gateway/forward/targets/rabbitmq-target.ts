@@ -7,7 +7,7 @@ import amqp, { type ChannelModel, type ConfirmChannel, type Options } from 'amqp
 import type { Logger } from 'pino'
 import { errorMessage, type OutpostError } from '../../../runtime/errors.js'
 import type { RabbitTargetConfig } from '../forward-config.js'
-import { targetRejected, targetUnavailable, type ForwardMessage, type ForwardTarget, type SendResult } from '../target.js'
+import { dedupeKey, targetRejected, targetUnavailable, type ForwardMessage, type ForwardTarget, type SendResult } from '../target.js'
 
 /** Heartbeat asked of the broker, seconds: a silently dead link is noticed within two to three of them. */
 const HEARTBEAT_S = 10
@@ -125,7 +125,7 @@ export function createRabbitTarget(name: string, config: RabbitTargetConfig, opt
     const props: Options.Publish = {
       persistent: true,
       mandatory: false,
-      messageId: message.id,
+      messageId: dedupeKey(message),
       contentType: message.contentType,
       headers: { ...message.headers },
       timestamp: Math.floor(message.receivedAt / 1000),

@@ -20,7 +20,10 @@ export interface TargetStats extends PumpStats {
   backlog: Backlog
   /** Dead letters kept now. */
   dead: number
-  /** Events not forwarded to it, by reason: `full` (drop-newest or drop-oldest). */
+  /**
+   * Events not forwarded to it, by reason: `full` (drop-newest or drop-oldest), `dead-evicted`
+   * (dead letters deleted, oldest first, to keep them within the target's maxBytes).
+   */
   dropped: Record<string, number>
 }
 
@@ -155,7 +158,8 @@ export function createForwarder(opts: ForwarderOptions): Forwarder {
     stats() {
       const targets: Record<string, TargetStats> = {}
       for (const [name, p] of pumps) {
-        targets[name] = { ...p.stats(), type: config.targets[name]!.type, backlog: queue.backlog(name), dead: queue.deadCount(name), dropped: { ...droppedFor.get(name) } }
+        const evicted = queue.deadEvicted(name)
+        targets[name] = { ...p.stats(), type: config.targets[name]!.type, backlog: queue.backlog(name), dead: queue.deadCount(name), dropped: { ...droppedFor.get(name), ...(evicted > 0 ? { 'dead-evicted': evicted } : {}) } }
       }
       return { targets, dropped: { ...dropped } }
     },

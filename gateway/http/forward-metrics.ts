@@ -19,7 +19,7 @@ export function forwardMetrics(gauge: GaugeOf, follow: FollowOf, read: () => For
   follow('outpost_gateway_forward_retried_total', 'Sends that failed and were left queued to be sent again.', ['target'], () => perTarget((t) => t.retried))
   follow('outpost_gateway_forward_dead_lettered_total', 'Events moved to the dead-letter table.', ['target'], () => perTarget((t) => t.deadLettered))
   follow('outpost_gateway_forward_connect_failures_total', 'Failed attempts to connect to the target.', ['target'], () => perTarget((t) => t.connectFailures))
-  follow('outpost_gateway_forward_dropped_total', 'Events not forwarded, by target and reason (full; and with target "" for malformed, sender, refused, store).', ['target', 'reason'], () => {
+  follow('outpost_gateway_forward_dropped_total', 'Events not forwarded, by target and reason (full, dead-evicted; and with target "" for malformed, sender, refused, store).', ['target', 'reason'], () => {
     const s = read()
     if (s === undefined) return []
     const rows: Labeled<'target' | 'reason'> = []

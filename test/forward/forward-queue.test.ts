@@ -68,6 +68,19 @@ describe('forward queue', () => {
     expect(q.backlog('old').bytes).toBe(one * 3)
   })
 
+  it("dead letters are bounded by the target's maxBytes too: the oldest go first, and are counted", () => {
+    const one = size(msg('t', 1, 100))
+    const { q } = open({ t: { maxBytes: one * 3, whenFull: 'drop-oldest' } })
+    for (let n = 1; n <= 5; n++) {
+      q.append([[msg('t', n, 100)]])
+      const [m] = q.next('t', 0, 1)
+      q.deadLetter('t', m!.seq, `refused ${n}`, 1_000 + n)
+    }
+    expect(q.dead({ target: 't' }).map((d) => d.id)).toEqual(['id-3', 'id-4', 'id-5'])
+    expect(q.deadCount('t')).toBe(3)
+    expect(q.deadEvicted('t')).toBe(2)
+  })
+
   it('refuse: an event with a row for a full target is refused whole (nothing queued for any target)', () => {
     const one = size(msg('x', 1, 100))
     const { q } = open({ strict: { maxBytes: one * 2, whenFull: 'refuse' } })

@@ -18,8 +18,8 @@ import { fileURLToPath } from 'node:url'
 export const ROOT = fileURLToPath(new URL('..', import.meta.url))
 /** Where the build goes (gitignored; shipped in the package). */
 export const DIST = path.join(ROOT, 'dist')
-/** Source folders compiled to dist/<folder>: the library, the gateway, the demo devices, the CLI. */
-export const SOURCE_DIRS = ['runtime', 'gateway', 'devices', 'bin']
+/** Source folders compiled to dist/<folder>: the library, the gateway, the demo devices, the CLI, device bundling. */
+export const SOURCE_DIRS = ['runtime', 'gateway', 'devices', 'bin', 'build']
 /** Written after each JavaScript build; its mtime is when that build started. */
 const STAMP = path.join(DIST, '.js-built')
 /** Besides the sources, what changes the JavaScript output. */

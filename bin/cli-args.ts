@@ -239,7 +239,7 @@ function closeTo(word: string, names: readonly string[]): string | undefined {
     return prev[b.length]!
   }
   const sameLetters = (a: string, b: string): boolean => [...a].sort().join('') === [...b].sort().join('')
-  return names.find((n) => n !== 'help' && (distance(word, n) <= (n.length > 4 ? 2 : 1) || sameLetters(word, n)))
+  return names.find((n) => distance(word, n) <= (n.length > 4 ? 2 : 1) || sameLetters(word, n))
 }
 
 /** A variable's value, with an empty one taken as unset. */
@@ -256,7 +256,10 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv, devices: De
   for (const t of tokens) {
     if (t.kind === 'positional') positionals.push(t.value)
     if (t.kind !== 'option') continue
-    if (!Object.hasOwn(OPTIONS, t.name)) throw bad(`unknown option ${t.rawName}; see outpost --help`)
+    if (!Object.hasOwn(OPTIONS, t.name)) {
+      const near = t.rawName.startsWith('--') ? closeTo(t.name, Object.keys(OPTIONS)) : undefined
+      throw bad(`unknown option ${t.rawName}${near === undefined ? '' : ` (did you mean --${near}?)`}; see outpost --help`)
+    }
     const name = t.name as OptionName
     if (OPTIONS[name].type === 'boolean') {
       if (t.inlineValue === true) throw bad(`${t.rawName} takes no value (got "${String(t.value)}")`)
@@ -272,7 +275,7 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv, devices: De
   const first = positionals[0]
   let command = COMMANDS.find((c) => c === first)
   if (first !== undefined && command === undefined) {
-    const near = closeTo(first, COMMANDS)
+    const near = closeTo(first, COMMANDS.filter((c) => c !== 'help'))
     throw bad(`unknown command "${first}"${near === undefined ? '' : ` (did you mean ${near}?)`}; expected one of ${COMMANDS.join(', ')}`)
   }
   let rest = positionals.slice(1)

@@ -14,6 +14,8 @@ import { parseCliArgs, type CliArgs } from './cli-args.js'
 import { DEVICES_HELP, runDevicesCommand } from './devices.js'
 import { JOBS_HELP, runJobsCommand } from './jobs.js'
 import { FORWARD_HELP, runForwardCommand } from './forward.js'
+import { BUILD_HELP, runBuildCommand } from './build-cmd.js'
+import { KEYS_HELP, runKeysCommand } from './keys-cmd.js'
 
 /**
  * The folder with this code's bin/, devices/ and runtime/: dist/ when the CLI runs compiled (as
@@ -47,6 +49,11 @@ Usage:
   outpost jobs <command> --db FILE          operate the durable queues in a device database
                                             (queues, status, dead, redrive, purge, pause, resume, cancel;
                                             \`outpost jobs --help\` for details)
+  outpost build [device...] [--out DIR] [--key FILE | --unsigned] [--budget-kb N] [--build-time T]
+                                            bundle devices into signed single-file bundles (default: all,
+                                            into dist/bundles; \`outpost build --help\` for details)
+  outpost keys generate [--out DIR] [--force]
+                                            the Ed25519 key pair that signs bundles (default .outpost/keys)
   outpost --help, outpost <command> --help  this text (the jobs help for jobs)
   outpost --version                         the version
 
@@ -228,6 +235,15 @@ function forward(args: CliArgs): void {
   }
 }
 
+async function build(args: CliArgs): Promise<void> {
+  const code = await runBuildCommand(args.build!).catch(fail)
+  process.exit(code)
+}
+
+async function keys(args: CliArgs): Promise<void> {
+  console.log(await runKeysCommand(args.keys!).catch(fail))
+}
+
 function jobs(args: CliArgs): void {
   try {
     console.log(runJobsCommand(args.rest, { db: args.db, limit: args.limit, json: args.json }))
@@ -247,7 +263,8 @@ try {
 if (args.version) {
   console.log((JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version)
 } else if (args.help || args.command === undefined || args.command === 'help') {
-  console.log(args.command === 'jobs' ? JOBS_HELP : args.command === 'devices' ? DEVICES_HELP : args.command === 'forward' ? FORWARD_HELP : HELP)
+  const helps: Partial<Record<string, string>> = { jobs: JOBS_HELP, devices: DEVICES_HELP, forward: FORWARD_HELP, build: BUILD_HELP, keys: KEYS_HELP }
+  console.log(helps[args.command ?? ''] ?? HELP)
 } else if (args.command === 'demo') {
   await demo(args)
 } else if (args.command === 'gateway') {
@@ -258,6 +275,10 @@ if (args.version) {
   await devices(args)
 } else if (args.command === 'forward') {
   forward(args)
+} else if (args.command === 'build') {
+  await build(args)
+} else if (args.command === 'keys') {
+  await keys(args)
 } else {
   jobs(args)
 }

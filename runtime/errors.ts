@@ -70,6 +70,18 @@ export const ErrorCode = {
   TARGET_REJECTED: 'TARGET_REJECTED',
   /** The device a command is for is not connected (and the caller asked not to wait for it). */
   DEVICE_OFFLINE: 'DEVICE_OFFLINE',
+  /** A device bundle's manifest signature does not verify with the key that names it. */
+  BAD_SIGNATURE: 'BAD_SIGNATURE',
+  /** A file of a device bundle is missing, extra, or not the size and sha256 its manifest gives. */
+  HASH_MISMATCH: 'HASH_MISMATCH',
+  /** A device bundle is signed by a key the device does not trust (or not signed at all). */
+  UNKNOWN_KEY: 'UNKNOWN_KEY',
+  /** A device bundle's native addon (or JavaScript) is for another Node ABI, platform or architecture. */
+  ABI_MISMATCH: 'ABI_MISMATCH',
+  /** A device bundle is larger than its size budget (minified or gzip). */
+  BUDGET_EXCEEDED: 'BUDGET_EXCEEDED',
+  /** A device bundle could not be built (its sources do not compile, an input is missing). */
+  BUILD_FAILED: 'BUILD_FAILED',
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
 

@@ -1,0 +1,154 @@
+// Building a device's bundle directory, `<out>/<device>/`: the bundle and its source map, the
+// SQLite addon when the device uses it, manifest.json and manifest.sig. It is made beside the
+// target and put in its place only when complete, so a failed build leaves the last good one.
+import type { KeyObject } from 'node:crypto'
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises'
+import path from 'node:path'
+import { ErrorCode, OutpostError } from '../runtime/errors.js'
+import { ADDON_FILE, resolveAddon, type AddonChoice, type ResolvedAddon } from './addon.js'
+import { bundleDevice } from './bundle.js'
+import { describeFiles, makeManifest, MANIFEST_FILE, manifestBytes, sha256, SIGNATURE_FILE, type Manifest } from './manifest.js'
+import { PROJECT_ROOT } from './project-root.js'
+import { keyIdOf, signManifest } from './signing.js'
+import { budgetFor, checkBudget, sizeBreakdown, type SizeBudget, type SizeShare } from './sizes.js'
+
+/** How to build. */
+export interface BuildOptions {
+  /** The project (default: the one this code is in). */
+  root?: string
+  /** Where the bundle directories go (default `<root>/dist/bundles`). */
+  outDir?: string
+  /** The Ed25519 private key that signs the manifests; required unless `unsigned`. */
+  signingKey?: KeyObject
+  /** Build without manifest.sig (only for trying things out: devices refuse such bundles). */
+  unsigned?: boolean
+  /** Over build/budgets.json and the default (build/sizes.ts). */
+  budget?: Partial<SizeBudget>
+  /** ISO 8601 build time to record (see resolveBuildTime); default now. */
+  buildTime?: string
+  /** The addon to carry (default the host's). */
+  addon?: AddonChoice
+}
+
+/** What a device's build went through, for a progress display. */
+export type BuildStep = 'bundle' | 'addon' | 'manifest' | 'done'
+
+/** A built bundle directory. */
+export interface BuiltDevice {
+  device: string
+  /** The bundle directory. */
+  dir: string
+  /** The file to run. */
+  entry: string
+  bytes: number
+  gzipBytes: number
+  /** Of the JavaScript. */
+  sha256: string
+  breakdown: SizeShare[]
+  budget: SizeBudget
+  manifest: Manifest
+  /** The signing key's id, or undefined for an unsigned bundle. */
+  keyId?: string
+}
+
+/** The devices of the project: folders under devices/ with a main.ts, sorted. */
+export function listDevices(root: string = PROJECT_ROOT): string[] {
+  const dir = path.join(root, 'devices')
+  return readdirSync(dir).filter((n) => /^[a-z0-9][a-z0-9-]*$/.test(n) && existsSync(path.join(dir, n, 'main.ts'))).sort()
+}
+
+/** The default place of bundle directories. */
+export const defaultOutDir = (root: string = PROJECT_ROOT): string => path.join(root, 'dist', 'bundles')
+
+const packageVersion = (dir: string): string => (JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as { version: string }).version
+
+/**
+ * A directory the build may replace: missing, empty, or a bundle directory of an earlier build
+ * (it has a manifest.json). @throws BAD_ARGUMENT for anything else: --out must not point at a folder of other things
+ */
+function checkReplaceable(dir: string): void {
+  if (!existsSync(dir)) return
+  if (!statSync(dir).isDirectory()) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${dir} is a file; a bundle directory is made there`)
+  const names = readdirSync(dir)
+  if (names.length > 0 && !names.includes(MANIFEST_FILE)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${dir} is not a bundle directory (no ${MANIFEST_FILE}) and not empty; not replaced (choose another --out)`)
+}
+
+/** Refuses, before any work, to make a bundle nobody can verify unless that is asked for. */
+export function checkSigning(opts: Pick<BuildOptions, 'signingKey' | 'unsigned'>): void {
+  if (opts.signingKey === undefined && opts.unsigned !== true) {
+    throw new OutpostError(ErrorCode.BAD_ARGUMENT, 'no signing key: give --key <private.pem> or OUTPOST_SIGNING_KEY (outpost keys generate makes a pair), or --unsigned for a bundle devices will refuse')
+  }
+}
+
+/**
+ * Builds device `name` into `<outDir>/<name>/`, replacing an earlier build there.
+ * @throws BAD_ARGUMENT (no signing key, a wrong --addon, an --out that is not a bundle directory),
+ *   NOT_FOUND (no such device), BUILD_FAILED (does not compile), BUDGET_EXCEEDED (the earlier build is kept)
+ */
+export async function buildDevice(name: string, opts: BuildOptions = {}, onStep: (step: BuildStep) => void = () => {}): Promise<BuiltDevice> {
+  checkSigning(opts)
+  const root = opts.root ?? PROJECT_ROOT
+  const outDir = path.resolve(opts.outDir ?? defaultOutDir(root))
+  const target = path.join(outDir, name)
+  checkReplaceable(target)
+  const staging = path.join(outDir, `.${name}.building-${process.pid}`)
+  await rm(staging, { recursive: true, force: true })
+  await mkdir(staging, { recursive: true })
+  try {
+    onStep('bundle')
+    const bundle = await bundleDevice(name, staging, root)
+    const breakdown = sizeBreakdown(bundle.metafile)
+    const budget = budgetFor(name, root, opts.budget)
+    checkBudget(name, bundle, budget, breakdown)
+    let addon: ResolvedAddon | undefined
+    if (bundle.needsSqlite) {
+      onStep('addon')
+      addon = resolveAddon(opts.addon ?? {}, root)
+      await writeFile(path.join(staging, ADDON_FILE), addon.bytes, { mode: 0o755 })
+    }
+    onStep('manifest')
+    const manifest = makeManifest(
+      {
+        device: name,
+        version: packageVersion(root),
+        buildTime: opts.buildTime ?? new Date().toISOString(),
+        entry: path.basename(bundle.file),
+        addon: addon === undefined ? null : {
+          file: ADDON_FILE,
+          package: 'better-sqlite3',
+          packageVersion: packageVersion(path.join(root, 'node_modules', 'better-sqlite3')),
+          nodeAbi: addon.nodeAbi,
+          platform: addon.platform,
+          arch: addon.arch,
+        },
+      },
+      await describeFiles(staging),
+    )
+    const bytes = manifestBytes(manifest)
+    await writeFile(path.join(staging, MANIFEST_FILE), bytes)
+    if (opts.signingKey !== undefined) await writeFile(path.join(staging, SIGNATURE_FILE), signManifest(bytes, opts.signingKey))
+    checkReplaceable(target)
+    await rm(target, { recursive: true, force: true })
+    await rename(staging, target)
+    onStep('done')
+    const js = manifest.files.find((f) => f.path === manifest.entry)!
+    return {
+      device: name,
+      dir: target,
+      entry: path.join(target, manifest.entry),
+      bytes: bundle.bytes,
+      gzipBytes: bundle.gzipBytes,
+      sha256: js.sha256,
+      breakdown,
+      budget,
+      manifest,
+      keyId: opts.signingKey === undefined ? undefined : keyIdOf(opts.signingKey),
+    }
+  } finally {
+    await rm(staging, { recursive: true, force: true })
+  }
+}
+
+/** sha256 of a file's bytes (for a summary of files not built here). */
+export const fileSha256 = (file: string): string => sha256(readFileSync(file))

@@ -1,0 +1,108 @@
+// The demo devices' bundles, copied to a temp folder with no node_modules anywhere above it and
+// run as `node <dir>/<device>.mjs` against a real aedes broker: they start, report ready, serve a
+// command and stop cleanly. The thermo's SQLite addon is loaded from beside its bundle; the
+// modules the bundle leaves out (build/device-stubs.ts) are not in it.
+import { cpSync, existsSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { buildDevice, DEVICE_STUBS, generateSigningKeys, verifyBundle, type BuiltDevice } from '../../build/index.js'
+import { bundleDevice } from '../../build/bundle.js'
+import { createPrivateKey } from 'node:crypto'
+import { displayContract } from '../../devices/contracts/display.js'
+import { thermoContract } from '../../devices/contracts/thermo.js'
+import type { MqttBroker } from '../../gateway/broker/mqtt-broker.js'
+import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
+import { createRuntime, type Runtime } from '../../runtime/index.js'
+import { freshAedes } from '../helpers/aedes.js'
+import { startProcess, type TestProcess } from '../helpers/device-process.js'
+import { bareEnv, nodeModulesAbove, tempDirs } from './build-helpers.js'
+
+const temp = tempDirs('bundle-run')
+
+describe('a device bundle copied out of the repository', () => {
+  const keys = generateSigningKeys()
+  let broker: MqttBroker
+  let caller: Runtime
+  let home: string
+  const built = new Map<string, BuiltDevice>()
+  const running: TestProcess[] = []
+
+  beforeAll(async () => {
+    const out = temp()
+    for (const name of ['thermo', 'display']) {
+      built.set(name, await buildDevice(name, { outDir: out, signingKey: createPrivateKey(keys.privatePem), buildTime: '2025-01-01T00:00:00.000Z' }))
+    }
+    // Somewhere a package could not come from: the bundle has everything, or it fails here.
+    home = temp()
+    for (const name of built.keys()) cpSync(path.join(out, name), path.join(home, name), { recursive: true })
+    broker = await freshAedes()
+    caller = createRuntime({ bridge: createMqttBridge({ url: broker.url, deviceId: 'bundle-caller' }), discoveryWaitMs: 10_000 })
+    await caller.start({ waitForBroker: true })
+  }, 60_000)
+
+  afterAll(async () => {
+    for (const p of running) await p.kill()
+    await caller?.stop({ drainMs: 100 })
+    await broker?.close()
+  })
+
+  const start = (name: string, env: Record<string, string> = {}): TestProcess => {
+    const p = startProcess(path.join(home, name, `${name}.mjs`), [], bareEnv({ OUTPOST_MQTT_URL: broker.url, OUTPOST_DATA_DIR: path.join(home, 'data'), OUTPOST_LOG_FORMAT: 'json', ...env }))
+    running.push(p)
+    return p
+  }
+
+  it('has no node_modules to fall back on, and verifies where it was copied', async () => {
+    expect(nodeModulesAbove(home)).toEqual([])
+    for (const name of built.keys()) {
+      const manifest = await verifyBundle(path.join(home, name), keys.publicPem)
+      expect(manifest.device).toBe(name)
+    }
+  })
+
+  it('thermo: starts on the addon beside it, reports ready, serves a command, keeps its database, stops cleanly', async () => {
+    const device = start('thermo', { OUTPOST_DEVICE_ID: 'thermo-bundle' })
+    const ready = JSON.parse(await device.waitFor('"msg":"ready"')) as { device: string }
+    expect(ready.device).toBe('thermo-bundle')
+    const reading = await caller.client(thermoContract).read({ unit: 'F' }, { timeoutMs: 10_000 })
+    expect(reading.unit).toBe('F')
+    expect(Number.isFinite(reading.value)).toBe(true)
+    expect(existsSync(path.join(home, 'data', 'thermo-bundle.db'))).toBe(true)
+    expect(device.lines.join('\n')).not.toMatch(/ERR_MODULE_NOT_FOUND|Cannot find module|Dynamic require/)
+    device.child.kill('SIGTERM')
+    expect((await device.exited).code).toBe(0)
+  })
+
+  it('display: serves its command; mqtt-packet\'s trace lines still follow DEBUG through the bundle\'s own `debug`', async () => {
+    const device = start('display', { OUTPOST_DEVICE_ID: 'display-bundle', DEBUG: 'mqtt-packet:writeToStream' })
+    await device.waitFor('"msg":"ready"')
+    expect(await caller.client(displayContract).show({ text: 'from a bundle' }, { timeoutMs: 10_000 })).toEqual({ shown: true, lines: 1 })
+    expect(device.lines.some((l) => / mqtt-packet:writeToStream generate: packet\.cmd: connect/.test(l))).toBe(true)
+    expect(device.lines.some((l) => /mqtt-packet:parser/.test(l))).toBe(false)
+    device.child.kill('SIGTERM')
+    expect((await device.exited).code).toBe(0)
+  })
+
+  it('thermo with an addon that is not for this Node: one fatal ABI_MISMATCH line, exit code 1', async () => {
+    const broken = path.join(temp(), 'thermo')
+    cpSync(path.join(home, 'thermo'), broken, { recursive: true })
+    writeFileSync(path.join(broken, 'better_sqlite3.node'), Buffer.from('\x7fELF not really an addon'))
+    const p = startProcess(path.join(broken, 'thermo.mjs'), [], bareEnv({ OUTPOST_MQTT_URL: broker.url, OUTPOST_DATA_DIR: path.join(broken, 'data'), OUTPOST_LOG_FORMAT: 'json' }))
+    running.push(p)
+    expect((await p.exited).code).toBe(1)
+    const fatal = JSON.parse(p.lines.find((l) => l.includes('"level":60'))!) as { code: string; msg: string }
+    expect(fatal.code).toBe('ABI_MISMATCH')
+    expect(fatal.msg).toMatch(/SQLite addon of this device bundle .*better_sqlite3\.node/)
+  })
+
+  it('leaves out what a device never runs (esbuild metafile): no readable-stream, ws, socks, worker timers, pino transports, debug, lru-cache, bindings, cbor-extract', async () => {
+    const bundle = await bundleDevice('thermo', temp())
+    const packages = new Set(Object.keys(bundle.metafile.inputs).map((i) => /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(i)?.[1]).filter((p) => p !== undefined))
+    for (const stub of DEVICE_STUBS) if (stub.file !== true) expect(packages, stub.module).not.toContain(stub.module)
+    const inputs = Object.keys(bundle.metafile.inputs)
+    expect(inputs.some((i) => i.endsWith('pino/lib/transport.js'))).toBe(true) // there, but as the stub's text:
+    expect(bundle.metafile.inputs['node_modules/pino/lib/transport.js']!.bytes).toBeLessThan(1_000)
+    expect(packages).toContain('better-sqlite3')
+    expect(bundle.needsSqlite).toBe(true)
+  })
+})

@@ -16,7 +16,7 @@ import { redactUrl } from '../runtime/redact-url.js'
 import { parseLogFormat, parseLogLevel, type LogFormat } from '../runtime/logger.js'
 
 /** The commands `outpost` knows. */
-export const COMMANDS = ['demo', 'gateway', 'device', 'devices', 'forward', 'jobs', 'build', 'keys', 'help'] as const
+export const COMMANDS = ['demo', 'gateway', 'device', 'devices', 'forward', 'jobs', 'build', 'keys', 'flash', 'help'] as const
 /** One of COMMANDS. */
 export type Command = (typeof COMMANDS)[number]
 
@@ -64,6 +64,8 @@ export interface CliArgs {
   build?: BuildArgs
   /** For `keys generate`. */
   keys?: KeysArgs
+  /** For `flash`. */
+  flash?: FlashArgs
 }
 
 /** `outpost build [device...] …`. */
@@ -88,6 +90,18 @@ export interface KeysArgs {
   verb: 'generate'
   outDir?: string
   force: boolean
+}
+
+/** `outpost flash <bundle-dir> --to <path> [--key FILE]` and `outpost flash status --to <path> [--json]`. */
+export interface FlashArgs {
+  verb: 'flash' | 'status'
+  /** For `flash`: the bundle directory (it exists and has a manifest.json). */
+  bundle?: string
+  /** The device's filesystem (an existing folder). */
+  to: string
+  /** --key: a public key file to trust (read by bin/flash-cmd.ts). */
+  key?: string
+  json: boolean
 }
 
 const OPTIONS = {
@@ -119,6 +133,7 @@ const OPTIONS = {
   platform: { type: 'string' },
   arch: { type: 'string' },
   force: { type: 'boolean' },
+  to: { type: 'string' },
 } as const
 type OptionName = keyof typeof OPTIONS
 
@@ -132,6 +147,7 @@ const PER_COMMAND: Record<Command, readonly OptionName[]> = {
   jobs: ['db', 'limit', 'json'],
   build: ['out', 'key', 'unsigned', 'budget-kb', 'gzip-budget-kb', 'build-time', 'addon', 'platform', 'arch'],
   keys: ['out', 'force'],
+  flash: ['to', 'key', 'json'],
   help: [],
 }
 
@@ -389,6 +405,26 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv, devices: De
       if (verb !== 'generate') throw bad(`outpost keys: unknown command "${verb}"; expected generate`)
       if (rest.length > 1) throw bad(`outpost keys generate takes no arguments (got "${rest[1]}"); the folder is --out DIR`)
       args.keys = { verb, outDir: str('out'), force: values.force === true }
+      break
+    }
+    case 'flash': {
+      const status = rest[0] === 'status'
+      const usage = 'outpost flash <bundle-dir> --to <path> [--key <public.pem>], or outpost flash status --to <path>'
+      if (rest.length === 0) throw bad(`outpost flash needs a bundle directory (outpost build makes them, in dist/bundles/<device>); ${usage}`)
+      if (rest.length > 1) throw bad(`outpost flash ${status ? 'status takes no arguments' : 'takes one bundle directory'} (got "${rest.slice(1).join(' ')}"); ${usage}`)
+      const to = str('to')
+      if (to === undefined || to === '') throw bad(`outpost flash${status ? ' status' : ''} needs --to <path>: the device's filesystem (an SD card mount or a rootfs folder)`)
+      if (!existsSync(to)) throw bad(`--to ${to} does not exist; expected the device's filesystem (an SD card mount or a rootfs folder; it is not created)`)
+      if (!statSync(to).isDirectory()) throw bad(`--to ${to} is a file; expected the device's filesystem (a folder)`)
+      if (status && str('key') !== undefined) throw bad('--key is an option of outpost flash, not of outpost flash status')
+      if (!status && values.json === true) throw bad('--json is an option of outpost flash status only')
+      const bundle = status ? undefined : rest[0]!
+      if (bundle !== undefined) {
+        if (!existsSync(bundle)) throw bad(`bundle directory ${bundle} does not exist (outpost build makes them, in dist/bundles/<device>)`)
+        if (!statSync(bundle).isDirectory()) throw bad(`${bundle} is a file; expected a bundle directory (outpost build makes them, in dist/bundles/<device>)`)
+        if (!existsSync(path.join(bundle, 'manifest.json'))) throw bad(`${bundle} is not a bundle directory (no manifest.json); outpost build makes them, in dist/bundles/<device>`)
+      }
+      args.flash = { verb: status ? 'status' : 'flash', bundle, to, key: str('key'), json: values.json === true }
       break
     }
     case 'jobs': {

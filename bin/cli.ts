@@ -16,6 +16,7 @@ import { JOBS_HELP, runJobsCommand } from './jobs.js'
 import { FORWARD_HELP, runForwardCommand } from './forward.js'
 import { BUILD_HELP, runBuildCommand } from './build-cmd.js'
 import { KEYS_HELP, runKeysCommand } from './keys-cmd.js'
+import { FLASH_HELP, runFlashCommand } from './flash-cmd.js'
 
 /**
  * The folder with this code's bin/, devices/ and runtime/: dist/ when the CLI runs compiled (as
@@ -54,6 +55,11 @@ Usage:
                                             into dist/bundles; \`outpost build --help\` for details)
   outpost keys generate [--out DIR] [--force]
                                             the Ed25519 key pair that signs bundles (default .outpost/keys)
+  outpost flash <bundle-dir> --to <path> [--key <public.pem>]
+                                            install a bundle onto a device's filesystem (A/B slots; the
+                                            device runs node <path>/launcher.mjs, which rolls back a bundle
+                                            that never gets ready)
+  outpost flash status --to <path> [--json] the device's active and previous slot and the last outcome
   outpost --help, outpost <command> --help  this text (the jobs help for jobs)
   outpost --version                         the version
 
@@ -240,6 +246,10 @@ async function build(args: CliArgs): Promise<void> {
   process.exit(code)
 }
 
+async function flash(args: CliArgs): Promise<void> {
+  console.log(await runFlashCommand(args.flash!).catch(fail))
+}
+
 async function keys(args: CliArgs): Promise<void> {
   console.log(await runKeysCommand(args.keys!).catch(fail))
 }
@@ -263,7 +273,7 @@ try {
 if (args.version) {
   console.log((JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version)
 } else if (args.help || args.command === undefined || args.command === 'help') {
-  const helps: Partial<Record<string, string>> = { jobs: JOBS_HELP, devices: DEVICES_HELP, forward: FORWARD_HELP, build: BUILD_HELP, keys: KEYS_HELP }
+  const helps: Partial<Record<string, string>> = { jobs: JOBS_HELP, devices: DEVICES_HELP, forward: FORWARD_HELP, build: BUILD_HELP, keys: KEYS_HELP, flash: FLASH_HELP }
   console.log(helps[args.command ?? ''] ?? HELP)
 } else if (args.command === 'demo') {
   await demo(args)
@@ -279,6 +289,8 @@ if (args.version) {
   await build(args)
 } else if (args.command === 'keys') {
   await keys(args)
+} else if (args.command === 'flash') {
+  await flash(args)
 } else {
   jobs(args)
 }

@@ -1,0 +1,275 @@
+// `outpost flash <bundle-dir> --to <path>`: installs a built bundle onto a device's filesystem (an
+// SD card mount, a rootfs directory) in A/B slots. Nothing on the device changes until the bundle
+// verifies against the device's trusted keys and its Node; then it is copied into the slot that
+// is not active, flushed, verified again where it lies, and the boot pointer is switched by one
+// rename. Killed at any moment, the device starts the old bundle or the new one (docs/build.md, "Flash").
+import { createPublicKey, type KeyObject } from 'node:crypto'
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
+import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { ErrorCode, errorMessage, isOutpostError, OutpostError } from '../runtime/errors.js'
+import {
+  DEVICE_FILE, KEYS_DIR, otherSlot, readPointer, readState, readTrustedKeys, SLOTS_DIR, slotDir, syncDir, writeFileAtomic, writePointer,
+  type BootPointer, type LaunchOutcome, type SlotName,
+} from '../runtime/launcher/launcher.js'
+import { MANIFEST_FILE, SIGNATURE_FILE, type Manifest } from './manifest.js'
+import { keyIdOf, type KeyInput } from './signing.js'
+import { verifyBundle, type VerifyTarget } from './verify.js'
+
+export { DATA_DIR, DEVICE_FILE, KEYS_DIR, POINTER_FILE, SLOTS_DIR, STATE_FILE, readPointer, readState, slotDir, type BootPointer, type LaunchOutcome, type SlotName } from '../runtime/launcher/launcher.js'
+
+/** The launcher's file name on the device. */
+export const LAUNCHER_FILE = 'launcher.mjs'
+/** Where a slot is written before it is renamed into place, under slots/. */
+const INCOMING = '.incoming'
+
+/** How to flash. */
+export interface FlashOptions {
+  /** The device's filesystem: an existing folder. */
+  to: string
+  /** A public key to trust: the bundle may be signed by it, and it is added to the device's keys/ once the bundle is flashed. */
+  key?: KeyInput
+  /** Called before each step (verify, prepare, copy <file>, sync, replace, verify-slot, keys, launcher, switch, switched). */
+  onStep?: (step: string) => void
+  /** Pause after announcing each step, ms: for testing interrupted flashing (OUTPOST_FLASH_STEP_DELAY_MS). */
+  stepDelayMs?: number
+}
+
+/** What was flashed. */
+export interface FlashResult {
+  /** The slot the bundle went into, now active. */
+  slot: SlotName
+  /** The slot kept for rollback, or null on a device flashed for the first time. */
+  previous: SlotName | null
+  manifest: Manifest
+  /** The key it was signed with. */
+  keyId: string
+  /** The id of the key --key added to the device, when it was not trusted there yet. */
+  addedKey?: string
+  /** The Node the bundle was checked against and where that came from. */
+  target: Required<VerifyTarget> & { from: 'device.json' | 'this machine' }
+}
+
+const bad = (message: string): OutpostError => new OutpostError(ErrorCode.BAD_ARGUMENT, message)
+
+/** The device's folder, checked: it must exist (a missing mount point is not made on the laptop's disk). */
+function deviceRoot(to: string): string {
+  const root = path.resolve(to)
+  if (!existsSync(root)) throw bad(`--to ${to} does not exist; expected the device's filesystem (an SD card mount or a rootfs folder)`)
+  if (!statSync(root).isDirectory()) throw bad(`--to ${to} is a file; expected the device's filesystem (a folder)`)
+  return root
+}
+
+/** The Node the device runs: as its launcher recorded it in device.json, else this machine's. */
+export function deviceTarget(root: string): FlashResult['target'] {
+  const file = path.join(root, DEVICE_FILE)
+  if (existsSync(file)) {
+    try {
+      const d = JSON.parse(readFileSync(file, 'utf8')) as { node?: { version?: unknown; abi?: unknown }; platform?: unknown; arch?: unknown }
+      if (typeof d.node?.version === 'string' && typeof d.node.abi === 'number' && typeof d.platform === 'string' && typeof d.arch === 'string') {
+        return { nodeVersion: d.node.version, nodeAbi: d.node.abi, platform: d.platform, arch: d.arch, from: 'device.json' }
+      }
+    } catch {
+      // Not readable: as if there were none.
+    }
+  }
+  return { nodeVersion: process.versions.node, nodeAbi: Number(process.versions.modules), platform: process.platform, arch: process.arch, from: 'this machine' }
+}
+
+/**
+ * The compiled launcher: beside this module when it runs compiled (dist/build/ → dist/runtime/launcher/),
+ * else compiled here from its TypeScript source (a checkout run through tsx or vitest).
+ */
+export async function launcherCode(): Promise<Buffer> {
+  const compiled = fileURLToPath(new URL('../runtime/launcher/launcher.js', import.meta.url))
+  if (existsSync(compiled)) {
+    // Without the comment pointing at a source map the device does not have.
+    return Buffer.from((await readFile(compiled, 'utf8')).replace(/\n\/\/# sourceMappingURL=\S+\s*$/, '\n'))
+  }
+  const source = fileURLToPath(new URL('../runtime/launcher/launcher.ts', import.meta.url))
+  const { transform } = await import('esbuild')
+  const out = await transform(await readFile(source, 'utf8'), { loader: 'ts', format: 'esm', target: 'node20', platform: 'node' })
+  return Buffer.from(out.code)
+}
+
+/** A public key from --key: a file or PEM text; a private key is refused (it stays off devices). */
+export function loadTrustKey(input: KeyInput, where = '--key'): KeyObject {
+  let key: KeyObject
+  const text = typeof input === 'string' && !input.trimStart().startsWith('-----BEGIN') ? (existsSync(input) ? readFileSync(input) : undefined) : input
+  if (text === undefined) throw bad(`${where} ${String(input)}: no such file (expected a public key, signing-key.pub.pem from outpost keys generate)`)
+  if (typeof text !== 'string' && !Buffer.isBuffer(text)) key = text
+  else {
+    const pem = text.toString()
+    if (/-----BEGIN (ENCRYPTED |RSA |EC )?PRIVATE KEY-----/.test(pem)) throw bad(`${where} is a private key; give the public one (signing-key.pub.pem): the private key never goes onto a device`)
+    try {
+      key = createPublicKey(pem)
+    } catch (err) {
+      throw bad(`${where} is not a public key in PEM form (${errorMessage(err)})`)
+    }
+  }
+  if (key.type === 'private') throw bad(`${where} is a private key; give the public one (signing-key.pub.pem): the private key never goes onto a device`)
+  if (key.asymmetricKeyType !== 'ed25519') throw bad(`${where} is a ${key.asymmetricKeyType ?? 'unknown'} key; bundles are signed with Ed25519 (outpost keys generate)`)
+  return key
+}
+
+/** Copies one file: a new file, flushed before it is closed, with the source's mode. */
+async function copyFlushed(from: string, to: string): Promise<void> {
+  const { mode } = await stat(from)
+  const bytes = await readFile(from)
+  const fh = await open(to, 'wx', mode & 0o777)
+  try {
+    await fh.writeFile(bytes)
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+}
+
+/** Leftovers of a flash that was killed: the half-written slot, a replaced slot not yet removed, temporary files. */
+async function removeLeftovers(root: string): Promise<void> {
+  const slots = path.join(root, SLOTS_DIR)
+  for (const name of existsSync(slots) ? readdirSync(slots) : []) {
+    if (name.startsWith('.')) await rm(path.join(slots, name), { recursive: true, force: true })
+  }
+  for (const dir of [root, path.join(root, KEYS_DIR)]) {
+    for (const name of existsSync(dir) ? readdirSync(dir) : []) if (/\.\d+\.tmp$/.test(name)) await rm(path.join(dir, name), { force: true })
+  }
+}
+
+/**
+ * Flashes the bundle in `bundleDir` onto the device at `opts.to`.
+ * @returns the slot it went into, now active
+ * @throws BAD_ARGUMENT (no such --to, a wrong --key); UNKNOWN_KEY when the device trusts no key and none is given;
+ *   whatever verifyBundle refuses with (UNKNOWN_KEY, BAD_SIGNATURE, HASH_MISMATCH, ABI_MISMATCH, NOT_FOUND), with the device unchanged
+ */
+export async function flashBundle(bundleDir: string, opts: FlashOptions): Promise<FlashResult> {
+  const root = deviceRoot(opts.to)
+  const step = async (name: string): Promise<void> => {
+    opts.onStep?.(name)
+    if (opts.stepDelayMs !== undefined && opts.stepDelayMs > 0) await new Promise((r) => setTimeout(r, opts.stepDelayMs))
+  }
+  const given = opts.key === undefined ? undefined : loadTrustKey(opts.key)
+  const trusted = [...readTrustedKeys(root).values()]
+  if (given !== undefined && !trusted.some((k) => keyIdOf(k) === keyIdOf(given))) trusted.push(given)
+  if (trusted.length === 0) {
+    throw new OutpostError(ErrorCode.UNKNOWN_KEY, `the device at ${opts.to} trusts no key (nothing in ${path.join(opts.to, KEYS_DIR)}/); give --key <public.pem> to provision it with the key your bundles are signed with; nothing was written`)
+  }
+  const target = deviceTarget(root)
+  await step('verify')
+  let manifest: Manifest
+  try {
+    manifest = await verifyBundle(bundleDir, trusted, target)
+  } catch (err) {
+    if (!isOutpostError(err)) throw err
+    const node = target.from === 'device.json' ? ` (the device's Node, from ${DEVICE_FILE})` : ''
+    throw new OutpostError(err.code, `${err.message}${err.code === ErrorCode.ABI_MISMATCH ? node : ''}; nothing was written to ${opts.to}`, { details: err.details })
+  }
+  const keyId = (JSON.parse(await readFile(path.join(bundleDir, SIGNATURE_FILE), 'utf8')) as { keyId: string }).keyId
+
+  await step('prepare')
+  await removeLeftovers(root)
+  await mkdir(path.join(root, SLOTS_DIR), { recursive: true })
+  await mkdir(path.join(root, KEYS_DIR), { recursive: true })
+  const pointer = readPointer(root)
+  const slot: SlotName = pointer === undefined ? 'a' : otherSlot(pointer.slot)
+  // The slot about to be overwritten is no longer somewhere to roll back to.
+  if (pointer !== undefined && pointer.previous === slot) writePointer(root, { ...pointer, previous: null })
+
+  const incoming = path.join(root, SLOTS_DIR, INCOMING)
+  await mkdir(incoming)
+  for (const name of [MANIFEST_FILE, SIGNATURE_FILE, ...manifest.files.map((f) => f.path)]) {
+    await step(`copy ${name}`)
+    await copyFlushed(path.join(bundleDir, name), path.join(incoming, name))
+  }
+  await step('sync')
+  syncDir(incoming)
+  await step('replace')
+  const slotPath = slotDir(root, slot)
+  const replaced = path.join(root, SLOTS_DIR, `.replaced-${slot}`)
+  if (existsSync(slotPath)) await rename(slotPath, replaced)
+  await rename(incoming, slotPath)
+  syncDir(path.join(root, SLOTS_DIR))
+  await rm(replaced, { recursive: true, force: true })
+
+  await step('verify-slot')
+  try {
+    await verifyBundle(slotPath, trusted, target)
+  } catch (err) {
+    if (!isOutpostError(err)) throw err
+    throw new OutpostError(err.code, `slot ${slot} on ${opts.to} does not verify after copying (${err.message}); the device still starts ${pointer === undefined ? 'nothing' : `slot ${pointer.slot}`}`, { details: err.details })
+  }
+  await step('keys')
+  let addedKey: string | undefined
+  if (given !== undefined && !readTrustedKeys(root).has(keyIdOf(given))) {
+    addedKey = keyIdOf(given)
+    writeFileAtomic(path.join(root, KEYS_DIR, `${addedKey}.pub.pem`), given.export({ type: 'spki', format: 'pem' }).toString())
+  }
+  await step('launcher')
+  const launcher = await launcherCode()
+  const launcherFile = path.join(root, LAUNCHER_FILE)
+  if (!existsSync(launcherFile) || !readFileSync(launcherFile).equals(launcher)) writeFileAtomic(launcherFile, launcher, 0o755)
+
+  await step('switch')
+  const next: BootPointer = { format: 1, slot, previous: pointer?.slot ?? null, confirmed: false, starts: 0, switchedAt: new Date().toISOString() }
+  writePointer(root, next)
+  await step('switched')
+  return { slot, previous: next.previous, manifest, keyId, addedKey, target }
+}
+
+/** One slot as `outpost flash status` shows it. */
+export interface SlotStatus {
+  slot: SlotName
+  device?: string
+  version?: string
+  buildTime?: string
+  /** Why it would not start (what the launcher checks), or undefined when it verifies. */
+  problem?: string
+}
+
+/** What `outpost flash status` shows. */
+export interface DeviceStatus {
+  root: string
+  /** The boot pointer, or undefined when nothing was flashed. */
+  pointer?: BootPointer
+  active?: SlotStatus
+  previous?: SlotStatus
+  /** The launcher's last outcome (state.json). */
+  last?: LaunchOutcome
+  /** Ids of the trusted keys. */
+  keys: string[]
+  /** The Node the bundles are checked against. */
+  target: FlashResult['target']
+}
+
+/** The device's slots, pointer, keys and last outcome. @throws BAD_ARGUMENT when `to` is not a folder */
+export async function deviceStatus(to: string): Promise<DeviceStatus> {
+  const root = deviceRoot(to)
+  const keys = readTrustedKeys(root)
+  const target = deviceTarget(root)
+  const slotStatus = async (slot: SlotName): Promise<SlotStatus> => {
+    try {
+      const m = await verifyBundle(slotDir(root, slot), [...keys.values()], target)
+      return { slot, device: m.device, version: m.version, buildTime: m.buildTime }
+    } catch (err) {
+      let m: Partial<Manifest> = {}
+      try {
+        m = JSON.parse(readFileSync(path.join(slotDir(root, slot), MANIFEST_FILE), 'utf8')) as Partial<Manifest>
+      } catch {
+        // No manifest to describe it by.
+      }
+      const problem = keys.size === 0 ? 'UNKNOWN_KEY: the device trusts no key' : isOutpostError(err) ? `${err.code}: ${err.message}` : errorMessage(err)
+      return { slot, device: m.device, version: m.version, buildTime: m.buildTime, problem }
+    }
+  }
+  const pointer = readPointer(root)
+  return {
+    root,
+    pointer,
+    active: pointer === undefined ? undefined : await slotStatus(pointer.slot),
+    previous: pointer?.previous == null ? undefined : await slotStatus(pointer.previous),
+    last: readState(root),
+    keys: [...keys.keys()],
+    target,
+  }
+}

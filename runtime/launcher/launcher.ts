@@ -1,0 +1,396 @@
+#!/usr/bin/env node
+// The device launcher: `node <device>/launcher.mjs` starts the bundle in the device's active slot,
+// watches it, and rolls a new bundle that never becomes ready back to the previous slot.
+// `outpost flash` copies this file (compiled) onto the device; it imports Node's built-in modules
+// only, so one copy serves every bundle. The layout it reads (docs/build.md, "Flash"):
+//   <root>/launcher.mjs  this file          <root>/slots/a/, slots/b/  bundle directories
+//   <root>/active.json   the boot pointer   <root>/keys/*.pem          trusted public keys
+//   <root>/state.json    the last outcome   <root>/device.json         the Node this launcher runs on
+//   <root>/data/         the device's databases (OUTPOST_DATA_DIR, unless set)
+// `node launcher.mjs --check` prints the slot it would start (verified) and exits, changing nothing.
+import { spawn } from 'node:child_process'
+import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto'
+import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export const POINTER_FILE = 'active.json'
+export const STATE_FILE = 'state.json'
+export const DEVICE_FILE = 'device.json'
+export const SLOTS_DIR = 'slots'
+export const KEYS_DIR = 'keys'
+export const DATA_DIR = 'data'
+export type SlotName = 'a' | 'b'
+
+/** active.json: which slot starts, and where to go back to. Replaced whole, by rename, never edited in place. */
+export interface BootPointer {
+  format: 1
+  slot: SlotName
+  /** The slot a new `slot` that fails goes back to; null when there is none. */
+  previous: SlotName | null
+  /** True once `slot` reported ready after the switch: from then on it is restarted, never rolled back. */
+  confirmed: boolean
+  /** Starts of `slot` since the switch, while it is not confirmed (kept across launcher restarts and power cuts). */
+  starts: number
+  /** When the pointer was switched to `slot` (ISO 8601); tells one switch from the next. */
+  switchedAt: string
+}
+
+/** state.json: the outcome of the last switch, as the launcher saw it. */
+export interface LaunchOutcome {
+  outcome: 'success' | 'rolled-back' | 'no-bootable-slot'
+  at: string
+  slot: SlotName | null
+  device?: string
+  version?: string
+  buildTime?: string
+  /** For rolled-back: the slot left and why. */
+  from?: { slot: SlotName; device?: string; version?: string; buildTime?: string }
+  reason?: string
+}
+
+/** What the launcher reads of a bundle's manifest.json (build/manifest.ts writes it). */
+export interface SlotManifest {
+  device: string
+  version: string
+  buildTime: string
+  entry: string
+  node: { range: string }
+  addon: { file: string; nodeAbi: number; platform: string; arch: string } | null
+  files: { path: string; size: number; sha256: string }[]
+}
+
+export const slotDir = (root: string, slot: SlotName): string => path.join(root, SLOTS_DIR, slot)
+export const otherSlot = (slot: SlotName): SlotName => (slot === 'a' ? 'b' : 'a')
+const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
+const errText = (err: unknown): string => (err instanceof Error ? err.message : String(err))
+
+/** Flushes a folder's entries (a rename in it) to the disk; not every platform can open a folder. */
+export function syncDir(dir: string): void {
+  let fd: number | undefined
+  try {
+    fd = openSync(dir, 'r')
+    fsyncSync(fd)
+  } catch {
+    // Windows: folders cannot be opened; renames there are durable by themselves.
+  } finally {
+    if (fd !== undefined) closeSync(fd)
+  }
+}
+
+/** Writes `file` so that a reader (or a power cut) finds the old bytes or the new ones, never a part: a new file, flushed, renamed over, the folder flushed. */
+export function writeFileAtomic(file: string, data: string | Uint8Array, mode = 0o644): void {
+  const tmp = `${file}.${process.pid}.tmp`
+  const fd = openSync(tmp, 'w', mode)
+  try {
+    writeFileSync(fd, data)
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+  renameSync(tmp, file)
+  syncDir(path.dirname(file))
+}
+
+const readJson = (file: string): unknown => {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8'))
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ENOENT') return undefined
+    throw new Error(`${file} is not readable JSON: ${errText(err)}`)
+  }
+}
+
+/** active.json, or undefined when nothing was ever switched to. @throws when it is there but not a boot pointer */
+export function readPointer(root: string): BootPointer | undefined {
+  const p = readJson(path.join(root, POINTER_FILE)) as Partial<BootPointer> | undefined
+  if (p === undefined) return undefined
+  const slot = (s: unknown): boolean => s === 'a' || s === 'b'
+  if (p.format !== 1 || !slot(p.slot) || !(p.previous === null || slot(p.previous)) || typeof p.confirmed !== 'boolean' || !Number.isSafeInteger(p.starts)) {
+    throw new Error(`${path.join(root, POINTER_FILE)} is not a boot pointer`)
+  }
+  return p as BootPointer
+}
+
+export const writePointer = (root: string, p: BootPointer): void => writeFileAtomic(path.join(root, POINTER_FILE), `${JSON.stringify(p, null, 2)}\n`)
+export const readState = (root: string): LaunchOutcome | undefined => readJson(path.join(root, STATE_FILE)) as LaunchOutcome | undefined
+
+/** The id of a public key: the first 16 hex digits of the sha256 of its SPKI DER form (as build/signing.ts). */
+export const keyIdOf = (key: KeyObject): string => sha256(key.export({ type: 'spki', format: 'der' })).slice(0, 16)
+
+/** The device's trusted keys (keys/*.pem) by id; a file that is not an Ed25519 public key is left out. */
+export function readTrustedKeys(root: string): Map<string, KeyObject> {
+  const keys = new Map<string, KeyObject>()
+  let names: string[] = []
+  try {
+    names = readdirSync(path.join(root, KEYS_DIR)).filter((n) => n.endsWith('.pem'))
+  } catch {
+    return keys
+  }
+  for (const name of names) {
+    try {
+      const key = createPublicKey(readFileSync(path.join(root, KEYS_DIR, name)))
+      if (key.asymmetricKeyType === 'ed25519') keys.set(keyIdOf(key), key)
+    } catch {
+      // Not a key: trusted nothing.
+    }
+  }
+  return keys
+}
+
+const plainName = (n: unknown): n is string => typeof n === 'string' && n !== '' && n !== '.' && n !== '..' && !/[\\/\0]/.test(n)
+
+/**
+ * Checks a slot as outpost flash did before it switched to it: manifest.sig is a trusted key's
+ * signature of manifest.json, every file is there with its size and sha256 and there is no other,
+ * and the addon is for this Node, platform and architecture.
+ * @returns the manifest, or why the slot cannot start (with the code verifyBundle would give)
+ */
+export function verifySlot(root: string, slot: SlotName, keys: Map<string, KeyObject> = readTrustedKeys(root)): { manifest: SlotManifest } | { problem: string } {
+  const dir = slotDir(root, slot)
+  try {
+    const bytes = readFileSync(path.join(dir, 'manifest.json'))
+    const sig = JSON.parse(readFileSync(path.join(dir, 'manifest.sig'), 'utf8')) as { keyId?: string; signature?: string }
+    const key = keys.get(String(sig.keyId))
+    if (key === undefined) return { problem: `UNKNOWN_KEY: slot ${slot} is signed by key ${String(sig.keyId)}, which this device does not trust` }
+    const raw = Buffer.from(String(sig.signature), 'base64')
+    if (raw.byteLength !== 64 || !verify(null, bytes, key, raw)) return { problem: `BAD_SIGNATURE: the manifest of slot ${slot} does not verify` }
+    const m = JSON.parse(bytes.toString('utf8')) as SlotManifest
+    if (!Array.isArray(m.files) || !m.files.every((f) => plainName(f.path)) || !m.files.some((f) => f.path === m.entry)) return { problem: `HASH_MISMATCH: the manifest of slot ${slot} does not list its entry` }
+    const listed = new Set(['manifest.json', 'manifest.sig', ...m.files.map((f) => f.path)])
+    const extra = readdirSync(dir).find((n) => !listed.has(n))
+    if (extra !== undefined) return { problem: `HASH_MISMATCH: ${extra} in slot ${slot} is not in its manifest` }
+    for (const f of m.files) {
+      const b = readFileSync(path.join(dir, f.path))
+      if (b.byteLength !== f.size || sha256(b) !== f.sha256) return { problem: `HASH_MISMATCH: ${f.path} in slot ${slot} is not the file its manifest lists` }
+    }
+    const a = m.addon
+    const abi = Number(process.versions.modules)
+    if (a !== null && (a.nodeAbi !== abi || a.platform !== process.platform || a.arch !== process.arch)) {
+      return { problem: `ABI_MISMATCH: slot ${slot}'s addon is for Node ABI ${a.nodeAbi} on ${a.platform}-${a.arch}; this is ABI ${abi} on ${process.platform}-${process.arch}` }
+    }
+    return { manifest: m }
+  } catch (err) {
+    const code = (err as { code?: string }).code
+    return { problem: code === 'ENOENT' ? `HASH_MISMATCH: slot ${slot} is missing a file (${errText(err)})` : `slot ${slot} cannot be read: ${errText(err)}` }
+  }
+}
+
+/** What to start: a slot and its manifest, whether it is on trial, and a rollback to record; or why nothing can start. */
+export type Choice =
+  | { slot: SlotName; manifest: SlotManifest; trial: boolean; rollback?: { from: SlotName; reason: string; manifest?: SlotManifest }; stuck?: string }
+  | { none: string }
+
+/**
+ * The slot to start, from the pointer: the active slot when it verifies and, if new, has starts
+ * left (`tries`) and no `leave` reason; else the previous slot when it verifies (a rollback);
+ * else the active slot anyway when it verifies (there is nowhere to go back to: `stuck`).
+ */
+export function chooseSlot(root: string, p: BootPointer | undefined, tries: number, leave?: string): Choice {
+  if (p === undefined) return { none: `nothing was flashed to ${root} (no ${POINTER_FILE})` }
+  const keys = readTrustedKeys(root)
+  const cur = verifySlot(root, p.slot, keys)
+  const reason = 'problem' in cur ? cur.problem : leave ?? (!p.confirmed && p.starts >= tries ? `slot ${p.slot} was started ${p.starts} times since the switch and never reported ready` : undefined)
+  if (reason === undefined && 'manifest' in cur) return { slot: p.slot, manifest: cur.manifest, trial: !p.confirmed }
+  const prev = p.previous === null ? undefined : verifySlot(root, p.previous, keys)
+  if (p.previous !== null && prev !== undefined && 'manifest' in prev) {
+    return { slot: p.previous, manifest: prev.manifest, trial: false, rollback: { from: p.slot, reason: reason!, manifest: 'manifest' in cur ? cur.manifest : undefined } }
+  }
+  const why = p.previous === null ? 'there is no previous slot' : `previous slot ${p.previous} does not verify either (${(prev as { problem: string }).problem})`
+  if ('manifest' in cur) return { slot: p.slot, manifest: cur.manifest, trial: !p.confirmed, stuck: `${reason!}; ${why}, so it is started again` }
+  return { none: `${reason!}; ${why}` }
+}
+
+const about = (m: SlotManifest | undefined): { device?: string; version?: string; buildTime?: string } => (m === undefined ? {} : { device: m.device, version: m.version, buildTime: m.buildTime })
+
+/** One JSON log line (pino's shape, `device: "launcher"`) on stdout. */
+function log(level: 30 | 40 | 50 | 60, msg: string, fields: Record<string, unknown> = {}): void {
+  process.stdout.write(`${JSON.stringify({ level, time: Date.now(), device: 'launcher', ...fields, msg })}\n`)
+}
+
+/** A whole-number setting from the environment, or its default. */
+function setting(name: string, fallback: number): number {
+  const v = process.env[name]
+  if (v === undefined || v === '') return fallback
+  if (!/^\d{1,9}$/.test(v) || Number(v) < 1) throw new Error(`${name} "${v}" is not accepted; expected a whole number from 1`)
+  return Number(v)
+}
+
+/** Runs the device until SIGTERM or SIGINT (exit 0), or until no slot can start (exit 1). */
+async function run(root: string): Promise<number> {
+  const readyMs = setting('OUTPOST_LAUNCHER_READY_MS', 60_000)
+  const tries = setting('OUTPOST_LAUNCHER_TRIES', 3)
+  const restartMs = setting('OUTPOST_LAUNCHER_RESTART_MS', 1_000)
+  const node = { node: { version: process.versions.node, abi: Number(process.versions.modules) }, platform: process.platform, arch: process.arch }
+  let recorded: unknown
+  try {
+    recorded = readJson(path.join(root, DEVICE_FILE))
+  } catch {
+    recorded = undefined // unreadable: written anew
+  }
+  if (JSON.stringify(recorded) !== JSON.stringify(node)) writeFileAtomic(path.join(root, DEVICE_FILE), `${JSON.stringify(node, null, 2)}\n`)
+
+  let stopping = false
+  let child: ReturnType<typeof spawn> | undefined
+  let wake: (() => void) | undefined
+  const stop = (): void => {
+    if (stopping) return
+    stopping = true
+    log(30, 'stopping')
+    if (child === undefined) return wake?.()
+    child.kill('SIGTERM')
+    setTimeout(() => child?.kill('SIGKILL'), 10_000).unref()
+  }
+  process.on('SIGTERM', stop)
+  process.on('SIGINT', stop)
+  const sleep = (ms: number): Promise<void> => new Promise((r) => {
+    const t = setTimeout(r, ms)
+    wake = () => (clearTimeout(t), r())
+  })
+  /** The pointer is replaced only if it is still the one read (outpost flash may have switched it meanwhile). */
+  const replacePointer = (seen: BootPointer, next: BootPointer): boolean => {
+    const now = readPointer(root)
+    const same = now !== undefined && (['slot', 'previous', 'confirmed', 'starts', 'switchedAt'] as const).every((k) => now[k] === seen[k])
+    if (!same) return false
+    writePointer(root, next)
+    return true
+  }
+  const record = (o: LaunchOutcome): void => writeFileAtomic(path.join(root, STATE_FILE), `${JSON.stringify(o, null, 2)}\n`)
+
+  let leave: string | undefined
+  let delay = restartMs
+  while (!stopping) {
+    const p = readPointer(root)
+    const c = chooseSlot(root, p, tries, leave)
+    leave = undefined
+    if ('none' in c) {
+      log(60, `no slot can start: ${c.none}`)
+      record({ outcome: 'no-bootable-slot', at: new Date().toISOString(), slot: null, reason: c.none })
+      return 1
+    }
+    let pointer = p!
+    if (c.rollback !== undefined) {
+      const next: BootPointer = { format: 1, slot: c.slot, previous: null, confirmed: true, starts: 0, switchedAt: new Date().toISOString() }
+      if (!replacePointer(pointer, next)) continue
+      pointer = next
+      log(40, `rolled back from slot ${c.rollback.from} to slot ${c.slot}: ${c.rollback.reason}`, { slot: c.slot })
+      record({ outcome: 'rolled-back', at: next.switchedAt, slot: c.slot, ...about(c.manifest), from: { slot: c.rollback.from, ...about(c.rollback.manifest) }, reason: c.rollback.reason })
+    }
+    if (c.stuck !== undefined) log(50, c.stuck, { slot: c.slot })
+    if (c.trial) {
+      const next = { ...pointer, starts: pointer.starts + 1 }
+      if (!replacePointer(pointer, next)) continue
+      pointer = next
+    }
+    const m = c.manifest
+    const startedAt = Date.now()
+    let ready = false
+    let timedOut = false
+    let lastError: string | undefined
+    const proc = spawn(process.execPath, [path.join(slotDir(root, c.slot), m.entry)], {
+      cwd: root,
+      env: { ...process.env, OUTPOST_LOG_FORMAT: 'json', OUTPOST_DATA_DIR: process.env.OUTPOST_DATA_DIR || path.join(root, DATA_DIR) },
+      // The IPC channel tells the device when the launcher is gone, even by SIGKILL: it then stops.
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    })
+    child = proc
+    log(30, `started slot ${c.slot}: ${m.device} ${m.version}, built ${m.buildTime}${c.trial && c.stuck === undefined ? ` (new: start ${pointer.starts} of ${tries}, ready within ${readyMs} ms)` : ''}`, { slot: c.slot, pid: proc.pid })
+    const onLine = (stream: NodeJS.ReadableStream, out: NodeJS.WriteStream, each: (line: string) => void): void => {
+      let buf = ''
+      stream.setEncoding('utf8')
+      stream.on('data', (chunk: string) => {
+        buf += chunk
+        for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+          const line = buf.slice(0, nl)
+          buf = buf.slice(nl + 1)
+          out.write(`${line}\n`)
+          each(line)
+        }
+      })
+    }
+    // A new slot that can still be rolled back has a deadline; one with nowhere to go back to is only restarted.
+    const onTrial = c.trial && c.stuck === undefined
+    const deadline = onTrial ? setTimeout(() => {
+      timedOut = true
+      proc.kill('SIGTERM')
+      setTimeout(() => proc.kill('SIGKILL'), 5_000).unref()
+    }, readyMs) : undefined
+    onLine(proc.stdout!, process.stdout, (line) => {
+      let entry: { msg?: unknown; level?: unknown; code?: unknown } | undefined
+      try {
+        entry = line.startsWith('{') ? (JSON.parse(line) as typeof entry) : undefined
+      } catch {
+        entry = undefined
+      }
+      if (entry !== undefined && typeof entry.level === 'number' && entry.level >= 50) lastError = `${typeof entry.code === 'string' ? `${entry.code}: ` : ''}${String(entry.msg)}`
+      if (ready || timedOut || entry?.msg !== 'ready') return
+      ready = true
+      clearTimeout(deadline)
+      if (!c.trial) return
+      const next = { ...pointer, confirmed: true, starts: 0 }
+      if (replacePointer(pointer, next)) pointer = next
+      log(30, `slot ${c.slot} is ready: kept (no rollback from now on)`, { slot: c.slot })
+      record({ outcome: 'success', at: new Date().toISOString(), slot: c.slot, ...about(m) })
+    })
+    onLine(proc.stderr!, process.stderr, (line) => {
+      if (line.trim() !== '') lastError = line.trim()
+    })
+    const exit = await new Promise<string>((resolve) => {
+      proc.once('error', (err) => resolve(`could not be started: ${err.message}`))
+      proc.once('close', (code, signal) => resolve(signal === null ? `exited with code ${code}` : `was ended by ${signal}`))
+    })
+    child = undefined
+    clearTimeout(deadline)
+    if (stopping) break
+    const why = `${exit}${lastError === undefined ? '' : `: ${lastError.slice(0, 300)}`}`
+    if (onTrial && !ready) {
+      if (timedOut) leave = `slot ${c.slot} did not report ready within ${readyMs} ms`
+      else if (pointer.starts >= tries) leave = `slot ${c.slot} ${why} before it was ready, ${pointer.starts} starts in a row`
+      log(40, `slot ${c.slot} ${timedOut ? 'was not ready in time' : `${why} before it was ready`}${leave === undefined ? `; starting it again (start ${pointer.starts} of ${tries})` : ''}`, { slot: c.slot })
+      if (leave === undefined) await sleep(restartMs)
+      continue
+    }
+    // A slot that is kept is restarted, ever later while it keeps failing soon after starting.
+    delay = Date.now() - startedAt > 60_000 ? restartMs : delay
+    log(50, `slot ${c.slot} ${why}; restarting it in ${delay} ms`, { slot: c.slot })
+    await sleep(delay)
+    delay = Math.min(delay * 2, 60_000)
+  }
+  log(30, 'stopped')
+  return 0
+}
+
+/** `--check`: the slot the launcher would start, as one JSON line; exit code 1 when none. */
+function check(root: string): number {
+  const tries = setting('OUTPOST_LAUNCHER_TRIES', 3)
+  const c = chooseSlot(root, readPointer(root), tries)
+  if ('none' in c) {
+    process.stderr.write(`launcher: no slot can start: ${c.none}\n`)
+    return 1
+  }
+  process.stdout.write(`${JSON.stringify({ slot: c.slot, ...about(c.manifest), entry: c.manifest.entry, trial: c.trial, rollback: c.rollback === undefined ? undefined : { from: c.rollback.from, reason: c.rollback.reason } })}\n`)
+  return 0
+}
+
+const self = fileURLToPath(import.meta.url)
+const isMain = ((): boolean => {
+  try {
+    return process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(self)
+  } catch {
+    return false
+  }
+})()
+if (isMain) {
+  const args = process.argv.slice(2)
+  const root = path.dirname(self)
+  if (args.length > 1 || (args.length === 1 && args[0] !== '--check')) {
+    process.stderr.write(`launcher: unknown argument ${args.find((a) => a !== '--check')}; usage: node launcher.mjs [--check]\n`)
+    process.exit(2)
+  }
+  try {
+    process.exitCode = args[0] === '--check' ? check(root) : await run(root)
+  } catch (err) {
+    process.stderr.write(`launcher: ${errText(err)}\n`)
+    process.exitCode = 1
+  }
+}

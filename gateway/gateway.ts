@@ -186,9 +186,9 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     // Malformed packets, protocol violations, sockets cut mid-packet: what a hostile or broken client causes.
     b.aedes.on('clientError', (c, err) => troubles.warn(`client error: ${why(err).slice(0, 80)}`, { client: loggedId(c.id), err: why(err) }, 'client error'))
     b.aedes.on('connectionError', (c, err) => troubles.warn(`connection error: ${why(err).slice(0, 80)}`, { client: loggedId(String(c.id)), err: why(err) }, 'connection refused'))
-    // Presence (retained births, last wills, clears) feeds the registry.
+    // Presence (retained births, last wills, clears) and contract documents feed the registry.
     b.aedes.on('publish', (packet) => {
-      if (packet.topic.endsWith('/status') && packet.topic.startsWith('ob/')) {
+      if ((packet.topic.endsWith('/status') || packet.topic.endsWith('/contract')) && packet.topic.startsWith('ob/')) {
         try {
           registry.observe(packet.topic, packet.payload as Uint8Array, Date.now())
         } catch (err) {

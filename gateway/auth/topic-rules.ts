@@ -10,8 +10,13 @@ export type PublishDenial = 'namespace' | 'layout' | 'retain' | 'malformed' | 's
 /**
  * The kind of envelope a device's own topic carries, from its levels (`<prefix>/<id>/…`), or
  * undefined when the topic is not one of the layouts: `cmd/<target>/<service>/<version>/<command>`,
- * `rep/<replyTo>`, `evt/<service>/<version>/<event>`, `status`. Levels after the sender must be
- * valid topic levels (runtime/topic-level.ts); the first two are the caller's to check.
+ * `rep/<replyTo>`, `evt/<service>/<version>/<event>`, `status`, `contract`. Levels after the
+ * sender must be valid topic levels (runtime/topic-level.ts); the first two are the caller's to check.
+ *
+ * `contract` (the device's retained contract document) answers `presence`: like the status, it
+ * is a retained topic that describes the device itself, and the broker's checks (broker-auth.ts)
+ * let a device retain, or clear with an empty message, exactly the topics of that kind.
+ * `routedAsTopic` takes only a contract envelope there.
  */
 export function layoutOf(levels: readonly string[]): EnvelopeKind | undefined {
   let kind: EnvelopeKind
@@ -29,6 +34,7 @@ export function layoutOf(levels: readonly string[]): EnvelopeKind | undefined {
       kind = 'event'
       break
     case 'status':
+    case 'contract':
       return levels.length === 3 ? 'presence' : undefined
     default:
       return undefined
@@ -40,10 +46,12 @@ export function layoutOf(levels: readonly string[]): EnvelopeKind | undefined {
 /**
  * True when an envelope is routed as the topic it came on says (levels from `layoutOf`): a
  * command to the topic's target, service, version and name, a reply to its `replyTo`, an event
- * of its service, version and name, a presence on a status topic. A device that lies here would
- * reach one device with a frame that names another.
+ * of its service, version and name, a presence on a status topic, a contract document on a
+ * contract topic. A device that lies here would reach one device with a frame that names another.
  */
 export function routedAsTopic(env: Envelope, kind: EnvelopeKind, levels: readonly string[]): boolean {
+  // A device's contract topic carries its contract document and nothing else (see layoutOf).
+  if (kind === 'presence' && levels[2] === 'contract') return env.kind === 'contract'
   if (env.kind !== kind) return false
   switch (kind) {
     case 'command':
@@ -53,7 +61,9 @@ export function routedAsTopic(env: Envelope, kind: EnvelopeKind, levels: readonl
     case 'event':
       return env.service === levels[3] && (env.version ?? '1') === levels[4] && env.name === levels[5]
     case 'presence':
-      return true
+      return levels[2] === 'status'
+    case 'contract':
+      return levels[2] === 'contract'
   }
 }
 

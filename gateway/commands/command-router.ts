@@ -1,6 +1,7 @@
 // Commands from outside the device network (the gateway's HTTP API, NATS request/reply, RabbitMQ
 // RPC) to device commands: checked against the caller's allow rules and the registry (is the
-// device known and online, does it announce this service, version and command), then sent over
+// device known and online, does it announce this service, version and command, does the payload
+// fit the JSON Schema of the contract document it announced, when it announced one), then sent over
 // MQTT through the gateway's own runtime to the named device or to a live instance, with a
 // deadline. Every outcome is a value or an OutpostError whose code each front end turns into its
 // protocol's error (see `statusOf`).
@@ -9,6 +10,7 @@ import type { Runtime } from '../../runtime/index.js'
 import { isTopicSegment } from '../../runtime/topic-level.js'
 import { topicMatches } from '../../runtime/wire/topics.js'
 import type { DeviceEntry, Registry } from '../registry/registry.js'
+import { createPayloadCheck, type PayloadCheck } from './payload-check.js'
 
 /** What to do with a command for a device that is offline. */
 export type OfflinePolicy = 'fail' | 'hold'
@@ -44,7 +46,8 @@ export interface CommandRouter {
    * Runs a device command; the device's result.
    * @throws (rejects) NOT_AUTHORIZED (outside `allow`), BAD_ARGUMENT (a name that is not a topic
    *   level, a bad timeout), DEVICE_UNKNOWN, DEVICE_OFFLINE, NO_HANDLER (the device, or no device,
-   *   announces the command), and what the device answers: VALIDATION_FAILED, TIMEOUT, INTERNAL, …
+   *   announces the command), VALIDATION_FAILED (the payload does not fit the device's contract
+   *   document: nothing was sent), and what the device answers: VALIDATION_FAILED, TIMEOUT, INTERNAL, …
    */
   call(req: CommandRequest, allow: readonly string[]): Promise<unknown>
 }
@@ -65,9 +68,10 @@ const offers = (e: DeviceEntry, req: CommandRequest): 'yes' | 'no-service' | 'no
 }
 
 /** Creates the router over the gateway's runtime (which sends the commands) and its registry. */
-export function createCommandRouter(opts: { runtime: Runtime; registry: Registry; defaults?: Partial<CommandDefaults>; pollMs?: number; now?: () => number }): CommandRouter {
+export function createCommandRouter(opts: { runtime: Runtime; registry: Registry; defaults?: Partial<CommandDefaults>; pollMs?: number; now?: () => number; payloads?: PayloadCheck }): CommandRouter {
   const defaults = { ...COMMAND_DEFAULTS, ...opts.defaults }
   const { runtime, registry } = opts
+  const payloads = opts.payloads ?? createPayloadCheck()
   const now = opts.now ?? Date.now
   const pollMs = opts.pollMs ?? 100
 
@@ -81,6 +85,20 @@ export function createCommandRouter(opts: { runtime: Runtime; registry: Registry
     const t = req.timeoutMs ?? defaults.timeoutMs
     if (!Number.isInteger(t) || t <= 0 || t > defaults.maxTimeoutMs) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `timeout ${String(t)} ms is not accepted; expected a whole number from 1 to ${defaults.maxTimeoutMs}`)
     return t
+  }
+
+  /**
+   * Checks the payload against the schema the device announced for the command, when the process
+   * online now announced a contract document (an older runtime announces none, and a document of
+   * an earlier process may no longer hold: then the device checks it, as always).
+   * @throws VALIDATION_FAILED
+   */
+  const checkPayload = (req: CommandRequest, entry: DeviceEntry): void => {
+    const contract = registry.contract(entry.device)
+    if (contract === undefined || contract.instance !== entry.instance) return
+    const service = contract.document.services.find((s) => s.name === req.service && s.version === req.version)
+    if (service === undefined || !Object.hasOwn(service.commands, req.command)) return
+    payloads.check(service.commands[req.command]!.payload, contract.document.dialect, req.payload, `payload of ${req.service}.${req.command} for ${entry.device}`)
   }
 
   /** Waits until `device` is online or `deadline` passes; its entry then (online or not). */
@@ -102,6 +120,7 @@ export function createCommandRouter(opts: { runtime: Runtime; registry: Registry
     }
     const has = offers(entry, req)
     if (has !== 'yes') throw noHandler(req, has)
+    checkPayload(req, entry)
     return send(req, req.device, deadline)
   }
 
@@ -109,7 +128,11 @@ export function createCommandRouter(opts: { runtime: Runtime; registry: Registry
     for (;;) {
       const all = registry.list()
       const live = all.filter((e) => e.online && offers(e, req) === 'yes')
-      if (live.length > 0) return send(req, live[Math.floor(Math.random() * live.length)]!.device, deadline)
+      if (live.length > 0) {
+        const chosen = live[Math.floor(Math.random() * live.length)]!
+        checkPayload(req, chosen)
+        return send(req, chosen.device, deadline)
+      }
       const known = all.some((e) => offers(e, req) === 'yes')
       if (!known) throw noHandler(req, all.some((e) => offers(e, req) === 'no-command') ? 'no-command' : 'no-service')
       if ((req.offline ?? defaults.offline) === 'fail' || now() >= deadline) {

@@ -199,6 +199,14 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
     const entry = view.registry.get(id)
     return entry === undefined ? failure(c, 404, ErrorCode.NOT_FOUND, `no device ${JSON.stringify(id.slice(0, MAX_ECHOED_PATH))} in the registry`) : c.json(entry)
   })
+  // The contract document the device announced; `current`: announced by the process online now (or last).
+  app.get('/devices/:id/contract', (c) => {
+    const id = c.req.param('id')
+    const entry = view.registry.get(id)
+    const contract = entry === undefined ? undefined : view.registry.contract(id)
+    if (contract === undefined) return failure(c, 404, ErrorCode.NOT_FOUND, `no contract document of device ${JSON.stringify(id.slice(0, MAX_ECHOED_PATH))} in the registry`)
+    return c.json({ device: id, instance: contract.instance, current: contract.instance === entry!.instance, receivedAt: contract.receivedAt, bytes: contract.bytes, document: contract.document })
+  })
   app.notFound((c) => failure(c, 404, ErrorCode.NOT_FOUND, `no route ${c.req.method} ${c.req.path.slice(0, MAX_ECHOED_PATH)}`))
   app.onError((err, c) => {
     log.warn({ err: errorMessage(err), path: c.req.path.slice(0, MAX_ECHOED_PATH) }, 'HTTP request failed')

@@ -7,6 +7,9 @@ import { isTopicSegment } from '../../runtime/topic-level.js'
 import { createEnvelopeCodec } from '../../runtime/wire/codec.js'
 import type { PresencePayload, PresenceService } from '../../runtime/wire/envelope.js'
 import { DEFAULT_TOPIC_PREFIX } from '../../runtime/wire/topics.js'
+import { createContractStore, type ContractStats, type DeviceContract } from './contracts.js'
+
+export type { ContractStats, DeviceContract } from './contracts.js'
 
 /** One service a device announced: its contract's names, as its presence carries them (queues and schedules absent from presence format 1). */
 export type ServiceEntry = PresenceService
@@ -37,11 +40,16 @@ export interface RegistryStats {
    * device while `maxDevices` are known and none of them is offline).
    */
   ignored: Record<string, number>
+  /** Contract documents (`<prefix>/<device>/contract`) kept and ignored. */
+  contracts: ContractStats
 }
 
 /** The fleet registry, kept in the gateway database (survives restarts). */
 export interface Registry {
-  /** Takes a frame published on `<prefix>/<device>/status` (an empty one: the device is gone). Never throws. */
+  /**
+   * Takes a frame published on `<prefix>/<device>/status` (an empty one: the device is gone) or on
+   * `<prefix>/<device>/contract` (the device's contract document; an empty one clears it). Never throws.
+   */
   observe(topic: string, payload: Uint8Array, at: number): void
   /**
    * The broker every device was connected to stopped (a gateway start, a drill): no device is
@@ -51,6 +59,11 @@ export interface Registry {
   /** Every device known, by id. */
   list(): DeviceEntry[]
   get(device: string): DeviceEntry | undefined
+  /**
+   * The contract document a device announced last, or undefined. It belongs to the process in its
+   * `instance`: when that is not the instance of the device's presence, it is stale.
+   */
+  contract(device: string): DeviceContract | undefined
   /** Devices online now (kept in memory). */
   online(): number
   /** Devices known (kept in memory). */
@@ -79,6 +92,8 @@ export interface RegistryOptions {
   flushMs?: number
   /** Ignored frames and failed writes, at most one line a minute per reason. */
   log?: Logger
+  /** Largest contract document kept, bytes (default MAX_CONTRACT_BYTES, 256 KiB); a larger one is ignored (`too-large`). */
+  maxContractBytes?: number
 }
 
 /** Bounds on what a presence (untrusted) can make an entry hold, as the devices' own directory has them. */
@@ -157,12 +172,13 @@ export function createRegistry(database: DeviceDatabase, opts: RegistryOptions =
   // Devices offline, the one offline the longest first: the ones a new device may replace.
   const offline = new Set<string>()
   let onlineCount = 0
-  const stats: RegistryStats = { recorded: 0, ignored: {} }
+  const stats: Omit<RegistryStats, 'contracts'> = { recorded: 0, ignored: {} }
   // Written at the next flush: the entry, with its services when they changed (JSON).
   const pending = new Map<string, { services?: string }>()
   const deleted = new Set<string>()
   let timer: NodeJS.Timeout | undefined
   let closed = false
+  const contracts = createContractStore(database, { known: (device) => known.has(device), maxBytes: opts.maxContractBytes, flushMs, log: opts.log })
 
   for (const r of db.prepare('SELECT device, online, instance, runtime, first_seen, last_seen, changed_at FROM registry ORDER BY last_seen').all() as Row[]) {
     const k: Known = { online: r.online === 1, firstSeen: r.first_seen, lastSeen: r.last_seen, changedAt: r.changed_at }
@@ -240,13 +256,14 @@ export function createRegistry(database: DeviceDatabase, opts: RegistryOptions =
     known.delete(oldest.value)
     pending.delete(oldest.value)
     deleted.add(oldest.value)
+    contracts.forget(oldest.value)
     return true
   }
 
-  /** The device a status topic names, or undefined when the topic is not `<prefix>/<device>/status`. */
-  const deviceOf = (topic: string): string | undefined => {
-    if (!topic.startsWith(`${prefix}/`) || !topic.endsWith('/status')) return undefined
-    const device = topic.slice(prefix.length + 1, topic.length - '/status'.length)
+  /** The device a topic `<prefix>/<device>/<last>` names, or undefined when the topic is not that. */
+  const deviceOf = (topic: string, last: string): string | undefined => {
+    if (!topic.startsWith(`${prefix}/`) || !topic.endsWith(last)) return undefined
+    const device = topic.slice(prefix.length + 1, topic.length - last.length)
     return isTopicSegment(device) ? device : undefined
   }
 
@@ -307,7 +324,12 @@ export function createRegistry(database: DeviceDatabase, opts: RegistryOptions =
   return {
     observe(topic, payload, at) {
       if (closed) return
-      const device = deviceOf(topic)
+      const ofContract = deviceOf(topic, '/contract')
+      if (ofContract !== undefined) {
+        if (!exclude.has(ofContract)) contracts.observe(topic, ofContract, payload, at)
+        return
+      }
+      const device = deviceOf(topic, '/status')
       if (device === undefined) return ignore('topic', topic)
       if (exclude.has(device)) return
       try {
@@ -337,13 +359,15 @@ export function createRegistry(database: DeviceDatabase, opts: RegistryOptions =
       const json = pending.get(device)?.services ?? (servicesOfOne.get(device) as { services: string } | undefined)?.services
       return entryOf(device, k, parse(json))
     },
+    contract: (device) => contracts.get(device),
     online: () => onlineCount,
     size: () => known.size,
-    stats: () => ({ recorded: stats.recorded, ignored: { ...stats.ignored } }),
+    stats: () => ({ recorded: stats.recorded, ignored: { ...stats.ignored }, contracts: contracts.stats() }),
     close() {
       if (closed) return
       closed = true
       flush()
+      contracts.close()
     },
   }
 }

@@ -32,8 +32,14 @@ export interface SubscribeOptions {
 
 /** How an envelope is published. */
 export interface EnvelopePublishOptions {
-  /** Keep as the topic's retained message (presence). */
+  /** Keep as the topic's retained message (presence, the contract document). */
   retain?: boolean
+  /**
+   * The caller publishes again itself if it must: the transport keeps no copy to send again after
+   * a reconnect, and a publish whose connection is lost before its acknowledgement rejects
+   * (`PublishOptions.callerResends`).
+   */
+  callerResends?: boolean
 }
 
 /** What the runtime decides about its envelopes, whatever bridge carries them. */
@@ -132,6 +138,9 @@ export interface Messenger {
 
 const AT_LEAST_ONCE: PublishOptions = { qos: 1, retain: false }
 const AT_LEAST_ONCE_RETAINED: PublishOptions = { qos: 1, retain: true }
+// Published once: no copy kept by the transport to send again after a reconnect.
+const AT_LEAST_ONCE_ONCE: PublishOptions = { qos: 1, retain: false, callerResends: true }
+const AT_LEAST_ONCE_RETAINED_ONCE: PublishOptions = { qos: 1, retain: true, callerResends: true }
 const AT_MOST_ONCE: PublishOptions = { qos: 0, retain: false }
 
 /** A command waiting for its reply, encoded, so it can be sent again as it was. */
@@ -210,7 +219,16 @@ export function createMessenger(opts: MessengerOptions): Messenger {
       await transport.connect()
     },
     publish(env, popts) {
-      const qos = popts?.retain === true ? AT_LEAST_ONCE_RETAINED : env.kind === 'reply' && replyQos === 0 ? AT_MOST_ONCE : AT_LEAST_ONCE
+      const qos =
+        popts?.callerResends === true
+          ? popts.retain === true
+            ? AT_LEAST_ONCE_RETAINED_ONCE
+            : AT_LEAST_ONCE_ONCE
+          : popts?.retain === true
+            ? AT_LEAST_ONCE_RETAINED
+            : env.kind === 'reply' && replyQos === 0
+              ? AT_MOST_ONCE
+              : AT_LEAST_ONCE
       let frame: Uint8Array
       let topic: string
       try {

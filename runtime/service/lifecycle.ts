@@ -3,6 +3,7 @@ import type { Outbox } from '../ports/outbox.js'
 import type { QueueRunner } from '../queue/queue-runner.js'
 import type { Scheduler } from '../schedule/scheduler.js'
 import { ENVELOPE_VERSION, type PresencePayload } from '../wire/envelope.js'
+import { createContractAnnouncer } from './contract-document.js'
 import type { Directory } from './directory.js'
 import { presencePayload } from '../messaging/presence.js'
 import type { Events } from './events.js'
@@ -43,6 +44,8 @@ export function createLifecycle(deps: LifecycleDeps): Lifecycle {
   // Publishes our retained presence (set in start); never rejects.
   let announce = (): Promise<void> => Promise.resolve()
   let reannouncing = false
+  // The JSON Schemas of what we serve, retained beside our presence (built after start, once).
+  const contract = createContractAnnouncer(core)
 
   const presence = (): PresencePayload =>
     presencePayload(
@@ -104,7 +107,10 @@ export function createLifecycle(deps: LifecycleDeps): Lifecycle {
     }
   }
 
-  /** Announces on every (re)connect: the broker may have lost the retained birth or sent our will. */
+  /**
+   * Announces on every (re)connect: the broker may have lost the retained birth or sent our will.
+   * The contract document goes out once, and again only when the broker kept no session for us.
+   */
   const followStatus = (): void => {
     let stale = false
     link.onStatus((s) => {
@@ -119,7 +125,9 @@ export function createLifecycle(deps: LifecycleDeps): Lifecycle {
         // stays known: a call to its services is SERVICE_UNREACHABLE, and waits for its return).
         if (stale) directory.pruneStale()
         stale = false
-        void announce()
+        // The contract after the presence is acknowledged: the gateway records a device's contract only once it knows the device.
+        const sessionPresent = s.sessionPresent
+        void announce().then(() => contract.connected(sessionPresent))
       }
     })
   }

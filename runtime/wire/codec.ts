@@ -10,8 +10,8 @@ import { isTopicSegment, TOPIC_LEVEL_RULE } from '../topic-level.js'
 export const DEFAULT_MAX_FRAME_BYTES = 256 * 1024
 
 // Kinds travel as small integers; the table order is part of envelope version 1.
-const KINDS: readonly EnvelopeKind[] = ['command', 'reply', 'event', 'presence']
-const KIND_CODE: Record<EnvelopeKind, number> = { command: 0, reply: 1, event: 2, presence: 3 }
+const KINDS: readonly EnvelopeKind[] = ['command', 'reply', 'event', 'presence', 'contract']
+const KIND_CODE: Record<EnvelopeKind, number> = { command: 0, reply: 1, event: 2, presence: 3, contract: 4 }
 
 // Positions in the wire array (envelope v1). Required fields first, so trailing absent
 // optional fields can be left off entirely.

@@ -3,12 +3,13 @@ import type { WireError } from '../errors.js'
 /** The envelope version this runtime writes and reads. */
 export const ENVELOPE_VERSION = 1
 
-/** What an envelope carries: a command, the reply to one, an event, or a device's presence. */
+/** What an envelope carries: a command, the reply to one, an event, a device's presence, or the schemas of what it serves. */
 export const EnvelopeKind = {
   command: 'command',
   reply: 'reply',
   event: 'event',
   presence: 'presence',
+  contract: 'contract',
 } as const
 export type EnvelopeKind = (typeof EnvelopeKind)[keyof typeof EnvelopeKind]
 
@@ -76,4 +77,45 @@ export interface PresencePayload {
   /** Version of the Outpost runtime the device runs (presence 2). */
   runtime?: string
   services: PresenceService[]
+}
+
+/** The contract document format this runtime writes (`ContractPayload.v`). */
+export const CONTRACT_VERSION = 1
+
+/**
+ * Largest contract document a device publishes and a gateway keeps, bytes (its frame). A device
+ * whose document would be larger publishes none; a gateway ignores a larger one.
+ */
+export const MAX_CONTRACT_BYTES = 256 * 1024
+
+/** A JSON Schema (draft-07): an object, or `true`/`false`. */
+export type JsonSchema = Record<string, unknown> | boolean
+
+/** One command in a contract document: the JSON Schema of its payload and of its result. */
+export interface ContractCommand {
+  payload: JsonSchema
+  result?: JsonSchema
+}
+
+/** One served service in a contract document: its name, version, and the schemas of its commands and events. */
+export interface ContractService {
+  name: string
+  version: string
+  commands: Record<string, ContractCommand>
+  /** Event name → JSON Schema of its payload (queue result events included). */
+  events: Record<string, JsonSchema>
+}
+
+/**
+ * Payload of a contract envelope (kind `contract`, retained on `<prefix>/<device>/contract`): the
+ * schemas of every service the device serves, converted from its valibot schemas. A part that
+ * JSON Schema cannot express (bytes, dates, custom checks, transformations) is left open, so the
+ * document never refuses a value the device takes. A reader ignores fields it does not know.
+ */
+export interface ContractPayload {
+  /** Document format (CONTRACT_VERSION). */
+  v: number
+  /** JSON Schema dialect of every schema in it: `draft-07`. */
+  dialect: string
+  services: ContractService[]
 }

@@ -13,6 +13,7 @@ export const DEFAULT_TOPIC_PREFIX = 'ob'
  *   <prefix>/<src>/rep/<replyTo>                                 reply to a caller
  *   <prefix>/<src>/evt/<service>/<version>/<event>               event, to every subscriber
  *   <prefix>/<src>/status                                        presence (retained; also the last will)
+ *   <prefix>/<src>/contract                                      contract document: the JSON Schemas of what it serves (retained)
  */
 export interface Topics {
   readonly prefix: string
@@ -32,6 +33,8 @@ export interface Topics {
   presenceFilter(): string
   /** The presence topic of one device. */
   presenceTopic(device: string): string
+  /** The contract topic of one device (its retained contract document). */
+  contractTopic(device: string): string
 }
 
 // The rule for one topic level lives in a leaf module that contracts use too; re-exported here,
@@ -51,6 +54,7 @@ const COMMAND_LEVELS = ['src', 'target', 'service', 'version', 'name'] as const
 const REPLY_LEVELS = ['src', 'replyTo'] as const
 const EVENT_LEVELS = ['src', 'service', 'version', 'name'] as const
 const PRESENCE_LEVELS = ['src'] as const
+const CONTRACT_LEVELS = ['src'] as const
 
 /** Creates the topic layout under a prefix. */
 export function createTopics(prefix: string = DEFAULT_TOPIC_PREFIX): Topics {
@@ -147,6 +151,9 @@ export function createTopics(prefix: string = DEFAULT_TOPIC_PREFIX): Topics {
         case 'presence':
           checkLevels(env, PRESENCE_LEVELS)
           return `${prefix}/${env.src}/status`
+        case 'contract':
+          checkLevels(env, CONTRACT_LEVELS)
+          return `${prefix}/${env.src}/contract`
       }
     },
     commandFilter: (device, service, version) => `${prefix}/+/cmd/${device}/${service}/${version}/+`,
@@ -154,6 +161,7 @@ export function createTopics(prefix: string = DEFAULT_TOPIC_PREFIX): Topics {
     eventFilter: (sel) => `${prefix}/${wild(sel.device)}/evt/${wild(sel.service)}/${wild(sel.version)}/${wild(sel.event)}`,
     presenceFilter: () => `${prefix}/+/status`,
     presenceTopic: (device) => `${prefix}/${device}/status`,
+    contractTopic: (device) => `${prefix}/${device}/contract`,
   }
 }
 

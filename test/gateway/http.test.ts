@@ -170,7 +170,8 @@ describe('gateway HTTP face', () => {
     const device = createRuntime({ bridge: createMqttBridge({ url: gw.broker.url, deviceId: 'beacon-1' }), services: [beaconService], logger: quiet })
     await device.start({ waitForBroker: true })
     cleanup(() => device.stop({ drainMs: 100 }))
-    await until(() => gw.registry.online() === 1, 30_000)
+    // Online, and its contract document (ob/beacon-1/contract, counted as other) is in.
+    await until(() => gw.registry.online() === 1 && gw.registry.contract('beacon-1') !== undefined, 30_000)
     const sub = await mqtt.connectAsync(gw.broker.url, { clientId: 'watcher', reconnectPeriod: 0 })
     cleanup(() => sub.endAsync(true))
     let heard = 0
@@ -191,7 +192,8 @@ describe('gateway HTTP face', () => {
     expect(moved('outpost_gateway_messages_total', { direction: 'out', kind: 'evt' })).toBeGreaterThanOrEqual(N)
     expect(moved('outpost_gateway_message_bytes_total', { direction: 'in', kind: 'evt' })).toBe(N * payload.length)
     expect(moved('outpost_gateway_messages_total', { direction: 'in', kind: 'status' })).toBeGreaterThanOrEqual(1)
-    expect(moved('outpost_gateway_messages_total', { direction: 'in', kind: 'other' })).toBe(1)
+    // The QoS 0 message and the device's contract document.
+    expect(moved('outpost_gateway_messages_total', { direction: 'in', kind: 'other' })).toBe(2)
     expect(valueOf(after, 'outpost_gateway_devices_online')).toBe(1)
     expect(valueOf(after, 'outpost_gateway_devices_known')).toBe(1)
     // The gateway's own monitor, the device, the watcher and the emitter.

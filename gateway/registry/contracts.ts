@@ -60,10 +60,10 @@ export interface ContractStoreOptions {
   log?: Logger
 }
 
-/** Bounds on what a document may name, as a presence has them. */
-const MAX_SERVICES = 64
-const MAX_NAMES = 256
-const MAX_NAME_LENGTH = 128
+/** Bounds on what a presence or a document (untrusted) may name; the registry's entries have the same. */
+export const MAX_SERVICES = 64
+export const MAX_NAMES = 256
+export const MAX_NAME_LENGTH = 128
 
 const isName = (s: unknown): s is string => typeof s === 'string' && s.length > 0 && s.length <= MAX_NAME_LENGTH
 const isRecord = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x) && !(x instanceof Uint8Array)

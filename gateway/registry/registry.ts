@@ -7,7 +7,7 @@ import { isTopicSegment } from '../../runtime/topic-level.js'
 import { createEnvelopeCodec } from '../../runtime/wire/codec.js'
 import type { PresencePayload, PresenceService } from '../../runtime/wire/envelope.js'
 import { DEFAULT_TOPIC_PREFIX } from '../../runtime/wire/topics.js'
-import { createContractStore, type ContractStats, type DeviceContract } from './contracts.js'
+import { createContractStore, MAX_NAME_LENGTH, MAX_NAMES, MAX_SERVICES, type ContractStats, type DeviceContract } from './contracts.js'
 
 export type { ContractStats, DeviceContract } from './contracts.js'
 
@@ -96,10 +96,8 @@ export interface RegistryOptions {
   maxContractBytes?: number
 }
 
-/** Bounds on what a presence (untrusted) can make an entry hold, as the devices' own directory has them. */
-const MAX_SERVICES = 64
-const MAX_NAMES = 256
-const MAX_NAME_LENGTH = 128
+// Bounds on what a presence (untrusted) can make an entry hold (MAX_SERVICES, MAX_NAMES,
+// MAX_NAME_LENGTH), as the devices' own directory has them, are shared with the contract store.
 /** Longest runtime version and instance id kept. */
 const MAX_SHORT_TEXT = 128
 

@@ -101,8 +101,23 @@ export async function rabbitTarget(): Promise<Target> {
   }
 }
 
-/** Events/s through the gateway (live, or draining a backlog built with the target cut off). */
-export async function throughGateway(t: Target, name: string, events: number, mode: 'live' | 'backlog'): Promise<number> {
+/** What one run measured: events/s, and CPU µs per event of the measured process (and of the devices' process). */
+export interface Run {
+  rate: number
+  cpuUs: number
+  devicesCpuUs?: number
+}
+
+const cpuSince = (c0: NodeJS.CpuUsage, n: number): number => {
+  const c = process.cpuUsage(c0)
+  return Math.round(((c.user + c.system) / n) * 10) / 10
+}
+
+/**
+ * Events/s through the gateway (live, or draining a backlog built with the target cut off), and
+ * the CPU per event of the gateway's process (this one) while it ran.
+ */
+export async function throughGateway(t: Target, name: string, events: number, mode: 'live' | 'backlog'): Promise<Run> {
   const tag = randomBytes(4).toString('hex')
   const dir = mkdtempSync(path.join(tmpdir(), 'outpost-bench-fwd-'))
   const proxy = await tcpProxy(t.direct.replace(/^\w+:/, 'mqtt:'))
@@ -119,20 +134,32 @@ export async function throughGateway(t: Target, name: string, events: number, mo
       const exited = new Promise<number | null>((r) => pub.once('exit', (code) => r(code)))
       try {
         await firstLine(pub, 'event publisher')
+        let out = ''
+        pub.stdout!.on('data', (d: Buffer) => void (out += d.toString()))
+        const devicesCpu = async (): Promise<number | undefined> => {
+          if ((await exited) !== 0) throw new Error('event publisher failed')
+          const us = Number(/done (\d+)/.exec(out)?.[1])
+          return Number.isFinite(us) ? Math.round((us / total) * 10) / 10 : undefined
+        }
         const done = (): boolean => (gw.forwarder!.stats().targets[name]?.forwarded ?? 0) >= total
         if (mode === 'backlog') {
           await proxy.down()
           pub.kill('SIGUSR2')
-          if ((await exited) !== 0) throw new Error('event publisher failed')
+          await devicesCpu()
           const t0 = performance.now()
+          const c0 = process.cpuUsage()
           await proxy.up()
           while (!done()) await sleep(5)
-          return Math.round(total / ((performance.now() - t0) / 1000))
+          return { rate: Math.round(total / ((performance.now() - t0) / 1000)), cpuUs: cpuSince(c0, total) }
         }
         const t0 = performance.now()
+        const c0 = process.cpuUsage()
         pub.kill('SIGUSR2')
         while (!done()) await sleep(5)
-        return Math.round(total / ((performance.now() - t0) / 1000))
+        const rate = Math.round(total / ((performance.now() - t0) / 1000))
+        const cpuUs = cpuSince(c0, total)
+        const d = await devicesCpu()
+        return { rate, cpuUs, ...(d === undefined ? {} : { devicesCpuUs: d }) }
       } finally {
         await stop(pub)
       }
@@ -146,13 +173,15 @@ export async function throughGateway(t: Target, name: string, events: number, mo
   }
 }
 
-export async function raw(t: Target, events: number): Promise<number> {
+/** Events/s of the raw client, and its process's CPU per event. */
+export async function raw(t: Target, events: number): Promise<Run> {
   const tag = randomBytes(4).toString('hex')
   const bodies = frames('rawdev', events, tag).map((body, i) => ({ id: `${tag}raw${i}`, body }))
   try {
     const t0 = performance.now()
+    const c0 = process.cpuUsage()
     await t.raw(tag, bodies)
-    return Math.round(events / ((performance.now() - t0) / 1000))
+    return { rate: Math.round(events / ((performance.now() - t0) / 1000)), cpuUs: cpuSince(c0, events) }
   } finally {
     await t.cleanup(tag)
   }
@@ -167,15 +196,22 @@ export async function benchForward(o: { events: number; backlog: number; rounds:
   const rabbit = await rabbitTarget()
   for (const [name, t] of [['jetstream', nats], ['rabbitmq', rabbit]] as const) {
     for (const [workload, n, mode] of [[`forward-${name}`, o.events, 'live'], [`forward-${name}-backlog-drain`, o.backlog, 'backlog']] as const) {
-      const ours: number[] = []
-      const theirs: number[] = []
+      const ours: Run[] = []
+      const theirs: Run[] = []
       for (let r = 0; r < o.rounds; r++) {
         theirs.push(await raw(t, n))
         ours.push(await throughGateway(t, name, n, mode))
       }
       const rawName = `raw-${name}-window${WINDOW}`
-      out.push({ system: rawName, workload, concurrency: WINDOW, ops_per_s: median(theirs), p50_us: null, p99_us: null, extra: { events: n } })
-      out.push({ system: 'outpost-gateway', workload, concurrency: WINDOW, ops_per_s: median(ours), p50_us: null, p99_us: null, extra: { events: n, rounds: ours.map((x, i) => (x / theirs[i]!).toFixed(2)).join('/') } })
+      const rates = (rs: Run[]): number[] => rs.map((x) => x.rate)
+      const devices = ours.flatMap((x) => (x.devicesCpuUs === undefined ? [] : [x.devicesCpuUs]))
+      out.push({ system: rawName, workload, concurrency: WINDOW, ops_per_s: median(rates(theirs)), p50_us: null, p99_us: null, cpu_us_per_op: median(theirs.map((x) => x.cpuUs)), extra: { events: n } })
+      out.push({
+        system: 'outpost-gateway', workload, concurrency: WINDOW, ops_per_s: median(rates(ours)), p50_us: null, p99_us: null,
+        // The gateway's process (during the drain only, for a backlog); the devices' process beside it, live.
+        cpu_us_per_op: median(ours.map((x) => x.cpuUs)),
+        extra: { events: n, rounds: ours.map((x, i) => (x.rate / theirs[i]!.rate).toFixed(2)).join('/'), ...(devices.length === 0 ? {} : { devices_cpu_us_per_event: median(devices) }) },
+      })
     }
   }
   await nats.nc.close()

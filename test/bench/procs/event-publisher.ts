@@ -1,7 +1,7 @@
 // Device load of the forwarding bench (forward.ts): one process standing for devices that each
 // send `per` Outpost events over MQTT, QoS 1, `window` in flight per device (as a device's outbox
 // drains), each device on its own connection. Connects, prints "ready", starts on SIGUSR2,
-// prints "done" once every publish was acknowledged, and exits.
+// prints "done <CPU µs spent publishing>" once every publish was acknowledged, and exits.
 import type net from 'node:net'
 import mqtt from 'mqtt'
 import { createEnvelopeCodec } from '../../../runtime/wire/codec.js'
@@ -25,6 +25,7 @@ const clients = await Promise.all(
 const go = new Promise<void>((r) => process.once('SIGUSR2', () => r()))
 process.stdout.write('ready\n')
 await go
+const cpu0 = process.cpuUsage()
 await Promise.all(
   lists.map(async ({ dev, frames }, k) => {
     const c = clients[k]!
@@ -36,6 +37,8 @@ await Promise.all(
     )
   }),
 )
+const cpu = process.cpuUsage(cpu0)
 await Promise.all(clients.map((c) => c.endAsync()))
-process.stdout.write('done\n')
+// The CPU (user + system, µs) this process spent publishing: the devices' share of the machine.
+process.stdout.write(`done ${cpu.user + cpu.system}\n`)
 process.exit(0)

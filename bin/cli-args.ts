@@ -92,17 +92,38 @@ export interface KeysArgs {
   force: boolean
 }
 
-/** `outpost flash <bundle-dir> --to <path> [--key FILE]` and `outpost flash status --to <path> [--json]`. */
+/**
+ * `outpost flash <bundle-dir> --to <path> [--key FILE]` and `outpost flash status --to <path> [--json]`;
+ * over the air, `--device <id> --gateway <url>` instead of `--to`.
+ */
 export interface FlashArgs {
   verb: 'flash' | 'status'
   /** For `flash`: the bundle directory (it exists and has a manifest.json). */
   bundle?: string
-  /** The device's filesystem (an existing folder). */
+  /** The device's filesystem (an existing folder); empty when over the air. */
   to: string
   /** --key: a public key file to trust (read by bin/flash-cmd.ts). */
   key?: string
   json: boolean
+  /** Over the air, through the gateway's HTTP command API. */
+  ota?: OtaArgs
 }
+
+/** `--device <id> --gateway <url> [--token T] [--chunk-kb N] [--wait S]`. */
+export interface OtaArgs {
+  device: string
+  /** The gateway's HTTP URL (http: or https:). */
+  gateway: string
+  /** --token, else OUTPOST_HTTP_TOKEN. */
+  token?: string
+  /** --chunk-kb, KiB per chunk. */
+  chunkKb?: number
+  /** --wait, seconds to wait for the new bundle's outcome. */
+  waitS?: number
+}
+
+/** Largest --chunk-kb: a chunk in base64 fits a command payload (runtime/ota/contract.ts, MAX_CHUNK_BYTES). */
+const MAX_CHUNK_KB = 176
 
 const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
@@ -134,6 +155,11 @@ const OPTIONS = {
   arch: { type: 'string' },
   force: { type: 'boolean' },
   to: { type: 'string' },
+  device: { type: 'string' },
+  gateway: { type: 'string' },
+  token: { type: 'string' },
+  'chunk-kb': { type: 'string' },
+  wait: { type: 'string' },
 } as const
 type OptionName = keyof typeof OPTIONS
 
@@ -147,7 +173,7 @@ const PER_COMMAND: Record<Command, readonly OptionName[]> = {
   jobs: ['db', 'limit', 'json'],
   build: ['out', 'key', 'unsigned', 'budget-kb', 'gzip-budget-kb', 'build-time', 'addon', 'platform', 'arch'],
   keys: ['out', 'force'],
-  flash: ['to', 'key', 'json'],
+  flash: ['to', 'key', 'json', 'device', 'gateway', 'token', 'chunk-kb', 'wait'],
   help: [],
 }
 
@@ -409,14 +435,38 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv, devices: De
     }
     case 'flash': {
       const status = rest[0] === 'status'
-      const usage = 'outpost flash <bundle-dir> --to <path> [--key <public.pem>], or outpost flash status --to <path>'
+      const usage = 'outpost flash <bundle-dir> --to <path> [--key <public.pem>], outpost flash <bundle-dir> --device <id> --gateway <url>, or outpost flash status (--to <path> | --device <id> --gateway <url>)'
       if (rest.length === 0) throw bad(`outpost flash needs a bundle directory (outpost build makes them, in dist/bundles/<device>); ${usage}`)
       if (rest.length > 1) throw bad(`outpost flash ${status ? 'status takes no arguments' : 'takes one bundle directory'} (got "${rest.slice(1).join(' ')}"); ${usage}`)
       const to = str('to')
-      if (to === undefined || to === '') throw bad(`outpost flash${status ? ' status' : ''} needs --to <path>: the device's filesystem (an SD card mount or a rootfs folder)`)
-      if (!existsSync(to)) throw bad(`--to ${to} does not exist; expected the device's filesystem (an SD card mount or a rootfs folder; it is not created)`)
-      if (!statSync(to).isDirectory()) throw bad(`--to ${to} is a file; expected the device's filesystem (a folder)`)
-      if (status && str('key') !== undefined) throw bad('--key is an option of outpost flash, not of outpost flash status')
+      const device = str('device')
+      const air = ['gateway', 'token', 'chunk-kb', 'wait'].find((o) => str(o as OptionName) !== undefined)
+      if (to !== undefined && (device !== undefined || air !== undefined)) throw bad(`--to flashes a device's filesystem, --device over the air through a gateway: give one of them (got --to and --${device !== undefined ? 'device' : air})`)
+      let ota: OtaArgs | undefined
+      if (device !== undefined || air !== undefined) {
+        if (device === undefined || device === '') throw bad(`--${air} is for flashing over the air: give --device <id> --gateway <url> too`)
+        const gateway = str('gateway')
+        if (gateway === undefined) throw bad(`outpost flash${status ? ' status' : ''} --device needs --gateway <url>: the gateway's HTTP face (e.g. http://gateway:8080)`)
+        let url: URL | undefined
+        try {
+          url = new URL(gateway)
+        } catch {
+          url = undefined
+        }
+        if (url === undefined || !['http:', 'https:'].includes(url.protocol) || url.hostname === '') throw bad(`--gateway "${redactUrl(gateway)}" is not the gateway's HTTP URL; expected http://host:port (its HTTP face, http.port in its config)`)
+        if (str('key') !== undefined) throw bad('--key is for --to: over the air, the device verifies bundles with the keys it was provisioned with')
+        const kb = str('chunk-kb')
+        if (kb !== undefined && (!/^\d{1,3}$/.test(kb) || Number(kb) < 1 || Number(kb) > MAX_CHUNK_KB)) throw bad(`--chunk-kb "${kb}" is not accepted; expected a whole number of KB from 1 to ${MAX_CHUNK_KB}`)
+        if (status && (kb !== undefined || str('wait') !== undefined)) throw bad(`--${kb !== undefined ? 'chunk-kb' : 'wait'} is an option of outpost flash, not of outpost flash status`)
+        const wait = str('wait')
+        const token = either('token', 'OUTPOST_HTTP_TOKEN')?.[0]
+        ota = { device: idOf(device, '--device'), gateway, token, chunkKb: kb === undefined ? undefined : Number(kb), waitS: wait === undefined ? undefined : secondsOf(wait, '--wait', 'positive') }
+      } else {
+        if (to === undefined || to === '') throw bad(`outpost flash${status ? ' status' : ''} needs --to <path>: the device's filesystem (an SD card mount or a rootfs folder); or --device <id> --gateway <url> over the air`)
+        if (!existsSync(to)) throw bad(`--to ${to} does not exist; expected the device's filesystem (an SD card mount or a rootfs folder; it is not created)`)
+        if (!statSync(to).isDirectory()) throw bad(`--to ${to} is a file; expected the device's filesystem (a folder)`)
+        if (status && str('key') !== undefined) throw bad('--key is an option of outpost flash, not of outpost flash status')
+      }
       if (!status && values.json === true) throw bad('--json is an option of outpost flash status only')
       const bundle = status ? undefined : rest[0]!
       if (bundle !== undefined) {
@@ -424,7 +474,7 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv, devices: De
         if (!statSync(bundle).isDirectory()) throw bad(`${bundle} is a file; expected a bundle directory (outpost build makes them, in dist/bundles/<device>)`)
         if (!existsSync(path.join(bundle, 'manifest.json'))) throw bad(`${bundle} is not a bundle directory (no manifest.json); outpost build makes them, in dist/bundles/<device>`)
       }
-      args.flash = { verb: status ? 'status' : 'flash', bundle, to, key: str('key'), json: values.json === true }
+      args.flash = { verb: status ? 'status' : 'flash', bundle, to: to ?? '', key: str('key'), json: values.json === true, ota }
       break
     }
     case 'jobs': {

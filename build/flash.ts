@@ -4,15 +4,16 @@
 // is not active, flushed, verified again where it lies, and the boot pointer is switched by one
 // rename. Killed at any moment, the device starts the old bundle or the new one (docs/build.md, "Flash").
 import { createPublicKey, type KeyObject } from 'node:crypto'
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
-import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises'
+import { existsSync, readFileSync, statSync } from 'node:fs'
+import { mkdir, open, readFile, stat } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ErrorCode, errorMessage, isOutpostError, OutpostError } from '../runtime/errors.js'
 import {
-  DEVICE_FILE, KEYS_DIR, otherSlot, readPointer, readState, readTrustedKeys, SLOTS_DIR, slotDir, syncDir, writeFileAtomic, writePointer,
+  DEVICE_FILE, KEYS_DIR, readPointer, readState, readTrustedKeys, slotDir, syncDir, writeFileAtomic,
   type BootPointer, type LaunchOutcome, type SlotName,
 } from '../runtime/launcher/launcher.js'
+import { chooseInactiveSlot, placeSlot, switchToSlot } from '../runtime/ota/install.js'
 import { MANIFEST_FILE, SIGNATURE_FILE, type Manifest } from './manifest.js'
 import { keyIdOf, type KeyInput } from './signing.js'
 import { verifyBundle, type VerifyTarget } from './verify.js'
@@ -21,8 +22,6 @@ export { DATA_DIR, DEVICE_FILE, KEYS_DIR, POINTER_FILE, SLOTS_DIR, STATE_FILE, r
 
 /** The launcher's file name on the device. */
 export const LAUNCHER_FILE = 'launcher.mjs'
-/** Where a slot is written before it is renamed into place, under slots/. */
-const INCOMING = '.incoming'
 
 /** How to flash. */
 export interface FlashOptions {
@@ -126,17 +125,6 @@ async function copyFlushed(from: string, to: string): Promise<void> {
   }
 }
 
-/** Leftovers of a flash that was killed: the half-written slot, a replaced slot not yet removed, temporary files. */
-async function removeLeftovers(root: string): Promise<void> {
-  const slots = path.join(root, SLOTS_DIR)
-  for (const name of existsSync(slots) ? readdirSync(slots) : []) {
-    if (name.startsWith('.')) await rm(path.join(slots, name), { recursive: true, force: true })
-  }
-  for (const dir of [root, path.join(root, KEYS_DIR)]) {
-    for (const name of existsSync(dir) ? readdirSync(dir) : []) if (/\.\d+\.tmp$/.test(name)) await rm(path.join(dir, name), { force: true })
-  }
-}
-
 /**
  * Flashes the bundle in `bundleDir` onto the device at `opts.to`.
  * @returns the slot it went into, now active
@@ -168,15 +156,7 @@ export async function flashBundle(bundleDir: string, opts: FlashOptions): Promis
   const keyId = (JSON.parse(await readFile(path.join(bundleDir, SIGNATURE_FILE), 'utf8')) as { keyId: string }).keyId
 
   await step('prepare')
-  await removeLeftovers(root)
-  await mkdir(path.join(root, SLOTS_DIR), { recursive: true })
-  await mkdir(path.join(root, KEYS_DIR), { recursive: true })
-  const pointer = readPointer(root)
-  const slot: SlotName = pointer === undefined ? 'a' : otherSlot(pointer.slot)
-  // The slot about to be overwritten is no longer somewhere to roll back to.
-  if (pointer !== undefined && pointer.previous === slot) writePointer(root, { ...pointer, previous: null })
-
-  const incoming = path.join(root, SLOTS_DIR, INCOMING)
+  const { slot, pointer, incoming } = await chooseInactiveSlot(root)
   await mkdir(incoming)
   for (const name of [MANIFEST_FILE, SIGNATURE_FILE, ...manifest.files.map((f) => f.path)]) {
     await step(`copy ${name}`)
@@ -185,12 +165,8 @@ export async function flashBundle(bundleDir: string, opts: FlashOptions): Promis
   await step('sync')
   syncDir(incoming)
   await step('replace')
+  await placeSlot(root, slot, incoming)
   const slotPath = slotDir(root, slot)
-  const replaced = path.join(root, SLOTS_DIR, `.replaced-${slot}`)
-  if (existsSync(slotPath)) await rename(slotPath, replaced)
-  await rename(incoming, slotPath)
-  syncDir(path.join(root, SLOTS_DIR))
-  await rm(replaced, { recursive: true, force: true })
 
   await step('verify-slot')
   try {
@@ -211,8 +187,7 @@ export async function flashBundle(bundleDir: string, opts: FlashOptions): Promis
   if (!existsSync(launcherFile) || !readFileSync(launcherFile).equals(launcher)) writeFileAtomic(launcherFile, launcher, 0o755)
 
   await step('switch')
-  const next: BootPointer = { format: 1, slot, previous: pointer?.slot ?? null, confirmed: false, starts: 0, switchedAt: new Date().toISOString() }
-  writePointer(root, next)
+  const next = switchToSlot(root, slot, pointer)
   await step('switched')
   return { slot, previous: next.previous, manifest, keyId, addedKey, target }
 }

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
 import { ErrorCode, errorMessage, OutpostError } from '../runtime/errors.js'
+import { DEVICE_DIR_ENV, READY_REPORT } from '../runtime/launcher/launcher.js'
 import { createLogger, parseLogFormat, parseLogLevel, type LogFormat } from '../runtime/logger.js'
 
 /** What every demo device reads from its environment. */
@@ -83,6 +84,15 @@ const ORPHAN_EXIT_MS = 5_000
  * by SIGKILL, and a device left running with nobody reading its output would hold its
  * database and its broker session.
  */
+/**
+ * Tells the device launcher (runtime/launcher) that this device is ready, over IPC, when the
+ * launcher started it: its `ready` log line says the same, but a log level above info hides it,
+ * and a new bundle that never says so is rolled back.
+ */
+export function reportReady(): void {
+  if (process.env[DEVICE_DIR_ENV] !== undefined && typeof process.send === 'function') process.send(READY_REPORT)
+}
+
 export function stopOnSignals(stop: () => Promise<void>): void {
   let stopping = false
   const onSignal = (): void => {

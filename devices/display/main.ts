@@ -1,15 +1,18 @@
 // Display device: what its bundle runs. Picks the MQTT bridge and reads configuration.
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime } from '../../runtime/index.js'
+import { otaWhenLaunched } from '../../runtime/ota/ota-service.js'
 import { redactUrl } from '../../runtime/redact-url.js'
-import { deviceLogger, readDeviceConfig, stopOnSignals } from '../device-config.js'
+import { deviceLogger, reportReady, readDeviceConfig, stopOnSignals } from '../device-config.js'
 import { createDisplayService } from './display-service.js'
 
 const cfg = readDeviceConfig('display-1')
 const log = deviceLogger(cfg)
 const bridge = createMqttBridge({ url: cfg.mqttUrl, deviceId: cfg.deviceId, username: cfg.username, password: cfg.password, logger: log })
-const runtime = createRuntime({ bridge, services: [createDisplayService()], logger: log })
+// Started by the launcher: over-the-air flashing through the gateway too (ota@1).
+const runtime = createRuntime({ bridge, services: [createDisplayService(), ...otaWhenLaunched()], logger: log })
 
 await runtime.start()
 log.info({ url: redactUrl(cfg.mqttUrl) }, 'ready')
+reportReady()
 stopOnSignals(() => runtime.stop())

@@ -1,10 +1,11 @@
 // Thermo device: what its bundle runs. Picks the MQTT bridge and the SQLite stores, reads configuration.
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime } from '../../runtime/index.js'
+import { otaWhenLaunched } from '../../runtime/ota/ota-service.js'
 import { createSqliteInbox, createSqliteOutbox, createSqliteQueueStore, createSqliteStateStore } from '../../runtime/stores/sqlite/index.js'
 import { exitOnStartError, openDeviceStore, readStoreOptions } from '../device-database.js'
 import { redactUrl } from '../../runtime/redact-url.js'
-import { deviceLogger, parseSampleMs, readDeviceConfig, stopOnSignals } from '../device-config.js'
+import { deviceLogger, reportReady, parseSampleMs, readDeviceConfig, stopOnSignals } from '../device-config.js'
 import { createThermoService, simulatedSensor } from './thermo-service.js'
 
 const cfg = readDeviceConfig('thermo-1')
@@ -23,7 +24,8 @@ const database = await (async () => openDeviceStore(cfg, log, readStoreOptions()
 const bridge = createMqttBridge({ url: cfg.mqttUrl, deviceId: cfg.deviceId, username: cfg.username, password: cfg.password, logger: log })
 const runtime = createRuntime({
   bridge,
-  services: [createThermoService({ deviceId: cfg.deviceId, sampleMs })],
+  // Started by the launcher: over-the-air flashing through the gateway too (ota@1).
+  services: [createThermoService({ deviceId: cfg.deviceId, sampleMs }), ...otaWhenLaunched()],
   resources: { sensor: simulatedSensor() },
   stateStore: createSqliteStateStore(database),
   // Sampling jobs live here: a slot that fell due is sampled once, even across a power cut.
@@ -37,6 +39,7 @@ const runtime = createRuntime({
 
 await runtime.start().catch(exit)
 log.info({ url: redactUrl(cfg.mqttUrl), sampleMs }, 'ready')
+reportReady()
 stopOnSignals(async () => {
   await runtime.stop()
   database.close()

@@ -8,6 +8,8 @@
 //   <root>/state.json    the last outcome   <root>/device.json         the Node this launcher runs on
 //   <root>/data/         the device's databases (OUTPOST_DATA_DIR, unless set)
 // `node launcher.mjs --check` prints the slot it would start (verified) and exits, changing nothing.
+// The device it starts learns its folder and slot (OUTPOST_DEVICE_DIR, OUTPOST_DEVICE_SLOT); one that
+// installed a bundle over the air (runtime/ota/) asks over the IPC channel to be restarted into it.
 import { spawn } from 'node:child_process'
 import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto'
 import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, writeFileSync } from 'node:fs'
@@ -20,6 +22,13 @@ export const DEVICE_FILE = 'device.json'
 export const SLOTS_DIR = 'slots'
 export const KEYS_DIR = 'keys'
 export const DATA_DIR = 'data'
+/** Set by the launcher for the device it starts: the device's folder, and the slot the device runs from. */
+export const DEVICE_DIR_ENV = 'OUTPOST_DEVICE_DIR'
+export const DEVICE_SLOT_ENV = 'OUTPOST_DEVICE_SLOT'
+/** What a device sends over the IPC channel to be stopped and started again from the active slot (after it switched it: over-the-air flashing). */
+export const RESTART_REQUEST = 'outpost:restart'
+/** What a device sends over IPC once it is ready (besides its `ready` log line, which a quieter log level hides). */
+export const READY_REPORT = 'outpost:ready'
 export type SlotName = 'a' | 'b'
 
 /** active.json: which slot starts, and where to go back to. Replaced whole, by rename, never edited in place. */
@@ -147,33 +156,52 @@ const plainName = (n: unknown): n is string => typeof n === 'string' && n !== ''
  * @returns the manifest, or why the slot cannot start (with the code verifyBundle would give)
  */
 export function verifySlot(root: string, slot: SlotName, keys: Map<string, KeyObject> = readTrustedKeys(root)): { manifest: SlotManifest } | { problem: string } {
-  const dir = slotDir(root, slot)
+  return verifyDir(slotDir(root, slot), `slot ${slot}`, keys)
+}
+
+/** verifySlot's checks on any bundle directory (over-the-air flashing checks its received bundle so); `where` names it in the problem. */
+export function verifyDir(dir: string, where: string, keys: Map<string, KeyObject>): { manifest: SlotManifest } | { problem: string } {
   try {
-    const bytes = readFileSync(path.join(dir, 'manifest.json'))
-    const sig = JSON.parse(readFileSync(path.join(dir, 'manifest.sig'), 'utf8')) as { keyId?: string; signature?: string }
-    const key = keys.get(String(sig.keyId))
-    if (key === undefined) return { problem: `UNKNOWN_KEY: slot ${slot} is signed by key ${String(sig.keyId)}, which this device does not trust` }
-    const raw = Buffer.from(String(sig.signature), 'base64')
-    if (raw.byteLength !== 64 || !verify(null, bytes, key, raw)) return { problem: `BAD_SIGNATURE: the manifest of slot ${slot} does not verify` }
-    const m = JSON.parse(bytes.toString('utf8')) as SlotManifest
-    if (!Array.isArray(m.files) || !m.files.every((f) => plainName(f.path)) || !m.files.some((f) => f.path === m.entry)) return { problem: `HASH_MISMATCH: the manifest of slot ${slot} does not list its entry` }
+    const checked = checkManifest(readFileSync(path.join(dir, 'manifest.json')), readFileSync(path.join(dir, 'manifest.sig')), where, keys)
+    if ('problem' in checked) return checked
+    const m = checked.manifest
     const listed = new Set(['manifest.json', 'manifest.sig', ...m.files.map((f) => f.path)])
     const extra = readdirSync(dir).find((n) => !listed.has(n))
-    if (extra !== undefined) return { problem: `HASH_MISMATCH: ${extra} in slot ${slot} is not in its manifest` }
+    if (extra !== undefined) return { problem: `HASH_MISMATCH: ${extra} in ${where} is not in its manifest` }
     for (const f of m.files) {
       const b = readFileSync(path.join(dir, f.path))
-      if (b.byteLength !== f.size || sha256(b) !== f.sha256) return { problem: `HASH_MISMATCH: ${f.path} in slot ${slot} is not the file its manifest lists` }
+      if (b.byteLength !== f.size || sha256(b) !== f.sha256) return { problem: `HASH_MISMATCH: ${f.path} in ${where} is not the file its manifest lists` }
     }
-    const a = m.addon
-    const abi = Number(process.versions.modules)
-    if (a !== null && (a.nodeAbi !== abi || a.platform !== process.platform || a.arch !== process.arch)) {
-      return { problem: `ABI_MISMATCH: slot ${slot}'s addon is for Node ABI ${a.nodeAbi} on ${a.platform}-${a.arch}; this is ABI ${abi} on ${process.platform}-${process.arch}` }
-    }
-    return { manifest: m }
+    return checked
   } catch (err) {
     const code = (err as { code?: string }).code
-    return { problem: code === 'ENOENT' ? `HASH_MISMATCH: slot ${slot} is missing a file (${errText(err)})` : `slot ${slot} cannot be read: ${errText(err)}` }
+    return { problem: code === 'ENOENT' ? `HASH_MISMATCH: ${where} is missing a file (${errText(err)})` : `${where} cannot be read: ${errText(err)}` }
   }
+}
+
+/**
+ * The checks of a bundle that need no more than its manifest.json and manifest.sig: signed by a
+ * trusted key, the entry listed, the addon for this Node, platform and architecture.
+ */
+export function checkManifest(bytes: Buffer, sigBytes: Buffer, where: string, keys: Map<string, KeyObject>): { manifest: SlotManifest } | { problem: string } {
+  let sig: { keyId?: string; signature?: string }
+  try {
+    sig = JSON.parse(sigBytes.toString('utf8')) as typeof sig
+  } catch {
+    return { problem: `BAD_SIGNATURE: the signature of ${where} is not a signature file` }
+  }
+  const key = keys.get(String(sig.keyId))
+  if (key === undefined) return { problem: `UNKNOWN_KEY: ${where} is signed by key ${String(sig.keyId)}, which this device does not trust` }
+  const raw = Buffer.from(String(sig.signature), 'base64')
+  if (raw.byteLength !== 64 || !verify(null, bytes, key, raw)) return { problem: `BAD_SIGNATURE: the manifest of ${where} does not verify` }
+  const m = JSON.parse(bytes.toString('utf8')) as SlotManifest
+  if (!Array.isArray(m.files) || !m.files.every((f) => plainName(f.path)) || !m.files.some((f) => f.path === m.entry)) return { problem: `HASH_MISMATCH: the manifest of ${where} does not list its entry` }
+  const a = m.addon
+  const abi = Number(process.versions.modules)
+  if (a !== null && (a.nodeAbi !== abi || a.platform !== process.platform || a.arch !== process.arch)) {
+    return { problem: `ABI_MISMATCH: ${where}'s addon is for Node ABI ${a.nodeAbi} on ${a.platform}-${a.arch}; this is ABI ${abi} on ${process.platform}-${process.arch}` }
+  }
+  return { manifest: m }
 }
 
 /** What to start: a slot and its manifest, whether it is on trial, and a rollback to record; or why nothing can start. */
@@ -283,17 +311,39 @@ async function run(root: string): Promise<number> {
       pointer = next
     }
     const m = c.manifest
+    const { slot, trial } = c
     const startedAt = Date.now()
     let ready = false
     let timedOut = false
     let lastError: string | undefined
+    let restartAsked = false
     const proc = spawn(process.execPath, [path.join(slotDir(root, c.slot), m.entry)], {
       cwd: root,
-      env: { ...process.env, OUTPOST_LOG_FORMAT: 'json', OUTPOST_DATA_DIR: process.env.OUTPOST_DATA_DIR || path.join(root, DATA_DIR) },
+      env: { ...process.env, OUTPOST_LOG_FORMAT: 'json', OUTPOST_DATA_DIR: process.env.OUTPOST_DATA_DIR || path.join(root, DATA_DIR), [DEVICE_DIR_ENV]: root, [DEVICE_SLOT_ENV]: c.slot },
       // The IPC channel tells the device when the launcher is gone, even by SIGKILL: it then stops.
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     })
     child = proc
+    /** The device said it is ready (its `ready` log line, or READY_REPORT over IPC): a new slot is kept from now on. */
+    function markReady(): void {
+      if (ready || timedOut) return
+      ready = true
+      clearTimeout(deadline)
+      if (!trial) return
+      const next = { ...pointer, confirmed: true, starts: 0 }
+      if (replacePointer(pointer, next)) pointer = next
+      log(30, `slot ${slot} is ready: kept (no rollback from now on)`, { slot })
+      record({ outcome: 'success', at: new Date().toISOString(), slot, ...about(m) })
+    }
+    // A device that switched the pointer itself (a bundle installed over the air) asks to be started again.
+    proc.on('message', (m: unknown) => {
+      if (m === READY_REPORT) return markReady()
+      if (m !== RESTART_REQUEST || restartAsked || stopping) return
+      restartAsked = true
+      log(30, `slot ${c.slot} asked to be restarted (the active slot was switched); stopping it`, { slot: c.slot })
+      proc.kill('SIGTERM')
+      setTimeout(() => proc.kill('SIGKILL'), 10_000).unref()
+    })
     log(30, `started slot ${c.slot}: ${m.device} ${m.version}, built ${m.buildTime}${c.trial && c.stuck === undefined ? ` (new: start ${pointer.starts} of ${tries}, ready within ${readyMs} ms)` : ''}`, { slot: c.slot, pid: proc.pid })
     const onLine = (stream: NodeJS.ReadableStream, out: NodeJS.WriteStream, each: (line: string) => void): void => {
       let buf = ''
@@ -323,14 +373,7 @@ async function run(root: string): Promise<number> {
         entry = undefined
       }
       if (entry !== undefined && typeof entry.level === 'number' && entry.level >= 50) lastError = `${typeof entry.code === 'string' ? `${entry.code}: ` : ''}${String(entry.msg)}`
-      if (ready || timedOut || entry?.msg !== 'ready') return
-      ready = true
-      clearTimeout(deadline)
-      if (!c.trial) return
-      const next = { ...pointer, confirmed: true, starts: 0 }
-      if (replacePointer(pointer, next)) pointer = next
-      log(30, `slot ${c.slot} is ready: kept (no rollback from now on)`, { slot: c.slot })
-      record({ outcome: 'success', at: new Date().toISOString(), slot: c.slot, ...about(m) })
+      if (entry?.msg === 'ready') markReady()
     })
     onLine(proc.stderr!, process.stderr, (line) => {
       if (line.trim() !== '') lastError = line.trim()
@@ -342,6 +385,7 @@ async function run(root: string): Promise<number> {
     child = undefined
     clearTimeout(deadline)
     if (stopping) break
+    if (restartAsked) continue
     const why = `${exit}${lastError === undefined ? '' : `: ${lastError.slice(0, 300)}`}`
     if (onTrial && !ready) {
       if (timedOut) leave = `slot ${c.slot} did not report ready within ${readyMs} ms`
@@ -372,25 +416,34 @@ function check(root: string): number {
   return 0
 }
 
-const self = fileURLToPath(import.meta.url)
-const isMain = ((): boolean => {
+/**
+ * Runs the launcher when this file is the program (`node launcher.mjs`). Device bundles import this
+ * module's helpers (over-the-air flashing, runtime/ota/): there `launched` is unused and, the call
+ * being marked pure, the bundler leaves it out together with run() and check(); should it stay,
+ * the file's name (launcher.*, never a device bundle's) keeps it from running.
+ */
+function main(): Promise<void> | undefined {
+  const self = fileURLToPath(import.meta.url)
+  let isMain = false
   try {
-    return process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(self)
+    isMain = /^launcher\.[cm]?[jt]s$/.test(path.basename(self)) && process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(self)
   } catch {
-    return false
+    isMain = false
   }
-})()
-if (isMain) {
+  if (!isMain) return undefined
   const args = process.argv.slice(2)
   const root = path.dirname(self)
   if (args.length > 1 || (args.length === 1 && args[0] !== '--check')) {
     process.stderr.write(`launcher: unknown argument ${args.find((a) => a !== '--check')}; usage: node launcher.mjs [--check]\n`)
     process.exit(2)
   }
-  try {
-    process.exitCode = args[0] === '--check' ? check(root) : await run(root)
-  } catch (err) {
-    process.stderr.write(`launcher: ${errText(err)}\n`)
-    process.exitCode = 1
-  }
+  return (async () => {
+    try {
+      process.exitCode = args[0] === '--check' ? check(root) : await run(root)
+    } catch (err) {
+      process.stderr.write(`launcher: ${errText(err)}\n`)
+      process.exitCode = 1
+    }
+  })()
 }
+export const launched = /* @__PURE__ */ main()

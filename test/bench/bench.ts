@@ -115,6 +115,7 @@ if (sections.has('forward')) {
   settleDisk()
   emit(await benchForward({ events: quick ? 5_000 : 20_000, backlog: quick ? 20_000 : 100_000, rounds: quick ? 1 : 3 }))
 }
+if (sections.has('ota')) emit(await (await import('./ota.js')).benchOta(quick ? 1 : 3)) // only with --only ota: over the air through the gateway (ota.ts)
 if (sections.has('cloud')) emit(await benchCloudCommands({ durationMs: quick ? 1_000 : 3_000, warmupMs: quick ? 300 : 1_000 }, [1, 64], quick ? 1 : 3))
 if (sections.has('queue')) {
   settleDisk()

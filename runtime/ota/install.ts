@@ -1,0 +1,64 @@
+// Installing a complete bundle directory into a device's inactive slot (A/B), shared by
+// `outpost flash --to` (build/flash.ts, from a laptop) and over-the-air flashing (the device itself,
+// ota-service.ts). Node built-ins and the launcher's layout only: a device bundle carries it.
+// The order is what keeps a device bootable when the process is killed at any point: the new
+// slot is complete and flushed before it is renamed into place, and the boot pointer is switched
+// last, by one rename (docs/build.md, "Flash").
+import { existsSync, readdirSync } from 'node:fs'
+import { mkdir, rename, rm } from 'node:fs/promises'
+import path from 'node:path'
+import { KEYS_DIR, otherSlot, readPointer, SLOTS_DIR, slotDir, syncDir, writePointer, type BootPointer, type SlotName } from '../launcher/launcher.js'
+
+/** Where a slot is put together before it is renamed into place, under slots/. */
+export const INCOMING = '.incoming'
+
+/** The slot a bundle goes into and the pointer it was chosen from. */
+export interface SlotChoice {
+  slot: SlotName
+  /** The boot pointer before the install, or undefined on a device flashed for the first time. */
+  pointer: BootPointer | undefined
+  /** slots/.incoming: the folder to fill (it does not exist yet). */
+  incoming: string
+}
+
+/** Leftovers of an install that was killed: the half-written slot, a replaced slot not yet removed, temporary files. */
+async function removeLeftovers(root: string): Promise<void> {
+  const slots = path.join(root, SLOTS_DIR)
+  for (const name of existsSync(slots) ? readdirSync(slots) : []) {
+    if (name.startsWith('.')) await rm(path.join(slots, name), { recursive: true, force: true })
+  }
+  for (const dir of [root, path.join(root, KEYS_DIR)]) {
+    for (const name of existsSync(dir) ? readdirSync(dir) : []) if (/\.\d+\.tmp$/.test(name)) await rm(path.join(dir, name), { force: true })
+  }
+}
+
+/**
+ * Clears what a killed install left, makes slots/ and keys/, and picks the slot that is not
+ * active; that slot stops being somewhere to roll back to (it is about to be overwritten).
+ */
+export async function chooseInactiveSlot(root: string): Promise<SlotChoice> {
+  await removeLeftovers(root)
+  await mkdir(path.join(root, SLOTS_DIR), { recursive: true })
+  await mkdir(path.join(root, KEYS_DIR), { recursive: true })
+  const pointer = readPointer(root)
+  const slot: SlotName = pointer === undefined ? 'a' : otherSlot(pointer.slot)
+  if (pointer !== undefined && pointer.previous === slot) writePointer(root, { ...pointer, previous: null })
+  return { slot, pointer, incoming: path.join(root, SLOTS_DIR, INCOMING) }
+}
+
+/** Renames the complete folder `incoming` (its files and entries flushed: syncDir) into `slot`'s place, the slot's old content removed after. */
+export async function placeSlot(root: string, slot: SlotName, incoming: string): Promise<void> {
+  const slotPath = slotDir(root, slot)
+  const replaced = path.join(root, SLOTS_DIR, `.replaced-${slot}`)
+  if (existsSync(slotPath)) await rename(slotPath, replaced)
+  await rename(incoming, slotPath)
+  syncDir(path.join(root, SLOTS_DIR))
+  await rm(replaced, { recursive: true, force: true })
+}
+
+/** Switches the boot pointer to `slot` (new, on trial), the active one kept as its previous. @returns the new pointer */
+export function switchToSlot(root: string, slot: SlotName, before: BootPointer | undefined, at = new Date().toISOString()): BootPointer {
+  const next: BootPointer = { format: 1, slot, previous: before?.slot ?? null, confirmed: false, starts: 0, switchedAt: at }
+  writePointer(root, next)
+  return next
+}

@@ -14,7 +14,7 @@ import { parseCliArgs, type CliArgs } from './cli-args.js'
 import { DEVICES_HELP, runDevicesCommand } from './devices.js'
 import { JOBS_HELP, runJobsCommand } from './jobs.js'
 import { FORWARD_HELP, runForwardCommand } from './forward.js'
-import { BUILD_HELP, runBuildCommand } from './build-cmd.js'
+import { BUILD_HELP, loadBuildModule, runBuildCommand } from './build-cmd.js'
 import { KEYS_HELP, runKeysCommand } from './keys-cmd.js'
 import { FLASH_HELP, runFlashCommand } from './flash-cmd.js'
 
@@ -103,13 +103,42 @@ function fail(err: unknown): never {
 /** The format this run's logs take: as asked, else readable on a terminal and JSON when piped. */
 const formatOf = (args: CliArgs): LogFormat => args.logFormat ?? (process.stdout.isTTY === true ? 'pretty' : 'json')
 
+type BuildModule = Awaited<ReturnType<typeof loadBuildModule>>
+/** The build code, once deviceEntry loaded it. */
+let bundler: BuildModule | undefined
+
 /**
- * Starts a device's compiled main.js in a process of its own, its logs as JSON lines that this process
+ * What device `name` runs: its bundle, dist/bundles/<name>/<name>.mjs, as a device would run it,
+ * built first when it is not current (build/run-bundle.ts; signed when OUTPOST_SIGNING_KEY names a
+ * key). Where the sources or esbuild are not there to build it (an installed copy of outpost),
+ * its compiled main.js, and `note` says so.
+ */
+async function deviceEntry(name: string, note: (line: string) => void): Promise<string> {
+  if (!existsSync(path.join(PACKAGE_ROOT, 'devices', name, 'main.ts'))) return deviceMain(name)
+  let b: BuildModule
+  try {
+    b = bundler = await loadBuildModule()
+  } catch (err) {
+    note(`running ${name} from its compiled sources, not as a bundle: ${errorMessage(err)}`)
+    return deviceMain(name)
+  }
+  const key = process.env.OUTPOST_SIGNING_KEY
+  const signingKey = key === undefined || key === '' ? undefined : b.loadSigningKey(key, 'OUTPOST_SIGNING_KEY')
+  return (await b.ensureRunnableBundle(name, { root: PACKAGE_ROOT, signingKey, onNote: note })).entry
+}
+
+/** Ends the bundler's helper process, if a build started one (it would outlive the build). */
+async function stopBundler(): Promise<void> {
+  if (bundler !== undefined) await bundler.stopBundler()
+}
+
+/**
+ * Starts a device's bundle (or compiled main.js) in a process of its own, its logs as JSON lines that this process
  * writes out in its own format. The IPC channel is how the device learns that this process has
  * gone, even by SIGKILL: it then stops too (devices/device-config.ts, stopOnSignals).
  */
-function spawnDevice(name: string, env: Record<string, string>, format: LogFormat, print: (line: string) => void): ChildProcess {
-  const child = spawn(process.execPath, [deviceMain(name)], {
+function spawnDevice(name: string, entry: string, env: Record<string, string>, format: LogFormat, print: (line: string) => void): ChildProcess {
+  const child = spawn(process.execPath, [entry], {
     cwd: PACKAGE_ROOT,
     env: { ...process.env, ...env, OUTPOST_LOG_FORMAT: 'json' },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
@@ -141,6 +170,10 @@ async function demo(args: CliArgs): Promise<void> {
   const logOpts = { level: args.logLevel, format, out: process.stdout }
   const log = createLogger({ name: 'demo', ...logOpts })
   const print = (line: string): void => void process.stdout.write(`${line}\n`)
+  // The devices run their bundles, as they would on a device (built first when the sources changed).
+  const note = (line: string): void => log.info(line)
+  const [display, thermo] = await Promise.all([deviceEntry('display', note), deviceEntry('thermo', note)]).catch(fail)
+  await stopBundler()
   const gateway = await startGateway({ port: args.port ?? 0, host: args.host, logger: createLogger({ name: 'gateway', ...logOpts }) }).catch(fail)
   log.info({ url: gateway.broker.url }, `broker at ${gateway.broker.url}; starting devices thermo-1 and display-1 (Ctrl-C stops)`)
   const env: Record<string, string> = {
@@ -150,14 +183,14 @@ async function demo(args: CliArgs): Promise<void> {
     OUTPOST_LOG_LEVEL: args.logLevel ?? 'info',
   }
   let stopping = false
-  const start = (name: string, id: string): ChildProcess => {
-    const child = spawnDevice(name, { ...env, OUTPOST_DEVICE_ID: id }, format, print)
+  const start = (name: string, entry: string, id: string): ChildProcess => {
+    const child = spawnDevice(name, entry, { ...env, OUTPOST_DEVICE_ID: id }, format, print)
     child.on('exit', (code, signal) => {
       if (!stopping) log.error({ code, signal }, `device ${id} stopped by itself`)
     })
     return child
   }
-  const children = [start('display', 'display-1'), start('thermo', 'thermo-1')]
+  const children = [start('display', display, 'display-1'), start('thermo', thermo, 'thermo-1')]
   const stop = async (): Promise<void> => {
     if (stopping) return
     stopping = true
@@ -206,8 +239,8 @@ async function gateway(args: CliArgs): Promise<void> {
 }
 
 /**
- * Runs a device in this process, so that nothing outlives the CLI: its main.js reads the same
- * OUTPOST_* variables it would read on its own, set here from the options.
+ * Runs a device in this process, so that nothing outlives the CLI: its bundle (see deviceEntry)
+ * reads the same OUTPOST_* variables it would read on its own, set here from the options.
  */
 async function device(args: CliArgs): Promise<void> {
   const env = process.env
@@ -216,7 +249,10 @@ async function device(args: CliArgs): Promise<void> {
   if (args.logLevel !== undefined) env.OUTPOST_LOG_LEVEL = args.logLevel
   env.OUTPOST_LOG_FORMAT = formatOf(args)
   env.OUTPOST_DATA_DIR = args.dataDir!
-  await import(pathToFileURL(deviceMain(args.device!)).href).catch(fail)
+  const note = (line: string): void => void process.stderr.write(`outpost: ${line}\n`)
+  const entry = await deviceEntry(args.device!, note).catch(fail)
+  await stopBundler()
+  await import(pathToFileURL(entry).href).catch(fail)
 }
 
 async function devices(args: CliArgs): Promise<void> {

@@ -8,6 +8,7 @@ import path from 'node:path'
 import { ErrorCode, OutpostError } from '../runtime/errors.js'
 import { ADDON_FILE, resolveAddon, type AddonChoice, type ResolvedAddon } from './addon.js'
 import { bundleDevice } from './bundle.js'
+import { writeStamp } from './bundle-stamp.js'
 import { describeFiles, makeManifest, MANIFEST_FILE, manifestBytes, sha256, SIGNATURE_FILE, type Manifest } from './manifest.js'
 import { PROJECT_ROOT } from './project-root.js'
 import { keyIdOf, signManifest } from './signing.js'
@@ -131,6 +132,7 @@ export async function buildDevice(name: string, opts: BuildOptions = {}, onStep:
     checkReplaceable(target)
     await rm(target, { recursive: true, force: true })
     await rename(staging, target)
+    await writeStamp(outDir, name, root, bundle.metafile, addon !== undefined)
     onStep('done')
     const js = manifest.files.find((f) => f.path === manifest.entry)!
     return {

@@ -10,3 +10,5 @@ export { DEFAULT_KEY_DIR, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, writeKeyPair, type 
 export { BUDGETS_FILE, DEFAULT_BUDGET, budgetFor, checkBudget, kb, sizeBreakdown, type SizeBudget, type SizeShare } from './sizes.js'
 export { verifyBundle, type VerifyTarget } from './verify.js'
 export { PROJECT_ROOT } from './project-root.js'
+export { currentBundle, stampFile } from './bundle-stamp.js'
+export { ensureRunnableBundle, stopBundler, type RunBundleOptions, type RunnableBundle } from './run-bundle.js'

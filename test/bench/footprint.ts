@@ -1,8 +1,12 @@
-// Idle device footprint: RSS and start-to-ready time of the bundled display device (one
-// service, connected to the broker) beside a bare `node -e` process.
+// Idle device footprint: RSS and start-to-ready time of the demo devices' bundles (display: one
+// service, memory stores; thermo: SQLite, a queue, a schedule), connected to a broker, beside a
+// bare `node -e` process; and each bundle's size.
 import { spawn } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
-import { bundleDevice } from '../../build/bundle.js'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { buildDevice, stopBundler, type BuiltDevice } from '../../build/index.js'
 import { startMqttBroker } from '../../gateway/broker/mqtt-broker.js'
 import type { BenchResult } from './measure.js'
 import { confine } from './measured.js'
@@ -35,23 +39,59 @@ async function measure(args: string[], env: Record<string, string>, ready: RegEx
   return { readyMs, rssMb: rss / 1024 }
 }
 
+/** Each measurement of a series, and its median. */
+type Sample = { readyMs: number; rssMb: number }
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+
+/**
+ * The demo devices' bundles, built as `outpost build` builds them (unsigned), each run `runs`
+ * times beside a bare node process, interleaved: ready time and idle RSS, and their ratios to
+ * bare node's of the same run. The thermo opens its SQLite database (made by a first, unmeasured
+ * start: a device restarts far more often than it is first flashed). Sizes are the JavaScript's,
+ * minified and gzip-compressed, the addon not counted.
+ */
 export async function benchFootprint(runs: number): Promise<BenchResult[]> {
-  const bundle = await bundleDevice('display', `${ROOT}dist/bench`, ROOT)
+  const out = `${ROOT}dist/bench/bundles`
+  const unbounded = { minifiedKb: Number.MAX_SAFE_INTEGER, gzipKb: Number.MAX_SAFE_INTEGER }
+  const devices = ['display', 'thermo']
+  const built = new Map<string, BuiltDevice>()
+  for (const name of devices) built.set(name, await buildDevice(name, { root: ROOT, outDir: out, unsigned: true, budget: unbounded }))
+  await stopBundler()
   const broker = await startMqttBroker({ port: 0 })
-  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
-  const bare: { readyMs: number; rssMb: number }[] = []
-  const device: { readyMs: number; rssMb: number }[] = []
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'outpost-footprint-'))
+  // One device id each, so that the thermo's later starts open the database its first one made.
+  const envOf = (name: string): Record<string, string> => ({ OUTPOST_MQTT_URL: broker.url, OUTPOST_DEVICE_ID: `fp-${name}`, OUTPOST_DATA_DIR: dataDir })
+  const bare: Sample[] = []
+  const device = new Map<string, Sample[]>(devices.map((n) => [n, []]))
   try {
+    for (const name of devices) await measure([built.get(name)!.entry], envOf(name), /"msg":"ready"/, 100)
     for (let i = 0; i < runs; i++) {
       bare.push(await measure(['-e', "console.log('ready'); setInterval(() => {}, 1 << 30)"], {}, /ready/, 1_000))
-      device.push(await measure([bundle.file], { OUTPOST_MQTT_URL: broker.url, OUTPOST_DEVICE_ID: `fp-${i}` }, /"msg":"ready"/, 1_000))
+      for (const name of devices) device.get(name)!.push(await measure([built.get(name)!.entry], envOf(name), /"msg":"ready"/, 1_000))
     }
   } finally {
     await broker.close()
+    await rm(dataDir, { recursive: true, force: true })
   }
-  const row = (system: string, xs: { readyMs: number; rssMb: number }[], extra: Record<string, number | string> = {}): BenchResult => ({
+  const bareReady = median(bare.map((x) => x.readyMs))
+  const bareRss = median(bare.map((x) => x.rssMb))
+  const row = (system: string, xs: Sample[], extra: Record<string, number | string> = {}): BenchResult => ({
     system, workload: 'idle-device-footprint', concurrency: 1, ops_per_s: 0, p50_us: null, p99_us: null,
     extra: { ready_ms: Math.round(median(xs.map((x) => x.readyMs))), rss_mb: Number(median(xs.map((x) => x.rssMb)).toFixed(1)), ...extra },
   })
-  return [row('node-bare', bare), row('outpost-device-bundle', device, { bundle_kb: Math.round(bundle.bytes / 1024) })]
+  return [
+    row('node-bare', bare),
+    ...devices.map((name) => {
+      const xs = device.get(name)!
+      const b = built.get(name)!
+      const top = b.breakdown.slice(0, 6).map((s) => `${s.name} ${(s.bytes / 1024).toFixed(1)}`).join(', ')
+      return row(`outpost-${name}-bundle`, xs, {
+        ready_vs_bare: Number((median(xs.map((x) => x.readyMs)) / bareReady).toFixed(2)),
+        rss_over_bare_mb: Number((median(xs.map((x) => x.rssMb)) - bareRss).toFixed(1)),
+        bundle_kb: Number((b.bytes / 1024).toFixed(1)),
+        gzip_kb: Number((b.gzipBytes / 1024).toFixed(1)),
+        biggest_kb: top,
+      })
+    }),
+  ]
 }

@@ -6,7 +6,7 @@ import path from 'node:path'
 import { parseArgs } from 'node:util'
 import type { LevelWithSilent } from 'pino'
 import { parseSampleMs } from '../devices/device-config.js'
-import { checkForwardTarget, FORWARD_VERBS } from './forward.js'
+import { checkForwardTarget, FORWARD_VERBS, PURGE_ALL } from './forward.js'
 import { parseBuildArgs, parseFlashArgs, parseKeysArgs, type BuildArgs, type BundleArgsContext, type FlashArgs, type KeysArgs } from './cli-args-bundle.js'
 // The bundle commands' argument types, where the CLI's other types are.
 export type { BuildArgs, FlashArgs, KeysArgs, OtaArgs } from './cli-args-bundle.js'
@@ -106,6 +106,7 @@ const OPTIONS = {
   token: { type: 'string' },
   'chunk-kb': { type: 'string' },
   wait: { type: 'string' },
+  all: { type: 'boolean' },
 } as const
 type OptionName = keyof typeof OPTIONS
 
@@ -115,7 +116,7 @@ const PER_COMMAND: Record<Command, readonly OptionName[]> = {
   gateway: ['port', 'host', 'config', 'print-config'],
   device: ['url', 'id'],
   devices: ['config', 'role', 'json'],
-  forward: ['config', 'target', 'limit', 'json'],
+  forward: ['config', 'target', 'limit', 'json', 'all'],
   jobs: ['db', 'limit', 'json'],
   build: ['out', 'key', 'unsigned', 'budget-kb', 'gzip-budget-kb', 'build-time', 'addon', 'platform', 'arch'],
   keys: ['out', 'force'],
@@ -316,7 +317,10 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv, devices: De
         const verb = rest[0]
         // Taken and ignored before: `forward purge --limit 5` deleted every dead letter.
         if (limit !== undefined && verb !== undefined && verb !== 'dead' && (FORWARD_VERBS as readonly string[]).includes(verb)) throw bad(`--limit is an option of outpost forward dead only, not of ${verb}`)
+        if (values.all === true && verb !== undefined && verb !== 'purge' && (FORWARD_VERBS as readonly string[]).includes(verb)) throw bad(`--all is an option of outpost forward purge only, not of ${verb}`)
         if (str('target') !== undefined && verb !== undefined && (FORWARD_VERBS as readonly string[]).includes(verb)) checkForwardTarget(str('target')!, Object.keys(config.forward?.targets ?? {}), config.dataDir!)
+        // `--all` goes to the command with the seqs: `purge` deletes every dead letter only when asked to.
+        if (values.all === true) args.rest = [...rest, PURGE_ALL]
       }
       if (str('target') !== undefined) args.target = str('target')
       break

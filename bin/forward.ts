@@ -13,7 +13,8 @@ Commands:
   status                  per target: events waiting, their bytes, the oldest one's age, dead letters
   dead [--limit N]        dead letters, oldest first: target, seq, device, event id, when, why
   redrive [seq…]          dead letters (all, those of --target, or those named) back to the end of their queue
-  purge [seq…]            delete dead letters (all, those of --target, or those named)
+  purge <seq…|--all>      delete the dead letters named, or with --all every one (of --target, if given);
+                          without seqs or --all nothing is deleted
 
 The forward queue is <dataDir>/forward.db (dataDir from --config FILE, OUTPOST_GATEWAY_DATA_DIR,
 or .outpost/gateway). --json prints JSON for scripts.`
@@ -22,6 +23,12 @@ const bad = (message: string): OutpostError => new OutpostError(ErrorCode.BAD_AR
 
 /** The commands of `outpost forward`. */
 export const FORWARD_VERBS = ['status', 'dead', 'redrive', 'purge'] as const
+
+/**
+ * The word that stands for `--all` among the arguments of `outpost forward purge`: the command
+ * line's option, passed on with the seqs (bin/cli-args.ts) so that the command sees it.
+ */
+export const PURGE_ALL = '--all'
 
 /**
  * What a terminal acts on rather than shows (C0 and C1 controls, DEL, line and paragraph
@@ -69,16 +76,26 @@ export function checkForwardTarget(target: string, configured: readonly string[]
   throw bad(`--target ${target}: no such target${all.length === 0 ? ' (the config names none and the forward queue holds none)' : `; expected one of ${all.join(', ')}`}`)
 }
 
-/** Runs one `outpost forward` command and returns what it prints. @throws BAD_ARGUMENT for a wrong call, NOT_FOUND without a forward queue or for a seq that is no dead letter */
-export function runForwardCommand(rest: string[], opts: { dataDir: string; target?: string; limit?: string; json?: boolean }, now: () => number = Date.now): string {
-  const [verb, ...more] = rest
+/**
+ * Runs one `outpost forward` command and returns what it prints. `rest` is the verb and its
+ * arguments; for `purge`, PURGE_ALL among them (or `opts.all`) asks for every dead letter.
+ * @throws BAD_ARGUMENT for a wrong call, NOT_FOUND without a forward queue or for a seq that is no dead letter
+ */
+export function runForwardCommand(rest: string[], opts: { dataDir: string; target?: string; limit?: string; json?: boolean; all?: boolean }, now: () => number = Date.now): string {
+  const [verb, ...words] = rest
   if (verb === undefined) throw bad('outpost forward: which command? status, dead, redrive or purge')
   if (!(FORWARD_VERBS as readonly string[]).includes(verb)) throw bad(`outpost forward: unknown command "${shown(verb.slice(0, 40))}"; expected ${FORWARD_VERBS.join(', ')}`)
+  const all = opts.all === true || words.includes(PURGE_ALL)
+  const more = words.filter((w) => w !== PURGE_ALL)
+  if (all && verb !== 'purge') throw bad(`--all is an option of outpost forward purge only, not of ${verb}`)
   if (more.length > 0 && (verb === 'status' || verb === 'dead')) throw bad(`outpost forward ${verb} takes no arguments (got "${shown(more[0]!.slice(0, 40))}")`)
   const seqs = more.map((s) => {
     if (!/^[1-9]\d{0,15}$/.test(s)) throw bad(`outpost forward ${verb}: "${shown(s.slice(0, 40))}" is not a dead letter's seq (a whole number, as \`outpost forward dead\` lists them)`)
     return Number(s)
   })
+  // Was: `purge` without seqs deleted every dead letter, one word short of a named one.
+  if (verb === 'purge' && seqs.length === 0 && !all) throw bad(`outpost forward purge: give the seqs of the dead letters to delete, or --all for every one${opts.target === undefined ? '' : ` of target ${opts.target}`}; nothing was deleted`)
+  if (verb === 'purge' && seqs.length > 0 && all) throw bad('outpost forward purge: give seqs or --all, not both; nothing was deleted')
   const queue = openQueue(opts.dataDir)
   try {
     const print = (value: unknown, text: () => string): string => (opts.json === true ? JSON.stringify(value, null, 2) : text())

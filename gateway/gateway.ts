@@ -232,6 +232,8 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   // Cloud callers to device commands: routed by the registry, sent through the gateway's runtime.
   const commands = createCommandRouter({ runtime, registry, defaults: config.commands })
   let brokerUp = true
+  // Cloud callers over NATS and RabbitMQ (started below, after the HTTP face), by front end: /metrics reads their counts.
+  const cloudCommands = new Map<'nats' | 'rabbitmq', CommandFrontEnd>()
   const http = config.http.enabled
     ? await startHttpServer({
         host: config.http.host,
@@ -261,6 +263,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
           registry,
           sessions: () => brokerDatabase?.stats(),
           forward: () => forwarder?.stats(),
+          cloudCommands: () => [...cloudCommands].map(([frontEnd, f]) => [frontEnd, f.stats()]),
           ...(config.commands.http.enabled ? { commands: { router: commands, allow: config.commands.http.allow } } : {}),
           auth: () => auth?.stats() ?? { refused: {}, deniedPublish: {}, deniedSubscribe: {}, kicked: 0 },
         },
@@ -273,9 +276,8 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
       })
     : undefined
   // Cloud callers over NATS and RabbitMQ: they start even when the cloud is unreachable, and keep trying.
-  const cloudCommands: CommandFrontEnd[] = []
-  if (config.commands.nats !== undefined) cloudCommands.push(await startNatsCommands({ config: config.commands.nats, router: commands, log }))
-  if (config.commands.rabbitmq !== undefined) cloudCommands.push(await startRabbitCommands({ config: config.commands.rabbitmq, router: commands, log }))
+  if (config.commands.nats !== undefined) cloudCommands.set('nats', await startNatsCommands({ config: config.commands.nats, router: commands, log }))
+  if (config.commands.rabbitmq !== undefined) cloudCommands.set('rabbitmq', await startRabbitCommands({ config: config.commands.rabbitmq, router: commands, log }))
   log.info({ url: broker.url, http: http?.url, auth: config.auth.enabled, persistence: config.persistence, dataDir: config.dataDir }, 'gateway ready')
   let closed: Promise<void> | undefined
   // Its wait between two tries to bind again is cut short when the gateway is closed meanwhile.
@@ -327,7 +329,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
         pause.wake()
         await restarting
         await http?.close()
-        await Promise.all(cloudCommands.map((f) => f.close()))
+        await Promise.all([...cloudCommands.values()].map((f) => f.close()))
         await runtime.stop({ drainMs: 1_000 })
         brokerUp = false
         await broker.close()

@@ -15,11 +15,19 @@ export interface CommandFrontEnd {
    * are not error codes: `NO_REPLY` (a request with no reply address: nobody to answer, dropped)
    * `REPLY_LOST` (the reply could not be sent: the link dropped, or it was too large), and
    * `REDELIVERED` (RabbitMQ: a request that came back too many times, its connection lost each
-   * time before it was done, dropped).
+   * time before it was done, dropped). `redelivered` (RabbitMQ only): deliveries the broker marked
+   * as redelivered (a connection was lost before the request was acknowledged; it may run again).
    */
-  stats(): { handled: number; failed: Record<string, number> }
+  stats(): CommandFrontEndStats
   /** Stops taking requests and closes the connection; calls in flight are not waited for. */
   close(): Promise<void>
+}
+
+/** What `CommandFrontEnd.stats` counts. */
+export interface CommandFrontEndStats {
+  handled: number
+  failed: Record<string, number>
+  redelivered?: number
 }
 
 /** Largest request body taken, bytes: as over HTTP (a device's MQTT packet limit is 1 MiB by default). */
@@ -72,14 +80,16 @@ export function encodeReply(outcome: { result: unknown } | { error: WireError })
   }
 }
 
-/** Counters behind `CommandFrontEnd.stats`. */
-export function createCommandStats(): { ok(): void; fail(code: string): void; read(): { handled: number; failed: Record<string, number> } } {
+/** Counters behind `CommandFrontEnd.stats`; `redelivered` is read once `redelivery` was called (a front end whose broker redelivers). */
+export function createCommandStats(): { ok(): void; fail(code: string): void; redelivery(): void; read(): CommandFrontEndStats } {
   let handled = 0
+  let redelivered: number | undefined
   const failed: Record<string, number> = {}
   return {
     ok: () => void handled++,
     fail: (code) => void (failed[code] = (failed[code] ?? 0) + 1),
-    read: () => ({ handled, failed: { ...failed } }),
+    redelivery: () => void (redelivered = (redelivered ?? 0) + 1),
+    read: () => ({ handled, failed: { ...failed }, ...(redelivered === undefined ? {} : { redelivered }) }),
   }
 }
 

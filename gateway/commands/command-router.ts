@@ -124,17 +124,24 @@ export function createCommandRouter(opts: { runtime: Runtime; registry: Registry
     return send(req, req.device, deadline)
   }
 
+  // Who runs the command comes from the registry's index (in memory), not from a read of every
+  // device's entry: this runs on every call that names no device, and again at each poll while
+  // a held one waits.
   const anyDevice = async (req: CommandRequest, deadline: number): Promise<unknown> => {
     for (;;) {
-      const all = registry.list()
-      const live = all.filter((e) => e.online && offers(e, req) === 'yes')
-      if (live.length > 0) {
-        const chosen = live[Math.floor(Math.random() * live.length)]!
-        checkPayload(req, chosen)
-        return send(req, chosen.device, deadline)
+      const who = registry.offering(req.service, req.version, req.command)
+      // A device online in the index whose entry is gone by now (evicted in between) is passed over.
+      const live = who.online.slice()
+      while (live.length > 0) {
+        const i = Math.floor(Math.random() * live.length)
+        const chosen = registry.get(live[i]!)
+        if (chosen?.online === true) {
+          checkPayload(req, chosen)
+          return send(req, chosen.device, deadline)
+        }
+        live.splice(i, 1)
       }
-      const known = all.some((e) => offers(e, req) === 'yes')
-      if (!known) throw noHandler(req, all.some((e) => offers(e, req) === 'no-command') ? 'no-command' : 'no-service')
+      if (who.online.length === 0 && !who.offline) throw noHandler(req, who.service ? 'no-command' : 'no-service')
       if ((req.offline ?? defaults.offline) === 'fail' || now() >= deadline) {
         throw new OutpostError(ErrorCode.DEVICE_OFFLINE, `every device that runs ${req.service}@${req.version}.${req.command} is offline`, { retryable: true })
       }

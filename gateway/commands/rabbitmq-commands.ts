@@ -140,6 +140,7 @@ export async function startRabbitCommands(opts: { config: RabbitCommandsConfig; 
     }
     // A request that keeps coming back (each time its connection was lost before its ack) is
     // dropped after MAX_DELIVERIES: see `deliveries`.
+    if (m.fields.redelivered) counts.redelivery()
     if (m.fields.redelivered && redelivered(m, replyTo) > MAX_DELIVERIES) {
       counts.fail('REDELIVERED')
       troubles.warn('redelivered', { queue: config.queue, replyTo: replyTo.slice(0, 200) }, `a command request delivered ${MAX_DELIVERIES} times, its connection lost each time before it was done, was dropped (a replyTo the broker fails on?)`)

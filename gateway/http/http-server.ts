@@ -14,6 +14,7 @@ import { MESSAGE_KINDS, type Traffic } from './traffic.js'
 import type { ForwarderStats } from '../forward/forwarder.js'
 import { forwardMetrics } from './forward-metrics.js'
 import type { CommandRouter } from '../commands/command-router.js'
+import type { CommandFrontEndStats } from '../commands/command-request.js'
 import { commandRoutes } from './command-routes.js'
 
 /** What the HTTP face reads of a running gateway. */
@@ -28,6 +29,8 @@ export interface GatewayView {
   sessions?(): SessionQueueStats | undefined
   /** Store-and-forward to cloud targets (undefined when none is configured). */
   forward?(): ForwarderStats | undefined
+  /** The cloud command front ends running (`nats`, `rabbitmq`) and their counts. */
+  cloudCommands?(): Iterable<[string, CommandFrontEndStats]>
   /** Device commands over HTTP, when on: the router and what HTTP callers may call. */
   commands?: { router: CommandRouter; allow: readonly string[] }
 }
@@ -158,8 +161,27 @@ function gatewayMetrics(view: GatewayView, traffic: Traffic | undefined): Metric
   })
   follow('outpost_gateway_clients_kicked_total', 'Clients disconnected because their device was revoked or its secret rotated.', [], () => [[{}, view.auth().kicked]])
   follow('outpost_gateway_presence_ignored_total', 'Status frames the registry did not record, by reason.', ['reason'], () => byReason(view.registry.stats().ignored))
+  follow('outpost_gateway_contracts_recorded_total', 'Contract documents the registry kept (empty frames, which clear one, included).', [], () => [[{}, view.registry.stats().contracts.recorded]])
+  follow('outpost_gateway_contracts_ignored_total', 'Contract frames the registry did not keep, by reason (too-large, malformed, kind, sender, payload, unknown).', ['reason'], () => byReason(view.registry.stats().contracts.ignored))
+  cloudCommandMetrics(follow, () => [...(view.cloudCommands?.() ?? [])])
   forwardMetrics(gauge, follow, () => view.forward?.())
   return register
+}
+
+/** Keys of CommandFrontEndStats.failed that are no error code of a reply: nothing was answered, or the answer was lost. */
+const NOT_REPLIED = new Set(['NO_REPLY', 'REPLY_LOST', 'REDELIVERED'])
+
+/** The cloud command front ends' counts (label `front_end`: nats, rabbitmq), read at each scrape. */
+function cloudCommandMetrics(follow: FollowOf, read: () => [string, CommandFrontEndStats][]): void {
+  const each = (value: (s: CommandFrontEndStats) => number): [Record<'front_end', string>, number][] => read().map(([frontEnd, s]) => [{ front_end: frontEnd }, value(s)])
+  follow('outpost_gateway_cloud_commands_handled_total', "Cloud command requests answered with the device's result.", ['front_end'], () => each((s) => s.handled))
+  follow('outpost_gateway_cloud_commands_failed_total', 'Cloud command requests answered with an error, by its code.', ['front_end', 'code'], () =>
+    read().flatMap(([frontEnd, s]) => Object.entries(s.failed).filter(([code]) => !NOT_REPLIED.has(code)).map(([code, n]): [Record<'front_end' | 'code', string>, number] => [{ front_end: frontEnd, code }, n])),
+  )
+  follow('outpost_gateway_cloud_commands_no_reply_total', 'Cloud command requests dropped unanswered: no reply subject (NATS) or replyTo (RabbitMQ) to answer to (NO_REPLY).', ['front_end'], () => each((s) => s.failed.NO_REPLY ?? 0))
+  follow('outpost_gateway_cloud_commands_reply_lost_total', 'Cloud command requests that ran but whose reply could not be sent: the link was lost meanwhile, or the reply was refused (REPLY_LOST).', ['front_end'], () => each((s) => s.failed.REPLY_LOST ?? 0))
+  follow('outpost_gateway_cloud_commands_redelivered_total', 'Cloud command requests delivered again after a connection was lost before they were acknowledged; each runs again (RabbitMQ; NATS does not redeliver: 0).', ['front_end'], () => each((s) => s.redelivered ?? 0))
+  follow('outpost_gateway_cloud_commands_redelivery_dropped_total', 'Cloud command requests dropped after 5 deliveries, each ended by a lost connection (REDELIVERED).', ['front_end'], () => each((s) => s.failed.REDELIVERED ?? 0))
 }
 
 /**

@@ -110,7 +110,7 @@ interface Row {
   document: string
 }
 
-/** Creates the store over the gateway database, making its table when it is missing. */
+/** Creates the store over the gateway database's `registry_contracts` table (a step of GATEWAY_MIGRATIONS, gateway/store/gateway-database.ts). */
 export function createContractStore(database: DeviceDatabase, opts: ContractStoreOptions): ContractStore {
   const maxBytes = opts.maxBytes ?? MAX_CONTRACT_BYTES
   const flushMs = opts.flushMs ?? 50
@@ -118,13 +118,6 @@ export function createContractStore(database: DeviceDatabase, opts: ContractStor
   const limiter = opts.log === undefined ? undefined : createLogLimiter(opts.log)
   const codec = createEnvelopeCodec({ maxFrameBytes: maxBytes })
   const { db } = database
-  db.exec(`CREATE TABLE IF NOT EXISTS registry_contracts (
-    device      TEXT    PRIMARY KEY,
-    instance    TEXT    NOT NULL,
-    received_at INTEGER NOT NULL,
-    bytes       INTEGER NOT NULL,
-    document    TEXT    NOT NULL
-  ) WITHOUT ROWID`)
   const upsert: Statement = db.prepare(`
     INSERT INTO registry_contracts (device, instance, received_at, bytes, document) VALUES (@device, @instance, @receivedAt, @bytes, @document)
     ON CONFLICT (device) DO UPDATE SET instance = excluded.instance, received_at = excluded.received_at, bytes = excluded.bytes, document = excluded.document`)

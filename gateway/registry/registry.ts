@@ -44,6 +44,13 @@ export interface RegistryStats {
   contracts: ContractStats
 }
 
+/** What `Registry.offering` answers. */
+export interface CommandOffers {
+  online: string[]
+  offline: boolean
+  service: boolean
+}
+
 /** The fleet registry, kept in the gateway database (survives restarts). */
 export interface Registry {
   /**
@@ -64,6 +71,13 @@ export interface Registry {
    * `instance`: when that is not the instance of the device's presence, it is stale.
    */
   contract(device: string): DeviceContract | undefined
+  /**
+   * Who announces a command, from an index kept in memory (nothing is read from the database):
+   * `online`, the devices online now that announce `command` of `service@version`, in no
+   * particular order; `offline`, whether a device offline announces it; `service`, whether any
+   * device known announces `service@version` at all (with that command or not).
+   */
+  offering(service: string, version: string, command: string): CommandOffers
   /** Devices online now (kept in memory). */
   online(): number
   /** Devices known (kept in memory). */
@@ -178,6 +192,48 @@ export function createRegistry(database: DeviceDatabase, opts: RegistryOptions =
   let closed = false
   const contracts = createContractStore(database, { known: (device) => known.has(device), maxBytes: opts.maxContractBytes, flushMs, log: opts.log })
 
+  // Which devices announce which services and commands, kept with each change of a device's
+  // services: the command router asks who runs a command on every call that names no device, and
+  // reading (and parsing) every device's services for that cost as much as the fleet is large.
+  const byService = new Map<string, Set<string>>()
+  const byCommand = new Map<string, Set<string>>()
+  // The keys of byService and byCommand each device is in.
+  const indexed = new Map<string, string[]>()
+  const serviceKey = (name: string, version: string): string => JSON.stringify([name, version])
+  const commandKey = (name: string, version: string, command: string): string => JSON.stringify([name, version, command])
+  const drop = (map: Map<string, Set<string>>, key: string, device: string): void => {
+    const set = map.get(key)
+    set?.delete(device)
+    if (set?.size === 0) map.delete(key)
+  }
+  const add = (map: Map<string, Set<string>>, key: string, device: string): void => {
+    let set = map.get(key)
+    if (set === undefined) map.set(key, (set = new Set()))
+    set.add(device)
+  }
+  const unindex = (device: string): void => {
+    for (const key of indexed.get(device) ?? []) {
+      drop(byService, key, device)
+      drop(byCommand, key, device)
+    }
+    indexed.delete(device)
+  }
+  const index = (device: string, services: readonly ServiceEntry[]): void => {
+    unindex(device)
+    const keys: string[] = []
+    for (const s of services) {
+      const sk = serviceKey(s.name, s.version)
+      add(byService, sk, device)
+      keys.push(sk)
+      for (const c of s.commands) {
+        const ck = commandKey(s.name, s.version, c)
+        add(byCommand, ck, device)
+        keys.push(ck)
+      }
+    }
+    if (keys.length > 0) indexed.set(device, keys)
+  }
+
   for (const r of db.prepare('SELECT device, online, instance, runtime, first_seen, last_seen, changed_at FROM registry ORDER BY last_seen').all() as Row[]) {
     const k: Known = { online: r.online === 1, firstSeen: r.first_seen, lastSeen: r.last_seen, changedAt: r.changed_at }
     if (r.instance !== null) k.instance = r.instance
@@ -232,7 +288,10 @@ export function createRegistry(database: DeviceDatabase, opts: RegistryOptions =
   }
   const changed = (device: string, services?: ServiceEntry[]): void => {
     const p = pending.get(device) ?? {}
-    if (services !== undefined) p.services = JSON.stringify(services)
+    if (services !== undefined) {
+      p.services = JSON.stringify(services)
+      index(device, services)
+    }
     pending.set(device, p)
     schedule()
   }
@@ -254,6 +313,7 @@ export function createRegistry(database: DeviceDatabase, opts: RegistryOptions =
     known.delete(oldest.value)
     pending.delete(oldest.value)
     deleted.add(oldest.value)
+    unindex(oldest.value)
     contracts.forget(oldest.value)
     return true
   }
@@ -318,6 +378,8 @@ export function createRegistry(database: DeviceDatabase, opts: RegistryOptions =
       return []
     }
   }
+  // The index of what the devices loaded above announce: their services are read this once.
+  for (const r of servicesOfAll.all() as { device: string; services: string }[]) if (known.has(r.device)) index(r.device, parse(r.services))
 
   return {
     observe(topic, payload, at) {
@@ -358,6 +420,15 @@ export function createRegistry(database: DeviceDatabase, opts: RegistryOptions =
       return entryOf(device, k, parse(json))
     },
     contract: (device) => contracts.get(device),
+    offering(service, version, command) {
+      const online: string[] = []
+      let anyOffline = false
+      for (const device of byCommand.get(commandKey(service, version, command)) ?? []) {
+        if (known.get(device)?.online === true) online.push(device)
+        else anyOffline = true
+      }
+      return { online, offline: anyOffline, service: byService.has(serviceKey(service, version)) }
+    },
     online: () => onlineCount,
     size: () => known.size,
     stats: () => ({ recorded: stats.recorded, ignored: { ...stats.ignored }, contracts: contracts.stats() }),

@@ -1,3 +1,4 @@
+import { ErrorCode, isOutpostError, OutpostError } from '../../runtime/errors.js'
 import { openDeviceDatabase, type DeviceDatabase, type Migration } from '../../runtime/stores/sqlite/index.js'
 
 // The gateway's own SQLite database, `<dataDir>/gateway.db`: the devices allowed on its broker
@@ -34,9 +35,52 @@ export const GATEWAY_MIGRATIONS: readonly Migration[] = [
       `)
     },
   },
+  {
+    version: 2,
+    description: 'the contract document each device of the registry announced last',
+    up(db) {
+      // Gateways of schema version 1 made this table themselves when they started (CREATE TABLE
+      // IF NOT EXISTS in gateway/registry/contracts.ts): a database of theirs may have it already,
+      // as this step makes it.
+      db.exec(`
+        CREATE TABLE IF NOT EXISTS registry_contracts (
+          device      TEXT    PRIMARY KEY,
+          instance    TEXT    NOT NULL,
+          received_at INTEGER NOT NULL,
+          bytes       INTEGER NOT NULL,
+          document    TEXT    NOT NULL
+        ) WITHOUT ROWID;
+      `)
+    },
+  },
 ]
 
-/** Opens `<dataDir>/gateway.db`: 'device' access for the gateway process (locked), 'tool' for the CLI beside it. */
+const olderSchema = (err: unknown): err is OutpostError => {
+  if (!isOutpostError(err, ErrorCode.STORE_FAILED)) return false
+  const d = err.details as { current?: unknown; latest?: unknown } | undefined
+  return typeof d?.current === 'number' && typeof d.latest === 'number' && d.current >= 1 && d.current < d.latest
+}
+
+/**
+ * Opens `<dataDir>/gateway.db`: 'device' access for the gateway process (locked, migrated),
+ * 'tool' for the CLI beside it, 'read' to look only. A 'tool' open of a database of an older
+ * schema (no gateway of this version has started on it yet) updates it first when no gateway
+ * holds it, as that gateway would; while an older gateway runs on it, nothing is changed.
+ */
 export function openGatewayDatabase(path: string, access: 'device' | 'tool' | 'read' = 'device'): DeviceDatabase {
-  return openDeviceDatabase({ path, access, migrations: GATEWAY_MIGRATIONS, synchronous: 'FULL', onCorrupt: 'fail' })
+  const open = (a: 'device' | 'tool' | 'read'): DeviceDatabase => openDeviceDatabase({ path, access: a, migrations: GATEWAY_MIGRATIONS, synchronous: 'FULL', onCorrupt: 'fail' })
+  try {
+    return open(access)
+  } catch (err) {
+    if (access !== 'tool' || !olderSchema(err)) throw err
+    try {
+      open('device').close()
+    } catch (e) {
+      if (isOutpostError(e, ErrorCode.STORE_IN_USE)) {
+        throw new OutpostError(ErrorCode.STORE_FAILED, `gateway database ${path} has an older schema, and the gateway that runs on it is of an older version; restart it with this version to update the database (nothing was changed)`, { cause: err, details: err.details })
+      }
+      throw e
+    }
+    return open('tool')
+  }
 }

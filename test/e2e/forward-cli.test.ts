@@ -7,7 +7,8 @@
 // with exit code 0; a seq that is no dead letter was "0 dead letters deleted", exit 0; --limit on
 // status, redrive and purge was taken and ignored; `status extra` said "extra" was no seq;
 // dead letters were printed raw (a device's escape codes reached the operator's terminal); and a
-// redrive beside a running gateway left its backlog negative once the redriven events went out.
+// redrive beside a running gateway left its backlog negative once the redriven events went out;
+// `purge` without seqs deleted every dead letter (it now takes seqs or an explicit --all).
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -145,6 +146,15 @@ describe('outpost forward: typos and misuse', () => {
       [['forward', 'status', '--json=yes', ...c], '--json takes no value'],
       [['forward', 'status', '--port', '1883', ...c], '--port is not an option of outpost forward'],
       [['forward', 'status', '--role', 'x', ...c], '--role is not an option of outpost forward'],
+      // Was every dead letter deleted, exit 0: a purge now names its seqs or says --all.
+      [['forward', 'purge', ...c], 'outpost forward purge: give the seqs of the dead letters to delete, or --all for every one; nothing was deleted'],
+      [['forward', 'purge', '--target', 'cloud', ...c], 'give the seqs of the dead letters to delete, or --all for every one of target cloud; nothing was deleted'],
+      [['forward', 'purge', '--json', ...c], 'or --all for every one'],
+      [['forward', 'purge', '--all=yes', ...c], '--all takes no value'],
+      [['forward', 'purge', '3', '--all', ...c], 'give seqs or --all, not both'],
+      [['forward', 'redrive', '--all', ...c], '--all is an option of outpost forward purge only, not of redrive'],
+      [['forward', 'status', '--all', ...c], '--all is an option of outpost forward purge only, not of status'],
+      [['devices', 'list', '--all', ...c], '--all is not an option of outpost devices'],
     ]
     for (const [args, text] of cases) expectRefused(await outpost(args, f.dir), 2, 'BAD_ARGUMENT', text, args.join(' '))
     // Nothing was changed by any of them.
@@ -194,8 +204,8 @@ describe('outpost forward: typos and misuse', () => {
     const garbage = folder('garbage', FORWARD_YAML)
     const junk = randomBytes(8192)
     writeFileSync(path.join(garbage.dataDir, 'forward.db'), junk)
-    for (const verb of ['status', 'dead', 'redrive', 'purge']) {
-      expectRefused(await outpost(['forward', verb, '--config', garbage.config], garbage.dir), 1, 'STORE_FAILED', `${path.join(garbage.dataDir, 'forward.db')} is not an SQLite database`, `garbage ${verb}`)
+    for (const verb of [['status'], ['dead'], ['redrive'], ['purge', '--all']]) {
+      expectRefused(await outpost(['forward', ...verb, '--config', garbage.config], garbage.dir), 1, 'STORE_FAILED', `${path.join(garbage.dataDir, 'forward.db')} is not an SQLite database`, `garbage ${verb.join(' ')}`)
     }
     expect(readFileSync(path.join(garbage.dataDir, 'forward.db')).equals(junk)).toBe(true)
     const empty = folder('empty', FORWARD_YAML)
@@ -253,9 +263,16 @@ describe('outpost forward: what it is for', () => {
       { target: 'cloud', waiting: 2, dead: 1 },
       { target: 'warehouse', waiting: 2, dead: 0 },
     ])
-    // purge without seqs or --target is every dead letter (as documented).
-    const all = await outpost(['forward', 'purge', ...c], f.dir)
-    expect([all.code, all.out.trim()]).toEqual([0, '1 dead letter deleted'])
+    // purge without seqs deletes nothing; --all is every dead letter (of --target when given).
+    expect((await outpost(['forward', 'purge', ...c], f.dir)).code).toBe(2)
+    expect(((await json(['forward', 'dead'])) as unknown[]).length).toBe(1)
+    seed(f.dataDir, [], [{ row: row('warehouse', 7), reason: 'refused' }])
+    const ofTarget = await outpost(['forward', 'purge', '--all', '--target', 'warehouse', ...c], f.dir)
+    expect([ofTarget.code, ofTarget.out.trim()]).toEqual([0, '1 dead letter deleted'])
+    expect(((await json(['forward', 'dead'])) as { target: string }[]).map((d) => d.target)).toEqual(['cloud'])
+    seed(f.dataDir, [], [{ row: row('warehouse', 8), reason: 'refused' }])
+    const all = await outpost(['forward', 'purge', '--all', ...c], f.dir)
+    expect([all.code, all.out.trim()]).toEqual([0, '2 dead letters deleted'])
     expect(await json(['forward', 'dead'])).toEqual([])
     expect(await json(['forward', 'status'])).toMatchObject([
       { target: 'cloud', waiting: 2, dead: 0 },
@@ -263,6 +280,7 @@ describe('outpost forward: what it is for', () => {
     ])
     const help = await outpost(['forward', '--help'], f.dir)
     expect([help.code, help.out]).toEqual([0, expect.stringContaining('Usage: outpost forward <command>')])
+    expect(help.out).toContain('purge <seq…|--all>')
   }, 120_000)
 
   describe('beside a running gateway', () => {

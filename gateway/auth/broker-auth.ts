@@ -9,7 +9,7 @@ import { DEFAULT_TOPIC_PREFIX } from '../../runtime/wire/topics.js'
 import type { RoleConfig } from '../config/gateway-config.js'
 import type { DeviceRecord, DeviceTable } from '../devices/device-table.js'
 import { createLoginThrottle, type LoginThrottleOptions } from './login-throttle.js'
-import { deviceFilters, filterWithin, layoutOf, maySubscribe, routedAsTopic, type PublishDenial } from './topic-rules.js'
+import { describesDevice, deviceFilters, filterWithin, layoutOf, maySubscribe, routedAsTopic, type PublishDenial } from './topic-rules.js'
 
 /** Counters of the broker's gatekeeper (for /metrics). */
 export interface AuthStats {
@@ -82,8 +82,8 @@ const REFUSED: Record<string, string> = {
 const DENIED: Record<PublishDenial, string> = {
   namespace: "outside the client's namespace (ob/<its id>/…)",
   layout: 'not a topic of the wire layout, or an envelope routed otherwise than its topic',
-  retain: "retained, but not the client's own status",
-  malformed: 'not an envelope (an empty payload only clears a status)',
+  retain: "retained, but not the client's own status or contract",
+  malformed: 'not an envelope (an empty payload only clears a status or a contract)',
   sender: 'the envelope names another sender (src)',
   will: "a last will that is not the device's retained offline status",
 }
@@ -220,11 +220,11 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
       if (who.topics.size >= MAX_KNOWN_TOPICS) who.topics.clear()
       who.topics.set(topic, kind)
     }
-    const status = kind === 'presence'
-    if (packet.retain && !status) return 'retain'
+    const own = describesDevice(kind)
+    if (packet.retain && !own) return 'retain'
     const payload = asBuffer(packet.payload)
-    // An empty retained message clears the device's own presence [MQTT-3.3.1-10]; nowhere else is an empty frame anything.
-    if (payload.length === 0) return status ? undefined : 'malformed'
+    // An empty retained message clears the device's own presence or contract [MQTT-3.3.1-10]; nowhere else is an empty frame anything.
+    if (payload.length === 0) return own ? undefined : 'malformed'
     return checkPayload(who.id, levels, kind, payload, false)
   }
 

@@ -13,10 +13,8 @@ export type PublishDenial = 'namespace' | 'layout' | 'retain' | 'malformed' | 's
  * `rep/<replyTo>`, `evt/<service>/<version>/<event>`, `status`, `contract`. Levels after the
  * sender must be valid topic levels (runtime/topic-level.ts); the first two are the caller's to check.
  *
- * `contract` (the device's retained contract document) answers `presence`: like the status, it
- * is a retained topic that describes the device itself, and the broker's checks (broker-auth.ts)
- * let a device retain, or clear with an empty message, exactly the topics of that kind.
- * `routedAsTopic` takes only a contract envelope there.
+ * `status` (presence) and `contract` (the device's contract document) are the two retained
+ * topics that describe the device itself: `describesDevice` says which kinds those are.
  */
 export function layoutOf(levels: readonly string[]): EnvelopeKind | undefined {
   let kind: EnvelopeKind
@@ -34,8 +32,9 @@ export function layoutOf(levels: readonly string[]): EnvelopeKind | undefined {
       kind = 'event'
       break
     case 'status':
-    case 'contract':
       return levels.length === 3 ? 'presence' : undefined
+    case 'contract':
+      return levels.length === 3 ? 'contract' : undefined
     default:
       return undefined
   }
@@ -44,14 +43,19 @@ export function layoutOf(levels: readonly string[]): EnvelopeKind | undefined {
 }
 
 /**
+ * True for the kinds of topic a device may retain, and clear with an empty retained message
+ * [MQTT-3.3.1-10]: its presence and its contract document, which describe the device itself and
+ * must be there for whoever subscribes later. Anything else retained is refused.
+ */
+export const describesDevice = (kind: EnvelopeKind): boolean => kind === 'presence' || kind === 'contract'
+
+/**
  * True when an envelope is routed as the topic it came on says (levels from `layoutOf`): a
  * command to the topic's target, service, version and name, a reply to its `replyTo`, an event
  * of its service, version and name, a presence on a status topic, a contract document on a
  * contract topic. A device that lies here would reach one device with a frame that names another.
  */
 export function routedAsTopic(env: Envelope, kind: EnvelopeKind, levels: readonly string[]): boolean {
-  // A device's contract topic carries its contract document and nothing else (see layoutOf).
-  if (kind === 'presence' && levels[2] === 'contract') return env.kind === 'contract'
   if (env.kind !== kind) return false
   switch (kind) {
     case 'command':

@@ -2,8 +2,8 @@
 // what it may subscribe to, and how failed logins from one address slow down.
 import { describe, expect, it } from 'vitest'
 import { createLoginThrottle } from '../../gateway/auth/login-throttle.js'
-import { deviceFilters, filterWithin, layoutOf, maySubscribe, routedAsTopic } from '../../gateway/auth/topic-rules.js'
-import type { Envelope } from '../../runtime/wire/envelope.js'
+import { describesDevice, deviceFilters, filterWithin, layoutOf, maySubscribe, routedAsTopic } from '../../gateway/auth/topic-rules.js'
+import type { Envelope, EnvelopeKind } from '../../runtime/wire/envelope.js'
 import { createTopics } from '../../runtime/wire/topics.js'
 
 describe('filterWithin', () => {
@@ -91,7 +91,8 @@ describe('publish layouts', () => {
     expect(layoutOf(levels('ob/me/rep/caller'))).toBe('reply')
     expect(layoutOf(levels('ob/me/evt/svc/1/happened'))).toBe('event')
     expect(layoutOf(levels('ob/me/status'))).toBe('presence')
-    for (const t of ['ob/me', 'ob/me/cmd/target/svc/1', 'ob/me/cmd/target/svc/1/go/more', 'ob/me/rep', 'ob/me/evt/svc/1', 'ob/me/status/x', 'ob/me/other', 'ob/me/evt/svc//x', 'ob/me/rep/\u0001']) {
+    expect(layoutOf(levels('ob/me/contract'))).toBe('contract')
+    for (const t of ['ob/me', 'ob/me/cmd/target/svc/1', 'ob/me/cmd/target/svc/1/go/more', 'ob/me/rep', 'ob/me/evt/svc/1', 'ob/me/status/x', 'ob/me/contract/x', 'ob/me/other', 'ob/me/evt/svc//x', 'ob/me/rep/\u0001']) {
       expect(layoutOf(levels(t)), t).toBeUndefined()
     }
   })
@@ -108,6 +109,18 @@ describe('publish layouts', () => {
     const evt: Envelope = { ...base, kind: 'event', service: 'svc', name: 'happened' }
     expect(routedAsTopic(evt, 'event', levels('ob/me/evt/svc/1/happened'))).toBe(true)
     expect(routedAsTopic(evt, 'event', levels('ob/me/evt/svc/2/happened'))).toBe(false)
+    // The status topic carries presence, the contract topic the contract document, not each other's.
+    const presence: Envelope = { ...base, kind: 'presence', payload: { online: true } }
+    const contract: Envelope = { ...base, kind: 'contract', payload: {} }
+    expect(routedAsTopic(presence, 'presence', levels('ob/me/status'))).toBe(true)
+    expect(routedAsTopic(contract, 'contract', levels('ob/me/contract'))).toBe(true)
+    expect(routedAsTopic(presence, 'contract', levels('ob/me/contract'))).toBe(false)
+    expect(routedAsTopic(contract, 'presence', levels('ob/me/status'))).toBe(false)
+  })
+
+  it('lets a device retain only what describes itself: its presence and its contract', () => {
+    expect(['presence', 'contract'].filter((k) => describesDevice(k as EnvelopeKind))).toEqual(['presence', 'contract'])
+    expect(['command', 'reply', 'event'].some((k) => describesDevice(k as EnvelopeKind))).toBe(false)
   })
 })
 

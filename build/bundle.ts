@@ -57,8 +57,8 @@ function buildFailure(name: string, err: unknown): OutpostError {
 }
 
 /**
- * Bundles `devices/<name>/main.ts` of the project at `root` into `<outDir>/<name>.mjs` (minified,
- * names kept so that error classes keep theirs) and `<name>.mjs.map`. Dependencies are inside;
+ * Bundles `devices/<name>/main.ts` of the project at `root` into `<outDir>/<name>.mjs` (minified;
+ * error classes keep their names by writing them out, see runtime/errors.ts) and `<name>.mjs.map`. Dependencies are inside;
  * what a device never runs is left out (build/device-stubs.ts); better-sqlite3's addon is not
  * (see build/addon.ts).
  * @throws BUILD_FAILED naming the first compile error, NOT_FOUND for a device that does not exist
@@ -75,7 +75,8 @@ export async function bundleDevice(name: string, outDir: string, root: string = 
     target: NODE_TARGET,
     format: 'esm',
     minify: true,
-    keepNames: true,
+    // No keepNames (it costs ~15 KB): error classes name themselves (`static name`, `name`).
+    keepNames: false,
     sourcemap: 'linked',
     // Positions and names only: the sources stay with the project (a device's stack traces still name file:line).
     sourcesContent: false,

@@ -1,6 +1,7 @@
 // What a device bundle leaves out or swaps: code of its dependencies that a device never runs
-// (browser timers, worker-thread log transports, WebSocket and SOCKS transports, a copy of Node's
-// own streams, an optional native decoder), as an esbuild plugin. Each entry says why that is
+// (browser timers and detection, worker-thread log transports, WebSocket and SOCKS transports, a
+// copy of Node's own streams, an optional native decoder, SQLite features the stores do not use)
+// or that a smaller stand-in does as well, as an esbuild plugin. Each entry says why that is
 // safe; the bundle is run for real with them (test/build/bundle-runs.test.ts).
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
@@ -31,6 +32,30 @@ export const DEVICE_STUBS: readonly DeviceStub[] = [
   { module: '@pinojs/redact', with: 'pino-left-out.cjs', why: "pino's redact option: the runtime's logger does not set it (URLs are redacted before logging)" },
   { module: 'bindings', with: 'bindings.cjs', why: "better-sqlite3's addon lookup in node_modules: the bundle gives the addon beside it (nativeBinding)" },
   { module: 'cbor-extract', with: 'absent.cjs', why: "cbor-x's optional native decoder (an addon per platform): cbor-x decodes in JavaScript without it" },
+  { module: 'bl', with: 'bl.cjs', why: "mqtt-packet's parser keeps received bytes in a bl list and uses none of its stream: the list methods it calls, answering as bl's" },
+  { module: 'process-nextick-args', with: 'node:process', why: "mqtt-packet's writeToStream takes nextTick from it, and under Node it is `process` itself" },
+  { module: 'rfdc/default', with: 'rfdc-default.cjs', why: "MQTT.js deep-copies outgoing publish packets with rfdc's default copy: the same copy, without rfdc's variants for cycles and prototypes" },
+  { module: 'mqtt/build/lib/is-browser.js', file: true, with: 'mqtt-is-browser.cjs', why: "MQTT.js's browser detection: a device runs under Node, where every answer is false" },
+  { module: 'mqtt/build/lib/get-timer.js', file: true, with: 'mqtt-get-timer.cjs', why: "MQTT.js's keepalive timer choice: under Node, the global setInterval" },
+  { module: 'mqtt-packet/generate.js', file: true, with: 'mqtt-packet-generate.cjs', why: "mqtt-packet's generate: MQTT.js writes packets with writeToStream and never calls it" },
+  { module: 'pino/lib/redaction.js', file: true, with: 'pino-left-out.cjs', why: "pino's redact option (with @pinojs/redact above): the runtime's logger does not set it" },
+  ...['function', 'aggregate', 'table', 'backup', 'serialize'].map((m) => ({
+    module: `better-sqlite3/lib/methods/${m}.js`,
+    file: true,
+    with: 'sqlite-left-out.cjs',
+    why: `better-sqlite3's Database#${m}: the runtime's SQLite stores prepare statements, run transactions and pragmas, and never call it`,
+  })),
+]
+
+/**
+ * Error classes of dependencies that name themselves by their class alone. A bundle is minified
+ * without keepNames, which renames classes: the plugin writes these names back, so that pino logs
+ * such an error with the same `type` (its class's name) and util.inspect prints it as before.
+ * (The runtime's own error classes write their names out themselves: runtime/errors.ts.)
+ */
+export const NAMED_ERROR_CLASSES: readonly { file: string; classes: readonly string[] }[] = [
+  { file: 'better-sqlite3/lib/sqlite-error.js', classes: ['SqliteError'] },
+  { file: 'mqtt/build/lib/shared.js', classes: ['ErrorWithReasonCode', 'ErrorWithSubackPacket'] },
 ]
 
 /** Where the stub files are: build/stubs/ of the project at `root`. */
@@ -40,8 +65,9 @@ const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&')
 
 /**
  * The esbuild plugin: swaps DEVICE_STUBS, routes `better-sqlite3` to build/stubs/better-sqlite3.ts
- * (the package with the addon beside the bundle), and keeps only name and version of MQTT.js's
- * package.json (it reads the version; the whole file is 4 KB).
+ * (the package with the addon beside the bundle), writes back the names of NAMED_ERROR_CLASSES,
+ * and keeps only name and version of MQTT.js's package.json (it reads the version; the whole
+ * file is 4 KB).
  */
 export function deviceStubs(root: string): Plugin {
   const dir = stubsDir(root)
@@ -52,6 +78,8 @@ export function deviceStubs(root: string): Plugin {
   const moduleFilter = new RegExp(`^(${modules.map((s) => escape(s.module)).join('|')})$`)
   const fileOf = (p: string): DeviceStub | undefined => files.find((s) => p.split(path.sep).join('/').endsWith(`/node_modules/${s.module}`))
   const fileFilter = new RegExp(`[\\\\/]node_modules[\\\\/](${files.map((s) => s.module.split('/').map(escape).join('[\\\\/]')).join('|')})$`)
+  const namedOf = (p: string): (typeof NAMED_ERROR_CLASSES)[number] | undefined => NAMED_ERROR_CLASSES.find((n) => p.split(path.sep).join('/').endsWith(`/node_modules/${n.file}`))
+  const namedFilter = new RegExp(`[\\\\/]node_modules[\\\\/](${NAMED_ERROR_CLASSES.map((n) => n.file.split('/').map(escape).join('[\\\\/]')).join('|')})$`)
   return {
     name: 'outpost-device-stubs',
     setup(build) {
@@ -66,6 +94,12 @@ export function deviceStubs(root: string): Plugin {
       })
       // The shim's own import of the package goes to the package.
       build.onResolve({ filter: /^better-sqlite3$/ }, (args) => (args.importer === sqliteShim ? undefined : { path: sqliteShim }))
+      build.onLoad({ filter: namedFilter }, async (args) => {
+        const { classes } = namedOf(args.path)!
+        // As a function's own `name` is: not writable, not enumerable, configurable.
+        const names = classes.map((c) => `Object.defineProperty(${c}, 'name', { value: ${JSON.stringify(c)}, configurable: true });`).join('\n')
+        return { contents: `${await readFile(args.path, 'utf8')}\n${names}\n`, loader: 'js', resolveDir: path.dirname(args.path) }
+      })
       build.onLoad({ filter: /[\\/]node_modules[\\/]mqtt[\\/]package\.json$/ }, async (args) => {
         const pkg = JSON.parse(await readFile(args.path, 'utf8')) as { name: string; version: string }
         return { contents: JSON.stringify({ name: pkg.name, version: pkg.version }), loader: 'json' }

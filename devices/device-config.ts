@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import { ErrorCode, errorMessage, OutpostError } from '../runtime/errors.js'
 import { DEVICE_DIR_ENV, READY_REPORT } from '../runtime/launcher/launcher.js'
 import { createLogger, parseLogFormat, parseLogLevel, type LogFormat } from '../runtime/logger.js'
+import type { Bridge, BridgeStatus } from '../runtime/ports/bridge.js'
 
 /** What every demo device reads from its environment. */
 export interface DeviceConfig {
@@ -78,21 +79,58 @@ export function deviceLogger(cfg: DeviceConfig): Logger {
 /** How long a device whose parent has gone waits for its own stop before it exits anyway, ms. */
 const ORPHAN_EXIT_MS = 5_000
 
+/** How the broker connection stands, as the `ready` line says it. */
+const brokerState = (s: BridgeStatus): string =>
+  s.type === 'connected' ? 'connected' : s.type === 'idle' || s.type === 'connecting' ? 'connecting' : s.type === 'closed' ? 'closed' : 'offline'
+
+/** Resolves once the bridge's first connection attempt has an outcome: connected, or failed (it keeps trying). */
+function firstAttempt(bridge: Pick<Bridge, 'status' | 'onStatus'>): Promise<void> {
+  const settled = (s: BridgeStatus): boolean => s.type !== 'idle' && s.type !== 'connecting'
+  if (settled(bridge.status)) return Promise.resolve()
+  return new Promise((resolve) => {
+    const off = bridge.onStatus((s) => {
+      if (!settled(s)) return
+      off()
+      resolve()
+    })
+  })
+}
+
+/**
+ * Says that the device is ready: its `ready` log line, and `outpost:ready` over IPC when the
+ * device launcher (runtime/launcher) started it (a log level above info hides the line).
+ *
+ * Ready means the device serves local work: its database is open and its runtime started
+ * (commands between its own services, schedules, queue workers, events into the outbox). The
+ * broker connection may still be under way: `broker` in the line says `connected`,
+ * `connecting` or `offline`, and `connected to the broker` follows once it is up.
+ *
+ * Started by the launcher, which keeps a new bundle once it reports ready and rolls back one
+ * that does not in time, the device first waits for the outcome of its first connection
+ * attempt, whichever it is: a bundle that crashes or hangs while it connects is rolled back,
+ * and one that finds no broker still runs offline, and is kept.
+ */
+export async function reportReady(
+  log: Logger,
+  bridge: Pick<Bridge, 'status' | 'onStatus'>,
+  fields: Record<string, unknown> = {},
+  env: NodeJS.ProcessEnv = process.env,
+  send: ((message: string) => void) | undefined = typeof process.send === 'function' ? (m) => void process.send!(m) : undefined,
+): Promise<void> {
+  const launched = env[DEVICE_DIR_ENV] !== undefined && send !== undefined
+  if (launched) await firstAttempt(bridge)
+  // Stopped meanwhile (a signal while it connected): not ready, and not to be kept.
+  if (bridge.status.type === 'closed') return
+  log.info({ ...fields, broker: brokerState(bridge.status) }, 'ready')
+  if (launched) send(READY_REPORT)
+}
+
 /**
  * Stops the runtime on SIGINT/SIGTERM, then exits. A device started with an IPC channel (as the
  * CLI's demo starts its devices) also stops when that channel closes: its parent has gone, even
  * by SIGKILL, and a device left running with nobody reading its output would hold its
  * database and its broker session.
  */
-/**
- * Tells the device launcher (runtime/launcher) that this device is ready, over IPC, when the
- * launcher started it: its `ready` log line says the same, but a log level above info hides it,
- * and a new bundle that never says so is rolled back.
- */
-export function reportReady(): void {
-  if (process.env[DEVICE_DIR_ENV] !== undefined && typeof process.send === 'function') process.send(READY_REPORT)
-}
-
 export function stopOnSignals(stop: () => Promise<void>): void {
   let stopping = false
   const onSignal = (): void => {

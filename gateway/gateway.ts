@@ -223,7 +223,9 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
         : {},
   })
   const runtime = createRuntime({
-    bridge: createMqttBridge({ url: broker.url, deviceId: GATEWAY_CLIENT_ID, username: GATEWAY_CLIENT_ID, password: internal.get(GATEWAY_CLIENT_ID), logger: log }),
+    // Its broker is in this process: a CONNACK slower than a device's 5 s is a busy start (a large
+    // store after kill -9, a loaded machine), not a broker that is gone, and the start waits for it.
+    bridge: createMqttBridge({ url: broker.url, deviceId: GATEWAY_CLIENT_ID, username: GATEWAY_CLIENT_ID, password: internal.get(GATEWAY_CLIENT_ID), logger: log, connectTimeoutMs: 30_000 }),
     services: [monitor],
     logger: log,
   })

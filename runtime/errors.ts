@@ -104,7 +104,10 @@ export interface ValidationIssue {
 
 /** Base error of everything Outpost throws; tell errors apart by `code`. */
 export class OutpostError extends Error {
-  // A literal, so the name survives minification (esbuild renames classes).
+  // Literals, so that both names survive minification (device bundles rename classes, without
+  // keepNames): `err.name`, and the class's own (what pino logs as the error's `type`, and what
+  // util.inspect prints).
+  static override readonly name: string = 'OutpostError'
   override name = 'OutpostError'
   readonly code: ErrorCode
   readonly details?: unknown

@@ -12,7 +12,11 @@ const bridge = createMqttBridge({ url: cfg.mqttUrl, deviceId: cfg.deviceId, user
 // Started by the launcher: over-the-air flashing through the gateway too (ota@1).
 const runtime = createRuntime({ bridge, services: [createDisplayService(), ...otaWhenLaunched()], logger: log })
 
-await runtime.start()
-log.info({ url: redactUrl(cfg.mqttUrl) }, 'ready')
-reportReady()
-stopOnSignals(() => runtime.stop())
+// Ready once it serves local work; the broker connection is made after, in the background
+// (see reportReady for what the launcher waits for). A function rather than top-level await, so
+// that the bundle may be an ES module or CommonJS; a failure is thrown on, with its stack.
+void (async () => {
+  await runtime.start({ connectInBackground: true })
+  stopOnSignals(() => runtime.stop())
+  await reportReady(log, bridge, { url: redactUrl(cfg.mqttUrl) })
+})()

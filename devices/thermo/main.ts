@@ -1,7 +1,7 @@
 // Thermo device: what its bundle runs. Picks the MQTT bridge and the SQLite stores, reads configuration.
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
-import { createRuntime } from '../../runtime/index.js'
 import { otaWhenLaunched } from '../../runtime/ota/ota-service.js'
+import { createRuntimeWithStores } from '../../runtime/service/runtime-with-stores.js'
 import { createSqliteInbox, createSqliteOutbox, createSqliteQueueStore, createSqliteStateStore } from '../../runtime/stores/sqlite/index.js'
 import { exitOnStartError, openDeviceStore, readStoreOptions } from '../device-database.js'
 import { redactUrl } from '../../runtime/redact-url.js'
@@ -18,29 +18,38 @@ try {
 } catch (err) {
   exit(err)
 }
-// First the database, with its device lock: a second process for the same device stops here,
-// before it connects to the broker and takes the first one's session away.
-const database = await (async () => openDeviceStore(cfg, log, readStoreOptions()))().catch(exit)
-const bridge = createMqttBridge({ url: cfg.mqttUrl, deviceId: cfg.deviceId, username: cfg.username, password: cfg.password, logger: log })
-const runtime = createRuntime({
-  bridge,
-  // Started by the launcher: over-the-air flashing through the gateway too (ota@1).
-  services: [createThermoService({ deviceId: cfg.deviceId, sampleMs }), ...otaWhenLaunched()],
-  resources: { sensor: simulatedSensor() },
-  stateStore: createSqliteStateStore(database),
-  // Sampling jobs live here: a slot that fell due is sampled once, even across a power cut.
-  queueStore: createSqliteQueueStore(database),
-  // Events and job results produced while the broker is away wait here and go out in order when it is back.
-  outbox: createSqliteOutbox(database),
-  // Commands it answered are remembered across restarts: one delivered again is not run twice.
-  inbox: createSqliteInbox(database),
-  logger: log,
-})
+// A function rather than top-level await, so that the bundle may be an ES module or CommonJS.
+async function main(): Promise<void> {
+  // First the database, with its device lock: a second process for the same device stops here,
+  // before it connects to the broker and takes the first one's session away.
+  const database = await openDeviceStore(cfg, log, readStoreOptions())
+  const bridge = createMqttBridge({ url: cfg.mqttUrl, deviceId: cfg.deviceId, username: cfg.username, password: cfg.password, logger: log })
+  // Every store is given (createRuntime without the memory stores it would default to, which the bundle then leaves out).
+  const runtime = createRuntimeWithStores({
+    bridge,
+    // Started by the launcher: over-the-air flashing through the gateway too (ota@1).
+    services: [createThermoService({ deviceId: cfg.deviceId, sampleMs }), ...otaWhenLaunched()],
+    resources: { sensor: simulatedSensor() },
+    stateStore: createSqliteStateStore(database),
+    // Sampling jobs live here: a slot that fell due is sampled once, even across a power cut.
+    queueStore: createSqliteQueueStore(database),
+    // Events and job results produced while the broker is away wait here and go out in order when it is back.
+    outbox: createSqliteOutbox(database),
+    // Commands it answered are remembered across restarts: one delivered again is not run twice.
+    inbox: createSqliteInbox(database),
+    logger: log,
+  })
 
-await runtime.start().catch(exit)
-log.info({ url: redactUrl(cfg.mqttUrl), sampleMs }, 'ready')
-reportReady()
-stopOnSignals(async () => {
-  await runtime.stop()
-  database.close()
-})
+  // Ready once it serves local work (sampling, its queue, the outbox); the broker connection is
+  // made after, in the background (see reportReady for what the launcher waits for).
+  await runtime.start({ connectInBackground: true })
+  stopOnSignals(async () => {
+    await runtime.stop()
+    database.close()
+  })
+  await reportReady(log, bridge, { url: redactUrl(cfg.mqttUrl), sampleMs })
+}
+
+// A typed error (a bad variable, the database locked, in use, full or read-only) ends the start
+// with one line and its exit code; anything else is thrown on, with its stack.
+void main().catch(exit)

@@ -30,8 +30,8 @@ export interface ContractStats {
   /**
    * Frames ignored, by reason: `too-large` (over `maxBytes`), `malformed` (not an envelope),
    * `kind` (an envelope but no contract), `sender` (its src is not the topic's device), `payload`
-   * (not a contract document), `unknown` (a device the registry does not know: no presence yet, or
-   * the registry is full).
+   * (not a contract document), `unknown` (a device the registry does not know: no presence
+   * within EARLY_WAIT_MS of the document, or the registry is full).
    */
   ignored: Record<string, number>
 }
@@ -43,6 +43,12 @@ export interface ContractStore {
   get(device: string): DeviceContract | undefined
   /** Drops a device's document (the registry forgot the device). */
   forget(device: string): void
+  /**
+   * The registry now knows `device` (its presence was recorded): a document that came before
+   * the presence is recorded now. A device publishes its presence, then its document, but the
+   * broker may hand them over in the other order.
+   */
+  known(device: string): void
   stats(): ContractStats
   /** Writes what is pending; takes nothing more. */
   close(): void
@@ -59,6 +65,11 @@ export interface ContractStoreOptions {
   cacheSize?: number
   log?: Logger
 }
+
+/** How long a document of a device the registry does not know waits for the device's presence, ms. */
+export const EARLY_WAIT_MS = 10_000
+/** Most such documents waiting at once (the oldest is dropped, as `unknown`). */
+const MAX_EARLY = 64
 
 /** Bounds on what a presence or a document (untrusted) may name; the registry's entries have the same. */
 export const MAX_SERVICES = 64
@@ -131,6 +142,9 @@ export function createContractStore(database: DeviceDatabase, opts: ContractStor
   const cache = new Map<string, DeviceContract>()
   let timer: NodeJS.Timeout | undefined
   let closed = false
+  // Documents that came before their device's presence, oldest first; each waits EARLY_WAIT_MS.
+  const early = new Map<string, { topic: string; payload: Uint8Array; at: number; until: number }>()
+  let earlyTimer: NodeJS.Timeout | undefined
 
   const ignore = (reason: string, topic: string): void => {
     stats.ignored[reason] = (stats.ignored[reason] ?? 0) + 1
@@ -167,9 +181,33 @@ export function createContractStore(database: DeviceDatabase, opts: ContractStor
     if (cache.size > cacheSize) cache.delete(cache.keys().next().value!)
   }
 
+  /** Drops the early documents whose wait is over (all of them when closing), as `unknown`. */
+  const expireEarly = (all: boolean): void => {
+    const now = Date.now()
+    for (const [device, e] of early) {
+      if (!all && e.until > now) break
+      early.delete(device)
+      ignore('unknown', e.topic)
+    }
+    if (earlyTimer !== undefined) clearTimeout(earlyTimer)
+    earlyTimer = undefined
+    const next = early.values().next().value
+    if (next !== undefined && !all) earlyTimer = setTimeout(() => expireEarly(false), Math.max(0, next.until - now) + 1).unref()
+  }
+  const setAside = (topic: string, device: string, payload: Uint8Array, at: number): void => {
+    early.delete(device)
+    early.set(device, { topic, payload, at, until: Date.now() + EARLY_WAIT_MS })
+    if (early.size > MAX_EARLY) {
+      const [oldest, e] = early.entries().next().value!
+      early.delete(oldest)
+      ignore('unknown', e.topic)
+    }
+    if (earlyTimer === undefined) expireEarly(false)
+  }
+
   const record = (topic: string, device: string, payload: Uint8Array, at: number): void => {
     if (payload.length > maxBytes) return ignore('too-large', topic)
-    if (!opts.known(device)) return ignore('unknown', topic)
+    if (!opts.known(device)) return setAside(topic, device, payload, at)
     if (payload.length === 0) {
       stats.recorded++
       return put(device, null)
@@ -216,12 +254,24 @@ export function createContractStore(database: DeviceDatabase, opts: ContractStor
       return c
     },
     forget(device) {
+      early.delete(device)
       put(device, null)
+    },
+    known(device) {
+      const e = early.get(device)
+      if (e === undefined || closed) return
+      early.delete(device)
+      try {
+        record(e.topic, device, e.payload, e.at)
+      } catch (err) {
+        limiter?.warn('observe', { err: errorMessage(err) }, 'contract document not recorded in the registry')
+      }
     },
     stats: () => ({ recorded: stats.recorded, ignored: { ...stats.ignored } }),
     close() {
       if (closed) return
       closed = true
+      expireEarly(true)
       flush()
     },
   }

@@ -357,6 +357,7 @@ export function createRegistry(database: DeviceDatabase, opts: RegistryOptions =
     }
     entry.lastSeen = at
     setOnline(device, entry, p.online, at)
+    contracts.known(device)
     entry.instance = env.inst
     if (runtime !== undefined) entry.runtime = runtime
     else if (p.online) delete entry.runtime

@@ -179,6 +179,8 @@ export function checkQueueSpec(name: string, spec: QueueSpec): void {
  * the reason (and the delay of a retry), so it travels and logs as any Outpost error.
  */
 export class JobDecision extends OutpostError {
+  // The class's name as a literal (it survives minification); `err.name` stays 'OutpostError'.
+  static override readonly name: string = 'JobDecision'
   readonly decision: 'retry' | 'fail'
   readonly reason: string
   readonly delayMs?: number

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The device launcher: `node <device>/launcher.mjs` starts the bundle in the device's active slot,
-// watches it, and rolls a new bundle that never becomes ready back to the previous slot.
+// watches it, and rolls a new bundle that never becomes ready (or crashes just after it says it
+// is: a probation) back to the previous slot.
 // `outpost flash` copies this file (compiled) onto the device; it imports Node's built-in modules
 // only, so one copy serves every bundle. The layout it reads (docs/build.md, "Flash"):
 //   <root>/launcher.mjs  this file          <root>/slots/a/, slots/b/  bundle directories
@@ -249,6 +250,7 @@ async function run(root: string): Promise<number> {
   const readyMs = setting('OUTPOST_LAUNCHER_READY_MS', 60_000)
   const tries = setting('OUTPOST_LAUNCHER_TRIES', 3)
   const restartMs = setting('OUTPOST_LAUNCHER_RESTART_MS', 1_000)
+  const probationMs = setting('OUTPOST_LAUNCHER_PROBATION_MS', 10_000)
   const node = { node: { version: process.versions.node, abi: Number(process.versions.modules) }, platform: process.platform, arch: process.arch }
   let recorded: unknown
   try {
@@ -314,6 +316,8 @@ async function run(root: string): Promise<number> {
     const { slot, trial } = c
     const startedAt = Date.now()
     let ready = false
+    let kept = false
+    let probation: NodeJS.Timeout | undefined
     let timedOut = false
     let lastError: string | undefined
     let restartAsked = false
@@ -324,12 +328,23 @@ async function run(root: string): Promise<number> {
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     })
     child = proc
-    /** The device said it is ready (its `ready` log line, or READY_REPORT over IPC): a new slot is kept from now on. */
+    /**
+     * The device said it is ready (its `ready` log line, or READY_REPORT over IPC). A new slot is
+     * kept once it has also run for the probation time after that: one that crashes just after
+     * saying so is rolled back like one that never does.
+     */
     function markReady(): void {
       if (ready || timedOut) return
       ready = true
       clearTimeout(deadline)
       if (!trial) return
+      log(30, `slot ${slot} reported ready; it is kept once it has run ${probationMs} ms more`, { slot })
+      probation = setTimeout(keep, probationMs)
+    }
+    /** The new slot passed: no rollback from now on. */
+    function keep(): void {
+      if (kept || stopping) return
+      kept = true
       const next = { ...pointer, confirmed: true, starts: 0 }
       if (replacePointer(pointer, next)) pointer = next
       log(30, `slot ${slot} is ready: kept (no rollback from now on)`, { slot })
@@ -375,8 +390,10 @@ async function run(root: string): Promise<number> {
       if (entry !== undefined && typeof entry.level === 'number' && entry.level >= 50) lastError = `${typeof entry.code === 'string' ? `${entry.code}: ` : ''}${String(entry.msg)}`
       if (entry?.msg === 'ready') markReady()
     })
+    // What Node prints for an uncaught error ends with the stack and its own version: the reason
+    // is the error's line above them.
     onLine(proc.stderr!, process.stderr, (line) => {
-      if (line.trim() !== '') lastError = line.trim()
+      if (line.trim() !== '' && !/^\s+at\s/.test(line) && !/^Node\.js v\d/.test(line)) lastError = line.trim()
     })
     const exit = await new Promise<string>((resolve) => {
       proc.once('error', (err) => resolve(`could not be started: ${err.message}`))
@@ -384,13 +401,15 @@ async function run(root: string): Promise<number> {
     })
     child = undefined
     clearTimeout(deadline)
+    clearTimeout(probation)
     if (stopping) break
     if (restartAsked) continue
     const why = `${exit}${lastError === undefined ? '' : `: ${lastError.slice(0, 300)}`}`
-    if (onTrial && !ready) {
+    if (onTrial && !kept) {
+      const when = ready ? `within ${probationMs} ms of reporting ready` : 'before it was ready'
       if (timedOut) leave = `slot ${c.slot} did not report ready within ${readyMs} ms`
-      else if (pointer.starts >= tries) leave = `slot ${c.slot} ${why} before it was ready, ${pointer.starts} starts in a row`
-      log(40, `slot ${c.slot} ${timedOut ? 'was not ready in time' : `${why} before it was ready`}${leave === undefined ? `; starting it again (start ${pointer.starts} of ${tries})` : ''}`, { slot: c.slot })
+      else if (pointer.starts >= tries) leave = `slot ${c.slot} ${why} ${when}, ${pointer.starts} starts in a row`
+      log(40, `slot ${c.slot} ${timedOut ? 'was not ready in time' : `${why} ${when}`}${leave === undefined ? `; starting it again (start ${pointer.starts} of ${tries})` : ''}`, { slot: c.slot })
       if (leave === undefined) await sleep(restartMs)
       continue
     }

@@ -9,7 +9,7 @@ import { presencePayload } from '../messaging/presence.js'
 import type { Events } from './events.js'
 import { createRecentMap } from '../recent-map.js'
 import type { RuntimeCore } from './runtime-core.js'
-import type { RuntimeStatsReport } from './runtime-api.js'
+import type { RuntimeStatsReport, StartOptions } from './runtime-api.js'
 import type { Serving } from './serving.js'
 import type { ServiceQueues } from '../queue/service-queues.js'
 
@@ -31,7 +31,7 @@ export interface LifecycleDeps {
 
 /** Start, stop and stats of a runtime (`Runtime.start`, `.stop`, `.stats`). */
 export interface Lifecycle {
-  start(opts?: { waitForBroker?: boolean }): Promise<void>
+  start(opts?: StartOptions): Promise<void>
   stop(opts?: { drainMs?: number }): Promise<void>
   stats(): RuntimeStatsReport
 }
@@ -154,12 +154,35 @@ export function createLifecycle(deps: LifecycleDeps): Lifecycle {
           .catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'presence not announced'))
       events.startPump()
       followStatus()
+      const offline = (err: unknown): void => {
+        if (isOutpostError(err, ErrorCode.NOT_AUTHORIZED)) log.error({ err: errorMessage(err) }, 'the broker refused a subscription at start; running offline and retrying')
+        else log.warn({ err: errorMessage(err) }, 'broker unreachable at start; running offline and retrying')
+      }
+      if (sopts?.connectInBackground === true && sopts.waitForBroker !== true) {
+        // Local work needs no broker: commands between our own services, schedules, queue
+        // workers, and events (into the outbox, which the pump drains once connected; the
+        // presence goes out on every connect, see followStatus). They start now; the connection
+        // is begun on the next turn of the event loop, so that what the caller does once this
+        // resolves (a device's `ready` line) does not wait for the connection's set-up either.
+        scheduler.start()
+        runner.start()
+        log.info({ services: [...hosted.keys()] }, 'runtime started')
+        setImmediate(() => {
+          link.connect().then(
+            () => log.info('connected to the broker'),
+            (err: unknown) => {
+              // A stop before the first connection closes the bridge under it: nothing to say.
+              if (!core.stopping) offline(err)
+            },
+          )
+        })
+        return
+      }
       try {
         await link.connect()
       } catch (err) {
         if (sopts?.waitForBroker === true) throw err
-        if (isOutpostError(err, ErrorCode.NOT_AUTHORIZED)) log.error({ err: errorMessage(err) }, 'the broker refused a subscription at start; running offline and retrying')
-        else log.warn({ err: errorMessage(err) }, 'broker unreachable at start; running offline and retrying')
+        offline(err)
         scheduler.start()
         runner.start()
         return

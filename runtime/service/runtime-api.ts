@@ -67,6 +67,13 @@ export interface RuntimeOptions {
   inboundDeadLetters?: InboundDeadLetterLimits
 }
 
+/**
+ * RuntimeOptions with the state store, the queue store and the inbox given: what
+ * createRuntimeWithStores takes. A runtime made so needs no memory store, and a device bundle
+ * made of it carries none.
+ */
+export type RuntimeWithStoresOptions = RuntimeOptions & Required<Pick<RuntimeOptions, 'stateStore' | 'queueStore' | 'inbox'>>
+
 /** Counters of one runtime. */
 export interface RuntimeStats {
   commandsHandled: number
@@ -92,16 +99,32 @@ export interface RuntimeStats {
 /** Everything `Runtime.stats()` reports: the runtime's counters and those of its parts. */
 export type RuntimeStatsReport = RuntimeStats & { schedules: SchedulerStats; outbox?: OutboxStats; queues: Record<string, QueueRunStats> }
 
+/** How `Runtime.start` treats the broker. */
+export interface StartOptions {
+  /** Fail the start when the first connection fails (see Runtime.start), instead of starting offline. */
+  waitForBroker?: boolean
+  /**
+   * Resolve as soon as local work is served (commands between the runtime's own services,
+   * schedules, queue workers, events into the outbox), and make the first connection after, in
+   * the background: its outcome is logged (`connected to the broker`, or that it runs offline
+   * and keeps trying), the presence goes out and the outbox drains once it is up. Ignored with
+   * `waitForBroker`. Without an outbox, events emitted before the connection is up fail with
+   * BRIDGE_UNAVAILABLE, as offline.
+   */
+  connectInBackground?: boolean
+}
+
 /** A device's runtime: hosts services on a bridge and calls others. */
 export interface Runtime {
   readonly deviceId: string
   /**
    * Subscribes, connects and announces the services. Starts offline when the broker is
-   * unreachable (the bridge keeps trying) unless `waitForBroker` is set.
+   * unreachable (the bridge keeps trying) unless `waitForBroker` is set; with
+   * `connectInBackground`, resolves before the first connection is made.
    * @throws INVALID_CONFIG for missing resources; with `waitForBroker`, BRIDGE_UNAVAILABLE, or
    *   NOT_AUTHORIZED when the broker refuses one of the device's subscriptions (the bridge keeps trying).
    */
-  start(opts?: { waitForBroker?: boolean }): Promise<void>
+  start(opts?: StartOptions): Promise<void>
   /** Typed calls to a contract's commands. */
   client<K extends AnyContract>(contract: K): ContractClient<K>
   /**

@@ -4,10 +4,9 @@ import { createLogLimiter, type LogLimiter } from '../log-limiter.js'
 import { createMessenger, type InboundMessage, type Messenger } from '../messaging/messenger.js'
 import { systemClock, type Clock } from '../ports/clock.js'
 import type { StateStore } from '../ports/state-store.js'
-import { createMemoryStateStore } from '../stores/memory/memory-state-store.js'
 import { createMessageIdFactory } from '../wire/message-id.js'
 import { hostServices, type HostedService } from './hosted-service.js'
-import type { RuntimeOptions, RuntimeStats } from './runtime-api.js'
+import type { RuntimeStats, RuntimeWithStoresOptions } from './runtime-api.js'
 
 /**
  * What the runtime's rooms (calling, serving, events, lifecycle) send and receive envelopes
@@ -58,8 +57,8 @@ export interface RuntimeCore {
   stopping: boolean
 }
 
-/** Builds the shared core of a runtime from its options. @throws INVALID_CONFIG when a service is registered twice */
-export function createRuntimeCore(opts: RuntimeOptions): RuntimeCore {
+/** Builds the shared core of a runtime from its options (its stores given). @throws INVALID_CONFIG when a service is registered twice */
+export function createRuntimeCore(opts: RuntimeWithStoresOptions): RuntimeCore {
   const deviceId = opts.bridge.deviceId
   const clock = opts.clock ?? systemClock
   const now = clock.now.bind(clock)
@@ -67,7 +66,7 @@ export function createRuntimeCore(opts: RuntimeOptions): RuntimeCore {
   const log = baseLog.bindings().device === undefined ? baseLog.child({ device: deviceId }) : baseLog
   // The envelope layer over the frames-only bridge the entry point picked.
   const link: Link = createMessenger({ ...opts.messaging, bridge: opts.bridge, clock, logger: log })
-  const stateStore = opts.stateStore ?? createMemoryStateStore()
+  const stateStore = opts.stateStore
   const services = hostServices(opts.services ?? [], { deviceId, log, stateStore })
   return {
     link,

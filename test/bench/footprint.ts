@@ -18,15 +18,24 @@ async function rssKb(pid: number): Promise<number> {
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0)
 }
 
-/** Starts a process, waits for a stdout line matching `ready`, idles, then reads its RSS. */
-async function measure(args: string[], env: Record<string, string>, ready: RegExp, idleMs: number): Promise<{ readyMs: number; rssMb: number }> {
+/**
+ * Starts a process, waits for a stdout line matching `ready` (and, for a device, its `connected to
+ * the broker` line: a device is ready once it serves local work, before its connection is up),
+ * idles, then reads its RSS.
+ */
+async function measure(args: string[], env: Record<string, string>, ready: RegExp, idleMs: number): Promise<Sample> {
   const t0 = performance.now()
-  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
+  // Without NODE_EXTRA_CA_CERTS (set on some machines, not on devices): Node reads the file at
+  // every start, ~80 ms here, which would hide the device's own start-up in both figures.
+  const { NODE_EXTRA_CA_CERTS: _extraCerts, ...inherited } = process.env
+  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...inherited, ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
   confine(child.pid) // both the bare node and the device are measured processes (--cpu-quota)
+  let connectedMs: number | undefined
   const readyMs = await new Promise<number>((resolve, reject) => {
     let buf = ''
     child.stdout.on('data', (d: Buffer) => {
       buf += d.toString()
+      if (connectedMs === undefined && buf.includes('"msg":"connected to the broker"')) connectedMs = performance.now() - t0
       if (ready.test(buf)) resolve(performance.now() - t0)
     })
     child.once('exit', (c) => reject(new Error(`exited with ${c} before ready`)))
@@ -36,11 +45,11 @@ async function measure(args: string[], env: Record<string, string>, ready: RegEx
   const exited = new Promise((r) => child.once('exit', r))
   child.kill('SIGTERM')
   await exited
-  return { readyMs, rssMb: rss / 1024 }
+  return { readyMs, rssMb: rss / 1024, connectedMs }
 }
 
 /** Each measurement of a series, and its median. */
-type Sample = { readyMs: number; rssMb: number }
+type Sample = { readyMs: number; rssMb: number; connectedMs?: number }
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 
 /**
@@ -87,6 +96,7 @@ export async function benchFootprint(runs: number): Promise<BenchResult[]> {
       const top = b.breakdown.slice(0, 6).map((s) => `${s.name} ${(s.bytes / 1024).toFixed(1)}`).join(', ')
       return row(`outpost-${name}-bundle`, xs, {
         ready_vs_bare: Number((median(xs.map((x) => x.readyMs)) / bareReady).toFixed(2)),
+        connected_ms: Math.round(median(xs.map((x) => x.connectedMs ?? Number.NaN))),
         rss_over_bare_mb: Number((median(xs.map((x) => x.rssMb)) - bareRss).toFixed(1)),
         bundle_kb: Number((b.bytes / 1024).toFixed(1)),
         gzip_kb: Number((b.gzipBytes / 1024).toFixed(1)),

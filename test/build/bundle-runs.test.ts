@@ -2,11 +2,12 @@
 // run as `node <dir>/<device>.mjs` against a real aedes broker: they start, report ready, serve a
 // command and stop cleanly. The thermo's SQLite addon is loaded from beside its bundle; the
 // modules the bundle leaves out (build/device-stubs.ts) are not in it.
-import { cpSync, existsSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildDevice, DEVICE_STUBS, generateSigningKeys, verifyBundle, type BuiltDevice } from '../../build/index.js'
 import { bundleDevice } from '../../build/bundle.js'
+import { PROJECT_ROOT } from '../../build/project-root.js'
 import { createPrivateKey } from 'node:crypto'
 import { displayContract } from '../../devices/contracts/display.js'
 import { thermoContract } from '../../devices/contracts/thermo.js'
@@ -83,6 +84,16 @@ describe('a device bundle copied out of the repository', () => {
     expect((await device.exited).code).toBe(0)
   })
 
+  it("thermo with a wrong variable: its OutpostError is still one by name in the minified bundle (one fatal BAD_ARGUMENT line, exit code 2)", async () => {
+    // exitOnStartError knows an OutpostError by its name (isOutpostError): were the name lost
+    // to minification, the error would be thrown on with its stack and the exit code would be 1.
+    const device = start('thermo', { OUTPOST_DEVICE_ID: 'thermo-bad-variable', OUTPOST_SAMPLE_MS: 'often' })
+    expect((await device.exited).code).toBe(2)
+    const fatal = JSON.parse(device.lines.find((l) => l.includes('"level":60'))!) as { code: string; msg: string }
+    expect(fatal.code).toBe('BAD_ARGUMENT')
+    expect(fatal.msg).toMatch(/^BAD_ARGUMENT: OUTPOST_SAMPLE_MS "often" is not accepted/)
+  })
+
   it('thermo with an addon that is not for this Node: one fatal ABI_MISMATCH line, exit code 1', async () => {
     const broken = path.join(temp(), 'thermo')
     cpSync(path.join(home, 'thermo'), broken, { recursive: true })
@@ -95,14 +106,54 @@ describe('a device bundle copied out of the repository', () => {
     expect(fatal.msg).toMatch(/SQLite addon of this device bundle .*better_sqlite3\.node/)
   })
 
-  it('leaves out what a device never runs (esbuild metafile): no readable-stream, ws, socks, worker timers, pino transports, debug, lru-cache, bindings, cbor-extract', async () => {
+  it('leaves out what a device never runs (esbuild metafile): no readable-stream, ws, socks, worker timers, pino transports, debug, lru-cache, bindings, cbor-extract, bl, rfdc', async () => {
     const bundle = await bundleDevice('thermo', temp())
     const packages = new Set(Object.keys(bundle.metafile.inputs).map((i) => /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(i)?.[1]).filter((p) => p !== undefined))
-    for (const stub of DEVICE_STUBS) if (stub.file !== true) expect(packages, stub.module).not.toContain(stub.module)
+    // A module stub takes its whole package out (`rfdc/default`: rfdc).
+    const packageOf = (m: string): string => m.split('/').slice(0, m.startsWith('@') ? 2 : 1).join('/')
+    for (const stub of DEVICE_STUBS) if (stub.file !== true) expect(packages, stub.module).not.toContain(packageOf(stub.module))
     const inputs = Object.keys(bundle.metafile.inputs)
     expect(inputs.some((i) => i.endsWith('pino/lib/transport.js'))).toBe(true) // there, but as the stub's text:
     expect(bundle.metafile.inputs['node_modules/pino/lib/transport.js']!.bytes).toBeLessThan(1_000)
     expect(packages).toContain('better-sqlite3')
     expect(bundle.needsSqlite).toBe(true)
+  })
+})
+
+describe('error classes in a bundle (minified without keepNames)', () => {
+  it('keep their names as a built bundle runs: err.name, the class name pino logs as `type`, util.inspect and the stack', async () => {
+    // A project with one device that throws each named error class: the runtime's and those of
+    // dependencies whose names the build writes back (NAMED_ERROR_CLASSES), bundled as any device.
+    const root = temp()
+    mkdirSync(path.join(root, 'devices', 'names'), { recursive: true })
+    mkdirSync(path.join(root, 'build'))
+    for (const dir of ['runtime', 'node_modules', 'build/stubs']) symlinkSync(path.join(PROJECT_ROOT, dir), path.join(root, dir), 'dir')
+    writeFileSync(path.join(root, 'devices', 'names', 'main.ts'), [
+      "import { inspect } from 'node:util'",
+      "import { pino } from 'pino'",
+      "import SqliteError from 'better-sqlite3/lib/sqlite-error.js'",
+      "import { ErrorWithReasonCode, ErrorWithSubackPacket } from 'mqtt/lib/shared'",
+      "import { ErrorCode, OutpostError } from '../../runtime/errors.js'",
+      "import { JobDecision } from '../../runtime/contract/queue.js'",
+      "import { Damaged } from '../../runtime/stores/sqlite/database-open.js'",
+      "const errors = [new OutpostError(ErrorCode.INTERNAL, 'x'), new JobDecision('retry', 'x'), new Damaged('x'), new SqliteError('x', 'SQLITE_ERROR'), new ErrorWithReasonCode('x', 128), new ErrorWithSubackPacket('x', {})]",
+      'const lines = []',
+      'const log = pino({}, { write: (s) => void lines.push(s) })',
+      "for (const err of errors) log.error({ err }, 'failed')",
+      "const report = errors.map((err, i) => ({ name: err.name, type: JSON.parse(lines[i]).err.type, inspected: inspect(err).split('\\n')[0], stack: err.stack.split('\\n')[0] }))",
+      'console.log(JSON.stringify(report))',
+    ].join('\n'))
+    const bundle = await bundleDevice('names', temp(), root)
+    const p = startProcess(bundle.file, [], bareEnv({}))
+    expect((await p.exited).code).toBe(0)
+    const named = (name: string, type = name): object => ({ name, type, inspected: `${type === name ? name : `${type} [${name}]`}: x`, stack: `${name}: x` })
+    expect(JSON.parse(p.lines[0]!)).toEqual([
+      named('OutpostError'),
+      named('OutpostError', 'JobDecision'),
+      named('Damaged'),
+      named('SqliteError'),
+      named('ErrorWithReasonCode'),
+      named('ErrorWithSubackPacket'),
+    ])
   })
 })

@@ -24,7 +24,8 @@ describe('a display under hostile frames', () => {
     cleanup(() => rmSync(dataDir, { recursive: true, force: true }))
     const display = startProcess('bin/outpost.js', ['device', 'display', '--id', 'display-9', '--url', broker.url, '--log-format', 'pretty'], { OUTPOST_DATA_DIR: dataDir })
     cleanup(() => display.kill('SIGTERM'))
-    await display.waitFor('ready')
+    // Ready serves local work; commands from the broker need its subscriptions there.
+    await display.waitFor('connected to the broker')
 
     const attacker = await mqtt.connectAsync(broker.url, { clientId: 'attacker', reconnectPeriod: 0 })
     cleanup(() => attacker.endAsync())

@@ -31,7 +31,8 @@ describe('broker credentials', () => {
       const device = startProcess('bin/outpost.js', ['device', 'display', '--id', `display-${format}`, '--url', url, '--log-format', format], { OUTPOST_DATA_DIR: dataDir() })
       cleanup(() => device.kill('SIGTERM'))
       await device.waitFor('ready')
-      if (url.includes(String(missing))) await device.waitFor('unreachable')
+      // Ready serves local work; the login comes after, in the background.
+      await device.waitFor(url.includes(String(missing)) ? 'unreachable' : 'connected to the broker')
       await device.kill('SIGTERM')
       const out = device.lines.join('\n')
       expect(out).toContain('admin:***@127.0.0.1')

@@ -34,7 +34,10 @@ const scrape = async (): Promise<string> => (await gw.get('/metrics')).text()
 async function until(series: string, value: number): Promise<string> {
   let text = await scrape()
   for (const end = Date.now() + 30_000; valueOf(text, series) !== value && Date.now() < end; text = await scrape()) await new Promise((r) => setTimeout(r, 100))
-  expect(valueOf(text, series), series).toBe(value)
+  // On a failure, the gateway's other counters of the same family say where the frame went.
+  const family = series.replace(/_total.*$/, '').replace(/_(recorded|ignored|handled|failed|no_reply|reply_lost|redelivered|redelivery_dropped)$/, '')
+  const related = text.split('\n').filter((l) => l.startsWith(family) || l.startsWith('outpost_gateway_denied') || l.startsWith('outpost_gateway_auth')).join('\n')
+  expect(valueOf(text, series), `${series}\n${related}`).toBe(value)
   return text
 }
 

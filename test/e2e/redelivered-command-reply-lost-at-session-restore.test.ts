@@ -79,7 +79,8 @@ describe('a command delivered again after the device was killed', () => {
 
     let proc: TestProcess = startProcess(script, [], env)
     cleanup(() => proc.kill())
-    await proc.waitFor('ready', 20_000)
+    // Ready serves local work; its subscriptions are on the broker once it is connected.
+    await proc.waitFor('connected to the broker', 20_000)
 
     // The device hears the command; what it sends is dropped.
     proxy.block(true)
@@ -142,7 +143,8 @@ describe('a command delivered again after the device was killed', () => {
     // First start: the device's session (and its subscriptions) now live on the broker.
     let proc: TestProcess = startProcess(script, [], env)
     cleanup(() => proc.kill())
-    await proc.waitFor('ready', 20_000)
+    // Ready serves local work; its subscriptions are on the broker once it is connected.
+    await proc.waitFor('connected to the broker', 20_000)
     await proc.kill('SIGKILL')
     // While it is down, a command waits in its session.
     const id = rawId()

@@ -41,9 +41,12 @@ export async function fakeBundle(dir: string, js: string, privatePem: string, de
   return signDir(dir, { device, version: '0.0.1', buildTime: '2025-03-01T00:00:00.000Z', entry: 'device.mjs', addon: null }, privatePem)
 }
 
-/** `node <dev>/launcher.mjs` with the device's variables, nothing of this project's environment. */
+/**
+ * `node <dev>/launcher.mjs` with the device's variables, nothing of this project's environment;
+ * a new slot is kept 1 s after it reports ready (not 10: tests wait for it) unless `env` says otherwise.
+ */
 export function startLauncher(dev: string, env: Record<string, string>): TestProcess {
-  return startProcess(path.join(dev, 'launcher.mjs'), [], bareEnv(env))
+  return startProcess(path.join(dev, 'launcher.mjs'), [], bareEnv({ OUTPOST_LAUNCHER_PROBATION_MS: '1000', ...env }))
 }
 
 /** What `node <dev>/launcher.mjs --check` says it would start, or its refusal. */

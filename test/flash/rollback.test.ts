@@ -12,6 +12,7 @@ import type { MqttBroker } from '../../gateway/broker/mqtt-broker.js'
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime, type Runtime } from '../../runtime/index.js'
 import { freshAedes } from '../helpers/aedes.js'
+import { until } from '../helpers/wait.js'
 import type { TestProcess } from '../helpers/device-process.js'
 import { outpost } from '../helpers/gateway-cli.js'
 import { tempDirs } from '../build/build-helpers.js'
@@ -76,6 +77,23 @@ describe('the launcher rolls a new bundle that never gets ready back to the prev
     const status = await outpost(['flash', 'status', '--to', dev])
     expect(status.out).toMatch(/last: +rolled back at .* from slot b \(built 2025-03-01T00:00:00\.000Z\) to slot a: slot b exited with code 3/)
     expect(status.out).toContain('previous: none (nothing to roll back to)')
+    await stop(l)
+  }, 30_000)
+
+  it('a bundle that crashes just after reporting ready: within its probation, so rolled back like one that never is ready', async () => {
+    const flaky = await fakeBundle(path.join(temp(), 'flaky'), "console.log('{\"level\":30,\"msg\":\"ready\"}')\nsetTimeout(() => { throw new Error('sensor lost after start') }, 200)\nsetInterval(() => {}, 1000)\n", keys.privatePem, 'flaky')
+    expect((await flashBundle(flaky, { to: dev })).slot).toBe('b')
+    const l = start()
+    await l.waitFor('rolled back from slot b to slot a')
+    await until(() => l.lines.some((x) => x.includes('"device":"display-flash"') && x.includes('"msg":"ready"')), 20_000)
+    expect(await show('after a crash past ready')).toMatchObject({ shown: true })
+    expect(l.lines.some((x) => x.includes('slot b reported ready; it is kept once it has run 1000 ms more'))).toBe(true)
+    expect(l.lines.some((x) => x.includes('slot b is ready: kept'))).toBe(false)
+    // The reason is the error's own line, not Node's version line that ends its report.
+    expect(state()).toMatchObject({
+      outcome: 'rolled-back', slot: 'a', from: { slot: 'b', device: 'flaky' },
+      reason: 'slot b exited with code 1: Error: sensor lost after start within 1000 ms of reporting ready, 2 starts in a row',
+    })
     await stop(l)
   }, 30_000)
 

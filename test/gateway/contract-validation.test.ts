@@ -123,6 +123,21 @@ describe('contract documents and payload checks at the gateway', () => {
     expect(again.registry.contract('probe-1')).toMatchObject({ instance, document: doc })
   }, 60_000)
 
+  it('a document that reaches the gateway before its device\'s presence is kept once the presence follows (one whose presence never comes: test/e2e/gateway-metrics-cloud.test.ts)', async () => {
+    const gw = await gateway()
+    const early = await mqtt.connectAsync(gw.broker.url, { clientId: 'early-1', reconnectPeriod: 0 })
+    cleanup(() => early.endAsync(true))
+    const doc = { v: 1, dialect: 'draft-07', services: [{ name: 'probe', version: '1', commands: { set: { payload: { type: 'object' } } }, events: {} }] }
+    // The other order than a runtime publishes them in, as the broker may hand them over.
+    await early.publishAsync('ob/early-1/contract', contractFrame('early-1', 'inst-e', doc), { qos: 1, retain: true })
+    expect(gw.registry.contract('early-1')).toBeUndefined()
+    const presence = Buffer.from(codec.encode({ v: ENVELOPE_VERSION, kind: 'presence', id: 'p-1', src: 'early-1', inst: 'inst-e', at: Date.now(), payload: { online: true, services: [{ name: 'probe', version: '1', commands: ['set'], events: [] }] } }))
+    await early.publishAsync('ob/early-1/status', presence, { qos: 1, retain: true })
+    await until(() => gw.registry.contract('early-1') !== undefined, 10_000)
+    expect(gw.registry.contract('early-1')).toMatchObject({ instance: 'inst-e', document: doc })
+    expect(gw.registry.stats().contracts).toEqual({ recorded: 1, ignored: {} })
+  }, 30_000)
+
   it('a bad payload is 422 VALIDATION_FAILED with the issues a device would give, and never reaches the handler; a good one runs', async () => {
     const gw = await gateway()
     const calls = { n: 0 }

@@ -69,6 +69,8 @@ export async function otaRig(prefix: string, launcherEnv: Record<string, string>
     return s
   }
   await launcher.waitFor('"msg":"ready"')
+  // The first bundle is on trial too until its probation (1 s here, see startLauncher) has passed.
+  await launcher.waitFor('is ready: kept')
   await status()
   return {
     keys, thermo, dev, gateway, http: httpUrl, deviceId, launcher, call, temp, status,

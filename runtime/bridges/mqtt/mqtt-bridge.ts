@@ -9,7 +9,7 @@ import { systemClock } from '../../ports/clock.js'
 import { createBridgeStats, createRoutes, createStatusHub, DEFAULT_MAX_PAYLOAD_BYTES, snapshotStats } from '../bridge-kit.js'
 import type { OversizedPacket } from './packet-size-guard.js'
 import { createMqttSockets } from './mqtt-socket.js'
-import { MqttClient, parseBrokerUrl, type MqttBridgeOptions } from './mqtt-options.js'
+import { loadedMqttClient, loadMqttClient, parseBrokerUrl, type MqttBridgeOptions, type MqttClient, type MqttClientClass } from './mqtt-options.js'
 import { createPublishWindow } from './publish-window.js'
 import { createDirectPublisher } from './direct-publisher.js'
 
@@ -68,6 +68,8 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   let suspects: Set<number> | undefined
 
   let client: MqttClient | undefined
+  // MQTT.js is being loaded for the first connection (no client yet).
+  let loading = false
   let closing = false
   let attempt = 0
   const clientId = opts.clientId ?? opts.deviceId
@@ -169,7 +171,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
     })
   }
 
-  const start = (): MqttClient => {
+  const start = (MqttClientClass: MqttClientClass): MqttClient => {
     const options: IClientOptions = {
       clientId,
       username: opts.username,
@@ -195,7 +197,7 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
     // MQTT 5: the broker is told the largest packet we take, and does not send a larger one
     // [MQTT-3.1.2-24]; the limit counts the whole packet (fixed header up to 5 bytes).
     if (options.protocolVersion === 5) options.properties = { ...options.properties, maximumPacketSize: maxPacketBytes + 5 }
-    const c = new MqttClient(sockets.open as never, options)
+    const c = new MqttClientClass(sockets.open as never, options)
     // MQTT.js sends the PUBACK once handleMessage calls back (any protocol level), so calling
     // back after the handler settled gives "acknowledged after committed".
     c.handleMessage = (packet, callback) => {
@@ -331,10 +333,34 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       }
       if (status.current.type === 'connected') return Promise.resolve()
       const p = new Promise<void>((resolve, reject) => firstConnect.push({ resolve, reject }))
-      if (client === undefined) {
-        client = start()
-        status.set({ type: 'connecting', attempt: 1 })
-        client.connect()
+      if (client === undefined && !loading) {
+        const begin = (Client: MqttClientClass): void => {
+          client = start(Client)
+          if (status.current.type !== 'connecting') status.set({ type: 'connecting', attempt: 1 })
+          client.connect()
+        }
+        const loaded = loadedMqttClient()
+        if (loaded !== undefined) {
+          begin(loaded)
+        } else {
+          // MQTT.js is loaded at the first connection (see loadMqttClient); meanwhile the bridge
+          // is connecting, and a close settles whoever waits.
+          loading = true
+          status.set({ type: 'connecting', attempt: 1 })
+          loadMqttClient().then(
+            (Client) => {
+              loading = false
+              if (!closing) begin(Client)
+            },
+            (err: unknown) => {
+              loading = false
+              const waiters = firstConnect
+              firstConnect = []
+              const failed = new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `the MQTT client could not be loaded: ${errorMessage(err)}`, { cause: err })
+              for (const w of waiters) w.reject(failed)
+            },
+          )
+        }
       }
       return p
     },

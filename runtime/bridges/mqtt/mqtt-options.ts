@@ -1,6 +1,4 @@
 import type tls from 'node:tls'
-// The client class alone: the package root also loads WebSocket, SOCKS and browser support a device does not use.
-import * as clientModule from 'mqtt/lib/client'
 import type { MqttClient as MqttClientType } from 'mqtt'
 import type { Logger } from 'pino'
 import type { BackoffOptions } from '../../backoff.js'
@@ -43,11 +41,29 @@ export interface MqttBridgeOptions {
 
 /** The MQTT.js client type. */
 export type MqttClient = MqttClientType
-// CommonJS interop differs: Node hands over module.exports as the default, esbuild the
-// module's own `default` (it honours __esModule). Accept both.
-const clientDefault = (clientModule as unknown as { default: unknown }).default
-/** The MQTT.js client class, loaded without the package root. */
-export const MqttClient = (typeof clientDefault === 'function' ? clientDefault : (clientDefault as { default: unknown }).default) as typeof MqttClientType
+/** The MQTT.js client class. */
+export type MqttClientClass = typeof MqttClientType
+
+let clientClass: MqttClientClass | undefined
+
+/** The MQTT.js client class if loadMqttClient has loaded it, else undefined. */
+export const loadedMqttClient = (): MqttClientClass | undefined => clientClass
+
+/**
+ * Loads the MQTT.js client class (once per process): the class alone, since the package root
+ * also loads WebSocket, SOCKS and browser support a device does not use; and at the first
+ * connection, not with this module, so that MQTT.js and mqtt-packet are not evaluated before a
+ * device has started serving local work.
+ */
+export async function loadMqttClient(): Promise<MqttClientClass> {
+  if (clientClass !== undefined) return clientClass
+  const clientModule: unknown = await import('mqtt/lib/client')
+  // CommonJS interop differs: Node hands over module.exports as the default, esbuild the
+  // module's own `default` (it honours __esModule). Accept both.
+  const clientDefault = (clientModule as { default: unknown }).default
+  clientClass = (typeof clientDefault === 'function' ? clientDefault : (clientDefault as { default: unknown }).default) as MqttClientClass
+  return clientClass
+}
 
 /**
  * Where a broker url points: host (an IPv6 address without its brackets), port (1883, or 8883

@@ -22,6 +22,7 @@ export function quarantine(path: string, now: number): string {
 
 /** Damage SQLite reported, as an error of its own kind (it alone may lead to a quarantine). */
 export class Damaged extends Error {
+  static override readonly name: string = 'Damaged'
   override name = 'Damaged'
 }
 

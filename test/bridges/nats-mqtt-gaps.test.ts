@@ -272,8 +272,10 @@ describe('nats-server MQTT (2.9.10): overlapping subscriptions', () => {
     await c.subscribeAsync(['o/#', 'o/x'], { qos: 1 })
     await c.publishAsync('o/x', 'one', { qos: 1 })
     await c.publishAsync('o/end', 'end', { qos: 1 })
-    await until(() => got.includes('o/end'))
-    expect(got).toEqual(['o/x', 'o/x', 'o/end'])
+    await until(() => got.includes('o/end') && got.filter((t) => t === 'o/x').length >= 2)
+    await settle()
+    // Two copies of the one message (the server may send the second after the next message).
+    expect([...got].sort()).toEqual(['o/end', 'o/x', 'o/x'])
 
     // Two subscriptions of one device that both match counter's `added`.
     const specific: number[] = []

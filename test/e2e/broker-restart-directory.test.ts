@@ -37,7 +37,19 @@ describe('when the broker restarts with its sessions and retained messages', () 
     await until(() => statuses.some((s) => s.type === 'connected'), 10_000)
 
     expect(statuses.find((s) => s.type === 'connected')).toEqual({ type: 'connected', sessionPresent: true })
-    expect(await echo.say({ text: 'after' }, { timeoutMs: 8_000 })).toEqual({ text: 'after', device: 'echo-1' })
+    // A call made while the caller's connection is down again (the restarted broker, on a loaded
+    // machine, may drop it once more) is refused at once, BRIDGE_UNAVAILABLE: not what this tests.
+    // Any other failure is.
+    const after = async (): Promise<unknown> => {
+      for (const end = Date.now() + 15_000; ; await new Promise((r) => setTimeout(r, 100))) {
+        try {
+          return await echo.say({ text: 'after' }, { timeoutMs: 8_000 })
+        } catch (err) {
+          if ((err as { code?: string }).code !== 'BRIDGE_UNAVAILABLE' || Date.now() > end) throw err
+        }
+      }
+    }
+    expect(await after()).toEqual({ text: 'after', device: 'echo-1' })
     await until(() => caller.directory.deviceState('echo-1') === 'live')
   }, 30_000)
 })

@@ -39,4 +39,7 @@ export {
   type ScheduleBuilder,
   type MisfirePolicy,
   type Occurrence,
+  type Timing,
 } from './service.js'
+export { every } from './schedule-spec.js'
+export { cron } from './cron.js'

@@ -5,10 +5,10 @@ import type { AnyContract } from './contract.js'
 import type { Schema } from './schema.js'
 import type { Resource, ResourcesOf } from './resource.js'
 import type { JobDecision, QueueSpec } from './queue.js'
-import { cronSchedule, everySchedule, type MisfirePolicy, type Occurrence, type ScheduleSpec } from './schedule-spec.js'
+import { every, scheduleSpec, type MisfirePolicy, type Occurrence, type ScheduleSpec, type Timing } from './schedule-spec.js'
 
 // Declared in schedule-spec.ts; kept importable from here, where they were declared before.
-export type { MisfirePolicy, Occurrence, ScheduleSpec } from './schedule-spec.js'
+export type { MisfirePolicy, Occurrence, ScheduleSpec, Timing } from './schedule-spec.js'
 
 /** A service's key-value state on one device. Synchronous: the store is local (SQLite or memory). */
 export interface ServiceState<T> {
@@ -171,20 +171,29 @@ export interface SubscriptionBuilder<K extends AnyContract, U extends readonly A
 
 /** Builds typed schedules inside `defineService`. */
 export interface ScheduleBuilder<K extends AnyContract> {
-  /** Fires on a cron pattern (5–7 fields, croner syntax), in an IANA timezone (default UTC). */
-  cron<E extends EmittedEventsOf<K>>(
-    pattern: string,
+  /**
+   * Fires on a timing: `cron(pattern, { timezone })` (from 'outpost/contracts') or `every(ms)`.
+   * A device bundle carries croner only when a service calls `cron`.
+   */
+  at<E extends EmittedEventsOf<K>>(
+    timing: Timing,
     event: E,
     payload: (occurrence: Occurrence) => v.InferInput<EventsOf<K>[E]>,
-    opts?: { timezone?: string; misfire?: MisfirePolicy },
+    opts?: { misfire?: MisfirePolicy },
   ): ScheduleSpec
-  /** Fires every `ms` milliseconds, aligned to multiples of `ms` since the epoch (so ids repeat across restarts). */
+  /** Fires every `ms` milliseconds, aligned to multiples of `ms` since the epoch (so ids repeat across restarts): `at(every(ms), …)`. */
   every<E extends EmittedEventsOf<K>>(
     ms: number,
     event: E,
     payload: (occurrence: Occurrence) => v.InferInput<EventsOf<K>[E]>,
     opts?: { misfire?: MisfirePolicy },
   ): ScheduleSpec
+  /**
+   * @deprecated Cron patterns moved out of the builder, so that a device without one does not
+   * carry croner: write `s.at(cron(pattern, { timezone }), event, payload, { misfire })`, with
+   * `cron` imported from 'outpost/contracts'. Called, this throws INVALID_CONFIG saying so.
+   */
+  cron(moved: 'write s.at(cron(pattern), …)'): never
 }
 
 /** What an event-to-queue binding tells about the event it turns into a job. */
@@ -340,8 +349,11 @@ export function defineService<
     }),
   }
   const schedules: ScheduleBuilder<K> = {
-    cron: (pattern, event, payload, opts) => cronSchedule(pattern, event, payload, opts),
-    every: (ms, event, payload, opts) => everySchedule(ms, event, payload, opts),
+    at: (timing, event, payload, opts) => scheduleSpec(timing, event, payload, opts),
+    every: (ms, event, payload, opts) => scheduleSpec(every(ms), event, payload, opts),
+    cron: (pattern: unknown) => {
+      throw new OutpostError(ErrorCode.INVALID_CONFIG, `s.cron(${JSON.stringify(pattern)}, …) is now s.at(cron(${JSON.stringify(pattern)}, { timezone }), event, payload, { misfire }), with cron imported from 'outpost/contracts'`)
+    },
   }
   const declared = impl.schedules?.(schedules) ?? {}
   for (const [name, spec] of Object.entries(declared)) {

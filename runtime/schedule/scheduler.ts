@@ -1,4 +1,3 @@
-import { Cron } from 'croner'
 import type { Logger } from 'pino'
 import type { Occurrence, ScheduleSpec } from '../contract/service.js'
 import type { Clock } from '../ports/clock.js'
@@ -45,14 +44,7 @@ function codeOf(err: unknown): string | undefined {
 }
 
 /** Next occurrence strictly after `after`, or undefined when the schedule has no more. */
-function nextOf(spec: ScheduleSpec): (after: number) => number | undefined {
-  if (spec.everyMs !== undefined) {
-    const every = spec.everyMs
-    return (after) => (Math.floor(after / every) + 1) * every
-  }
-  const cron = new Cron(spec.cron!, { paused: true, timezone: spec.timezone })
-  return (after) => cron.nextRun(new Date(after))?.getTime()
-}
+const nextOf = (spec: ScheduleSpec): ((after: number) => number | undefined) => (after) => spec.timing.next(after)
 
 /**
  * Runs schedules on a clock. On start, each schedule looks up the last occurrence it fired

@@ -6,6 +6,7 @@ import {
   createMemoryHub,
   createMemoryStateStore,
   createRuntime,
+  cron,
   defineContract,
   defineService,
   ErrorCode,
@@ -13,6 +14,7 @@ import {
   type MisfirePolicy,
   type Runtime,
   type StateStore,
+  every,
 } from '../../runtime/index.js'
 
 const ticker = defineContract({
@@ -23,14 +25,16 @@ const ticker = defineContract({
 
 const listenerContract = defineContract({ name: 'listener', version: '1' })
 
-function tickerService(kind: 'cron' | 'every', misfire: MisfirePolicy = 'skip', timezone?: string, pattern = '*/5 * * * * *') {
+function tickerService(kind: 'cron' | 'every' | 'at-every', misfire: MisfirePolicy = 'skip', timezone?: string, pattern = '*/5 * * * * *') {
   return defineService(ticker, {
     commands: {},
     schedules: (s) => ({
       beat:
         kind === 'cron'
-          ? s.cron(pattern, 'tick', (o) => ({ occurrence: o.id, at: o.at }), { misfire, timezone })
-          : s.every(2_000, 'tick', (o) => ({ occurrence: o.id, at: o.at }), { misfire }),
+          ? s.at(cron(pattern, { timezone }), 'tick', (o) => ({ occurrence: o.id, at: o.at }), { misfire })
+          : kind === 'every'
+            ? s.every(2_000, 'tick', (o) => ({ occurrence: o.id, at: o.at }), { misfire })
+            : s.at(every(2_000), 'tick', (o) => ({ occurrence: o.id, at: o.at }), { misfire }),
     }),
   })
 }
@@ -57,6 +61,12 @@ describe('schedules', () => {
     await device.start()
     return { clock, store, heard, device }
   }
+
+  it('fires an every(ms) timing given to s.at like s.every', async () => {
+    const { clock, heard } = await setup(tickerService('at-every'))
+    await clock.advance(7_000)
+    expect(heard.map((h) => h.at - START)).toEqual([2_000 - (START % 2_000), 4_000 - (START % 2_000), 6_000 - (START % 2_000)])
+  })
 
   it('fires a cron schedule on time with deterministic occurrence ids', async () => {
     const { clock, heard } = await setup(tickerService('cron'))
@@ -124,5 +134,26 @@ describe('schedules', () => {
         ErrorCode.INVALID_CONFIG,
       ),
     ).toBe(true)
+  })
+
+  it('rejects what is not a timing, and tells a caller of the old s.cron(pattern) what to write instead', () => {
+    const thrown = (fn: () => unknown): { code?: string; message?: string } => {
+      try {
+        fn()
+      } catch (e) {
+        return e as { code?: string; message?: string }
+      }
+      throw new Error('nothing thrown')
+    }
+    const tick = () => ({ occurrence: '', at: 0 })
+    // A JavaScript caller (no types) handing a pattern where a timing goes.
+    const asString = thrown(() => defineService(ticker, { commands: {}, schedules: (s) => ({ x: s.at('0 * * * *' as never, 'tick', tick) }) }))
+    expect(asString.code).toBe(ErrorCode.INVALID_CONFIG)
+    expect(asString.message).toContain('s.at(cron("0 * * * *"), …)')
+    const old = thrown(() => defineService(ticker, { commands: {}, schedules: (s) => ({ x: (s.cron as unknown as (p: string) => never)('0 * * * *') }) }))
+    expect(old.code).toBe(ErrorCode.INVALID_CONFIG)
+    expect(old.message).toContain('s.at(cron("0 * * * *", { timezone }), event, payload, { misfire })')
+    expect(thrown(() => every(0)).code).toBe(ErrorCode.INVALID_CONFIG)
+    expect(thrown(() => every(1.5)).code).toBe(ErrorCode.INVALID_CONFIG)
   })
 })

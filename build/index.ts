@@ -3,7 +3,7 @@
 export { bundleDevice, deviceEntry, NODE_TARGET, type DeviceBundle } from './bundle.js'
 export { buildDevice, checkSigning, defaultOutDir, listDevices, type BuildOptions, type BuildStep, type BuiltDevice } from './build-device.js'
 export { ADDON_FILE, abiOfAddon, headerTarget, hostAddon, nodeRangeOfAbi, resolveAddon, type AddonChoice, type AddonTarget } from './addon.js'
-export { DEVICE_STUBS, type DeviceStub } from './device-stubs.js'
+export { DEVICE_PATCHES, DEVICE_STUBS, type DevicePatch, type DeviceStub } from './device-stubs.js'
 export { MANIFEST_FILE, SIGNATURE_FILE, MANIFEST_FORMAT, manifestBytes, resolveBuildTime, type Manifest, type ManifestFile } from './manifest.js'
 export { generateSigningKeys, keyIdOf, loadSigningKey, signManifest, toPublicKey, type KeyInput, type ManifestSignature } from './signing.js'
 export { DEFAULT_KEY_DIR, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, writeKeyPair, type WrittenKeys } from './keys.js'

@@ -12,8 +12,9 @@
 // The device it starts learns its folder and slot (OUTPOST_DEVICE_DIR, OUTPOST_DEVICE_SLOT); one that
 // installed a bundle over the air (runtime/ota/) asks over the IPC channel to be restarted into it.
 import { spawn } from 'node:child_process'
-import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto'
+import type { KeyObject } from 'node:crypto'
 import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -72,7 +73,11 @@ export interface SlotManifest {
 
 export const slotDir = (root: string, slot: SlotName): string => path.join(root, SLOTS_DIR, slot)
 export const otherSlot = (slot: SlotName): SlotName => (slot === 'a' ? 'b' : 'a')
-const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
+// node:crypto when first used: a device bundle carries this module for its slot and pointer
+// functions (runtime/ota/install.ts), and loading node:crypto would cost its start about 5 ms.
+let cryptoModule: typeof import('node:crypto') | undefined
+const crypto = (): typeof import('node:crypto') => (cryptoModule ??= createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto'))
+const sha256 = (b: Uint8Array): string => crypto().createHash('sha256').update(b).digest('hex')
 const errText = (err: unknown): string => (err instanceof Error ? err.message : String(err))
 
 /** Flushes a folder's entries (a rename in it) to the disk; not every platform can open a folder. */
@@ -139,7 +144,7 @@ export function readTrustedKeys(root: string): Map<string, KeyObject> {
   }
   for (const name of names) {
     try {
-      const key = createPublicKey(readFileSync(path.join(root, KEYS_DIR, name)))
+      const key = crypto().createPublicKey(readFileSync(path.join(root, KEYS_DIR, name)))
       if (key.asymmetricKeyType === 'ed25519') keys.set(keyIdOf(key), key)
     } catch {
       // Not a key: trusted nothing.
@@ -194,7 +199,7 @@ export function checkManifest(bytes: Buffer, sigBytes: Buffer, where: string, ke
   const key = keys.get(String(sig.keyId))
   if (key === undefined) return { problem: `UNKNOWN_KEY: ${where} is signed by key ${String(sig.keyId)}, which this device does not trust` }
   const raw = Buffer.from(String(sig.signature), 'base64')
-  if (raw.byteLength !== 64 || !verify(null, bytes, key, raw)) return { problem: `BAD_SIGNATURE: the manifest of ${where} does not verify` }
+  if (raw.byteLength !== 64 || !crypto().verify(null, bytes, key, raw)) return { problem: `BAD_SIGNATURE: the manifest of ${where} does not verify` }
   const m = JSON.parse(bytes.toString('utf8')) as SlotManifest
   if (!Array.isArray(m.files) || !m.files.every((f) => plainName(f.path)) || !m.files.some((f) => f.path === m.entry)) return { problem: `HASH_MISMATCH: the manifest of ${where} does not list its entry` }
   const a = m.addon

@@ -10,12 +10,12 @@
 //   <root>/ota/chunks.log      a line per chunk written: <file> <index> <sha256>
 //   <root>/ota/bundle/         the bundle directory being received (its files at their full size)
 //   <root>/ota/committed.json  the last bundle committed: its slot and when it was switched to
-import { createHash } from 'node:crypto'
 import { closeSync, fsyncSync, openSync, readFileSync } from 'node:fs'
 import { appendFile, mkdir, open, rename, rm, statfs, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { defineService } from '../contract/index.js'
 import { ErrorCode, OutpostError } from '../errors.js'
+import { nodeCrypto } from '../lazy-builtin.js'
 import {
   checkManifest, DEVICE_DIR_ENV, DEVICE_SLOT_ENV, readPointer, readState, readTrustedKeys, RESTART_REQUEST, slotDir, syncDir, verifyDir, verifySlot, writeFileAtomic,
   type SlotManifest, type SlotName,
@@ -40,7 +40,7 @@ interface FileEntry { name: string; size: number; sha256: string }
 interface Transfer { bundleId: string; chunkBytes: number; files: FileEntry[]; manifest: SlotManifest; present: Map<string, Map<number, string>> }
 interface Committed { bundleId: string; device: string; version: string; buildTime: string; slot: SlotName; switchedAt: string }
 
-const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
+const sha256 = (b: Uint8Array): string => nodeCrypto().createHash('sha256').update(b).digest('hex')
 const fail = (code: ErrorCode, message: string): OutpostError => new OutpostError(code, message)
 const readJson = <T>(file: string): T | undefined => {
   try {

@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto'
 import type { Logger } from 'pino'
 import { isJobDecision, resultEventNames, type JobDecision, type QueueSpec, type ResultKind } from '../contract/queue.js'
 import type { BindingSpec, BoundEvent, EnqueueOptions, JobRef } from '../contract/service.js'
 import { ErrorCode, OutpostError, errorMessage, isOutpostError, toWireError } from '../errors.js'
 import type { LogLimiter } from '../log-limiter.js'
+import { nodeCrypto } from '../lazy-builtin.js'
 import type { Clock } from '../ports/clock.js'
 import type { EnqueueInput, Job, QueueStore } from '../ports/queue-store.js'
 import { safeParse } from '../service/compiled-schema.js'
@@ -212,7 +212,7 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
     if (input.traceparent !== undefined && input.traceparent.length > MAX_ID_CHARS) delete input.traceparent
     const bytes = valueBytes(input.payload)
     if (bytes.length > maxDeadPayloadBytes) {
-      input.payload = { truncated: true, bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') }
+      input.payload = { truncated: true, bytes: bytes.length, sha256: nodeCrypto().createHash('sha256').update(bytes).digest('hex') }
       counters.deadLettersDigested++
     }
     c.dead++

@@ -1,6 +1,6 @@
-import { randomBytes } from 'node:crypto'
 import { pino, type Logger } from 'pino'
 import { createLogLimiter, type LogLimiter } from '../log-limiter.js'
+import { nodeCrypto } from '../lazy-builtin.js'
 import { createMessenger, type InboundMessage, type Messenger } from '../messaging/messenger.js'
 import { systemClock, type Clock } from '../ports/clock.js'
 import type { StateStore } from '../ports/state-store.js'
@@ -102,5 +102,5 @@ export function childTrace(traceparent: string | undefined): string | undefined 
   if (traceparent === undefined) return undefined
   const parts = traceparent.split('-')
   if (parts.length !== 4) return traceparent
-  return `${parts[0]}-${parts[1]}-${randomBytes(8).toString('hex')}-${parts[3]}`
+  return `${parts[0]}-${parts[1]}-${nodeCrypto().randomBytes(8).toString('hex')}-${parts[3]}`
 }

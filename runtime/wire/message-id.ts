@@ -1,4 +1,4 @@
-import { randomFillSync } from 'node:crypto'
+import { fillRandom } from '../lazy-builtin.js'
 
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ' // Crockford base32: sorts like the numbers it encodes
 const DIGIT = Array.from(ALPHABET, (c) => c.charCodeAt(0))
@@ -38,7 +38,7 @@ export const idTime = (ms: number): number => (ms > 0 ? Math.min(Math.floor(ms),
  */
 export function createMessageIdFactory(now: () => number = Date.now): MessageIdFactory {
   const rnd = Buffer.alloc(5)
-  randomFillSync(rnd)
+  fillRandom(rnd)
   // The id is built from character codes in one go: a flat string, not a chain of
   // concatenations that every Map lookup by id would first have to flatten.
   const codes: number[] = new Array(26).fill(48)
@@ -90,7 +90,7 @@ export interface NumberedIdFactory {
  */
 export function createNumberedIdFactory(): NumberedIdFactory {
   const rnd = Buffer.alloc(5)
-  randomFillSync(rnd)
+  fillRandom(rnd)
   const codes: number[] = new Array(26).fill(48)
   const tag = base32(rnd.readUIntBE(0, 5), 8)
   for (let i = 0; i < 8; i++) codes[10 + i] = tag.charCodeAt(i)

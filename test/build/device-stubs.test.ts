@@ -4,17 +4,21 @@
 // every MQTT 3.1.1 and 5 packet, cut anywhere, as the real one does), the deep copy as rfdc's,
 // and the Node answers of MQTT.js's browser detection and timers are the real ones. What is left
 // out is never called by MQTT.js or by the runtime, and says so when called.
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { execFile } from 'node:child_process'
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import path from 'node:path'
+import { promisify } from 'node:util'
 import { build } from 'esbuild'
 import { beforeAll, describe, expect, it } from 'vitest'
-import { DEVICE_STUBS, deviceStubs } from '../../build/device-stubs.js'
+import { DEVICE_PATCHES, DEVICE_STUBS, deviceStubs } from '../../build/device-stubs.js'
+import { bundleDevice } from '../../build/bundle.js'
 import { PROJECT_ROOT } from '../../build/project-root.js'
 import { tempDirs } from './build-helpers.js'
 
 const temp = tempDirs('device-stubs')
 const real = createRequire(import.meta.url)
+const run = promisify(execFile)
 
 /** What the bundle has in place of each module below (the real module when nothing is swapped). */
 interface Bundled {
@@ -330,5 +334,67 @@ describe('the stand-ins of device bundles', () => {
     expect(() => bundled.generate()).toThrow(/left out of this device bundle by outpost build/)
     expect(() => bundled.redaction()).toThrow(/left out of this device bundle by outpost build/)
     for (const m of SQLITE_METHODS) expect(() => bundled.sqliteMethods[m]!(), m).toThrow(/left out of this device bundle by outpost build/)
+  })
+})
+
+describe('the lines a device bundle writes differently, and the built-ins a device loads before it is ready', () => {
+  it("sonic-boom's check: passes silently without loading node:assert, and fails with node:assert's AssertionError", () => {
+    const patch = DEVICE_PATCHES.find((p) => p.file === 'sonic-boom/index.js')!
+    const loaded: string[] = []
+    const requireSpy = (id: string): unknown => {
+      loaded.push(id)
+      return real(id)
+    }
+    const assert = new Function('require', `${patch.with}; return assert`)(requireSpy) as (v: unknown, m?: string) => void
+    assert(true, 'fine')
+    expect(loaded).toEqual([])
+    let thrown: unknown
+    try {
+      assert(typeof undefined === 'number', 'sonic.fd must be a number, got undefined')
+    } catch (e) {
+      thrown = e
+    }
+    expect(thrown).toBeInstanceOf(real('node:assert').AssertionError)
+    expect((thrown as Error).message).toBe('sonic.fd must be a number, got undefined')
+    expect(loaded).toEqual(['assert'])
+  })
+
+  it('a build fails, naming the patch, when a package no longer has the line a patch replaces', async () => {
+    const dir = temp()
+    const pkg = path.join(dir, 'node_modules', 'sonic-boom')
+    mkdirSync(pkg, { recursive: true })
+    writeFileSync(path.join(pkg, 'index.js'), "const assert = require('node:assert')\nmodule.exports = assert\n")
+    writeFileSync(path.join(dir, 'entry.js'), "require('sonic-boom')\n")
+    const failed = await build({ absWorkingDir: dir, entryPoints: ['entry.js'], bundle: true, platform: 'node', write: false, logLevel: 'silent', plugins: [deviceStubs(PROJECT_ROOT)] }).then(
+      () => undefined,
+      (err: unknown) => err as Error,
+    )
+    expect(failed?.message).toContain("sonic-boom/index.js no longer has `const assert = require('assert')`")
+  })
+
+  it('a demo bundle loads neither node:crypto, node:assert nor node:worker_threads before it reports ready', async () => {
+    const out = temp()
+    const data = temp()
+    const { file } = await bundleDevice('display', out)
+    // Started as a device is, with a preload that writes the built-ins loaded so far when the ready line goes out.
+    const probe = path.join(out, 'probe.cjs')
+    writeFileSync(
+      probe,
+      `const w = process.stdout.write.bind(process.stdout)
+process.stdout.write = (chunk, ...rest) => {
+  if (String(chunk).includes('"msg":"ready"')) { require('fs').writeSync(2, 'LOADED ' + JSON.stringify(process.moduleLoadList) + '\\n'); process.exit(0) }
+  return w(chunk, ...rest)
+}
+`,
+    )
+    const { stderr } = await run(process.execPath, ['-r', probe, file], {
+      env: { ...process.env, OUTPOST_MQTT_URL: 'mqtt://127.0.0.1:9', OUTPOST_DEVICE_ID: 'probe-1', OUTPOST_DATA_DIR: data },
+      timeout: 30_000,
+    })
+    const line = stderr.split('\n').find((l) => l.startsWith('LOADED '))
+    expect(line).toBeDefined()
+    const loaded = JSON.parse(line!.slice('LOADED '.length)) as string[]
+    expect(loaded).toContain('NativeModule fs') // the list is the real one
+    for (const m of ['crypto', 'assert', 'worker_threads']) expect(loaded, m).not.toContain(`NativeModule ${m}`)
   })
 })

@@ -1,18 +1,7 @@
-import { randomBytes } from 'node:crypto'
-import { createRequire } from 'node:module'
 import type net from 'node:net'
 import type tls from 'node:tls'
 import { guardPacketSize, type OversizedPacket } from './packet-size-guard.js'
-
-/**
- * `node:net` or `node:tls`, loaded at the first connection rather than with this module: a
- * device reports ready before it connects, and `node:tls` (with its root certificates, which an
- * `import` of it reads at once) is only for mqtts. process.getBuiltinModule is there from Node
- * 20.16; before, a require made anywhere finds a built-in module (no import.meta: a bundle may
- * be CommonJS).
- */
-const builtin = <T>(id: 'node:net' | 'node:tls'): T =>
-  (typeof process.getBuiltinModule === 'function' ? process.getBuiltinModule(id) : createRequire(process.execPath)(id)) as T
+import { builtin, fillRandom } from '../../lazy-builtin.js'
 
 /** Where and how an MQTT bridge connects. */
 export interface MqttSocketOptions {
@@ -43,13 +32,14 @@ export interface MqttSockets {
 
 /** Creates the socket factory of one bridge. */
 export function createMqttSockets(opts: MqttSocketOptions): MqttSockets {
-  const oversized = randomBytes(16)
+  const oversized = Buffer.alloc(16)
+  fillRandom(oversized)
   return {
     oversized,
     open() {
       // [Issue 2] Without TCP_NODELAY, QoS 1 request/reply stalls on delayed ACKs (Nagle).
       const { host, port } = opts
-      const socket = opts.secure ? builtin<typeof tls>('node:tls').connect({ host, port, servername: host, ...opts.tls }) : builtin<typeof net>('node:net').connect({ host, port })
+      const socket = opts.secure ? builtin('node:tls').connect({ host, port, servername: host, ...opts.tls }) : builtin('node:net').connect({ host, port })
       socket.setNoDelay(true)
       guardPacketSize(socket, {
         maxPacketBytes: opts.maxPacketBytes,

@@ -44,9 +44,9 @@ Usage:
                                             (\`outpost devices --help\` for details)
   outpost device <name> [--url URL] [--id ID]
                                             run a device of this project (thermo, display) against a broker
-  outpost forward <status|dead|redrive|purge> [--target T] [--config FILE]
+  outpost forward <status|dead|redrive|purge> [seq…|--all] [--target T] [--config FILE]
                                             the gateway's forward queue to cloud targets and its dead letters
-                                            (\`outpost forward --help\` for details)
+                                            (purge needs seqs or --all; \`outpost forward --help\` for details)
   outpost jobs <command> --db FILE          operate the durable queues in a device database
                                             (queues, status, dead, redrive, purge, pause, resume, cancel;
                                             \`outpost jobs --help\` for details)

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import type { DeadReason, ResultKind } from '../contract/queue.js'
-import { ErrorCode, OutpostError, errorMessage, type WireError } from '../errors.js'
+import { ErrorCode, OutpostError, errorMessage, isOutpostError, type WireError } from '../errors.js'
 import { createLogLimiter } from '../log-limiter.js'
 import type { Clock } from '../ports/clock.js'
 import type { Job, QueueStore } from '../ports/queue-store.js'
@@ -141,6 +141,16 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
           try {
             done.push([s.q, store.transaction.run(() => settleOne(s, now))])
           } catch (err) {
+            const instead = unsendable(s, err)
+            if (instead !== undefined) {
+              try {
+                done.push([s.q, store.transaction.run(() => settleOne(instead, now))])
+                log.warn({ queue: s.q.def.key, jobId: s.job.id, code: (instead.outcome as { error: WireError }).error.code, err: errorMessage(err) }, 'job given up: its result cannot be sent')
+                continue
+              } catch {
+                // Not stored either: tried again later, as below.
+              }
+            }
             failed.push(s)
             storeTrouble.warn('outcome-not-stored', { queue: s.q.def.key, jobId: s.job.id, err: errorMessage(err) }, 'job outcome not stored yet; trying again')
           }
@@ -183,6 +193,17 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
       if (jobs.length < room) idle(q, now)
     }
     if (stopping && pending.length === 0 && all.every((q) => q.active.size === 0)) onIdle?.()
+  }
+
+  /**
+   * A completed job whose result event no receiver could take (a frame over the size limit, a
+   * value that is not plain data) would fail the same way at every try, and hold its slot and
+   * commit for ever: it is given up instead, with that error, and its small `dead` event goes out
+   * in place of the result.
+   */
+  const unsendable = (s: Settlement, err: unknown): Settlement | undefined => {
+    if (s.outcome.kind !== 'completed' || !(isOutpostError(err, ErrorCode.FRAME_TOO_LARGE) || isOutpostError(err, ErrorCode.INVALID_ENVELOPE))) return undefined
+    return { ...s, outcome: { kind: 'fail', reason: 'failed', error: { code: err.code, message: `its result cannot be sent: ${err.message}` } } }
   }
 
   const settleLater = (): void => {

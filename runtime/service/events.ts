@@ -62,7 +62,8 @@ export interface Events {
 export function createEvents(deps: EventsDeps): Events {
   const { core, contexts, outbox, queueStore } = deps
   const { link, deviceId, inst, now, ids, counters, rejections } = core
-  const outboxCodec = outbox === undefined ? undefined : createEnvelopeCodec()
+  // The frame limit of the bridge the outbox sends through: an event larger than it is refused at emit.
+  const outboxCodec = outbox === undefined ? undefined : createEnvelopeCodec({ maxFrameBytes: link.transport.maxPayloadBytes })
   let pump: OutboxPump | undefined
 
   /** The envelope of an event of `svc` (payload already checked). */

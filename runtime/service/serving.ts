@@ -1,5 +1,5 @@
 import type { Schema } from '../contract/contract.js'
-import { ErrorCode, errorMessage, toWireError, type WireError } from '../errors.js'
+import { ErrorCode, errorMessage, isOutpostError, toWireError, type WireError } from '../errors.js'
 import type { Inbox, SentReply } from '../ports/inbox.js'
 import { ENVELOPE_VERSION, type Envelope } from '../wire/envelope.js'
 import { safeParse } from './compiled-schema.js'
@@ -108,13 +108,20 @@ export function createServing(deps: ServingDeps): Serving {
         }
 
   /**
-   * A reply encoded once, as it is sent and kept in the inbox. One that cannot be encoded or
-   * routed stays an envelope: sending it fails and says why, now and at every repeat.
+   * A reply encoded once, as it is sent and kept in the inbox. A result too large for a frame is
+   * answered with a FRAME_TOO_LARGE error instead, so that the caller hears of it and does not
+   * wait for its deadline. One that cannot be encoded or routed otherwise stays an envelope:
+   * sending it fails and says why, now and at every repeat.
    */
   const prepared = (reply: Envelope): SentReply => {
     try {
       return link.prepareReply(reply)
-    } catch {
+    } catch (err) {
+      if (reply.error === undefined && isOutpostError(err, ErrorCode.FRAME_TOO_LARGE)) {
+        const { size, limit } = (err.details ?? {}) as { size?: number; limit?: number }
+        const error = { code: ErrorCode.FRAME_TOO_LARGE, message: `the reply would be a frame of ${size ?? '?'} bytes, over the ${limit ?? '?'}-byte frame limit` }
+        return prepared({ v: reply.v, kind: 'reply', id: reply.id, src: reply.src, inst: reply.inst, at: reply.at, corr: reply.corr, replyTo: reply.replyTo, error })
+      }
       return { envelope: reply }
     }
   }

@@ -28,7 +28,8 @@ export type DecodeResult = { ok: true; envelope: Envelope } | { ok: false; error
 export interface EnvelopeCodec {
   /**
    * Encodes an envelope to CBOR.
-   * @throws INVALID_ENVELOPE when a payload cannot be encoded, or holds what no receiver accepts (see README: plain data only)
+   * @throws INVALID_ENVELOPE when a payload cannot be encoded, or holds what no receiver accepts (see README: plain data only);
+   * FRAME_TOO_LARGE when the frame would be larger than `maxFrameBytes` (no receiver with that limit takes it)
    */
   encode(env: Envelope): Uint8Array
   /** Decodes untrusted bytes; never throws. */
@@ -68,6 +69,18 @@ export function createEnvelopeCodec(opts: { maxFrameBytes?: number } = {}): Enve
   const scan = createPlainCborScan()
   const validLevel = createLevelCheck()
 
+  /**
+   * A frame no receiver takes is refused where it is made: sent, it would be dropped by every
+   * receiver with the same limit, and closed on by a broker with a smaller one (the outbox would
+   * send it again after each reconnect, with every event behind it waiting).
+   */
+  const sized = (frame: Uint8Array): Uint8Array => {
+    if (frame.length <= maxFrameBytes) return frame
+    throw new OutpostError(ErrorCode.FRAME_TOO_LARGE, `outgoing frame of ${frame.length} bytes exceeds the ${maxFrameBytes}-byte frame limit (the bridge's maxPayloadBytes); nothing was sent`, {
+      details: { size: frame.length, limit: maxFrameBytes },
+    })
+  }
+
   const encode = (env: Envelope): Uint8Array => {
     const a: unknown[] = [env.v, KIND_CODE[env.kind], env.id, env.src, env.inst, env.at,
       env.service, env.version, env.name, env.corr, env.replyTo, env.target, env.deadline,
@@ -78,7 +91,7 @@ export function createEnvelopeCodec(opts: { maxFrameBytes?: number } = {}): Enve
     for (let i = F.service; i < n; i++) if (a[i] === undefined) a[i] = null
     // The common envelope is written by the plain-CBOR writer; anything it leaves goes to cbor-x.
     const frame = writer.writeArray(a, n)
-    if (frame !== UNWRITTEN) return frame
+    if (frame !== UNWRITTEN) return sized(frame)
     let bytes: Uint8Array
     try {
       bytes = encoder.encode(a)
@@ -89,7 +102,7 @@ export function createEnvelopeCodec(opts: { maxFrameBytes?: number } = {}): Enve
     // nesting past MAX_CBOR_DEPTH) fails here, where the sender hears of it.
     const problem = scan(bytes)
     if (problem !== undefined) throw new OutpostError(ErrorCode.INVALID_ENVELOPE, `payload cannot travel: ${problem.message}`)
-    return bytes
+    return sized(bytes)
   }
 
   const decode = (bytes: Uint8Array): DecodeResult => {
@@ -146,6 +159,7 @@ export function createEnvelopeCodec(opts: { maxFrameBytes?: number } = {}): Enve
       ) {
         return encode(env)
       }
+      let made: Buffer | undefined
       try {
         w.bytes(head)
         w.text(env.id)
@@ -158,10 +172,11 @@ export function createEnvelopeCodec(opts: { maxFrameBytes?: number } = {}): Enve
         if (env.traceparent === undefined) w.null()
         else w.text(env.traceparent)
         w.bytes(absent2)
-        if (w.item(env.payload)) return w.end()
+        if (w.item(env.payload)) made = w.end()
       } catch {
         // A getter in the payload threw: `encode` meets it again and reports it.
       }
+      if (made !== undefined) return sized(made)
       w.abandon()
       return encode(env)
     }

@@ -124,7 +124,8 @@ function nestingOver(value: unknown, limit: number): boolean {
 }
 
 // Measures payloads as the runtime writes them (one codec for the module: encoding is synchronous).
-const measure = createEnvelopeCodec()
+// Without a frame limit of its own: it measures, and the limit is checked below, with its own message.
+const measure = createEnvelopeCodec({ maxFrameBytes: Number.MAX_SAFE_INTEGER })
 
 /**
  * Checks that a payload can reach a device: nested at most MAX_COMMAND_PAYLOAD_DEPTH levels and at

@@ -22,7 +22,9 @@ export function createSqliteInbox(database: DeviceDatabase, opts: { window?: num
   const db = database.db
   const window = opts.window ?? 10_000
   const now = opts.now ?? Date.now
-  const codec = createEnvelopeCodec()
+  // Replies kept as envelopes (an in-process fast path sends no frame) are stored whatever their
+  // size: a frame limit is the bridges' business (runtime/bridges/README.md, outgoing frames).
+  const codec = createEnvelopeCodec({ maxFrameBytes: Number.MAX_SAFE_INTEGER })
   const get = db.prepare<[string], InboxRow>('SELECT instance, reply, topic FROM inbox WHERE id = ?')
   const claim = db.prepare('INSERT INTO inbox (id, instance, reply, topic, at) VALUES (?, ?, NULL, NULL, ?) ON CONFLICT (id) DO UPDATE SET instance = excluded.instance, reply = NULL, topic = NULL, at = excluded.at')
   const complete = db.prepare<[Uint8Array, string | null, string]>('UPDATE inbox SET reply = ?, topic = ? WHERE id = ?')

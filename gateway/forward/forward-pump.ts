@@ -63,6 +63,8 @@ export interface PumpOptions {
 const FRESH_MAX_BYTES = 8 * 1024 * 1024
 /** How often a caught-up pump with nothing to send reads the queue anyway, ms. */
 const RESCAN_MS = 3_000
+/** How long after a failed removal of confirmed messages it is tried again, ms. */
+const REMOVE_RETRY_MS = 1_000
 /** What a message held in memory costs, roughly: its body and subject and the objects around them. */
 const heldBytes = (m: ForwardMessage): number => m.body.byteLength + m.subject.length * 2 + 256
 
@@ -99,6 +101,8 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
   let timer: NodeJS.Timeout | undefined
   let unsubscribe: (() => void) | undefined
   let rescan: NodeJS.Timeout | undefined
+  /** Set while confirmed messages wait to be removed again after a failed removal. */
+  let removeRetry: NodeJS.Timeout | undefined
 
   const flushConfirmed = (): void => {
     flushing = false
@@ -108,8 +112,18 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
     try {
       queue.remove(name, seqs)
     } catch (err) {
-      // Sent again after the next reconnect (stored once by a target that dedupes); never lost.
-      trouble.error('remove', { target: name, err: errorMessage(err) }, 'forward queue: confirmed messages not removed; they will be sent again')
+      // Kept and removed on a later try (forward.db busy: another process holds its write lock).
+      // Dropped here, they stayed in the queue behind the cursor, counted in the backlog, until a
+      // reconnect or a restart sent them again (stored twice past the target's duplicate window).
+      confirmed = [...new Set(seqs.concat(confirmed))]
+      trouble.error('remove', { target: name, err: errorMessage(err) }, 'forward queue: confirmed messages not removed yet; trying again shortly')
+      if (!stopping && removeRetry === undefined) {
+        removeRetry = setTimeout(() => {
+          removeRetry = undefined
+          if (!flushing) flushConfirmed()
+        }, REMOVE_RETRY_MS)
+        removeRetry.unref()
+      }
     }
   }
   const confirm = (seq: number): void => {
@@ -287,6 +301,7 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
     async stop(drainMs = 5_000) {
       stopping = true
       clearInterval(rescan)
+      clearTimeout(removeRetry)
       if (timer !== undefined) clearTimeout(timer)
       const wait = Promise.allSettled([...inFlight.values()])
       await Promise.race([wait, new Promise((r) => setTimeout(r, drainMs).unref())])

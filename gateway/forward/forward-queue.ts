@@ -151,7 +151,13 @@ export const rowBytes = (m: Pick<NewForwardMessage, 'body' | 'headers' | 'subjec
  * @throws STORE_* as openDeviceDatabase
  */
 export function openForwardQueue(opts: { path: string; limits: Record<string, QueueLimit>; access?: 'device' | 'tool' }): ForwardQueue {
-  const database = openDeviceDatabase({ path: opts.path, access: opts.access ?? 'device', migrations: FORWARD_MIGRATIONS, onCorrupt: 'fail', lock: false })
+  const access = opts.access ?? 'device'
+  // The gateway's connection waits briefly for a lock (as broker.db does): better-sqlite3 waits
+  // synchronously, and another process holding forward.db's write lock froze MQTT, HTTP and the
+  // targets' confirmations for 5 s per commit (JetStream sends timed out, the target was taken
+  // down). A commit that gives up is not acknowledged (the devices send again); a removal is
+  // tried again. Tools (`outpost forward …`) keep the default wait.
+  const database = openDeviceDatabase({ path: opts.path, access, migrations: FORWARD_MIGRATIONS, onCorrupt: 'fail', lock: false, ...(access === 'device' ? { busyTimeoutMs: 200 } : {}) })
   const db = database.db
   const insert = db.prepare('INSERT INTO queue (target, device, id, subject, headers, content_type, body, bytes, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
   const nextStmt = db.prepare('SELECT * FROM queue WHERE target = ? AND seq > ? ORDER BY seq LIMIT ?') as Statement<[string, number, number], Row>

@@ -3,16 +3,11 @@
 // started again each time on the same data folder. Every event the devices emitted must be in
 // the JetStream stream, each once (the devices' outboxes keep an event until the gateway has it
 // on disk; the forward queue keeps it until JetStream confirmed it; Nats-Msg-Id dedupes re-sends).
-import { randomBytes } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { jetstreamManager } from '@nats-io/jetstream'
-import { connect as natsConnect } from '@nats-io/transport-node'
 import { build } from 'esbuild'
 import { describe, expect, it } from 'vitest'
-import type { ForwardConfig } from '../../gateway/forward/forward-config.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
+import { jetstreamForward } from '../helpers/jetstream-forward.js'
 import { startProcess, type TestProcess } from '../helpers/device-process.js'
 import { buildHelperProcess } from '../helpers/processes.js'
 import { freePort } from '../helpers/wait.js'
@@ -27,24 +22,7 @@ describe('forwarding across kill -9 of the gateway', () => {
   const cleanup = cleanupAfterEach()
 
   it(`loses no event across ${KILLS} SIGKILLs of the gateway; JetStream holds each once`, async () => {
-    const tag = randomBytes(4).toString('hex')
-    const stream = `FWD_KILL_${tag}`
-    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-fwd-kill9-'))
-    cleanup(() => rmSync(dir, { recursive: true, force: true }))
-    const nc = await natsConnect({ servers: '127.0.0.1:4222' })
-    cleanup(() => nc.close())
-    const jsm = await jetstreamManager(nc)
-    cleanup(() => jsm.streams.delete(stream).catch(() => {}))
-    const forward: ForwardConfig = {
-      targets: {
-        js: {
-          type: 'nats', servers: ['nats://127.0.0.1:4222'], encoding: 'cbor', window: 256, confirmTimeoutMs: 5_000, maxBytes: 1 << 30, whenFull: 'refuse',
-          stream: { name: stream, subjects: [`fwdkill${tag}.>`], create: true, duplicateWindowMs: 1_800_000 },
-          subject: `fwdkill${tag}.{device}.{event}`,
-        },
-      },
-      routes: [{ events: ['#'], devices: ['meter-*'], to: ['js'] }],
-    }
+    const { stream, dir, nc, jsm, forward } = await jetstreamForward(cleanup, { stream: 'FWD_KILL_', subject: 'fwdkill', dir: 'outpost-fwd-kill9-' })
     const gatewayScript = path.resolve('test/e2e/chaos/.build/gateway-kill9-process.mjs')
     await build({ entryPoints: ['test/e2e/gateway-kill9-process.ts'], outfile: gatewayScript, bundle: true, platform: 'node', format: 'esm', packages: 'external', logLevel: 'silent' })
     const port = await freePort()

@@ -13,10 +13,10 @@ export default defineConfig({
     exclude: ['**/node_modules/**'],
     // The CLI runs compiled code (dist/): it is rebuilt first when the sources are newer.
     globalSetup: ['test/package/global-setup.ts'],
-    // Two test files at a time. Most of the suite waits on processes, brokers and timers, not on
-    // the CPU: on 2 cores the whole suite took 19 minutes one file at a time and 11 with two
-    // (vitest's default here was one), with no failure.
-    maxWorkers: 2,
+    // One test file at a time (vitest's default on 2 cores). Two at a time took the suite from 19
+    // to 11 minutes on this machine and passed once, but failed twice in the next run, under the
+    // load of two files' processes: not yet.
+    maxWorkers: 1,
     testTimeout: 20_000,
     hookTimeout: 20_000,
   },

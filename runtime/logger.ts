@@ -51,6 +51,25 @@ export function createLogger(opts: LoggerOptions): Logger {
   const format = opts.format ?? (out.isTTY === true ? 'pretty' : 'json')
   const options = { level, base: { device: opts.name } }
   if (format === 'pretty') return pino(options, { write: (s: string) => void out.write(`${formatLogLine(s.trimEnd())}\n`) })
-  // pino's own destination (synchronous writes to fd 1) unless the caller named a stream.
-  return opts.out === undefined ? pino(options) : pino(options, { write: (s: string) => void out.write(s) })
+  if (opts.out !== undefined) return pino(options, { write: (s: string) => void out.write(s) })
+  // process.stdout itself when something replaced its write (a test capturing output), as pino does.
+  return pino(options, process.stdout.write === Object.getPrototypeOf(process.stdout).write ? stdoutDestination() : process.stdout)
+}
+
+/**
+ * Standard output for pino's JSON lines, written synchronously, as Node itself writes
+ * process.stdout to pipes and files on Linux. Not pino's default destination, which writes
+ * asynchronously and flushes what is left when the process exits: that flush (sonic-boom 4)
+ * tries a failed write again for ever, whatever the error, so a process whose reader had gone (a
+ * device whose parent was killed with SIGKILL: EPIPE) never finished exiting. A write that fails
+ * for good (EPIPE: nobody reads any more; EBADF) turns this destination off; the process goes on
+ * (pino's own handler does the same for EPIPE; this one takes the other errors, which would
+ * otherwise be thrown as an unhandled 'error' event).
+ */
+function stdoutDestination(): ReturnType<typeof pino.destination> {
+  const dest = pino.destination({ dest: 1, sync: true })
+  dest.on('error', () => {
+    dest.write = () => true
+  })
+  return dest
 }

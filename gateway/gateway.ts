@@ -12,6 +12,7 @@ import { createRuntime, defineContract, defineService, type Runtime } from '../r
 import { createLogLimiter } from '../runtime/log-limiter.js'
 import { createLogger } from '../runtime/logger.js'
 import type { DeviceDatabase } from '../runtime/stores/sqlite/index.js'
+import type { Bridge } from '../runtime/ports/bridge.js'
 import { createBrokerAuth, type BrokerAuth } from './auth/broker-auth.js'
 import { startMqttBroker, type MqttBroker } from './broker/mqtt-broker.js'
 import { defaultGatewayConfig, type GatewayConfig } from './config/gateway-config.js'
@@ -222,14 +223,15 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
           }
         : {},
   })
-  const runtime = createRuntime({
-    // Its broker is in this process: a CONNACK slower than a device's 5 s is a busy start (a large
-    // store after kill -9, a loaded machine), not a broker that is gone, and the start waits for it.
-    bridge: createMqttBridge({ url: broker.url, deviceId: GATEWAY_CLIENT_ID, username: GATEWAY_CLIENT_ID, password: internal.get(GATEWAY_CLIENT_ID), logger: log, connectTimeoutMs: 30_000 }),
-    services: [monitor],
-    logger: log,
-  })
-  await runtime.start({ waitForBroker: true })
+  // Its broker is in this process: a CONNACK slower than a device's 5 s is a busy start (a large
+  // store after kill -9, a loaded machine), not a broker that is gone.
+  const own = createMqttBridge({ url: broker.url, deviceId: GATEWAY_CLIENT_ID, username: GATEWAY_CLIENT_ID, password: internal.get(GATEWAY_CLIENT_ID), logger: log, connectTimeoutMs: 30_000 })
+  const runtime = createRuntime({ bridge: own, services: [monitor], logger: log })
+  // The start waits for that connection however long it takes; a first attempt that fails is
+  // tried again (the bridge backs off and reconnects), not the end of the gateway: one CONNACK
+  // timeout in a loaded CI run killed a gateway that was restarting after kill -9.
+  await runtime.start()
+  await connected(own)
   forwarder?.start()
   // Cloud callers to device commands: routed by the registry, sent through the gateway's runtime.
   const commands = createCommandRouter({ runtime, registry, defaults: config.commands })
@@ -340,4 +342,16 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
       return closed
     },
   }
+}
+
+/** Resolves once `bridge` is connected (at once when it is). */
+function connected(bridge: Bridge): Promise<void> {
+  return new Promise((resolve) => {
+    if (bridge.status.type === 'connected') return resolve()
+    const off = bridge.onStatus((s) => {
+      if (s.type !== 'connected') return
+      off()
+      resolve()
+    })
+  })
 }

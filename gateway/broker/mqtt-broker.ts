@@ -8,6 +8,7 @@ import { createWebSocketStream, WebSocketServer } from 'ws'
 import { ErrorCode, errorMessage, OutpostError } from '../../runtime/errors.js'
 import { guardPacketSize } from '../../runtime/bridges/mqtt/packet-size-guard.js'
 import { BrokerEmitter } from './broker-emitter.js'
+import { connackFirst } from './connack-first.js'
 
 /** Default largest MQTT packet (remaining length) the broker reads from a client: 1 MiB. */
 export const DEFAULT_MAX_PACKET_BYTES = 1024 * 1024
@@ -284,6 +285,7 @@ export async function startMqttBroker(opts: MqttBrokerOptions = {}): Promise<Mqt
   }
   aedes.publish = skipping as unknown as Aedes['publish']
 
+  const holdUntilConnack = connackFirst(aedes)
   const conns = new Set<Duplex>()
   /** Counts a new connection, or closes it at once when the limit is reached. */
   const admit = (conn: Duplex, listener: ListenerKind, remoteAddress: string | undefined): boolean => {
@@ -311,7 +313,9 @@ export async function startMqttBroker(opts: MqttBrokerOptions = {}): Promise<Mqt
         },
       })
     }
-    client = aedes.handle(conn, req as never) as { id?: string } | undefined
+    const handled = aedes.handle(conn, req as never)
+    holdUntilConnack(handled, conn)
+    client = handled as { id?: string } | undefined
   }
 
   const servers: { kind: ListenerKind; server: net.Server }[] = []

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import { errorCode, errorMessage } from '../errors.js'
+import { ErrorCode, errorCode, errorMessage, isOutpostError } from '../errors.js'
 import type { Bridge, PublishOptions } from '../ports/bridge.js'
 import { systemClock, UNREF, type Clock } from '../ports/clock.js'
 import type { Outbox, OutboxEntry } from '../ports/outbox.js'
@@ -68,6 +68,13 @@ export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; window?
       }
       const entry = buffer[at++]!
       lastSent = entry.seq
+      if (entry.frame.length > bridge.maxPayloadBytes) {
+        // Stored before the limit was this low (an older version, a changed configuration): it
+        // can never be sent, and sent anyway a broker would close the connection on it, after
+        // each reconnect again, and nothing behind it would go. Dropped, counted and said.
+        tooLarge(entry)
+        continue
+      }
       inFlight++
       const gen = generation
       // The stored frame goes out as it is: bytes on its topic, never decoded.
@@ -79,10 +86,20 @@ export function createOutboxPump(opts: { outbox: Outbox; bridge: Bridge; window?
         },
         (err: unknown) => {
           settled(gen)
-          log.debug({ seq: entry.seq, err: errorMessage(err) }, 'outbox publish failed; will be sent again')
+          if (isOutpostError(err, ErrorCode.FRAME_TOO_LARGE)) tooLarge(entry)
+          else log.debug({ seq: entry.seq, err: errorMessage(err) }, 'outbox publish failed; will be sent again')
         },
       )
     }
+  }
+
+  const tooLarge = (entry: OutboxEntry): void => {
+    outbox.discard(entry.seq, `too-large:${entry.stream}`)
+    limited.error(
+      'too-large',
+      { seq: entry.seq, stream: entry.stream, topic: entry.topic, bytes: entry.frame.length, limit: bridge.maxPayloadBytes },
+      `outbox entry of ${entry.frame.length} bytes exceeds the ${bridge.maxPayloadBytes}-byte frame limit; dropped (it can never be sent)`,
+    )
   }
 
   // One retry timer at most, after a failed read of the outbox.

@@ -27,7 +27,7 @@ export interface OutboxStats {
   delivered: number
   /** Appends refused because a `reject` stream was full. */
   rejected: number
-  /** Entries dropped to make room, by reason (`full:<stream>`). */
+  /** Entries dropped, by reason: `full:<stream>` to make room, `too-large:<stream>` when they could never be sent. */
   dropped: Record<string, number>
 }
 
@@ -54,5 +54,11 @@ export interface Outbox {
   peek(after: number, limit: number): OutboxEntry[]
   /** Removes a delivered entry (no-op when already gone). Never throws: a removal storage refuses is tried again later (until then the entry may be sent again after a restart). */
   ack(seq: number): void
+  /**
+   * Removes an entry that can never be delivered (larger than the transport sends, e.g. stored
+   * before a lower limit was set), counted in `stats().dropped[reason]` (no-op when already
+   * gone). Never throws: a removal storage refuses is tried again later.
+   */
+  discard(seq: number, reason: string): void
   stats(): OutboxStats
 }

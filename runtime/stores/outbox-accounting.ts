@@ -12,7 +12,8 @@ export interface OutboxAccounting {
   /** Decides whether an entry of `bytes` fits; returns how many bytes must be dropped first (0 when it fits). @throws OUTBOX_FULL */
   admit(stream: string, bytes: number): number
   added(stream: string, bytes: number): void
-  removed(stream: string, bytes: number, why: 'delivered' | 'dropped'): void
+  /** An entry gone: delivered, or dropped (counted under `reason`, by default `full:<stream>`). */
+  removed(stream: string, bytes: number, why: 'delivered' | 'dropped', reason?: string): void
   /** Several delivered entries of one stream at once. */
   removedMany(stream: string, bytes: number, count: number): void
   /** Takes entries and bytes per stream from the store again (after a rollback undid appends or drops). */
@@ -66,12 +67,12 @@ export function createOutboxAccounting(limits: Record<string, OutboxStreamLimits
       stats.bytes -= size
       stats.delivered += count
     },
-    removed(stream, size, why) {
+    removed(stream, size, why, reason = `full:${stream}`) {
       bytes.set(stream, (bytes.get(stream) ?? 0) - size)
       stats.entries--
       stats.bytes -= size
       if (why === 'delivered') stats.delivered++
-      else stats.dropped[`full:${stream}`] = (stats.dropped[`full:${stream}`] ?? 0) + 1
+      else stats.dropped[reason] = (stats.dropped[reason] ?? 0) + 1
     },
   }
 }

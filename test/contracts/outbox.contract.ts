@@ -62,6 +62,21 @@ export function describeOutboxContract(name: string, opts: OutboxContractOptions
       expect(outbox.peek(0, 10)).toEqual([])
     })
 
+    test('discards an entry that can never be delivered: gone from peek, counted under its reason, not as delivered', ({ outbox }) => {
+      const seqs = [1, 2, 3, 4].map((n) => outbox.append(entry(n, 'events', n === 2 ? 50 : 10)))
+      // Read ahead first, as the pump does: the discarded entry must not come back from a copy held in memory.
+      expect(outbox.peek(0, 10).length).toBe(4)
+      outbox.discard(seqs[1]!, 'too-large:events')
+      outbox.discard(seqs[1]!, 'too-large:events') // twice is harmless
+      outbox.discard(9_999, 'too-large:events') // and one that is not there
+      expect(outbox.peek(0, 10).map((e) => e.topic)).toEqual(['t/1', 't/3', 't/4'])
+      expect(outbox.peek(seqs[0]!, 10).map((e) => e.topic)).toEqual(['t/3', 't/4'])
+      outbox.ack(seqs[0]!)
+      const s = outbox.stats()
+      expect([s.entries, s.bytes, s.delivered]).toEqual([2, 20, 1])
+      expect(s.dropped).toEqual({ 'too-large:events': 1 })
+    })
+
     test('refuses a new entry when a reject stream is full, and counts it', ({ outbox }) => {
       outbox.append(entry(1, 'alarms', 40))
       outbox.append(entry(2, 'alarms', 40))
@@ -142,6 +157,14 @@ export function describeOutboxContract(name: string, opts: OutboxContractOptions
         expect(again.stats().bytes).toBe(40)
         again.append(entry(6))
         expect(again.peek(0, 10).at(-1)!.topic).toBe('t/6')
+      })
+
+      test('a discarded entry stays gone across a reopen', ({ outbox, reopen }) => {
+        const seqs = [1, 2, 3].map((n) => outbox.append(entry(n)))
+        outbox.discard(seqs[0]!, 'too-large:events')
+        const again = reopen!()
+        expect(again.peek(0, 10).map((e) => e.topic)).toEqual(['t/2', 't/3'])
+        expect(again.stats()).toMatchObject({ entries: 2, bytes: 20 })
       })
     }
   })

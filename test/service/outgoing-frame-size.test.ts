@@ -14,6 +14,7 @@ import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime, defineContract, defineService, ErrorCode, type Runtime } from '../../runtime/index.js'
 import { createSqliteOutbox, createSqliteQueueStore, openDeviceDatabase, type DeviceDatabase } from '../../runtime/stores/sqlite/index.js'
 import { freshAedes } from '../helpers/aedes.js'
+import { freePort } from '../helpers/wait.js'
 
 const LIMIT = 64 * 1024 // the bridges' maxPayloadBytes in this file
 
@@ -28,6 +29,20 @@ const big = defineContract({
   },
   queues: { make: { payload: v.object({ chars: v.number() }), result: v.object({ s: v.string() }), results: 'required' } },
 })
+
+/** The device's service: emits, answers and makes strings of the length asked for. */
+const bigService = () =>
+  defineService(big, {
+    commands: {
+      emit: async ({ chars }, ctx) => {
+        await ctx.emit('blob', { s: 'x'.repeat(chars) })
+        return { ok: true }
+      },
+      answer: ({ chars }) => ({ s: 'y'.repeat(chars) }),
+      take: ({ s }) => ({ n: s.length }),
+    },
+    workers: { make: ({ chars }) => ({ s: 'z'.repeat(chars) }) },
+  })
 
 const caught = async (p: Promise<unknown>): Promise<{ code?: string; message?: string } | undefined> =>
   p.then(
@@ -48,17 +63,7 @@ describe('outgoing frames over the size limit', () => {
     broker = await freshAedes()
     dir = mkdtempSync(path.join(tmpdir(), 'outpost-frame-size-'))
     database = openDeviceDatabase({ path: path.join(dir, 'device.db') })
-    const svc = defineService(big, {
-      commands: {
-        emit: async ({ chars }, ctx) => {
-          await ctx.emit('blob', { s: 'x'.repeat(chars) })
-          return { ok: true }
-        },
-        answer: ({ chars }) => ({ s: 'y'.repeat(chars) }),
-        take: ({ s }) => ({ n: s.length }),
-      },
-      workers: { make: ({ chars }) => ({ s: 'z'.repeat(chars) }) },
-    })
+    const svc = bigService()
     device = createRuntime({
       bridge: createMqttBridge({ url: broker.url, deviceId: 'big-device', maxPayloadBytes: LIMIT }),
       services: [svc],
@@ -120,5 +125,55 @@ describe('outgoing frames over the size limit', () => {
     expect(q.get(tooBig.id)).toMatchObject({ state: 'dead', errorCode: ErrorCode.FRAME_TOO_LARGE })
     await waitFor(() => seen.some((m) => m.topic.includes('make.dead')) && seen.some((m) => m.topic.includes('make.completed')))
     expect(seen.filter((m) => m.bytes > LIMIT)).toEqual([])
+  })
+})
+
+describe('an outbox entry stored when the limit was higher', () => {
+  it('is dropped and counted when the device starts with the lower limit, and the events behind it go out', async () => {
+    const broker = await freshAedes()
+    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-frame-lowered-'))
+    const seen: { topic: string; bytes: number }[] = []
+    const watcher = await mqtt.connectAsync(broker.url, { clientId: 'lowered-watcher' })
+    try {
+      watcher.on('message', (topic, payload) => void seen.push({ topic, bytes: payload.length }))
+      await watcher.subscribeAsync('ob/lowered/evt/#', { qos: 1 })
+      const svc = bigService()
+      const run = (url: string, maxPayloadBytes: number) => {
+        const database = openDeviceDatabase({ path: path.join(dir, 'device.db') })
+        const runtime = createRuntime({
+          bridge: createMqttBridge({ url, deviceId: 'lowered', maxPayloadBytes, reconnect: { initialMs: 50, maxMs: 200 } }),
+          services: [svc],
+          outbox: createSqliteOutbox(database),
+          queueStore: createSqliteQueueStore(database),
+        })
+        return { runtime, database }
+      }
+      // Offline with a limit four times higher: the large event and three small ones are stored.
+      const before = run(`mqtt://127.0.0.1:${await freePort()}`, 4 * LIMIT)
+      await before.runtime.start()
+      const local = before.runtime.client(big)
+      await local.emit({ chars: 2 * LIMIT })
+      for (let i = 0; i < 3; i++) await local.emit({ chars: 10 })
+      expect(before.runtime.stats().outbox).toMatchObject({ entries: 4 })
+      await before.runtime.stop({ drainMs: 0 })
+      before.database.close()
+
+      const after = run(broker.url, LIMIT)
+      await after.runtime.start()
+      try {
+        for (let i = 0; i < 400 && seen.length < 3; i++) await new Promise((r) => setTimeout(r, 25))
+        expect(seen.map((m) => m.bytes < 200)).toEqual([true, true, true])
+        const outbox = after.runtime.stats().outbox!
+        expect(outbox.entries).toBe(0)
+        expect(Object.entries(outbox.dropped)).toEqual([[expect.stringMatching(/^too-large:/), 1]])
+      } finally {
+        await after.runtime.stop()
+        after.database.close()
+      }
+    } finally {
+      await watcher.endAsync()
+      await broker.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })

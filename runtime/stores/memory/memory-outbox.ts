@@ -43,6 +43,12 @@ export function createMemoryOutbox(opts: { limits?: Record<string, OutboxStreamL
       entries.delete(s)
       acct.removed(e.stream, e.frame.length, 'delivered')
     },
+    discard(s, reason) {
+      const e = entries.get(s)
+      if (e === undefined) return
+      entries.delete(s)
+      acct.removed(e.stream, e.frame.length, 'dropped', reason)
+    },
     stats: () => ({ ...acct.stats, dropped: { ...acct.stats.dropped } }),
   }
 }

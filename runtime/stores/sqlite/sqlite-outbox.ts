@@ -174,11 +174,38 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
       recount()
     })
   }
-  /** Deletes what was acknowledged. Never throws: it runs from timers and the pump. */
+  // Entries discarded (never deliverable) and not deleted yet, with the reason they are counted under.
+  let discarded = new Map<number, string>()
+  /** Deletes the discarded entries in a commit of their own; one that fails is tried again with the next flush. */
+  const dropDiscarded = (): void => {
+    const todo = discarded
+    discarded = new Map()
+    try {
+      database.transaction(() => {
+        for (const [seq, reason] of todo) {
+          const r = remove.get(seq)
+          if (r !== undefined) acct.removed(r.stream, r.bytes, 'dropped', reason)
+        }
+      })
+    } catch {
+      for (const [seq, reason] of todo) if (!discarded.has(seq)) discarded.set(seq, reason)
+      try {
+        recount()
+      } catch {
+        // The file cannot be read either: the counts are corrected at the next recount.
+      }
+      flushLater(FLUSH_RETRY_MS)
+    }
+  }
+  /** Deletes what was acknowledged or discarded. Never throws: it runs from timers and the pump. */
   const flush = (): void => {
     if (flushTimer !== undefined) {
       clearTimeout(flushTimer)
       flushTimer = undefined
+    }
+    if (discarded.size > 0 && !database.closed) {
+      if (db.inTransaction) flushLater()
+      else dropDiscarded()
     }
     if (acked.length === 0 || database.closed) return
     if (db.inTransaction) {
@@ -314,6 +341,11 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
       acked.push(seq)
       if (acked.length >= 512) flush()
       else flushLater()
+    },
+    discard(seq, reason) {
+      tail = tail.filter((t) => t.seq !== seq)
+      discarded.set(seq, reason)
+      flush()
     },
     stats: () => {
       flush()

@@ -31,7 +31,8 @@ export interface ContractStats {
    * Frames ignored, by reason: `too-large` (over `maxBytes`), `malformed` (not an envelope),
    * `kind` (an envelope but no contract), `sender` (its src is not the topic's device), `payload`
    * (not a contract document), `unknown` (a device the registry does not know: no presence
-   * within EARLY_WAIT_MS of the document, or the registry is full).
+   * within EARLY_WAIT_MS of the document, a later document of the device came while it waited,
+   * or the registry is full).
    */
   ignored: Record<string, number>
 }
@@ -195,7 +196,13 @@ export function createContractStore(database: DeviceDatabase, opts: ContractStor
     if (next !== undefined && !all) earlyTimer = setTimeout(() => expireEarly(false), Math.max(0, next.until - now) + 1).unref()
   }
   const setAside = (topic: string, device: string, payload: Uint8Array, at: number): void => {
-    early.delete(device)
+    // A later document of the same device replaces the waiting one, which is counted: else a
+    // flood on one id would be one frame in the counters.
+    const replaced = early.get(device)
+    if (replaced !== undefined) {
+      early.delete(device)
+      ignore('unknown', replaced.topic)
+    }
     early.set(device, { topic, payload, at, until: Date.now() + EARLY_WAIT_MS })
     if (early.size > MAX_EARLY) {
       const [oldest, e] = early.entries().next().value!

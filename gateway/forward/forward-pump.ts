@@ -101,8 +101,38 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
   let timer: NodeJS.Timeout | undefined
   let unsubscribe: (() => void) | undefined
   let rescan: NodeJS.Timeout | undefined
-  /** Set while confirmed messages wait to be removed again after a failed removal. */
+  /** Messages the target refused for good whose move to the dead-letter table failed: moved on a later try. */
+  const refused = new Map<number, string>()
+  /** Set while confirmed or refused messages wait to be removed again after a failed removal. */
   let removeRetry: NodeJS.Timeout | undefined
+  /** One timer at most: removals that failed (forward.db busy: another process holds its write lock) are tried again. */
+  const retryRemovals = (): void => {
+    if (stopping || removeRetry !== undefined) return
+    removeRetry = setTimeout(() => {
+      removeRetry = undefined
+      if (!flushing) flushConfirmed()
+      moveRefused()
+    }, REMOVE_RETRY_MS)
+    removeRetry.unref()
+  }
+  /**
+   * Moves refused messages to the dead-letter table. One whose move fails stays queued behind the
+   * cursor and is tried again shortly: left there, it counted in the backlog and was sent (and
+   * refused) again only after a reconnect or a restart.
+   */
+  const moveRefused = (): void => {
+    for (const [seq, reason] of refused) {
+      try {
+        queue.deadLetter(name, seq, reason, now())
+      } catch (e) {
+        trouble.error('dead-letter', { target: name, err: errorMessage(e) }, 'message not moved to the dead-letter table yet; trying again shortly')
+        retryRemovals()
+        return
+      }
+      refused.delete(seq)
+      stats.deadLettered++
+    }
+  }
 
   const flushConfirmed = (): void => {
     flushing = false
@@ -117,13 +147,7 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
       // reconnect or a restart sent them again (stored twice past the target's duplicate window).
       confirmed = [...new Set(seqs.concat(confirmed))]
       trouble.error('remove', { target: name, err: errorMessage(err) }, 'forward queue: confirmed messages not removed yet; trying again shortly')
-      if (!stopping && removeRetry === undefined) {
-        removeRetry = setTimeout(() => {
-          removeRetry = undefined
-          if (!flushing) flushConfirmed()
-        }, REMOVE_RETRY_MS)
-        removeRetry.unref()
-      }
+      retryRemovals()
     }
   }
   const confirm = (seq: number): void => {
@@ -200,13 +224,9 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
   const failed = (m: ForwardMessage, err: unknown, gen: number): void => {
     if (isOutpostError(err, ErrorCode.TARGET_REJECTED)) {
       const reason = errorMessage(err)
-      try {
-        queue.deadLetter(name, m.seq, reason, now())
-        stats.deadLettered++
-        trouble.warn('dead', { target: name, id: m.id, sender: m.device, reason }, 'target refused a message for good; it is in the dead-letter table (outpost forward dead)')
-      } catch (e) {
-        trouble.error('dead-letter', { target: name, err: errorMessage(e) }, 'message not moved to the dead-letter table; it will be sent again')
-      }
+      trouble.warn('dead', { target: name, id: m.id, sender: m.device, reason }, 'target refused a message for good; it goes to the dead-letter table (outpost forward dead)')
+      refused.set(m.seq, reason)
+      moveRefused()
       return
     }
     stats.retried++

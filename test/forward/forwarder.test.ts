@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { jetstreamManager } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
+import Database from 'better-sqlite3'
 import { pino } from 'pino'
 import { describe, expect, it } from 'vitest'
 import { FORWARD_DEFAULTS, type ForwardConfig } from '../../gateway/forward/forward-config.js'
@@ -118,6 +119,32 @@ describe('forwarder', () => {
     tool.append([[row('outside-2')]])
     await until(() => forwarded(f) === 4, 10_000)
     expect((await stored(s.stream)).sort()).toEqual(['live-0', 'live-1', 'outside-1', 'outside-2'])
+  })
+
+  it('moves a message the stream refuses to the dead-letter table once another process lets go of forward.db, without a reconnect', async () => {
+    const s = setup()
+    // The stream is made here, with a message size limit; the gateway binds to it.
+    const nc = await connect({ servers: NATS })
+    cleanup(() => nc.close())
+    const cloud = s.config.targets.cloud as Extract<ForwardConfig['targets'][string], { type: 'nats' }>
+    await (await jetstreamManager(nc)).streams.add({ name: s.stream, subjects: cloud.stream.subjects, max_msg_size: 512 })
+    cloud.stream = { ...cloud.stream, create: false }
+    const f = s.start()
+    await until(() => f.stats().targets.cloud?.state === 'up')
+    const other = new Database(path.join(s.dir, 'forward.db'))
+    cleanup(() => other.close())
+    const big = codec.encode({ v: 1, kind: 'event', id: 'too-big', src: 'd1', inst: 'i1', at: 1_795_740_000_000, service: 'meter', version: '1', name: 'reading', payload: { pad: 'x'.repeat(2_000) } })
+    await f.accept('ob/d1/evt/meter/1/reading', big)
+    // Committed; the stream's refusal is on its way: another process takes the write lock first.
+    other.exec('BEGIN EXCLUSIVE')
+    await new Promise((r) => setTimeout(r, 1_500))
+    // Refused meanwhile, and not moved: the lock held the move off (the queue is still readable).
+    expect(f.stats().targets.cloud!.deadLettered).toBe(0)
+    expect(f.queue.backlog('cloud').messages).toBe(1)
+    other.exec('COMMIT')
+    await until(() => f.queue.deadCount('cloud') === 1 && f.queue.backlog('cloud').messages === 0, 10_000)
+    expect(f.stats().targets.cloud).toMatchObject({ state: 'up', deadLettered: 1 })
+    expect(f.queue.dead({ target: 'cloud' }).map((d) => d.id)).toEqual(['too-big'])
   })
 
   it('keeps what arrives while the target is cut off and sends it all, once, after it is back', async () => {

@@ -172,6 +172,8 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
       maxPacketBytes: config.mqtt.maxPacketBytes,
       maxTopicLevels: config.mqtt.maxTopicLevels,
       maxConnections: config.mqtt.maxConnections,
+      // Its own connection gets in when devices took every slot (a restart at the limit).
+      reservedClientId: GATEWAY_CLIENT_ID,
       tls: config.mqtt.tls,
       websocket: config.mqtt.websocket,
       onRefusedConnection: (c) => troubles.warn('connection limit', { listener: c.listener, remoteAddress: c.remoteAddress, maxConnections: config.mqtt.maxConnections }, 'connection refused: too many clients connected'),

@@ -78,6 +78,13 @@ export interface MqttBrokerOptions {
   /** Most clients connected at once over all listeners (default 10 000); one more is closed at accept. 0: no limit. */
   maxConnections?: number
   /**
+   * A client id that may connect when `maxConnections` are open (the gateway's own connection):
+   * one connection more (on the TCP listener) is then taken on reserve, and closed at its CONNECT unless it carries
+   * this id. Without it, a gateway restarted at its limit found every slot taken by devices that
+   * reconnected faster than its own client, and never got its own connection.
+   */
+  reservedClientId?: string
+  /**
    * Bytes that may wait in the broker for one client (default 1 MiB). QoS 0 messages are not
    * sent to a client once its socket is full, so a client that does not read only loses its own
    * QoS 0 messages; QoS 1 messages wait up to this much, then the client is cut off (a persistent
@@ -287,17 +294,43 @@ export async function startMqttBroker(opts: MqttBrokerOptions = {}): Promise<Mqt
 
   const holdUntilConnack = connackFirst(aedes)
   const conns = new Set<Duplex>()
-  /** Counts a new connection, or closes it at once when the limit is reached. */
+  /** The connection taken on reserve (over the limit, for `reservedClientId` only), while it is open. */
+  let reserve: { conn: Duplex; listener: ListenerKind; remoteAddress: string | undefined } | undefined
+  const refuse = (conn: Duplex, listener: ListenerKind, remoteAddress: string | undefined): void => {
+    refusedConnections++
+    conn.destroy()
+    opts.onRefusedConnection?.({ listener, remoteAddress })
+  }
+  /** Counts a new connection, or closes it at once when the limit (and the reserve) is taken. */
   const admit = (conn: Duplex, listener: ListenerKind, remoteAddress: string | undefined): boolean => {
     if (maxConnections > 0 && conns.size >= maxConnections) {
-      refusedConnections++
-      conn.destroy()
-      opts.onRefusedConnection?.({ listener, remoteAddress })
-      return false
+      // On the plain TCP listener only (where aedes is handed the socket that was admitted).
+      if (opts.reservedClientId === undefined || reserve !== undefined || listener !== 'mqtt') {
+        refuse(conn, listener, remoteAddress)
+        return false
+      }
+      const held = { conn, listener, remoteAddress }
+      reserve = held
+      conn.once('close', () => {
+        if (reserve === held) reserve = undefined
+      })
+      return true
     }
     conns.add(conn)
     conn.once('close', () => conns.delete(conn))
     return true
+  }
+  // The connection on reserve is for one client id; anyone else is refused as over the limit.
+  const preConnect = opts.aedes?.preConnect
+  aedes.preConnect = (client, packet, callback) => {
+    if (reserve !== undefined && client.conn === reserve.conn && packet.clientId !== opts.reservedClientId) {
+      const { conn, listener, remoteAddress } = reserve
+      reserve = undefined
+      refuse(conn, listener, remoteAddress)
+      return callback(null, false)
+    }
+    if (preConnect === undefined) return callback(null, true)
+    preConnect(client, packet, callback)
   }
   /** Hands an admitted connection to aedes, behind the packet size guard. */
   const serve = (conn: Duplex, remoteAddress: string | undefined, req?: http.IncomingMessage): void => {
@@ -415,7 +448,7 @@ export async function startMqttBroker(opts: MqttBrokerOptions = {}): Promise<Mqt
     get oversizedPackets() {
       return oversizedPackets
     },
-    stats: () => ({ connections: conns.size, refusedConnections, oversizedPackets, droppedQos0, slowClientsCut, inFlight: emitter.current, heldForOrder: emitter.waiting, orderWaitsGivenUp: emitter.gaveUp }),
+    stats: () => ({ connections: conns.size + (reserve === undefined ? 0 : 1), refusedConnections, oversizedPackets, droppedQos0, slowClientsCut, inFlight: emitter.current, heldForOrder: emitter.waiting, orderWaitsGivenUp: emitter.gaveUp }),
     close() {
       closed ??= closeAll()
       return closed

@@ -76,6 +76,31 @@ describe('gateway broker', () => {
     expect(later.connected).toBe(true)
   })
 
+  it('lets the reserved client id in when maxConnections are taken, one connection more; anyone else on that reserve is refused at CONNECT', async () => {
+    const broker = await start({ maxConnections: 2, reservedClientId: 'gateway' })
+    for (let i = 0; i < 2; i++) {
+      const c = await mqtt.connectAsync(broker.url, { clientId: `device-${i}`, reconnectPeriod: 0 })
+      cleanup(() => c.endAsync(true))
+    }
+    // The reserve is for one client id: another one that gets onto it is closed at its CONNECT.
+    expect(await refused(broker.url, 'intruder')).toBeTruthy()
+    expect(broker.stats()).toMatchObject({ connections: 2, refusedConnections: 1 })
+    const own = await mqtt.connectAsync(broker.url, { clientId: 'gateway', reconnectPeriod: 0 })
+    cleanup(() => own.endAsync(true))
+    expect(own.connected).toBe(true)
+    expect(broker.stats().connections).toBe(3)
+    // Reserve taken: nobody else, not even the reserved id a second time.
+    expect(await refused(broker.url, 'device-2')).toBeTruthy()
+    expect(await refused(broker.url, 'gateway')).toBeTruthy()
+    expect(broker.stats()).toMatchObject({ connections: 3, refusedConnections: 3 })
+    // Once it leaves, the reserve is free again for it.
+    await own.endAsync()
+    await until(() => broker.stats().connections === 2, 10_000)
+    const again = await mqtt.connectAsync(broker.url, { clientId: 'gateway', reconnectPeriod: 0 })
+    cleanup(() => again.endAsync(true))
+    expect(again.connected).toBe(true)
+  })
+
   it('closes the connection of a client that publishes or subscribes past maxTopicLevels, and serves the others', async () => {
     const broker = await start({ maxTopicLevels: 4 })
     const sub = await mqtt.connectAsync(broker.url, { clientId: 'sub', reconnectPeriod: 0 })

@@ -404,6 +404,7 @@ export async function startMqttBroker(opts: MqttBrokerOptions = {}): Promise<Mqt
   const closeAll = async (): Promise<void> => {
     const stopped = servers.filter((s) => s.server.listening).map((s) => new Promise<void>((r) => s.server.close(() => r())))
     for (const c of conns) c.destroy()
+    reserve?.conn.destroy()
     for (const ws of wss?.clients ?? []) ws.terminate()
     await Promise.all(stopped)
     await new Promise<void>((r) => aedes.close(() => r()))

@@ -180,22 +180,22 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   const dropDiscarded = (): void => {
     const todo = discarded
     discarded = new Map()
+    // Counted once committed: a commit that fails changes no count.
+    let gone: { stream: string; bytes: number; reason: string }[] = []
     try {
       database.transaction(() => {
+        gone = []
         for (const [seq, reason] of todo) {
           const r = remove.get(seq)
-          if (r !== undefined) acct.removed(r.stream, r.bytes, 'dropped', reason)
+          if (r !== undefined) gone.push({ stream: r.stream, bytes: r.bytes, reason })
         }
       })
     } catch {
       for (const [seq, reason] of todo) if (!discarded.has(seq)) discarded.set(seq, reason)
-      try {
-        recount()
-      } catch {
-        // The file cannot be read either: the counts are corrected at the next recount.
-      }
       flushLater(FLUSH_RETRY_MS)
+      return
     }
+    for (const g of gone) acct.removed(g.stream, g.bytes, 'dropped', g.reason)
   }
   /** Deletes what was acknowledged or discarded. Never throws: it runs from timers and the pump. */
   const flush = (): void => {

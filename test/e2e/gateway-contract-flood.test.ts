@@ -10,7 +10,8 @@
 // on a few ids showed as a few frames in /metrics; it is counted as `unknown` now.
 import { randomBytes } from 'node:crypto'
 import mqtt, { type MqttClient } from 'mqtt'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
+import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { presenceSlots, rawFrame, rawId } from '../helpers/raw-wire.js'
 import { until } from '../helpers/wait.js'
 import { startGatewayProcess, type GatewayProcess } from './gateway-attack-process.js'
@@ -101,18 +102,13 @@ function flood(): { frames: Frame[]; expected: { unknown: number; tooLarge: numb
 }
 
 describe('gateway under attack: contract documents of thousands of devices that never announce themselves', () => {
+  const cleanup = cleanupAfterEach()
   let gw: GatewayProcess | undefined
-  const clients: MqttClient[] = []
-  afterEach(async () => {
-    for (const c of clients.splice(0)) c.end(true)
-    await gw?.stop()
-    gw = undefined
-  })
 
   const connect = (clientId: string): Promise<MqttClient> =>
     new Promise((resolve, reject) => {
       const c = mqtt.connect(gw!.mqttUrl, { clientId, reconnectPeriod: 0, connectTimeout: 20_000 })
-      clients.push(c)
+      cleanup(() => c.end(true))
       c.once('connect', () => resolve(c))
       c.once('error', reject)
     })
@@ -133,6 +129,7 @@ describe('gateway under attack: contract documents of thousands of devices that 
 
   it('the gateway stays up and small, counts the flood as unknown or too large, logs a few lines, and keeps recording real devices\' documents', async () => {
     gw = await startGatewayProcess({ extra: 'auth: { enabled: false }\n' })
+    cleanup(() => gw?.stop())
     // A device before the flood, so what the first document costs is in the baseline.
     await announce('legit-0')
     const rssBefore = gw.rssBytes()

@@ -9,6 +9,7 @@ import { DEFAULT_TOPIC_PREFIX } from '../../runtime/wire/topics.js'
 import type { RoleConfig } from '../config/gateway-config.js'
 import type { DeviceRecord, DeviceTable } from '../devices/device-table.js'
 import { createLoginThrottle, type LoginThrottleOptions } from './login-throttle.js'
+import { createRevocationWatch } from './revocation-watch.js'
 import { describesDevice, deviceFilters, filterWithin, layoutOf, maySubscribe, routedAsTopic, type PublishDenial } from './topic-rules.js'
 
 /** Counters of the broker's gatekeeper (for /metrics). */
@@ -116,9 +117,16 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
   const identities = new WeakMap<Client, Identity>()
   // Refusals waiting for their delay; answered at once by close().
   const held = new Map<NodeJS.Timeout, () => void>()
-  let broker: Aedes | undefined
-  let timer: NodeJS.Timeout | undefined
   let closed = false
+  const watch = createRevocationWatch({
+    devices,
+    identityOf: (client) => identities.get(client),
+    logins,
+    kicked: (id, why) => {
+      stats.kicked++
+      logins.info(`kicked ${why}`, { client: logged(id), why }, `device ${why}: connection closed`)
+    },
+  })
 
   const internalSecrets = new Map([...internal].map(([id, secret]) => [id, digest(secret)]))
 
@@ -311,73 +319,21 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
     callback(null, null)
   }
 
-  // ── revoked and rotated devices ─────────────────────────────────────────────
-
-  /** Closes `client` when its device is gone, revoked, or got a new secret after it logged in. */
-  const recheck = (client: Client): void => {
-    const who = identities.get(client)
-    if (who === undefined || who.internal || client.closed) return
-    let why: string | undefined
-    try {
-      const device = devices.get(who.id)
-      why = device === undefined ? 'removed' : device.revokedAt !== undefined ? 'revoked' : (device.rotatedAt ?? -Infinity) >= who.authAt ? 'rotated' : undefined
-    } catch (err) {
-      logins.error('device table', { err: errorMessage(err) }, 'device table unreadable; revocations not checked')
-    }
-    if (why === undefined) return
-    stats.kicked++
-    logins.info(`kicked ${why}`, { client: logged(who.id), why }, `device ${why}: connection closed`)
-    client.close()
-  }
-
-  // Clients registered since the last sweep began. A device added after that sweep's look at the
-  // table may be unknown to the table's notion of "since the last call", so a revocation of it
-  // before the next look would not be reported: these clients are checked directly instead.
-  let fresh = new Set<Client>()
-
-  const sweep = (): void => {
-    if (broker === undefined || broker.closed) return
-    const recent = fresh
-    fresh = new Set()
-    let changed: string[]
-    try {
-      changed = devices.changedSince()
-    } catch (err) {
-      for (const client of recent) fresh.add(client)
-      return logins.error('device table', { err: errorMessage(err) }, 'device table unreadable; revocations not checked')
-    }
-    for (const id of changed) {
-      const client = (broker as unknown as { clients: Record<string, Client | undefined> }).clients[id]
-      if (client !== undefined) recheck(client)
-    }
-    for (const client of recent) recheck(client)
-  }
-
   return {
     hooks: { authenticate, authorizePublish, authorizeSubscribe },
     attach(aedes) {
-      broker = aedes
       aedes.on('unsubscribe', (topics, client) => {
         const who = identities.get(client)
         if (who !== undefined) for (const t of topics) who.subscriptions.delete(t)
       })
       // A revocation that lands between a login and the client's registration is seen here.
-      aedes.on('client', (client) => {
-        recheck(client)
-        if (!client.closed) fresh.add(client)
-      })
-      if (timer === undefined && !closed) {
-        // The first call sets where "since" starts; every client that connects later is checked as it registers.
-        sweep()
-        timer = setInterval(sweep, opts.revokeCheckMs ?? 500)
-        timer.unref()
-      }
+      aedes.on('client', (client) => watch.registered(client))
+      watch.start(aedes, opts.revokeCheckMs ?? 500)
     },
     stats: () => structuredClone(stats),
     close() {
       closed = true
-      clearInterval(timer)
-      fresh.clear()
+      watch.stop()
       for (const [t, answer] of held) {
         clearTimeout(t)
         answer()

@@ -1,5 +1,5 @@
 import type tls from 'node:tls'
-import type { MqttClient as MqttClientType } from 'mqtt'
+import type { IClientOptions, MqttClient as MqttClientType } from 'mqtt'
 import type { Logger } from 'pino'
 import type { BackoffOptions } from '../../backoff.js'
 import { ErrorCode, OutpostError } from '../../errors.js'
@@ -79,4 +79,45 @@ export function parseBrokerUrl(brokerUrl: string): { host: string; port: number;
   const host = url.hostname.replace(/^\[(.*)\]$/, '$1') || '127.0.0.1'
   const port = url.port === '' ? (secure ? 8883 : 1883) : Number(url.port)
   return { host, port, secure }
+}
+
+/** What the MQTT.js options of a bridge take beside the bridge's own options. */
+export interface MqttClientSetup {
+  clientId: string
+  /** The last will at the first CONNECT (MQTT.js reads `options.will` again at every CONNECT). */
+  will: IClientOptions['will']
+  /** Packet ids shared with the transport's own publishes (packet-ids.ts). */
+  ids: NonNullable<IClientOptions['messageIdProvider']>
+  /** Largest inbound packet read (remaining length), bytes. */
+  maxPacketBytes: number
+}
+
+/** The MQTT.js client options of a bridge: its reconnects, subscriptions and packet ids are the bridge's own. */
+export function mqttClientOptions(opts: MqttBridgeOptions, setup: MqttClientSetup): IClientOptions {
+  const options: IClientOptions = {
+    clientId: setup.clientId,
+    username: opts.username,
+    password: opts.password,
+    protocolVersion: opts.protocolVersion ?? 4,
+    clean: !(opts.persistentSession ?? true),
+    keepalive: opts.keepaliveSec ?? 30,
+    connectTimeout: opts.connectTimeoutMs ?? 5_000,
+    reconnectPeriod: 0, // MQTT.js retries at a fixed period; the bridge backs off with jitter instead
+    manualConnect: true,
+    resubscribe: false, // the bridge subscribes itself on every connect
+    will: setup.will,
+    // MQTT.js traces every packet through `debug`; that costs a few % of CPU even when off.
+    log: () => {},
+    // Otherwise mqtt-packet pre-builds 65,536 two-byte Buffers for packet ids on first write:
+    // ~10 MB of heap on a device, to save one small allocation per packet.
+    writeCache: false,
+    // MQTT.js re-arms the keepalive timer on every packet it sends or receives, ~2 µs per PUBACK
+    // on a drain; without that a PINGREQ simply goes out every `keepalive` seconds, traffic or not.
+    reschedulePings: false,
+    messageIdProvider: setup.ids,
+  }
+  // MQTT 5: the broker is told the largest packet we take, and does not send a larger one
+  // [MQTT-3.1.2-24]; the limit counts the whole packet (fixed header up to 5 bytes).
+  if (options.protocolVersion === 5) options.properties = { ...options.properties, maximumPacketSize: setup.maxPacketBytes + 5 }
+  return options
 }

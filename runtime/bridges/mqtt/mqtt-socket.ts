@@ -1,7 +1,7 @@
 import type net from 'node:net'
 import type tls from 'node:tls'
 import { guardPacketSize, type OversizedPacket } from './packet-size-guard.js'
-import { builtin, fillRandom } from '../../lazy-builtin.js'
+import { builtin } from '../../lazy-builtin.js'
 
 /** Where and how an MQTT bridge connects. */
 export interface MqttSocketOptions {
@@ -11,6 +11,8 @@ export interface MqttSocketOptions {
   tls?: tls.ConnectionOptions
   /** Largest packet read (remaining length), bytes. */
   maxPacketBytes: number
+  /** Payload a PUBLISH larger than `maxPacketBytes` is shrunk to (see MqttInbound.marker). */
+  marker: Buffer
   protocolVersion: 4 | 5
   /** Told of every packet larger than `maxPacketBytes` (a PUBLISH is shrunk, anything else closes the connection). */
   onOversized(packet: OversizedPacket): void
@@ -22,20 +24,11 @@ export interface MqttSocketOptions {
 export interface MqttSockets {
   /** Opens a socket (MQTT.js's stream builder). */
   open(): net.Socket
-  /**
-   * Payload of a PUBLISH the guard did not read because it was larger than `maxPacketBytes`:
-   * random, so no sender can forge it. A PUBLISH carrying it is dropped as FRAME_TOO_LARGE and
-   * acknowledged, so the broker does not deliver it again.
-   */
-  readonly oversized: Buffer
 }
 
 /** Creates the socket factory of one bridge. */
 export function createMqttSockets(opts: MqttSocketOptions): MqttSockets {
-  const oversized = Buffer.alloc(16)
-  fillRandom(oversized)
   return {
-    oversized,
     open() {
       // [Issue 2] Without TCP_NODELAY, QoS 1 request/reply stalls on delayed ACKs (Nagle).
       const { host, port } = opts
@@ -44,7 +37,7 @@ export function createMqttSockets(opts: MqttSocketOptions): MqttSockets {
       guardPacketSize(socket, {
         maxPacketBytes: opts.maxPacketBytes,
         mode: 'shrink',
-        marker: oversized,
+        marker: opts.marker,
         protocolVersion: opts.protocolVersion,
         onOversized: opts.onOversized,
         onPuback: opts.onPuback,

@@ -19,6 +19,7 @@ import { defaultGatewayConfig, type GatewayConfig } from './config/gateway-confi
 import { createDeviceTable, type DeviceTable } from './devices/device-table.js'
 import { startHttpServer, type HttpServer } from './http/http-server.js'
 import { createTraffic } from './http/traffic.js'
+import { limitRetained } from './persistence/retained-limit.js'
 import { createSqlitePersistence } from './persistence/sqlite-persistence.js'
 import { createRegistry, type Registry } from './registry/registry.js'
 import { createForwarder, type Forwarder } from './forward/forwarder.js'
@@ -131,6 +132,8 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   // process lives (a broker restarted by a drill keeps it).
   const brokerDatabase = config.persistence === 'sqlite' && config.dataDir !== undefined ? createSqlitePersistence({ path: path.join(config.dataDir, 'broker.db'), log, maxQueuedMessages: config.mqtt.sessionMaxMessages, maxQueuedBytes: config.mqtt.sessionMaxBytes }) : undefined
   const persistence = brokerDatabase ?? memoryPersistence()
+  // Retained messages bounded in topics and bytes (any client may retain on any topic with auth off).
+  const retained = await limitRetained(persistence as unknown as Parameters<typeof limitRetained>[0], { maxTopics: config.mqtt.retainedMaxTopics, maxBytes: config.mqtt.retainedMaxBytes, log })
   // Events on their way to cloud targets: forward.db beside the others (in memory without a data folder).
   let forwarder: Forwarder | undefined
   try {
@@ -268,6 +271,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
           },
           registry,
           sessions: () => brokerDatabase?.stats(),
+          retained: () => retained.stats(),
           forward: () => forwarder?.stats(),
           cloudCommands: () => [...cloudCommands].map(([frontEnd, f]) => [frontEnd, f.stats()]),
           ...(config.commands.http.enabled ? { commands: { router: commands, allow: config.commands.http.allow } } : {}),

@@ -8,6 +8,7 @@ import { collectDefaultMetrics, Counter, Gauge, Registry as MetricsRegistry } fr
 import { ErrorCode, errorMessage, OutpostError } from '../../runtime/errors.js'
 import type { AuthStats } from '../auth/broker-auth.js'
 import type { BrokerStats, MqttBroker } from '../broker/mqtt-broker.js'
+import type { RetainedStats } from '../persistence/retained-limit.js'
 import type { SessionQueueStats } from '../persistence/sqlite-persistence.js'
 import type { Registry } from '../registry/registry.js'
 import { MESSAGE_KINDS, type Traffic } from './traffic.js'
@@ -27,6 +28,8 @@ export interface GatewayView {
   auth(): AuthStats
   /** Queues of the broker's clients (with broker.db; undefined with an in-memory broker state). */
   sessions?(): SessionQueueStats | undefined
+  /** The broker's retained messages and how many were not kept (mqtt.retainedMaxTopics, mqtt.retainedMaxBytes). */
+  retained?(): RetainedStats
   /** Store-and-forward to cloud targets (undefined when none is configured). */
   forward?(): ForwarderStats | undefined
   /** The cloud command front ends running (`nats`, `rabbitmq`) and their counts. */
@@ -139,6 +142,9 @@ function gatewayMetrics(view: GatewayView, traffic: Traffic | undefined): Metric
   follow('outpost_gateway_broker_dropped_qos0_total', 'QoS 0 messages not sent to a client that did not read fast enough.', [], () => [[{}, brokerStats()?.droppedQos0 ?? 0]])
   gauge('outpost_gateway_session_queued_messages', 'QoS 1/2 messages queued for clients (in flight, or for persistent sessions that are away).', () => view.sessions?.()?.queued ?? 0)
   gauge('outpost_gateway_session_queued_bytes', 'Payload and topic bytes of those messages.', () => view.sessions?.()?.queuedBytes ?? 0)
+  gauge('outpost_gateway_retained_messages', 'Topics holding a retained message.', () => view.retained?.().topics ?? 0)
+  gauge('outpost_gateway_retained_bytes', 'Payload and topic bytes of retained messages.', () => view.retained?.().bytes ?? 0)
+  follow('outpost_gateway_retained_refused_total', 'Retained messages not kept, the store being at mqtt.retainedMaxTopics or mqtt.retainedMaxBytes (delivered to the subscribers of the moment only).', [], () => [[{}, view.retained?.().refused ?? 0]])
   follow('outpost_gateway_session_dropped_total', 'Messages not queued for a client whose queue was full (mqtt.sessionMaxMessages, mqtt.sessionMaxBytes).', [], () => [[{}, view.sessions?.()?.dropped ?? 0]])
   gauge('outpost_gateway_broker_held_for_order', 'Messages held back until those published before them are delivered.', () => brokerStats()?.heldForOrder ?? 0)
   follow('outpost_gateway_broker_order_waits_given_up_total', 'Messages that stopped waiting for one published before them that never came.', [], () => [[{}, brokerStats()?.orderWaitsGivenUp ?? 0]])

@@ -39,11 +39,14 @@ export interface GatewayProcess {
 // The CLI runner, for the attack tests that import it from here.
 export { outpost }
 
-/** Starts a gateway process with `devices` added; `extra` is YAML appended to its config file. */
-export async function startGatewayProcess(opts: { devices?: string[]; extra?: string } = {}): Promise<GatewayProcess> {
+/**
+ * Starts a gateway process with `devices` added; `extra` is YAML appended to its config file,
+ * `mqtt` more entries of its `mqtt` section (`retainedMaxTopics: 10`, say).
+ */
+export async function startGatewayProcess(opts: { devices?: string[]; extra?: string; mqtt?: string } = {}): Promise<GatewayProcess> {
   const dir = mkdtempSync(path.join(tmpdir(), 'outpost-attack-'))
   const configFile = path.join(dir, 'gateway.yaml')
-  writeFileSync(configFile, `dataDir: data\nmqtt: { port: 0 }\nhttp: { port: 0, token: ${HTTP_TOKEN} }\nlog: { level: info, format: json }\n${opts.extra ?? ''}`)
+  writeFileSync(configFile, `dataDir: data\nmqtt: { port: 0${opts.mqtt === undefined ? '' : `, ${opts.mqtt}`} }\nhttp: { port: 0, token: ${HTTP_TOKEN} }\nlog: { level: info, format: json }\n${opts.extra ?? ''}`)
   const secrets: Record<string, string> = {}
   for (const id of opts.devices ?? []) {
     const r = await outpost(['devices', 'add', id, '--config', configFile, '--json'])

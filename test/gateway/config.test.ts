@@ -41,6 +41,8 @@ mqtt:
   maxConnections: 500
   sessionMaxMessages: 2000
   sessionMaxBytes: 0
+  retainedMaxTopics: 5000
+  retainedMaxBytes: 1048576
   tls: { port: 8883, certFile: certs/gw.crt, keyFile: /etc/outpost/gw.key }
   websocket: { port: 8083, path: /mqtt }
 auth:
@@ -74,6 +76,8 @@ describe('loadGatewayConfig: valid files', () => {
       maxConnections: 500,
       sessionMaxMessages: 2000,
       sessionMaxBytes: 0,
+      retainedMaxTopics: 5000,
+      retainedMaxBytes: 1048576,
       tls: { port: 8883, certFile: path.join(dir, 'certs/gw.crt'), keyFile: '/etc/outpost/gw.key' },
       websocket: { port: 8083, path: '/mqtt' },
     })

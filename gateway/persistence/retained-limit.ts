@@ -97,7 +97,15 @@ export async function limitRetained(persistence: RetainedStore, opts: RetainedLi
     }
     bytes += size - (had ?? 0)
     sizes.set(topic, size)
-    return store(packet)
+    // Not stored (a full or read-only disk): the counts go back to what the store holds.
+    return store(packet).catch((err: unknown) => {
+      if (sizes.get(topic) === size) {
+        bytes -= size - (had ?? 0)
+        if (had === undefined) sizes.delete(topic)
+        else sizes.set(topic, had)
+      }
+      throw err
+    })
   }
 
   return { stats: () => ({ topics: sizes.size, bytes, refused }) }

@@ -19,6 +19,7 @@ import { defaultGatewayConfig, type GatewayConfig } from './config/gateway-confi
 import { createDeviceTable, type DeviceTable } from './devices/device-table.js'
 import { startHttpServer, type HttpServer } from './http/http-server.js'
 import { createTraffic } from './http/traffic.js'
+import { ownPayloads } from './persistence/own-payloads.js'
 import { limitRetained } from './persistence/retained-limit.js'
 import { createSqlitePersistence } from './persistence/sqlite-persistence.js'
 import { createRegistry, type Registry } from './registry/registry.js'
@@ -132,6 +133,8 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   // process lives (a broker restarted by a drill keeps it).
   const brokerDatabase = config.persistence === 'sqlite' && config.dataDir !== undefined ? createSqlitePersistence({ path: path.join(config.dataDir, 'broker.db'), log, maxQueuedMessages: config.mqtt.sessionMaxMessages, maxQueuedBytes: config.mqtt.sessionMaxBytes }) : undefined
   const persistence = brokerDatabase ?? memoryPersistence()
+  // What the broker keeps does not hold on to the socket reads it came in (own-payloads.ts).
+  ownPayloads(persistence as unknown as Parameters<typeof ownPayloads>[0])
   // Retained messages bounded in topics and bytes (any client may retain on any topic with auth off).
   const retained = await limitRetained(persistence as unknown as Parameters<typeof limitRetained>[0], { maxTopics: config.mqtt.retainedMaxTopics, maxBytes: config.mqtt.retainedMaxBytes, log })
   // Events on their way to cloud targets: forward.db beside the others (in memory without a data folder).

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream'
 import type { Logger } from 'pino'
 import { createLogLimiter } from '../../runtime/log-limiter.js'
+import { withOwnedPayload } from './own-payloads.js'
 
 /** What the limit needs of a broker persistence (aedes' promise API). */
 interface RetainedStore {
@@ -52,7 +53,8 @@ const emptyOf = (p: RetainedPacket): boolean => (typeof p.payload === 'string' ?
  * is not left behind). Clearing a topic (an empty retained message) always goes through and
  * makes room. Counted, and logged at most once a minute.
  *
- * Wraps `persistence.storeRetained` in place, after reading the retained messages it holds.
+ * Wraps `persistence.storeRetained` in place, after reading the retained messages it holds. What
+ * it keeps, it keeps with the payload in memory of its own (own-payloads.ts).
  */
 export async function limitRetained(persistence: RetainedStore, opts: RetainedLimitOptions): Promise<RetainedLimit> {
   const { maxTopics, maxBytes } = opts
@@ -98,7 +100,7 @@ export async function limitRetained(persistence: RetainedStore, opts: RetainedLi
     bytes += size - (had ?? 0)
     sizes.set(topic, size)
     // Not stored (a full or read-only disk): the counts go back to what the store holds.
-    return store(packet).catch((err: unknown) => {
+    return store(withOwnedPayload(packet)).catch((err: unknown) => {
       if (sizes.get(topic) === size) {
         bytes -= size - (had ?? 0)
         if (had === undefined) sizes.delete(topic)

@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3'
+import type { Statement } from 'better-sqlite3'
 import type { Migration } from '../../runtime/stores/sqlite/index.js'
 
 /** broker.db's schema, oldest first. Append only: never edit a released step. */
@@ -42,8 +43,13 @@ export const BROKER_MIGRATIONS: readonly Migration[] = [
   },
 ]
 
+type BrokerWrite = 'putSub' | 'delSub' | 'delSubs' | 'putRetained' | 'delRetained' | 'putOutgoing' | 'setOutgoingMeta' | 'delOutgoing' | 'putIncoming' | 'delIncoming' | 'delIncomingOf' | 'putWill' | 'delWill'
+
+/** The statements that write broker.db, by name (typed: the declarations of the package must name them). */
+export type BrokerStatements = Record<BrokerWrite, Statement>
+
 /** The statements that write broker.db, prepared once. */
-export function prepareBrokerStatements(db: Database.Database) {
+export function prepareBrokerStatements(db: Database.Database): BrokerStatements {
   return {
     putSub: db.prepare('INSERT OR REPLACE INTO subscriptions (client_id, topic, record) VALUES (?, ?, ?)'),
     delSub: db.prepare('DELETE FROM subscriptions WHERE client_id = ? AND topic = ?'),

@@ -39,7 +39,7 @@ export interface RetainedLimit {
 }
 
 const sizeOf = (p: RetainedPacket): number => Buffer.byteLength(p.topic) + (typeof p.payload === 'string' ? Buffer.byteLength(p.payload) : p.payload.length)
-const emptyOf = (p: RetainedPacket): boolean => (typeof p.payload === 'string' ? p.payload.length === 0 : p.payload.length === 0)
+const emptyOf = (p: RetainedPacket): boolean => p.payload.length === 0
 
 /**
  * Bounds the retained messages a broker keeps, in topics and in bytes. Every retained message is

@@ -1,11 +1,18 @@
 // The retained bound with the development defaults (no data folder: the broker state in memory,
 // authentication off), as `npm start` runs the gateway. The same bound over broker.db, across a
-// restart, is tried from outside in test/e2e/gateway-retained-flood.test.ts.
+// restart, is tried from outside in test/e2e/gateway-retained-flood.test.ts; below, over broker.db
+// while another process holds its write lock.
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import Database from 'better-sqlite3'
 import mqtt, { type MqttClient } from 'mqtt'
 import { pino } from 'pino'
 import { describe, expect, it } from 'vitest'
 import { defaultGatewayConfig } from '../../gateway/config/gateway-config.js'
 import { startGateway } from '../../gateway/index.js'
+import { limitRetained } from '../../gateway/persistence/retained-limit.js'
+import { createSqlitePersistence } from '../../gateway/persistence/sqlite-persistence.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 
 describe('retained messages with the broker state in memory', () => {
@@ -54,5 +61,31 @@ describe('retained messages with the broker state in memory', () => {
     expect(now).toContain('junk/100')
     expect(now).not.toContain('junk/101')
     expect(now).toHaveLength(10 - own)
+  })
+})
+
+describe('retained messages over broker.db when the disk refuses a write', () => {
+  const cleanup = cleanupAfterEach()
+
+  it('a retained message broker.db could not store (another process holds its write lock) is not counted, and one stored later is', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-retained-lock-'))
+    cleanup(() => rmSync(dir, { recursive: true, force: true }))
+    const file = path.join(dir, 'broker.db')
+    const persistence = createSqlitePersistence({ path: file })
+    cleanup(() => persistence.destroy())
+    const limit = await limitRetained(persistence, { maxTopics: 5, maxBytes: 0 })
+    await persistence.storeRetained({ topic: 'kept/1', payload: Buffer.from('one'), retain: true, qos: 0 })
+    expect(limit.stats()).toMatchObject({ topics: 1 })
+
+    // Someone's sqlite3 shell holds the write lock: the commit gives up after its short busy wait.
+    const other = new Database(file)
+    other.prepare('BEGIN EXCLUSIVE').run()
+    await expect(persistence.storeRetained({ topic: 'kept/2', payload: Buffer.from('two'), retain: true, qos: 0 })).rejects.toThrow()
+    expect(limit.stats()).toMatchObject({ topics: 1, bytes: 'kept/1'.length + 3 })
+    other.prepare('ROLLBACK').run()
+    other.close()
+
+    await persistence.storeRetained({ topic: 'kept/2', payload: Buffer.from('two'), retain: true, qos: 0 })
+    expect(limit.stats()).toMatchObject({ topics: 2, bytes: 2 * ('kept/1'.length + 3), refused: 0 })
   })
 })

@@ -7,6 +7,7 @@ import path from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { build, type Metafile, type OutputFile } from 'esbuild'
 import { ErrorCode, OutpostError } from '../runtime/errors.js'
+import { CONTRACT_TABLE_NAME, contractTableOf, converterLeftOut } from './contract-table.js'
 import { deviceStubs } from './device-stubs.js'
 import { PROJECT_ROOT } from './project-root.js'
 
@@ -42,7 +43,8 @@ export const deviceEntry = (name: string, root: string = PROJECT_ROOT): string =
 function portableMap(out: OutputFile, root: string): string {
   const map = JSON.parse(out.text) as { sources: string[]; sourceRoot?: string }
   const dir = path.dirname(out.path)
-  map.sources = map.sources.map((s) => path.relative(root, path.resolve(dir, s)).split(path.sep).join('/'))
+  // A define's value (the contract table) is a source of its own, named `<define:NAME>`: kept as that.
+  map.sources = map.sources.map((s) => /<define:[^>]*>$/.exec(s)?.[0] ?? path.relative(root, path.resolve(dir, s)).split(path.sep).join('/'))
   return `${JSON.stringify(map)}\n`
 }
 
@@ -67,6 +69,8 @@ export async function bundleDevice(name: string, outDir: string, root: string = 
   const entry = deviceEntry(name, root)
   if (!existsSync(entry)) throw new OutpostError(ErrorCode.NOT_FOUND, `no device "${name}": ${path.relative(root, entry)} does not exist`)
   const file = path.join(path.resolve(outDir), `${name}.mjs`)
+  // The contract document's parts, made here: the bundle carries them, not the converter.
+  const table = await contractTableOf(name, path.relative(root, entry), root)
   const result = await build({
     absWorkingDir: root,
     entryPoints: [path.relative(root, entry)],
@@ -84,7 +88,8 @@ export async function bundleDevice(name: string, outDir: string, root: string = 
     metafile: true,
     write: false,
     banner: { js: BANNER },
-    plugins: [deviceStubs(root)],
+    define: { [CONTRACT_TABLE_NAME]: JSON.stringify(table) },
+    plugins: [deviceStubs(root), converterLeftOut(root)],
     logLevel: 'silent',
   }).catch((err: unknown) => {
     throw buildFailure(name, err)

@@ -32,6 +32,8 @@ export function ownerOf(input: string): string {
   if (p.startsWith('runtime/')) return 'outpost runtime'
   if (p.startsWith('devices/')) return 'device code'
   if (p.startsWith('build/stubs/')) return 'bundle stubs'
+  // The contract document's parts, made by the build (build/contract-table.ts).
+  if (p.startsWith('<define:')) return 'contract document'
   return p.split('/')[0] ?? p
 }
 

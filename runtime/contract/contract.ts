@@ -39,6 +39,12 @@ export interface Contract<
 /** Any contract, whatever its commands, events and queues. */
 export type AnyContract = Contract<string, string, Record<string, CommandSpec>, Record<string, Schema>, Record<string, QueueSpec>>
 
+/**
+ * When the global under this symbol holds an array, every contract defined is added to it. Only
+ * the build sets it (build/contract-table.ts), to find the contracts a device's code defines.
+ */
+export const CONTRACTS_DEFINED: unique symbol = Symbol.for('outpost.contracts-defined') as never
+
 const NAME = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/
 
 function assertName(what: string, name: string): void {
@@ -73,7 +79,7 @@ export function defineContract<
       resultEvents.add(name)
     }
   }
-  return {
+  const contract: Contract<N, V, C, E & ResultEvents<Q>, Q> = {
     kind: 'contract',
     name: def.name,
     version: def.version,
@@ -83,4 +89,7 @@ export function defineContract<
     queues: (def.queues ?? {}) as Q,
     resultEvents,
   }
+  const seen = (globalThis as Record<symbol, unknown>)[CONTRACTS_DEFINED]
+  if (Array.isArray(seen)) seen.push(contract)
+  return contract
 }

@@ -13,119 +13,88 @@
 // - `variant` becomes `anyOf`, not the converter's `oneOf` (two options may both match);
 // - defaults are left out (the converter would call a default function), and so are `examples`
 //   and metadata beyond title and description (metadata keys land in the schema as keywords).
-// The converter (about 13 KB minified) is imported when the first document is built, after the
-// runtime has started, and only by a runtime that serves a command or an event.
-import * as v from 'valibot'
+// The converter (contract-schemas.ts with @valibot/to-json-schema, about 17 KB minified) is
+// imported when the first document is built, after the runtime has started, and only by a
+// runtime that serves a command or an event. A device bundle has no converter: its build converts
+// the contracts the device's code defines and puts the result into the bundle (a table, below).
+import type { AnyContract } from '../contract/contract.js'
 import type { ServiceDefinition } from '../contract/service.js'
 import { errorMessage, ErrorCode, isOutpostError } from '../errors.js'
-import { CONTRACT_VERSION, ENVELOPE_VERSION, MAX_CONTRACT_BYTES, type ContractPayload, type ContractService, type JsonSchema } from '../wire/envelope.js'
+import { CONTRACT_VERSION, ENVELOPE_VERSION, MAX_CONTRACT_BYTES, type ContractPayload, type ContractService } from '../wire/envelope.js'
 import type { RuntimeCore } from './runtime-core.js'
 
 /** The JSON Schema dialect of every schema in a document. */
 export const CONTRACT_DIALECT = 'draft-07'
-
-/** A valibot schema or pipe item, as far as the reduction below reads it. */
-interface Node {
-  kind?: string
-  type?: string
-  pipe?: Node[]
-  wrapped?: Node
-  entries?: Record<string, Node>
-  rest?: Node
-  item?: Node
-  items?: Node[]
-  key?: unknown
-  value?: unknown
-  options?: unknown[]
-  getter?: (input: unknown) => Node
-  default?: unknown
-  requirement?: unknown
-  metadata?: Record<string, unknown>
-}
-
-// Takes anything, and may be missing from an object (as a key with a fallback may).
-const OPEN = v.optional(v.unknown()) as unknown as Node
-
-const isSchema = (x: unknown): x is Node => typeof x === 'object' && x !== null && (x as Node).kind === 'schema'
-const flatten = (pipe: Node[]): Node[] => pipe.flatMap((item) => (Array.isArray(item.pipe) ? flatten(item.pipe) : [item]))
-
-/** The schema the converter is given for `schema`: what the device checks on the input as it arrives (see the top of this file). */
-function inputSchemaOf(schema: Node, memo: WeakMap<object, Node>): Node {
-  const known = memo.get(schema)
-  if (known !== undefined) return known
-  if ('fallback' in schema) return OPEN
-  if (Array.isArray(schema.pipe)) {
-    const [first, ...rest] = flatten(schema.pipe)
-    const kept: Node[] = [isSchema(first) ? inputSchemaOf(first, memo) : OPEN]
-    for (const item of rest) {
-      if (item.kind === 'schema' || item.kind === 'transformation') break
-      if (item.type === 'regex' && item.requirement instanceof RegExp && item.requirement.flags !== '') continue
-      if (item.type === 'examples') continue
-      if (item.type === 'metadata') {
-        const { title, description } = item.metadata ?? {}
-        kept.push({ ...item, metadata: { ...(typeof title === 'string' ? { title } : {}), ...(typeof description === 'string' ? { description } : {}) } })
-        continue
-      }
-      kept.push(item)
-    }
-    const out = { ...schema, pipe: kept }
-    memo.set(schema, out)
-    return out
-  }
-  const out: Node = { ...schema }
-  // Before the parts: a lazy schema that contains itself finds this one.
-  memo.set(schema, out)
-  const part = (x: unknown): unknown => (isSchema(x) ? inputSchemaOf(x, memo) : x)
-  if ('default' in schema) out.default = undefined
-  if (schema.type === 'variant') out.type = 'union'
-  if (isSchema(schema.wrapped)) out.wrapped = inputSchemaOf(schema.wrapped, memo)
-  if (schema.entries !== undefined) out.entries = Object.fromEntries(Object.entries(schema.entries).map(([k, s]) => [k, part(s) as Node]))
-  for (const field of ['rest', 'item', 'key', 'value'] as const) if (isSchema(schema[field])) (out as Record<string, unknown>)[field] = part(schema[field])
-  if (Array.isArray(schema.items)) out.items = schema.items.map((s) => part(s) as Node)
-  if (Array.isArray(schema.options) && schema.options.every(isSchema)) out.options = schema.options.map(part)
-  const getter = schema.getter
-  if (typeof getter === 'function') out.getter = (input) => inputSchemaOf(getter(input), memo)
-  return out
-}
-
-type Convert = (schema: never, config: { errorMode: 'ignore'; typeMode: 'input' }) => Record<string, unknown>
-
-/** One schema as plain JSON data (no `$schema`: the document names the dialect once); open when conversion fails. */
-function jsonSchemaOf(convert: Convert, schema: unknown, memo: WeakMap<object, Node>): JsonSchema {
-  try {
-    if (!isSchema(schema)) return {}
-    const { $schema: _dialect, ...out } = convert(inputSchemaOf(schema, memo) as never, { errorMode: 'ignore', typeMode: 'input' })
-    // JSON data only: a Date or BigInt in a title or a constant must not stop the frame from being encoded.
-    return JSON.parse(JSON.stringify(out, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x))) as JsonSchema
-  } catch {
-    return {}
-  }
-}
 
 /** The services a runtime serves that have a command or an event; a document names only these. */
 const served = (defs: readonly ServiceDefinition[]): ServiceDefinition[] =>
   defs.filter((d) => Object.keys(d.contract.commands).length > 0 || Object.keys(d.contract.events).length > 0)
 
 /**
- * Builds the contract document of these services, and its size as JSON (about its size as CBOR,
- * a little more). Undefined when none of them has a command or an event: nothing to announce.
+ * The table a device bundle carries in place of the converter (build/contract-table.ts puts it
+ * there): the document's part for each contract defined in the device's code, by
+ * `<name>@<version>`. Undefined when running from sources.
  */
-export async function buildContractDocument(defs: readonly ServiceDefinition[]): Promise<{ document: ContractPayload; bytes: number } | undefined> {
+declare const __OUTPOST_CONTRACT_TABLE__: Readonly<Record<string, ContractService>> | undefined
+const BUNDLED_TABLE = typeof __OUTPOST_CONTRACT_TABLE__ === 'undefined' ? undefined : __OUTPOST_CONTRACT_TABLE__
+
+/** Loads the converter (contract-schemas.ts); in a bundle, a stand-in whose `contractServiceOf` is undefined. */
+export type SchemasLoader = () => Promise<{ contractServiceOf?: (contract: AnyContract) => ContractService }>
+const loadSchemas: SchemasLoader = () => import('./contract-schemas.js')
+
+const sameNames = (a: Record<string, unknown>, b: Record<string, unknown>): boolean => {
+  const ka = Object.keys(a)
+  return ka.length === Object.keys(b).length && ka.every((k) => Object.hasOwn(b, k))
+}
+
+/** What a document was built from: `unknown` names the services a bundle had no table entry for (announced open). */
+export interface BuiltContractDocument {
+  document: ContractPayload
+  /** Its size as JSON (about its size as CBOR, a little more). */
+  bytes: number
+  /** `<name>@<version>` of services announced with open schemas: their contract was not seen when the bundle was built. */
+  unknown: string[]
+}
+
+/**
+ * Builds the contract document of these services. Each service's part comes from the bundle's
+ * table when it has one for that name and version with the same commands and events, else from
+ * the schemas (the converter). A bundle has no converter: a contract its build did not see (one
+ * made inside a function rather than at the top of a module) is announced with open schemas,
+ * listed in `unknown`. Undefined when none of them has a command or an event: nothing to announce.
+ */
+export async function buildContractDocument(
+  defs: readonly ServiceDefinition[],
+  table: Readonly<Record<string, ContractService>> | undefined = BUNDLED_TABLE,
+  load: SchemasLoader = loadSchemas,
+): Promise<BuiltContractDocument | undefined> {
   const services = served(defs)
   if (services.length === 0) return undefined
-  const { toJsonSchema } = await import('@valibot/to-json-schema')
-  const convert = toJsonSchema as unknown as Convert
-  const memo = new WeakMap<object, Node>()
-  const out: ContractService[] = services.map(({ contract }) => ({
-    name: contract.name,
-    version: contract.version,
-    commands: Object.fromEntries(
-      Object.entries(contract.commands).map(([name, spec]) => [name, { payload: jsonSchemaOf(convert, spec.payload, memo), result: jsonSchemaOf(convert, spec.result, memo) }]),
-    ),
-    events: Object.fromEntries(Object.entries(contract.events).map(([name, schema]) => [name, jsonSchemaOf(convert, schema, memo)])),
-  }))
+  const unknown: string[] = []
+  let converter: ((contract: AnyContract) => ContractService) | undefined | null = null
+  const out: ContractService[] = []
+  for (const { contract } of services) {
+    const key = `${contract.name}@${contract.version}`
+    const known = table?.[key]
+    if (known !== undefined && sameNames(known.commands, contract.commands) && sameNames(known.events, contract.events)) {
+      out.push(known)
+      continue
+    }
+    if (converter === null) converter = (await load()).contractServiceOf
+    if (converter !== undefined) {
+      out.push(converter(contract))
+      continue
+    }
+    unknown.push(key)
+    out.push({
+      name: contract.name,
+      version: contract.version,
+      commands: Object.fromEntries(Object.keys(contract.commands).map((name) => [name, { payload: {}, result: {} }])),
+      events: Object.fromEntries(Object.keys(contract.events).map((name) => [name, {}])),
+    })
+  }
   const document: ContractPayload = { v: CONTRACT_VERSION, dialect: CONTRACT_DIALECT, services: out }
-  return { document, bytes: Buffer.byteLength(JSON.stringify(document)) }
+  return { document, bytes: Buffer.byteLength(JSON.stringify(document)), unknown }
 }
 
 /** Publishes a runtime's contract document: built once, sent after connecting (see `connected`). */
@@ -154,6 +123,7 @@ export function createContractAnnouncer(core: RuntimeCore): ContractAnnouncer {
   let busy = false
   let stopped = false
   let failures = 0
+  let warnedUnknown = false
 
   const send = async (): Promise<void> => {
     built ??= buildContractDocument([...core.hosted.values()].map((h) => h.def))
@@ -165,6 +135,10 @@ export function createContractAnnouncer(core: RuntimeCore): ContractAnnouncer {
       stopped = true
       core.log.warn({ bytes: made.bytes, limit: MAX_CONTRACT_BYTES }, 'contract document too large; not announced (a gateway leaves payload checks to this device)')
       return
+    }
+    if (made.unknown.length > 0 && !warnedUnknown) {
+      warnedUnknown = true
+      core.log.warn({ services: made.unknown }, 'contract not seen when this bundle was built: announced with open schemas (a gateway leaves payload checks for it to this device); define contracts at the top level of a module')
     }
     await core.link.publish(
       { v: ENVELOPE_VERSION, kind: 'contract', id: core.ids(), src: core.deviceId, inst: core.inst, at: core.now(), payload: made.document },

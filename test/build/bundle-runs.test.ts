@@ -14,6 +14,10 @@ import { thermoContract } from '../../devices/contracts/thermo.js'
 import type { MqttBroker } from '../../gateway/broker/mqtt-broker.js'
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime, type Runtime } from '../../runtime/index.js'
+import mqtt from 'mqtt'
+import { createThermoService } from '../../devices/thermo/thermo-service.js'
+import { buildContractDocument } from '../../runtime/service/contract-document.js'
+import { createEnvelopeCodec } from '../../runtime/wire/codec.js'
 import { freshAedes } from '../helpers/aedes.js'
 import { startProcess, type TestProcess } from '../helpers/device-process.js'
 import { bareEnv, nodeModulesAbove, tempDirs } from './build-helpers.js'
@@ -74,6 +78,28 @@ describe('a device bundle copied out of the repository', () => {
     expect((await device.exited).code).toBe(0)
   })
 
+  it('thermo announces the contract document its sources make, though the bundle has no converter (the build made it)', async () => {
+    const device = start('thermo', { OUTPOST_DEVICE_ID: 'thermo-contract' })
+    await device.waitFor('"msg":"ready"')
+    const client = await mqtt.connectAsync(broker.url, { clientId: 'contract-reader' })
+    try {
+      const frame = new Promise<Buffer>((resolve) => client.on('message', (_t, payload) => payload.length > 0 && resolve(payload)))
+      await client.subscribeAsync('ob/thermo-contract/contract', { qos: 1 })
+      const decoded = createEnvelopeCodec().decode(await frame)
+      expect(decoded.ok).toBe(true)
+      // From the sources, with the converter: what the device would announce run with tsx.
+      const fromSources = await buildContractDocument([createThermoService({ deviceId: 'thermo-contract', sampleMs: 1_000 })], undefined)
+      expect(fromSources?.unknown).toEqual([])
+      expect(decoded.ok && decoded.envelope.payload).toEqual(fromSources!.document)
+      expect((fromSources!.document.services[0]!.commands.read!.payload as { type?: string }).type).toBe('object')
+    } finally {
+      await client.endAsync()
+    }
+    expect(device.lines.join('\n')).not.toContain('announced with open schemas')
+    device.child.kill('SIGTERM')
+    expect((await device.exited).code).toBe(0)
+  })
+
   it('display: serves its command; mqtt-packet\'s trace lines still follow DEBUG through the bundle\'s own `debug`', async () => {
     const device = start('display', { OUTPOST_DEVICE_ID: 'display-bundle', DEBUG: 'mqtt-packet:writeToStream' })
     await device.waitFor('"msg":"ready"')
@@ -106,7 +132,7 @@ describe('a device bundle copied out of the repository', () => {
     expect(fatal.msg).toMatch(/SQLite addon of this device bundle .*better_sqlite3\.node/)
   })
 
-  it('leaves out what a device never runs (esbuild metafile): no readable-stream, ws, socks, worker timers, pino transports, debug, lru-cache, bindings, cbor-extract, bl, rfdc', async () => {
+  it('leaves out what a device never runs (esbuild metafile): no readable-stream, ws, socks, worker timers, pino transports, debug, lru-cache, bindings, cbor-extract, bl, rfdc, JSON Schema converter', async () => {
     const bundle = await bundleDevice('thermo', temp())
     const packages = new Set(Object.keys(bundle.metafile.inputs).map((i) => /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(i)?.[1]).filter((p) => p !== undefined))
     // A module stub takes its whole package out (`rfdc/default`: rfdc).
@@ -117,6 +143,9 @@ describe('a device bundle copied out of the repository', () => {
     expect(bundle.metafile.inputs['node_modules/pino/lib/transport.js']!.bytes).toBeLessThan(1_000)
     expect(packages).toContain('better-sqlite3')
     expect(bundle.needsSqlite).toBe(true)
+    // The contract document's converter: the build made the document's parts (build/contract-table.ts).
+    expect(packages).not.toContain('@valibot/to-json-schema')
+    expect(inputs.some((i) => i.endsWith('runtime/service/contract-schemas.ts'))).toBe(false)
   })
 })
 

@@ -1,0 +1,88 @@
+// A device bundle does not carry the JSON Schema converter (@valibot/to-json-schema and
+// runtime/service/contract-schemas.ts, about 17 KB minified). Its contract document is made when
+// it is built instead: the modules the device's entry imports are loaded in a Node process of
+// their own, with every contract they define collected as it is defined
+// (runtime/contract/contract.ts, CONTRACTS_DEFINED); each is converted there, and the result goes
+// into the bundle as a table (runtime/service/contract-document.ts). The entry itself is not run:
+// a device's main starts the device. Contracts defined at the top level of a module are found;
+// one made inside a function is announced with open schemas, and the device says so in its log.
+import { execFile } from 'node:child_process'
+import { mkdir, rm } from 'node:fs/promises'
+import path from 'node:path'
+import { promisify } from 'node:util'
+import { build, type Plugin } from 'esbuild'
+import { ErrorCode, errorMessage, OutpostError } from '../runtime/errors.js'
+import type { ContractService } from '../runtime/wire/envelope.js'
+import { stubsDir } from './device-stubs.js'
+import { PROJECT_ROOT } from './project-root.js'
+
+const run = promisify(execFile)
+
+/** The name a bundle's table is defined under (esbuild `define`); read by runtime/service/contract-document.ts. */
+export const CONTRACT_TABLE_NAME = '__OUTPOST_CONTRACT_TABLE__'
+
+/** The converter's module, as contract-document.ts imports it. */
+const CONVERTER = /^\.\/contract-schemas\.js$/
+
+/** Where the loading script is written: inside the project, so that its packages resolve from its node_modules. */
+const scratchDir = (root: string): string => path.join(root, 'node_modules', '.cache', 'outpost-build')
+
+const failed = (name: string, why: string, cause?: unknown): OutpostError =>
+  new OutpostError(ErrorCode.BUILD_FAILED, `device ${name}: its contracts could not be read for the bundle: ${why}`, cause === undefined ? undefined : { cause })
+
+/**
+ * The contract table of device `name` (entry `entry`, relative to `root`): every contract the
+ * modules its entry imports define, converted, by `<name>@<version>`.
+ * @throws BUILD_FAILED when those modules cannot be bundled or loaded (the first line of the error)
+ */
+export async function contractTableOf(name: string, entry: string, root: string): Promise<Record<string, ContractService>> {
+  const common = { absWorkingDir: root, bundle: true, platform: 'node', format: 'esm', packages: 'external', logLevel: 'silent', write: false } as const
+  // What the entry imports (not the entry: it would start the device).
+  let imports: string[]
+  try {
+    const graph = await build({ ...common, entryPoints: [entry], metafile: true, outfile: path.join(scratchDir(root), 'graph.mjs') })
+    imports = (graph.metafile.inputs[entry.split(path.sep).join('/')]?.imports ?? []).filter((i) => !i.external && i.kind === 'import-statement').map((i) => i.path)
+  } catch (err) {
+    throw failed(name, errorMessage(err), err)
+  }
+  const rel = (p: string): string => JSON.stringify(`./${p.split(path.sep).join('/')}`)
+  // The runtime's own modules, from this project (a device's project may import it from elsewhere:
+  // the list is found under a global symbol, whichever copy of the runtime defines the contracts).
+  const own = (p: string): string => JSON.stringify(path.join(PROJECT_ROOT, p))
+  const script = [
+    `import { CONTRACTS_DEFINED } from ${own('runtime/contract/contract.ts')}`,
+    'globalThis[CONTRACTS_DEFINED] = []',
+    // Dynamic imports: each module is loaded after the list is there.
+    ...imports.map((p) => `await import(${rel(p)})`),
+    `const { contractTable } = await import(${own('runtime/service/contract-schemas.ts')})`,
+    'process.stdout.write(JSON.stringify(contractTable(globalThis[CONTRACTS_DEFINED])))',
+  ].join('\n')
+  const file = path.join(scratchDir(root), `contracts-${name}-${process.pid}.mjs`)
+  try {
+    await mkdir(scratchDir(root), { recursive: true })
+    await build({ ...common, write: true, stdin: { contents: script, resolveDir: root, sourcefile: `contracts-of-${name}.mjs`, loader: 'js' }, outfile: file })
+  } catch (err) {
+    throw failed(name, errorMessage(err), err)
+  }
+  try {
+    const { stdout } = await run(process.execPath, [file], { cwd: root, timeout: 60_000, maxBuffer: 64 * 1024 * 1024 })
+    return JSON.parse(stdout) as Record<string, ContractService>
+  } catch (err) {
+    const stderr = String((err as { stderr?: unknown }).stderr ?? '')
+    const line = stderr.split('\n').find((l) => /Error|error/.test(l)) ?? stderr.split('\n')[0] ?? ''
+    throw failed(name, line.trim() || errorMessage(err), err)
+  } finally {
+    await rm(file, { force: true })
+  }
+}
+
+/** The esbuild plugin that leaves the converter out of a bundle (a stand-in without `contractServiceOf`). */
+export function converterLeftOut(root: string): Plugin {
+  const standIn = path.join(stubsDir(root), 'contract-schemas-left-out.ts')
+  return {
+    name: 'outpost-converter-left-out',
+    setup(b) {
+      b.onResolve({ filter: CONVERTER }, (args) => (args.importer.endsWith(path.join('runtime', 'service', 'contract-document.ts')) ? { path: standIn } : undefined))
+    },
+  }
+}

@@ -79,7 +79,9 @@ describe('outpost given bad arguments', () => {
     [['demo', '--duration', '1'], { OUTPOST_SAMPLE_MS: '-5', OUTPOST_DATA_DIR: dir }, 'OUTPOST_SAMPLE_MS'],
   ]
 
-  it.each(cases)('refuses %j %j in one line naming %s, with exit code 2', async (args, env, named) => {
+  // Each case is a process of its own that refuses at once: up to five at a time (vitest's
+  // maxConcurrency) instead of one after the other.
+  it.concurrent.for<[string[], Record<string, string>, string]>(cases)('refuses %j %j in one line naming %s, with exit code 2', { timeout: 30_000 }, async ([args, env, named], { expect }) => {
     const r = await outpost(args, env)
     expect(r.err).not.toContain('    at ')
     const lines = r.err.trimEnd().split('\n')
@@ -87,7 +89,7 @@ describe('outpost given bad arguments', () => {
     expect(lines[0]).toContain(named)
     expect(lines[0]).toContain('BAD_ARGUMENT')
     expect(r.code).toBe(2)
-  }, 30_000)
+  })
 
   it('refuses a bad OUTPOST_SAMPLE_MS in the thermo device, under the CLI or on its own, in one line naming it, with exit code 2', async () => {
     for (const value of ['abc', '0', '-5', '1.5']) {

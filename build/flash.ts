@@ -4,13 +4,13 @@
 // is not active, flushed, verified again where it lies, and the boot pointer is switched by one
 // rename. Killed at any moment, the device starts the old bundle or the new one (docs/build.md, "Flash").
 import { createPublicKey, type KeyObject } from 'node:crypto'
-import { existsSync, readFileSync, statSync } from 'node:fs'
-import { mkdir, open, readFile, stat } from 'node:fs/promises'
+import { accessSync, constants, existsSync, lstatSync, readdirSync, readFileSync, statSync } from 'node:fs'
+import { mkdir, open, readFile, rm, stat, statfs } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ErrorCode, errorMessage, isOutpostError, OutpostError } from '../runtime/errors.js'
 import {
-  DEVICE_FILE, KEYS_DIR, readPointer, readState, readTrustedKeys, slotDir, syncDir, writeFileAtomic,
+  DEVICE_FILE, KEYS_DIR, otherSlot, POINTER_FILE, readPointer, readState, readTrustedKeys, SLOTS_DIR, slotDir, syncDir, writeFileAtomic,
   type BootPointer, type LaunchOutcome, type SlotName,
 } from '../runtime/launcher/launcher.js'
 import { chooseInactiveSlot, placeSlot, switchToSlot } from '../runtime/ota/install.js'
@@ -125,11 +125,70 @@ async function copyFlushed(from: string, to: string): Promise<void> {
   }
 }
 
+const osCode = (err: unknown): string => String((err as { code?: unknown } | null)?.code ?? '')
+const mb = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(1)} MB`
+
+/** Bytes a file or folder takes on its disk: what removing it frees (0 when it is not there). */
+function onDisk(p: string): number {
+  try {
+    const st = lstatSync(p)
+    return st.isDirectory() ? readdirSync(p).reduce((n, name) => n + onDisk(path.join(p, name)), st.blocks * 512) : st.blocks * 512
+  } catch {
+    return 0
+  }
+}
+
+/**
+ * Before anything is written: the device's filesystem takes writes and has room for the bundle
+ * (its files, a new launcher.mjs, the pointer's and key's new files), counting what flashing
+ * removes first: the inactive slot's old bundle (it is rewritten) and what an earlier flash left.
+ * @throws STORE_READ_ONLY, STORE_FULL, STORE_FAILED (slots/ is not a folder), with nothing written
+ */
+async function checkDisk(root: string, to: string, bundleDir: string, files: string[], launcher: Buffer, what: string): Promise<void> {
+  try {
+    accessSync(root, constants.W_OK)
+  } catch (err) {
+    const ro = osCode(err) === 'EROFS'
+    throw new OutpostError(ErrorCode.STORE_READ_ONLY, `the device's filesystem at ${to} ${ro ? 'is read-only' : 'cannot be written'} (${errorMessage(err)})${ro ? '; mount it read-write (an SD card: its lock slid off) and flash again' : ''}; nothing was written to ${to}`)
+  }
+  const slots = path.join(root, SLOTS_DIR)
+  if (existsSync(slots) && !statSync(slots).isDirectory()) {
+    throw new OutpostError(ErrorCode.STORE_FAILED, `${path.join(to, SLOTS_DIR)} is a file, not the folder of the device's slots (a damaged card?); move it away and flash again; nothing was written to ${to}`)
+  }
+  const fs = await statfs(root)
+  const inBlocks = (bytes: number): number => Math.ceil(bytes / fs.bsize) * fs.bsize
+  let need = 4 * fs.bsize
+  for (const f of files) need += inBlocks((await stat(path.join(bundleDir, f))).size)
+  const launcherFile = path.join(root, LAUNCHER_FILE)
+  if (!existsSync(launcherFile) || !readFileSync(launcherFile).equals(launcher)) need += inBlocks(launcher.byteLength)
+  const active = readPointer(root)?.slot
+  const inactive = active === undefined ? 'a' : otherSlot(active)
+  const reused = onDisk(slotDir(root, inactive)) + (existsSync(slots) ? readdirSync(slots) : []).filter((n) => n.startsWith('.')).reduce((n, name) => n + onDisk(path.join(slots, name)), 0)
+  const free = fs.bavail * fs.bsize
+  if (need > free + reused) {
+    const counting = reused > 0 ? `, counting the ${mb(reused)} of slot ${inactive}, which it replaces` : ''
+    throw new OutpostError(ErrorCode.STORE_FULL, `the device's disk at ${to} is full: ${what} needs ${mb(need)} and ${mb(free + reused)} is free${counting}; free ${mb(need - free - reused)} more on it and flash again; nothing was written to ${to}`)
+  }
+}
+
+/** An error writing the device, as one line that says what failed and what the device starts now. */
+function writeError(err: unknown, to: string, doing: string, starts: string): unknown {
+  if (isOutpostError(err)) return err
+  const os = osCode(err)
+  // rm reports a file it may not remove (chattr +i) as EPERM, or as ENOTDIR once it tried it as a folder.
+  const stuck = doing.startsWith('removing') && (os === 'EPERM' || os === 'ENOTDIR')
+  const code = os === 'ENOSPC' || os === 'EDQUOT' ? ErrorCode.STORE_FULL : stuck || os === 'EROFS' || os === 'EACCES' || os === 'EPERM' ? ErrorCode.STORE_READ_ONLY : ErrorCode.STORE_FAILED
+  const why = stuck ? `: ${String((err as { path?: unknown }).path)} cannot be removed (is it immutable? lsattr shows it; or the card is damaged)` : ` (${errorMessage(err)})`
+  const disk = code === ErrorCode.STORE_FULL ? `the device's disk at ${to} filled up` : code === ErrorCode.STORE_READ_ONLY ? `the device's filesystem at ${to} refused a write` : `writing the device at ${to} failed`
+  return new OutpostError(code, `${disk} while ${doing}${why}; ${starts}${code === ErrorCode.STORE_FULL ? '; free room on it and flash again' : ''}`)
+}
+
 /**
  * Flashes the bundle in `bundleDir` onto the device at `opts.to`.
  * @returns the slot it went into, now active
  * @throws BAD_ARGUMENT (no such --to, a wrong --key); UNKNOWN_KEY when the device trusts no key and none is given;
- *   whatever verifyBundle refuses with (UNKNOWN_KEY, BAD_SIGNATURE, HASH_MISMATCH, ABI_MISMATCH, NOT_FOUND), with the device unchanged
+ *   whatever verifyBundle refuses with (UNKNOWN_KEY, BAD_SIGNATURE, HASH_MISMATCH, ABI_MISMATCH, NOT_FOUND), with the device unchanged;
+ *   STORE_FULL, STORE_READ_ONLY, STORE_FAILED when the device's disk has no room or refuses a write (before the switch: it starts the old bundle)
  */
 export async function flashBundle(bundleDir: string, opts: FlashOptions): Promise<FlashResult> {
   const root = deviceRoot(opts.to)
@@ -155,18 +214,37 @@ export async function flashBundle(bundleDir: string, opts: FlashOptions): Promis
   }
   const keyId = (JSON.parse(await readFile(path.join(bundleDir, SIGNATURE_FILE), 'utf8')) as { keyId: string }).keyId
 
+  const files = [MANIFEST_FILE, SIGNATURE_FILE, ...manifest.files.map((f) => f.path)]
+  const launcher = await launcherCode()
+  await checkDisk(root, opts.to, bundleDir, files, launcher, `${manifest.device} ${manifest.version}`)
+
   await step('prepare')
-  const { slot, pointer, incoming } = await chooseInactiveSlot(root)
-  await mkdir(incoming)
-  for (const name of [MANIFEST_FILE, SIGNATURE_FILE, ...manifest.files.map((f) => f.path)]) {
-    await step(`copy ${name}`)
-    await copyFlushed(path.join(bundleDir, name), path.join(incoming, name))
-  }
-  await step('sync')
-  syncDir(incoming)
-  await step('replace')
-  await placeSlot(root, slot, incoming)
+  // Until the switch the device starts what it started before: a failure says so, and removes what it copied.
+  const old = readPointer(root)
+  const still = old === undefined ? 'the device has no bundle yet' : `the device still starts slot ${old.slot}`
+  let doing = 'removing what an earlier flash left and preparing slots/'
+  const { slot, pointer, incoming } = await chooseInactiveSlot(root).catch((err: unknown) => Promise.reject(writeError(err, opts.to, doing, still)))
   const slotPath = slotDir(root, slot)
+  try {
+    // The inactive slot is no longer somewhere to roll back to: its room is the new bundle's.
+    doing = `removing the old bundle in slot ${slot}`
+    await rm(slotPath, { recursive: true, force: true })
+    doing = 'copying the bundle'
+    await mkdir(incoming)
+    for (const name of files) {
+      await step(`copy ${name}`)
+      doing = `copying ${name}`
+      await copyFlushed(path.join(bundleDir, name), path.join(incoming, name))
+    }
+    await step('sync')
+    syncDir(incoming)
+    await step('replace')
+    doing = `moving the bundle into slot ${slot}`
+    await placeSlot(root, slot, incoming)
+  } catch (err) {
+    await rm(incoming, { recursive: true, force: true }).catch(() => undefined)
+    throw writeError(err, opts.to, doing, doing.startsWith('removing') ? still : `what was copied is removed and ${still}`)
+  }
 
   await step('verify-slot')
   try {
@@ -175,19 +253,29 @@ export async function flashBundle(bundleDir: string, opts: FlashOptions): Promis
     if (!isOutpostError(err)) throw err
     throw new OutpostError(err.code, `slot ${slot} on ${opts.to} does not verify after copying (${err.message}); the device still starts ${pointer === undefined ? 'nothing' : `slot ${pointer.slot}`}`, { details: err.details })
   }
+  const notYet = `slot ${slot} holds the new bundle, but ${still}`
   await step('keys')
   let addedKey: string | undefined
   if (given !== undefined && !readTrustedKeys(root).has(keyIdOf(given))) {
     addedKey = keyIdOf(given)
-    writeFileAtomic(path.join(root, KEYS_DIR, `${addedKey}.pub.pem`), given.export({ type: 'spki', format: 'pem' }).toString())
+    try {
+      writeFileAtomic(path.join(root, KEYS_DIR, `${addedKey}.pub.pem`), given.export({ type: 'spki', format: 'pem' }).toString())
+    } catch (err) {
+      throw writeError(err, opts.to, `adding key ${addedKey} to ${KEYS_DIR}/`, notYet)
+    }
   }
   await step('launcher')
-  const launcher = await launcherCode()
   const launcherFile = path.join(root, LAUNCHER_FILE)
-  if (!existsSync(launcherFile) || !readFileSync(launcherFile).equals(launcher)) writeFileAtomic(launcherFile, launcher, 0o755)
-
-  await step('switch')
-  const next = switchToSlot(root, slot, pointer)
+  let next: BootPointer
+  try {
+    doing = `writing ${LAUNCHER_FILE}`
+    if (!existsSync(launcherFile) || !readFileSync(launcherFile).equals(launcher)) writeFileAtomic(launcherFile, launcher, 0o755)
+    await step('switch')
+    doing = `switching ${POINTER_FILE} to slot ${slot}`
+    next = switchToSlot(root, slot, pointer)
+  } catch (err) {
+    throw writeError(err, opts.to, doing, notYet)
+  }
   await step('switched')
   return { slot, previous: next.previous, manifest, keyId, addedKey, target }
 }

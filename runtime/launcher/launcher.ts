@@ -13,7 +13,7 @@
 // installed a bundle over the air (runtime/ota/) asks over the IPC channel to be restarted into it.
 import { spawn } from 'node:child_process'
 import type { KeyObject } from 'node:crypto'
-import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, writeFileSync } from 'node:fs'
+import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -93,17 +93,22 @@ export function syncDir(dir: string): void {
   }
 }
 
-/** Writes `file` so that a reader (or a power cut) finds the old bytes or the new ones, never a part: a new file, flushed, renamed over, the folder flushed. */
+/** Writes `file` so that a reader (or a power cut) finds the old bytes or the new ones, never a part: a new file, flushed, renamed over, the folder flushed; failed (a full disk), no temporary file stays. */
 export function writeFileAtomic(file: string, data: string | Uint8Array, mode = 0o644): void {
   const tmp = `${file}.${process.pid}.tmp`
-  const fd = openSync(tmp, 'w', mode)
   try {
-    writeFileSync(fd, data)
-    fsyncSync(fd)
-  } finally {
-    closeSync(fd)
+    const fd = openSync(tmp, 'w', mode)
+    try {
+      writeFileSync(fd, data)
+      fsyncSync(fd)
+    } finally {
+      closeSync(fd)
+    }
+    renameSync(tmp, file)
+  } catch (err) {
+    rmSync(tmp, { force: true })
+    throw err
   }
-  renameSync(tmp, file)
   syncDir(path.dirname(file))
 }
 
@@ -257,13 +262,19 @@ async function run(root: string): Promise<number> {
   const restartMs = setting('OUTPOST_LAUNCHER_RESTART_MS', 1_000)
   const probationMs = setting('OUTPOST_LAUNCHER_PROBATION_MS', 10_000)
   const node = { node: { version: process.versions.node, abi: Number(process.versions.modules) }, platform: process.platform, arch: process.arch }
+  // What the launcher writes may fail (a full or read-only disk): it says so and goes on without it.
+  const tryWrite = (file: string, data: string): boolean => {
+    try {
+      return (writeFileAtomic(path.join(root, file), data), true)
+    } catch (err) {
+      return (log(50, `cannot write ${file}, going on without it: ${errText(err)}`), false)
+    }
+  }
   let recorded: unknown
   try {
     recorded = readJson(path.join(root, DEVICE_FILE))
-  } catch {
-    recorded = undefined // unreadable: written anew
-  }
-  if (JSON.stringify(recorded) !== JSON.stringify(node)) writeFileAtomic(path.join(root, DEVICE_FILE), `${JSON.stringify(node, null, 2)}\n`)
+  } catch {} // unreadable: written anew
+  if (JSON.stringify(recorded) !== JSON.stringify(node)) tryWrite(DEVICE_FILE, `${JSON.stringify(node, null, 2)}\n`)
 
   let stopping = false
   let child: ReturnType<typeof spawn> | undefined
@@ -282,20 +293,24 @@ async function run(root: string): Promise<number> {
     const t = setTimeout(r, ms)
     wake = () => (clearTimeout(t), r())
   })
+  const same = (x: BootPointer | undefined, y: BootPointer): boolean => x !== undefined && (['slot', 'previous', 'confirmed', 'starts', 'switchedAt'] as const).every((k) => x[k] === y[k])
+  // A pointer that could not be written stands in for the one on disk it was to replace (starts
+  // are still counted, a rollback still made) until that one changes (outpost flash switched it).
+  let unsaved: { over: BootPointer; next: BootPointer } | undefined
+  const current = (p: BootPointer | undefined): BootPointer | undefined => (unsaved !== undefined && same(p, unsaved.over) ? unsaved.next : p)
   /** The pointer is replaced only if it is still the one read (outpost flash may have switched it meanwhile). */
   const replacePointer = (seen: BootPointer, next: BootPointer): boolean => {
-    const now = readPointer(root)
-    const same = now !== undefined && (['slot', 'previous', 'confirmed', 'starts', 'switchedAt'] as const).every((k) => now[k] === seen[k])
-    if (!same) return false
-    writePointer(root, next)
+    const disk = readPointer(root)
+    if (!same(current(disk), seen)) return false
+    unsaved = tryWrite(POINTER_FILE, `${JSON.stringify(next, null, 2)}\n`) ? undefined : { over: disk!, next }
     return true
   }
-  const record = (o: LaunchOutcome): void => writeFileAtomic(path.join(root, STATE_FILE), `${JSON.stringify(o, null, 2)}\n`)
+  const record = (o: LaunchOutcome): void => void tryWrite(STATE_FILE, `${JSON.stringify(o, null, 2)}\n`)
 
   let leave: string | undefined
   let delay = restartMs
   while (!stopping) {
-    const p = readPointer(root)
+    const p = current(readPointer(root))
     const c = chooseSlot(root, p, tries, leave)
     leave = undefined
     if ('none' in c) {
@@ -333,11 +348,8 @@ async function run(root: string): Promise<number> {
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     })
     child = proc
-    /**
-     * The device said it is ready (its `ready` log line, or READY_REPORT over IPC). A new slot is
-     * kept once it has also run for the probation time after that: one that crashes just after
-     * saying so is rolled back like one that never does.
-     */
+    /** The device said it is ready (its `ready` log line, or READY_REPORT over IPC). A new slot is kept once it has also run
+     *  for the probation time after that: one that crashes just after saying so is rolled back like one that never does. */
     function markReady(): void {
       if (ready || timedOut) return
       ready = true
@@ -389,14 +401,11 @@ async function run(root: string): Promise<number> {
       let entry: { msg?: unknown; level?: unknown; code?: unknown } | undefined
       try {
         entry = line.startsWith('{') ? (JSON.parse(line) as typeof entry) : undefined
-      } catch {
-        entry = undefined
-      }
+      } catch {} // not a JSON line
       if (entry !== undefined && typeof entry.level === 'number' && entry.level >= 50) lastError = `${typeof entry.code === 'string' ? `${entry.code}: ` : ''}${String(entry.msg)}`
       if (entry?.msg === 'ready') markReady()
     })
-    // What Node prints for an uncaught error ends with the stack and its own version: the reason
-    // is the error's line above them.
+    // What Node prints for an uncaught error ends with the stack and its own version: the reason is the error's line above them.
     onLine(proc.stderr!, process.stderr, (line) => {
       if (line.trim() !== '' && !/^\s+at\s/.test(line) && !/^Node\.js v\d/.test(line)) lastError = line.trim()
     })

@@ -10,14 +10,19 @@
 //   <root>/ota/chunks.log      a line per chunk written: <file> <index> <sha256>
 //   <root>/ota/bundle/         the bundle directory being received (its files at their full size)
 //   <root>/ota/committed.json  the last bundle committed: its slot and when it was switched to
-import { closeSync, fsyncSync, openSync, readFileSync } from 'node:fs'
+//
+// The device's disk may be full or read-only (errors=remount-ro) at any step: each such failure is
+// a typed error (STORE_FULL, STORE_READ_ONLY, STORE_FAILED) that names no file and says what was
+// kept, never a crash and never a switch. A transfer that ran out of space is discarded, so the
+// space goes back to the device's own data; one the disk would not take (read-only) is kept to resume.
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { appendFile, mkdir, open, rename, rm, statfs, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { defineService } from '../contract/index.js'
-import { ErrorCode, OutpostError } from '../errors.js'
+import { ErrorCode, isOutpostError, OutpostError } from '../errors.js'
 import { nodeCrypto } from '../lazy-builtin.js'
 import {
-  checkManifest, DEVICE_DIR_ENV, DEVICE_SLOT_ENV, readPointer, readState, readTrustedKeys, RESTART_REQUEST, slotDir, syncDir, verifyDir, verifySlot, writeFileAtomic,
+  checkManifest, DEVICE_DIR_ENV, DEVICE_SLOT_ENV, POINTER_FILE, readPointer, readState, readTrustedKeys, RESTART_REQUEST, slotDir, syncDir, verifyDir, verifySlot,
   type SlotManifest, type SlotName,
 } from '../launcher/launcher.js'
 import { otaContract } from './contract.js'
@@ -49,6 +54,44 @@ const readJson = <T>(file: string): T | undefined => {
     return undefined
   }
 }
+/** The typed error for a failure of the device's disk, or undefined for any other error. Names no file (it goes to a remote caller). */
+const diskError = (err: unknown, what: string, after: (full: boolean) => string): OutpostError | undefined => {
+  const os = (err as { code?: unknown } | null)?.code
+  if (isOutpostError(err) || typeof os !== 'string' || !/^E[A-Z]+$/.test(os)) return undefined
+  const full = os === 'ENOSPC' || os === 'EDQUOT'
+  const ro = os === 'EROFS' || os === 'EACCES' || os === 'EPERM'
+  const code = full ? ErrorCode.STORE_FULL : ro ? ErrorCode.STORE_READ_ONLY : ErrorCode.STORE_FAILED
+  return fail(code, `the device's disk ${full ? 'is full' : ro ? 'is read-only' : `failed (${os})`}: ${what}; ${after(full)}`)
+}
+/** Writes `file` whole or not at all (a new file, flushed, renamed over); on failure no temporary file is left. */
+const writeWhole = (file: string, text: string): void => {
+  const tmp = `${file}.${process.pid}.tmp`
+  try {
+    const fd = openSync(tmp, 'w')
+    try {
+      writeFileSync(fd, text)
+      fsyncSync(fd)
+    } finally {
+      closeSync(fd)
+    }
+    renameSync(tmp, file)
+  } catch (err) {
+    rmSync(tmp, { force: true })
+    throw err
+  }
+  syncDir(path.dirname(file))
+}
+/** Ignores a failure: cleaning up after an error that is already being reported. */
+const quietly = async (f: () => unknown): Promise<void> => {
+  try {
+    await f()
+  } catch {
+    // The error reported is the first one.
+  }
+}
+/** Bytes `size` takes on a disk of blocks of `block` bytes. */
+const blocks = (size: number, block: number): number => Math.ceil(size / block) * block
+
 /** A launcher problem (`CODE: text`) as an error with that code, `after` said after it. */
 const problemError = (problem: string, after: string): OutpostError => {
   const m = /^([A-Z_]+): (.*)$/s.exec(problem)
@@ -67,6 +110,8 @@ export function createOtaService(opts: OtaServiceOptions) {
   const running = { slot: runs ?? null, ...(own === undefined ? {} : { device: own.device, version: own.version, buildTime: own.buildTime }) }
   const keep = `nothing was switched: the device keeps running ${runs === undefined ? 'its bundle' : `slot ${runs}`}`
   let committing = false
+  /** The transfer last discarded because the disk was full, and why: its late chunks are told so (not just NOT_FOUND, which a sender retries). */
+  let lost: { bundleId: string; error: OutpostError } | undefined
 
   // The transfer under way as the files left it: a device restarted in the middle of one resumes it.
   let transfer: Transfer | undefined
@@ -80,9 +125,10 @@ export function createOtaService(opts: OtaServiceOptions) {
     } catch {
       // No chunk yet.
     }
+    // A line cut short (the disk filled or the power went while it was written) is left out: that chunk is sent again.
     for (const line of log.split('\n')) {
-      const [file, index, hash] = line.split(' ')
-      if (hash !== undefined) transfer.present.get(file!)?.set(Number(index), hash)
+      const m = /^(\S+) (\d+) ([0-9a-f]{64})$/.exec(line)
+      if (m !== null) transfer.present.get(m[1]!)?.set(Number(m[2]), m[3]!)
     }
   }
 
@@ -94,6 +140,7 @@ export function createOtaService(opts: OtaServiceOptions) {
     missing: missing(t),
   })
   const current = (bundleId: string): Transfer => {
+    if (transfer?.bundleId !== bundleId && lost?.bundleId === bundleId) throw lost.error
     if (transfer?.bundleId !== bundleId) throw fail(ErrorCode.NOT_FOUND, `this device receives no bundle ${bundleId}${transfer === undefined ? '' : ` (it receives ${transfer.bundleId})`}; begin first`)
     if (committing) throw fail(ErrorCode.BAD_ARGUMENT, `bundle ${bundleId} is being committed`)
     return transfer
@@ -111,6 +158,12 @@ export function createOtaService(opts: OtaServiceOptions) {
   const discard = async (): Promise<void> => {
     transfer = undefined
     for (const f of [staged, transferFile, logFile]) await rm(f, { recursive: true, force: true })
+  }
+  /** The transfer `t` ran out of disk: it is dropped at once (chunks in flight are told why), then its files are removed. */
+  const discardFull = async (t: Transfer, error: OutpostError): Promise<void> => {
+    if (transfer !== t) return
+    lost = { bundleId: t.bundleId, error }
+    await quietly(discard)
   }
 
   return defineService(otaContract, {
@@ -134,25 +187,46 @@ export function createOtaService(opts: OtaServiceOptions) {
         if (total > MAX_BUNDLE_BYTES) throw fail(ErrorCode.BAD_ARGUMENT, `${where} is ${total} bytes; at most ${MAX_BUNDLE_BYTES} are taken`)
         checkInactive()
         if (transfer?.bundleId === p.bundleId && transfer.chunkBytes === p.chunkBytes) return view(transfer)
-        await discard()
-        await mkdir(staged, { recursive: true })
-        const free = await statfs(dir)
-        if (free.bavail * free.bsize < total) throw fail(ErrorCode.STORE_FULL, `${where} needs ${total} bytes; ${free.bavail * free.bsize} are free on the device`)
-        await writeFile(path.join(staged, 'manifest.json'), p.manifest)
-        await writeFile(path.join(staged, 'manifest.sig'), p.signature)
-        for (const f of p.files) {
-          const fh = await open(path.join(staged, f.name), 'w')
-          await fh.truncate(f.size)
-          await fh.close()
+        lost = undefined
+        const keepRunning = `nothing was received: ${keep.slice('nothing was switched: '.length)}`
+        try {
+          await discard()
+          // What the transfer takes on this disk: each file in whole blocks, its manifest, signature,
+          // transfer.json and a chunks.log line per chunk, and a little room besides.
+          const disk = await statfs(root)
+          const block = disk.bsize > 0 ? disk.bsize : 4096
+          const lines = p.files.reduce((n, f) => n + Math.ceil(f.size / p.chunkBytes) * (f.name.length + 80), 0)
+          const needs = p.files.reduce((n, f) => n + blocks(f.size, block), 0) + blocks(p.manifest.length, block) + blocks(p.signature.length, block) +
+            blocks(JSON.stringify(p.files).length + 200, block) + blocks(lines, block) + 4 * block
+          const free = disk.bavail * disk.bsize
+          if (free < needs) throw fail(ErrorCode.STORE_FULL, `${where} needs ${needs} bytes; ${free} are free on the device; ${keepRunning}`)
+          await mkdir(staged, { recursive: true })
+          await writeFile(path.join(staged, 'manifest.json'), p.manifest)
+          await writeFile(path.join(staged, 'manifest.sig'), p.signature)
+          for (const f of p.files) {
+            const fh = await open(path.join(staged, f.name), 'w')
+            try {
+              await fh.truncate(f.size)
+            } finally {
+              await fh.close()
+            }
+          }
+          await writeFile(logFile, '')
+          writeWhole(transferFile, JSON.stringify({ bundleId: p.bundleId, chunkBytes: p.chunkBytes, files: p.files }))
+        } catch (err) {
+          const e = diskError(err, `${where} could not be staged`, () => keepRunning)
+          if (e === undefined) throw err
+          // Nothing half made is kept (as far as the disk lets it be removed).
+          await quietly(discard)
+          ctx.log.warn({ bundleId: p.bundleId, code: e.code }, `over the air: ${e.message}`)
+          throw e
         }
-        await writeFile(logFile, '')
-        writeFileAtomic(transferFile, JSON.stringify({ bundleId: p.bundleId, chunkBytes: p.chunkBytes, files: p.files }))
         transfer = { bundleId: p.bundleId, chunkBytes: p.chunkBytes, files: p.files, manifest: m, present: new Map(p.files.map((f) => [f.name, new Map()])) }
         ctx.log.info({ bundleId: p.bundleId, bytes: total }, `over the air: receiving ${m.device} ${m.version}`)
         return view(transfer)
       },
 
-      chunk: async (p) => {
+      chunk: async (p, ctx) => {
         const t = current(p.bundleId)
         const f = t.files.find((x) => x.name === p.file)
         if (f === undefined || p.index >= chunks(t, f)) throw fail(ErrorCode.BAD_ARGUMENT, `bundle ${p.bundleId} has no chunk ${p.index} of ${p.file}`)
@@ -162,15 +236,33 @@ export function createOtaService(opts: OtaServiceOptions) {
           throw fail(ErrorCode.HASH_MISMATCH, `chunk ${p.index} of ${p.file} does not match its sha256 (or is not ${size} bytes of base64); nothing was written`)
         }
         const present = t.present.get(f.name)!
-        if (present.get(p.index) === p.sha256) return { written: false, missing: missing(t) }
-        const fh = await open(path.join(staged, f.name), 'r+')
+        const had = present.get(p.index)
+        if (had === p.sha256) return { written: false, missing: missing(t) }
+        // A bundle's chunk has one content: other bytes for a chunk already here are not the bundle's (and
+        // would only grow chunks.log and overwrite what arrived).
+        if (had !== undefined) throw fail(ErrorCode.HASH_MISMATCH, `chunk ${p.index} of ${p.file} was received already, with other bytes; nothing was written (begin again to start over)`)
         try {
-          await fh.write(data, 0, data.byteLength, p.index * t.chunkBytes)
-        } finally {
-          await fh.close()
+          const fh = await open(path.join(staged, f.name), 'r+')
+          try {
+            // A disk that fills takes part of a write without an error; the rest is written again, and
+            // only then does the disk say ENOSPC. A chunk is never logged as written unless it all was.
+            for (let at = 0; at < data.byteLength;) at += (await fh.write(data, at, data.byteLength - at, p.index * t.chunkBytes + at)).bytesWritten
+          } finally {
+            await fh.close()
+          }
+          if (transfer !== t) current(p.bundleId)
+          if (transfer !== t) throw fail(ErrorCode.NOT_FOUND, `the transfer of bundle ${p.bundleId} was replaced meanwhile`)
+          await appendFile(logFile, `${f.name} ${p.index} ${p.sha256}\n`)
+        } catch (err) {
+          const e = diskError(err, `chunk ${p.index} of ${p.file} could not be written`, (full) => full
+            ? `the transfer was discarded to give its space back (${keep}); free room on the device and flash again`
+            : `${keep}; the chunks received are kept: make the disk writable and flash again to resume`)
+          if (e === undefined) throw err
+          if (e.code === ErrorCode.STORE_FULL) await discardFull(t, e)
+          else if (transfer !== t) current(p.bundleId)
+          ctx.log.warn({ bundleId: p.bundleId, code: e.code }, `over the air: ${e.message}`)
+          throw e
         }
-        if (transfer !== t) throw fail(ErrorCode.NOT_FOUND, `the transfer of bundle ${p.bundleId} was replaced meanwhile`)
-        await appendFile(logFile, `${f.name} ${p.index} ${p.sha256}\n`)
         present.set(p.index, p.sha256)
         return { written: true, missing: missing(t) }
       },
@@ -201,7 +293,7 @@ export function createOtaService(opts: OtaServiceOptions) {
           const checked = verifyDir(staged, `bundle ${bundleId}`, readTrustedKeys(root))
           if ('problem' in checked) {
             // Bytes that changed on the device's disk after they were checked: the transfer starts over.
-            await discard()
+            await quietly(discard)
             throw problemError(checked.problem, `${keep}; the bundle received was discarded`)
           }
           // The files were written chunk by chunk: flushed before their folder becomes a slot.
@@ -210,17 +302,53 @@ export function createOtaService(opts: OtaServiceOptions) {
             fsyncSync(fd)
             closeSync(fd)
           }
-          const { slot, pointer, incoming } = await chooseInactiveSlot(root)
-          await rename(staged, incoming)
-          syncDir(incoming)
-          await placeSlot(root, slot, incoming)
-          const inSlot = verifySlot(root, slot)
-          if ('problem' in inSlot) throw problemError(inSlot.problem, keep)
+          // Until the pointer is switched, a failure (a full or read-only disk) puts everything back as
+          // it was: the received bundle into ota/ again, the last commit's record as it was.
+          let moved: { slot: SlotName; incoming: string } | undefined
+          /** committed.json as it was, once it was replaced. */
+          let committedBefore: { text: string | undefined } | undefined
+          let next: ReturnType<typeof switchToSlot>
+          let slot: SlotName
           const m = t.manifest
           const switchedAt = new Date().toISOString()
-          writeFileAtomic(committedFile, JSON.stringify({ bundleId, device: m.device, version: m.version, buildTime: m.buildTime, slot, switchedAt }))
-          const next = switchToSlot(root, slot, pointer, switchedAt)
-          await discard()
+          try {
+            const chosen = await chooseInactiveSlot(root)
+            slot = chosen.slot
+            await rename(staged, chosen.incoming)
+            moved = { slot, incoming: chosen.incoming }
+            syncDir(chosen.incoming)
+            await placeSlot(root, slot, chosen.incoming)
+            const inSlot = verifySlot(root, slot)
+            if ('problem' in inSlot) throw problemError(inSlot.problem, keep)
+            const before = existsSync(committedFile) ? readFileSync(committedFile, 'utf8') : undefined
+            writeWhole(committedFile, JSON.stringify({ bundleId, device: m.device, version: m.version, buildTime: m.buildTime, slot, switchedAt }))
+            committedBefore = { text: before }
+            next = switchToSlot(root, slot, chosen.pointer, switchedAt)
+          } catch (err) {
+            let kept = true
+            if (moved !== undefined) {
+              try {
+                await rename(existsSync(moved.incoming) ? moved.incoming : slotDir(root, moved.slot), staged)
+                syncDir(dir)
+              } catch {
+                kept = false
+              }
+            }
+            // No record of a commit that did not happen: the one before, or none when it cannot be written back.
+            const text = committedBefore?.text
+            if (committedBefore !== undefined) await quietly(() => (text === undefined ? rmSync(committedFile, { force: true }) : writeWhole(committedFile, text)))
+            if (committedBefore !== undefined && text !== undefined && readJson<Committed>(committedFile)?.switchedAt === switchedAt) await quietly(() => rmSync(committedFile, { force: true }))
+            // The temporary file of a pointer switch that failed (this process's).
+            await quietly(() => rmSync(path.join(root, `${POINTER_FILE}.${process.pid}.tmp`), { force: true }))
+            if (!kept) await quietly(discard)
+            const e = diskError(err, `bundle ${bundleId} could not be installed`, (full) => `${keep}; ${kept
+              ? `the bundle received is kept: ${full ? 'free room on the device' : 'make the disk writable'} and flash again`
+              : 'the bundle received could not be kept: flash it again'}`)
+            if (e === undefined) throw err
+            ctx.log.warn({ bundleId, code: e.code }, `over the air: ${e.message}`)
+            throw e
+          }
+          await quietly(discard)
           const restarting = opts.restart !== undefined || process.connected === true
           ctx.log.info({ bundleId, slot }, `over the air: ${m.device} ${m.version} installed into slot ${slot}; ${restarting ? 'restarting into it' : 'it starts at the next start'}`)
           // Once the reply is out, the launcher stops this process and starts the new slot.

@@ -15,14 +15,14 @@
 // a typed error (STORE_FULL, STORE_READ_ONLY, STORE_FAILED) that names no file and says what was
 // kept, never a crash and never a switch. A transfer that ran out of space is discarded, so the
 // space goes back to the device's own data; one the disk would not take (read-only) is kept to resume.
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { appendFile, mkdir, open, rename, rm, statfs, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { defineService } from '../contract/index.js'
 import { ErrorCode, isOutpostError, OutpostError } from '../errors.js'
 import { nodeCrypto } from '../lazy-builtin.js'
 import {
-  checkManifest, DEVICE_DIR_ENV, DEVICE_SLOT_ENV, POINTER_FILE, readPointer, readState, readTrustedKeys, RESTART_REQUEST, slotDir, syncDir, verifyDir, verifySlot,
+  checkManifest, DEVICE_DIR_ENV, DEVICE_SLOT_ENV, POINTER_FILE, readPointer, readState, readTrustedKeys, RESTART_REQUEST, slotDir, syncDir, verifyDir, verifySlot, writeFileAtomic,
   type SlotManifest, type SlotName,
 } from '../launcher/launcher.js'
 import { otaContract } from './contract.js'
@@ -62,24 +62,6 @@ const diskError = (err: unknown, what: string, after: (full: boolean) => string)
   const ro = os === 'EROFS' || os === 'EACCES' || os === 'EPERM'
   const code = full ? ErrorCode.STORE_FULL : ro ? ErrorCode.STORE_READ_ONLY : ErrorCode.STORE_FAILED
   return fail(code, `the device's disk ${full ? 'is full' : ro ? 'is read-only' : `failed (${os})`}: ${what}; ${after(full)}`)
-}
-/** Writes `file` whole or not at all (a new file, flushed, renamed over); on failure no temporary file is left. */
-const writeWhole = (file: string, text: string): void => {
-  const tmp = `${file}.${process.pid}.tmp`
-  try {
-    const fd = openSync(tmp, 'w')
-    try {
-      writeFileSync(fd, text)
-      fsyncSync(fd)
-    } finally {
-      closeSync(fd)
-    }
-    renameSync(tmp, file)
-  } catch (err) {
-    rmSync(tmp, { force: true })
-    throw err
-  }
-  syncDir(path.dirname(file))
 }
 /** Ignores a failure: cleaning up after an error that is already being reported. */
 const quietly = async (f: () => unknown): Promise<void> => {
@@ -212,7 +194,7 @@ export function createOtaService(opts: OtaServiceOptions) {
             }
           }
           await writeFile(logFile, '')
-          writeWhole(transferFile, JSON.stringify({ bundleId: p.bundleId, chunkBytes: p.chunkBytes, files: p.files }))
+          writeFileAtomic(transferFile, JSON.stringify({ bundleId: p.bundleId, chunkBytes: p.chunkBytes, files: p.files }))
         } catch (err) {
           const e = diskError(err, `${where} could not be staged`, () => keepRunning)
           if (e === undefined) throw err
@@ -321,7 +303,7 @@ export function createOtaService(opts: OtaServiceOptions) {
             const inSlot = verifySlot(root, slot)
             if ('problem' in inSlot) throw problemError(inSlot.problem, keep)
             const before = existsSync(committedFile) ? readFileSync(committedFile, 'utf8') : undefined
-            writeWhole(committedFile, JSON.stringify({ bundleId, device: m.device, version: m.version, buildTime: m.buildTime, slot, switchedAt }))
+            writeFileAtomic(committedFile, JSON.stringify({ bundleId, device: m.device, version: m.version, buildTime: m.buildTime, slot, switchedAt }))
             committedBefore = { text: before }
             next = switchToSlot(root, slot, chosen.pointer, switchedAt)
           } catch (err) {
@@ -336,7 +318,7 @@ export function createOtaService(opts: OtaServiceOptions) {
             }
             // No record of a commit that did not happen: the one before, or none when it cannot be written back.
             const text = committedBefore?.text
-            if (committedBefore !== undefined) await quietly(() => (text === undefined ? rmSync(committedFile, { force: true }) : writeWhole(committedFile, text)))
+            if (committedBefore !== undefined) await quietly(() => (text === undefined ? rmSync(committedFile, { force: true }) : writeFileAtomic(committedFile, text)))
             if (committedBefore !== undefined && text !== undefined && readJson<Committed>(committedFile)?.switchedAt === switchedAt) await quietly(() => rmSync(committedFile, { force: true }))
             // The temporary file of a pointer switch that failed (this process's).
             await quietly(() => rmSync(path.join(root, `${POINTER_FILE}.${process.pid}.tmp`), { force: true }))

@@ -402,7 +402,7 @@ async function run(root: string): Promise<number> {
       try {
         entry = line.startsWith('{') ? (JSON.parse(line) as typeof entry) : undefined
       } catch {} // not a JSON line
-      if (entry !== undefined && typeof entry.level === 'number' && entry.level >= 50) lastError = `${typeof entry.code === 'string' ? `${entry.code}: ` : ''}${String(entry.msg)}`
+      if (entry !== undefined && typeof entry.level === 'number' && entry.level >= 50) lastError = typeof entry.code === 'string' && !String(entry.msg).startsWith(`${entry.code}:`) ? `${entry.code}: ${String(entry.msg)}` : String(entry.msg)
       if (entry?.msg === 'ready') markReady()
     })
     // What Node prints for an uncaught error ends with the stack and its own version: the reason is the error's line above them.

@@ -80,6 +80,19 @@ describe('the launcher rolls a new bundle that never gets ready back to the prev
     await stop(l)
   }, 30_000)
 
+  it("a bundle whose fatal JSON line starts with its code (as the demo devices' do) gives a reason with the code once", async () => {
+    const fatal = JSON.stringify({ level: 60, code: 'STORE_READ_ONLY', msg: 'STORE_READ_ONLY: the data folder cannot be written' })
+    const readOnly = await fakeBundle(path.join(temp(), 'read-only'), `console.log(${JSON.stringify(fatal)}); process.exit(1)\n`, keys.privatePem, 'read-only')
+    expect((await flashBundle(readOnly, { to: dev })).slot).toBe('b')
+    const l = start()
+    await l.waitFor('rolled back from slot b to slot a')
+    expect(state()).toMatchObject({
+      outcome: 'rolled-back', slot: 'a', from: { slot: 'b', device: 'read-only' },
+      reason: 'slot b exited with code 1: STORE_READ_ONLY: the data folder cannot be written before it was ready, 2 starts in a row',
+    })
+    await stop(l)
+  }, 30_000)
+
   it('a bundle that crashes just after reporting ready: within its probation, so rolled back like one that never is ready', async () => {
     const flaky = await fakeBundle(path.join(temp(), 'flaky'), "console.log('{\"level\":30,\"msg\":\"ready\"}')\nsetTimeout(() => { throw new Error('sensor lost after start') }, 200)\nsetInterval(() => {}, 1000)\n", keys.privatePem, 'flaky')
     expect((await flashBundle(flaky, { to: dev })).slot).toBe('b')

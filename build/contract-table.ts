@@ -7,6 +7,7 @@
 // a device's main starts the device. Contracts defined at the top level of a module are found;
 // one made inside a function is announced with open schemas, and the device says so in its log.
 import { execFile } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { mkdir, rm } from 'node:fs/promises'
 import path from 'node:path'
 import { promisify } from 'node:util'
@@ -46,9 +47,11 @@ export async function contractTableOf(name: string, entry: string, root: string)
     throw failed(name, errorMessage(err), err)
   }
   const rel = (p: string): string => JSON.stringify(`./${p.split(path.sep).join('/')}`)
-  // The runtime's own modules, from this project (a device's project may import it from elsewhere:
-  // the list is found under a global symbol, whichever copy of the runtime defines the contracts).
-  const own = (p: string): string => JSON.stringify(path.join(PROJECT_ROOT, p))
+  // The runtime's own modules, from the device's project, else from this one (a device's project may
+  // import the runtime from elsewhere: the list is found under a global symbol, whichever copy of
+  // the runtime defines the contracts).
+  const runtimeRoot = existsSync(path.join(root, 'runtime', 'contract', 'contract.ts')) ? root : PROJECT_ROOT
+  const own = (p: string): string => JSON.stringify(path.join(runtimeRoot, p))
   const script = [
     `import { CONTRACTS_DEFINED } from ${own('runtime/contract/contract.ts')}`,
     'globalThis[CONTRACTS_DEFINED] = []',

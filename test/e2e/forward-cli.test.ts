@@ -21,6 +21,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { openForwardQueue, type NewForwardMessage } from '../../gateway/forward/forward-queue.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { CLEAN_GATEWAY_ENV } from '../helpers/gateway-cli.js'
+import { inTurns } from '../helpers/processes.js'
 import { eventSlots, rawFrame } from '../helpers/raw-wire.js'
 import { startGatewayProcess } from './gateway-attack-process.js'
 
@@ -156,7 +157,9 @@ describe('outpost forward: typos and misuse', () => {
       [['forward', 'status', '--all', ...c], '--all is an option of outpost forward purge only, not of status'],
       [['devices', 'list', '--all', ...c], '--all is not an option of outpost devices'],
     ]
-    for (const [args, text] of cases) expectRefused(await outpost(args, f.dir), 2, 'BAD_ARGUMENT', text, args.join(' '))
+    // Four at a time: each is a CLI process that refuses before it touches anything.
+    const results = await inTurns(cases, 4, ([args]) => outpost(args, f.dir))
+    cases.forEach(([args, text], i) => expectRefused(results[i]!, 2, 'BAD_ARGUMENT', text, args.join(' ')))
     // Nothing was changed by any of them.
     const status = await outpost(['forward', 'status', '--json', ...c], f.dir)
     expect(JSON.parse(status.out)).toMatchObject([{ target: 'cloud', waiting: 1, dead: 1 }])

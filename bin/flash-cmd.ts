@@ -77,10 +77,16 @@ export async function runFlashCommand(opts: FlashArgs, env: NodeJS.ProcessEnv = 
     const s = await f.deviceStatus(opts.to)
     if (opts.json) return JSON.stringify(s, null, 2)
     const lines = [`device at ${s.root}`]
-    if (s.pointer === undefined || s.active === undefined) lines.push('  nothing flashed yet (no active.json)')
-    else {
+    const d = s.damaged
+    if (d !== undefined) {
+      const starts = d.none !== undefined ? 'the launcher starts nothing: flash a bundle to repair it' : `the launcher starts slot ${s.pointer!.slot} (${d.because}) and replaces it, keeping it as active.json.damaged`
+      lines.push(`  pointer:  damaged: ${d.none ?? d.problem}; ${starts}`)
+    }
+    if (s.pointer === undefined || s.active === undefined) {
+      if (d === undefined) lines.push('  nothing flashed yet (no active.json)')
+    } else {
       const p = s.pointer
-      const trial = p.confirmed ? 'kept (it reported ready since the switch)' : `new: not ready yet, started ${p.starts} time${p.starts === 1 ? '' : 's'} since the switch at ${p.switchedAt}`
+      const trial = d !== undefined ? 'recovered from the damaged active.json' : p.confirmed ? 'kept (it reported ready since the switch)' : `new: not ready yet, started ${p.starts} time${p.starts === 1 ? '' : 's'} since the switch at ${p.switchedAt}`
       lines.push(`  active:   ${slotLine(s.active)}; ${trial}`)
       lines.push(`  previous: ${s.previous === undefined ? 'none (nothing to roll back to)' : `${slotLine(s.previous)} (kept for rollback)`}`)
     }
@@ -111,6 +117,7 @@ export async function runFlashCommand(opts: FlashArgs, env: NodeJS.ProcessEnv = 
   return [
     `verified ${m.device} ${m.version} (built ${m.buildTime}): signed by key ${r.keyId}, every file's sha256, for Node ABI ${r.target.nodeAbi} ${r.target.platform}-${r.target.arch} (${r.target.from})`,
     ...(r.addedKey === undefined ? [] : [`trusted key ${r.addedKey} added to ${path.join(opts.to, 'keys')}`]),
+    ...(r.damaged === undefined ? [] : [`active.json was damaged (${r.damaged}): replaced, its bytes kept as ${path.join(opts.to, 'active.json.damaged')}`]),
     `flashed into slot ${r.slot}, now active; ${r.previous === null ? 'no previous slot (first flash)' : `slot ${r.previous} kept for rollback`}`,
     `start it with: node ${path.join(opts.to, f.LAUNCHER_FILE)} (a running launcher takes it at its next start)`,
   ].join('\n')

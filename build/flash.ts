@@ -10,7 +10,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ErrorCode, errorMessage, isOutpostError, OutpostError } from '../runtime/errors.js'
 import {
-  DEVICE_FILE, KEYS_DIR, otherSlot, POINTER_FILE, readPointer, readState, readTrustedKeys, SLOTS_DIR, slotDir, syncDir, writeFileAtomic,
+  DEVICE_FILE, KEYS_DIR, loadPointer, otherSlot, POINTER_FILE, readState, readTrustedKeys, SLOTS_DIR, slotDir, syncDir, writeFileAtomic,
   type BootPointer, type LaunchOutcome, type SlotName,
 } from '../runtime/launcher/launcher.js'
 import { chooseInactiveSlot, placeSlot, switchToSlot } from '../runtime/ota/install.js'
@@ -48,6 +48,8 @@ export interface FlashResult {
   addedKey?: string
   /** The Node the bundle was checked against and where that came from. */
   target: Required<VerifyTarget> & { from: 'device.json' | 'this machine' }
+  /** Why the device's active.json was damaged: it was replaced, its bytes kept as active.json.damaged. */
+  damaged?: string
 }
 
 const bad = (message: string): OutpostError => new OutpostError(ErrorCode.BAD_ARGUMENT, message)
@@ -144,7 +146,7 @@ function onDisk(p: string): number {
  * removes first: the inactive slot's old bundle (it is rewritten) and what an earlier flash left.
  * @throws STORE_READ_ONLY, STORE_FULL, STORE_FAILED (slots/ is not a folder), with nothing written
  */
-async function checkDisk(root: string, to: string, bundleDir: string, files: string[], launcher: Buffer, what: string): Promise<void> {
+async function checkDisk(root: string, to: string, bundleDir: string, files: string[], launcher: Buffer, what: string, active: SlotName | undefined): Promise<void> {
   try {
     accessSync(root, constants.W_OK)
   } catch (err) {
@@ -161,7 +163,6 @@ async function checkDisk(root: string, to: string, bundleDir: string, files: str
   for (const f of files) need += inBlocks((await stat(path.join(bundleDir, f))).size)
   const launcherFile = path.join(root, LAUNCHER_FILE)
   if (!existsSync(launcherFile) || !readFileSync(launcherFile).equals(launcher)) need += inBlocks(launcher.byteLength)
-  const active = readPointer(root)?.slot
   const inactive = active === undefined ? 'a' : otherSlot(active)
   const reused = onDisk(slotDir(root, inactive)) + (existsSync(slots) ? readdirSync(slots) : []).filter((n) => n.startsWith('.')).reduce((n, name) => n + onDisk(path.join(slots, name)), 0)
   const free = fs.bavail * fs.bsize
@@ -216,14 +217,15 @@ export async function flashBundle(bundleDir: string, opts: FlashOptions): Promis
 
   const files = [MANIFEST_FILE, SIGNATURE_FILE, ...manifest.files.map((f) => f.path)]
   const launcher = await launcherCode()
-  await checkDisk(root, opts.to, bundleDir, files, launcher, `${manifest.device} ${manifest.version}`)
+  // A damaged active.json: the slot the launcher recovers to is the active one (chooseInactiveSlot writes it).
+  const old = loadPointer(root).pointer
+  await checkDisk(root, opts.to, bundleDir, files, launcher, `${manifest.device} ${manifest.version}`, old?.slot)
 
   await step('prepare')
   // Until the switch the device starts what it started before: a failure says so, and removes what it copied.
-  const old = readPointer(root)
   const still = old === undefined ? 'the device has no bundle yet' : `the device still starts slot ${old.slot}`
   let doing = 'removing what an earlier flash left and preparing slots/'
-  const { slot, pointer, incoming } = await chooseInactiveSlot(root).catch((err: unknown) => Promise.reject(writeError(err, opts.to, doing, still)))
+  const { slot, pointer, incoming, damaged } = await chooseInactiveSlot(root).catch((err: unknown) => Promise.reject(writeError(err, opts.to, doing, still)))
   const slotPath = slotDir(root, slot)
   try {
     // The inactive slot is no longer somewhere to roll back to: its room is the new bundle's.
@@ -277,7 +279,7 @@ export async function flashBundle(bundleDir: string, opts: FlashOptions): Promis
     throw writeError(err, opts.to, doing, notYet)
   }
   await step('switched')
-  return { slot, previous: next.previous, manifest, keyId, addedKey, target }
+  return { slot, previous: next.previous, manifest, keyId, addedKey, target, damaged }
 }
 
 /** One slot as `outpost flash status` shows it. */
@@ -293,8 +295,10 @@ export interface SlotStatus {
 /** What `outpost flash status` shows. */
 export interface DeviceStatus {
   root: string
-  /** The boot pointer, or undefined when nothing was flashed. */
+  /** The boot pointer (for a damaged one: the pointer the launcher recovers to), or undefined when nothing was flashed. */
   pointer?: BootPointer
+  /** active.json is damaged: why, why the launcher starts `pointer`'s slot, or why it starts none. */
+  damaged?: { problem: string; because?: string; none?: string }
   active?: SlotStatus
   previous?: SlotStatus
   /** The launcher's last outcome (state.json). */
@@ -325,10 +329,11 @@ export async function deviceStatus(to: string): Promise<DeviceStatus> {
       return { slot, device: m.device, version: m.version, buildTime: m.buildTime, problem }
     }
   }
-  const pointer = readPointer(root)
+  const { pointer, damaged: problem, because, none } = loadPointer(root)
   return {
     root,
     pointer,
+    damaged: problem === undefined ? undefined : { problem, because, none },
     active: pointer === undefined ? undefined : await slotStatus(pointer.slot),
     previous: pointer?.previous == null ? undefined : await slotStatus(pointer.previous),
     last: readState(root),

@@ -79,6 +79,7 @@ let cryptoModule: typeof import('node:crypto') | undefined
 const crypto = (): typeof import('node:crypto') => (cryptoModule ??= createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto'))
 const sha256 = (b: Uint8Array): string => crypto().createHash('sha256').update(b).digest('hex')
 const errText = (err: unknown): string => (err instanceof Error ? err.message : String(err))
+const attempt = <T>(f: () => T): T | undefined => { try { return f() } catch { return undefined } }
 
 /** Flushes a folder's entries (a rename in it) to the disk; not every platform can open a folder. */
 export function syncDir(dir: string): void {
@@ -126,10 +127,35 @@ export function readPointer(root: string): BootPointer | undefined {
   const p = readJson(path.join(root, POINTER_FILE)) as Partial<BootPointer> | undefined
   if (p === undefined) return undefined
   const slot = (s: unknown): boolean => s === 'a' || s === 'b'
-  if (p.format !== 1 || !slot(p.slot) || !(p.previous === null || slot(p.previous)) || typeof p.confirmed !== 'boolean' || !Number.isSafeInteger(p.starts)) {
+  if (p?.format !== 1 || !slot(p.slot) || !(p.previous === null || (slot(p.previous) && p.previous !== p.slot)) || typeof p.confirmed !== 'boolean' || !Number.isSafeInteger(p.starts)) {
     throw new Error(`${path.join(root, POINTER_FILE)} is not a boot pointer`)
   }
   return p as BootPointer
+}
+
+/** What loadPointer found: the pointer; for a damaged active.json, why, and the pointer recovered (or why there is none). */
+export interface PointerRead { pointer: BootPointer | undefined; damaged?: string; because?: string; none?: string; saved?: boolean }
+
+/** active.json; when it is there but damaged (cut short on a card, edited by hand), a confirmed pointer to the slot to recover to:
+ *  of those that verify, the one state.json names as last started (kept or rolled back to), else the newer build, else a.
+ *  With `write`, the damaged bytes are kept as active.json.damaged and the new pointer written (`saved`). */
+export function loadPointer(root: string, write?: (file: string, data: string | Uint8Array) => boolean): PointerRead {
+  try {
+    return { pointer: readPointer(root) }
+  } catch (err) {
+    const damaged = errText(err)
+    const v = { a: verifySlot(root, 'a'), b: verifySlot(root, 'b') }
+    const time = (s: SlotName): number => ('manifest' in v[s] ? Date.parse(v[s].manifest.buildTime) : NaN)
+    const last = attempt(() => readState(root)) // a damaged state.json names no slot
+    const named = /^(success|rolled-back)$/.test(String(last?.outcome)) && /^[ab]$/.test(String(last?.slot)) ? (last!.slot as SlotName) : undefined
+    const slot: SlotName | undefined = named !== undefined && 'manifest' in v[named] ? named : !('manifest' in v.a) ? ('manifest' in v.b ? 'b' : undefined) : time('b') > time('a') ? 'b' : 'a'
+    const bytes = attempt(() => readFileSync(path.join(root, POINTER_FILE)))
+    if (write !== undefined && bytes !== undefined) write(`${POINTER_FILE}.damaged`, bytes)
+    if (slot === undefined) return { pointer: undefined, damaged, none: `${damaged}, and neither slot verifies (${(v.a as { problem: string }).problem}; ${(v.b as { problem: string }).problem})` }
+    const because = slot === named ? `${STATE_FILE} names it as the slot last started` : !('manifest' in v[otherSlot(slot)]) ? `slot ${otherSlot(slot)} does not verify` : time(slot) > time(otherSlot(slot)) ? 'the newer build' : 'both built at the same time'
+    const pointer: BootPointer = { format: 1, slot, previous: null, confirmed: true, starts: 0, switchedAt: new Date().toISOString() }
+    return { pointer, damaged, because, saved: write?.(POINTER_FILE, `${JSON.stringify(pointer, null, 2)}\n`) ?? false }
+  }
 }
 
 export const writePointer = (root: string, p: BootPointer): void => writeFileAtomic(path.join(root, POINTER_FILE), `${JSON.stringify(p, null, 2)}\n`)
@@ -263,7 +289,7 @@ async function run(root: string): Promise<number> {
   const probationMs = setting('OUTPOST_LAUNCHER_PROBATION_MS', 10_000)
   const node = { node: { version: process.versions.node, abi: Number(process.versions.modules) }, platform: process.platform, arch: process.arch }
   // What the launcher writes may fail (a full or read-only disk): it says so and goes on without it.
-  const tryWrite = (file: string, data: string): boolean => {
+  const tryWrite = (file: string, data: string | Uint8Array): boolean => {
     try {
       return (writeFileAtomic(path.join(root, file), data), true)
     } catch (err) {
@@ -298,9 +324,22 @@ async function run(root: string): Promise<number> {
   // are still counted, a rollback still made) until that one changes (outpost flash switched it).
   let unsaved: { over: BootPointer; next: BootPointer } | undefined
   const current = (p: BootPointer | undefined): BootPointer | undefined => (unsaved !== undefined && same(p, unsaved.over) ? unsaved.next : p)
+  // A damaged active.json gives way to the pointer loadPointer recovers; one not written is unsaved over `broken` (the damaged file).
+  const broken: BootPointer = { format: 1, slot: 'a', previous: null, confirmed: true, starts: -1, switchedAt: POINTER_FILE }
+  let lost: string | undefined
+  const readDisk = (): BootPointer | undefined => {
+    const quiet = unsaved?.over === broken // recovered in memory already: not written or said again
+    const r = loadPointer(root, quiet ? undefined : tryWrite)
+    if (r.damaged === undefined || quiet) return r.damaged === undefined ? r.pointer : broken
+    const to = r.none !== undefined ? 'no slot verifies' : `starting slot ${r.pointer!.slot} (${r.because})${r.saved ? ', a new pointer written' : ''}`
+    log(40, `${r.damaged}; ${to}; its bytes are kept as ${POINTER_FILE}.damaged`, { file: path.join(root, POINTER_FILE), slot: r.pointer?.slot })
+    lost = r.none
+    if (r.pointer !== undefined && !r.saved) unsaved = { over: broken, next: r.pointer }
+    return r.saved === true ? r.pointer : broken
+  }
   /** The pointer is replaced only if it is still the one read (outpost flash may have switched it meanwhile). */
   const replacePointer = (seen: BootPointer, next: BootPointer): boolean => {
-    const disk = readPointer(root)
+    const disk = readDisk()
     if (!same(current(disk), seen)) return false
     unsaved = tryWrite(POINTER_FILE, `${JSON.stringify(next, null, 2)}\n`) ? undefined : { over: disk!, next }
     return true
@@ -310,8 +349,8 @@ async function run(root: string): Promise<number> {
   let leave: string | undefined
   let delay = restartMs
   while (!stopping) {
-    const p = current(readPointer(root))
-    const c = chooseSlot(root, p, tries, leave)
+    const p = current(readDisk())
+    const c: Choice = lost !== undefined ? { none: lost } : chooseSlot(root, p, tries, leave)
     leave = undefined
     if ('none' in c) {
       log(60, `no slot can start: ${c.none}`)
@@ -440,12 +479,13 @@ async function run(root: string): Promise<number> {
 /** `--check`: the slot the launcher would start, as one JSON line; exit code 1 when none. */
 function check(root: string): number {
   const tries = setting('OUTPOST_LAUNCHER_TRIES', 3)
-  const c = chooseSlot(root, readPointer(root), tries)
+  const r = loadPointer(root)
+  const c: Choice = r.none !== undefined ? { none: r.none } : chooseSlot(root, r.pointer, tries)
   if ('none' in c) {
     process.stderr.write(`launcher: no slot can start: ${c.none}\n`)
     return 1
   }
-  process.stdout.write(`${JSON.stringify({ slot: c.slot, ...about(c.manifest), entry: c.manifest.entry, trial: c.trial, rollback: c.rollback === undefined ? undefined : { from: c.rollback.from, reason: c.rollback.reason } })}\n`)
+  process.stdout.write(`${JSON.stringify({ slot: c.slot, ...about(c.manifest), entry: c.manifest.entry, trial: c.trial, damaged: r.damaged, rollback: c.rollback === undefined ? undefined : { from: c.rollback.from, reason: c.rollback.reason } })}\n`)
   return 0
 }
 

@@ -7,7 +7,7 @@
 import { existsSync, readdirSync } from 'node:fs'
 import { mkdir, rename, rm } from 'node:fs/promises'
 import path from 'node:path'
-import { KEYS_DIR, otherSlot, readPointer, SLOTS_DIR, slotDir, syncDir, writePointer, type BootPointer, type SlotName } from '../launcher/launcher.js'
+import { KEYS_DIR, loadPointer, otherSlot, SLOTS_DIR, slotDir, syncDir, writeFileAtomic, writePointer, type BootPointer, type SlotName } from '../launcher/launcher.js'
 
 /** Where a slot is put together before it is renamed into place, under slots/. */
 export const INCOMING = '.incoming'
@@ -19,6 +19,8 @@ export interface SlotChoice {
   pointer: BootPointer | undefined
   /** slots/.incoming: the folder to fill (it does not exist yet). */
   incoming: string
+  /** Why active.json was damaged: it was kept as active.json.damaged, and `pointer` is the one recovered (as the launcher recovers it) and written in its place. */
+  damaged?: string
 }
 
 /** Leftovers of an install that was killed: the half-written slot, a replaced slot not yet removed, temporary files. */
@@ -35,15 +37,17 @@ async function removeLeftovers(root: string): Promise<void> {
 /**
  * Clears what a killed install left, makes slots/ and keys/, and picks the slot that is not
  * active; that slot stops being somewhere to roll back to (it is about to be overwritten).
+ * A damaged active.json is replaced first by the pointer the launcher would recover to (loadPointer).
+ * @throws what writing the device throws (a full or read-only disk)
  */
 export async function chooseInactiveSlot(root: string): Promise<SlotChoice> {
   await removeLeftovers(root)
   await mkdir(path.join(root, SLOTS_DIR), { recursive: true })
   await mkdir(path.join(root, KEYS_DIR), { recursive: true })
-  const pointer = readPointer(root)
+  const { pointer, damaged } = loadPointer(root, (file, data) => (writeFileAtomic(path.join(root, file), data), true))
   const slot: SlotName = pointer === undefined ? 'a' : otherSlot(pointer.slot)
   if (pointer !== undefined && pointer.previous === slot) writePointer(root, { ...pointer, previous: null })
-  return { slot, pointer, incoming: path.join(root, SLOTS_DIR, INCOMING) }
+  return { slot, pointer, incoming: path.join(root, SLOTS_DIR, INCOMING), damaged }
 }
 
 /** Renames the complete folder `incoming` (its files and entries flushed: syncDir) into `slot`'s place, the slot's old content removed after. */

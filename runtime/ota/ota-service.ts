@@ -22,7 +22,7 @@ import { defineService } from '../contract/index.js'
 import { ErrorCode, isOutpostError, OutpostError } from '../errors.js'
 import { nodeCrypto } from '../lazy-builtin.js'
 import {
-  checkManifest, DEVICE_DIR_ENV, DEVICE_SLOT_ENV, POINTER_FILE, readPointer, readState, readTrustedKeys, RESTART_REQUEST, slotDir, syncDir, verifyDir, verifySlot, writeFileAtomic,
+  checkManifest, DEVICE_DIR_ENV, DEVICE_SLOT_ENV, loadPointer, POINTER_FILE, readState, readTrustedKeys, RESTART_REQUEST, slotDir, syncDir, verifyDir, verifySlot, writeFileAtomic,
   type SlotManifest, type SlotName,
 } from '../launcher/launcher.js'
 import { otaContract } from './contract.js'
@@ -132,7 +132,10 @@ export function createOtaService(opts: OtaServiceOptions) {
    * for a restart) nor the one a running bundle on trial would be rolled back to.
    */
   const checkInactive = (): void => {
-    const p = readPointer(root)
+    // A pointer damaged while this bundle runs: which slot is active is not known here (the
+    // launcher started this one, and repairs the pointer at its next start).
+    const { pointer: p, damaged } = loadPointer(root)
+    if (damaged !== undefined) throw fail(ErrorCode.STORE_FAILED, `this device's boot pointer (active.json) is damaged; ${keep}: restart the device (its launcher repairs the pointer) and flash again`)
     if (p === undefined) return
     if (runs !== undefined && p.slot !== runs) throw fail(ErrorCode.BAD_ARGUMENT, `this device runs slot ${runs} but slot ${p.slot} is active (flashed, not started yet): restart the device first`)
     if (!p.confirmed && p.previous !== null) throw fail(ErrorCode.BAD_ARGUMENT, `slot ${p.slot} is not kept yet (its launcher waits for it to report ready) and slot ${p.previous} is where it goes back to: try again once it is kept`)

@@ -161,6 +161,22 @@ describe('over the air: refusals, and the device keeps its bundle', () => {
     await unchanged()
   }, 60_000)
 
+  it('a boot pointer damaged while the device runs: begin is refused (STORE_FAILED, restart the device), nothing is switched', async () => {
+    const pointer = path.join(rig.dev, 'active.json')
+    const before = readFileSync(pointer)
+    writeFileSync(pointer, before.subarray(0, 20))
+    try {
+      const err = await caught(begin(v2))
+      expect(err.code).toBe('STORE_FAILED')
+      expect(err.message).toMatch(/^this device's boot pointer \(active\.json\) is damaged; nothing was switched: the device keeps running slot a: restart the device/)
+      expect(err.message).not.toContain(rig.dev)
+      expect(readFileSync(pointer).equals(before.subarray(0, 20))).toBe(true)
+    } finally {
+      writeFileSync(pointer, before)
+    }
+    await unchanged()
+  }, 30_000)
+
   it('outpost flash status --device tells what the device has; a bundle flashed with --to that waits for a restart blocks flashing over the air; a device that went offline is DEVICE_OFFLINE', async () => {
     const st = await cli(['flash', 'status', '--device', rig.deviceId, '--gateway', rig.http], { OUTPOST_HTTP_TOKEN: TOKEN })
     expect(st.code, st.err).toBe(0)

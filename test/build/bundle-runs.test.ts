@@ -21,6 +21,7 @@ import { createEnvelopeCodec } from '../../runtime/wire/codec.js'
 import { freshAedes } from '../helpers/aedes.js'
 import { startProcess, type TestProcess } from '../helpers/device-process.js'
 import { bareEnv, nodeModulesAbove, tempDirs } from './build-helpers.js'
+import { until } from '../helpers/wait.js'
 
 const temp = tempDirs('bundle-run')
 
@@ -98,6 +99,49 @@ describe('a device bundle copied out of the repository', () => {
     expect(device.lines.join('\n')).not.toContain('announced with open schemas')
     device.child.kill('SIGTERM')
     expect((await device.exited).code).toBe(0)
+  })
+
+  it('a contract its build did not see (defined in the entry file) is announced with open schemas, with one warning; one it saw, with its schemas', async () => {
+    const root = temp()
+    mkdirSync(path.join(root, 'devices', 'lamp'), { recursive: true })
+    mkdirSync(path.join(root, 'build'))
+    for (const dir of ['runtime', 'node_modules', 'build/stubs']) symlinkSync(path.join(PROJECT_ROOT, dir), path.join(root, dir), 'dir')
+    writeFileSync(path.join(root, 'devices', 'lamp', 'contract.ts'), [
+      "import * as v from 'valibot'",
+      "import { defineContract } from '../../runtime/index.js'",
+      "export const seen = defineContract({ name: 'seen', version: '1', commands: { set: { payload: v.object({ on: v.boolean() }), result: v.object({ on: v.boolean() }) } } })",
+    ].join('\n'))
+    writeFileSync(path.join(root, 'devices', 'lamp', 'main.ts'), [
+      "import * as v from 'valibot'",
+      "import { pino } from 'pino'",
+      "import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'",
+      "import { createRuntime, defineContract, defineService } from '../../runtime/index.js'",
+      "import { seen } from './contract.js'",
+      "const unseen = defineContract({ name: 'unseen', version: '1', commands: { ping: { payload: v.object({ n: v.number() }), result: v.object({ n: v.number() }) } } })",
+      "const rt = createRuntime({ bridge: createMqttBridge({ url: process.env.OUTPOST_MQTT_URL, deviceId: 'lamp-1' }), logger: pino(), services: [",
+      '  defineService(seen, { commands: { set: (p) => p } }), defineService(unseen, { commands: { ping: (p) => p } })] })',
+      'await rt.start({ waitForBroker: true })',
+      "console.log(JSON.stringify({ level: 30, msg: 'ready' }))",
+    ].join('\n'))
+    const bundle = await bundleDevice('lamp', temp(), root)
+    const p = startProcess(bundle.file, [], bareEnv({ OUTPOST_MQTT_URL: broker.url }))
+    running.push(p)
+    await p.waitFor('"msg":"ready"')
+    const client = await mqtt.connectAsync(broker.url, { clientId: 'lamp-contract-reader' })
+    try {
+      const frame = new Promise<Buffer>((resolve) => client.on('message', (_t, payload) => payload.length > 0 && resolve(payload)))
+      await client.subscribeAsync('ob/lamp-1/contract', { qos: 1 })
+      const decoded = createEnvelopeCodec().decode(await frame)
+      const services = (decoded.ok ? (decoded.envelope.payload as { services: { name: string; commands: Record<string, { payload: { type?: string } }> }[] }).services : [])
+      expect(services.find((x) => x.name === 'seen')?.commands.set?.payload.type).toBe('object')
+      expect(services.find((x) => x.name === 'unseen')?.commands.ping).toEqual({ payload: {}, result: {} })
+    } finally {
+      await client.endAsync()
+    }
+    await until(() => p.lines.some((l) => l.includes('contract not seen when this bundle was built')))
+    expect(p.lines.filter((l) => l.includes('contract not seen when this bundle was built'))).toHaveLength(1)
+    expect(p.lines.find((l) => l.includes('contract not seen'))).toContain('unseen@1')
+    p.child.kill('SIGTERM')
   })
 
   it('display: serves its command; mqtt-packet\'s trace lines still follow DEBUG through the bundle\'s own `debug`', async () => {

@@ -10,7 +10,7 @@ import { createBridgeStats, createStatusHub, DEFAULT_MAX_PAYLOAD_BYTES, snapshot
 import { rootOf, streamOf, type NatsBridgeOptions } from './nats-options.js'
 import { createNatsStore, type NatsStore } from './nats-store.js'
 import { escapeLevel, filterToSubjects, prefixTokens, topicToSubject } from './nats-subjects.js'
-import { createInbound, newGroup, RETAINED_SEQ, type Group, type LocalSub } from './nats-inbound.js'
+import { createInbound, guardReader, newGroup, RETAINED_SEQ, type Group, type LocalSub } from './nats-inbound.js'
 import { createWillKeeper, type WillFrame, type WillKeeper } from './nats-will.js'
 
 export type { NatsBridgeOptions } from './nats-options.js'
@@ -189,14 +189,14 @@ export function createNatsBridge(opts: NatsBridgeOptions): Bridge {
     up = true
     const wasLost = lost
     lost = false
-    try {
-      store!.reset()
-      await store!.ensure()
-      await will!.connected(wasLost)
-      await Promise.all([...groups.values()].map((g) => inbound.deliverRetained(store!, g, g.locals.slice())))
-    } catch (err) {
-      trouble.warn('restore-failed', { err: errorMessage(err) }, 'restoring retained messages or the will record failed (is JetStream enabled?)')
-    }
+    // Each step on its own: the will record (which any client with rights on the stream can
+    // write) failing must not keep this connection's record from being stored, nor the retained
+    // frames from being read again.
+    const failed = (err: unknown): void => trouble.warn('restore-failed', { err: errorMessage(err) }, 'restoring retained messages or the will record failed (is JetStream enabled?)')
+    store!.reset()
+    await store!.ensure().catch(failed)
+    await will!.connected(wasLost).catch(failed)
+    await Promise.all([...groups.values()].map((g) => inbound.deliverRetained(store!, g, g.locals.slice()).catch(failed)))
     if (seq !== connection || !up || closing) return
     announced = 0
     dials = 0
@@ -235,6 +235,11 @@ export function createNatsBridge(opts: NatsBridgeOptions): Bridge {
 
   const attach = (c: NatsConnection): void => {
     nc = c
+    const guarded = guardReader(c, (err) => {
+      stats.drop(ErrorCode.MALFORMED_FRAME)
+      trouble.warn('inbound-unreadable', { err: errorMessage(err) }, 'dropped an inbound message the NATS client could not read')
+    })
+    if (!guarded) log.error('this nats.js version has no message hook to guard: a message it cannot read would stop the connection from reading')
     store = createNatsStore(c, streamName, root)
     for (const g of groups.values()) inbound.open(c, g)
     will = createWillKeeper({

@@ -1,4 +1,4 @@
-import type { NatsConnection, Subscription as NatsSubscription } from '@nats-io/transport-node'
+import type { Msg, NatsConnection, Subscription as NatsSubscription } from '@nats-io/transport-node'
 import { ErrorCode, errorMessage } from '../../errors.js'
 import type { LogLimiter } from '../../log-limiter.js'
 import type { FrameHandler, InboundFrame } from '../../ports/bridge.js'
@@ -53,6 +53,52 @@ export interface InboundOptions {
   trouble: LogLimiter
 }
 
+/** Stored retained frames read at once (each up to the server's max_payload, 1 MiB by default). */
+const RETAINED_READS_AT_ONCE = 16
+
+/**
+ * The stream sequence a live copy of a retained publish carries, or 0. Any client can send any
+ * header block: one nats.js refuses to parse (a space in a header name) throws when read, and a
+ * value that is no positive integer means nothing here.
+ */
+function retainedSeqOf(msg: Msg): number {
+  let value: string | undefined
+  try {
+    value = msg.headers?.get(RETAINED_SEQ)
+  } catch {
+    return 0
+  }
+  if (value === undefined || !/^[1-9][0-9]{0,15}$/.test(value)) return 0
+  const seq = Number(value)
+  return Number.isSafeInteger(seq) ? seq : 0
+}
+
+/**
+ * Keeps a connection reading whatever a message does to the code it is handed to. nats.js hands
+ * each inbound message to its subscription's callback from the loop that reads the socket, and an
+ * exception there ends that loop for good: the connection goes deaf (no messages, no PONGs) until
+ * two client PINGs went unanswered, while the bytes the server sends pile up unread. And nats.js
+ * throws on input any client can send: the headers of a message whose header block has a line it
+ * refuses (a space in a header name) throw when read, and its request muxer reads them for every
+ * empty reply, so a forged empty reply to one of this bridge's requests (a will probe, a JetStream
+ * API call) would stop it. So every message is handed over inside a try/catch: one that throws is
+ * dropped and reported to `dropped`. False when this nats.js has no such hook (then nothing changed).
+ */
+export function guardReader(c: NatsConnection, dropped: (err: unknown) => void): boolean {
+  const protocol = (c as unknown as { protocol?: { processMsg?: unknown } }).protocol
+  const processMsg = protocol?.processMsg
+  if (protocol === undefined || typeof processMsg !== 'function') return false
+  protocol.processMsg = function guardedProcessMsg(this: unknown, ...args: unknown[]): unknown {
+    try {
+      return (processMsg as (...a: unknown[]) => unknown).apply(this, args)
+    } catch (err) {
+      dropped(err)
+      return undefined
+    }
+  }
+  return true
+}
+
 /** A group with no subscribers yet. */
 export const newGroup = (filter: string, subjects: string[]): Group => ({ filter, subjects, subs: [], locals: [], reading: 0, liveSeq: new Map() })
 
@@ -82,6 +128,12 @@ export function createInbound(o: InboundOptions): Inbound {
       }
     }
   }
+  /** A subject no topic maps to (see `subjectToTopic`): another client published it; never handed over. */
+  const noTopic = (subject: string): void => {
+    stats.received++
+    stats.drop(ErrorCode.INVALID_TOPIC_LEVEL)
+    trouble.warn(`inbound-${ErrorCode.INVALID_TOPIC_LEVEL}`, { subject: subject.slice(0, 256) }, 'dropped inbound frame: its subject is not the subject of any topic')
+  }
   const tooLarge = (topic: string, bytes: number): void => {
     stats.drop(ErrorCode.FRAME_TOO_LARGE)
     trouble.warn(`inbound-${ErrorCode.FRAME_TOO_LARGE}`, { topic: topic.slice(0, 256), bytes, limit: maxPayloadBytes }, 'dropped inbound frame larger than the frame limit')
@@ -98,11 +150,11 @@ export function createInbound(o: InboundOptions): Inbound {
           }
           if (wildFirst && isSystemSubject(msg.subject, prefix)) return
           const topic = subjectToTopic(msg.subject, prefix)
-          if (topic === undefined) return
+          if (topic === undefined) return noTopic(msg.subject)
           stats.received++
           if (msg.data.length > maxPayloadBytes) return tooLarge(topic, msg.data.length)
-          if (g.reading > 0 && msg.headers !== undefined) {
-            const seq = Number(msg.headers.get(RETAINED_SEQ))
+          if (g.reading > 0) {
+            const seq = retainedSeqOf(msg)
             if (seq > 0) g.liveSeq.set(topic, seq)
           }
           dispatch(g.locals.slice(), new NatsFrame(topic, msg.data, false))
@@ -111,20 +163,33 @@ export function createInbound(o: InboundOptions): Inbound {
     )
   }
 
-  /** Hands the stored retained frames of a group's filter to `locals` (skipping any a live copy already superseded). */
+  /**
+   * Hands the stored retained frames of a group's filter to `locals` (skipping any a live copy
+   * already superseded). The store holds whatever any client put there, up to the server's
+   * max_payload a frame: frames are read `RETAINED_READS_AT_ONCE` at a time and handed over before
+   * the next ones are read, so what a read holds is bounded however many the store has.
+   */
   const deliverRetained = async (store: NatsStore, g: Group, locals: LocalSub[]): Promise<void> => {
     g.reading++
     try {
-      const frames = (await Promise.all(g.subjects.map((s) => store.readRetained(s)))).flat()
-      for (const f of frames) {
-        const topic = subjectToTopic(f.subject, prefix)
-        if (topic === undefined || (g.liveSeq.get(topic) ?? 0) >= f.seq) continue
-        stats.received++
-        if (f.payload.length > maxPayloadBytes) {
-          tooLarge(topic, f.payload.length)
-          continue
+      const subjects = (await Promise.all(g.subjects.map((s) => store.retainedSubjects(s)))).flat()
+      for (let i = 0; i < subjects.length; i += RETAINED_READS_AT_ONCE) {
+        const frames = await Promise.all(subjects.slice(i, i + RETAINED_READS_AT_ONCE).map((s) => store.lastRetained(s)))
+        for (const f of frames) {
+          if (f === undefined) continue
+          const topic = subjectToTopic(f.subject, prefix)
+          if (topic === undefined) {
+            noTopic(f.subject)
+            continue
+          }
+          if ((g.liveSeq.get(topic) ?? 0) >= f.seq) continue
+          stats.received++
+          if (f.payload.length > maxPayloadBytes) {
+            tooLarge(topic, f.payload.length)
+            continue
+          }
+          dispatch(locals.filter((l) => g.locals.includes(l)), new NatsFrame(topic, f.payload, true))
         }
-        dispatch(locals.filter((l) => g.locals.includes(l)), new NatsFrame(topic, f.payload, true))
       }
     } finally {
       if (--g.reading === 0) g.liveSeq.clear()

@@ -19,8 +19,10 @@ export interface NatsStore {
   ensure(): Promise<void>
   /** Stores a topic's retained message (an empty one clears it) and returns its stream sequence. */
   putRetained(subject: string, payload: Uint8Array): Promise<number>
-  /** The retained messages (non-empty) of every subject a frame subject filter covers. */
-  readRetained(filter: string): Promise<StoredFrame[]>
+  /** The stored subjects (frame subjects) a frame subject filter covers. */
+  retainedSubjects(filter: string): Promise<string[]>
+  /** The retained message of one frame subject, unless it has none or was cleared. */
+  lastRetained(subject: string): Promise<StoredFrame | undefined>
   /** Stores the device's will record; returns its sequence. */
   putWill(device: string, record: WillRecord): Promise<number>
   /** The device's will record, if it has one. */
@@ -105,13 +107,20 @@ export function createNatsStore(nc: NatsConnection, streamName: string, root: st
     return sm === null ? undefined : { seq: sm.seq, data: sm.data }
   }
 
+  // Any client with publish rights on the stream's subjects can write a record: one of another
+  // shape is no record (ignored, as a cleared one is).
   const parseWill = (data: Uint8Array): WillRecord | undefined => {
     if (data.length === 0) return undefined
+    let r: Partial<Record<keyof WillRecord, unknown>> | null
     try {
-      return JSON.parse(td.decode(data)) as WillRecord
+      r = JSON.parse(td.decode(data)) as Partial<Record<keyof WillRecord, unknown>> | null
     } catch {
       return undefined
     }
+    if (typeof r !== 'object' || r === null) return undefined
+    const { topic, payload, qos, retain, nonce } = r
+    if (typeof topic !== 'string' || typeof payload !== 'string' || (qos !== 0 && qos !== 1) || typeof retain !== 'boolean' || typeof nonce !== 'string') return undefined
+    return { topic, payload, qos, retain, nonce }
   }
 
   return {
@@ -124,18 +133,20 @@ export function createNatsStore(nc: NatsConnection, streamName: string, root: st
         throw unavailable('retained store', err)
       }
     },
-    async readRetained(filter) {
+    async retainedSubjects(filter) {
       await ensure()
       try {
         const m = await manager()
         const info = await m.streams.info(streamName, { subjects_filter: retainedRoot + filter })
-        const subjects = Object.keys(info.state.subjects ?? {})
-        const got = await Promise.all(subjects.map(async (s) => ({ s, m: await lastOf(s) })))
-        const out: StoredFrame[] = []
-        for (const { s, m: msg } of got) {
-          if (msg !== undefined && msg.data.length > 0) out.push({ subject: s.slice(retainedRoot.length), payload: msg.data, seq: msg.seq })
-        }
-        return out
+        return Object.keys(info.state.subjects ?? {}).map((s) => s.slice(retainedRoot.length))
+      } catch (err) {
+        throw unavailable('retained read', err)
+      }
+    },
+    async lastRetained(subject) {
+      try {
+        const msg = await lastOf(retainedRoot + subject)
+        return msg === undefined || msg.data.length === 0 ? undefined : { subject, payload: msg.data, seq: msg.seq }
       } catch (err) {
         throw unavailable('retained read', err)
       }

@@ -84,16 +84,47 @@ export function topicToSubject(topic: string, prefix: readonly string[] = []): s
   return [...prefix, ...levels.map(escapeLevel)].join('.')
 }
 
-/** The topic a subject stands for, or undefined when it is outside `prefix` or holds a malformed escape. */
+/** Characters no token of a frame subject holds: `/` separates levels, `+` and `#` are MQTT's wildcards. */
+const NEVER_IN_TOKEN = /[/+#]/
+/** Marks a token that needs a closer look: an escape, or a character no token holds. */
+const SUSPECT = /[%/+#]/
+
+/**
+ * The topic level a token of an inbound subject stands for, or undefined when no topic maps to
+ * that token: a character no level holds (`a/b` would be two levels), or an escape `escapeLevel`
+ * never writes (`%2F` for `/`, `%23` for `#`, `%41` for `A`, lower-case hex, a malformed one).
+ * Every topic has exactly one subject, so a frame's topic matches the filter its subject matched.
+ */
+function levelOf(token: string): string | undefined {
+  if (!SUSPECT.test(token)) return token
+  if (NEVER_IN_TOKEN.test(token)) return undefined
+  let level: string
+  try {
+    level = unescapeLevel(token)
+  } catch {
+    return undefined
+  }
+  return !NEVER_IN_TOKEN.test(level) && escapeLevel(level) === token ? level : undefined
+}
+
+/**
+ * The topic a subject stands for, or undefined when it is outside `prefix` or is no subject
+ * `topicToSubject` writes (a malformed or needless escape, a token holding `/`, `+` or `#`):
+ * another client can publish such a subject, and its decoded topic would not match the filter
+ * whose subscription received it.
+ */
 export function subjectToTopic(subject: string, prefix: readonly string[] = []): string | undefined {
   const tokens = subject.split('.')
   if (tokens.length <= prefix.length) return undefined
   for (let i = 0; i < prefix.length; i++) if (tokens[i] !== prefix[i]) return undefined
-  try {
-    return tokens.slice(prefix.length).map(unescapeLevel).join('/')
-  } catch {
-    return undefined
+  if (!SUSPECT.test(subject)) return prefix.length === 0 ? tokens.join('/') : tokens.slice(prefix.length).join('/')
+  const levels: string[] = []
+  for (let i = prefix.length; i < tokens.length; i++) {
+    const level = levelOf(tokens[i]!)
+    if (level === undefined) return undefined
+    levels.push(level)
   }
+  return levels.join('/')
 }
 
 /**

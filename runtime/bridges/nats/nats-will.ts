@@ -141,7 +141,12 @@ export function createWillKeeper(o: WillKeeperOptions): WillKeeper {
       if (old !== undefined) {
         const mine = old.record.nonce === o.nonce
         // Our own record: this process lost that connection. Another process's: dead unless it answers.
-        if ((mine && lostBefore) || (!mine && !(await answers(o.device, old.record.nonce)))) await claimAndPublish(o.device, old.seq, old.record)
+        try {
+          if ((mine && lostBefore) || (!mine && !(await answers(o.device, old.record.nonce)))) await claimAndPublish(o.device, old.seq, old.record)
+        } catch (err) {
+          // Whatever the old record held (any client may have written it), this connection's record is stored.
+          o.log.warn({ err: errorMessage(err), topic: old.record.topic.slice(0, 256) }, 'publishing the will of an earlier connection failed')
+        }
       }
       await store()
     },

@@ -58,7 +58,9 @@ export function createLogLimiter(log: Logger, opts: LogLimiterOptions = {}): Log
     s.total++
     s.unreported++
     const t = clock.now()
-    if (t - s.lastAt < intervalMs) return
+    // A time before the last line's means the clock was set back: that line's interval is over,
+    // or a step back of years would keep this reason quiet for years.
+    if (t - s.lastAt < intervalMs && t >= s.lastAt) return
     const count = s.unreported
     s.unreported = 0
     s.lastAt = t

@@ -19,6 +19,12 @@ export interface Clock {
    * possible); the returned function cancels it.
    */
   setTimer(at: number, fn: () => void, opts?: TimerOptions): () => void
+  /**
+   * Time that only moves on with real time (ms from an arbitrary origin, never set): what a
+   * step of `now` (an NTP sync, a dead RTC battery, an operator) is measured against. Timers
+   * wait on it. Optional: a clock without it lets `watchClock` notice only steps back.
+   */
+  monotonic?(): number
 }
 
 /** How a timer relates to the process that runs it. */
@@ -37,9 +43,10 @@ export const UNREF: TimerOptions = Object.freeze({ unref: true })
 // setTimeout takes at most 2^31-1 ms (~24.8 days); longer waits are chained.
 const MAX_DELAY = 2 ** 31 - 1
 
-/** The machine's clock (Date.now and setTimeout). */
+/** The machine's clock (Date.now and setTimeout; monotonic: performance.now). */
 export const systemClock: Clock = {
   now: () => Date.now(),
+  monotonic: () => performance.now(),
   setTimer(at, fn, opts) {
     const unref = opts?.unref === true
     let delay = at - Date.now()
@@ -69,7 +76,10 @@ export interface ManualClock extends Clock {
   advance(ms: number): Promise<void>
   /** Moves time forward to the next timer and fires what is due then; false when no timer is set. */
   advanceToNext(): Promise<boolean>
-  /** Jumps to a time without firing anything (a device that was switched off). */
+  /**
+   * Jumps to a time without firing anything: the wall clock is set (a device that was switched
+   * off, an NTP sync, a clock set back). `monotonic()` does not move with it.
+   */
   jump(to: number): void
   /** How many timers are set and not yet fired or cancelled. */
   readonly pending: number
@@ -80,6 +90,8 @@ export interface ManualClock extends Clock {
 /** Creates a manual clock starting at `start` (epoch ms). */
 export function createManualClock(start: number): ManualClock {
   let t = start
+  // monotonic() is t - skew: advancing moves both, jumping moves t alone.
+  let skew = start
   let seq = 0
   const timers = new Map<number, { at: number; fn: () => void }>()
   // Two turns of the event loop: promise chains and I/O callbacks started by a timer run on.
@@ -106,6 +118,7 @@ export function createManualClock(start: number): ManualClock {
   }
   return {
     now: () => t,
+    monotonic: () => t - skew,
     setTimer(at, fn) {
       const id = ++seq
       timers.set(id, { at, fn })
@@ -119,6 +132,7 @@ export function createManualClock(start: number): ManualClock {
       return true
     },
     jump(to) {
+      skew += to - t
       t = to
     },
     get pending() {
@@ -126,6 +140,41 @@ export function createManualClock(start: number): ManualClock {
     },
     nextAt() {
       return earliest(Number.POSITIVE_INFINITY)?.[1].at
+    },
+  }
+}
+
+/** Steps of a clock's time (`now`) against its monotonic time, as a component sees them. */
+export interface ClockWatch {
+  /**
+   * How far `now` (the clock's time, read just before) stepped since the last call, ms: > 0
+   * forward, < 0 back; 0 when it did not step by more than the tolerance (slews and the
+   * drift of an NTP-disciplined clock are no steps). Without `monotonic` only steps back are seen.
+   */
+  step(now: number): number
+}
+
+/** Watches `clock` for steps over `toleranceMs` (default 1 s). */
+export function watchClock(clock: Clock, toleranceMs = 1_000): ClockWatch {
+  const mono = clock.monotonic === undefined ? undefined : clock.monotonic.bind(clock)
+  if (mono === undefined) {
+    let last = clock.now()
+    return {
+      step(now) {
+        const d = now - last
+        last = now
+        return d < -toleranceMs ? d : 0
+      },
+    }
+  }
+  let offset = clock.now() - mono()
+  return {
+    step(now) {
+      const o = now - mono()
+      const d = o - offset
+      offset = o
+      // Whole ms: steps move stored times, which are whole ms.
+      return d > toleranceMs || d < -toleranceMs ? Math.round(d) : 0
     },
   }
 }

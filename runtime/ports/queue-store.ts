@@ -111,6 +111,22 @@ export interface QueueStore {
   /** Earliest time a job of the queue becomes leasable (due or lease expiry), if any. */
   nextDueAt(queue: string): number | undefined
   /**
+   * The wall clock stepped by `step` ms (> 0 forward, < 0 back) while the runtime ran; `now` is
+   * after the step. The queue's waiting and leased jobs last changed before the step keep what
+   * was left of their delay and their lease, and their age: a lease held while the clock jumped
+   * forward does not run out, a retry due in a minute is not put off for years by a step back,
+   * a job already due stays due. Not the hot path: called once per step.
+   * @returns how many jobs changed
+   */
+  clockStepped(queue: string, step: number, now: number): number
+  /**
+   * At start: the queue's waiting and leased jobs last changed after `now` (the clock was set
+   * back while the device was off) count their delay, their lease and their age from `now`, as
+   * if last changed now, rather than wait for the clock to catch up with them.
+   * @returns how many jobs changed
+   */
+  rebaseAhead(queue: string, now: number): number
+  /**
    * The device transaction this store writes in, given at construction: verbs called inside
    * `transaction.run` commit together (and with what other stores built with the same
    * transaction wrote there: the outbox, for a job's completion and its result event).

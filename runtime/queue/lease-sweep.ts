@@ -2,6 +2,7 @@ import type { LogLimiter } from '../log-limiter.js'
 import { ErrorCode, OutpostError, errorMessage } from '../errors.js'
 import type { Clock } from '../ports/clock.js'
 import type { QueueStore } from '../ports/queue-store.js'
+import type { ClockSteps } from './clock-steps.js'
 import { abandon, abort, type Active, type QueueState } from './runner-state.js'
 
 /** How often completed jobs past their retention are deleted. */
@@ -21,8 +22,8 @@ export interface LeaseSweep {
  * timeout, and prunes completed jobs past their retention once a minute. Storage trouble is
  * logged (at `storeTrouble`'s rate) and tried again at the next sweep.
  */
-export function createLeaseSweep(deps: { store: QueueStore; clock: Clock; queues: readonly QueueState[]; storeTrouble: LogLimiter }): LeaseSweep {
-  const { store, clock, storeTrouble } = deps
+export function createLeaseSweep(deps: { store: QueueStore; clock: Clock; queues: readonly QueueState[]; storeTrouble: LogLimiter; steps: ClockSteps }): LeaseSweep {
+  const { store, clock, storeTrouble, steps } = deps
   const all = deps.queues
   let stopped = false
   let cancelSweep: (() => void) | undefined
@@ -43,9 +44,13 @@ export function createLeaseSweep(deps: { store: QueueStore; clock: Clock; queues
 
   const sweep = (): void => {
     const now = clock.now()
+    steps.check(now)
+    // Pruning is due once a minute; a clock set back (now before the last prune) does not put it off for as long.
+    const prune = now - lastPrune >= PRUNE_EVERY_MS || now < lastPrune
     const lost: Active[] = []
     try {
       store.transaction.run(() => {
+        steps.store(now)
         for (const q of all) {
           const p = q.def.policy
           const renewEvery = p.heartbeatMs > 0 ? p.heartbeatMs : p.leaseMs / 3
@@ -70,10 +75,11 @@ export function createLeaseSweep(deps: { store: QueueStore; clock: Clock; queues
               } else lost.push(a)
             } else if (a.leaseUntil <= now) lost.push(a)
           }
-          if (now - lastPrune >= PRUNE_EVERY_MS) store.pruneCompleted(q.def.key, now - p.keepCompletedMs)
+          if (prune) store.pruneCompleted(q.def.key, now - p.keepCompletedMs)
         }
       })
-      if (now - lastPrune >= PRUNE_EVERY_MS) lastPrune = now
+      steps.committed()
+      if (prune) lastPrune = now
     } catch (err) {
       storeTrouble.warn('renewal-not-stored', { err: errorMessage(err) }, 'lease renewal not stored; trying again at the next sweep')
     }

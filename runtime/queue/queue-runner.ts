@@ -4,6 +4,7 @@ import { ErrorCode, OutpostError, errorMessage, isOutpostError, type WireError }
 import { createLogLimiter } from '../log-limiter.js'
 import type { Clock } from '../ports/clock.js'
 import type { Job, QueueStore } from '../ports/queue-store.js'
+import { createClockSteps } from './clock-steps.js'
 import { createLeaseSweep } from './lease-sweep.js'
 import type { QueuePolicy } from './retry-policy.js'
 import { abandon, abort, Active, type Buffered, type QueueState, type Settled, type Settlement } from './runner-state.js'
@@ -94,7 +95,8 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
   }
   const all = [...queues.values()]
   const settleOne = createSettler({ store, log, random: opts.random })
-  const sweep = createLeaseSweep({ store, clock, queues: all, storeTrouble })
+  const steps = createClockSteps({ store, clock, queues: all, notes: storeTrouble })
+  const sweep = createLeaseSweep({ store, clock, queues: all, storeTrouble, steps })
   let pending: Settlement[] = []
   let scheduled = false
   let started = false
@@ -122,6 +124,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
     scheduled = false
     if (stopped && pending.length === 0) return
     const now = clock.now()
+    steps.check(now)
     const batch = pending
     pending = []
     let failed: Settlement[] = []
@@ -133,6 +136,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
         failed = []
         done = []
         leased = []
+        steps.store(now) // before leasing: leases this runtime holds must not look run out after a step
         for (const s of batch) {
           if (!isolated) {
             done.push([s.q, settleOne(s, now)])
@@ -176,6 +180,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
       pending = batch.concat(pending)
       return settleLater()
     }
+    steps.committed()
     for (const [q] of leased) q.wanted = false
     if (failed.length > 0) {
       pending = failed.concat(pending)
@@ -285,10 +290,12 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
   const heartbeat = (a: Active, progress: unknown): boolean => {
     if (a.abandoned) return false
     const now = clock.now()
+    steps.check(now)
     const policy = a.q.def.policy
     let ok = false
     try {
       store.transaction.run(() => {
+        steps.store(now)
         ok = store.heartbeat(a.job.id, a.job.attempt, now, policy.leaseMs, progress)
         if (!ok || progress === undefined || !a.q.def.reportsProgress) return
         try {
@@ -303,6 +310,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
       log.warn({ jobId: a.job.id, err: errorMessage(err) }, 'heartbeat not stored')
       return true // the lease still runs until leaseUntil; the sweep will try again
     }
+    steps.committed()
     if (!ok) {
       abandon(a, new OutpostError(ErrorCode.LEASE_LOST, `job ${a.job.id} lost its lease`))
       return false

@@ -22,7 +22,8 @@ export class Active implements RunningJob {
   constructor(
     readonly q: QueueState,
     readonly job: Job,
-    readonly startedAt: number,
+    /** Wall-clock time the attempt started (moved with a step of the clock, like the lease). */
+    public startedAt: number,
     /** performance.now() at start: how long attempts take, for `prefetch: 'auto'`. */
     readonly began: number,
     public renewedAt: number,

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import type { Occurrence, ScheduleSpec } from '../contract/service.js'
-import type { Clock } from '../ports/clock.js'
+import { watchClock, type Clock } from '../ports/clock.js'
 import type { StateStore } from '../ports/state-store.js'
 import { errorMessage } from '../errors.js'
 import { createLogLimiter } from '../log-limiter.js'
@@ -10,6 +10,14 @@ export const SCHEDULE_STATE_SCOPE = '$schedules'
 
 /** Most missed occurrences looked at when a device comes back (beyond that they are only counted as skipped). */
 const MISSED_SCAN_LIMIT = 10_000
+/**
+ * Longest a schedule's timer waits before it looks at the clock again. Timers wait on monotonic
+ * time; a step of the wall clock (an NTP sync, a clock set back) is seen within this long, and a
+ * cron slot is then fired at its new time, not the step's length away.
+ */
+const MAX_WAIT_MS = 60_000
+/** A timer that finds the clock this far before the time it was set for: the clock was set back. */
+const STEP_BACK_MS = 1_000
 
 /** One schedule of one hosted service, ready to run. */
 export interface ScheduledJob {
@@ -54,7 +62,9 @@ const nextOf = (spec: ScheduleSpec): ((after: number) => number | undefined) => 
 export function createScheduler(opts: { jobs: ScheduledJob[]; clock: Clock; store: StateStore; log: Logger }): Scheduler {
   const { clock, store, log } = opts
   const stats: SchedulerStats = { fired: 0, skipped: 0, failed: 0, unsaved: 0 }
-  const cancels: (() => void)[] = []
+  // One timer per schedule at a time (a list of every timer ever set would grow for ever).
+  const timers = new Map<ScheduledJob, () => void>()
+  const watch = watchClock(clock)
   let running = false
 
   const occurrence = (job: ScheduledJob, at: number): Occurrence => ({ id: `${job.service}/${job.name}/${at}`, at, schedule: job.name })
@@ -93,33 +103,97 @@ export function createScheduler(opts: { jobs: ScheduledJob[]; clock: Clock; stor
     })
   }
 
+  /**
+   * Occurrences after `from` up to `now`, walking at most `limit` of them: the latest `keep`
+   * (oldest first), how many there are, and where the walk stopped when it hit the limit.
+   */
+  const walk = (next: (after: number) => number | undefined, from: number, now: number, limit: number, keep: number): { latest: number[]; count: number; stoppedAt?: number } => {
+    const latest: number[] = []
+    let count = 0
+    for (let at = next(from); at !== undefined && at <= now; at = next(at)) {
+      if (count === limit) return { latest, count, stoppedAt: latest.at(-1) ?? from }
+      count++
+      latest.push(at)
+      // Trimmed in batches: shifting one off a long array at every step costs a copy each time.
+      if (latest.length >= 2 * keep + 64) latest.splice(0, latest.length - keep)
+    }
+    if (latest.length > keep) latest.splice(0, latest.length - keep)
+    return { latest, count }
+  }
+
   const catchUp = (job: ScheduledJob, next: (after: number) => number | undefined, last: number, now: number): void => {
-    const missed: number[] = []
-    let total = 0
-    for (let at = next(last); at !== undefined && at <= now; at = next(at)) {
-      total++
-      missed.push(at)
-      if (missed.length > MISSED_SCAN_LIMIT) missed.shift()
+    if (last > now + STEP_BACK_MS) {
+      // Fired at a time still to come: the clock was set back while the device was off (a dead
+      // RTC battery, a device that boots at 1970). Nothing can be known missed; the schedule
+      // goes on from the time the clock says now.
+      log.warn({ schedule: key(job), last, now }, 'the clock is behind the last occurrence fired (it was set back); the schedule goes on from the current time')
+      return
+    }
+    const policy = job.spec.misfire
+    // At least one kept: the latest missed occurrence is remembered as handled.
+    const keep = Math.max(1, policy === 'skip' ? 0 : policy === 'runOnce' ? 1 : Math.min(policy.backfill, MISSED_SCAN_LIMIT))
+    let { latest, count: total, stoppedAt } = walk(next, last, now, MISSED_SCAN_LIMIT, keep)
+    if (stoppedAt !== undefined) {
+      // More missed than are worth walking (a clock that jumped from 1970 to today, a long
+      // outage of a short interval): the latest ones are looked for near now, and the ones
+      // between only counted, from the average spacing of those walked.
+      const spacing = Math.max(1, (stoppedAt - last) / total)
+      let from = Math.max(stoppedAt, now - spacing * (keep + 1))
+      let found: { latest: number[]; count: number; from: number } | undefined
+      for (let tries = 0; tries < 40; tries++) {
+        const tail = walk(next, from, now, 2 * MISSED_SCAN_LIMIT, keep)
+        if (tail.stoppedAt !== undefined) {
+          // Denser near now than on average (a cron pattern): closer.
+          from = now - Math.floor((now - from) / 2)
+          continue
+        }
+        found = { latest: tail.latest, count: tail.count, from }
+        if (tail.latest.length >= keep || from <= stoppedAt) break
+        from = Math.max(stoppedAt, now - 2 * (now - from)) // sparser: further back
+      }
+      latest = found?.latest ?? []
+      total += found === undefined ? 0 : Math.max(0, Math.round((found.from - stoppedAt) / spacing)) + found.count
     }
     if (total === 0) return
-    const policy = job.spec.misfire
-    const keep = policy === 'skip' ? 0 : policy === 'runOnce' ? 1 : Math.min(policy.backfill, missed.length)
-    const toFire = keep === 0 ? [] : missed.slice(-keep)
+    const toFire = policy === 'skip' ? [] : latest.slice(-Math.min(keep, latest.length))
     stats.skipped += total - toFire.length
     log.info({ schedule: key(job), missed: total, firing: toFire.length, policy }, 'schedule missed occurrences while the device was off')
     for (const at of toFire) fire(job, at)
     // The latest missed occurrence counts as handled either way: it is not offered again.
-    remember(job, missed.at(-1)!)
+    remember(job, latest.at(-1) ?? now)
   }
 
+  /** The wall clock stepped (seen by a schedule's timer): one line a minute at most. */
+  const stepped = (step: number): void => {
+    limited.warn('clock-stepped', { stepMs: step }, `the wall clock stepped ${step > 0 ? 'forward' : 'back'} by ${Math.abs(step)} ms; schedules go on from the new time`)
+  }
+
+  /** Arms the schedule's next occurrence after `after`. */
   const arm = (job: ScheduledJob, next: (after: number) => number | undefined, after: number): void => {
     const at = next(after)
     if (at === undefined || !running) return
-    cancels.push(
-      clock.setTimer(at, () => {
+    wait(job, next, at)
+  }
+
+  /** Waits for `at` (looking at the clock at least every MAX_WAIT_MS), then fires it. */
+  const wait = (job: ScheduledJob, next: (after: number) => number | undefined, at: number): void => {
+    const wake = Math.min(at, clock.now() + MAX_WAIT_MS)
+    timers.set(
+      job,
+      clock.setTimer(wake, () => {
+        timers.delete(job)
         if (!running) return
+        const now = clock.now()
+        const step = watch.step(now)
+        if (step !== 0) stepped(step)
+        // Set back while waiting: `at` is now (maybe years) ahead; the next occurrence after
+        // the new time is armed instead, so the schedule keeps its interval.
+        if (now < wake - STEP_BACK_MS) return arm(job, next, now)
+        if (now < at) return wait(job, next, at)
         fire(job, at)
-        arm(job, next, Math.max(at, clock.now() - 1))
+        // Set forward: one occurrence fired late, then the next one after the new time (no
+        // catch-up of what the step skipped).
+        arm(job, next, Math.max(at, now - 1))
       }),
     )
   }
@@ -129,6 +203,7 @@ export function createScheduler(opts: { jobs: ScheduledJob[]; clock: Clock; stor
       if (running) return
       running = true
       const now = clock.now()
+      watch.step(now)
       for (const job of opts.jobs) {
         const next = nextOf(job.spec)
         const saved = store.get(SCHEDULE_STATE_SCOPE, key(job)) as { last?: number } | undefined
@@ -139,7 +214,8 @@ export function createScheduler(opts: { jobs: ScheduledJob[]; clock: Clock; stor
     },
     stop() {
       running = false
-      for (const cancel of cancels.splice(0)) cancel()
+      for (const cancel of timers.values()) cancel()
+      timers.clear()
     },
     stats: () => ({ ...stats }),
   }

@@ -171,6 +171,32 @@ export function createMemoryQueueStore(opts: { transaction?: DeviceTransaction }
       }
       return at
     },
+    clockStepped(queue, step, now) {
+      const before = now - step
+      const low = Math.min(now, before)
+      let n = 0
+      for (const j of ofQueue(queue)) {
+        if ((j.state !== 'ready' && j.state !== 'leased') || j.updatedAt > before) continue
+        if (j.state === 'ready' && j.runAt > low) j.runAt += step
+        if (j.state === 'leased') j.leaseUntil! += step
+        j.createdAt += step
+        j.updatedAt += step
+        n++
+      }
+      return n
+    },
+    rebaseAhead(queue, now) {
+      let n = 0
+      for (const j of ofQueue(queue)) {
+        if ((j.state !== 'ready' && j.state !== 'leased') || j.updatedAt <= now) continue
+        if (j.state === 'ready') j.runAt = now + Math.max(0, j.runAt - j.updatedAt)
+        else j.leaseUntil = now + Math.max(0, j.leaseUntil! - j.updatedAt)
+        j.createdAt = now - Math.max(0, j.updatedAt - j.createdAt)
+        j.updatedAt = now
+        n++
+      }
+      return n
+    },
     transaction: opts.transaction ?? createMemoryTransaction(),
   }
 }

@@ -3,6 +3,7 @@ import { createNumberedIdFactory } from '../../wire/message-id.js'
 import { createValueCodec } from '../../wire/value-codec.js'
 import type { Statement } from 'better-sqlite3'
 import type { DeviceDatabase } from './device-database.js'
+import { createQueueClockSteps } from './queue-clock-steps.js'
 import { guardStore } from './store-error.js'
 
 interface Row {
@@ -260,6 +261,7 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   }
 
   const tx = database.transaction
+  const steps = createQueueClockSteps(db, tx)
 
   // Completions inside a transaction are counted in one statement per queue just before it
   // commits (a group commit settles hundreds); a rolled-back savepoint takes its own back.
@@ -358,6 +360,12 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
       const b = dueLease.get(queue)?.at ?? undefined
       return a === undefined ? b : b === undefined ? a : Math.min(a, b)
     },
+    // Once per clock step, and at start (runtime/stores/sqlite/queue-clock-steps.ts).
+    clockStepped: (queue, step, now) => {
+      expiredCheckedAt.delete(queue)
+      return steps.clockStepped(queue, step, now)
+    },
+    rebaseAhead: steps.rebaseAhead,
     // The database's device transaction: the outbox on the same database takes the same one.
     transaction: database.deviceTransaction,
   }
@@ -379,5 +387,7 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     queues: guardStore(file, store.queues),
     metrics: guardStore(file, store.metrics),
     nextDueAt: guardStore(file, store.nextDueAt),
+    clockStepped: guardStore(file, store.clockStepped),
+    rebaseAhead: guardStore(file, store.rebaseAhead),
   })
 }

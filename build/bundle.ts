@@ -6,7 +6,8 @@ import { mkdir, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { build, type Metafile, type OutputFile } from 'esbuild'
-import { ErrorCode, OutpostError } from '../runtime/errors.js'
+import { ErrorCode, errorMessage, OutpostError } from '../runtime/errors.js'
+import type { ContractService } from '../runtime/wire/envelope.js'
 import { CONTRACT_TABLE_NAME, contractTableOf, converterLeftOut } from './contract-table.js'
 import { deviceStubs } from './device-stubs.js'
 import { PROJECT_ROOT } from './project-root.js'
@@ -25,6 +26,8 @@ export interface DeviceBundle {
   needsSqlite: boolean
   /** esbuild's account of the inputs, for the size per dependency (build/sizes.ts). */
   metafile: Metafile
+  /** Why the bundle carries the contract document's converter (its contracts could not be read at build time); undefined when it does not. */
+  converterKept?: string
 }
 
 /** The Node version bundles are compiled for; the oldest they run on. */
@@ -69,8 +72,16 @@ export async function bundleDevice(name: string, outDir: string, root: string = 
   const entry = deviceEntry(name, root)
   if (!existsSync(entry)) throw new OutpostError(ErrorCode.NOT_FOUND, `no device "${name}": ${path.relative(root, entry)} does not exist`)
   const file = path.join(path.resolve(outDir), `${name}.mjs`)
-  // The contract document's parts, made here: the bundle carries them, not the converter.
-  const table = await contractTableOf(name, path.relative(root, entry), root)
+  // The contract document's parts, made here: the bundle carries them, not the converter. When the
+  // device's modules cannot be loaded on this machine (one throws as it loads, or needs hardware
+  // this machine lacks), the bundle carries the converter as before, and says why.
+  let table: Record<string, ContractService> | undefined
+  let converterKept: string | undefined
+  try {
+    table = await contractTableOf(name, path.relative(root, entry), root)
+  } catch (err) {
+    converterKept = errorMessage(err)
+  }
   const result = await build({
     absWorkingDir: root,
     entryPoints: [path.relative(root, entry)],
@@ -88,8 +99,8 @@ export async function bundleDevice(name: string, outDir: string, root: string = 
     metafile: true,
     write: false,
     banner: { js: BANNER },
-    define: { [CONTRACT_TABLE_NAME]: JSON.stringify(table) },
-    plugins: [deviceStubs(root), converterLeftOut(root)],
+    ...(table === undefined ? {} : { define: { [CONTRACT_TABLE_NAME]: JSON.stringify(table) } }),
+    plugins: table === undefined ? [deviceStubs(root)] : [deviceStubs(root), converterLeftOut(root)],
     logLevel: 'silent',
   }).catch((err: unknown) => {
     throw buildFailure(name, err)
@@ -100,5 +111,5 @@ export async function bundleDevice(name: string, outDir: string, root: string = 
   await writeFile(file, js.contents)
   await writeFile(`${file}.map`, portableMap(mapOut, root))
   const needsSqlite = Object.keys(result.metafile.inputs).some((i) => /(^|\/)node_modules\/better-sqlite3\//.test(i))
-  return { file, map: `${file}.map`, bytes: js.contents.byteLength, gzipBytes: gzipSync(js.contents, { level: 9 }).byteLength, needsSqlite, metafile: result.metafile }
+  return { file, map: `${file}.map`, bytes: js.contents.byteLength, gzipBytes: gzipSync(js.contents, { level: 9 }).byteLength, needsSqlite, metafile: result.metafile, converterKept }
 }

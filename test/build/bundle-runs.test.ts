@@ -193,6 +193,23 @@ describe('a device bundle copied out of the repository', () => {
   })
 })
 
+describe('a device whose modules cannot be loaded at build time', () => {
+  it('is still bundled, with the contract document converter kept, and says why', async () => {
+    const root = temp()
+    mkdirSync(path.join(root, 'devices', 'fragile'), { recursive: true })
+    mkdirSync(path.join(root, 'build'))
+    for (const dir of ['runtime', 'node_modules', 'build/stubs']) symlinkSync(path.join(PROJECT_ROOT, dir), path.join(root, dir), 'dir')
+    writeFileSync(path.join(root, 'devices', 'fragile', 'sensor.ts'), "if (!process.env.ON_THE_DEVICE) throw new Error('no sensor on this machine')\nexport const read = (): number => 1\n")
+    writeFileSync(path.join(root, 'devices', 'fragile', 'main.ts'), "import { read } from './sensor.js'\nimport { createRuntime } from '../../runtime/index.js'\nvoid createRuntime\nconsole.log(read())\n")
+    const bundle = await bundleDevice('fragile', temp(), root)
+    expect(bundle.converterKept).toMatch(/no sensor on this machine/)
+    expect(Object.keys(bundle.metafile.inputs).some((i) => i.includes('node_modules/@valibot/to-json-schema/'))).toBe(true)
+    const p = startProcess(bundle.file, [], bareEnv({ ON_THE_DEVICE: '1' }))
+    expect((await p.exited).code).toBe(0)
+    expect(p.lines[0]).toBe('1')
+  })
+})
+
 describe('error classes in a bundle (minified without keepNames)', () => {
   it('keep their names as a built bundle runs: err.name, the class name pino logs as `type`, util.inspect and the stack', async () => {
     // A project with one device that throws each named error class: the runtime's and those of

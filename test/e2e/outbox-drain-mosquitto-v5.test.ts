@@ -40,7 +40,12 @@ describe('outbox drain to Mosquitto over MQTT 5 with link cuts', () => {
       order.push(n)
       if (!got.has(n)) got.set(n, Buffer.from(buf))
     })
-    await sub.subscribeAsync(`${prefix}/#`, { qos: 1 })
+    // QoS 0 for the observer: Mosquitto (default max_queued_messages 1000, 20 in flight) drops
+    // QoS 1 messages to a subscriber that falls behind ("Outgoing messages are being dropped for
+    // client …" in its log), which a loaded CI machine made happen here once, 96 frames of a burst.
+    // Delivered at QoS 0 over this direct local connection, every frame still arrives or the test
+    // fails; what is tested is the drain into the broker, through the cuts.
+    await sub.subscribeAsync(`${prefix}/#`, { qos: 0 })
 
     const db = openDeviceDatabase({ path: path.join(dir, 'dev.db') })
     cleanup(() => db.close())

@@ -3,7 +3,7 @@
 // once there is space again, with nothing it had committed lost. On a small tmpfs where the
 // machine lets the test mount one (and there also: a database on a full disk is not moved aside
 // at open); otherwise the database is bounded with SQLite's max_page_count.
-import { mkdtempSync, openSync, readdirSync, rmSync, writeSync, closeSync, existsSync } from 'node:fs'
+import { mkdtempSync, readdirSync, rmSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { Decoder } from 'cbor-x'
@@ -15,7 +15,7 @@ import { createRuntime, defineContract, defineService, ErrorCode, isOutpostError
 import { createSqliteInbox, createSqliteOutbox, createSqliteQueueStore, createSqliteStateStore, openDeviceDatabase } from '../../runtime/stores/sqlite/index.js'
 import { freshAedes } from '../helpers/aedes.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
-import { mountSmallDisk } from '../helpers/small-disk.js'
+import { fillDisk, mountSmallDisk } from '../helpers/small-disk.js'
 import { until } from '../helpers/wait.js'
 
 const vault = defineContract({
@@ -43,20 +43,6 @@ const vaultService = defineService(vault, {
   },
 })
 
-/** Fills the disk holding `dir` with a file; returns it. */
-function fillDisk(dir: string): string {
-  const filler = path.join(dir, 'filler')
-  const fd = openSync(filler, 'w')
-  const chunk = Buffer.alloc(64 * 1024, 1)
-  try {
-    for (;;) writeSync(fd, chunk)
-  } catch (err) {
-    if ((err as { code?: string }).code !== 'ENOSPC') throw err
-  } finally {
-    closeSync(fd)
-  }
-  return filler
-}
 
 describe('a device on a full disk', () => {
   const cleanup = cleanupAfterEach()
@@ -111,7 +97,7 @@ describe('a device on a full disk', () => {
 
     // The disk fills up.
     let filler: string | undefined
-    if (disk !== undefined) filler = fillDisk(dir)
+    if (disk !== undefined) filler = fillDisk(path.join(dir, 'filler'))
     else database.db.pragma(`max_page_count = ${database.db.pragma('page_count', { simple: true }) as number}`)
 
     // What needs writing is refused with STORE_FULL; what does not is still served.
@@ -151,7 +137,7 @@ describe('a device on a full disk', () => {
     first.close()
     let err: unknown
     if (disk !== undefined) {
-      fillDisk(dir)
+      fillDisk(path.join(dir, 'filler'))
       try {
         openDeviceDatabase({ path: file }).close()
       } catch (e) {

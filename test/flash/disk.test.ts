@@ -6,7 +6,7 @@
 // starts a bundle (the old one until a flash completes), a failed flash says why in one typed line,
 // and nothing it copied stays behind to eat the room.
 import { execFileSync, spawn } from 'node:child_process'
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statfsSync, truncateSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { generateSigningKeys } from '../../build/index.js'
@@ -14,8 +14,8 @@ import { tempDirs } from '../build/build-helpers.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import type { TestProcess } from '../helpers/device-process.js'
 import { CLEAN_GATEWAY_ENV, outpost } from '../helpers/gateway-cli.js'
-import { mountSmallDisk, type SmallDisk } from '../helpers/small-disk.js'
-import { fakeBundle, launcherCheck, readJson, startLauncher } from './flash-helpers.js'
+import { fillDisk, mountSmallDisk, type SmallDisk } from '../helpers/small-disk.js'
+import { fakeBundle, launcherCheck, readJson, snapshot, startLauncher } from './flash-helpers.js'
 
 const temp = tempDirs('flash-disk')
 
@@ -26,36 +26,9 @@ const CRASH_JS = "console.error('Error: no sensor on purpose')\nprocess.exit(3)\
 
 const esc = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 
-/** Every file under `dir` with its size and modification time: what "unchanged" means. */
-function snapshot(dir: string): string[] {
-  const out: string[] = []
-  const walk = (d: string): void => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name)
-      if (e.isDirectory()) walk(p)
-      else out.push(`${path.relative(dir, p)} ${statSync(p).size} ${statSync(p).mtimeMs}`)
-    }
-  }
-  walk(dir)
-  return out.sort()
-}
-
 /** Fills what is left of the disk holding `dir` with one file; @returns the file (removing it gives the room back). */
 function fill(dir: string): string {
-  const file = path.join(dir, 'filler')
-  const fd = openSync(file, 'a')
-  try {
-    for (const size of [1024 * 1024, 4096, 1]) {
-      const chunk = Buffer.alloc(size, 1)
-      try {
-        for (;;) writeSync(fd, chunk)
-      } catch (err) {
-        if ((err as { code?: string }).code !== 'ENOSPC') throw err
-      }
-    }
-  } finally {
-    closeSync(fd)
-  }
+  const file = fillDisk(path.join(dir, 'filler'))
   expect(statfsSync(dir).bavail).toBe(0)
   return file
 }

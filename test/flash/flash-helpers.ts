@@ -3,7 +3,7 @@
 // its --check answer.
 import { execFile } from 'node:child_process'
 import { createPrivateKey } from 'node:crypto'
-import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { describeFiles, makeManifest, MANIFEST_FILE, manifestBytes, SIGNATURE_FILE, type Manifest } from '../../build/manifest.js'
@@ -68,4 +68,18 @@ export function startedPid(lines: readonly string[], n = 1): number | undefined 
   const started = lines.filter((l) => l.includes('"device":"launcher"') && l.includes('started slot'))
   const line = started[n - 1]
   return line === undefined ? undefined : (JSON.parse(line) as { pid: number }).pid
+}
+
+/** Every file under the device folder with its size and modification time: what "unchanged" means. */
+export function snapshot(dir: string): string[] {
+  const out: string[] = []
+  const walk = (d: string): void => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name)
+      if (e.isDirectory()) walk(p)
+      else out.push(`${path.relative(dir, p)} ${statSync(p).size} ${statSync(p).mtimeMs}`)
+    }
+  }
+  walk(dir)
+  return out.sort()
 }

@@ -3,7 +3,7 @@
 // a command; bundles that are not signed right, not the files signed, signed by a key the device
 // does not trust or built for a Node it lacks are refused and change nothing while the device goes
 // on serving; a second bundle goes into the other slot and runs at the launcher's next start.
-import { cpSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { createPrivateKey } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -17,23 +17,9 @@ import type { TestProcess } from '../helpers/device-process.js'
 import { outpost } from '../helpers/gateway-cli.js'
 import { until } from '../helpers/wait.js'
 import { nodeModulesAbove, tempDirs } from '../build/build-helpers.js'
-import { readJson, startedPid, startLauncher, variant } from './flash-helpers.js'
+import { readJson, snapshot, startedPid, startLauncher, variant } from './flash-helpers.js'
 
 const temp = tempDirs('flash')
-
-/** Every file under the device folder with its size and modification time: what "unchanged" means. */
-function snapshot(dir: string): string[] {
-  const out: string[] = []
-  const walk = (d: string): void => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name)
-      if (e.isDirectory()) walk(p)
-      else out.push(`${path.relative(dir, p)} ${statSync(p).size} ${statSync(p).mtimeMs}`)
-    }
-  }
-  walk(dir)
-  return out.sort()
-}
 
 describe('outpost flash to a device folder, run by the launcher', () => {
   const keys = generateSigningKeys()

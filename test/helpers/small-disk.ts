@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process'
-import { chmodSync, mkdirSync, readdirSync, rmSync } from 'node:fs'
+import { chmodSync, closeSync, mkdirSync, openSync, readdirSync, rmSync, statfsSync, writeSync } from 'node:fs'
 import path from 'node:path'
 
 /** A folder on a file system of its own, when this machine lets a test mount one (root, tmpfs). */
@@ -57,4 +57,35 @@ export function readOnlyFolder(dir: string): { dir: string; seal(): void; spawnA
       rmSync(dir, { recursive: true, force: true })
     },
   }
+}
+
+/**
+ * Appends to `file` until its disk refuses (ENOSPC), to the last byte (a disk that fills takes
+ * part of a write), or until only `leave` bytes are free: the device's own data growing.
+ * @returns `file` (removing it gives the room back)
+ */
+export function fillDisk(file: string, leave = 0): string {
+  const dir = path.dirname(file)
+  const free = (): number => {
+    const s = statfsSync(dir)
+    return s.bavail * s.bsize
+  }
+  const fd = openSync(file, 'a')
+  try {
+    for (const size of [1024 * 1024, 4096, 1]) {
+      const chunk = Buffer.alloc(size, 0x5a)
+      try {
+        for (;;) {
+          const room = leave > 0 ? free() - leave : size
+          if (room <= 0) return file
+          writeSync(fd, chunk, 0, Math.min(size, room))
+        }
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'ENOSPC') throw err
+      }
+    }
+  } finally {
+    closeSync(fd)
+  }
+  return file
 }

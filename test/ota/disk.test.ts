@@ -8,7 +8,7 @@
 // never dies), and the staging area neither keeps the space of a dead transfer nor piles up.
 import { execFileSync } from 'node:child_process'
 import { createHash, createPrivateKey } from 'node:crypto'
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, writeSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, rmSync, statfsSync, statSync } from 'node:fs'
 import path from 'node:path'
 import { pino } from 'pino'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
@@ -22,7 +22,7 @@ import { startLauncher } from '../flash/flash-helpers.js'
 import { caught as caughtAny } from '../helpers/caught.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import type { TestProcess } from '../helpers/device-process.js'
-import { mountSmallDisk, type SmallDisk } from '../helpers/small-disk.js'
+import { fillDisk, mountSmallDisk, type SmallDisk } from '../helpers/small-disk.js'
 import { cli, otaArgs, readJson, startCli, TOKEN, variant, type OtaRig } from './ota-helpers.js'
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
@@ -41,23 +41,6 @@ function remount(dir: string, mode: 'ro' | 'rw'): void {
       if (tries >= 200) throw err
       execFileSync('sleep', ['0.01'])
     }
-  }
-}
-
-/** Writes `file` until the disk refuses (ENOSPC), leaving `leave` bytes free when given: the device's own data growing. */
-function fill(file: string, leave = 0): void {
-  const fd = openSync(file, 'a')
-  const block = Buffer.alloc(64 * 1024, 0x5a)
-  try {
-    for (;;) {
-      const room = free(path.dirname(file)) - leave
-      if (room <= 0) return
-      writeSync(fd, block, 0, Math.min(block.length, room))
-    }
-  } catch (err) {
-    if ((err as { code?: string }).code !== 'ENOSPC') throw err
-  } finally {
-    closeSync(fd)
   }
 }
 
@@ -177,13 +160,13 @@ describe('over the air onto a device whose disk is full or read-only', () => {
     const rig = await diskRig('7m', { dataDir: temp() })
     const filler = path.join(rig.dev, 'filler.bin')
     // Fewer bytes free than the bundle has.
-    fill(filler, v2.bytes - 64 * 1024)
+    fillDisk(filler, v2.bytes - 64 * 1024)
     let r = await cli(args(rig, v2.dir))
     expect(r.code, r.out + r.err).toBe(1)
     expect(lastLine(r.err)).toMatch(new RegExp(`^outpost: STORE_FULL: bundle ${v2.bundleId} needs \\d+ bytes; \\d+ are free on the device`))
     // As many bytes free as the bundle has, but its files take whole blocks, and the transfer its bookkeeping.
     rmSync(filler)
-    fill(filler, v2.bytes + 8 * 1024)
+    fillDisk(filler, v2.bytes + 8 * 1024)
     r = await cli(args(rig, v2.dir))
     expect(r.code, r.out + r.err).toBe(1)
     expect(lastLine(r.err)).toMatch(new RegExp(`^outpost: STORE_FULL: bundle ${v2.bundleId} needs \\d+ bytes; \\d+ are free on the device`))
@@ -197,7 +180,7 @@ describe('over the air onto a device whose disk is full or read-only', () => {
     rmSync(filler)
     const t = await begin(rig, 16 * 1024)
     for (let i = 0; i < 3; i++) expect(await sendChunk(rig, 'better_sqlite3.node', i, 16 * 1024)).toMatchObject({ written: true })
-    fill(filler, 8 * 1024)
+    fillDisk(filler, 8 * 1024)
     expect(free(rig.dev)).toBeGreaterThan(0)
     const err = await caught(sendChunk(rig, 'better_sqlite3.node', 3, 16 * 1024))
     expect(err.code).toBe('STORE_FULL')
@@ -214,7 +197,7 @@ describe('over the air onto a device whose disk is full or read-only', () => {
     const run = await flashUntilAThird(rig)
     // The device's own data grows until the disk is full.
     const filler = path.join(rig.dev, 'data', 'filler.bin')
-    fill(filler)
+    fillDisk(filler)
     const r = await run.done
     expect(r.code, r.out + r.err).toBe(1)
     expect(lastLine(r.err)).toMatch(/^outpost: STORE_FULL: the device's disk is full: chunk \d+ of \S+ could not be written; the transfer was discarded to give its space back \(nothing was switched: the device keeps running slot a\); free room on the device and flash again$/)
@@ -240,7 +223,7 @@ describe('over the air onto a device whose disk is full or read-only', () => {
     for (const f of t.files) for (let i = 0; i < f.chunks; i++) await sendChunk(rig, f.name, i)
     expect((await rig.status()).transfer!.missing).toBe(0)
     const filler = path.join(rig.dev, 'data', 'filler.bin')
-    fill(filler)
+    fillDisk(filler)
     const r = await cli(args(rig, v2.dir))
     expect(r.code, r.out + r.err).toBe(1)
     expect(r.out).toContain(`takes it: 0 of ${t.files.reduce((m, f) => m + f.chunks, 0)} chunks`)

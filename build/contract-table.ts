@@ -72,7 +72,10 @@ export async function contractTableOf(name: string, entry: string, root: string)
     return JSON.parse(stdout) as Record<string, ContractService>
   } catch (err) {
     const stderr = String((err as { stderr?: unknown }).stderr ?? '')
-    const line = stderr.split('\n').find((l) => /Error|error/.test(l)) ?? stderr.split('\n')[0] ?? ''
+    // Node prints the line of code that threw before the error itself: the reason is the line that
+    // starts with an error's name (`Error: …`, `TypeError [ERR_…]: …`), else the first that says error.
+    const lines = stderr.split('\n')
+    const line = lines.find((l) => /^\s*\w*Error\b/.test(l)) ?? lines.find((l) => /Error|error/.test(l)) ?? lines[0] ?? ''
     throw failed(name, line.trim() || errorMessage(err), err)
   } finally {
     await rm(file, { force: true })

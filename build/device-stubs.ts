@@ -30,6 +30,8 @@ export const DEVICE_STUBS: readonly DeviceStub[] = [
   { module: 'thread-stream', with: 'pino-left-out.cjs', why: 'the worker threads of pino transports' },
   { module: 'pino/lib/multistream.js', file: true, with: 'pino-left-out.cjs', why: 'pino.multistream: the runtime writes to one stream' },
   { module: '@pinojs/redact', with: 'pino-left-out.cjs', why: "pino's redact option: the runtime's logger does not set it (URLs are redacted before logging)" },
+  { module: 'sonic-boom', with: 'sonic-boom.cjs', why: "pino's destination: a device writes its log lines synchronously to one descriptor (stdout), which is all the stand-in does (no asynchronous buffering, no reopen)" },
+  { module: 'safe-stable-stringify', with: 'safe-stable-stringify.cjs', why: "pino's writer for a log object JSON.stringify refuses (a cycle, a BigInt): the same text for pino's options, without the other options" },
   { module: 'bindings', with: 'bindings.cjs', why: "better-sqlite3's addon lookup in node_modules: the bundle gives the addon beside it (nativeBinding)" },
   { module: 'cbor-extract', with: 'absent.cjs', why: "cbor-x's optional native decoder (an addon per platform): cbor-x decodes in JavaScript without it" },
   { module: 'bl', with: 'bl.cjs', why: "mqtt-packet's parser keeps received bytes in a bl list and uses none of its stream: the list methods it calls, answering as bl's" },
@@ -64,12 +66,6 @@ export interface DevicePatch {
  * node:worker_threads 3.3 ms, against 37 ms for a bare Node start).
  */
 export const DEVICE_PATCHES: readonly DevicePatch[] = [
-  {
-    file: 'sonic-boom/index.js',
-    replace: "const assert = require('assert')",
-    with: "const assert = (value, message) => { if (!value) require('assert')(value, message) }",
-    why: "sonic-boom (pino's output) checks one thing with node:assert: node:assert is loaded, and throws its AssertionError, only when that check fails",
-  },
   {
     file: 'pino/lib/tools.js',
     replace: "const { isMainThread } = require('worker_threads')",

@@ -1,6 +1,6 @@
 import { describe, expect } from 'vitest'
 import { contractTest } from './contract-kit.js'
-import type { QueueStore } from '../../runtime/index.js'
+import type { Job, QueueStore } from '../../runtime/index.js'
 
 export interface QueueStoreContractOptions {
   create(): { store: QueueStore; reopen?: () => QueueStore; dispose(): void }
@@ -297,6 +297,154 @@ export function describeQueueStoreContract(name: string, opts: QueueStoreContrac
       expect(again.enqueue({ queue: 'q', payload: 'dup', idempotencyKey: 'once' }, T0 + 1).created).toBe(false)
       expect(again.lease('q', 1, T0 + LEASE, LEASE)[0]).toMatchObject({ id: job.id, attempt: 2 }) // crash recovery: lease expired
       expect(again.isPaused('paused')).toBe(true)
+    })
+  })
+
+  describe(`QueueStore contract: ${name}: clock steps`, () => {
+    const HOUR = 3_600_000
+    /** When the clock is seen to step: the store was last written by then, on the old clock. */
+    const S = T0 + 2_000
+
+    /**
+     * A queue 'q' as the old clock left it at S, with what each job had left then, and a queue
+     * 'other' beside it:
+     * - lapsed: leased at T0 for 500 ms, run out at S;
+     * - held: leased at T0, renewed at S for 30 s: 30 s left;
+     * - flaky: leased at T0, retried at T0 + 1 s to run at T0 + 7 s: due in 5 s;
+     * - due: enqueued at T0 + 1 s to run at once: due;
+     * - soon: enqueued at T0 + 1 s to run at T0 + 4 s: due in 2 s;
+     * - overdue: enqueued at T0 + 1 s with a due time 2 h before T0: due;
+     * - done, buried: completed and dead at T0 + 1 s.
+     */
+    const scene = (store: QueueStore) => {
+      const put = (payload: string, now: number, runAt?: number, queue = 'q'): string => store.enqueue({ queue, payload, ...(runAt === undefined ? {} : { runAt }) }, now).job.id
+      const lapsed = put('lapsed', T0)
+      expect(store.lease('q', 1, T0, 500).map((j) => j.id)).toEqual([lapsed])
+      const [held, flaky, done, buried] = ['held', 'flaky', 'done', 'buried'].map((p) => put(p, T0)) as [string, string, string, string]
+      expect(store.lease('q', 10, T0, LEASE)).toHaveLength(4)
+      const elsewhereLeased = put('elsewhere leased', T0, undefined, 'other')
+      expect(store.lease('other', 1, T0, LEASE)).toHaveLength(1)
+      expect(store.complete(done, 1, 'out', T0 + 1_000)).toBe(true)
+      expect(store.moveToDead(buried, 1, 'broken', T0 + 1_000)).toBe(true)
+      expect(store.retry(flaky, 1, T0 + 7_000, 'sensor busy', T0 + 1_000)).toBe(true)
+      const due = put('due', T0 + 1_000)
+      const soon = put('soon', T0 + 1_000, T0 + 4_000)
+      const overdue = put('overdue', T0 + 1_000, T0 - 2 * HOUR)
+      const elsewhere = put('elsewhere', T0 + 1_000, T0 + 4_000, 'other')
+      expect(store.heartbeat(held, 1, S, LEASE)).toBe(true)
+      const ids = { lapsed, held, flaky, due, soon, overdue, done, buried, elsewhere, elsewhereLeased }
+      const jobs = Object.fromEntries(Object.entries(ids).map(([k, id]) => [k, store.get(id)!])) as Record<keyof typeof ids, Job>
+      expect(store.metrics('q', S)).toMatchObject({ ready: 2, delayed: 2, leased: 2, completed: 1, dead: 1 })
+      return { ids, jobs }
+    }
+    /** Payloads of what `lease` hands out at `now`. */
+    const leased = (store: QueueStore, now: number): unknown[] => store.lease('q', 10, now, LEASE).map((j) => j.payload)
+
+    test('clockStepped forward: delays and leases keep what they had left, due jobs stay due', ({ store }) => {
+      const { ids, jobs } = scene(store)
+      const N = S + HOUR
+      // Enqueued on the new clock before the step is stored: not moved.
+      const fresh = store.enqueue({ queue: 'q', payload: 'fresh', runAt: N + 2_000 }, N - 500).job
+      expect(store.clockStepped('q', HOUR, N)).toBe(6)
+      const moved = (j: Job): Partial<Job> => ({ createdAt: j.createdAt + HOUR, updatedAt: j.updatedAt + HOUR })
+      expect(store.get(ids.held)).toMatchObject({ state: 'leased', attempt: 1, leaseUntil: N + 30_000, ...moved(jobs.held) })
+      expect(store.get(ids.lapsed)).toMatchObject({ state: 'leased', attempt: 1, leaseUntil: N - 1_500, ...moved(jobs.lapsed) })
+      expect(store.get(ids.flaky)).toMatchObject({ state: 'ready', runAt: N + 5_000, error: 'sensor busy', ...moved(jobs.flaky) })
+      expect(store.get(ids.soon)).toMatchObject({ state: 'ready', runAt: N + 2_000, ...moved(jobs.soon) })
+      // Due on the old clock, so due on the new one: the due time stays.
+      expect(store.get(ids.due)).toMatchObject({ state: 'ready', runAt: T0 + 1_000, ...moved(jobs.due) })
+      expect(store.get(ids.overdue)).toMatchObject({ state: 'ready', runAt: T0 - 2 * HOUR, ...moved(jobs.overdue) })
+      for (const k of ['done', 'buried', 'elsewhere', 'elsewhereLeased'] as const) expect(store.get(ids[k])).toEqual(jobs[k])
+      expect(store.get(fresh.id)).toEqual(fresh)
+      expect(store.nextDueAt('other')).toBe(T0 + 4_000)
+
+      expect(store.metrics('q', N)).toMatchObject({ ready: 2, delayed: 3, leased: 2, completed: 1, dead: 1 })
+      // The lapsed lease is still run out; the 30 s lease is not.
+      expect(leased(store, N)).toEqual(['overdue', 'lapsed', 'due'])
+      expect(store.nextDueAt('q')).toBe(N + 2_000)
+      expect(leased(store, N + 1_999)).toEqual([])
+      expect(leased(store, N + 2_000)).toEqual(['soon', 'fresh'])
+      expect(leased(store, N + 4_999)).toEqual([])
+      expect(leased(store, N + 5_000)).toEqual(['flaky'])
+      expect(store.heartbeat(ids.held, 1, N + 29_999, LEASE)).toBe(true)
+    })
+
+    test('clockStepped back: delays and leases keep what they had left, not an hour more', ({ store }) => {
+      const { ids, jobs } = scene(store)
+      const N = S - HOUR
+      expect(store.clockStepped('q', -HOUR, N)).toBe(6)
+      const moved = (j: Job): Partial<Job> => ({ createdAt: j.createdAt - HOUR, updatedAt: j.updatedAt - HOUR })
+      expect(store.get(ids.held)).toMatchObject({ state: 'leased', attempt: 1, leaseUntil: N + 30_000, ...moved(jobs.held) })
+      expect(store.get(ids.lapsed)).toMatchObject({ state: 'leased', attempt: 1, leaseUntil: N - 1_500, ...moved(jobs.lapsed) })
+      expect(store.get(ids.flaky)).toMatchObject({ state: 'ready', runAt: N + 5_000, ...moved(jobs.flaky) })
+      expect(store.get(ids.soon)).toMatchObject({ state: 'ready', runAt: N + 2_000, ...moved(jobs.soon) })
+      // Due on the old clock but not on the new one: moved back with the step, so still due.
+      expect(store.get(ids.due)).toMatchObject({ state: 'ready', runAt: N - 1_000, ...moved(jobs.due) })
+      // Due on both clocks: the due time stays.
+      expect(store.get(ids.overdue)).toMatchObject({ state: 'ready', runAt: T0 - 2 * HOUR, ...moved(jobs.overdue) })
+      for (const k of ['done', 'buried', 'elsewhere', 'elsewhereLeased'] as const) expect(store.get(ids[k])).toEqual(jobs[k])
+
+      expect(store.metrics('q', N)).toMatchObject({ ready: 2, delayed: 2, leased: 2, completed: 1, dead: 1 })
+      expect(leased(store, N)).toEqual(['overdue', 'due', 'lapsed'])
+      expect(store.nextDueAt('q')).toBe(N + 2_000)
+      expect(leased(store, N + 1_999)).toEqual([])
+      expect(leased(store, N + 2_000)).toEqual(['soon']) // not at N + 1 h + 2 s
+      expect(leased(store, N + 5_000)).toEqual(['flaky'])
+      expect(store.heartbeat(ids.held, 1, N + 29_999, LEASE)).toBe(true)
+      expect(leased(store, N + 29_999)).toEqual([])
+      expect(store.nextDueAt('other')).toBe(T0 + 4_000)
+    })
+
+    test('rebaseAhead: jobs last changed after now count their delay, lease and age from now', ({ store }) => {
+      const { ids, jobs } = scene(store)
+      // Restarted a day earlier on the clock than the store was last written.
+      const R = S - 24 * HOUR
+      // Last changed before R: not ahead, left alone.
+      const early = store.enqueue({ queue: 'q', payload: 'early', runAt: R + 1_000 }, R - 1_000).job
+      // Nothing is due for a day, and leases would hold for one.
+      expect(store.metrics('q', R)).toMatchObject({ ready: 0, delayed: 5, leased: 2 })
+
+      expect(store.rebaseAhead('q', R)).toBe(6)
+      const from = (j: Job): Partial<Job> => ({ createdAt: R - (j.updatedAt - j.createdAt), updatedAt: R })
+      expect(store.get(ids.held)).toMatchObject({ state: 'leased', attempt: 1, leaseUntil: R + 30_000, createdAt: R - 2_000, updatedAt: R })
+      expect(store.get(ids.lapsed)).toMatchObject({ state: 'leased', attempt: 1, leaseUntil: R + 500, ...from(jobs.lapsed) })
+      expect(store.get(ids.flaky)).toMatchObject({ state: 'ready', runAt: R + 6_000, createdAt: R - 1_000, updatedAt: R })
+      expect(store.get(ids.soon)).toMatchObject({ state: 'ready', runAt: R + 3_000, ...from(jobs.soon) })
+      expect(store.get(ids.due)).toMatchObject({ state: 'ready', runAt: R, ...from(jobs.due) })
+      expect(store.get(ids.overdue)).toMatchObject({ state: 'ready', runAt: R, ...from(jobs.overdue) })
+      expect(store.get(early.id)).toEqual(early)
+      for (const k of ['done', 'buried', 'elsewhere', 'elsewhereLeased'] as const) expect(store.get(ids[k])).toEqual(jobs[k])
+      expect(store.rebaseAhead('q', R)).toBe(0) // nothing ahead any more
+
+      expect(store.metrics('q', R)).toMatchObject({ ready: 2, delayed: 3, leased: 2, completed: 1, dead: 1 })
+      expect(leased(store, R).sort()).toEqual(['due', 'overdue'])
+      expect(store.nextDueAt('q')).toBe(R + 500)
+      expect(leased(store, R + 500)).toEqual(['lapsed'])
+      expect(leased(store, R + 1_000)).toEqual(['early'])
+      expect(leased(store, R + 2_999)).toEqual([])
+      expect(leased(store, R + 3_000)).toEqual(['soon'])
+      expect(leased(store, R + 6_000)).toEqual(['flaky'])
+      expect(store.heartbeat(ids.held, 1, R + 29_999, LEASE)).toBe(true)
+
+      // A queue with nothing ahead of now: unchanged.
+      expect(store.rebaseAhead('other', S)).toBe(0)
+      for (const k of ['elsewhere', 'elsewhereLeased'] as const) expect(store.get(ids[k])).toEqual(jobs[k])
+    })
+
+    if (!opts.durable) return
+
+    test('rebaseAhead after a reopen: a store written at a later clock runs from an earlier one', ({ store, reopen }) => {
+      const delayed = store.enqueue({ queue: 'q', payload: 'delayed', runAt: T0 + 2_000 }, T0).job
+      store.enqueue({ queue: 'q', payload: 'running' }, T0)
+      const [running] = store.lease('q', 1, T0, LEASE)
+      const R = T0 - 24 * HOUR
+      const again = reopen!()
+      expect(again.rebaseAhead('q', R)).toBe(2)
+      expect(again.get(delayed.id)).toMatchObject({ state: 'ready', runAt: R + 2_000, createdAt: R, updatedAt: R })
+      expect(again.get(running!.id)).toMatchObject({ state: 'leased', attempt: 1, leaseUntil: R + LEASE })
+      expect(again.lease('q', 10, R + 1_999, LEASE)).toEqual([])
+      expect(again.lease('q', 10, R + 2_000, LEASE).map((j) => j.id)).toEqual([delayed.id])
+      expect(again.heartbeat(running!.id, 1, R + LEASE - 1, LEASE)).toBe(true)
     })
   })
 }

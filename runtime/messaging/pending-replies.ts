@@ -12,6 +12,7 @@ interface Pending extends DeadlineEntry {
 class PendingRequest implements Pending {
   readonly deadline: number
   tracked = false
+  due = 0
   constructor(
     readonly command: Envelope,
     private readonly sentAt: number,
@@ -78,7 +79,7 @@ export function createPendingReplies(clock: Clock = systemClock): PendingReplies
       return new Promise<Envelope>((resolve, reject) => {
         const entry = new PendingRequest(command, at, resolve, reject, expired, memo)
         pending.set(command.id, entry)
-        deadlines.add(entry)
+        deadlines.add(entry, at)
       })
     },
     settle(reply) {

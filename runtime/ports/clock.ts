@@ -16,7 +16,9 @@ export interface Clock {
   now(): number
   /**
    * Calls `fn` once at (or soon after) `at` (epoch ms; a time already past fires as soon as
-   * possible); the returned function cancels it.
+   * possible); the returned function cancels it. The wait is `at - now()` counted when the timer
+   * is set, on real (monotonic) time, as Node's timers wait: a step of the clock while it waits
+   * does not move it.
    */
   setTimer(at: number, fn: () => void, opts?: TimerOptions): () => void
   /**
@@ -78,7 +80,8 @@ export interface ManualClock extends Clock {
   advanceToNext(): Promise<boolean>
   /**
    * Jumps to a time without firing anything: the wall clock is set (a device that was switched
-   * off, an NTP sync, a clock set back). `monotonic()` does not move with it.
+   * off, an NTP sync, a clock set back). `monotonic()` does not move with it, and neither do the
+   * timers set (they wait on monotonic time, as the system clock's do).
    */
   jump(to: number): void
   /** How many timers are set and not yet fired or cancelled. */
@@ -93,42 +96,45 @@ export function createManualClock(start: number): ManualClock {
   // monotonic() is t - skew: advancing moves both, jumping moves t alone.
   let skew = start
   let seq = 0
-  const timers = new Map<number, { at: number; fn: () => void }>()
+  const mono = (): number => t - skew
+  // Each timer is due at a point of monotonic time, as Node's timers are.
+  const timers = new Map<number, { due: number; fn: () => void }>()
   // Two turns of the event loop: promise chains and I/O callbacks started by a timer run on.
   const settle = async (): Promise<void> => {
     await new Promise((r) => setImmediate(r))
     await new Promise((r) => setImmediate(r))
   }
-  /** The earliest timer due at or before `limit` (the one set first among equals). */
-  const earliest = (limit: number): [number, { at: number; fn: () => void }] | undefined => {
-    let found: [number, { at: number; fn: () => void }] | undefined
-    for (const entry of timers) if (entry[1].at <= limit && (found === undefined || entry[1].at < found[1].at)) found = entry
+  /** The earliest timer due at or before `limit` (monotonic; the one set first among equals). */
+  const earliest = (limit: number): [number, { due: number; fn: () => void }] | undefined => {
+    let found: [number, { due: number; fn: () => void }] | undefined
+    for (const entry of timers) if (entry[1].due <= limit && (found === undefined || entry[1].due < found[1].due)) found = entry
     return found
   }
-  /** Fires every timer due at or before `target`, in order, then sets the time to `target`. */
-  const runUntil = async (target: number): Promise<void> => {
+  /** Fires every timer due within the next `ms`, in order, then moves time on by what is left of `ms`. */
+  const runFor = async (ms: number): Promise<void> => {
+    const target = mono() + ms
     for (let next = earliest(target); next !== undefined; next = earliest(target)) {
       timers.delete(next[0])
-      t = Math.max(t, next[1].at)
+      t += Math.max(0, next[1].due - mono())
       next[1].fn()
       await settle()
     }
-    t = Math.max(t, target)
+    t += Math.max(0, target - mono())
     await settle()
   }
   return {
     now: () => t,
-    monotonic: () => t - skew,
+    monotonic: mono,
     setTimer(at, fn) {
       const id = ++seq
-      timers.set(id, { at, fn })
+      timers.set(id, { due: mono() + (at - t), fn })
       return () => void timers.delete(id)
     },
-    advance: (ms) => runUntil(t + ms),
+    advance: (ms) => runFor(ms),
     async advanceToNext() {
       const next = earliest(Number.POSITIVE_INFINITY)
       if (next === undefined) return false
-      await runUntil(Math.max(t, next[1].at))
+      await runFor(Math.max(0, next[1].due - mono()))
       return true
     },
     jump(to) {
@@ -139,7 +145,8 @@ export function createManualClock(start: number): ManualClock {
       return timers.size
     },
     nextAt() {
-      return earliest(Number.POSITIVE_INFINITY)?.[1].at
+      const next = earliest(Number.POSITIVE_INFINITY)
+      return next === undefined ? undefined : t + (next[1].due - mono())
     },
   }
 }

@@ -118,9 +118,11 @@ export function createCalling(deps: CallingDeps): Calling {
     return new Promise<unknown>((resolve, reject) => {
       const entry = {
         deadline: cmd.deadline!,
+        tracked: false,
+        due: 0,
         expire: () => reject(new OutpostError(ErrorCode.TIMEOUT, `no reply to ${cmd.service}.${cmd.name} within ${cmd.deadline! - cmd.at} ms`, { retryable: true })),
       }
-      localDeadlines.add(entry)
+      localDeadlines.add(entry, cmd.at)
       out.then((r) => {
         localDeadlines.remove(entry)
         settleLocal(r).then(resolve, reject)

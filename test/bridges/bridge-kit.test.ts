@@ -16,9 +16,9 @@ describe('deadline tracker', () => {
     const late = entry('late', 60)
     const early = entry('early', 20)
     const removed = entry('removed', 10)
-    tracker.add(late)
-    tracker.add(early)
-    tracker.add(removed)
+    tracker.add(late, T0)
+    tracker.add(early, T0)
+    tracker.add(removed, T0)
     tracker.remove(removed)
     await clock.advance(19)
     expect(fired).toEqual([])
@@ -32,15 +32,42 @@ describe('deadline tracker', () => {
     expect(clock.pending).toBe(0)
   })
 
+  it('waits for a deadline on real time: a clock set back or forward meanwhile neither delays nor hastens it', async () => {
+    const clock = createManualClock(T0)
+    const tracker = createDeadlineTracker(clock)
+    const fired: string[] = []
+    const entry = (name: string, deadline: number) => ({ deadline, expire: () => fired.push(name) })
+    tracker.add(entry('back', T0 + 2_000), T0)
+    await clock.advance(500)
+    clock.jump(clock.now() - 3_600_000) // set back an hour: 1.5 s are left, not 1 h 1.5 s
+    // Added after the step, against the clock as it now reads.
+    tracker.add(entry('after', clock.now() + 1_000), clock.now())
+    await clock.advance(999)
+    expect(fired).toEqual([])
+    await clock.advance(1)
+    expect(fired).toEqual(['after'])
+    await clock.advance(499)
+    expect(fired).toEqual(['after'])
+    await clock.advance(1)
+    expect(fired).toEqual(['after', 'back'])
+    tracker.add(entry('forward', clock.now() + 2_000), clock.now())
+    clock.jump(clock.now() + 86_400_000) // set forward a day: still 2 s
+    await clock.advance(1_999)
+    expect(fired).toEqual(['after', 'back'])
+    await clock.advance(1)
+    expect(fired).toEqual(['after', 'back', 'forward'])
+    expect(tracker.size).toBe(0)
+  })
+
   it('keeps live entries through compaction of many removed ones', async () => {
     const clock = createManualClock(T0)
     const tracker = createDeadlineTracker(clock)
     let fired = 0
     const keep = { deadline: T0 + 30, expire: () => fired++ }
-    tracker.add(keep)
+    tracker.add(keep, T0)
     for (let i = 0; i < 5_000; i++) {
       const e = { deadline: T0 + 10_000, expire: () => fired++ }
-      tracker.add(e)
+      tracker.add(e, T0)
       tracker.remove(e)
     }
     expect(tracker.size).toBe(1)

@@ -4,7 +4,7 @@
 // offsets Date by the number of ms in a file this test rewrites while the process runs. Timers
 // and performance.now keep real time, as on a device with no battery-backed clock or a dead RTC
 // battery; the broker and the subscriber here keep the right time.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { Decoder } from 'cbor-x'
@@ -13,35 +13,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { MqttBroker } from '../../gateway/broker/mqtt-broker.js'
 import { freshAedes } from '../helpers/aedes.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
+import { setClockOffset, writeClockShiftPreload } from '../helpers/clock-shift.js'
 import { startProcess, type TestProcess } from '../helpers/device-process.js'
 import { buildHelperProcess } from '../helpers/processes.js'
 import { freePort, until } from '../helpers/wait.js'
-
-const PRELOAD = `
-import { readFileSync } from 'node:fs'
-const file = process.env.CLOCK_OFFSET_FILE
-let offset = 0
-const read = () => {
-  try {
-    const n = Number(readFileSync(file, 'utf8').trim())
-    if (Number.isFinite(n)) offset = n
-  } catch {}
-}
-read()
-setInterval(read, 20).unref()
-const RealDate = Date
-const realNow = RealDate.now.bind(RealDate)
-class ShiftedDate extends RealDate {
-  constructor(...args) {
-    if (args.length === 0) super(realNow() + offset)
-    else super(...args)
-  }
-  static now() {
-    return realNow() + offset
-  }
-}
-globalThis.Date = ShiftedDate
-`
 
 const YEARS_25 = Math.round(25 * 365.25 * 86_400_000)
 const HOUR = 3_600_000
@@ -74,8 +49,7 @@ describe('a device whose wall clock is wrong and jumps', () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'outpost-clock-'))
-    preload = path.join(dir, 'clock-shift.mjs')
-    writeFileSync(preload, PRELOAD)
+    preload = writeClockShiftPreload(dir)
     script = await buildHelperProcess('clock-device')
     broker = await freshAedes()
     sub = await mqtt.connectAsync(broker.url, { clientId: 'clock-listener', clean: false })
@@ -98,7 +72,7 @@ describe('a device whose wall clock is wrong and jumps', () => {
     cleanup(() => p.kill('SIGKILL'))
     return p
   }
-  const setClock = (offsetFile: string, offsetMs: number): void => writeFileSync(offsetFile, String(offsetMs))
+  const setClock = setClockOffset
   const parsed = (p: TestProcess): Line[] => p.lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Line)
   const events = (p: TestProcess, ev: string): Line[] => parsed(p).filter((l) => l.ev === ev)
   const waitUntil = async (p: TestProcess, what: string, check: () => boolean, ms = 15_000): Promise<void> =>

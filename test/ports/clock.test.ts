@@ -73,6 +73,16 @@ describe('manual clock', () => {
     clock.jump(T0 + 3 * 86_400_000)
     expect(fired).toHaveLength(1)
     expect(clock.pending).toBe(1)
+    // Its wait is on monotonic time, as a Node timer's: still a day after it was set, wherever the clock was set to.
+    expect(clock.nextAt()).toBe(T0 + 4 * 86_400_000)
+    await clock.advance(86_400_000 - 1)
+    expect(fired).toHaveLength(1)
+    await clock.advance(1)
+    expect(fired).toEqual([T0 + 86_400_000, T0 + 4 * 86_400_000])
+    clock.setTimer(clock.now() + 1_000, () => fired.push(clock.now()))
+    clock.jump(clock.now() - 3_600_000)
+    expect(await clock.advanceToNext()).toBe(true)
+    expect(fired.at(-1)).toBe(T0 + 4 * 86_400_000 - 3_600_000 + 1_000)
   })
 })
 

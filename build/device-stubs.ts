@@ -30,7 +30,7 @@ export const DEVICE_STUBS: readonly DeviceStub[] = [
   { module: 'thread-stream', with: 'pino-left-out.cjs', why: 'the worker threads of pino transports' },
   { module: 'pino/lib/multistream.js', file: true, with: 'pino-left-out.cjs', why: 'pino.multistream: the runtime writes to one stream' },
   { module: '@pinojs/redact', with: 'pino-left-out.cjs', why: "pino's redact option: the runtime's logger does not set it (URLs are redacted before logging)" },
-  { module: 'sonic-boom', with: 'sonic-boom.cjs', why: "pino's destination: a device writes its log lines synchronously to one descriptor (stdout), which is all the stand-in does (no asynchronous buffering, no reopen)" },
+  { module: 'sonic-boom', with: 'sonic-boom.cjs', why: "pino's destination: a device writes its log lines synchronously to one descriptor (stdout), which is all the stand-in does (no asynchronous buffering, no reopen), waiting on a full pipe for a second at most, then dropping and counting lines" },
   { module: 'safe-stable-stringify', with: 'safe-stable-stringify.cjs', why: "pino's writer for a log object JSON.stringify refuses (a cycle, a BigInt): the same text for pino's options, without the other options" },
   { module: 'bindings', with: 'bindings.cjs', why: "better-sqlite3's addon lookup in node_modules: the bundle gives the addon beside it (nativeBinding)" },
   { module: 'cbor-extract', with: 'absent.cjs', why: "cbor-x's optional native decoder (an addon per platform): cbor-x decodes in JavaScript without it" },

@@ -1,0 +1,123 @@
+// A device bundle logging with pino while its stdout is a pipe nobody reads for a while (a
+// supervisor that is busy or hung, a `| less` left paused). The bundle has
+// build/stubs/sonic-boom.cjs in place of sonic-boom, which writes synchronously. Built as device
+// bundles are built (esbuild, the stand-ins' plugin) and run as a process whose stdout is a real
+// FIFO that fills: the device must go on running (its timers, its commands, its SIGTERM handler).
+// - The runtime's way (pino.destination({ dest: 1, sync: true })): sonic-boom itself waits on a
+//   full pipe for ever, and the whole device stops; the stand-in waits a second, then drops lines
+//   and counts them, and once the pipe is read again says how many, with no line torn.
+// - Asking for an asynchronous destination (sync: false) the bundle does not have: told at start.
+import { execFileSync, spawn } from 'node:child_process'
+import { closeSync, constants, existsSync, openSync, readSync, statSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
+import { build, type Plugin } from 'esbuild'
+import { describe, expect, it } from 'vitest'
+import { deviceStubs } from '../../build/device-stubs.js'
+import { PROJECT_ROOT } from '../../build/project-root.js'
+import { tempDirs } from '../build/build-helpers.js'
+
+const temp = tempDirs('bundle-logging')
+
+const program = (destination: string): string => [
+  "import { pino } from 'pino'",
+  // As the runtime's logger does (runtime/logger.ts): Node then opens stdout, a pipe, non-blocking.
+  'void process.stdout.write',
+  "import { appendFileSync } from 'node:fs'",
+  `const log = pino(pino.destination(${destination}))`,
+  'let beats = 0',
+  "setInterval(() => { for (let i = 0; i < 50; i++) log.info({ pad: 'x'.repeat(200) }, 'chatty') }, 5)",
+  // One byte a beat: the file's size counts them (a reader never sees it half written).
+  "setInterval(() => appendFileSync(process.env.BEAT_FILE, '.'), 50)",
+].join('\n')
+
+interface Outcome {
+  /** Heartbeats counted once the pipe had long been full, and a second later. */
+  beats: [number, number]
+  /** The process ended by itself, and what it wrote to stderr. */
+  exited: { code: number | null } | undefined
+  stderr: string
+  /** What the FIFO held once read after the heartbeats were counted (the process still running), complete lines only. */
+  lines: string[]
+}
+
+/** Bundles the program (with `plugins`), runs it with stdout to a FIFO that is never read, watches its heartbeat. */
+async function runWithFullPipe(dir: string, plugins: Plugin[], destination: string): Promise<Outcome> {
+  const out = path.join(dir, 'program.cjs')
+  const result = await build({
+    absWorkingDir: PROJECT_ROOT,
+    stdin: { contents: program(destination), resolveDir: PROJECT_ROOT, loader: 'js' },
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    format: 'cjs',
+    write: false,
+    plugins,
+    logLevel: 'silent',
+  })
+  writeFileSync(out, result.outputFiles[0]!.contents)
+  const fifo = path.join(dir, 'stdout.fifo')
+  execFileSync('mkfifo', [fifo])
+  // The reader is there (no EPIPE) but reads nothing.
+  const readEnd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK)
+  const writeEnd = openSync(fifo, 'w')
+  const beatFile = path.join(dir, 'beats')
+  const child = spawn(process.execPath, [out], { stdio: ['ignore', writeEnd, 'pipe'], env: { ...process.env, BEAT_FILE: beatFile } })
+  let stderr = ''
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
+  let exited: { code: number | null } | undefined
+  const ended = new Promise<void>((resolve) => child.once('exit', (code) => ((exited = { code }), resolve())))
+  const beats = (): number => (existsSync(beatFile) ? statSync(beatFile).size : 0)
+  try {
+    // 64 KiB of pipe fill in well under a second at this rate.
+    await new Promise((r) => setTimeout(r, 2_000))
+    const first = beats()
+    await new Promise((r) => setTimeout(r, 1_000))
+    const counted: [number, number] = [first, beats()]
+    // Read the pipe now for a while, as a reader that came back: what arrives.
+    let text = ''
+    const chunk = Buffer.alloc(65_536)
+    const until = Date.now() + 1_500
+    while (Date.now() < until) {
+      let n = 0
+      try {
+        n = readSync(readEnd, chunk, 0, chunk.length, null)
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'EAGAIN') throw err
+      }
+      if (n > 0) text += chunk.subarray(0, n).toString()
+      else await new Promise((r) => setTimeout(r, 10))
+    }
+    return { beats: counted, exited, stderr, lines: text.split('\n').slice(0, -1) }
+  } finally {
+    if (exited === undefined) child.kill('SIGKILL')
+    await ended
+    closeSync(readEnd)
+    closeSync(writeEnd)
+  }
+}
+
+describe('a device bundle whose stdout pipe is full', () => {
+  it("logging as the runtime does (sync): it keeps running; dropped lines are counted once the pipe is read again, and no line is torn", async () => {
+    const bundled = await runWithFullPipe(temp(), [deviceStubs(PROJECT_ROOT)], '{ dest: 1, sync: true }')
+    expect(bundled.exited).toBeUndefined()
+    expect(bundled.beats[1], `frozen: heartbeats ${bundled.beats.join(' -> ')}`).toBeGreaterThan(bundled.beats[0])
+    // Every line that arrived is one whole JSON line; the lines dropped are counted.
+    const parsed = bundled.lines.map((l) => JSON.parse(l) as { msg: string })
+    expect(parsed.filter((l) => l.msg === 'chatty').length).toBeGreaterThan(100)
+    const notes = parsed.filter((l) => /log lines? dropped: the output was not read/.test(l.msg))
+    expect(notes.length).toBeGreaterThanOrEqual(1)
+    expect(Number(/^(\d+)/.exec(notes[0]!.msg)![1])).toBeGreaterThan(0)
+  }, 30_000)
+
+  it('asking for an asynchronous destination: the real module keeps running; the bundle says at start it has none, never freezes', async () => {
+    // The real module: the program keeps running (its lines wait in memory).
+    const real = await runWithFullPipe(temp(), [], '{ sync: false }')
+    expect(real.exited).toBeUndefined()
+    expect(real.beats[1]).toBeGreaterThan(real.beats[0])
+
+    const bundled = await runWithFullPipe(temp(), [deviceStubs(PROJECT_ROOT)], '{ sync: false }')
+    expect(bundled.exited?.code).not.toBe(0)
+    expect(bundled.exited).toBeDefined()
+    expect(bundled.stderr).toMatch(/asynchronous mode \(sync: false\) was left out of this device bundle/)
+  }, 30_000)
+})

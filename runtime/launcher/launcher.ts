@@ -353,8 +353,9 @@ async function run(root: string): Promise<number> {
     const c: Choice = lost !== undefined ? { none: lost } : chooseSlot(root, p, tries, leave)
     leave = undefined
     if ('none' in c) {
-      log(60, `no slot can start: ${c.none}`)
+      // Recorded before it is said: whoever reads state.json after the line reads this outcome.
       record({ outcome: 'no-bootable-slot', at: new Date().toISOString(), slot: null, reason: c.none })
+      log(60, `no slot can start: ${c.none}`)
       return 1
     }
     let pointer = p!
@@ -362,8 +363,8 @@ async function run(root: string): Promise<number> {
       const next: BootPointer = { format: 1, slot: c.slot, previous: null, confirmed: true, starts: 0, switchedAt: new Date().toISOString() }
       if (!replacePointer(pointer, next)) continue
       pointer = next
-      log(40, `rolled back from slot ${c.rollback.from} to slot ${c.slot}: ${c.rollback.reason}`, { slot: c.slot })
       record({ outcome: 'rolled-back', at: next.switchedAt, slot: c.slot, ...about(c.manifest), from: { slot: c.rollback.from, ...about(c.rollback.manifest) }, reason: c.rollback.reason })
+      log(40, `rolled back from slot ${c.rollback.from} to slot ${c.slot}: ${c.rollback.reason}`, { slot: c.slot })
     }
     if (c.stuck !== undefined) log(50, c.stuck, { slot: c.slot })
     if (c.trial) {
@@ -403,8 +404,8 @@ async function run(root: string): Promise<number> {
       kept = true
       const next = { ...pointer, confirmed: true, starts: 0 }
       if (replacePointer(pointer, next)) pointer = next
-      log(30, `slot ${slot} is ready: kept (no rollback from now on)`, { slot })
       record({ outcome: 'success', at: new Date().toISOString(), slot, ...about(m) })
+      log(30, `slot ${slot} is ready: kept (no rollback from now on)`, { slot })
     }
     // A device that switched the pointer itself (a bundle installed over the air) asks to be started again.
     proc.on('message', (m: unknown) => {

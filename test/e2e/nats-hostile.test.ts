@@ -213,7 +213,7 @@ describe('a runtime on the NATS bridge attacked by a plain NATS client', () => {
     expect((s.victim.stats().bridge.dropped.FRAME_TOO_LARGE ?? 0) - before).toBe(240)
     expect(s.victim.directory.deviceState('caller')).toBe('live')
     expect(await s.call()).toMatchObject({ ok: true })
-    // All 240 at once are 240 MiB; 16 at a time, 16 MiB (and what the socket holds).
+    // All 240 at once are 240 MiB; 4 at a time, 4 MiB (and what the socket holds).
     console.log(`peak held while reading 240 stored 1 MiB frames: ${(peak / MiB).toFixed(1)} MiB`)
     expect(peak / MiB).toBeLessThan(96)
   }, 60_000)

@@ -53,8 +53,13 @@ export interface InboundOptions {
   trouble: LogLimiter
 }
 
-/** Stored retained frames read at once (each up to the server's max_payload, 1 MiB by default). */
-const RETAINED_READS_AT_ONCE = 16
+/**
+ * Stored retained frames read at once (each up to the server's max_payload, 1 MiB by default).
+ * Each read is a JetStream API request with its own timeout (5 s): with 16 frames of 1 MiB at
+ * once through a slow machine's loopback the last answers came too late and the whole restore
+ * failed; 4 at once keep each request to a few MiB.
+ */
+const RETAINED_READS_AT_ONCE = 4
 
 /**
  * The stream sequence a live copy of a retained publish carries, or 0. Any client can send any

@@ -37,8 +37,8 @@ export interface RunnerQueue {
   policy: QueuePolicy
   /** True when the queue declares a progress schema (so `<queue>.progress` exists). */
   reportsProgress: boolean
-  /** Runs the worker; never rejects. */
-  run(running: RunningJob): Promise<RunOutcome>
+  /** Runs the worker: its outcome, at once when the worker returned a value; never throws or rejects. */
+  run(running: RunningJob): RunOutcome | Promise<RunOutcome>
   /** Stores `<queue>.<kind>` for delivery. @throws when it cannot be stored (rolls a `required` settlement back) */
   result(kind: ResultKind, payload: Record<string, unknown>, job: Job): void
 }
@@ -91,7 +91,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
   const pollMs = opts.pollMs ?? 1_000
   const queues = new Map<string, QueueState>()
   for (const def of opts.queues) {
-    queues.set(def.key, { def, avgMs: 1_000, active: new Set(), buffer: [], wanted: true, stats: { started: 0, completed: 0, retried: 0, dead: 0, abandoned: 0, resultsFailed: 0 } })
+    queues.set(def.key, { def, avgMs: 1_000, active: new Set(), buffer: [], wanted: true, filling: false, stats: { started: 0, completed: 0, retried: 0, dead: 0, abandoned: 0, resultsFailed: 0 } })
   }
   const all = [...queues.values()]
   const settleOne = createSettler({ store, log, random: opts.random })
@@ -242,7 +242,16 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
 
   /** Starts buffered jobs while worker slots are free. */
   const fill = (q: QueueState): void => {
-    while (!stopping && q.active.size < q.def.policy.concurrency && q.buffer.length > 0) begin(q, q.buffer.shift()!)
+    // A worker that returns at once finishes inside begin(), and its finish frees a slot: this
+    // loop fills it, not a fill of its own one level deeper (a buffer of 136 short jobs would
+    // otherwise run 136 calls deep).
+    if (q.filling) return
+    q.filling = true
+    try {
+      while (!stopping && q.active.size < q.def.policy.concurrency && q.buffer.length > 0) begin(q, q.buffer.shift()!)
+    } finally {
+      q.filling = false
+    }
   }
 
   const begin = (q: QueueState, b: Buffered): void => {
@@ -258,11 +267,21 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
     const a = new Active(q, job, now, performance.now(), b.renewedAt, job.leaseUntil!, heartbeat)
     q.active.add(a)
     q.stats.started++
-    q.def.run(a).then(
+    let run: RunOutcome | Promise<RunOutcome>
+    try {
+      run = q.def.run(a)
+    } catch (err) {
+      run = internal(err)
+    }
+    // A worker that returned a value has finished already: settled now, with no promise between.
+    if (!(run instanceof Promise)) return finished(a, run)
+    run.then(
       (outcome) => finished(a, outcome),
-      (err: unknown) => finished(a, { kind: 'retry', error: { code: ErrorCode.INTERNAL, message: errorMessage(err) } }),
+      (err: unknown) => finished(a, internal(err)),
     )
   }
+  /** What a run that threw or rejected (it should not) comes to: tried again. */
+  const internal = (err: unknown): RunOutcome => ({ kind: 'retry', error: { code: ErrorCode.INTERNAL, message: errorMessage(err) } })
 
   const finished = (a: Active, outcome: RunOutcome): void => {
     const q = a.q

@@ -54,6 +54,8 @@ export interface QueueState {
   buffer: Buffered[]
   /** A lease should be tried at the next tick. */
   wanted: boolean
+  /** fill() is starting buffered jobs (a worker that finishes at once must not start another fill). */
+  filling: boolean
   cancelTimer?: () => void
   stats: QueueRunStats
 }

@@ -443,3 +443,85 @@ describe('queue declarations', () => {
     await rt.stop()
   })
 })
+
+describe('workers that return at once (no promise)', () => {
+  const cleanup = cleanupAfterEach()
+  const How = v.picklist(['value', 'throw', 'throwDecision', 'returnDecision', 'badResult', 'thenable', 'badThen', 'rejectingThenable'])
+  const quick = defineContract({
+    name: 'quick',
+    version: '1',
+    queues: {
+      step: {
+        payload: v.object({ n: v.number(), how: v.optional(How, 'value') }),
+        result: v.object({ n: v.number() }),
+        maxAttempts: 1,
+        concurrency: 4,
+      },
+    },
+  })
+
+  async function quickDevice() {
+    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-quick-'))
+    cleanup(() => rmSync(dir, { recursive: true, force: true }))
+    const database = openDeviceDatabase({ path: path.join(dir, 'device.db') })
+    const order: number[] = []
+    const svc = defineService(quick, {
+      commands: {},
+      workers: {
+        step: (p, ctx) => {
+          order.push(p.n)
+          switch (p.how) {
+            case 'throw':
+              throw new Error('no sensor')
+            case 'throwDecision':
+              throw ctx.fail('thrown decision')
+            case 'returnDecision':
+              return ctx.fail('returned decision')
+            case 'badResult':
+              return { n: 'not a number' } as never
+            case 'thenable':
+              // Not a native promise: waited for as `await` would.
+              return { then: (ok: (x: unknown) => void) => setTimeout(() => ok({ n: p.n }), 5) } as never
+            case 'rejectingThenable':
+              return { then: (_ok: unknown, bad: (e: unknown) => void) => bad(new Error('thenable said no')) } as never
+            case 'badThen':
+              // Reading `then` throws: the attempt fails, the runtime goes on.
+              return Object.defineProperty({}, 'then', { get: () => { throw new Error('then getter') } }) as never
+            default:
+              return { n: p.n }
+          }
+        },
+      },
+    })
+    const rt = createRuntime({ bridge: createMemoryBridge({ hub: createMemoryHub(), deviceId: 'quick-1' }), services: [svc], queueStore: createSqliteQueueStore(database), outbox: createSqliteOutbox(database) })
+    await rt.start()
+    cleanup(async () => {
+      await rt.stop({ drainMs: 200 })
+      database.close()
+    })
+    return { rt, step: rt.queue(quick, 'step'), order }
+  }
+
+  it('settles each outcome a worker returns or throws at once, as it does an async one', async () => {
+    const { step } = await quickDevice()
+    const refs = (['value', 'throw', 'throwDecision', 'returnDecision', 'badResult', 'thenable', 'rejectingThenable', 'badThen'] as const).map((how, n) => ({ how, id: step.enqueue({ n, how }).id }))
+    await until(() => refs.every((r) => ['completed', 'dead'].includes(step.get(r.id)?.state ?? '')))
+    const by = Object.fromEntries(refs.map((r) => [r.how, step.get(r.id)!]))
+    expect(by.value).toMatchObject({ state: 'completed', output: { n: 0 } })
+    expect(by.thenable).toMatchObject({ state: 'completed', output: { n: 5 } })
+    expect(by.throw).toMatchObject({ state: 'dead', errorCode: ErrorCode.INTERNAL })
+    expect(by.throwDecision).toMatchObject({ state: 'dead', error: 'thrown decision' })
+    expect(by.returnDecision).toMatchObject({ state: 'dead', error: 'returned decision' })
+    expect(by.badResult).toMatchObject({ state: 'dead', errorCode: ErrorCode.INTERNAL })
+    expect(by.rejectingThenable).toMatchObject({ state: 'dead', errorCode: ErrorCode.INTERNAL })
+    expect(by.badThen).toMatchObject({ state: 'dead', errorCode: ErrorCode.INTERNAL })
+  })
+
+  it('runs thousands of jobs leased ahead in one go without deepening the stack, in the order they were leased', async () => {
+    const { rt, step, order } = await quickDevice()
+    step.enqueueMany(Array.from({ length: 3_000 }, (_, n) => ({ payload: { n } })))
+    await until(() => (rt.stats().queues['quick/step']?.completed ?? 0) === 3_000, 20_000)
+    expect(order).toEqual(Array.from({ length: 3_000 }, (_, n) => n))
+    expect(step.metrics()).toMatchObject({ completed: 3_000, ready: 0, leased: 0, dead: 0 })
+  })
+})

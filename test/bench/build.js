@@ -6,7 +6,7 @@ import { build } from 'esbuild'
 export async function buildBench(root) {
   await build({
     absWorkingDir: root,
-    entryPoints: ['test/bench/bench.ts', 'test/bench/procs/broker.ts', 'test/bench/procs/responder.ts', 'test/bench/procs/caller.ts', 'test/bench/procs/drain.ts', 'test/bench/procs/backlog.ts', 'test/bench/procs/inproc.ts', 'test/bench/procs/queue.ts', 'test/bench/procs/codec.ts', 'test/bench/procs/gateway-broker.ts', 'test/bench/procs/gateway-load.ts', 'test/bench/procs/gateway-storm.ts', 'test/bench/procs/event-publisher.ts'],
+    entryPoints: ['test/bench/bench.ts', 'test/bench/procs/broker.ts', 'test/bench/procs/responder.ts', 'test/bench/procs/caller.ts', 'test/bench/procs/drain.ts', 'test/bench/procs/backlog.ts', 'test/bench/procs/inproc.ts', 'test/bench/procs/queue.ts', 'test/bench/procs/codec.ts', 'test/bench/procs/gateway-broker.ts', 'test/bench/procs/gateway-load.ts', 'test/bench/procs/gateway-storm.ts', 'test/bench/procs/event-publisher.ts', 'test/bench/procs/link-proxy.ts'],
     outdir: 'test/bench/.build',
     outbase: 'test/bench',
     bundle: true,

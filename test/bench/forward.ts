@@ -6,6 +6,7 @@
 // 256 in flight. Also the drain of a backlog built while the target was cut off. The devices
 // publish from another process (procs/event-publisher.ts); the gateway and the raw clients run
 // in this one, each in turn (the servers run beside it).
+import type { ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -18,7 +19,6 @@ import { defaultGatewayConfig } from '../../gateway/config/gateway-config.js'
 import type { ForwardConfig, TargetConfig } from '../../gateway/forward/forward-config.js'
 import { startGateway } from '../../gateway/index.js'
 import { createEnvelopeCodec } from '../../runtime/wire/codec.js'
-import { tcpProxy } from '../helpers/tcp-proxy.js'
 import { firstLine, start, stop } from './cross-process.js'
 import type { BenchResult } from './measure.js'
 
@@ -120,9 +120,13 @@ const cpuSince = (c0: NodeJS.CpuUsage, n: number): number => {
 export async function throughGateway(t: Target, name: string, events: number, mode: 'live' | 'backlog'): Promise<Run> {
   const tag = randomBytes(4).toString('hex')
   const dir = mkdtempSync(path.join(tmpdir(), 'outpost-bench-fwd-'))
-  const proxy = await tcpProxy(t.direct.replace(/^\w+:/, 'mqtt:'))
+  // Live, the gateway connects to the target directly, as the raw client does. The backlog run
+  // cuts the link with a proxy in a process of its own (procs/link-proxy.ts): in this process,
+  // the gateway's, it read and wrote every forwarded byte on the gateway's thread.
+  const proxy = mode === 'backlog' ? start('link-proxy.ts', [t.direct.replace(/^\w+:/, 'mqtt:')]) : undefined
   try {
-    const forward: ForwardConfig = { targets: { [name]: t.config(tag, `${t.direct.split(':')[0]}://127.0.0.1:${new URL(proxy.url).port}`) }, routes: [{ events: ['#'], devices: ['*'], to: [name] }] }
+    const url = proxy === undefined ? t.direct : `${t.direct.split(':')[0]}://127.0.0.1:${await firstLine(proxy, 'link proxy')}`
+    const forward: ForwardConfig = { targets: { [name]: t.config(tag, url) }, routes: [{ events: ['#'], devices: ['*'], to: [name] }] }
     const gw = await startGateway({ config: { ...defaultGatewayConfig(), dataDir: dir, persistence: 'sqlite', forward }, port: 0, logger: pino({ level: 'silent' }) })
     try {
       await sleep(500)
@@ -142,13 +146,13 @@ export async function throughGateway(t: Target, name: string, events: number, mo
           return Number.isFinite(us) ? Math.round((us / total) * 10) / 10 : undefined
         }
         const done = (): boolean => (gw.forwarder!.stats().targets[name]?.forwarded ?? 0) >= total
-        if (mode === 'backlog') {
-          await proxy.down()
+        if (proxy !== undefined) {
+          await said(proxy, 'down', () => proxy.kill('SIGHUP'))
           pub.kill('SIGUSR2')
           await devicesCpu()
           const t0 = performance.now()
           const c0 = process.cpuUsage()
-          await proxy.up()
+          await said(proxy, 'up', () => proxy.kill('SIGUSR2'))
           while (!done()) await sleep(5)
           return { rate: Math.round(total / ((performance.now() - t0) / 1000)), cpuUs: cpuSince(c0, total) }
         }
@@ -167,10 +171,28 @@ export async function throughGateway(t: Target, name: string, events: number, mo
       await gw.close()
     }
   } finally {
-    await proxy.close()
+    if (proxy !== undefined) await stop(proxy)
     await t.cleanup(tag)
     rmSync(dir, { recursive: true, force: true })
   }
+}
+
+/** Does `act` and waits until `child` prints the line `word`. */
+function said(child: ChildProcess, word: string, act: () => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let buf = ''
+    const gone = (code: number | null): void => reject(new Error(`${word}: the process exited (${code}) before saying so`))
+    const on = (d: Buffer): void => {
+      buf += d.toString()
+      if (!buf.split('\n').includes(word)) return
+      child.stdout!.off('data', on)
+      child.off('exit', gone)
+      resolve()
+    }
+    child.stdout!.on('data', on)
+    child.once('exit', gone)
+    act()
+  })
 }
 
 /** Events/s of the raw client, and its process's CPU per event. */

@@ -127,12 +127,13 @@ export class OutpostError extends Error {
 
 /** True when `err` is an OutpostError (optionally with the given code), minification-safe. */
 export function isOutpostError(err: unknown, code?: ErrorCode): err is OutpostError {
-  return (
-    typeof err === 'object' &&
-    err !== null &&
-    (err as { name?: unknown }).name === 'OutpostError' &&
-    (code === undefined || (err as { code?: unknown }).code === code)
-  )
+  if (typeof err !== 'object' || err === null) return false
+  try {
+    return (err as { name?: unknown }).name === 'OutpostError' && (code === undefined || (err as { code?: unknown }).code === code)
+  } catch {
+    // A value whose properties throw when read (a Proxy, a getter) is no OutpostError.
+    return false
+  }
 }
 
 /** Turns any thrown value into the wire shape; anything that is not an OutpostError becomes INTERNAL. */
@@ -157,11 +158,12 @@ export function fromWireError(wire: WireError): OutpostError {
  * plain object), never a throw of its own.
  */
 export function errorMessage(err: unknown): string {
-  if (err instanceof Error) return err.message
-  if (typeof err === 'object' && err !== null && typeof (err as { message?: unknown }).message === 'string') return (err as { message: string }).message
   if (typeof err === 'string') return err
   if (err === null || err === undefined) return `thrown ${String(err)}`
+  // A value whose every look throws (a Proxy, a getter) gets its type named, no more.
   try {
+    if (err instanceof Error) return String(err.message)
+    if (typeof err === 'object' && typeof (err as { message?: unknown }).message === 'string') return (err as { message: string }).message
     return `thrown ${typeof err}: ${String(err)}`.slice(0, 200)
   } catch {
     return `thrown ${typeof err}`

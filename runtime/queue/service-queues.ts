@@ -144,11 +144,18 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
   }
   /** What a worker's throw (its promise's rejection) comes to. */
   const workerFailed = (err: unknown, ctx: JobContext): RunOutcome => {
-    if (isJobDecision(err)) return decided(err)
-    const wire = toWireError(err)
-    if (wire.code === ErrorCode.INTERNAL) ctx.log.error({ err }, 'worker failed')
-    else ctx.log.warn({ code: wire.code }, wire.message)
-    return { kind: 'retry', error: wire }
+    try {
+      if (isJobDecision(err)) return decided(err)
+      const wire = toWireError(err)
+      if (wire.code === ErrorCode.INTERNAL) ctx.log.error({ err }, 'worker failed')
+      else ctx.log.warn({ code: wire.code }, wire.message)
+      return { kind: 'retry', error: wire }
+    } catch {
+      // A thrown value that throws at every look (a Proxy): what it says stays inside, like any
+      // other internal error's message.
+      ctx.log.error({ thrown: typeof err }, 'worker failed with a value that cannot be read')
+      return { kind: 'retry', error: { code: ErrorCode.INTERNAL, message: 'internal error' } }
+    }
   }
 
   const runner = createQueueRunner({

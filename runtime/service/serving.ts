@@ -55,13 +55,15 @@ export function createServing(deps: ServingDeps): Serving {
     }
     const ctx = new MessageContext(contexts, svc, cmd)
     let result: unknown
+    let later: boolean
     try {
       result = (handler as (p: unknown, c: unknown) => unknown)(parsed.output, ctx)
+      later = result instanceof Promise // inside: a Proxy's getPrototypeOf may throw
     } catch (err) {
       return handlerFailed(ctx, err)
     }
-    if (result instanceof Promise) {
-      return result.then(
+    if (later) {
+      return (result as Promise<unknown>).then(
         (r) => finish(ctx, spec, cmd, r),
         (err: unknown) => handlerFailed(ctx, err),
       )
@@ -75,7 +77,14 @@ export function createServing(deps: ServingDeps): Serving {
       // Finished too late: whatever it computed, the caller has given up.
       return fail({ code: ErrorCode.TIMEOUT, message: `${cmd.service}.${cmd.name} finished after its deadline` })
     }
-    const checked = safeParse(spec.result, result)
+    let checked: ReturnType<typeof safeParse>
+    try {
+      checked = safeParse(spec.result, result)
+    } catch {
+      // A result that throws as it is read (a getter, a Proxy): the caller gets an internal error.
+      ctx.log.error('handler returned a result that cannot be read')
+      return fail({ code: ErrorCode.INTERNAL, message: 'internal error' })
+    }
     if (!checked.success) {
       ctx.log.error({ issues: toValidationIssues(checked.issues) }, 'handler returned a result that fails its schema')
       return fail({ code: ErrorCode.INTERNAL, message: 'internal error' })

@@ -30,3 +30,22 @@ describe('JobDecision', () => {
     for (const x of [null, undefined, 'retry', 1, new Error('retry'), {}]) expect(isJobDecision(x)).toBe(false)
   })
 })
+
+describe('errorMessage', () => {
+  it('says something for any thrown value and never throws itself, even for a value every look at which throws', () => {
+    const trap = (): never => {
+      throw new Error('trap')
+    }
+    const hostile = new Proxy({}, { get: trap, getPrototypeOf: trap, has: trap, ownKeys: trap, getOwnPropertyDescriptor: trap })
+    expect(errorMessage(hostile)).toBe('thrown object')
+    expect(errorMessage(Object.defineProperty(new Error('x'), 'message', { get: trap }))).toBe('thrown object')
+    expect(errorMessage(new Error('plain'))).toBe('plain')
+    expect(errorMessage({ message: 'shaped' })).toBe('shaped')
+    expect(errorMessage(null)).toBe('thrown null')
+    expect(errorMessage(undefined)).toBe('thrown undefined')
+    expect(errorMessage('text')).toBe('text')
+    expect(errorMessage(42)).toBe('thrown number: 42')
+    expect(errorMessage(Symbol('s'))).toBe('thrown symbol: Symbol(s)')
+    expect(errorMessage({ toString: trap })).toBe('thrown object')
+  })
+})

@@ -446,7 +446,14 @@ describe('queue declarations', () => {
 
 describe('workers that return at once (no promise)', () => {
   const cleanup = cleanupAfterEach()
-  const How = v.picklist(['value', 'throw', 'throwDecision', 'returnDecision', 'badResult', 'thenable', 'badThen', 'rejectingThenable'])
+  const How = v.picklist(['value', 'throw', 'throwDecision', 'returnDecision', 'badResult', 'thenable', 'badThen', 'rejectingThenable', 'throwHostile', 'returnHostile', 'rejectHostile'])
+  /** A value every look at which throws: its properties, its prototype, its keys. */
+  const hostile = (): object => {
+    const trap = (): never => {
+      throw new Error('trap')
+    }
+    return new Proxy({}, { get: trap, getPrototypeOf: trap, has: trap, ownKeys: trap, getOwnPropertyDescriptor: trap })
+  }
   const quick = defineContract({
     name: 'quick',
     version: '1',
@@ -484,6 +491,12 @@ describe('workers that return at once (no promise)', () => {
               return { then: (ok: (x: unknown) => void) => setTimeout(() => ok({ n: p.n }), 5) } as never
             case 'rejectingThenable':
               return { then: (_ok: unknown, bad: (e: unknown) => void) => bad(new Error('thenable said no')) } as never
+            case 'throwHostile':
+              throw hostile()
+            case 'returnHostile':
+              return hostile() as never
+            case 'rejectHostile':
+              return Promise.reject(hostile()) as never
             case 'badThen':
               // Reading `then` throws: the attempt fails, the runtime goes on.
               return Object.defineProperty({}, 'then', { get: () => { throw new Error('then getter') } }) as never
@@ -504,7 +517,7 @@ describe('workers that return at once (no promise)', () => {
 
   it('settles each outcome a worker returns or throws at once, as it does an async one', async () => {
     const { step } = await quickDevice()
-    const refs = (['value', 'throw', 'throwDecision', 'returnDecision', 'badResult', 'thenable', 'rejectingThenable', 'badThen'] as const).map((how, n) => ({ how, id: step.enqueue({ n, how }).id }))
+    const refs = (['value', 'throw', 'throwDecision', 'returnDecision', 'badResult', 'thenable', 'rejectingThenable', 'badThen', 'throwHostile', 'returnHostile', 'rejectHostile'] as const).map((how, n) => ({ how, id: step.enqueue({ n, how }).id }))
     await until(() => refs.every((r) => ['completed', 'dead'].includes(step.get(r.id)?.state ?? '')))
     const by = Object.fromEntries(refs.map((r) => [r.how, step.get(r.id)!]))
     expect(by.value).toMatchObject({ state: 'completed', output: { n: 0 } })
@@ -515,6 +528,11 @@ describe('workers that return at once (no promise)', () => {
     expect(by.badResult).toMatchObject({ state: 'dead', errorCode: ErrorCode.INTERNAL })
     expect(by.rejectingThenable).toMatchObject({ state: 'dead', errorCode: ErrorCode.INTERNAL })
     expect(by.badThen).toMatchObject({ state: 'dead', errorCode: ErrorCode.INTERNAL })
+    // Values that throw at every look: the attempt fails as an internal error, whose message
+    // (what the value threw) stays inside, and the device goes on.
+    for (const how of ['throwHostile', 'returnHostile', 'rejectHostile'] as const) expect(by[how], how).toMatchObject({ state: 'dead', errorCode: ErrorCode.INTERNAL, error: 'internal error' })
+    const after = step.enqueue({ n: 99 })
+    await until(() => step.get(after.id)?.state === 'completed')
   })
 
   it('runs thousands of jobs leased ahead in one go without deepening the stack, in the order they were leased', async () => {

@@ -106,7 +106,8 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
   /**
    * Runs one attempt: payload checked, worker called, result checked; never throws or rejects.
    * A worker that returns a value (not a promise) is settled at once, with no promise made: most
-   * short jobs do, and the promises and microtasks of an async path were a tenth of their CPU.
+   * short jobs do, and the promises and microtasks of the async path cost them 4–6 % of their
+   * CPU in the queue bench (test/bench/RESULTS.md, session 19).
    */
   const runJob = (svc: HostedService, name: string, spec: QueueSpec, policy: QueuePolicy, running: RunningJob): RunOutcome | Promise<RunOutcome> => {
     const parsed = safeParse(spec.payload, running.job.payload)

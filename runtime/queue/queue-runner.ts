@@ -1,59 +1,16 @@
 import type { Logger } from 'pino'
-import type { DeadReason, ResultKind } from '../contract/queue.js'
 import { ErrorCode, OutpostError, errorMessage, isOutpostError, type WireError } from '../errors.js'
 import { createLogLimiter } from '../log-limiter.js'
 import type { Clock } from '../ports/clock.js'
 import type { Job, QueueStore } from '../ports/queue-store.js'
 import { createClockSteps } from './clock-steps.js'
 import { createLeaseSweep } from './lease-sweep.js'
-import type { QueuePolicy } from './retry-policy.js'
 import { abandon, abort, Active, type Buffered, type QueueState, type Settled, type Settlement } from './runner-state.js'
+import type { QueueRunStats, RunnerQueue, RunOutcome } from './runner-types.js'
 import { createSettler } from './settle.js'
 
-/** How one attempt ended, as the runtime saw the worker finish. */
-export type RunOutcome =
-  | { kind: 'completed'; output: unknown }
-  | { kind: 'retry'; error: WireError; delayMs?: number }
-  | { kind: 'fail'; error: WireError; reason?: DeadReason }
-
-/** A job being worked on, as its worker's context sees it. */
-export interface RunningJob {
-  readonly job: Job
-  /** Aborts on lease loss, cancellation, the queue's timeout and shutdown. */
-  readonly signal: AbortSignal
-  /** Extends the lease now, recording `progress`. @returns false when the lease is lost */
-  heartbeat(progress?: unknown): boolean
-}
-
-/** The result events of one queue, as the runner asks for them (named by `resultEventNames`). */
-export type { ResultKind }
-
-/** One declared queue, bound to its worker. */
-export interface RunnerQueue {
-  /** Name in the store (`<service>/<queue>`). */
-  key: string
-  /** Name in result events (`<queue>`). */
-  name: string
-  policy: QueuePolicy
-  /** True when the queue declares a progress schema (so `<queue>.progress` exists). */
-  reportsProgress: boolean
-  /** Runs the worker: its outcome, at once when the worker returned a value; never throws or rejects. */
-  run(running: RunningJob): RunOutcome | Promise<RunOutcome>
-  /** Stores `<queue>.<kind>` for delivery. @throws when it cannot be stored (rolls a `required` settlement back) */
-  result(kind: ResultKind, payload: Record<string, unknown>, job: Job): void
-}
-
-/** Counters of one queue on this runtime. */
-export interface QueueRunStats {
-  started: number
-  completed: number
-  retried: number
-  dead: number
-  /** Attempts whose result was ignored: lease lost, cancelled, or given back at shutdown. */
-  abandoned: number
-  /** Result events that could not be stored (bestEffort, or required after retries). */
-  resultsFailed: number
-}
+// The runner's seam with the service layer (outcomes, running jobs, declared queues, counters).
+export type { QueueRunStats, ResultKind, RunnerQueue, RunningJob, RunOutcome } from './runner-types.js'
 
 export interface QueueRunner {
   start(): void

@@ -1,6 +1,6 @@
 import type { OutpostError } from '../errors.js'
 import type { Job } from '../ports/queue-store.js'
-import type { QueueRunStats, RunOutcome, RunnerQueue, RunningJob } from './queue-runner.js'
+import type { QueueRunStats, RunOutcome, RunnerQueue, RunningJob } from './runner-types.js'
 
 // What the queue runner keeps of its queues and of the jobs it holds, shared by its parts
 // (queue-runner.ts, settle.ts, lease-sweep.ts).

@@ -4,6 +4,7 @@ import path from 'node:path'
 import Database from 'better-sqlite3'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { ErrorCode, isOutpostError, toWireError } from '../../runtime/index.js'
+import { openLogWriter } from '../helpers/log-writer.js'
 import { checkWal, createSqliteInbox, createSqliteOutbox, createSqliteQueueStore, createSqliteStateStore, MIGRATIONS, openDeviceDatabase } from '../../runtime/stores/sqlite/index.js'
 
 /** What `fn` threw. */
@@ -262,11 +263,7 @@ describe('device database', () => {
   it('reports the committed transactions a damaged write-ahead log leaves out, and keeps a copy of the log', () => {
     // A writer that dies with its log not yet checkpointed (copied while it is open).
     const src = path.join(dir, 'src.db')
-    const w = new Database(src)
-    w.pragma('journal_mode = WAL')
-    w.pragma('wal_autocheckpoint = 0')
-    w.exec('CREATE TABLE t (n INTEGER, pad BLOB)')
-    const insert = w.prepare('INSERT INTO t VALUES (?, ?)')
+    const { db: w, insert } = openLogWriter(src)
     for (let n = 0; n < 342; n++) insert.run(n, Buffer.alloc(900, n % 256))
     const whole = path.join(dir, 'whole.db')
     const damaged = path.join(dir, 'damaged.db')
@@ -300,11 +297,7 @@ describe('device database', () => {
   })
   it('raises no alarm for frames an earlier checkpoint left at the end of a reused log, and reports a damaged log header', () => {
     const src = path.join(dir, 'src.db')
-    const w = new Database(src)
-    w.pragma('journal_mode = WAL')
-    w.pragma('wal_autocheckpoint = 0')
-    w.exec('CREATE TABLE t (n INTEGER, pad BLOB)')
-    const insert = w.prepare('INSERT INTO t VALUES (?, ?)')
+    const { db: w, insert } = openLogWriter(src)
     for (let n = 0; n < 300; n++) insert.run(n, Buffer.alloc(900))
     w.pragma('wal_checkpoint(PASSIVE)')
     // The log starts over from its beginning (new salts); the older frames stay behind them.

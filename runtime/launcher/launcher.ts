@@ -24,6 +24,8 @@ export const DEVICE_FILE = 'device.json'
 export const SLOTS_DIR = 'slots'
 export const KEYS_DIR = 'keys'
 export const DATA_DIR = 'data'
+/** Node's compile cache of the bundles the launcher starts: `<slot>-<bundle>` folders under it. */
+export const COMPILE_CACHE_DIR = 'compile-cache'
 /** Set by the launcher for the device it starts: the device's folder, and the slot the device runs from. */
 export const DEVICE_DIR_ENV = 'OUTPOST_DEVICE_DIR'
 export const DEVICE_SLOT_ENV = 'OUTPOST_DEVICE_SLOT'
@@ -72,6 +74,30 @@ export interface SlotManifest {
 }
 
 export const slotDir = (root: string, slot: SlotName): string => path.join(root, SLOTS_DIR, slot)
+
+/**
+ * Where the bundle in `slot` keeps Node's compile cache (NODE_COMPILE_CACHE: Node 22.1 and later
+ * keep the code they compiled for a module there and reuse it at the next start instead of
+ * compiling the bundle again; Node 20 ignores the variable). One folder per slot and bundle (the
+ * first 16 hex digits of its entry file's sha256), so that a bundle never meets another's cache;
+ * the folders of bundles that left the slot are removed here. Outside the slot folders, which
+ * hold only what their manifest lists.
+ */
+export function compileCacheOf(root: string, slot: SlotName, manifest: Pick<SlotManifest, 'entry' | 'files'>): string {
+  const dir = path.join(root, COMPILE_CACHE_DIR)
+  const name = `${slot}-${(manifest.files.find((f) => f.path === manifest.entry)?.sha256 ?? 'unknown').slice(0, 16)}`
+  let names: string[] = []
+  try {
+    names = readdirSync(dir)
+  } catch {} // none yet: Node makes it
+  for (const n of names) {
+    if (!n.startsWith(`${slot}-`) || n === name) continue
+    try {
+      rmSync(path.join(dir, n), { recursive: true, force: true })
+    } catch {} // a read-only disk: left, and Node cannot write a cache there either
+  }
+  return path.join(dir, name)
+}
 export const otherSlot = (slot: SlotName): SlotName => (slot === 'a' ? 'b' : 'a')
 // node:crypto when first used: a device bundle carries this module for its slot and pointer
 // functions (runtime/ota/install.ts), and loading node:crypto would cost its start about 5 ms.
@@ -383,7 +409,11 @@ async function run(root: string): Promise<number> {
     let restartAsked = false
     const proc = spawn(process.execPath, [path.join(slotDir(root, c.slot), m.entry)], {
       cwd: root,
-      env: { ...process.env, OUTPOST_LOG_FORMAT: 'json', OUTPOST_DATA_DIR: process.env.OUTPOST_DATA_DIR || path.join(root, DATA_DIR), [DEVICE_DIR_ENV]: root, [DEVICE_SLOT_ENV]: c.slot },
+      env: {
+        ...process.env, OUTPOST_LOG_FORMAT: 'json', OUTPOST_DATA_DIR: process.env.OUTPOST_DATA_DIR || path.join(root, DATA_DIR), [DEVICE_DIR_ENV]: root, [DEVICE_SLOT_ENV]: c.slot,
+        // The launcher's own choice unless the device's environment makes one (NODE_DISABLE_COMPILE_CACHE=1 turns it off).
+        NODE_COMPILE_CACHE: process.env.NODE_COMPILE_CACHE ?? compileCacheOf(root, c.slot, m),
+      },
       // The IPC channel tells the device when the launcher is gone, even by SIGKILL: it then stops.
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     })

@@ -13,7 +13,7 @@
 // installed a bundle over the air (runtime/ota/) asks over the IPC channel to be restarted into it.
 import { spawn } from 'node:child_process'
 import type { KeyObject } from 'node:crypto'
-import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -75,15 +75,20 @@ export interface SlotManifest {
 
 export const slotDir = (root: string, slot: SlotName): string => path.join(root, SLOTS_DIR, slot)
 
+/** Below this much free room on the device's disk, no compile cache is kept: the room is the data's. */
+export const COMPILE_CACHE_MIN_FREE = 16 * 1024 * 1024
+
 /**
  * Where the bundle in `slot` keeps Node's compile cache (NODE_COMPILE_CACHE: Node 22.1 and later
  * keep the code they compiled for a module there and reuse it at the next start instead of
  * compiling the bundle again; Node 20 ignores the variable). One folder per slot and bundle (the
  * first 16 hex digits of its entry file's sha256), so that a bundle never meets another's cache;
  * the folders of bundles that left the slot are removed here. Outside the slot folders, which
- * hold only what their manifest lists.
+ * hold only what their manifest lists. None (undefined) when the disk has less than
+ * COMPILE_CACHE_MIN_FREE free: a cache of ~100 KB must not take the last room the device's
+ * database needs.
  */
-export function compileCacheOf(root: string, slot: SlotName, manifest: Pick<SlotManifest, 'entry' | 'files'>): string {
+export function compileCacheOf(root: string, slot: SlotName, manifest: Pick<SlotManifest, 'entry' | 'files'>): string | undefined {
   const dir = path.join(root, COMPILE_CACHE_DIR)
   const name = `${slot}-${(manifest.files.find((f) => f.path === manifest.entry)?.sha256 ?? 'unknown').slice(0, 16)}`
   let names: string[] = []
@@ -96,6 +101,10 @@ export function compileCacheOf(root: string, slot: SlotName, manifest: Pick<Slot
       rmSync(path.join(dir, n), { recursive: true, force: true })
     } catch {} // a read-only disk: left, and Node cannot write a cache there either
   }
+  try {
+    const fs = statfsSync(root)
+    if (fs.bavail * fs.bsize < COMPILE_CACHE_MIN_FREE) return undefined
+  } catch {} // cannot tell: a cache Node cannot write is no harm
   return path.join(dir, name)
 }
 export const otherSlot = (slot: SlotName): SlotName => (slot === 'a' ? 'b' : 'a')
@@ -407,12 +416,13 @@ async function run(root: string): Promise<number> {
     let timedOut = false
     let lastError: string | undefined
     let restartAsked = false
+    // The launcher's own compile cache unless the device's environment names one (NODE_DISABLE_COMPILE_CACHE=1 turns it off).
+    const compileCache = process.env.NODE_COMPILE_CACHE ?? compileCacheOf(root, c.slot, m)
     const proc = spawn(process.execPath, [path.join(slotDir(root, c.slot), m.entry)], {
       cwd: root,
       env: {
         ...process.env, OUTPOST_LOG_FORMAT: 'json', OUTPOST_DATA_DIR: process.env.OUTPOST_DATA_DIR || path.join(root, DATA_DIR), [DEVICE_DIR_ENV]: root, [DEVICE_SLOT_ENV]: c.slot,
-        // The launcher's own choice unless the device's environment makes one (NODE_DISABLE_COMPILE_CACHE=1 turns it off).
-        NODE_COMPILE_CACHE: process.env.NODE_COMPILE_CACHE ?? compileCacheOf(root, c.slot, m),
+        ...(compileCache === undefined ? {} : { NODE_COMPILE_CACHE: compileCache }),
       },
       // The IPC channel tells the device when the launcher is gone, even by SIGKILL: it then stops.
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],

@@ -10,6 +10,7 @@ import { flashBundle } from '../../build/flash.js'
 import { MANIFEST_FILE } from '../../build/manifest.js'
 import type { TestProcess } from '../helpers/device-process.js'
 import { tempDirs } from '../build/build-helpers.js'
+import { mountSmallDisk, type SmallDisk } from '../helpers/small-disk.js'
 import { fakeBundle, startLauncher } from './flash-helpers.js'
 
 const temp = tempDirs('flash-compile-cache')
@@ -21,8 +22,10 @@ const saysItsCache = (mark: string): string =>
 describe('the launcher gives the device a compile cache of its slot and bundle', () => {
   const keys = generateSigningKeys()
   const launchers: TestProcess[] = []
+  const disks: SmallDisk[] = []
   afterAll(async () => {
     for (const l of launchers) await l.kill()
+    for (const d of disks) d.dispose()
   })
 
   /** Starts the launcher of `dev` until its device said where its cache is; that place. */
@@ -69,5 +72,15 @@ describe('the launcher gives the device a compile cache of its slot and bundle',
     const own = path.join(temp(), 'elsewhere')
     expect(await cacheSaid(dev, { NODE_COMPILE_CACHE: own })).toBe(own)
     expect(existsSync(path.join(dev, 'compile-cache'))).toBe(false)
+  }, 30_000)
+
+  it('none on a disk with less than 16 MB free: the room left is the data\'s', async () => {
+    const disk = mountSmallDisk(path.join(temp(), 'sd'), '8m')
+    // About a small disk, for real: it needs root to mount one.
+    if (disk === undefined) throw new Error('cannot mount a tmpfs here (the disk tests run as root)')
+    disks.push(disk)
+    const bundle = await fakeBundle(path.join(temp(), 'small'), saysItsCache('small'), keys.privatePem, 'cache-dev')
+    await flashBundle(bundle, { to: disk.dir, key: keys.publicPem })
+    expect(await cacheSaid(disk.dir)).toBeNull()
   }, 30_000)
 })

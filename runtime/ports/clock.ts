@@ -45,10 +45,19 @@ export const UNREF: TimerOptions = Object.freeze({ unref: true })
 // setTimeout takes at most 2^31-1 ms (~24.8 days); longer waits are chained.
 const MAX_DELAY = 2 ** 31 - 1
 
-/** The machine's clock (Date.now and setTimeout; monotonic: performance.now). */
+/**
+ * Milliseconds of the process's monotonic clock, from process.hrtime: `performance.now()` would load
+ * node:perf_hooks the first time (~1–2 ms of a device's start, where the scheduler reads it).
+ */
+const hrtimeMs = (): number => {
+  const [s, ns] = process.hrtime()
+  return s * 1_000 + ns / 1_000_000
+}
+
+/** The machine's clock (Date.now and setTimeout; monotonic: process.hrtime). */
 export const systemClock: Clock = {
   now: () => Date.now(),
-  monotonic: () => performance.now(),
+  monotonic: hrtimeMs,
   setTimer(at, fn, opts) {
     const unref = opts?.unref === true
     let delay = at - Date.now()

@@ -1,5 +1,8 @@
 // The clock port: the manual clock tests and simulations move, and the system clock's timers.
 import { spawnSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import path from 'node:path'
+import { transform } from 'esbuild'
 import { describe, expect, it } from 'vitest'
 import { createManualClock, systemClock, UNREF } from '../../runtime/index.js'
 
@@ -113,5 +116,26 @@ setTimeout(() => {}, 0)`
     expect(run('{ unref: true }')).toEqual({ status: 0, out: '' })
     expect(run('undefined')).toEqual({ status: 0, out: 'fired' })
     expect(UNREF).toEqual({ unref: true })
+  })
+
+  it("reads monotonic time in ms, as performance.now runs, without loading node:perf_hooks (a device's start)", async () => {
+    // Compiled to plain JavaScript and run by plain node, so that what is loaded is the clock's doing alone.
+    const source = readFileSync(path.join(import.meta.dirname, '..', '..', 'runtime', 'ports', 'clock.ts'), 'utf8')
+    const code = (await transform(source, { loader: 'ts', format: 'esm', target: 'node20' })).code
+    const script = `${code}
+const has = () => process.moduleLoadList.includes('NativeModule perf_hooks')
+const before = has()
+const m0 = systemClock.monotonic()
+const loaded = has()
+const p0 = performance.now()
+const until = Date.now() + 60
+while (Date.now() < until) {}
+const dm = systemClock.monotonic() - m0
+const dp = performance.now() - p0
+console.log(JSON.stringify({ before, loaded, close: Math.abs(dm - dp) < 5, dm }))`
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 15_000 })
+    const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { before: boolean; loaded: boolean; close: boolean; dm: number }
+    expect(out).toMatchObject({ before: false, loaded: false, close: true })
+    expect(out.dm).toBeGreaterThanOrEqual(59)
   })
 })

@@ -85,8 +85,8 @@ export const COMPILE_CACHE_MIN_FREE = 16 * 1024 * 1024
  * first 16 hex digits of its entry file's sha256), so that a bundle never meets another's cache;
  * the folders of bundles that left the slot are removed here. Outside the slot folders, which
  * hold only what their manifest lists. None (undefined) when the disk has less than
- * COMPILE_CACHE_MIN_FREE free: a cache of ~100 KB must not take the last room the device's
- * database needs.
+ * COMPILE_CACHE_MIN_FREE free, and the caches there are removed: a cache of ~100 KB must not take
+ * the last room the device's database needs.
  */
 export function compileCacheOf(root: string, slot: SlotName, manifest: Pick<SlotManifest, 'entry' | 'files'>): string | undefined {
   const dir = path.join(root, COMPILE_CACHE_DIR)
@@ -103,7 +103,11 @@ export function compileCacheOf(root: string, slot: SlotName, manifest: Pick<Slot
   }
   try {
     const fs = statfsSync(root)
-    if (fs.bavail * fs.bsize < COMPILE_CACHE_MIN_FREE) return undefined
+    if (fs.bavail * fs.bsize < COMPILE_CACHE_MIN_FREE) {
+      // What the caches hold goes back to the data too.
+      rmSync(dir, { recursive: true, force: true })
+      return undefined
+    }
   } catch {} // cannot tell: a cache Node cannot write is no harm
   return path.join(dir, name)
 }

@@ -2,7 +2,7 @@
 // folder of its own per slot and bundle outside the slot folders (which hold only what their
 // manifest lists), and the folder of a bundle that left its slot is removed. Node 20 ignores the
 // variable; Node 22.1 and later keep the bundle's compiled code there.
-import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { generateSigningKeys } from '../../build/index.js'
@@ -74,13 +74,17 @@ describe('the launcher gives the device a compile cache of its slot and bundle',
     expect(existsSync(path.join(dev, 'compile-cache'))).toBe(false)
   }, 30_000)
 
-  it('none on a disk with less than 16 MB free: the room left is the data\'s', async () => {
+  it('none on a disk with less than 16 MB free, and the caches there removed: the room left is the data\'s', async () => {
     const disk = mountSmallDisk(path.join(temp(), 'sd'), '8m')
     // About a small disk, for real: it needs root to mount one.
     if (disk === undefined) throw new Error('cannot mount a tmpfs here (the disk tests run as root)')
     disks.push(disk)
     const bundle = await fakeBundle(path.join(temp(), 'small'), saysItsCache('small'), keys.privatePem, 'cache-dev')
     await flashBundle(bundle, { to: disk.dir, key: keys.publicPem })
+    // A cache kept while the disk had room (as Node 22 writes one) goes back to the data.
+    mkdirSync(path.join(disk.dir, 'compile-cache', 'b-0123456789abcdef', 'v22'), { recursive: true })
+    writeFileSync(path.join(disk.dir, 'compile-cache', 'b-0123456789abcdef', 'v22', 'entry'), Buffer.alloc(90_000))
     expect(await cacheSaid(disk.dir)).toBeNull()
+    expect(existsSync(path.join(disk.dir, 'compile-cache'))).toBe(false)
   }, 30_000)
 })

@@ -90,6 +90,18 @@ export const COMPILE_CACHE_MIN_FREE = 16 * 1024 * 1024
  */
 export function compileCacheOf(root: string, slot: SlotName, manifest: Pick<SlotManifest, 'entry' | 'files'>): string | undefined {
   const dir = path.join(root, COMPILE_CACHE_DIR)
+  // Short of room: every cache goes (what they hold goes back to the data), and none is kept.
+  let free = Number.POSITIVE_INFINITY
+  try {
+    const fs = statfsSync(root)
+    free = fs.bavail * fs.bsize
+  } catch {} // cannot tell: a cache Node cannot write is no harm
+  if (free < COMPILE_CACHE_MIN_FREE) {
+    try {
+      rmSync(dir, { recursive: true, force: true })
+    } catch {} // a read-only disk: nothing can be written there either
+    return undefined
+  }
   const name = `${slot}-${(manifest.files.find((f) => f.path === manifest.entry)?.sha256 ?? 'unknown').slice(0, 16)}`
   let names: string[] = []
   try {
@@ -101,14 +113,6 @@ export function compileCacheOf(root: string, slot: SlotName, manifest: Pick<Slot
       rmSync(path.join(dir, n), { recursive: true, force: true })
     } catch {} // a read-only disk: left, and Node cannot write a cache there either
   }
-  try {
-    const fs = statfsSync(root)
-    if (fs.bavail * fs.bsize < COMPILE_CACHE_MIN_FREE) {
-      // What the caches hold goes back to the data too.
-      rmSync(dir, { recursive: true, force: true })
-      return undefined
-    }
-  } catch {} // cannot tell: a cache Node cannot write is no harm
   return path.join(dir, name)
 }
 export const otherSlot = (slot: SlotName): SlotName => (slot === 'a' ? 'b' : 'a')

@@ -117,7 +117,7 @@ export async function runBuildCommand(opts: BuildArgs, env: NodeJS.ProcessEnv = 
     const r = built.get(name)
     if (r === undefined) continue
     const rows = [['dependency', 'minified', 'share'], ...breakdownRows(r.breakdown, r.bytes, b.kb)]
-    console.log(`\n${r.manifest.entry} by dependency (budget ${r.budget.minifiedKb} KB minified, ${r.budget.gzipKb} KB gzip):\n${table(rows, new Set([1, 2]))}`)
+    console.log(`\n${path.basename(r.code)} by dependency (budget ${r.budget.minifiedKb} KB minified, ${r.budget.gzipKb} KB gzip):\n${table(rows, new Set([1, 2]))}`)
     if (r.converterKept !== undefined) console.log(`note: ${name} carries the contract document's converter (about 17 KB): its contracts could not be read at build time (${r.converterKept.split('\n')[0]})`)
   }
   if (built.size > 0) {

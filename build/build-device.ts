@@ -45,9 +45,11 @@ export interface BuiltDevice {
   dir: string
   /** The file to run. */
   entry: string
+  /** The device's code, which the entry runs (the entry itself for a device that awaits at its top level). */
+  code: string
   bytes: number
   gzipBytes: number
-  /** Of the JavaScript. */
+  /** Of the device's code (`<device>.cjs`, which the entry runs). */
   sha256: string
   breakdown: SizeShare[]
   budget: SizeBudget
@@ -141,13 +143,14 @@ export async function buildDevice(name: string, opts: BuildOptions = {}, onStep:
     checkReplaceable(target)
     await rm(target, { recursive: true, force: true })
     await rename(staging, target)
-    await writeStamp(outDir, name, root, bundle.metafile, addon !== undefined)
+    await writeStamp(outDir, name, root, bundle.inputs, addon !== undefined)
     onStep('done')
-    const js = manifest.files.find((f) => f.path === manifest.entry)!
+    const js = manifest.files.find((f) => f.path === path.basename(bundle.code))!
     return {
       device: name,
       dir: target,
       entry: path.join(target, manifest.entry),
+      code: path.join(target, path.basename(bundle.code)),
       bytes: bundle.bytes,
       gzipBytes: bundle.gzipBytes,
       sha256: js.sha256,

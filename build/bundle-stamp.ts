@@ -30,9 +30,9 @@ export interface BundleStamp {
 /** The stamp's file for device `name`'s bundle in `outDir`. */
 export const stampFile = (outDir: string, name: string): string => path.join(outDir, `.${name}.inputs.json`)
 
-/** The files (relative to `root`) a bundle was made of, from esbuild's metafile: those on disk. */
-export function inputsOf(metafile: Metafile, root: string): string[] {
-  const files = Object.keys(metafile.inputs).filter((f) => !f.includes(':') && existsSync(path.join(root, f)))
+/** The files (relative to `root`) a bundle was made of, from esbuild's metafiles' inputs: those on disk. */
+export function inputsOf(inputs: Metafile['inputs'], root: string): string[] {
+  const files = Object.keys(inputs).filter((f) => !f.includes(':') && existsSync(path.join(root, f)))
   return [...new Set([...files, ...BUILD_INPUTS.filter((f) => existsSync(path.join(root, f)))])].sort()
 }
 
@@ -62,8 +62,8 @@ export function inputDigest(root: string, inputs: readonly string[], needsAddon:
 }
 
 /** Writes the stamp of a bundle just built (replacing the file at once, never half-written). */
-export async function writeStamp(outDir: string, name: string, root: string, metafile: Metafile, needsAddon: boolean): Promise<void> {
-  const inputs = inputsOf(metafile, root)
+export async function writeStamp(outDir: string, name: string, root: string, built: Metafile['inputs'], needsAddon: boolean): Promise<void> {
+  const inputs = inputsOf(built, root)
   const digest = inputDigest(root, inputs, needsAddon)
   if (digest === undefined) return
   const stamp: BundleStamp = { format: 1, device: name, inputs, digest }

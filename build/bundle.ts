@@ -1,11 +1,13 @@
-// Bundling one device: `devices/<name>/main.ts` and everything it imports into one minified ES
-// module for Node >= 20 (esbuild), with a source map beside it. Bytes depend on the sources only:
+// Bundling one device: `devices/<name>/main.ts` and everything it imports into one minified
+// CommonJS file for Node >= 20 (esbuild), with a source map beside it, and the small ES module
+// that runs it (from a V8 code cache: runtime/launcher/bundle-runner.ts). Bytes depend on the sources only:
 // paths in the output are relative to the project, never to where it is written.
+import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { gzipSync } from 'node:zlib'
-import { build, type Metafile, type OutputFile } from 'esbuild'
+import { build, type BuildOptions, type Metafile, type OutputFile } from 'esbuild'
 import { ErrorCode, errorMessage, OutpostError } from '../runtime/errors.js'
 import type { ContractService } from '../runtime/wire/envelope.js'
 import { CONTRACT_TABLE_NAME, contractTableOf, converterLeftOut } from './contract-table.js'
@@ -14,18 +16,22 @@ import { PROJECT_ROOT } from './project-root.js'
 
 /** What bundling a device produced. */
 export interface DeviceBundle {
-  /** The bundle, `<outDir>/<name>.mjs`. */
+  /** The file to run, `<outDir>/<name>.mjs`: the runner of the device's code (runtime/launcher/bundle-runner.ts). */
   file: string
-  /** Its source map, `<file>.map`. */
+  /** The device's code, `<outDir>/<name>.cjs`; `file` itself for an entry that awaits at its top level (one ES module, no runner). */
+  code: string
+  /** Its source map, `<code>.map`. */
   map: string
-  /** Size of the JavaScript, bytes (the source map and the addon not counted). */
+  /** Size of the JavaScript (code and runner; the source map and the addon not counted), bytes. */
   bytes: number
-  /** Its size gzip-compressed (level 9), bytes. */
+  /** Its size gzip-compressed (level 9, each file), bytes. */
   gzipBytes: number
   /** True when the bundle has better-sqlite3 in it: its addon must lie beside it. */
   needsSqlite: boolean
-  /** esbuild's account of the inputs, for the size per dependency (build/sizes.ts). */
+  /** esbuild's account of the code's inputs, for the size per dependency (build/sizes.ts). */
   metafile: Metafile
+  /** The files the code and the runner were made of (esbuild's inputs of both), for the bundle's stamp. */
+  inputs: Metafile['inputs']
   /** Why the bundle carries the contract document's converter (its contracts could not be read at build time); undefined when it does not. */
   converterKept?: string
 }
@@ -34,10 +40,24 @@ export interface DeviceBundle {
 export const NODE_TARGET = 'node20'
 
 /**
- * CommonJS dependencies (mqtt, pino, better-sqlite3) call require(): the ES module gets one,
- * resolving from the bundle's own place (Node's built-in modules, the addon beside it).
+ * The code is CommonJS (its dependencies call require(), and the runner compiles it through
+ * node:vm, which can take a V8 code cache). Modules that read `import.meta.url` (the SQLite addon
+ * beside the bundle) read the code file's URL.
  */
-const BANNER = "import { createRequire as __outpostRequire } from 'node:module'; const require = __outpostRequire(import.meta.url);"
+const CODE_URL = '__outpostCodeUrl'
+const BANNER = `var ${CODE_URL} = require('node:url').pathToFileURL(__filename).href;`
+
+/** CommonJS dependencies call require(): an ES module bundle gets one, resolving from the bundle's own place. */
+const ESM_BANNER = "import { createRequire as __outpostRequire } from 'node:module'; const require = __outpostRequire(import.meta.url);"
+
+/** True when esbuild refused CommonJS output only because the entry awaits at its top level. */
+const awaitsAtTopLevel = (err: unknown): boolean => {
+  const errors = (err as { errors?: { text: string }[] }).errors ?? []
+  return errors.length > 0 && errors.every((e) => /^Top-level await is currently not supported with the "cjs" output format/.test(e.text))
+}
+
+/** The runner's source: the entry of every bundle, compiled with the code's name and sha256 in it. */
+const RUNNER = 'runtime/launcher/bundle-runner.ts'
 
 /** The entry point of device `name` in the project at `root`. */
 export const deviceEntry = (name: string, root: string = PROJECT_ROOT): string => path.join(root, 'devices', name, 'main.ts')
@@ -62,8 +82,9 @@ function buildFailure(name: string, err: unknown): OutpostError {
 }
 
 /**
- * Bundles `devices/<name>/main.ts` of the project at `root` into `<outDir>/<name>.mjs` (minified;
- * error classes keep their names by writing them out, see runtime/errors.ts) and `<name>.mjs.map`. Dependencies are inside;
+ * Bundles `devices/<name>/main.ts` of the project at `root` into `<outDir>/<name>.cjs` (minified;
+ * error classes keep their names by writing them out, see runtime/errors.ts) and `<name>.cjs.map`,
+ * run by `<outDir>/<name>.mjs` (the bundle's entry). Dependencies are inside;
  * what a device never runs is left out (build/device-stubs.ts); better-sqlite3's addon is not
  * (see build/addon.ts).
  * @throws BUILD_FAILED naming the first compile error, NOT_FOUND for a device that does not exist
@@ -82,34 +103,70 @@ export async function bundleDevice(name: string, outDir: string, root: string = 
   } catch (err) {
     converterKept = errorMessage(err)
   }
-  const result = await build({
+  // The device's code as CommonJS, run by the runner; an entry that awaits at its top level cannot
+  // be CommonJS, and is bundled as one ES module, the bundle's entry itself (without a code cache).
+  const options = (format: 'cjs' | 'esm', outfile: string) => ({
     absWorkingDir: root,
     entryPoints: [path.relative(root, entry)],
+    bundle: true,
+    platform: 'node' as const,
+    target: NODE_TARGET,
+    format,
+    minify: true,
+    // No keepNames (it costs ~15 KB): error classes name themselves (`static name`, `name`).
+    keepNames: false,
+    sourcemap: 'linked' as const,
+    // Positions and names only: the sources stay with the project (a device's stack traces still name file:line).
+    sourcesContent: false,
+    outfile,
+    metafile: true as const,
+    write: false as const,
+    banner: { js: format === 'cjs' ? BANNER : ESM_BANNER },
+    define: { ...(format === 'cjs' ? { 'import.meta.url': CODE_URL } : {}), ...(table === undefined ? {} : { [CONTRACT_TABLE_NAME]: JSON.stringify(table) }) },
+    plugins: table === undefined ? [deviceStubs(root)] : [deviceStubs(root), converterLeftOut(root)],
+    logLevel: 'silent' as const,
+  }) satisfies BuildOptions
+  let code = path.join(path.resolve(outDir), `${name}.cjs`)
+  const result = await build(options('cjs', code)).catch(async (err: unknown) => {
+    if (!awaitsAtTopLevel(err)) throw buildFailure(name, err)
+    code = file
+    return build(options('esm', code)).catch((again: unknown) => {
+      throw buildFailure(name, again)
+    })
+  })
+  const js = result.outputFiles.find((o) => o.path === code)!
+  const mapOut = result.outputFiles.find((o) => o.path === `${code}.map`)!
+  const runner = code === file ? undefined : await build({
+    absWorkingDir: root,
+    entryPoints: [RUNNER],
     bundle: true,
     platform: 'node',
     target: NODE_TARGET,
     format: 'esm',
     minify: true,
-    // No keepNames (it costs ~15 KB): error classes name themselves (`static name`, `name`).
-    keepNames: false,
-    sourcemap: 'linked',
-    // Positions and names only: the sources stay with the project (a device's stack traces still name file:line).
-    sourcesContent: false,
     outfile: file,
     metafile: true,
     write: false,
-    banner: { js: BANNER },
-    ...(table === undefined ? {} : { define: { [CONTRACT_TABLE_NAME]: JSON.stringify(table) } }),
-    plugins: table === undefined ? [deviceStubs(root)] : [deviceStubs(root), converterLeftOut(root)],
+    define: { __OUTPOST_CODE_FILE__: JSON.stringify(path.basename(code)), __OUTPOST_CODE_SHA256__: JSON.stringify(createHash('sha256').update(js.contents).digest('hex')) },
     logLevel: 'silent',
   }).catch((err: unknown) => {
     throw buildFailure(name, err)
   })
-  const js = result.outputFiles.find((o) => o.path === file)!
-  const mapOut = result.outputFiles.find((o) => o.path === `${file}.map`)!
+  const run = runner?.outputFiles[0]?.contents ?? new Uint8Array(0)
   await mkdir(path.dirname(file), { recursive: true })
-  await writeFile(file, js.contents)
-  await writeFile(`${file}.map`, portableMap(mapOut, root))
+  await writeFile(code, js.contents)
+  await writeFile(`${code}.map`, portableMap(mapOut, root))
+  if (runner !== undefined) await writeFile(file, run)
   const needsSqlite = Object.keys(result.metafile.inputs).some((i) => /(^|\/)node_modules\/better-sqlite3\//.test(i))
-  return { file, map: `${file}.map`, bytes: js.contents.byteLength, gzipBytes: gzipSync(js.contents, { level: 9 }).byteLength, needsSqlite, metafile: result.metafile, converterKept }
+  return {
+    file,
+    code,
+    map: `${code}.map`,
+    bytes: js.contents.byteLength + run.byteLength,
+    gzipBytes: gzipSync(js.contents, { level: 9 }).byteLength + (run.byteLength === 0 ? 0 : gzipSync(run, { level: 9 }).byteLength),
+    needsSqlite,
+    metafile: result.metafile,
+    inputs: { ...result.metafile.inputs, ...runner?.metafile.inputs },
+    converterKept,
+  }
 }

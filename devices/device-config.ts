@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import { ErrorCode, errorMessage, OutpostError } from '../runtime/errors.js'
 import { DEVICE_DIR_ENV, READY_REPORT } from '../runtime/launcher/launcher.js'
+import { codeCacheReady } from '../runtime/launcher/code-cache.js'
 import { createLogger, parseLogFormat, parseLogLevel, type LogFormat } from '../runtime/logger.js'
 import type { Bridge, BridgeStatus } from '../runtime/ports/bridge.js'
 
@@ -124,6 +125,7 @@ export async function reportReady(
   log.info({ ...fields, broker: brokerState(bridge.status) }, 'ready')
   if (launched) send(READY_REPORT)
   flushCompileCache()
+  codeCacheReady()
 }
 
 /**

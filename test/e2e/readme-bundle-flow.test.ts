@@ -200,8 +200,8 @@ describe('README "Build a device bundle", as a user runs it', () => {
       const build1 = await ok(readme(/^npx outpost build --key \.outpost\/keys\/signing-key\.pem(\s|$)/))
       const bundles = path.join(project, 'dist', 'bundles')
       expect(build1.out).toMatch(/^device +size +gzip +sha256 +files$/m)
-      expect(build1.out).toMatch(row('display', 2, sha12(path.join(bundles, 'display'), 'display.mjs')))
-      expect(build1.out).toMatch(row('thermo', 3, sha12(path.join(bundles, 'thermo'), 'thermo.mjs')))
+      expect(build1.out).toMatch(row('display', 3, sha12(path.join(bundles, 'display'), 'display.cjs')))
+      expect(build1.out).toMatch(row('thermo', 4, sha12(path.join(bundles, 'thermo'), 'thermo.cjs')))
       const firstBuild = builtAt(build1.out, 'dist/bundles', keyId!)
 
       // Flashed onto a folder, trusting the public key.
@@ -231,12 +231,12 @@ describe('README "Build a device bundle", as a user runs it', () => {
 
       // A new build, over the air through the gateway: kept in slot b.
       const build2 = await ok(readme(/^npx outpost build thermo --key \.outpost\/keys\/signing-key\.pem(\s|$)/))
-      expect(build2.out).toMatch(row('thermo', 3, sha12(path.join(bundles, 'thermo'), 'thermo.mjs')))
+      expect(build2.out).toMatch(row('thermo', 4, sha12(path.join(bundles, 'thermo'), 'thermo.cjs')))
       expect(build2.out).not.toMatch(/^display /m)
       const secondBuild = builtAt(build2.out, 'dist/bundles', keyId!)
       const ota = await ok(readme(/^npx outpost flash dist\/bundles\/thermo --device thermo-1 --gateway http:\/\/127\.0\.0\.1:8080(\s|$)/))
       expect(ota.err).toBe('')
-      expect(ota.out).toContain(`✔ checked thermo ${version} (built ${secondBuild}): 3 files,`)
+      expect(ota.out).toContain(`✔ checked thermo ${version} (built ${secondBuild}): 4 files,`)
       expect(ota.out).toContain('✔ verified by the device and installed into slot b; it restarts into it')
       expect(ota.out).toContain('✔ slot b reported ready and is kept')
       expect(ota.out.trim().split('\n').at(-1)).toMatch(new RegExp(`^flashed thermo ${v} over the air to thermo-1: it runs from slot b, slot a kept for rollback \\((\\d+) chunks sent, 0 already there; .*\\)$`))
@@ -250,7 +250,7 @@ describe('README "Build a device bundle", as a user runs it', () => {
       expect(readFileSync(source, 'utf8')).toBe(`${original.toString('utf8')}${edited[1]}\n`)
       const bad = await ok(readme(/^npx outpost build thermo --key \.outpost\/keys\/signing-key\.pem --out \/tmp\/bad(\s|$)/))
       const badBuild = builtAt(bad.out, badDir, keyId!)
-      expect(bad.out).toMatch(row('thermo', 3, sha12(path.join(badDir, 'thermo'), 'thermo.mjs')))
+      expect(bad.out).toMatch(row('thermo', 4, sha12(path.join(badDir, 'thermo'), 'thermo.cjs')))
       const undo = readme(/^git checkout (\S+)(\s|$)/)
       expect(undo.split(/\s+/)[2]).toBe(edited[2])
       writeFileSync(source, original)
@@ -258,7 +258,7 @@ describe('README "Build a device bundle", as a user runs it', () => {
       // Over the air again: the device installs it, it fails at each start, the launcher goes back to slot b.
       const rolled = await run(readme(/^npx outpost flash \/tmp\/bad\/thermo --device thermo-1 --gateway http:\/\/127\.0\.0\.1:8080(\s|$)/))
       expect(rolled.code, rolled.out + rolled.err).toBe(1)
-      expect(rolled.out).toContain(`✔ checked thermo ${version} (built ${badBuild}): 3 files,`)
+      expect(rolled.out).toContain(`✔ checked thermo ${version} (built ${badBuild}): 4 files,`)
       expect(rolled.out).toContain('✔ verified by the device and installed into slot a; it restarts into it')
       const reason = `slot a exited with code 1: Error: broken on purpose before it was ready, 3 starts in a row`
       const err = rolled.err.trim().split('\n')

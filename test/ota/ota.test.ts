@@ -37,7 +37,7 @@ describe('outpost flash over the air, through the gateway', () => {
     expect(r.err, r.out).toBe('')
     expect(r.code).toBe(0)
     // The steps, then the last line.
-    expect(r.out).toMatch(/checked thermo 0\.2\.0 \(built 2025-02-01T00:00:00\.000Z\): 3 files, .* signed by key [0-9a-f]{16}/)
+    expect(r.out).toMatch(/checked thermo 0\.2\.0 \(built 2025-02-01T00:00:00\.000Z\): 4 files, .* signed by key [0-9a-f]{16}/)
     expect(r.out).toMatch(/device thermo-ota takes it: (\d+) of \1 chunks of 64\.0 KB to send\n/)
     expect(r.out).toContain('100%')
     expect(r.out).toContain('verified by the device and installed into slot b; it restarts into it')

@@ -1,0 +1,80 @@
+// The entry of a device bundle (`<device>.mjs`): it runs the device's code (`<device>.cjs`, beside
+// it) from a V8 code cache when one is given, and keeps that cache. The build compiles this file
+// with the code's name and sha256 written in (build/bundle.ts); it imports Node's built-ins only.
+//
+// Why: Node 20 compiles an ES module of ~300 KB at every start (~15-20 ms on a small CPU) and has
+// no cache for it; a CommonJS script compiled through node:vm can take V8's code cache, made after
+// the device reported ready (with every function compiled up to then), and start without
+// compiling most of what it runs before ready. Node 22's own compile cache does not cover node:vm.
+//
+// The cache lives in the folder NODE_COMPILE_CACHE names (the launcher gives each slot and bundle
+// its own; NODE_DISABLE_COMPILE_CACHE=1 turns it off, as for Node's own cache), in a file named
+// after the code's sha256, Node's version and the machine: V8 checks its own version and flags
+// but of the source only its length, so a cache must never meet other code. Nor does V8 check
+// the cache's bytes (a cache with a few bytes flipped crashed Node 20 at start, exit 133), so the
+// file carries a CRC-32 of them (zlib.crc32, Node 20.15 and later; before, no cache is used), and
+// one that does not match is not given to V8. A cache V8 rejects (other flags) or that fails its
+// check costs nothing but a compile, and is made again after ready.
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Script } from 'node:vm'
+import { CODE_CACHE_READY } from './code-cache.js'
+
+declare const __OUTPOST_CODE_FILE__: string
+declare const __OUTPOST_CODE_SHA256__: string
+
+const dir = path.dirname(fileURLToPath(import.meta.url))
+const file = path.join(dir, __OUTPOST_CODE_FILE__)
+const cacheDir = process.env.NODE_DISABLE_COMPILE_CACHE === '1' ? undefined : process.env.NODE_COMPILE_CACHE || undefined
+const cacheName = `outpost-${__OUTPOST_CODE_SHA256__.slice(0, 16)}-${process.version}-${process.platform}-${process.arch}.v8`
+const cacheFile = cacheDir === undefined ? undefined : path.resolve(cacheDir, cacheName)
+
+// The file: CACHE_MAGIC, the CRC-32 of the rest (4 bytes, little-endian), then V8's cached data.
+const CACHE_MAGIC = 0x3876704f // 'Opv8'
+const HEADER = 8
+type Crc32 = (data: Uint8Array) => number
+const crc32 = cacheFile === undefined ? undefined : ((createRequire(import.meta.url)('node:zlib') as { crc32?: Crc32 }).crc32 satisfies Crc32 | undefined)
+const usable = cacheFile !== undefined && typeof crc32 === 'function'
+
+let cached: Buffer | undefined
+if (usable) {
+  try {
+    const bytes = readFileSync(cacheFile)
+    if (bytes.length > HEADER && bytes.readUInt32LE(0) === CACHE_MAGIC && bytes.readUInt32LE(4) === crc32!(bytes.subarray(HEADER))) cached = bytes.subarray(HEADER)
+  } catch {} // none yet (or unreadable): compiled as without a cache
+}
+// CommonJS's wrapper, as Node's loader writes it: the code sees require, module and its own file.
+const script = new Script(`(function (exports, require, module, __filename, __dirname) {${readFileSync(file, 'utf8')}\n})`, {
+  filename: file,
+  ...(cached === undefined ? {} : { cachedData: cached }),
+})
+
+/** Writes the cache (atomically: a power cut leaves the old one or the new one) and removes older ones. Never throws. */
+function keepCache(): void {
+  if (!usable) return
+  try {
+    mkdirSync(path.dirname(cacheFile), { recursive: true })
+    const data = script.createCachedData()
+    const header = Buffer.alloc(HEADER)
+    header.writeUInt32LE(CACHE_MAGIC, 0)
+    header.writeUInt32LE(crc32!(data), 4)
+    const tmp = `${cacheFile}.${process.pid}.tmp`
+    writeFileSync(tmp, Buffer.concat([header, data]))
+    renameSync(tmp, cacheFile)
+    for (const name of readdirSync(path.dirname(cacheFile))) {
+      if (name.startsWith('outpost-') && name.endsWith('.v8') && name !== cacheName) rmSync(path.join(path.dirname(cacheFile), name), { force: true })
+    }
+  } catch {} // a full or read-only disk: the next start compiles, as without a cache
+}
+// Made once the device reported ready (devices/device-config.ts calls it), when there was none or V8 refused it.
+if (usable && (cached === undefined || script.cachedDataRejected === true)) {
+  ;(globalThis as Record<symbol, unknown>)[CODE_CACHE_READY] = (): void => {
+    delete (globalThis as Record<symbol, unknown>)[CODE_CACHE_READY]
+    setImmediate(keepCache).unref()
+  }
+}
+
+const module = { exports: {} }
+;(script.runInThisContext() as (...args: unknown[]) => void).call(module.exports, module.exports, createRequire(file), module, file, dir)

@@ -27,7 +27,10 @@ declare const __OUTPOST_CODE_SHA256__: string
 
 const dir = path.dirname(fileURLToPath(import.meta.url))
 const file = path.join(dir, __OUTPOST_CODE_FILE__)
-const cacheDir = process.env.NODE_DISABLE_COMPILE_CACHE === '1' ? undefined : process.env.NODE_COMPILE_CACHE || undefined
+// Node maps stack traces through source maps (--enable-source-maps) only for code its own loaders
+// load, not through node:vm: then the code is loaded by require(), without a cache.
+const sourceMaps = (process as { sourceMapsEnabled?: boolean }).sourceMapsEnabled === true || process.execArgv.includes('--enable-source-maps')
+const cacheDir = sourceMaps || process.env.NODE_DISABLE_COMPILE_CACHE === '1' ? undefined : process.env.NODE_COMPILE_CACHE || undefined
 const cacheName = `outpost-${__OUTPOST_CODE_SHA256__.slice(0, 16)}-${process.version}-${process.platform}-${process.arch}.v8`
 const cacheFile = cacheDir === undefined ? undefined : path.resolve(cacheDir, cacheName)
 
@@ -46,8 +49,11 @@ if (usable) {
   } catch {} // none yet (or unreadable): compiled as without a cache
 }
 // CommonJS's wrapper, as Node's loader writes it: the code sees require, module and its own file.
-const script = new Script(`(function (exports, require, module, __filename, __dirname) {${readFileSync(file, 'utf8')}\n})`, {
+// Positions in stack traces are the file's own (columnOffset takes the wrapper back off line 1).
+const WRAPPER = '(function (exports, require, module, __filename, __dirname) {'
+const script = sourceMaps ? undefined : new Script(`${WRAPPER}${readFileSync(file, 'utf8')}\n})`, {
   filename: file,
+  columnOffset: -WRAPPER.length,
   ...(cached === undefined ? {} : { cachedData: cached }),
 })
 
@@ -56,7 +62,7 @@ function keepCache(): void {
   if (!usable) return
   try {
     mkdirSync(path.dirname(cacheFile), { recursive: true })
-    const data = script.createCachedData()
+    const data = script!.createCachedData()
     const header = Buffer.alloc(HEADER)
     header.writeUInt32LE(CACHE_MAGIC, 0)
     header.writeUInt32LE(crc32!(data), 4)
@@ -69,12 +75,15 @@ function keepCache(): void {
   } catch {} // a full or read-only disk: the next start compiles, as without a cache
 }
 // Made once the device reported ready (devices/device-config.ts calls it), when there was none or V8 refused it.
-if (usable && (cached === undefined || script.cachedDataRejected === true)) {
+if (usable && (cached === undefined || script?.cachedDataRejected === true)) {
   ;(globalThis as Record<symbol, unknown>)[CODE_CACHE_READY] = (): void => {
     delete (globalThis as Record<symbol, unknown>)[CODE_CACHE_READY]
     setImmediate(keepCache).unref()
   }
 }
 
-const module = { exports: {} }
-;(script.runInThisContext() as (...args: unknown[]) => void).call(module.exports, module.exports, createRequire(file), module, file, dir)
+if (script === undefined) createRequire(import.meta.url)(file)
+else {
+  const module = { exports: {} }
+  ;(script.runInThisContext() as (...args: unknown[]) => void).call(module.exports, module.exports, createRequire(file), module, file, dir)
+}

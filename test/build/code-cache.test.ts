@@ -1,0 +1,135 @@
+// The V8 code cache of a device bundle (runtime/launcher/bundle-runner.ts), from outside: real
+// bundle processes, given a cache folder in NODE_COMPILE_CACHE as the launcher gives one. The
+// cache is made once the device reported ready and used by the next start; one that is damaged,
+// cut short or made under other V8 flags is not used (a damaged one given to V8 crashed Node), the
+// device starts as without one, and the cache is made again; no folder to write it in costs
+// nothing but the cache.
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
+import { crc32 } from 'node:zlib'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { buildDevice, type BuiltDevice } from '../../build/index.js'
+import { startProcess, type TestProcess } from '../helpers/device-process.js'
+import { until } from '../helpers/wait.js'
+import { bareEnv, tempDirs } from './build-helpers.js'
+
+const temp = tempDirs('code-cache')
+
+describe('a device bundle keeps a V8 code cache in the folder NODE_COMPILE_CACHE names', () => {
+  let built: BuiltDevice
+  let home: string
+  const running: TestProcess[] = []
+  beforeAll(async () => {
+    built = await buildDevice('display', { outDir: temp(), unsigned: true })
+    home = temp()
+    cpSync(built.dir, path.join(home, 'display'), { recursive: true })
+  }, 60_000)
+  afterAll(async () => {
+    for (const p of running) await p.kill()
+  })
+
+  const cacheName = (): string => `outpost-${built.sha256.slice(0, 16)}-${process.version}-${process.platform}-${process.arch}.v8`
+  /** Starts the display (no broker: it runs offline) until ready, then stops it with SIGTERM; its exit code. */
+  const startUntilReady = async (env: Record<string, string>): Promise<number | null> => {
+    const p = startProcess(path.join(home, 'display', 'display.mjs'), [], bareEnv({ OUTPOST_MQTT_URL: 'mqtt://127.0.0.1:1', OUTPOST_DEVICE_ID: 'cache-1', OUTPOST_LOG_FORMAT: 'json', ...env }))
+    running.push(p)
+    await p.waitFor('"msg":"ready"', 20_000)
+    // The cache is written after ready, in the next turn of the event loop: give it the time to.
+    await new Promise((r) => setTimeout(r, 300))
+    p.child.kill('SIGTERM')
+    return (await p.exited).code
+  }
+  /** The cache file's checksum holds. */
+  const sound = (file: string): boolean => {
+    const b = readFileSync(file)
+    return b.length > 8 && b.toString('latin1', 0, 4) === 'Opv8' && b.readUInt32LE(4) === crc32(b.subarray(8))
+  }
+  const identity = (file: string): string => {
+    const s = statSync(file)
+    return `${s.ino}:${s.mtimeMs}`
+  }
+
+  it('made after the first start (with a checksum), used by the next ones as it is', async () => {
+    const dir = path.join(temp(), 'cache')
+    expect(await startUntilReady({ NODE_COMPILE_CACHE: dir })).toBe(0)
+    const file = path.join(dir, cacheName())
+    await until(() => existsSync(file), 5_000)
+    expect(sound(file)).toBe(true)
+    expect(statSync(file).size).toBeGreaterThan(100_000)
+    const first = identity(file)
+    // Taken by V8 (a cache refused would be written again, by a rename: another inode).
+    expect(await startUntilReady({ NODE_COMPILE_CACHE: dir })).toBe(0)
+    expect(await startUntilReady({ NODE_COMPILE_CACHE: dir })).toBe(0)
+    expect(identity(file)).toBe(first)
+    expect(readdirSync(dir)).toEqual([cacheName()])
+  }, 60_000)
+
+  it('damaged, cut short, or made under other V8 flags: the device starts all the same, and the cache is made again', async () => {
+    const dir = path.join(temp(), 'cache')
+    const file = path.join(dir, cacheName())
+    expect(await startUntilReady({ NODE_COMPILE_CACHE: dir })).toBe(0)
+    await until(() => existsSync(file), 5_000)
+    // Bytes flipped all through V8's data (the header left alone): given to V8, this crashed Node 20.
+    const flipped = readFileSync(file)
+    for (let i = 2_000; i < flipped.length; i += 997) flipped[i] = flipped[i]! ^ 0x5a
+    writeFileSync(file, flipped)
+    const before = identity(file)
+    expect(await startUntilReady({ NODE_COMPILE_CACHE: dir })).toBe(0)
+    await until(() => identity(file) !== before, 5_000)
+    expect(sound(file)).toBe(true)
+    // Cut short, as a disk that filled might leave it.
+    writeFileSync(file, readFileSync(file).subarray(0, 1_000))
+    expect(await startUntilReady({ NODE_COMPILE_CACHE: dir })).toBe(0)
+    await until(() => statSync(file).size > 1_000, 5_000)
+    expect(sound(file)).toBe(true)
+    // Sound, but made by a V8 with other flags: V8 refuses it, and it is made under these flags.
+    const sound1 = identity(file)
+    expect(await startUntilReady({ NODE_COMPILE_CACHE: dir, NODE_OPTIONS: '--max-old-space-size=96' })).toBe(0)
+    await until(() => identity(file) !== sound1, 5_000)
+    expect(sound(file)).toBe(true)
+    // Garbage from the first byte.
+    writeFileSync(file, Buffer.alloc(4_096, 0x41))
+    expect(await startUntilReady({ NODE_COMPILE_CACHE: dir })).toBe(0)
+    await until(() => sound(file), 5_000)
+  }, 90_000)
+
+  it('the cache of another bundle in its folder is removed once this one is written; none without NODE_COMPILE_CACHE, or with NODE_DISABLE_COMPILE_CACHE=1', async () => {
+    const dir = path.join(temp(), 'cache')
+    const stale = `outpost-0123456789abcdef-${process.version}-${process.platform}-${process.arch}.v8`
+    mkdirSync(dir)
+    cpSync(path.join(home, 'display', 'display.cjs'), path.join(dir, stale)) // any bytes: it is not read
+    writeFileSync(path.join(dir, 'notes.txt'), 'not ours\n')
+    expect(await startUntilReady({ NODE_COMPILE_CACHE: dir })).toBe(0)
+    await until(() => !existsSync(path.join(dir, stale)), 5_000)
+    expect(readdirSync(dir).sort()).toEqual(['notes.txt', cacheName()].sort())
+
+    const off = path.join(temp(), 'cache')
+    expect(await startUntilReady({ NODE_COMPILE_CACHE: off, NODE_DISABLE_COMPILE_CACHE: '1' })).toBe(0)
+    expect(existsSync(off)).toBe(false)
+    // None given: nothing written beside the bundle either.
+    const files = readdirSync(path.join(home, 'display')).sort()
+    expect(await startUntilReady({})).toBe(0)
+    expect(readdirSync(path.join(home, 'display')).sort()).toEqual(files)
+  }, 60_000)
+
+  it('with --enable-source-maps: the code is loaded by require(), without a cache, and a stack names the sources', async () => {
+    const dir = path.join(temp(), 'cache')
+    // A preload that makes the device's first reading of the monotonic clock throw, so that a stack is printed.
+    const trap = path.join(temp(), 'trap.cjs')
+    writeFileSync(trap, "process.hrtime = Object.assign(() => { throw new Error('trap') }, { bigint: process.hrtime.bigint })\n")
+    const p = startProcess(path.join(home, 'display', 'display.mjs'), [], bareEnv({ OUTPOST_MQTT_URL: 'mqtt://127.0.0.1:1', OUTPOST_DEVICE_ID: 'cache-2', NODE_COMPILE_CACHE: dir, NODE_OPTIONS: `--enable-source-maps --require ${trap}` }))
+    running.push(p)
+    expect((await p.exited).code).not.toBe(0)
+    const stack = p.lines.join('\n')
+    expect(stack).toContain('Error: trap')
+    expect(stack).toMatch(/\((?:[^()]*\/)?(?:node_modules|runtime|devices)\/[^()]*\.(?:js|ts):\d+:\d+\)/)
+    expect(existsSync(dir)).toBe(false)
+  }, 30_000)
+
+  it('a cache folder that cannot be made (under a file): the device starts and runs without a cache', async () => {
+    const blocker = path.join(temp(), 'a-file')
+    writeFileSync(blocker, 'x')
+    expect(await startUntilReady({ NODE_COMPILE_CACHE: path.join(blocker, 'cache') })).toBe(0)
+    expect(readFileSync(blocker, 'utf8')).toBe('x')
+  }, 30_000)
+})

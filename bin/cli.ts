@@ -137,14 +137,25 @@ async function stopBundler(): Promise<void> {
 }
 
 /**
+ * Where a bundle the CLI runs keeps its code cache, as a launched device does (NODE_COMPILE_CACHE,
+ * runtime/launcher/bundle-runner.ts): beside the bundle folders (a bundle folder holds only what
+ * its manifest lists), one folder per device; none for compiled sources or when the variable is set.
+ */
+function codeCacheOf(name: string, entry: string): { NODE_COMPILE_CACHE?: string } {
+  if (process.env.NODE_COMPILE_CACHE !== undefined || !existsSync(path.join(path.dirname(entry), 'manifest.json'))) return {}
+  return { NODE_COMPILE_CACHE: path.join(path.dirname(path.dirname(entry)), '.compile-cache', name) }
+}
+
+/**
  * Starts a device's bundle (or compiled main.js) in a process of its own, its logs as JSON lines that this process
  * writes out in its own format. The IPC channel is how the device learns that this process has
  * gone, even by SIGKILL: it then stops too (devices/device-config.ts, stopOnSignals).
  */
 function spawnDevice(name: string, entry: string, env: Record<string, string>, format: LogFormat, print: (line: string) => void): ChildProcess {
+  const cache = codeCacheOf(name, entry)
   const child = spawn(process.execPath, [entry], {
     cwd: PACKAGE_ROOT,
-    env: { ...process.env, ...env, OUTPOST_LOG_FORMAT: 'json' },
+    env: { ...process.env, ...cache, ...env, OUTPOST_LOG_FORMAT: 'json' },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   })
   const device = env.OUTPOST_DEVICE_ID ?? name
@@ -256,6 +267,7 @@ async function device(args: CliArgs): Promise<void> {
   const note = (line: string): void => void process.stderr.write(`outpost: ${line}\n`)
   const entry = await deviceEntry(args.device!, note).catch(fail)
   await stopBundler()
+  Object.assign(env, codeCacheOf(args.device!, entry))
   await import(pathToFileURL(entry).href).catch(fail)
 }
 

@@ -2,7 +2,7 @@
 // dist/bundles, as a device runs them (built first when not current), not the compiled sources.
 // The proof is in /proc: the thermo's process has the SQLite addon mapped from beside its bundle,
 // and the demo's device processes were started with the bundles as their script.
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -48,12 +48,16 @@ describe.runIf(process.platform === 'linux')('the devices the CLI runs are their
 
   it('outpost device thermo runs dist/bundles/thermo: its SQLite addon is the one beside the bundle', async () => {
     broker = await freshAedes()
+    const cache = path.join(BUNDLES, '.compile-cache', 'thermo')
+    rmSync(cache, { recursive: true, force: true })
     const device = startProcess('bin/outpost.js', ['device', 'thermo', '--url', broker.url, '--id', 'bundled-thermo', '--log-format', 'json'], { OUTPOST_DATA_DIR: tempDir(), OUTPOST_SAMPLE_MS: '500' })
     try {
       await device.waitFor('"msg":"ready"', 60_000)
       const maps = readFileSync(`/proc/${device.child.pid}/maps`, 'utf8')
       expect(maps).toContain(path.join(BUNDLES, 'thermo', 'better_sqlite3.node'))
       expect(maps).not.toContain(path.join('node_modules', 'better-sqlite3', 'build', 'Release', 'better_sqlite3.node'))
+      // Its code cache, made once it was ready, in a folder beside the bundle folders (not in its own).
+      await until(() => existsSync(cache) && readdirSync(cache).some((f) => /^outpost-[0-9a-f]{16}-.*\.v8$/.test(f)), 10_000)
       await device.kill('SIGTERM')
       expect((await device.exited).code).toBe(0)
     } finally {

@@ -57,22 +57,34 @@ const script = sourceMaps ? undefined : new Script(`${WRAPPER}${readFileSync(fil
   ...(cached === undefined ? {} : { cachedData: cached }),
 })
 
-/** Writes the cache (atomically: a power cut leaves the old one or the new one) and removes older ones. Never throws. */
+/**
+ * Writes the cache (atomically: a power cut leaves the old one or the new one) and removes older
+ * ones, and what a write cut short left (a full disk, a process killed while it wrote): the room
+ * on a device's disk is its data's. Never throws.
+ */
 function keepCache(): void {
   if (!usable) return
+  const folder = path.dirname(cacheFile)
+  const tmp = `${cacheFile}.${process.pid}.tmp`
   try {
-    mkdirSync(path.dirname(cacheFile), { recursive: true })
+    mkdirSync(folder, { recursive: true })
     const data = script!.createCachedData()
     const header = Buffer.alloc(HEADER)
     header.writeUInt32LE(CACHE_MAGIC, 0)
     header.writeUInt32LE(crc32!(data), 4)
-    const tmp = `${cacheFile}.${process.pid}.tmp`
     writeFileSync(tmp, Buffer.concat([header, data]))
     renameSync(tmp, cacheFile)
-    for (const name of readdirSync(path.dirname(cacheFile))) {
-      if (name.startsWith('outpost-') && name.endsWith('.v8') && name !== cacheName) rmSync(path.join(path.dirname(cacheFile), name), { force: true })
+  } catch {
+    // A full or read-only disk: the next start compiles, as without a cache.
+    try {
+      rmSync(tmp, { force: true })
+    } catch {}
+  }
+  try {
+    for (const name of readdirSync(folder)) {
+      if (name.startsWith('outpost-') && (name.endsWith('.v8') || name.endsWith('.tmp')) && name !== cacheName) rmSync(path.join(folder, name), { force: true })
     }
-  } catch {} // a full or read-only disk: the next start compiles, as without a cache
+  } catch {}
 }
 // Made once the device reported ready (devices/device-config.ts calls it), when there was none or V8 refused it.
 if (usable && (cached === undefined || script?.cachedDataRejected === true)) {

@@ -4,12 +4,13 @@
 // cut short or made under other V8 flags is not used (a damaged one given to V8 crashed Node), the
 // device starts as without one, and the cache is made again; no folder to write it in costs
 // nothing but the cache.
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statfsSync, statSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { crc32 } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildDevice, type BuiltDevice } from '../../build/index.js'
 import { startProcess, type TestProcess } from '../helpers/device-process.js'
+import { mountSmallDisk, type SmallDisk } from '../helpers/small-disk.js'
 import { until } from '../helpers/wait.js'
 import { bareEnv, tempDirs } from './build-helpers.js'
 
@@ -19,6 +20,7 @@ describe('a device bundle keeps a V8 code cache in the folder NODE_COMPILE_CACHE
   let built: BuiltDevice
   let home: string
   const running: TestProcess[] = []
+  const disks: SmallDisk[] = []
   beforeAll(async () => {
     built = await buildDevice('display', { outDir: temp(), unsigned: true })
     home = temp()
@@ -26,6 +28,7 @@ describe('a device bundle keeps a V8 code cache in the folder NODE_COMPILE_CACHE
   }, 60_000)
   afterAll(async () => {
     for (const p of running) await p.kill()
+    for (const d of disks) d.dispose()
   })
 
   const cacheName = (): string => `outpost-${built.sha256.slice(0, 16)}-${process.version}-${process.platform}-${process.arch}.v8`
@@ -99,8 +102,11 @@ describe('a device bundle keeps a V8 code cache in the folder NODE_COMPILE_CACHE
     mkdirSync(dir)
     cpSync(path.join(home, 'display', 'display.cjs'), path.join(dir, stale)) // any bytes: it is not read
     writeFileSync(path.join(dir, 'notes.txt'), 'not ours\n')
+    // What a process killed while it wrote its cache left.
+    const cut = `${cacheName()}.999999.tmp`
+    writeFileSync(path.join(dir, cut), Buffer.alloc(50_000))
     expect(await startUntilReady({ NODE_COMPILE_CACHE: dir })).toBe(0)
-    await until(() => !existsSync(path.join(dir, stale)), 5_000)
+    await until(() => !existsSync(path.join(dir, stale)) && !existsSync(path.join(dir, cut)), 5_000)
     expect(readdirSync(dir).sort()).toEqual(['notes.txt', cacheName()].sort())
 
     const off = path.join(temp(), 'cache')
@@ -124,6 +130,21 @@ describe('a device bundle keeps a V8 code cache in the folder NODE_COMPILE_CACHE
     expect(stack).toContain('Error: trap')
     expect(stack).toMatch(/\((?:[^()]*\/)?(?:node_modules|runtime|devices)\/[^()]*\.(?:js|ts):\d+:\d+\)/)
     expect(existsSync(dir)).toBe(false)
+  }, 30_000)
+
+  it('a disk too full for the cache: the device runs without one, and nothing of it is left to take the room', async () => {
+    const disk = mountSmallDisk(path.join(temp(), 'sd'), '1m')
+    if (disk === undefined) throw new Error('cannot mount a tmpfs here (the disk tests run as root)')
+    disks.push(disk)
+    // Room for a part of the cache only.
+    writeFileSync(path.join(disk.dir, 'data'), Buffer.alloc(1024 * 1024 - 160 * 1024))
+    const free = (): number => statfsSync(disk.dir).bfree
+    const before = free()
+    const dir = path.join(disk.dir, 'cache')
+    expect(await startUntilReady({ NODE_COMPILE_CACHE: dir })).toBe(0)
+    expect(await startUntilReady({ NODE_COMPILE_CACHE: dir })).toBe(0)
+    expect(readdirSync(dir)).toEqual([])
+    expect(free()).toBe(before)
   }, 30_000)
 
   it('a cache folder that cannot be made (under a file): the device starts and runs without a cache', async () => {

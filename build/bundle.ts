@@ -2,7 +2,6 @@
 // CommonJS file for Node >= 20 (esbuild), with a source map beside it, and the small ES module
 // that runs it (from a V8 code cache: runtime/launcher/bundle-runner.ts). Bytes depend on the sources only:
 // paths in the output are relative to the project, never to where it is written.
-import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import path from 'node:path'
@@ -12,6 +11,7 @@ import { ErrorCode, errorMessage, OutpostError } from '../runtime/errors.js'
 import type { ContractService } from '../runtime/wire/envelope.js'
 import { CONTRACT_TABLE_NAME, contractTableOf, converterLeftOut } from './contract-table.js'
 import { deviceStubs } from './device-stubs.js'
+import { sha256 } from './manifest.js'
 import { PROJECT_ROOT } from './project-root.js'
 
 /** What bundling a device produced. */
@@ -147,7 +147,7 @@ export async function bundleDevice(name: string, outDir: string, root: string = 
     outfile: file,
     metafile: true,
     write: false,
-    define: { __OUTPOST_CODE_FILE__: JSON.stringify(path.basename(code)), __OUTPOST_CODE_SHA256__: JSON.stringify(createHash('sha256').update(js.contents).digest('hex')) },
+    define: { __OUTPOST_CODE_FILE__: JSON.stringify(path.basename(code)), __OUTPOST_CODE_SHA256__: JSON.stringify(sha256(js.contents)) },
     logLevel: 'silent',
   }).catch((err: unknown) => {
     throw buildFailure(name, err)

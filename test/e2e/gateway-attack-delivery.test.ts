@@ -17,14 +17,26 @@ describe('gateway delivery guarantees under attack', () => {
     await gw?.stop()
     gw = undefined
   })
-  const connect = async (id: string, o: mqtt.IClientOptions = {}): Promise<MqttClient> => {
-    const c = await mqtt.connectAsync(gw!.mqttUrl, { clientId: id, reconnectPeriod: 0, connectTimeout: 20_000, ...o })
-    clients.push(c)
-    return c
-  }
   /** Counts each payload a client gets. */
   const tally = (c: MqttClient, into: Map<string, number>): void => {
     c.on('message', (_t, buf) => into.set(buf.toString('utf8'), (into.get(buf.toString('utf8')) ?? 0) + 1))
+  }
+  /**
+   * A connected client; `into` tallies its messages from the start. A session's queued messages
+   * can come in the same read as the CONNACK: MQTT.js emits them before a listener added after
+   * `await connectAsync()` exists (seen as "lost" first messages on a loaded machine, although
+   * the client had received and acknowledged them).
+   */
+  const connect = async (id: string, o: mqtt.IClientOptions = {}, into?: Map<string, number>): Promise<MqttClient> => {
+    const c = mqtt.connect(gw!.mqttUrl, { clientId: id, reconnectPeriod: 0, connectTimeout: 20_000, ...o })
+    clients.push(c)
+    if (into !== undefined) tally(c, into)
+    await new Promise<void>((resolve, reject) => {
+      c.once('connect', () => resolve())
+      c.once('error', reject)
+      c.once('close', () => reject(new Error(`${id}: connection closed before CONNACK`)))
+    })
+    return c
   }
 
   it('a persistent session subscribed to a/# and a/+ gets every acknowledged message, and is not cut off', async () => {
@@ -49,15 +61,14 @@ describe('gateway delivery guarantees under attack', () => {
     const cutLive = cut
     // Whatever the live connection missed comes when the session is back.
     sub.end(true)
-    const back = await connect('overlap-sub', { clean: false })
-    tally(back, got)
+    await connect('overlap-sub', { clean: false }, got)
     await until(() => bodies.every((b) => got.has(b)), 10_000).catch(() => {})
     expect({ cutLive, missing: bodies.filter((b) => !got.has(b)) }).toEqual({ cutLive: false, missing: [] })
   }, 60_000)
 
-  // Failed 4 times in about 45 runs before any diagnosis (then 12 passes in a row): 1 to 30
-  // acknowledged messages lost, always the first ones of the first round, which reach the
-  // session while its first connection is closing; not explained yet.
+  // Failed now and then on a loaded machine (1 to 30 of the first messages of the first round
+  // "lost"): a trace of the broker's queue showed them sent to the returning session and
+  // acknowledged by it, in the read that carried its CONNACK, before the test listened (see connect).
   it('kill -9 in the middle of floods of retained, plain QoS 1 and QoS 2 messages: nothing acknowledged is lost for a persistent session', async () => {
     gw = await startDeliveryGateway()
     // What the session's first connection takes before its close is through counts as got: it
@@ -103,8 +114,7 @@ describe('gateway delivery guarantees under attack', () => {
       await Promise.all(floods)
     }
     // The session comes back to the restarted gateway and takes what was kept for it.
-    const back = await connect('kept', { clean: false })
-    tally(back, got)
+    await connect('kept', { clean: false }, got)
     await until(() => [...acked].every((b) => got.has(b)), 30_000).catch(() => {})
     const lost = [...acked].filter((b) => !got.has(b))
     const said = gw.lines.filter((l) => /"level":(40|50|60)/.test(l) || !l.startsWith('{')).join('\n')
@@ -223,13 +233,10 @@ describe('gateway delivery guarantees under attack', () => {
     for (const [i, id] of away.entries()) {
       // Half take their queue (the first 200, those kept); half come back with a clean session, which discards it.
       const clean = i % 2 === 0
-      const got = new Set<string>()
-      const c = mqtt.connect(gw.mqttUrl, { clientId: id, clean, reconnectPeriod: 0 })
-      clients.push(c)
-      c.on('message', (_t, buf) => got.add(buf.toString('utf8')))
-      await new Promise((resolve) => c.once('connect', resolve))
+      const got = new Map<string, number>()
+      const c = await connect(id, { clean }, got)
       if (!clean) await until(() => got.size === 200, 20_000)
-      expect(clean ? got.size : [...got].every((b) => Number(b) < 200)).toBe(clean ? 0 : true)
+      expect(clean ? got.size : [...got.keys()].every((b) => Number(b) < 200)).toBe(clean ? 0 : true)
       await c.endAsync()
     }
     // The last PUBACKs and clears are committed a moment after the client left.

@@ -202,24 +202,26 @@ describe('contract documents and payload checks at the gateway', () => {
     const first = await gateway({ port })
     const calls = { n: 0 }
     await device(first.broker.url, 'probe-4', calls)
-    await until(() => current(first, 'probe-4'), 30_000)
+    await until(() => current(first, 'probe-4'), 30_000, 'document of the first run')
     // A drill keeps the broker's state: the device's session is there, its document too.
     await first.interrupt(200)
-    await until(() => first.registry.get('probe-4')?.online === true, 30_000)
+    await until(() => first.registry.get('probe-4')?.online === true, 30_000, 'device back after the drill')
     // Anything the device sent after reconnecting has arrived by the time its reply has (the
     // gateway's own client may take a moment longer to be back: 503 until then).
+    const end = Date.now() + 30_000
     for (let r = await post(first, '/devices/probe-4/commands/probe/1/set', good); r.status !== 200; r = await post(first, '/devices/probe-4/commands/probe/1/set', good)) {
-      expect(r.status).toBe(503)
+      expect(r.status, JSON.stringify(r)).toBe(503)
+      expect(Date.now(), `still 503 after 30 s: ${JSON.stringify(r)}`).toBeLessThan(end)
       await new Promise((done) => setTimeout(done, 50))
     }
     expect(first.registry.stats().contracts.recorded).toBe(1)
     // A new gateway on the port, its broker without the device's session: the device announces its document again.
     await first.close()
     const second = await gateway({ port })
-    await until(() => current(second, 'probe-4'), 30_000)
+    await until(() => current(second, 'probe-4'), 30_000, 'document announced to the second gateway')
     expect((await post(second, '/devices/probe-4/commands/probe/1/set', bad)).error?.details?.checkedBy).toBe('gateway')
     expect(calls.n).toBe(1)
-  }, 60_000)
+  }, 120_000)
 
   it("with authentication on, a device publishes its own document and no other device's, nor anything but a document on its contract topic", async () => {
     const gw = await gateway({ auth: true })

@@ -1,10 +1,10 @@
 import net from 'node:net'
 
 /** Polls `check` until it holds. @throws after `ms` */
-export async function until(check: () => boolean, ms = 5_000): Promise<void> {
+export async function until(check: () => boolean, ms = 5_000, what?: string): Promise<void> {
   const end = Date.now() + ms
   while (!check()) {
-    if (Date.now() > end) throw new Error('condition not met in time')
+    if (Date.now() > end) throw new Error(what === undefined ? 'condition not met in time' : `${what}: not so after ${ms} ms`)
     await new Promise((r) => setTimeout(r, 10))
   }
 }

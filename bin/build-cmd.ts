@@ -25,8 +25,9 @@ Usage:
                      --platform (linux, darwin, win32, freebsd) and --arch (x64, arm64, arm, …) when its
                      header does not tell, and checked against it when it does
 
-Each bundle directory holds <device>.mjs (run it with node <dir>/<device>.mjs), its source map,
-better_sqlite3.node when the device uses SQLite, manifest.json and manifest.sig. See docs/build.md.
+Each bundle directory holds <device>.cjs (run it with node <dir>/<device>.cjs), the device's code
+<device>.code.cjs and its source map, better_sqlite3.node when the device uses SQLite, manifest.json
+and manifest.sig (a device whose main.ts awaits at its top level: one <device>.mjs). See docs/build.md.
 `
 
 type BuildModule = typeof import('../build/index.js')

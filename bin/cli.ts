@@ -112,7 +112,7 @@ type BuildModule = Awaited<ReturnType<typeof loadBuildModule>>
 let bundler: BuildModule | undefined
 
 /**
- * What device `name` runs: its bundle, dist/bundles/<name>/<name>.mjs, as a device would run it,
+ * What device `name` runs: its bundle, dist/bundles/<name>/<name>.cjs, as a device would run it,
  * built first when it is not current (build/run-bundle.ts; signed when OUTPOST_SIGNING_KEY names a
  * key). Where the sources or esbuild are not there to build it (an installed copy of outpost),
  * its compiled main.js, and `note` says so.

@@ -1,5 +1,5 @@
 // Bundling one device: `devices/<name>/main.ts` and everything it imports into one minified
-// CommonJS file for Node >= 20 (esbuild), with a source map beside it, and the small ES module
+// CommonJS file for Node >= 20 (esbuild), with a source map beside it, and the small CommonJS entry
 // that runs it (from a V8 code cache: runtime/launcher/bundle-runner.ts). Bytes depend on the sources only:
 // paths in the output are relative to the project, never to where it is written.
 import { existsSync } from 'node:fs'
@@ -16,9 +16,9 @@ import { PROJECT_ROOT } from './project-root.js'
 
 /** What bundling a device produced. */
 export interface DeviceBundle {
-  /** The file to run, `<outDir>/<name>.mjs`: the runner of the device's code (runtime/launcher/bundle-runner.ts). */
+  /** The file to run, `<outDir>/<name>.cjs`: the runner of the device's code (runtime/launcher/bundle-runner.ts); `<outDir>/<name>.mjs` for an entry that awaits at its top level. */
   file: string
-  /** The device's code, `<outDir>/<name>.cjs`; `file` itself for an entry that awaits at its top level (one ES module, no runner). */
+  /** The device's code, `<outDir>/<name>.code.cjs`; `file` itself for an entry that awaits at its top level (one ES module, no runner). */
   code: string
   /** Its source map, `<code>.map`. */
   map: string
@@ -82,9 +82,9 @@ function buildFailure(name: string, err: unknown): OutpostError {
 }
 
 /**
- * Bundles `devices/<name>/main.ts` of the project at `root` into `<outDir>/<name>.cjs` (minified;
- * error classes keep their names by writing them out, see runtime/errors.ts) and `<name>.cjs.map`,
- * run by `<outDir>/<name>.mjs` (the bundle's entry). Dependencies are inside;
+ * Bundles `devices/<name>/main.ts` of the project at `root` into `<outDir>/<name>.code.cjs` (minified;
+ * error classes keep their names by writing them out, see runtime/errors.ts) and `<name>.code.cjs.map`,
+ * run by `<outDir>/<name>.cjs` (the bundle's entry). Dependencies are inside;
  * what a device never runs is left out (build/device-stubs.ts); better-sqlite3's addon is not
  * (see build/addon.ts).
  * @throws BUILD_FAILED naming the first compile error, NOT_FOUND for a device that does not exist
@@ -92,7 +92,8 @@ function buildFailure(name: string, err: unknown): OutpostError {
 export async function bundleDevice(name: string, outDir: string, root: string = PROJECT_ROOT): Promise<DeviceBundle> {
   const entry = deviceEntry(name, root)
   if (!existsSync(entry)) throw new OutpostError(ErrorCode.NOT_FOUND, `no device "${name}": ${path.relative(root, entry)} does not exist`)
-  const file = path.join(path.resolve(outDir), `${name}.mjs`)
+  const out = path.resolve(outDir)
+  let file = path.join(out, `${name}.cjs`)
   // The contract document's parts, made here: the bundle carries them, not the converter. When the
   // device's modules cannot be loaded on this machine (one throws as it loads, or needs hardware
   // this machine lacks), the bundle carries the converter as before, and says why.
@@ -126,10 +127,10 @@ export async function bundleDevice(name: string, outDir: string, root: string = 
     plugins: table === undefined ? [deviceStubs(root)] : [deviceStubs(root), converterLeftOut(root)],
     logLevel: 'silent' as const,
   }) satisfies BuildOptions
-  let code = path.join(path.resolve(outDir), `${name}.cjs`)
+  let code = path.join(out, `${name}.code.cjs`)
   const result = await build(options('cjs', code)).catch(async (err: unknown) => {
     if (!awaitsAtTopLevel(err)) throw buildFailure(name, err)
-    code = file
+    code = file = path.join(out, `${name}.mjs`)
     return build(options('esm', code)).catch((again: unknown) => {
       throw buildFailure(name, again)
     })
@@ -142,7 +143,8 @@ export async function bundleDevice(name: string, outDir: string, root: string = 
     bundle: true,
     platform: 'node',
     target: NODE_TARGET,
-    format: 'esm',
+    // CommonJS: an ES module entry would start Node's ES module loader (5-7 ms of the thermo's start).
+    format: 'cjs',
     minify: true,
     outfile: file,
     metafile: true,

@@ -70,7 +70,7 @@ export const DEVICE_PATCHES: readonly DevicePatch[] = [
     file: 'pino/lib/tools.js',
     replace: "const { isMainThread } = require('worker_threads')",
     with: 'const isMainThread = true',
-    why: "pino reads isMainThread only to end an asynchronous log stream when the process exits; a bundle is the main script of its process (node <bundle>.mjs, from the launcher or outpost device), so node:worker_threads is not loaded to ask",
+    why: "pino reads isMainThread only to end an asynchronous log stream when the process exits; a bundle is the main script of its process (node <device>.cjs, from the launcher or outpost device), so node:worker_threads is not loaded to ask",
   },
 ]
 

@@ -1,11 +1,14 @@
-// The entry of a device bundle (`<device>.mjs`): it runs the device's code (`<device>.cjs`, beside
-// it) from a V8 code cache when one is given, and keeps that cache. The build compiles this file
-// with the code's name and sha256 written in (build/bundle.ts); it imports Node's built-ins only.
+// The entry of a device bundle (`<device>.cjs`): it runs the device's code (`<device>.code.cjs`,
+// beside it) from a V8 code cache when one is given, and keeps that cache. The build compiles this
+// file to CommonJS with the code's name and sha256 written in (build/bundle.ts); it requires
+// Node's built-ins only.
 //
 // Why: Node 20 compiles an ES module of ~300 KB at every start (~15-20 ms on a small CPU) and has
 // no cache for it; a CommonJS script compiled through node:vm can take V8's code cache, made after
 // the device reported ready (with every function compiled up to then), and start without
 // compiling most of what it runs before ready. Node 22's own compile cache does not cover node:vm.
+// The entry itself is CommonJS too: an ES module entry starts Node's ES module loader, which cost
+// the thermo 5-7 ms of its start here.
 //
 // The cache lives in the folder NODE_COMPILE_CACHE names (the launcher gives each slot and bundle
 // its own; NODE_DISABLE_COMPILE_CACHE=1 turns it off, as for Node's own cache), in a file named
@@ -17,28 +20,28 @@
 // check costs nothing but a compile, and is made again after ready.
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import path from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { dirname, join, resolve } from 'node:path'
 import { Script } from 'node:vm'
 import { CODE_CACHE_READY } from './code-cache.js'
 
 declare const __OUTPOST_CODE_FILE__: string
 declare const __OUTPOST_CODE_SHA256__: string
 
-const dir = path.dirname(fileURLToPath(import.meta.url))
-const file = path.join(dir, __OUTPOST_CODE_FILE__)
+// CommonJS: the build writes this file as one (format cjs), so __dirname is the bundle's folder.
+const dir = __dirname
+const file = join(dir, __OUTPOST_CODE_FILE__)
 // Node maps stack traces through source maps (--enable-source-maps) only for code its own loaders
 // load, not through node:vm: then the code is loaded by require(), without a cache.
 const sourceMaps = (process as { sourceMapsEnabled?: boolean }).sourceMapsEnabled === true || process.execArgv.includes('--enable-source-maps')
 const cacheDir = sourceMaps || process.env.NODE_DISABLE_COMPILE_CACHE === '1' ? undefined : process.env.NODE_COMPILE_CACHE || undefined
 const cacheName = `outpost-${__OUTPOST_CODE_SHA256__.slice(0, 16)}-${process.version}-${process.platform}-${process.arch}.v8`
-const cacheFile = cacheDir === undefined ? undefined : path.resolve(cacheDir, cacheName)
+const cacheFile = cacheDir === undefined ? undefined : resolve(cacheDir, cacheName)
 
 // The file: CACHE_MAGIC, the CRC-32 of the rest (4 bytes, little-endian), then V8's cached data.
 const CACHE_MAGIC = 0x3876704f // 'Opv8'
 const HEADER = 8
 type Crc32 = (data: Uint8Array) => number
-const crc32 = cacheFile === undefined ? undefined : ((createRequire(import.meta.url)('node:zlib') as { crc32?: Crc32 }).crc32 satisfies Crc32 | undefined)
+const crc32 = cacheFile === undefined ? undefined : ((createRequire(__filename)('node:zlib') as { crc32?: Crc32 }).crc32 satisfies Crc32 | undefined)
 const usable = cacheFile !== undefined && typeof crc32 === 'function'
 
 let cached: Buffer | undefined
@@ -62,9 +65,11 @@ const script = sourceMaps ? undefined : new Script(`${WRAPPER}${readFileSync(fil
  * ones, and what a write cut short left (a full disk, a process killed while it wrote): the room
  * on a device's disk is its data's. Never throws.
  */
+let kept = false
 function keepCache(): void {
-  if (!usable) return
-  const folder = path.dirname(cacheFile)
+  if (kept || !usable) return
+  kept = true
+  const folder = dirname(cacheFile)
   const tmp = `${cacheFile}.${process.pid}.tmp`
   try {
     mkdirSync(folder, { recursive: true })
@@ -82,7 +87,7 @@ function keepCache(): void {
   }
   try {
     for (const name of readdirSync(folder)) {
-      if (name.startsWith('outpost-') && (name.endsWith('.v8') || name.endsWith('.tmp')) && name !== cacheName) rmSync(path.join(folder, name), { force: true })
+      if (name.startsWith('outpost-') && (name.endsWith('.v8') || name.endsWith('.tmp')) && name !== cacheName) rmSync(join(folder, name), { force: true })
     }
   } catch {}
 }
@@ -91,10 +96,12 @@ if (usable && (cached === undefined || script?.cachedDataRejected === true)) {
   ;(globalThis as Record<symbol, unknown>)[CODE_CACHE_READY] = (): void => {
     delete (globalThis as Record<symbol, unknown>)[CODE_CACHE_READY]
     setImmediate(keepCache).unref()
+    // A process stopped just after ready (a signal) can end before that turn comes: then at its exit.
+    process.once('exit', keepCache)
   }
 }
 
-if (script === undefined) createRequire(import.meta.url)(file)
+if (script === undefined) createRequire(__filename)(file)
 else {
   const module = { exports: {} }
   ;(script.runInThisContext() as (...args: unknown[]) => void).call(module.exports, module.exports, createRequire(file), module, file, dir)

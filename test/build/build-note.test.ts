@@ -68,8 +68,8 @@ describe('outpost build, a device whose modules cannot be loaded on the build ma
   it('builds both (exit code 0, each bundle file there), with one note line naming that device and why', () => {
     expect(r.err).toBe('')
     expect(r.code).toBe(0)
-    expect(existsSync(path.join(out, 'fragile', 'fragile.mjs'))).toBe(true)
-    expect(existsSync(path.join(out, 'plain', 'plain.mjs'))).toBe(true)
+    expect(existsSync(path.join(out, 'fragile', 'fragile.cjs'))).toBe(true)
+    expect(existsSync(path.join(out, 'plain', 'plain.cjs'))).toBe(true)
     const notes = `${r.out}\n${r.err}`.split('\n').filter((l) => l.startsWith('note:'))
     expect(notes).toHaveLength(1)
     expect(notes[0]).toMatch(/^note: fragile carries the contract document's converter \(about 17 KB\): its contracts could not be read at build time \(.*no sensor on this machine.*\)$/)
@@ -83,9 +83,9 @@ describe('outpost build, a device whose modules cannot be loaded on the build ma
   })
 
   it('prints the note under that device\'s size breakdown, before the next device\'s', () => {
-    const fragile = r.out.search(/fragile\.[cm]js by dependency/)
+    const fragile = r.out.search(/fragile(\.code)?\.[cm]js by dependency/)
     const note = r.out.indexOf('note: fragile')
-    const plain = r.out.search(/plain\.[cm]js by dependency/)
+    const plain = r.out.search(/plain(\.code)?\.[cm]js by dependency/)
     expect(fragile).toBeGreaterThanOrEqual(0)
     expect(plain).toBeGreaterThan(note)
     expect(note).toBeGreaterThan(fragile)
@@ -93,7 +93,7 @@ describe('outpost build, a device whose modules cannot be loaded on the build ma
 
   it('shows the budget that device was held to: the converter\'s weight (18 KB, 6 KB gzip) above the other\'s', () => {
     const budgetOf = (device: string): [number, number] => {
-      const m = new RegExp(`^${device}\\.[cm]js by dependency \\(budget (\\d+) KB minified, (\\d+) KB gzip\\):$`, 'm').exec(r.out)
+      const m = new RegExp(`^${device}(?:\\.code)?\\.[cm]js by dependency \\(budget (\\d+) KB minified, (\\d+) KB gzip\\):$`, 'm').exec(r.out)
       expect(m, `${device}'s budget line`).not.toBeNull()
       return [Number(m![1]), Number(m![2])]
     }

@@ -53,7 +53,7 @@ describe('a device bundle copied out of the repository', () => {
   })
 
   const start = (name: string, env: Record<string, string> = {}): TestProcess => {
-    const p = startProcess(path.join(home, name, `${name}.mjs`), [], bareEnv({ OUTPOST_MQTT_URL: broker.url, OUTPOST_DATA_DIR: path.join(home, 'data'), OUTPOST_LOG_FORMAT: 'json', ...env }))
+    const p = startProcess(path.join(home, name, `${name}.cjs`), [], bareEnv({ OUTPOST_MQTT_URL: broker.url, OUTPOST_DATA_DIR: path.join(home, 'data'), OUTPOST_LOG_FORMAT: 'json', ...env }))
     running.push(p)
     return p
   }
@@ -168,7 +168,7 @@ describe('a device bundle copied out of the repository', () => {
     const broken = path.join(temp(), 'thermo')
     cpSync(path.join(home, 'thermo'), broken, { recursive: true })
     writeFileSync(path.join(broken, 'better_sqlite3.node'), Buffer.from('\x7fELF not really an addon'))
-    const p = startProcess(path.join(broken, 'thermo.mjs'), [], bareEnv({ OUTPOST_MQTT_URL: broker.url, OUTPOST_DATA_DIR: path.join(broken, 'data'), OUTPOST_LOG_FORMAT: 'json' }))
+    const p = startProcess(path.join(broken, 'thermo.cjs'), [], bareEnv({ OUTPOST_MQTT_URL: broker.url, OUTPOST_DATA_DIR: path.join(broken, 'data'), OUTPOST_LOG_FORMAT: 'json' }))
     running.push(p)
     expect((await p.exited).code).toBe(1)
     const fatal = JSON.parse(p.lines.find((l) => l.includes('"level":60'))!) as { code: string; msg: string }

@@ -73,9 +73,9 @@ describe('outpost keys generate, then outpost build with that key', () => {
     expect(r.err).toBe('')
     expect(r.code).toBe(0)
     expect(r.out).toMatch(/✔ display: \d+\.\d KB, \d+\.\d KB gzip/)
-    expect(r.out).toMatch(/display\.cjs by dependency \(budget \d+ KB minified, \d+ KB gzip\):\ndependency +minified +share\noutpost runtime +\d+\.\d KB +\d+\.\d%\n/)
+    expect(r.out).toMatch(/display\.code\.cjs by dependency \(budget \d+ KB minified, \d+ KB gzip\):\ndependency +minified +share\noutpost runtime +\d+\.\d KB +\d+\.\d%\n/)
     const manifest = await verifyBundle(path.join(out, 'display'), readFileSync(pub))
-    const js = manifest.files.find((f) => f.path === 'display.cjs')!
+    const js = manifest.files.find((f) => f.path === 'display.code.cjs')!
     expect(r.out).toMatch(new RegExp(`\\ndevice +size +gzip +sha256 +files\\ndisplay +\\d+\\.\\d KB +\\d+\\.\\d KB +${js.sha256.slice(0, 12)} +3\\n`))
     expect(r.out).toContain(`signed with key ${keyId}; built 2025-01-01T00:00:00.000Z`)
     expect(manifest.buildTime).toBe('2025-01-01T00:00:00.000Z')

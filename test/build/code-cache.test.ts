@@ -34,7 +34,7 @@ describe('a device bundle keeps a V8 code cache in the folder NODE_COMPILE_CACHE
   const cacheName = (): string => `outpost-${built.sha256.slice(0, 16)}-${process.version}-${process.platform}-${process.arch}.v8`
   /** Starts the display (no broker: it runs offline) until ready, then stops it with SIGTERM; its exit code. */
   const startUntilReady = async (env: Record<string, string>): Promise<number | null> => {
-    const p = startProcess(path.join(home, 'display', 'display.mjs'), [], bareEnv({ OUTPOST_MQTT_URL: 'mqtt://127.0.0.1:1', OUTPOST_DEVICE_ID: 'cache-1', OUTPOST_LOG_FORMAT: 'json', ...env }))
+    const p = startProcess(path.join(home, 'display', 'display.cjs'), [], bareEnv({ OUTPOST_MQTT_URL: 'mqtt://127.0.0.1:1', OUTPOST_DEVICE_ID: 'cache-1', OUTPOST_LOG_FORMAT: 'json', ...env }))
     running.push(p)
     await p.waitFor('"msg":"ready"', 20_000)
     // The cache is written after ready, in the next turn of the event loop: give it the time to.
@@ -65,6 +65,28 @@ describe('a device bundle keeps a V8 code cache in the folder NODE_COMPILE_CACHE
     expect(await startUntilReady({ NODE_COMPILE_CACHE: dir })).toBe(0)
     expect(identity(file)).toBe(first)
     expect(readdirSync(dir)).toEqual([cacheName()])
+  }, 60_000)
+
+  it('made also by a device stopped (SIGTERM) the moment it said ready, before the turn that writes it came', async () => {
+    // Seen with the CommonJS entry: the stop ran its course within the same turn, and the process
+    // ended without writing the cache; the next start compiled everything again, and so every start.
+    for (let i = 0; i < 5; i++) {
+      const dir = path.join(temp(), 'cache')
+      const p = startProcess(path.join(home, 'display', 'display.cjs'), [], bareEnv({ OUTPOST_MQTT_URL: 'mqtt://127.0.0.1:1', OUTPOST_DEVICE_ID: 'cache-3', OUTPOST_LOG_FORMAT: 'json', NODE_COMPILE_CACHE: dir }))
+      running.push(p)
+      // The signal goes as the line arrives (waitFor looks every 10 ms: often too late for this).
+      let sent = false
+      p.child.stdout!.on('data', (chunk: string) => {
+        if (sent || !chunk.includes('"msg":"ready"')) return
+        sent = true
+        p.child.kill('SIGTERM')
+      })
+      expect((await p.exited).code, p.lines.join('\n')).toBe(0)
+      expect(sent).toBe(true)
+      const file = path.join(dir, cacheName())
+      expect(existsSync(file), `start ${i}`).toBe(true)
+      expect(sound(file)).toBe(true)
+    }
   }, 60_000)
 
   it('damaged, cut short, or made under other V8 flags: the device starts all the same, and the cache is made again', async () => {
@@ -100,7 +122,7 @@ describe('a device bundle keeps a V8 code cache in the folder NODE_COMPILE_CACHE
     const dir = path.join(temp(), 'cache')
     const stale = `outpost-0123456789abcdef-${process.version}-${process.platform}-${process.arch}.v8`
     mkdirSync(dir)
-    cpSync(path.join(home, 'display', 'display.cjs'), path.join(dir, stale)) // any bytes: it is not read
+    cpSync(path.join(home, 'display', 'display.code.cjs'), path.join(dir, stale)) // any bytes: it is not read
     writeFileSync(path.join(dir, 'notes.txt'), 'not ours\n')
     // What a process killed while it wrote its cache left.
     const cut = `${cacheName()}.999999.tmp`
@@ -123,7 +145,7 @@ describe('a device bundle keeps a V8 code cache in the folder NODE_COMPILE_CACHE
     // A preload that makes the device's first reading of the monotonic clock throw, so that a stack is printed.
     const trap = path.join(temp(), 'trap.cjs')
     writeFileSync(trap, "process.hrtime = Object.assign(() => { throw new Error('trap') }, { bigint: process.hrtime.bigint })\n")
-    const p = startProcess(path.join(home, 'display', 'display.mjs'), [], bareEnv({ OUTPOST_MQTT_URL: 'mqtt://127.0.0.1:1', OUTPOST_DEVICE_ID: 'cache-2', NODE_COMPILE_CACHE: dir, NODE_OPTIONS: `--enable-source-maps --require ${trap}` }))
+    const p = startProcess(path.join(home, 'display', 'display.cjs'), [], bareEnv({ OUTPOST_MQTT_URL: 'mqtt://127.0.0.1:1', OUTPOST_DEVICE_ID: 'cache-2', NODE_COMPILE_CACHE: dir, NODE_OPTIONS: `--enable-source-maps --require ${trap}` }))
     running.push(p)
     expect((await p.exited).code).not.toBe(0)
     const stack = p.lines.join('\n')

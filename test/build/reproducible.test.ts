@@ -18,13 +18,13 @@ describe('building the same sources twice', () => {
     const a = await buildDevice('thermo', { ...opts, outDir: temp() })
     const b = await buildDevice('thermo', { ...opts, outDir: path.join(temp(), 'deeper', 'still') })
     const files = readdirSync(a.dir).sort()
-    expect(files).toEqual(['better_sqlite3.node', 'manifest.json', 'manifest.sig', 'thermo.cjs', 'thermo.cjs.map', 'thermo.mjs'])
+    expect(files).toEqual(['better_sqlite3.node', 'manifest.json', 'manifest.sig', 'thermo.cjs', 'thermo.code.cjs', 'thermo.code.cjs.map'])
     expect(readdirSync(b.dir).sort()).toEqual(files)
     for (const f of files) expect(readFileSync(path.join(b.dir, f)).equals(readFileSync(path.join(a.dir, f))), f).toBe(true)
     expect(a.manifest.buildTime).toBe('2025-01-01T00:00:00.000Z')
     // Nothing of where it was built is in it.
-    for (const f of ['thermo.mjs', 'thermo.cjs', 'thermo.cjs.map', 'manifest.json']) expect(readFileSync(path.join(a.dir, f), 'utf8'), f).not.toContain(process.cwd())
-    const map = JSON.parse(readFileSync(path.join(a.dir, 'thermo.cjs.map'), 'utf8')) as { sources: string[] }
+    for (const f of ['thermo.cjs', 'thermo.code.cjs', 'thermo.code.cjs.map', 'manifest.json']) expect(readFileSync(path.join(a.dir, f), 'utf8'), f).not.toContain(process.cwd())
+    const map = JSON.parse(readFileSync(path.join(a.dir, 'thermo.code.cjs.map'), 'utf8')) as { sources: string[] }
     expect(map.sources).toContain('devices/thermo/main.ts')
   }, 30_000)
 

@@ -36,9 +36,9 @@ describe('the bundle a device of the project runs', () => {
     const notes: string[] = []
     const first = await ensureRunnableBundle('display', { root, onNote: (l) => notes.push(l) })
     expect(first.built).toBe(true)
-    expect(first.entry).toBe(path.join(out, 'display', 'display.mjs'))
+    expect(first.entry).toBe(path.join(out, 'display', 'display.cjs'))
     expect(notes[0]).toMatch(/^building the display bundle/)
-    expect(notes[1]).toMatch(/^built dist\/bundles\/display\/display\.mjs: [\d.]+ KB, [\d.]+ KB gzip, unsigned$/)
+    expect(notes[1]).toMatch(/^built dist\/bundles\/display\/display\.cjs: [\d.]+ KB, [\d.]+ KB gzip, unsigned$/)
     const stamp = JSON.parse(readFileSync(stampFile(out, 'display'), 'utf8')) as { inputs: string[] }
     expect(stamp.inputs).toContain('devices/display/display-service.ts')
     expect(stamp.inputs).toContain('runtime/service/runtime.ts')
@@ -57,12 +57,12 @@ describe('the bundle a device of the project runs', () => {
 
   it('is built again when a file of the bundle is gone or its stamp is damaged', async () => {
     await ensureRunnableBundle('display', { root })
-    rmSync(path.join(out, 'display', 'display.mjs'))
+    rmSync(path.join(out, 'display', 'display.cjs'))
     expect(currentBundle(out, 'display', root)).toBeUndefined()
     expect((await ensureRunnableBundle('display', { root })).built).toBe(true)
     writeFileSync(stampFile(out, 'display'), '{"format":1,"device":"disp')
     expect((await ensureRunnableBundle('display', { root })).built).toBe(true)
-    expect(existsSync(path.join(out, 'display', 'display.mjs'))).toBe(true)
+    expect(existsSync(path.join(out, 'display', 'display.cjs'))).toBe(true)
   }, 60_000)
 
   it('is built by one of several processes asking at once; the others take it', async () => {
@@ -74,7 +74,7 @@ describe('the bundle a device of the project runs', () => {
     const results = await Promise.all([1, 2, 3].map(() => run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, timeout: 60_000 })))
     const answers = results.map((r) => JSON.parse(r.stdout.trim()) as { entry: string; built: boolean })
     expect(answers.filter((a) => a.built)).toHaveLength(1)
-    expect(new Set(answers.map((a) => a.entry))).toEqual(new Set([path.join(fresh, 'dist', 'bundles', 'thermo', 'thermo.mjs')]))
+    expect(new Set(answers.map((a) => a.entry))).toEqual(new Set([path.join(fresh, 'dist', 'bundles', 'thermo', 'thermo.cjs')]))
     expect(existsSync(path.join(fresh, 'dist', 'bundles', 'thermo', 'better_sqlite3.node'))).toBe(true)
     expect(existsSync(path.join(fresh, 'dist', 'bundles', '.thermo.lock'))).toBe(false)
   }, 90_000)

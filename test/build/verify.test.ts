@@ -30,7 +30,7 @@ describe('verifyBundle', () => {
 
   it('accepts the bundle as built, with the key in a list of trusted keys too; the manifest lists every file', async () => {
     const manifest = await verifyBundle(copy(), keys.publicPem)
-    expect(manifest.files.map((f) => f.path)).toEqual(['better_sqlite3.node', 'thermo.cjs', 'thermo.cjs.map', 'thermo.mjs'])
+    expect(manifest.files.map((f) => f.path)).toEqual(['better_sqlite3.node', 'thermo.cjs', 'thermo.code.cjs', 'thermo.code.cjs.map'])
     expect(manifest.addon).toMatchObject({ file: 'better_sqlite3.node', nodeAbi: Number(process.versions.modules), platform: process.platform, arch: process.arch })
     expect(manifest.node.abi).toBe(Number(process.versions.modules))
     await expect(verifyBundle(built.dir, [other.publicPem, keys.publicPem])).resolves.toEqual(manifest)
@@ -39,7 +39,7 @@ describe('verifyBundle', () => {
   })
 
   it('a changed byte in the bundle, the addon or the source map: HASH_MISMATCH naming the file', async () => {
-    for (const file of ['thermo.mjs', 'thermo.cjs', 'better_sqlite3.node', 'thermo.cjs.map']) {
+    for (const file of ['thermo.cjs', 'thermo.code.cjs', 'better_sqlite3.node', 'thermo.code.cjs.map']) {
       const dir = copy()
       const bytes = readFileSync(path.join(dir, file))
       const at = bytes.length >> 1
@@ -53,14 +53,14 @@ describe('verifyBundle', () => {
 
   it('a missing file, an extra file, or a file made longer: HASH_MISMATCH', async () => {
     const missing = copy()
-    rmSync(path.join(missing, 'thermo.cjs.map'))
-    expect(await refused(verifyBundle(missing, keys.publicPem))).toMatchObject({ code: 'HASH_MISMATCH', message: expect.stringContaining('thermo.cjs.map is missing') })
+    rmSync(path.join(missing, 'thermo.code.cjs.map'))
+    expect(await refused(verifyBundle(missing, keys.publicPem))).toMatchObject({ code: 'HASH_MISMATCH', message: expect.stringContaining('thermo.code.cjs.map is missing') })
     const extra = copy()
     writeFileSync(path.join(extra, 'evil.mjs'), 'process.exit(0)\n')
     expect(await refused(verifyBundle(extra, keys.publicPem))).toMatchObject({ code: 'HASH_MISMATCH', details: { file: 'evil.mjs' } })
     const longer = copy()
-    appendFileSync(path.join(longer, 'thermo.mjs'), '\n')
-    expect(await refused(verifyBundle(longer, keys.publicPem))).toMatchObject({ code: 'HASH_MISMATCH', details: { file: 'thermo.mjs' } })
+    appendFileSync(path.join(longer, 'thermo.cjs'), '\n')
+    expect(await refused(verifyBundle(longer, keys.publicPem))).toMatchObject({ code: 'HASH_MISMATCH', details: { file: 'thermo.cjs' } })
   })
 
   it('a changed manifest (even a hash made to match a changed file) or signature: BAD_SIGNATURE', async () => {

@@ -200,8 +200,8 @@ describe('README "Build a device bundle", as a user runs it', () => {
       const build1 = await ok(readme(/^npx outpost build --key \.outpost\/keys\/signing-key\.pem(\s|$)/))
       const bundles = path.join(project, 'dist', 'bundles')
       expect(build1.out).toMatch(/^device +size +gzip +sha256 +files$/m)
-      expect(build1.out).toMatch(row('display', 3, sha12(path.join(bundles, 'display'), 'display.cjs')))
-      expect(build1.out).toMatch(row('thermo', 4, sha12(path.join(bundles, 'thermo'), 'thermo.cjs')))
+      expect(build1.out).toMatch(row('display', 3, sha12(path.join(bundles, 'display'), 'display.code.cjs')))
+      expect(build1.out).toMatch(row('thermo', 4, sha12(path.join(bundles, 'thermo'), 'thermo.code.cjs')))
       const firstBuild = builtAt(build1.out, 'dist/bundles', keyId!)
 
       // Flashed onto a folder, trusting the public key.
@@ -233,7 +233,7 @@ describe('README "Build a device bundle", as a user runs it', () => {
 
       // A new build, over the air through the gateway: kept in slot b.
       const build2 = await ok(readme(/^npx outpost build thermo --key \.outpost\/keys\/signing-key\.pem(\s|$)/))
-      expect(build2.out).toMatch(row('thermo', 4, sha12(path.join(bundles, 'thermo'), 'thermo.cjs')))
+      expect(build2.out).toMatch(row('thermo', 4, sha12(path.join(bundles, 'thermo'), 'thermo.code.cjs')))
       expect(build2.out).not.toMatch(/^display /m)
       const secondBuild = builtAt(build2.out, 'dist/bundles', keyId!)
       const ota = await ok(readme(/^npx outpost flash dist\/bundles\/thermo --device thermo-1 --gateway http:\/\/127\.0\.0\.1:8080(\s|$)/))
@@ -252,7 +252,7 @@ describe('README "Build a device bundle", as a user runs it', () => {
       expect(readFileSync(source, 'utf8')).toBe(`${original.toString('utf8')}${edited[1]}\n`)
       const bad = await ok(readme(/^npx outpost build thermo --key \.outpost\/keys\/signing-key\.pem --out \/tmp\/bad(\s|$)/))
       const badBuild = builtAt(bad.out, badDir, keyId!)
-      expect(bad.out).toMatch(row('thermo', 4, sha12(path.join(badDir, 'thermo'), 'thermo.cjs')))
+      expect(bad.out).toMatch(row('thermo', 4, sha12(path.join(badDir, 'thermo'), 'thermo.code.cjs')))
       const undo = readme(/^git checkout (\S+)(\s|$)/)
       expect(undo.split(/\s+/)[2]).toBe(edited[2])
       writeFileSync(source, original)

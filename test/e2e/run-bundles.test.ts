@@ -74,7 +74,7 @@ describe.runIf(process.platform === 'linux')('the devices the CLI runs are their
         scripts = childrenOf(demo.child.pid!).map((argv) => argv[1] ?? '').sort()
         return scripts.length === 2
       }, 10_000)
-      expect(scripts).toEqual([path.join(BUNDLES, 'display', 'display.mjs'), path.join(BUNDLES, 'thermo', 'thermo.mjs')])
+      expect(scripts).toEqual([path.join(BUNDLES, 'display', 'display.cjs'), path.join(BUNDLES, 'thermo', 'thermo.cjs')])
       await demo.kill('SIGTERM')
       expect((await demo.exited).code).toBe(0)
       expect(demo.lines.join('\n')).not.toMatch(/ERROR/)

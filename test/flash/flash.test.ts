@@ -86,14 +86,14 @@ describe('outpost flash to a device folder, run by the launcher', () => {
     writeFileSync(path.join(badSig, MANIFEST_FILE), readFileSync(path.join(badSig, MANIFEST_FILE), 'utf8').replace('"version": "0.1.0"', '"version": "0.1.9"'))
     const badHash = path.join(temp(), 'thermo')
     cpSync(v1, badHash, { recursive: true })
-    const js = readFileSync(path.join(badHash, 'thermo.mjs'))
+    const js = readFileSync(path.join(badHash, 'thermo.cjs'))
     js[1000] = js[1000]! ^ 0x20
-    writeFileSync(path.join(badHash, 'thermo.mjs'), js)
+    writeFileSync(path.join(badHash, 'thermo.cjs'), js)
     const otherKey = variant(v1, path.join(temp(), 'thermo'), other.privatePem, {})
 
     const cases: [string, string, RegExp][] = [
       [badSig, 'BAD_SIGNATURE', /the signature of manifest\.json .* does not verify with key/],
-      [badHash, 'HASH_MISMATCH', /thermo\.mjs in .* is not the file the manifest lists/],
+      [badHash, 'HASH_MISMATCH', /thermo\.cjs in .* is not the file the manifest lists/],
       [otherKey, 'UNKNOWN_KEY', new RegExp(`signed by key ${other.keyId}, which is not trusted here \\(trusted: ${keys.keyId}\\)`)],
     ]
     for (const [bundle, code, message] of cases) {

@@ -19,7 +19,7 @@ import { launcherCheck, readJson, startLauncher, variant } from './flash-helpers
 
 const temp = tempDirs('flash-kill')
 /** Steps the flash announces, in order (build/flash.ts). */
-const STEPS = ['verify', 'prepare', 'copy manifest.json', 'copy manifest.sig', 'copy better_sqlite3.node', 'copy thermo.mjs', 'copy thermo.mjs.map', 'sync', 'replace', 'verify-slot', 'keys', 'launcher', 'switch', 'switched']
+const STEPS = ['verify', 'prepare', 'copy manifest.json', 'copy manifest.sig', 'copy better_sqlite3.node', 'copy thermo.cjs', 'copy thermo.code.cjs', 'copy thermo.code.cjs.map', 'sync', 'replace', 'verify-slot', 'keys', 'launcher', 'switch', 'switched']
 const STEP_DELAY_MS = 20
 const KILLS = 2 * STEPS.length
 

@@ -207,7 +207,7 @@ describe('over the air onto a device whose disk is full or read-only', () => {
     expect(listing(path.join(rig.dev, 'ota'))).toEqual([])
     expect(free(rig.dev)).toBeGreaterThan(v2.bytes / 4)
     // A chunk sent for the discarded transfer says why it is gone, not just that it is unknown.
-    const late = await caught(sendChunk(rig, 'thermo.cjs', 0))
+    const late = await caught(sendChunk(rig, 'thermo.code.cjs', 0))
     expect(late.code).toBe('STORE_FULL')
     // Room again: the same command flashes the bundle.
     rmSync(filler)
@@ -283,8 +283,8 @@ describe('over the air onto a device whose disk is full or read-only', () => {
     const rig = await diskRig('8m')
     const ota = path.join(rig.dev, 'ota')
     const t = await begin(rig)
-    const mjs = t.files.find((f) => f.name === 'thermo.cjs')!
-    await sendChunk(rig, 'thermo.cjs', 0)
+    const mjs = t.files.find((f) => f.name === 'thermo.code.cjs')!
+    await sendChunk(rig, 'thermo.code.cjs', 0)
     const logSize = (): number => statSync(path.join(ota, 'chunks.log')).size
     const logBefore = logSize()
     // What the staging area takes on the disk (the device's database grows by every command meanwhile: not counted).
@@ -292,19 +292,19 @@ describe('over the air onto a device whose disk is full or read-only', () => {
     const takenBefore = taken()
     const junk = Buffer.alloc(64 * 1024, 1)
     // Past the end of the file, past the file list, one byte too many.
-    expect((await caught(rig.call('chunk', { bundleId: v2.bundleId, file: 'thermo.cjs', index: mjs.chunks, data: junk.toString('base64'), sha256: sha256(junk) }))).code).toBe('BAD_ARGUMENT')
+    expect((await caught(rig.call('chunk', { bundleId: v2.bundleId, file: 'thermo.code.cjs', index: mjs.chunks, data: junk.toString('base64'), sha256: sha256(junk) }))).code).toBe('BAD_ARGUMENT')
     expect((await caught(rig.call('chunk', { bundleId: v2.bundleId, file: 'other.bin', index: 0, data: junk.toString('base64'), sha256: sha256(junk) }))).code).toBe('BAD_ARGUMENT')
     const big = Buffer.alloc(64 * 1024 + 1, 1)
-    expect((await caught(rig.call('chunk', { bundleId: v2.bundleId, file: 'thermo.cjs', index: 1, data: big.toString('base64'), sha256: sha256(big) }))).code).toBe('HASH_MISMATCH')
+    expect((await caught(rig.call('chunk', { bundleId: v2.bundleId, file: 'thermo.code.cjs', index: 1, data: big.toString('base64'), sha256: sha256(big) }))).code).toBe('HASH_MISMATCH')
     // The same chunk again and again, each time other bytes of the right size with their own sha256.
     for (let i = 0; i < 50; i++) {
       const other = Buffer.alloc(64 * 1024, i + 1)
-      const err = await caught(rig.call('chunk', { bundleId: v2.bundleId, file: 'thermo.cjs', index: 0, data: other.toString('base64'), sha256: sha256(other) }))
+      const err = await caught(rig.call('chunk', { bundleId: v2.bundleId, file: 'thermo.code.cjs', index: 0, data: other.toString('base64'), sha256: sha256(other) }))
       expect(err.code).toBe('HASH_MISMATCH')
-      expect(err.message).toMatch(/^chunk 0 of thermo\.cjs was received already, with other bytes; nothing was written/)
+      expect(err.message).toMatch(/^chunk 0 of thermo\.code\.cjs was received already, with other bytes; nothing was written/)
     }
     expect(logSize()).toBe(logBefore)
-    expect(readFileSync(path.join(ota, 'bundle', 'thermo.cjs')).subarray(0, 64 * 1024).equals(v2.files.find((f) => f.name === 'thermo.cjs')!.bytes.subarray(0, 64 * 1024))).toBe(true)
+    expect(readFileSync(path.join(ota, 'bundle', 'thermo.code.cjs')).subarray(0, 64 * 1024).equals(v2.files.find((f) => f.name === 'thermo.code.cjs')!.bytes.subarray(0, 64 * 1024))).toBe(true)
     expect(taken()).toBe(takenBefore)
 
     // Begun and abandoned twenty times, each time in another chunk size, a few chunks each.

@@ -43,33 +43,33 @@ describe('over the air: refusals, and the device keeps its bundle', () => {
   })
 
   it('a chunk whose data does not match its sha256 is refused with HASH_MISMATCH and nothing is written; a chunk sent twice is taken once', async () => {
-    expect((await caught(rig.call('chunk', { bundleId: v2.bundleId, file: 'thermo.cjs', index: 0, data: '', sha256: sha256(Buffer.alloc(0)) }))).code).toBe('NOT_FOUND')
+    expect((await caught(rig.call('chunk', { bundleId: v2.bundleId, file: 'thermo.code.cjs', index: 0, data: '', sha256: sha256(Buffer.alloc(0)) }))).code).toBe('NOT_FOUND')
     const t = await begin(v2)
     expect(t).toMatchObject({ bundleId: v2.bundleId, version: '0.2.0', chunkBytes: CHUNK })
     expect(t.files.every((f) => f.present.length === 0)).toBe(true)
-    const good = chunkOf(v2, 'thermo.cjs', 0)
+    const good = chunkOf(v2, 'thermo.code.cjs', 0)
     const bad = Buffer.from(good)
     bad[100] = bad[100]! ^ 0xff
-    const staged = path.join(rig.dev, 'ota', 'bundle', 'thermo.cjs')
+    const staged = path.join(rig.dev, 'ota', 'bundle', 'thermo.code.cjs')
     for (const data of [bad.toString('base64'), `${good.toString('base64')}x`, good.subarray(1).toString('base64')]) {
-      const err = await caught(rig.call('chunk', { bundleId: v2.bundleId, file: 'thermo.cjs', index: 0, data, sha256: sha256(good) }))
+      const err = await caught(rig.call('chunk', { bundleId: v2.bundleId, file: 'thermo.code.cjs', index: 0, data, sha256: sha256(good) }))
       expect(err.code).toBe('HASH_MISMATCH')
-      expect(err.message).toMatch(/^chunk 0 of thermo\.cjs does not match its sha256 .*; nothing was written$/)
+      expect(err.message).toMatch(/^chunk 0 of thermo\.code\.cjs does not match its sha256 .*; nothing was written$/)
     }
     // The gateway's answer, as any HTTP caller gets it.
     const res = await fetch(`${rig.http}/devices/${rig.deviceId}/commands/ota/1/chunk`, {
-      method: 'POST', headers: { authorization: `Bearer ${TOKEN}` }, body: JSON.stringify({ bundleId: v2.bundleId, file: 'thermo.cjs', index: 0, data: bad.toString('base64'), sha256: sha256(good) }),
+      method: 'POST', headers: { authorization: `Bearer ${TOKEN}` }, body: JSON.stringify({ bundleId: v2.bundleId, file: 'thermo.code.cjs', index: 0, data: bad.toString('base64'), sha256: sha256(good) }),
     })
     expect(res.ok).toBe(false)
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('HASH_MISMATCH')
     // Nothing written: the staged file is as begin made it (zeros), and no chunk is present.
     expect(readFileSync(staged).subarray(0, CHUNK).equals(Buffer.alloc(CHUNK))).toBe(true)
-    expect((await rig.status()).transfer!.files.find((f) => f.name === 'thermo.cjs')!.present).toEqual([])
+    expect((await rig.status()).transfer!.files.find((f) => f.name === 'thermo.code.cjs')!.present).toEqual([])
     // The right chunk is taken; sent again, it is not written again.
-    expect(await rig.call('chunk', { bundleId: v2.bundleId, file: 'thermo.cjs', index: 0, data: good.toString('base64'), sha256: sha256(good) })).toMatchObject({ written: true })
-    expect(await rig.call('chunk', { bundleId: v2.bundleId, file: 'thermo.cjs', index: 0, data: good.toString('base64'), sha256: sha256(good) })).toMatchObject({ written: false })
+    expect(await rig.call('chunk', { bundleId: v2.bundleId, file: 'thermo.code.cjs', index: 0, data: good.toString('base64'), sha256: sha256(good) })).toMatchObject({ written: true })
+    expect(await rig.call('chunk', { bundleId: v2.bundleId, file: 'thermo.code.cjs', index: 0, data: good.toString('base64'), sha256: sha256(good) })).toMatchObject({ written: false })
     expect(readFileSync(staged).subarray(0, CHUNK).equals(good)).toBe(true)
-    expect((await rig.status()).transfer!.files.find((f) => f.name === 'thermo.cjs')!.present).toEqual([0])
+    expect((await rig.status()).transfer!.files.find((f) => f.name === 'thermo.code.cjs')!.present).toEqual([0])
     await unchanged()
   }, 30_000)
 

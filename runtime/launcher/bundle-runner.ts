@@ -34,27 +34,53 @@ const file = join(dir, __OUTPOST_CODE_FILE__)
 // load, not through node:vm: then the code is loaded by require(), without a cache.
 const sourceMaps = (process as { sourceMapsEnabled?: boolean }).sourceMapsEnabled === true || process.execArgv.includes('--enable-source-maps')
 const cacheDir = sourceMaps || process.env.NODE_DISABLE_COMPILE_CACHE === '1' ? undefined : process.env.NODE_COMPILE_CACHE || undefined
-const cacheName = `outpost-${__OUTPOST_CODE_SHA256__.slice(0, 16)}-${process.version}-${process.platform}-${process.arch}.v8`
+// Named after the device too: devices that share a folder (one NODE_COMPILE_CACHE for all) keep
+// their own caches, and each removes only its own older ones (and those of runners before the name had it).
+const device = __OUTPOST_CODE_FILE__.replace(/\.code\.cjs$/, '')
+const cacheName = `outpost-${device}-${__OUTPOST_CODE_SHA256__.slice(0, 16)}-${process.version}-${process.platform}-${process.arch}.v8`
+const ours = new RegExp(`^outpost-(?:${device.replace(/[^A-Za-z0-9]/g, '\\$&')}-)?[0-9a-f]{16}-v[0-9]`)
 const cacheFile = cacheDir === undefined ? undefined : resolve(cacheDir, cacheName)
 
-// The file: CACHE_MAGIC, the CRC-32 of the rest (4 bytes, little-endian), then V8's cached data.
-const CACHE_MAGIC = 0x3876704f // 'Opv8'
-const HEADER = 8
+/** The device's code as a bundle holds it; a code file that is gone, unreadable or empty ends the start with one line (HASH_MISMATCH: a file missing or not the size its manifest gives; exit 1). */
+function readCode(): Buffer {
+  let code: Buffer | undefined
+  try {
+    code = readFileSync(file)
+  } catch (err) {
+    fail(`its code ${file} cannot be read (${(err as Error).message})`)
+  }
+  if (code.length === 0) fail(`its code ${file} is empty`)
+  return code
+}
+function fail(why: string): never {
+  process.stderr.write(`outpost: HASH_MISMATCH: this device bundle cannot start: ${why}; build or flash the bundle again\n`)
+  process.exit(1)
+}
+
+// The file: CACHE_MAGIC, the CRC-32 of the rest (4 bytes each, little-endian), then the CRC-32s of
+// the code and of its path that V8's data was made from, then V8's data. V8 checks of the source
+// only its length: a code file changed in place (the same length) met the old cache, ran old and
+// new code mixed, or failed at every start; a copy of the bundle named the old place in its stacks.
+const CACHE_MAGIC = 0x3976704f // 'Opv9'
+const HEADER = 16
 type Crc32 = (data: Uint8Array) => number
 const crc32 = cacheFile === undefined ? undefined : ((createRequire(__filename)('node:zlib') as { crc32?: Crc32 }).crc32 satisfies Crc32 | undefined)
 const usable = cacheFile !== undefined && typeof crc32 === 'function'
 
+const code = sourceMaps ? undefined : readCode()
+/** What the cache must have been made from: this code, at this path. */
+const made = usable && code !== undefined ? [crc32!(code), crc32!(Buffer.from(file))] : undefined
 let cached: Buffer | undefined
-if (usable) {
+if (made !== undefined) {
   try {
-    const bytes = readFileSync(cacheFile)
-    if (bytes.length > HEADER && bytes.readUInt32LE(0) === CACHE_MAGIC && bytes.readUInt32LE(4) === crc32!(bytes.subarray(HEADER))) cached = bytes.subarray(HEADER)
+    const bytes = readFileSync(cacheFile!)
+    if (bytes.length > HEADER && bytes.readUInt32LE(0) === CACHE_MAGIC && bytes.readUInt32LE(4) === crc32!(bytes.subarray(8)) && bytes.readUInt32LE(8) === made[0] && bytes.readUInt32LE(12) === made[1]) cached = bytes.subarray(HEADER)
   } catch {} // none yet (or unreadable): compiled as without a cache
 }
 // CommonJS's wrapper, as Node's loader writes it: the code sees require, module and its own file.
 // Positions in stack traces are the file's own (columnOffset takes the wrapper back off line 1).
 const WRAPPER = '(function (exports, require, module, __filename, __dirname) {'
-const script = sourceMaps ? undefined : new Script(`${WRAPPER}${readFileSync(file, 'utf8')}\n})`, {
+const script = code === undefined ? undefined : new Script(`${WRAPPER}${code.toString('utf8')}\n})`, {
   filename: file,
   columnOffset: -WRAPPER.length,
   ...(cached === undefined ? {} : { cachedData: cached }),
@@ -67,18 +93,20 @@ const script = sourceMaps ? undefined : new Script(`${WRAPPER}${readFileSync(fil
  */
 let kept = false
 function keepCache(): void {
-  if (kept || !usable) return
+  if (kept || made === undefined) return
   kept = true
-  const folder = dirname(cacheFile)
+  const folder = dirname(cacheFile!)
   const tmp = `${cacheFile}.${process.pid}.tmp`
   try {
     mkdirSync(folder, { recursive: true })
-    const data = script!.createCachedData()
     const header = Buffer.alloc(HEADER)
     header.writeUInt32LE(CACHE_MAGIC, 0)
-    header.writeUInt32LE(crc32!(data), 4)
-    writeFileSync(tmp, Buffer.concat([header, data]))
-    renameSync(tmp, cacheFile)
+    header.writeUInt32LE(made[0]!, 8)
+    header.writeUInt32LE(made[1]!, 12)
+    const bytes = Buffer.concat([header, script!.createCachedData()])
+    bytes.writeUInt32LE(crc32!(bytes.subarray(8)), 4)
+    writeFileSync(tmp, bytes)
+    renameSync(tmp, cacheFile!)
   } catch {
     // A full or read-only disk: the next start compiles, as without a cache.
     try {
@@ -87,12 +115,12 @@ function keepCache(): void {
   }
   try {
     for (const name of readdirSync(folder)) {
-      if (name.startsWith('outpost-') && (name.endsWith('.v8') || name.endsWith('.tmp')) && name !== cacheName) rmSync(join(folder, name), { force: true })
+      if (name !== cacheName && ours.test(name) && (name.endsWith('.v8') || name.endsWith('.tmp'))) rmSync(join(folder, name), { force: true })
     }
   } catch {}
 }
 // Made once the device reported ready (devices/device-config.ts calls it), when there was none or V8 refused it.
-if (usable && (cached === undefined || script?.cachedDataRejected === true)) {
+if (made !== undefined && (cached === undefined || script?.cachedDataRejected === true)) {
   ;(globalThis as Record<symbol, unknown>)[CODE_CACHE_READY] = (): void => {
     delete (globalThis as Record<symbol, unknown>)[CODE_CACHE_READY]
     setImmediate(keepCache).unref()
@@ -101,8 +129,10 @@ if (usable && (cached === undefined || script?.cachedDataRejected === true)) {
   }
 }
 
-if (script === undefined) createRequire(__filename)(file)
-else {
+if (script === undefined) {
+  readCode()
+  createRequire(__filename)(file)
+} else {
   const module = { exports: {} }
   ;(script.runInThisContext() as (...args: unknown[]) => void).call(module.exports, module.exports, createRequire(file), module, file, dir)
 }

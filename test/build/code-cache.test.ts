@@ -4,7 +4,7 @@
 // cut short or made under other V8 flags is not used (a damaged one given to V8 crashed Node), the
 // device starts as without one, and the cache is made again; no folder to write it in costs
 // nothing but the cache.
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statfsSync, statSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { crc32 } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -31,7 +31,7 @@ describe('a device bundle keeps a V8 code cache in the folder NODE_COMPILE_CACHE
     for (const d of disks) d.dispose()
   })
 
-  const cacheName = (): string => `outpost-${built.sha256.slice(0, 16)}-${process.version}-${process.platform}-${process.arch}.v8`
+  const cacheName = (): string => `outpost-display-${built.sha256.slice(0, 16)}-${process.version}-${process.platform}-${process.arch}.v8`
   /** Starts the display (no broker: it runs offline) until ready, then stops it with SIGTERM; its exit code. */
   const startUntilReady = async (env: Record<string, string>): Promise<number | null> => {
     const p = startProcess(path.join(home, 'display', 'display.cjs'), [], bareEnv({ OUTPOST_MQTT_URL: 'mqtt://127.0.0.1:1', OUTPOST_DEVICE_ID: 'cache-1', OUTPOST_LOG_FORMAT: 'json', ...env }))
@@ -42,10 +42,11 @@ describe('a device bundle keeps a V8 code cache in the folder NODE_COMPILE_CACHE
     p.child.kill('SIGTERM')
     return (await p.exited).code
   }
-  /** The cache file's checksum holds. */
-  const sound = (file: string): boolean => {
+  /** The cache file's checksum holds, and it names the code it was made from (the display's in `bundle`). */
+  const sound = (file: string, bundle = path.join(home, 'display')): boolean => {
     const b = readFileSync(file)
-    return b.length > 8 && b.toString('latin1', 0, 4) === 'Opv8' && b.readUInt32LE(4) === crc32(b.subarray(8))
+    const code = path.join(bundle, 'display.code.cjs')
+    return b.length > 16 && b.toString('latin1', 0, 4) === 'Opv9' && b.readUInt32LE(4) === crc32(b.subarray(8)) && b.readUInt32LE(8) === crc32(readFileSync(code)) && b.readUInt32LE(12) === crc32(Buffer.from(code))
   }
   const identity = (file: string): string => {
     const s = statSync(file)
@@ -118,18 +119,22 @@ describe('a device bundle keeps a V8 code cache in the folder NODE_COMPILE_CACHE
     await until(() => sound(file), 5_000)
   }, 90_000)
 
-  it('the cache of another bundle in its folder is removed once this one is written; none without NODE_COMPILE_CACHE, or with NODE_DISABLE_COMPILE_CACHE=1', async () => {
+  it("older caches of the device in its folder are removed once this one is written, another device's are kept; none without NODE_COMPILE_CACHE, or with NODE_DISABLE_COMPILE_CACHE=1", async () => {
     const dir = path.join(temp(), 'cache')
-    const stale = `outpost-0123456789abcdef-${process.version}-${process.platform}-${process.arch}.v8`
+    const machine = `${process.version}-${process.platform}-${process.arch}.v8`
+    // An older build of this device, and one from a runner before caches were named after their device.
+    const older = [`outpost-display-0123456789abcdef-${machine}`, `outpost-0123456789abcdef-${machine}`]
+    // Another device's, in a folder that devices share (one NODE_COMPILE_CACHE for all): two devices took turns deleting each other's.
+    const others = [`outpost-thermo-0123456789abcdef-${machine}`, `outpost-display2-0123456789abcdef-${machine}`]
     mkdirSync(dir)
-    cpSync(path.join(home, 'display', 'display.code.cjs'), path.join(dir, stale)) // any bytes: it is not read
+    for (const f of [...older, ...others]) cpSync(path.join(home, 'display', 'display.code.cjs'), path.join(dir, f)) // any bytes: it is not read
     writeFileSync(path.join(dir, 'notes.txt'), 'not ours\n')
     // What a process killed while it wrote its cache left.
     const cut = `${cacheName()}.999999.tmp`
     writeFileSync(path.join(dir, cut), Buffer.alloc(50_000))
     expect(await startUntilReady({ NODE_COMPILE_CACHE: dir })).toBe(0)
-    await until(() => !existsSync(path.join(dir, stale)) && !existsSync(path.join(dir, cut)), 5_000)
-    expect(readdirSync(dir).sort()).toEqual(['notes.txt', cacheName()].sort())
+    await until(() => [...older, cut].every((f) => !existsSync(path.join(dir, f))), 5_000)
+    expect(readdirSync(dir).sort()).toEqual(['notes.txt', cacheName(), ...others].sort())
 
     const off = path.join(temp(), 'cache')
     expect(await startUntilReady({ NODE_COMPILE_CACHE: off, NODE_DISABLE_COMPILE_CACHE: '1' })).toBe(0)
@@ -139,6 +144,56 @@ describe('a device bundle keeps a V8 code cache in the folder NODE_COMPILE_CACHE
     expect(await startUntilReady({})).toBe(0)
     expect(readdirSync(path.join(home, 'display')).sort()).toEqual(files)
   }, 60_000)
+
+  it('made from other code of the same length (changed in place) or at another path (a copy): not used, made again; the new code runs', async () => {
+    const bundle = path.join(temp(), 'display')
+    cpSync(path.join(home, 'display'), bundle, { recursive: true })
+    const dir = path.join(temp(), 'cache')
+    const file = path.join(dir, cacheName())
+    const run = async (at: string): Promise<string[]> => {
+      const p = startProcess(path.join(at, 'display.cjs'), [], bareEnv({ OUTPOST_MQTT_URL: 'mqtt://127.0.0.1:1', OUTPOST_DEVICE_ID: 'cache-4', OUTPOST_LOG_FORMAT: 'json', NODE_COMPILE_CACHE: dir }))
+      running.push(p)
+      await p.waitFor('"msg":"ready"', 20_000)
+      await new Promise((r) => setTimeout(r, 300))
+      p.child.kill('SIGTERM')
+      expect((await p.exited).code, p.lines.join('\n')).toBe(0)
+      return p.lines
+    }
+    await run(bundle)
+    expect(sound(file, bundle)).toBe(true)
+    // One log message changed, the length kept: V8 checks only the length, and took the old cache.
+    const code = path.join(bundle, 'display.code.cjs')
+    const text = readFileSync(code, 'utf8')
+    expect(text).toContain('"runtime started"')
+    writeFileSync(code, text.replace('"runtime started"', '"RUNTIME STARTED"'))
+    const first = identity(file)
+    const lines = await run(bundle)
+    expect(lines.some((l) => l.includes('"msg":"RUNTIME STARTED"'))).toBe(true)
+    await until(() => identity(file) !== first, 5_000)
+    expect(sound(file, bundle)).toBe(true)
+    // The same bundle copied elsewhere, beside the same cache: made again for the copy's path.
+    const copy = path.join(temp(), 'display')
+    cpSync(bundle, copy, { recursive: true })
+    const second = identity(file)
+    await run(copy)
+    await until(() => identity(file) !== second, 5_000)
+    expect(sound(file, copy)).toBe(true)
+  }, 60_000)
+
+  it('a code file that is gone or empty: one line that says so, exit code 1', async () => {
+    for (const damage of ['gone', 'empty'] as const) {
+      const bundle = path.join(temp(), 'display')
+      cpSync(path.join(home, 'display'), bundle, { recursive: true })
+      const code = path.join(bundle, 'display.code.cjs')
+      if (damage === 'gone') rmSync(code)
+      else writeFileSync(code, '')
+      const p = startProcess(path.join(bundle, 'display.cjs'), [], bareEnv({ OUTPOST_MQTT_URL: 'mqtt://127.0.0.1:1', OUTPOST_DEVICE_ID: 'cache-5', NODE_COMPILE_CACHE: path.join(temp(), 'cache') }))
+      running.push(p)
+      expect((await p.exited).code, damage).toBe(1)
+      const said = damage === 'gone' ? `its code ${code} cannot be read (ENOENT` : `its code ${code} is empty`
+      expect(p.lines, damage).toEqual([expect.stringMatching(new RegExp(`^outpost: HASH_MISMATCH: this device bundle cannot start: ${said.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}.*; build or flash the bundle again$`))])
+    }
+  }, 30_000)
 
   it('with --enable-source-maps: the code is loaded by require(), without a cache, and a stack names the sources', async () => {
     const dir = path.join(temp(), 'cache')

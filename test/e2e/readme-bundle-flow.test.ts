@@ -223,7 +223,7 @@ describe('README "Build a device bundle", as a user runs it', () => {
       await waitForLine(launcher, /slot a is ready: kept \(no rollback from now on\)/, 'the launcher')
       expect(launcher.out()).toContain(`started slot a: thermo ${version}, built ${firstBuild} (new: start 1 of 3`)
       // The V8 code cache of slot a's bundle, made after ready, in the slot's compile-cache folder.
-      await until(() => existsSync(path.join(deviceDir, 'compile-cache')) && readdirSync(path.join(deviceDir, 'compile-cache')).some((d) => d.startsWith('a-') && readdirSync(path.join(deviceDir, 'compile-cache', d)).some((f) => /^outpost-[0-9a-f]{16}-.*\.v8$/.test(f))), 10_000)
+      await until(() => existsSync(path.join(deviceDir, 'compile-cache')) && readdirSync(path.join(deviceDir, 'compile-cache')).some((d) => d.startsWith('a-') && readdirSync(path.join(deviceDir, 'compile-cache', d)).some((f) => /^outpost-thermo-[0-9a-f]{16}-.*\.v8$/.test(f))), 10_000)
 
       const status1 = await ok(readme(/^npx outpost flash status --to \/tmp\/device(\s|$)/))
       expect(status1.out).toContain(`  active:   slot a: thermo ${version}, built ${firstBuild}; kept (it reported ready since the switch)\n`)

@@ -57,7 +57,7 @@ describe.runIf(process.platform === 'linux')('the devices the CLI runs are their
       expect(maps).toContain(path.join(BUNDLES, 'thermo', 'better_sqlite3.node'))
       expect(maps).not.toContain(path.join('node_modules', 'better-sqlite3', 'build', 'Release', 'better_sqlite3.node'))
       // Its code cache, made once it was ready, in a folder beside the bundle folders (not in its own).
-      await until(() => existsSync(cache) && readdirSync(cache).some((f) => /^outpost-[0-9a-f]{16}-.*\.v8$/.test(f)), 10_000)
+      await until(() => existsSync(cache) && readdirSync(cache).some((f) => /^outpost-thermo-[0-9a-f]{16}-.*\.v8$/.test(f)), 10_000)
       await device.kill('SIGTERM')
       expect((await device.exited).code).toBe(0)
     } finally {

@@ -5,8 +5,8 @@
 // slot is complete and flushed before it is renamed into place, and the boot pointer is switched
 // last, by one rename (docs/build.md, "Flash").
 import { existsSync, readdirSync } from 'node:fs'
-import { mkdir, rename, rm } from 'node:fs/promises'
 import path from 'node:path'
+import { fsp } from '../lazy-builtin.js'
 import { KEYS_DIR, loadPointer, otherSlot, SLOTS_DIR, slotDir, syncDir, writeFileAtomic, writePointer, type BootPointer, type SlotName } from '../launcher/launcher.js'
 
 /** Where a slot is put together before it is renamed into place, under slots/. */
@@ -27,10 +27,10 @@ export interface SlotChoice {
 async function removeLeftovers(root: string): Promise<void> {
   const slots = path.join(root, SLOTS_DIR)
   for (const name of existsSync(slots) ? readdirSync(slots) : []) {
-    if (name.startsWith('.')) await rm(path.join(slots, name), { recursive: true, force: true })
+    if (name.startsWith('.')) await fsp().rm(path.join(slots, name), { recursive: true, force: true })
   }
   for (const dir of [root, path.join(root, KEYS_DIR)]) {
-    for (const name of existsSync(dir) ? readdirSync(dir) : []) if (/\.\d+\.tmp$/.test(name)) await rm(path.join(dir, name), { force: true })
+    for (const name of existsSync(dir) ? readdirSync(dir) : []) if (/\.\d+\.tmp$/.test(name)) await fsp().rm(path.join(dir, name), { force: true })
   }
 }
 
@@ -42,8 +42,8 @@ async function removeLeftovers(root: string): Promise<void> {
  */
 export async function chooseInactiveSlot(root: string): Promise<SlotChoice> {
   await removeLeftovers(root)
-  await mkdir(path.join(root, SLOTS_DIR), { recursive: true })
-  await mkdir(path.join(root, KEYS_DIR), { recursive: true })
+  await fsp().mkdir(path.join(root, SLOTS_DIR), { recursive: true })
+  await fsp().mkdir(path.join(root, KEYS_DIR), { recursive: true })
   const { pointer, damaged } = loadPointer(root, (file, data) => (writeFileAtomic(path.join(root, file), data), true))
   const slot: SlotName = pointer === undefined ? 'a' : otherSlot(pointer.slot)
   if (pointer !== undefined && pointer.previous === slot) writePointer(root, { ...pointer, previous: null })
@@ -54,10 +54,10 @@ export async function chooseInactiveSlot(root: string): Promise<SlotChoice> {
 export async function placeSlot(root: string, slot: SlotName, incoming: string): Promise<void> {
   const slotPath = slotDir(root, slot)
   const replaced = path.join(root, SLOTS_DIR, `.replaced-${slot}`)
-  if (existsSync(slotPath)) await rename(slotPath, replaced)
-  await rename(incoming, slotPath)
+  if (existsSync(slotPath)) await fsp().rename(slotPath, replaced)
+  await fsp().rename(incoming, slotPath)
   syncDir(path.join(root, SLOTS_DIR))
-  await rm(replaced, { recursive: true, force: true })
+  await fsp().rm(replaced, { recursive: true, force: true })
 }
 
 /** Switches the boot pointer to `slot` (new, on trial), the active one kept as its previous. @returns the new pointer */

@@ -16,11 +16,10 @@
 // kept, never a crash and never a switch. A transfer that ran out of space is discarded, so the
 // space goes back to the device's own data; one the disk would not take (read-only) is kept to resume.
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, rmSync } from 'node:fs'
-import { appendFile, mkdir, open, rename, rm, statfs, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { defineService } from '../contract/index.js'
 import { ErrorCode, isOutpostError, OutpostError } from '../errors.js'
-import { nodeCrypto } from '../lazy-builtin.js'
+import { fsp, nodeCrypto } from '../lazy-builtin.js'
 import {
   checkManifest, DEVICE_DIR_ENV, DEVICE_SLOT_ENV, loadPointer, POINTER_FILE, readState, readTrustedKeys, RESTART_REQUEST, slotDir, syncDir, verifyDir, verifySlot, writeFileAtomic,
   type SlotManifest, type SlotName,
@@ -142,7 +141,7 @@ export function createOtaService(opts: OtaServiceOptions) {
   }
   const discard = async (): Promise<void> => {
     transfer = undefined
-    for (const f of [staged, transferFile, logFile]) await rm(f, { recursive: true, force: true })
+    for (const f of [staged, transferFile, logFile]) await fsp().rm(f, { recursive: true, force: true })
   }
   /** The transfer `t` ran out of disk: it is dropped at once (chunks in flight are told why), then its files are removed. */
   const discardFull = async (t: Transfer, error: OutpostError): Promise<void> => {
@@ -178,25 +177,25 @@ export function createOtaService(opts: OtaServiceOptions) {
           await discard()
           // What the transfer takes on this disk: each file in whole blocks, its manifest, signature,
           // transfer.json and a chunks.log line per chunk, and a little room besides.
-          const disk = await statfs(root)
+          const disk = await fsp().statfs(root)
           const block = disk.bsize > 0 ? disk.bsize : 4096
           const lines = p.files.reduce((n, f) => n + Math.ceil(f.size / p.chunkBytes) * (f.name.length + 80), 0)
           const needs = p.files.reduce((n, f) => n + blocks(f.size, block), 0) + blocks(p.manifest.length, block) + blocks(p.signature.length, block) +
             blocks(JSON.stringify(p.files).length + 200, block) + blocks(lines, block) + 4 * block
           const free = disk.bavail * disk.bsize
           if (free < needs) throw fail(ErrorCode.STORE_FULL, `${where} needs ${needs} bytes; ${free} are free on the device; ${keepRunning}`)
-          await mkdir(staged, { recursive: true })
-          await writeFile(path.join(staged, 'manifest.json'), p.manifest)
-          await writeFile(path.join(staged, 'manifest.sig'), p.signature)
+          await fsp().mkdir(staged, { recursive: true })
+          await fsp().writeFile(path.join(staged, 'manifest.json'), p.manifest)
+          await fsp().writeFile(path.join(staged, 'manifest.sig'), p.signature)
           for (const f of p.files) {
-            const fh = await open(path.join(staged, f.name), 'w')
+            const fh = await fsp().open(path.join(staged, f.name), 'w')
             try {
               await fh.truncate(f.size)
             } finally {
               await fh.close()
             }
           }
-          await writeFile(logFile, '')
+          await fsp().writeFile(logFile, '')
           writeFileAtomic(transferFile, JSON.stringify({ bundleId: p.bundleId, chunkBytes: p.chunkBytes, files: p.files }))
         } catch (err) {
           const e = diskError(err, `${where} could not be staged`, () => keepRunning)
@@ -227,7 +226,7 @@ export function createOtaService(opts: OtaServiceOptions) {
         // would only grow chunks.log and overwrite what arrived).
         if (had !== undefined) throw fail(ErrorCode.HASH_MISMATCH, `chunk ${p.index} of ${p.file} was received already, with other bytes; nothing was written (begin again to start over)`)
         try {
-          const fh = await open(path.join(staged, f.name), 'r+')
+          const fh = await fsp().open(path.join(staged, f.name), 'r+')
           try {
             // A disk that fills takes part of a write without an error; the rest is written again, and
             // only then does the disk say ENOSPC. A chunk is never logged as written unless it all was.
@@ -237,7 +236,7 @@ export function createOtaService(opts: OtaServiceOptions) {
           }
           if (transfer !== t) current(p.bundleId)
           if (transfer !== t) throw fail(ErrorCode.NOT_FOUND, `the transfer of bundle ${p.bundleId} was replaced meanwhile`)
-          await appendFile(logFile, `${f.name} ${p.index} ${p.sha256}\n`)
+          await fsp().appendFile(logFile, `${f.name} ${p.index} ${p.sha256}\n`)
         } catch (err) {
           const e = diskError(err, `chunk ${p.index} of ${p.file} could not be written`, (full) => full
             ? `the transfer was discarded to give its space back (${keep}); free room on the device and flash again`
@@ -299,7 +298,7 @@ export function createOtaService(opts: OtaServiceOptions) {
           try {
             const chosen = await chooseInactiveSlot(root)
             slot = chosen.slot
-            await rename(staged, chosen.incoming)
+            await fsp().rename(staged, chosen.incoming)
             moved = { slot, incoming: chosen.incoming }
             syncDir(chosen.incoming)
             await placeSlot(root, slot, chosen.incoming)
@@ -313,7 +312,7 @@ export function createOtaService(opts: OtaServiceOptions) {
             let kept = true
             if (moved !== undefined) {
               try {
-                await rename(existsSync(moved.incoming) ? moved.incoming : slotDir(root, moved.slot), staged)
+                await fsp().rename(existsSync(moved.incoming) ? moved.incoming : slotDir(root, moved.slot), staged)
                 syncDir(dir)
               } catch {
                 kept = false

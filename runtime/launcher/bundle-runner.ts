@@ -15,7 +15,7 @@
 // after the code's sha256, Node's version and the machine: V8 checks its own version and flags
 // but of the source only its length, so a cache must never meet other code. Nor does V8 check
 // the cache's bytes (a cache with a few bytes flipped crashed Node 20 at start, exit 133), so the
-// file carries a CRC-32 of them (zlib.crc32, Node 20.15 and later; before, no cache is used), and
+// file carries a CRC-32 of them (zlib's crc32, Node 20.15 and later; before, no cache is used), and
 // one that does not match is not given to V8. A cache V8 rejects (other flags) or that fails its
 // check costs nothing but a compile, and is made again after ready.
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
@@ -64,7 +64,23 @@ function fail(why: string): never {
 const CACHE_MAGIC = 0x3976704f // 'Opv9'
 const HEADER = 16
 type Crc32 = (data: Uint8Array) => number
-const crc32 = cacheFile === undefined ? undefined : ((createRequire(__filename)('node:zlib') as { crc32?: Crc32 }).crc32 satisfies Crc32 | undefined)
+/**
+ * zlib's CRC-32. Node's zlib module loads node:stream as it loads (1.3-1.5 ms of a start here, and
+ * nothing the device loads before ready needs it): its native function is taken from Node's own
+ * binding where there is one, the module otherwise. process.binding is deprecated (DEP0111, a
+ * warning under --pending-deprecation only): with that flag, the module.
+ */
+function crc32Of(): Crc32 | undefined {
+  const pending = process.execArgv.includes('--pending-deprecation') || (process.env.NODE_OPTIONS ?? '').includes('--pending-deprecation')
+  if (!pending) {
+    try {
+      const native = (process as unknown as { binding(name: string): { crc32?: unknown } }).binding('zlib').crc32
+      if (typeof native === 'function') return (data) => (native as (data: Uint8Array, value: number) => number)(data, 0)
+    } catch {} // not there (an older or newer Node): the module
+  }
+  return (createRequire(__filename)('node:zlib') as { crc32?: Crc32 }).crc32
+}
+const crc32 = cacheFile === undefined ? undefined : crc32Of()
 const usable = cacheFile !== undefined && typeof crc32 === 'function'
 
 const code = sourceMaps ? undefined : readCode()

@@ -68,6 +68,26 @@ describe('a device bundle keeps a V8 code cache in the folder NODE_COMPILE_CACHE
     expect(readdirSync(dir)).toEqual([cacheName()])
   }, 60_000)
 
+  it('under --pending-deprecation too: the same cache, made and used, and no deprecation warning', async () => {
+    // The runner takes zlib's CRC-32 from Node's binding (process.binding, DEP0111), not from
+    // node:zlib, which loads node:stream at start; with this flag that would warn at every start.
+    const dir = path.join(temp(), 'cache')
+    const lines: string[] = []
+    for (let i = 0; i < 2; i++) {
+      const p = startProcess(path.join(home, 'display', 'display.cjs'), [], bareEnv({ OUTPOST_MQTT_URL: 'mqtt://127.0.0.1:1', OUTPOST_DEVICE_ID: 'cache-4', OUTPOST_LOG_FORMAT: 'json', NODE_COMPILE_CACHE: dir, NODE_OPTIONS: '--pending-deprecation' }))
+      running.push(p)
+      await p.waitFor('"msg":"ready"', 20_000)
+      await new Promise((r) => setTimeout(r, 300))
+      p.child.kill('SIGTERM')
+      expect((await p.exited).code).toBe(0)
+      lines.push(...p.lines)
+      if (i === 0) await until(() => existsSync(path.join(dir, cacheName())), 5_000)
+    }
+    const file = path.join(dir, cacheName())
+    expect(sound(file)).toBe(true)
+    expect(lines.filter((l) => /Deprecation|DEP0/.test(l))).toEqual([])
+  }, 60_000)
+
   it('made also by a device stopped (SIGTERM) the moment it said ready, before the turn that writes it came', async () => {
     // Seen with the CommonJS entry: the stop ran its course within the same turn, and the process
     // ended without writing the cache; the next start compiled everything again, and so every start.

@@ -117,6 +117,30 @@ describe('schedules', () => {
     })
   }
 
+  it("fires what it missed on the clock's next turn, not inside start(); stopped before that turn, the next start fires them", async () => {
+    const store = createMemoryStateStore()
+    const first = await setup(tickerService('cron', { backfill: 3 }), createManualClock(START), store)
+    await first.clock.advance(10_000) // fires 10:00:05 and 10:00:10
+    for (const r of runtimes.splice(0)) await r.stop({ drainMs: 50 })
+
+    // Off for a minute; started, and stopped before the clock moved: nothing fired, nothing counted.
+    const second = await setup(tickerService('cron', { backfill: 3 }), createManualClock(START + 70_000), store)
+    expect(second.device.stats().schedules).toMatchObject({ fired: 0, skipped: 0 })
+    for (const r of runtimes.splice(0)) await r.stop({ drainMs: 50 })
+    expect(second.heard).toEqual([])
+
+    // The next start has them all still to catch up on, once its clock turns: the latest three, then on as usual.
+    const later = createManualClock(START + 80_000)
+    const third = await setup(tickerService('cron', { backfill: 3 }), later, store)
+    expect(third.heard).toEqual([])
+    await later.advance(1)
+    const at = (hh: number, mm: number, ss: number): number => Date.UTC(2026, 10, 23, hh, mm, ss)
+    expect(third.heard.map((h) => h.at)).toEqual([at(10, 1, 10), at(10, 1, 15), at(10, 1, 20)])
+    expect(third.device.stats().schedules.skipped).toBe(11)
+    await later.advance(5_000)
+    expect(third.heard.at(-1)!.at).toBe(at(10, 1, 25))
+  })
+
   it('rejects a bad cron pattern, an unknown timezone and an undeclared event at definition', () => {
     const attempt = (fn: () => unknown): unknown => {
       try {

@@ -101,7 +101,7 @@ async function codec(ms: number): Promise<BenchResult[]> {
 if (sections.has('inproc')) emit(await benchInProcessIsolated({ durationMs: quick ? 500 : 2_000, warmupMs: quick ? 200 : 500 }, [1, 64], quick ? 1 : 3))
 if (sections.has('mqtt')) emit(await benchCrossProcess({ durationMs: quick ? 1_000 : 3_000, warmupMs: quick ? 300 : 1_000 }, [1, 64], quick ? 1 : 3))
 if (sections.has('codec')) emit(await codec(quick ? 300 : 1_000))
-if (sections.has('footprint')) emit(await benchFootprint(quick ? 1 : 3))
+if (sections.has('footprint')) emit(await benchFootprint(quick ? 1 : 9))
 // The disk-bound sections last, the queue first among them, each after the kernel has written
 // back what the one before left in the page cache: the million-event backlog leaves ~130 MB
 // to write, which otherwise lands in the middle of the next section's commits. The gateway

@@ -54,8 +54,9 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 
 /**
  * The demo devices' bundles, built as `outpost build` builds them (unsigned), each run `runs`
- * times beside a bare node process, interleaved: ready time and idle RSS, and their ratios to
- * bare node's of the same run. The thermo opens its SQLite database (made by a first, unmeasured
+ * times beside a bare node process, interleaved: ready time and idle RSS (medians), the ready
+ * time's ratio to bare node's (the median of each round's ratio; `ready_vs_bare_of_medians`, the
+ * ratio of the medians, as reported before session 23) and the RSS over bare node's. The thermo opens its SQLite database (made by a first, unmeasured
  * start: a device restarts far more often than it is first flashed), and the devices start with
  * the compile cache a launcher gives them (used from Node 22.1 on). Sizes are the JavaScript's,
  * minified and gzip-compressed, the addon not counted.
@@ -89,6 +90,10 @@ export async function benchFootprint(runs: number): Promise<BenchResult[]> {
   }
   const bareReady = median(bare.map((x) => x.readyMs))
   const bareRss = median(bare.map((x) => x.rssMb))
+  // The ratio is the median of each round's own (the device against the bare start measured just
+  // before it): the machine's pace drifts between rounds (a bare start took 23 to 30 ms within
+  // one run here), and a ratio of medians taken from different rounds moved with it.
+  const paired = (xs: Sample[]): number => median(xs.map((x, i) => x.readyMs / bare[i]!.readyMs))
   const row = (system: string, xs: Sample[], extra: Record<string, number | string> = {}): BenchResult => ({
     system, workload: 'idle-device-footprint', concurrency: 1, ops_per_s: 0, p50_us: null, p99_us: null,
     extra: { ready_ms: Math.round(median(xs.map((x) => x.readyMs))), rss_mb: Number(median(xs.map((x) => x.rssMb)).toFixed(1)), ...extra },
@@ -100,7 +105,8 @@ export async function benchFootprint(runs: number): Promise<BenchResult[]> {
       const b = built.get(name)!
       const top = b.breakdown.slice(0, 6).map((s) => `${s.name} ${(s.bytes / 1024).toFixed(1)}`).join(', ')
       return row(`outpost-${name}-bundle`, xs, {
-        ready_vs_bare: Number((median(xs.map((x) => x.readyMs)) / bareReady).toFixed(2)),
+        ready_vs_bare: Number(paired(xs).toFixed(2)),
+        ready_vs_bare_of_medians: Number((median(xs.map((x) => x.readyMs)) / bareReady).toFixed(2)),
         connected_ms: Math.round(median(xs.map((x) => x.connectedMs ?? Number.NaN))),
         rss_over_bare_mb: Number((median(xs.map((x) => x.rssMb)) - bareRss).toFixed(1)),
         bundle_kb: Number((b.bytes / 1024).toFixed(1)),

@@ -1,6 +1,7 @@
 import type { Inbox, InboxRecord, SentReply } from '../../ports/inbox.js'
 import { createEnvelopeCodec } from '../../wire/codec.js'
 import type { DeviceDatabase } from './device-database.js'
+import { prepareLater } from './prepare-later.js'
 import { guardStore } from './store-error.js'
 
 /** A row of the inbox: `reply` is the frame sent on `topic`, or (no topic) an encoded reply envelope. */
@@ -28,7 +29,7 @@ export function createSqliteInbox(database: DeviceDatabase, opts: { window?: num
   const get = db.prepare<[string], InboxRow>('SELECT instance, reply, topic FROM inbox WHERE id = ?')
   const claim = db.prepare('INSERT INTO inbox (id, instance, reply, topic, at) VALUES (?, ?, NULL, NULL, ?) ON CONFLICT (id) DO UPDATE SET instance = excluded.instance, reply = NULL, topic = NULL, at = excluded.at')
   const complete = db.prepare<[Uint8Array, string | null, string]>('UPDATE inbox SET reply = ?, topic = ? WHERE id = ?')
-  const prune = db.prepare('DELETE FROM inbox WHERE rowid <= (SELECT MAX(rowid) FROM inbox) - ?')
+  const prune = prepareLater(db, 'DELETE FROM inbox WHERE rowid <= (SELECT MAX(rowid) FROM inbox) - ?')
   let claims = 0
   const file = database.path
   return {

@@ -1,5 +1,6 @@
 import type { Outbox, OutboxEntry, OutboxStreamLimits } from '../../ports/outbox.js'
 import type { DeviceDatabase } from './device-database.js'
+import { prepareLater } from './prepare-later.js'
 import { toStoreError } from './store-error.js'
 import { createOutboxAccounting } from '../outbox-accounting.js'
 
@@ -234,9 +235,9 @@ export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Re
   // by stream: every append and delivery would pay for it). The walk starts past the stream's
   // last dropped entry, below which it has none, so rows of other streams are passed over once,
   // not on every drop. A rollback may bring dropped rows back: then it starts from the beginning.
-  const oldest = db.prepare<[number, string], { seq: number; bytes: number }>('SELECT seq, bytes FROM outbox WHERE seq > ? AND stream = ? ORDER BY seq LIMIT 64')
+  const oldest = prepareLater<[number, string], { seq: number; bytes: number }>(db, 'SELECT seq, bytes FROM outbox WHERE seq > ? AND stream = ? ORDER BY seq LIMIT 64')
   const droppedTo = new Map<string, number>()
-  const drop = db.prepare('DELETE FROM outbox WHERE seq = ?')
+  const drop = prepareLater(db, 'DELETE FROM outbox WHERE seq = ?')
 
   /** Stores an entry in the open transaction: inserted at once, or with the rest before commit (`later`). */
   const appendNow = (e: Omit<OutboxEntry, 'seq'>, later: boolean): number => {

@@ -1,8 +1,8 @@
 import type { EnqueueInput, Job, JobState, QueueMetrics, QueueStore } from '../../ports/queue-store.js'
 import { createNumberedIdFactory } from '../../wire/message-id.js'
 import { createValueCodec } from '../../wire/value-codec.js'
-import type { Statement } from 'better-sqlite3'
 import type { DeviceDatabase } from './device-database.js'
+import { prepareLater, type LaterStatement } from './prepare-later.js'
 import { createQueueClockSteps } from './queue-clock-steps.js'
 import { guardStore } from './store-error.js'
 
@@ -52,9 +52,9 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   // id also checks it, so a number that does not belong to the id matches nothing.
   const numbered = createNumberedIdFactory()
   // Jobs made before schema v9 kept their ids, which carry no row number: job_ids has theirs.
-  const legacyRow = db.prepare<[string], number>('SELECT n FROM job_ids WHERE id = ?').pluck(true)
+  const legacyRow = prepareLater<[string], number>(db, 'SELECT n FROM job_ids WHERE id = ?', (st) => st.pluck(true))
   const anyLegacy = db.prepare<[], number>('SELECT EXISTS (SELECT 1 FROM job_ids)').pluck(true)
-  const forgetLegacy = db.prepare('DELETE FROM job_ids WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.n = job_ids.n)')
+  const forgetLegacy = prepareLater(db, 'DELETE FROM job_ids WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.n = job_ids.n)')
   let legacy = anyLegacy.get() === 1
   /** The row number of job `id`; -1 when it can be none. */
   const rowOf = (id: string): number => {
@@ -88,8 +88,8 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     return job
   }
 
-  const byId = db.prepare<[number, string], Row>('SELECT * FROM jobs WHERE n = ? AND id = ?')
-  const byKey = db.prepare<[string, string], Row>('SELECT * FROM jobs WHERE queue = ? AND idem_key = ? AND idem_key IS NOT NULL')
+  const byId = prepareLater<[number, string], Row>(db, 'SELECT * FROM jobs WHERE n = ? AND id = ?')
+  const byKey = prepareLater<[string, string], Row>(db, 'SELECT * FROM jobs WHERE queue = ? AND idem_key = ? AND idem_key IS NOT NULL')
   const insert = db.prepare(
     `INSERT INTO jobs (n, id, queue, state, payload, priority, run_at, attempt, idem_key, corr, traceparent, error, error_code, dead_reason, created_at, updated_at)
      VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -130,10 +130,10 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     if (r[11] !== null) job.progress = value(r[11])
     return job
   }
-  const extend = db.prepare("UPDATE jobs SET lease_until = ?, updated_at = ?, progress = COALESCE(?, progress) WHERE n = ? AND id = ? AND attempt = ? AND state = 'leased' AND lease_until > ?")
+  const extend = prepareLater(db, "UPDATE jobs SET lease_until = ?, updated_at = ?, progress = COALESCE(?, progress) WHERE n = ? AND id = ? AND attempt = ? AND state = 'leased' AND lease_until > ?")
   const FINISH = "UPDATE jobs SET state = 'completed', output = ?, lease_until = NULL, updated_at = ? WHERE n = ? AND id = ? AND attempt = ? AND state = 'leased'"
   const finish = db.prepare<[Uint8Array, number, number, string, number]>(FINISH)
-  const finishReturningQueue = db.prepare<[Uint8Array, number, number, string, number], string>(`${FINISH} RETURNING queue`).pluck(true)
+  const finishReturningQueue = prepareLater<[Uint8Array, number, number, string, number], string>(db, `${FINISH} RETURNING queue`, (st) => st.pluck(true))
   // The queue and row of each job this store leased and has not settled yet, so that completing
   // it can be counted without reading the queue back (RETURNING costs about as much as the count).
   // Bounded: a job completed by a store that did not lease it reads its queue back.
@@ -148,27 +148,28 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
   }
   // Each queue's completed jobs are counted in `queues`, in the commit that completes or deletes them.
   const countCompleted = db.prepare('INSERT INTO queues (queue, paused, completed) VALUES (?, 0, ?) ON CONFLICT (queue) DO UPDATE SET completed = MAX(0, completed + excluded.completed)')
-  const completedOf = db.prepare<[string], number>('SELECT completed FROM queues WHERE queue = ?').pluck(true)
-  const again = db.prepare("UPDATE jobs SET state = 'ready', run_at = ?, error = ?, error_code = ?, lease_until = NULL, updated_at = ? WHERE n = ? AND id = ? AND attempt = ? AND state = 'leased'")
-  const giveBack = db.prepare("UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = ?, lease_until = NULL, updated_at = ? WHERE n = ? AND id = ? AND attempt = ? AND state = 'leased'")
-  const bury = db.prepare("UPDATE jobs SET state = 'dead', error = ?, error_code = ?, dead_reason = ?, lease_until = NULL, updated_at = ? WHERE n = ? AND id = ? AND attempt = ? AND state = 'leased'")
-  const cancelOne = db.prepare(
+  const completedOf = prepareLater<[string], number>(db, 'SELECT completed FROM queues WHERE queue = ?', (st) => st.pluck(true))
+  const again = prepareLater(db, "UPDATE jobs SET state = 'ready', run_at = ?, error = ?, error_code = ?, lease_until = NULL, updated_at = ? WHERE n = ? AND id = ? AND attempt = ? AND state = 'leased'")
+  const giveBack = prepareLater(db, "UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = ?, lease_until = NULL, updated_at = ? WHERE n = ? AND id = ? AND attempt = ? AND state = 'leased'")
+  const bury = prepareLater(db, "UPDATE jobs SET state = 'dead', error = ?, error_code = ?, dead_reason = ?, lease_until = NULL, updated_at = ? WHERE n = ? AND id = ? AND attempt = ? AND state = 'leased'")
+  const cancelOne = prepareLater(
+    db,
     "UPDATE jobs SET state = 'dead', error = 'cancelled', error_code = 'CANCELLED', dead_reason = 'cancelled', lease_until = NULL, updated_at = ? WHERE n = ? AND id = ? AND state IN ('ready', 'leased')",
   )
-  const dead = db.prepare<[string, number], Row>("SELECT * FROM jobs WHERE queue = ? AND state = 'dead' ORDER BY updated_at LIMIT ? + 0") // `? + 0`: see LEASED_COLUMNS
-  const redriveAll = db.prepare("UPDATE jobs SET state = 'ready', attempt = 0, run_at = ?, error = NULL, error_code = NULL, dead_reason = NULL, updated_at = ? WHERE queue = ? AND state = 'dead'")
-  const redriveOne = db.prepare("UPDATE jobs SET state = 'ready', attempt = 0, run_at = ?, error = NULL, error_code = NULL, dead_reason = NULL, updated_at = ? WHERE n = ? AND id = ? AND queue = ? AND state = 'dead'")
+  const dead = prepareLater<[string, number], Row>(db, "SELECT * FROM jobs WHERE queue = ? AND state = 'dead' ORDER BY updated_at LIMIT ? + 0") // `? + 0`: see LEASED_COLUMNS
+  const redriveAll = prepareLater(db, "UPDATE jobs SET state = 'ready', attempt = 0, run_at = ?, error = NULL, error_code = NULL, dead_reason = NULL, updated_at = ? WHERE queue = ? AND state = 'dead'")
+  const redriveOne = prepareLater(db, "UPDATE jobs SET state = 'ready', attempt = 0, run_at = ?, error = NULL, error_code = NULL, dead_reason = NULL, updated_at = ? WHERE n = ? AND id = ? AND queue = ? AND state = 'dead'")
   // One statement per state: SQLite picks a partial index only for a state written into the
   // statement, not one bound as a parameter. Completed jobs have no index: purging them scans.
   const STATES: readonly JobState[] = ['ready', 'leased', 'completed', 'dead']
-  const purgeState = Object.fromEntries(STATES.map((st) => [st, db.prepare(`DELETE FROM jobs WHERE queue = ? AND state = '${st}'`)])) as Record<JobState, Statement<[string]>>
+  const purgeState = Object.fromEntries(STATES.map((st) => [st, prepareLater<[string]>(db, `DELETE FROM jobs WHERE queue = ? AND state = '${st}'`)])) as Record<JobState, LaterStatement<[string], unknown>>
   // Completed jobs have no index: pruning walks the rows in number order up to the first one
   // created at the cutoff or later (a job last changed before the cutoff was created before it),
   // not the whole table. That row is found by bisection over the numbers, which grow with
   // creation time; were the clock ever set back, the walk would stop early (pruning less, never
   // more: every row it deletes is checked against the cutoff).
-  const pruneOld = db.prepare("DELETE FROM jobs WHERE n < ? AND queue = ? AND state = 'completed' AND updated_at < ?")
-  const rowFrom = db.prepare<[number], { n: number; created_at: number }>('SELECT n, created_at FROM jobs WHERE n >= ? ORDER BY n LIMIT 1')
+  const pruneOld = prepareLater(db, "DELETE FROM jobs WHERE n < ? AND queue = ? AND state = 'completed' AND updated_at < ?")
+  const rowFrom = prepareLater<[number], { n: number; created_at: number }>(db, 'SELECT n, created_at FROM jobs WHERE n >= ? ORDER BY n LIMIT 1')
   /** The number of the first row created at `ms` or later (one past the last row if none). */
   const firstRowAt = (ms: number): number => {
     let lo = 0
@@ -182,14 +183,15 @@ export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
     return lo
   }
   const pausedOf = db.prepare<[string], { paused: number }>('SELECT paused FROM queues WHERE queue = ?')
-  const setPause = db.prepare('INSERT INTO queues (queue, paused) VALUES (?, ?) ON CONFLICT (queue) DO UPDATE SET paused = excluded.paused')
-  const names = db.prepare<[], { queue: string }>('SELECT DISTINCT queue FROM jobs UNION SELECT queue FROM queues ORDER BY 1')
+  const setPause = prepareLater(db, 'INSERT INTO queues (queue, paused) VALUES (?, ?) ON CONFLICT (queue) DO UPDATE SET paused = excluded.paused')
+  const names = prepareLater<[], { queue: string }>(db, 'SELECT DISTINCT queue FROM jobs UNION SELECT queue FROM queues ORDER BY 1')
   // Each count walks one partial index (no scan of the whole table); completed jobs are counted in `queues`.
-  const countReady = db.prepare<[number, number, number, string], { ready: number; delayed: number; oldest: number | null }>(
+  const countReady = prepareLater<[number, number, number, string], { ready: number; delayed: number; oldest: number | null }>(
+    db,
     "SELECT SUM(run_at <= ?) AS ready, SUM(run_at > ?) AS delayed, MIN(CASE WHEN run_at <= ? THEN run_at END) AS oldest FROM jobs WHERE queue = ? AND state = 'ready'",
   )
-  const countLeased = db.prepare<[string], number>("SELECT COUNT(*) FROM jobs WHERE queue = ? AND state = 'leased'").pluck(true)
-  const countDead = db.prepare<[string], number>("SELECT COUNT(*) FROM jobs WHERE queue = ? AND state = 'dead'").pluck(true)
+  const countLeased = prepareLater<[string], number>(db, "SELECT COUNT(*) FROM jobs WHERE queue = ? AND state = 'leased'", (st) => st.pluck(true))
+  const countDead = prepareLater<[string], number>(db, "SELECT COUNT(*) FROM jobs WHERE queue = ? AND state = 'dead'", (st) => st.pluck(true))
   // The ready index is in run order (priority first), so MIN(run_at) over it would read every
   // ready job. Instead: the earliest run_at of each priority present, found by walking the
   // distinct priorities (a few index seeks each, however many jobs wait).

@@ -1,6 +1,7 @@
 import type { StateStore } from '../../ports/state-store.js'
 import { createValueCodec } from '../../wire/value-codec.js'
 import type { DeviceDatabase } from './device-database.js'
+import { prepareLater } from './prepare-later.js'
 import { guardStore } from './store-error.js'
 
 /** Creates the key-value state store in the device database (values stored as CBOR). @throws STORE_BUSY, STORE_FULL, STORE_READ_ONLY, STORE_FAILED from its methods */
@@ -9,10 +10,10 @@ export function createSqliteStateStore(database: DeviceDatabase, now: () => numb
   const codec = createValueCodec()
   const get = db.prepare<[string, string], { value: Buffer }>('SELECT value FROM kv WHERE scope = ? AND key = ?')
   const put = db.prepare('INSERT INTO kv (scope, key, value, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at')
-  const del = db.prepare('DELETE FROM kv WHERE scope = ? AND key = ?')
+  const del = prepareLater(db, 'DELETE FROM kv WHERE scope = ? AND key = ?')
   // Prefix match as a key range, so the primary key index serves it (LIKE would not, and would treat % and _ as wildcards).
-  const range = db.prepare<[string, string, string], { key: string; value: Buffer }>('SELECT key, value FROM kv WHERE scope = ? AND key >= ? AND key < ? ORDER BY key')
-  const all = db.prepare<[string], { key: string; value: Buffer }>('SELECT key, value FROM kv WHERE scope = ? ORDER BY key')
+  const range = prepareLater<[string, string, string], { key: string; value: Buffer }>(db, 'SELECT key, value FROM kv WHERE scope = ? AND key >= ? AND key < ? ORDER BY key')
+  const all = prepareLater<[string], { key: string; value: Buffer }>(db, 'SELECT key, value FROM kv WHERE scope = ? ORDER BY key')
   const file = database.path
   return {
     get: guardStore(file, (scope: string, key: string) => {

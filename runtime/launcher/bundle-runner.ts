@@ -68,10 +68,14 @@ type Crc32 = (data: Uint8Array) => number
  * zlib's CRC-32. Node's zlib module loads node:stream as it loads (1.3-1.5 ms of a start here, and
  * nothing the device loads before ready needs it): its native function is taken from Node's own
  * binding where there is one, the module otherwise. process.binding is deprecated (DEP0111, a
- * warning under --pending-deprecation only): with that flag, the module.
+ * warning when pending deprecations are on): then, and under --throw-deprecation, the module.
  */
 function crc32Of(): Crc32 | undefined {
-  const pending = process.execArgv.includes('--pending-deprecation') || (process.env.NODE_OPTIONS ?? '').includes('--pending-deprecation')
+  // Pending deprecations are on with the flag in any spelling (--pending_deprecation,
+  // --pending-deprecation=true), on the command line or in NODE_OPTIONS, or with
+  // NODE_PENDING_DEPRECATION=1; under --throw-deprecation the warning would end the process.
+  const flag = /--pending[-_]deprecation/
+  const pending = process.execArgv.some((a) => flag.test(a)) || flag.test(process.env.NODE_OPTIONS ?? '') || process.env.NODE_PENDING_DEPRECATION === '1' || (process as { throwDeprecation?: boolean }).throwDeprecation === true
   if (!pending) {
     try {
       const native = (process as unknown as { binding(name: string): { crc32?: unknown } }).binding('zlib').crc32

@@ -14,7 +14,8 @@ Usage:
   outpost jobs dead <queue> --db FILE [--limit N]
                                                 dead letters, oldest first, with why each died
   outpost jobs redrive <queue> [job-id…] --db FILE
-                                                dead jobs (all, or those named) back to ready with fresh attempts
+                                                dead jobs (all, or those named) back to ready with fresh attempts;
+                                                a name that is no job of the queue changes nothing
   outpost jobs purge <queue> <state> --db FILE  delete the queue's jobs in a state (ready, leased, completed, dead)
   outpost jobs pause <queue> --db FILE          stop handing out its jobs (running ones finish); kept across restarts
   outpost jobs resume <queue> --db FILE
@@ -123,9 +124,17 @@ export function runJobsCommand(args: string[], opts: { db?: string; limit?: stri
         return print(dead, () => (dead.length === 0 ? 'no dead letters' : dead.map((d) => `${String(d.id)}  ${String(d.deadReason)}  ${String(d.errorCode ?? '')}  ${String(d.error ?? '')}  attempt ${String(d.attempt)}  ${JSON.stringify(d.payload)}`).join('\n')))
       }
       case 'redrive': {
+        const q = queueArg()
         const ids = rest.slice(1)
-        const n = createQueueOps(store, queueArg(), now).redrive(ids.length === 0 ? undefined : ids)
-        return print({ redriven: n }, () => `${n} job${n === 1 ? '' : 's'} back to ready`)
+        // Jobs named: each must be a job of this queue (a typo changes nothing and says so); one
+        // that is not dead is named, not redriven.
+        const found = ids.map((id) => ({ id, job: store.get(id) }))
+        const missing = found.filter((f) => f.job === undefined || f.job.queue !== q).map((f) => f.id)
+        if (missing.length > 0) throw new OutpostError(ErrorCode.NOT_FOUND, `no job ${missing.join(', ')} in queue ${q} of ${opts.db}; nothing was redriven`)
+        const notDead = found.filter((f) => f.job!.state !== 'dead').map((f) => ({ id: f.id, state: f.job!.state }))
+        const n = createQueueOps(store, q, now).redrive(ids.length === 0 ? undefined : ids)
+        const skipped = notDead.map((d) => `; ${d.id} is ${d.state}, not dead`).join('')
+        return print(ids.length === 0 ? { redriven: n } : { redriven: n, notDead }, () => `${n} job${n === 1 ? '' : 's'} back to ready${skipped}`)
       }
       case 'purge': {
         const q = queueArg()

@@ -78,6 +78,13 @@ describe('outpost jobs', () => {
 
     // The sensor is fixed; the dead letter goes round again and succeeds.
     broken = false
+    // A job id mistyped: nothing redriven, and said so; a job that is not dead is named, not redriven.
+    const typo = await outpost('jobs', 'redrive', 'lab/work', `${failing.id.slice(0, -1)}X`, failing.id, '--db', file)
+    expect(typo.code).toBe(1)
+    expect(typo.err).toContain(`NOT_FOUND: no job ${failing.id.slice(0, -1)}X in queue lab/work`)
+    expect(typo.err).toContain('nothing was redriven')
+    expect(work.get(failing.id)?.state).toBe('dead')
+    expect((await outpost('jobs', 'redrive', 'lab/work', held.id, '--db', file)).out).toBe(`0 jobs back to ready; ${held.id} is completed, not dead`)
     expect((await outpost('jobs', 'redrive', 'lab/work', '--db', file)).out).toBe('1 job back to ready')
     await until(() => work.get(failing.id)?.state === 'completed', 3_000)
     const status = await outpost('jobs', 'status', failing.id, '--db', file)

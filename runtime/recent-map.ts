@@ -14,7 +14,10 @@ export interface RecentMap<V> {
 /** Creates a bounded recent-keys map. */
 export function createRecentMap<V>(capacity: number): RecentMap<V> {
   const map = new Map<string, V>()
-  const ring: (string | undefined)[] = new Array(Math.max(1, capacity))
+  const max = Math.max(1, capacity)
+  // Grown as keys come, not made whole: a subscription's map (10,000 keys by default) made at
+  // start was a 10,000-slot array to allocate and fill before the device was ready.
+  const ring: string[] = []
   let pos = 0
   return {
     get: (key) => map.get(key),
@@ -24,10 +27,12 @@ export function createRecentMap<V>(capacity: number): RecentMap<V> {
         map.set(key, value)
         return
       }
-      const old = ring[pos]
-      if (old !== undefined) map.delete(old)
-      ring[pos] = key
-      pos = (pos + 1) % ring.length
+      if (ring.length < max) ring.push(key)
+      else {
+        map.delete(ring[pos]!)
+        ring[pos] = key
+        pos = (pos + 1) % max
+      }
       map.set(key, value)
     },
     get size() {

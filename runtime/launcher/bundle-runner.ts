@@ -18,7 +18,7 @@
 // file carries a CRC-32 of them (zlib's crc32, Node 20.15 and later; before, no cache is used), and
 // one that does not match is not given to V8. A cache V8 rejects (other flags) or that fails its
 // check costs nothing but a compile, and is made again after ready.
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { Script } from 'node:vm'
@@ -41,16 +41,45 @@ const cacheName = `outpost-${device}-${__OUTPOST_CODE_SHA256__.slice(0, 16)}-${p
 const ours = new RegExp(`^outpost-(?:${device.replace(/[^A-Za-z0-9]/g, '\\$&')}-)?[0-9a-f]{16}-v[0-9]`)
 const cacheFile = cacheDir === undefined ? undefined : resolve(cacheDir, cacheName)
 
-/** The device's code as a bundle holds it; a code file that is gone, unreadable or empty ends the start with one line (HASH_MISMATCH: a file missing or not the size its manifest gives; exit 1). */
-function readCode(): Buffer {
-  let code: Buffer | undefined
+// CommonJS's wrapper, as Node's loader writes it: the code sees require, module and its own file.
+// Positions in stack traces are the file's own (columnOffset takes the wrapper back off line 1).
+const WRAPPER = '(function (exports, require, module, __filename, __dirname) {'
+const TAIL = '\n})'
+
+/**
+ * The device's code as a bundle holds it (`code`), read into one buffer between the wrapper and
+ * its tail (`wrapped`): the source V8 compiles is then one string made once, not the code's
+ * string joined to the wrapper's and copied again when V8 flattens the two (300 KB and more).
+ * A code file that is gone, unreadable or empty ends the start with one line (HASH_MISMATCH: a
+ * file missing or not the size its manifest gives; exit 1).
+ */
+function readCode(): { code: Buffer; wrapped: Buffer } {
+  let wrapped: Buffer | undefined
+  let got = 0
   try {
-    code = readFileSync(file)
+    const fd = openSync(file, 'r')
+    try {
+      const size = fstatSync(fd).size
+      // One byte more than its size: a file that grew meanwhile is read whole below.
+      const all = Buffer.allocUnsafe(WRAPPER.length + size + 1 + TAIL.length)
+      all.write(WRAPPER, 0, 'latin1')
+      for (let n = -1; n !== 0 && got < size + 1; got += n) n = readSync(fd, all, WRAPPER.length + got, size + 1 - got, null)
+      if (got > size) {
+        const rest = readFileSync(fd)
+        wrapped = Buffer.concat([all.subarray(0, WRAPPER.length + got), rest, Buffer.from(TAIL, 'latin1')])
+        got += rest.length
+      } else {
+        all.write(TAIL, WRAPPER.length + got, 'latin1')
+        wrapped = all.subarray(0, WRAPPER.length + got + TAIL.length)
+      }
+    } finally {
+      closeSync(fd)
+    }
   } catch (err) {
     fail(`its code ${file} cannot be read (${(err as Error).message})`)
   }
-  if (code.length === 0) fail(`its code ${file} is empty`)
-  return code
+  if (got === 0) fail(`its code ${file} is empty`)
+  return { code: wrapped.subarray(WRAPPER.length, WRAPPER.length + got), wrapped }
 }
 function fail(why: string): never {
   process.stderr.write(`outpost: HASH_MISMATCH: this device bundle cannot start: ${why}; build or flash the bundle again\n`)
@@ -87,7 +116,8 @@ function crc32Of(): Crc32 | undefined {
 const crc32 = cacheFile === undefined ? undefined : crc32Of()
 const usable = cacheFile !== undefined && typeof crc32 === 'function'
 
-const code = sourceMaps ? undefined : readCode()
+const read = sourceMaps ? undefined : readCode()
+const code = read?.code
 /** What the cache must have been made from: this code, at this path. */
 const made = usable && code !== undefined ? [crc32!(code), crc32!(Buffer.from(file))] : undefined
 let cached: Buffer | undefined
@@ -97,10 +127,7 @@ if (made !== undefined) {
     if (bytes.length > HEADER && bytes.readUInt32LE(0) === CACHE_MAGIC && bytes.readUInt32LE(4) === crc32!(bytes.subarray(8)) && bytes.readUInt32LE(8) === made[0] && bytes.readUInt32LE(12) === made[1]) cached = bytes.subarray(HEADER)
   } catch {} // none yet (or unreadable): compiled as without a cache
 }
-// CommonJS's wrapper, as Node's loader writes it: the code sees require, module and its own file.
-// Positions in stack traces are the file's own (columnOffset takes the wrapper back off line 1).
-const WRAPPER = '(function (exports, require, module, __filename, __dirname) {'
-const script = code === undefined ? undefined : new Script(`${WRAPPER}${code.toString('utf8')}\n})`, {
+const script = read === undefined ? undefined : new Script(read.wrapped.toString('utf8'), {
   filename: file,
   columnOffset: -WRAPPER.length,
   ...(cached === undefined ? {} : { cachedData: cached }),

@@ -81,7 +81,10 @@ class PlainCborReader implements CborReader {
   private viewBuffer: ArrayBufferLike = this.view.buffer
   private off = 0
 
-  private readonly stringCache: (CachedString | undefined)[] = new Array<CachedString | undefined>(1 << STRING_CACHE_BITS).fill(undefined)
+  // Made at the first string read, not with the reader: a device's start makes several readers
+  // (its stores' among them) that read nothing before it is ready, and a 4,096-slot array each
+  // was a tenth of what the start allocated before its first garbage collection.
+  private stringCache: (CachedString | undefined)[] | undefined = undefined
 
   private readonly roots: (Shape | undefined)[] = new Array<Shape | undefined>(MAX_SHAPE_KEYS + 1)
   private shapeCount = 0
@@ -277,14 +280,15 @@ class PlainCborReader implements CborReader {
     const start = this.pos
     // Slot by length and three bytes; the whole string is compared on a hit.
     const slot = ((n << 7) ^ (s[start]! << 4) ^ (s[start + (n >> 1)]! << 1) ^ s[start + n - 1]!) & CACHE_MASK
-    const c = this.stringCache[slot]
+    const cache = (this.stringCache ??= new Array<CachedString | undefined>(1 << STRING_CACHE_BITS).fill(undefined))
+    const c = cache[slot]
     if (c !== undefined && c.length === n && this.sameString(c, start, n)) {
       this.pos = start + n
       return c.value
     }
     for (let i = start; i < start + n; i++) if (s[i]! >= 0x80) return this.readUtf8(n)
     const value = asciiString(this.src, start, n)
-    this.stringCache[slot] = this.cacheEntry(start, n, value)
+    cache[slot] = this.cacheEntry(start, n, value)
     this.pos = start + n
     return value
   }

@@ -111,4 +111,16 @@ describe('recent map', () => {
     expect([m.get('b'), m.get('c'), m.get('d')]).toEqual([2, 3, 4])
     expect(m.size).toBe(3)
   })
+
+  it('keeps exactly the last `capacity` keys across many turns of its ring, and at least one', () => {
+    const m = createRecentMap<number>(3)
+    for (let i = 0; i < 11; i++) m.set(`k${i}`, i)
+    expect(m.size).toBe(3)
+    expect(['k7', 'k8', 'k9', 'k10'].map((k) => m.has(k))).toEqual([false, true, true, true])
+    expect(m.get('k10')).toBe(10)
+    const one = createRecentMap<number>(0)
+    one.set('a', 1)
+    one.set('b', 2)
+    expect([one.has('a'), one.get('b'), one.size]).toEqual([false, 2, 1])
+  })
 })

@@ -3,7 +3,9 @@
 // commits each to forward.db before acknowledging it and forwards it to NATS JetStream
 // (Nats-Msg-Id, acked) or a durable RabbitMQ queue (persistent, confirmed); beside a raw client
 // publishing the same messages straight to the target with the same guarantees and a window of
-// 256 in flight. Also the drain of a backlog built while the target was cut off. The devices
+// 256 in flight. Also the drain of a backlog built while the target was cut off, counted from
+// the pump's connection once the link is back (the wait for it, its reconnect backoff, is its own
+// figure, `reconnect_ms`; `empty_after_ms` runs from the link's return to the last confirmation). The devices
 // publish from another process (procs/event-publisher.ts); the gateway and the raw clients run
 // in this one, each in turn (the servers run beside it).
 import type { ChildProcess } from 'node:child_process'
@@ -106,6 +108,13 @@ export interface Run {
   rate: number
   cpuUs: number
   devicesCpuUs?: number
+  /**
+   * Backlog only: from the link's return to the pump's next connection (its reconnect backoff,
+   * 0.5 s doubling to 30 s, with jitter, was still running), and from the link's return until
+   * the target confirmed the last event. `rate` counts from the pump's connection.
+   */
+  reconnectMs?: number
+  emptyAfterMs?: number
 }
 
 const cpuSince = (c0: NodeJS.CpuUsage, n: number): number => {
@@ -150,11 +159,16 @@ export async function throughGateway(t: Target, name: string, events: number, mo
           await said(proxy, 'down', () => proxy.kill('SIGHUP'))
           pub.kill('SIGUSR2')
           await devicesCpu()
-          const t0 = performance.now()
           const c0 = process.cpuUsage()
           await said(proxy, 'up', () => proxy.kill('SIGUSR2'))
+          const t0 = performance.now()
+          // The pump connects again at its next attempt (backoff): the drain counts from there,
+          // as the raw client's from its first publish on a connection it already has.
+          while (gw.forwarder!.stats().targets[name]?.state !== 'up') await sleep(1)
+          const t1 = performance.now()
           while (!done()) await sleep(5)
-          return { rate: Math.round(total / ((performance.now() - t0) / 1000)), cpuUs: cpuSince(c0, total) }
+          const t2 = performance.now()
+          return { rate: Math.round(total / ((t2 - t1) / 1000)), cpuUs: cpuSince(c0, total), reconnectMs: Math.round(t1 - t0), emptyAfterMs: Math.round(t2 - t0) }
         }
         const t0 = performance.now()
         const c0 = process.cpuUsage()
@@ -227,12 +241,13 @@ export async function benchForward(o: { events: number; backlog: number; rounds:
       const rawName = `raw-${name}-window${WINDOW}`
       const rates = (rs: Run[]): number[] => rs.map((x) => x.rate)
       const devices = ours.flatMap((x) => (x.devicesCpuUs === undefined ? [] : [x.devicesCpuUs]))
+      const waits = mode === 'backlog' ? { reconnect_ms: median(ours.map((x) => x.reconnectMs ?? 0)), empty_after_ms: median(ours.map((x) => x.emptyAfterMs ?? 0)) } : {}
       out.push({ system: rawName, workload, concurrency: WINDOW, ops_per_s: median(rates(theirs)), p50_us: null, p99_us: null, cpu_us_per_op: median(theirs.map((x) => x.cpuUs)), extra: { events: n } })
       out.push({
         system: 'outpost-gateway', workload, concurrency: WINDOW, ops_per_s: median(rates(ours)), p50_us: null, p99_us: null,
         // The gateway's process (during the drain only, for a backlog); the devices' process beside it, live.
         cpu_us_per_op: median(ours.map((x) => x.cpuUs)),
-        extra: { events: n, rounds: ours.map((x, i) => (x.rate / theirs[i]!.rate).toFixed(2)).join('/'), ...(devices.length === 0 ? {} : { devices_cpu_us_per_event: median(devices) }) },
+        extra: { events: n, rounds: ours.map((x, i) => (x.rate / theirs[i]!.rate).toFixed(2)).join('/'), ...(devices.length === 0 ? {} : { devices_cpu_us_per_event: median(devices) }), ...waits },
       })
     }
   }

@@ -99,6 +99,36 @@ describe('forwarder', () => {
     expect(f.queue.backlog('cloud').messages).toBe(0)
   })
 
+  it('forwards thousands of events committed at once, and more arriving while they go out, each once and in order', async () => {
+    // Far more than the window waits in memory at once: the pump sends from a moving start and
+    // cuts the sent part off once half of it is gone, while new commits are appended behind.
+    const s = setup()
+    const f = s.start()
+    await until(() => f.stats().targets.cloud?.state === 'up')
+    const sent: string[] = []
+    const wave = (from: number, n: number): Promise<void[]> =>
+      Promise.all(Array.from({ length: n }, (_, i) => {
+        const d = `d${(from + i) % 3}`
+        const id = `${d}-${from + i}`
+        sent.push(id)
+        const e = event(d, id, from + i)
+        return f.accept(e.topic, e.frame)!
+      }))
+    await wave(0, 4_000)
+    await until(() => forwarded(f) >= 500)
+    await wave(4_000, 3_000)
+    await until(() => forwarded(f) >= 5_000, 20_000)
+    await wave(7_000, 1_000)
+    await until(() => forwarded(f) === 8_000, 30_000)
+    const ids = await stored(s.stream)
+    expect(ids.length).toBe(8_000)
+    expect(new Set(ids).size).toBe(8_000)
+    for (const d of ['d0', 'd1', 'd2']) {
+      expect(ids.filter((id) => id.startsWith(`${d}-`))).toEqual(sent.filter((id) => id.startsWith(`${d}-`)))
+    }
+    expect(f.queue.backlog('cloud').messages).toBe(0)
+  }, 90_000)
+
   it('sends rows another process wrote (a redrive), while events flow and when idle', async () => {
     const s = setup()
     const f = s.start()

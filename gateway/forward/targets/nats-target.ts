@@ -4,10 +4,11 @@
 // TARGET_UNAVAILABLE (try again later) or TARGET_REJECTED (never going to work as configured / for
 // this message).
 import { jetstreamManager, StorageType, type JetStreamManager } from '@nats-io/jetstream'
-import { connect, createInbox, headers as natsHeaders, nanos, type Msg, type NatsConnection } from '@nats-io/transport-node'
+import { connect, createInbox, nanos, type Msg, type NatsConnection } from '@nats-io/transport-node'
 import type { Logger } from 'pino'
 import { errorMessage, isOutpostError, type OutpostError } from '../../../runtime/errors.js'
 import type { NatsTargetConfig } from '../forward-config.js'
+import { natsMessageHeaders } from './nats-headers.js'
 import { dedupeKey, targetRejected, targetUnavailable, type ForwardMessage, type ForwardTarget, type SendResult } from '../target.js'
 
 /** Ping interval asked of the client, ms: a silently dead link is noticed within two to three of them. */
@@ -136,10 +137,7 @@ export function createNatsTarget(name: string, config: NatsTargetConfig, opts: {
     if (problem) return settle(session, entry, rejected(`message ${message.id}: invalid subject '${message.subject}': ${problem}`))
     let hdrs
     try {
-      hdrs = natsHeaders()
-      for (const [k, v] of Object.entries(message.headers)) hdrs.set(k, v)
-      hdrs.set('Content-Type', message.contentType)
-      hdrs.set('Nats-Msg-Id', dedupeKey(message))
+      hdrs = natsMessageHeaders(message.headers, [['Content-Type', message.contentType], ['Nats-Msg-Id', dedupeKey(message)]])
     } catch (err) {
       return settle(session, entry, rejected(`message ${message.id} has a header NATS cannot carry: ${errorMessage(err)}`, err))
     }

@@ -8,6 +8,7 @@ import path from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { build, type BuildOptions, type Metafile, type OutputFile } from 'esbuild'
 import { ErrorCode, errorMessage, OutpostError } from '../runtime/errors.js'
+import { CODE_STARTED } from '../runtime/launcher/code-cache.js'
 import type { ContractService } from '../runtime/wire/envelope.js'
 import { CONTRACT_TABLE_NAME, contractTableOf, converterLeftOut } from './contract-table.js'
 import { deviceStubs } from './device-stubs.js'
@@ -45,7 +46,7 @@ export const NODE_TARGET = 'node20'
  * beside the bundle) read the code file's URL.
  */
 const CODE_URL = '__outpostCodeUrl'
-const BANNER = `var ${CODE_URL} = require('node:url').pathToFileURL(__filename).href;`
+const BANNER = `globalThis[Symbol.for(${JSON.stringify(CODE_STARTED.description)})] = true; var ${CODE_URL} = require('node:url').pathToFileURL(__filename).href;`
 
 /** CommonJS dependencies call require(): an ES module bundle gets one, resolving from the bundle's own place. */
 const ESM_BANNER = "import { createRequire as __outpostRequire } from 'node:module'; const require = __outpostRequire(import.meta.url);"

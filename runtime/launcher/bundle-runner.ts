@@ -18,11 +18,11 @@
 // file carries a CRC-32 of them (zlib's crc32, Node 20.15 and later; before, no cache is used), and
 // one that does not match is not given to V8. A cache V8 rejects (other flags) or that fails its
 // check costs nothing but a compile, and is made again after ready.
-import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { closeSync, constants, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { Script } from 'node:vm'
-import { CODE_CACHE_READY } from './code-cache.js'
+import { CODE_CACHE_READY, CODE_STARTED } from './code-cache.js'
 
 declare const __OUTPOST_CODE_FILE__: string
 declare const __OUTPOST_CODE_SHA256__: string
@@ -57,9 +57,12 @@ function readCode(): { code: Buffer; wrapped: Buffer } {
   let wrapped: Buffer | undefined
   let got = 0
   try {
-    const fd = openSync(file, 'r')
+    // Without waiting: a FIFO in its place opened for reading would wait for a writer forever.
+    const fd = openSync(file, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0))
     try {
-      const size = fstatSync(fd).size
+      const stat = fstatSync(fd)
+      if (!stat.isFile()) fail(`its code ${file} is not a file (a FIFO, a device, a socket)`)
+      const size = stat.size
       // One byte more than its size: a file that grew meanwhile is read whole below.
       const all = Buffer.allocUnsafe(WRAPPER.length + size + 1 + TAIL.length)
       all.write(WRAPPER, 0, 'latin1')
@@ -179,6 +182,9 @@ if (made !== undefined && (cached === undefined || script?.cachedDataRejected ==
 if (script === undefined) {
   readCode()
   createRequire(__filename)(file)
+  // Emptied between the check and Node's reading of it, the code ran nothing: the process would
+  // have ended at once, silently, with exit code 0.
+  if ((globalThis as Record<symbol, unknown>)[CODE_STARTED] !== true) fail(`its code ${file} changed while it started (nothing of it ran)`)
 } else {
   const module = { exports: {} }
   ;(script.runInThisContext() as (...args: unknown[]) => void).call(module.exports, module.exports, createRequire(file), module, file, dir)

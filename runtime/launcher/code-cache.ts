@@ -1,5 +1,11 @@
 // The bundle runner's code cache (runtime/launcher/bundle-runner.ts), as the device's code sees it.
 
+/**
+ * Set by the first line of a bundle's code (build/bundle.ts writes it): the runner tells by it
+ * that the code it had Node's loader require ran, and not a file emptied meanwhile.
+ */
+export const CODE_STARTED: unique symbol = Symbol.for('outpost.codeStarted')
+
 /** Where the bundle runner leaves the function that keeps its code cache, when it has one to make. */
 export const CODE_CACHE_READY: unique symbol = Symbol.for('outpost.codeCacheReady')
 

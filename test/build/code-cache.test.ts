@@ -5,6 +5,7 @@
 // device starts as without one, and the cache is made again; no folder to write it in costs
 // nothing but the cache.
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
 import path from 'node:path'
 import { crc32 } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -207,19 +208,47 @@ describe('a device bundle keeps a V8 code cache in the folder NODE_COMPILE_CACHE
     expect(sound(file, copy)).toBe(true)
   }, 60_000)
 
-  it('a code file that is gone or empty: one line that says so, exit code 1', async () => {
-    for (const damage of ['gone', 'empty'] as const) {
+  it('a code file that is gone, empty or not a file (a FIFO waited for a writer forever): one line that says so, exit code 1', async () => {
+    for (const damage of ['gone', 'empty', 'fifo', 'fifo, source maps'] as const) {
       const bundle = path.join(temp(), 'display')
       cpSync(path.join(home, 'display'), bundle, { recursive: true })
       const code = path.join(bundle, 'display.code.cjs')
       if (damage === 'gone') rmSync(code)
-      else writeFileSync(code, '')
-      const p = startProcess(path.join(bundle, 'display.cjs'), [], bareEnv({ OUTPOST_MQTT_URL: 'mqtt://127.0.0.1:1', OUTPOST_DEVICE_ID: 'cache-5', NODE_COMPILE_CACHE: path.join(temp(), 'cache') }))
+      else if (damage === 'empty') writeFileSync(code, '')
+      else {
+        rmSync(code)
+        execFileSync('mkfifo', [code])
+      }
+      const maps: Record<string, string> = damage === 'fifo, source maps' ? { NODE_OPTIONS: '--enable-source-maps' } : {}
+      const p = startProcess(path.join(bundle, 'display.cjs'), [], bareEnv({ OUTPOST_MQTT_URL: 'mqtt://127.0.0.1:1', OUTPOST_DEVICE_ID: 'cache-5', NODE_COMPILE_CACHE: path.join(temp(), 'cache'), ...maps }))
       running.push(p)
       expect((await p.exited).code, damage).toBe(1)
-      const said = damage === 'gone' ? `its code ${code} cannot be read (ENOENT` : `its code ${code} is empty`
+      const said = damage === 'gone' ? `its code ${code} cannot be read (ENOENT` : damage === 'empty' ? `its code ${code} is empty` : `its code ${code} is not a file`
       expect(p.lines, damage).toEqual([expect.stringMatching(new RegExp(`^outpost: HASH_MISMATCH: this device bundle cannot start: ${said.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}.*; build or flash the bundle again$`))])
     }
+  }, 30_000)
+
+  it('with --enable-source-maps, a code file emptied between its check and its loading: one line that says so, exit code 1 (it exited 0, silently)', async () => {
+    const bundle = path.join(temp(), 'display')
+    cpSync(path.join(home, 'display'), bundle, { recursive: true })
+    const code = path.join(bundle, 'display.code.cjs')
+    // A preload that empties the code file as the runner closes it after its check, before
+    // Node's loader reads it: the rewrite of a file racing a start, made certain.
+    const empties = path.join(temp(), 'empties.cjs')
+    writeFileSync(empties, [
+      "const fs = require('node:fs'); const close = fs.closeSync; let done = false",
+      'fs.closeSync = function (fd) {',
+      "  const which = done ? '' : fs.readlinkSync('/proc/self/fd/' + fd)",
+      '  const r = close.apply(this, arguments)',
+      '  if (which === process.env.VICTIM) { done = true; fs.truncateSync(which, 0) }',
+      '  return r',
+      '}',
+    ].join('\n'))
+    const p = startProcess(path.join(bundle, 'display.cjs'), [], bareEnv({ OUTPOST_MQTT_URL: 'mqtt://127.0.0.1:1', OUTPOST_DEVICE_ID: 'cache-6', VICTIM: code, NODE_OPTIONS: `--enable-source-maps --require ${empties}` }))
+    running.push(p)
+    expect((await p.exited).code).toBe(1)
+    expect(statSync(code).size).toBe(0)
+    expect(p.lines).toEqual([`outpost: HASH_MISMATCH: this device bundle cannot start: its code ${code} changed while it started (nothing of it ran); build or flash the bundle again`])
   }, 30_000)
 
   it('with --enable-source-maps: the code is loaded by require(), without a cache, and a stack names the sources', async () => {

@@ -50,8 +50,8 @@ const TAIL = '\n})'
  * The device's code as a bundle holds it (`code`), read into one buffer between the wrapper and
  * its tail (`wrapped`): the source V8 compiles is then one string made once, not the code's
  * string joined to the wrapper's and copied again when V8 flattens the two (300 KB and more).
- * A code file that is gone, unreadable or empty ends the start with one line (HASH_MISMATCH: a
- * file missing or not the size its manifest gives; exit 1).
+ * A code file that is gone, unreadable, empty or not a file ends the start with one line
+ * (HASH_MISMATCH: a file missing or not the size its manifest gives; exit 1).
  */
 function readCode(): { code: Buffer; wrapped: Buffer } {
   let wrapped: Buffer | undefined

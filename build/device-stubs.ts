@@ -20,6 +20,8 @@ export interface DeviceStub {
 
 /** The modules a device bundle swaps, and why. */
 export const DEVICE_STUBS: readonly DeviceStub[] = [
+  { module: 'node:module', with: 'node-module.ts', why: "Node's module API, not in Node's startup snapshot (0.3-0.5 ms of every start to compile it): the bundled code calls only createRequire, and only after ready or never, so it is loaded at that first call" },
+  { module: 'module', with: 'node-module.ts', why: 'node:module by its name without the prefix (cbor-x imports it so, for its optional native decoder, which bundles leave out)' },
   { module: 'readable-stream', with: 'node:stream', why: "a copy of Node's streams for browsers and old Node (MQTT.js, bl): Node 20's own is the same API" },
   { module: 'worker-timers', with: 'worker-timers.ts', why: "MQTT.js's keepalive uses worker timers only in a browser; under Node, the global timers" },
   { module: 'debug', with: 'debug.cjs', why: "MQTT.js's trace lines: a small `debug` reading the same DEBUG variable" },
@@ -115,7 +117,9 @@ export function deviceStubs(root: string): Plugin {
       build.onResolve({ filter: moduleFilter }, (args) => {
         const stub = byModule.get(args.path)!
         if (stub.with.startsWith('node:')) return { path: stub.with, external: true }
-        return { path: path.join(dir, stub.with) }
+        const file = path.join(dir, stub.with)
+        // A stand-in's own import of what it stands in for (node:module's) goes to the original.
+        return args.importer === file ? undefined : { path: file }
       })
       build.onLoad({ filter: fileFilter }, async (args) => {
         const stub = fileOf(args.path)!

@@ -1,8 +1,9 @@
 // Node's built-in modules that a device needs only after it is ready, loaded when first used.
 // Loading node:crypto takes about 5 ms (a sixth of a bare Node start where it was measured), and
 // a device needs none of it before it is ready: hashes are for OTA and oversized job payloads,
-// random bytes for trace spans. node:net and node:tls are for the first connection; node:fs/promises
-// (not in Node's startup snapshot: 1-1.5 ms, 1-2.8 ms of the thermo's start) for flashing over the air. The few random
+// random bytes for trace spans. node:net and node:tls are for the first connection, node:tty
+// (which loads node:net) for log lines on a terminal; node:fs/promises (not in Node's startup
+// snapshot: 1-1.5 ms, 1-2.8 ms of the thermo's start) for flashing over the air. The few random
 // bytes a device does need while it starts (the tag of each id factory, the MQTT transport's
 // marker) come from the kernel's random source directly.
 import { closeSync, openSync, readSync } from 'node:fs'
@@ -13,6 +14,7 @@ interface Builtins {
   'node:fs/promises': typeof import('node:fs/promises')
   'node:net': typeof import('node:net')
   'node:tls': typeof import('node:tls')
+  'node:tty': typeof import('node:tty')
 }
 
 /**

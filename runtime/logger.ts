@@ -1,8 +1,10 @@
 // One logging setup for every entry point (the CLI's demo, gateway and device commands, and
 // device processes started on their own): pino underneath, readable lines on a terminal, JSON
 // lines when the output is piped or when asked.
+import { fstatSync } from 'node:fs'
 import { pino, type LevelWithSilent, type Logger } from 'pino'
 import { ErrorCode, OutpostError } from './errors.js'
+import { builtin } from './lazy-builtin.js'
 import { formatLogLine } from './log-line.js'
 
 /** How log lines are written: `json` (pino's JSON object a line) or `pretty` (one readable line each). */
@@ -47,13 +49,34 @@ export function parseLogFormat(value: string, where: string): LogFormat {
  */
 export function createLogger(opts: LoggerOptions): Logger {
   const level = parseLogLevel(opts.level ?? 'info', 'log level')
-  const out = opts.out ?? process.stdout
-  const format = opts.format ?? (out.isTTY === true ? 'pretty' : 'json')
+  const format = opts.format ?? ((opts.out === undefined ? stdoutIsTerminal() : opts.out.isTTY === true) ? 'pretty' : 'json')
   const options = { level, base: { device: opts.name } }
-  if (format === 'pretty') return pino(options, { write: (s: string) => void out.write(`${formatLogLine(s.trimEnd())}\n`) })
-  if (opts.out !== undefined) return pino(options, { write: (s: string) => void out.write(s) })
-  // process.stdout itself when something replaced its write (a test capturing output), as pino does.
-  return pino(options, process.stdout.write === Object.getPrototypeOf(process.stdout).write ? stdoutDestination() : process.stdout)
+  if (format === 'pretty') {
+    const out = opts.out ?? process.stdout
+    return pino(options, { write: (s: string) => void out.write(`${formatLogLine(s.trimEnd())}\n`) })
+  }
+  if (opts.out !== undefined) {
+    const out = opts.out
+    return pino(options, { write: (s: string) => void out.write(s) })
+  }
+  // JSON lines to descriptor 1, without process.stdout: Node makes that stream at its first use,
+  // and for a pipe (a device under its launcher) that loads node:net and Node's streams, 2 ms of
+  // a start measured here (a fifth of what a device adds to a bare Node's). Something that
+  // replaces process.stdout.write does not see these lines: give `out` to capture them.
+  return pino(options, stdoutDestination())
+}
+
+/**
+ * True when standard output is a terminal. Asked of the descriptor, not of process.stdout (see
+ * createLogger): only a character device can be a terminal, and only then is node:tty (which
+ * loads node:net) asked.
+ */
+function stdoutIsTerminal(): boolean {
+  try {
+    return fstatSync(1).isCharacterDevice() && builtin('node:tty').isatty(1)
+  } catch {
+    return false // no descriptor 1 (closed): no terminal either
+  }
 }
 
 /**

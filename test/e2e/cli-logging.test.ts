@@ -2,7 +2,7 @@
 // JSON lines when piped or asked, OUTPOST_LOG_LEVEL honoured by the gateway too; and a gateway
 // under a flood of events and reconnects writes a bounded log.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { Encoder } from 'cbor-x'
@@ -112,6 +112,39 @@ describe('logging', () => {
 
     const alone = start(['--import', 'tsx', 'devices/display/main.ts'], { OUTPOST_MQTT_URL: broker.url, OUTPOST_DEVICE_ID: 'log-c', OUTPOST_LOG_FORMAT: 'pretty' })
     await until(() => /\[log-c {4}\] ready/.test(alone.out()), 30_000).catch(() => expect.fail(`no readable ready line:\n${alone.out()}`))
+  }, 90_000)
+
+  it('a device on a terminal writes readable lines unasked; into a file or /dev/null, JSON lines', async () => {
+    const broker = await aedes()
+    const dir = tempDir()
+    // A real terminal: script(1) runs the device on a pseudo-terminal of its own and copies what it shows.
+    const device = `${JSON.stringify(process.execPath)} --import tsx devices/display/main.ts`
+    const onTerminal = spawn('script', ['-qfec', device, '/dev/null'], { env: { ...process.env, OUTPOST_MQTT_URL: broker.url, OUTPOST_DEVICE_ID: 'log-tty', OUTPOST_DATA_DIR: dir }, stdio: ['pipe', 'pipe', 'pipe'] })
+    let shown = ''
+    onTerminal.stdout.on('data', (c: Buffer) => (shown += c.toString()))
+    const ended = new Promise((r) => onTerminal.once('exit', r))
+    cleanup(async () => {
+      if (onTerminal.exitCode === null) {
+        onTerminal.kill('SIGTERM')
+        await ended
+      }
+    })
+    await until(() => /\[log-tty {2}\] ready/.test(shown), 30_000).catch(() => expect.fail(`no readable ready line on the terminal:\n${shown}`))
+    expect(shown).not.toContain('"msg":"ready"')
+
+    // Standard output a file, then /dev/null (a character device, but no terminal): JSON lines, and no failure.
+    const file = path.join(dir, 'out.log')
+    for (const [target, id] of [[file, 'log-file'], ['/dev/null', 'log-null']] as const) {
+      const fd = openSync(target, 'w')
+      const proc = spawn(process.execPath, ['--import', 'tsx', 'devices/display/main.ts'], { env: { ...process.env, OUTPOST_MQTT_URL: broker.url, OUTPOST_DEVICE_ID: id, OUTPOST_DATA_DIR: dir }, stdio: ['ignore', fd, 'pipe'] })
+      closeSync(fd)
+      const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)))
+      await until(() => broker.aedes.connectedClients > 0 && [...Object.keys((broker.aedes as unknown as { clients: Record<string, unknown> }).clients)].includes(id), 30_000)
+      proc.kill('SIGTERM')
+      expect(await exited).toBe(0)
+    }
+    const lines = jsonLines(readFileSync(file, 'utf8'))
+    expect(lines.find((l) => l.msg === 'ready')).toMatchObject({ device: 'log-file' })
   }, 90_000)
 
   it('the gateway logs events at debug and a client reconnecting in a loop once, with a count', async () => {

@@ -1,7 +1,7 @@
 // One logging setup for every entry point (the CLI's demo, gateway and device commands, and
 // device processes started on their own): pino underneath, readable lines on a terminal, JSON
 // lines when the output is piped or when asked.
-import { fstatSync } from 'node:fs'
+import { constants, fstatSync, openSync } from 'node:fs'
 import { pino, type LevelWithSilent, type Logger } from 'pino'
 import { ErrorCode, OutpostError } from './errors.js'
 import { builtin } from './lazy-builtin.js'
@@ -80,6 +80,36 @@ function stdoutIsTerminal(): boolean {
 }
 
 /**
+ * The descriptor for JSON lines on standard output, written synchronously. A write to a pipe or
+ * socket nobody reads must fail at once (EAGAIN), not stop the process: the device bundle's
+ * writer (build/stubs/sonic-boom.cjs) then gives up on it after a second. So:
+ * - a regular file (whose writes never wait on a reader): descriptor 1 itself;
+ * - a pipe: the same pipe opened again without blocking, an open file description of its own
+ *   (what shares descriptor 1 with this process is left as it is); also a pipe that was full
+ *   before the process started (a shell's `{ ...; node device.cjs; } | reader`);
+ * - anything else (a socket, as a Node parent such as the launcher, or systemd's journal, gives; a
+ *   terminal; no /proc): descriptor 1, and process.stdout is made one turn later, which opens
+ *   such a descriptor non-blocking. Made at once, it cost 2 ms of a start (node:net and Node's
+ *   streams, for a socket); until then a write could block, and the lines before it are the
+ *   first few of a process, into a socket its parent made for it.
+ */
+function stdoutFd(): number {
+  try {
+    const stat = fstatSync(1)
+    if (stat.isFile()) return 1
+    if (stat.isFIFO()) {
+      try {
+        return openSync('/proc/self/fd/1', constants.O_WRONLY | constants.O_NONBLOCK)
+      } catch {} // no /proc (or no reader left): as below
+    }
+  } catch {
+    return 1 // closed: the first write fails (EBADF) and turns the destination off
+  }
+  setImmediate(() => void process.stdout).unref()
+  return 1
+}
+
+/**
  * Standard output for pino's JSON lines, written synchronously, as Node itself writes
  * process.stdout to pipes and files on Linux. Not pino's default destination, which writes
  * asynchronously and flushes what is left when the process exits: that flush (sonic-boom 4)
@@ -90,7 +120,7 @@ function stdoutIsTerminal(): boolean {
  * otherwise be thrown as an unhandled 'error' event).
  */
 function stdoutDestination(): ReturnType<typeof pino.destination> {
-  const dest = pino.destination({ dest: 1, sync: true })
+  const dest = pino.destination({ dest: stdoutFd(), sync: true })
   dest.on('error', () => {
     dest.write = () => true
   })

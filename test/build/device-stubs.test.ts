@@ -442,14 +442,14 @@ describe('the lines a device bundle writes differently, and the built-ins a devi
     const data = temp()
     const { file } = await bundleDevice('display', out)
     // Started as a device is, with a preload that writes the built-ins loaded so far when the ready
-    // line goes out, and ends the process a turn later (its code cache is written as it exits).
+    // line goes out (to the pipe of descriptor 1, opened again: runtime/logger.ts), and ends the process a turn later (its code cache is written as it exits).
     const probe = path.join(out, 'probe.cjs')
     writeFileSync(
       probe,
       `const fs = require('fs')
 const ws = fs.writeSync
 fs.writeSync = function (fd, chunk, ...rest) {
-  if (fd === 1 && String(chunk).includes('"msg":"ready"')) { ws(2, 'LOADED ' + JSON.stringify(process.moduleLoadList) + '\\n'); setImmediate(() => process.exit(0)) }
+  if (fd !== 2 && String(chunk).includes('"msg":"ready"')) { ws(2, 'LOADED ' + JSON.stringify(process.moduleLoadList) + '\\n'); setImmediate(() => process.exit(0)) }
   return ws.call(this, fd, chunk, ...rest)
 }
 `,

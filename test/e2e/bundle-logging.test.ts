@@ -3,12 +3,14 @@
 // build/stubs/sonic-boom.cjs in place of sonic-boom, which writes synchronously. Built as device
 // bundles are built (esbuild, the stand-ins' plugin) and run as a process whose stdout is a real
 // FIFO that fills: the device must go on running (its timers, its commands, its SIGTERM handler).
-// - The runtime's way (pino.destination({ dest: 1, sync: true })): sonic-boom itself waits on a
-//   full pipe for ever, and the whole device stops; the stand-in waits a second, then drops lines
-//   and counts them, and once the pipe is read again says how many, with no line torn.
+// - The runtime's logger (runtime/logger.ts: synchronous, to the pipe opened again without
+//   blocking, also when the pipe was full before the process started and descriptor 1 blocks):
+//   sonic-boom itself waits on a full pipe for ever, and the whole device stops; the stand-in
+//   waits a second, then drops lines and counts them, and once the pipe is read again says how
+//   many, with no line torn.
 // - Asking for an asynchronous destination (sync: false) the bundle does not have: told at start.
 import { execFileSync, spawn } from 'node:child_process'
-import { closeSync, constants, existsSync, openSync, readSync, statSync, writeFileSync } from 'node:fs'
+import { closeSync, constants, existsSync, openSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs'
 import path from 'node:path'
 import { build, type Plugin } from 'esbuild'
 import { describe, expect, it } from 'vitest'
@@ -18,12 +20,12 @@ import { tempDirs } from '../build/build-helpers.js'
 
 const temp = tempDirs('bundle-logging')
 
+/** `runtime`: the runtime's own logger (runtime/logger.ts); else pino with that destination. */
 const program = (destination: string): string => [
   "import { pino } from 'pino'",
-  // As the runtime's logger does (runtime/logger.ts): Node then opens stdout, a pipe, non-blocking.
-  'void process.stdout.write',
+  "import { createLogger } from './runtime/logger.js'",
   "import { appendFileSync } from 'node:fs'",
-  `const log = pino(pino.destination(${destination}))`,
+  destination === 'runtime' ? "const log = createLogger({ name: 'chatty' })" : `const log = pino(pino.destination(${destination}))`,
   'let beats = 0',
   "setInterval(() => { for (let i = 0; i < 50; i++) log.info({ pad: 'x'.repeat(200) }, 'chatty') }, 5)",
   // One byte a beat: the file's size counts them (a reader never sees it half written).
@@ -40,12 +42,12 @@ interface Outcome {
   lines: string[]
 }
 
-/** Bundles the program (with `plugins`), runs it with stdout to a FIFO that is never read, watches its heartbeat. */
-async function runWithFullPipe(dir: string, plugins: Plugin[], destination: string): Promise<Outcome> {
+/** The program bundled (with `plugins`) as a device bundle is, into `dir`. */
+async function bundleProgram(dir: string, plugins: Plugin[], destination: string): Promise<string> {
   const out = path.join(dir, 'program.cjs')
   const result = await build({
     absWorkingDir: PROJECT_ROOT,
-    stdin: { contents: program(destination), resolveDir: PROJECT_ROOT, loader: 'js' },
+    stdin: { contents: program(destination), resolveDir: PROJECT_ROOT, loader: 'ts' },
     bundle: true,
     platform: 'node',
     target: 'node20',
@@ -55,11 +57,31 @@ async function runWithFullPipe(dir: string, plugins: Plugin[], destination: stri
     logLevel: 'silent',
   })
   writeFileSync(out, result.outputFiles[0]!.contents)
+  return out
+}
+
+/**
+ * Bundles the program (with `plugins`), runs it with stdout to a FIFO that is never read (full
+ * before it starts, with `fullAtStart`), watches its heartbeat.
+ */
+async function runWithFullPipe(dir: string, plugins: Plugin[], destination: string, fullAtStart = false): Promise<Outcome> {
+  const out = await bundleProgram(dir, plugins, destination)
   const fifo = path.join(dir, 'stdout.fifo')
   execFileSync('mkfifo', [fifo])
   // The reader is there (no EPIPE) but reads nothing.
   const readEnd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK)
   const writeEnd = openSync(fifo, 'w')
+  if (fullAtStart) {
+    // Filled to the last byte, as by a reader that stopped before the process started.
+    const filler = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK)
+    try {
+      for (;;) writeSync(filler, Buffer.alloc(4_096, 0x2e))
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EAGAIN') throw err
+    } finally {
+      closeSync(filler)
+    }
+  }
   const beatFile = path.join(dir, 'beats')
   const child = spawn(process.execPath, [out], { stdio: ['ignore', writeEnd, 'pipe'], env: { ...process.env, BEAT_FILE: beatFile } })
   let stderr = ''
@@ -97,16 +119,42 @@ async function runWithFullPipe(dir: string, plugins: Plugin[], destination: stri
 }
 
 describe('a device bundle whose stdout pipe is full', () => {
-  it("logging as the runtime does (sync): it keeps running; dropped lines are counted once the pipe is read again, and no line is torn", async () => {
-    const bundled = await runWithFullPipe(temp(), [deviceStubs(PROJECT_ROOT)], '{ dest: 1, sync: true }')
+  it.each([
+    ['fills as it runs', false],
+    ['is full before it starts (descriptor 1 as its parent gave it: blocking)', true],
+  ])("logging with the runtime's logger, a pipe that %s: it keeps running; dropped lines are counted once the pipe is read again, and no line is torn", async (_, fullAtStart) => {
+    const bundled = await runWithFullPipe(temp(), [deviceStubs(PROJECT_ROOT)], 'runtime', fullAtStart)
     expect(bundled.exited).toBeUndefined()
     expect(bundled.beats[1], `frozen: heartbeats ${bundled.beats.join(' -> ')}`).toBeGreaterThan(bundled.beats[0])
     // Every line that arrived is one whole JSON line; the lines dropped are counted.
-    const parsed = bundled.lines.map((l) => JSON.parse(l) as { msg: string })
+    // (The filler of a pipe full at start has no line end: the first line follows it.)
+    const parsed = bundled.lines.map((l) => l.replace(/^\.+/, '')).filter((l) => l !== '').map((l) => JSON.parse(l) as { msg: string })
     expect(parsed.filter((l) => l.msg === 'chatty').length).toBeGreaterThan(100)
     const notes = parsed.filter((l) => /log lines? dropped: the output was not read/.test(l.msg))
     expect(notes.length).toBeGreaterThanOrEqual(1)
     expect(Number(/^(\d+)/.exec(notes[0]!.msg)![1])).toBeGreaterThan(0)
+  }, 30_000)
+
+  it("logging with the runtime's logger into a socket its Node parent made (as the launcher's), which the parent stops reading: it keeps running", async () => {
+    const dir = temp()
+    const out = await bundleProgram(dir, [deviceStubs(PROJECT_ROOT)], 'runtime')
+    const beatFile = path.join(dir, 'beats')
+    // stdio 'pipe' from Node is a socket pair; paused, the parent reads no more once its buffer is full.
+    const child = spawn(process.execPath, [out], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BEAT_FILE: beatFile } })
+    child.stdout!.pause()
+    let exited: number | null | undefined
+    const ended = new Promise<void>((resolve) => child.once('exit', (code) => ((exited = code), resolve())))
+    const beats = (): number => (existsSync(beatFile) ? statSync(beatFile).size : 0)
+    try {
+      await new Promise((r) => setTimeout(r, 2_500))
+      const first = beats()
+      await new Promise((r) => setTimeout(r, 1_000))
+      expect(exited).toBeUndefined()
+      expect(beats(), `frozen at ${first} heartbeats`).toBeGreaterThan(first)
+    } finally {
+      child.kill('SIGKILL')
+      await ended
+    }
   }, 30_000)
 
   it('asking for an asynchronous destination: the real module keeps running; the bundle says at start it has none, never freezes', async () => {

@@ -24,8 +24,11 @@ export interface LoggerOptions {
   level?: string
   /** Default: `pretty` when `out` is a terminal, `json` otherwise. */
   format?: LogFormat
-  /** Where the lines go (default process.stdout). */
-  out?: { write(s: string): unknown; isTTY?: boolean }
+  /**
+   * Where the lines go (default process.stdout). A stream's 'error' (EPIPE: nobody reads any
+   * more; ENOSPC) turns the lines off; the process goes on.
+   */
+  out?: { write(s: string): unknown; isTTY?: boolean; on?(event: 'error', listener: (err: Error) => void): unknown }
 }
 
 /** A log level from a flag or a variable, checked. @throws BAD_ARGUMENT naming `where` when it is not one of LOG_LEVELS */
@@ -52,18 +55,35 @@ export function createLogger(opts: LoggerOptions): Logger {
   const format = opts.format ?? ((opts.out === undefined ? stdoutIsTerminal() : opts.out.isTTY === true) ? 'pretty' : 'json')
   const options = { level, base: { device: opts.name } }
   if (format === 'pretty') {
-    const out = opts.out ?? process.stdout
-    return pino(options, { write: (s: string) => void out.write(`${formatLogLine(s.trimEnd())}\n`) })
+    const write = writerTo(opts.out ?? process.stdout)
+    return pino(options, { write: (s: string) => write(`${formatLogLine(s.trimEnd())}\n`) })
   }
-  if (opts.out !== undefined) {
-    const out = opts.out
-    return pino(options, { write: (s: string) => void out.write(s) })
-  }
+  if (opts.out !== undefined) return pino(options, { write: writerTo(opts.out) })
   // JSON lines to descriptor 1, without process.stdout: Node makes that stream at its first use,
   // and for a pipe (a device under its launcher) that loads node:net and Node's streams, 2 ms of
   // a start measured here (a fifth of what a device adds to a bare Node's). Something that
   // replaces process.stdout.write does not see these lines: give `out` to capture them.
   return pino(options, stdoutDestination())
+}
+
+/**
+ * Writes lines to `out` until it fails: a stream that cannot be written any more (its reader
+ * gone, its disk full, a descriptor opened read-only) emits 'error', which unhandled would end
+ * the process (a gateway whose log reader died). Lines are dropped from then on.
+ */
+function writerTo(out: NonNullable<LoggerOptions['out']>): (s: string) => void {
+  let broken = false
+  out.on?.('error', () => {
+    broken = true
+  })
+  return (s) => {
+    if (broken) return
+    try {
+      out.write(s)
+    } catch {
+      broken = true
+    }
+  }
 }
 
 /**

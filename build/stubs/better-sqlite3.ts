@@ -3,6 +3,7 @@
 // Database constructor's `nativeBinding` option, so the bundle needs no node_modules. Every
 // `import Database from 'better-sqlite3'` in the bundle gets this module instead (the import
 // below alone reaches the package: build/device-stubs.ts).
+import { statSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import Database from 'better-sqlite3'
 import { ErrorCode, errorMessage, OutpostError } from '../../runtime/errors.js'
@@ -23,6 +24,8 @@ function loadAddon(): Addon {
   try {
     // As require() loads a .node file, without its search for the file and its package (0.4 ms of
     // the start here): the path is known, and this module keeps the one it loaded.
+    // A FIFO in its place would hold the start for ever in dlopen's open: files only.
+    if (!statSync(file).isFile()) throw new Error(`${file} is not a file`)
     const module = { exports: {} as Addon }
     process.dlopen(module, file)
     addon = module.exports

@@ -2,7 +2,8 @@
 // run as `node <dir>/<device>.mjs` against a real aedes broker: they start, report ready, serve a
 // command and stop cleanly. The thermo's SQLite addon is loaded from beside its bundle; the
 // modules the bundle leaves out (build/device-stubs.ts) are not in it.
-import { cpSync, existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildDevice, DEVICE_STUBS, generateSigningKeys, verifyBundle, type BuiltDevice } from '../../build/index.js'
@@ -164,10 +165,15 @@ describe('a device bundle copied out of the repository', () => {
     expect(fatal.msg).toMatch(/^BAD_ARGUMENT: OUTPOST_SAMPLE_MS "often" is not accepted/)
   })
 
-  it('thermo with an addon that is not for this Node: one fatal ABI_MISMATCH line, exit code 1', async () => {
+  it.each([
+    ['not for this Node', (file: string) => writeFileSync(file, Buffer.from('\x7fELF not really an addon'))],
+    ['gone', (file: string) => rmSync(file)],
+    // Opened by dlopen, a FIFO held the start for ever.
+    ['a FIFO', (file: string) => (rmSync(file), execFileSync('mkfifo', [file]))],
+  ])('thermo with an addon that is %s: one fatal ABI_MISMATCH line, exit code 1', async (_, spoil) => {
     const broken = path.join(temp(), 'thermo')
     cpSync(path.join(home, 'thermo'), broken, { recursive: true })
-    writeFileSync(path.join(broken, 'better_sqlite3.node'), Buffer.from('\x7fELF not really an addon'))
+    spoil(path.join(broken, 'better_sqlite3.node'))
     const p = startProcess(path.join(broken, 'thermo.cjs'), [], bareEnv({ OUTPOST_MQTT_URL: broker.url, OUTPOST_DATA_DIR: path.join(broken, 'data'), OUTPOST_LOG_FORMAT: 'json' }))
     running.push(p)
     expect((await p.exited).code).toBe(1)

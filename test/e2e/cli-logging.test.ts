@@ -147,6 +147,35 @@ describe('logging', () => {
     expect(lines.find((l) => l.msg === 'ready')).toMatchObject({ device: 'log-file' })
   }, 90_000)
 
+  it('a gateway, and a device writing readable lines, whose log reader has gone (EPIPE) go on serving, and stop cleanly', async () => {
+    const broker = await aedes()
+    const port = await freePort()
+    const procs = [
+      spawn(process.execPath, ['bin/outpost.js', 'gateway', '--port', String(port)], { env: { ...process.env, OUTPOST_HTTP_PORT: '0', OUTPOST_GATEWAY_DATA_DIR: tempDir() }, stdio: ['ignore', 'pipe', 'pipe'] }),
+      spawn(process.execPath, ['--import', 'tsx', 'devices/display/main.ts'], { env: { ...process.env, OUTPOST_MQTT_URL: broker.url, OUTPOST_DEVICE_ID: 'log-epipe', OUTPOST_DATA_DIR: tempDir(), OUTPOST_LOG_FORMAT: 'pretty' }, stdio: ['ignore', 'pipe', 'pipe'] }),
+    ]
+    const exits = procs.map((p) => new Promise<number | null>((r) => p.once('exit', (code) => r(code))))
+    cleanup(() => void procs.forEach((p) => p.exitCode === null && p.kill('SIGKILL')))
+    // The reader goes: every line written from now on fails with EPIPE.
+    for (const p of procs) p.stdout!.destroy()
+    const gatewayUp = async (): Promise<boolean> => {
+      const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { clientId: 'log-probe', reconnectPeriod: 0, connectTimeout: 1_000 }).catch(() => undefined)
+      await c?.endAsync()
+      return c !== undefined
+    }
+    const deadline = Date.now() + 30_000
+    while (!(await gatewayUp())) {
+      if (Date.now() > deadline) expect.fail('the gateway never took a connection')
+      await new Promise((r) => setTimeout(r, 200))
+    }
+    await until(() => Object.keys((broker.aedes as unknown as { clients: Record<string, unknown> }).clients).includes('log-epipe'), 30_000)
+    // Lines go on being written (clients come and go; the device's connection): both still serve.
+    for (let i = 0; i < 5; i++) expect(await gatewayUp()).toBe(true)
+    expect(procs.map((p) => p.exitCode)).toEqual([null, null])
+    for (const p of procs) p.kill('SIGTERM')
+    expect(await Promise.all(exits)).toEqual([0, 0])
+  }, 90_000)
+
   it('the gateway logs events at debug and a client reconnecting in a loop once, with a count', async () => {
     const lines: Record<string, unknown>[] = []
     const logger = pino({ level: 'debug', base: { device: 'gateway' } }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) })

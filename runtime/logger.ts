@@ -60,8 +60,8 @@ export function createLogger(opts: LoggerOptions): Logger {
   }
   if (opts.out !== undefined) return pino(options, { write: writerTo(opts.out) })
   // JSON lines to descriptor 1, without process.stdout: Node makes that stream at its first use,
-  // and for a pipe (a device under its launcher) that loads node:net and Node's streams, 2 ms of
-  // a start measured here (a fifth of what a device adds to a bare Node's). Something that
+  // and for a socket or a pipe (a device under its launcher) that loads node:net and Node's
+  // streams, 2 ms of a start measured here (a fifth of what a device adds to a bare Node's). Something that
   // replaces process.stdout.write does not see these lines: give `out` to capture them.
   return pino(options, stdoutDestination())
 }
@@ -113,7 +113,14 @@ function stdoutIsTerminal(): boolean {
  *   streams, for a socket); until then a write could block, and the lines before it are the
  *   first few of a process, into a socket its parent made for it.
  */
+let chosenFd: number | undefined
+
 function stdoutFd(): number {
+  // Once per process: every root logger (the demo has two) shares the descriptor.
+  return (chosenFd ??= chooseStdoutFd())
+}
+
+function chooseStdoutFd(): number {
   try {
     const stat = fstatSync(1)
     if (stat.isFile()) return 1

@@ -1,10 +1,11 @@
 // One logging setup for every entry point (the CLI's demo, gateway and device commands, and
 // device processes started on their own): pino underneath, readable lines on a terminal, JSON
 // lines when the output is piped or when asked.
-import { constants, fstatSync, openSync } from 'node:fs'
+import { constants, fstatSync, openSync, writeSync } from 'node:fs'
 import { pino, type LevelWithSilent, type Logger } from 'pino'
 import { ErrorCode, OutpostError } from './errors.js'
 import { builtin } from './lazy-builtin.js'
+import { legacyBinding } from './legacy-binding.js'
 import { formatLogLine } from './log-line.js'
 
 /** How log lines are written: `json` (pino's JSON object a line) or `pretty` (one readable line each). */
@@ -101,39 +102,54 @@ function stdoutIsTerminal(): boolean {
 
 /**
  * The descriptor for JSON lines on standard output, written synchronously. A write to a pipe or
- * socket nobody reads must fail at once (EAGAIN), not stop the process: the device bundle's
- * writer (build/stubs/sonic-boom.cjs) then gives up on it after a second. So:
+ * socket nobody reads must fail at once (EAGAIN), not stop the process, also when it was full
+ * before the process started: the device bundle's writer (build/stubs/sonic-boom.cjs) then gives
+ * up on it after a second. So, without making process.stdout (for a socket or a pipe, Node's
+ * stream loads node:net and its streams: 2 ms of a start):
  * - a regular file (whose writes never wait on a reader): descriptor 1 itself;
- * - a pipe: the same pipe opened again without blocking, an open file description of its own
- *   (what shares descriptor 1 with this process is left as it is); also a pipe that was full
- *   before the process started (a shell's `{ ...; node device.cjs; } | reader`);
- * - anything else (a socket, as a Node parent such as the launcher, or systemd's journal, gives; a
- *   terminal; no /proc): descriptor 1, and process.stdout is made one turn later, which opens
- *   such a descriptor non-blocking. Made at once, it cost 2 ms of a start (node:net and Node's
- *   streams, for a socket); until then a write could block, and the lines before it are the
- *   first few of a process, into a socket its parent made for it.
+ * - a pipe that descriptor 1 may write: the same pipe opened again without blocking, an open file
+ *   description of its own;
+ * - a socket (a Node parent's stdio, as the launcher's; systemd's journal): descriptor 1, set
+ *   non-blocking as Node sets it for process.stdout (libuv's pipe handle, opened on it and closed);
+ * - anything else, or where that cannot be done (no /proc, pending deprecations on): process.stdout
+ *   is made, which opens descriptor 1 non-blocking.
+ * (Node makes process.stdout later anyway, after ready: MQTT.js's connection asks for it.)
  */
-let chosenFd: number | undefined
-
-function stdoutFd(): number {
-  // Once per process: every root logger (the demo has two) shares the descriptor.
-  return (chosenFd ??= chooseStdoutFd())
-}
-
 function chooseStdoutFd(): number {
   try {
     const stat = fstatSync(1)
     if (stat.isFile()) return 1
     if (stat.isFIFO()) {
-      try {
-        return openSync('/proc/self/fd/1', constants.O_WRONLY | constants.O_NONBLOCK)
-      } catch {} // no /proc (or no reader left): as below
+      // Only what descriptor 1 may write itself: one opened for reading must not become a writer.
+      writeSync(1, EMPTY)
+      return openSync('/proc/self/fd/1', constants.O_WRONLY | constants.O_NONBLOCK)
     }
+    if (stat.isSocket() && nonBlockingSocket(1)) return 1
   } catch {
-    return 1 // closed: the first write fails (EBADF) and turns the destination off
+    // Closed, read-only, no /proc, no reader left: as below (a write that fails turns the lines off).
   }
-  setImmediate(() => void process.stdout).unref()
+  try {
+    void process.stdout
+  } catch {}
   return 1
+}
+
+const EMPTY = new Uint8Array(0)
+
+let chosenFd: number | undefined
+
+/** chooseStdoutFd, once per process: every root logger (the demo has two) shares the descriptor. */
+const stdoutFd = (): number => (chosenFd ??= chooseStdoutFd())
+
+/** Sets socket descriptor `fd` non-blocking through libuv's pipe handle, as process.stdout would. @returns false when it could not */
+function nonBlockingSocket(fd: number): boolean {
+  const wrap = legacyBinding<{ Pipe: new (type: number) => { open(fd: number): number; close(): void }; constants: { SOCKET: number } }>('pipe_wrap')
+  if (wrap === undefined) return false
+  const pipe = new wrap.Pipe(wrap.constants.SOCKET)
+  // libuv never closes descriptors 0-2 with their handle: closing it leaves descriptor 1 open.
+  const opened = pipe.open(fd) === 0
+  pipe.close()
+  return opened
 }
 
 /**

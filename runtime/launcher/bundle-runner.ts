@@ -21,6 +21,7 @@
 import { closeSync, constants, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { Script } from 'node:vm'
+import { legacyBinding } from '../legacy-binding.js'
 import { CODE_CACHE_READY, CODE_STARTED } from './code-cache.js'
 
 declare const __OUTPOST_CODE_FILE__: string
@@ -102,17 +103,8 @@ type Crc32 = (data: Uint8Array) => number
  * warning when pending deprecations are on): then, and under --throw-deprecation, the module.
  */
 function crc32Of(): Crc32 | undefined {
-  // Pending deprecations are on with the flag in any spelling (--pending_deprecation,
-  // --pending-deprecation=true), on the command line or in NODE_OPTIONS, or with
-  // NODE_PENDING_DEPRECATION=1; under --throw-deprecation the warning would end the process.
-  const flag = /--pending[-_]deprecation/
-  const pending = process.execArgv.some((a) => flag.test(a)) || flag.test(process.env.NODE_OPTIONS ?? '') || process.env.NODE_PENDING_DEPRECATION === '1' || (process as { throwDeprecation?: boolean }).throwDeprecation === true
-  if (!pending) {
-    try {
-      const native = (process as unknown as { binding(name: string): { crc32?: unknown } }).binding('zlib').crc32
-      if (typeof native === 'function') return (data) => (native as (data: Uint8Array, value: number) => number)(data, 0)
-    } catch {} // not there (an older or newer Node): the module
-  }
+  const native = legacyBinding<{ crc32?: unknown }>('zlib')?.crc32
+  if (typeof native === 'function') return (data) => (native as (data: Uint8Array, value: number) => number)(data, 0)
   return (require('node:zlib') as { crc32?: Crc32 }).crc32
 }
 const crc32 = cacheFile === undefined ? undefined : crc32Of()

@@ -135,12 +135,16 @@ describe('a device bundle whose stdout pipe is full', () => {
     expect(Number(/^(\d+)/.exec(notes[0]!.msg)![1])).toBeGreaterThan(0)
   }, 30_000)
 
-  it("logging with the runtime's logger into a socket its Node parent made (as the launcher's), which the parent stops reading: it keeps running", async () => {
+  it.each([
+    ['stops reading', false],
+    ['never reads, full before the program starts (descriptor 1 blocking)', true],
+  ])("logging with the runtime's logger into a socket its Node parent made (as the launcher's), which the parent %s: it keeps running", async (_, fullAtStart) => {
     const dir = temp()
     const out = await bundleProgram(dir, [deviceStubs(PROJECT_ROOT)], 'runtime')
     const beatFile = path.join(dir, 'beats')
     // stdio 'pipe' from Node is a socket pair; paused, the parent reads no more once its buffer is full.
-    const child = spawn(process.execPath, [out], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BEAT_FILE: beatFile } })
+    const [cmd, args] = fullAtStart ? ['bash', ['-c', `timeout 1 cat /dev/zero; exec ${JSON.stringify(process.execPath)} ${JSON.stringify(out)}`]] : [process.execPath, [out]]
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BEAT_FILE: beatFile } })
     child.stdout!.pause()
     let exited: number | null | undefined
     const ended = new Promise<void>((resolve) => child.once('exit', (code) => ((exited = code), resolve())))

@@ -26,6 +26,8 @@ const program = (destination: string): string => [
   "import { createLogger } from './runtime/logger.js'",
   "import { appendFileSync } from 'node:fs'",
   destination === 'runtime' ? "const log = createLogger({ name: 'chatty' })" : `const log = pino(pino.destination(${destination}))`,
+  // At once, as a device logs while it starts, before the event loop's first turn.
+  "log.info('started')",
   'let beats = 0',
   "setInterval(() => { for (let i = 0; i < 50; i++) log.info({ pad: 'x'.repeat(200) }, 'chatty') }, 5)",
   // One byte a beat: the file's size counts them (a reader never sees it half written).
@@ -159,6 +161,17 @@ describe('a device bundle whose stdout pipe is full', () => {
       child.kill('SIGKILL')
       await ended
     }
+  }, 30_000)
+
+  it("logging with the runtime's logger when descriptor 1 is a pipe's read end: nothing is written into that pipe", async () => {
+    const dir = temp()
+    const out = await bundleProgram(dir, [deviceStubs(PROJECT_ROOT)], 'runtime')
+    const injected = path.join(dir, 'injected')
+    // The program's descriptor 1 is the end `cat` reads from: a write there would reach cat's input.
+    const script = `sleep 3 | { ${JSON.stringify(process.execPath)} ${JSON.stringify(out)} 1<&0 0</dev/null & P=$!; cat > ${JSON.stringify(injected)} & sleep 2; kill $P; wait $P; true; }`
+    execFileSync('bash', ['-c', script], { env: { ...process.env, BEAT_FILE: path.join(dir, 'beats') }, timeout: 20_000 })
+    expect(statSync(injected).size).toBe(0)
+    expect(statSync(path.join(dir, 'beats')).size).toBeGreaterThan(0)
   }, 30_000)
 
   it('asking for an asynchronous destination: the real module keeps running; the bundle says at start it has none, never freezes', async () => {

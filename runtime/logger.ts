@@ -88,13 +88,22 @@ function writerTo(out: NonNullable<LoggerOptions['out']>): (s: string) => void {
 }
 
 /**
+ * fstat's answer in BigInts, kept apart from the numbers of Node's other stat calls. Node 20's
+ * fs.realpathSync reads the last numeric stat's file type to stop at a pipe or socket: after a
+ * numeric fstat of a pipe or socket on descriptor 1, it stopped at the first folder it knew and
+ * gave back a symlinked package's path unresolved, so a package installed as a symlink (npm link,
+ * a workspace) could not find its own dependencies (MQTT.js: "Cannot find module 'mqtt-packet'").
+ */
+const BIGINT = { bigint: true } as const
+
+/**
  * True when standard output is a terminal. Asked of the descriptor, not of process.stdout (see
  * createLogger): only a character device can be a terminal, and only then is node:tty (which
  * loads node:net) asked.
  */
 function stdoutIsTerminal(): boolean {
   try {
-    return fstatSync(1).isCharacterDevice() && builtin('node:tty').isatty(1)
+    return fstatSync(1, BIGINT).isCharacterDevice() && builtin('node:tty').isatty(1)
   } catch {
     return false // no descriptor 1 (closed): no terminal either
   }
@@ -117,7 +126,7 @@ function stdoutIsTerminal(): boolean {
  */
 function chooseStdoutFd(): number {
   try {
-    const stat = fstatSync(1)
+    const stat = fstatSync(1, BIGINT)
     if (stat.isFile()) return 1
     if (stat.isFIFO()) {
       // Only what descriptor 1 may write itself: one opened for reading must not become a writer.

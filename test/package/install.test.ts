@@ -3,7 +3,7 @@
 // (linked from this checkout: no registry, no native rebuild), then plain `node`, with no tsx
 // anywhere the app can resolve, loads every entry point and runs the CLI and the demo's device
 // processes, and tsc checks the README's snippet against the shipped .d.ts.
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
@@ -111,6 +111,40 @@ describe('the packed package, installed', () => {
     expect(stdout).toContain('[demo     ] stopped')
     expect(stdout).not.toMatch(/ERROR/)
   }, 50_000)
+
+  it('keeps a device of a broken install running offline: MQTT.js without its dependencies is tried again, not the end of the process', async () => {
+    // A second app whose MQTT.js is a copy, with none of its own dependencies where it can find them.
+    const broken = path.join(dir, 'broken')
+    const installed = path.join(broken, 'node_modules', 'outpost')
+    mkdirSync(installed, { recursive: true })
+    await run('tar', ['-xzf', path.join(dir, readdirSync(dir).find((f) => f.endsWith('.tgz'))!), '-C', installed, '--strip-components=1'])
+    for (const dep of Object.keys(pkg.dependencies)) {
+      const to = path.join(broken, 'node_modules', dep)
+      mkdirSync(path.dirname(to), { recursive: true })
+      if (dep === 'mqtt') await run('cp', ['-r', path.join(ROOT, 'node_modules', dep), to])
+      else symlinkSync(path.join(ROOT, 'node_modules', dep), to, 'dir')
+    }
+    const child = spawn(process.execPath, [path.join(installed, 'dist', 'devices', 'display', 'main.js')], {
+      cwd: broken,
+      env: { ...process.env, OUTPOST_LOG_FORMAT: 'json', OUTPOST_MQTT_URL: 'mqtt://127.0.0.1:9', OUTPOST_DATA_DIR: path.join(broken, 'data') },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let out = ''
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()))
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+    const lines = (): { msg: string; err?: string }[] => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg: string; err?: string })
+    try {
+      // The first failure at start, then the retry's (100 ms later with the default backoff).
+      for (let i = 0; i < 100 && lines().filter((l) => l.err?.includes('the MQTT client could not be loaded')).length < 2; i++) await new Promise((r) => setTimeout(r, 100))
+      const failures = lines().filter((l) => l.err?.includes('the MQTT client could not be loaded'))
+      expect(failures.map((l) => l.msg)).toEqual(['broker unreachable at start; running offline and retrying', 'the MQTT client could not be loaded; trying again with backoff'])
+      expect(child.exitCode).toBe(null) // still running
+    } finally {
+      child.kill('SIGTERM')
+    }
+    expect(await exited).toBe(0)
+    expect(lines().map((l) => l.msg)).toContain('runtime stopped')
+  }, 30_000)
 
   it('typechecks the README "Writing a service" block against the installed .d.ts', () => {
     const blocks = codeBlocksOf(readFileSync(path.join(ROOT, 'README.md'), 'utf8'), '## Writing a service')

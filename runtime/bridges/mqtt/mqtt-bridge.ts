@@ -48,7 +48,14 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
   const reconnects = createReconnects({
     status, clock, backoff: opts.reconnect, stableMs: opts.stableConnectionMs ?? 10_000, clientId, trouble,
     reconnect(attempt) {
-      if (client === undefined) return
+      if (client === undefined) {
+        // MQTT.js could not be loaded last time: try again (see connect).
+        if (!loading) {
+          status.set({ type: 'connecting', attempt })
+          loadClient()
+        }
+        return
+      }
       status.set({ type: 'connecting', attempt })
       // Keep the stores: QoS 1 messages in flight are resent on the new connection.
       client.reconnect({ incomingStore: client.incomingStore, outgoingStore: client.outgoingStore })
@@ -134,6 +141,31 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
     return c
   }
 
+  /**
+   * Loads MQTT.js, then connects. A failure (a broken install: a dependency of MQTT.js missing)
+   * is told to whoever waits for the first connection and logged at most once a minute; the
+   * bridge tries again with the reconnect backoff, as it would for a broker it cannot reach, so
+   * the device goes on serving local work and does not end by itself.
+   */
+  function loadClient(): void {
+    loading = true
+    loadMqttClient().then(
+      (Client) => {
+        loading = false
+        if (closing) return
+        client = start(Client)
+        client.connect()
+      },
+      (err: unknown) => {
+        loading = false
+        const e = new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `the MQTT client could not be loaded: ${errorMessage(err)}`, { cause: err, retryable: true })
+        if (reconnects.attempt > 0) trouble.error('client-not-loaded', { err: e.message }, 'the MQTT client could not be loaded; trying again with backoff')
+        firstConnect.reject(e)
+        if (!closing) reconnects.lost()
+      },
+    )
+  }
+
   const ensureOpen = (): void => {
     if (closing) throw new OutpostError(ErrorCode.BRIDGE_CLOSED, `bridge of ${opts.deviceId} is closed`)
   }
@@ -162,7 +194,8 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       }
       if (status.current.type === 'connected') return Promise.resolve()
       const p = firstConnect.wait()
-      if (client === undefined && !loading) {
+      // (After MQTT.js failed to load, the next try is armed already: `reconnecting`.)
+      if (client === undefined && !loading && status.current.type !== 'reconnecting') {
         const begin = (Client: MqttClientClass): void => {
           client = start(Client)
           if (status.current.type !== 'connecting') status.set({ type: 'connecting', attempt: 1 })
@@ -174,18 +207,8 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
         } else {
           // MQTT.js is loaded at the first connection (see loadMqttClient); meanwhile the bridge
           // is connecting, and a close settles whoever waits.
-          loading = true
           status.set({ type: 'connecting', attempt: 1 })
-          loadMqttClient().then(
-            (Client) => {
-              loading = false
-              if (!closing) begin(Client)
-            },
-            (err: unknown) => {
-              loading = false
-              firstConnect.reject(new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `the MQTT client could not be loaded: ${errorMessage(err)}`, { cause: err }))
-            },
-          )
+          loadClient()
         }
       }
       return p

@@ -21,6 +21,8 @@ const { EventEmitter } = require('node:events')
 const BUSY_WAIT_MS = 100
 const PATIENCE_MS = 1_000
 const waitCell = new Int32Array(new SharedArrayBuffer(4))
+// A JSON line's device field (pino writes the bindings before the message).
+const DEVICE_FIELD = /"device":"(?:[^"\\]|\\.)*"/
 const UNSUPPORTED = ['minLength', 'maxLength', 'periodicFlush', 'fsync', 'contentMode']
 
 class SonicBoom extends EventEmitter {
@@ -94,7 +96,9 @@ class SonicBoom extends EventEmitter {
     }
     if (this.dropped > 0) {
       const n = this.dropped
-      const note = Buffer.from(`{"level":40,"time":${Date.now()},"msg":"${n} log line${n === 1 ? '' : 's'} dropped: the output was not read for over ${PATIENCE_MS / 1_000} s"}\n`)
+      // Said by the device that says the line after it (a reader shows whose lines went missing).
+      const device = DEVICE_FIELD.exec(String(data))
+      const note = Buffer.from(`{"level":40,"time":${Date.now()},${device === null ? '' : `${device[0]},`}"msg":"${n} log line${n === 1 ? '' : 's'} dropped: the output was not read for over ${PATIENCE_MS / 1_000} s"}\n`)
       const rest = this._push(note, 0)
       if (rest === null) return false
       // Still full: the note waits, and this line is dropped too.

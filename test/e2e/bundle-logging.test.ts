@@ -130,11 +130,13 @@ describe('a device bundle whose stdout pipe is full', () => {
     expect(bundled.beats[1], `frozen: heartbeats ${bundled.beats.join(' -> ')}`).toBeGreaterThan(bundled.beats[0])
     // Every line that arrived is one whole JSON line; the lines dropped are counted.
     // (The filler of a pipe full at start has no line end: the first line follows it.)
-    const parsed = bundled.lines.map((l) => l.replace(/^\.+/, '')).filter((l) => l !== '').map((l) => JSON.parse(l) as { msg: string })
+    const parsed = bundled.lines.map((l) => l.replace(/^\.+/, '')).filter((l) => l !== '').map((l) => JSON.parse(l) as { msg: string; device?: string })
     expect(parsed.filter((l) => l.msg === 'chatty').length).toBeGreaterThan(100)
     const notes = parsed.filter((l) => /log lines? dropped: the output was not read/.test(l.msg))
     expect(notes.length).toBeGreaterThanOrEqual(1)
     expect(Number(/^(\d+)/.exec(notes[0]!.msg)![1])).toBeGreaterThan(0)
+    // Whose lines went missing: the note carries the device of the line after it.
+    expect(notes.map((n) => n.device)).toEqual(notes.map(() => 'chatty'))
   }, 30_000)
 
   it.each([

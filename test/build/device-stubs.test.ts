@@ -442,7 +442,7 @@ describe('the lines a device bundle writes differently, and the built-ins a devi
     const data = temp()
     const { file } = await bundleDevice('display', out)
     // Started as a device is, with a preload that writes the built-ins loaded so far when the ready
-    // line goes out (to the pipe of descriptor 1, opened again: runtime/logger.ts), and ends the process a turn later (its code cache is written as it exits).
+    // line goes out (to descriptor 1, here a socket from a Node parent, set non-blocking: runtime/logger.ts), and ends the process a turn later (its code cache is written as it exits).
     const probe = path.join(out, 'probe.cjs')
     writeFileSync(
       probe,

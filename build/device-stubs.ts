@@ -3,6 +3,7 @@
 // copy of Node's own streams, an optional native decoder, SQLite features the stores do not use)
 // or that a smaller stand-in does as well, as an esbuild plugin. Each entry says why that is
 // safe; the bundle is run for real with them (test/build/bundle-runs.test.ts).
+import { realpathSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import type { Plugin } from 'esbuild'
@@ -99,7 +100,14 @@ const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&')
  * file is 4 KB).
  */
 export function deviceStubs(root: string): Plugin {
-  const dir = stubsDir(root)
+  // Where the stand-ins really are (a project's build/ may be a link): what they import beside
+  // them (the runtime's modules) is found from there.
+  let dir = stubsDir(root)
+  try {
+    dir = realpathSync(dir)
+  } catch {
+    // Not there: the build says which stand-in it cannot find.
+  }
   const sqliteShim = path.join(dir, 'better-sqlite3.ts')
   const modules = DEVICE_STUBS.filter((s) => s.file !== true)
   const files = DEVICE_STUBS.filter((s) => s.file === true)

@@ -7,6 +7,7 @@ import { ErrorCode, OutpostError } from './errors.js'
 import { builtin } from './lazy-builtin.js'
 import { legacyBinding } from './legacy-binding.js'
 import { formatLogLine } from './log-line.js'
+import { createLineWriter } from './log-writer.js'
 
 /** How log lines are written: `json` (pino's JSON object a line) or `pretty` (one readable line each). */
 export type LogFormat = 'json' | 'pretty'
@@ -112,8 +113,8 @@ function stdoutIsTerminal(): boolean {
 /**
  * The descriptor for JSON lines on standard output, written synchronously. A write to a pipe or
  * socket nobody reads must fail at once (EAGAIN), not stop the process, also when it was full
- * before the process started: the device bundle's writer (build/stubs/sonic-boom.cjs) then gives
- * up on it after a second. So, without making process.stdout (for a socket or a pipe, Node's
+ * before the process started: the line writer (runtime/log-writer.ts) then gives up on it after a
+ * second. So, without making process.stdout (for a socket or a pipe, Node's
  * stream loads node:net and its streams: 2 ms of a start):
  * - a regular file (whose writes never wait on a reader): descriptor 1 itself;
  * - a pipe that descriptor 1 may write: the same pipe opened again without blocking, an open file
@@ -162,19 +163,23 @@ function nonBlockingSocket(fd: number): boolean {
 }
 
 /**
- * Standard output for pino's JSON lines, written synchronously, as Node itself writes
- * process.stdout to pipes and files on Linux. Not pino's default destination, which writes
- * asynchronously and flushes what is left when the process exits: that flush (sonic-boom 4)
- * tries a failed write again for ever, whatever the error, so a process whose reader had gone (a
- * device whose parent was killed with SIGKILL: EPIPE) never finished exiting. A write that fails
- * for good (EPIPE: nobody reads any more; EBADF) turns this destination off; the process goes on
- * (pino's own handler does the same for EPIPE; this one takes the other errors, which would
- * otherwise be thrown as an unhandled 'error' event).
+ * Standard output for pino's JSON lines, written synchronously (runtime/log-writer.ts), as Node
+ * itself writes process.stdout to pipes and files on Linux. Not pino's default destination
+ * (sonic-boom): asynchronously, its flush at exit (sonic-boom 4) tried a failed write again for
+ * ever, whatever the error, so a process whose reader had gone (a device whose parent was killed
+ * with SIGKILL: EPIPE) never finished exiting; synchronously, it waits on a full pipe for ever, and
+ * a device run from compiled code stopped as soon as its log reader stalled. This one waits a
+ * second at most, then drops lines and counts them. A write that fails for good (EPIPE: nobody
+ * reads any more; EBADF; ENOSPC) turns it off; the process goes on.
  */
-function stdoutDestination(): ReturnType<typeof pino.destination> {
-  const dest = pino.destination({ dest: stdoutFd(), sync: true })
-  dest.on('error', () => {
-    dest.write = () => true
+function stdoutDestination(): { write(s: string): void } {
+  let off = false
+  const lines = createLineWriter(stdoutFd(), () => {
+    off = true
   })
-  return dest
+  return {
+    write: (s) => {
+      if (!off) lines.write(s)
+    },
+  }
 }

@@ -1,13 +1,14 @@
-// A device bundle logging with pino while its stdout is a pipe nobody reads for a while (a
-// supervisor that is busy or hung, a `| less` left paused). The bundle has
-// build/stubs/sonic-boom.cjs in place of sonic-boom, which writes synchronously. Built as device
-// bundles are built (esbuild, the stand-ins' plugin) and run as a process whose stdout is a real
-// FIFO that fills: the device must go on running (its timers, its commands, its SIGTERM handler).
-// - The runtime's logger (runtime/logger.ts: synchronous, to the pipe opened again without
-//   blocking, also when the pipe was full before the process started and descriptor 1 blocks):
-//   sonic-boom itself waits on a full pipe for ever, and the whole device stops; the stand-in
-//   waits a second, then drops lines and counts them, and once the pipe is read again says how
-//   many, with no line torn.
+// A device logging with pino while its stdout is a pipe nobody reads for a while (a supervisor
+// that is busy or hung, a `| less` left paused), bundled (build/stubs/sonic-boom.cjs in place of
+// sonic-boom) and unbundled (the real pino and sonic-boom, as a device runs from compiled code).
+// Built with esbuild (bundled: with the stand-ins' plugin, as device bundles are built) and run as
+// a process whose stdout is a real FIFO that fills: the device must go on running (its timers,
+// its commands, its SIGTERM handler).
+// - The runtime's logger (runtime/logger.ts: synchronous, with runtime/log-writer.ts, to the pipe
+//   opened again without blocking, also when the pipe was full before the process started and
+//   descriptor 1 blocks): sonic-boom itself waits on a full pipe for ever, and the whole device
+//   stopped; the line writer waits a second, then drops lines and counts them, and once the pipe
+//   is read again says how many, with no line torn.
 // - Asking for an asynchronous destination (sync: false) the bundle does not have: told at start.
 import { execFileSync, spawn } from 'node:child_process'
 import { closeSync, constants, existsSync, openSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs'
@@ -120,12 +121,15 @@ async function runWithFullPipe(dir: string, plugins: Plugin[], destination: stri
   }
 }
 
-describe('a device bundle whose stdout pipe is full', () => {
+describe('a device whose stdout pipe is full', () => {
   it.each([
-    ['fills as it runs', false],
-    ['is full before it starts (descriptor 1 as its parent gave it: blocking)', true],
-  ])("logging with the runtime's logger, a pipe that %s: it keeps running; dropped lines are counted once the pipe is read again, and no line is torn", async (_, fullAtStart) => {
-    const bundled = await runWithFullPipe(temp(), [deviceStubs(PROJECT_ROOT)], 'runtime', fullAtStart)
+    ['bundled', 'fills as it runs', false],
+    ['bundled', 'is full before it starts (descriptor 1 as its parent gave it: blocking)', true],
+    // With the real pino and sonic-boom, as a device runs from compiled code (an install, `node dist/devices/...`).
+    ['unbundled', 'fills as it runs', false],
+    ['unbundled', 'is full before it starts (descriptor 1 as its parent gave it: blocking)', true],
+  ])("%s, logging with the runtime's logger, a pipe that %s: it keeps running; dropped lines are counted once the pipe is read again, and no line is torn", async (how, _, fullAtStart) => {
+    const bundled = await runWithFullPipe(temp(), how === 'bundled' ? [deviceStubs(PROJECT_ROOT)] : [], 'runtime', fullAtStart)
     expect(bundled.exited).toBeUndefined()
     expect(bundled.beats[1], `frozen: heartbeats ${bundled.beats.join(' -> ')}`).toBeGreaterThan(bundled.beats[0])
     // Every line that arrived is one whole JSON line; the lines dropped are counted.
@@ -140,11 +144,13 @@ describe('a device bundle whose stdout pipe is full', () => {
   }, 30_000)
 
   it.each([
-    ['stops reading', false],
-    ['never reads, full before the program starts (descriptor 1 blocking)', true],
-  ])("logging with the runtime's logger into a socket its Node parent made (as the launcher's), which the parent %s: it keeps running", async (_, fullAtStart) => {
+    ['bundled', 'stops reading', false],
+    ['bundled', 'never reads, full before the program starts (descriptor 1 blocking)', true],
+    ['unbundled', 'stops reading', false],
+    ['unbundled', 'never reads, full before the program starts (descriptor 1 blocking)', true],
+  ])("%s, logging with the runtime's logger into a socket its Node parent made (as the launcher's), which the parent %s: it keeps running", async (how, _, fullAtStart) => {
     const dir = temp()
-    const out = await bundleProgram(dir, [deviceStubs(PROJECT_ROOT)], 'runtime')
+    const out = await bundleProgram(dir, how === 'bundled' ? [deviceStubs(PROJECT_ROOT)] : [], 'runtime')
     const beatFile = path.join(dir, 'beats')
     // stdio 'pipe' from Node is a socket pair; paused, the parent reads no more once its buffer is full.
     const [cmd, args] = fullAtStart ? ['bash', ['-c', `timeout 1 cat /dev/zero; exec ${JSON.stringify(process.execPath)} ${JSON.stringify(out)}`]] : [process.execPath, [out]]

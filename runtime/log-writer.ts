@@ -1,0 +1,130 @@
+// Log lines written synchronously to one file descriptor, never stopping the process for long on
+// a pipe or socket nobody reads. The runtime's logger writes standard output with it (devices
+// run from compiled code as from a bundle), and so does a device bundle's stand-in for pino's
+// destination (build/stubs/sonic-boom.cjs).
+//
+// A full pipe (EAGAIN, EBUSY: the reader is slow, or stopped reading) is waited on for at most a
+// second, not for ever as sonic-boom's synchronous mode does: a device whose log reader stalls
+// must go on serving. After that, lines that find the pipe full are dropped at once and counted;
+// the part of a line already written is finished first (no torn lines), and the first line that
+// fits again is preceded by one saying how many were dropped.
+import { writeSync } from 'node:fs'
+
+/** Writes whole lines to one descriptor. */
+export interface LineWriter {
+  /**
+   * Writes one line (its end of line included), waiting on a full pipe for a second at most.
+   * @returns false when the line was dropped or the write failed, true when it is out (or its end will follow)
+   */
+  write(line: string): boolean
+  /** Finishes a line cut short by a full pipe, waiting as long as for any line. */
+  finish(): void
+}
+
+const BUSY_WAIT_MS = 100
+/** How long a line waits on a full pipe before lines are dropped. */
+export const PATIENCE_MS = 1_000
+// A JSON line's device field (pino writes the bindings before the message).
+const DEVICE_FIELD = /"device":"(?:[^"\\]|\\.)*"/
+let waitCell: Int32Array | undefined
+
+/**
+ * Creates a writer of lines to `fd`. A failure other than a full pipe (EPIPE: nobody reads any
+ * more; EBADF; ENOSPC) is handed to `failed` and that write answers false; the writer stays usable.
+ */
+export function createLineWriter(fd: number, failed: (err: Error) => void): LineWriter {
+  // The rest of a line cut short by a full pipe, and how many lines were dropped since.
+  let unfinished: Uint8Array | null = null
+  let dropped = 0
+
+  /** Writes `bytes`, waiting on a full pipe up to `patienceMs`: what is left of them, or null after an error. */
+  const push = (bytes: Uint8Array, patienceMs: number): Uint8Array | null => {
+    let rest = bytes
+    let waited = 0
+    while (rest.length > 0) {
+      try {
+        rest = rest.subarray(writeSync(fd, rest))
+      } catch (err) {
+        const code = (err as { code?: unknown }).code
+        if (code !== 'EAGAIN' && code !== 'EBUSY') {
+          failed(err as Error)
+          return null
+        }
+        if (waited >= patienceMs) return rest
+        Atomics.wait((waitCell ??= new Int32Array(new SharedArrayBuffer(4))), 0, 0, BUSY_WAIT_MS)
+        waited += BUSY_WAIT_MS
+      }
+    }
+    return rest
+  }
+
+  /** Writes one line; false when it was dropped or failed, true when it is out (or its end will follow). */
+  const line = (bytes: Uint8Array, patienceMs: number): boolean => {
+    const rest = push(bytes, patienceMs)
+    if (rest === null) return false
+    if (rest.length === 0) return true
+    // Cut short: finished before anything else. Not started: dropped.
+    if (rest.length < bytes.length) {
+      cutShort(rest)
+      return true
+    }
+    dropped++
+    return false
+  }
+
+  // A line cut short is finished at exit too, so that the last line a reader gets is whole.
+  let finishesAtExit = false
+  const cutShort = (rest: Uint8Array): void => {
+    unfinished = rest
+    if (finishesAtExit) return
+    finishesAtExit = true
+    process.once('exit', () => {
+      try {
+        finish()
+      } catch {
+        // The process ends anyway (a writer whose failure handler throws, its descriptor closed).
+      }
+    })
+  }
+
+  const finish = (): void => {
+    if (unfinished === null) return
+    const rest = push(unfinished, PATIENCE_MS)
+    unfinished = rest !== null && rest.length > 0 ? rest : null
+  }
+
+  const write = (data: string): boolean => {
+    const bytes = Buffer.from(data, 'utf8')
+    if (unfinished !== null) {
+      const rest = push(unfinished, 0)
+      if (rest === null) return false
+      unfinished = rest.length > 0 ? rest : null
+      if (unfinished !== null) {
+        dropped++
+        return true
+      }
+    }
+    if (dropped === 0) return line(bytes, PATIENCE_MS)
+    const n = dropped
+    // Said by the device that says the line after it (a reader shows whose lines went missing).
+    const device = DEVICE_FIELD.exec(data)
+    const note = Buffer.from(`{"level":40,"time":${Date.now()},${device === null ? '' : `${device[0]},`}"msg":"${n} log line${n === 1 ? '' : 's'} dropped: the output was not read for over ${PATIENCE_MS / 1_000} s"}\n`)
+    const rest = push(note, 0)
+    if (rest === null) return false
+    // Still full: the note waits, and this line is dropped too.
+    if (rest.length === note.length) {
+      dropped++
+      return true
+    }
+    dropped = 0
+    // The note is cut short: finished before anything else, and this line is dropped.
+    if (rest.length > 0) {
+      cutShort(rest)
+      dropped = 1
+      return true
+    }
+    return line(bytes, 0)
+  }
+
+  return { write, finish }
+}

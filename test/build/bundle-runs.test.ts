@@ -2,7 +2,7 @@
 // run as `node <dir>/<device>.mjs` against a real aedes broker: they start, report ready, serve a
 // command and stop cleanly. The thermo's SQLite addon is loaded from beside its bundle; the
 // modules the bundle leaves out (build/device-stubs.ts) are not in it.
-import { cpSync, existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -166,7 +166,8 @@ describe('a device bundle copied out of the repository', () => {
   })
 
   it.each([
-    ['not for this Node', (file: string) => writeFileSync(file, Buffer.from('\x7fELF not really an addon'))],
+    // Of the size the manifest lists, so that dlopen itself refuses it.
+    ['not for this Node', (file: string) => writeFileSync(file, Buffer.concat([Buffer.from('\x7fELF not really an addon'), Buffer.alloc(statSync(file).size - 24)]))],
     ['gone', (file: string) => rmSync(file)],
     // Opened by dlopen, a FIFO held the start for ever.
     ['a FIFO', (file: string) => (rmSync(file), execFileSync('mkfifo', [file]))],
@@ -180,6 +181,21 @@ describe('a device bundle copied out of the repository', () => {
     const fatal = JSON.parse(p.lines.find((l) => l.includes('"level":60'))!) as { code: string; msg: string }
     expect(fatal.code).toBe('ABI_MISMATCH')
     expect(fatal.msg).toMatch(/SQLite addon of this device bundle .*better_sqlite3\.node/)
+  })
+
+  it('thermo with an addon cut short (a copy interrupted): one fatal HASH_MISMATCH line, exit code 1, not SIGBUS', async () => {
+    const broken = path.join(temp(), 'thermo')
+    cpSync(path.join(home, 'thermo'), broken, { recursive: true })
+    const addon = path.join(broken, 'better_sqlite3.node')
+    const size = statSync(addon).size
+    // Its start there, its end gone: loaded, it was mapped past the end of the file.
+    truncateSync(addon, Math.floor(size / 2))
+    const p = startProcess(path.join(broken, 'thermo.cjs'), [], bareEnv({ OUTPOST_MQTT_URL: broker.url, OUTPOST_DATA_DIR: path.join(broken, 'data'), OUTPOST_LOG_FORMAT: 'json' }))
+    running.push(p)
+    expect(await p.exited).toMatchObject({ code: 1 })
+    const fatal = JSON.parse(p.lines.find((l) => l.includes('"level":60'))!) as { code: string; msg: string }
+    expect(fatal.code).toBe('HASH_MISMATCH')
+    expect(fatal.msg).toMatch(new RegExp(`is cut short: ${Math.floor(size / 2)} bytes, where its own headers need at least \\d+`))
   })
 
   it('leaves out what a device never runs (esbuild metafile): no readable-stream, ws, socks, worker timers, pino transports, debug, lru-cache, bindings, cbor-extract, bl, rfdc, JSON Schema converter', async () => {

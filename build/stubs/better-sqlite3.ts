@@ -69,7 +69,8 @@ function elfEnd(file: string): number | undefined {
     const word = (b: Buffer, at: number): number => (wide ? Number(le ? b.readBigUInt64LE(at) : b.readBigUInt64BE(at)) : le ? b.readUInt32LE(at) : b.readUInt32BE(at))
     const [phoff, shoff] = wide ? [word(head, 32), word(head, 40)] : [word(head, 28), word(head, 32)]
     const [phentsize, phnum, shentsize, shnum] = wide ? [u16(head, 54), u16(head, 56), u16(head, 58), u16(head, 60)] : [u16(head, 42), u16(head, 44), u16(head, 46), u16(head, 48)]
-    if (phentsize !== (wide ? 56 : 32) || (shnum > 0 && shentsize !== (wide ? 64 : 40))) return undefined
+    // (0xffff program headers: the count is elsewhere, in section 0; no addon has so many.)
+    if (phentsize !== (wide ? 56 : 32) || phnum === 0xffff || (shnum > 0 && shentsize !== (wide ? 64 : 40))) return undefined
     let end = shnum > 0 ? shoff + shnum * shentsize : 0
     const table = Buffer.alloc(phnum * phentsize)
     if (readSync(fd, table, 0, table.length, phoff) < table.length) return Math.max(end, phoff + table.length)

@@ -227,7 +227,10 @@ const optionalString = (value: unknown): value is string | null | undefined =>
 function fromWireArray(raw: readonly unknown[], n: number, validLevel: LevelCheck): DecodeResult {
   const v = raw[F.v]
   if (v !== ENVELOPE_VERSION) {
-    return fail(ErrorCode.UNSUPPORTED_VERSION, `envelope version ${String(v)} is not supported (this runtime speaks ${ENVELOPE_VERSION})`, { version: typeof v === 'number' ? v : null })
+    // What the sender wrote is shown only as far as a log line should carry it: a frame's version
+    // may be a string of a megabyte.
+    const shown = typeof v === 'number' ? String(v) : typeof v === 'string' ? JSON.stringify(v.length > 32 ? `${v.slice(0, 32)}…` : v) : v === null ? 'null' : `of type ${typeof v}`
+    return fail(ErrorCode.UNSUPPORTED_VERSION, `envelope version ${shown} is not supported (this runtime speaks ${ENVELOPE_VERSION})`, { version: typeof v === 'number' ? v : null })
   }
   if (n < F.service || n > F.error + 1) return fail(ErrorCode.INVALID_ENVELOPE, 'envelope has the wrong number of fields')
   const code = raw[F.kind]

@@ -101,6 +101,16 @@ describe('envelope codec', () => {
     expect(codec.decode(raw)).toMatchObject({ ok: false, error: { code: ErrorCode.UNSUPPORTED_VERSION, details: { version: 2 } } })
   })
 
+  it("an unknown version a sender made huge (a string of 100,000 characters, an object) is named in a message of a line's length, not copied into it", () => {
+    const enc = new Encoder({ useRecords: false })
+    const huge = codec.decode(enc.encode(['x'.repeat(100_000), 0, 'id', 'a', 'i', 1]))
+    expect(huge).toMatchObject({ ok: false, error: { code: ErrorCode.UNSUPPORTED_VERSION, details: { version: null } } })
+    const message = (huge as { error: { message: string } }).error.message
+    expect(message).toBe(`envelope version "${'x'.repeat(32)}…" is not supported (this runtime speaks 1)`)
+    const shaped = codec.decode(enc.encode([{ a: 'y'.repeat(10_000) }, 0, 'id', 'a', 'i', 1]))
+    expect((shaped as { error: { message: string } }).error.message).toBe('envelope version of type object is not supported (this runtime speaks 1)')
+  })
+
   it('rejects well-formed CBOR of the wrong shape as INVALID_ENVELOPE', () => {
     const enc = new Encoder({ useRecords: false })
     const cases: unknown[] = [

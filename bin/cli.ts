@@ -7,9 +7,8 @@ import { isIP } from 'node:net'
 import { formatConfig } from '../gateway/config/load-config.js'
 import { startGateway } from '../gateway/index.js'
 import { ErrorCode, errorMessage, isOutpostError } from '../runtime/errors.js'
-import { formatLogLine } from '../runtime/log-line.js'
 import { redactUrl } from '../runtime/redact-url.js'
-import { createLogger, type LogFormat } from '../runtime/logger.js'
+import { createLogger, stdoutLines, type LogFormat } from '../runtime/logger.js'
 import { parseCliArgs, type CliArgs } from './cli-args.js'
 import { DEVICES_HELP, runDevicesCommand } from './devices.js'
 import { JOBS_HELP, runJobsCommand } from './jobs.js'
@@ -147,11 +146,11 @@ function codeCacheOf(name: string, entry: string): { NODE_COMPILE_CACHE?: string
 }
 
 /**
- * Starts a device's bundle (or compiled main.js) in a process of its own, its logs as JSON lines that this process
- * writes out in its own format. The IPC channel is how the device learns that this process has
+ * Starts a device's bundle (or compiled main.js) in a process of its own, its logs as JSON lines
+ * that `print` writes out (in this process's format); what else it writes, as JSON lines too. The IPC channel is how the device learns that this process has
  * gone, even by SIGKILL: it then stops too (devices/device-config.ts, stopOnSignals).
  */
-function spawnDevice(name: string, entry: string, env: Record<string, string>, format: LogFormat, print: (line: string) => void): ChildProcess {
+function spawnDevice(name: string, entry: string, env: Record<string, string>, print: (jsonLine: string) => void): ChildProcess {
   const cache = codeCacheOf(name, entry)
   const child = spawn(process.execPath, [entry], {
     cwd: PACKAGE_ROOT,
@@ -168,9 +167,8 @@ function spawnDevice(name: string, entry: string, env: Record<string, string>, f
         const line = buf.slice(0, nl)
         buf = buf.slice(nl + 1)
         if (line.trim() === '') continue
-        if (line.startsWith('{')) print(format === 'pretty' ? formatLogLine(line) : line)
+        if (line.startsWith('{')) print(line)
         // Not a log line (a warning from Node, a crash): shown, and kept one JSON object a line.
-        else if (format === 'pretty') print(`[${device.padEnd(9)}] ${line}`)
         else print(JSON.stringify({ level: fromStderr ? 50 : 30, time: Date.now(), device, msg: line }))
       }
     }
@@ -182,9 +180,11 @@ function spawnDevice(name: string, entry: string, env: Record<string, string>, f
 
 async function demo(args: CliArgs): Promise<void> {
   const format = formatOf(args)
-  const logOpts = { level: args.logLevel, format, out: process.stdout }
+  // The demo's lines, the gateway's and the devices' share one writer of standard output.
+  const logOpts = { level: args.logLevel, format }
   const log = createLogger({ name: 'demo', ...logOpts })
-  const print = (line: string): void => void process.stdout.write(`${line}\n`)
+  const write = stdoutLines(format)
+  const print = (jsonLine: string): void => write(`${jsonLine}\n`)
   // The devices run their bundles, as they would on a device (built first when the sources changed).
   const note = (line: string): void => log.info(line)
   const [display, thermo] = await Promise.all([deviceEntry('display', note), deviceEntry('thermo', note)]).catch(fail)
@@ -199,7 +199,7 @@ async function demo(args: CliArgs): Promise<void> {
   }
   let stopping = false
   const start = (name: string, entry: string, id: string): ChildProcess => {
-    const child = spawnDevice(name, entry, { ...env, OUTPOST_DEVICE_ID: id }, format, print)
+    const child = spawnDevice(name, entry, { ...env, OUTPOST_DEVICE_ID: id }, print)
     child.on('exit', (code, signal) => {
       if (!stopping) log.error({ code, signal }, `device ${id} stopped by itself`)
     })
@@ -246,7 +246,7 @@ async function gateway(args: CliArgs): Promise<void> {
     return
   }
   const format = config.log.format ?? formatOf(args)
-  const logger: Logger = createLogger({ name: 'gateway', level: config.log.level, format, out: process.stdout })
+  const logger: Logger = createLogger({ name: 'gateway', level: config.log.level, format })
   const gw = await startGateway({ config, logger }).catch(fail)
   const stop = (): void => void gw.close().then(() => process.exit(0))
   process.on('SIGINT', stop)

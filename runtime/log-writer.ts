@@ -13,7 +13,8 @@ import { writeSync } from 'node:fs'
 /** Writes whole lines to one descriptor. */
 export interface LineWriter {
   /**
-   * Writes one line (its end of line included), waiting on a full pipe for a second at most.
+   * Writes one line (its end of line included; a JSON line for a writer with `shape`), waiting
+   * on a full pipe for a second at most.
    * @returns false when the line was dropped or the write failed, true when it is out (or its end will follow)
    */
   write(line: string): boolean
@@ -31,8 +32,10 @@ let waitCell: Int32Array | undefined
 /**
  * Creates a writer of lines to `fd`. A failure other than a full pipe (EPIPE: nobody reads any
  * more; EBADF; ENOSPC) is handed to `failed` and that write answers false; the writer stays usable.
+ * Lines are written as given; with `shape`, each line given is one JSON line, written as
+ * `shape` makes it (the readable form on a terminal), and so is the "lines dropped" note.
  */
-export function createLineWriter(fd: number, failed: (err: Error) => void): LineWriter {
+export function createLineWriter(fd: number, failed: (err: Error) => void, shape?: (jsonLine: string) => string): LineWriter {
   // The rest of a line cut short by a full pipe, and how many lines were dropped since.
   let unfinished: Uint8Array | null = null
   let dropped = 0
@@ -94,7 +97,7 @@ export function createLineWriter(fd: number, failed: (err: Error) => void): Line
   }
 
   const write = (data: string): boolean => {
-    const bytes = Buffer.from(data, 'utf8')
+    const bytes = Buffer.from(shape === undefined ? data : `${shape(data.trimEnd())}\n`, 'utf8')
     if (unfinished !== null) {
       const rest = push(unfinished, 0)
       if (rest === null) return false
@@ -108,7 +111,8 @@ export function createLineWriter(fd: number, failed: (err: Error) => void): Line
     const n = dropped
     // Said by the device that says the line after it (a reader shows whose lines went missing).
     const device = DEVICE_FIELD.exec(data)
-    const note = Buffer.from(`{"level":40,"time":${Date.now()},${device === null ? '' : `${device[0]},`}"msg":"${n} log line${n === 1 ? '' : 's'} dropped: the output was not read for over ${PATIENCE_MS / 1_000} s"}\n`)
+    const json = `{"level":40,"time":${Date.now()},${device === null ? '' : `${device[0]},`}"msg":"${n} log line${n === 1 ? '' : 's'} dropped: the output was not read for over ${PATIENCE_MS / 1_000} s"}`
+    const note = Buffer.from(`${shape === undefined ? json : shape(json)}\n`)
     const rest = push(note, 0)
     if (rest === null) return false
     // Still full: the note waits, and this line is dropped too.

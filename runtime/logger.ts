@@ -56,16 +56,16 @@ export function createLogger(opts: LoggerOptions): Logger {
   const level = parseLogLevel(opts.level ?? 'info', 'log level')
   const format = opts.format ?? ((opts.out === undefined ? stdoutIsTerminal() : opts.out.isTTY === true) ? 'pretty' : 'json')
   const options = { level, base: { device: opts.name } }
-  if (format === 'pretty') {
-    const write = writerTo(opts.out ?? process.stdout)
-    return pino(options, { write: (s: string) => write(`${formatLogLine(s.trimEnd())}\n`) })
+  if (opts.out !== undefined) {
+    const write = writerTo(opts.out)
+    return pino(options, { write: format === 'pretty' ? (s: string) => write(`${formatLogLine(s.trimEnd())}\n`) : write })
   }
-  if (opts.out !== undefined) return pino(options, { write: writerTo(opts.out) })
-  // JSON lines to descriptor 1, without process.stdout: Node makes that stream at its first use,
-  // and for a socket or a pipe (a device under its launcher) that loads node:net and Node's
-  // streams, 2 ms of a start measured here (a fifth of what a device adds to a bare Node's). Something that
+  // Lines to descriptor 1, without process.stdout: Node makes that stream at its first use, and
+  // for a socket or a pipe (a device under its launcher) that loads node:net and Node's streams,
+  // 2 ms of a start measured here (a fifth of what a device adds to a bare Node's); and on a
+  // terminal its writes wait for ever once the terminal stops taking them. Something that
   // replaces process.stdout.write does not see these lines: give `out` to capture them.
-  return pino(options, stdoutDestination())
+  return pino(options, { write: stdoutLines(format) })
 }
 
 /**
@@ -111,14 +111,15 @@ function stdoutIsTerminal(): boolean {
 }
 
 /**
- * The descriptor for JSON lines on standard output, written synchronously. A write to a pipe or
- * socket nobody reads must fail at once (EAGAIN), not stop the process, also when it was full
- * before the process started: the line writer (runtime/log-writer.ts) then gives up on it after a
- * second. So, without making process.stdout (for a socket or a pipe, Node's
- * stream loads node:net and its streams: 2 ms of a start):
+ * The descriptor for log lines on standard output, written synchronously. A write to a pipe,
+ * socket or terminal nobody reads must fail at once (EAGAIN), not stop the process, also when it
+ * was full before the process started: the line writer (runtime/log-writer.ts) then gives up on
+ * it after a second. So, without making process.stdout (for a socket or a pipe, Node's stream
+ * loads node:net and its streams: 2 ms of a start; on a terminal its writes block):
  * - a regular file (whose writes never wait on a reader): descriptor 1 itself;
- * - a pipe that descriptor 1 may write: the same pipe opened again without blocking, an open file
- *   description of its own;
+ * - a pipe or a terminal that descriptor 1 may write: the same pipe or terminal opened again
+ *   without blocking, an open file description of its own (the shell's keeps blocking);
+ * - another character device (/dev/null): descriptor 1 itself;
  * - a socket (a Node parent's stdio, as the launcher's; systemd's journal): descriptor 1, set
  *   non-blocking as Node sets it for process.stdout (libuv's pipe handle, opened on it and closed);
  * - anything else, or where that cannot be done (no /proc, pending deprecations on): process.stdout
@@ -129,11 +130,15 @@ function chooseStdoutFd(): number {
   try {
     const stat = fstatSync(1, BIGINT)
     if (stat.isFile()) return 1
-    if (stat.isFIFO()) {
+    // A pipe, or a terminal (whose output stops with Ctrl-S, or with a serial line's flow control):
+    // opened again without blocking, and never as a controlling terminal.
+    if (stat.isFIFO() || (stat.isCharacterDevice() && builtin('node:tty').isatty(1))) {
       // Only what descriptor 1 may write itself: one opened for reading must not become a writer.
       writeSync(1, EMPTY)
-      return openSync('/proc/self/fd/1', constants.O_WRONLY | constants.O_NONBLOCK)
+      return openSync('/proc/self/fd/1', constants.O_WRONLY | constants.O_NONBLOCK | constants.O_NOCTTY)
     }
+    // Another character device (/dev/null): its writes do not wait.
+    if (stat.isCharacterDevice()) return 1
     if (stat.isSocket() && nonBlockingSocket(1)) return 1
   } catch {
     // Closed, read-only, no /proc, no reader left: as below (a write that fails turns the lines off).
@@ -162,24 +167,36 @@ function nonBlockingSocket(fd: number): boolean {
   return opened
 }
 
+const stdoutWriters = new Map<LogFormat, (jsonLine: string) => void>()
+
 /**
- * Standard output for pino's JSON lines, written synchronously (runtime/log-writer.ts), as Node
- * itself writes process.stdout to pipes and files on Linux. Not pino's default destination
+ * Writes one JSON log line (its end of line included) to standard output in `format` (`pretty`:
+ * its readable form), as the root loggers without `out` write theirs: one writer per format and
+ * process, so that lines of several loggers (the demo's, and the device lines it passes on) never
+ * tear one another.
+ *
+ * Written synchronously (runtime/log-writer.ts), as Node itself writes process.stdout to pipes,
+ * files and terminals on Linux, but never waiting long. Not pino's default destination
  * (sonic-boom): asynchronously, its flush at exit (sonic-boom 4) tried a failed write again for
  * ever, whatever the error, so a process whose reader had gone (a device whose parent was killed
  * with SIGKILL: EPIPE) never finished exiting; synchronously, it waits on a full pipe for ever, and
- * a device run from compiled code stopped as soon as its log reader stalled. This one waits a
- * second at most, then drops lines and counts them. A write that fails for good (EPIPE: nobody
- * reads any more; EBADF; ENOSPC) turns it off; the process goes on.
+ * a device run from compiled code stopped as soon as its log reader stalled. Nor process.stdout:
+ * on a terminal that stopped taking output it waits for ever too (a device ignored SIGTERM), and
+ * on a pipe it keeps in memory what the reader has not taken, without bound (a gateway whose log
+ * reader hung). This one waits a second at most, then drops lines and counts them. A write that
+ * fails for good (EPIPE: nobody reads any more; EBADF; ENOSPC) turns it off; the process goes on.
  */
-function stdoutDestination(): { write(s: string): void } {
-  let off = false
-  const lines = createLineWriter(stdoutFd(), () => {
-    off = true
-  })
-  return {
-    write: (s) => {
+export function stdoutLines(format: LogFormat): (jsonLine: string) => void {
+  let write = stdoutWriters.get(format)
+  if (write === undefined) {
+    let off = false
+    const lines = createLineWriter(stdoutFd(), () => {
+      off = true
+    }, format === 'pretty' ? formatLogLine : undefined)
+    write = (s) => {
       if (!off) lines.write(s)
-    },
+    }
+    stdoutWriters.set(format, write)
   }
+  return write
 }

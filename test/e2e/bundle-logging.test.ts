@@ -11,13 +11,15 @@
 //   is read again says how many, with no line torn.
 // - Asking for an asynchronous destination (sync: false) the bundle does not have: told at start.
 import { execFileSync, spawn } from 'node:child_process'
-import { closeSync, constants, existsSync, openSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs'
+import { existsSync, statSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { build, type Plugin } from 'esbuild'
 import { describe, expect, it } from 'vitest'
 import { deviceStubs } from '../../build/device-stubs.js'
 import { PROJECT_ROOT } from '../../build/project-root.js'
 import { tempDirs } from '../build/build-helpers.js'
+import { unreadFifo } from '../helpers/fifo.js'
+import { runOnStoppedTerminal } from '../helpers/stopped-terminal.js'
 
 const temp = tempDirs('bundle-logging')
 
@@ -33,6 +35,8 @@ const program = (destination: string): string => [
   "setInterval(() => { for (let i = 0; i < 50; i++) log.info({ pad: 'x'.repeat(200) }, 'chatty') }, 5)",
   // One byte a beat: the file's size counts them (a reader never sees it half written).
   "setInterval(() => appendFileSync(process.env.BEAT_FILE, '.'), 50)",
+  // As a device stops: a last line, then exit.
+  "process.on('SIGTERM', () => { log.info('stopping'); process.exit(0) })",
 ].join('\n')
 
 interface Outcome {
@@ -69,24 +73,10 @@ async function bundleProgram(dir: string, plugins: Plugin[], destination: string
  */
 async function runWithFullPipe(dir: string, plugins: Plugin[], destination: string, fullAtStart = false): Promise<Outcome> {
   const out = await bundleProgram(dir, plugins, destination)
-  const fifo = path.join(dir, 'stdout.fifo')
-  execFileSync('mkfifo', [fifo])
-  // The reader is there (no EPIPE) but reads nothing.
-  const readEnd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK)
-  const writeEnd = openSync(fifo, 'w')
-  if (fullAtStart) {
-    // Filled to the last byte, as by a reader that stopped before the process started.
-    const filler = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK)
-    try {
-      for (;;) writeSync(filler, Buffer.alloc(4_096, 0x2e))
-    } catch (err) {
-      if ((err as { code?: string }).code !== 'EAGAIN') throw err
-    } finally {
-      closeSync(filler)
-    }
-  }
+  const pipe = unreadFifo(dir)
+  if (fullAtStart) pipe.fill()
   const beatFile = path.join(dir, 'beats')
-  const child = spawn(process.execPath, [out], { stdio: ['ignore', writeEnd, 'pipe'], env: { ...process.env, BEAT_FILE: beatFile } })
+  const child = spawn(process.execPath, [out], { stdio: ['ignore', pipe.writeEnd, 'pipe'], env: { ...process.env, BEAT_FILE: beatFile } })
   let stderr = ''
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
   let exited: { code: number | null } | undefined
@@ -99,25 +89,12 @@ async function runWithFullPipe(dir: string, plugins: Plugin[], destination: stri
     await new Promise((r) => setTimeout(r, 1_000))
     const counted: [number, number] = [first, beats()]
     // Read the pipe now for a while, as a reader that came back: what arrives.
-    let text = ''
-    const chunk = Buffer.alloc(65_536)
-    const until = Date.now() + 1_500
-    while (Date.now() < until) {
-      let n = 0
-      try {
-        n = readSync(readEnd, chunk, 0, chunk.length, null)
-      } catch (err) {
-        if ((err as { code?: string }).code !== 'EAGAIN') throw err
-      }
-      if (n > 0) text += chunk.subarray(0, n).toString()
-      else await new Promise((r) => setTimeout(r, 10))
-    }
+    const text = await pipe.readFor(1_500)
     return { beats: counted, exited, stderr, lines: text.split('\n').slice(0, -1) }
   } finally {
     if (exited === undefined) child.kill('SIGKILL')
     await ended
-    closeSync(readEnd)
-    closeSync(writeEnd)
+    pipe.close()
   }
 }
 
@@ -170,6 +147,22 @@ describe('a device whose stdout pipe is full', () => {
       await ended
     }
   }, 30_000)
+
+  it.each(['bundled', 'unbundled'])("%s, logging with the runtime's logger to a terminal that stops taking output (Ctrl-S, a serial line's XOFF): it keeps running, stops on SIGTERM, counts the lines dropped, tears none", async (how) => {
+    const dir = temp()
+    const out = await bundleProgram(dir, how === 'bundled' ? [deviceStubs(PROJECT_ROOT)] : [], 'runtime')
+    const run = await runOnStoppedTerminal([process.execPath, out], { BEAT_FILE: path.join(dir, 'beats') })
+    // Before: a terminal's writes block, and the whole program stopped with the terminal, its
+    // SIGTERM handler included (it ran only once the terminal went on).
+    expect(run.beatsWhileStopped[1], `frozen: heartbeats ${run.beatsWhileStopped.join(' -> ')}`).toBeGreaterThan(run.beatsWhileStopped[0])
+    expect(run.exitCode, `stderr: ${run.stderr}`).toBe(0)
+    expect(run.exitMs).toBeLessThan(5_000)
+    // A terminal gets readable lines, each whole: `HH:MM:SS.mmm [chatty   ] …`.
+    expect(run.lines.length).toBeGreaterThan(100)
+    for (const line of run.lines) expect(line).toMatch(/^\d\d:\d\d:\d\d\.\d{3} \[chatty\s*\] /)
+    const notes = run.lines.filter((l) => /\] WARN \d+ log lines? dropped: the output was not read for over 1 s$/.test(l))
+    expect(notes.length).toBeGreaterThanOrEqual(1)
+  }, 60_000)
 
   it("logging with the runtime's logger when descriptor 1 is a pipe's read end: nothing is written into that pipe", async () => {
     const dir = temp()

@@ -14,6 +14,7 @@ import type { MqttBroker } from '../../gateway/broker/mqtt-broker.js'
 import { createMessageIdFactory } from '../../runtime/index.js'
 import { freshAedes } from '../helpers/aedes.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
+import { unreadFifo } from '../helpers/fifo.js'
 import { freePort, until } from '../helpers/wait.js'
 
 const jsonLines = (out: string): Record<string, unknown>[] =>
@@ -99,6 +100,33 @@ describe('logging', () => {
     const from = new Set(lines.map((l) => l.device))
     expect([...from]).toEqual(expect.arrayContaining(['demo', 'gateway', 'thermo-1', 'display-1']))
     expect(lines.some((l) => l.device === 'display-1' && typeof l.msg === 'string' && l.msg.startsWith('display shows'))).toBe(true)
+  }, 60_000)
+
+  it('the demo, whose log reader stops reading, goes on, drops and counts lines instead of keeping them in memory, and stops on SIGTERM', async () => {
+    const dir = tempDir()
+    const pipe = unreadFifo(dir)
+    cleanup(() => pipe.close())
+    const env = { ...process.env, OUTPOST_HTTP_PORT: '0', OUTPOST_GATEWAY_DATA_DIR: tempDir(), OUTPOST_DATA_DIR: path.join(dir, 'data'), OUTPOST_SAMPLE_MS: '20' }
+    const demo = spawn(process.execPath, ['bin/outpost.js', 'demo', '--port', '0', '--outage', '0'], { env, stdio: ['ignore', pipe.writeEnd, 'pipe'] })
+    const exited = new Promise<number | null>((r) => demo.once('exit', (code) => r(code)))
+    cleanup(async () => {
+      if (demo.exitCode === null && demo.signalCode === null) {
+        demo.kill('SIGKILL')
+        await exited
+      }
+    })
+    // Two devices sampling every 20 ms fill the pipe's 64 KiB in a few seconds.
+    await new Promise((r) => setTimeout(r, 12_000))
+    // The reader comes back: what arrives is whole JSON lines, among them the count of those dropped.
+    const text = await pipe.readFor(3_000)
+    expect(demo.exitCode).toBeNull()
+    const lines = jsonLines(text.slice(0, text.lastIndexOf('\n') + 1))
+    // Before: Node's stream for the pipe kept every line in memory, for as long as the reader stalled.
+    const notes = lines.filter((l) => typeof l.msg === 'string' && /^\d+ log lines? dropped: the output was not read for over 1 s$/.test(l.msg))
+    expect(notes.length, `no note of dropped lines among ${lines.length} lines`).toBeGreaterThanOrEqual(1)
+    expect(lines.some((l) => l.device === 'thermo-1')).toBe(true)
+    demo.kill('SIGTERM')
+    expect(await exited).toBe(0)
   }, 60_000)
 
   it('a device, under the CLI or on its own, writes readable lines when asked and JSON when piped', async () => {

@@ -128,3 +128,34 @@ describe('a device whose handlers fail under a flood of calls', () => {
     }
   })
 })
+
+describe('a device logging what it drops', () => {
+  it('names a hostile envelope version in a line of bounded length (the version a string of 100,000 characters)', async () => {
+    const broker = await freshAedes()
+    const lines: string[] = []
+    const logger = pino({ level: 'info' }, { write: (s: string) => void lines.push(s) })
+    const device = createRuntime({ bridge: createMqttBridge({ url: broker.url, deviceId: 'dev-a' }), services: [counterService({ executions: 0, slowAborted: 0, events: [] })], logger })
+    await device.start({ waitForBroker: true })
+    const raw = await mqtt.connectAsync(broker.url, { clientId: 'raw-version' })
+    try {
+      await raw.publishAsync(CMD_TOPIC, command({ deviceId: 'x', reading: 1, ts: 1 }, 'v'.repeat(100_000) as unknown as number), { qos: 1 })
+      await until(() => (device.stats().bridge.dropped.UNSUPPORTED_VERSION ?? 0) === 1, 3_000)
+      const said = lines.filter((l) => l.includes('UNSUPPORTED_VERSION'))
+      expect(said.length).toBe(1)
+      // Before: the whole string went into the message, a 100 KB line.
+      expect(said[0]!.length).toBeLessThan(1_000)
+      expect(said[0]).toMatch(/v{32}…/)
+      // And the device still serves.
+      const answers: unknown[][] = []
+      await raw.subscribeAsync('ob/+/rep/raw', { qos: 1 })
+      raw.on('message', (_t, payload) => answers.push(dec.decode(payload) as unknown[]))
+      await raw.publishAsync(CMD_TOPIC, command({ deviceId: 'ok', reading: 1, ts: 1 }), { qos: 1 })
+      await until(() => answers.length === 1, 3_000)
+      expect(answers[0]![16]).toEqual({ ok: true, n: 1 })
+    } finally {
+      await raw.endAsync()
+      await device.stop({ drainMs: 200 })
+      await broker.close()
+    }
+  })
+})

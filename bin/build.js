@@ -20,6 +20,11 @@ export const ROOT = fileURLToPath(new URL('..', import.meta.url))
 export const DIST = path.join(ROOT, 'dist')
 /** Source folders compiled to dist/<folder>: the library, the gateway, the demo devices, the CLI, device bundling. */
 export const SOURCE_DIRS = ['runtime', 'gateway', 'devices', 'bin', 'build']
+/**
+ * The device launcher as one file that imports Node's built-in modules only (its two runtime
+ * modules compiled in): what `outpost flash` copies onto a device (build/flash.ts launcherCode).
+ */
+export const LAUNCHER_STANDALONE = 'runtime/launcher/launcher.standalone.js'
 /** Written after each JavaScript build; its mtime is when that build started. */
 const STAMP = path.join(DIST, '.js-built')
 /** Besides the sources, what changes the JavaScript output. */
@@ -76,7 +81,7 @@ function writeAtomically(file, bytes) {
 
 /** Outputs in dist/<source folder> whose source is gone (a file moved or deleted): removed. */
 function pruneOrphans(sources) {
-  const expected = new Set(sources.map((f) => path.relative(ROOT, f).replace(/\.ts$/, '')))
+  const expected = new Set([...sources.map((f) => path.relative(ROOT, f).replace(/\.ts$/, '')), LAUNCHER_STANDALONE.replace(/\.js$/, '')])
   const walk = (dir) => {
     if (!existsSync(dir)) return
     for (const entry of readdirSync(dir, { withFileTypes: true })) {
@@ -127,8 +132,20 @@ export async function buildJs() {
     const more = errors.length > 1 ? ` (and ${errors.length - 1} more error${errors.length > 2 ? 's' : ''})` : ''
     throw new Error(`the sources do not compile: ${where(errors[0])}${errors[0].text}${more}`)
   })
+  const launcherSource = 'runtime/launcher/launcher.ts'
+  const launcher = !existsSync(path.join(ROOT, launcherSource)) ? { outputFiles: [] } : await build({
+    absWorkingDir: ROOT,
+    entryPoints: [launcherSource],
+    outfile: path.join(DIST, LAUNCHER_STANDALONE),
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    format: 'esm',
+    write: false,
+    logLevel: 'silent',
+  })
   let changed = 0
-  for (const out of result.outputFiles) if (writeAtomically(out.path, out.contents)) changed++
+  for (const out of [...result.outputFiles, ...launcher.outputFiles]) if (writeAtomically(out.path, out.contents)) changed++
   pruneOrphans(files)
   writeFileSync(STAMP, `${new Date(started).toISOString()}\n`)
   // A source saved while this build ran is newer than the stamp: the next check rebuilds.

@@ -145,6 +145,17 @@ function codeCacheOf(name: string, entry: string): { NODE_COMPILE_CACHE?: string
   return { NODE_COMPILE_CACHE: path.join(path.dirname(path.dirname(entry)), '.compile-cache', name) }
 }
 
+/** True for a line that is one JSON object (a log line to pass on as it is). */
+function isJsonObject(line: string): boolean {
+  if (!line.startsWith('{')) return false
+  try {
+    const v: unknown = JSON.parse(line)
+    return typeof v === 'object' && v !== null && !Array.isArray(v)
+  } catch {
+    return false
+  }
+}
+
 /**
  * Starts a device's bundle (or compiled main.js) in a process of its own, its logs as JSON lines
  * that `print` writes out (in this process's format); what else it writes, as JSON lines too. The IPC channel is how the device learns that this process has
@@ -158,23 +169,25 @@ function spawnDevice(name: string, entry: string, env: Record<string, string>, p
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   })
   const device = env.OUTPOST_DEVICE_ID ?? name
-  const relay = (fromStderr: boolean): ((chunk: Buffer) => void) => {
+  const relay = (fromStderr: boolean): ((chunk: string) => void) => {
     let buf = ''
-    return (chunk: Buffer): void => {
-      buf += chunk.toString()
+    return (chunk: string): void => {
+      buf += chunk
       let nl: number
       while ((nl = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, nl)
         buf = buf.slice(nl + 1)
         if (line.trim() === '') continue
-        if (line.startsWith('{')) print(line)
-        // Not a log line (a warning from Node, a crash): shown, and kept one JSON object a line.
+        if (isJsonObject(line)) print(line)
+        // Not a log line (a warning from Node, a crash, anything else): shown as text (escaped
+        // on a terminal), and kept one JSON object a line.
         else print(JSON.stringify({ level: fromStderr ? 50 : 30, time: Date.now(), device, msg: line }))
       }
     }
   }
-  child.stdout!.on('data', relay(false))
-  child.stderr!.on('data', relay(true))
+  // Decoded as UTF-8 across chunks: a character split between two chunks stays whole.
+  child.stdout!.setEncoding('utf8').on('data', relay(false))
+  child.stderr!.setEncoding('utf8').on('data', relay(true))
   return child
 }
 

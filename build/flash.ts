@@ -79,19 +79,17 @@ export function deviceTarget(root: string): FlashResult['target'] {
 }
 
 /**
- * The compiled launcher: beside this module when it runs compiled (dist/build/ → dist/runtime/launcher/),
- * else compiled here from its TypeScript source (a checkout run through tsx or vitest).
+ * The launcher as one file that imports Node's built-in modules only: beside this module when it
+ * runs compiled (dist/build/ → dist/runtime/launcher/launcher.standalone.js, bin/build.js), else
+ * compiled here from its TypeScript source the same way (a checkout run through tsx or vitest).
  */
 export async function launcherCode(): Promise<Buffer> {
-  const compiled = fileURLToPath(new URL('../runtime/launcher/launcher.js', import.meta.url))
-  if (existsSync(compiled)) {
-    // Without the comment pointing at a source map the device does not have.
-    return Buffer.from((await readFile(compiled, 'utf8')).replace(/\n\/\/# sourceMappingURL=\S+\s*$/, '\n'))
-  }
+  const compiled = fileURLToPath(new URL('../runtime/launcher/launcher.standalone.js', import.meta.url))
+  if (existsSync(compiled)) return readFile(compiled)
   const source = fileURLToPath(new URL('../runtime/launcher/launcher.ts', import.meta.url))
-  const { transform } = await import('esbuild')
-  const out = await transform(await readFile(source, 'utf8'), { loader: 'ts', format: 'esm', target: 'node20', platform: 'node' })
-  return Buffer.from(out.code)
+  const { build } = await import('esbuild')
+  const out = await build({ entryPoints: [source], bundle: true, format: 'esm', target: 'node20', platform: 'node', write: false, logLevel: 'silent' })
+  return Buffer.from(out.outputFiles[0]!.contents)
 }
 
 /** A public key from --key: a file or PEM text; a private key is refused (it stays off devices). */

@@ -5,9 +5,12 @@
 //
 // A full pipe (EAGAIN, EBUSY: the reader is slow, or stopped reading) is waited on for at most a
 // second, not for ever as sonic-boom's synchronous mode does: a device whose log reader stalls
-// must go on serving. After that, lines that find the pipe full are dropped at once and counted;
-// the part of a line already written is finished first (no torn lines), and the first line that
-// fits again is preceded by one saying how many were dropped.
+// must go on serving. Nor may a reader that is slow but never stops (a slow serial console, a
+// terminal read 100 bytes at a time) hold the process back to its pace: over time, lines wait at
+// most a tenth of the process's time. Past either limit, lines that find the pipe full are
+// dropped at once and counted; the part of a line already written is finished first (no torn
+// lines), and the first line that fits again is preceded by one saying how many were dropped
+// (and so is the process's end, if it can be written then).
 import { writeSync } from 'node:fs'
 
 /** Writes whole lines to one descriptor. */
@@ -25,40 +28,65 @@ export interface LineWriter {
 const BUSY_WAIT_MS = 100
 /** How long a line waits on a full pipe before lines are dropped. */
 export const PATIENCE_MS = 1_000
+/** Over time, the share of the process's time that lines may spend waiting (a budget of PATIENCE_MS at most, refilled at this rate). */
+export const WAIT_SHARE = 0.1
 // A JSON line's device field (pino writes the bindings before the message).
 const DEVICE_FIELD = /"device":"(?:[^"\\]|\\.)*"/
 let waitCell: Int32Array | undefined
 
+/** How a line writer writes its lines and its note of lines dropped. */
+export interface LineWriterOptions {
+  /** With `shape`, each line given is one JSON line, written as `shape` makes it (the readable form on a terminal), and so is the note. */
+  shape?: (jsonLine: string) => string
+  /** Whose lines the note counts (its `device` field); default: the device of the line it precedes. */
+  who?: string
+}
+
 /**
  * Creates a writer of lines to `fd`. A failure other than a full pipe (EPIPE: nobody reads any
  * more; EBADF; ENOSPC) is handed to `failed` and that write answers false; the writer stays usable.
- * Lines are written as given; with `shape`, each line given is one JSON line, written as
- * `shape` makes it (the readable form on a terminal), and so is the "lines dropped" note.
+ * Lines are written as given, or shaped (LineWriterOptions).
  */
-export function createLineWriter(fd: number, failed: (err: Error) => void, shape?: (jsonLine: string) => string): LineWriter {
+export function createLineWriter(fd: number, failed: (err: Error) => void, opts: LineWriterOptions = {}): LineWriter {
+  const { shape, who } = opts
   // The rest of a line cut short by a full pipe, and how many lines were dropped since.
   let unfinished: Uint8Array | null = null
   let dropped = 0
+  // What is left of the time lines may wait, as of `budgetAt` (WAIT_SHARE).
+  let budget = PATIENCE_MS
+  let budgetAt = 0
 
-  /** Writes `bytes`, waiting on a full pipe up to `patienceMs`: what is left of them, or null after an error. */
+  /** Writes `bytes`, waiting on a full pipe up to `patienceMs` (and the budget): what is left of them, or null after an error. */
   const push = (bytes: Uint8Array, patienceMs: number): Uint8Array | null => {
     let rest = bytes
     let waited = 0
-    while (rest.length > 0) {
-      try {
-        rest = rest.subarray(writeSync(fd, rest))
-      } catch (err) {
-        const code = (err as { code?: unknown }).code
-        if (code !== 'EAGAIN' && code !== 'EBUSY') {
-          failed(err as Error)
-          return null
+    let patience = -1
+    try {
+      while (rest.length > 0) {
+        try {
+          rest = rest.subarray(writeSync(fd, rest))
+        } catch (err) {
+          const code = (err as { code?: unknown }).code
+          if (code !== 'EAGAIN' && code !== 'EBUSY') {
+            failed(err as Error)
+            return null
+          }
+          if (patience < 0) {
+            // This line's first wait: the budget, refilled for the time since it was last used.
+            const now = Date.now()
+            budget = Math.min(PATIENCE_MS, budget + (now - budgetAt) * WAIT_SHARE)
+            budgetAt = now
+            patience = Math.min(patienceMs, budget)
+          }
+          if (waited + BUSY_WAIT_MS > patience) return rest
+          Atomics.wait((waitCell ??= new Int32Array(new SharedArrayBuffer(4))), 0, 0, BUSY_WAIT_MS)
+          waited += BUSY_WAIT_MS
         }
-        if (waited >= patienceMs) return rest
-        Atomics.wait((waitCell ??= new Int32Array(new SharedArrayBuffer(4))), 0, 0, BUSY_WAIT_MS)
-        waited += BUSY_WAIT_MS
       }
+      return rest
+    } finally {
+      budget -= waited
     }
-    return rest
   }
 
   /** Writes one line; false when it was dropped or failed, true when it is out (or its end will follow). */
@@ -72,28 +100,43 @@ export function createLineWriter(fd: number, failed: (err: Error) => void, shape
       return true
     }
     dropped++
+    onExit()
     return false
   }
 
-  // A line cut short is finished at exit too, so that the last line a reader gets is whole.
-  let finishesAtExit = false
-  const cutShort = (rest: Uint8Array): void => {
-    unfinished = rest
-    if (finishesAtExit) return
-    finishesAtExit = true
+  // At exit, a line cut short is finished, so that the last line a reader gets is whole, and the
+  // lines dropped since the last note are counted, if the output takes it then.
+  let atExit = false
+  const onExit = (): void => {
+    if (atExit) return
+    atExit = true
     process.once('exit', () => {
       try {
         finish()
+        if (unfinished === null && dropped > 0) push(noteOf(dropped, ''), 0)
       } catch {
         // The process ends anyway (a writer whose failure handler throws, its descriptor closed).
       }
     })
+  }
+  const cutShort = (rest: Uint8Array): void => {
+    unfinished = rest
+    onExit()
   }
 
   const finish = (): void => {
     if (unfinished === null) return
     const rest = push(unfinished, PATIENCE_MS)
     unfinished = rest !== null && rest.length > 0 ? rest : null
+  }
+
+  // Whose lines were dropped: `who`, else the device of the line the note precedes (a reader
+  // shows whose lines went missing), else of the last line written.
+  let lastDevice: string | undefined
+  const noteOf = (n: number, data: string): Buffer => {
+    const device = who !== undefined ? `"device":${JSON.stringify(who)}` : (DEVICE_FIELD.exec(data)?.[0] ?? lastDevice)
+    const json = `{"level":40,"time":${Date.now()},${device === undefined ? '' : `${device},`}"msg":"${n} log line${n === 1 ? '' : 's'} dropped: the output was not read, or too slowly"}`
+    return Buffer.from(`${shape === undefined ? json : shape(json)}\n`)
   }
 
   const write = (data: string): boolean => {
@@ -107,12 +150,13 @@ export function createLineWriter(fd: number, failed: (err: Error) => void, shape
         return true
       }
     }
-    if (dropped === 0) return line(bytes, PATIENCE_MS)
-    const n = dropped
-    // Said by the device that says the line after it (a reader shows whose lines went missing).
-    const device = DEVICE_FIELD.exec(data)
-    const json = `{"level":40,"time":${Date.now()},${device === null ? '' : `${device[0]},`}"msg":"${n} log line${n === 1 ? '' : 's'} dropped: the output was not read for over ${PATIENCE_MS / 1_000} s"}`
-    const note = Buffer.from(`${shape === undefined ? json : shape(json)}\n`)
+    if (dropped === 0) {
+      const out = line(bytes, PATIENCE_MS)
+      if (dropped > 0 && who === undefined) lastDevice = DEVICE_FIELD.exec(data)?.[0]
+      return out
+    }
+    if (who === undefined) lastDevice = DEVICE_FIELD.exec(data)?.[0] ?? lastDevice
+    const note = noteOf(dropped, data)
     const rest = push(note, 0)
     if (rest === null) return false
     // Still full: the note waits, and this line is dropped too.

@@ -1,13 +1,13 @@
 // One logging setup for every entry point (the CLI's demo, gateway and device commands, and
 // device processes started on their own): pino underneath, readable lines on a terminal, JSON
 // lines when the output is piped or when asked.
-import { constants, fstatSync, openSync, writeSync } from 'node:fs'
+import { fstatSync } from 'node:fs'
 import { pino, type LevelWithSilent, type Logger } from 'pino'
 import { ErrorCode, OutpostError } from './errors.js'
 import { builtin } from './lazy-builtin.js'
-import { legacyBinding } from './legacy-binding.js'
 import { formatLogLine } from './log-line.js'
 import { createLineWriter } from './log-writer.js'
+import { BIGINT, outputFd } from './output-fd.js'
 
 /** How log lines are written: `json` (pino's JSON object a line) or `pretty` (one readable line each). */
 export type LogFormat = 'json' | 'pretty'
@@ -65,8 +65,16 @@ export function createLogger(opts: LoggerOptions): Logger {
   // 2 ms of a start measured here (a fifth of what a device adds to a bare Node's); and on a
   // terminal its writes wait for ever once the terminal stops taking them. Something that
   // replaces process.stdout.write does not see these lines: give `out` to capture them.
-  return pino(options, { write: stdoutLines(format) })
+  const log = pino(options, { write: stdoutLines(format, opts.name) })
+  const blocking = outputFd(1).blocking
+  if (blocking !== undefined && !warnedBlocking) {
+    warnedBlocking = true
+    log.warn(`log output goes to ${blocking}: should it stop taking output (Ctrl-S, a serial line's flow control), this process stops with it; let its user open the terminal (e.g. group tty or dialout) or send the output through a pipe`)
+  }
+  return log
 }
+
+let warnedBlocking = false
 
 /**
  * Writes lines to `out` until it fails: a stream that cannot be written any more (its reader
@@ -89,15 +97,6 @@ function writerTo(out: NonNullable<LoggerOptions['out']>): (s: string) => void {
 }
 
 /**
- * fstat's answer in BigInts, kept apart from the numbers of Node's other stat calls. Node 20's
- * fs.realpathSync reads the last numeric stat's file type to stop at a pipe or socket: after a
- * numeric fstat of a pipe or socket on descriptor 1, it stopped at the first folder it knew and
- * gave back a symlinked package's path unresolved, so a package installed as a symlink (npm link,
- * a workspace) could not find its own dependencies (MQTT.js: "Cannot find module 'mqtt-packet'").
- */
-const BIGINT = { bigint: true } as const
-
-/**
  * True when standard output is a terminal. Asked of the descriptor, not of process.stdout (see
  * createLogger): only a character device can be a terminal, and only then is node:tty (which
  * loads node:net) asked.
@@ -110,70 +109,14 @@ function stdoutIsTerminal(): boolean {
   }
 }
 
-/**
- * The descriptor for log lines on standard output, written synchronously. A write to a pipe,
- * socket or terminal nobody reads must fail at once (EAGAIN), not stop the process, also when it
- * was full before the process started: the line writer (runtime/log-writer.ts) then gives up on
- * it after a second. So, without making process.stdout (for a socket or a pipe, Node's stream
- * loads node:net and its streams: 2 ms of a start; on a terminal its writes block):
- * - a regular file (whose writes never wait on a reader): descriptor 1 itself;
- * - a pipe or a terminal that descriptor 1 may write: the same pipe or terminal opened again
- *   without blocking, an open file description of its own (the shell's keeps blocking);
- * - another character device (/dev/null): descriptor 1 itself;
- * - a socket (a Node parent's stdio, as the launcher's; systemd's journal): descriptor 1, set
- *   non-blocking as Node sets it for process.stdout (libuv's pipe handle, opened on it and closed);
- * - anything else, or where that cannot be done (no /proc, pending deprecations on): process.stdout
- *   is made, which opens descriptor 1 non-blocking.
- * (Node makes process.stdout later anyway, after ready: MQTT.js's connection asks for it.)
- */
-function chooseStdoutFd(): number {
-  try {
-    const stat = fstatSync(1, BIGINT)
-    if (stat.isFile()) return 1
-    // A pipe, or a terminal (whose output stops with Ctrl-S, or with a serial line's flow control):
-    // opened again without blocking, and never as a controlling terminal.
-    if (stat.isFIFO() || (stat.isCharacterDevice() && builtin('node:tty').isatty(1))) {
-      // Only what descriptor 1 may write itself: one opened for reading must not become a writer.
-      writeSync(1, EMPTY)
-      return openSync('/proc/self/fd/1', constants.O_WRONLY | constants.O_NONBLOCK | constants.O_NOCTTY)
-    }
-    // Another character device (/dev/null): its writes do not wait.
-    if (stat.isCharacterDevice()) return 1
-    if (stat.isSocket() && nonBlockingSocket(1)) return 1
-  } catch {
-    // Closed, read-only, no /proc, no reader left: as below (a write that fails turns the lines off).
-  }
-  try {
-    void process.stdout
-  } catch {}
-  return 1
-}
-
-const EMPTY = new Uint8Array(0)
-
-let chosenFd: number | undefined
-
-/** chooseStdoutFd, once per process: every root logger (the demo has two) shares the descriptor. */
-const stdoutFd = (): number => (chosenFd ??= chooseStdoutFd())
-
-/** Sets socket descriptor `fd` non-blocking through libuv's pipe handle, as process.stdout would. @returns false when it could not */
-function nonBlockingSocket(fd: number): boolean {
-  const wrap = legacyBinding<{ Pipe: new (type: number) => { open(fd: number): number; close(): void }; constants: { SOCKET: number } }>('pipe_wrap')
-  if (wrap === undefined) return false
-  const pipe = new wrap.Pipe(wrap.constants.SOCKET)
-  // libuv never closes descriptors 0-2 with their handle: closing it leaves descriptor 1 open.
-  const opened = pipe.open(fd) === 0
-  pipe.close()
-  return opened
-}
-
 const stdoutWriters = new Map<LogFormat, (jsonLine: string) => void>()
 
 /**
  * Writes one JSON log line (its end of line included) to standard output in `format` (`pretty`:
  * its readable form), as the root loggers without `out` write theirs: one writer per format and
  * process, so that lines of several loggers (the demo's, and the device lines it passes on) never
- * tear one another.
+ * tear one another. A note of lines dropped carries `who` of the first call (the process's first
+ * root logger's name: all lines of the process are counted together).
  *
  * Written synchronously (runtime/log-writer.ts), as Node itself writes process.stdout to pipes,
  * files and terminals on Linux, but never waiting long. Not pino's default destination
@@ -183,16 +126,17 @@ const stdoutWriters = new Map<LogFormat, (jsonLine: string) => void>()
  * a device run from compiled code stopped as soon as its log reader stalled. Nor process.stdout:
  * on a terminal that stopped taking output it waits for ever too (a device ignored SIGTERM), and
  * on a pipe it keeps in memory what the reader has not taken, without bound (a gateway whose log
- * reader hung). This one waits a second at most, then drops lines and counts them. A write that
+ * reader hung). This one waits a second at most (and, over time, a tenth of the
+ * process's time on a slow reader), then drops lines and counts them. A write that
  * fails for good (EPIPE: nobody reads any more; EBADF; ENOSPC) turns it off; the process goes on.
  */
-export function stdoutLines(format: LogFormat): (jsonLine: string) => void {
+export function stdoutLines(format: LogFormat, who?: string): (jsonLine: string) => void {
   let write = stdoutWriters.get(format)
   if (write === undefined) {
     let off = false
-    const lines = createLineWriter(stdoutFd(), () => {
+    const lines = createLineWriter(outputFd(1).fd, () => {
       off = true
-    }, format === 'pretty' ? formatLogLine : undefined)
+    }, { shape: format === 'pretty' ? formatLogLine : undefined, who })
     write = (s) => {
       if (!off) lines.write(s)
     }

@@ -2,8 +2,9 @@
 // The device launcher: `node <device>/launcher.mjs` starts the bundle in the device's active slot,
 // watches it, and rolls a new bundle that never becomes ready (or crashes just after it says it
 // is: a probation) back to the previous slot.
-// `outpost flash` copies this file (compiled) onto the device; it imports Node's built-in modules
-// only, so one copy serves every bundle. The layout it reads (docs/build.md, "Flash"):
+// `outpost flash` copies this file onto the device, compiled into one file with the two runtime
+// modules it takes (its output's writer: runtime/log-writer.ts, runtime/output-fd.ts), so that it
+// imports Node's built-in modules only and one copy serves every bundle. The layout it reads (docs/build.md, "Flash"):
 //   <root>/launcher.mjs  this file          <root>/slots/a/, slots/b/  bundle directories
 //   <root>/active.json   the boot pointer   <root>/keys/*.pem          trusted public keys
 //   <root>/state.json    the last outcome   <root>/device.json         the Node this launcher runs on
@@ -17,6 +18,8 @@ import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, realpathSync
 import { createRequire } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { createLineWriter } from '../log-writer.js'
+import { outputFd } from '../output-fd.js'
 
 export const POINTER_FILE = 'active.json'
 export const STATE_FILE = 'state.json'
@@ -311,9 +314,30 @@ export function chooseSlot(root: string, p: BootPointer | undefined, tries: numb
 
 const about = (m: SlotManifest | undefined): { device?: string; version?: string; buildTime?: string } => (m === undefined ? {} : { device: m.device, version: m.version, buildTime: m.buildTime })
 
+/**
+ * Writes lines to standard output (1) or error (2), the launcher's and the device's it passes on,
+ * as the device's logger writes its own (runtime/log-writer.ts): a terminal stopped with Ctrl-S or
+ * by a serial console's flow control, or a pipe nobody reads, is waited on for a second at most,
+ * then lines are dropped and counted. Through process.stdout, the launcher stopped with its
+ * terminal, and ignored SIGTERM. A write that fails for good (EPIPE) turns the lines off.
+ */
+const outputLines = (fd: 1 | 2): ((line: string) => void) => {
+  let off = false
+  let lines: ReturnType<typeof createLineWriter> | undefined
+  return (line) => {
+    if (off) return
+    lines ??= createLineWriter(outputFd(fd).fd, () => {
+      off = true
+    }, { who: 'launcher' })
+    lines.write(line)
+  }
+}
+const stdoutLine = outputLines(1)
+const stderrLine = outputLines(2)
+
 /** One JSON log line (pino's shape, `device: "launcher"`) on stdout. */
 function log(level: 30 | 40 | 50 | 60, msg: string, fields: Record<string, unknown> = {}): void {
-  process.stdout.write(`${JSON.stringify({ level, time: Date.now(), device: 'launcher', ...fields, msg })}\n`)
+  stdoutLine(`${JSON.stringify({ level, time: Date.now(), device: 'launcher', ...fields, msg })}\n`)
 }
 
 /** A whole-number setting from the environment, or its default. */
@@ -465,7 +489,7 @@ async function run(root: string): Promise<number> {
       setTimeout(() => proc.kill('SIGKILL'), 10_000).unref()
     })
     log(30, `started slot ${c.slot}: ${m.device} ${m.version}, built ${m.buildTime}${c.trial && c.stuck === undefined ? ` (new: start ${pointer.starts} of ${tries}, ready within ${readyMs} ms)` : ''}`, { slot: c.slot, pid: proc.pid })
-    const onLine = (stream: NodeJS.ReadableStream, out: NodeJS.WriteStream, each: (line: string) => void): void => {
+    const onLine = (stream: NodeJS.ReadableStream, out: (line: string) => void, each: (line: string) => void): void => {
       let buf = ''
       stream.setEncoding('utf8')
       stream.on('data', (chunk: string) => {
@@ -473,7 +497,7 @@ async function run(root: string): Promise<number> {
         for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
           const line = buf.slice(0, nl)
           buf = buf.slice(nl + 1)
-          out.write(`${line}\n`)
+          out(`${line}\n`)
           each(line)
         }
       })
@@ -485,7 +509,7 @@ async function run(root: string): Promise<number> {
       proc.kill('SIGTERM')
       setTimeout(() => proc.kill('SIGKILL'), 5_000).unref()
     }, readyMs) : undefined
-    onLine(proc.stdout!, process.stdout, (line) => {
+    onLine(proc.stdout!, stdoutLine, (line) => {
       let entry: { msg?: unknown; level?: unknown; code?: unknown } | undefined
       try {
         entry = line.startsWith('{') ? (JSON.parse(line) as typeof entry) : undefined
@@ -494,7 +518,7 @@ async function run(root: string): Promise<number> {
       if (entry?.msg === 'ready') markReady()
     })
     // What Node prints for an uncaught error ends with the stack and its own version: the reason is the error's line above them.
-    onLine(proc.stderr!, process.stderr, (line) => {
+    onLine(proc.stderr!, stderrLine, (line) => {
       if (line.trim() !== '' && !/^\s+at\s/.test(line) && !/^Node\.js v\d/.test(line)) lastError = line.trim()
     })
     const exit = await new Promise<string>((resolve) => {

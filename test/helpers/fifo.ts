@@ -5,17 +5,20 @@ import { closeSync, constants, openSync, readSync, writeSync } from 'node:fs'
 import path from 'node:path'
 
 /** A FIFO in `dir`, its read end held without reading; `writeEnd` to give a process as its stdout. */
-export function unreadFifo(dir: string): { writeEnd: number; readFor(ms: number): Promise<string>; fill(): void; close(): void } {
+export function unreadFifo(dir: string): { writeEnd: number; readFor(ms: number, bytesPerTick?: number): Promise<string>; fill(): void; close(): void } {
   const fifo = path.join(dir, 'stdout.fifo')
   execFileSync('mkfifo', [fifo])
   const readEnd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK)
   const writeEnd = openSync(fifo, 'w')
   return {
     writeEnd,
-    /** Reads for `ms`, as a reader that came back: what arrived. */
-    async readFor(ms) {
-      let text = ''
-      const chunk = Buffer.alloc(65_536)
+    /**
+     * Reads for `ms`, as a reader that came back: what arrived. With `bytesPerTick`, as a slow
+     * reader: that many bytes at most, then 100 ms of nothing.
+     */
+    async readFor(ms, bytesPerTick) {
+      const chunks: Buffer[] = []
+      const chunk = Buffer.alloc(bytesPerTick ?? 65_536)
       const until = Date.now() + ms
       while (Date.now() < until) {
         let n = 0
@@ -24,10 +27,10 @@ export function unreadFifo(dir: string): { writeEnd: number; readFor(ms: number)
         } catch (err) {
           if ((err as { code?: string }).code !== 'EAGAIN') throw err
         }
-        if (n > 0) text += chunk.subarray(0, n).toString()
-        else await new Promise((r) => setTimeout(r, 10))
+        if (n > 0) chunks.push(Buffer.from(chunk.subarray(0, n)))
+        if (n === 0 || bytesPerTick !== undefined) await new Promise((r) => setTimeout(r, bytesPerTick === undefined ? 10 : 100))
       }
-      return text
+      return Buffer.concat(chunks).toString()
     },
     /** Fills the pipe to the last byte (dots, no line end), as by a reader that stopped before the process started. */
     fill() {

@@ -73,7 +73,7 @@ export function createLineWriter(fd: number, failed: (err: Error) => void, opts:
           }
           if (patience < 0) {
             // This line's first wait: the budget, refilled for the time since it was last used.
-            const now = Date.now()
+            const now = performance.now() // monotonic: a clock step changes nothing
             budget = Math.min(PATIENCE_MS, budget + (now - budgetAt) * WAIT_SHARE)
             budgetAt = now
             patience = Math.min(patienceMs, budget)

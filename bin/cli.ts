@@ -171,17 +171,27 @@ function spawnDevice(name: string, entry: string, env: Record<string, string>, p
   const device = env.OUTPOST_DEVICE_ID ?? name
   const relay = (fromStderr: boolean): ((chunk: string) => void) => {
     let buf = ''
+    const pass = (line: string): void => {
+      if (line.trim() === '') return
+      if (isJsonObject(line)) print(line)
+      // Not a log line (a warning from Node, a crash, anything else): shown as text (escaped
+      // on a terminal), and kept one JSON object a line.
+      else print(JSON.stringify({ level: fromStderr ? 50 : 30, time: Date.now(), device, msg: line }))
+    }
     return (chunk: string): void => {
+      // Only the new text is searched for line ends: what was kept has none.
+      let nl = buf.length
       buf += chunk
-      let nl: number
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl)
+      while ((nl = buf.indexOf('\n', nl)) >= 0) {
+        pass(buf.slice(0, nl))
         buf = buf.slice(nl + 1)
-        if (line.trim() === '') continue
-        if (isJsonObject(line)) print(line)
-        // Not a log line (a warning from Node, a crash, anything else): shown as text (escaped
-        // on a terminal), and kept one JSON object a line.
-        else print(JSON.stringify({ level: fromStderr ? 50 : 30, time: Date.now(), device, msg: line }))
+        nl = 0
+      }
+      // A device writing without line ends does not fill the demo's memory: past 1 MiB of text,
+      // what it wrote is shown as a line of its own.
+      if (buf.length > 1 << 20) {
+        pass(buf)
+        buf = ''
       }
     }
   }

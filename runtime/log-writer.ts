@@ -34,6 +34,15 @@ export const WAIT_SHARE = 0.1
 const DEVICE_FIELD = /"device":"(?:[^"\\]|\\.)*"/
 let waitCell: Int32Array | undefined
 
+/**
+ * True for a write failure after which a writer stops for good (EPIPE: nobody reads any more;
+ * EBADF), false for one that may pass (ENOSPC, EDQUOT: a disk that fills may get room again).
+ */
+export const failedForGood = (err: Error): boolean => {
+  const code = (err as { code?: unknown }).code
+  return code !== 'ENOSPC' && code !== 'EDQUOT'
+}
+
 /** How a line writer writes its lines and its note of lines dropped. */
 export interface LineWriterOptions {
   /** With `shape`, each line given is one JSON line, written as `shape` makes it (the readable form on a terminal), and so is the note. */

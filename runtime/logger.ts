@@ -6,7 +6,7 @@ import { pino, type LevelWithSilent, type Logger } from 'pino'
 import { ErrorCode, OutpostError } from './errors.js'
 import { builtin } from './lazy-builtin.js'
 import { formatLogLine } from './log-line.js'
-import { createLineWriter } from './log-writer.js'
+import { createLineWriter, failedForGood } from './log-writer.js'
 import { BIGINT, outputFd } from './output-fd.js'
 
 /** How log lines are written: `json` (pino's JSON object a line) or `pretty` (one readable line each). */
@@ -128,14 +128,15 @@ const stdoutWriters = new Map<LogFormat, (jsonLine: string) => void>()
  * on a pipe it keeps in memory what the reader has not taken, without bound (a gateway whose log
  * reader hung). This one waits a second at most (and, over time, a tenth of the
  * process's time on a slow reader), then drops lines and counts them. A write that
- * fails for good (EPIPE: nobody reads any more; EBADF; ENOSPC) turns it off; the process goes on.
+ * fails for good (EPIPE: nobody reads any more; EBADF) turns it off; on a full disk (ENOSPC) lines
+ * are lost until it has room again. The process goes on.
  */
 export function stdoutLines(format: LogFormat, who?: string): (jsonLine: string) => void {
   let write = stdoutWriters.get(format)
   if (write === undefined) {
     let off = false
-    const lines = createLineWriter(outputFd(1).fd, () => {
-      off = true
+    const lines = createLineWriter(outputFd(1).fd, (err) => {
+      off = failedForGood(err)
     }, { shape: format === 'pretty' ? formatLogLine : undefined, who })
     write = (s) => {
       if (!off) lines.write(s)

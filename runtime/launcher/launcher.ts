@@ -18,7 +18,7 @@ import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, realpathSync
 import { createRequire } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { createLineWriter } from '../log-writer.js'
+import { createLineWriter, failedForGood } from '../log-writer.js'
 import { outputFd } from '../output-fd.js'
 
 export const POINTER_FILE = 'active.json'
@@ -326,12 +326,19 @@ const outputLines = (fd: 1 | 2): ((line: string) => void) => {
   let lines: ReturnType<typeof createLineWriter> | undefined
   return (line) => {
     if (off) return
-    lines ??= createLineWriter(outputFd(fd).fd, () => {
-      off = true
-    }, { who: 'launcher' })
+    if (lines === undefined) {
+      const out = outputFd(fd)
+      lines = createLineWriter(out.fd, (err) => {
+        off = failedForGood(err)
+      }, { who: 'launcher' })
+      // A terminal this user may not open again is written as Node writes it: blocking.
+      if (out.blocking !== undefined) lines.write(`${JSON.stringify({ level: 40, time: Date.now(), device: 'launcher', msg: `output goes to ${out.blocking}: should it stop taking output (Ctrl-S, a serial line's flow control), the launcher stops with it; let its user open the terminal (e.g. group tty or dialout) or send the output through a pipe` })}\n`)
+    }
     lines.write(line)
   }
 }
+/** The longest line of a device's output kept waiting for its end (characters). */
+const MAX_LINE = 1 << 20
 const stdoutLine = outputLines(1)
 const stderrLine = outputLines(2)
 
@@ -493,12 +500,21 @@ async function run(root: string): Promise<number> {
       let buf = ''
       stream.setEncoding('utf8')
       stream.on('data', (chunk: string) => {
+        // Only the new text is searched for line ends: what was kept has none.
+        const from = buf.length
         buf += chunk
-        for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+        for (let nl = buf.indexOf('\n', from); nl >= 0; nl = buf.indexOf('\n')) {
           const line = buf.slice(0, nl)
           buf = buf.slice(nl + 1)
           out(`${line}\n`)
           each(line)
+        }
+        // A device writing without line ends does not fill the launcher's memory: past
+        // MAX_LINE, what it wrote is passed on as a line of its own.
+        if (buf.length > MAX_LINE) {
+          out(`${buf}\n`)
+          each(buf)
+          buf = ''
         }
       })
     }

@@ -7,7 +7,8 @@ import { generateSigningKeys } from '../../build/index.js'
 import { flashBundle } from '../../build/flash.js'
 import { tempDirs } from '../build/build-helpers.js'
 import { runOnStoppedTerminal } from '../helpers/stopped-terminal.js'
-import { fakeBundle } from './flash-helpers.js'
+import { until } from '../helpers/wait.js'
+import { fakeBundle, startLauncher } from './flash-helpers.js'
 
 const temp = tempDirs('launcher-output')
 
@@ -37,5 +38,23 @@ describe('the launcher on a terminal that stops taking output', () => {
     expect(lines.filter((l) => l.device === 'chatty').length).toBeGreaterThan(100)
     expect(lines.some((l) => l.device === 'launcher' && /^started slot a/.test(l.msg))).toBe(true)
     expect(lines.some((l) => l.device === 'launcher' && /^\d+ log lines? dropped: the output was not read, or too slowly$/.test(l.msg))).toBe(true)
+  }, 60_000)
+
+  it('passes on the output of a device that writes no line ends in pieces of 1 MiB, instead of keeping it all in memory', async () => {
+    const keys = generateSigningKeys()
+    // 64 KiB at a time, never a line end (a device printing a progress bar, or garbage).
+    const flood = "const chunk = 'x'.repeat(65_536); setInterval(() => process.stdout.write(chunk), 5); process.on('SIGTERM', () => process.exit(0))"
+    const dev = temp()
+    await flashBundle(await fakeBundle(temp(), flood, keys.privatePem, 'flood'), { to: dev, key: keys.publicPem })
+    const launcher = startLauncher(dev, { OUTPOST_LAUNCHER_READY_MS: '600000' })
+    try {
+      // Before: nothing came out; the launcher kept the text waiting for its line end (750 MB in 30 s).
+      await until(() => launcher.lines.filter((l) => /^x+$/.test(l)).length >= 3, 20_000).catch(() => expect.fail(`no pieces passed on; lines: ${launcher.lines.map((l) => l.slice(0, 80)).join('\n')}`))
+      const pieces = launcher.lines.filter((l) => /^x+$/.test(l))
+      for (const p of pieces) expect(p.length).toBeLessThanOrEqual((1 << 20) + 65_536)
+    } finally {
+      launcher.child.kill('SIGTERM')
+      expect((await launcher.exited).code).toBe(0)
+    }
   }, 60_000)
 })

@@ -1,13 +1,10 @@
 // One logging setup for every entry point (the CLI's demo, gateway and device commands, and
 // device processes started on their own): pino underneath, readable lines on a terminal, JSON
 // lines when the output is piped or when asked.
-import { fstatSync } from 'node:fs'
 import { pino, type LevelWithSilent, type Logger } from 'pino'
 import { ErrorCode, OutpostError } from './errors.js'
-import { builtin } from './lazy-builtin.js'
 import { formatLogLine } from './log-line.js'
-import { createLineWriter, failedForGood } from './log-writer.js'
-import { BIGINT, outputFd } from './output-fd.js'
+import { outputFd, outputLines } from './output-fd.js'
 
 /** How log lines are written: `json` (pino's JSON object a line) or `pretty` (one readable line each). */
 export type LogFormat = 'json' | 'pretty'
@@ -54,7 +51,7 @@ export function parseLogFormat(value: string, where: string): LogFormat {
  */
 export function createLogger(opts: LoggerOptions): Logger {
   const level = parseLogLevel(opts.level ?? 'info', 'log level')
-  const format = opts.format ?? ((opts.out === undefined ? stdoutIsTerminal() : opts.out.isTTY === true) ? 'pretty' : 'json')
+  const format = opts.format ?? ((opts.out === undefined ? outputFd(1).terminal : opts.out.isTTY === true) ? 'pretty' : 'json')
   const options = { level, base: { device: opts.name } }
   if (opts.out !== undefined) {
     const write = writerTo(opts.out)
@@ -65,16 +62,8 @@ export function createLogger(opts: LoggerOptions): Logger {
   // 2 ms of a start measured here (a fifth of what a device adds to a bare Node's); and on a
   // terminal its writes wait for ever once the terminal stops taking them. Something that
   // replaces process.stdout.write does not see these lines: give `out` to capture them.
-  const log = pino(options, { write: stdoutLines(format, opts.name) })
-  const blocking = outputFd(1).blocking
-  if (blocking !== undefined && !warnedBlocking) {
-    warnedBlocking = true
-    log.warn(`log output goes to ${blocking}: should it stop taking output (Ctrl-S, a serial line's flow control), this process stops with it; let its user open the terminal (e.g. group tty or dialout) or send the output through a pipe`)
-  }
-  return log
+  return pino(options, { write: stdoutLines(format, opts.name) })
 }
-
-let warnedBlocking = false
 
 /**
  * Writes lines to `out` until it fails: a stream that cannot be written any more (its reader
@@ -93,19 +82,6 @@ function writerTo(out: NonNullable<LoggerOptions['out']>): (s: string) => void {
     } catch {
       broken = true
     }
-  }
-}
-
-/**
- * True when standard output is a terminal. Asked of the descriptor, not of process.stdout (see
- * createLogger): only a character device can be a terminal, and only then is node:tty (which
- * loads node:net) asked.
- */
-function stdoutIsTerminal(): boolean {
-  try {
-    return fstatSync(1, BIGINT).isCharacterDevice() && builtin('node:tty').isatty(1)
-  } catch {
-    return false // no descriptor 1 (closed): no terminal either
   }
 }
 
@@ -134,13 +110,7 @@ const stdoutWriters = new Map<LogFormat, (jsonLine: string) => void>()
 export function stdoutLines(format: LogFormat, who?: string): (jsonLine: string) => void {
   let write = stdoutWriters.get(format)
   if (write === undefined) {
-    let off = false
-    const lines = createLineWriter(outputFd(1).fd, (err) => {
-      off = failedForGood(err)
-    }, { shape: format === 'pretty' ? formatLogLine : undefined, who })
-    write = (s) => {
-      if (!off) lines.write(s)
-    }
+    write = outputLines(1, { shape: format === 'pretty' ? formatLogLine : undefined, who })
     stdoutWriters.set(format, write)
   }
   return write

@@ -6,10 +6,13 @@
 import { constants, fstatSync, openSync, writeSync } from 'node:fs'
 import { builtin } from './lazy-builtin.js'
 import { legacyBinding } from './legacy-binding.js'
+import { createLineWriter, failedForGood, type LineWriterOptions } from './log-writer.js'
 
 /** A descriptor to write lines of output to. */
 export interface OutputFd {
   fd: number
+  /** True when the descriptor is a terminal (asked only of a character device: node:tty loads node:net). */
+  terminal: boolean
   /** Why writes to it may wait for as long as its reader does (a terminal this process may not open again); undefined when they never wait long. */
   blocking?: string
 }
@@ -21,7 +24,7 @@ export interface OutputFd {
  * gave back a symlinked package's path unresolved, so a package installed as a symlink (npm link,
  * a workspace) could not find its own dependencies (MQTT.js: "Cannot find module 'mqtt-packet'").
  */
-export const BIGINT = { bigint: true } as const
+const BIGINT = { bigint: true } as const
 
 const EMPTY = new Uint8Array(0)
 
@@ -40,29 +43,30 @@ const EMPTY = new Uint8Array(0)
  */
 function choose(fd: 1 | 2): OutputFd {
   let blocking: string | undefined
+  let terminal = false
   try {
     const stat = fstatSync(fd, BIGINT)
-    if (stat.isFile()) return { fd }
-    const terminal = stat.isCharacterDevice() && builtin('node:tty').isatty(fd)
+    if (stat.isFile()) return { fd, terminal }
+    terminal = stat.isCharacterDevice() && builtin('node:tty').isatty(fd)
     if (stat.isFIFO() || terminal) {
       // Only what the descriptor may write itself: one opened for reading must not become a writer.
       writeSync(fd, EMPTY)
       try {
-        return { fd: openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY | constants.O_NONBLOCK | constants.O_NOCTTY) }
+        return { fd: openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY | constants.O_NONBLOCK | constants.O_NOCTTY), terminal }
       } catch (err) {
         if (terminal) blocking = `a terminal this process may not open again (${(err as { code?: string }).code ?? 'error'})`
         throw err
       }
     }
-    if (stat.isCharacterDevice()) return { fd }
-    if (stat.isSocket() && nonBlockingSocket(fd)) return { fd }
+    if (stat.isCharacterDevice()) return { fd, terminal }
+    if (stat.isSocket() && nonBlockingSocket(fd)) return { fd, terminal }
   } catch {
     // Closed, read-only, no /proc, no reader left: as below (a write that fails turns the lines off).
   }
   try {
     void (fd === 1 ? process.stdout : process.stderr)
   } catch {}
-  return { fd, blocking }
+  return { fd, terminal, blocking }
 }
 
 /** Sets socket descriptor `fd` non-blocking through libuv's pipe handle, as process.stdout would. @returns false when it could not */
@@ -83,4 +87,24 @@ export function outputFd(fd: 1 | 2): OutputFd {
   let c = chosen.get(fd)
   if (c === undefined) chosen.set(fd, (c = choose(fd)))
   return c
+}
+
+/**
+ * Writes lines to standard output (1) or error (2) with the line writer (log-writer.ts), on the
+ * descriptor chosen above: a write that fails for good (EPIPE) turns the lines off. On a terminal
+ * this process may not open again, whose writes block, the first line is a warning saying so.
+ */
+export function outputLines(fd: 1 | 2, opts: LineWriterOptions = {}): (line: string) => void {
+  const out = outputFd(fd)
+  let off = false
+  const lines = createLineWriter(out.fd, (err) => {
+    off = failedForGood(err)
+  }, opts)
+  if (out.blocking !== undefined) {
+    const msg = `output goes to ${out.blocking}: should it stop taking output (Ctrl-S, a serial line's flow control), this process stops with it; let its user open the terminal (e.g. group tty or dialout) or send the output through a pipe`
+    lines.write(`${JSON.stringify({ level: 40, time: Date.now(), device: opts.who, msg })}\n`)
+  }
+  return (line) => {
+    if (!off) lines.write(line)
+  }
 }

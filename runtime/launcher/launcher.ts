@@ -18,8 +18,7 @@ import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, realpathSync
 import { createRequire } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { createLineWriter, failedForGood } from '../log-writer.js'
-import { outputFd } from '../output-fd.js'
+import { outputLines } from '../output-fd.js'
 
 export const POINTER_FILE = 'active.json'
 export const STATE_FILE = 'state.json'
@@ -321,26 +320,14 @@ const about = (m: SlotManifest | undefined): { device?: string; version?: string
  * then lines are dropped and counted. Through process.stdout, the launcher stopped with its
  * terminal, and ignored SIGTERM. A write that fails for good (EPIPE) turns the lines off.
  */
-const outputLines = (fd: 1 | 2): ((line: string) => void) => {
-  let off = false
-  let lines: ReturnType<typeof createLineWriter> | undefined
-  return (line) => {
-    if (off) return
-    if (lines === undefined) {
-      const out = outputFd(fd)
-      lines = createLineWriter(out.fd, (err) => {
-        off = failedForGood(err)
-      }, { who: 'launcher' })
-      // A terminal this user may not open again is written as Node writes it: blocking.
-      if (out.blocking !== undefined) lines.write(`${JSON.stringify({ level: 40, time: Date.now(), device: 'launcher', msg: `output goes to ${out.blocking}: should it stop taking output (Ctrl-S, a serial line's flow control), the launcher stops with it; let its user open the terminal (e.g. group tty or dialout) or send the output through a pipe` })}\n`)
-    }
-    lines.write(line)
-  }
+const lazyLines = (fd: 1 | 2): ((line: string) => void) => {
+  let write: ((line: string) => void) | undefined
+  return (line) => (write ??= outputLines(fd, { who: 'launcher' }))(line)
 }
 /** The longest line of a device's output kept waiting for its end (characters). */
 const MAX_LINE = 1 << 20
-const stdoutLine = outputLines(1)
-const stderrLine = outputLines(2)
+const stdoutLine = lazyLines(1)
+const stderrLine = lazyLines(2)
 
 /** One JSON log line (pino's shape, `device: "launcher"`) on stdout. */
 function log(level: 30 | 40 | 50 | 60, msg: string, fields: Record<string, unknown> = {}): void {

@@ -10,7 +10,9 @@
 // most a tenth of the process's time. Past either limit, lines that find the pipe full are
 // dropped at once and counted; the part of a line already written is finished first (no torn
 // lines), and the first line that fits again is preceded by one saying how many were dropped
-// (and so is the process's end, if it can be written then).
+// (and so is the process's end, if it can be written then). A full disk under a log file
+// (ENOSPC, EDQUOT) is taken the same way, without waiting: lines are dropped and counted until
+// it has room again, and the one it cut short is finished first.
 import { writeSync } from 'node:fs'
 
 /** Writes whole lines to one descriptor. */
@@ -34,14 +36,11 @@ export const WAIT_SHARE = 0.1
 const DEVICE_FIELD = /"device":"(?:[^"\\]|\\.)*"/
 let waitCell: Int32Array | undefined
 
-/**
- * True for a write failure after which a writer stops for good (EPIPE: nobody reads any more;
- * EBADF), false for one that may pass (ENOSPC, EDQUOT: a disk that fills may get room again).
- */
-export const failedForGood = (err: Error): boolean => {
-  const code = (err as { code?: unknown }).code
-  return code !== 'ENOSPC' && code !== 'EDQUOT'
-}
+/** Why lines were dropped, as the note says it. */
+const WHY = {
+  reader: 'the output was not read, or too slowly',
+  disk: "the output's disk was full",
+} as const
 
 /** How a line writer writes its lines and its note of lines dropped. */
 export interface LineWriterOptions {
@@ -52,15 +51,17 @@ export interface LineWriterOptions {
 }
 
 /**
- * Creates a writer of lines to `fd`. A failure other than a full pipe (EPIPE: nobody reads any
- * more; EBADF; ENOSPC) is handed to `failed` and that write answers false; the writer stays usable.
- * Lines are written as given, or shaped (LineWriterOptions).
+ * Creates a writer of lines to `fd`. A failure other than a full pipe or disk (EPIPE: nobody
+ * reads any more; EBADF; EIO) is handed to `failed` and that write answers false; the writer
+ * stays usable. Lines are written as given, or shaped (LineWriterOptions).
  */
 export function createLineWriter(fd: number, failed: (err: Error) => void, opts: LineWriterOptions = {}): LineWriter {
   const { shape, who } = opts
   // The rest of a line cut short by a full pipe, and how many lines were dropped since.
   let unfinished: Uint8Array | null = null
   let dropped = 0
+  // Why the last line that did not go out did not.
+  let why: keyof typeof WHY = 'reader'
   // What is left of the time lines may wait, as of `budgetAt` (WAIT_SHARE).
   let budget = PATIENCE_MS
   let budgetAt = 0
@@ -76,10 +77,16 @@ export function createLineWriter(fd: number, failed: (err: Error) => void, opts:
           rest = rest.subarray(writeSync(fd, rest))
         } catch (err) {
           const code = (err as { code?: unknown }).code
+          // A full disk: no room now, and waiting a second would rarely make any.
+          if (code === 'ENOSPC' || code === 'EDQUOT') {
+            why = 'disk'
+            return rest
+          }
           if (code !== 'EAGAIN' && code !== 'EBUSY') {
             failed(err as Error)
             return null
           }
+          why = 'reader'
           if (patience < 0) {
             // This line's first wait: the budget, refilled for the time since it was last used.
             const now = performance.now() // monotonic: a clock step changes nothing
@@ -144,7 +151,7 @@ export function createLineWriter(fd: number, failed: (err: Error) => void, opts:
   let lastDevice: string | undefined
   const noteOf = (n: number, data: string): Buffer => {
     const device = who !== undefined ? `"device":${JSON.stringify(who)}` : (DEVICE_FIELD.exec(data)?.[0] ?? lastDevice)
-    const json = `{"level":40,"time":${Date.now()},${device === undefined ? '' : `${device},`}"msg":"${n} log line${n === 1 ? '' : 's'} dropped: the output was not read, or too slowly"}`
+    const json = `{"level":40,"time":${Date.now()},${device === undefined ? '' : `${device},`}"msg":"${n} log line${n === 1 ? '' : 's'} dropped: ${WHY[why]}"}`
     return Buffer.from(`${shape === undefined ? json : shape(json)}\n`)
   }
 

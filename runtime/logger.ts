@@ -105,7 +105,7 @@ const stdoutWriters = new Map<LogFormat, (jsonLine: string) => void>()
  * reader hung). This one waits a second at most (and, over time, a tenth of the
  * process's time on a slow reader), then drops lines and counts them. A write that
  * fails for good (EPIPE: nobody reads any more; EBADF) turns it off; on a full disk (ENOSPC) lines
- * are lost until it has room again. The process goes on.
+ * are dropped and counted until it has room again, none torn. The process goes on.
  */
 export function stdoutLines(format: LogFormat, who?: string): (jsonLine: string) => void {
   let write = stdoutWriters.get(format)

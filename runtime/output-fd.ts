@@ -6,7 +6,7 @@
 import { constants, fstatSync, openSync, writeSync } from 'node:fs'
 import { builtin } from './lazy-builtin.js'
 import { legacyBinding } from './legacy-binding.js'
-import { createLineWriter, failedForGood, type LineWriterOptions } from './log-writer.js'
+import { createLineWriter, type LineWriterOptions } from './log-writer.js'
 
 /** A descriptor to write lines of output to. */
 export interface OutputFd {
@@ -91,14 +91,14 @@ export function outputFd(fd: 1 | 2): OutputFd {
 
 /**
  * Writes lines to standard output (1) or error (2) with the line writer (log-writer.ts), on the
- * descriptor chosen above: a write that fails for good (EPIPE) turns the lines off. On a terminal
+ * descriptor chosen above: a write that fails (EPIPE; not a full pipe or disk) turns the lines off. On a terminal
  * this process may not open again, whose writes block, the first line is a warning saying so.
  */
 export function outputLines(fd: 1 | 2, opts: LineWriterOptions = {}): (line: string) => void {
   const out = outputFd(fd)
   let off = false
-  const lines = createLineWriter(out.fd, (err) => {
-    off = failedForGood(err)
+  const lines = createLineWriter(out.fd, () => {
+    off = true
   }, opts)
   if (out.blocking !== undefined) {
     const msg = `output goes to ${out.blocking}: should it stop taking output (Ctrl-S, a serial line's flow control), this process stops with it; let its user open the terminal (e.g. group tty or dialout) or send the output through a pipe`

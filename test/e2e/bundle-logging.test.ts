@@ -11,7 +11,7 @@
 //   is read again says how many, with no line torn.
 // - Asking for an asynchronous destination (sync: false) the bundle does not have: told at start.
 import { execFileSync, spawn } from 'node:child_process'
-import { existsSync, statSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { build, type Plugin } from 'esbuild'
 import { describe, expect, it } from 'vitest'
@@ -19,6 +19,7 @@ import { deviceStubs } from '../../build/device-stubs.js'
 import { PROJECT_ROOT } from '../../build/project-root.js'
 import { tempDirs } from '../build/build-helpers.js'
 import { unreadFifo } from '../helpers/fifo.js'
+import { fillDisk, mountSmallDisk } from '../helpers/small-disk.js'
 import { runOnStoppedTerminal } from '../helpers/stopped-terminal.js'
 
 const temp = tempDirs('bundle-logging')
@@ -213,4 +214,98 @@ describe('a device whose stdout pipe is full', () => {
     expect(bundled.exited).toBeDefined()
     expect(bundled.stderr).toMatch(/asynchronous mode \(sync: false\) was left out of this device bundle/)
   }, 30_000)
+})
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+/**
+ * Runs the program (bundled with `plugins`) with its stdout appended to `logFile`; `whileRunning`
+ * gets its heartbeat count. Stops it with SIGTERM: its exit code and how long that took.
+ */
+async function runLoggingTo(dir: string, plugins: Plugin[], destination: string, logFile: string, whileRunning: (beats: () => number) => Promise<void>): Promise<{ code: number | null; stopMs: number; stderr: string }> {
+  const out = await bundleProgram(dir, plugins, destination)
+  const beatFile = path.join(dir, 'beats')
+  const fd = openSync(logFile, 'a')
+  const child = spawn(process.execPath, [out], { stdio: ['ignore', fd, 'pipe'], env: { ...process.env, BEAT_FILE: beatFile, LOG_FILE: logFile } })
+  closeSync(fd)
+  let stderr = ''
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
+  let code: number | null | undefined
+  const ended = new Promise<void>((resolve) => child.once('exit', (c) => ((code = c), resolve())))
+  try {
+    await whileRunning(() => (existsSync(beatFile) ? statSync(beatFile).size : 0))
+    expect(code, `ended early: ${stderr}`).toBeUndefined()
+    const t0 = Date.now()
+    child.kill('SIGTERM')
+    await Promise.race([ended, sleep(10_000)])
+    return { code: code ?? null, stopMs: Date.now() - t0, stderr }
+  } finally {
+    if (code === undefined) child.kill('SIGKILL')
+    await ended
+  }
+}
+
+describe('a device whose log file is on a disk that fills', () => {
+  // Before: the line writer took ENOSPC as a failure. The line the disk cut short stayed torn, and
+  // the first line written once the disk had room again was glued to it (one line of broken
+  // JSON); the lines lost in between were not counted. pino.destination(file) in a bundle threw
+  // the ENOSPC out of the log call (its 'error' event), and the program ended.
+  it.each([
+    ['bundled', "the runtime's logger", 'runtime'],
+    ['unbundled', "the runtime's logger", 'runtime'],
+    ['bundled', 'pino.destination(file)', 'process.env.LOG_FILE'],
+  ])('%s, logging with %s: it keeps running; once the disk has room again the line cut short is finished, a note counts the lines dropped, no line is torn (where a small disk can be mounted)', async (how, _, destination) => {
+    const dir = temp()
+    const plugins = how === 'bundled' ? [deviceStubs(PROJECT_ROOT)] : []
+    // Room for what the program writes in 5 s (~3 MB/s), until the disk is filled on purpose.
+    const disk = mountSmallDisk(path.join(dir, 'disk'), '24m')
+    if (disk === undefined) {
+      // No disk of its own to fill here: a disk that is always full (/dev/full answers every write ENOSPC).
+      const stopped = await runLoggingTo(dir, plugins, destination === 'runtime' ? destination : "'/dev/full'", '/dev/full', async (beats) => {
+        await sleep(1_500)
+        const first = beats()
+        await sleep(1_000)
+        expect(beats(), `frozen at ${first} heartbeats`).toBeGreaterThan(first)
+      })
+      expect(stopped.code, stopped.stderr).toBe(0)
+      return
+    }
+    try {
+      const logFile = path.join(disk.dir, 'device.log')
+      const stopped = await runLoggingTo(dir, plugins, destination, logFile, async (beats) => {
+        await sleep(700)
+        // To the last byte: the disk takes part of the line being written, then refuses the rest.
+        const filler = fillDisk(path.join(disk.dir, 'filler'))
+        await sleep(1_000)
+        // (The log's last block took what fitted in it.)
+        const full = statSync(logFile).size
+        const first = beats()
+        await sleep(1_000)
+        expect(beats(), `frozen at ${first} heartbeats`).toBeGreaterThan(first)
+        expect(statSync(logFile).size).toBe(full)
+        rmSync(filler)
+        await sleep(1_500)
+      })
+      expect(stopped.code, stopped.stderr).toBe(0)
+      expect(stopped.stopMs).toBeLessThan(5_000)
+      const text = readFileSync(logFile, "utf8")
+      expect(text.endsWith('\n')).toBe(true)
+      const lines = text.slice(0, -1).split('\n').map((l, i) => {
+        try {
+          return JSON.parse(l) as { msg: string }
+        } catch {
+          throw new Error(`line ${i + 1} is not whole JSON: ${l.slice(0, 120)}…${l.slice(-60)}`)
+        }
+      })
+      const notes = lines.flatMap((l, i) => (/^\d+ log lines? dropped: the output's disk was full$/.test(l.msg) ? [i] : []))
+      expect(notes.length, 'no note of the lines dropped').toBeGreaterThanOrEqual(1)
+      expect(Number(/^(\d+)/.exec(lines[notes[0]!]!.msg)![1])).toBeGreaterThan(10)
+      // Lines before the disk filled, and after it had room again.
+      expect(lines.slice(0, notes[0]).filter((l) => l.msg === 'chatty').length).toBeGreaterThan(10)
+      expect(lines.slice(notes[0]! + 1).filter((l) => l.msg === 'chatty').length).toBeGreaterThan(10)
+      expect(lines.at(-1)?.msg).toBe('stopping')
+    } finally {
+      disk.dispose()
+    }
+  }, 60_000)
 })

@@ -7,8 +7,12 @@
 //     not used: the device checks the payload itself, as without a document;
 //   - formats are not checked (valibot's and a format library's rules differ), string lengths
 //     count UTF-16 code units, as valibot does;
-//   - patterns are not checked (see withoutPatterns): a device's regular expression never runs
-//     on the gateway, and a schema with patternProperties is not used;
+//   - patterns are not checked: a device's regular expression never runs on the gateway (one
+//     that backtracks badly on a caller's string would stall its event loop). ajv has no
+//     `pattern` keyword here, and any other regular expression a schema needs
+//     (`patternProperties`, wherever a `$ref` finds it) makes the schema unusable;
+//   - `uniqueItems` is not checked: ajv compares every pair of items, and a caller's array of
+//     some 30,000 items held the gateway for seconds;
 //   - compiled schemas are kept by their JSON text, at most `maxSchemas`, the oldest dropped
 //     from ajv too, so devices announcing ever new schemas cannot grow the gateway.
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv'
@@ -80,8 +84,6 @@ function expectedOf(e: ErrorObject): string | null {
     case 'maxItems':
     case 'maxProperties':
       return `<=${String(p.limit)}`
-    case 'pattern':
-      return `/${String(p.pattern)}/`
     case 'multipleOf':
       return `%${String(p.multipleOf)}`
     default:
@@ -114,36 +116,27 @@ export function issuesOf(errors: readonly ErrorObject[], data: unknown): Validat
   return out
 }
 
-/** Keywords whose value is a map of names to subschemas. */
-const SCHEMA_MAPS = new Set(['properties', 'patternProperties', 'definitions', '$defs', 'dependencies'])
-/** Keywords whose value is a subschema or a list of them. */
-const SUBSCHEMAS = new Set(['items', 'additionalItems', 'additionalProperties', 'not', 'if', 'then', 'else', 'contains', 'propertyNames', 'allOf', 'anyOf', 'oneOf'])
-
 /**
- * Removes every `pattern` from a schema (in place), so that no regular expression a device wrote
- * runs on the gateway: one that backtracks badly on a caller's string would stall the gateway's
- * event loop. The device checks its patterns itself. Property names are left alone (a property
- * may be called "pattern"). False when the schema has `patternProperties`, whose regular
- * expressions cannot be taken out without refusing properties they would have let through.
+ * ajv's engine for the regular expressions a schema needs: none is made. A schema that needs one
+ * (`patternProperties`, anywhere a `$ref` leads) fails to compile and is not used; `pattern`,
+ * the common case, is a keyword this ajv does not have (see createPayloadCheck).
  */
-export function withoutPatterns(node: unknown): boolean {
-  if (Array.isArray(node)) return node.every(withoutPatterns)
-  if (typeof node !== 'object' || node === null) return true
-  const o = node as Record<string, unknown>
-  if ('patternProperties' in o) return false
-  if (typeof o.pattern === 'string') delete o.pattern
-  for (const [k, v] of Object.entries(o)) {
-    if (SCHEMA_MAPS.has(k) && typeof v === 'object' && v !== null) {
-      if (!Object.values(v).every(withoutPatterns)) return false
-    } else if (SUBSCHEMAS.has(k) && !withoutPatterns(v)) return false
-  }
-  return true
-}
+const noRegExp = Object.assign(
+  (source: string): never => {
+    throw new Error(`regular expressions from devices are not run on the gateway (${source.slice(0, 40)})`)
+  },
+  { code: 'noRegExp' },
+)
 
 /** Creates a checker with its own ajv instance and compiled-schema cache. */
 export function createPayloadCheck(opts: { maxSchemas?: number } = {}): PayloadCheck {
   const maxSchemas = Math.max(1, opts.maxSchemas ?? 512)
-  const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false, unicode: false, unicodeRegExp: false, addUsedSchema: false, logger: false })
+  const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false, unicode: false, unicodeRegExp: false, addUsedSchema: false, logger: false, code: { regExp: noRegExp } })
+  // Left to the device, wherever they stand in a schema (strict: false makes them unknown words
+  // that change nothing): a pattern, and uniqueItems, whose pairwise comparison a long array
+  // makes quadratic.
+  ajv.removeKeyword('pattern')
+  ajv.removeKeyword('uniqueItems')
   // By JSON text, least recently used first.
   const cache = new Map<string, Compiled>()
   let unusable = 0
@@ -160,8 +153,7 @@ export function createPayloadCheck(opts: { maxSchemas?: number } = {}): PayloadC
     const own = JSON.parse(text) as JsonSchema
     let validate: ValidateFunction | undefined
     try {
-      validate = withoutPatterns(own) ? ajv.compile(own) : undefined
-      if (validate === undefined) unusable++
+      validate = ajv.compile(own)
     } catch {
       unusable++
       validate = undefined

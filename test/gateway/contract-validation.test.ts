@@ -197,6 +197,42 @@ describe('contract documents and payload checks at the gateway', () => {
     expect(calls.n).toBe(5)
   }, 60_000)
 
+  // A taken-over device announces schemas made to hold the gateway: a backtracking pattern where
+  // only a $ref finds it (under a word that is no keyword), and uniqueItems over a caller's long
+  // array (ajv compares every pair). Before: the pattern ran on the gateway (a 31-character string
+  // held it 10 s, and every MQTT and HTTP client with it; 41 here would hold it for days), and a
+  // 30,000-item array held it 6 s, then the gateway refused a duplicate itself. Now neither runs
+  // there: the device gets the call and answers.
+  it('a document made to hold the gateway (a pattern behind a $ref, uniqueItems over a long array) runs neither there: the device checks', async () => {
+    const gw = await gateway()
+    const calls = { n: 0 }
+    await device(gw.broker.url, 'probe-5', calls)
+    await until(() => current(gw, 'probe-5'), 30_000)
+    const anyone = await mqtt.connectAsync(gw.broker.url, { clientId: 'someone', reconnectPeriod: 0 })
+    cleanup(() => anyone.endAsync(true))
+    const inst = gw.registry.get('probe-5')!.instance!
+    const announce = async (payload: unknown): Promise<void> => {
+      const hostile = { v: 1, dialect: 'draft-07', services: [{ name: 'probe', version: '1', commands: { set: { payload } }, events: {} }] }
+      await anyone.publishAsync('ob/probe-5/contract', contractFrame('probe-5', inst, hostile), { qos: 1, retain: true })
+      await until(() => JSON.stringify(gw.registry.contract('probe-5')?.document.services[0]?.commands.set?.payload) === JSON.stringify(payload), 30_000)
+    }
+    const byDevice = async (body: unknown): Promise<void> => {
+      const r = await post(gw, '/devices/probe-5/commands/probe/1/set', body)
+      expect([r.status, r.error?.code, r.error?.details?.checkedBy]).toEqual([422, 'VALIDATION_FAILED', undefined])
+    }
+    await announce({ type: 'object', properties: { name: { $ref: '#/x' } }, x: { type: 'string', pattern: '^(a+)+$' } })
+    await byDevice({ name: `${'a'.repeat(40)}!` })
+    await announce({ type: 'object', properties: { name: { $ref: '#/x' } }, x: { type: 'object', patternProperties: { '^(a+)+$': { type: 'number' } } } })
+    await byDevice({ name: { [`${'a'.repeat(40)}!`]: 'text' } })
+    // As many items as the HTTP body limit lets through, all different but the last.
+    await announce({ type: 'array', uniqueItems: true })
+    await byDevice([...Array.from({ length: 25_000 }, (_, i) => [i]), [0]])
+    // The gateway still checks what it may: a payload of the wrong type.
+    const wrong = await post(gw, '/devices/probe-5/commands/probe/1/set', { name: 1 })
+    expect([wrong.status, wrong.error?.details?.checkedBy]).toEqual([422, 'gateway'])
+    expect((await fetch(`${gw.http!.url}/healthz`)).status).toBe(200)
+  }, 60_000)
+
   it('sends the document once per run, and again only to a broker that kept no session for it', async () => {
     const port = await freePort()
     const first = await gateway({ port })

@@ -1,7 +1,8 @@
 // The gateway's payload check runs schemas devices announced: untrusted. No regular expression a
-// device wrote runs on the gateway (one that backtracks badly would hold its event loop).
+// device wrote runs on the gateway (one that backtracks badly would hold its event loop), nor
+// uniqueItems (quadratic in a caller's array).
 import { describe, expect, it } from 'vitest'
-import { createPayloadCheck, withoutPatterns } from '../../gateway/commands/payload-check.js'
+import { createPayloadCheck } from '../../gateway/commands/payload-check.js'
 import { isOutpostError } from '../../runtime/errors.js'
 
 const caught = (fn: () => void): unknown => {
@@ -23,14 +24,34 @@ describe('payload check with schemas from devices', () => {
     expect(isOutpostError(tooLong, 'VALIDATION_FAILED')).toBe(true)
   })
 
-  it('takes patterns out of every subschema but leaves a property called "pattern"; refuses to use patternProperties', () => {
-    const schema = { type: 'object', properties: { pattern: { type: 'string', pattern: 'x+' }, list: { type: 'array', items: { type: 'string', pattern: '(b*)*c' } } }, anyOf: [{ pattern: 'y' }] }
-    expect(withoutPatterns(schema)).toBe(true)
-    expect(JSON.stringify(schema)).not.toMatch(/"pattern":"/)
-    expect(Object.keys(schema.properties)).toEqual(['pattern', 'list'])
-    expect(withoutPatterns({ type: 'object', additionalProperties: { patternProperties: { '^(a+)+$': {} } } })).toBe(false)
+  it('runs no pattern anywhere in a schema (where a $ref leads too) but keeps a property called "pattern"; a schema that needs patternProperties anywhere is not used', () => {
     const check = createPayloadCheck()
-    expect(caught(() => check.check({ type: 'object', patternProperties: { '^(a+)+$': { type: 'number' } } }, 'draft-07', { [`${'a'.repeat(40)}!`]: 'text' }, 'x.y'))).toBeUndefined()
-    expect(check.stats().unusable).toBe(1)
+    const crafted = `${'a'.repeat(40)}!`
+    // Each of these would not end if its pattern ran.
+    const schema = {
+      type: 'object',
+      properties: { pattern: { type: 'string', pattern: '^(a+)+$' }, list: { type: 'array', items: { type: 'string', pattern: '^(a+)+$' } }, hidden: { $ref: '#/x' } },
+      // Under a word that is no keyword, where only a $ref finds it.
+      x: { type: 'string', pattern: '^(a+)+$' },
+      anyOf: [{ pattern: '^(a+)+$' }],
+    }
+    expect(caught(() => check.check(schema, 'draft-07', { pattern: crafted, list: [crafted], hidden: crafted }, 'x.y'))).toBeUndefined()
+    // The property called "pattern" is still checked as a string.
+    expect(isOutpostError(caught(() => check.check(schema, 'draft-07', { pattern: 5 }, 'x.y')), 'VALIDATION_FAILED')).toBe(true)
+    expect(check.stats().unusable).toBe(0)
+    for (const needs of [
+      { type: 'object', patternProperties: { '^(a+)+$': { type: 'number' } } },
+      { type: 'object', properties: { s: { $ref: '#/y' } }, y: { type: 'object', patternProperties: { '^(a+)+$': { type: 'number' } } } },
+    ]) expect(caught(() => check.check(needs, 'draft-07', { [crafted]: 'text', s: { [crafted]: 'text' } }, 'x.y'))).toBeUndefined()
+    expect(check.stats().unusable).toBe(2)
+  })
+
+  it('leaves uniqueItems to the device: a long array is not compared pair by pair; the rest of the schema still checks', () => {
+    const check = createPayloadCheck()
+    const schema = { type: 'array', uniqueItems: true, items: { type: 'array', items: { type: 'number' } }, maxItems: 300_000 }
+    // 4.5e10 comparisons if they ran; and a duplicate, which the device refuses.
+    const long = [...Array.from({ length: 300_000 }, (_, i) => [i]), [0]]
+    expect(caught(() => check.check({ ...schema, maxItems: 300_001 }, 'draft-07', long, 'x.y'))).toBeUndefined()
+    expect(isOutpostError(caught(() => check.check(schema, 'draft-07', long, 'x.y')), 'VALIDATION_FAILED')).toBe(true)
   })
 })

@@ -3,6 +3,7 @@
 import * as v from 'valibot'
 import { isTopicSegment } from '../../runtime/topic-level.js'
 import { FORWARD_DEFAULTS, type ForwardConfig, type TargetConfig } from '../forward/forward-config.js'
+import { subjectProblem } from '../forward/targets/nats-subject.js'
 import { levelFilterProblem, strict, wholeNumber } from './schema-kit.js'
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/
@@ -44,7 +45,16 @@ const NATS = strict({
     create: v.optional(v.boolean('expected true or false')),
     duplicateWindowMs: v.optional(wholeNumber(1_000, 7 * 24 * 3_600_000, ' (ms)')),
   }),
-  subject: v.optional(template(FORWARD_DEFAULTS.natsSubject)),
+  // Every event's subject must be one a client may publish to: no wildcard token, no empty one.
+  subject: v.optional(
+    v.pipe(
+      template(FORWARD_DEFAULTS.natsSubject),
+      v.rawCheck(({ dataset, addIssue }) => {
+        const problem = dataset.typed ? subjectProblem(dataset.value.replace(/\{(device|service|version|event)\}/g, 'x')) : undefined
+        if (problem !== undefined) addIssue({ message: `expected a subject events can be published to (${problem.replace(/^it /, 'this one ')}), e.g. ${FORWARD_DEFAULTS.natsSubject}` })
+      }),
+    ),
+  ),
   ...common,
 })
 

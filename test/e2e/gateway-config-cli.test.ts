@@ -58,6 +58,8 @@ describe('outpost gateway --config', () => {
       [path.join(dir, 'missing.yaml'), /^outpost: INVALID_CONFIG: missing\.yaml: cannot read the config file \(no such file\)$/],
       [configFile('mqtt:\n  port: [1883\nauth: {}\n'), /^outpost: INVALID_CONFIG: gateway-\d+\.yaml: not valid YAML at line \d+, column \d+: /],
       [configFile('{ "mqtt": { "port": 1883, } ', '.json'), /^outpost: INVALID_CONFIG: gateway-\d+\.json: not valid JSON/],
+      // A NATS subject with a wildcard: before, it passed, and every event became a dead letter.
+      [configFile("forward:\n  targets:\n    js: { type: nats, servers: nats://127.0.0.1:4222, stream: { name: S }, subject: 'ev.*.{device}.{service}.{version}.{event}' }\n"), /^outpost: INVALID_CONFIG: gateway-\d+\.yaml: forward\.targets\.js\.subject: expected a subject events can be published to \(this one has a wildcard\), e\.g\. outpost\.evt\.\{device\}\.\{service\}\.\{version\}\.\{event\}, got "ev\.\*\./],
     ]
     for (const [file, wanted] of cases) {
       const r = await outpost(['gateway', '--config', file], CLEAN_ENV)

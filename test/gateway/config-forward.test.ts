@@ -90,6 +90,10 @@ describe('forward and commands config', () => {
     ['forward: { targets: { c: { type: nats, servers: nats://x:4222 } } }', 'forward.targets.c.stream: missing'],
     ['forward: { targets: { c: { type: nats, servers: nats://x:4222, stream: { name: S }, whenFull: drop } } }', 'expected drop-oldest, drop-newest or refuse'],
     ['forward: { targets: { c: { type: nats, servers: nats://x:4222, stream: { name: S }, subject: "a.{host}" } } }', 'expected only {device}, {service}, {version} and {event}'],
+    // Before: passed the check, and every event became a dead letter ("invalid subject").
+    ['forward: { targets: { c: { type: nats, servers: nats://x:4222, stream: { name: S }, subject: "a.*.{device}.{service}.{version}.{event}" } } }', 'forward.targets.c.subject: expected a subject events can be published to (this one has a wildcard)'],
+    ['forward: { targets: { c: { type: nats, servers: nats://x:4222, stream: { name: S }, subject: "a.{device}.{service}.{version}.{event}.>" } } }', 'forward.targets.c.subject: expected a subject events can be published to (this one has a wildcard)'],
+    ['forward: { targets: { c: { type: nats, servers: nats://x:4222, stream: { name: S }, subject: "a..{device}.{event}" } } }', 'forward.targets.c.subject: expected a subject events can be published to (this one has an empty token)'],
     ['forward: { targets: { c: { type: nats, servers: nats://x:4222, stream: { name: S } } }, routes: [{ to: [cloud] }] }', 'forward.routes[0].to: unknown target "cloud"; expected one of c'],
     ['forward: { targets: { c: { type: nats, servers: nats://x:4222, stream: { name: S } } }, routes: [{ events: [thermo/#/x], to: [c] }] }', "'#' may only be the last level"],
     ['forward: { targets: { c: { type: rabbitmq, url: "amqp://h", exchange: { name: e }, window: 0 } } }', 'forward.targets.c.window'],

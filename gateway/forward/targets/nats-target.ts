@@ -9,6 +9,7 @@ import type { Logger } from 'pino'
 import { errorMessage, isOutpostError, type OutpostError } from '../../../runtime/errors.js'
 import type { NatsTargetConfig } from '../forward-config.js'
 import { natsMessageHeaders } from './nats-headers.js'
+import { subjectProblem } from './nats-subject.js'
 import { dedupeKey, targetRejected, targetUnavailable, type ForwardMessage, type ForwardTarget, type SendResult } from '../target.js'
 
 /** Ping interval asked of the client, ms: a silently dead link is noticed within two to three of them. */
@@ -328,16 +329,6 @@ function jsApiCode(err: unknown): number | undefined {
   if (!(err instanceof Error) || err.name !== 'JetStreamApiError' && !/ApiError|NotFound/.test(err.name)) return undefined
   const code = (err as { code?: unknown }).code
   return typeof code === 'number' ? code : undefined
-}
-
-/** Why a subject cannot be published to (empty token, wildcard, whitespace), or undefined. */
-function subjectProblem(subject: string): string | undefined {
-  if (subject === '') return 'it is empty'
-  if (/\s/.test(subject)) return 'it contains whitespace'
-  const tokens = subject.split('.')
-  if (tokens.some((t) => t === '')) return 'it has an empty token'
-  if (tokens.some((t) => t === '*' || t === '>')) return 'it has a wildcard'
-  return undefined
 }
 
 /** The literal tokens of a subject template before its first `{placeholder}`, joined by dots. */

@@ -183,6 +183,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
       tls: config.mqtt.tls,
       websocket: config.mqtt.websocket,
       onRefusedConnection: (c) => troubles.warn('connection limit', { listener: c.listener, remoteAddress: c.remoteAddress, maxConnections: config.mqtt.maxConnections }, 'connection refused: too many clients connected'),
+      onEvictedConnection: (c) => troubles.warn('connection limit, not logged in', { listener: c.listener, remoteAddress: c.remoteAddress, maxConnections: config.mqtt.maxConnections }, 'connection limit reached: a connection that had not logged in yet was closed to make room for a new one'),
       onSlowClient: (c) => troubles.warn('slow client', { client: c.clientId === undefined ? undefined : loggedId(c.clientId), queuedBytes: c.queuedBytes }, 'client cut off: it does not read what the broker has for it'),
       ...(forwarder === undefined ? {} : { beforePublish: (packet: { topic: string; payload: unknown }) => forwarder.accept(packet.topic, packet.payload as Uint8Array) }),
       aedes: { persistence, maxClientsIdLength: 128, ...auth?.hooks, ...(traffic === undefined ? {} : { authorizeForward: traffic.forward }) },

@@ -24,7 +24,10 @@ export interface MqttBrokerOptions {
   maxPacketBytes?: number
   /** Most topic levels in a publish or subscription (default: aedes' 100, its ceiling); more closes the connection. */
   maxTopicLevels?: number
-  /** Most clients connected at once over all listeners (default 10 000); one more is closed at accept. 0: no limit. */
+  /**
+   * Most clients connected at once over all listeners (default 10 000); one more takes the place
+   * of the oldest connection that has not logged in yet, or, with none, is closed at accept. 0: no limit.
+   */
   maxConnections?: number
   /**
    * A client id that may connect when `maxConnections` are open (the gateway's own connection):
@@ -48,6 +51,8 @@ export interface MqttBrokerOptions {
   onOversizedPacket?(info: { bytes: number; type: number; remoteAddress?: string; clientId?: string }): void
   /** Told of each connection refused because `maxConnections` were open. */
   onRefusedConnection?(info: { listener: ListenerKind; remoteAddress?: string }): void
+  /** Told of each connection whose client had not logged in, closed at the limit to make room (`listener` and `remoteAddress` are the newcomer's). */
+  onEvictedConnection?(info: { listener: ListenerKind; remoteAddress?: string }): void
   /** Told of each client cut off for not reading what the broker had for it. */
   onSlowClient?(info: { clientId?: string; queuedBytes: number }): void
   /**

@@ -6,6 +6,8 @@ export interface BrokerStats {
   connections: number
   /** Connections closed at accept because `maxConnections` were open. */
   refusedConnections: number
+  /** Connections whose client had not logged in, closed at the limit to make room for a new one. */
+  evictedConnections: number
   /** Connections closed because their client sent a packet larger than `maxPacketBytes`. */
   oversizedPackets: number
   /** QoS 0 messages not sent to a client whose socket was full (it did not read fast enough). */
@@ -26,15 +28,16 @@ export interface BrokerStats {
  */
 export interface BrokerCounters {
   refusedConnections: number
+  evictedConnections: number
   oversizedPackets: number
   droppedQos0: number
   slowClientsCut: number
 }
 
-export const brokerCounters = (): BrokerCounters => ({ refusedConnections: 0, oversizedPackets: 0, droppedQos0: 0, slowClientsCut: 0 })
+export const brokerCounters = (): BrokerCounters => ({ refusedConnections: 0, evictedConnections: 0, oversizedPackets: 0, droppedQos0: 0, slowClientsCut: 0 })
 
 /** A snapshot of the counts, with the open connections and the emitter's state as they are now. */
 export function brokerStats(counters: BrokerCounters, connections: number, emitter: BrokerEmitter): BrokerStats {
-  const { refusedConnections, oversizedPackets, droppedQos0, slowClientsCut } = counters
-  return { connections, refusedConnections, oversizedPackets, droppedQos0, slowClientsCut, inFlight: emitter.current, heldForOrder: emitter.waiting, orderWaitsGivenUp: emitter.gaveUp }
+  const { refusedConnections, evictedConnections, oversizedPackets, droppedQos0, slowClientsCut } = counters
+  return { connections, refusedConnections, evictedConnections, oversizedPackets, droppedQos0, slowClientsCut, inFlight: emitter.current, heldForOrder: emitter.waiting, orderWaitsGivenUp: emitter.gaveUp }
 }

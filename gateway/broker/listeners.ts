@@ -28,7 +28,7 @@ export function createListeners(aedes: Aedes, opts: MqttBrokerOptions, limits: B
   const { maxPacketBytes } = limits
   const holdUntilConnack = connackFirst(aedes)
   /** Hands an admitted connection to aedes, behind the packet size guard. */
-  const serve = (conn: Duplex, remoteAddress: string | undefined, req?: http.IncomingMessage): void => {
+  const serve = (conn: Duplex, remoteAddress: string | undefined, counted: Duplex, req?: http.IncomingMessage): void => {
     // Known once its CONNECT was read; a CONNECT that is itself too large leaves it unknown.
     let client: { id?: string } | undefined
     if (maxPacketBytes > 0) {
@@ -42,6 +42,7 @@ export function createListeners(aedes: Aedes, opts: MqttBrokerOptions, limits: B
       })
     }
     const handled = aedes.handle(conn, req as never)
+    limit.track(handled, counted)
     holdUntilConnack(handled, conn)
     client = handled as { id?: string } | undefined
   }
@@ -49,16 +50,24 @@ export function createListeners(aedes: Aedes, opts: MqttBrokerOptions, limits: B
   const servers: { kind: ListenerKind; server: net.Server }[] = []
   // noDelay: without it QoS 1 PUBACKs sit behind Nagle's algorithm and request/reply stalls.
   const tcp = net.createServer({ noDelay: true }, (socket) => {
-    if (limit.admit(socket, 'mqtt', socket.remoteAddress)) serve(socket, socket.remoteAddress)
+    if (limit.admit(socket, 'mqtt', socket.remoteAddress)) serve(socket, socket.remoteAddress, socket)
   })
   servers.push({ kind: 'mqtt', server: tcp })
 
   if (tlsContext !== undefined) {
-    const tlsServer = tls.createServer(tlsContext, (socket) => serve(socket, socket.remoteAddress))
+    // The raw socket under each TLS one, by its peer (one connection per address and port).
+    const rawOf = new Map<string, net.Socket>()
+    const peer = (s: net.Socket): string => `${s.remoteAddress}|${s.remotePort}`
+    const tlsServer = tls.createServer(tlsContext, (socket) => serve(socket, socket.remoteAddress, rawOf.get(peer(socket)) ?? socket))
     // Counted and refused on the raw socket, before a handshake is spent on it.
     tlsServer.prependListener('connection', (raw: net.Socket) => {
       raw.setNoDelay(true)
-      if (!limit.admit(raw, 'mqtts', raw.remoteAddress)) raw.on('error', () => {})
+      if (!limit.admit(raw, 'mqtts', raw.remoteAddress)) return void raw.on('error', () => {})
+      const key = peer(raw)
+      rawOf.set(key, raw)
+      raw.once('close', () => {
+        if (rawOf.get(key) === raw) rawOf.delete(key)
+      })
     })
     // A failed handshake (wrong CA, plain MQTT on the TLS port) closes that socket; nothing else to do.
     tlsServer.on('tlsClientError', () => {})
@@ -87,7 +96,7 @@ export function createListeners(aedes: Aedes, opts: MqttBrokerOptions, limits: B
         const stream = createWebSocketStream(client)
         // The socket is what is counted; its stream closes with it.
         stream.on('error', () => {})
-        serve(stream, remoteAddress, req)
+        serve(stream, remoteAddress, socket, req)
       })
     })
     web.on('clientError', (_err, socket) => socket.destroy())

@@ -138,6 +138,7 @@ function gatewayMetrics(view: GatewayView, traffic: Traffic | undefined): Metric
   gauge('outpost_gateway_clients_connected', 'Connections open on the broker, over all its listeners.', () => brokerStats()?.connections ?? 0)
   gauge('outpost_gateway_broker_in_flight', 'Messages the broker is delivering right now.', () => brokerStats()?.inFlight ?? 0)
   follow('outpost_gateway_broker_refused_connections_total', 'Connections closed at accept: the connection limit was reached.', [], () => [[{}, brokerStats()?.refusedConnections ?? 0]])
+  follow('outpost_gateway_broker_evicted_connections_total', 'Connections that had not logged in, closed at the connection limit to make room for a new one.', [], () => [[{}, brokerStats()?.evictedConnections ?? 0]])
   follow('outpost_gateway_broker_oversized_packets_total', 'Connections closed for a packet over the size limit.', [], () => [[{}, brokerStats()?.oversizedPackets ?? 0]])
   follow('outpost_gateway_broker_dropped_qos0_total', 'QoS 0 messages not sent to a client that did not read fast enough.', [], () => [[{}, brokerStats()?.droppedQos0 ?? 0]])
   gauge('outpost_gateway_session_queued_messages', 'QoS 1/2 messages queued for clients (in flight, or for persistent sessions that are away).', () => view.sessions?.()?.queued ?? 0)

@@ -76,6 +76,47 @@ describe('gateway broker', () => {
     expect(later.connected).toBe(true)
   })
 
+  // Found from outside (helper): sockets that never send a CONNECT held every place for aedes'
+  // connect timeout (30 s), and a client that opened them again as they were closed kept every
+  // device off the broker (10,000 idle sockets against the default limit; a device refused at 1,
+  // 10, 20 and 25 s against a limit of 50).
+  it('at maxConnections, a new client takes the place of the oldest socket that never logged in (plain TCP and TLS); a client that logged in keeps its place', async () => {
+    const { dir, certFile, keyFile, cert } = selfSigned()
+    cleanup(() => rmSync(dir, { recursive: true, force: true }))
+    const evicted: string[] = []
+    const broker = await start({ maxConnections: 4, tls: { port: 0, certFile, keyFile }, onEvictedConnection: (c) => evicted.push(c.listener) })
+    const first = await mqtt.connectAsync(broker.url, { clientId: 'first', reconnectPeriod: 0 })
+    cleanup(() => first.endAsync(true))
+    // Plain sockets (not MQTT.js) that never send anything: on the TCP listener and the TLS one (no handshake either).
+    const idle: { socket: net.Socket; closed: boolean }[] = []
+    for (const port of [broker.port, broker.port, broker.tls!.port]) {
+      const socket = net.connect(port, '127.0.0.1')
+      const one = { socket, closed: false }
+      socket.on('error', () => {})
+      socket.once('close', () => (one.closed = true))
+      await new Promise<void>((r) => socket.once('connect', () => r()))
+      cleanup(() => socket.destroy())
+      idle.push(one)
+    }
+    await until(() => broker.stats().connections === 4, 10_000)
+    // Full: a device still gets in, in place of the oldest idle socket, over TCP and over TLS.
+    const device = await mqtt.connectAsync(broker.url, { clientId: 'device', reconnectPeriod: 0 })
+    cleanup(() => device.endAsync(true))
+    const secure = await mqtt.connectAsync(broker.tls!.url, { clientId: 'secure', reconnectPeriod: 0, ca: cert })
+    cleanup(() => secure.endAsync(true))
+    await until(() => idle[0]!.closed && idle[1]!.closed, 10_000)
+    expect(idle[2]!.closed).toBe(false)
+    expect(broker.stats()).toMatchObject({ connections: 4, evictedConnections: 2, refusedConnections: 0 })
+    expect(evicted).toEqual(['mqtt', 'mqtts'])
+    // The last idle one goes for the next client; after it, every place is a logged-in client's.
+    const third = await mqtt.connectAsync(broker.url, { clientId: 'third', reconnectPeriod: 0 })
+    cleanup(() => third.endAsync(true))
+    await until(() => idle[2]!.closed, 10_000)
+    expect(await refused(broker.url, 'one-too-many')).toBeTruthy()
+    expect(broker.stats()).toMatchObject({ connections: 4, evictedConnections: 3, refusedConnections: 1 })
+    expect([first, device, secure, third].every((c) => c.connected)).toBe(true)
+  }, 30_000)
+
   it('lets the reserved client id in when maxConnections are taken, one connection more; anyone else on that reserve is refused at CONNECT', async () => {
     const broker = await start({ maxConnections: 2, reservedClientId: 'gateway' })
     for (let i = 0; i < 2; i++) {

@@ -13,7 +13,7 @@ import {
   DEVICE_FILE, KEYS_DIR, loadPointer, otherSlot, POINTER_FILE, readState, readTrustedKeys, SLOTS_DIR, slotDir, syncDir, writeFileAtomic,
   type BootPointer, type LaunchOutcome, type SlotName,
 } from '../runtime/launcher/launcher.js'
-import { chooseInactiveSlot, placeSlot, switchToSlot } from '../runtime/ota/install.js'
+import { chooseInactiveSlot, FLASH_LOCK, placeSlot, switchToSlot, takeFlashLock } from '../runtime/ota/install.js'
 import { MANIFEST_FILE, SIGNATURE_FILE, type Manifest } from './manifest.js'
 import { keyIdOf, type KeyInput } from './signing.js'
 import { verifyBundle, type VerifyTarget } from './verify.js'
@@ -222,6 +222,35 @@ export async function flashBundle(bundleDir: string, opts: FlashOptions): Promis
   await step('prepare')
   // Until the switch the device starts what it started before: a failure says so, and removes what it copied.
   const still = old === undefined ? 'the device has no bundle yet' : `the device still starts slot ${old.slot}`
+  let release: () => void
+  try {
+    release = takeFlashLock(root)
+  } catch (err) {
+    throw isOutpostError(err) ? err : writeError(err, opts.to, `marking ${opts.to} as being flashed (${FLASH_LOCK})`, still)
+  }
+  try {
+    return await install(root, bundleDir, opts, { files, launcher, still, trusted, target, given, manifest, keyId, step })
+  } finally {
+    release()
+  }
+}
+
+/** What flashBundle found before it took the device (verified, checked for room), for install. */
+interface Verified {
+  files: string[]
+  launcher: Buffer
+  still: string
+  trusted: KeyObject[]
+  target: FlashResult['target']
+  given: KeyObject | undefined
+  manifest: Manifest
+  keyId: string
+  step(name: string): Promise<void>
+}
+
+/** flashBundle's writing part, under its flash lock: into the inactive slot, verified there, then the switch. */
+async function install(root: string, bundleDir: string, opts: FlashOptions, v: Verified): Promise<FlashResult> {
+  const { files, launcher, still, trusted, target, given, manifest, keyId, step } = v
   let doing = 'removing what an earlier flash left and preparing slots/'
   const { slot, pointer, incoming, damaged } = await chooseInactiveSlot(root).catch((err: unknown) => Promise.reject(writeError(err, opts.to, doing, still)))
   const slotPath = slotDir(root, slot)

@@ -82,8 +82,10 @@ export function parseSignature(bytes: Buffer): ManifestSignature {
   } catch {
     throw new OutpostError(ErrorCode.BAD_SIGNATURE, 'manifest.sig is not a signature file (not JSON)')
   }
-  if (sig.algorithm !== 'ed25519' || typeof sig.keyId !== 'string' || typeof sig.signature !== 'string') {
-    throw new OutpostError(ErrorCode.BAD_SIGNATURE, `manifest.sig is not an Ed25519 signature file (algorithm ${JSON.stringify(sig.algorithm)})`)
+  if (typeof sig !== 'object' || sig === null || Array.isArray(sig)) throw new OutpostError(ErrorCode.BAD_SIGNATURE, 'manifest.sig is not a signature file (not a JSON object)')
+  if (sig.algorithm !== 'ed25519') throw new OutpostError(ErrorCode.BAD_SIGNATURE, `manifest.sig is not an Ed25519 signature file (algorithm ${JSON.stringify(sig.algorithm)})`)
+  if (typeof sig.keyId !== 'string' || typeof sig.signature !== 'string') {
+    throw new OutpostError(ErrorCode.BAD_SIGNATURE, `manifest.sig is not a signature file (${typeof sig.keyId !== 'string' ? 'keyId' : 'signature'} is not a string)`)
   }
   return sig as ManifestSignature
 }

@@ -1,8 +1,9 @@
 // Checking a bundle directory before it is installed: signed by a trusted key, every file as the
 // manifest says and nothing else, built for the Node ABI, platform and architecture that will run it.
-import { readdir, readFile } from 'node:fs/promises'
+import { readdir } from 'node:fs/promises'
 import path from 'node:path'
-import { ErrorCode, OutpostError } from '../runtime/errors.js'
+import { ErrorCode, errorMessage, OutpostError } from '../runtime/errors.js'
+import { MAX_MANIFEST_BYTES, readRegularFile } from '../runtime/launcher/launcher.js'
 import { MANIFEST_FILE, MANIFEST_FORMAT, SIGNATURE_FILE, sha256, type Manifest } from './manifest.js'
 import { keyIdOf, parseSignature, signatureHolds, toPublicKey, type KeyInput } from './signing.js'
 
@@ -18,12 +19,20 @@ export interface VerifyTarget {
 
 const fail = (code: ErrorCode, message: string, details?: unknown): OutpostError => new OutpostError(code, message, { details })
 
-const readOrUndefined = async (file: string): Promise<Buffer | undefined> => {
+/**
+ * A file of the bundle, or undefined when it is not there. One that is not a regular file (a
+ * FIFO would be waited on for ever, /dev/zero read without end) or is larger than `maxBytes` is
+ * refused unread. @throws HASH_MISMATCH for those, BAD_ARGUMENT when it cannot be read
+ */
+const readOrUndefined = (file: string, maxBytes: number): Buffer | undefined => {
   try {
-    return await readFile(file)
+    return readRegularFile(file, maxBytes)
   } catch (err) {
-    if ((err as { code?: string }).code === 'ENOENT') return undefined
-    throw err
+    const code = (err as { code?: string }).code
+    if (code === 'ENOENT') return undefined
+    const name = path.basename(file)
+    if (code === 'ENOTREG' || code === 'EFBIG') throw fail(ErrorCode.HASH_MISMATCH, `${name} in ${path.dirname(file)} is not the file the manifest lists: ${errorMessage(err)}`, { file: name })
+    throw fail(ErrorCode.BAD_ARGUMENT, `cannot read ${name} in ${path.dirname(file)} (${errorMessage(err)})`, { file: name })
   }
 }
 
@@ -53,9 +62,9 @@ function checkShape(value: unknown): Manifest {
  */
 export async function verifyBundle(dir: string, trusted: KeyInput | readonly KeyInput[], target: VerifyTarget = {}): Promise<Manifest> {
   const keys = (Array.isArray(trusted) ? trusted : [trusted as KeyInput]).map(toPublicKey)
-  const manifestBytes = await readOrUndefined(path.join(dir, MANIFEST_FILE))
+  const manifestBytes = readOrUndefined(path.join(dir, MANIFEST_FILE), MAX_MANIFEST_BYTES)
   if (manifestBytes === undefined) throw fail(ErrorCode.NOT_FOUND, `${dir} has no ${MANIFEST_FILE}: not a bundle directory`)
-  const sigBytes = await readOrUndefined(path.join(dir, SIGNATURE_FILE))
+  const sigBytes = readOrUndefined(path.join(dir, SIGNATURE_FILE), MAX_MANIFEST_BYTES)
   if (sigBytes === undefined) throw fail(ErrorCode.UNKNOWN_KEY, `the bundle in ${dir} is not signed (no ${SIGNATURE_FILE}); it was built with --unsigned`)
   const sig = parseSignature(sigBytes)
   const key = keys.find((k) => keyIdOf(k) === sig.keyId)
@@ -88,7 +97,8 @@ async function checkFiles(dir: string, manifest: Manifest): Promise<void> {
     throw fail(ErrorCode.HASH_MISMATCH, `${entry.name} in ${dir} is not in the manifest`, { file: entry.name })
   }
   for (const f of manifest.files) {
-    const bytes = await readOrUndefined(path.join(dir, f.path))
+    // Larger than listed: refused unread.
+    const bytes = readOrUndefined(path.join(dir, f.path), f.size)
     if (bytes === undefined) throw fail(ErrorCode.HASH_MISMATCH, `${f.path} is missing from ${dir}`, { file: f.path })
     const actual = sha256(bytes)
     if (bytes.byteLength !== f.size || actual !== f.sha256) {

@@ -14,7 +14,7 @@
 // installed a bundle over the air (runtime/ota/) asks over the IPC channel to be restarted into it.
 import { spawn } from 'node:child_process'
 import type { KeyObject } from 'node:crypto'
-import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs'
+import { closeSync, constants as fsConstants, fstatSync, fsyncSync, openSync, readdirSync, readSync, realpathSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -126,6 +126,30 @@ const sha256 = (b: Uint8Array): string => crypto().createHash('sha256').update(b
 const errText = (err: unknown): string => (err instanceof Error ? err.message : String(err))
 const attempt = <T>(f: () => T): T | undefined => { try { return f() } catch { return undefined } }
 
+/** The most a manifest or its signature may weigh, bytes. */
+export const MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+
+/**
+ * Reads `file`, which must be a regular file of at most `maxBytes`. Opened without waiting and
+ * looked at before it is read: a FIFO (whose open and read wait for a writer), a device
+ * (/dev/zero never ends), a folder or a file too large is refused, never read.
+ * @throws an Error whose code is ENOTREG (not a regular file) or EFBIG (too large), or the system's (ENOENT, …)
+ */
+export function readRegularFile(file: string, maxBytes: number): Buffer {
+  const fd = openSync(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK)
+  try {
+    const st = fstatSync(fd)
+    if (!st.isFile()) throw Object.assign(new Error(`${path.basename(file)} is not a regular file`), { code: 'ENOTREG' })
+    if (st.size > maxBytes) throw Object.assign(new Error(`${path.basename(file)} is larger than ${maxBytes} bytes (${st.size})`), { code: 'EFBIG' })
+    const bytes = Buffer.allocUnsafe(st.size)
+    let n = 0
+    for (let r = 1; n < st.size && r > 0; n += r) r = readSync(fd, bytes, n, st.size - n, null)
+    return n === st.size ? bytes : bytes.subarray(0, n)
+  } finally {
+    closeSync(fd)
+  }
+}
+
 /** Flushes a folder's entries (a rename in it) to the disk; not every platform can open a folder. */
 export function syncDir(dir: string): void {
   let fd: number | undefined
@@ -160,7 +184,7 @@ export function writeFileAtomic(file: string, data: string | Uint8Array, mode = 
 
 const readJson = (file: string): unknown => {
   try {
-    return JSON.parse(readFileSync(file, 'utf8'))
+    return JSON.parse(readRegularFile(file, MAX_MANIFEST_BYTES).toString('utf8'))
   } catch (err) {
     if ((err as { code?: string }).code === 'ENOENT') return undefined
     throw new Error(`${file} is not readable JSON: ${errText(err)}`)
@@ -194,7 +218,7 @@ export function loadPointer(root: string, write?: (file: string, data: string | 
     const last = attempt(() => readState(root)) // a damaged state.json names no slot
     const named = /^(success|rolled-back)$/.test(String(last?.outcome)) && /^[ab]$/.test(String(last?.slot)) ? (last!.slot as SlotName) : undefined
     const slot: SlotName | undefined = named !== undefined && 'manifest' in v[named] ? named : !('manifest' in v.a) ? ('manifest' in v.b ? 'b' : undefined) : time('b') > time('a') ? 'b' : 'a'
-    const bytes = attempt(() => readFileSync(path.join(root, POINTER_FILE)))
+    const bytes = attempt(() => readRegularFile(path.join(root, POINTER_FILE), MAX_MANIFEST_BYTES))
     if (write !== undefined && bytes !== undefined) write(`${POINTER_FILE}.damaged`, bytes)
     if (slot === undefined) return { pointer: undefined, damaged, none: `${damaged}, and neither slot verifies (${(v.a as { problem: string }).problem}; ${(v.b as { problem: string }).problem})` }
     const because = slot === named ? `${STATE_FILE} names it as the slot last started` : !('manifest' in v[otherSlot(slot)]) ? `slot ${otherSlot(slot)} does not verify` : time(slot) > time(otherSlot(slot)) ? 'the newer build' : 'both built at the same time'
@@ -220,7 +244,7 @@ export function readTrustedKeys(root: string): Map<string, KeyObject> {
   }
   for (const name of names) {
     try {
-      const key = crypto().createPublicKey(readFileSync(path.join(root, KEYS_DIR, name)))
+      const key = crypto().createPublicKey(readRegularFile(path.join(root, KEYS_DIR, name), 64 * 1024))
       if (key.asymmetricKeyType === 'ed25519') keys.set(keyIdOf(key), key)
     } catch {
       // Not a key: trusted nothing.
@@ -244,20 +268,23 @@ export function verifySlot(root: string, slot: SlotName, keys: Map<string, KeyOb
 /** verifySlot's checks on any bundle directory (over-the-air flashing checks its received bundle so); `where` names it in the problem. */
 export function verifyDir(dir: string, where: string, keys: Map<string, KeyObject>): { manifest: SlotManifest } | { problem: string } {
   try {
-    const checked = checkManifest(readFileSync(path.join(dir, 'manifest.json')), readFileSync(path.join(dir, 'manifest.sig')), where, keys)
+    const checked = checkManifest(readRegularFile(path.join(dir, 'manifest.json'), MAX_MANIFEST_BYTES), readRegularFile(path.join(dir, 'manifest.sig'), MAX_MANIFEST_BYTES), where, keys)
     if ('problem' in checked) return checked
     const m = checked.manifest
     const listed = new Set(['manifest.json', 'manifest.sig', ...m.files.map((f) => f.path)])
     const extra = readdirSync(dir).find((n) => !listed.has(n))
     if (extra !== undefined) return { problem: `HASH_MISMATCH: ${extra} in ${where} is not in its manifest` }
     for (const f of m.files) {
-      const b = readFileSync(path.join(dir, f.path))
+      // Larger than listed: refused unread.
+      const b = readRegularFile(path.join(dir, f.path), Number.isSafeInteger(f.size) ? f.size : 0)
       if (b.byteLength !== f.size || sha256(b) !== f.sha256) return { problem: `HASH_MISMATCH: ${f.path} in ${where} is not the file its manifest lists` }
     }
     return checked
   } catch (err) {
     const code = (err as { code?: string }).code
-    return { problem: code === 'ENOENT' ? `HASH_MISMATCH: ${where} is missing a file (${errText(err)})` : `${where} cannot be read: ${errText(err)}` }
+    if (code === 'ENOENT') return { problem: `HASH_MISMATCH: ${where} is missing a file (${errText(err)})` }
+    if (code === 'ENOTREG' || code === 'EFBIG') return { problem: `HASH_MISMATCH: ${where} has a file that is not the one its manifest lists: ${errText(err)}` }
+    return { problem: `${where} cannot be read: ${errText(err)}` }
   }
 }
 
@@ -272,9 +299,10 @@ export function checkManifest(bytes: Buffer, sigBytes: Buffer, where: string, ke
   } catch {
     return { problem: `BAD_SIGNATURE: the signature of ${where} is not a signature file` }
   }
-  const key = keys.get(String(sig.keyId))
-  if (key === undefined) return { problem: `UNKNOWN_KEY: ${where} is signed by key ${String(sig.keyId)}, which this device does not trust` }
-  const raw = Buffer.from(String(sig.signature), 'base64')
+  if (typeof sig !== 'object' || sig === null || typeof sig.keyId !== 'string' || typeof sig.signature !== 'string') return { problem: `BAD_SIGNATURE: the signature of ${where} is not a signature file` }
+  const key = keys.get(sig.keyId)
+  if (key === undefined) return { problem: `UNKNOWN_KEY: ${where} is signed by key ${sig.keyId}, which this device does not trust` }
+  const raw = Buffer.from(sig.signature, 'base64')
   if (raw.byteLength !== 64 || !crypto().verify(null, bytes, key, raw)) return { problem: `BAD_SIGNATURE: the manifest of ${where} does not verify` }
   const m = JSON.parse(bytes.toString('utf8')) as SlotManifest
   if (!Array.isArray(m.files) || !m.files.every((f) => plainName(f.path)) || !m.files.some((f) => f.path === m.entry)) return { problem: `HASH_MISMATCH: the manifest of ${where} does not list its entry` }

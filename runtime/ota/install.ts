@@ -4,10 +4,11 @@
 // The order is what keeps a device bootable when the process is killed at any point: the new
 // slot is complete and flushed before it is renamed into place, and the boot pointer is switched
 // last, by one rename (docs/build.md, "Flash").
-import { existsSync, readdirSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
+import { ErrorCode, OutpostError } from '../errors.js'
 import { fsp } from '../lazy-builtin.js'
-import { KEYS_DIR, loadPointer, otherSlot, SLOTS_DIR, slotDir, syncDir, writeFileAtomic, writePointer, type BootPointer, type SlotName } from '../launcher/launcher.js'
+import { KEYS_DIR, loadPointer, otherSlot, readRegularFile, SLOTS_DIR, slotDir, syncDir, writeFileAtomic, writePointer, type BootPointer, type SlotName } from '../launcher/launcher.js'
 
 /** Where a slot is put together before it is renamed into place, under slots/. */
 export const INCOMING = '.incoming'
@@ -21,6 +22,69 @@ export interface SlotChoice {
   incoming: string
   /** Why active.json was damaged: it was kept as active.json.damaged, and `pointer` is the one recovered (as the launcher recovers it) and written in its place. */
   damaged?: string
+}
+
+/** The file in a device's folder that says a flash is under way there: `<pid> <boot id>`. */
+export const FLASH_LOCK = 'flash.lock'
+
+/** This boot of the machine (Linux); a lock written in another boot names no live process. */
+const bootId = (): string => {
+  try {
+    // (A file of /proc says it has no size: read as it comes.)
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()
+  } catch {
+    return ''
+  }
+}
+
+/** True when process `pid` runs (one of another user's too). */
+const running = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as { code?: string }).code === 'EPERM'
+  }
+}
+
+/**
+ * Marks the device folder `root` as being flashed by this process, until the function returned
+ * is called. Before, two flashes at once (two `outpost flash --to`, or one and the device's own
+ * over-the-air install) filled the same slots/.incoming, each removed the other's work as a killed
+ * flash's leftovers, and both could report success with one of the bundles on neither slot. A
+ * mark left by a process that is gone (kill -9, a power cut: another boot) is taken over.
+ * @throws STORE_IN_USE when a running process flashes `root`; what writing the folder throws (a full or read-only disk)
+ */
+export function takeFlashLock(root: string): () => void {
+  const file = path.join(root, FLASH_LOCK)
+  const boot = bootId()
+  const mine = `${process.pid} ${boot}\n`
+  for (let taken = false; ; taken = true) {
+    try {
+      writeFileSync(file, mine, { flag: 'wx' })
+      return () => {
+        try {
+          if (readRegularFile(file, 1024).toString('utf8') === mine) rmSync(file, { force: true })
+        } catch {
+          // Gone already.
+        }
+      }
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EEXIST') throw err
+      let holder = ''
+      try {
+        holder = readRegularFile(file, 1024).toString('utf8')
+      } catch {
+        // Removed meanwhile, or not a lock: taken over below.
+      }
+      const [pid, theirBoot] = holder.trim().split(' ')
+      const live = /^\d+$/.test(pid ?? '') && (theirBoot ?? '') === boot && running(Number(pid))
+      if (live || taken) {
+        throw new OutpostError(ErrorCode.STORE_IN_USE, `the device is being flashed by another process${live ? ` (pid ${pid})` : ''}; nothing was changed: flash again once it has ended (a ${FLASH_LOCK} left with no flash running may be removed)`)
+      }
+      rmSync(file, { force: true })
+    }
+  }
 }
 
 /** Leftovers of an install that was killed: the half-written slot, a replaced slot not yet removed, temporary files. */

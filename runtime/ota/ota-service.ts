@@ -25,7 +25,7 @@ import {
   type SlotManifest, type SlotName,
 } from '../launcher/launcher.js'
 import { otaContract } from './contract.js'
-import { chooseInactiveSlot, placeSlot, switchToSlot } from './install.js'
+import { chooseInactiveSlot, placeSlot, switchToSlot, takeFlashLock } from './install.js'
 
 /** The most a bundle may weigh, all files together, bytes. */
 const MAX_BUNDLE_BYTES = 256 * 1024 * 1024
@@ -295,7 +295,10 @@ export function createOtaService(opts: OtaServiceOptions) {
           let slot: SlotName
           const m = t.manifest
           const switchedAt = new Date().toISOString()
+          // Not while another process flashes this device (`outpost flash --to` on it): STORE_IN_USE, the bundle received kept.
+          let release: (() => void) | undefined
           try {
+            release = takeFlashLock(root)
             const chosen = await chooseInactiveSlot(root)
             slot = chosen.slot
             await fsp().rename(staged, chosen.incoming)
@@ -331,6 +334,8 @@ export function createOtaService(opts: OtaServiceOptions) {
             if (e === undefined) throw err
             ctx.log.warn({ bundleId, code: e.code }, `over the air: ${e.message}`)
             throw e
+          } finally {
+            release?.()
           }
           await quietly(discard)
           const restarting = opts.restart !== undefined || process.connected === true

@@ -1,6 +1,6 @@
 // `outpost build [device...]`: device bundles (build/), with a progress display while several
 // devices build (listr2), the size per dependency of each, and a summary table.
-import { existsSync } from 'node:fs'
+import { existsSync, statSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { ErrorCode, errorMessage, isOutpostError, OutpostError } from '../runtime/errors.js'
@@ -90,6 +90,15 @@ export async function runBuildCommand(opts: BuildArgs, env: NodeJS.ProcessEnv = 
   const buildTime = b.resolveBuildTime(opts.buildTime, env)
   const devices = opts.devices.length > 0 ? opts.devices : b.listDevices()
   const outDir = path.resolve(opts.outDir ?? b.defaultOutDir())
+  // The folder, or the first of its parents that exists, must be a folder: not a file in the way.
+  for (let d = outDir; ; d = path.dirname(d)) {
+    if (!existsSync(d)) {
+      if (path.dirname(d) === d) break
+      continue
+    }
+    if (!statSync(d).isDirectory()) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `--out ${opts.outDir ?? outDir}: ${d === outDir ? 'it is' : `${d} is`} a file, not a folder`)
+    break
+  }
   const built = new Map<string, import('../build/index.js').BuiltDevice>()
   const failed = new Map<string, unknown>()
   const { Listr } = await import('listr2')

@@ -16,6 +16,7 @@ const NO_KEY = { OUTPOST_SIGNING_KEY: '', SOURCE_DATE_EPOCH: '' }
 
 describe('outpost build and outpost keys, wrongly called', () => {
   const dir = temp()
+  writeFileSync(path.join(dir, 'a-file'), 'not a folder')
   const cases: [string[], RegExp][] = [
     [['biuld'], /unknown command "biuld" \(did you mean build\?\)/],
     [['kyes', 'generate'], /unknown command "kyes" \(did you mean keys\?\)/],
@@ -32,6 +33,9 @@ describe('outpost build and outpost keys, wrongly called', () => {
     [['build', 'display', '--unsigned', '--arch', 'sparc'], /--arch "sparc" is not accepted/],
     [['build', 'display', '--unsigned', '--build-time', 'yesterday'], /--build-time "yesterday" is not a time/],
     [['build', 'display', '--unsigned', '--out='], /--out needs a folder/],
+    // Before: exit 1 and ENOTDIR's text, after the build had started.
+    [['build', 'display', '--unsigned', '--out', path.join(dir, 'a-file')], /--out .*a-file: it is a file, not a folder/],
+    [['build', 'display', '--unsigned', '--out', path.join(dir, 'a-file', 'x')], /--out .*a-file\/x: .*a-file is a file, not a folder/],
     [['build', 'display', '--unsigned', '--unsigned=yes'], /--unsigned takes no value/],
     [['keys'], /outpost keys needs a command; expected generate/],
     [['keys', 'genrate'], /unknown command "genrate"; expected generate/],

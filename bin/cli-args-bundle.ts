@@ -60,6 +60,8 @@ export interface FlashArgs {
   /** --key: a public key file to trust (read by bin/flash-cmd.ts). */
   key?: string
   json: boolean
+  /** --change-device: a bundle of another device than the one there may replace it. */
+  changeDevice: boolean
   /** Over the air, through the gateway's HTTP command API. */
   ota?: OtaArgs
 }
@@ -163,11 +165,13 @@ export function parseFlashArgs(c: BundleArgsContext): FlashArgs {
     if (status && str('key') !== undefined) throw bad('--key is an option of outpost flash, not of outpost flash status')
   }
   if (!status && c.flag('json')) throw bad('--json is an option of outpost flash status only')
+  const changeDevice = c.flag('change-device')
+  if (status && changeDevice) throw bad('--change-device is an option of outpost flash, not of outpost flash status')
   const bundle = status ? undefined : rest[0]!
   if (bundle !== undefined) {
     if (!existsSync(bundle)) throw bad(`bundle directory ${bundle} does not exist (outpost build makes them, in dist/bundles/<device>)`)
     if (!statSync(bundle).isDirectory()) throw bad(`${bundle} is a file; expected a bundle directory (outpost build makes them, in dist/bundles/<device>)`)
     if (!existsSync(path.join(bundle, 'manifest.json'))) throw bad(`${bundle} is not a bundle directory (no manifest.json); outpost build makes them, in dist/bundles/<device>`)
   }
-  return { verb: status ? 'status' : 'flash', bundle, to: to ?? '', key: str('key'), json: c.flag('json'), ota }
+  return { verb: status ? 'status' : 'flash', bundle, to: to ?? '', key: str('key'), json: c.flag('json'), changeDevice, ota }
 }

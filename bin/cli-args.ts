@@ -100,6 +100,7 @@ const OPTIONS = {
   platform: { type: 'string' },
   arch: { type: 'string' },
   force: { type: 'boolean' },
+  'change-device': { type: 'boolean' },
   to: { type: 'string' },
   device: { type: 'string' },
   gateway: { type: 'string' },
@@ -120,7 +121,7 @@ const PER_COMMAND: Record<Command, readonly OptionName[]> = {
   jobs: ['db', 'limit', 'json'],
   build: ['out', 'key', 'unsigned', 'budget-kb', 'gzip-budget-kb', 'build-time', 'addon', 'platform', 'arch'],
   keys: ['out', 'force'],
-  flash: ['to', 'key', 'json', 'device', 'gateway', 'token', 'chunk-kb', 'wait'],
+  flash: ['to', 'key', 'json', 'device', 'gateway', 'token', 'chunk-kb', 'wait', 'change-device'],
   help: [],
 }
 

@@ -11,8 +11,8 @@ import type { FlashArgs, OtaArgs } from './cli-args.js'
 export const FLASH_HELP = `outpost flash — install a device bundle onto a device's filesystem or over the air (A/B slots, rollback)
 
 Usage:
-  outpost flash <bundle-dir> --to <path> [--key <public.pem>]
-  outpost flash <bundle-dir> --device <id> --gateway <url> [--token T] [--chunk-kb N] [--wait S]
+  outpost flash <bundle-dir> --to <path> [--key <public.pem>] [--change-device]
+  outpost flash <bundle-dir> --device <id> --gateway <url> [--token T] [--chunk-kb N] [--wait S] [--change-device]
   outpost flash status --to <path> [--json]
   outpost flash status --device <id> --gateway <url> [--token T] [--json]
 
@@ -21,6 +21,8 @@ Usage:
   --key FILE         a public key to trust (signing-key.pub.pem): the bundle may be signed by it, and
                      the device keeps it in <path>/keys/ once flashed. A device that trusts no key
                      refuses every bundle
+  --change-device    flash a bundle of another device than the one there (a display's onto a thermo):
+                     refused without it, as most likely a slip
   --json             for status: JSON output
   --device ID        over the air: the device's id, through the gateway (instead of --to)
   --gateway URL      the gateway's HTTP face, e.g. http://gateway:8080 (http.port in its config)
@@ -71,7 +73,7 @@ const slotLine = (s: { slot: string; device?: string; version?: string; buildTim
  * @throws BAD_ARGUMENT (a wrong --key), UNKNOWN_KEY (the device trusts no key), and the refusals of verifyBundle
  */
 export async function runFlashCommand(opts: FlashArgs, env: NodeJS.ProcessEnv = process.env): Promise<string> {
-  if (opts.ota !== undefined) return opts.verb === 'status' ? otaStatus(opts.ota, opts.json) : flashOverTheAir(opts.bundle!, opts.ota, env)
+  if (opts.ota !== undefined) return opts.verb === 'status' ? otaStatus(opts.ota, opts.json) : flashOverTheAir(opts.bundle!, opts.ota, env, opts.changeDevice)
   const f = await loadFlashModule()
   if (opts.verb === 'status') {
     const s = await f.deviceStatus(opts.to)
@@ -109,6 +111,7 @@ export async function runFlashCommand(opts: FlashArgs, env: NodeJS.ProcessEnv = 
   const r = await f.flashBundle(opts.bundle!, {
     to: opts.to,
     key: opts.key,
+    changeDevice: opts.changeDevice,
     stepDelayMs,
     // Only when slowed down (testing interrupted flashing): each step, as it starts.
     onStep: stepDelayMs === undefined ? undefined : (step) => void process.stderr.write(`flash step: ${step}\n`),
@@ -148,12 +151,12 @@ function delayOf(env: NodeJS.ProcessEnv, name: string): number | undefined {
  * @throws the device's refusal (BAD_SIGNATURE, HASH_MISMATCH, …), the gateway's (DEVICE_OFFLINE, NOT_AUTHENTICATED, …),
  *   or an error saying it was rolled back and why
  */
-async function flashOverTheAir(bundle: string, o: OtaArgs, env: NodeJS.ProcessEnv): Promise<string> {
+async function flashOverTheAir(bundle: string, o: OtaArgs, env: NodeJS.ProcessEnv, changeDevice: boolean): Promise<string> {
   const ota = await loadOtaModule()
   const chunkBytes = o.chunkKb === undefined ? undefined : o.chunkKb * 1024
   const session = ota.otaSession(bundle, {
     gateway: o.gateway, device: o.device, token: o.token, chunkBytes, waitMs: o.waitS === undefined ? undefined : o.waitS * 1000,
-    chunkDelayMs: delayOf(env, 'OUTPOST_OTA_CHUNK_DELAY_MS'),
+    chunkDelayMs: delayOf(env, 'OUTPOST_OTA_CHUNK_DELAY_MS'), changeDevice,
   })
   const tty = process.stdout.isTTY === true
   let failure: unknown

@@ -10,7 +10,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ErrorCode, errorMessage, isOutpostError, OutpostError } from '../runtime/errors.js'
 import {
-  DEVICE_FILE, KEYS_DIR, loadPointer, otherSlot, POINTER_FILE, readState, readTrustedKeys, SLOTS_DIR, slotDir, syncDir, writeFileAtomic,
+  DEVICE_FILE, KEYS_DIR, loadPointer, MAX_MANIFEST_BYTES, otherSlot, POINTER_FILE, readRegularFile, readState, readTrustedKeys, SLOTS_DIR, slotDir, syncDir, writeFileAtomic,
   type BootPointer, type LaunchOutcome, type SlotName,
 } from '../runtime/launcher/launcher.js'
 import { chooseInactiveSlot, FLASH_LOCK, placeSlot, switchToSlot, takeFlashLock } from '../runtime/ota/install.js'
@@ -33,6 +33,8 @@ export interface FlashOptions {
   onStep?: (step: string) => void
   /** Pause after announcing each step, ms: for testing interrupted flashing (OUTPOST_FLASH_STEP_DELAY_MS). */
   stepDelayMs?: number
+  /** Flash a bundle of another device than the one the folder runs (a thermo made a display): refused without. */
+  changeDevice?: boolean
 }
 
 /** What was flashed. */
@@ -212,6 +214,11 @@ export async function flashBundle(bundleDir: string, opts: FlashOptions): Promis
     throw new OutpostError(err.code, `${err.message}${err.code === ErrorCode.ABI_MISMATCH ? node : ''}; nothing was written to ${opts.to}`, { details: err.details })
   }
   const keyId = (JSON.parse(await readFile(path.join(bundleDir, SIGNATURE_FILE), 'utf8')) as { keyId: string }).keyId
+  // Another device's bundle (a display's onto a thermo) is most likely a slip: said, unless asked for.
+  const runs = runningDevice(root)
+  if (runs !== undefined && runs !== manifest.device && opts.changeDevice !== true) {
+    throw new OutpostError(ErrorCode.BAD_ARGUMENT, `the device at ${opts.to} runs the ${runs} bundle and this one is ${manifest.device}'s: give --change-device to make it a ${manifest.device}; nothing was written to ${opts.to}`)
+  }
 
   const files = [MANIFEST_FILE, SIGNATURE_FILE, ...manifest.files.map((f) => f.path)]
   const launcher = await launcherCode()
@@ -307,6 +314,18 @@ async function install(root: string, bundleDir: string, opts: FlashOptions, v: V
   }
   await step('switched')
   return { slot, previous: next.previous, manifest, keyId, addedKey, target, damaged }
+}
+
+/** The device the folder's active slot is a bundle of (its manifest's `device`), or undefined when there is none to read. */
+function runningDevice(root: string): string | undefined {
+  const slot = loadPointer(root).pointer?.slot
+  if (slot === undefined) return undefined
+  try {
+    const device = (JSON.parse(readRegularFile(path.join(slotDir(root, slot), MANIFEST_FILE), MAX_MANIFEST_BYTES).toString('utf8')) as { device?: unknown }).device
+    return typeof device === 'string' ? device : undefined
+  } catch {
+    return undefined
+  }
 }
 
 /** One slot as `outpost flash status` shows it. */

@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { ErrorCode, errorMessage, isOutpostError, OutpostError } from '../runtime/errors.js'
+import { MAX_MANIFEST_BYTES, readRegularFile } from '../runtime/launcher/launcher.js'
 import { MAX_CHUNK_BYTES, MIN_CHUNK_BYTES } from '../runtime/ota/contract.js'
 import { describeFiles, MANIFEST_FILE, SIGNATURE_FILE, type Manifest } from './manifest.js'
 import { parseSignature } from './signing.js'
@@ -36,6 +37,8 @@ export interface OtaOptions {
   resumes?: number
   /** Pause before each chunk, ms: for testing interrupted transfers (OUTPOST_OTA_CHUNK_DELAY_MS). */
   chunkDelayMs?: number
+  /** Send a bundle of another device than the one the device runs (a thermo made a display): refused without. */
+  changeDevice?: boolean
 }
 
 /** What ota@1's begin and status say of a transfer. */
@@ -119,10 +122,17 @@ export interface LocalBundle {
  * @throws NOT_FOUND (no manifest.json), UNKNOWN_KEY (unsigned), BAD_SIGNATURE (not a signature file), HASH_MISMATCH
  */
 export async function readLocalBundle(dir: string): Promise<LocalBundle> {
-  const read = async (name: string): Promise<Buffer | undefined> => readFile(path.join(dir, name)).catch((err: { code?: string }) => {
-    if (err.code === 'ENOENT') return undefined
-    throw err
-  })
+  // Looked at before it is read: a FIFO or a device there is refused, not waited on.
+  const read = async (name: string): Promise<Buffer | undefined> => {
+    try {
+      return readRegularFile(path.join(dir, name), MAX_MANIFEST_BYTES)
+    } catch (err) {
+      const code = (err as { code?: string }).code
+      if (code === 'ENOENT') return undefined
+      if (code === 'ENOTREG' || code === 'EFBIG') throw new OutpostError(ErrorCode.HASH_MISMATCH, `${name} in ${dir} is not a bundle's: ${errorMessage(err)}`)
+      throw err
+    }
+  }
   const manifestBytes = await read(MANIFEST_FILE)
   if (manifestBytes === undefined) throw new OutpostError(ErrorCode.NOT_FOUND, `${dir} has no ${MANIFEST_FILE}: not a bundle directory`)
   const sigBytes = await read(SIGNATURE_FILE)
@@ -242,7 +252,12 @@ export function otaSession(dir: string, opts: OtaOptions): OtaSession {
 
     async begin() {
       // A transfer of this bundle under way (an earlier run, interrupted) resumes in its chunk size.
-      const under = (await call<OtaStatus>('status', { bundleId: bundle!.bundleId })).transfer
+      const s = await call<OtaStatus>('status', { bundleId: bundle!.bundleId })
+      const runs = s.running.device
+      if (runs !== undefined && runs !== bundle!.manifest.device && opts.changeDevice !== true) {
+        throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${opts.device} runs the ${runs} bundle and this one is ${bundle!.manifest.device}'s: give --change-device to make it a ${bundle!.manifest.device}; nothing was sent`)
+      }
+      const under = s.transfer
       if (under !== null && under.bundleId === bundle!.bundleId) chunkBytes = under.chunkBytes
       view = await call<TransferView>('begin', beginPayload(bundle!), 60_000)
       progress.total = view.files.reduce((n, f) => n + f.chunks, 0)

@@ -9,6 +9,7 @@
 //   work; both could say they succeeded with one bundle on neither slot. Now a flash marks the
 //   folder (flash.lock): a second one is refused with STORE_IN_USE while the first runs; a mark
 //   left by a process that is gone is taken over.
+// - Another device's bundle onto a device's folder: refused unless --change-device.
 import { spawn } from 'node:child_process'
 import { createPrivateKey } from 'node:crypto'
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
@@ -75,6 +76,20 @@ describe('flashing files that are not files, and two flashes at once', () => {
     }
     expect(snapshot(dev)).toEqual(before)
   }, 120_000)
+
+  // Found from outside: a thermo's folder took a display's bundle without a word (the device became a display).
+  it("another device's bundle is refused unless --change-device is given: one line, nothing written; with it, flashed", async () => {
+    const dev = temp()
+    expect((await outpost(['flash', v1, '--to', dev, '--key', pub])).code).toBe(0)
+    const display = (await buildDevice('display', { outDir: temp(), signingKey: createPrivateKey(keys.privatePem), buildTime: '2025-03-01T00:00:00.000Z' })).dir
+    const before = snapshot(dev)
+    const refused = await outpost(['flash', display, '--to', dev])
+    expect([refused.code, refused.err]).toEqual([2, `outpost: BAD_ARGUMENT: the device at ${dev} runs the thermo bundle and this one is display's: give --change-device to make it a display; nothing was written to ${dev}\n`])
+    expect(snapshot(dev)).toEqual(before)
+    const changed = await outpost(['flash', display, '--to', dev, '--change-device'])
+    expect(changed.code, changed.err).toBe(0)
+    expect(readJson(path.join(dev, 'slots', 'b', MANIFEST_FILE))).toMatchObject({ device: 'display' })
+  }, 60_000)
 
   it('a FIFO in the active slot: the launcher and flash status do not wait on it; the launcher starts the previous slot', async () => {
     const dev = await twoSlots()

@@ -118,6 +118,10 @@ describe('over the air: refusals, and the device keeps its bundle', () => {
       expect(r.err.trim().split('\n').at(-1)).toMatch(line)
       expect(r.out).not.toContain('transfer')
     }
+    // Another device's bundle (found from outside: a thermo silently became a display): refused unless asked for.
+    const display = variant(rig.thermo, path.join(rig.temp(), 'thermo'), rig.keys.privatePem, { device: 'display', version: '0.2.0' })
+    const r = await cli(otaArgs(rig, display, [], rig.http))
+    expect([r.code, r.err.trim().split('\n').at(-1)]).toEqual([1, "outpost: BAD_ARGUMENT: thermo-otaref runs the thermo bundle and this one is display's: give --change-device to make it a display; nothing was sent"])
     expect((await rig.status()).transfer).toBeNull()
     await unchanged()
   }, 60_000)

@@ -33,7 +33,7 @@ describe('a damaged active.json: the device still boots a bundle', () => {
   let third: string
 
   const flashed = async (bundle: string, dev: string, ...more: string[]): Promise<string> => {
-    const r = await outpost(['flash', bundle, '--to', dev, ...more])
+    const r = await outpost(['flash', bundle, '--to', dev, '--change-device', ...more])
     expect(r.err).toBe('')
     expect(r.code).toBe(0)
     return r.out

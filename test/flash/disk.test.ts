@@ -58,7 +58,7 @@ describe('outpost flash and the launcher on a damaged or full device disk', () =
     return d
   }
 
-  const flash = (bundleDir: string, dev: string, ...more: string[]): ReturnType<typeof outpost> => outpost(['flash', bundleDir, '--to', dev, ...more])
+  const flash = (bundleDir: string, dev: string, ...more: string[]): ReturnType<typeof outpost> => outpost(['flash', bundleDir, '--to', dev, '--change-device', ...more])
   const flashed = async (bundleDir: string, dev: string, ...more: string[]): Promise<string> => {
     const r = await flash(bundleDir, dev, ...more)
     expect(r.err).toBe('')
@@ -113,7 +113,7 @@ describe('outpost flash and the launcher on a damaged or full device disk', () =
     await flashed(one, dev, '--key', pub)
     const pointer = readFileSync(path.join(dev, 'active.json'), 'utf8')
 
-    const child = spawn(process.execPath, ['bin/outpost.js', 'flash', two, '--to', dev], {
+    const child = spawn(process.execPath, ['bin/outpost.js', 'flash', two, '--to', dev, '--change-device'], {
       env: { ...process.env, ...CLEAN_GATEWAY_ENV, OUTPOST_FLASH_STEP_DELAY_MS: '300' },
       stdio: ['ignore', 'pipe', 'pipe'],
     })

@@ -62,7 +62,7 @@ describe('the launcher rolls a new bundle that never gets ready back to the prev
 
   it('a bundle that exits at every start: started OUTPOST_LAUNCHER_TRIES times, rolled back with the reason, the display serves again', async () => {
     const broken = await fakeBundle(path.join(temp(), 'broken'), "console.error('broken on purpose: no sensor'); process.exit(3)\n", keys.privatePem)
-    expect((await flashBundle(broken, { to: dev })).slot).toBe('b')
+    expect((await flashBundle(broken, { to: dev, changeDevice: true })).slot).toBe('b')
     const l = start()
     await l.waitFor('rolled back from slot b to slot a')
     await l.waitFor('"msg":"ready"')
@@ -83,7 +83,7 @@ describe('the launcher rolls a new bundle that never gets ready back to the prev
   it("a bundle whose fatal JSON line starts with its code (as the demo devices' do) gives a reason with the code once", async () => {
     const fatal = JSON.stringify({ level: 60, code: 'STORE_READ_ONLY', msg: 'STORE_READ_ONLY: the data folder cannot be written' })
     const readOnly = await fakeBundle(path.join(temp(), 'read-only'), `console.log(${JSON.stringify(fatal)}); process.exit(1)\n`, keys.privatePem, 'read-only')
-    expect((await flashBundle(readOnly, { to: dev })).slot).toBe('b')
+    expect((await flashBundle(readOnly, { to: dev, changeDevice: true })).slot).toBe('b')
     const l = start()
     await l.waitFor('rolled back from slot b to slot a')
     expect(state()).toMatchObject({
@@ -95,7 +95,7 @@ describe('the launcher rolls a new bundle that never gets ready back to the prev
 
   it('a bundle that crashes just after reporting ready: within its probation, so rolled back like one that never is ready', async () => {
     const flaky = await fakeBundle(path.join(temp(), 'flaky'), "console.log('{\"level\":30,\"msg\":\"ready\"}')\nsetTimeout(() => { throw new Error('sensor lost after start') }, 200)\nsetInterval(() => {}, 1000)\n", keys.privatePem, 'flaky')
-    expect((await flashBundle(flaky, { to: dev })).slot).toBe('b')
+    expect((await flashBundle(flaky, { to: dev, changeDevice: true })).slot).toBe('b')
     const l = start()
     await l.waitFor('rolled back from slot b to slot a')
     await until(() => l.lines.some((x) => x.includes('"device":"display-flash"') && x.includes('"msg":"ready"')), 20_000)
@@ -112,7 +112,7 @@ describe('the launcher rolls a new bundle that never gets ready back to the prev
 
   it('a bundle that runs but never reports ready: stopped at the deadline and rolled back', async () => {
     const silent = await fakeBundle(path.join(temp(), 'silent'), "console.log('{\"level\":30,\"msg\":\"warming up\"}')\nsetInterval(() => {}, 1000)\n", keys.privatePem, 'silent')
-    expect((await flashBundle(silent, { to: dev })).slot).toBe('b')
+    expect((await flashBundle(silent, { to: dev, changeDevice: true })).slot).toBe('b')
     const l = start({ OUTPOST_LAUNCHER_READY_MS: '1500' })
     await l.waitFor('rolled back from slot b to slot a')
     await l.waitFor('"msg":"ready"')
@@ -124,7 +124,7 @@ describe('the launcher rolls a new bundle that never gets ready back to the prev
 
   it('a new slot\'s starts count across launcher restarts (a device losing power while trying it): used up, the next start goes back, and --check says so first', async () => {
     const hangs = await fakeBundle(path.join(temp(), 'hangs'), 'setInterval(() => {}, 1000)\n', keys.privatePem, 'hangs')
-    await flashBundle(hangs, { to: dev })
+    await flashBundle(hangs, { to: dev, changeDevice: true })
     for (const n of [1, 2]) {
       const l = start()
       await l.waitFor(`started slot b: hangs 0.0.1, built 2025-03-01T00:00:00.000Z (new: start ${n} of 2`)

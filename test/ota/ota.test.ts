@@ -112,7 +112,8 @@ describe('outpost flash over the air, through the gateway', () => {
   it('a new bundle that never reports ready is rolled back by the launcher; the CLI says so, with the reason, and exits 1', async () => {
     // Signed by the trusted key, verifies, starts, and never says ready.
     const silent = await fakeBundle(path.join(rig.temp(), 'silent'), "setInterval(() => {}, 1000)\n", rig.keys.privatePem, 'silent')
-    const r = await cli(otaArgs(rig, silent, ['--wait', '60']))
+    // A bundle of another device (its own name): flashed as one with --change-device.
+    const r = await cli(otaArgs(rig, silent, ['--wait', '60', '--change-device']))
     expect(r.code, r.out + r.err).toBe(1)
     expect(r.out).toContain('verified by the device and installed into slot b; it restarts into it')
     // The failed step (the progress display's line), then the last line: what happened and why.

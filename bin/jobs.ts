@@ -91,6 +91,12 @@ export function runJobsCommand(args: string[], opts: { db?: string; limit?: stri
   if (verb === 'purge' && (rest[1] === undefined || !STATES.includes(rest[1] as JobState))) {
     throw new OutpostError(ErrorCode.BAD_ARGUMENT, `outpost jobs purge ${rest[0]} needs a state: ${STATES.join(', ')}`)
   }
+  // One job or queue per call (redrive names any number): a word more is a mistake, not ignored.
+  const takes = verb === 'queues' ? 0 : verb === 'purge' ? 2 : verb === 'redrive' ? Infinity : 1
+  if (rest.length > takes) {
+    const extra = rest.slice(takes)
+    throw new OutpostError(ErrorCode.BAD_ARGUMENT, `outpost jobs ${verb} takes ${takes === 0 ? 'no argument' : takes === 1 ? `one ${verb === 'status' || verb === 'cancel' ? 'job id' : 'queue'}` : 'a queue and a state'} (got also "${extra.join(' ').slice(0, 200)}"); nothing was changed`)
+  }
   const database = openFor(verb, opts.db)
   try {
     const store = createSqliteQueueStore(database)

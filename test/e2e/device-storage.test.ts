@@ -3,7 +3,7 @@
 // device, a read-only folder, a database of a newer schema, another process writing for longer
 // than the busy wait. Storage errors are not corruption: the file stays where it is, the device
 // says what is wrong in one line, and a device that runs survives a busy database.
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import Database from 'better-sqlite3'
@@ -164,6 +164,50 @@ describe('a device and its database', () => {
     expect(existsSync(file)).toBe(true)
     expect(jobsIn(file)).toBe(JOBS)
   }, 60_000)
+
+  // Found from outside (helper): a database with a table dropped ended the device with SQLite's
+  // bare error and a 117 KB stack trace.
+  it('ends with one line, not a stack trace, on a database that lacks a table (STORE_FAILED), and leaves it where it is', async () => {
+    const { dataDir, id, file } = fresh()
+    seed(file)
+    const db = new Database(file)
+    db.exec('DROP TABLE kv')
+    db.close()
+    const dev = device(dataDir, id)
+    const line = await endedWith(dev, 'STORE_FAILED')
+    expect(line).toContain('no such table: kv')
+    expect(line).toContain('restore it from a backup, or move it away')
+    expect(jobsIn(file)).toBe(JOBS)
+    expect(readdirSync(dataDir).filter((f) => f.includes('corrupt'))).toEqual([])
+  }, 60_000)
+
+  // Found from outside (helper): a lock file that was a link to the database had the device's pid
+  // written into the database's header (as its schema version), and the next start refused it.
+  it('sets aside a lock file that is a link (to the database itself, say) and writes nothing through it', async () => {
+    const { dataDir, id, file } = fresh()
+    seed(file)
+    // (Seeding left a lock file of its own: in its place, a link.)
+    rmSync(`${file}.lock`, { force: true })
+    symlinkSync(path.basename(file), `${file}.lock`)
+    const version = (): number => {
+      const db = new Database(file, { readonly: true })
+      try {
+        return db.pragma('user_version', { simple: true }) as number
+      } finally {
+        db.close()
+      }
+    }
+    const dev = device(dataDir, id)
+    await until(() => logOf(dev).some((l) => l.msg === 'ready'), 60_000)
+    expect(version()).toBe(MIGRATIONS.at(-1)!.version)
+    expect(readdirSync(dataDir).filter((f) => f.startsWith(`${id}.db.lock.damaged-`))).toHaveLength(1)
+    expect(lstatSync(`${file}.lock`).isSymbolicLink()).toBe(false)
+    await dev.kill()
+    // And it starts again on it.
+    const again = device(dataDir, id)
+    await until(() => logOf(again).some((l) => l.msg === 'ready'), 60_000)
+    expect(jobsIn(file)).toBe(JOBS)
+  }, 90_000)
 
   it('survives another process writing for longer than the busy wait (STORE_BUSY), and goes on once it lets go', async () => {
     const { dataDir, id, file } = fresh()

@@ -115,6 +115,17 @@ describe('outpost jobs', () => {
     expect(noDb.code).toBe(2)
     expect(noDb.err).toContain('BAD_ARGUMENT')
     expect(noDb.err).toContain('--db')
+    // A word more is a mistake, not ignored (found from outside: `cancel ID1 ID2` cancelled ID1 only, exit 0).
+    for (const [args, line] of [
+      [['cancel', '01AAAAAAAAAAAAAAAAAAAAAAAA', '01BBBBBBBBBBBBBBBBBBBBBBBB'], 'outpost jobs cancel takes one job id (got also "01BBBBBBBBBBBBBBBBBBBBBBBB"); nothing was changed'],
+      [['queues', 'extra'], 'outpost jobs queues takes no argument (got also "extra")'],
+      [['resume', 'thermo/sample', 'bogus'], 'outpost jobs resume takes one queue (got also "bogus")'],
+      [['purge', 'thermo/sample', 'dead', 'junk'], 'outpost jobs purge takes a queue and a state (got also "junk")'],
+    ] as const) {
+      const r = await outpost('jobs', ...args, '--db', file)
+      expect(r.code, args.join(' ')).toBe(2)
+      expect(r.err).toContain(`BAD_ARGUMENT: ${line}`)
+    }
   }, 30_000)
 
   it('never damages what it is pointed at: a README, an empty file, a database the device closed', async () => {

@@ -1,4 +1,4 @@
-import { openSync, readSync, closeSync, renameSync } from 'node:fs'
+import { closeSync, lstatSync, openSync, readSync, renameSync } from 'node:fs'
 import Database from 'better-sqlite3'
 import { ErrorCode, OutpostError } from '../../errors.js'
 import { isDamaged, toStoreError } from './store-error.js'
@@ -76,6 +76,23 @@ function take(lockPath: string, file: string): DeviceLock {
  */
 export function lockDeviceDatabase(file: string, now: () => number = Date.now): DeviceLock {
   const lockPath = `${file}.lock`
+  // Only a file of its own: a link (to the database itself, say) would have the holder's pid
+  // written into what it points at, and a database so changed was refused at the next start
+  // (its schema version the pid). Set aside as a damaged lock file is.
+  let linked = false
+  try {
+    const st = lstatSync(lockPath)
+    linked = st.isSymbolicLink()
+  } catch {
+    // None yet: made below.
+  }
+  if (linked) {
+    try {
+      renameSync(lockPath, `${lockPath}.damaged-${now()}`)
+    } catch (e) {
+      throw toStoreError(e, lockPath, 'open')
+    }
+  }
   try {
     return take(lockPath, file)
   } catch (err) {

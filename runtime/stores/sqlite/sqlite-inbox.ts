@@ -2,7 +2,7 @@ import type { Inbox, InboxRecord, SentReply } from '../../ports/inbox.js'
 import { createEnvelopeCodec } from '../../wire/codec.js'
 import type { DeviceDatabase } from './device-database.js'
 import { prepareLater } from './prepare-later.js'
-import { guardStore } from './store-error.js'
+import { guardStore, storeOn } from './store-error.js'
 
 /** A row of the inbox: `reply` is the frame sent on `topic`, or (no topic) an encoded reply envelope. */
 interface InboxRow {
@@ -20,6 +20,11 @@ interface InboxRow {
  * @throws STORE_BUSY, STORE_FULL, STORE_READ_ONLY, STORE_FAILED from its methods
  */
 export function createSqliteInbox(database: DeviceDatabase, opts: { window?: number; now?: () => number } = {}): Inbox {
+  return storeOn(database, () => makeSqliteInbox(database, opts))
+}
+
+// Built through storeOn: a file that lacks a table is a typed error (store-error.ts).
+function makeSqliteInbox(database: DeviceDatabase, opts: { window?: number; now?: () => number } = {}): Inbox {
   const db = database.db
   const window = opts.window ?? 10_000
   const now = opts.now ?? Date.now

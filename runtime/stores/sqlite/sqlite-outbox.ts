@@ -1,7 +1,7 @@
 import type { Outbox, OutboxEntry, OutboxStreamLimits } from '../../ports/outbox.js'
 import type { DeviceDatabase } from './device-database.js'
 import { prepareLater } from './prepare-later.js'
-import { toStoreError } from './store-error.js'
+import { storeOn, toStoreError } from './store-error.js'
 import { createOutboxAccounting } from '../outbox-accounting.js'
 
 interface Row {
@@ -29,6 +29,11 @@ const copyOf = (frame: Uint8Array): Buffer => {
  * a queue store on the same database shares: a result event commits with the job's settlement.
  */
 export function createSqliteOutbox(database: DeviceDatabase, opts: { limits?: Record<string, OutboxStreamLimits>; now?: () => number } = {}): Outbox {
+  return storeOn(database, () => makeSqliteOutbox(database, opts))
+}
+
+// Built through storeOn: a file that lacks a table is a typed error (store-error.ts).
+function makeSqliteOutbox(database: DeviceDatabase, opts: { limits?: Record<string, OutboxStreamLimits>; now?: () => number } = {}): Outbox {
   const db = database.db
   const now = opts.now ?? Date.now
   const totals = db.prepare<[], { stream: string; bytes: number; entries: number }>('SELECT stream, SUM(bytes) AS bytes, COUNT(*) AS entries FROM outbox GROUP BY stream')

@@ -4,7 +4,7 @@ import { createValueCodec } from '../../wire/value-codec.js'
 import type { DeviceDatabase } from './device-database.js'
 import { prepareLater, type LaterStatement } from './prepare-later.js'
 import { createQueueClockSteps } from './queue-clock-steps.js'
-import { guardStore } from './store-error.js'
+import { guardStore, storeOn } from './store-error.js'
 
 interface Row {
   n: number
@@ -45,6 +45,11 @@ const leasedOrder = (a: LeasedRow, b: LeasedRow): number => b[2] - a[2] || a[3] 
  * same database shares: a job's completion and its result event commit together.
  */
 export function createSqliteQueueStore(database: DeviceDatabase): QueueStore {
+  return storeOn(database, () => makeSqliteQueueStore(database))
+}
+
+// Built through storeOn: a file that lacks a table is a typed error (store-error.ts).
+function makeSqliteQueueStore(database: DeviceDatabase): QueueStore {
   const db = database.db
   const codec = createValueCodec()
   // Jobs are rows numbered by the store (the table's integer key), and a job's id carries its

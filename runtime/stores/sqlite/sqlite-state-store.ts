@@ -2,10 +2,15 @@ import type { StateStore } from '../../ports/state-store.js'
 import { createValueCodec } from '../../wire/value-codec.js'
 import type { DeviceDatabase } from './device-database.js'
 import { prepareLater } from './prepare-later.js'
-import { guardStore } from './store-error.js'
+import { guardStore, storeOn } from './store-error.js'
 
 /** Creates the key-value state store in the device database (values stored as CBOR). @throws STORE_BUSY, STORE_FULL, STORE_READ_ONLY, STORE_FAILED from its methods */
 export function createSqliteStateStore(database: DeviceDatabase, now: () => number = Date.now): StateStore {
+  return storeOn(database, () => makeSqliteStateStore(database, now))
+}
+
+// Built through storeOn: a file that lacks a table is a typed error (store-error.ts).
+function makeSqliteStateStore(database: DeviceDatabase, now: () => number = Date.now): StateStore {
   const db = database.db
   const codec = createValueCodec()
   const get = db.prepare<[string, string], { value: Buffer }>('SELECT value FROM kv WHERE scope = ? AND key = ?')

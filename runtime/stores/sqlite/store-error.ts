@@ -140,3 +140,22 @@ export function guardStore<A extends unknown[], R>(file: string, fn: (...args: A
     }
   }
 }
+
+/**
+ * Builds a store on `database`, its statements prepared. A table or column the file lacks (it was
+ * changed by something other than the runtime: a tool, a hand) is STORE_FAILED saying so, not
+ * SQLite's bare error with its stack; any other failure as toStoreError names it. The file is
+ * left where it is: it is not damaged, and what it still holds may be wanted.
+ */
+export function storeOn<T>(database: { path: string }, build: () => T): T {
+  try {
+    return build()
+  } catch (err) {
+    const msg = errorMessage(err)
+    if (/^no such (table|column)/.test(msg)) {
+      throw new OutpostError(ErrorCode.STORE_FAILED, `database ${database.path} is not as this runtime leaves its databases (${msg}): something else changed it; restore it from a backup, or move it away to start with an empty one (nothing was moved)`, { cause: err })
+    }
+    throw toStoreError(err, database.path, 'open')
+  }
+}
+

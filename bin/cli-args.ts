@@ -127,8 +127,8 @@ const PER_COMMAND: Record<Command, readonly OptionName[]> = {
 
 /** Device names: a folder under devices/ with a main file, never a path. */
 const DEVICE_NAME = /^[a-z0-9][a-z0-9-]*$/
-/** Device ids become a topic level and a file name: no separators, no wildcards, bounded. */
-const DEVICE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
+/** What `outpost device` (OUTPOST_DEVICE_ID) takes as a device id: it becomes a topic level and a file name (no separators, no wildcards, bounded). */
+export const DEVICE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
 /** What a device's MQTT bridge connects with (runtime/bridges/mqtt). */
 const BROKER_PROTOCOLS = ['mqtt:', 'mqtts:']
 /** Longest delay a Node timer keeps (2^31 - 1 ms); a longer one fires at once. */

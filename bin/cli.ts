@@ -299,7 +299,7 @@ async function devices(args: CliArgs): Promise<void> {
   // The address devices are told to connect to: an IPv6 one goes in brackets.
   const host = isIP(mqtt.host) === 6 ? `[${mqtt.host}]` : mqtt.host
   try {
-    console.log(await runDevicesCommand(args.rest, { dataDir: dataDir!, role: args.role, json: args.json, mqttUrl: `mqtt://${host}:${mqtt.port}` }))
+    console.log(await runDevicesCommand(args.rest, { dataDir: dataDir!, role: args.role, json: args.json, mqttUrl: `mqtt://${host}:${mqtt.port}`, roles: Object.keys(args.gatewayConfig!.auth.roles) }))
   } catch (err) {
     // A wrong call: what was wrong on stderr, how to call it on stdout (as for jobs).
     if (isOutpostError(err, ErrorCode.BAD_ARGUMENT)) console.log(DEVICES_HELP)

@@ -6,6 +6,7 @@ import path from 'node:path'
 import { createDeviceTable, type DeviceRecord } from '../gateway/devices/device-table.js'
 import { openGatewayDatabase } from '../gateway/store/gateway-database.js'
 import { ErrorCode, OutpostError } from '../runtime/errors.js'
+import { DEVICE_ID } from './cli-args.js'
 
 /** How to call `outpost devices`, shown after a wrong call. */
 export const DEVICES_HELP = `Usage: outpost devices <command> [--config FILE] [--json]
@@ -29,7 +30,7 @@ interface Presence {
 }
 
 /** Runs one `outpost devices` command and returns what it prints. @throws BAD_ARGUMENT for a wrong call */
-export async function runDevicesCommand(rest: string[], opts: { dataDir: string; role?: string; json?: boolean; mqttUrl: string }): Promise<string> {
+export async function runDevicesCommand(rest: string[], opts: { dataDir: string; role?: string; json?: boolean; mqttUrl: string; roles?: readonly string[] }): Promise<string> {
   const [verb, id, ...extra] = rest
   const verbs = ['add', 'list', 'revoke', 'rotate']
   if (verb === undefined) throw bad('outpost devices: which command? add, list, revoke or rotate')
@@ -39,6 +40,10 @@ export async function runDevicesCommand(rest: string[], opts: { dataDir: string;
   const unexpected = needsId ? extra : [id, ...extra].filter((x) => x !== undefined)
   if (unexpected.length > 0) throw bad(`outpost devices ${verb}: unexpected argument "${String(unexpected[0]).slice(0, 40)}"`)
   if (opts.role !== undefined && verb !== 'add') throw bad(`outpost devices ${verb}: --role is for add only`)
+  // A role the configuration does not define would only show at login, as a warning of the gateway's.
+  if (opts.role !== undefined && opts.roles !== undefined && !opts.roles.includes(opts.role)) {
+    throw bad(`--role "${opts.role.slice(0, 64)}" is not a role of the gateway's configuration (its roles: ${opts.roles.join(', ')}); define it under auth.roles first, and give that config with --config`)
+  }
   const file = path.join(opts.dataDir, 'gateway.db')
   if (verb === 'add') mkdirSync(opts.dataDir, { recursive: true })
   else if (!existsSync(file)) throw new OutpostError(ErrorCode.NOT_FOUND, `no gateway database at ${file} (outpost devices add <id> creates it; or name the gateway's config with --config)`)
@@ -53,12 +58,15 @@ export async function runDevicesCommand(rest: string[], opts: { dataDir: string;
       url.password = secret
       const line = `OUTPOST_DEVICE_ID=${device.id} OUTPOST_MQTT_URL=${url.href.replace(/\/$/, '')} npx outpost device <name>`
       if (opts.json === true) return JSON.stringify({ id: device.id, role: device.role, secret, url: url.href.replace(/\/$/, '') })
+      // An id `outpost device` does not take (a plain MQTT client's may be any topic level): no line to run one with.
+      const run = DEVICE_ID.test(device.id)
+        ? ['Run a device with it:', `  ${line}`]
+        : [`An MQTT client may log in with it; an Outpost device may not (OUTPOST_DEVICE_ID takes letters, digits, '.', '_' or '-', starting with a letter or digit).`]
       return [
         `${what} ${device.id} (role ${device.role}).`,
         `secret: ${secret}`,
         'This secret is shown once and not stored (only its hash is): keep it now.',
-        `Run a device with it:`,
-        `  ${line}`,
+        ...run,
       ].join('\n')
     }
     if (verb === 'add') {

@@ -38,4 +38,22 @@ describe('gateway under attack: outpost devices add with look-alike ids', () => 
     const ids = (JSON.parse(list.out) as { id: string }[]).map((d) => d.id).sort()
     expect(ids).toEqual(['Dev-A', 'dev-a', 'thermo-é', 'ünïcode_1'].sort())
   }, 60_000)
+
+  // Found from outside (helper, a new user): `devices add` took a role the configuration does not
+  // define (it showed only at login, as a gateway warning), and printed a line to run an Outpost
+  // device with an id `outpost device` refuses.
+  it('refuses a role the configuration does not define; for an id an Outpost device cannot take, prints no line to run one', async () => {
+    const unknown = await outpost(['devices', 'add', 'ops-1', '--role', 'nosuchrole', '--config', config])
+    expect(unknown.code).toBe(2)
+    expect(unknown.err.trim()).toBe('outpost: BAD_ARGUMENT: --role "nosuchrole" is not a role of the gateway\'s configuration (its roles: device); define it under auth.roles first, and give that config with --config')
+    const withRole = path.join(dir, 'roles.yaml')
+    writeFileSync(withRole, 'dataDir: data\nmqtt: { port: 0 }\nauth:\n  roles:\n    watcher: { subscribe: ["ob/+/evt/thermo/1/+"] }\n')
+    expect((await outpost(['devices', 'add', 'ops-2', '--role', 'watcher', '--config', withRole])).code).toBe(0)
+    const odd = await outpost(['devices', 'add', 'line:7', '--config', config])
+    expect(odd.code).toBe(0)
+    expect(odd.out).not.toContain('Run a device with it')
+    expect(odd.out).toContain("An MQTT client may log in with it; an Outpost device may not (OUTPOST_DEVICE_ID takes letters, digits, '.', '_' or '-', starting with a letter or digit).")
+    const plain = await outpost(['devices', 'add', 'thermo-9', '--config', config])
+    expect(plain.out).toMatch(/Run a device with it:\n {2}OUTPOST_DEVICE_ID=thermo-9 OUTPOST_MQTT_URL=mqtt:\/\/thermo-9:[^@]+@127\.0\.0\.1:\d+ npx outpost device <name>/)
+  }, 60_000)
 })

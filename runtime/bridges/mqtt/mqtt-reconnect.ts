@@ -106,7 +106,7 @@ export function createReconnects(o: ReconnectOptions): Reconnects {
         trouble.warn(
           'taken-over',
           { clientId, upMs, inARow: shortLived, delayMs },
-          `the broker keeps closing the connection of client id ${clientId} right after accepting it: another client (a second process of this device?) is probably connected with the same client id; backing off`,
+          `the broker keeps closing the connection of client id ${clientId} right after accepting it: another client (a second process of this device?) is probably connected with the same client id, or the broker refuses something this device publishes (nats-server closes the connection on a '.' in a topic, as in a queue's result events); backing off`,
         )
       }
     },

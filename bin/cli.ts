@@ -58,12 +58,13 @@ Usage:
                                             install a bundle onto a device's filesystem (A/B slots; the
                                             device runs node <path>/launcher.mjs, which rolls back a bundle
                                             that never gets ready)
-  outpost flash <bundle-dir> --device <id> --gateway <url>
+  outpost flash <bundle-dir> --device <id> --gateway <url> [--token T]
                                             the same over the air, through the gateway's HTTP face
                                             (\`outpost flash --help\` for details)
   outpost flash status (--to <path> | --device <id> --gateway <url>) [--json]
                                             the device's active and previous slot and the last outcome
-  outpost --help, outpost <command> --help  this text (the jobs help for jobs)
+  outpost --help, outpost <command> --help  this text; with a command that has its own (devices, forward,
+                                            jobs, build, keys, flash), that command's
   outpost --version                         the version
 
 Options:

@@ -125,7 +125,13 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
     })
     c.on('error', (err) => {
       if (closing) return // errors while hanging up (e.g. "write after end") change nothing
-      const wrapped = new OutpostError(ErrorCode.BRIDGE_UNAVAILABLE, `broker ${host}:${port} unreachable: ${err.message}`, { cause: err, retryable: true })
+      // A CONNACK that refuses the login (3.1.1: 4, 5; MQTT 5: 134, 135) is no unreachable broker.
+      const refused = [4, 5, 134, 135].includes((err as { code?: unknown }).code as number)
+      const wrapped = new OutpostError(
+        ErrorCode.BRIDGE_UNAVAILABLE,
+        refused ? `broker ${host}:${port} refused the login: ${err.message}; check the device's user and password (OUTPOST_MQTT_URL) and that the broker knows it` : `broker ${host}:${port} unreachable: ${err.message}`,
+        { cause: err, retryable: true },
+      )
       // The first failure after a loss is worth a warning; each retry after it is not.
       const attempt = reconnects.attempt
       if (attempt <= 1) log.warn({ err: err.message }, 'mqtt connection error; retrying with backoff')

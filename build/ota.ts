@@ -10,10 +10,11 @@ import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { ErrorCode, errorMessage, isOutpostError, OutpostError } from '../runtime/errors.js'
-import { MAX_MANIFEST_BYTES, readRegularFile } from '../runtime/launcher/launcher.js'
+import { MAX_MANIFEST_BYTES } from '../runtime/launcher/launcher.js'
 import { MAX_CHUNK_BYTES, MIN_CHUNK_BYTES } from '../runtime/ota/contract.js'
 import { describeFiles, MANIFEST_FILE, SIGNATURE_FILE, type Manifest } from './manifest.js'
 import { parseSignature } from './signing.js'
+import { readBundleFile } from './verify.js'
 
 export { MAX_CHUNK_BYTES, MIN_CHUNK_BYTES }
 
@@ -123,19 +124,10 @@ export interface LocalBundle {
  */
 export async function readLocalBundle(dir: string): Promise<LocalBundle> {
   // Looked at before it is read: a FIFO or a device there is refused, not waited on.
-  const read = async (name: string): Promise<Buffer | undefined> => {
-    try {
-      return readRegularFile(path.join(dir, name), MAX_MANIFEST_BYTES)
-    } catch (err) {
-      const code = (err as { code?: string }).code
-      if (code === 'ENOENT') return undefined
-      if (code === 'ENOTREG' || code === 'EFBIG') throw new OutpostError(ErrorCode.HASH_MISMATCH, `${name} in ${dir} is not a bundle's: ${errorMessage(err)}`)
-      throw err
-    }
-  }
-  const manifestBytes = await read(MANIFEST_FILE)
+  const read = (name: string): Buffer | undefined => readBundleFile(path.join(dir, name), MAX_MANIFEST_BYTES)
+  const manifestBytes = read(MANIFEST_FILE)
   if (manifestBytes === undefined) throw new OutpostError(ErrorCode.NOT_FOUND, `${dir} has no ${MANIFEST_FILE}: not a bundle directory`)
-  const sigBytes = await read(SIGNATURE_FILE)
+  const sigBytes = read(SIGNATURE_FILE)
   if (sigBytes === undefined) throw new OutpostError(ErrorCode.UNKNOWN_KEY, `the bundle in ${dir} is not signed (no ${SIGNATURE_FILE}; built with --unsigned): devices refuse it`)
   const sig = parseSignature(sigBytes)
   let manifest: Manifest

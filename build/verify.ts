@@ -24,7 +24,7 @@ const fail = (code: ErrorCode, message: string, details?: unknown): OutpostError
  * FIFO would be waited on for ever, /dev/zero read without end) or is larger than `maxBytes` is
  * refused unread. @throws HASH_MISMATCH for those, BAD_ARGUMENT when it cannot be read
  */
-const readOrUndefined = (file: string, maxBytes: number): Buffer | undefined => {
+export const readBundleFile = (file: string, maxBytes: number): Buffer | undefined => {
   try {
     return readRegularFile(file, maxBytes)
   } catch (err) {
@@ -62,9 +62,9 @@ function checkShape(value: unknown): Manifest {
  */
 export async function verifyBundle(dir: string, trusted: KeyInput | readonly KeyInput[], target: VerifyTarget = {}): Promise<Manifest> {
   const keys = (Array.isArray(trusted) ? trusted : [trusted as KeyInput]).map(toPublicKey)
-  const manifestBytes = readOrUndefined(path.join(dir, MANIFEST_FILE), MAX_MANIFEST_BYTES)
+  const manifestBytes = readBundleFile(path.join(dir, MANIFEST_FILE), MAX_MANIFEST_BYTES)
   if (manifestBytes === undefined) throw fail(ErrorCode.NOT_FOUND, `${dir} has no ${MANIFEST_FILE}: not a bundle directory`)
-  const sigBytes = readOrUndefined(path.join(dir, SIGNATURE_FILE), MAX_MANIFEST_BYTES)
+  const sigBytes = readBundleFile(path.join(dir, SIGNATURE_FILE), MAX_MANIFEST_BYTES)
   if (sigBytes === undefined) throw fail(ErrorCode.UNKNOWN_KEY, `the bundle in ${dir} is not signed (no ${SIGNATURE_FILE}); it was built with --unsigned`)
   const sig = parseSignature(sigBytes)
   const key = keys.find((k) => keyIdOf(k) === sig.keyId)
@@ -98,7 +98,7 @@ async function checkFiles(dir: string, manifest: Manifest): Promise<void> {
   }
   for (const f of manifest.files) {
     // Larger than listed: refused unread.
-    const bytes = readOrUndefined(path.join(dir, f.path), f.size)
+    const bytes = readBundleFile(path.join(dir, f.path), f.size)
     if (bytes === undefined) throw fail(ErrorCode.HASH_MISMATCH, `${f.path} is missing from ${dir}`, { file: f.path })
     const actual = sha256(bytes)
     if (bytes.byteLength !== f.size || actual !== f.sha256) {

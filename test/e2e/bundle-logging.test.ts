@@ -10,7 +10,7 @@
 //   stopped; the line writer waits a second, then drops lines and counts them, and once the pipe
 //   is read again says how many, with no line torn.
 // - Asking for an asynchronous destination (sync: false) the bundle does not have: told at start.
-import { execFile, execFileSync, spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { chmodSync, closeSync, existsSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { build, type Plugin } from 'esbuild'
@@ -20,7 +20,7 @@ import { PROJECT_ROOT } from '../../build/project-root.js'
 import { tempDirs } from '../build/build-helpers.js'
 import { unreadFifo } from '../helpers/fifo.js'
 import { fillDisk, mountSmallDisk } from '../helpers/small-disk.js'
-import { runOnStoppedTerminal } from '../helpers/stopped-terminal.js'
+import { runOnStoppedTerminal, runOnTerminal } from '../helpers/stopped-terminal.js'
 
 const temp = tempDirs('bundle-logging')
 
@@ -216,39 +216,9 @@ describe('a device whose stdout pipe is full', () => {
     }
     const command = [...(root ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'] : []), process.execPath, out]
     // The terminal: a pseudo-terminal only its owner may open (0600), read for 2 s, then SIGTERM.
-    const script = String.raw`
-import json, os, pty, signal, subprocess, sys, threading, time
-master, slave = pty.openpty()
-os.fchmod(slave, 0o600)
-child = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE)
-os.close(slave)
-received = bytearray()
-def drain():
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:
-            return
-        if not chunk:
-            return
-        received.extend(chunk)
-threading.Thread(target=drain, daemon=True).start()
-time.sleep(2.0)
-child.send_signal(signal.SIGTERM)
-try:
-    code = child.wait(10)
-except subprocess.TimeoutExpired:
-    code = None
-    child.kill()
-    child.wait()
-time.sleep(0.3)
-print(json.dumps({'text': received.decode('utf-8', 'replace'), 'code': code, 'stderr': child.stderr.read().decode('utf-8', 'replace')}))
-`
-    const run = await new Promise<{ text: string; code: number | null; stderr: string }>((resolve, reject) =>
-      execFile('python3', ['-c', script, ...command], { env: { ...process.env, BEAT_FILE: path.join(dir, 'beats') }, maxBuffer: 256 * 1024 * 1024, timeout: 30_000 }, (err, stdout) => (err ? reject(err) : resolve(JSON.parse(stdout) as { text: string; code: number | null; stderr: string }))),
-    )
-    const lines = run.text.split('\r\n').slice(0, -1)
-    expect(run.code, run.stderr).toBe(0)
+    const run = await runOnTerminal(command, { BEAT_FILE: path.join(dir, 'beats') }, { seconds: 2, mode: 0o600 })
+    const lines = run.lines
+    expect(run.exitCode, run.stderr).toBe(0)
     const warning = /^\d\d:\d\d:\d\d\.\d{3} \[chatty\s*\] WARN output goes to a terminal this process may not open again \(EACCES\): should it stop taking output .*, this process stops with it; let its user open the terminal/
     if (root) expect(lines[0]).toMatch(warning)
     // Without root the test cannot give the program a terminal it may not open: it opens its own, and says nothing.

@@ -80,6 +80,16 @@ describe('contract documents and payload checks at the gateway', () => {
     const res = await fetch(`${gw.http!.url}${route}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) })
     return { status: res.status, ...((await res.json()) as Omit<Answer, 'status'>) }
   }
+  /** A gateway with device `id` live and its document held, and a plain MQTT client (auth off) that may publish documents in its name. */
+  const announcedBySomeone = async (id: string): Promise<{ gw: Gateway; calls: { n: number }; anyone: mqtt.MqttClient }> => {
+    const gw = await gateway()
+    const calls = { n: 0 }
+    await device(gw.broker.url, id, calls)
+    await until(() => current(gw, id), 30_000)
+    const anyone = await mqtt.connectAsync(gw.broker.url, { clientId: 'someone', reconnectPeriod: 0 })
+    cleanup(() => anyone.endAsync(true))
+    return { gw, calls, anyone }
+  }
   const bad = { name: 'x', level: -1.5, mode: 'off', extra: true }
   const good = { name: 'ok', level: 3, mode: 'auto', tag: '  ab  ' }
   const codec = createEnvelopeCodec({ maxFrameBytes: Number.MAX_SAFE_INTEGER })
@@ -165,12 +175,7 @@ describe('contract documents and payload checks at the gateway', () => {
   }, 60_000)
 
   it('without a usable document of the live process (none, an earlier process, schemas ajv cannot compile) the device checks the payload itself', async () => {
-    const gw = await gateway()
-    const calls = { n: 0 }
-    await device(gw.broker.url, 'probe-3', calls)
-    await until(() => current(gw, 'probe-3'), 30_000)
-    const anyone = await mqtt.connectAsync(gw.broker.url, { clientId: 'someone', reconnectPeriod: 0 })
-    cleanup(() => anyone.endAsync(true))
+    const { gw, calls, anyone } = await announcedBySomeone('probe-3')
     const byDevice = async (): Promise<void> => {
       const r = await post(gw, '/devices/probe-3/commands/probe/1/set', bad)
       expect([r.status, r.error?.code, r.error?.details?.checkedBy]).toEqual([422, 'VALIDATION_FAILED', undefined])
@@ -204,12 +209,7 @@ describe('contract documents and payload checks at the gateway', () => {
   // 30,000-item array held it 6 s, then the gateway refused a duplicate itself. Now neither runs
   // there: the device gets the call and answers.
   it('a document made to hold the gateway (a pattern behind a $ref, uniqueItems over a long array) runs neither there: the device checks', async () => {
-    const gw = await gateway()
-    const calls = { n: 0 }
-    await device(gw.broker.url, 'probe-5', calls)
-    await until(() => current(gw, 'probe-5'), 30_000)
-    const anyone = await mqtt.connectAsync(gw.broker.url, { clientId: 'someone', reconnectPeriod: 0 })
-    cleanup(() => anyone.endAsync(true))
+    const { gw, anyone } = await announcedBySomeone('probe-5')
     const inst = gw.registry.get('probe-5')!.instance!
     const announce = async (payload: unknown): Promise<void> => {
       const hostile = { v: 1, dialect: 'draft-07', services: [{ name: 'probe', version: '1', commands: { set: { payload } }, events: {} }] }

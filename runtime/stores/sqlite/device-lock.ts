@@ -76,34 +76,30 @@ function take(lockPath: string, file: string): DeviceLock {
  */
 export function lockDeviceDatabase(file: string, now: () => number = Date.now): DeviceLock {
   const lockPath = `${file}.lock`
-  // Only a file of its own: a link (to the database itself, say) would have the holder's pid
-  // written into what it points at, and a database so changed was refused at the next start
-  // (its schema version the pid). Set aside as a damaged lock file is.
-  let linked = false
-  try {
-    const st = lstatSync(lockPath)
-    linked = st.isSymbolicLink()
-  } catch {
-    // None yet: made below.
-  }
-  if (linked) {
+  const setAside = (): void => {
     try {
       renameSync(lockPath, `${lockPath}.damaged-${now()}`)
     } catch (e) {
       throw toStoreError(e, lockPath, 'open')
     }
   }
+  // Only a file of its own: a link (to the database itself, say) would have the holder's pid
+  // written into what it points at, and a database so changed was refused at the next start
+  // (its schema version the pid). Set aside as a damaged lock file is.
+  let linked = false
+  try {
+    linked = lstatSync(lockPath, { throwIfNoEntry: false })?.isSymbolicLink() === true
+  } catch {
+    // A folder it may not look into: the open below says so, typed.
+  }
+  if (linked) setAside()
   try {
     return take(lockPath, file)
   } catch (err) {
     // A lock file cut short (a power cut while it was first written) holds no lock: set it
     // aside and make a new one.
     if (!isDamaged(err)) throw toStoreError(err, lockPath, 'open')
-    try {
-      renameSync(lockPath, `${lockPath}.damaged-${now()}`)
-    } catch (e) {
-      throw toStoreError(e, lockPath, 'open')
-    }
+    setAside()
     try {
       return take(lockPath, file)
     } catch (e) {

@@ -13,6 +13,10 @@
 //     (`patternProperties`, wherever a `$ref` finds it) makes the schema unusable;
 //   - `uniqueItems` is not checked: ajv compares every pair of items, and a caller's array of
 //     some 30,000 items held the gateway for seconds;
+//   - a schema of more than MAX_SCHEMA_NODES objects is not used (compiling costs time in
+//     proportion, on the event loop), and a `$ref` is compiled once and called, never copied
+//     into each place that uses it (`inlineRefs: false`): 300 references to one definition of
+//     200 properties, 16 KB of document, otherwise compiled for 26 s into 3 GB;
 //   - compiled schemas are kept by their JSON text, at most `maxSchemas`, the oldest dropped
 //     from ajv too, so devices announcing ever new schemas cannot grow the gateway.
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv'
@@ -21,6 +25,12 @@ import type { JsonSchema } from '../../runtime/wire/envelope.js'
 
 /** The dialect ajv's default class reads, the only one a document is checked in. */
 const DIALECT = 'draft-07'
+/**
+ * Objects a schema may have, wherever they stand, and still be compiled: ajv takes about 0.15 ms
+ * for each on this machine, all of it on the gateway's event loop. A command's payload schema
+ * has tens; a larger one is left to the device.
+ */
+export const MAX_SCHEMA_NODES = 500
 /** Issues reported at most, as a device reports them. */
 const MAX_ISSUES = 20
 
@@ -57,6 +67,19 @@ function pathOf(pointer: string, data: unknown): { path: string; value: unknown 
     value = typeof value === 'object' && value !== null ? (value as Record<string, unknown>)[key] : undefined
   }
   return { path, value }
+}
+
+/** True when `schema` has more than `max` objects (a walk that stops there). */
+function largerThan(schema: unknown, max: number): boolean {
+  const stack: unknown[] = [schema]
+  let objects = 0
+  while (stack.length > 0) {
+    const v = stack.pop()
+    if (typeof v !== 'object' || v === null) continue
+    if (!Array.isArray(v) && ++objects > max) return true
+    for (const x of Array.isArray(v) ? v : Object.values(v)) if (typeof x === 'object' && x !== null) stack.push(x)
+  }
+  return false
 }
 
 const child = (path: string, key: string): string => (path === '' ? key : `${path}.${key}`)
@@ -131,7 +154,7 @@ const noRegExp = Object.assign(
 /** Creates a checker with its own ajv instance and compiled-schema cache. */
 export function createPayloadCheck(opts: { maxSchemas?: number } = {}): PayloadCheck {
   const maxSchemas = Math.max(1, opts.maxSchemas ?? 512)
-  const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false, unicode: false, unicodeRegExp: false, addUsedSchema: false, logger: false, code: { regExp: noRegExp } })
+  const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false, unicode: false, unicodeRegExp: false, addUsedSchema: false, logger: false, inlineRefs: false, code: { regExp: noRegExp } })
   // Left to the device, wherever they stand in a schema (strict: false makes them unknown words
   // that change nothing): a pattern, and uniqueItems, whose pairwise comparison a long array
   // makes quadratic.
@@ -153,11 +176,11 @@ export function createPayloadCheck(opts: { maxSchemas?: number } = {}): PayloadC
     const own = JSON.parse(text) as JsonSchema
     let validate: ValidateFunction | undefined
     try {
-      validate = ajv.compile(own)
+      validate = largerThan(own, MAX_SCHEMA_NODES) ? undefined : ajv.compile(own)
     } catch {
-      unusable++
       validate = undefined
     }
+    if (validate === undefined) unusable++
     cache.set(text, { schema: own, validate })
     if (cache.size > maxSchemas) {
       const [oldest, gone] = cache.entries().next().value!

@@ -208,7 +208,7 @@ describe('contract documents and payload checks at the gateway', () => {
   // held it 10 s, and every MQTT and HTTP client with it; 41 here would hold it for days), and a
   // 30,000-item array held it 6 s, then the gateway refused a duplicate itself. Now neither runs
   // there: the device gets the call and answers.
-  it('a document made to hold the gateway (a pattern behind a $ref, uniqueItems over a long array) runs neither there: the device checks', async () => {
+  it('a document made to hold the gateway (a pattern behind a $ref, uniqueItems over a long array, a schema of thousands of objects) runs none of that there: the device checks; many $refs to one definition are compiled once', async () => {
     const { gw, anyone } = await announcedBySomeone('probe-5')
     const inst = gw.registry.get('probe-5')!.instance!
     const announce = async (payload: unknown): Promise<void> => {
@@ -227,7 +227,17 @@ describe('contract documents and payload checks at the gateway', () => {
     // As many items as the HTTP body limit lets through, all different but the last.
     await announce({ type: 'array', uniqueItems: true })
     await byDevice([...Array.from({ length: 25_000 }, (_, i) => [i]), [0]])
+    // One definition that 250 references name (17 KB): compiled once, not into each place that
+    // names it (8 s and gigabytes on the event loop); the gateway checks through it.
+    const leaf = { type: 'object', properties: Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`q${i}`, { type: 'number', maximum: i }])) }
+    await announce({ definitions: { leaf }, type: 'object', properties: Object.fromEntries(Array.from({ length: 250 }, (_, i) => [`p${i}`, { $ref: '#/definitions/leaf' }])) })
+    const deep = await post(gw, '/devices/probe-5/commands/probe/1/set', { p249: { q199: 1_000 } })
+    expect([deep.status, deep.error?.details?.checkedBy, deep.error?.details?.issues?.[0]?.path]).toEqual([422, 'gateway', 'p249.q199'])
+    // A schema too large to compile on the gateway's event loop: the device checks.
+    await announce({ type: 'object', properties: Object.fromEntries(Array.from({ length: 3_000 }, (_, i) => [`q${i}`, { type: 'number' }])) })
+    await byDevice({ name: 1 })
     // The gateway still checks what it may: a payload of the wrong type.
+    await announce({ type: 'object', properties: { name: { type: 'string' } } })
     const wrong = await post(gw, '/devices/probe-5/commands/probe/1/set', { name: 1 })
     expect([wrong.status, wrong.error?.details?.checkedBy]).toEqual([422, 'gateway'])
     expect((await fetch(`${gw.http!.url}/healthz`)).status).toBe(200)

@@ -1,8 +1,8 @@
 // The gateway's payload check runs schemas devices announced: untrusted. No regular expression a
 // device wrote runs on the gateway (one that backtracks badly would hold its event loop), nor
-// uniqueItems (quadratic in a caller's array).
+// uniqueItems (quadratic in a caller's array); a small document cannot make a huge compiled one.
 import { describe, expect, it } from 'vitest'
-import { createPayloadCheck } from '../../gateway/commands/payload-check.js'
+import { createPayloadCheck, MAX_SCHEMA_NODES } from '../../gateway/commands/payload-check.js'
 import { isOutpostError } from '../../runtime/errors.js'
 
 const caught = (fn: () => void): unknown => {
@@ -53,5 +53,29 @@ describe('payload check with schemas from devices', () => {
     const long = [...Array.from({ length: 300_000 }, (_, i) => [i]), [0]]
     expect(caught(() => check.check({ ...schema, maxItems: 300_001 }, 'draft-07', long, 'x.y'))).toBeUndefined()
     expect(isOutpostError(caught(() => check.check(schema, 'draft-07', long, 'x.y')), 'VALIDATION_FAILED')).toBe(true)
+  })
+
+  it('compiles a definition that many $refs name once (a 17 KB document copied into each place would compile for seconds into gigabytes); it still checks through them', () => {
+    const check = createPayloadCheck()
+    const leaf = { type: 'object', properties: Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`q${i}`, { type: 'number', maximum: i }])) }
+    const schema = { definitions: { leaf }, type: 'object', properties: Object.fromEntries(Array.from({ length: 250 }, (_, i) => [`p${i}`, { $ref: '#/definitions/leaf' }])) }
+    expect(JSON.stringify(schema).length).toBeLessThan(17_000)
+    const wrong = caught(() => check.check(schema, 'draft-07', { p249: { q199: 1_000 } }, 'x.y'))
+    expect(isOutpostError(wrong, 'VALIDATION_FAILED')).toBe(true)
+    expect((wrong as { details: { issues: { path: string }[] } }).details.issues.map((i) => i.path)).toEqual(['p249.q199'])
+    expect(caught(() => check.check(schema, 'draft-07', { p0: { q199: 199 } }, 'x.y'))).toBeUndefined()
+    expect(check.stats()).toEqual({ schemas: 1, unusable: 0 })
+  })
+
+  it(`leaves a schema of more than ${MAX_SCHEMA_NODES} objects to the device, and checks one of that many`, () => {
+    const check = createPayloadCheck()
+    const props = (n: number) => ({ type: 'object', properties: Object.fromEntries(Array.from({ length: n }, (_, i) => [`q${i}`, { type: 'number' }])) })
+    // The schema itself is one object, its `properties` another: n + 2 in all.
+    expect(isOutpostError(caught(() => check.check(props(MAX_SCHEMA_NODES - 2), 'draft-07', { q0: 'text' }, 'x.y')), 'VALIDATION_FAILED')).toBe(true)
+    expect(caught(() => check.check(props(MAX_SCHEMA_NODES - 1), 'draft-07', { q0: 'text' }, 'x.y'))).toBeUndefined()
+    // Objects in arrays count too (anyOf, items as a list).
+    const options = { anyOf: Array.from({ length: MAX_SCHEMA_NODES }, () => ({ type: 'number' })) }
+    expect(caught(() => check.check(options, 'draft-07', 'text', 'x.y'))).toBeUndefined()
+    expect(check.stats()).toEqual({ schemas: 3, unusable: 2 })
   })
 })

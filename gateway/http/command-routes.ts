@@ -5,7 +5,6 @@
 // a `traceparent` header is passed on. 200 `{ "result": … }`, or the error's status with
 // `{ "error": { code, message, details? } }` (the shape replies carry on the wire).
 import type { Context, Hono } from 'hono'
-import { bodyLimit } from 'hono/body-limit'
 import { ErrorCode, OutpostError, toWireError } from '../../runtime/errors.js'
 import { MAX_COMMAND_BODY_BYTES, commandRequest, parseJsonBody, parseOffline, parseTimeout, type CommandTarget } from '../commands/command-request.js'
 import { statusOf, type CommandRequest, type CommandRouter } from '../commands/command-router.js'
@@ -38,35 +37,61 @@ function queryOf(c: Context): Record<string, string | undefined> {
   return out
 }
 
+/** Thrown by readBody for a body over MAX_COMMAND_BODY_BYTES: answered 413, the connection closed. */
+class BodyTooLarge extends Error {}
+
+/**
+ * The request's body, at most MAX_COMMAND_BODY_BYTES: refused by its Content-Length before a
+ * byte is read, or as soon as the bytes read pass it (a chunked body, which has no length). Read
+ * here, not by hono's bodyLimit, which makes a new Request of a body without Content-Length: with
+ * the process's Request left alone (http-server.ts) that threw, and a chunked body or a POST
+ * without one was 500 INTERNAL.
+ */
+async function readBody(c: Context): Promise<Uint8Array> {
+  const length = c.req.header('content-length')
+  if (length !== undefined && c.req.header('transfer-encoding') === undefined && Number(length) > MAX_COMMAND_BODY_BYTES) throw new BodyTooLarge()
+  const body = c.req.raw.body
+  if (body === null) return new Uint8Array(0)
+  const chunks: Uint8Array[] = []
+  let size = 0
+  const reader = body.getReader()
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    size += value.byteLength
+    if (size > MAX_COMMAND_BODY_BYTES) {
+      void reader.cancel().catch(() => undefined)
+      throw new BodyTooLarge()
+    }
+    chunks.push(value)
+  }
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
+}
+
 /** The request's payload, deadline and policy; BAD_ARGUMENT for what cannot be read. */
 async function readRequest(c: Context, target: CommandTarget): Promise<CommandRequest> {
   const query = queryOf(c)
-  const payload = parseJsonBody(new Uint8Array(await c.req.arrayBuffer()))
+  const payload = parseJsonBody(await readBody(c))
   const extras = { timeoutMs: parseTimeout(query.timeoutMs, 'timeoutMs'), offline: parseOffline(query.offline, 'offline'), traceparent: c.req.header('traceparent') }
   return commandRequest(target, payload, extras)
 }
 
 /** Adds the command routes to the app. */
 export function commandRoutes(app: Hono, commands: { router: CommandRouter; allow: readonly string[] }): void {
-  const limit = bodyLimit({
-    maxSize: MAX_COMMAND_BODY_BYTES,
-    onError: (c) => {
-      // The rest of the body is not read: the connection is closed after this answer. Without
-      // saying so, a client kept it for its next request, which then failed as "other side closed".
-      c.header('Connection', 'close')
-      return reply(c, 413, { error: { code: ErrorCode.BAD_ARGUMENT, message: `the request body is larger than ${MAX_COMMAND_BODY_BYTES} bytes` } })
-    },
-  })
   const run = async (c: Context, target: CommandTarget): Promise<Response> => {
     try {
       const req = await readRequest(c, target)
       return reply(c, 200, { result: await commands.router.call(req, commands.allow) })
     } catch (err) {
-      return fail(c, err)
+      if (!(err instanceof BodyTooLarge)) return fail(c, err)
+      // The rest of the body is not read: the connection is closed after this answer. Without
+      // saying so, a client kept it for its next request, which then failed as "other side closed".
+      c.header('Connection', 'close')
+      return reply(c, 413, { error: { code: ErrorCode.BAD_ARGUMENT, message: `the request body is larger than ${MAX_COMMAND_BODY_BYTES} bytes` } })
     }
   }
-  app.post('/devices/:device/commands/:service/:version/:command', limit, (c) =>
+  app.post('/devices/:device/commands/:service/:version/:command', (c) =>
     run(c, { device: c.req.param('device'), service: c.req.param('service'), version: c.req.param('version'), command: c.req.param('command') }),
   )
-  app.post('/commands/:service/:version/:command', limit, (c) => run(c, { service: c.req.param('service'), version: c.req.param('version'), command: c.req.param('command') }))
+  app.post('/commands/:service/:version/:command', (c) => run(c, { service: c.req.param('service'), version: c.req.param('version'), command: c.req.param('command') }))
 }

@@ -39,9 +39,15 @@ let gw: GatewayProcess
 let device: TestProcess
 let dataDir: string
 
-/** POST with the token; status, JSON body (undefined when there is none) and headers. */
-async function post(route: string, body?: string | Uint8Array, headers: Record<string, string> = {}): Promise<{ status: number; body: ErrorBody | undefined }> {
-  const res = await fetch(gw.httpUrl + route, { method: 'POST', body, headers: { authorization: `Bearer ${HTTP_TOKEN}`, ...headers } })
+/** POST with the token (the body sent in `chunks`, with no length, when they are given); status and JSON body (undefined when there is none). */
+async function post(route: string, body?: string | Uint8Array, headers: Record<string, string> = {}, chunks?: string[]): Promise<{ status: number; body: ErrorBody | undefined }> {
+  const stream = chunks === undefined ? undefined : new ReadableStream<Uint8Array>({
+    start(c) {
+      for (const chunk of chunks) c.enqueue(Buffer.from(chunk))
+      c.close()
+    },
+  })
+  const res = await fetch(gw.httpUrl + route, { method: 'POST', body: stream ?? body, headers: { authorization: `Bearer ${HTTP_TOKEN}`, ...headers }, ...(stream === undefined ? {} : { duplex: 'half' }) } as RequestInit)
   const text = await res.text()
   return { status: res.status, body: text === '' ? undefined : (JSON.parse(text) as ErrorBody) }
 }
@@ -123,6 +129,14 @@ describe('cloud commands under attack', () => {
     await bad('2 MB', post(READ, 'x'.repeat(2 * 1024 * 1024)), 413, 'larger than 1048576 bytes')
     // The connection the 413 came on is closed: the next requests (through the same client pool) are answered.
     for (let i = 0; i < 3; i++) await goodHttp()
+    // A body without Content-Length (chunked, as a client that streams sends it), and none at all
+    // (the payload is then {}): both were 500 INTERNAL.
+    const streamed = await post(READ, undefined, {}, ['{"un', 'it":"F"}'])
+    expect([streamed.status, streamed.body?.result?.unit]).toEqual([200, 'F'])
+    const none = await post(READ)
+    expect([none.status, none.body?.result?.unit]).toEqual([200, 'C'])
+    await bad('2 MB chunked', post(READ, undefined, {}, Array.from({ length: 32 }, () => 'x'.repeat(64 * 1024))), 413, 'larger than 1048576 bytes')
+    await goodHttp()
 
     // Within the body limit, but no device reads it: refused before it reaches the broker.
     const big = JSON.stringify({ unit: 'C', pad: 'x'.repeat(1024 * 1024 - 64) })

@@ -265,12 +265,19 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
             // broker.db too: on a full or read-only disk its commits fail, no QoS 1 message is
             // acknowledged, and gateway.db's lock check alone said ready.
             if (brokerDatabase !== undefined && !brokerDatabase.writable()) return false
+            // Without waiting for the lock: a readiness probe every few seconds while another
+            // process held it (a sqlite3 shell, a backup) kept the whole gateway in SQLite's
+            // 5 s busy wait, broker and HTTP with it, most of the time.
+            const waitMs = database.db.pragma('busy_timeout', { simple: true }) as number
+            database.db.pragma('busy_timeout = 0')
             try {
               database.db.prepare('BEGIN IMMEDIATE').run()
               database.db.prepare('ROLLBACK').run()
               return true
             } catch {
               return false
+            } finally {
+              database.db.pragma(`busy_timeout = ${waitMs}`)
             }
           },
           registry,

@@ -28,7 +28,7 @@ import { createCommandRouter, type CommandRouter } from './commands/command-rout
 import type { CommandFrontEnd } from './commands/command-request.js'
 import { startNatsCommands } from './commands/nats-commands.js'
 import { startRabbitCommands } from './commands/rabbitmq-commands.js'
-import { openGatewayDatabase } from './store/gateway-database.js'
+import { openGatewayDatabase, setAsideGatewayDatabases } from './store/gateway-database.js'
 
 import { GATEWAY_CLIENT_ID, RESERVED_DEVICE_IDS } from './devices/reserved-ids.js'
 
@@ -125,6 +125,13 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   // The gateway's own client logs in with a secret made for this run.
   const internal = new Map([[GATEWAY_CLIENT_ID, randomBytes(24).toString('base64url')]])
   const auth = config.auth.enabled ? createBrokerAuth({ devices, roles: config.auth.roles, log, internal }) : undefined
+  if (auth !== undefined && devices.list().length === 0) {
+    // Every login is refused: say so once, and why when a damaged table was set aside before (a
+    // restart after STORE_CORRUPT found a new, empty one and said nothing).
+    const aside = config.dataDir === undefined ? [] : setAsideGatewayDatabases(config.dataDir)
+    if (aside.length === 0) log.warn('no device is registered yet: every device login is refused (add one with outpost devices add)')
+    else log.warn({ setAside: aside }, `no device is registered: every device login is refused. A damaged gateway database was set aside as ${aside.at(-1)}; the devices registered in it are not in this one (restore gateway.db from a backup, or add them again with outpost devices add)`)
+  }
   // A client that connects in a loop, or a flood of clients, writes a line a minute per client
   // (the limiter tracks 256 of them, the rest share one line), never one per connection.
   const clients = createLogLimiter(log, { intervalMs: opts.clientLogIntervalMs, maxReasons: 256 })

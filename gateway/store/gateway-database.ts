@@ -1,3 +1,5 @@
+import { readdirSync } from 'node:fs'
+import path from 'node:path'
 import { ErrorCode, isOutpostError, OutpostError } from '../../runtime/errors.js'
 import { openDeviceDatabase, type DeviceDatabase, type Migration } from '../../runtime/stores/sqlite/index.js'
 
@@ -84,3 +86,16 @@ export function openGatewayDatabase(path: string, access: 'device' | 'tool' | 'r
     return open('tool')
   }
 }
+
+/**
+ * The damaged gateway databases set aside in `dataDir` (`gateway.db.corrupt-<time>`, by an earlier
+ * start that stopped on them), oldest first; none when the folder cannot be read.
+ */
+export function setAsideGatewayDatabases(dataDir: string): string[] {
+  try {
+    return readdirSync(dataDir).filter((f) => f.startsWith('gateway.db.corrupt-') && !/-(wal|shm)$/.test(f)).sort().map((f) => path.join(dataDir, f))
+  } catch {
+    return []
+  }
+}
+

@@ -4,13 +4,14 @@
 // another process (a transient failure: the gateway stays up and recovers when the lock goes, and
 // its readiness probe says so without waiting for the lock).
 // (The tests run as root here: a file made read-only does not stop root's writes, so that case is not tried.)
-import { rmSync } from 'node:fs'
+import { readdirSync, rmSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import Database from 'better-sqlite3'
 import type { MqttClient } from 'mqtt'
 import { afterEach, describe, expect, it } from 'vitest'
 import { until } from '../helpers/wait.js'
 import { outpost, startGatewayProcess, type GatewayProcess } from './gateway-attack-process.js'
+import { startGatewayCli } from '../helpers/gateway-cli.js'
 
 describe('gateway under attack: its database files', () => {
   let gw: GatewayProcess | undefined
@@ -58,4 +59,33 @@ describe('gateway under attack: its database files', () => {
     expect(a.connected).toBe(true)
     expect(gw.alive()).toBe(true)
   }, 60_000)
+
+  it('gateway.db damaged: the start stops with STORE_CORRUPT and sets it aside; the next start, with a new and empty device table, says every login is refused and where the old table went', async () => {
+    gw = await startGatewayProcess({ devices: ['dev-a'] })
+    const { dataDir, configFile } = gw
+    const stopped = gw
+    gw = undefined
+    stopped.child.kill('SIGTERM')
+    await until(() => !stopped.alive(), 15_000)
+    for (const suffix of ['-wal', '-shm']) rmSync(path.join(dataDir, `gateway.db${suffix}`), { force: true })
+    writeFileSync(path.join(dataDir, 'gateway.db'), Buffer.alloc(8192, 0x5a))
+    const failed = await outpost(['gateway', '--config', configFile])
+    expect(failed.code).toBe(1)
+    expect(failed.err + failed.out).toContain('STORE_CORRUPT')
+    const aside = readdirSync(dataDir).filter((f) => f.startsWith('gateway.db.corrupt-') && !/-(wal|shm)$/.test(f))
+    expect(aside).toHaveLength(1)
+    // A supervisor starts it again: it runs, with no device, and says so.
+    const lines: string[] = []
+    const again = await startGatewayCli(configFile, lines)
+    try {
+      const warning = lines.find((l) => l.includes('every device login is refused'))
+      expect(warning).toContain(path.join(dataDir, aside[0]!))
+      expect(warning).toContain('outpost devices add')
+    } finally {
+      again.child.kill('SIGTERM')
+      await until(again.exited, 15_000)
+      rmSync(stopped.dir, { recursive: true, force: true })
+    }
+  }, 60_000)
 })
+

@@ -240,14 +240,17 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv, devices: De
       throw bad(`unknown option ${t.rawName}${near === undefined ? '' : ` (did you mean --${near}?)`}; see outpost --help`)
     }
     const name = t.name as OptionName
+    let value: string | boolean = true
     if (OPTIONS[name].type === 'boolean') {
       if (t.inlineValue === true) throw bad(`${t.rawName} takes no value (got "${String(t.value)}")`)
-      values[name] = true
     } else {
       // Without `=`, parseArgs takes the next word even when it is another option.
       if (t.value === undefined || (t.inlineValue !== true && t.value.startsWith('--'))) throw bad(`${t.rawName} needs a value; see outpost --help`)
-      values[name] = t.value
+      value = t.value
     }
+    // `--port 1 --port 2` took the last one without a word.
+    if (Object.hasOwn(values, name)) throw bad(`--${name} is given twice; give it once`)
+    values[name] = value
   }
   const str = (name: OptionName): string | undefined => values[name] as string | undefined
 

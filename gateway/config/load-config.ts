@@ -150,7 +150,8 @@ function readConfigFile(file: string, name: string): unknown {
   } catch {
     // readFileSync below names what is wrong.
   }
-  if (st !== undefined && !st.isFile() && !st.isDirectory()) throw invalid(`${name}: cannot read the config file (not a regular file)`)
+  // The whole path: a relative one (a typo in a folder's name, say) shows where it was looked for.
+  if (st !== undefined && !st.isFile() && !st.isDirectory()) throw invalid(`${file}: cannot read the config file (not a regular file)`)
   if (st !== undefined && st.size > MAX_CONFIG_BYTES) throw invalid(`${name}: the config file has ${st.size} bytes; a config file has at most ${MAX_CONFIG_BYTES}`)
   let text: string
   try {
@@ -158,15 +159,21 @@ function readConfigFile(file: string, name: string): unknown {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
     const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'a folder, not a file' : code === 'EACCES' ? 'permission denied' : (code ?? 'unreadable')
-    throw invalid(`${name}: cannot read the config file (${why})`)
+    throw invalid(`${file}: cannot read the config file (${why})`)
   }
   if (text.trim() === '') throw invalid(`${name}: the config file is empty; expected a mapping such as "mqtt: { port: 1883 }"`)
   if (ext === '.json') {
+    let data: unknown
     try {
-      return JSON.parse(text) as unknown
+      data = JSON.parse(text) as unknown
     } catch (err) {
       throw invalid(`${name}: not valid JSON: ${(err as Error).message}`)
     }
+    // JSON.parse keeps the last of a key given twice; a YAML file with one is refused, and so is this.
+    const twice = YAML.parseDocument(text, { uniqueKeys: true, schema: 'json' }).errors.find((e) => e.code === 'DUPLICATE_KEY')
+    const at = twice?.linePos?.[0]
+    if (twice !== undefined) throw invalid(`${name}: not valid JSON${at === undefined ? '' : ` at line ${at.line}, column ${at.col}`}: a key is given twice in one object`)
+    return data
   }
   const doc = YAML.parseDocument(text, { uniqueKeys: true })
   if (doc.errors.length > 0) {

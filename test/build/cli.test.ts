@@ -22,6 +22,8 @@ describe('outpost build and outpost keys, wrongly called', () => {
     [['kyes', 'generate'], /unknown command "kyes" \(did you mean keys\?\)/],
     [['build', '--budegt-kb', '3'], /unknown option --budegt-kb \(did you mean --budget-kb\?\)/],
     [['build', '--db', 'x'], /--db is not an option of outpost build/],
+    [['build', 'display', '--budget-kb', '300', '--budget-kb', '400', '--unsigned'], /--budget-kb is given twice; give it once/],
+    [['build', 'display', '--unsigned', '--unsigned'], /--unsigned is given twice; give it once/],
     [['build', 'thermoo', '--unsigned'], /device "thermoo" is not a device of this project; expected one of display, thermo/],
     [['build', '../devices/thermo', '--unsigned'], /device "\.\.\/devices\/thermo" is not a device/],
     [['build', 'display'], /no signing key: give --key <private\.pem> or OUTPOST_SIGNING_KEY .* or --unsigned/],

@@ -55,7 +55,7 @@ describe('outpost gateway --config', () => {
   it('names a wrong value, a missing file and a YAML syntax error the same way (one line, exit 2)', async () => {
     const cases: [string, RegExp][] = [
       [configFile('mqtt:\n  port: abc\n'), /^outpost: INVALID_CONFIG: gateway-\d+\.yaml: mqtt\.port: expected a whole number from 0 to 65535 \(0: a free port\), got "abc"$/],
-      [path.join(dir, 'missing.yaml'), /^outpost: INVALID_CONFIG: missing\.yaml: cannot read the config file \(no such file\)$/],
+      [path.join(dir, 'missing.yaml'), /^outpost: INVALID_CONFIG: \/\S*\/missing\.yaml: cannot read the config file \(no such file\)$/],
       [configFile('mqtt:\n  port: [1883\nauth: {}\n'), /^outpost: INVALID_CONFIG: gateway-\d+\.yaml: not valid YAML at line \d+, column \d+: /],
       [configFile('{ "mqtt": { "port": 1883, } ', '.json'), /^outpost: INVALID_CONFIG: gateway-\d+\.json: not valid JSON/],
       // A NATS subject with a wildcard: before, it passed, and every event became a dead letter.

@@ -174,7 +174,8 @@ describe('loadGatewayConfig: mistakes in the file', () => {
   })
 
   it('reports a missing file, a folder, an unreadable file, an empty file and a wrong extension', () => {
-    expect(errorOf(path.join(dir, 'nope.yaml')).message).toBe('nope.yaml: cannot read the config file (no such file)')
+    // The whole path: a relative one shows where it was looked for.
+    expect(errorOf(path.join(dir, 'nope.yaml')).message).toBe(`${path.join(dir, 'nope.yaml')}: cannot read the config file (no such file)`)
     const folder = path.join(dir, 'folder.yaml')
     mkdirSync(folder)
     expect(errorOf(folder).message).toContain('folder.yaml: cannot read the config file (a folder, not a file)')
@@ -194,6 +195,8 @@ describe('loadGatewayConfig: mistakes in the file', () => {
     expect(err.message).toMatch(/not valid YAML at line \d+, column \d+: /)
     expect(err.message).not.toContain('\n')
     expect(errorOf(file('mqtt: {}\nmqtt: {}\n')).message).toMatch(/not valid YAML at line 2, column 1: Map keys must be unique/)
+    // JSON.parse keeps the last of two; the file is refused as YAML's is.
+    expect(errorOf(file('{"mqtt": {"port": 19540,\n "port": 19541}}', '.json')).message).toMatch(/not valid JSON at line 2, column 2: a key is given twice in one object/)
   })
 
   it('refuses YAML aliases that expand without bound', () => {

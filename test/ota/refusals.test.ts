@@ -149,7 +149,7 @@ describe('over the air: refusals, and the device keeps its bundle', () => {
     const port = await freePort()
     const failing: [string[], Record<string, string>, RegExp][] = [
       [['flash', b, '--device', rig.deviceId, '--gateway', `http://127.0.0.1:${port}`], {}, new RegExp(`^outpost: cannot reach the gateway at http://127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\); is it running, with its HTTP face on`)],
-      [otaArgs(rig, b, ['--token', 'wrong-token']), {}, /^outpost: NOT_AUTHENTICATED: .*; the token given \(--token or OUTPOST_HTTP_TOKEN\) is not the gateway's$/],
+      [otaArgs(rig, b).map((a) => (a === TOKEN ? 'wrong-token' : a)), {}, /^outpost: NOT_AUTHENTICATED: .*; the token given \(--token or OUTPOST_HTTP_TOKEN\) is not the gateway's$/],
       [['flash', b, '--device', rig.deviceId, '--gateway', rig.http], {}, /^outpost: NOT_AUTHENTICATED: a bearer token is required; give the gateway's token with --token or OUTPOST_HTTP_TOKEN$/],
       [['flash', b, '--device', 'thermo-nobody', '--gateway', rig.http], { OUTPOST_HTTP_TOKEN: TOKEN }, /^outpost: DEVICE_UNKNOWN: /],
     ]

@@ -53,6 +53,8 @@ interface LiveDevice {
   instance: string
   keys: string[]
   gen: number
+  /** Names it holds against `maxNames`: its services and their commands. */
+  names: number
 }
 
 /** Bounds on what presence (untrusted input) can make a directory hold. */
@@ -65,6 +67,14 @@ export interface DirectoryLimits {
   maxServicesPerDevice?: number
   /** Commands one service may list (default 256). */
   maxCommandsPerService?: number
+  /**
+   * Names the directory holds in all (default 65,536): each service a live device declares, each
+   * command it lists, each service remembered of a device gone. The per-device bounds alone let
+   * a flood of presence for made-up devices (4,096 × 64 × 256 names of 128 characters) take a
+   * device to 3 GB. Past it, the oldest gone devices are forgotten first; then the presence of a
+   * further device (or a larger one of a known device) is ignored and counted, as past `maxLive`.
+   */
+  maxNames?: number
   /** Told of each device, service or command that presence asked for beyond these bounds (not kept). */
   onRefused?: (what: 'device' | 'service' | 'command', device: string) => void
 }
@@ -87,6 +97,7 @@ export function createDirectory(opts: DirectoryOptions = {}): Directory {
   const maxLive = opts.maxLive ?? 4_096
   const maxServices = opts.maxServicesPerDevice ?? 64
   const maxCommands = opts.maxCommandsPerService ?? 256
+  const maxNames = opts.maxNames ?? 65_536
   const refuse = opts.onRefused ?? ((): void => {})
   const byService = new Map<string, Map<string, ServiceInstance>>()
   const byDevice = new Map<string, LiveDevice>()
@@ -101,6 +112,8 @@ export function createDirectory(opts: DirectoryOptions = {}): Directory {
   // Callers waiting for a change: each checks its own condition.
   const waiters = new Set<() => void>()
   const key = (s: string, ver: string): string => `${s}@${ver}`
+  // Names held against maxNames, live and gone.
+  let held = 0
 
   const declare = (keys: string[], delta: number): void => {
     for (const k of keys) {
@@ -113,13 +126,21 @@ export function createDirectory(opts: DirectoryOptions = {}): Directory {
     const keys = gone.get(device)
     if (keys === undefined) return
     gone.delete(device)
+    held -= keys.length
     declare(keys, -1)
   }
   const markGone = (device: string, keys: string[]): void => {
     forgetGone(device)
     gone.set(device, keys)
+    held += keys.length
     declare(keys, 1)
     if (gone.size > maxGone) forgetGone(gone.keys().next().value!)
+    // Offline presence of made-up devices: the oldest gone ones make room (this one last). A live
+    // device that goes never needs it: it keeps fewer names gone than live.
+    for (const oldest of gone.keys()) {
+      if (held <= maxNames) break
+      forgetGone(oldest)
+    }
   }
   const removeLive = (device: string): LiveDevice | undefined => {
     const before = byDevice.get(device)
@@ -127,6 +148,7 @@ export function createDirectory(opts: DirectoryOptions = {}): Directory {
     lists.clear()
     for (const k of before.keys) byService.get(k)?.delete(device)
     byDevice.delete(device)
+    held -= before.names
     declare(before.keys, -1)
     return before
   }
@@ -195,17 +217,32 @@ export function createDirectory(opts: DirectoryOptions = {}): Directory {
         refuse('device', device)
         return
       }
+      const services = declared(device, presence.services)
+      let names = 0
+      for (const d of services) names += 1 + d.commands.size
+      // What this device holds now is given back when it is announced again.
+      const freed = (byDevice.get(device)?.names ?? 0) + (gone.get(device)?.length ?? 0)
+      const over = (): boolean => held - freed + names > maxNames
+      for (const oldest of gone.keys()) {
+        if (!over()) break
+        if (oldest !== device) forgetGone(oldest)
+      }
+      if (over()) {
+        refuse('device', device)
+        return
+      }
       removeLive(device)
       forgetGone(device)
       const keys: string[] = []
-      for (const { key: k, commands } of declared(device, presence.services)) {
+      for (const { key: k, commands } of services) {
         keys.push(k)
         let m = byService.get(k)
         if (m === undefined) byService.set(k, (m = new Map()))
         m.set(device, { device, instance, commands })
       }
       declare(keys, 1)
-      byDevice.set(device, { instance, keys, gen: generation })
+      held += names
+      byDevice.set(device, { instance, keys, gen: generation, names })
       lists.clear()
       wake()
     },

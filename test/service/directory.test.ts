@@ -101,4 +101,29 @@ describe('the directory, fed a presence that is not well formed', () => {
     dir.update('dev-y', 'i1', { online: true } as unknown as PresencePayload)
     expect(dir.deviceState('dev-y')).toBe('live')
   })
+
+  it('holds at most maxNames names in all: the oldest gone devices make room first, then a further device is refused and the known ones keep working', () => {
+    const refused: string[] = []
+    const dir = createDirectory({ maxNames: 10, onRefused: (what, device) => refused.push(`${what}:${device}`) })
+    // Each `online(...)` service is one name and its command another.
+    dir.update('a', 'i1', online('s1', 's2', 's3')) // 6
+    dir.update('b', 'i1', online('t1', 't2')) // 4: 10 in all
+    dir.update('c', 'i1', online('u1'))
+    expect(refused).toEqual(['device:c'])
+    expect(dir.deviceState('c')).toBe('unknown')
+    expect([dir.pick('s1', '1')?.device, dir.pick('t2', '1')?.device]).toEqual(['a', 'b'])
+    // b goes: it keeps its 2 services' names while gone (8 in all); c now fits once b's are forgotten.
+    dir.update('b', 'i1', offline)
+    expect(dir.knows('t1', '1')).toBe(true)
+    dir.update('c', 'i1', online('u1', 'u2'))
+    expect(dir.deviceState('c')).toBe('live')
+    expect([dir.deviceState('b'), dir.knows('t1', '1')]).toEqual(['unknown', false])
+    // A known device announced again with no more names than it holds is never refused.
+    dir.update('a', 'i2', online('s1', 's2', 's3'))
+    expect(dir.pick('s3', '1')?.instance).toBe('i2')
+    // Offline presence of made-up devices cannot push the live ones out, only older gone ones.
+    for (let i = 0; i < 20; i++) dir.update(`ghost-${i}`, 'g', { online: false, services: online('x').services })
+    expect([dir.deviceState('a'), dir.deviceState('c'), dir.deviceState('ghost-0'), dir.deviceState('ghost-19')]).toEqual(['live', 'live', 'unknown', 'unknown'])
+  })
 })
+

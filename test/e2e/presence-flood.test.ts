@@ -1,0 +1,64 @@
+// Presence of made-up devices, sent by a plain MQTT client to a real device process. Each
+// presence kept within the directory's bounds per device (64 services of 256 commands each), but
+// nothing bounded them all: 4,000 such frames took a device from 100 MB to 3 GB (found from
+// outside). The directory now holds at most 65,536 names in all; past that a further device's
+// presence is ignored, counted and logged, and the device's own calls keep working.
+import mqtt from 'mqtt'
+import { describe, expect, it } from 'vitest'
+import { freshAedes } from '../helpers/aedes.js'
+import { cleanupAfterEach } from '../helpers/cleanups.js'
+import { eventually, residentBytes, startDeviceUnderAttack, startHandWrittenPeer } from '../helpers/device-under-attack.js'
+import { presenceSlots, rawFrame } from '../helpers/raw-wire.js'
+
+const MiB = 1024 * 1024
+// Each frame: 64 services of 256 commands (16,448 names, ~190 KB of CBOR), within the per-device bounds.
+const FRAMES = 150
+const frameOf = (device: string): Buffer =>
+  rawFrame(
+    presenceSlots({
+      src: device,
+      services: Array.from({ length: 64 }, (_, s) => ({ name: `s${s}`, version: '1', commands: Array.from({ length: 256 }, (_, c) => `${device}-c${c}`), events: [] })),
+    }),
+  )
+
+describe('a device process sent the presence of thousands of made-up devices', () => {
+  const cleanup = cleanupAfterEach()
+
+  it('keeps its memory bounded, says it ignored them, and goes on calling its peer', async () => {
+    const broker = await freshAedes()
+    cleanup(() => broker.close())
+    const peer = await startHandWrittenPeer(broker.url)
+    cleanup(() => peer.stop())
+    const device = await startDeviceUnderAttack(broker, { mode: 'ping' })
+    cleanup(() => device.stop())
+    await eventually(async () => (await device.probe()).pingsOk >= 3, 20_000, 'the device calling its peer')
+    const base = await device.probe()
+
+    const attacker = await mqtt.connectAsync(broker.url, { clientId: 'attacker', reconnectPeriod: 0 })
+    cleanup(() => attacker.endAsync(true))
+    for (let i = 0; i < FRAMES; i++) {
+      const id = `made-up-${i}`
+      // Acknowledged: the broker has passed it on to the device before the next one.
+      await attacker.publishAsync(`ob/${id}/status`, frameOf(id), { qos: 1 })
+      // Every 25 frames a command (after the frames before it on the device's connection): the
+      // flood goes at the device's pace, and the device answers throughout.
+      if (i % 25 === 24) {
+        const answer = await device.call('put', { name: `during-${i}`, n: i }, { timeoutMs: 30_000 })
+        expect(answer.error, device.tail()).toBeUndefined()
+      }
+    }
+    const after = await device.probe()
+    const grownMiB = (residentBytes(after) - residentBytes(base)) / MiB
+    const heapMiB = (after.heapUsed - base.heapUsed) / MiB
+    console.log(`after ${FRAMES} presence frames: resident +${grownMiB.toFixed(1)} MiB, heap +${heapMiB.toFixed(1)} MiB, rss ${(after.rss / MiB).toFixed(1)} MiB`)
+    // Held: 150 × 16,448 names took the heap up by 108 MiB; 65,536 names of about 16 characters
+    // are a few. Resident memory also keeps what the allocator took for 36 MB of frames read
+    // (about 30 MiB here, the same after 450 frames as after 150).
+    expect(heapMiB).toBeLessThanOrEqual(16)
+    expect(grownMiB).toBeLessThanOrEqual(64)
+    expect(device.alive(), device.tail()).toBe(true)
+    expect(device.connects()).toBe(1)
+    await eventually(async () => (await device.probe()).pingsOk > after.pingsOk, 20_000, 'the device still calling its peer')
+    expect(device.tail()).toContain('declares more than the directory keeps (devices)')
+  }, 180_000)
+})

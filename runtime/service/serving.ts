@@ -149,9 +149,15 @@ export function createServing(deps: ServingDeps): Serving {
   const onCommand = (msg: LinkMessage): void => {
     const cmd = msg.envelope
     if (cmd.kind !== 'command' || core.stopping) return
+    // A repeat is the same sender's message id again: `src` is the sender level of the topic the
+    // command came on (the broker's access rules give each device its own), never `/`. Keyed by
+    // the id alone, another client that guessed a caller's next ids (its events show how they
+    // are made) sent commands under them first: the caller's own ran never, and their stored
+    // replies went to that client.
+    const key = `${cmd.src}/${cmd.id}`
     let seen: ReturnType<Inbox['get']>
     try {
-      seen = inbox.get(cmd.id)
+      seen = inbox.get(key)
     } catch (err) {
       // Storage cannot tell whether this command ran already: the caller is told, and may retry.
       inboxTrouble(err, cmd)
@@ -177,7 +183,7 @@ export function createServing(deps: ServingDeps): Serving {
       return
     }
     try {
-      inbox.claim(cmd.id, inst)
+      inbox.claim(key, inst)
     } catch (err) {
       // A full disk or a long writer in another process: the command is served all the same
       // (it may need no writes of its own); only a redelivery of it could run it again.
@@ -187,7 +193,7 @@ export function createServing(deps: ServingDeps): Serving {
     const done = (o: Outcome): void => {
       const reply = prepared(replyFor(cmd, o))
       try {
-        inbox.complete(cmd.id, reply)
+        inbox.complete(key, reply)
       } catch (err) {
         inboxTrouble(err, cmd)
       }

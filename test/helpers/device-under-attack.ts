@@ -47,9 +47,9 @@ export interface DeviceUnderAttack {
   connects(): number
   /**
    * Calls a `target` command with a hand-written frame and waits for the reply; `rawPayload`
-   * puts CBOR bytes in the payload's place. @throws when no reply comes within `timeoutMs`
+   * puts CBOR bytes in the payload's place, `id` is the command's message id (a fresh one by default). @throws when no reply comes within `timeoutMs`
    */
-  call(command: string, payload: unknown, opts?: { timeoutMs?: number; rawPayload?: Uint8Array }): Promise<RawReply>
+  call(command: string, payload: unknown, opts?: { timeoutMs?: number; rawPayload?: Uint8Array; id?: string }): Promise<RawReply>
   /**
    * Sends a `target` command without waiting; `answer(id)` tells whether a reply came. A command
    * sent after it is answered after it (one connection each way, handled in order), so once a
@@ -135,9 +135,9 @@ export async function startDeviceUnderAttack(broker: { url: string; aedes: Aedes
     client.publish(`ob/${me}/cmd/${deviceId}/target/1/${command}`, frame, { qos: 1 })
   }
 
-  const call = (command: string, payload: unknown, co: { timeoutMs?: number; rawPayload?: Uint8Array } = {}): Promise<RawReply> => {
+  const call = (command: string, payload: unknown, co: { timeoutMs?: number; rawPayload?: Uint8Array; id?: string } = {}): Promise<RawReply> => {
     const timeoutMs = co.timeoutMs ?? 15_000
-    const id = rawId()
+    const id = co.id ?? rawId()
     return new Promise<RawReply>((resolve, reject) => {
       const timer = setTimeout(() => {
         waiting.delete(id)

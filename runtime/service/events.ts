@@ -144,11 +144,14 @@ export function createEvents(deps: EventsDeps): Events {
   const onEvent = (svc: HostedService, subName: string, sub: SubscriptionSpec, seen: RecentMap<true>) => (msg: LinkMessage): void => {
     const env = msg.envelope
     if (env.kind !== 'event' || core.stopping) return
-    if (seen.has(env.id)) {
+    // The sender's id (src is the topic's sender level): another device that sent an event under
+    // the next id of the one subscribed to would otherwise have that one's event dropped.
+    const key = `${env.src}/${env.id}`
+    if (seen.has(key)) {
       counters.duplicateEvents++
       return
     }
-    seen.set(env.id, true)
+    seen.set(key, true)
     const parsed = safeParse(sub.schema, env.payload)
     if (!parsed.success) {
       counters.eventsRejected++

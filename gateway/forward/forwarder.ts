@@ -59,6 +59,10 @@ export interface ForwarderOptions {
   backoff?: { initialMs?: number; maxMs?: number }
 }
 
+/** How long a publish a full `refuse` target refused waits for room before it is refused (its connection closed), and how often it tries. */
+const REFUSE_WAIT_MS = 5_000
+const REFUSE_RETRY_MS = 250
+
 const defaultTarget = (name: string, c: TargetConfig, log: Logger): ForwardTarget =>
   c.type === 'nats' ? createNatsTarget(name, c, { logger: log }) : createRabbitTarget(name, c, { logger: log })
 
@@ -82,10 +86,40 @@ export function createForwarder(opts: ForwarderOptions): Forwarder {
   const dropped: Record<string, number> = {}
   const count = (into: Record<string, number>, reason: string, n = 1): void => void (into[reason] = (into[reason] ?? 0) + n)
 
-  // Group commit: the rows of every publish of this tick, in the order they came.
-  let pending: { rows: NewForwardMessage[]; resolve: () => void; reject: (err: Error) => void }[] = []
+  // Group commit: the rows of every publish of this tick, in the order they came. `since`: when a
+  // full `refuse` target first refused it.
+  type Pending = { rows: NewForwardMessage[]; resolve: () => void; reject: (err: Error) => void; since?: number }
+  let pending: Pending[] = []
   let scheduled = false
   let closed = false
+  // Publishes a full `refuse` target refused, tried again until there is room or REFUSE_WAIT_MS
+  // have passed. Refused at once, a device's burst lost the acknowledgements of the events before
+  // the refused one in it (the connection closed first): it sent them all again, they filled the
+  // queue again, and the device never got past them.
+  let waiting: Pending[] = []
+  let cancelRetry: (() => void) | undefined
+  const retryWaiting = (): void => {
+    cancelRetry = undefined
+    const now = Date.now()
+    const ready: Pending[] = []
+    for (const w of waiting) {
+      if (closed || now - w.since! < REFUSE_WAIT_MS) {
+        ready.push(w)
+        continue
+      }
+      count(dropped, 'refused')
+      trouble.warn('refused', { targets: w.rows.map((x) => x.target) }, 'forward queue full (whenFull: refuse): events are not acknowledged; devices keep them')
+      w.reject(new OutpostError(ErrorCode.TARGET_UNAVAILABLE, 'forward queue full', { retryable: true }))
+    }
+    waiting = []
+    if (closed) {
+      for (const w of ready) w.reject(new OutpostError(ErrorCode.TARGET_UNAVAILABLE, 'the gateway is stopping', { retryable: true }))
+      return
+    }
+    // Before what came since, in the order they came.
+    pending = ready.concat(pending)
+    commit()
+  }
   /** The last place the queue gave a row this gateway wrote (0: none yet). */
   let lastSeq = 0
   const commit = (): void => {
@@ -107,9 +141,9 @@ export function createForwarder(opts: ForwarderOptions): Forwarder {
     results.forEach((r, i) => {
       const b = batch[i]!
       if (r === undefined) {
-        count(dropped, 'refused')
-        trouble.warn('refused', { targets: b.rows.map((x) => x.target) }, 'forward queue full (whenFull: refuse): events are not acknowledged; devices keep them')
-        return b.reject(new OutpostError(ErrorCode.TARGET_UNAVAILABLE, 'forward queue full', { retryable: true }))
+        b.since ??= Date.now()
+        waiting.push(b)
+        return
       }
       for (const t of r.droppedNewest) count(droppedFor.get(t)!, 'full')
       for (const [t, n] of Object.entries(r.droppedOldest)) count(droppedFor.get(t)!, 'full', n)
@@ -131,6 +165,10 @@ export function createForwarder(opts: ForwarderOptions): Forwarder {
     })
     if (resync) for (const p of pumps.values()) p.resync()
     else for (const [t, list] of fresh) pumps.get(t)?.offer(list)
+    if (waiting.length > 0 && cancelRetry === undefined) {
+      const t = setTimeout(retryWaiting, REFUSE_RETRY_MS)
+      cancelRetry = () => clearTimeout(t)
+    }
   }
 
   return {
@@ -167,6 +205,8 @@ export function createForwarder(opts: ForwarderOptions): Forwarder {
       if (closed) return
       closed = true
       commit()
+      cancelRetry?.()
+      retryWaiting()
       await Promise.all([...pumps.values()].map((p) => p.stop(drainMs)))
       queue.close()
     },

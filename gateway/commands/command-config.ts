@@ -16,6 +16,13 @@ export interface NatsCommandsConfig {
   /** Queue group, so several gateways on one NATS answer each request once (default `outpost-gateway`). */
   queueGroup: string
   allow: AllowRules
+  /**
+   * Subject prefixes a request's reply subject must start with (default `_INBOX`, the inbox of
+   * the NATS clients): the gateway publishes a reply with its own connection, so a reply subject
+   * anywhere else let a caller that may only send commands make it publish there (a JetStream
+   * API subject, a stream's subjects).
+   */
+  replyPrefixes: string[]
 }
 
 export interface RabbitCommandsConfig {
@@ -25,6 +32,13 @@ export interface RabbitCommandsConfig {
   /** Requests handled at once (default 64). */
   prefetch: number
   allow: AllowRules
+  /**
+   * Queue name prefixes a request's replyTo must start with (default `amq.rabbitmq.reply-to`,
+   * direct reply-to, and `amq.gen-`, queues the broker named): the reply goes through the default
+   * exchange to that queue, so any other name let a caller put replies into any queue (the
+   * events' own).
+   */
+  replyToPrefixes: string[]
 }
 
 export interface CommandsConfig extends CommandDefaults {

@@ -12,7 +12,8 @@ import type { CommandRequest, OfflinePolicy } from './command-router.js'
 export interface CommandFrontEnd {
   /**
    * Requests answered with a result (`handled`) and requests that failed, by error code. Two keys
-   * are not error codes: `NO_REPLY` (a request with no reply address: nobody to answer, dropped)
+   * are not error codes: `NO_REPLY` (a request with no reply address: nobody to answer, dropped),
+   * `REPLY_REFUSED` (a reply address outside the configured prefixes: dropped, nothing sent there),
    * `REPLY_LOST` (the reply could not be sent: the link dropped, or it was too large), and
    * `REDELIVERED` (RabbitMQ: a request that came back too many times, its connection lost each
    * time before it was done, dropped). `redelivered` (RabbitMQ only): deliveries the broker marked

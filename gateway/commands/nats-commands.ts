@@ -82,6 +82,13 @@ export async function startNatsCommands(opts: { config: NatsCommandsConfig; rout
       troubles.warn('no reply subject', { subject: msg.subject.slice(0, 200) }, 'a command request without a reply subject was ignored (publish it as a request)')
       return
     }
+    // The reply goes out on the gateway's connection: only to an inbox, never to a subject the
+    // caller may not publish to itself (a JetStream API subject, a stream's events).
+    if (!config.replyPrefixes.some((p) => msg.reply!.startsWith(`${p}.`))) {
+      counts.fail('REPLY_REFUSED')
+      troubles.warn('reply refused', { subject: msg.subject.slice(0, 200), reply: msg.reply.slice(0, 200) }, `a command request whose reply subject is not under ${config.replyPrefixes.join(', ')} was dropped, nothing sent (commands.nats.replyPrefixes)`)
+      return
+    }
     try {
       const req = readRequest(config.subject, msg)
       send(msg, { result: await router.call(req, config.allow) })

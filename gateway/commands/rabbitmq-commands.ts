@@ -138,6 +138,18 @@ export async function startRabbitCommands(opts: { config: RabbitCommandsConfig; 
       }
       return
     }
+    // The reply goes through the default exchange to the queue replyTo names: only to a reply
+    // queue, never into a queue the caller may not publish to itself (the events' own).
+    if (!config.replyToPrefixes.some((p) => replyTo.startsWith(p))) {
+      counts.fail('REPLY_REFUSED')
+      troubles.warn('reply refused', { queue: config.queue, replyTo: replyTo.slice(0, 200) }, `a command request whose replyTo does not start with ${config.replyToPrefixes.join(', ')} was dropped, nothing sent (commands.rabbitmq.replyToPrefixes)`)
+      try {
+        s.channel?.ack(m)
+      } catch {
+        // The channel is gone; the broker delivers the request again and it is dropped then.
+      }
+      return
+    }
     // A request that keeps coming back (each time its connection was lost before its ack) is
     // dropped after MAX_DELIVERIES: see `deliveries`.
     if (m.fields.redelivered) counts.redelivery()

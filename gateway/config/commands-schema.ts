@@ -21,6 +21,10 @@ const ALLOW = v.array(
 const secret = v.pipe(v.string('expected a string'), v.minLength(1, 'expected a non-empty string'))
 const NATS_URL = v.pipe(v.string('expected a URL such as nats://127.0.0.1:4222'), v.regex(/^(nats|tls|ws|wss):\/\/[^\s]+$/, 'expected a URL such as nats://127.0.0.1:4222'))
 
+/** Where replies may go unless configured: the NATS clients' inbox; RabbitMQ's direct reply-to and the queues it names. */
+export const DEFAULT_NATS_REPLY_PREFIXES = ['_INBOX'] as const
+export const DEFAULT_RABBIT_REPLY_PREFIXES = ['amq.rabbitmq.reply-to', 'amq.gen-'] as const
+
 export const COMMANDS_FILE_SCHEMA = strict({
   timeoutMs: v.optional(wholeNumber(1, 3_600_000, ' (ms)')),
   maxTimeoutMs: v.optional(wholeNumber(1, 24 * 3_600_000, ' (ms)')),
@@ -35,6 +39,7 @@ export const COMMANDS_FILE_SCHEMA = strict({
       subject: v.optional(v.pipe(v.string('expected a subject prefix such as outpost.cmd'), v.regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/, 'expected a subject prefix such as outpost.cmd (no wildcards)'))),
       queueGroup: v.optional(v.pipe(v.string('expected a queue group name'), v.regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected a queue group name'))),
       allow: v.optional(ALLOW),
+      replyPrefixes: v.optional(v.pipe(v.array(v.pipe(v.string('expected a subject prefix such as _INBOX'), v.regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/, 'expected a subject prefix such as _INBOX (no wildcards)'))), v.minLength(1, 'expected at least one prefix'))),
     }),
   ),
   rabbitmq: v.optional(
@@ -43,6 +48,7 @@ export const COMMANDS_FILE_SCHEMA = strict({
       queue: v.optional(v.pipe(v.string('expected a queue name'), v.regex(/^[A-Za-z0-9_.:-]{1,127}$/, 'expected a queue name'))),
       prefetch: v.optional(wholeNumber(1, 10_000)),
       allow: v.optional(ALLOW),
+      replyToPrefixes: v.optional(v.pipe(v.array(v.pipe(v.string('expected a queue name prefix such as amq.gen-'), v.regex(/^[A-Za-z0-9_.:-]{1,127}$/, 'expected a queue name prefix such as amq.gen-'))), v.minLength(1, 'expected at least one prefix'))),
     }),
   ),
 })
@@ -78,9 +84,10 @@ export function commandsFromFile(f: CommandsFile | undefined): CommandsConfig {
             subject: n.subject ?? 'outpost.cmd',
             queueGroup: n.queueGroup ?? 'outpost-gateway',
             allow: n.allow ?? ['#'],
+            replyPrefixes: n.replyPrefixes ?? [...DEFAULT_NATS_REPLY_PREFIXES],
           },
         }),
-    ...(r === undefined ? {} : { rabbitmq: { url: r.url, queue: r.queue ?? 'outpost.commands', prefetch: r.prefetch ?? 64, allow: r.allow ?? ['#'] } }),
+    ...(r === undefined ? {} : { rabbitmq: { url: r.url, queue: r.queue ?? 'outpost.commands', prefetch: r.prefetch ?? 64, allow: r.allow ?? ['#'], replyToPrefixes: r.replyToPrefixes ?? [...DEFAULT_RABBIT_REPLY_PREFIXES] } }),
   }
 }
 

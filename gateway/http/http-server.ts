@@ -176,7 +176,7 @@ function gatewayMetrics(view: GatewayView, traffic: Traffic | undefined): Metric
 }
 
 /** Keys of CommandFrontEndStats.failed that are no error code of a reply: nothing was answered, or the answer was lost. */
-const NOT_REPLIED = new Set(['NO_REPLY', 'REPLY_LOST', 'REDELIVERED'])
+const NOT_REPLIED = new Set(['NO_REPLY', 'REPLY_REFUSED', 'REPLY_LOST', 'REDELIVERED'])
 
 /** The cloud command front ends' counts (label `front_end`: nats, rabbitmq), read at each scrape. */
 function cloudCommandMetrics(follow: FollowOf, read: () => [string, CommandFrontEndStats][]): void {
@@ -186,6 +186,7 @@ function cloudCommandMetrics(follow: FollowOf, read: () => [string, CommandFront
     read().flatMap(([frontEnd, s]) => Object.entries(s.failed).filter(([code]) => !NOT_REPLIED.has(code)).map(([code, n]): [Record<'front_end' | 'code', string>, number] => [{ front_end: frontEnd, code }, n])),
   )
   follow('outpost_gateway_cloud_commands_no_reply_total', 'Cloud command requests dropped unanswered: no reply subject (NATS) or replyTo (RabbitMQ) to answer to (NO_REPLY).', ['front_end'], () => each((s) => s.failed.NO_REPLY ?? 0))
+  follow('outpost_gateway_cloud_commands_reply_refused_total', 'Cloud command requests dropped unanswered: their reply subject (NATS) or replyTo (RabbitMQ) is outside the configured prefixes (REPLY_REFUSED).', ['front_end'], () => each((s) => s.failed.REPLY_REFUSED ?? 0))
   follow('outpost_gateway_cloud_commands_reply_lost_total', 'Cloud command requests that ran but whose reply could not be sent: the link was lost meanwhile, or the reply was refused (REPLY_LOST).', ['front_end'], () => each((s) => s.failed.REPLY_LOST ?? 0))
   follow('outpost_gateway_cloud_commands_redelivered_total', 'Cloud command requests delivered again after a connection was lost before they were acknowledged; each runs again (RabbitMQ; NATS does not redeliver: 0).', ['front_end'], () => each((s) => s.redelivered ?? 0))
   follow('outpost_gateway_cloud_commands_redelivery_dropped_total', 'Cloud command requests dropped after 5 deliveries, each ended by a lost connection (REDELIVERED).', ['front_end'], () => each((s) => s.failed.REDELIVERED ?? 0))

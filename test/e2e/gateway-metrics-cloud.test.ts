@@ -72,6 +72,8 @@ describe('/metrics: contract documents and cloud command front ends', () => {
       'outpost_gateway_cloud_commands_no_reply_total{front_end="nats"}',
       'outpost_gateway_cloud_commands_no_reply_total{front_end="rabbitmq"}',
       'outpost_gateway_cloud_commands_reply_lost_total{front_end="rabbitmq"}',
+      'outpost_gateway_cloud_commands_reply_refused_total{front_end="nats"}',
+      'outpost_gateway_cloud_commands_reply_refused_total{front_end="rabbitmq"}',
       'outpost_gateway_cloud_commands_redelivered_total{front_end="rabbitmq"}',
       'outpost_gateway_cloud_commands_redelivery_dropped_total{front_end="rabbitmq"}',
     ]) {

@@ -88,7 +88,7 @@ describe('cloud callers to device commands', () => {
   describe('NATS request/reply', () => {
     const start = async (s: Setup, allow = ['#']): Promise<{ fe: CommandFrontEnd; subject: string; nc: NatsConnection; call: (target: string, body?: string | Uint8Array, h?: Record<string, string>) => Promise<Reply> }> => {
       const subject = `outpost-test.cmd.${suffix()}`
-      const fe = await startNatsCommands({ config: { servers: [NATS_URL], subject, queueGroup: `q-${suffix()}`, allow }, router: s.gw.commands, log: s.log })
+      const fe = await startNatsCommands({ config: { servers: [NATS_URL], subject, queueGroup: `q-${suffix()}`, allow, replyPrefixes: ['_INBOX'] }, router: s.gw.commands, log: s.log })
       cleanup(() => fe.close())
       const nc = await natsConnect({ servers: NATS_URL })
       cleanup(() => nc.close())
@@ -127,6 +127,22 @@ describe('cloud callers to device commands', () => {
       expect((await narrow.call(`${s.device}.echo.1.say`, '{"text":"ok"}')).body.result).toEqual({ text: 'ok', device: s.device })
       expect(s.observed.executions).toBe(1)
       expect(fe.stats()).toEqual({ handled: 2, failed: { DEVICE_UNKNOWN: 1, NO_HANDLER: 2, VALIDATION_FAILED: 1 } })
+    }, 60_000)
+
+    it('sends no reply outside the inbox prefixes (the gateway would publish it with its own rights: a JetStream API subject, a stream): such a request is dropped and counted', async () => {
+      const s = await setup()
+      const { fe, call, nc, subject } = await start(s)
+      const heard: string[] = []
+      const spy = nc.subscribe(`outpost-test.evil.${suffix()}.>`, { callback: (_e, m) => void heard.push(m.subject) })
+      const evil = spy.getSubject().replace('>', 'reply')
+      nc.publish(`${subject}.${s.device}.echo.1.say`, JSON.stringify({ text: 'hi' }), { reply: evil })
+      nc.publish(`${subject}.${s.device}.echo.1.say`, JSON.stringify({ text: 'hi' }), { reply: '_INBOXX.nope' })
+      await until(() => fe.stats().failed.REPLY_REFUSED === 2, 10_000)
+      // A request with an inbox reply subject after them is answered; the refused ones ran nothing.
+      expect((await call(`${s.device}.echo.1.say`, '{"text":"ok"}')).body.result).toEqual({ text: 'ok', device: s.device })
+      await nc.flush()
+      expect(heard).toEqual([])
+      expect(s.observed.executions).toBe(0)
     }, 60_000)
 
     it('garbage (bad JSON, not UTF-8, deep nesting, bad headers, short subject) is BAD_ARGUMENT; a request without a reply subject is counted and dropped', async () => {
@@ -191,7 +207,7 @@ describe('cloud callers to device commands', () => {
       await proxy.down()
       const server = proxy.url.replace('mqtt:', 'nats:')
       const subject = `outpost-test.cmd.${suffix()}`
-      const fe = await startNatsCommands({ config: { servers: [server], subject, queueGroup: `q-${suffix()}`, allow: ['#'] }, router: s.gw.commands, log: s.log })
+      const fe = await startNatsCommands({ config: { servers: [server], subject, queueGroup: `q-${suffix()}`, allow: ['#'], replyPrefixes: ['_INBOX'] }, router: s.gw.commands, log: s.log })
       cleanup(() => fe.close())
       expect(s.lines.find((l) => typeof l.msg === 'string' && l.msg.includes('TARGET_UNAVAILABLE'))).toMatchObject({ level: 40, servers: server })
       const nc = await natsConnect({ servers: NATS_URL })
@@ -224,7 +240,7 @@ describe('cloud callers to device commands', () => {
 
     const start = async (s: Setup, allow = ['#']): Promise<Caller> => {
       const queue = `outpost-test.commands.${suffix()}`
-      const fe = await startRabbitCommands({ config: { url: AMQP_URL, queue, prefetch: 64, allow }, router: s.gw.commands, log: s.log })
+      const fe = await startRabbitCommands({ config: { url: AMQP_URL, queue, prefetch: 64, allow, replyToPrefixes: ['amq.rabbitmq.reply-to', 'amq.gen-'] }, router: s.gw.commands, log: s.log })
       cleanup(() => fe.close())
       startedDirect.set(queue, fe)
       const model: ChannelModel = await amqp.connect(AMQP_URL)
@@ -270,6 +286,19 @@ describe('cloud callers to device commands', () => {
       expect([denied.body.error?.code, denied.errorHeader]).toEqual(['NOT_AUTHORIZED', 'NOT_AUTHORIZED'])
       expect(s.observed.executions).toBe(1)
       expect(fe.stats()).toEqual({ handled: 3, failed: { DEVICE_UNKNOWN: 1, NO_HANDLER: 1, VALIDATION_FAILED: 1 } })
+    }, 60_000)
+
+    it('puts no reply into a queue outside the reply prefixes (the events\' own, say): such a request is acked, dropped and counted', async () => {
+      const s = await setup()
+      const { fe, call, ch } = await start(s)
+      const victim = `outpost-test.victim.${suffix()}`
+      await ch.assertQueue(victim, { durable: false, autoDelete: false })
+      cleanup(() => ch.deleteQueue(victim).catch(() => {}))
+      void call({ device: s.device, service: 'echo', version: '1', command: 'say', payload: { text: 'hi' } }, { replyTo: victim })
+      await until(() => fe.stats().failed.REPLY_REFUSED === 1, 10_000)
+      expect((await call({ device: s.device, service: 'echo', version: '1', command: 'say', payload: { text: 'ok' } })).body.result).toEqual({ text: 'ok', device: s.device })
+      expect((await ch.checkQueue(victim)).messageCount).toBe(0)
+      expect(s.observed.executions).toBe(0)
     }, 60_000)
 
     it('garbage (not JSON, not an object, missing or mistyped fields, unknown keys, a huge body) is BAD_ARGUMENT; no replyTo is acked and counted', async () => {
@@ -337,7 +366,7 @@ describe('cloud callers to device commands', () => {
       const port = new URL(proxy.url).port
       const { ch, call, queue } = await start(s)
       // The same queue behind the proxy; the caller declares it, so requests wait in it meanwhile.
-      const fe = await startRabbitCommands({ config: { url: `amqp://guest:guest@127.0.0.1:${port}`, queue, prefetch: 8, allow: ['#'] }, router: s.gw.commands, log: s.log })
+      const fe = await startRabbitCommands({ config: { url: `amqp://guest:guest@127.0.0.1:${port}`, queue, prefetch: 8, allow: ['#'], replyToPrefixes: ['amq.rabbitmq.reply-to', 'amq.gen-'] }, router: s.gw.commands, log: s.log })
       cleanup(() => fe.close())
       expect(s.lines.find((l) => typeof l.msg === 'string' && l.msg.includes('TARGET_UNAVAILABLE'))).toMatchObject({ level: 40, server: `127.0.0.1:${port}` })
       // Only the proxied front end from now on: the direct one stops consuming.

@@ -12,6 +12,7 @@
 // NATS (use HTTP or RabbitMQ), and a device literally named `_` can only be reached as "any".
 //
 // Every gateway on the same NATS subscribes in one queue group, so each request is answered once.
+import { redactUrl } from '../../runtime/redact-url.js'
 import { connect, headers as natsHeaders, Match, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node'
 import type { Logger } from 'pino'
 import { backoffDelay, createPause } from '../../runtime/backoff.js'
@@ -53,7 +54,8 @@ export async function startNatsCommands(opts: { config: NatsCommandsConfig; rout
   const log = opts.log.child({ frontEnd: 'nats-commands' })
   const troubles = createLogLimiter(log)
   const counts = createCommandStats()
-  const servers = config.servers.join(', ')
+  // As logged: a password in a server URL (nats://user:pass@host) shown as ***.
+  const servers = redactUrl(config.servers.join(', '))
   let nc: NatsConnection | undefined
   let closing = false
 

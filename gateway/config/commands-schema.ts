@@ -1,4 +1,5 @@
 // The `commands:` section of the gateway's config file: how cloud callers reach device commands.
+import { redactUrl } from '../../runtime/redact-url.js'
 import * as v from 'valibot'
 import { defaultCommandsConfig, type CommandsConfig } from '../commands/command-config.js'
 import { levelFilterProblem, strict, wholeNumber } from './schema-kit.js'
@@ -96,6 +97,7 @@ export function redactCommands(c: CommandsConfig, redacted: string): CommandsCon
   const shown = structuredClone(c)
   if (shown.nats?.pass !== undefined) shown.nats.pass = redacted
   if (shown.nats?.token !== undefined) shown.nats.token = redacted
+  if (shown.nats !== undefined) shown.nats.servers = shown.nats.servers.map((u) => redactUrl(u).replace(':***@', `:${redacted}@`))
   if (shown.rabbitmq !== undefined) {
     try {
       const u = new URL(shown.rabbitmq.url)

@@ -1,5 +1,6 @@
 // The `forward:` section of the gateway's config file: cloud targets and the routes to them,
 // checked key by key (load-config.ts reports the problems with their key paths), then defaults applied.
+import { redactUrl } from '../../runtime/redact-url.js'
 import * as v from 'valibot'
 import { isTopicSegment } from '../../runtime/topic-level.js'
 import { FORWARD_DEFAULTS, type ForwardConfig, type TargetConfig } from '../forward/forward-config.js'
@@ -163,6 +164,7 @@ export function redactForward(c: ForwardConfig, redacted: string): ForwardConfig
     if (t.type === 'nats') {
       if (t.pass !== undefined) t.pass = redacted
       if (t.token !== undefined) t.token = redacted
+      t.servers = t.servers.map((u) => redactUrl(u).replace(':***@', `:${redacted}@`))
     } else {
       try {
         const u = new URL(t.url)

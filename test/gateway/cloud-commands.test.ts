@@ -129,6 +129,17 @@ describe('cloud callers to device commands', () => {
       expect(fe.stats()).toEqual({ handled: 2, failed: { DEVICE_UNKNOWN: 1, NO_HANDLER: 2, VALIDATION_FAILED: 1 } })
     }, 60_000)
 
+    it('logs its server URLs without the password in them', async () => {
+      const s = await setup()
+      const server = NATS_URL.replace('nats://', 'nats://cmd:in-url-secret-9@')
+      const fe = await startNatsCommands({ config: { servers: [server], subject: `outpost-test.cmd.${suffix()}`, queueGroup: `q-${suffix()}`, allow: ['#'], replyPrefixes: ['_INBOX'] }, router: s.gw.commands, log: s.log })
+      cleanup(() => fe.close())
+      await until(() => s.lines.some((l) => l.msg === 'NATS commands ready'), 10_000)
+      const text = JSON.stringify(s.lines)
+      expect(text).not.toContain('in-url-secret-9')
+      expect(text).toContain('nats://cmd:***@')
+    }, 60_000)
+
     it('sends no reply outside the inbox prefixes (the gateway would publish it with its own rights: a JetStream API subject, a stream): such a request is dropped and counted', async () => {
       const s = await setup()
       const { fe, call, nc, subject } = await start(s)

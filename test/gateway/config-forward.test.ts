@@ -78,10 +78,17 @@ describe('forward and commands config', () => {
     expect(c.commands).toEqual({ timeoutMs: 10_000, maxTimeoutMs: 300_000, offline: 'fail', http: { enabled: true, allow: ['#'] } })
   })
 
-  it('redacts passwords and tokens in --print-config', () => {
+  it('redacts passwords and tokens in --print-config, also a password inside a NATS server URL', () => {
     const text = formatConfig(loadGatewayConfig({ file: file(TARGETS), env: {} }))
     for (const secret of ['nats-secret-pass', 'rabbit-secret', 'nats-command-token']) expect(text).not.toContain(secret)
     expect(text).toContain('amqp://guest:<redacted>@127.0.0.1:5672/')
+    const inUrls = formatConfig(loadGatewayConfig({
+      file: file(`forward: { targets: { c: { type: nats, servers: ['nats://fwd:in-url-pass-1@127.0.0.1:4222'], stream: { name: S } } } }\ncommands: { nats: { servers: 'nats://cmd:in-url-pass-2@127.0.0.1:4222' } }\n`),
+      env: {},
+    }))
+    for (const secret of ['in-url-pass-1', 'in-url-pass-2']) expect(inUrls).not.toContain(secret)
+    expect(inUrls).toContain('nats://fwd:<redacted>@127.0.0.1:4222')
+    expect(inUrls).toContain('nats://cmd:<redacted>@127.0.0.1:4222')
   })
 
   it.each([

@@ -3,6 +3,7 @@
 // target.ts); this file only speaks NATS and turns what the server and nats.js report into
 // TARGET_UNAVAILABLE (try again later) or TARGET_REJECTED (never going to work as configured / for
 // this message).
+import { redactUrl } from '../../../runtime/redact-url.js'
 import { jetstreamManager, StorageType, type JetStreamManager } from '@nats-io/jetstream'
 import { connect, createInbox, nanos, type Msg, type NatsConnection } from '@nats-io/transport-node'
 import type { Logger } from 'pino'
@@ -197,7 +198,7 @@ export function createNatsTarget(name: string, config: NatsTargetConfig, opts: {
     } catch (err) {
       const kind = err instanceof Error ? err.name : ''
       if (kind === 'AuthorizationError' || kind === 'UserAuthenticationExpiredError') throw rejected(`the server refused the credentials: ${errorMessage(err)}`, err)
-      throw unavailable(`cannot connect to ${config.servers.join(', ')}: ${errorMessage(err)}`, err)
+      throw unavailable(`cannot connect to ${redactUrl(config.servers.join(', '))}: ${redactUrl(errorMessage(err))}`, err)
     }
     const session: Session = { nc, inbox: createInbox(), nextToken: 0, inFlight: new Map(), ended: false, closedByUs: false }
     void nc.closed().then((err) => lose(session, err ?? new Error('connection closed by the server')))
@@ -222,7 +223,7 @@ export function createNatsTarget(name: string, config: NatsTargetConfig, opts: {
       throw isOutpostError(err) ? err : unavailable(`setup failed: ${errorMessage(err)}`, err)
     }
     current = session
-    log?.info({ servers: config.servers, stream: config.stream.name }, 'nats target connected')
+    log?.info({ servers: config.servers.map(redactUrl), stream: config.stream.name }, 'nats target connected')
   }
 
   /** Creates the stream or binds to it, and checks that it takes the subjects the template makes. */

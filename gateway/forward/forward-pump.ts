@@ -224,6 +224,8 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
         (r) => {
           stats.forwarded++
           if (r.duplicate) stats.duplicates++
+          // The link works: the next loss starts the backoff from the beginning.
+          attempt = 0
           confirm(m.seq)
         },
         (err: unknown) => failed(m, err, gen),
@@ -296,7 +298,9 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
     }
     if (stopping) return void (await target.close().catch(() => {}))
     if (attempt > 0) opts.log.info({ target: name, queued: queue.backlog(name).messages }, 'target reachable again; sending what waited')
-    attempt = 0
+    // `attempt` is reset by the first message confirmed, not here: a target that takes the
+    // connection but refuses every message for now (a full stream, a broker's nack) was
+    // connected to again every 0.3 s for as long as it refused.
     up = true
     stats.state = 'up'
     // From the oldest message still queued: what was in flight when the last connection went is sent again.

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { jetstreamManager } from '@nats-io/jetstream'
+import { DiscardPolicy, jetstreamManager } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
 import Database from 'better-sqlite3'
 import { pino } from 'pino'
@@ -196,4 +196,36 @@ describe('forwarder', () => {
     const ids = await stored(s.stream)
     expect(ids).toEqual(Array.from({ length: 2_000 }, (_, n) => `e-${n}`))
   })
+
+  it('backs off from a target that takes the connection but refuses every message for now (a full stream), and sends once it takes them', async () => {
+    const s = setup()
+    const target = s.config.targets.cloud as Extract<ForwardConfig['targets'][string], { type: 'nats' }>
+    // A stream made beforehand that holds two messages and refuses more (discard: new).
+    const nc = await connect({ servers: NATS })
+    cleanup(() => nc.close())
+    const jsm = await jetstreamManager(nc)
+    await jsm.streams.add({ name: s.stream, subjects: target.stream.subjects, max_msgs: 2, discard: DiscardPolicy.New, duplicate_window: 60_000_000_000 })
+    target.stream = { ...target.stream, create: false }
+    const lines: { msg?: string }[] = []
+    const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as { msg?: string }) })
+    const f = createForwarder({ config: s.config, path: path.join(s.dir, 'forward.db'), log, backoff: { initialMs: 50, maxMs: 60_000 } })
+    cleanup(() => f.close(500))
+    f.start()
+    for (let n = 0; n < 5; n++) {
+      const e = event('m1', `id-${n}`, n)
+      await f.accept(e.topic, e.frame)
+    }
+    await until(() => forwarded(f) === 2 && (f.stats().targets.cloud?.retried ?? 0) > 0, 20_000)
+    // Three seconds of refusals: connected again after 50, 100, 200, 400, 800, 1600 ms at most
+    // (every 50 ms before: the backoff began again at each connection).
+    await new Promise((r) => setTimeout(r, 3_000))
+    const again = lines.filter((l) => l.msg === 'target reachable again; sending what waited').length
+    expect(again).toBeGreaterThan(0)
+    expect(again).toBeLessThanOrEqual(7)
+    // Room again: the rest goes, each once.
+    await jsm.streams.update(s.stream, { max_msgs: 100 })
+    await until(() => forwarded(f) === 5, 120_000)
+    expect(await stored(s.stream)).toEqual(['id-0', 'id-1', 'id-2', 'id-3', 'id-4'])
+  }, 180_000)
 })
+

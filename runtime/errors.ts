@@ -70,6 +70,8 @@ export const ErrorCode = {
   TARGET_REJECTED: 'TARGET_REJECTED',
   /** The device a command is for is not connected (and the caller asked not to wait for it). */
   DEVICE_OFFLINE: 'DEVICE_OFFLINE',
+  /** The gateway holds as many cloud command calls as it may at once (`commands.maxPending`); try again later. */
+  GATEWAY_BUSY: 'GATEWAY_BUSY',
   /** A device bundle's manifest signature does not verify with the key that names it. */
   BAD_SIGNATURE: 'BAD_SIGNATURE',
   /** A file of a device bundle is missing, extra, or not the size and sha256 its manifest gives. */

@@ -49,5 +49,5 @@ export interface CommandsConfig extends CommandDefaults {
 
 /** Without a `commands:` section: HTTP commands on (behind the HTTP token, when one is set), every command allowed. */
 export function defaultCommandsConfig(): CommandsConfig {
-  return { timeoutMs: 10_000, maxTimeoutMs: 300_000, offline: 'fail', http: { enabled: true, allow: ['#'] } }
+  return { timeoutMs: 10_000, maxTimeoutMs: 300_000, offline: 'fail', maxPending: 4_096, http: { enabled: true, allow: ['#'] } }
 }

@@ -30,6 +30,7 @@ export const COMMANDS_FILE_SCHEMA = strict({
   timeoutMs: v.optional(wholeNumber(1, 3_600_000, ' (ms)')),
   maxTimeoutMs: v.optional(wholeNumber(1, 24 * 3_600_000, ' (ms)')),
   offline: v.optional(v.picklist(['fail', 'hold'], 'expected fail or hold')),
+  maxPending: v.optional(wholeNumber(1, 1_000_000)),
   http: v.optional(strict({ enabled: v.optional(v.boolean('expected true or false')), allow: v.optional(ALLOW) })),
   nats: v.optional(
     strict({
@@ -73,6 +74,7 @@ export function commandsFromFile(f: CommandsFile | undefined): CommandsConfig {
     timeoutMs: f.timeoutMs ?? d.timeoutMs,
     maxTimeoutMs: f.maxTimeoutMs ?? d.maxTimeoutMs,
     offline: f.offline ?? d.offline,
+    maxPending: f.maxPending ?? d.maxPending,
     http: { enabled: f.http?.enabled ?? d.http.enabled, allow: f.http?.allow ?? d.http.allow },
     ...(n === undefined
       ? {}

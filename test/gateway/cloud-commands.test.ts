@@ -56,10 +56,11 @@ const newObserved = (): Observed => ({ executions: 0, slowAborted: 0, events: []
 describe('cloud callers to device commands', () => {
   const cleanup = cleanupAfterEach()
 
-  const setup = async (opts: { http?: boolean } = {}): Promise<Setup> => {
+  const setup = async (opts: { http?: boolean; maxPending?: number } = {}): Promise<Setup> => {
     const lines: Record<string, unknown>[] = []
     const log = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) })
     const config = defaultGatewayConfig()
+    if (opts.maxPending !== undefined) config.commands.maxPending = opts.maxPending
     if (opts.http === true) {
       config.http.enabled = true
       config.http.port = 0
@@ -195,6 +196,20 @@ describe('cloud callers to device commands', () => {
       expect((await call(`${s.device}.echo.1.say`, '{"text":"x"}')).body.error?.code).toBe('DEVICE_OFFLINE')
       await s.startDevice(s.device)
       expect((await held).body).toEqual({ result: { text: 'held', device: s.device } })
+    }, 90_000)
+
+    it('holds at most commands.maxPending calls at once (held ones count): a further one is GATEWAY_BUSY at once; then room again', async () => {
+      const s = await setup({ maxPending: 3 })
+      const { call } = await start(s)
+      await stopDevice(s, s.rt, s.device)
+      const hold = { 'Outpost-Offline': 'hold', 'Outpost-Timeout-Ms': '60000' }
+      const held = [1, 2, 3].map((n) => call(`${s.device}.echo.1.say`, JSON.stringify({ text: `held ${n}` }), hold))
+      // Sent after them on the same connection: the three are held when it comes.
+      const busy = await call(`${s.device}.echo.1.say`, '{"text":"one more"}', hold)
+      expect([busy.body.error?.code, busy.errorHeader]).toEqual(['GATEWAY_BUSY', 'GATEWAY_BUSY'])
+      await s.startDevice(s.device)
+      expect((await Promise.all(held)).map((r) => r.body.result)).toEqual([1, 2, 3].map((n) => ({ text: `held ${n}`, device: s.device })))
+      expect((await call(`${s.device}.echo.1.say`, '{"text":"after"}')).body.result).toEqual({ text: 'after', device: s.device })
     }, 90_000)
 
     it('64 calls run on the device side by side and are all answered', async () => {

@@ -75,7 +75,7 @@ describe('forward and commands config', () => {
   it('without a commands section: HTTP commands on, everything allowed, no NATS or RabbitMQ', () => {
     const c = loadGatewayConfig({ file: file('mqtt: { port: 0 }\n'), env: {} })
     expect(c.forward).toBeUndefined()
-    expect(c.commands).toEqual({ timeoutMs: 10_000, maxTimeoutMs: 300_000, offline: 'fail', http: { enabled: true, allow: ['#'] } })
+    expect(c.commands).toEqual({ timeoutMs: 10_000, maxTimeoutMs: 300_000, offline: 'fail', maxPending: 4_096, http: { enabled: true, allow: ['#'] } })
   })
 
   it('redacts passwords and tokens in --print-config, also a password inside a NATS server URL', () => {

@@ -2,7 +2,11 @@
 // written here (one row per target) before the device's publish is acknowledged, and removed
 // only once the target confirmed it. Rows a target refused for good move to the dead-letter
 // table with the reason, where `outpost forward dead …` inspects, redrives or purges them.
+import { realpathSync, statfsSync, statSync } from 'node:fs'
+import path from 'node:path'
+import type Database from 'better-sqlite3'
 import type { Statement } from 'better-sqlite3'
+import { ErrorCode, OutpostError } from '../../runtime/errors.js'
 import { openDeviceDatabase, toStoreError, type DeviceDatabase, type Migration } from '../../runtime/stores/sqlite/index.js'
 import type { WhenFull } from './forward-config.js'
 import type { ForwardMessage } from './target.js'
@@ -141,6 +145,38 @@ const toMessage = (r: Row): ForwardMessage => ({
 
 const REMOVE_BATCH = 64
 
+/**
+ * Disk space kept free beyond what a checkpoint of the WAL needs, bytes: 8 MiB, or a tenth of a
+ * smaller file system. Below it no event is queued (docs/forwarding.md, *Store and forward*).
+ */
+export const DISK_RESERVE_BYTES = 8 * 1024 * 1024
+
+/**
+ * Space new events may take on the file system that holds `file` (where a link to it points),
+ * with the database's free pages, bytes; negative when there is none; undefined when it cannot be read. Not all of what is free:
+ * the WAL must stay checkpointable (the database file grows to hold every page the WAL has), and
+ * a reserve stays for the deletes of what targets confirm. On a disk filled to the last byte,
+ * confirmed rows could not be removed and the WAL never checkpointed: forwarding stopped for good.
+ * Read at each group commit (a statfs and a stat: microseconds).
+ */
+function diskSpaceLeft(file: string, db: Database.Database): () => number | undefined {
+  let real: string | undefined
+  const pageSize = db.pragma('page_size', { simple: true }) as number
+  const pageCount = db.prepare('PRAGMA page_count').pluck() as Statement<[], number>
+  const freePages = db.prepare('PRAGMA freelist_count').pluck() as Statement<[], number>
+  return () => {
+    try {
+      real ??= realpathSync(file)
+      const st = statfsSync(path.dirname(real))
+      const toCheckpoint = Math.max(0, pageCount.get()! * pageSize - statSync(real).size)
+      // Pages of removed rows, which new rows take before the file grows.
+      return st.bavail * st.bsize + freePages.get()! * pageSize - toCheckpoint - Math.min(DISK_RESERVE_BYTES, (st.blocks * st.bsize) / 10)
+    } catch {
+      return undefined
+    }
+  }
+}
+
 /** What a row takes, counted against a target's `maxBytes`: body, headers and subject. */
 export const rowBytes = (m: Pick<NewForwardMessage, 'body' | 'headers' | 'subject'>, headersJson: string): number => m.body.length + headersJson.length + m.subject.length
 
@@ -150,7 +186,13 @@ export const rowBytes = (m: Pick<NewForwardMessage, 'body' | 'headers' | 'subjec
  * in-memory one. `limits` per target name; a target without one has no bound.
  * @throws STORE_* as openDeviceDatabase
  */
-export function openForwardQueue(opts: { path: string; limits: Record<string, QueueLimit>; access?: 'device' | 'tool' }): ForwardQueue {
+export function openForwardQueue(opts: {
+  path: string
+  limits: Record<string, QueueLimit>
+  access?: 'device' | 'tool'
+  /** Disk space beyond the reserve, bytes (negative: within it); default: forward.db's file system, read at each append. */
+  spaceLeft?: () => number | undefined
+}): ForwardQueue {
   const access = opts.access ?? 'device'
   // The gateway's connection waits briefly for a lock (as broker.db does): better-sqlite3 waits
   // synchronously, and another process holding forward.db's write lock froze MQTT, HTTP and the
@@ -159,6 +201,7 @@ export function openForwardQueue(opts: { path: string; limits: Record<string, Qu
   // tried again. Tools (`outpost forward …`) keep the default wait.
   const database = openDeviceDatabase({ path: opts.path, access, migrations: FORWARD_MIGRATIONS, onCorrupt: 'fail', lock: false, ...(access === 'device' ? { busyTimeoutMs: 200 } : {}) })
   const db = database.db
+  const spaceLeft = opts.spaceLeft ?? (access === 'device' && opts.path !== ':memory:' ? diskSpaceLeft(opts.path, db) : () => undefined)
   const insert = db.prepare('INSERT INTO queue (target, device, id, subject, headers, content_type, body, bytes, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
   const nextStmt = db.prepare('SELECT * FROM queue WHERE target = ? AND seq > ? ORDER BY seq LIMIT ?') as Statement<[string, number, number], Row>
   const removeStmt = db.prepare('DELETE FROM queue WHERE seq = ? AND target = ? RETURNING bytes') as Statement<[number, string], { bytes: number }>
@@ -251,6 +294,13 @@ export function openForwardQueue(opts: { path: string; limits: Record<string, Qu
   return {
     database,
     append(events) {
+      // A disk within its reserve takes no new event, as a full one would not (the devices keep
+      // them and send them again), while removing what the targets confirm still has room: on a
+      // disk filled to the last byte, confirmed rows could not be removed (a delete writes to the
+      // WAL, a checkpoint grows the file), and forwarding stopped for good.
+      if ((spaceLeft() ?? Infinity) < 0) {
+        throw new OutpostError(ErrorCode.STORE_FULL, `forward queue ${opts.path}: the disk is nearly full (what a checkpoint needs and ${DISK_RESERVE_BYTES / 1024 / 1024} MiB more, or a tenth of a smaller disk, are kept for removing what targets confirm); new events wait in the devices`, { retryable: true })
+      }
       return guard(() => {
         sync()
         return events.map((rows) => {

@@ -480,6 +480,65 @@ describe('forward.db and the gateway process', () => {
     expectNoStackTrace(lines)
   }, 120_000)
 
+  it('forward.db on a small disk while the target is down: the queue stops short of filling it, and once the target is back the backlog drains and new events are taken again', async () => {
+    const proxy = await tcpProxy(NATS_URL)
+    cleanup(() => proxy.close())
+    const { stream, root, yaml } = jetStreamTarget({ servers: `nats://127.0.0.1:${new URL(proxy.url).port}` })
+    const nc = await natsConnect({ servers: NATS_URL })
+    cleanup(() => nc.close())
+    const jsm = await jetstreamManager(nc)
+    cleanup(() => jsm.streams.delete(stream).catch(() => {}))
+    const f = await folder(yaml, ['meter-1'])
+    const disk = mountSmallDisk(path.join(f.dir, 'disk'), '6m')
+    if (disk === undefined) throw new Error('these tests mount a tmpfs: run them as root')
+    cleanup(() => disk.dispose())
+    symlinkSync(path.join(disk.dir, 'forward.db'), path.join(f.dataDir, 'forward.db'))
+    const lines: string[] = []
+    const gw: GatewayCli = await startGatewayCli(f.config, lines)
+    cleanup(async () => {
+      gw.child.kill('SIGTERM')
+      await until(gw.exited, 15_000)
+    })
+    const get = (route: string): Promise<Response> => fetch(gw.http + route, { headers: { authorization: `Bearer ${HTTP_TOKEN}` } })
+    await forwardUntil({ get }, (v) => v.targets.js!.state === 'up')
+    await proxy.down()
+
+    let client: MqttClient | undefined
+    cleanup(() => client?.end(true))
+    const frame = (n: number): Buffer => good('meter-1', n, { id: `EVT${String(n).padStart(23, '0')}`, pad: 16 * KiB })
+    /** Sends event n until it is acknowledged, or gives up after `tries` refusals; whether it was. */
+    const deliver = async (n: number, tries: number): Promise<boolean> => {
+      for (let t = 0; t < tries; t++) {
+        if (client?.connected !== true) {
+          client?.end(true)
+          client = await mqtt.connectAsync(gw.url, { clientId: 'meter-1', username: 'meter-1', password: f.secrets['meter-1'], reconnectPeriod: 0 })
+          client.on('error', () => {})
+        }
+        if ((await publishOutcome(client, 'ob/meter-1/evt/meter/1/reading', frame(n))) === 'acked') return true
+        client.end(true)
+        client = undefined
+        await new Promise((r) => setTimeout(r, 200))
+      }
+      return false
+    }
+    // The cloud is away: events of 16 KiB wait on the small disk until it is nearly full.
+    let n = 0
+    while (await deliver(n + 1, 3)) n++
+    expect(n).toBeGreaterThan(20)
+    const full = await forwardOf({ get })
+    expect(full.dropped.store).toBeGreaterThanOrEqual(1)
+    expect(full.targets.js!.backlog.messages).toBe(n)
+    // Back: what waited is sent, confirmed and removed, and the queue takes new events again.
+    await proxy.up()
+    await forwardUntil({ get }, (v) => v.targets.js!.backlog.messages === 0 && v.targets.js!.forwarded >= n, 60_000)
+    const more = n + 10
+    for (let m = n + 1; m <= more; m++) expect(await deliver(m, 50), `event ${m} after the drain`).toBe(true)
+    await forwardUntil({ get }, (v) => v.targets.js!.backlog.messages === 0 && v.targets.js!.forwarded >= more, 60_000)
+    const messages = await streamMessages(nc, jsm, stream)
+    expect(messages.filter((m) => m.subject === `${root}.meter-1.meter.1.reading`).map((m) => m.n)).toEqual(Array.from({ length: more }, (_, i) => i + 1))
+    expect(gw.exited()).toBe(false)
+  }, 180_000)
+
   it('SIGTERM with a backlog waiting for a target that is down: the gateway exits 0; started again with the target up, every acknowledged event is stored once', async () => {
     const proxy = await tcpProxy(NATS_URL)
     cleanup(() => proxy.close())

@@ -49,7 +49,8 @@ export async function runDevicesCommand(rest: string[], opts: { dataDir: string;
   else if (!existsSync(file)) throw new OutpostError(ErrorCode.NOT_FOUND, `no gateway database at ${file} (outpost devices add <id> creates it; or name the gateway's config with --config)`)
   // 'tool' access opens an existing database only; when add finds none, no gateway uses this folder
   // yet, so the CLI creates the database itself (as the gateway would, taking its lock for that time).
-  const database = openGatewayDatabase(file, existsSync(file) ? 'tool' : 'device')
+  // list only reads: also from a folder it may not write (a read-only mount, a backup).
+  const database = openGatewayDatabase(file, verb === 'list' ? 'read' : existsSync(file) ? 'tool' : 'device')
   try {
     const table = createDeviceTable(database)
     const credentials = (device: DeviceRecord, secret: string, what: string): string => {

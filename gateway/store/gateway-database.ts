@@ -74,6 +74,11 @@ export function openGatewayDatabase(path: string, access: 'device' | 'tool' | 'r
   try {
     return open(access)
   } catch (err) {
+    // The device lock's words are a device's ("give this one another device id"): a gateway's.
+    if (access === 'device' && isOutpostError(err, ErrorCode.STORE_IN_USE)) {
+      const pid = (err.details as { pid?: number } | undefined)?.pid
+      throw new OutpostError(ErrorCode.STORE_IN_USE, `gateway database ${path} is in use by another gateway${pid === undefined ? '' : ` (pid ${pid})`} on this data folder; stop it first, or give this one another dataDir`, { cause: err, details: err.details })
+    }
     if (access !== 'tool' || !olderSchema(err)) throw err
     try {
       open('device').close()

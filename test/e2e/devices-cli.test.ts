@@ -12,6 +12,7 @@ import { describe, expect, it } from 'vitest'
 import { defaultGatewayConfig } from '../../gateway/config/gateway-config.js'
 import { startGateway } from '../../gateway/index.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
+import { mountSmallDisk } from '../helpers/small-disk.js'
 import { until } from '../helpers/wait.js'
 
 const run = promisify(execFile)
@@ -121,4 +122,19 @@ describe('outpost devices (CLI)', () => {
     expect(list.code).toBe(1)
     expect(list.err.trim()).toMatch(/^outpost: NOT_FOUND: no gateway database at /)
   }, 90_000)
+
+  it('list reads a gateway database on a read-only disk (a backup, a read-only mount); add there is STORE_READ_ONLY', async () => {
+    const disk = mountSmallDisk(path.join(folder(), 'disk'), '4m')
+    if (disk === undefined) throw new Error('this test mounts a tmpfs: run it as root')
+    cleanup(() => disk.dispose())
+    expect((await devices(disk.dir, 'add', 'dev-ro')).code).toBe(0)
+    disk.readOnly()
+    const listed = await devices(disk.dir, 'list', '--json')
+    expect([listed.code, listed.err]).toEqual([0, ''])
+    expect((JSON.parse(listed.out) as { id: string }[]).map((d) => d.id)).toEqual(['dev-ro'])
+    const add = await devices(disk.dir, 'add', 'dev-2')
+    expect(add.code).toBe(1)
+    expect(add.err).toMatch(/^outpost: STORE_READ_ONLY: /)
+  }, 60_000)
 })
+

@@ -403,7 +403,7 @@ describe('the gateway on a failing disk', () => {
     expect(r.code).toBe(1)
     const lines = r.err.trim().split('\n')
     expect(lines, r.err).toHaveLength(1)
-    expect(lines[0]).toMatch(new RegExp(`^outpost: STORE_IN_USE: database .*gateway\\.db is in use by another process \\(pid ${first.child.pid}\\)`))
+    expect(lines[0]).toMatch(new RegExp(`^outpost: STORE_IN_USE: gateway database .*gateway\\.db is in use by another gateway \\(pid ${first.child.pid}\\) on this data folder; stop it first, or give this one another dataDir`))
     expect(first.child.exitCode).toBe(null)
     const c = await connect(`mqtt://127.0.0.1:${port}`, 'after-second')
     expect(await publishAcked(c, 'data/x', 'still serving')).toBe(true)

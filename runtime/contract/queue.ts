@@ -37,7 +37,12 @@ export interface QueueSpec<P extends Schema = Schema, R extends Schema = Schema,
    * so only a dead or frozen process loses it. 0: the worker must call `ctx.heartbeat()`.
    */
   heartbeatMs?: number
-  /** An attempt that runs longer is aborted (signal) and counted as failed (default: no limit). */
+  /**
+   * An attempt that runs longer is aborted (signal) and counted as failed (default: no limit). A
+   * worker that does not return once aborted gives its slot back a lease sweep later (at most a
+   * quarter of the timeout): the attempt fails with TIMEOUT, what the worker returns later is
+   * ignored, and it may still be running while the next attempt does.
+   */
   timeoutMs?: number
   /** Attempts before a job is dead-lettered (default 5). */
   maxAttempts?: number

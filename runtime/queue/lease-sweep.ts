@@ -22,7 +22,15 @@ export interface LeaseSweep {
  * timeout, and prunes completed jobs past their retention once a minute. Storage trouble is
  * logged (at `storeTrouble`'s rate) and tried again at the next sweep.
  */
-export function createLeaseSweep(deps: { store: QueueStore; clock: Clock; queues: readonly QueueState[]; storeTrouble: LogLimiter; steps: ClockSteps }): LeaseSweep {
+export function createLeaseSweep(deps: {
+  store: QueueStore
+  clock: Clock
+  queues: readonly QueueState[]
+  storeTrouble: LogLimiter
+  steps: ClockSteps
+  /** Gives a timed-out attempt's slot back and settles it as a TIMEOUT retry (its worker did not return once aborted). */
+  release: (a: Active, error: OutpostError) => void
+}): LeaseSweep {
   const { store, clock, storeTrouble, steps } = deps
   const all = deps.queues
   let stopped = false
@@ -48,6 +56,7 @@ export function createLeaseSweep(deps: { store: QueueStore; clock: Clock; queues
     // Pruning is due once a minute; a clock set back (now before the last prune) does not put it off for as long.
     const prune = now - lastPrune >= PRUNE_EVERY_MS || now < lastPrune
     const lost: Active[] = []
+    const stuck: [Active, OutpostError][] = []
     try {
       store.transaction.run(() => {
         steps.store(now)
@@ -67,6 +76,12 @@ export function createLeaseSweep(deps: { store: QueueStore; clock: Clock; queues
             if (p.timeoutMs !== undefined && !a.timedOut && now - a.startedAt >= p.timeoutMs) {
               a.timedOut = true
               abort(a, new OutpostError(ErrorCode.TIMEOUT, `job ${a.job.id} ran past its ${p.timeoutMs} ms timeout`))
+            } else if (a.timedOut) {
+              // Aborted a sweep ago and still not returned (a worker that ignores its signal, or a
+              // promise that never settles): its slot held the queue for ever. The attempt counts
+              // as failed now; whatever the worker does later is ignored.
+              stuck.push([a, new OutpostError(ErrorCode.TIMEOUT, `attempt ran past its ${p.timeoutMs} ms timeout and did not return when aborted`)])
+              continue
             }
             if (p.heartbeatMs > 0 && !a.timedOut && now - a.renewedAt >= p.heartbeatMs) {
               if (store.heartbeat(a.job.id, a.job.attempt, now, p.leaseMs)) {
@@ -84,6 +99,7 @@ export function createLeaseSweep(deps: { store: QueueStore; clock: Clock; queues
       storeTrouble.warn('renewal-not-stored', { err: errorMessage(err) }, 'lease renewal not stored; trying again at the next sweep')
     }
     for (const a of lost) abandon(a, new OutpostError(ErrorCode.LEASE_LOST, `job ${a.job.id} lost its lease`))
+    for (const [a, err] of stuck) deps.release(a, err)
     if (!stopped) cancelSweep = clock.setTimer(clock.now() + sweepEvery, sweep)
   }
 

@@ -53,7 +53,19 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
   const all = [...queues.values()]
   const settleOne = createSettler({ store, log, random: opts.random })
   const steps = createClockSteps({ store, clock, queues: all, notes: storeTrouble })
-  const sweep = createLeaseSweep({ store, clock, queues: all, storeTrouble, steps })
+  const sweep = createLeaseSweep({
+    store, clock, queues: all, storeTrouble, steps,
+    release: (a, err) => {
+      if (a.released || !a.q.active.has(a)) return
+      a.released = true
+      a.abandoned = true
+      a.q.active.delete(a)
+      pending.push({ q: a.q, job: a.job, outcome: { kind: 'retry', error: { code: err.code, message: err.message } } })
+      fill(a.q)
+      a.q.wanted = true
+      schedule()
+    },
+  })
   let pending: Settlement[] = []
   let scheduled = false
   let started = false
@@ -241,6 +253,8 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
   const internal = (err: unknown): RunOutcome => ({ kind: 'retry', error: { code: ErrorCode.INTERNAL, message: errorMessage(err) } })
 
   const finished = (a: Active, outcome: RunOutcome): void => {
+    // Given back by the sweep already (it timed out and did not return): settled as a timeout then.
+    if (a.released) return
     const q = a.q
     q.active.delete(a)
     q.avgMs = q.avgMs * 0.9 + (performance.now() - a.began) * 0.1

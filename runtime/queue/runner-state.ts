@@ -17,6 +17,11 @@ export class Active implements RunningJob {
   /** The result will be ignored (lease lost, cancelled, abandoned at shutdown). */
   abandoned = false
   timedOut = false
+  /**
+   * Its slot is given back and its attempt settled by the runner (a timed-out worker that did not
+   * return): what the worker returns later is ignored.
+   */
+  released = false
   /** Aborted because the runtime stops: an unfinished attempt is given back, not counted. */
   stopping = false
   constructor(

@@ -23,7 +23,7 @@ import { createSqliteOutbox, createSqliteQueueStore, openDeviceDatabase, type De
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { until } from '../helpers/wait.js'
 
-const Mode = v.picklist(['ok', 'throw', 'retry', 'fail', 'hang', 'ignoreAbort', 'progress', 'silent'])
+const Mode = v.picklist(['ok', 'throw', 'retry', 'fail', 'hang', 'ignoreAbort', 'never', 'progress', 'silent'])
 const photos = defineContract({
   name: 'photos',
   version: '1',
@@ -80,6 +80,10 @@ function photoService(seen: Seen) {
           return { width: 640 }
         case 'hang':
           await new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)))
+          return { width: 0 }
+        case 'never':
+          // Ignores its signal and never returns.
+          await new Promise(() => undefined)
           return { width: 0 }
         case 'ignoreAbort':
           ctx.signal.addEventListener('abort', () => seen.aborted.push(ctx.signal.reason))
@@ -271,6 +275,19 @@ describe('durable queues', () => {
     await clock.advance(1_000)
     await until(() => seen.results.length === 1)
     expect(seen.results[0]).toMatchObject({ name: 'timed.failed', payload: { jobId: ref.id, attempt: 1, error: { code: 'TIMEOUT' } } })
+  })
+
+  it('an attempt that does not return once aborted for its timeout gives its slot back: it counts as failed, and the next job runs (a queue of concurrency 1 stood still)', async () => {
+    const { timed, seen, clock } = await device()
+    const stuck = timed.enqueue({ photo: 30, mode: 'never' })
+    const next = timed.enqueue({ photo: 31 })
+    await until(() => seen.runs.length === 1)
+    await clock.advance(3_000) // the timeout: aborted
+    await clock.advance(1_000) // a sweep later, still running: given up
+    await until(() => timed.get(next.id)?.state === 'completed')
+    expect(seen.results.map((r) => [r.name, r.payload.jobId])).toEqual([['timed.failed', stuck.id], ['timed.completed', next.id]])
+    expect(seen.results[0]!.payload).toMatchObject({ attempt: 1, error: { code: 'TIMEOUT', message: expect.stringContaining('did not return when aborted') } })
+    expect(timed.get(stuck.id)).toMatchObject({ state: 'ready', attempt: 1 })
   })
 
   it('cancels a running job: its signal aborts and it lands in the dead letters as cancelled', async () => {

@@ -29,7 +29,12 @@ const STATES: readonly JobState[] = ['ready', 'leased', 'completed', 'dead']
 
 /** What a job shows to an operator (payloads and outputs as JSON). */
 function describe(job: Job): Record<string, unknown> {
-  const at = (ms: number | undefined): string | undefined => (ms === undefined ? undefined : new Date(ms).toISOString())
+  // A time no Date holds (a row an older version stored from a bad runAt) is shown as stored, not a crash.
+  const at = (ms: number | undefined): string | undefined => {
+    if (ms === undefined) return undefined
+    const d = new Date(ms)
+    return Number.isNaN(d.getTime()) ? `(not a time: ${String(ms).slice(0, 40)})` : d.toISOString()
+  }
   return {
     id: job.id, queue: job.queue, state: job.state, attempt: job.attempt, priority: job.priority,
     runAt: at(job.runAt), leaseUntil: at(job.leaseUntil), createdAt: at(job.createdAt), updatedAt: at(job.updatedAt),

@@ -17,6 +17,11 @@ import { createQueueOps, type QueueHandle } from './queue-handle.js'
 import { createQueueRunner, type QueueRunner, type RunOutcome, type RunningJob, type RunnerQueue } from './queue-runner.js'
 import { queuePolicy, type QueuePolicy } from './retry-policy.js'
 
+/** Longest `delayMs` an enqueue takes: ten years. */
+const MAX_DELAY_MS = 10 * 365 * 24 * 3_600_000
+/** Latest `runAt` an enqueue takes: the last time a Date can hold. */
+const MAX_TIME_MS = 8.64e15
+
 /**
  * Bounds of the dead letters kept from events that arrive over the broker and cannot become
  * jobs (they fail the binding's or the queue's schema). Such input comes from whoever can
@@ -178,6 +183,20 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
     ),
   })
 
+  /**
+   * An option of the wrong kind is BAD_ARGUMENT here: stored, `runAt: 'tomorrow'` was a job
+   * delayed for ever that `outpost jobs status` could not show, a NaN priority a STORE_FAILED
+   * that blamed the disk.
+   */
+  const checkOptions = (o: EnqueueOptions, where: string): void => {
+    const bad = (what: string, expected: string, got: unknown): OutpostError =>
+      new OutpostError(ErrorCode.BAD_ARGUMENT, `${where}: ${what} ${typeof got === 'number' ? String(got) : JSON.stringify(String(got)).slice(0, 64)} is not ${expected}`)
+    if (o.priority !== undefined && !(typeof o.priority === 'number' && Number.isFinite(o.priority))) throw bad('priority', 'a number', o.priority)
+    if (o.delayMs !== undefined && !(typeof o.delayMs === 'number' && o.delayMs >= 0 && o.delayMs <= MAX_DELAY_MS)) throw bad('delayMs', `a number of ms from 0 to ${MAX_DELAY_MS} (ten years)`, o.delayMs)
+    if (o.runAt !== undefined && !(typeof o.runAt === 'number' && o.runAt >= 0 && o.runAt <= MAX_TIME_MS)) throw bad('runAt', 'a time in epoch ms', o.runAt)
+    for (const k of ['idempotencyKey', 'correlationId'] as const) if (o[k] !== undefined && typeof o[k] !== 'string') throw bad(k, 'a string', o[k])
+  }
+
   const enqueue = (svc: HostedService, queue: string, items: { payload: unknown; opts?: EnqueueOptions }[], parent?: Envelope): JobRef[] => {
     const spec = specOf(svc, queue)
     const key = queueKey(svc, queue)
@@ -187,6 +206,7 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
     const corr = parent === undefined ? undefined : parent.kind === 'command' ? parent.id : (parent.corr ?? parent.id)
     const trace = childTrace(parent?.traceparent)
     const inputs = items.map(({ payload, opts: o = {} }): EnqueueInput => {
+      checkOptions(o, `enqueue on queue ${svc.def.contract.name}.${queue}`)
       // Checked now so the caller hears of bad input; stored as given and parsed again when it runs.
       validate(spec.payload, payload, `payload of queue ${svc.def.contract.name}.${queue}`)
       const input: EnqueueInput = { queue: key, payload, priority: o.priority ?? policy.priority }

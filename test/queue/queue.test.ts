@@ -158,6 +158,29 @@ describe('durable queues', () => {
     expect(resize.get(ref.id)).toMatchObject({ state: 'completed', output: { width: 40 }, attempt: 1 })
   })
 
+  it('refuses enqueue options of the wrong kind with BAD_ARGUMENT and stores nothing (a text runAt was a job delayed for ever)', async () => {
+    const { resize } = await device()
+    const refused = (opts: Record<string, unknown>): string => {
+      try {
+        resize.enqueue({ photo: 1 }, opts as never)
+      } catch (e) {
+        expect(isOutpostError(e, ErrorCode.BAD_ARGUMENT), String(e)).toBe(true)
+        return (e as Error).message
+      }
+      throw new Error(`took ${JSON.stringify(opts)}`)
+    }
+    expect(refused({ runAt: 'tomorrow' })).toContain('runAt "tomorrow" is not a time in epoch ms')
+    expect(refused({ runAt: Number.NaN })).toContain('runAt NaN')
+    expect(refused({ runAt: new Date() })).toContain('runAt')
+    expect(refused({ delayMs: 1e20 })).toContain('delayMs 100000000000000000000 is not a number of ms from 0')
+    expect(refused({ delayMs: -5 })).toContain('delayMs -5')
+    expect(refused({ priority: Number.NaN })).toContain('priority NaN is not a number')
+    expect(refused({ idempotencyKey: 7 })).toContain('idempotencyKey')
+    expect(resize.metrics()).toMatchObject({ ready: 0, leased: 0, dead: 0 })
+    // Within the bounds: taken.
+    expect(resize.enqueue({ photo: 2 }, { delayMs: 60_000, priority: 2.5 }).created).toBe(true)
+  })
+
   it('refuses a payload that fails the queue schema with VALIDATION_FAILED and stores nothing', async () => {
     const { resize } = await device()
     let err: unknown

@@ -5,7 +5,8 @@ import { existsSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
 import { createDeviceTable, type DeviceRecord } from '../gateway/devices/device-table.js'
 import { openGatewayDatabase } from '../gateway/store/gateway-database.js'
-import { ErrorCode, OutpostError } from '../runtime/errors.js'
+import { ErrorCode, isOutpostError, OutpostError } from '../runtime/errors.js'
+import type { DeviceDatabase } from '../runtime/stores/sqlite/index.js'
 import { DEVICE_ID } from './cli-args.js'
 
 /** How to call `outpost devices`, shown after a wrong call. */
@@ -49,8 +50,7 @@ export async function runDevicesCommand(rest: string[], opts: { dataDir: string;
   else if (!existsSync(file)) throw new OutpostError(ErrorCode.NOT_FOUND, `no gateway database at ${file} (outpost devices add <id> creates it; or name the gateway's config with --config)`)
   // 'tool' access opens an existing database only; when add finds none, no gateway uses this folder
   // yet, so the CLI creates the database itself (as the gateway would, taking its lock for that time).
-  // list only reads: also from a folder it may not write (a read-only mount, a backup).
-  const database = openGatewayDatabase(file, verb === 'list' ? 'read' : existsSync(file) ? 'tool' : 'device')
+  const database = openListed(file, verb)
   try {
     const table = createDeviceTable(database)
     const credentials = (device: DeviceRecord, secret: string, what: string): string => {
@@ -105,5 +105,20 @@ export async function runDevicesCommand(rest: string[], opts: { dataDir: string;
     return table2.map((row) => row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')
   } finally {
     database.close()
+  }
+}
+
+/**
+ * The gateway database as a command needs it: 'tool' access (an older schema is updated first
+ * when no gateway holds it), 'device' when add creates it; list, which only reads, falls back to
+ * reading a database it may not write (a read-only mount, a backup).
+ */
+function openListed(file: string, verb: string): DeviceDatabase {
+  const access = existsSync(file) ? 'tool' : 'device'
+  try {
+    return openGatewayDatabase(file, access)
+  } catch (err) {
+    if (verb !== 'list' || access !== 'tool' || !isOutpostError(err, ErrorCode.STORE_READ_ONLY)) throw err
+    return openGatewayDatabase(file, 'read')
   }
 }

@@ -146,7 +146,17 @@ export function createDirectory(opts: DirectoryOptions = {}): Directory {
     const before = byDevice.get(device)
     if (before === undefined) return undefined
     lists.clear()
-    for (const k of before.keys) byService.get(k)?.delete(device)
+    for (const k of before.keys) {
+      const m = byService.get(k)
+      if (m === undefined) continue
+      m.delete(device)
+      // A service nobody live runs any more leaves no entry: presence with ever new service names
+      // grew a device by a gigabyte with the empty maps (and their round-robin cursors) left.
+      if (m.size === 0) {
+        byService.delete(k)
+        cursor.delete(k)
+      }
+    }
     byDevice.delete(device)
     held -= before.names
     declare(before.keys, -1)

@@ -3,6 +3,7 @@
 // nothing bounded them all: 4,000 such frames took a device from 100 MB to 3 GB (found from
 // outside). The directory now holds at most 65,536 names in all; past that a further device's
 // presence is ignored, counted and logged, and the device's own calls keep working.
+// A device that announces ever new service names leaves nothing behind of the old ones.
 import mqtt from 'mqtt'
 import { describe, expect, it } from 'vitest'
 import { freshAedes } from '../helpers/aedes.js'
@@ -60,5 +61,20 @@ describe('a device process sent the presence of thousands of made-up devices', (
     expect(device.connects()).toBe(1)
     await eventually(async () => (await device.probe()).pingsOk > after.pingsOk, 20_000, 'the device still calling its peer')
     expect(device.tail()).toContain('declares more than the directory keeps (devices)')
+
+    // One device announcing ever new service names, each presence within every bound: what it
+    // announced before leaves nothing behind (an empty map per name was kept: a gigabyte).
+    const before = await device.probe()
+    for (let i = 0; i < 4_000; i++) {
+      const services = Array.from({ length: 64 }, (_, k) => ({ name: `n${i}-${k}-${'x'.repeat(40)}`, version: '1', commands: [], events: [] }))
+      const frame = rawFrame(presenceSlots({ src: 'renamer', services }))
+      if (i % 200 === 199) await attacker.publishAsync('ob/renamer/status', frame, { qos: 1 })
+      else attacker.publish('ob/renamer/status', frame, { qos: 0 })
+    }
+    await device.call('put', { name: 'after-renames', n: 1 }, { timeoutMs: 30_000 })
+    const renamed = await device.probe()
+    const renamedMiB = (renamed.heapUsed - before.heapUsed) / MiB
+    console.log(`after 4,000 presences of new names: heap +${renamedMiB.toFixed(1)} MiB`)
+    expect(renamedMiB).toBeLessThanOrEqual(8)
   }, 180_000)
 })

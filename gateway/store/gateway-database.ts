@@ -70,7 +70,12 @@ const olderSchema = (err: unknown): err is OutpostError => {
  * holds it, as that gateway would; while an older gateway runs on it, nothing is changed.
  */
 export function openGatewayDatabase(path: string, access: 'device' | 'tool' | 'read' = 'device'): DeviceDatabase {
-  const open = (a: 'device' | 'tool' | 'read'): DeviceDatabase => openDeviceDatabase({ path, access: a, migrations: GATEWAY_MIGRATIONS, synchronous: 'FULL', onCorrupt: 'fail' })
+  // The gateway's own connection waits briefly for a lock, as forward.db's does: better-sqlite3
+  // waits synchronously, and another process holding gateway.db's write lock (a sqlite3 shell, a
+  // backup) froze the broker and HTTP for 5 s at each registry write. A write that gives up is
+  // tried again later (the registry says so). Tools keep the default wait.
+  const open = (a: 'device' | 'tool' | 'read'): DeviceDatabase =>
+    openDeviceDatabase({ path, access: a, migrations: GATEWAY_MIGRATIONS, synchronous: 'FULL', onCorrupt: 'fail', ...(a === 'device' ? { busyTimeoutMs: 200 } : {}) })
   try {
     return open(access)
   } catch (err) {

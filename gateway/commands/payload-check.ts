@@ -13,22 +13,25 @@
 //     (`patternProperties`, wherever a `$ref` finds it) makes the schema unusable;
 //   - `uniqueItems` is not checked: ajv compares every pair of items, and a caller's array of
 //     some 30,000 items held the gateway for seconds;
-//   - a schema of more than MAX_SCHEMA_NODES objects is not used (compiling costs time in
-//     proportion, on the event loop), and a `$ref` is compiled once and called, never copied
-//     into each place that uses it (`inlineRefs: false`): 300 references to one definition of
-//     200 properties, 16 KB of document, otherwise compiled for 26 s into 3 GB;
+//   - a schema that costs more than MAX_SCHEMA_NODES (objects and enum values, what a `$ref`
+//     points to counted at each use: schema-cost.ts) is not used, nor a recursive one: compiling
+//     and checking cost time in proportion, on the event loop (30 definitions that each name the
+//     next twice, 2 KB of document, ran the gateway out of memory on one call). A `$ref` is
+//     compiled once and called, never copied into each place (`inlineRefs: false`);
 //   - compiled schemas are kept by their JSON text, at most `maxSchemas`, the oldest dropped
 //     from ajv too, so devices announcing ever new schemas cannot grow the gateway.
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv'
 import { ErrorCode, OutpostError, type ValidationIssue } from '../../runtime/errors.js'
 import type { JsonSchema } from '../../runtime/wire/envelope.js'
+import { schemaCost } from './schema-cost.js'
 
 /** The dialect ajv's default class reads, the only one a document is checked in. */
 const DIALECT = 'draft-07'
 /**
- * Objects a schema may have, wherever they stand, and still be compiled: ajv takes about 0.15 ms
- * for each on this machine, all of it on the gateway's event loop. A command's payload schema
- * has tens; a larger one is left to the device.
+ * What a schema may cost (schema-cost.ts: its objects and enum values, a `$ref`'s target counted
+ * at each use) and still be used: ajv takes about 0.15 ms an object to compile on this machine,
+ * and checking an array's items costs as much per item, all of it on the gateway's event loop.
+ * A command's payload schema costs tens; a dearer one is left to the device.
  */
 export const MAX_SCHEMA_NODES = 500
 /** Issues reported at most, as a device reports them. */
@@ -67,19 +70,6 @@ function pathOf(pointer: string, data: unknown): { path: string; value: unknown 
     value = typeof value === 'object' && value !== null ? (value as Record<string, unknown>)[key] : undefined
   }
   return { path, value }
-}
-
-/** True when `schema` has more than `max` objects (a walk that stops there). */
-function largerThan(schema: unknown, max: number): boolean {
-  const stack: unknown[] = [schema]
-  let objects = 0
-  while (stack.length > 0) {
-    const v = stack.pop()
-    if (typeof v !== 'object' || v === null) continue
-    if (!Array.isArray(v) && ++objects > max) return true
-    for (const x of Array.isArray(v) ? v : Object.values(v)) if (typeof x === 'object' && x !== null) stack.push(x)
-  }
-  return false
 }
 
 const child = (path: string, key: string): string => (path === '' ? key : `${path}.${key}`)
@@ -176,7 +166,7 @@ export function createPayloadCheck(opts: { maxSchemas?: number } = {}): PayloadC
     const own = JSON.parse(text) as JsonSchema
     let validate: ValidateFunction | undefined
     try {
-      validate = largerThan(own, MAX_SCHEMA_NODES) ? undefined : ajv.compile(own)
+      validate = schemaCost(own, MAX_SCHEMA_NODES) === Infinity ? undefined : ajv.compile(own)
     } catch {
       validate = undefined
     }

@@ -208,7 +208,7 @@ describe('contract documents and payload checks at the gateway', () => {
   // held it 10 s, and every MQTT and HTTP client with it; 41 here would hold it for days), and a
   // 30,000-item array held it 6 s, then the gateway refused a duplicate itself. Now neither runs
   // there: the device gets the call and answers.
-  it('a document made to hold the gateway (a pattern behind a $ref, uniqueItems over a long array, a schema of thousands of objects) runs none of that there: the device checks; many $refs to one definition are compiled once', async () => {
+  it('a document made to hold the gateway (a pattern behind a $ref, uniqueItems over a long array, a schema of thousands of objects, $refs that double at each step) runs none of that there: the device checks', async () => {
     const { gw, anyone } = await announcedBySomeone('probe-5')
     const inst = gw.registry.get('probe-5')!.instance!
     const announce = async (payload: unknown): Promise<void> => {
@@ -227,12 +227,17 @@ describe('contract documents and payload checks at the gateway', () => {
     // As many items as the HTTP body limit lets through, all different but the last.
     await announce({ type: 'array', uniqueItems: true })
     await byDevice([...Array.from({ length: 25_000 }, (_, i) => [i]), [0]])
-    // One definition that 250 references name (17 KB): compiled once, not into each place that
-    // names it (8 s and gigabytes on the event loop); the gateway checks through it.
-    const leaf = { type: 'object', properties: Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`q${i}`, { type: 'number', maximum: i }])) }
-    await announce({ definitions: { leaf }, type: 'object', properties: Object.fromEntries(Array.from({ length: 250 }, (_, i) => [`p${i}`, { $ref: '#/definitions/leaf' }])) })
-    const deep = await post(gw, '/devices/probe-5/commands/probe/1/set', { p249: { q199: 1_000 } })
-    expect([deep.status, deep.error?.details?.checkedBy, deep.error?.details?.issues?.[0]?.path]).toEqual([422, 'gateway', 'p249.q199'])
+    // 30 definitions that each name the next twice (2 KB, 2^30 to check: the gateway ran out of
+    // memory on one call): the device checks.
+    const definitions: Record<string, unknown> = { d29: { type: 'object', required: ['zz'] } }
+    for (let i = 28; i >= 0; i--) definitions[`d${i}`] = { allOf: [{ $ref: `#/definitions/d${i + 1}` }, { $ref: `#/definitions/d${i + 1}` }] }
+    await announce({ definitions, type: 'object', properties: { name: { $ref: '#/definitions/d0' } } })
+    await byDevice({ name: {} })
+    // A definition named twice: the gateway checks through it.
+    const leaf = { type: 'object', properties: Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`q${i}`, { type: 'number', maximum: i }])) }
+    await announce({ definitions: { leaf }, type: 'object', properties: { a: { $ref: '#/definitions/leaf' }, b: { $ref: '#/definitions/leaf' } } })
+    const deep = await post(gw, '/devices/probe-5/commands/probe/1/set', { b: { q49: 1_000 } })
+    expect([deep.status, deep.error?.details?.checkedBy, deep.error?.details?.issues?.[0]?.path]).toEqual([422, 'gateway', 'b.q49'])
     // A schema too large to compile on the gateway's event loop: the device checks.
     await announce({ type: 'object', properties: Object.fromEntries(Array.from({ length: 3_000 }, (_, i) => [`q${i}`, { type: 'number' }])) })
     await byDevice({ name: 1 })

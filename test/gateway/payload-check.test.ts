@@ -1,6 +1,6 @@
 // The gateway's payload check runs schemas devices announced: untrusted. No regular expression a
 // device wrote runs on the gateway (one that backtracks badly would hold its event loop), nor
-// uniqueItems (quadratic in a caller's array); a small document cannot make a huge compiled one.
+// uniqueItems (quadratic in a caller's array); a small document cannot make a huge or costly check.
 import { describe, expect, it } from 'vitest'
 import { createPayloadCheck, MAX_SCHEMA_NODES } from '../../gateway/commands/payload-check.js'
 import { isOutpostError } from '../../runtime/errors.js'
@@ -55,16 +55,36 @@ describe('payload check with schemas from devices', () => {
     expect(isOutpostError(caught(() => check.check(schema, 'draft-07', long, 'x.y')), 'VALIDATION_FAILED')).toBe(true)
   })
 
-  it('compiles a definition that many $refs name once (a 17 KB document copied into each place would compile for seconds into gigabytes); it still checks through them', () => {
+  it('counts what a $ref names at each use: definitions that name the next twice (2 KB, 2^30 to check) and many uses of a large one are left to the device; a few uses are checked through', () => {
     const check = createPayloadCheck()
+    // d0 → d1 twice → … → d29: an empty object is refused at each of 2^30 leaves, with allErrors.
+    const definitions: Record<string, unknown> = { d29: { type: 'object', required: ['zz'] } }
+    for (let i = 28; i >= 0; i--) definitions[`d${i}`] = { allOf: [{ $ref: `#/definitions/d${i + 1}` }, { $ref: `#/definitions/d${i + 1}` }] }
+    const doubling = { definitions, $ref: '#/definitions/d0' }
+    expect(JSON.stringify(doubling).length).toBeLessThan(2_500)
+    expect(caught(() => check.check(doubling, 'draft-07', {}, 'x.y'))).toBeUndefined()
+    // 250 uses of a 200-property definition: 50,000 to check.
     const leaf = { type: 'object', properties: Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`q${i}`, { type: 'number', maximum: i }])) }
-    const schema = { definitions: { leaf }, type: 'object', properties: Object.fromEntries(Array.from({ length: 250 }, (_, i) => [`p${i}`, { $ref: '#/definitions/leaf' }])) }
-    expect(JSON.stringify(schema).length).toBeLessThan(17_000)
-    const wrong = caught(() => check.check(schema, 'draft-07', { p249: { q199: 1_000 } }, 'x.y'))
-    expect(isOutpostError(wrong, 'VALIDATION_FAILED')).toBe(true)
-    expect((wrong as { details: { issues: { path: string }[] } }).details.issues.map((i) => i.path)).toEqual(['p249.q199'])
-    expect(caught(() => check.check(schema, 'draft-07', { p0: { q199: 199 } }, 'x.y'))).toBeUndefined()
-    expect(check.stats()).toEqual({ schemas: 1, unusable: 0 })
+    const many = { definitions: { leaf }, type: 'object', properties: Object.fromEntries(Array.from({ length: 250 }, (_, i) => [`p${i}`, { $ref: '#/definitions/leaf' }])) }
+    expect(caught(() => check.check(many, 'draft-07', { p249: { q199: 1_000 } }, 'x.y'))).toBeUndefined()
+    // A recursive schema: how often its reference is followed depends on the payload.
+    const tree = { type: 'object', properties: { children: { type: 'array', items: { $ref: '#' } } } }
+    expect(caught(() => check.check(tree, 'draft-07', { children: [{ children: 5 }] }, 'x.y'))).toBeUndefined()
+    // Two uses of a small definition: checked through them.
+    const small = { type: 'object', properties: Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`q${i}`, { type: 'number', maximum: i }])) }
+    const few = { definitions: { small }, type: 'object', properties: { a: { $ref: '#/definitions/small' }, b: { $ref: '#/definitions/small' } } }
+    const wrong = caught(() => check.check(few, 'draft-07', { b: { q49: 1_000 } }, 'x.y'))
+    expect((wrong as { details: { issues: { path: string }[] } }).details.issues.map((i) => i.path)).toEqual(['b.q49'])
+    expect(check.stats()).toEqual({ schemas: 4, unusable: 3 })
+  })
+
+  it('counts each value of an enum: 30,000 of them, checked against each item of a long array, are left to the device', () => {
+    const check = createPayloadCheck()
+    const big = { type: 'array', items: { enum: Array.from({ length: 30_000 }, (_, i) => i) } }
+    expect(caught(() => check.check(big, 'draft-07', Array.from({ length: 80_000 }, () => -1), 'x.y'))).toBeUndefined()
+    const small = { type: 'array', items: { enum: [1, 2, 3] } }
+    expect(isOutpostError(caught(() => check.check(small, 'draft-07', [1, 4], 'x.y')), 'VALIDATION_FAILED')).toBe(true)
+    expect(check.stats()).toEqual({ schemas: 2, unusable: 1 })
   })
 
   it(`leaves a schema of more than ${MAX_SCHEMA_NODES} objects to the device, and checks one of that many`, () => {

@@ -157,7 +157,10 @@ export function createServing(deps: ServingDeps): Serving {
     const key = `${cmd.src}/${cmd.id}`
     let seen: ReturnType<Inbox['get']>
     try {
-      seen = inbox.get(key)
+      // A record of a version that knew the id alone (kept until the inbox's window passes it):
+      // a repeat across an upgrade is still answered from it. An id holding a `/` could name
+      // another sender's record that way, so it is looked up by its own key only.
+      seen = inbox.get(key) ?? (cmd.id.includes('/') ? undefined : inbox.get(cmd.id))
     } catch (err) {
       // Storage cannot tell whether this command ran already: the caller is told, and may retry.
       inboxTrouble(err, cmd)

@@ -92,7 +92,7 @@ describe('a command delivered again after the device was killed', () => {
     const stored = (): Buffer | undefined => {
       const db = new Database(dbFile, { readonly: true, fileMustExist: true })
       try {
-        const row = db.prepare('SELECT reply FROM inbox WHERE id = ?').get(id) as { reply: Buffer | null } | undefined
+        const row = db.prepare('SELECT reply FROM inbox WHERE id = ?').get(`k9-caller/${id}`) as { reply: Buffer | null } | undefined
         return row?.reply ?? undefined
       } finally {
         db.close()

@@ -77,7 +77,8 @@ describe('a redelivered command over a real broker', () => {
     expect(reply).toMatchObject({ kind: 'reply', corr: 'CMD-FRAME-1', src: 'dev-a', payload: { ok: true, n: 1 } })
     expect(replies[0]!.topic).toBe('ob/dev-a/rep/probe')
     // What the inbox keeps is the frame that went out and its topic, not a value to encode again.
-    const row = first.d.db.prepare('SELECT topic, reply FROM inbox WHERE id = ?').get('CMD-FRAME-1') as { topic: string; reply: Buffer }
+    // Kept under the sender and the id (a repeat is the same sender's id).
+    const row = first.d.db.prepare('SELECT topic, reply FROM inbox WHERE id = ?').get('probe/CMD-FRAME-1') as { topic: string; reply: Buffer }
     expect(row.topic).toBe(replies[0]!.topic)
     expect(row.reply.equals(replies[0]!.bytes)).toBe(true)
 

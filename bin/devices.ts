@@ -48,8 +48,6 @@ export async function runDevicesCommand(rest: string[], opts: { dataDir: string;
   const file = path.join(opts.dataDir, 'gateway.db')
   if (verb === 'add') mkdirSync(opts.dataDir, { recursive: true })
   else if (!existsSync(file)) throw new OutpostError(ErrorCode.NOT_FOUND, `no gateway database at ${file} (outpost devices add <id> creates it; or name the gateway's config with --config)`)
-  // 'tool' access opens an existing database only; when add finds none, no gateway uses this folder
-  // yet, so the CLI creates the database itself (as the gateway would, taking its lock for that time).
   const database = openListed(file, verb)
   try {
     const table = createDeviceTable(database)
@@ -109,9 +107,10 @@ export async function runDevicesCommand(rest: string[], opts: { dataDir: string;
 }
 
 /**
- * The gateway database as a command needs it: 'tool' access (an older schema is updated first
- * when no gateway holds it), 'device' when add creates it; list, which only reads, falls back to
- * reading a database it may not write (a read-only mount, a backup).
+ * The gateway database as a command needs it: 'tool' access for an existing one (an older schema
+ * is updated first when no gateway holds it); 'device' when add finds none (no gateway uses the
+ * folder yet, so the CLI creates it as the gateway would, taking its lock for that time); list,
+ * which only reads, falls back to reading a database it may not write (a read-only mount, a backup).
  */
 function openListed(file: string, verb: string): DeviceDatabase {
   const access = existsSync(file) ? 'tool' : 'device'

@@ -12,7 +12,6 @@
 export function schemaCost(schema: unknown, max: number): number {
   const done = new Map<string, number>()
   const open = new Set<string>()
-  let total = 0
 
   /** The value `pointer` (`#/definitions/x`) names in the schema; undefined when there is none. */
   const resolve = (pointer: string): unknown => {
@@ -68,6 +67,6 @@ export function schemaCost(schema: unknown, max: number): number {
     return c
   }
 
-  total = cost(schema)
+  const total = cost(schema)
   return total > max ? Infinity : total
 }

@@ -353,6 +353,32 @@ describe('forward.db and the gateway process', () => {
     return { dir, config, dataDir: path.join(dir, 'data'), secrets }
   }
 
+  /**
+   * A gateway process forwarding to a stream of its own (through `servers` when given) whose
+   * forward.db alone (with its -wal and -shm, which SQLite keeps beside the file a link points
+   * to) lies on a tmpfs of `size`; device meter-1 added.
+   */
+  const onSmallDisk = async (size: string, servers?: string) => {
+    const { stream, root, yaml } = jetStreamTarget(servers === undefined ? {} : { servers })
+    const nc = await natsConnect({ servers: NATS_URL })
+    cleanup(() => nc.close())
+    const jsm = await jetstreamManager(nc)
+    cleanup(() => jsm.streams.delete(stream).catch(() => {}))
+    const f = await folder(yaml, ['meter-1'])
+    const disk = mountSmallDisk(path.join(f.dir, 'disk'), size)
+    if (disk === undefined) throw new Error('these tests mount a tmpfs: run them as root')
+    cleanup(() => disk.dispose())
+    symlinkSync(path.join(disk.dir, 'forward.db'), path.join(f.dataDir, 'forward.db'))
+    const lines: string[] = []
+    const gw: GatewayCli = await startGatewayCli(f.config, lines)
+    cleanup(async () => {
+      gw.child.kill('SIGTERM')
+      await until(gw.exited, 15_000)
+    })
+    const get = (route: string): Promise<Response> => fetch(gw.http + route, { headers: { authorization: `Bearer ${HTTP_TOKEN}` } })
+    return { stream, root, nc, jsm, f, disk, lines, gw, get }
+  }
+
   /** `outpost gateway` that must stop at start: its one stderr line. */
   const refusedStart = async (config: string): Promise<string> => {
     const r = await outpost(['gateway', '--config', config], {}, 30_000)
@@ -401,26 +427,9 @@ describe('forward.db and the gateway process', () => {
   }, 120_000)
 
   it('forward.db on a disk that fills up: events are not acknowledged and counted as `store`; the gateway stays up; once there is room, every event is stored once', async () => {
-    const { stream, root, yaml } = jetStreamTarget()
-    const nc = await natsConnect({ servers: NATS_URL })
-    cleanup(() => nc.close())
-    const jsm = await jetstreamManager(nc)
-    cleanup(() => jsm.streams.delete(stream).catch(() => {}))
-    const f = await folder(yaml, ['meter-1'])
     // Room for SQLite's write-ahead log (up to 4 MiB before it is checkpointed) once the filler is gone.
-    const disk = mountSmallDisk(path.join(f.dir, 'disk'), '8m')
-    if (disk === undefined) throw new Error('these tests mount a tmpfs: run them as root')
-    cleanup(() => disk.dispose())
-    // Only forward.db (and its -wal and -shm, which SQLite keeps beside the file a link points to) on the small disk.
-    symlinkSync(path.join(disk.dir, 'forward.db'), path.join(f.dataDir, 'forward.db'))
-    const lines: string[] = []
-    const gw: GatewayCli = await startGatewayCli(f.config, lines)
-    cleanup(async () => {
-      gw.child.kill('SIGTERM')
-      await until(gw.exited, 15_000)
-    })
+    const { stream, root, nc, jsm, f, disk, lines, gw, get } = await onSmallDisk('8m')
     expect(existsSync(path.join(disk.dir, 'forward.db'))).toBe(true)
-    const get = (route: string): Promise<Response> => fetch(gw.http + route, { headers: { authorization: `Bearer ${HTTP_TOKEN}` } })
 
     // A device whose outbox sends an event again until the gateway acknowledges it (same id, same bytes).
     const N = 60
@@ -483,23 +492,7 @@ describe('forward.db and the gateway process', () => {
   it('forward.db on a small disk while the target is down: the queue stops short of filling it, and once the target is back the backlog drains and new events are taken again', async () => {
     const proxy = await tcpProxy(NATS_URL)
     cleanup(() => proxy.close())
-    const { stream, root, yaml } = jetStreamTarget({ servers: `nats://127.0.0.1:${new URL(proxy.url).port}` })
-    const nc = await natsConnect({ servers: NATS_URL })
-    cleanup(() => nc.close())
-    const jsm = await jetstreamManager(nc)
-    cleanup(() => jsm.streams.delete(stream).catch(() => {}))
-    const f = await folder(yaml, ['meter-1'])
-    const disk = mountSmallDisk(path.join(f.dir, 'disk'), '6m')
-    if (disk === undefined) throw new Error('these tests mount a tmpfs: run them as root')
-    cleanup(() => disk.dispose())
-    symlinkSync(path.join(disk.dir, 'forward.db'), path.join(f.dataDir, 'forward.db'))
-    const lines: string[] = []
-    const gw: GatewayCli = await startGatewayCli(f.config, lines)
-    cleanup(async () => {
-      gw.child.kill('SIGTERM')
-      await until(gw.exited, 15_000)
-    })
-    const get = (route: string): Promise<Response> => fetch(gw.http + route, { headers: { authorization: `Bearer ${HTTP_TOKEN}` } })
+    const { stream, root, nc, jsm, f, gw, get } = await onSmallDisk('6m', `nats://127.0.0.1:${new URL(proxy.url).port}`)
     await forwardUntil({ get }, (v) => v.targets.js!.state === 'up')
     await proxy.down()
 

@@ -5,19 +5,13 @@
 // (JetStream counted duplicates, the device's outbox stood still). Now the stored ones are
 // acknowledged, the refused one waits for room and is refused only if none comes, and once the
 // link is back every event is in the stream once.
-import { randomBytes } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import path from 'node:path'
-import { jetstreamManager } from '@nats-io/jetstream'
-import { connect as natsConnect } from '@nats-io/transport-node'
 import mqtt from 'mqtt'
 import { pino } from 'pino'
 import { describe, expect, it } from 'vitest'
 import { defaultGatewayConfig } from '../../gateway/config/gateway-config.js'
-import type { ForwardConfig } from '../../gateway/forward/forward-config.js'
 import { startGateway } from '../../gateway/index.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
+import { jetstreamForward } from '../helpers/jetstream-forward.js'
 import { eventSlots, rawFrame, rawId } from '../helpers/raw-wire.js'
 import { tcpProxy } from '../helpers/tcp-proxy.js'
 import { until } from '../helpers/wait.js'
@@ -28,27 +22,11 @@ describe('a full forward queue that refuses (whenFull: refuse)', () => {
   const cleanup = cleanupAfterEach()
 
   it('acknowledges what it stored before it refuses the next event, and every event reaches the stream once after the link is back', async () => {
-    const tag = randomBytes(4).toString('hex')
-    const stream = `FWD_REFUSE_${tag}`
-    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-fwd-refuse-'))
-    cleanup(() => rmSync(dir, { recursive: true, force: true }))
     const proxy = await tcpProxy('nats://127.0.0.1:4222')
     cleanup(() => proxy.close())
-    const nc = await natsConnect({ servers: '127.0.0.1:4222' })
-    cleanup(() => nc.close())
-    const jsm = await jetstreamManager(nc)
-    cleanup(() => jsm.streams.delete(stream).catch(() => {}))
-
-    const forward: ForwardConfig = {
-      targets: {
-        js: {
-          type: 'nats', servers: [`nats://127.0.0.1:${new URL(proxy.url).port}`], encoding: 'cbor', window: 64, confirmTimeoutMs: 2_000, maxBytes: 3_000, whenFull: 'refuse',
-          stream: { name: stream, subjects: [`fwdrefuse${tag}.>`], create: true, duplicateWindowMs: 600_000 },
-          subject: `fwdrefuse${tag}.{device}.{event}`,
-        },
-      },
-      routes: [{ events: ['meter/1/reading'], devices: ['*'], to: ['js'] }],
-    }
+    const { stream, dir, jsm, forward } = await jetstreamForward(cleanup, { stream: 'FWD_REFUSE_', subject: 'fwdrefuse', dir: 'outpost-fwd-refuse-' })
+    // Through the proxy, with room for a few events only.
+    Object.assign(forward.targets.js!, { servers: [`nats://127.0.0.1:${new URL(proxy.url).port}`], window: 64, confirmTimeoutMs: 2_000, maxBytes: 3_000 })
     const gw = await startGateway({ config: { ...defaultGatewayConfig(), dataDir: dir, persistence: 'sqlite' as const, forward }, port: 0, logger: pino({ level: 'silent' }) })
     cleanup(() => gw.close())
     const js = () => gw.forwarder!.stats().targets.js!

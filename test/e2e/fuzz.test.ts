@@ -7,9 +7,8 @@ import { once } from 'node:events'
 import { setTimeout } from 'node:timers/promises'
 import mqtt from 'mqtt'
 import { describe, expect, it } from 'vitest'
-import { freshAedes } from '../helpers/aedes.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
-import { eventually, residentBytes, startDeviceUnderAttack, startHandWrittenPeer, type DeviceUnderAttack } from '../helpers/device-under-attack.js'
+import { eventually, residentBytes, startPingingDevice, type DeviceUnderAttack } from '../helpers/device-under-attack.js'
 import { createFrameMutator, seededRandom, type FuzzFrame } from '../helpers/frame-mutator.js'
 import { eventSlots, rawFrame } from '../helpers/raw-wire.js'
 import { until } from '../helpers/wait.js'
@@ -25,16 +24,8 @@ describe('a device process flooded with mutated frames', () => {
 
   it('keeps serving on its first connection, with memory, database and log bounded', async () => {
     console.log(`fuzz seed ${SEED}: replay with FUZZ_SEED=${SEED} npx vitest run test/e2e/fuzz.test.ts`)
-    const broker = await freshAedes()
-    cleanup(() => broker.close())
-
-    // The peer the device calls every 100 ms, written by hand.
-    const peer = await startHandWrittenPeer(broker.url)
-    cleanup(() => peer.stop())
-
-    const device = await startDeviceUnderAttack(broker, { mode: 'ping' })
-    cleanup(() => device.stop())
-    await eventually(async () => (await device.probe()).pingsOk >= 3, 20_000, 'the device calling its peer')
+    // The device calls a peer written by hand every 100 ms.
+    const { broker, peer, device } = await startPingingDevice(cleanup)
 
     const attacker = await mqtt.connectAsync(broker.url, { clientId: 'attacker', reconnectPeriod: 100 })
     cleanup(() => attacker.endAsync(true))

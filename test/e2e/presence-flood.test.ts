@@ -6,9 +6,8 @@
 // A device that announces ever new service names leaves nothing behind of the old ones.
 import mqtt from 'mqtt'
 import { describe, expect, it } from 'vitest'
-import { freshAedes } from '../helpers/aedes.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
-import { eventually, residentBytes, startDeviceUnderAttack, startHandWrittenPeer } from '../helpers/device-under-attack.js'
+import { eventually, residentBytes, startPingingDevice } from '../helpers/device-under-attack.js'
 import { presenceSlots, rawFrame } from '../helpers/raw-wire.js'
 
 const MiB = 1024 * 1024
@@ -26,13 +25,7 @@ describe('a device process sent the presence of thousands of made-up devices', (
   const cleanup = cleanupAfterEach()
 
   it('keeps its memory bounded, says it ignored them, and goes on calling its peer', async () => {
-    const broker = await freshAedes()
-    cleanup(() => broker.close())
-    const peer = await startHandWrittenPeer(broker.url)
-    cleanup(() => peer.stop())
-    const device = await startDeviceUnderAttack(broker, { mode: 'ping' })
-    cleanup(() => device.stop())
-    await eventually(async () => (await device.probe()).pingsOk >= 3, 20_000, 'the device calling its peer')
+    const { broker, device } = await startPingingDevice(cleanup)
     const base = await device.probe()
 
     const attacker = await mqtt.connectAsync(broker.url, { clientId: 'attacker', reconnectPeriod: 0 })

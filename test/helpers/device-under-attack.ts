@@ -6,6 +6,7 @@ import type { Aedes } from 'aedes'
 import mqtt from 'mqtt'
 import type * as v from 'valibot'
 import type { probeResult } from '../e2e/chaos/fuzz-contracts.js'
+import { freshAedes } from './aedes.js'
 import { buildHelperProcess } from './processes.js'
 import { commandSlots, FIELD, presenceSlots, rawDecoder, rawFrame, rawId, replySlots } from './raw-wire.js'
 import { until } from './wait.js'
@@ -240,3 +241,19 @@ export async function startHandWrittenPeer(url: string): Promise<HandWrittenPeer
   await peer.publishAsync('ob/peer-dev/status', rawFrame(presenceSlots({ src: 'peer-dev', services })), { qos: 1, retain: true })
   return { answered, stop: () => peer.endAsync(true) }
 }
+
+/**
+ * A fresh aedes, the hand-written peer and the device under attack calling it every 100 ms (mode
+ * `ping`), once it has called it three times; everything stopped after the test through `cleanup`.
+ */
+export async function startPingingDevice(cleanup: (fn: () => unknown) => void): Promise<{ broker: Awaited<ReturnType<typeof freshAedes>>; peer: HandWrittenPeer; device: DeviceUnderAttack }> {
+  const broker = await freshAedes()
+  cleanup(() => broker.close())
+  const peer = await startHandWrittenPeer(broker.url)
+  cleanup(() => peer.stop())
+  const device = await startDeviceUnderAttack(broker, { mode: 'ping' })
+  cleanup(() => device.stop())
+  await eventually(async () => (await device.probe()).pingsOk >= 3, 20_000, 'the device calling its peer')
+  return { broker, peer, device }
+}
+

@@ -6,10 +6,12 @@ import { existsSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { gzipSync } from 'node:zlib'
-import { build, type BuildOptions, type Metafile, type OutputFile } from 'esbuild'
+import { build, type BuildOptions, type Metafile } from 'esbuild'
 import { ErrorCode, errorMessage, OutpostError } from '../runtime/errors.js'
 import { CODE_STARTED } from '../runtime/launcher/code-cache.js'
 import type { ContractService } from '../runtime/wire/envelope.js'
+import { compactSqlPlugin } from './compact-sql.js'
+import { compressCode } from './compress.js'
 import { CONTRACT_TABLE_NAME, contractTableOf, converterLeftOut } from './contract-table.js'
 import { deviceStubs } from './device-stubs.js'
 import { sha256 } from './manifest.js'
@@ -64,10 +66,10 @@ const RUNNER = 'runtime/launcher/bundle-runner.ts'
 /** The entry point of device `name` in the project at `root`. */
 export const deviceEntry = (name: string, root: string = PROJECT_ROOT): string => path.join(root, 'devices', name, 'main.ts')
 
-/** The source map with its sources named relative to the project (not to where it is written). */
-function portableMap(out: OutputFile, root: string): string {
-  const map = JSON.parse(out.text) as { sources: string[]; sourceRoot?: string }
-  const dir = path.dirname(out.path)
+/** The source map `text` of the file at `file` with its sources named relative to the project (not to where it is written). */
+function portableMap(text: string, file: string, root: string): string {
+  const map = JSON.parse(text) as { sources: string[]; sourceRoot?: string }
+  const dir = path.dirname(file)
   // A define's value (the contract table) is a source of its own, named `<define:NAME>`: kept as that.
   map.sources = map.sources.map((s) => /<define:[^>]*>$/.exec(s)?.[0] ?? path.relative(root, path.resolve(dir, s)).split(path.sep).join('/'))
   return `${JSON.stringify(map)}\n`
@@ -126,7 +128,7 @@ export async function bundleDevice(name: string, outDir: string, root: string = 
     write: false as const,
     banner: { js: format === 'cjs' ? BANNER : ESM_BANNER },
     define: { ...(format === 'cjs' ? { 'import.meta.url': CODE_URL } : {}), ...(table === undefined ? {} : { [CONTRACT_TABLE_NAME]: JSON.stringify(table) }) },
-    plugins: table === undefined ? [deviceStubs(root)] : [deviceStubs(root), converterLeftOut(root)],
+    plugins: [deviceStubs(root), compactSqlPlugin(), ...(table === undefined ? [] : [converterLeftOut(root)])],
     logLevel: 'silent' as const,
   }) satisfies BuildOptions
   let code = path.join(out, `${name}.code.cjs`)
@@ -137,8 +139,9 @@ export async function bundleDevice(name: string, outDir: string, root: string = 
       throw buildFailure(name, again)
     })
   })
-  const js = result.outputFiles.find((o) => o.path === code)!
   const mapOut = result.outputFiles.find((o) => o.path === `${code}.map`)!
+  // esbuild's output, compressed once more (build/compress.ts).
+  const js = await compressCode(name, result.outputFiles.find((o) => o.path === code)!.text, mapOut.text, path.basename(code), root, code === file ? 'esm' : 'cjs')
   const runner = code === file ? undefined : await build({
     absWorkingDir: root,
     entryPoints: [RUNNER],
@@ -151,23 +154,23 @@ export async function bundleDevice(name: string, outDir: string, root: string = 
     outfile: file,
     metafile: true,
     write: false,
-    define: { __OUTPOST_CODE_FILE__: JSON.stringify(path.basename(code)), __OUTPOST_CODE_SHA256__: JSON.stringify(sha256(js.contents)) },
+    define: { __OUTPOST_CODE_FILE__: JSON.stringify(path.basename(code)), __OUTPOST_CODE_SHA256__: JSON.stringify(sha256(js.code)) },
     logLevel: 'silent',
   }).catch((err: unknown) => {
     throw buildFailure(name, err)
   })
   const run = runner?.outputFiles[0]?.contents ?? new Uint8Array(0)
   await mkdir(path.dirname(file), { recursive: true })
-  await writeFile(code, js.contents)
-  await writeFile(`${code}.map`, portableMap(mapOut, root))
+  await writeFile(code, js.code)
+  await writeFile(`${code}.map`, portableMap(js.map, `${code}.map`, root))
   if (runner !== undefined) await writeFile(file, run)
   const needsSqlite = Object.keys(result.metafile.inputs).some((i) => /(^|\/)node_modules\/better-sqlite3\//.test(i))
   return {
     file,
     code,
     map: `${code}.map`,
-    bytes: js.contents.byteLength + run.byteLength,
-    gzipBytes: gzipSync(js.contents, { level: 9 }).byteLength + (run.byteLength === 0 ? 0 : gzipSync(run, { level: 9 }).byteLength),
+    bytes: js.code.byteLength + run.byteLength,
+    gzipBytes: gzipSync(js.code, { level: 9 }).byteLength + (run.byteLength === 0 ? 0 : gzipSync(run, { level: 9 }).byteLength),
     needsSqlite,
     metafile: result.metafile,
     inputs: { ...result.metafile.inputs, ...runner?.metafile.inputs },

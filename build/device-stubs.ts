@@ -43,6 +43,10 @@ export const DEVICE_STUBS: readonly DeviceStub[] = [
   { module: 'mqtt/build/lib/is-browser.js', file: true, with: 'mqtt-is-browser.cjs', why: "MQTT.js's browser detection: a device runs under Node, where every answer is false" },
   { module: 'mqtt/build/lib/get-timer.js', file: true, with: 'mqtt-get-timer.cjs', why: "MQTT.js's keepalive timer choice: under Node, the global setInterval" },
   { module: 'mqtt-packet/generate.js', file: true, with: 'mqtt-packet-generate.cjs', why: "mqtt-packet's generate: MQTT.js writes packets with writeToStream and never calls it" },
+  { module: 'pino-std-serializers/index.js', file: true, with: 'pino-std-serializers.cjs', why: "pino's serializers: the runtime's logger uses those of errors (the package's own files); those of HTTP requests and responses, which a device never logs, are left out" },
+  { module: 'pino/lib/caller.js', file: true, with: 'pino-caller.cjs', why: "the files on pino's call stack, asked for at each pino() call only to find a transport's target: device bundles have no transports" },
+  { module: 'pino/lib/time.js', file: true, with: 'pino-time.cjs', why: "pino.stdTimeFunctions: the same functions but isoTimeNano, which the runtime's logger does not use and which reads the monotonic clock as pino loads" },
+  { module: 'mqtt/build/lib/handlers/auth.js', file: true, with: 'mqtt-auth.cjs', why: "MQTT.js's handler of MQTT 5 AUTH packets (enhanced authentication): the runtime's bridge never asks for it, so to a device an AUTH packet is a protocol error, answered as MQTT.js answers it then" },
   { module: 'pino/lib/redaction.js', file: true, with: 'pino-left-out.cjs', why: "pino's redact option (with @pinojs/redact above): the runtime's logger does not set it" },
   ...['function', 'aggregate', 'table', 'backup', 'serialize'].map((m) => ({
     module: `better-sqlite3/lib/methods/${m}.js`,

@@ -33,6 +33,9 @@ interface Bundled {
   sqliteMethods: Record<string, () => unknown>
   SonicBoom: new (opts: { fd?: number; dest?: number | string; sync?: boolean; minLength?: number }) => SonicBoomLike
   safeStringify: { configure(opts: { maximumDepth?: number; maximumBreadth?: number }): (v: unknown) => string | undefined }
+  stdSerializers: Record<string, (v: unknown) => unknown>
+  handleAuth: { default: (client: object, packet: object, pump?: object) => void }
+  stdTime: Record<string, () => string>
 }
 interface SonicBoomLike {
   write(s: string): boolean
@@ -95,6 +98,9 @@ beforeAll(async () => {
     "export { default as redaction } from 'pino/lib/redaction.js'",
     "export { default as SonicBoom } from 'sonic-boom'",
     "export { default as safeStringify } from 'safe-stable-stringify'",
+    "export { default as stdSerializers } from 'pino-std-serializers'",
+    "export * as handleAuth from 'mqtt/lib/handlers/auth'",
+    "export { default as stdTime } from 'pino/lib/time.js'",
     ...SQLITE_METHODS.map((m) => `import sqlite_${m} from 'better-sqlite3/lib/methods/${m}.js'`),
     `export const sqliteMethods = { ${SQLITE_METHODS.map((m) => `${m}: sqlite_${m}`).join(', ')} }`,
   ].join('\n')
@@ -192,6 +198,63 @@ describe('the stand-ins of device bundles', () => {
 
     // What the stand-in leaves out says so.
     expect(() => new bundled.SonicBoom({ fd: 1, minLength: 4096 })).toThrow(/left out of this device bundle by outpost build/)
+  })
+
+  it("pino's serializers: the error serializers are pino's own; those of HTTP requests and responses say they were left out", () => {
+    const theirs = real('pino-std-serializers') as Record<string, (v: unknown) => unknown>
+    const cause = Object.assign(new Error('disk'), { code: 'EIO' })
+    const err = Object.assign(new TypeError('boom', { cause }), { details: { n: 1 } })
+    // As pino writes them (each package's objects have its own prototype).
+    const line = (v: unknown): string => JSON.stringify(v)
+    expect(line(bundled.stdSerializers.err!(err))).toBe(line(theirs.err!(err)))
+    expect(line(bundled.stdSerializers.errWithCause!(err))).toBe(line(theirs.errWithCause!(err)))
+    expect(line(bundled.stdSerializers.err!(err))).toContain('"type":"TypeError","message":"boom: disk"')
+    const custom = (e: unknown): unknown => ({ wrapped: e })
+    const wrap = bundled.stdSerializers.wrapErrorSerializer as unknown as (f: (e: unknown) => unknown) => (e: unknown) => unknown
+    expect(line(wrap(custom)(err))).toBe(line((theirs.wrapErrorSerializer as unknown as typeof wrap)(custom)(err)))
+    for (const name of ['req', 'res', 'mapHttpRequest', 'mapHttpResponse']) expect(() => bundled.stdSerializers[name]!({}), name).toThrow(/left out of this device bundle by outpost build/)
+  })
+
+  it("pino's time functions: the same lines as pino's; isoTimeNano says it was left out", () => {
+    const theirs = real('pino/lib/time.js') as Record<string, () => string>
+    expect(bundled.stdTime.nullTime!()).toBe(theirs.nullTime!())
+    for (const name of ['epochTime', 'unixTime', 'isoTime']) {
+      // Both read Date.now(): the same millisecond, the same text.
+      const now = Date.now
+      Date.now = () => 1_767_225_600_123
+      try {
+        expect(bundled.stdTime[name]!(), name).toBe(theirs[name]!())
+      } finally {
+        Date.now = now
+      }
+    }
+    expect(() => bundled.stdTime.isoTimeNano!()).toThrow(/left out of this device bundle by outpost build/)
+  })
+
+  it("MQTT.js's AUTH handler: a packet the client did not ask for is answered as MQTT.js answers it (the connection closed, reason code 130)", () => {
+    const theirs = real('mqtt/lib/handlers/auth') as Bundled['handleAuth']
+    const packet = { cmd: 'auth', reasonCode: 24, properties: { authenticationMethod: 'tok' } }
+    // A client as the handler sees it: what it reads and calls, recorded.
+    const client = (protocolVersion: number, pumpCurrent?: boolean) => {
+      const calls: unknown[] = []
+      const c = {
+        options: { protocolVersion },
+        log: (...a: unknown[]) => calls.push(['log', ...a]),
+        _cleanUp: (forced: boolean) => calls.push(['cleanUp', forced]),
+        emit: (event: string, e: Error & { code?: number }) => calls.push([event, e.constructor.name, e.message, e.code]),
+        handleAuth: () => calls.push(['handleAuth']),
+      }
+      const pump = pumpCurrent === undefined ? undefined : { discardParsedPackets: () => calls.push(['discard']), isCurrent: () => pumpCurrent }
+      return { c, pump, calls }
+    }
+    for (const [version, current] of [[4, undefined], [5, undefined], [4, true], [5, true], [5, false]] as const) {
+      const mine = client(version, current)
+      const real_ = client(version, current)
+      bundled.handleAuth.default(mine.c, packet, mine.pump)
+      theirs.default(real_.c, packet, real_.pump)
+      expect(mine.calls, `MQTT ${version}, pump ${String(current)}`).toEqual(real_.calls)
+      expect(mine.calls.some((c) => (c as unknown[])[0] === 'error')).toBe(true)
+    }
   })
 
   it('are what the bundle has: the real bl, rfdc and process-nextick-args are not in it', () => {

@@ -1,9 +1,11 @@
 // Idle device footprint: RSS and start-to-ready time of the demo devices' bundles (display: one
-// service, memory stores; thermo: SQLite, a queue, a schedule), connected to a broker, beside a
-// bare `node -e` process; and each bundle's size.
+// service, memory stores; thermo: SQLite, a queue, a schedule) and of the device issue 15's size
+// goal names (goal: the thermo without over-the-air flashing, test/helpers/goal-device.ts),
+// connected to a broker, beside a bare `node -e` process; and each bundle's size.
 import { spawn } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { mkdtemp, rm } from 'node:fs/promises'
+import { writeGoalDeviceProject } from '../helpers/goal-device.js'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { buildDevice, stopBundler, type BuiltDevice } from '../../build/index.js'
@@ -64,9 +66,17 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 export async function benchFootprint(runs: number): Promise<BenchResult[]> {
   const out = `${ROOT}dist/bench/bundles`
   const unbounded = { minifiedKb: Number.MAX_SAFE_INTEGER, gzipKb: Number.MAX_SAFE_INTEGER }
-  const devices = ['display', 'thermo']
+  const devices = ['display', 'thermo', 'goal']
   const built = new Map<string, BuiltDevice>()
-  for (const name of devices) built.set(name, await buildDevice(name, { root: ROOT, outDir: out, unsigned: true, budget: unbounded }))
+  for (const name of ['display', 'thermo']) built.set(name, await buildDevice(name, { root: ROOT, outDir: out, unsigned: true, budget: unbounded }))
+  // The goal device, from a project of its own (removed after the build).
+  const goalRoot = await mkdtemp(path.join(tmpdir(), 'outpost-goal-device-'))
+  try {
+    writeGoalDeviceProject(goalRoot)
+    built.set('goal', await buildDevice('goal', { root: goalRoot, outDir: out, unsigned: true, budget: unbounded }))
+  } finally {
+    await rm(goalRoot, { recursive: true, force: true })
+  }
   await stopBundler()
   const broker = await startMqttBroker({ port: 0 })
   const dataDir = await mkdtemp(path.join(tmpdir(), 'outpost-footprint-'))

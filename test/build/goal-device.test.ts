@@ -1,36 +1,21 @@
 // The device issue 15's size goal names (the MQTT bridge, the SQLite stores, pino and one service)
 // is built under the default budget, 300 KB minified and 100 KB gzip, and the bundle it makes runs
 // where no node_modules is: started alone, it serves its command to a caller over a real broker.
-// The device is the thermo without over-the-air flashing, written here from devices/thermo/main.ts
-// (so that it follows the demo device), in a small project of its own beside this repository.
-import { cpSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
+// The device is the thermo without over-the-air flashing (test/helpers/goal-device.ts).
+import { cpSync } from 'node:fs'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildDevice, DEFAULT_BUDGET, type BuiltDevice } from '../../build/index.js'
-import { PROJECT_ROOT } from '../../build/project-root.js'
 import { thermoContract } from '../../devices/contracts/thermo.js'
 import type { MqttBroker } from '../../gateway/broker/mqtt-broker.js'
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime, type Runtime } from '../../runtime/index.js'
 import { freshAedes } from '../helpers/aedes.js'
 import { startProcess, type TestProcess } from '../helpers/device-process.js'
+import { writeGoalDeviceProject } from '../helpers/goal-device.js'
 import { bareEnv, nodeModulesAbove, tempDirs } from './build-helpers.js'
 
 const temp = tempDirs('goal-device')
-
-/** devices/thermo/main.ts without the lines that add the over-the-air service. */
-function goalEntry(): string {
-  const thermo = readFileSync(path.join(PROJECT_ROOT, 'devices', 'thermo', 'main.ts'), 'utf8')
-  const entry = thermo
-    .split('\n')
-    .filter((l) => !l.includes("from '../../runtime/ota/ota-service.js'") && !l.includes('Started by the launcher'))
-    .join('\n')
-    .replace(', ...otaWhenLaunched()', '')
-    .replace("from './thermo-service.js'", "from '../thermo/thermo-service.js'")
-  // The thermo changed so that the lines above no longer take OTA out: look at this test again.
-  expect(entry).not.toContain('ota')
-  return entry
-}
 
 describe('the device of the size goal: MQTT bridge, SQLite stores, pino, one service', () => {
   let built: BuiltDevice
@@ -42,12 +27,7 @@ describe('the device of the size goal: MQTT bridge, SQLite stores, pino, one ser
   beforeAll(async () => {
     // A project with the goal device and no build/budgets.json: the default budget holds.
     const root = temp()
-    const at = (...p: string[]): string => path.join(root, ...p)
-    mkdirSync(at('devices', 'goal'), { recursive: true })
-    mkdirSync(at('build'))
-    for (const dir of ['runtime', 'node_modules', 'build/stubs', 'devices/thermo', 'devices/contracts']) symlinkSync(path.join(PROJECT_ROOT, dir), at(dir), 'dir')
-    for (const file of ['package.json', 'devices/device-config.ts', 'devices/device-database.ts']) symlinkSync(path.join(PROJECT_ROOT, file), at(file))
-    writeFileSync(at('devices', 'goal', 'main.ts'), goalEntry())
+    writeGoalDeviceProject(root)
     built = await buildDevice('goal', { root, outDir: temp(), unsigned: true })
     home = temp()
     cpSync(built.dir, path.join(home, 'goal'), { recursive: true })

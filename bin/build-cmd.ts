@@ -126,11 +126,11 @@ export async function runBuildCommand(opts: BuildArgs, env: NodeJS.ProcessEnv = 
   for (const name of devices) {
     const r = built.get(name)
     if (r === undefined) continue
-    // Shares of esbuild's output: terser's pass after it (build/compress.ts) works on the whole file.
-    const esbuilt = r.breakdown.reduce((n, s) => n + s.bytes, 0)
-    const rows = [['dependency', 'minified', 'share'], ...breakdownRows(r.breakdown, esbuilt, b.kb)]
+    // Shares of esbuild's output (what its metafile counts): terser's pass after it
+    // (build/compress.ts) works on the whole file.
+    const rows = [['dependency', 'minified', 'share'], ...breakdownRows(r.breakdown, r.compressed.from, b.kb)]
     console.log(`\n${path.basename(r.code)} by dependency (budget ${r.budget.minifiedKb} KB minified, ${r.budget.gzipKb} KB gzip):\n${table(rows, new Set([1, 2]))}`)
-    console.log(`(as esbuild minified it, ${b.kb(esbuilt)}; terser's second pass makes the bundle ${b.kb(r.bytes)})`)
+    console.log(`(shares of the code as esbuild minified it, ${b.kb(r.compressed.from)}; terser's pass makes it ${b.kb(r.compressed.to)}, and the bundle with its runner ${b.kb(r.bytes)})`)
     if (r.converterKept !== undefined) console.log(`note: ${name} carries the contract document's converter (about 17 KB): its contracts could not be read at build time (${r.converterKept.split('\n')[0]})`)
   }
   if (built.size > 0) {

@@ -52,6 +52,8 @@ export interface BuiltDevice {
   /** Of the device's code (`<device>.cjs`, which the entry runs). */
   sha256: string
   breakdown: SizeShare[]
+  /** The code's size as esbuild wrote it (the breakdown's shares are of that) and after terser's pass, bytes. */
+  compressed: { from: number; to: number }
   budget: SizeBudget
   manifest: Manifest
   /** The signing key's id, or undefined for an unsigned bundle. */
@@ -89,6 +91,28 @@ export function checkSigning(opts: Pick<BuildOptions, 'signingKey' | 'unsigned'>
   }
 }
 
+/** True while process `pid` exists (one of another user's counts: it may be building). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/** Removes the staging folders of builds of `name` into `outDir` whose process is gone (stopped by Ctrl-C, killed). */
+async function removeAbandoned(outDir: string, name: string): Promise<void> {
+  const prefix = `.${name}.building-`
+  let names: string[]
+  try {
+    names = readdirSync(outDir).filter((n) => n.startsWith(prefix) && /^\d+$/.test(n.slice(prefix.length)))
+  } catch {
+    return
+  }
+  for (const n of names) if (!alive(Number(n.slice(prefix.length)))) await rm(path.join(outDir, n), { recursive: true, force: true }).catch(() => {})
+}
+
 /**
  * Builds device `name` into `<outDir>/<name>/`, replacing an earlier build there.
  * @throws BAD_ARGUMENT (no signing key, a wrong --addon, an --out that is not a bundle directory),
@@ -102,6 +126,7 @@ export async function buildDevice(name: string, opts: BuildOptions = {}, onStep:
   checkReplaceable(target)
   const staging = path.join(outDir, `.${name}.building-${process.pid}`)
   await rm(staging, { recursive: true, force: true })
+  await removeAbandoned(outDir, name)
   await mkdir(staging, { recursive: true })
   try {
     onStep('bundle')
@@ -153,6 +178,7 @@ export async function buildDevice(name: string, opts: BuildOptions = {}, onStep:
       code: path.join(target, path.basename(bundle.code)),
       bytes: bundle.bytes,
       gzipBytes: bundle.gzipBytes,
+      compressed: bundle.compressed,
       sha256: js.sha256,
       breakdown,
       budget,

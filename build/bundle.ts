@@ -12,8 +12,9 @@ import { CODE_STARTED } from '../runtime/launcher/code-cache.js'
 import type { ContractService } from '../runtime/wire/envelope.js'
 import { compactSqlPlugin } from './compact-sql.js'
 import { compressCode } from './compress.js'
+import { esbuildErrorLine } from './esbuild-errors.js'
 import { CONTRACT_TABLE_NAME, contractTableOf, converterLeftOut } from './contract-table.js'
-import { deviceStubs } from './device-stubs.js'
+import { DEVICE_STUBS, deviceStubs } from './device-stubs.js'
 import { sha256 } from './manifest.js'
 import { PROJECT_ROOT } from './project-root.js'
 
@@ -27,6 +28,8 @@ export interface DeviceBundle {
   map: string
   /** Size of the JavaScript (code and runner; the source map and the addon not counted), bytes. */
   bytes: number
+  /** The code's size as esbuild wrote it and after terser's pass (build/compress.ts), bytes. */
+  compressed: { from: number; to: number }
   /** Its size gzip-compressed (level 9, each file), bytes. */
   gzipBytes: number
   /** True when the bundle has better-sqlite3 in it: its addon must lie beside it. */
@@ -72,17 +75,18 @@ function portableMap(text: string, file: string, root: string): string {
   const dir = path.dirname(file)
   // A define's value (the contract table) is a source of its own, named `<define:NAME>`: kept as that.
   map.sources = map.sources.map((s) => /<define:[^>]*>$/.exec(s)?.[0] ?? path.relative(root, path.resolve(dir, s)).split(path.sep).join('/'))
+  // A dependency's file a stand-in replaced (build/device-stubs.ts) is loaded under the file's own
+  // name; its code is the stand-in's, and the map names the stand-in, whose lines it maps.
+  map.sources = map.sources.map((s) => {
+    const stub = DEVICE_STUBS.find((d) => d.file === true && s.endsWith(`node_modules/${d.module}`))
+    return stub === undefined ? s : `build/stubs/${stub.with}`
+  })
   return `${JSON.stringify(map)}\n`
 }
 
 /** esbuild's failure as one line: the first error, where it is, and how many more. */
 function buildFailure(name: string, err: unknown): OutpostError {
-  const errors = (err as { errors?: { text: string; location?: { file: string; line: number } | null }[] }).errors ?? []
-  const first = errors[0]
-  if (first === undefined) return new OutpostError(ErrorCode.BUILD_FAILED, `device ${name} could not be bundled: ${String((err as Error).message ?? err)}`, { cause: err })
-  const where = first.location ? `${first.location.file}:${first.location.line}: ` : ''
-  const more = errors.length > 1 ? ` (and ${errors.length - 1} more)` : ''
-  return new OutpostError(ErrorCode.BUILD_FAILED, `device ${name} could not be bundled: ${where}${first.text}${more}`, { cause: err })
+  return new OutpostError(ErrorCode.BUILD_FAILED, `device ${name} could not be bundled: ${esbuildErrorLine(err) ?? String((err as Error).message ?? err)}`, { cause: err })
 }
 
 /**
@@ -140,8 +144,10 @@ export async function bundleDevice(name: string, outDir: string, root: string = 
     })
   })
   const mapOut = result.outputFiles.find((o) => o.path === `${code}.map`)!
-  // esbuild's output, compressed once more (build/compress.ts).
-  const js = await compressCode(name, result.outputFiles.find((o) => o.path === code)!.text, mapOut.text, path.basename(code), root, code === file ? 'esm' : 'cjs')
+  const esbuilt = result.outputFiles.find((o) => o.path === code)!
+  // esbuild's output, compressed once more (build/compress.ts), its map's sources named from the
+  // project first (so that where the bundle is written changes neither the result nor its cache key).
+  const js = await compressCode(name, esbuilt.text, portableMap(mapOut.text, mapOut.path, root), path.basename(code), root, code === file ? 'esm' : 'cjs')
   const runner = code === file ? undefined : await build({
     absWorkingDir: root,
     entryPoints: [RUNNER],
@@ -162,7 +168,7 @@ export async function bundleDevice(name: string, outDir: string, root: string = 
   const run = runner?.outputFiles[0]?.contents ?? new Uint8Array(0)
   await mkdir(path.dirname(file), { recursive: true })
   await writeFile(code, js.code)
-  await writeFile(`${code}.map`, portableMap(js.map, `${code}.map`, root))
+  await writeFile(`${code}.map`, js.map)
   if (runner !== undefined) await writeFile(file, run)
   const needsSqlite = Object.keys(result.metafile.inputs).some((i) => /(^|\/)node_modules\/better-sqlite3\//.test(i))
   return {
@@ -170,6 +176,7 @@ export async function bundleDevice(name: string, outDir: string, root: string = 
     code,
     map: `${code}.map`,
     bytes: js.code.byteLength + run.byteLength,
+    compressed: { from: esbuilt.contents.byteLength, to: js.code.byteLength },
     gzipBytes: gzipSync(js.code, { level: 9 }).byteLength + (run.byteLength === 0 ? 0 : gzipSync(run, { level: 9 }).byteLength),
     needsSqlite,
     metafile: result.metafile,

@@ -10,13 +10,14 @@ const SQL_TEMPLATE = /`(\s*(?:SELECT|INSERT|UPDATE|DELETE|CREATE|WITH|PRAGMA|BEG
 
 /**
  * `source` (TypeScript) with the whitespace of its SQL template literals made single spaces,
- * outside the SQL's quoted strings. A statement with an SQL comment is left as it is (a line
- * comment ends at its line). The line breaks taken out are put after the literal's closing
+ * outside the SQL's quoted strings. A statement with an SQL comment (a line comment ends at its
+ * line) or with an expression inside (`${…}`) is left as it is. The line breaks taken out are put after the literal's closing
  * backtick, so every line of the source keeps its number (stack traces and the source map).
  */
 export function compactSql(source: string): string {
   return source.replace(SQL_TEMPLATE, (whole: string, sql: string) => {
-    if (sql.includes('--') || sql.includes('/*')) return whole
+    // A comment, or JavaScript inside (`${…}`, whose strings are not SQL's): left as written.
+    if (sql.includes('--') || sql.includes('/*') || sql.includes('${')) return whole
     // Odd parts are quoted strings ('…', with '' inside one as two adjacent quoted parts): kept.
     const compact = sql
       .split(/('[^']*')/)

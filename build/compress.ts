@@ -2,16 +2,19 @@
 // leaves (two passes of its compressor, names mangled at the top level of the file too). On the
 // devices of this project it takes 4-5 KB off the code and 5 KB off its gzip size (terser names
 // the variables of sibling functions alike, which gzip finds again). The source map goes through
-// with it: positions in the result map to the TypeScript sources as esbuild's map did.
+// with it (build/await-mappings.ts puts back what terser leaves unmapped that stacks show).
 //
 // A pass takes seconds, so its result is kept in the project's build cache under a hash of what it
-// was given: a device built again from the same sources is compressed once.
+// was given: a device built again from the same sources is compressed once. The cache is only a
+// shortcut: an entry is used only when it is a regular file that holds, under a hash of its own,
+// the result for that very input; anything else is compressed again (and the entry replaced).
 import { createHash } from 'node:crypto'
 import { createRequire } from 'node:module'
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { lstat, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { minify, type MinifyOptions } from 'terser'
 import { ErrorCode, errorMessage, OutpostError } from '../runtime/errors.js'
+import { mapAwaits } from './await-mappings.js'
 
 /** terser's options for a device's code for Node >= 20, run as the main code of its process. */
 const TERSER_OPTIONS = {
@@ -23,56 +26,100 @@ const TERSER_OPTIONS = {
   format: { ecma: 2020 },
 } as const satisfies MinifyOptions
 
-/** What the pass gives: the code, ending with the comment that links `mapName`, and the map. */
+/** terser's version: a new one may compress differently, so it is part of the cache key. */
+const TERSER_VERSION = (createRequire(import.meta.url)('terser/package.json') as { version: string }).version
+
+/** The newest entries the cache keeps (each is a device's code and map, under 1 MB for the demo devices). */
+const CACHE_ENTRIES = 32
+
+/** The largest cache entry read (a bigger file is not one this build wrote). */
+const MAX_ENTRY_BYTES = 64 * 1024 * 1024
+
+/** What the pass gives: the code, ending with the comment that links `<fileName>.map`, and the map. */
 export interface Compressed {
   code: Uint8Array
-  /** The source map (JSON text), its sources as esbuild named them. */
+  /** The source map (JSON text), its sources as given. */
+  map: string
+}
+
+/** One cache entry, as stored: the result for input `key`, and a hash that ties the two. */
+interface Entry {
+  key: string
+  sha256: string
+  code: string
   map: string
 }
 
 /** Where compressed code is kept, in the project at `root`. */
 const cacheDir = (root: string): string => path.join(root, 'node_modules', '.cache', 'outpost-build', 'compressed')
 
-/** terser's version: a new one may compress differently, so it is part of the cache key. */
-const TERSER_VERSION = (createRequire(import.meta.url)('terser/package.json') as { version: string }).version
+const sha256 = (...parts: string[]): string => {
+  const h = createHash('sha256')
+  for (const p of parts) h.update(p).update('\0')
+  return h.digest('hex')
+}
+
+/** The cached result for `key`, or undefined when there is none that can be trusted. */
+async function readEntry(file: string, key: string): Promise<Entry | undefined> {
+  try {
+    // A regular file of a sane size only: not a FIFO that would never end, not a link to /dev/zero.
+    const s = await lstat(file)
+    if (!s.isFile() || s.size > MAX_ENTRY_BYTES) return undefined
+    const entry = JSON.parse(await readFile(file, 'utf8')) as Partial<Entry>
+    if (entry.key !== key || typeof entry.code !== 'string' || typeof entry.map !== 'string') return undefined
+    return entry.sha256 === sha256(key, entry.code, entry.map) ? (entry as Entry) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** Writes the entry whole or not at all, then keeps only the newest entries. */
+async function writeEntry(dir: string, file: string, entry: Entry): Promise<void> {
+  const tmp = `${file}.${process.pid}.tmp`
+  try {
+    await mkdir(dir, { recursive: true })
+    await writeFile(tmp, JSON.stringify(entry))
+    await rename(tmp, file)
+  } catch {
+    // A cache that cannot be written (a read-only project, a full disk) costs the next build the
+    // pass again; nothing half-written is left in it.
+    await rm(tmp, { force: true }).catch(() => {})
+    return
+  }
+  try {
+    const names = (await readdir(dir)).filter((n) => n.endsWith('.json'))
+    if (names.length <= CACHE_ENTRIES) return
+    const aged = await Promise.all(names.map(async (n) => ({ n, t: await stat(path.join(dir, n)).then((s) => s.mtimeMs, () => 0) })))
+    aged.sort((a, b) => b.t - a.t)
+    await Promise.all(aged.slice(CACHE_ENTRIES).map(({ n }) => rm(path.join(dir, n), { force: true, recursive: true })))
+  } catch {
+    // Pruning is housekeeping: the next build tries again.
+  }
+}
 
 /**
- * `code` (esbuild's minified output in `format`, named `fileName`) and its source map `map` through terser.
- * The result depends on the inputs only (terser is deterministic), so builds stay reproducible.
+ * `code` (esbuild's minified output in `format`, named `fileName`) and its source map `map`
+ * (sources named as the bundle's map names them) through terser. The result depends on the inputs
+ * only (terser is deterministic), so builds stay reproducible; so does the cache key, which is why
+ * the map is given with its sources already relative to the project, not to the output folder.
  * @throws BUILD_FAILED naming what terser could not read (it reads what esbuild wrote: a bug, not the device's)
  */
 export async function compressCode(name: string, code: string, map: string, fileName: string, root: string, format: 'cjs' | 'esm'): Promise<Compressed> {
-  // An ES module (a device that awaits at its top level) is parsed as one.
   // A copy of its own: terser writes into the option objects it is given.
   const options: MinifyOptions = { ...structuredClone(TERSER_OPTIONS), module: format === 'esm' }
-  const key = createHash('sha256').update(JSON.stringify([TERSER_VERSION, options, fileName, code, map])).digest('hex')
+  const key = sha256(TERSER_VERSION, JSON.stringify(options), fileName, code, map)
   const dir = cacheDir(root)
-  const cached = path.join(dir, `${key}.js`)
-  try {
-    const [c, m] = await Promise.all([readFile(cached), readFile(`${cached}.map`, 'utf8')])
-    return { code: c, map: m }
-  } catch {
-    // Not compressed before (or the cache was emptied): compress now.
-  }
+  const file = path.join(dir, `${key}.json`)
+  const cached = await readEntry(file, key)
+  if (cached !== undefined) return { code: Buffer.from(cached.code), map: cached.map }
   let result
   try {
     result = await minify({ [fileName]: code }, { ...structuredClone(options), sourceMap: { content: map, url: `${fileName}.map` } })
   } catch (err) {
     throw new OutpostError(ErrorCode.BUILD_FAILED, `device ${name} could not be compressed (terser): ${errorMessage(err)}`, { cause: err })
   }
-  const out = { code: Buffer.from(result.code ?? ''), map: typeof result.map === 'string' ? result.map : JSON.stringify(result.map) }
-  // Kept for the next build: written beside, then renamed, so a cache entry is whole or absent.
-  try {
-    await mkdir(dir, { recursive: true })
-    const tmp = `${cached}.${process.pid}.tmp`
-    await writeFile(`${tmp}.map`, out.map)
-    await writeFile(tmp, out.code)
-    await rename(`${tmp}.map`, `${cached}.map`)
-    await rename(tmp, cached)
-  } catch {
-    // A cache that cannot be written (a read-only project, a full disk) costs the next build the
-    // pass again; nothing half-written is left in it.
-    await Promise.all([rm(`${cached}.${process.pid}.tmp`, { force: true }), rm(`${cached}.${process.pid}.tmp.map`, { force: true })]).catch(() => {})
-  }
-  return out
+  const out = result.code ?? ''
+  const outMap = mapAwaits(out, typeof result.map === 'string' ? result.map : JSON.stringify(result.map))
+  await writeEntry(dir, file, { key, sha256: sha256(key, out, outMap), code: out, map: outMap })
+  return { code: Buffer.from(out), map: outMap }
 }

@@ -6,18 +6,15 @@
 // into the bundle as a table (runtime/service/contract-document.ts). The entry itself is not run:
 // a device's main starts the device. Contracts defined at the top level of a module are found;
 // one made inside a function is announced with open schemas, and the device says so in its log.
-import { execFile } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdir, rm } from 'node:fs/promises'
 import path from 'node:path'
-import { promisify } from 'node:util'
 import { build, type Plugin } from 'esbuild'
 import { ErrorCode, errorMessage, OutpostError } from '../runtime/errors.js'
 import type { ContractService } from '../runtime/wire/envelope.js'
 import { stubsDir } from './device-stubs.js'
+import { esbuildErrorLine } from './esbuild-errors.js'
 import { PROJECT_ROOT } from './project-root.js'
-
-const run = promisify(execFile)
 
 /** The name a bundle's table is defined under (esbuild `define`); read by runtime/service/contract-document.ts. */
 export const CONTRACT_TABLE_NAME = '__OUTPOST_CONTRACT_TABLE__'
@@ -25,8 +22,34 @@ export const CONTRACT_TABLE_NAME = '__OUTPOST_CONTRACT_TABLE__'
 /** The converter's module, as contract-document.ts imports it. */
 const CONVERTER = /^\.\/contract-schemas\.js$/
 
-/** Where the loading script is written: inside the project, so that its packages resolve from its node_modules. */
-const scratchDir = (root: string): string => path.join(root, 'node_modules', '.cache', 'outpost-build')
+/** How long the loading script may take. */
+const LOAD_TIMEOUT_MS = 60_000
+
+/**
+ * Runs ES module `script` in a Node process of its own, given on its standard input and resolving
+ * its packages from `cwd` (nothing is written to disk: a read-only or full project builds the same).
+ * @returns its standard output; rejects with an error carrying `stderr` when it fails
+ */
+function runModule(script: string, cwd: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--input-type=module', '-'], { cwd, stdio: ['pipe', 'pipe', 'pipe'] })
+    const out: Buffer[] = []
+    const err: Buffer[] = []
+    child.stdout.on('data', (d: Buffer) => out.push(d))
+    child.stderr.on('data', (d: Buffer) => err.push(d))
+    const timer = setTimeout(() => child.kill('SIGKILL'), LOAD_TIMEOUT_MS)
+    child.on('error', reject)
+    child.on('close', (code, signal) => {
+      clearTimeout(timer)
+      if (code === 0) return resolve(Buffer.concat(out).toString())
+      const why = signal === null ? `exited with code ${code}` : `was stopped by ${signal}${signal === 'SIGKILL' ? ` (took over ${LOAD_TIMEOUT_MS / 1000} s)` : ''}`
+      reject(Object.assign(new Error(`loading the contracts ${why}`), { stderr: Buffer.concat(err).toString() }))
+    })
+    // A script that exits before reading all of it closes the pipe: its own exit says why.
+    child.stdin.on('error', () => {})
+    child.stdin.end(script)
+  })
+}
 
 const failed = (name: string, why: string, cause?: unknown): OutpostError =>
   new OutpostError(ErrorCode.BUILD_FAILED, `device ${name}: its contracts could not be read for the bundle: ${why}`, cause === undefined ? undefined : { cause })
@@ -41,10 +64,10 @@ export async function contractTableOf(name: string, entry: string, root: string)
   // What the entry imports (not the entry: it would start the device).
   let imports: string[]
   try {
-    const graph = await build({ ...common, entryPoints: [entry], metafile: true, outfile: path.join(scratchDir(root), 'graph.mjs') })
+    const graph = await build({ ...common, entryPoints: [entry], metafile: true, outfile: path.join(root, 'graph.mjs') })
     imports = (graph.metafile.inputs[entry.split(path.sep).join('/')]?.imports ?? []).filter((i) => !i.external && i.kind === 'import-statement').map((i) => i.path)
   } catch (err) {
-    throw failed(name, errorMessage(err), err)
+    throw failed(name, esbuildErrorLine(err) ?? errorMessage(err), err)
   }
   const rel = (p: string): string => JSON.stringify(`./${p.split(path.sep).join('/')}`)
   // The runtime's own modules, from the device's project, else from this one (a device's project may
@@ -60,16 +83,15 @@ export async function contractTableOf(name: string, entry: string, root: string)
     `const { contractTable } = await import(${own('runtime/service/contract-schemas.ts')})`,
     'process.stdout.write(JSON.stringify(contractTable(globalThis[CONTRACTS_DEFINED])))',
   ].join('\n')
-  const file = path.join(scratchDir(root), `contracts-${name}-${process.pid}.mjs`)
+  let loader: string
   try {
-    await mkdir(scratchDir(root), { recursive: true })
-    await build({ ...common, write: true, stdin: { contents: script, resolveDir: root, sourcefile: `contracts-of-${name}.mjs`, loader: 'js' }, outfile: file })
+    const out = await build({ ...common, stdin: { contents: script, resolveDir: root, sourcefile: `contracts-of-${name}.mjs`, loader: 'js' }, outfile: path.join(root, `contracts-of-${name}.mjs`) })
+    loader = out.outputFiles[0]!.text
   } catch (err) {
-    throw failed(name, errorMessage(err), err)
+    throw failed(name, esbuildErrorLine(err) ?? errorMessage(err), err)
   }
   try {
-    const { stdout } = await run(process.execPath, [file], { cwd: root, timeout: 60_000, maxBuffer: 64 * 1024 * 1024 })
-    return JSON.parse(stdout) as Record<string, ContractService>
+    return JSON.parse(await runModule(loader, root)) as Record<string, ContractService>
   } catch (err) {
     const stderr = String((err as { stderr?: unknown }).stderr ?? '')
     // Node prints the line of code that threw before the error itself: the reason is the line that
@@ -77,8 +99,6 @@ export async function contractTableOf(name: string, entry: string, root: string)
     const lines = stderr.split('\n')
     const line = lines.find((l) => /^\s*\w*Error\b/.test(l)) ?? lines.find((l) => /Error|error/.test(l)) ?? lines[0] ?? ''
     throw failed(name, line.trim() || errorMessage(err), err)
-  } finally {
-    await rm(file, { force: true })
   }
 }
 

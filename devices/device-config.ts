@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import { ErrorCode, errorMessage, OutpostError } from '../runtime/errors.js'
+import { ErrorCode, errorMessage, isOutpostError, OutpostError } from '../runtime/errors.js'
 import { DEVICE_DIR_ENV, READY_REPORT } from '../runtime/launcher/launcher.js'
 import { codeCacheReady } from '../runtime/launcher/code-cache.js'
 import { createLogger, parseLogFormat, parseLogLevel, type LogFormat } from '../runtime/logger.js'
@@ -167,5 +167,19 @@ export function stopOnSignals(stop: () => Promise<void>): void {
     }
     if (process.connected) process.once('disconnect', onParentGone)
     else onParentGone()
+  }
+}
+
+/**
+ * What a device does with an error that stops it starting: an OutpostError ends the process
+ * with one log line naming its code, and exit code 2 for a wrong variable (BAD_ARGUMENT, as
+ * the README promises), 1 for anything else (a storage error); anything else is a bug and is
+ * thrown on, with its stack.
+ */
+export function exitOnStartError(log: Logger): (err: unknown) => never {
+  return (err) => {
+    if (!isOutpostError(err)) throw err
+    log.fatal({ code: err.code }, `${err.code}: ${err.message}`)
+    process.exit(err.code === ErrorCode.BAD_ARGUMENT ? 2 : 1)
   }
 }

@@ -101,17 +101,3 @@ function report(database: DeviceDatabase, log: Logger): void {
     )
   }
 }
-
-/**
- * What a device does with an error that stops it starting: an OutpostError ends the process
- * with one log line naming its code, and exit code 2 for a wrong variable (BAD_ARGUMENT, as
- * the README promises), 1 for anything else (a storage error); anything else is a bug and is
- * thrown on, with its stack.
- */
-export function exitOnStartError(log: Logger): (err: unknown) => never {
-  return (err) => {
-    if (!isOutpostError(err)) throw err
-    log.fatal({ code: err.code }, `${err.code}: ${err.message}`)
-    process.exit(err.code === ErrorCode.BAD_ARGUMENT ? 2 : 1)
-  }
-}

@@ -3,9 +3,9 @@ import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { otaWhenLaunched } from '../../runtime/ota/ota-service.js'
 import { createRuntimeWithStores } from '../../runtime/service/runtime-with-stores.js'
 import { createSqliteInbox, createSqliteOutbox, createSqliteQueueStore, createSqliteStateStore } from '../../runtime/stores/sqlite/index.js'
-import { exitOnStartError, openDeviceStore, readStoreOptions } from '../device-database.js'
+import { openDeviceStore, readStoreOptions } from '../device-database.js'
 import { redactUrl } from '../../runtime/redact-url.js'
-import { deviceLogger, reportReady, parseSampleMs, readDeviceConfig, stopOnSignals } from '../device-config.js'
+import { deviceLogger, exitOnStartError, reportReady, parseSampleMs, readDeviceConfig, stopOnSignals } from '../device-config.js'
 import { createThermoService, simulatedSensor } from './thermo-service.js'
 
 const cfg = readDeviceConfig('thermo-1')

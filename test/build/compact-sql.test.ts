@@ -29,11 +29,13 @@ describe('compactSql', () => {
     expect(out).toContain('const b = `not   SQL`')
   })
 
-  it('leaves alone a statement with an SQL comment, and one with a template inside', () => {
+  it('leaves alone a statement with an SQL comment, and one with an expression inside', () => {
     const commented = 'db.exec(`\n  CREATE TABLE t (a INTEGER) -- the  only column\n`)'
     expect(compactSql(commented)).toBe(commented)
     const block = 'db.exec(`\n  SELECT 1 /* one  */\n`)'
     expect(compactSql(block)).toBe(block)
+    const expression = 'db.exec(`\n  SELECT ${[1, 2].join(",   ")}\n`)'
+    expect(compactSql(expression)).toBe(expression)
   })
 
   it('the migrations, compacted as in a bundle, make the same schema as the sources', async () => {

@@ -215,6 +215,26 @@ describe('the stand-ins of device bundles', () => {
     for (const name of ['req', 'res', 'mapHttpRequest', 'mapHttpResponse']) expect(() => bundled.stdSerializers[name]!({}), name).toThrow(/left out of this device bundle by outpost build/)
   })
 
+  it("debug: trace lines as debug writes them off a terminal (%o on one line, %O, %s, %d, %%)", async () => {
+    const script = path.join(temp(), 'trace.cjs')
+    writeFileSync(script, [
+      'const d = require(process.argv[2])("mqtt-packet:parser")',
+      "d('packet: %o done %s %d %%', { cmd: 'connack', retain: false, nested: { a: [1, 2, 3], s: 'x%y' } }, 'str', 42)",
+      "d('%O', { a: 1, b: { c: [1, 2] } })",
+      "d('plain', { b: 2 })",
+      "require(process.argv[2])('other')('not wanted')",
+    ].join('\n'))
+    const lines = async (module: string): Promise<string[]> => {
+      const { stderr } = await run(process.execPath, [script, module], { env: { ...process.env, DEBUG: 'mqtt-packet:*', DEBUG_COLORS: 'no' } })
+      // Without the time each line starts with.
+      return stderr.trimEnd().split('\n').map((l) => l.replace(/^\S+ /, ''))
+    }
+    const mine = await lines(path.join(PROJECT_ROOT, 'build', 'stubs', 'debug.cjs'))
+    expect(mine).toEqual(await lines(real.resolve('debug')))
+    expect(mine).toHaveLength(3)
+    expect(mine[0]).toBe("mqtt-packet:parser packet: { cmd: 'connack', retain: false, nested: { a: [ 1, 2, 3 ], s: 'x%y' } } done str 42 %")
+  })
+
   it("pino's time functions: the same lines as pino's; isoTimeNano says it was left out", () => {
     const theirs = real('pino/lib/time.js') as Record<string, () => string>
     expect(bundled.stdTime.nullTime!()).toBe(theirs.nullTime!())

@@ -137,6 +137,14 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
       if (attempt <= 1) log.warn({ err: err.message }, 'mqtt connection error; retrying with backoff')
       else log.debug({ err: err.message, attempt }, 'mqtt connection error')
       firstConnect.reject(wrapped)
+      // What MQTT.js reports here leaves the connection unusable (a packet its parser refused, a
+      // protocol error, a refused login). MQTT has the receiver close it [MQTT-4.8.0-1]; MQTT.js
+      // does not always, and a device that kept it would hear nothing more, nor get its publishes
+      // acknowledged. Closed, it reconnects with backoff; the outbox sends again what was not acked.
+      if (c.stream !== undefined && !c.stream.destroyed) {
+        if (reconnects.up) reconnects.hangingUp()
+        c.stream.destroy()
+      }
     })
     c.on('close', () => {
       direct.lost('connection lost')

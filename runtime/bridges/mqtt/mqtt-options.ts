@@ -67,9 +67,12 @@ export async function loadMqttClient(): Promise<MqttClientClass> {
 
 /**
  * Where a broker url points: host (an IPv6 address without its brackets), port (1883, or 8883
- * for mqtts, unless given) and whether it is TLS. @throws INVALID_CONFIG for a scheme other than mqtt:// or mqtts://
+ * for mqtts, unless given) and whether it is TLS. @throws INVALID_CONFIG for what is not a URL, or a scheme other than mqtt:// or mqtts://
  */
 export function parseBrokerUrl(brokerUrl: string): { host: string; port: number; secure: boolean } {
+  // Named unless it may hold a password (user:password@…).
+  const named = brokerUrl.includes('@') ? 'broker url' : `broker url "${brokerUrl}"`
+  if (!URL.canParse(brokerUrl)) throw new OutpostError(ErrorCode.INVALID_CONFIG, `${named} is not a URL; expected mqtt://host[:port] or mqtts://host[:port]`)
   const url = new URL(brokerUrl)
   const secure = url.protocol === 'mqtts:'
   if (url.protocol !== 'mqtt:' && !secure) {

@@ -3,7 +3,8 @@ import type Database from 'better-sqlite3'
 /** One step of the device database schema; `version` is stored in PRAGMA user_version. */
 export interface Migration {
   version: number
-  description: string
+  /** What the step does, for the reader (device steps say it in a comment instead: bundles carry no text no one reads). */
+  description?: string
   up(db: Database.Database): void
 }
 
@@ -11,7 +12,7 @@ export interface Migration {
 export const MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
-    description: 'key-value state per service',
+    // key-value state per service
     up(db) {
       db.exec(`
         CREATE TABLE kv (
@@ -26,7 +27,7 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 2,
-    description: 'outbox: everything the device publishes, until the broker acknowledged it',
+    // outbox: everything the device publishes, until the broker acknowledged it
     up(db) {
       db.exec(`
         CREATE TABLE outbox (
@@ -44,7 +45,7 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 3,
-    description: 'inbox: recent command ids, who ran them, and the reply sent',
+    // inbox: recent command ids, who ran them, and the reply sent
     up(db) {
       db.exec(`
         CREATE TABLE inbox (
@@ -58,7 +59,7 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 4,
-    description: 'jobs of the durable queues',
+    // jobs of the durable queues
     up(db) {
       db.exec(`
         CREATE TABLE jobs (
@@ -85,7 +86,7 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 5,
-    description: 'jobs: correlation and trace ids, failure codes, dead reasons; paused queues',
+    // jobs: correlation and trace ids, failure codes, dead reasons; paused queues
     up(db) {
       db.exec(`
         ALTER TABLE jobs ADD COLUMN corr TEXT;
@@ -101,7 +102,7 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 6,
-    description: 'jobs keyed by id alone (WITHOUT ROWID), indexes only over jobs that can still run',
+    // jobs keyed by id alone (WITHOUT ROWID), indexes only over jobs that can still run
     up(db) {
       // Each state change used to move entries in two full indexes; completed and dead jobs now
       // sit in none of the hot ones, so a settlement writes fewer pages.
@@ -140,7 +141,7 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 7,
-    description: 'outbox without its index by stream',
+    // outbox without its index by stream
     up(db) {
       // The index served only dropping a full stream's oldest entries, and every append and
       // delivery paid for it: an insert and a delete in a second B-tree, 8 % of a job's cost.
@@ -150,7 +151,7 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 8,
-    description: 'jobs: no index of completed jobs; each queue counts its completed jobs',
+    // jobs: no index of completed jobs; each queue counts its completed jobs
     up(db) {
       // Completing a job inserted an entry into that index, which only pruning and the
       // completed count in metrics read. Pruning now walks the primary key (job ids begin with
@@ -167,7 +168,7 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 9,
-    description: 'jobs keyed by a row number that their ids carry',
+    // jobs keyed by a row number that their ids carry
     up(db) {
       // Leasing and settling a job finds it by its row number: an integer key is compared faster
       // than a 26-character one, and the partial indexes hold it in place of the id. A job id
@@ -210,7 +211,7 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 10,
-    description: 'inbox: the reply frame as it was sent, with its topic',
+    // inbox: the reply frame as it was sent, with its topic
     up(db) {
       // A repeated command used to cost a decode of the stored reply and an encode to send it
       // again; the frame that was sent now goes out again as it is. Rows from before keep their

@@ -72,7 +72,7 @@ export async function benchFootprint(runs: number): Promise<BenchResult[]> {
   // The goal device, from a project of its own (removed after the build).
   const goalRoot = await mkdtemp(path.join(tmpdir(), 'outpost-goal-device-'))
   try {
-    writeGoalDeviceProject(goalRoot)
+    writeGoalDeviceProject(goalRoot, ROOT)
     built.set('goal', await buildDevice('goal', { root: goalRoot, outDir: out, unsigned: true, budget: unbounded }))
   } finally {
     await rm(goalRoot, { recursive: true, force: true })

@@ -7,8 +7,8 @@ import path from 'node:path'
 import { PROJECT_ROOT } from '../../build/project-root.js'
 
 /** devices/thermo/main.ts without the lines that add the over-the-air service. */
-function goalEntry(): string {
-  const thermo = readFileSync(path.join(PROJECT_ROOT, 'devices', 'thermo', 'main.ts'), 'utf8')
+function goalEntry(from: string): string {
+  const thermo = readFileSync(path.join(from, 'devices', 'thermo', 'main.ts'), 'utf8')
   const entry = thermo
     .split('\n')
     .filter((l) => !l.includes("from '../../runtime/ota/ota-service.js'") && !l.includes('Started by the launcher'))
@@ -19,12 +19,12 @@ function goalEntry(): string {
   return entry
 }
 
-/** Makes the goal device's project in `root`, an empty folder; its device is named `goal`. */
-export function writeGoalDeviceProject(root: string): void {
+/** Makes the goal device's project in `root`, an empty folder, from the project at `from`; its device is named `goal`. */
+export function writeGoalDeviceProject(root: string, from: string = PROJECT_ROOT): void {
   const at = (...p: string[]): string => path.join(root, ...p)
   mkdirSync(at('devices', 'goal'), { recursive: true })
   mkdirSync(at('build'))
-  for (const dir of ['runtime', 'node_modules', 'build/stubs', 'devices/thermo', 'devices/contracts']) symlinkSync(path.join(PROJECT_ROOT, dir), at(dir), 'dir')
-  for (const file of ['package.json', 'devices/device-config.ts', 'devices/device-database.ts']) symlinkSync(path.join(PROJECT_ROOT, file), at(file))
-  writeFileSync(at('devices', 'goal', 'main.ts'), goalEntry())
+  for (const dir of ['runtime', 'node_modules', 'build/stubs', 'devices/thermo', 'devices/contracts']) symlinkSync(path.join(from, dir), at(dir), 'dir')
+  for (const file of ['package.json', 'devices/device-config.ts', 'devices/device-database.ts']) symlinkSync(path.join(from, file), at(file))
+  writeFileSync(at('devices', 'goal', 'main.ts'), goalEntry(from))
 }

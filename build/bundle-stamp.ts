@@ -1,7 +1,7 @@
 // Whether a device's bundle is current: built from the sources as they are now. Each build
 // leaves a stamp beside the bundle directory, `<outDir>/.<device>.inputs.json`: the files esbuild
 // read (the device's sources, the runtime's, the packages' and the stubs') and a digest of their
-// bytes, with what else decides the output (this project's version, esbuild's, the Node ABI of
+// bytes, with what else decides the output (this project's version, esbuild's and terser's, the Node ABI of
 // the addon). The stamp lies outside the bundle directory, so the bundle stays exactly what
 // its manifest lists. `outpost device` and the demo run a current bundle as it is and build one
 // that is not (run-bundle.ts).
@@ -11,11 +11,12 @@ import { writeFile, rename } from 'node:fs/promises'
 import path from 'node:path'
 import type { Metafile } from 'esbuild'
 import { version as esbuildVersion } from 'esbuild'
+import { TERSER_VERSION } from './compress.js'
 import { hostAddon } from './addon.js'
 import { MANIFEST_FILE, type Manifest } from './manifest.js'
 
 /** Build code whose change changes every bundle, relative to the project (as sources or compiled). */
-const BUILD_INPUTS = ['build/bundle.ts', 'build/device-stubs.ts', 'package.json']
+const BUILD_INPUTS = ['build/bundle.ts', 'build/device-stubs.ts', 'build/compress.ts', 'build/await-mappings.ts', 'build/compact-sql.ts', 'package.json']
 
 /** What a stamp holds. */
 export interface BundleStamp {
@@ -37,13 +38,13 @@ export function inputsOf(inputs: Metafile['inputs'], root: string): string[] {
 }
 
 /**
- * sha256 over each input's path and bytes, esbuild's version and, for a device with the SQLite
+ * sha256 over each input's path and bytes, esbuild's and terser's versions and, for a device with the SQLite
  * addon, the Node ABI and the host addon's size and time (npm rebuild makes a new one).
  * undefined when an input is gone: the sources moved on.
  */
 export function inputDigest(root: string, inputs: readonly string[], needsAddon: boolean): string | undefined {
   const hash = createHash('sha256')
-  hash.update(`esbuild ${esbuildVersion}\n`)
+  hash.update(`esbuild ${esbuildVersion}\nterser ${TERSER_VERSION}\n`)
   for (const f of inputs) {
     let bytes: Buffer
     try {

@@ -27,7 +27,7 @@ const TERSER_OPTIONS = {
 } as const satisfies MinifyOptions
 
 /** terser's version: a new one may compress differently, so it is part of the cache key. */
-const TERSER_VERSION = (createRequire(import.meta.url)('terser/package.json') as { version: string }).version
+export const TERSER_VERSION = (createRequire(import.meta.url)('terser/package.json') as { version: string }).version
 
 /** The newest entries the cache keeps (each is a device's code and map, under 1 MB for the demo devices). */
 const CACHE_ENTRIES = 32

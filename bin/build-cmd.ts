@@ -5,6 +5,7 @@ import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { ErrorCode, errorMessage, isOutpostError, OutpostError } from '../runtime/errors.js'
 import type { BuildArgs } from './cli-args.js'
+import { sayWhenInterrupted } from './interrupted.js'
 
 export const BUILD_HELP = `outpost build — device bundles: one JavaScript file per device, signed
 
@@ -119,9 +120,11 @@ export async function runBuildCommand(opts: BuildArgs, env: NodeJS.ProcessEnv = 
         }
       },
     })),
-    { concurrent: true, exitOnError: false, rendererOptions: { collapseErrors: false }, fallbackRenderer: 'simple' },
+    { concurrent: true, exitOnError: false, registerSignalListeners: false, rendererOptions: { collapseErrors: false }, fallbackRenderer: 'simple' },
   )
+  const quiet = sayWhenInterrupted(`no bundle in ${outDir} was replaced by a half-built one; run the build again`)
   await tasks.run()
+  quiet()
 
   for (const name of devices) {
     const r = built.get(name)

@@ -1,11 +1,12 @@
 // `outpost devices`: the devices allowed to log in to the gateway, from the command line. It
 // opens the gateway database as a tool, so it works beside a running gateway, which notices a
 // revoked or rotated device within a second and cuts its connection.
-import { existsSync, mkdirSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import path from 'node:path'
 import { createDeviceTable, type DeviceRecord } from '../gateway/devices/device-table.js'
 import { openGatewayDatabase } from '../gateway/store/gateway-database.js'
 import { ErrorCode, isOutpostError, OutpostError } from '../runtime/errors.js'
+import { makeDirs } from '../runtime/make-dirs.js'
 import type { DeviceDatabase } from '../runtime/stores/sqlite/index.js'
 import { DEVICE_ID } from './cli-args.js'
 
@@ -46,7 +47,7 @@ export async function runDevicesCommand(rest: string[], opts: { dataDir: string;
     throw bad(`--role "${opts.role.slice(0, 64)}" is not a role of the gateway's configuration (its roles: ${opts.roles.join(', ')}); define it under auth.roles first, and give that config with --config`)
   }
   const file = path.join(opts.dataDir, 'gateway.db')
-  if (verb === 'add') mkdirSync(opts.dataDir, { recursive: true })
+  if (verb === 'add') makeDirs(opts.dataDir)
   else if (!existsSync(file)) throw new OutpostError(ErrorCode.NOT_FOUND, `no gateway database at ${file} (outpost devices add <id> creates it; or name the gateway's config with --config)`)
   const database = openListed(file, verb)
   try {

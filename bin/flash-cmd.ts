@@ -7,6 +7,7 @@ import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { ErrorCode, errorMessage, isOutpostError, OutpostError } from '../runtime/errors.js'
 import type { FlashArgs, OtaArgs } from './cli-args.js'
+import { sayWhenInterrupted } from './interrupted.js'
 
 export const FLASH_HELP = `outpost flash — install a device bundle onto a device's filesystem or over the air (A/B slots, rollback)
 
@@ -220,10 +221,13 @@ async function flashOverTheAir(bundle: string, o: OtaArgs, env: NodeJS.ProcessEn
       if (result.outcome === 'rolled-back') throw new Error(`rolled back: ${result.reason ?? 'no reason given'}`)
       t.title = `slot ${result.slot} reported ready and is kept`
     }),
-  ], { exitOnError: true, rendererOptions: { collapseErrors: false }, fallbackRenderer: 'simple' })
+  ], { exitOnError: true, registerSignalListeners: false, rendererOptions: { collapseErrors: false }, fallbackRenderer: 'simple' })
+  const quiet = sayWhenInterrupted(`device ${o.device} keeps the bundle it runs; the same command again resumes the transfer where it stopped`)
   try {
     await tasks.run()
+    quiet()
   } catch (err) {
+    quiet()
     const e = failure ?? err
     if (result?.outcome === 'rolled-back') {
       const r = result.running

@@ -6,6 +6,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { ErrorCode, OutpostError } from '../runtime/errors.js'
+import { makeDirs } from '../runtime/make-dirs.js'
 import { ADDON_FILE, resolveAddon, type AddonChoice, type ResolvedAddon } from './addon.js'
 import { bundleDevice } from './bundle.js'
 import { writeStamp } from './bundle-stamp.js'
@@ -127,7 +128,7 @@ export async function buildDevice(name: string, opts: BuildOptions = {}, onStep:
   const staging = path.join(outDir, `.${name}.building-${process.pid}`)
   await rm(staging, { recursive: true, force: true })
   await removeAbandoned(outDir, name)
-  await mkdir(staging, { recursive: true })
+  makeDirs(staging)
   try {
     onStep('bundle')
     const bundle = await bundleDevice(name, staging, root)

@@ -1,6 +1,7 @@
 // `outpost keys generate`: an Ed25519 key pair for signing bundles, written as two PEM files. The
 // private key is readable by its owner only; an existing pair is never overwritten unless asked.
-import { chmodSync, existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, renameSync, writeFileSync } from 'node:fs'
+import { makeDirs } from '../runtime/make-dirs.js'
 import path from 'node:path'
 import { ErrorCode, OutpostError } from '../runtime/errors.js'
 import { generateSigningKeys } from './signing.js'
@@ -31,7 +32,7 @@ export function writeKeyPair(dir: string, force = false): WrittenKeys {
     if (there.length > 0) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${there.join(' and ')} already exist${there.length === 1 ? 's' : ''}; not overwritten (give --force to replace the key pair: bundles signed with the old key will no longer verify with the new one)`)
   }
   try {
-    mkdirSync(path.resolve(dir), { recursive: true, mode: 0o700 })
+    makeDirs(dir, 0o700)
   } catch (err) {
     throw new OutpostError(ErrorCode.BAD_ARGUMENT, `cannot make the key folder ${dir}: ${(err as Error).message}`)
   }

@@ -1,7 +1,7 @@
 // Ed25519 keys and signatures of bundle manifests (node:crypto). manifest.sig is a small JSON
 // file: the algorithm, the id of the signing key, and the signature of manifest.json's exact bytes.
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
-import { existsSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { ErrorCode, errorMessage, OutpostError } from '../runtime/errors.js'
 
 /** What manifest.sig holds. */
@@ -40,8 +40,16 @@ const isEd25519 = (k: KeyObject): boolean => k.asymmetricKeyType === 'ed25519'
  * @throws BAD_ARGUMENT naming where it came from when it is missing, unreadable or not an Ed25519 private key
  */
 export function loadSigningKey(value: string, where: string): KeyObject {
-  const pem = value.trimStart().startsWith('-----BEGIN') ? value : existsSync(value) ? readFileSync(value, 'utf8') : undefined
-  if (pem === undefined) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${where} ${value}: no such file (expected a private key from outpost keys generate)`)
+  let pem = value
+  if (!value.trimStart().startsWith('-----BEGIN')) {
+    try {
+      pem = readFileSync(value, 'utf8')
+    } catch (err) {
+      // The reason as the system gave it: a file that is there but cannot be read is no missing file.
+      const code = (err as NodeJS.ErrnoException).code
+      throw new OutpostError(ErrorCode.BAD_ARGUMENT, code === 'ENOENT' ? `${where} ${value}: no such file (expected a private key from outpost keys generate)` : `${where} ${value}: cannot be read (${code ?? errorMessage(err)})`)
+    }
+  }
   let key: KeyObject
   try {
     key = createPrivateKey(pem)

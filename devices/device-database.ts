@@ -1,7 +1,7 @@
-import { existsSync, mkdirSync, rmdirSync } from 'node:fs'
 import path from 'node:path'
 import type { Logger } from 'pino'
 import { ErrorCode, errorMessage, isOutpostError, OutpostError } from '../runtime/errors.js'
+import { makeDirs } from '../runtime/make-dirs.js'
 import { openDeviceDatabase, type DeviceDatabase } from '../runtime/stores/sqlite/index.js'
 import { storeCodeOfOsError } from '../runtime/stores/sqlite/store-error.js'
 import type { DeviceConfig } from './device-config.js'
@@ -27,27 +27,16 @@ export function readStoreOptions(env: NodeJS.ProcessEnv = process.env): DeviceSt
 }
 
 /**
- * Makes the data folder and its missing parents. Node's recursive mkdir reports a parent it
- * could not make as ENOENT (on a read-only disk too): the cause is found by making the first
- * missing folder on its own. @throws STORE_READ_ONLY, STORE_FULL or STORE_FAILED, naming OUTPOST_DATA_DIR
+ * Makes the data folder and its missing parents (one at a time: the first that cannot be made
+ * says why). @throws STORE_READ_ONLY, STORE_FULL or STORE_FAILED, naming OUTPOST_DATA_DIR
  */
 function makeDataFolder(dir: string): void {
   try {
-    mkdirSync(dir, { recursive: true })
-    return
+    makeDirs(dir)
   } catch (err) {
-    let code = (err as { code?: string }).code ?? ''
-    if (code === 'ENOENT') {
-      let first = path.resolve(dir)
-      while (!existsSync(path.dirname(first)) && path.dirname(first) !== first) first = path.dirname(first)
-      try {
-        mkdirSync(first)
-        rmdirSync(first)
-      } catch (e) {
-        code = (e as { code?: string }).code ?? code
-      }
-    }
-    const store = storeCodeOfOsError(code) ?? ErrorCode.STORE_FAILED
+    const code = (err as { code?: string }).code ?? ''
+    // ENOENT for a folder whose parent is there: a file system that makes none (/proc).
+    const store = code === 'ENOENT' ? ErrorCode.STORE_READ_ONLY : (storeCodeOfOsError(code) ?? ErrorCode.STORE_FAILED)
     const what = store === ErrorCode.STORE_READ_ONLY ? 'a read-only disk or folder' : store === ErrorCode.STORE_FULL ? 'the disk is full' : errorMessage(err)
     throw new OutpostError(store, `cannot make the data folder ${dir} (OUTPOST_DATA_DIR): ${what} (${code})`, { cause: err })
   }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { mkdirSync, statSync } from 'node:fs'
+import { statSync } from 'node:fs'
 import path from 'node:path'
 import type { AedesOptions } from 'aedes'
 import aedesPersistence from 'aedes-persistence'
@@ -7,6 +7,7 @@ import * as v from 'valibot'
 import type { Logger } from 'pino'
 import { backoffDelay, createPause } from '../runtime/backoff.js'
 import { ErrorCode, OutpostError } from '../runtime/errors.js'
+import { makeDirs } from '../runtime/make-dirs.js'
 import { createMqttBridge } from '../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createRuntime, defineContract, defineService, type Runtime } from '../runtime/index.js'
 import { createLogLimiter } from '../runtime/log-limiter.js'
@@ -105,9 +106,14 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   if (opts.host !== undefined) config.mqtt.host = opts.host
   const log = opts.logger ?? createLogger({ name: 'gateway', level: config.log.level, format: config.log.format })
   if (!config.auth.enabled) log.warn('authentication is off: any client may connect, publish and subscribe (development defaults; start with --config to turn it on)')
+  // Device logins on and the HTTP face open: whoever reaches it may list devices, call their
+  // commands and flash them over the air. Said, as the open broker is.
+  else if (config.http.enabled && config.http.token === undefined) {
+    log.warn({ http: `${config.http.host}:${config.http.port}` }, 'the HTTP API has no token (OUTPOST_HTTP_TOKEN or http.token): anyone who reaches it may call device commands and flash devices')
+  }
   if (config.dataDir !== undefined) {
     try {
-      mkdirSync(config.dataDir, { recursive: true })
+      makeDirs(config.dataDir)
     } catch (err) {
       // dataDir naming a file (/dev/null, say) or a folder that cannot be made: the key, not a bare EEXIST.
       const code = (err as NodeJS.ErrnoException).code ?? 'ERROR'

@@ -14,7 +14,7 @@
 // installed a bundle over the air (runtime/ota/) asks over the IPC channel to be restarted into it.
 import { spawn } from 'node:child_process'
 import type { KeyObject } from 'node:crypto'
-import { closeSync, constants as fsConstants, fstatSync, fsyncSync, openSync, readdirSync, readSync, realpathSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs'
+import { closeSync, constants as fsConstants, fstatSync, fsyncSync, openSync, readdirSync, readFileSync, readSync, realpathSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -372,6 +372,30 @@ function setting(name: string, fallback: number): number {
 
 /** Runs the device until SIGTERM or SIGINT (exit 0), or until no slot can start (exit 1). */
 async function run(root: string): Promise<number> {
+  // One launcher per device folder: a second one started its device beside the first (which
+  // holds the database), took that for a bundle that cannot start, and rolled back a good one.
+  const busy = new Set<unknown>()
+  let unlock = (): void => {}
+  try {
+    unlock = takeFolderLock(path.join(root, LAUNCHER_LOCK), (pid) => {
+      const err = new Error(`another launcher runs this device${pid === undefined ? '' : ` (pid ${pid})`}; nothing was started or changed (a ${LAUNCHER_LOCK} left with no launcher running may be removed)`)
+      busy.add(err)
+      return err
+    })
+  } catch (err) {
+    if (busy.has(err)) return (log(50, errText(err)), 1)
+    // A read-only or full disk: the device is started all the same, as it is when nothing can be recorded.
+    log(40, `cannot write ${LAUNCHER_LOCK}, going on without it: ${errText(err)}`)
+  }
+  try {
+    return await runLocked(root)
+  } finally {
+    unlock()
+  }
+}
+
+/** The launcher's work, under its lock. */
+async function runLocked(root: string): Promise<number> {
   const readyMs = setting('OUTPOST_LAUNCHER_READY_MS', 60_000)
   const tries = setting('OUTPOST_LAUNCHER_TRIES', 3)
   const restartMs = setting('OUTPOST_LAUNCHER_RESTART_MS', 1_000)
@@ -592,6 +616,63 @@ function check(root: string): number {
   process.stdout.write(`${JSON.stringify({ slot: c.slot, ...about(c.manifest), entry: c.manifest.entry, trial: c.trial, damaged: r.damaged, rollback: c.rollback === undefined ? undefined : { from: c.rollback.from, reason: c.rollback.reason } })}\n`)
   return 0
 }
+
+/** This boot of the machine (Linux); a lock written in another boot names no live process. */
+function bootId(): string {
+  try {
+    // (A file of /proc says it has no size: read as it comes.)
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()
+  } catch {
+    return ''
+  }
+}
+
+/** True when process `pid` runs (one of another user's too). */
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as { code?: string }).code === 'EPERM'
+  }
+}
+
+/**
+ * Takes lock file `file` (`<pid> <boot id>`) for this process, until the function returned is
+ * called. A lock left by a process that is gone (kill -9, a power cut: another boot) is taken over.
+ * @throws busy(pid) when a running process holds it; what writing the folder throws (a full or read-only disk)
+ */
+export function takeFolderLock(file: string, busy: (pid: number | undefined) => Error): () => void {
+  const boot = bootId()
+  const mine = `${process.pid} ${boot}\n`
+  for (let taken = false; ; taken = true) {
+    try {
+      writeFileSync(file, mine, { flag: 'wx' })
+      return () => {
+        try {
+          if (readRegularFile(file, 1024).toString('utf8') === mine) rmSync(file, { force: true })
+        } catch {
+          // Gone already.
+        }
+      }
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EEXIST') throw err
+      let holder = ''
+      try {
+        holder = readRegularFile(file, 1024).toString('utf8')
+      } catch {
+        // Removed meanwhile, or not a lock: taken over below.
+      }
+      const [pid, theirBoot] = holder.trim().split(' ')
+      const live = /^\d+$/.test(pid ?? '') && (theirBoot ?? '') === boot && running(Number(pid))
+      if (live || taken) throw busy(live ? Number(pid) : undefined)
+      rmSync(file, { force: true })
+    }
+  }
+}
+
+/** The file in a device's folder that says a launcher runs it: `<pid> <boot id>`. */
+export const LAUNCHER_LOCK = 'launcher.lock'
 
 /**
  * Runs the launcher when this file is the program (`node launcher.mjs`). Device bundles import this

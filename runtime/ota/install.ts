@@ -8,7 +8,7 @@ import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'no
 import path from 'node:path'
 import { ErrorCode, OutpostError } from '../errors.js'
 import { fsp } from '../lazy-builtin.js'
-import { KEYS_DIR, loadPointer, otherSlot, readRegularFile, SLOTS_DIR, slotDir, syncDir, writeFileAtomic, writePointer, type BootPointer, type SlotName } from '../launcher/launcher.js'
+import { KEYS_DIR, loadPointer, otherSlot, readRegularFile, SLOTS_DIR, slotDir, syncDir, takeFolderLock, writeFileAtomic, writePointer, type BootPointer, type SlotName } from '../launcher/launcher.js'
 
 /** Where a slot is put together before it is renamed into place, under slots/. */
 export const INCOMING = '.incoming'
@@ -27,26 +27,6 @@ export interface SlotChoice {
 /** The file in a device's folder that says a flash is under way there: `<pid> <boot id>`. */
 export const FLASH_LOCK = 'flash.lock'
 
-/** This boot of the machine (Linux); a lock written in another boot names no live process. */
-const bootId = (): string => {
-  try {
-    // (A file of /proc says it has no size: read as it comes.)
-    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()
-  } catch {
-    return ''
-  }
-}
-
-/** True when process `pid` runs (one of another user's too). */
-const running = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as { code?: string }).code === 'EPERM'
-  }
-}
-
 /**
  * Marks the device folder `root` as being flashed by this process, until the function returned
  * is called. Before, two flashes at once (two `outpost flash --to`, or one and the device's own
@@ -56,35 +36,9 @@ const running = (pid: number): boolean => {
  * @throws STORE_IN_USE when a running process flashes `root`; what writing the folder throws (a full or read-only disk)
  */
 export function takeFlashLock(root: string): () => void {
-  const file = path.join(root, FLASH_LOCK)
-  const boot = bootId()
-  const mine = `${process.pid} ${boot}\n`
-  for (let taken = false; ; taken = true) {
-    try {
-      writeFileSync(file, mine, { flag: 'wx' })
-      return () => {
-        try {
-          if (readRegularFile(file, 1024).toString('utf8') === mine) rmSync(file, { force: true })
-        } catch {
-          // Gone already.
-        }
-      }
-    } catch (err) {
-      if ((err as { code?: string }).code !== 'EEXIST') throw err
-      let holder = ''
-      try {
-        holder = readRegularFile(file, 1024).toString('utf8')
-      } catch {
-        // Removed meanwhile, or not a lock: taken over below.
-      }
-      const [pid, theirBoot] = holder.trim().split(' ')
-      const live = /^\d+$/.test(pid ?? '') && (theirBoot ?? '') === boot && running(Number(pid))
-      if (live || taken) {
-        throw new OutpostError(ErrorCode.STORE_IN_USE, `the device is being flashed by another process${live ? ` (pid ${pid})` : ''}; nothing was changed: flash again once it has ended (a ${FLASH_LOCK} left with no flash running may be removed)`)
-      }
-      rmSync(file, { force: true })
-    }
-  }
+  return takeFolderLock(path.join(root, FLASH_LOCK), (pid) =>
+    new OutpostError(ErrorCode.STORE_IN_USE, `the device is being flashed by another process${pid === undefined ? '' : ` (pid ${pid})`}; nothing was changed: flash again once it has ended (a ${FLASH_LOCK} left with no flash running may be removed)`),
+  )
 }
 
 /** Leftovers of an install that was killed: the half-written slot, a replaced slot not yet removed, temporary files. */

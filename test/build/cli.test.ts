@@ -42,6 +42,9 @@ describe('outpost build and outpost keys, wrongly called', () => {
     [['keys'], /outpost keys needs a command; expected generate/],
     [['keys', 'genrate'], /unknown command "genrate"; expected generate/],
     [['keys', 'generate', '--key', 'x'], /--key is not an option of outpost keys/],
+    // Under /proc, Node's recursive mkdir looped for ever at full CPU, printing nothing.
+    [['keys', 'generate', '--out', '/proc/outpost-keys'], /cannot make the key folder \/proc\/outpost-keys: ENOENT/],
+    [['build', 'display', '--key', '/tmp'], /--key \/tmp: cannot be read \(EISDIR\)/],
   ]
   it.each(cases)('outpost %j: one line naming it, exit code 2', async (args, line) => {
     const r = await outpost(args, NO_KEY)

@@ -131,6 +131,8 @@ describe('outpost gateway --config', () => {
     expect(gw.url).not.toBe('mqtt://127.0.0.1:0')
     // The file's defaults: authentication on, broker state and devices kept in its data folder.
     expect(gw.out()).not.toContain('authentication is off')
+    // Device logins on, the HTTP face without a token (none in the file, none in the environment): said.
+    expect(gw.out()).toContain('the HTTP API has no token (OUTPOST_HTTP_TOKEN or http.token): anyone who reaches it may call device commands and flash devices')
     await until(() => existsSync(path.join(dir, 'gw-auth', 'gateway.db')), 10_000)
 
     const client = mqtt.connect(gw.url, { reconnectPeriod: 0, connectTimeout: 10_000 })

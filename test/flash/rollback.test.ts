@@ -3,6 +3,7 @@
 // back to the previous slot, state.json says why, and the previous bundle serves again; a new
 // slot's starts count across launcher restarts (a device that reboots while trying it).
 import { createPrivateKey } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildDevice, generateSigningKeys } from '../../build/index.js'
@@ -59,6 +60,25 @@ describe('the launcher rolls a new bundle that never gets ready back to the prev
     await caller?.stop({ drainMs: 100 })
     await broker?.close()
   })
+
+  it('a second launcher on the same device folder refuses at once (exit 1, one line) and changes nothing; the first goes on serving', async () => {
+    const first = start()
+    await first.waitFor('"msg":"ready"')
+    const pointer = readFileSync(path.join(dev, 'active.json'), 'utf8')
+    const before = JSON.stringify(state())
+    const second = start()
+    expect((await second.exited).code).toBe(1)
+    expect(second.lines.join('\n')).toMatch(/another launcher runs this device \(pid \d+\); nothing was started or changed/)
+    expect(startedPid(second.lines)).toBeUndefined()
+    expect(readFileSync(path.join(dev, 'active.json'), 'utf8')).toBe(pointer)
+    expect(JSON.stringify(state())).toBe(before)
+    expect((await show('still here')).shown).toBe(true)
+    await stop(first)
+    // Its lock went with it: a launcher starts again.
+    const again = start()
+    await again.waitFor('"msg":"ready"')
+    await stop(again)
+  }, 60_000)
 
   it('a bundle that exits at every start: started OUTPOST_LAUNCHER_TRIES times, rolled back with the reason, the display serves again', async () => {
     const broken = await fakeBundle(path.join(temp(), 'broken'), "console.error('broken on purpose: no sensor'); process.exit(3)\n", keys.privatePem)

@@ -6,6 +6,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { ErrorCode, OutpostError } from '../runtime/errors.js'
+import { running } from '../runtime/launcher/launcher.js'
 import { makeDirs } from '../runtime/make-dirs.js'
 import { ADDON_FILE, resolveAddon, type AddonChoice, type ResolvedAddon } from './addon.js'
 import { bundleDevice } from './bundle.js'
@@ -92,16 +93,6 @@ export function checkSigning(opts: Pick<BuildOptions, 'signingKey' | 'unsigned'>
   }
 }
 
-/** True while process `pid` exists (one of another user's counts: it may be building). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
-
 /** Removes the staging folders of builds of `name` into `outDir` whose process is gone (stopped by Ctrl-C, killed). */
 async function removeAbandoned(outDir: string, name: string): Promise<void> {
   const prefix = `.${name}.building-`
@@ -111,7 +102,7 @@ async function removeAbandoned(outDir: string, name: string): Promise<void> {
   } catch {
     return
   }
-  for (const n of names) if (!alive(Number(n.slice(prefix.length)))) await rm(path.join(outDir, n), { recursive: true, force: true }).catch(() => {})
+  for (const n of names) if (!running(Number(n.slice(prefix.length)))) await rm(path.join(outDir, n), { recursive: true, force: true }).catch(() => {})
 }
 
 /**

@@ -9,6 +9,7 @@ import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { stop as stopEsbuild } from 'esbuild'
 import { ErrorCode, OutpostError } from '../runtime/errors.js'
+import { running } from '../runtime/launcher/launcher.js'
 import { buildDevice, defaultOutDir } from './build-device.js'
 import { currentBundle } from './bundle-stamp.js'
 import { PROJECT_ROOT } from './project-root.js'
@@ -38,17 +39,6 @@ export interface RunnableBundle {
 /** A build's lock older than this is taken as left over by a build that died, ms. */
 const STALE_LOCK_MS = 5 * 60_000
 
-/** True when `pid` names a live process (one we may signal, or one that exists but is not ours). */
-function alive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
-
 /**
  * Takes `file` as a lock: created exclusively with this process's pid in it. A lock whose process
  * has gone (kill -9 during a build) or that is very old is removed and taken.
@@ -75,7 +65,7 @@ async function takeLock(file: string, waitMs: number): Promise<() => void> {
       continue // released between the two calls: try again at once
     }
     // A lock file still empty was created a moment ago; its pid follows.
-    if ((!Number.isNaN(holder) && holder !== 0 && !alive(holder)) || age > STALE_LOCK_MS) {
+    if ((!Number.isNaN(holder) && holder !== 0 && !running(holder)) || age > STALE_LOCK_MS) {
       rmSync(file, { force: true })
       continue
     }

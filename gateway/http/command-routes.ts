@@ -41,15 +41,24 @@ function queryOf(c: Context): Record<string, string | undefined> {
 class BodyTooLarge extends Error {}
 
 /**
- * The request's body, at most MAX_COMMAND_BODY_BYTES: refused by its Content-Length before a
- * byte is read, or as soon as the bytes read pass it (a chunked body, which has no length). Read
- * here, not by hono's bodyLimit, which makes a new Request of a body without Content-Length: with
- * the process's Request left alone (http-server.ts) that threw, and a chunked body or a POST
- * without one was 500 INTERNAL.
+ * The most a too-large body is read (and thrown away) before the 413 is sent. A server that
+ * answers and closes while its client still sends makes the client's system reset the connection,
+ * and the client then saw "write EPIPE" instead of the answer (a 2 MB body, now and then). Read to
+ * its end, the body leaves nothing unread and the answer arrives; a body larger still is answered
+ * at once (the deadline for a whole request, 30 s, bounds a slow one).
+ */
+const DRAIN_BYTES = 8 * 1024 * 1024
+
+/**
+ * The request's body, at most MAX_COMMAND_BODY_BYTES: refused by its Content-Length, or once the
+ * bytes read pass it (a chunked body, which has no length). Read here, not by hono's bodyLimit,
+ * which makes a new Request of a body without Content-Length: with the process's Request left
+ * alone (http-server.ts) that threw, and a chunked body or a POST without one was 500 INTERNAL.
  */
 async function readBody(c: Context): Promise<Uint8Array> {
-  const length = c.req.header('content-length')
-  if (length !== undefined && c.req.header('transfer-encoding') === undefined && Number(length) > MAX_COMMAND_BODY_BYTES) throw new BodyTooLarge()
+  const header = c.req.header('content-length')
+  const length = header !== undefined && c.req.header('transfer-encoding') === undefined ? Number(header) : undefined
+  if (length !== undefined && length > DRAIN_BYTES) throw new BodyTooLarge()
   const body = c.req.raw.body
   if (body === null) return new Uint8Array(0)
   const chunks: Uint8Array[] = []
@@ -59,12 +68,13 @@ async function readBody(c: Context): Promise<Uint8Array> {
     const { done, value } = await reader.read()
     if (done) break
     size += value.byteLength
-    if (size > MAX_COMMAND_BODY_BYTES) {
+    if (size > DRAIN_BYTES) {
       void reader.cancel().catch(() => undefined)
       throw new BodyTooLarge()
     }
-    chunks.push(value)
+    if (size <= MAX_COMMAND_BODY_BYTES) chunks.push(value)
   }
+  if (size > MAX_COMMAND_BODY_BYTES) throw new BodyTooLarge()
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
 }
 
@@ -84,8 +94,9 @@ export function commandRoutes(app: Hono, commands: { router: CommandRouter; allo
       return reply(c, 200, { result: await commands.router.call(req, commands.allow) })
     } catch (err) {
       if (!(err instanceof BodyTooLarge)) return fail(c, err)
-      // The rest of the body is not read: the connection is closed after this answer. Without
-      // saying so, a client kept it for its next request, which then failed as "other side closed".
+      // The connection is closed after this answer (the rest of a body over DRAIN_BYTES is not
+      // read). Without saying so, a client kept it for its next request, which then failed as
+      // "other side closed".
       c.header('Connection', 'close')
       return reply(c, 413, { error: { code: ErrorCode.BAD_ARGUMENT, message: `the request body is larger than ${MAX_COMMAND_BODY_BYTES} bytes` } })
     }

@@ -627,8 +627,9 @@ function bootId(): string {
   }
 }
 
-/** True when process `pid` runs (one of another user's too). */
-function running(pid: number): boolean {
+/** True when process `pid` runs (one of another user's too); false for what is not a process id. */
+export function running(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false
   try {
     process.kill(pid, 0)
     return true

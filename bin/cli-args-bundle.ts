@@ -4,6 +4,7 @@ import { existsSync, statSync } from 'node:fs'
 import path from 'node:path'
 import { ErrorCode, OutpostError } from '../runtime/errors.js'
 import { redactUrl } from '../runtime/redact-url.js'
+import { closeTo } from './close-to.js'
 
 const bad = (message: string): OutpostError => new OutpostError(ErrorCode.BAD_ARGUMENT, message)
 
@@ -169,7 +170,7 @@ export function parseFlashArgs(c: BundleArgsContext): FlashArgs {
   if (status && changeDevice) throw bad('--change-device is an option of outpost flash, not of outpost flash status')
   const bundle = status ? undefined : rest[0]!
   if (bundle !== undefined) {
-    if (!existsSync(bundle)) throw bad(`bundle directory ${bundle} does not exist (outpost build makes them, in dist/bundles/<device>)`)
+    if (!existsSync(bundle)) throw bad(`bundle directory ${bundle} does not exist (${closeTo(bundle, ['status']) === undefined ? '' : 'did you mean outpost flash status? '}outpost build makes them, in dist/bundles/<device>)`)
     if (!statSync(bundle).isDirectory()) throw bad(`${bundle} is a file; expected a bundle directory (outpost build makes them, in dist/bundles/<device>)`)
     if (!existsSync(path.join(bundle, 'manifest.json'))) throw bad(`${bundle} is not a bundle directory (no manifest.json); outpost build makes them, in dist/bundles/<device>`)
   }

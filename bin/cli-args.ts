@@ -14,6 +14,7 @@ import { readStoreOptions } from '../devices/device-database.js'
 import type { GatewayConfig } from '../gateway/config/gateway-config.js'
 import { loadGatewayConfig, parseHost, parsePort } from '../gateway/config/load-config.js'
 import { RESERVED_DEVICE_IDS } from '../gateway/gateway.js'
+import { closeTo } from './close-to.js'
 import { ErrorCode, OutpostError } from '../runtime/errors.js'
 import { redactUrl } from '../runtime/redact-url.js'
 import { parseLogFormat, parseLogLevel, type LogFormat } from '../runtime/logger.js'
@@ -204,21 +205,6 @@ function deviceOf(value: string | undefined, devices: DeviceFolder): string {
     throw bad(`device "${value}" is not a device of this project; expected one of ${known()} (a name under devices/, not a path)`)
   }
   return value
-}
-
-/** The command `word` is most likely a typo of (one edit away, two for longer names, or the same letters swapped), for "did you mean". */
-function closeTo(word: string, names: readonly string[]): string | undefined {
-  const distance = (a: string, b: string): number => {
-    let prev = Array.from({ length: b.length + 1 }, (_, i) => i)
-    for (let i = 1; i <= a.length; i++) {
-      const cur = [i]
-      for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
-      prev = cur
-    }
-    return prev[b.length]!
-  }
-  const sameLetters = (a: string, b: string): boolean => [...a].sort().join('') === [...b].sort().join('')
-  return names.find((n) => distance(word, n) <= (n.length > 4 ? 2 : 1) || sameLetters(word, n))
 }
 
 /** A variable's value, with an empty one taken as unset. */

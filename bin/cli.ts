@@ -222,15 +222,19 @@ async function demo(args: CliArgs): Promise<void> {
     OUTPOST_LOG_LEVEL: args.logLevel ?? 'info',
   }
   let stopping = false
+  // A device that stops by itself (its database held by another process, a crash) ends the demo,
+  // whose point is the two of them: it went on with one, and exited 0 at Ctrl-C.
   const start = (name: string, entry: string, id: string): ChildProcess => {
     const child = spawnDevice(name, entry, { ...env, OUTPOST_DEVICE_ID: id }, print)
     child.on('exit', (code, signal) => {
-      if (!stopping) log.error({ code, signal }, `device ${id} stopped by itself`)
+      if (stopping) return
+      log.error({ code, signal }, `device ${id} stopped by itself (its last lines above say why); stopping the demo`)
+      void stop(1)
     })
     return child
   }
   const children = [start('display', display, 'display-1'), start('thermo', thermo, 'thermo-1')]
-  const stop = async (): Promise<void> => {
+  const stop = async (exitCode = 0): Promise<void> => {
     if (stopping) return
     stopping = true
     log.info('stopping devices')
@@ -241,7 +245,7 @@ async function demo(args: CliArgs): Promise<void> {
     })))
     await gateway.close()
     log.info('stopped')
-    process.exit(0)
+    process.exit(exitCode)
   }
   process.on('SIGINT', () => void stop())
   process.on('SIGTERM', () => void stop())

@@ -9,6 +9,7 @@ import { ErrorCode, isOutpostError, OutpostError } from '../runtime/errors.js'
 import { makeDirs } from '../runtime/make-dirs.js'
 import type { DeviceDatabase } from '../runtime/stores/sqlite/index.js'
 import { DEVICE_ID } from './cli-args.js'
+import { meant } from './close-to.js'
 
 /** How to call `outpost devices`, shown after a wrong call. */
 export const DEVICES_HELP = `Usage: outpost devices <command> [--config FILE] [--json]
@@ -36,7 +37,7 @@ export async function runDevicesCommand(rest: string[], opts: { dataDir: string;
   const [verb, id, ...extra] = rest
   const verbs = ['add', 'list', 'revoke', 'rotate']
   if (verb === undefined) throw bad('outpost devices: which command? add, list, revoke or rotate')
-  if (!verbs.includes(verb)) throw bad(`outpost devices: unknown command "${verb.slice(0, 40)}"; expected add, list, revoke or rotate`)
+  if (!verbs.includes(verb)) throw bad(`outpost devices: unknown command "${verb.slice(0, 40)}"${meant(verb, verbs)}; expected add, list, revoke or rotate`)
   const needsId = verb !== 'list'
   if (needsId && id === undefined) throw bad(`outpost devices ${verb}: which device? outpost devices ${verb} <id>`)
   const unexpected = needsId ? extra : [id, ...extra].filter((x) => x !== undefined)

@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs'
 import path from 'node:path'
 import { openForwardQueue, type ForwardQueue } from '../gateway/forward/forward-queue.js'
 import { ErrorCode, OutpostError } from '../runtime/errors.js'
+import { meant } from './close-to.js'
 
 export const FORWARD_HELP = `Usage: outpost forward <command> [--target T] [--config FILE] [--json]
 
@@ -84,7 +85,7 @@ export function checkForwardTarget(target: string, configured: readonly string[]
 export function runForwardCommand(rest: string[], opts: { dataDir: string; target?: string; limit?: string; json?: boolean; all?: boolean }, now: () => number = Date.now): string {
   const [verb, ...words] = rest
   if (verb === undefined) throw bad('outpost forward: which command? status, dead, redrive or purge')
-  if (!(FORWARD_VERBS as readonly string[]).includes(verb)) throw bad(`outpost forward: unknown command "${shown(verb.slice(0, 40))}"; expected ${FORWARD_VERBS.join(', ')}`)
+  if (!(FORWARD_VERBS as readonly string[]).includes(verb)) throw bad(`outpost forward: unknown command "${shown(verb.slice(0, 40))}"${meant(verb, FORWARD_VERBS)}; expected ${FORWARD_VERBS.join(', ')}`)
   const all = opts.all === true || words.includes(PURGE_ALL)
   const more = words.filter((w) => w !== PURGE_ALL)
   if (all && verb !== 'purge') throw bad(`--all is an option of outpost forward purge only, not of ${verb}`)

@@ -5,6 +5,7 @@
 import { existsSync } from 'node:fs'
 import { createQueueOps, ErrorCode, isOutpostError, OutpostError, type Job, type JobState } from '../runtime/index.js'
 import { createSqliteQueueStore, openDeviceDatabase, type DeviceDatabase } from '../runtime/stores/sqlite/index.js'
+import { meant } from './close-to.js'
 
 export const JOBS_HELP = `outpost jobs — operate the durable queues in a device database
 
@@ -81,7 +82,7 @@ function openFor(verb: string, db: string): DeviceDatabase {
 export function runJobsCommand(args: string[], opts: { db?: string; limit?: string; json?: boolean }, now: () => number = Date.now): string {
   const [verb, ...rest] = args
   if (verb === undefined || verb === 'help') return JOBS_HELP
-  if (!INSPECT.has(verb) && !MUTATE.has(verb)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `unknown jobs command "${verb}"; accepted: ${[...INSPECT, ...MUTATE].join(', ')}`)
+  if (!INSPECT.has(verb) && !MUTATE.has(verb)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `unknown jobs command "${verb}"${meant(verb, [...INSPECT, ...MUTATE])}; accepted: ${[...INSPECT, ...MUTATE].join(', ')}`)
   if (opts.db === undefined) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `outpost jobs ${verb} needs --db FILE (the device database)`)
   const limit = Number(opts.limit ?? 100)
   if (!Number.isInteger(limit) || limit < 1) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `--limit "${opts.limit}" is not accepted; expected a whole number from 1`)

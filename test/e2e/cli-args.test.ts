@@ -116,7 +116,7 @@ describe('outpost given bad arguments', () => {
   }, 30_000)
 
   it('answers a wrong jobs call with one line on stderr and the jobs help on stdout', async () => {
-    for (const [args, named] of [[['jobs', 'frobnicate', '--db', aFile], 'frobnicate'], [['jobs', 'queues'], '--db']] as const) {
+    for (const [args, named] of [[['jobs', 'frobnicate', '--db', aFile], 'frobnicate";'], [['jobs', 'queues'], '--db'], [['jobs', 'stauts', '--db', aFile], 'unknown jobs command "stauts" (did you mean status?)']] as const) {
       const r = await outpost([...args])
       expect(r.code).toBe(2)
       expect(r.err).not.toContain('    at ')

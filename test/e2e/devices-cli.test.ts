@@ -103,7 +103,7 @@ describe('outpost devices (CLI)', () => {
 
     for (const [args, code, message] of [
       [['add', 'cam-1'], 1, /^outpost: DEVICE_EXISTS: device "cam-1" exists already/],
-      [['ad', 'cam-2'], 2, /^outpost: BAD_ARGUMENT: outpost devices: unknown command "ad"/],
+      [['ad', 'cam-2'], 2, /^outpost: BAD_ARGUMENT: outpost devices: unknown command "ad" \(did you mean add\?\)/],
       [['revoke'], 2, /^outpost: BAD_ARGUMENT: outpost devices revoke: which device\?/],
       [['add', 'a/b'], 2, /^outpost: BAD_ARGUMENT: device id "a\/b" is not valid/],
       [['rotate', 'nope'], 1, /^outpost: DEVICE_UNKNOWN: no device "nope"/],

@@ -119,7 +119,7 @@ describe('outpost forward: typos and misuse', () => {
     const c = ['--config', f.config]
     const cases: [string[], string | RegExp][] = [
       [['forward', ...c], 'which command?'],
-      [['forward', 'stauts', ...c], 'unknown command "stauts"; expected status, dead, redrive, purge'],
+      [['forward', 'stauts', ...c], 'unknown command "stauts" (did you mean status?); expected status, dead, redrive, purge'],
       [['forward', 'list', ...c], 'unknown command "list"'],
       [['forward', 'status', '--targte', 'cloud', ...c], 'unknown option --targte'],
       [['forward', 'status', '--tagret=cloud', ...c], 'unknown option --tagret'],

@@ -7,6 +7,7 @@ import path from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
+import { startProcess } from '../helpers/device-process.js'
 import { readOnlyFolder } from '../helpers/small-disk.js'
 
 const run = promisify(execFile)
@@ -116,4 +117,28 @@ describe('a device on storage it cannot use', () => {
     expect(r.out).toContain('OUTPOST_STORE_WAIT_MS')
     expect(existsSync(path.join(base, 'data'))).toBe(false)
   }, 60_000)
+
+  it('the demo stops, exit code 1, when a device of it stops by itself: here thermo-1, whose database another process holds', async () => {
+    const base = mkdtempSync(path.join(tmpdir(), 'outpost-codes-'))
+    cleanup(() => rmSync(base, { recursive: true, force: true }))
+    const holder = startProcess('bin/outpost.js', ['device', 'thermo', '--id', 'thermo-1', '--url', 'mqtt://127.0.0.1:9', '--log-format', 'json'], { OUTPOST_DATA_DIR: base })
+    cleanup(() => holder.kill())
+    await holder.waitFor('"msg":"ready"', 60_000)
+    // It went on with display-1 alone until Ctrl-C, then exited 0.
+    let r: { code: number; out: string }
+    try {
+      const x = await run(process.execPath, [path.resolve('bin/outpost.js'), 'demo', '--duration', '50', '--outage', '0', '--log-format', 'json'], { env: { ...process.env, OUTPOST_DATA_DIR: base }, timeout: 60_000 })
+      r = { code: 0, out: x.stdout + x.stderr }
+    } catch (e) {
+      const x = e as { code: number; stdout: string; stderr: string }
+      r = { code: x.code, out: x.stdout + x.stderr }
+    }
+    expect(r.code, r.out).toBe(1)
+    const lines = r.out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { level?: number; device?: string; code?: string | number; msg?: string })
+    expect(lines.find((l) => l.level === 60 && l.device === 'thermo-1')?.code, r.out).toBe('STORE_IN_USE')
+    expect(lines.some((l) => l.device === 'demo' && l.msg?.includes('device thermo-1 stopped by itself')), r.out).toBe(true)
+    expect(lines.at(-1)?.msg, r.out).toBe('stopped')
+    // The holder was left alone.
+    expect(holder.child.exitCode).toBe(null)
+  }, 120_000)
 })

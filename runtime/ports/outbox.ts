@@ -10,6 +10,13 @@ export interface OutboxEntry {
   retain: boolean
 }
 
+/**
+ * The streams a runtime writes: `events`, what services emit (and their jobs' progress), and
+ * `results`, jobs' outcomes (completed, failed, dead). Each has its own limit, so that a stream of
+ * chatty events, dropping its oldest when full, never pushes out the outcome of a job.
+ */
+export type OutboxStream = 'events' | 'results'
+
 /** What to do when a stream's bytes would exceed its limit. */
 export type OutboxFullPolicy = 'reject' | 'dropOldest'
 

@@ -5,6 +5,7 @@ import { ErrorCode, OutpostError, errorMessage, isOutpostError, toWireError } fr
 import type { LogLimiter } from '../log-limiter.js'
 import { nodeCrypto } from '../lazy-builtin.js'
 import type { Clock } from '../ports/clock.js'
+import type { OutboxStream } from '../ports/outbox.js'
 import type { EnqueueInput, Job, QueueStore } from '../ports/queue-store.js'
 import { safeParse } from '../service/compiled-schema.js'
 import type { ContextDeps } from '../service/handler-context.js'
@@ -50,8 +51,8 @@ export interface ServiceQueuesDeps {
   stopping(): boolean
   /** What workers' contexts reach (the runtime's core and rooms). */
   contexts: ContextDeps
-  /** Stores a result event of `svc` for delivery. @throws when it cannot be stored */
-  result(svc: HostedService, event: string, payload: Record<string, unknown>, job: Job): void
+  /** Stores a result event of `svc` for delivery, in `stream`. @throws when it cannot be stored */
+  result(svc: HostedService, event: string, payload: Record<string, unknown>, job: Job, stream: OutboxStream): void
   /** Settlements (and their result events) were committed. */
   afterCommit(): void
   childTrace(traceparent: string | undefined): string | undefined
@@ -176,7 +177,8 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
         const policy = queuePolicy(spec)
         policies.set(key, policy)
         const events = resultEventNames(name)
-        const result = (kind: ResultKind, payload: Record<string, unknown>, job: Job): void => deps.result(svc, events[kind], payload, job)
+        // Progress goes with the events; an outcome has a stream of its own (ports/outbox.ts).
+        const result = (kind: ResultKind, payload: Record<string, unknown>, job: Job): void => deps.result(svc, events[kind], payload, job, kind === 'progress' ? 'events' : 'results')
         resultSinks.set(key, result)
         return { key, name, policy, reportsProgress: spec.progress !== undefined && policy.results !== 'none', run: (running) => runJob(svc, name, spec, policy, running), result }
       }),

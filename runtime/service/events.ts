@@ -2,7 +2,7 @@ import type { Schema } from '../contract/contract.js'
 import type { SubscriptionSpec } from '../contract/service.js'
 import { ErrorCode, OutpostError, errorMessage } from '../errors.js'
 import { createOutboxPump, type OutboxPump } from '../outbox/outbox-pump.js'
-import type { Outbox } from '../ports/outbox.js'
+import type { Outbox, OutboxStream } from '../ports/outbox.js'
 import type { QueueStore } from '../ports/queue-store.js'
 import { createEnvelopeCodec } from '../wire/codec.js'
 import { ENVELOPE_VERSION, type Envelope } from '../wire/envelope.js'
@@ -48,8 +48,8 @@ export interface Events {
   onEvent(svc: HostedService, subName: string, sub: SubscriptionSpec, seen: RecentMap<true>): (msg: LinkMessage) => void
   /** Registers a subscription or binding of this runtime for the events it emits itself. */
   addLocalReceiver(r: LocalReceiver): void
-  /** Stores a queue's result event (its payload built by the runtime from checked values). @throws OUTBOX_FULL, STORE_FAILED */
-  publishResult(svc: HostedService, event: string, payload: unknown, job: { traceparent?: string; correlationId?: string }): void
+  /** Stores a queue's result event (its payload built by the runtime from checked values) in `stream`. @throws OUTBOX_FULL, STORE_FAILED */
+  publishResult(svc: HostedService, event: string, payload: unknown, job: { traceparent?: string; correlationId?: string }, stream: OutboxStream): void
   /** Settlements and their result events committed: deliver them. */
   afterCommit(): void
   /** Starts delivering the outbox (called once, at start). */
@@ -92,9 +92,12 @@ export function createEvents(deps: EventsDeps): Events {
     return enc(env)
   }
 
-  /** Commits an event to the outbox (the pump delivers it, in order, when connected). @throws OUTBOX_FULL, STORE_FAILED */
-  const appendToOutbox = (env: Envelope, topic = link.topics.topicOf(env)): void => {
-    outbox!.append({ stream: 'events', topic, frame: encodeEvent(env), retain: false })
+  /**
+   * Commits an event to the outbox (the pump delivers it, in order, when connected), in `stream`:
+   * `events`, or `results` for a job's outcome. @throws OUTBOX_FULL, STORE_FAILED
+   */
+  const appendToOutbox = (env: Envelope, topic = link.topics.topicOf(env), stream: OutboxStream = 'events'): void => {
+    outbox!.append({ stream, topic, frame: encodeEvent(env), retain: false })
   }
 
   const localReceivers: LocalReceiver[] = []
@@ -191,11 +194,11 @@ export function createEvents(deps: EventsDeps): Events {
     addLocalReceiver: (r) => {
       localReceivers.push(r)
     },
-    publishResult: (svc, event, payload, job) => {
+    publishResult: (svc, event, payload, job, stream) => {
       // Built by the runtime from checked values: not validated again.
       const env = eventEnvelope(svc, event, payload, childTrace(job.traceparent), job.correlationId)
       if (outbox === undefined) unpublished.push(env)
-      else appendToOutbox(env)
+      else appendToOutbox(env, undefined, stream)
     },
     afterCommit,
     startPump: () => {

@@ -134,7 +134,7 @@ describe('durable queues', () => {
       if (o.dir === undefined) cleanup(() => rmSync(dir, { recursive: true, force: true }))
       database = openDeviceDatabase({ path: path.join(dir, 'device.db') })
       queueStore = createSqliteQueueStore(database)
-      outbox = createSqliteOutbox(database, o.outboxBytes === undefined ? {} : { limits: { events: { maxBytes: o.outboxBytes, policy: 'reject' } } })
+      outbox = createSqliteOutbox(database, o.outboxBytes === undefined ? {} : { limits: { results: { maxBytes: o.outboxBytes, policy: 'reject' } } })
     }
     const rt = createRuntime({ bridge: createMemoryBridge({ hub, deviceId: 'cam-1' }), services: [photoService(seen)], clock, queueStore, outbox })
     const watch = createRuntime({ bridge: createMemoryBridge({ hub, deviceId: 'watch-1' }), services: [watcher(seen)] })

@@ -1,0 +1,82 @@
+// A device offline (its broker unreachable) whose jobs report progress often, with the outbox's
+// `events` stream small and dropping its oldest when full: the outcome of a job is never among
+// what is dropped. Outcomes (completed, failed, dead) have a stream of their own, `results`; a
+// job's progress goes with the events. Before, every one of them shared `events`, and the
+// progress of later jobs pushed the completions of earlier ones out of the outbox.
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import * as v from 'valibot'
+import { describe, expect, it } from 'vitest'
+import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
+import { createRuntime, defineContract, defineService } from '../../runtime/index.js'
+import { createSqliteOutbox, createSqliteQueueStore, openDeviceDatabase } from '../../runtime/stores/sqlite/index.js'
+import { createEnvelopeCodec } from '../../runtime/wire/codec.js'
+import { cleanupAfterEach } from '../helpers/cleanups.js'
+import { until } from '../helpers/wait.js'
+
+const chatty = defineContract({
+  name: 'chatty',
+  version: '1',
+  events: { note: v.object({ text: v.string() }) },
+  queues: {
+    work: {
+      payload: v.object({ n: v.number() }),
+      result: v.object({ n: v.number() }),
+      progress: v.object({ step: v.number(), pad: v.string() }),
+      concurrency: 1,
+    },
+  },
+})
+
+describe('result events in a full outbox', () => {
+  const cleanup = cleanupAfterEach()
+
+  it('progress and events that fill their stream push out each other, never a job outcome', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-results-'))
+    cleanup(() => rmSync(dir, { recursive: true, force: true }))
+    const database = openDeviceDatabase({ path: path.join(dir, 'device.db') })
+    cleanup(() => database.close())
+    const outbox = createSqliteOutbox(database, { limits: { events: { maxBytes: 4_096, policy: 'dropOldest' } } })
+    const service = defineService(chatty, {
+      commands: {},
+      workers: {
+        work: async (p, ctx) => {
+          for (let step = 0; step < 20; step++) {
+            ctx.heartbeat({ step, pad: 'x'.repeat(100) })
+            await new Promise((r) => setImmediate(r))
+          }
+          await ctx.emit('note', { text: `job ${p.n} done` })
+          return { n: p.n }
+        },
+      },
+    })
+    // A broker nobody listens on: the device is offline, and everything waits in its outbox.
+    const bridge = createMqttBridge({ url: 'mqtt://127.0.0.1:9', deviceId: 'chatty-1' })
+    const rt = createRuntime({ bridge, services: [service], queueStore: createSqliteQueueStore(database), outbox })
+    await rt.start({ connectInBackground: true })
+    cleanup(() => rt.stop({ drainMs: 100 }))
+    const q = rt.queue(chatty, 'work')
+    const JOBS = 30
+    for (let n = 0; n < JOBS; n++) q.enqueue({ n })
+    await until(() => (rt.stats().queues['chatty/work']?.completed ?? 0) === JOBS, 20_000)
+
+    const stats = rt.stats().outbox!
+    // Progress did fill its stream: 30 jobs × 20 reports of over 100 bytes each, in 4 KiB.
+    expect(stats.dropped['full:events'] ?? 0).toBeGreaterThan(500)
+    expect(stats.dropped['full:results'] ?? 0).toBe(0)
+    // Every completion waits in the outbox, in the order the jobs ran.
+    const codec = createEnvelopeCodec()
+    const waiting = outbox.peek(0, 10_000).map((e) => {
+      const d = codec.decode(e.frame)
+      if (!d.ok) throw d.error
+      return { stream: e.stream, env: d.envelope }
+    })
+    const completed = waiting.filter((w) => w.env.name === 'work.completed')
+    expect(completed.map((w) => (w.env.payload as { output: { n: number } }).output.n)).toEqual(Array.from({ length: JOBS }, (_, n) => n))
+    expect(new Set(completed.map((w) => w.stream))).toEqual(new Set(['results']))
+    // Progress and emitted events share `events`, which kept its newest within its limit.
+    expect(new Set(waiting.filter((w) => w.env.name !== 'work.completed').map((w) => w.stream))).toEqual(new Set(['events']))
+    expect(waiting.some((w) => w.env.name === 'note')).toBe(true)
+  }, 30_000)
+})

@@ -184,6 +184,8 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     registry.close()
     database.close()
   }
+  // Set once close() was called (declared before the broker's handlers that read it).
+  let closed: Promise<void> | undefined
   const startBroker = async (port: number): Promise<MqttBroker> => {
     const b = await startMqttBroker({
       port,
@@ -207,7 +209,12 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     b.aedes.on('client', (c) => clients.info(`connected ${loggedId(c.id)}`, { client: loggedId(c.id) }, 'device connected'))
     b.aedes.on('clientDisconnect', (c) => clients.info(`disconnected ${loggedId(c.id)}`, { client: loggedId(c.id) }, 'device disconnected'))
     // Malformed packets, protocol violations, sockets cut mid-packet: what a hostile or broken client causes.
-    b.aedes.on('clientError', (c, err) => troubles.warn(`client error: ${why(err).slice(0, 80)}`, { client: loggedId(c.id), err: why(err) }, 'client error'))
+    b.aedes.on('clientError', (c, err) => {
+      // The gateway's own client, closed as the gateway stops: its socket may end before the
+      // broker has read its DISCONNECT (it is still storing the offline presence sent before).
+      if (closed !== undefined && c.id === GATEWAY_CLIENT_ID) return
+      troubles.warn(`client error: ${why(err).slice(0, 80)}`, { client: loggedId(c.id), err: why(err) }, 'client error')
+    })
     b.aedes.on('connectionError', (c, err) => troubles.warn(`connection error: ${why(err).slice(0, 80)}`, { client: loggedId(String(c.id)), err: why(err) }, 'connection refused'))
     // Presence (retained births, last wills, clears) and contract documents feed the registry.
     b.aedes.on('publish', (packet) => {
@@ -313,7 +320,6 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   if (config.commands.nats !== undefined) cloudCommands.set('nats', await startNatsCommands({ config: config.commands.nats, router: commands, log }))
   if (config.commands.rabbitmq !== undefined) cloudCommands.set('rabbitmq', await startRabbitCommands({ config: config.commands.rabbitmq, router: commands, log }))
   log.info({ url: broker.url, http: http?.url, auth: config.auth.enabled, persistence: config.persistence, dataDir: config.dataDir }, 'gateway ready')
-  let closed: Promise<void> | undefined
   // Its wait between two tries to bind again is cut short when the gateway is closed meanwhile.
   const pause = createPause()
   let restarting: Promise<void> | undefined

@@ -94,7 +94,7 @@ describe('the README gateway flow, as a user runs it', () => {
     return new Map(body.devices.map((d) => [d.device, d.online]))
   }
 
-  it('config, devices add, gateway, demo devices, mosquitto_sub, list, /devices, /metrics, kill -9 and restart', async () => {
+  it('config, devices add, gateway, demo devices, mosquitto_sub, list, /devices, /metrics, kill -9 and restart, then a clean stop', async () => {
     // The README's example file, with its ports moved: the MQTT port fixed (a free one) so that
     // after the restart the devices find the gateway where their credentials line points, HTTP on
     // any free port.
@@ -171,6 +171,16 @@ describe('the README gateway flow, as a user runs it', () => {
     const relisted = JSON.parse(await outpost(['devices', 'list', '--json', '--config', config])) as { id: string; online?: boolean }[]
     expect(relisted.filter((d) => d.online === true).map((d) => d.id).sort()).toEqual(['display-1', 'thermo-1'])
     expect(await (await get(`${http}/metrics`, TOKEN)).text()).toMatch(/^outpost_gateway_devices_online 2$/m)
+
+    // Ctrl-C (SIGTERM) stops the gateway cleanly: exit code 0, and no warning about its own
+    // client (its socket ended before the broker had read its DISCONNECT: "client error").
+    const before = gw.out().length
+    gw.proc.kill('SIGTERM')
+    await gw.exited
+    expect(gw.proc.exitCode).toBe(0)
+    const stopLines = gw.out().slice(before).split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { level: number; msg: string; client?: string })
+    expect(stopLines.filter((l) => l.level >= 40), gw.out().slice(before)).toEqual([])
+    expect(stopLines.map((l) => l.msg)).toContain('runtime stopped')
   }, 60_000)
 })
 

@@ -20,10 +20,11 @@ try {
 }
 // A function rather than top-level await, so that the bundle may be an ES module or CommonJS.
 async function main(): Promise<void> {
-  // First the database, with its device lock: a second process for the same device stops here,
-  // before it connects to the broker and takes the first one's session away.
-  const database = await openDeviceStore(cfg, log, readStoreOptions())
+  // The bridge first (it connects at start): a broker URL that is not one stops the device before
+  // its database is made. Then the database, with its device lock: a second process for the same
+  // device stops there, before it connects to the broker and takes the first one's session away.
   const bridge = createMqttBridge({ url: cfg.mqttUrl, deviceId: cfg.deviceId, username: cfg.username, password: cfg.password, logger: log })
+  const database = await openDeviceStore(cfg, log, readStoreOptions())
   // Every store is given (createRuntime without the memory stores it would default to, which the bundle then leaves out).
   const runtime = createRuntimeWithStores({
     bridge,

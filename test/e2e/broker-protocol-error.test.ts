@@ -6,7 +6,9 @@
 // the keepalive.) The device used to log the error and keep the
 // connection, hearing nothing more from it (MQTT has the receiver close it). It must close it and
 // connect again; and a device given a broker URL that is not one stops with one typed line.
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import net from 'node:net'
+import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { PROJECT_ROOT } from '../../build/project-root.js'
@@ -15,6 +17,7 @@ import { nextPacket } from '../helpers/mqtt-packets.js'
 import { until } from '../helpers/wait.js'
 
 const DISPLAY = path.join(PROJECT_ROOT, 'dist', 'devices', 'display', 'main.js')
+const THERMO = path.join(PROJECT_ROOT, 'dist', 'devices', 'thermo', 'main.js')
 
 /** A broker that answers CONNECT, SUBSCRIBE and PINGREQ, and sends `hostile` once, on the first connection, after its first SUBACK. */
 async function brokerThatSends(hostile: number[]) {
@@ -94,5 +97,21 @@ describe('a device given a broker URL that is not one', () => {
     expect(fatal).toHaveLength(1)
     expect(fatal[0]).toContain('INVALID_CONFIG: broker url \\"notaurl\\" is not a URL')
     expect(device.lines.join('\n')).not.toMatch(/TypeError|\n\s+at /)
+  }, 30_000)
+
+  it('a device with a database stops the same way, before it makes its data folder', async () => {
+    const base = mkdtempSync(path.join(tmpdir(), 'outpost-bad-url-'))
+    try {
+      const data = path.join(base, 'data')
+      const device = startProcess(THERMO, [], { OUTPOST_MQTT_URL: 'mqtt//127.0.0.1:1883', OUTPOST_DEVICE_ID: 'bad-url', OUTPOST_LOG_FORMAT: 'json', OUTPOST_DATA_DIR: data })
+      running.push(device)
+      expect((await device.exited).code).toBe(1)
+      const fatal = device.lines.filter((l) => l.includes('"level":60'))
+      expect(fatal, device.lines.join('\n')).toHaveLength(1)
+      expect(fatal[0]).toContain('INVALID_CONFIG: broker url')
+      expect(existsSync(data) ? readdirSync(data) : 'no folder').toBe('no folder')
+    } finally {
+      rmSync(base, { recursive: true, force: true })
+    }
   }, 30_000)
 })

@@ -14,7 +14,7 @@ import { createLogLimiter } from '../runtime/log-limiter.js'
 import { createLogger } from '../runtime/logger.js'
 import type { DeviceDatabase } from '../runtime/stores/sqlite/index.js'
 import type { Bridge } from '../runtime/ports/bridge.js'
-import { createBrokerAuth, type BrokerAuth } from './auth/broker-auth.js'
+import { createBrokerAuth, ownClientIdsOnly, type BrokerAuth } from './auth/broker-auth.js'
 import { startMqttBroker, type MqttBroker } from './broker/mqtt-broker.js'
 import { defaultGatewayConfig, type GatewayConfig } from './config/gateway-config.js'
 import { createDeviceTable, type DeviceTable } from './devices/device-table.js'
@@ -201,7 +201,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
       onEvictedConnection: (c) => troubles.warn('connection limit, not logged in', { listener: c.listener, remoteAddress: c.remoteAddress, maxConnections: config.mqtt.maxConnections }, 'connection limit reached: a connection that had not logged in yet was closed to make room for a new one'),
       onSlowClient: (c) => troubles.warn('slow client', { client: c.clientId === undefined ? undefined : loggedId(c.clientId), queuedBytes: c.queuedBytes }, 'client cut off: it does not read what the broker has for it'),
       ...(forwarder === undefined ? {} : { beforePublish: (packet: { topic: string; payload: unknown }) => forwarder.accept(packet.topic, packet.payload as Uint8Array) }),
-      aedes: { persistence, maxClientsIdLength: 128, ...auth?.hooks, ...(traffic === undefined ? {} : { authorizeForward: traffic.forward }) },
+      aedes: { persistence, maxClientsIdLength: 128, ...(auth?.hooks ?? { authenticate: ownClientIdsOnly(internal) }), ...(traffic === undefined ? {} : { authorizeForward: traffic.forward }) },
       // A client that sends a packet over the limit is cut off; a flood of them is one line a minute.
       onOversizedPacket: (p) =>
         troubles.warn('oversized packet', { client: p.clientId === undefined ? undefined : loggedId(p.clientId), bytes: p.bytes, packetType: p.type, remoteAddress: p.remoteAddress }, 'client sent a packet over the size limit; connection closed'),

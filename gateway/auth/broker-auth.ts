@@ -69,6 +69,7 @@ interface Identity {
 const BAD_CREDENTIALS = 4
 const NOT_AUTHORIZED = 5
 const SERVER_UNAVAILABLE = 3
+const IDENTIFIER_REJECTED = 2
 
 const REFUSED: Record<string, string> = {
   anonymous: 'no user name (anonymous clients are not allowed)',
@@ -340,6 +341,22 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
       }
       held.clear()
     },
+  }
+}
+
+/**
+ * With device logins off (development defaults), the authenticate hook that keeps the gateway's
+ * own client ids its own: any client logs in, but under one of those ids only with its secret
+ * (else CONNACK 2, identifier rejected). A device run with OUTPOST_DEVICE_ID=gateway took the
+ * gateway's session, and the gateway took it back, in turns, for as long as both ran.
+ */
+export function ownClientIdsOnly(internal: ReadonlyMap<string, string>): NonNullable<AedesOptions['authenticate']> {
+  const secrets = new Map([...internal].map(([id, secret]) => [id, digest(secret)]))
+  return (client, username, password, done) => {
+    const own = secrets.get(client.id)
+    if (own === undefined || (username === client.id && password !== undefined && timingSafeEqual(digest(password), own))) return done(null, true)
+    const err = Object.assign(new OutpostError(ErrorCode.NOT_AUTHENTICATED, `login refused: client id ${client.id} is the gateway's own`), { returnCode: IDENTIFIER_REJECTED })
+    done(err as Parameters<typeof done>[0], false)
   }
 }
 

@@ -1,8 +1,10 @@
 // The gateway in this process, with a real broker on a real port and a logger the test reads.
+import { execFile } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
+import { promisify } from 'node:util'
 import mqtt from 'mqtt'
 import { pino, type Logger } from 'pino'
 import { describe, expect, it } from 'vitest'
@@ -54,6 +56,24 @@ describe('gateway', () => {
     const c = await mqtt.connectAsync(gw.broker.url, { clientId: 'after-drill', reconnectPeriod: 0 })
     await c.endAsync()
   }, 60_000)
+
+  it("keeps its own client id with device logins off: another client under it is refused (CONNACK 2), and the gateway's session stays", async () => {
+    const { lines, logger } = logged()
+    const gw = await startGateway({ port: 0, logger })
+    cleanup(() => gw.close())
+    // A plain client, as a device run with OUTPOST_DEVICE_ID=gateway: it took the gateway's
+    // session, and the gateway took it back, in turns, for as long as both ran.
+    const sub = async (id: string): Promise<string> => {
+      const r = await promisify(execFile)('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(gw.broker.port), '-i', id, '-t', 'x', '-d', '-W', '1'], { timeout: 10_000 }).catch((e: { stdout: string; stderr: string }) => e)
+      return r.stdout + r.stderr
+    }
+    for (let i = 0; i < 3; i++) expect(await sub('gateway')).toContain('CONNACK (2)')
+    expect(await sub('another')).toContain('CONNACK (0)')
+    // The gateway's own client was never taken over (its bridge says so when it is).
+    expect(lines.filter((l) => String(l.msg).includes('keeps closing the connection'))).toEqual([])
+    expect(lines.filter((l) => l.msg === 'client error').map((l) => l.err)).toEqual(["login refused: client id gateway is the gateway's own"])
+    expect((gw.broker.aedes as unknown as { clients: Record<string, { connected: boolean } | undefined> }).clients.gateway?.connected).toBe(true)
+  }, 30_000)
 
   it('stops trying to take its port back when it is closed', async () => {
     const { lines, logger } = logged()

@@ -142,9 +142,15 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
 
   // ── authenticate ────────────────────────────────────────────────────────────
 
-  const authenticate: NonNullable<AedesOptions['authenticate']> = (client, username, password, done) => {
+  const authenticate: NonNullable<AedesOptions['authenticate']> = (client, username, password, answered) => {
     const address = remoteAddress(client)
     const authAt = Date.now()
+    // The turn of this login's secret check (see the throttle), given back with its answer.
+    let release: (() => void) | undefined
+    const done: typeof answered = (err, ok) => {
+      release?.()
+      answered(err, ok)
+    }
     const refuse = (reason: keyof typeof REFUSED, returnCode: number, failure = true): void => {
       stats.refused[reason] = (stats.refused[reason] ?? 0) + 1
       logins.warn(`refused ${reason}`, { client: logged(client.id), username: logged(username), address }, `login refused: ${REFUSED[reason]}`)
@@ -174,6 +180,9 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
       return admit({ id: username, internal: true, authAt, filters: { own: [], events: [] }, topics: new Map(), subscriptions: new Set() })
     }
     void (async () => {
+      release = await throttle.turn(address)
+      // Gone while it waited its turn (a flood's sockets, closed): nothing to check, nobody to answer.
+      if (client.closed) return done(Object.assign(new OutpostError(ErrorCode.NOT_AUTHENTICATED, 'login abandoned: the connection closed'), { returnCode: BAD_CREDENTIALS }) as Parameters<typeof done>[0], false)
       let device: DeviceRecord | undefined
       try {
         device = await devices.verify(username, password ?? Buffer.alloc(0))

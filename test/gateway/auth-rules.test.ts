@@ -147,4 +147,29 @@ describe('login throttle', () => {
     expect(t.size()).toBe(3)
     expect(t.failed('a')).toBe(0) // pushed out by newer addresses: starts over
   })
+
+  it('takes the checks of an address with failures one after the other, two such at once in all, and others at once', async () => {
+    const t = createLoginThrottle({ maxInFlight: 2 })
+    t.failed('bad-1')
+    t.failed('bad-2')
+    const order: string[] = []
+    const take = (address: string, tag: string): Promise<() => void> => t.turn(address).then((release) => (order.push(tag), release))
+    // bad-1 and bad-2 take the two shared places; bad-1's second check waits for its first.
+    const [a1, b1] = await Promise.all([take('bad-1', 'a1'), take('bad-2', 'b1')])
+    const a2 = take('bad-1', 'a2')
+    // An address without failures goes at once, two checks at a time; its third waits for a shared place.
+    const clean = await Promise.all([take('good', 'g1'), take('good', 'g2')])
+    const g3 = take('good', 'g3')
+    await new Promise((r) => setImmediate(r))
+    expect(order).toEqual(['a1', 'b1', 'g1', 'g2'])
+    // a1 answered: its place goes to g3, which waited for one first; a2 now waits for a place.
+    a1()
+    ;(await g3)()
+    expect(order).toEqual(['a1', 'b1', 'g1', 'g2', 'g3'])
+    b1()
+    ;(await a2)()
+    expect(order).toEqual(['a1', 'b1', 'g1', 'g2', 'g3', 'a2'])
+    for (const r of clean) r()
+  })
+
 })

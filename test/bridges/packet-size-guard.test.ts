@@ -11,6 +11,7 @@ import { createRuntime, ErrorCode } from '../../runtime/index.js'
 import { counterService } from '../fixtures/services.js'
 import { bareAedes } from '../helpers/bare-aedes.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
+import { remainingLength } from '../helpers/mqtt-packets.js'
 import { until } from '../helpers/wait.js'
 
 /** The bytes of an MQTT 3.1.1 PUBLISH. */
@@ -18,16 +19,6 @@ function publish(topic: string, payload: Buffer, qos: 0 | 1, id = 7): Buffer {
   const t = Buffer.from(topic)
   const variable = Buffer.concat([Buffer.from([t.length >> 8, t.length & 0xff]), t, qos > 0 ? Buffer.from([id >> 8, id & 0xff]) : Buffer.alloc(0)])
   return Buffer.concat([Buffer.from([0x30 | (qos << 1)]), remainingLength(variable.length + payload.length), variable, payload])
-}
-function remainingLength(n: number): Buffer {
-  const out: number[] = []
-  do {
-    let b = n % 128
-    n = Math.floor(n / 128)
-    if (n > 0) b |= 0x80
-    out.push(b)
-  } while (n > 0)
-  return Buffer.from(out)
 }
 const PINGRESP = Buffer.from([0xd0, 0x00])
 

@@ -6,6 +6,7 @@
 import net from 'node:net'
 import mqtt from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { remainingLength } from '../helpers/mqtt-packets.js'
 import { startGatewayProcess, type GatewayProcess } from './gateway-attack-process.js'
 
 /** An MQTT 3.1.1 CONNECT with a user name and password, as bytes. */
@@ -16,15 +17,7 @@ function connectPacket(clientId: string, username: string, password: string): Bu
   }
   // Protocol name, level 4, flags: user name, password, clean session; keepalive 60 s.
   const body = Buffer.concat([str('MQTT'), Buffer.from([4, 0xc2, 0, 60]), str(clientId), str(username), str(password)])
-  const length: number[] = []
-  let n = body.length
-  do {
-    let byte = n % 128
-    n = Math.floor(n / 128)
-    if (n > 0) byte |= 0x80
-    length.push(byte)
-  } while (n > 0)
-  return Buffer.concat([Buffer.from([0x10, ...length]), body])
+  return Buffer.concat([Buffer.from([0x10]), remainingLength(body.length), body])
 }
 
 let gw: GatewayProcess

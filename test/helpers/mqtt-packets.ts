@@ -23,3 +23,15 @@ export function nextPacket(buf: Buffer): RawPacket | undefined {
   if (buf.length < at + length) return undefined
   return { first: buf[0]!, body: buf.subarray(at, at + length), rest: buf.subarray(at + length) }
 }
+
+/** MQTT's remaining length of `n` bytes: seven bits a byte, the high bit saying that more follow. */
+export function remainingLength(n: number): Buffer {
+  const out: number[] = []
+  do {
+    let b = n % 128
+    n = Math.floor(n / 128)
+    if (n > 0) b |= 0x80
+    out.push(b)
+  } while (n > 0)
+  return Buffer.from(out)
+}

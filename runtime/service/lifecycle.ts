@@ -111,6 +111,9 @@ export function createLifecycle(deps: LifecycleDeps): Lifecycle {
    * Announces on every (re)connect: the broker may have lost the retained birth or sent our will.
    * The contract document goes out once, and again only when the broker kept no session for us.
    */
+  // `connected to the broker`, once, for a runtime that starts connecting in the background:
+  // when its first connection is up, at start or (for one that started offline) later.
+  let sayConnected: (() => void) | undefined
   const followStatus = (): void => {
     let stale = false
     link.onStatus((s) => {
@@ -120,6 +123,7 @@ export function createLifecycle(deps: LifecycleDeps): Lifecycle {
         stale = true
       }
       if (s.type === 'connected') {
+        sayConnected?.()
         // The bridge asks for the retained presence again on every connect, session or not;
         // whoever has not announced itself again by now is no longer known to be alive (it
         // stays known: a call to its services is SERVICE_UNREACHABLE, and waits for its return).
@@ -167,9 +171,13 @@ export function createLifecycle(deps: LifecycleDeps): Lifecycle {
         scheduler.start()
         runner.start()
         log.info({ services: [...hosted.keys()] }, 'runtime started')
+        sayConnected = () => {
+          sayConnected = undefined
+          log.info('connected to the broker')
+        }
         setImmediate(() => {
           link.connect().then(
-            () => log.info('connected to the broker'),
+            () => sayConnected?.(),
             (err: unknown) => {
               // A stop before the first connection closes the bridge under it: nothing to say.
               if (!core.stopping) offline(err)

@@ -7,6 +7,7 @@ import * as v from 'valibot'
 import { describe, expect, it } from 'vitest'
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import { createMemoryOutbox, createRuntime, defineContract, defineService, ErrorCode } from '../../runtime/index.js'
+import { startMqttBroker } from '../../gateway/broker/mqtt-broker.js'
 import { freshAedes } from '../helpers/aedes.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { freePort, until } from '../helpers/wait.js'
@@ -77,6 +78,12 @@ describe('start with the connection in the background', () => {
     await new Promise((r) => setTimeout(r, 300)) // retries meanwhile
     expect(lines.filter((l) => l.msg === 'broker unreachable at start; running offline and retrying')).toHaveLength(1)
     expect(rt.stats().outbox?.entries).toBe(2)
+    // The broker comes: the first connection says so, once (a device that started offline never
+    // said it, though its ready line promises it), and the outbox drains.
+    const broker = await startMqttBroker({ port: Number(new URL(url).port) })
+    cleanup(() => broker.close())
+    await until(() => lines.some((l) => l.msg === 'connected to the broker') && rt.stats().outbox?.entries === 0, 10_000)
+    expect(lines.filter((l) => l.msg === 'connected to the broker')).toHaveLength(1)
   })
 
   it('stopped before its first connection: stops cleanly and says nothing of the broker', async () => {

@@ -21,6 +21,7 @@ Commands:
                         registry) whether they are online and when they were last seen
   revoke <id>           its secret stops working; a running gateway disconnects it within a second
   rotate <id>           a new secret (printed once); the old one stops working at once
+                        (a revoked device is active again with it)
 
 The gateway database is <dataDir>/gateway.db (dataDir from --config FILE, OUTPOST_GATEWAY_DATA_DIR,
 or .outpost/gateway). --json prints JSON for scripts.`
@@ -53,18 +54,20 @@ export async function runDevicesCommand(rest: string[], opts: { dataDir: string;
   const database = openListed(file, verb)
   try {
     const table = createDeviceTable(database)
-    const credentials = (device: DeviceRecord, secret: string, what: string): string => {
+    const credentials = (device: DeviceRecord, secret: string, what: string, wasRevokedAt?: number): string => {
       const url = new URL(opts.mqttUrl)
       url.username = device.id
       url.password = secret
       const line = `OUTPOST_DEVICE_ID=${device.id} OUTPOST_MQTT_URL=${url.href.replace(/\/$/, '')} npx outpost device <name>`
-      if (opts.json === true) return JSON.stringify({ id: device.id, role: device.role, secret, url: url.href.replace(/\/$/, '') })
+      if (opts.json === true) return JSON.stringify({ id: device.id, role: device.role, secret, url: url.href.replace(/\/$/, ''), ...(wasRevokedAt === undefined ? {} : { reactivated: true }) })
       // An id `outpost device` does not take (a plain MQTT client's may be any topic level): no line to run one with.
       const run = DEVICE_ID.test(device.id)
         ? ['Run a device with it:', `  ${line}`]
         : [`An MQTT client may log in with it; an Outpost device may not (OUTPOST_DEVICE_ID takes letters, digits, '.', '_' or '-', starting with a letter or digit).`]
       return [
         `${what} ${device.id} (role ${device.role}).`,
+        // Rotating is how a revoked device comes back: said, not done quietly.
+        ...(wasRevokedAt === undefined ? [] : [`${device.id} was revoked (${new Date(wasRevokedAt).toISOString()}); with this secret it is active again.`]),
         `secret: ${secret}`,
         'This secret is shown once and not stored (only its hash is): keep it now.',
         ...run,
@@ -75,8 +78,8 @@ export async function runDevicesCommand(rest: string[], opts: { dataDir: string;
       return credentials(device, secret, 'added')
     }
     if (verb === 'rotate') {
-      const { device, secret } = table.rotate(id!)
-      return credentials(device, secret, 'new secret for')
+      const { device, secret, wasRevokedAt } = table.rotate(id!)
+      return credentials(device, secret, 'new secret for', wasRevokedAt)
     }
     if (verb === 'revoke') {
       const known = table.get(id!)

@@ -65,6 +65,17 @@ const ROLE = strict({
   ),
 })
 
+/**
+ * What a bearer token may hold: visible ASCII. A client trims the spaces around a header's value
+ * and cannot send a line end in it: a token of spaces, or one read from a file with its newline,
+ * was taken, and every request was then refused.
+ */
+const TOKEN_CHARS = /^[\x21-\x7e]*$/
+const TOKEN_RULE = 'expected letters, digits and punctuation only (no spaces, line ends or other control characters: a client cannot send them in its Authorization header)'
+
+/** Keys whose values are secrets: a problem with one names its length, never its value. */
+const SECRET_KEY = /(^|\.)(token|pass|password)$/
+
 /** The file's shape: every key optional, defaults applied after. */
 const FILE_SCHEMA = strict({
   dataDir: v.optional(v.pipe(v.string('expected a folder path'), v.minLength(1, 'expected a folder path'))),
@@ -103,7 +114,7 @@ const FILE_SCHEMA = strict({
       enabled: v.optional(v.boolean('expected true or false')),
       host: v.optional(HOST),
       port: v.optional(PORT),
-      token: v.optional(v.pipe(v.string('expected a string of at least 16 characters'), v.minLength(16, 'expected a string of at least 16 characters'))),
+      token: v.optional(v.pipe(v.string('expected a string of at least 16 characters'), v.minLength(16, 'expected a string of at least 16 characters'), v.regex(TOKEN_CHARS, TOKEN_RULE))),
     }),
   ),
   log: v.optional(
@@ -131,7 +142,8 @@ function describeIssues(issues: readonly v.BaseIssue<unknown>[]): string[] {
     if (lines.has(where)) continue
     // An unknown or missing key has no value worth quoting.
     const keyOnly = issue.type === 'strict_object' && (issue.expected === 'never' || issue.received === 'undefined')
-    lines.set(where, keyOnly ? `${where}: ${issue.message}` : `${where}: ${issue.message}, got ${quote(issue.input)}`)
+    const got = SECRET_KEY.test(where) && typeof issue.input === 'string' ? `a secret of ${issue.input.length} characters (not shown)` : quote(issue.input)
+    lines.set(where, keyOnly ? `${where}: ${issue.message}` : `${where}: ${issue.message}, got ${got}`)
   }
   return [...lines.values()]
 }
@@ -262,6 +274,7 @@ function applyEnv(config: GatewayConfig, env: NodeJS.ProcessEnv): void {
   if ((x = get('OUTPOST_HTTP_TOKEN')) !== undefined) {
     // Not echoed: it is a secret.
     if (x.length < 16) throw bad(`OUTPOST_HTTP_TOKEN is too short (${x.length} characters); expected at least 16`)
+    if (!TOKEN_CHARS.test(x)) throw bad(`OUTPOST_HTTP_TOKEN (${x.length} characters, not shown) is not accepted; ${TOKEN_RULE}`)
     config.http.token = x
   }
   if ((x = get('OUTPOST_AUTH')) !== undefined) {

@@ -22,7 +22,7 @@ export interface DeviceTable {
    */
   add(id: string, role: string): { device: DeviceRecord; secret: string }
   /** A new secret for a device (the old one stops working at once); a revoked device becomes active again. @throws DEVICE_UNKNOWN */
-  rotate(id: string): { device: DeviceRecord; secret: string }
+  rotate(id: string): { device: DeviceRecord; secret: string; wasRevokedAt?: number }
   /** Revokes a device: its credentials stop working. @returns false when it was unknown or already revoked */
   revoke(id: string): boolean
   get(id: string): DeviceRecord | undefined
@@ -76,6 +76,8 @@ const recordOf = (r: Row): DeviceRecord => {
 export function checkDeviceId(id: string): void {
   if (typeof id !== 'string' || !isTopicSegment(id)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `device id ${JSON.stringify(String(id)).slice(0, 140)} is not valid: ${TOPIC_LEVEL_RULE}`)
   if (RESERVED_DEVICE_IDS.includes(id)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `device id "${id}" is reserved for the gateway; choose another`)
+  // A URL path reads them as folder steps: /devices/.. is /, so the HTTP face could never name it.
+  if (id === '.' || id === '..') throw new OutpostError(ErrorCode.BAD_ARGUMENT, `device id "${id}" cannot be named in a URL (/devices/${id} means a folder step); choose another`)
   // Ids are shown to people (devices list, /devices, logs): one that differs from another only by
   // something invisible ("dev-a " or "dev-a" with a zero-width space, a bidi override, a byte that
   // was not UTF-8) would pass for it there.
@@ -158,7 +160,7 @@ export function createDeviceTable(database: DeviceDatabase, opts: { now?: () => 
       const at = now()
       guard(() => setSecret.run(salt, hash, at, id))
       ownWrite = true
-      return { device: { ...recordOf(row), rotatedAt: at, revokedAt: undefined }, secret }
+      return { device: { ...recordOf(row), rotatedAt: at, revokedAt: undefined }, secret, ...(row.revoked_at === null ? {} : { wasRevokedAt: row.revoked_at }) }
     },
     revoke(id) {
       const changed = guard(() => setRevoked.run(now(), id).changes) === 1

@@ -106,6 +106,9 @@ describe('outpost devices (CLI)', () => {
       [['ad', 'cam-2'], 2, /^outpost: BAD_ARGUMENT: outpost devices: unknown command "ad" \(did you mean add\?\)/],
       [['revoke'], 2, /^outpost: BAD_ARGUMENT: outpost devices revoke: which device\?/],
       [['add', 'a/b'], 2, /^outpost: BAD_ARGUMENT: device id "a\/b" is not valid/],
+      // /devices/.. is / for every HTTP client: such a device could never be asked for.
+      [['add', '..'], 2, /^outpost: BAD_ARGUMENT: device id "\.\." cannot be named in a URL/],
+      [['add', '.'], 2, /^outpost: BAD_ARGUMENT: device id "\." cannot be named in a URL/],
       [['rotate', 'nope'], 1, /^outpost: DEVICE_UNKNOWN: no device "nope"/],
     ] as const) {
       const r = await devices(dataDir, ...args)
@@ -115,6 +118,15 @@ describe('outpost devices (CLI)', () => {
       // A wrong call also shows how to call it; a refused one does not.
       if (code === 2) expect(r.out).toContain('Usage: outpost devices')
     }
+
+    // Rotating a revoked device makes it active again: said, not done quietly.
+    expect((await devices(dataDir, 'revoke', 'cam-1')).code).toBe(0)
+    const back = await devices(dataDir, 'rotate', 'cam-1')
+    expect(back.code).toBe(0)
+    expect(back.out).toMatch(/^cam-1 was revoked \(\d{4}-\d\d-\d\dT[\d:.]+Z\); with this secret it is active again\.$/m)
+    expect((await devices(dataDir, 'list')).out).toMatch(/^cam-1\s+device\s+active/m)
+    const again = await devices(dataDir, 'rotate', 'cam-1')
+    expect(again.out).not.toContain('was revoked')
 
     // A folder with no gateway database: list says so and creates nothing.
     const empty = folder()

@@ -146,7 +146,8 @@ describe('loadGatewayConfig: mistakes in the file', () => {
     ['auth: { roles: { dash: { subscribe: [ob/+/evt/#], publish: [x] } } }\n', ['auth.roles.dash.publish: unknown key; expected one of subscribe']],
     ['auth: { roles: { "a role": { subscribe: [ob/+/evt/#] } } }\n', ['auth.roles.a role: expected a role name']],
     ['persistence: disk\n', ['persistence: expected sqlite or memory', 'got "disk"']],
-    ['http: { token: short }\n', ['http.token: expected a string of at least 16 characters']],
+    ['http: { token: short }\n', ['http.token: expected a string of at least 16 characters', 'got a secret of 5 characters (not shown)']],
+    ['http: { token: "sixteen chars plus spaces" }\n', ['http.token: expected letters, digits and punctuation only', 'got a secret of 25 characters (not shown)']],
     ['http: { enabled: true, prot: 1 }\n', ['http.prot: unknown key; expected one of enabled, host, port, token']],
     ['log: { level: loud }\n', ['log.level: expected one of fatal, error, warn, info, debug, trace, silent']],
     ['dataDir: ""\n', ['dataDir: expected a folder path']],
@@ -275,6 +276,16 @@ describe('loadGatewayConfig: variables over the file', () => {
 
   it('never echoes a token it refuses', () => {
     expect(errorOf(undefined, { OUTPOST_HTTP_TOKEN: 'tiny-secret' }).message).not.toContain('tiny-secret')
+    expect(errorOf(file('http: { token: tiny-secret }\n')).message).not.toContain('tiny-secret')
+  })
+
+  it('refuses a token a client cannot send: spaces only, or with a line end read along from a file', () => {
+    for (const token of [' '.repeat(16), 'abcdefghijklmnop\n', 'abcdefgh ijklmnop']) {
+      const err = errorOf(undefined, { OUTPOST_HTTP_TOKEN: token })
+      expect(err.code).toBe(ErrorCode.BAD_ARGUMENT)
+      expect(err.message).toContain('no spaces, line ends or other control characters')
+      expect(err.message).not.toContain('abcdefgh')
+    }
   })
 })
 

@@ -373,6 +373,8 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
         await runtime.stop({ drainMs: 1_000 })
         brokerUp = false
         await broker.close()
+        // No broker, no device online: `outpost devices list` said online after a clean stop.
+        registry.offlineAll(Date.now())
         await closeStores()
       })()
       return closed

@@ -181,6 +181,9 @@ describe('the README gateway flow, as a user runs it', () => {
     const stopLines = gw.out().slice(before).split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { level: number; msg: string; client?: string })
     expect(stopLines.filter((l) => l.level >= 40), gw.out().slice(before)).toEqual([])
     expect(stopLines.map((l) => l.msg)).toContain('runtime stopped')
+    // With the gateway stopped, no device is online, and the list says so (it said online).
+    const afterStop = JSON.parse(await outpost(['devices', 'list', '--json', '--config', config])) as { id: string; online?: boolean }[]
+    expect(afterStop.filter((d) => d.online === true).map((d) => d.id)).toEqual([])
   }, 60_000)
 })
 

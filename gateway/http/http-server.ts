@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
-import type { Server } from 'node:http'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import net from 'node:net'
 import { createAdaptorServer } from '@hono/node-server'
 import { Hono, type Context } from 'hono'
@@ -58,7 +58,7 @@ export interface HttpServerOptions {
   traffic?: Traffic
   /** How long close() lets a request in progress finish before cutting its connection, ms (default 1 000). */
   closeGraceMs?: number
-  /** Most HTTP connections open at once (default 256); more are closed at accept. */
+  /** Most HTTP connections open at once (default 256); past it a new one takes the place of the oldest not being answered. */
   maxConnections?: number
 }
 
@@ -193,6 +193,40 @@ function cloudCommandMetrics(follow: FollowOf, read: () => [string, CommandFront
 }
 
 /**
+ * Holds `server` to `limit` connections. Node's own limit closed every connection over it at
+ * accept: 256 sockets that sent a header a byte at a time, or nothing, kept /healthz and /readyz
+ * from every probe until their header deadline, and an attacker who opened them again every 10 s
+ * kept them so (a supervisor would restart a healthy gateway). Now a new connection takes the place
+ * of the oldest one that no request is being answered on (one still sending its headers, or idle
+ * between requests); only when every one is being answered is the new one closed.
+ */
+function makeRoom(server: Server, limit: number): void {
+  // Insertion order: the oldest first.
+  const open = new Set<net.Socket>()
+  const answering = new WeakSet<net.Socket>()
+  server.on('connection', (socket: net.Socket) => {
+    if (open.size >= limit) {
+      let oldest: net.Socket | undefined
+      for (const s of open) {
+        if (answering.has(s)) continue
+        oldest = s
+        break
+      }
+      if (oldest === undefined) return void socket.destroy()
+      open.delete(oldest)
+      oldest.destroy()
+    }
+    open.add(socket)
+    socket.once('close', () => open.delete(socket))
+  })
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const socket = req.socket
+    answering.add(socket)
+    res.once('close', () => answering.delete(socket))
+  })
+}
+
+/**
  * Starts the gateway's HTTP face (Hono on Node): `/healthz` (the process runs), `/readyz` (the
  * broker listens and the gateway database takes writes), `/metrics` (Prometheus text),
  * `/devices` and `/devices/:id` (the fleet registry). With a token, every route but /healthz
@@ -246,14 +280,15 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
   // Leaves the process's Request and Response alone (the gateway's libraries may use them).
   // A client that sends its headers a byte at a time (slowloris) holds a socket until the headers
   // timeout; thousands of them took every file descriptor the process had, and devices could no
-  // longer connect to the broker. Probes and scrapers need a few connections: more are closed at
-  // accept, and a request must have its headers in 10 s (checked every 5 s).
+  // longer connect to the broker. Probes and scrapers need a few connections: past
+  // `maxConnections`, a new one takes the place of the oldest that is not being answered (see
+  // makeRoom), and a request must have its headers in 10 s (checked every 5 s).
   const server = createAdaptorServer({
     fetch: app.fetch,
     overrideGlobalObjects: false,
     serverOptions: { headersTimeout: 10_000, requestTimeout: 30_000, connectionsCheckingInterval: 5_000 },
   }) as Server
-  server.maxConnections = opts.maxConnections ?? 256
+  makeRoom(server, opts.maxConnections ?? 256)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(opts.port, opts.host, () => {

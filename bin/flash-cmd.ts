@@ -89,7 +89,7 @@ export async function runFlashCommand(opts: FlashArgs, env: NodeJS.ProcessEnv = 
       if (d === undefined) lines.push('  nothing flashed yet (no active.json)')
     } else {
       const p = s.pointer
-      const trial = d !== undefined ? 'recovered from the damaged active.json' : p.confirmed ? 'kept (it reported ready since the switch)' : `new: not ready yet, started ${p.starts} time${p.starts === 1 ? '' : 's'} since the switch at ${p.switchedAt}`
+      const trial = d !== undefined ? 'recovered from the damaged active.json' : p.confirmed ? 'kept (it reported ready since the switch)' : `new: not kept yet (the launcher keeps it once it has reported ready and run its probation, 10 s by default), started ${p.starts} time${p.starts === 1 ? '' : 's'} since the switch at ${p.switchedAt}`
       lines.push(`  active:   ${slotLine(s.active)}; ${trial}`)
       lines.push(`  previous: ${s.previous === undefined ? 'none (nothing to roll back to)' : `${slotLine(s.previous)} (kept for rollback)`}`)
     }

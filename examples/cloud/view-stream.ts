@@ -11,7 +11,7 @@ const { state } = await (await jetstreamManager(nc)).streams.info(STREAM)
 const samples = new Map<string, number[]>() // device → the sample numbers in the stream
 
 if (state.messages > 0) {
-  // An ordered consumer: reads from the first message, keeps nothing on the server.
+  // An ordered consumer: reads from the first message; ephemeral, NATS removes it once it is idle.
   for await (const m of await (await jetstream(nc).consumers.get(STREAM)).consume()) {
     const e = readForwarded(m.data, m.headers)
     console.log(`#${m.seq} ${new Date(e.at).toISOString()} ${e.device} ${e.service}/${e.version}/${e.event} ${JSON.stringify(e.payload)}`)

@@ -140,7 +140,7 @@ describe('outpost flash to a device folder, run by the launcher', () => {
     expect(r.out).not.toContain('trusted key')
     const status = await outpost(['flash', 'status', '--to', dev])
     expect(status.code).toBe(0)
-    expect(status.out).toMatch(/active: +slot b: thermo 0\.2\.0, built 2025-02-01T00:00:00\.000Z; new: not ready yet, started 0 times since the switch/)
+    expect(status.out).toMatch(/active: +slot b: thermo 0\.2\.0, built 2025-02-01T00:00:00\.000Z; new: not kept yet \(the launcher keeps it once it has reported ready and run its probation, 10 s by default\), started 0 times since the switch/)
     expect(status.out).toMatch(/previous: slot a: thermo 0\.1\.0, built 2025-01-01T00:00:00\.000Z \(kept for rollback\)/)
     expect(status.out).toMatch(/last: +success at .*: slot a \(thermo 0\.1\.0, built 2025-01-01T00:00:00\.000Z\) reported ready/)
     expect(status.out).toContain(`keys:     ${keys.keyId}`)

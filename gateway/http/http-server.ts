@@ -63,10 +63,13 @@ export interface HttpServerOptions {
 }
 
 /** The error body of every refusal: the shape replies carry on the wire. */
-const failure = (c: Context, status: 401 | 404 | 500, code: string, message: string, headers?: Record<string, string>): Response =>
+const failure = (c: Context, status: 401 | 404 | 405 | 500, code: string, message: string, headers?: Record<string, string>): Response =>
   c.json({ error: { code, message } }, status, headers)
 
 const digest = (s: string): Buffer => createHash('sha256').update(s).digest()
+
+/** A route's path (`/devices/:id/contract`) as a pattern a request path is tested against. */
+const routePattern = (route: string): RegExp => new RegExp(`^${route.split('/').map((level) => (level.startsWith(':') ? '[^/]+' : level.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/')}$`)
 
 /** Compares a presented bearer token with the configured one in constant time (both hashed first: equal lengths). */
 function tokenMatches(header: string | undefined, expected: Buffer): boolean | undefined {
@@ -271,7 +274,13 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
     if (contract === undefined) return failure(c, 404, ErrorCode.NOT_FOUND, `no contract document of device ${JSON.stringify(id.slice(0, MAX_ECHOED_PATH))} in the registry`)
     return c.json({ device: id, instance: contract.instance, current: contract.instance === entry!.instance, receivedAt: contract.receivedAt, bytes: contract.bytes, document: contract.document })
   })
-  app.notFound((c) => failure(c, 404, ErrorCode.NOT_FOUND, `no route ${c.req.method} ${c.req.path.slice(0, MAX_ECHOED_PATH)}`))
+  app.notFound((c) => {
+    const path = c.req.path
+    // A route that is there for other methods: 405 with what it takes (DELETE /devices/x was a 404).
+    const allow = [...new Set(app.routes.filter((r) => r.method !== 'ALL' && routePattern(r.path).test(path)).map((r) => r.method))]
+    if (allow.length > 0) return failure(c, 405, ErrorCode.BAD_ARGUMENT, `${c.req.method.slice(0, 16)} is not taken on ${path.slice(0, MAX_ECHOED_PATH)}; expected ${allow.join(' or ')}`, { Allow: allow.join(', ') })
+    return failure(c, 404, ErrorCode.NOT_FOUND, `no route ${c.req.method} ${path.slice(0, MAX_ECHOED_PATH)}`)
+  })
   app.onError((err, c) => {
     log.warn({ err: errorMessage(err), path: c.req.path.slice(0, MAX_ECHOED_PATH) }, 'HTTP request failed')
     return failure(c, 500, ErrorCode.INTERNAL, 'internal error')

@@ -128,8 +128,14 @@ describe('gateway HTTP face', () => {
     const unknown = await get(gw, '/no-such-route')
     expect(unknown.status).toBe(404)
     expect(await unknown.json()).toEqual({ error: { code: 'NOT_FOUND', message: 'no route GET /no-such-route' } })
+    // A route that is there for another method: 405, with the methods it takes.
     const post = await fetch(`${gw.http!.url}/devices`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } })
-    expect(post.status).toBe(404)
+    expect([post.status, post.headers.get('allow')]).toEqual([405, 'GET'])
+    expect(await post.json()).toEqual({ error: { code: 'BAD_ARGUMENT', message: 'POST is not taken on /devices; expected GET' } })
+    const del = await fetch(`${gw.http!.url}/devices/thermo-1`, { method: 'DELETE', headers: { authorization: `Bearer ${TOKEN}` } })
+    expect([del.status, del.headers.get('allow')]).toEqual([405, 'GET'])
+    // Without the token, the token is asked for first.
+    expect((await fetch(`${gw.http!.url}/devices/thermo-1`, { method: 'DELETE' })).status).toBe(401)
   })
 
   it('without a token, every route answers anyone', async () => {

@@ -100,13 +100,14 @@ async function runWithFullPipe(dir: string, plugins: Plugin[], destination: stri
 }
 
 describe('a device whose stdout pipe is full', () => {
-  it.each([
+  // These runs mostly wait (for a pipe to fill, for heartbeats): four at a time, not one after the other.
+  it.concurrent.for<[string, string, boolean]>([
     ['bundled', 'fills as it runs', false],
     ['bundled', 'is full before it starts (descriptor 1 as its parent gave it: blocking)', true],
     // With the real pino and sonic-boom, as a device runs from compiled code (an install, `node dist/devices/...`).
     ['unbundled', 'fills as it runs', false],
     ['unbundled', 'is full before it starts (descriptor 1 as its parent gave it: blocking)', true],
-  ])("%s, logging with the runtime's logger, a pipe that %s: it keeps running; dropped lines are counted once the pipe is read again, and no line is torn", async (how, _, fullAtStart) => {
+  ])("%s, logging with the runtime's logger, a pipe that %s: it keeps running; dropped lines are counted once the pipe is read again, and no line is torn", { timeout: 30_000 }, async ([how, , fullAtStart], { expect }) => {
     const bundled = await runWithFullPipe(temp(), how === 'bundled' ? [deviceStubs(PROJECT_ROOT)] : [], 'runtime', fullAtStart)
     expect(bundled.exited).toBeUndefined()
     expect(bundled.beats[1], `frozen: heartbeats ${bundled.beats.join(' -> ')}`).toBeGreaterThan(bundled.beats[0])
@@ -119,14 +120,14 @@ describe('a device whose stdout pipe is full', () => {
     expect(Number(/^(\d+)/.exec(notes[0]!.msg)![1])).toBeGreaterThan(0)
     // Whose lines went missing: the note carries the device of the line after it.
     expect(notes.map((n) => n.device)).toEqual(notes.map(() => 'chatty'))
-  }, 30_000)
+  })
 
-  it.each([
+  it.concurrent.for<[string, string, boolean]>([
     ['bundled', 'stops reading', false],
     ['bundled', 'never reads, full before the program starts (descriptor 1 blocking)', true],
     ['unbundled', 'stops reading', false],
     ['unbundled', 'never reads, full before the program starts (descriptor 1 blocking)', true],
-  ])("%s, logging with the runtime's logger into a socket its Node parent made (as the launcher's), which the parent %s: it keeps running", async (how, _, fullAtStart) => {
+  ])("%s, logging with the runtime's logger into a socket its Node parent made (as the launcher's), which the parent %s: it keeps running", { timeout: 30_000 }, async ([how, , fullAtStart], { expect }) => {
     const dir = temp()
     const out = await bundleProgram(dir, how === 'bundled' ? [deviceStubs(PROJECT_ROOT)] : [], 'runtime')
     const beatFile = path.join(dir, 'beats')
@@ -147,7 +148,7 @@ describe('a device whose stdout pipe is full', () => {
       child.kill('SIGKILL')
       await ended
     }
-  }, 30_000)
+  })
 
   it.each(['bundled', 'unbundled'])("%s, logging with the runtime's logger to a terminal that stops taking output (Ctrl-S, a serial line's XOFF): it keeps running, stops on SIGTERM, counts the lines dropped, tears none", async (how) => {
     const dir = temp()

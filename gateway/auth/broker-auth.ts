@@ -8,7 +8,7 @@ import type { EnvelopeKind, PresencePayload } from '../../runtime/wire/envelope.
 import { DEFAULT_TOPIC_PREFIX } from '../../runtime/wire/topics.js'
 import type { RoleConfig } from '../config/gateway-config.js'
 import type { DeviceRecord, DeviceTable } from '../devices/device-table.js'
-import { createLoginThrottle, type LoginThrottleOptions } from './login-throttle.js'
+import { createLoginThrottle, type LoginThrottleOptions, type LoginTurn } from './login-throttle.js'
 import { createRevocationWatch } from './revocation-watch.js'
 import { describesDevice, deviceFilters, filterWithin, layoutOf, maySubscribe, routedAsTopic, type PublishDenial } from './topic-rules.js'
 
@@ -146,9 +146,9 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
     const address = remoteAddress(client)
     const authAt = Date.now()
     // The turn of this login's secret check (see the throttle), given back with its answer.
-    let release: (() => void) | undefined
+    let turn: LoginTurn | undefined
     const done: typeof answered = (err, ok) => {
-      release?.()
+      turn?.answered()
       answered(err, ok)
     }
     const refuse = (reason: keyof typeof REFUSED, returnCode: number, failure = true): void => {
@@ -156,9 +156,10 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
       logins.warn(`refused ${reason}`, { client: logged(client.id), username: logged(username), address }, `login refused: ${REFUSED[reason]}`)
       const err = Object.assign(new OutpostError(ErrorCode.NOT_AUTHENTICATED, `login refused: ${REFUSED[reason]}`), { returnCode })
       const answer = (): void => done(err as Parameters<typeof done>[0], false)
-      // A store failure is ours, not the client's: not a failure to slow down.
+      // A store failure is ours, not the client's: not a failure to slow down. Nobody waits for
+      // the answer of a connection that closed meanwhile.
       const delayMs = failure ? throttle.failed(address) : 0
-      if (delayMs === 0 || closed) return answer()
+      if (delayMs === 0 || closed || client.closed) return answer()
       const t = setTimeout(() => {
         held.delete(t)
         answer()
@@ -180,7 +181,7 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
       return admit({ id: username, internal: true, authAt, filters: { own: [], events: [] }, topics: new Map(), subscriptions: new Set() })
     }
     void (async () => {
-      release = await throttle.turn(address)
+      turn = await throttle.turn(address)
       // Gone while it waited its turn (a flood's sockets, closed): nothing to check, nobody to answer.
       if (client.closed) return done(Object.assign(new OutpostError(ErrorCode.NOT_AUTHENTICATED, 'login abandoned: the connection closed'), { returnCode: BAD_CREDENTIALS }) as Parameters<typeof done>[0], false)
       let device: DeviceRecord | undefined
@@ -189,8 +190,12 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
       } catch (err) {
         log.error({ err: errorMessage(err) }, 'device table unreadable; login refused')
         return refuse('store', SERVER_UNAVAILABLE, false)
+      } finally {
+        // The hash is done: its shared place goes to the next check, before any refusal's delay.
+        turn.checked()
       }
       if (device !== undefined) {
+        throttle.succeeded(address)
         return admit({ id: device.id, internal: false, authAt, filters: deviceFilters(prefix, device.id, roleFilters(device.role)), topics: new Map(), subscriptions: new Set() })
       }
       // Why, for the counters only: the client hears the same refusal for all three.

@@ -73,6 +73,8 @@ async function readBody(c: Context): Promise<Uint8Array> {
       throw new BodyTooLarge()
     }
     if (size <= MAX_COMMAND_BODY_BYTES) chunks.push(value)
+    // Refused for sure now: what was kept is let go while the rest is read.
+    else chunks.length = 0
   }
   if (size > MAX_COMMAND_BODY_BYTES) throw new BodyTooLarge()
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)

@@ -206,12 +206,13 @@ function cloudCommandMetrics(follow: FollowOf, read: () => [string, CommandFront
 function makeRoom(server: Server, limit: number): void {
   // Insertion order: the oldest first.
   const open = new Set<net.Socket>()
-  const answering = new WeakSet<net.Socket>()
+  // Requests being answered per socket (several, when a client pipelines them).
+  const answering = new WeakMap<net.Socket, number>()
   server.on('connection', (socket: net.Socket) => {
     if (open.size >= limit) {
       let oldest: net.Socket | undefined
       for (const s of open) {
-        if (answering.has(s)) continue
+        if ((answering.get(s) ?? 0) > 0) continue
         oldest = s
         break
       }
@@ -224,8 +225,8 @@ function makeRoom(server: Server, limit: number): void {
   })
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const socket = req.socket
-    answering.add(socket)
-    res.once('close', () => answering.delete(socket))
+    answering.set(socket, (answering.get(socket) ?? 0) + 1)
+    res.once('close', () => answering.set(socket, (answering.get(socket) ?? 1) - 1))
   })
 }
 

@@ -1,7 +1,7 @@
 // The gatekeeper's pure rules: filter within filter, the topic layouts a device may publish on,
 // what it may subscribe to, and how failed logins from one address slow down.
 import { describe, expect, it } from 'vitest'
-import { createLoginThrottle } from '../../gateway/auth/login-throttle.js'
+import { createLoginThrottle, type LoginTurn } from '../../gateway/auth/login-throttle.js'
 import { describesDevice, deviceFilters, filterWithin, layoutOf, maySubscribe, routedAsTopic } from '../../gateway/auth/topic-rules.js'
 import type { Envelope, EnvelopeKind } from '../../runtime/wire/envelope.js'
 import { createTopics } from '../../runtime/wire/topics.js'
@@ -148,28 +148,41 @@ describe('login throttle', () => {
     expect(t.failed('a')).toBe(0) // pushed out by newer addresses: starts over
   })
 
-  it('takes the checks of an address with failures one after the other, two such at once in all, and others at once', async () => {
-    const t = createLoginThrottle({ maxInFlight: 2 })
+  it('checks logins from addresses with failures one after the other, two such at once in all; fresh ones share their own places; trusted ones go at once', async () => {
+    const t = createLoginThrottle({ maxInFlight: 2, freshSlots: 2 })
     t.failed('bad-1')
     t.failed('bad-2')
+    t.succeeded('home')
     const order: string[] = []
-    const take = (address: string, tag: string): Promise<() => void> => t.turn(address).then((release) => (order.push(tag), release))
-    // bad-1 and bad-2 take the two shared places; bad-1's second check waits for its first.
+    const take = (address: string, tag: string): Promise<LoginTurn> => t.turn(address).then((turn) => (order.push(tag), turn))
+    // bad-1 and bad-2 take the two places of addresses with failures; bad-1's second check waits for its first answer.
     const [a1, b1] = await Promise.all([take('bad-1', 'a1'), take('bad-2', 'b1')])
     const a2 = take('bad-1', 'a2')
-    // An address without failures goes at once, two checks at a time; its third waits for a shared place.
-    const clean = await Promise.all([take('good', 'g1'), take('good', 'g2')])
-    const g3 = take('good', 'g3')
+    // Addresses not seen yet share two places of their own; a third waits for one of them.
+    const [n1, n2] = await Promise.all([take('new-1', 'n1'), take('new-2', 'n2')])
+    const n3 = take('new-3', 'n3')
+    // An address a login succeeded from goes at once, whatever waits.
+    const [h1, h2] = await Promise.all([take('home', 'h1'), take('home', 'h2')])
     await new Promise((r) => setImmediate(r))
-    expect(order).toEqual(['a1', 'b1', 'g1', 'g2'])
-    // a1 answered: its place goes to g3, which waited for one first; a2 now waits for a place.
-    a1()
-    ;(await g3)()
-    expect(order).toEqual(['a1', 'b1', 'g1', 'g2', 'g3'])
-    b1()
-    ;(await a2)()
-    expect(order).toEqual(['a1', 'b1', 'g1', 'g2', 'g3', 'a2'])
-    for (const r of clean) r()
+    expect(order).toEqual(['a1', 'b1', 'n1', 'n2', 'h1', 'h2'])
+    // b1's hash is done: its place goes on before its refusal is answered; a2 still waits for a1's answer.
+    b1.checked()
+    a1.checked()
+    await new Promise((r) => setImmediate(r))
+    expect(order).not.toContain('a2')
+    a1.answered()
+    ;(await a2).answered()
+    expect(order.at(-1)).toBe('a2')
+    n1.answered()
+    ;(await n3).answered()
+    expect(order.at(-1)).toBe('n3')
+    for (const turn of [b1, n2, h1, h2]) turn.answered()
+    // A success forgets the address's failures: its next check goes at once.
+    t.succeeded('bad-2')
+    const b2 = await take('bad-2', 'b2')
+    expect(order.at(-1)).toBe('b2')
+    b2.answered()
   })
+
 
 })

@@ -230,6 +230,33 @@ describe('gateway HTTP face', () => {
     expect(valueOf(await metrics(open), 'outpost_gateway_presence_ignored_total', { reason: 'malformed' })).toBe(1)
   }, 60_000)
 
+  it('past 256 connections a new one takes the place of an idle one, never of one a request is being answered on, pipelined ones included', async () => {
+    const gw = await gateway()
+    const slow = defineContract({ name: 'slow', version: '1', commands: { wait: { payload: v.object({}), result: v.object({ ok: v.boolean() }) } } })
+    const service = defineService(slow, { commands: { wait: async () => (await new Promise((r) => setTimeout(r, 1_500)), { ok: true }) } })
+    const device = createRuntime({ bridge: createMqttBridge({ url: gw.broker.url, deviceId: 'slow-1' }), services: [service], logger: quiet })
+    await device.start({ waitForBroker: true })
+    cleanup(() => device.stop({ drainMs: 100 }))
+    await until(() => gw.registry.online() === 1, 30_000)
+    const { port } = new URL(gw.http!.url)
+    // Two requests on one connection, the second a command that takes 1.5 s: once the first is
+    // answered, the connection is still being answered (it was taken as idle, and cut).
+    const a = net.connect(Number(port), '127.0.0.1')
+    let text = ''
+    a.setEncoding('utf8').on('data', (d: string) => (text += d))
+    const closed = new Promise<void>((r) => a.once('close', () => r()))
+    a.write(`GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nPOST /devices/slow-1/commands/slow/1/wait HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`)
+    await until(() => text.includes('HTTP/1.1 200'), 10_000)
+    const silent: net.Socket[] = []
+    cleanup(() => silent.forEach((s) => s.destroy()))
+    for (let i = 0; i < 300; i++) silent.push(net.connect(Number(port), '127.0.0.1').on('error', () => undefined))
+    await closed
+    expect(text.match(/HTTP\/1\.1 200/g)).toHaveLength(2)
+    expect(text).toContain('{"result":{"ok":true}}')
+    // The silent ones that were oldest gave their places.
+    await until(() => silent.filter((s) => s.destroyed || s.readyState === 'closed').length >= 300 - 256, 10_000)
+  }, 60_000)
+
   it('/devices and /devices/:id serve the registry; an unknown device is a 404 with NOT_FOUND', async () => {
     const gw = await gateway()
     const device = createRuntime({ bridge: createMqttBridge({ url: gw.broker.url, deviceId: 'beacon-2' }), services: [beaconService], messaging: { instanceId: 'b2' }, logger: quiet })

@@ -14,7 +14,7 @@
 // installed a bundle over the air (runtime/ota/) asks over the IPC channel to be restarted into it.
 import { spawn } from 'node:child_process'
 import type { KeyObject } from 'node:crypto'
-import { closeSync, constants as fsConstants, fstatSync, fsyncSync, openSync, readdirSync, readFileSync, readSync, realpathSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs'
+import { closeSync, constants as fsConstants, fstatSync, fsyncSync, openSync, readdirSync, readFileSync, readSync, realpathSync, renameSync, rmSync, statfsSync, statSync, writeFileSync, writeSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -638,6 +638,18 @@ export function running(pid: number): boolean {
   }
 }
 
+/** How long a lock file may stay empty before it is taken as left over, ms. */
+const EMPTY_LOCK_MS = 10_000
+
+/** How long ago `file` was last written, ms; Infinity when it cannot be looked at. */
+function ageMs(file: string): number {
+  try {
+    return Date.now() - statSync(file).mtimeMs
+  } catch {
+    return Infinity
+  }
+}
+
 /**
  * Takes lock file `file` (`<pid> <boot id>`) for this process, until the function returned is
  * called. A lock left by a process that is gone (kill -9, a power cut: another boot) is taken over.
@@ -648,7 +660,17 @@ export function takeFolderLock(file: string, busy: (pid: number | undefined) => 
   const mine = `${process.pid} ${boot}\n`
   for (let taken = false; ; taken = true) {
     try {
-      writeFileSync(file, mine, { flag: 'wx' })
+      // Made, then written: a write that fails (a full disk) removes the file it made, which would
+      // otherwise stay empty and be taken for a lock being written.
+      const fd = openSync(file, 'wx')
+      try {
+        writeSync(fd, mine)
+      } catch (err) {
+        rmSync(file, { force: true })
+        throw err
+      } finally {
+        closeSync(fd)
+      }
       return () => {
         try {
           if (readRegularFile(file, 1024).toString('utf8') === mine) rmSync(file, { force: true })
@@ -665,8 +687,12 @@ export function takeFolderLock(file: string, busy: (pid: number | undefined) => 
         // Removed meanwhile, or not a lock: taken over below.
       }
       const [pid, theirBoot] = holder.trim().split(' ')
-      const live = /^\d+$/.test(pid ?? '') && (theirBoot ?? '') === boot && running(Number(pid))
-      if (live || taken) throw busy(live ? Number(pid) : undefined)
+      // Empty or cut short of its line end: made a moment ago by a process still writing its pid into it
+      // (the write follows the create), so held; taken as left over, it let two flashes of one
+      // folder run at once (a CI run). Left so for long, it is what a process killed in between left.
+      const writing = /^(\d+( [0-9a-f-]*)?)?$/.test(holder)
+      const live = writing ? ageMs(file) < EMPTY_LOCK_MS : /^\d+$/.test(pid ?? '') && (theirBoot ?? '') === boot && running(Number(pid))
+      if (live || taken) throw busy(live && /^\d+$/.test(pid ?? '') ? Number(pid) : undefined)
       rmSync(file, { force: true })
     }
   }

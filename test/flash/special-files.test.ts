@@ -12,7 +12,7 @@
 // - Another device's bundle onto a device's folder: refused unless --change-device.
 import { spawn } from 'node:child_process'
 import { createPrivateKey } from 'node:crypto'
-import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -123,6 +123,18 @@ describe('flashing files that are not files, and two flashes at once', () => {
       writeFileSync(lock, stale)
       const r = await outpost(['flash', v1, '--to', dev])
       expect(r.code, `${stale}: ${r.err}`).toBe(0)
+      expect(existsSync(lock)).toBe(false)
+    }
+    // An empty mark, or one cut short: a flash that has made it and not yet written its pid (taken
+    // as left over, it let two flashes run at once). Held while new; taken over once old.
+    for (const writing of ['', `${live.pid}`]) {
+      writeFileSync(lock, writing)
+      const held = await outpost(['flash', v1, '--to', dev])
+      expect(held.code, held.err).toBe(1)
+      expect(held.err).toMatch(/^outpost: STORE_IN_USE: the device is being flashed by another process/)
+      utimesSync(lock, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000))
+      const r = await outpost(['flash', v1, '--to', dev])
+      expect(r.code, r.err).toBe(0)
       expect(existsSync(lock)).toBe(false)
     }
   }, 60_000)

@@ -128,7 +128,9 @@ describe('over the air onto a device whose disk is full or read-only', () => {
     expect(existsSync(path.join(rig.dev, 'slots', 'b'))).toBe(false)
     expect(rig.launcher.child.exitCode).toBeNull()
     expect(rig.launcher.lines.filter((l) => l.includes('started slot'))).toHaveLength(1)
-    expect(rig.launcher.lines.filter((l) => /restarting it in|was not ready in time|"level":(50|60)/.test(l))).toEqual([])
+    // The device may say that its disk is full (a sample that falls due then cannot be stored:
+    // "queue store commit failed", level 50, a CI run); nothing else of that level.
+    expect(rig.launcher.lines.filter((l) => /restarting it in|was not ready in time|"level":(50|60)/.test(l) && !/SQLITE_FULL|disk is full/.test(l))).toEqual([])
     const read = await readThermo(rig)
     if (diskFull) expect(read).toMatchObject({ error: { code: 'STORE_FULL' } })
     else expect(read).toMatchObject({ result: { unit: 'C' } })

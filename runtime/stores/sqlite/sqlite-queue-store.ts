@@ -30,13 +30,18 @@ interface Row {
 
 /** A leased row, in the order of LEASED_COLUMNS. */
 type LeasedRow = [
-  id: string, payload: Buffer, priority: number, run_at: number, attempt: number, created_at: number,
+  id: string, payloadHex: string, priority: number, run_at: number, attempt: number, created_at: number,
   idem_key: string | null, corr: string | null, traceparent: string | null, error: string | null,
   error_code: string | null, progress: Buffer | null, n: number,
 ]
 
-/** Order in which leased jobs run: higher priority, then earlier due, then older. */
-const leasedOrder = (a: LeasedRow, b: LeasedRow): number => b[2] - a[2] || a[3] - b[3] || a[5] - b[5] || (a[0] < b[0] ? -1 : 1)
+/** Order in which leased jobs run: higher priority, then earlier due, then older (then by row: made earlier). */
+const leasedOrder = (a: LeasedRow, b: LeasedRow): number => b[2] - a[2] || a[3] - b[3] || a[5] - b[5] || a[12] - b[12]
+/** Whether leased rows are in run order already (the usual case: rows come back by number, and jobs of one priority are numbered as they are due). */
+const inOrder = (rows: readonly LeasedRow[]): boolean => {
+  for (let i = 1; i < rows.length; i++) if (leasedOrder(rows[i - 1]!, rows[i]!) > 0) return false
+  return true
+}
 
 /**
  * Creates the durable queue store in the device database (payloads and outputs as CBOR). Its
@@ -103,13 +108,15 @@ function makeSqliteQueueStore(database: DeviceDatabase): QueueStore {
   // come back as arrays of the columns a leased job can have set: better-sqlite3 builds an
   // object per row property by property, which cost more than the UPDATE itself. A job that can
   // be leased has no output and no dead reason (only completed and dead jobs do), so those two
-  // are not read back: each column read costs, even a NULL.
+  // are not read back: each column read costs, even a NULL. The payload comes back as hex text:
+  // a blob is a Buffer better-sqlite3 allocates on its own for each row, while the string is
+  // turned into bytes in Node's shared buffer pool (a lease of 128 jobs: 0.4 µs less per job).
   //
   // Their LIMIT is written `? + 0`, not `?`: the SQLite that better-sqlite3 ships (3.53, with
   // STAT4) reads a bare `LIMIT ?` at prepare time and expires the statement whenever that
   // parameter is bound again, so every lease parsed and planned it anew (~80 µs a call). An
   // expression is evaluated when the statement runs, like a bound parameter used to be.
-  const LEASED_COLUMNS = 'id, payload, priority, run_at, attempt, created_at, idem_key, corr, traceparent, error, error_code, progress, n'
+  const LEASED_COLUMNS = 'id, hex(payload), priority, run_at, attempt, created_at, idem_key, corr, traceparent, error, error_code, progress, n'
   const takeReady = db.prepare<[number, number, string, number, number], LeasedRow>(
     `UPDATE jobs SET state = 'leased', attempt = attempt + 1, lease_until = ?, updated_at = ?
      WHERE n IN (SELECT n FROM jobs WHERE queue = ? AND state = 'ready' AND run_at <= ? ORDER BY priority DESC, run_at, created_at LIMIT ? + 0)
@@ -124,7 +131,7 @@ function makeSqliteQueueStore(database: DeviceDatabase): QueueStore {
   // property loads see two row shapes, and the whole queue ran 7 % slower.
   const leasedJob = (r: LeasedRow, queue: string, until: number, now: number): Job => {
     const job: Job = {
-      id: r[0], queue, state: 'leased', payload: value(r[1]), priority: r[2], runAt: r[3],
+      id: r[0], queue, state: 'leased', payload: value(Buffer.from(r[1], 'hex')), priority: r[2], runAt: r[3],
       attempt: r[4], createdAt: r[5], updatedAt: now, leaseUntil: until,
     }
     if (r[6] !== null) job.idempotencyKey = r[6]
@@ -257,7 +264,7 @@ function makeSqliteQueueStore(database: DeviceDatabase): QueueStore {
       const expired = takeExpired.all(until, now, queue, now, limit - rows.length)
       if (expired.length > 0) rows = rows.concat(expired)
     }
-    if (rows.length > 1) rows.sort(leasedOrder)
+    if (rows.length > 1 && !inOrder(rows)) rows.sort(leasedOrder)
     const jobs = new Array<Job>(rows.length)
     if (heldLeases.size + rows.length > HELD_LEASES_MAX) heldLeases.clear()
     for (let i = 0; i < rows.length; i++) {

@@ -89,7 +89,7 @@ export interface QueueStore {
   complete(id: string, attempt: number, output: unknown, now: number): boolean
   /** Back to ready, not before `runAt`. */
   retry(id: string, attempt: number, runAt: number, error: string, now: number, info?: FailureInfo): boolean
-  /** Gives a leased job up without counting it as an attempt (shutdown): ready again now. */
+  /** Gives a leased job up without counting it as an attempt (shutdown, a lease run out before the job began): ready again, in its place (its due time, if past, kept). */
   release(id: string, attempt: number, now: number): boolean
   moveToDead(id: string, attempt: number, error: string, now: number, info?: FailureInfo): boolean
   /** A job that is ready or leased goes to the dead letters (reason `cancelled`). @returns the job as it is now, if it exists */

@@ -66,7 +66,12 @@ export function createLeaseSweep(deps: {
           // Leased ahead and not started: held by this runtime, so renewed by it.
           q.buffer = q.buffer.filter((b) => {
             if (now - b.renewedAt < renewEvery) return true
-            if (!store.heartbeat(b.job.id, b.job.attempt, now, p.leaseMs)) return false
+            if (!store.heartbeat(b.job.id, b.job.attempt, now, p.leaseMs)) {
+              // Its lease ran out before it began (the process stood still): given back with no
+              // attempt counted (runner-state.ts, giveBackRunOut). Cancelled: nothing to give back.
+              store.release(b.job.id, b.job.attempt, now)
+              return false
+            }
             b.renewedAt = now
             b.job.leaseUntil = now + p.leaseMs
             return true

@@ -5,7 +5,7 @@ import type { Clock } from '../ports/clock.js'
 import type { Job, QueueStore } from '../ports/queue-store.js'
 import { createClockSteps } from './clock-steps.js'
 import { createLeaseSweep } from './lease-sweep.js'
-import { abandon, abort, Active, type Buffered, type QueueState, type Settled, type Settlement } from './runner-state.js'
+import { abandon, abort, Active, giveBackRunOut, type Buffered, type QueueState, type Settled, type Settlement } from './runner-state.js'
 import type { QueueRunStats, RunnerQueue, RunOutcome } from './runner-types.js'
 import { createSettler } from './settle.js'
 
@@ -81,6 +81,9 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
     return p.concurrency + ahead
   }
 
+  /** Gives a job leased ahead back to its queue, no attempt counted (see giveBackRunOut). */
+  const releaseAhead = (b: Buffered): void => void store.release(b.job.id, b.job.attempt, clock.now())
+
   const schedule = (): void => {
     if (scheduled || stopped || !started) return
     scheduled = true
@@ -130,6 +133,8 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
         }
         if (stopping) return
         for (const q of all) {
+          // Before a lease of run-out jobs could take them again as a new attempt.
+          giveBackRunOut(q, now, releaseAhead)
           if (!q.wanted) continue
           const room = capacity(q) - q.active.size - q.buffer.length
           if (room <= 0) continue
@@ -233,6 +238,17 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
       return schedule()
     }
     const now = clock.now()
+    if (job.leaseUntil! <= now) {
+      // Its lease ran out while it waited (the process stood still): not run on a lease it no
+      // longer holds, but given back, and leased again at the next turn with the same attempt.
+      try {
+        releaseAhead(b)
+      } catch (err) {
+        storeTrouble.warn('release-failed', { queue: q.def.key, jobId: job.id, err: errorMessage(err) }, 'job leased ahead not given back; its lease has run out')
+      }
+      q.wanted = true
+      return schedule()
+    }
     const a = new Active(q, job, now, performance.now(), b.renewedAt, job.leaseUntil!, heartbeat)
     q.active.add(a)
     q.stats.started++

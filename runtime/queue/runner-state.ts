@@ -50,6 +50,24 @@ export interface Buffered {
   renewedAt: number
 }
 
+/**
+ * Gives back, without counting an attempt, the jobs of `q` leased ahead whose leases ran out
+ * before they began: the process stood still (SIGSTOP, a suspended VM, a blocked event loop) for
+ * longer than a lease. Left in place, they were leased again as run-out leases, an attempt more
+ * each time, and after `maxAttempts` such stops dead-lettered as LEASE_LOST without having run.
+ * Call inside a store transaction; nothing to do costs one comparison per buffered job.
+ */
+export function giveBackRunOut(q: QueueState, now: number, release: (b: Buffered) => void): void {
+  let i = 0
+  while (i < q.buffer.length && q.buffer[i]!.job.leaseUntil! > now) i++
+  if (i === q.buffer.length) return
+  q.buffer = q.buffer.filter((b) => {
+    if (b.job.leaseUntil! > now) return true
+    release(b)
+    return false
+  })
+}
+
 /** One queue as the runner keeps it. */
 export interface QueueState {
   def: RunnerQueue

@@ -90,8 +90,10 @@ export function describeQueueStoreContract(name: string, opts: QueueStoreContrac
       store.lease('q', 2, T0, LEASE)
       expect(store.retry(a.id, 1, T0 + 5_000, 'flaky sensor', T0 + 1)).toBe(true)
       expect(store.release(b.id, 1, T0 + 1)).toBe(true)
-      expect(store.get(b.id)).toMatchObject({ state: 'ready', attempt: 0 })
-      expect(store.lease('q', 5, T0 + 2, LEASE).map((j) => j.id)).toEqual([b.id])
+      // In its place: due when it was, ahead of a job enqueued since.
+      expect(store.get(b.id)).toMatchObject({ state: 'ready', attempt: 0, runAt: T0 })
+      const later = store.enqueue({ queue: 'q', payload: 'c' }, T0 + 1).job
+      expect(store.lease('q', 5, T0 + 2, LEASE).map((j) => j.id)).toEqual([b.id, later.id])
       const [retried] = store.lease('q', 5, T0 + 5_000, LEASE)
       expect(retried).toMatchObject({ id: a.id, attempt: 2, error: 'flaky sensor' })
       expect(store.moveToDead(a.id, 2, 'gave up after 2 attempts', T0 + 5_001)).toBe(true)

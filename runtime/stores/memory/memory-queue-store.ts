@@ -90,7 +90,7 @@ export function createMemoryQueueStore(opts: { transaction?: DeviceTransaction }
     release(id, attempt, now) {
       const j = current(id, attempt)
       if (j === undefined) return false
-      Object.assign(j, { state: 'ready', attempt: j.attempt - 1, runAt: now, updatedAt: now })
+      Object.assign(j, { state: 'ready', attempt: j.attempt - 1, runAt: Math.min(j.runAt, now), updatedAt: now })
       delete j.leaseUntil
       return true
     },

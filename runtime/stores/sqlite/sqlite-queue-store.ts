@@ -162,7 +162,7 @@ function makeSqliteQueueStore(database: DeviceDatabase): QueueStore {
   const countCompleted = db.prepare('INSERT INTO queues (queue, paused, completed) VALUES (?, 0, ?) ON CONFLICT (queue) DO UPDATE SET completed = MAX(0, completed + excluded.completed)')
   const completedOf = prepareLater<[string], number>(db, 'SELECT completed FROM queues WHERE queue = ?', (st) => st.pluck(true))
   const again = prepareLater(db, "UPDATE jobs SET state = 'ready', run_at = ?, error = ?, error_code = ?, lease_until = NULL, updated_at = ? WHERE n = ? AND id = ? AND attempt = ? AND state = 'leased'")
-  const giveBack = prepareLater(db, "UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = ?, lease_until = NULL, updated_at = ? WHERE n = ? AND id = ? AND attempt = ? AND state = 'leased'")
+  const giveBack = prepareLater(db, "UPDATE jobs SET state = 'ready', attempt = attempt - 1, run_at = MIN(run_at, ?), lease_until = NULL, updated_at = ? WHERE n = ? AND id = ? AND attempt = ? AND state = 'leased'")
   const bury = prepareLater(db, "UPDATE jobs SET state = 'dead', error = ?, error_code = ?, dead_reason = ?, lease_until = NULL, updated_at = ? WHERE n = ? AND id = ? AND attempt = ? AND state = 'leased'")
   const cancelOne = prepareLater(
     db,

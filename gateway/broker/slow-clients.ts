@@ -15,8 +15,8 @@ function publishBytes(p: AedesPublishPacket): number {
 /**
  * aedes' `authorizeForward`, called for every delivery before aedes writes it: where a client
  * that does not read is held to its limit (`maxQueuedBytes`), after the configured one (if any)
- * let the delivery through. A QoS 0 message that does not fit in the client's socket is not
- * sent; a QoS 1 message past the limit cuts the client off.
+ * let the delivery through. A QoS 0 message that does not fit behind what waits in the client's
+ * socket is not sent; a QoS 1 message past the limit cuts the client off.
  */
 export function forwardToReaders(opts: MqttBrokerOptions, maxQueuedBytes: number, counters: BrokerCounters): NonNullable<AedesOptions['authorizeForward']> {
   const forward = opts.aedes?.authorizeForward
@@ -25,10 +25,14 @@ export function forwardToReaders(opts: MqttBrokerOptions, maxQueuedBytes: number
     const allowed = forward === undefined ? packet : forward(client, packet)
     if (allowed == null) return allowed
     const conn = client.conn as Duplex
-    const queued = conn.writableLength + publishBytes(allowed)
+    const waiting = conn.writableLength
+    const queued = waiting + publishBytes(allowed)
     // A write past the high-water mark makes aedes wait for 'drain' (up to its drainTimeout,
-    // 60 s), and with it the publisher's next packets.
-    if (queued <= conn.writableHighWaterMark) return allowed
+    // 60 s), and with it the publisher's next packets. A client that has taken everything sent
+    // so far (nothing waits in its socket) gets a message of any size: one larger than the
+    // high-water mark (16 KiB), a command result of 100 kB, say, was dropped on its own size,
+    // however fast the client read, and every such call ran to its TIMEOUT.
+    if (queued <= conn.writableHighWaterMark || waiting === 0) return allowed
     if (allowed.qos === 0) {
       counters.droppedQos0++
       return null

@@ -190,6 +190,29 @@ describe('gateway broker', () => {
     expect(await caller.client(echoContract).say({ text: 'still' })).toEqual({ text: 'still', device: 'tls-dev' })
   })
 
+  it('delivers a QoS 0 message larger than a socket buffer to a subscriber that reads: a command result of 100 kB reaches its caller (one over 16 KiB was dropped, and every such call ran to TIMEOUT)', async () => {
+    const broker = await start({})
+    const sub = await mqtt.connectAsync(broker.url, { clientId: 'big-sub', reconnectPeriod: 0 })
+    cleanup(() => sub.endAsync(true))
+    await sub.subscribeAsync('big/q0', { qos: 0 })
+    const got = new Promise<number>((r) => sub.once('message', (_t, p) => r(p.length)))
+    const pub = await mqtt.connectAsync(broker.url, { clientId: 'big-pub', reconnectPeriod: 0 })
+    cleanup(() => pub.endAsync(true))
+    await pub.publishAsync('big/q0', Buffer.alloc(200_000, 7), { qos: 0 })
+    expect(await got).toBe(200_000)
+    expect(broker.stats().droppedQos0).toBe(0)
+
+    const device = createRuntime({ bridge: createMqttBridge({ url: broker.url, deviceId: 'big-dev' }), services: [echoService()] })
+    await device.start({ waitForBroker: true })
+    cleanup(() => device.stop({ drainMs: 100 }))
+    const caller = createRuntime({ bridge: createMqttBridge({ url: broker.url, deviceId: 'big-caller' }) })
+    await caller.start({ waitForBroker: true })
+    cleanup(() => caller.stop({ drainMs: 100 }))
+    await until(() => caller.directory.instances('echo', '1').length === 1, 10_000)
+    const text = 'x'.repeat(100_000)
+    expect(await caller.client(echoContract).say({ text }, { timeoutMs: 5_000 })).toEqual({ text, device: 'big-dev' })
+  })
+
   it('refuses TLS files it cannot read or use with INVALID_CONFIG, before listening', async () => {
     const { dir, certFile, keyFile } = selfSigned()
     cleanup(() => rmSync(dir, { recursive: true, force: true }))

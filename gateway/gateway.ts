@@ -33,6 +33,9 @@ import { openGatewayDatabase, setAsideGatewayDatabases } from './store/gateway-d
 
 import { GATEWAY_CLIENT_ID, RESERVED_DEVICE_IDS } from './devices/reserved-ids.js'
 
+/** A device offline for less than this when the gateway starts counts as one coming back (commands wait for it briefly). */
+const RECENTLY_ONLINE_MS = 5 * 60_000
+
 export { RESERVED_DEVICE_IDS }
 
 /** A running gateway: the local broker plus a monitor that follows devices and their events. */
@@ -125,7 +128,11 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   const devices = createDeviceTable(database)
   // The gateway's own clients are not devices; no device is online on a broker that has just started.
   const registry = createRegistry(database, { exclude: RESERVED_DEVICE_IDS, log })
-  registry.offlineAll(Date.now())
+  // Devices online when the last gateway stopped (or died), or until shortly before: they are
+  // expected back within seconds, and commands for them wait a little (see the command router).
+  const startedAt = Date.now()
+  const wereOnline = registry.list().filter((e) => e.online || startedAt - e.changedAt < RECENTLY_ONLINE_MS).map((e) => e.device)
+  registry.offlineAll(startedAt)
   // Messages through each broker, for /metrics.
   const traffic = config.http.enabled ? createTraffic() : undefined
   // The gateway's own client logs in with a secret made for this run.
@@ -263,7 +270,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   await connected(own)
   forwarder?.start()
   // Cloud callers to device commands: routed by the registry, sent through the gateway's runtime.
-  const commands = createCommandRouter({ runtime, registry, defaults: config.commands })
+  const commands = createCommandRouter({ runtime, registry, defaults: config.commands, reconnecting: wereOnline })
   let brokerUp = true
   // Cloud callers over NATS and RabbitMQ (started below, after the HTTP face), by front end: /metrics reads their counts.
   const cloudCommands = new Map<'nats' | 'rabbitmq', CommandFrontEnd>()

@@ -157,6 +157,8 @@ export interface CommandExtras {
   offline?: OfflinePolicy | undefined
   /** Anything; kept only when it is a W3C traceparent. */
   traceparent?: unknown
+  /** When the caller sent it (epoch ms), if its protocol says. */
+  sentAt?: number | undefined
 }
 
 /** The request for the router: target, payload, and only the extras that were given. @throws BAD_ARGUMENT for a payload no device would read (checkCommandPayload) */
@@ -172,5 +174,6 @@ export function commandRequest(target: CommandTarget, payload: unknown, extras: 
     ...(extras.timeoutMs === undefined ? {} : { timeoutMs: extras.timeoutMs }),
     ...(extras.offline === undefined ? {} : { offline: extras.offline }),
     ...(traceparent === undefined ? {} : { traceparent }),
+    ...(extras.sentAt === undefined ? {} : { sentAt: extras.sentAt }),
   }
 }

@@ -28,6 +28,12 @@ export interface CommandRequest {
   /** Overrides the configured policy for an offline device. */
   offline?: OfflinePolicy
   traceparent?: string
+  /**
+   * When the caller sent it (epoch ms), for a request that may have waited in a queue (RabbitMQ's
+   * `timestamp`): its deadline counts from then, so one that waited for a gateway that was down,
+   * or came back after a gateway's crash, does not run after its caller gave up.
+   */
+  sentAt?: number
 }
 
 export interface CommandDefaults {
@@ -44,6 +50,12 @@ export interface CommandDefaults {
    */
   maxPending: number
 }
+
+/** Error codes a device's answer may not carry (see `send`). */
+const GATEWAY_ONLY: ReadonlySet<string> = new Set([ErrorCode.NOT_AUTHENTICATED, ErrorCode.GATEWAY_BUSY, ErrorCode.DEVICE_OFFLINE, ErrorCode.DEVICE_UNKNOWN, ErrorCode.TARGET_UNAVAILABLE, ErrorCode.TARGET_REJECTED])
+
+/** How long after a gateway start commands wait for the devices that were online before it. */
+const RECONNECT_GRACE_MS = 10_000
 
 export const COMMAND_DEFAULTS: CommandDefaults = { timeoutMs: 10_000, maxTimeoutMs: 300_000, offline: 'fail', maxPending: 4_096 }
 
@@ -74,12 +86,40 @@ const offers = (e: DeviceEntry, req: CommandRequest): 'yes' | 'no-service' | 'no
 }
 
 /** Creates the router over the gateway's runtime (which sends the commands) and its registry. */
-export function createCommandRouter(opts: { runtime: Runtime; registry: Registry; defaults?: Partial<CommandDefaults>; pollMs?: number; now?: () => number; payloads?: PayloadCheck }): CommandRouter {
+export function createCommandRouter(opts: {
+  runtime: Runtime
+  registry: Registry
+  defaults?: Partial<CommandDefaults>
+  pollMs?: number
+  now?: () => number
+  payloads?: PayloadCheck
+  /**
+   * Devices that were online when the gateway last stopped (or died), marked offline by its start:
+   * for `reconnectGraceMs` from now, a command for one not back yet waits for it (within its
+   * deadline) before the offline policy applies. Without it, every call in the first seconds
+   * after a gateway restart, a RabbitMQ request delivered again among them, was DEVICE_OFFLINE
+   * while the devices were reconnecting.
+   */
+  reconnecting?: readonly string[]
+  /** Default 10 000 ms: a device's reconnect backoff is 1 s to 5 s. */
+  reconnectGraceMs?: number
+}): CommandRouter {
   const defaults = { ...COMMAND_DEFAULTS, ...opts.defaults }
   const { runtime, registry } = opts
   const payloads = opts.payloads ?? createPayloadCheck()
   const now = opts.now ?? Date.now
   const pollMs = opts.pollMs ?? 100
+  const reconnecting = new Set(opts.reconnecting)
+  const graceEnd = now() + (opts.reconnectGraceMs ?? RECONNECT_GRACE_MS)
+  /** Whether `device` is one the gateway's start took offline and the grace for its return runs. */
+  const awaited = (device: string): boolean => {
+    if (reconnecting.size === 0) return false
+    if (now() >= graceEnd) {
+      reconnecting.clear()
+      return false
+    }
+    return reconnecting.has(device) && registry.get(device)?.online !== true
+  }
 
   const check = (req: CommandRequest, allow: readonly string[]): number => {
     for (const [what, value] of [['service', req.service], ['version', req.version], ['command', req.command], ...(req.device === undefined ? [] : [['device', req.device]])] as const) {
@@ -119,6 +159,8 @@ export function createCommandRouter(opts: { runtime: Runtime; registry: Registry
   const named = async (req: CommandRequest & { device: string }, deadline: number): Promise<unknown> => {
     let entry = registry.get(req.device)
     if (entry === undefined) throw new OutpostError(ErrorCode.DEVICE_UNKNOWN, `no device ${req.device} is known to this gateway`, { details: { device: req.device } })
+    // Back after the gateway's restart, most likely within seconds.
+    if (!entry.online && awaited(req.device)) entry = (await waitOnline(req.device, Math.min(deadline, graceEnd))) ?? entry
     if (!entry.online) {
       if ((req.offline ?? defaults.offline) === 'fail') throw offline(req.device)
       entry = await waitOnline(req.device, deadline)
@@ -148,7 +190,11 @@ export function createCommandRouter(opts: { runtime: Runtime; registry: Registry
         live.splice(i, 1)
       }
       if (who.online.length === 0 && !who.offline) throw noHandler(req, who.service ? 'no-command' : 'no-service')
-      if ((req.offline ?? defaults.offline) === 'fail' || now() >= deadline) {
+      const coming = [...reconnecting].some((d) => {
+        const e = awaited(d) ? registry.get(d) : undefined
+        return e !== undefined && offers(e, req) === 'yes'
+      })
+      if (((req.offline ?? defaults.offline) === 'fail' && !coming) || now() >= deadline) {
         throw new OutpostError(ErrorCode.DEVICE_OFFLINE, `every device that runs ${req.service}@${req.version}.${req.command} is offline`, { retryable: true })
       }
       await new Promise((r) => setTimeout(r, Math.min(pollMs, Math.max(1, deadline - now()))))
@@ -161,8 +207,21 @@ export function createCommandRouter(opts: { runtime: Runtime; registry: Registry
     try {
       return await runtime.invoke({ service: req.service, version: req.version, command: req.command }, req.payload, { device, timeoutMs: left, ...(req.traceparent === undefined ? {} : { traceparent: req.traceparent }) })
     } catch (err) {
-      // The runtime's word for a named device that went away in between.
-      if (isOutpostError(err, ErrorCode.SERVICE_UNREACHABLE)) throw offline(device)
+      // The runtime's word for a named device that went away in between; or, just after a
+      // restart, one the registry saw come back before the runtime did: tried again shortly.
+      if (isOutpostError(err, ErrorCode.SERVICE_UNREACHABLE)) {
+        if (reconnecting.has(device) && now() < Math.min(graceEnd, deadline - pollMs)) {
+          await new Promise((r) => setTimeout(r, pollMs))
+          return send(req, device, deadline)
+        }
+        throw offline(device)
+      }
+      // Codes that only the gateway gives (a device is not busy with the gateway's calls, nor
+      // offline while it answers): a device answering with one is not believed, since a caller
+      // would take it for the gateway's word (a 401, a DEVICE_OFFLINE to try again).
+      if (isOutpostError(err) && GATEWAY_ONLY.has(err.code)) {
+        throw new OutpostError(ErrorCode.INTERNAL, `device ${device} answered with ${err.code}, a code only the gateway gives (${err.message.slice(0, 200)})`, { details: { device, deviceCode: err.code } })
+      }
       throw err
     }
   }
@@ -174,7 +233,12 @@ export function createCommandRouter(opts: { runtime: Runtime; registry: Registry
       if (pending >= defaults.maxPending) {
         throw new OutpostError(ErrorCode.GATEWAY_BUSY, `the gateway holds ${defaults.maxPending} command calls already (commands.maxPending); try again later`, { retryable: true, details: { maxPending: defaults.maxPending } })
       }
-      const deadline = now() + timeoutMs
+      const at = now()
+      // A send time in the future (the caller's clock ahead) is not trusted: the deadline counts from now.
+      const deadline = (req.sentAt !== undefined && req.sentAt <= at ? req.sentAt : at) + timeoutMs
+      if (deadline <= at) {
+        throw new OutpostError(ErrorCode.TIMEOUT, `the request's deadline passed before the gateway took it: sent ${at - req.sentAt!} ms ago with a timeout of ${timeoutMs} ms (nothing was sent to a device)`, { retryable: true, details: { sentAt: req.sentAt, timeoutMs } })
+      }
       pending++
       try {
         return await (req.device === undefined ? anyDevice(req, deadline) : named(req as CommandRequest & { device: string }, deadline))
@@ -220,6 +284,7 @@ export function statusOf(code: string): 400 | 403 | 404 | 422 | 500 | 502 | 503 
     case ErrorCode.TIMEOUT:
       return 504
     case ErrorCode.INTERNAL:
+    case ErrorCode.FRAME_TOO_LARGE:
       return 502
     default:
       return 500

@@ -9,7 +9,9 @@
 // `{ "error": { code, message, details? } }` with the header `Outpost-Error: <code>`. The request is
 // acknowledged after its reply is published. A request whose connection drops before that is
 // delivered again by the broker (to this gateway once it is back, or another one), so its command
-// may run twice: callers must take the first reply for a correlationId and ignore the rest.
+// may run twice: callers must take the first reply for a correlationId and ignore the rest. A
+// request with the AMQP `timestamp` property has its deadline counted from then, not from when
+// the gateway took it (a request that waited in the queue for a gateway that was down).
 import { createHash } from 'node:crypto'
 import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib'
 import type { Logger } from 'pino'
@@ -63,7 +65,17 @@ function readRequest(m: ConsumeMessage): CommandRequest {
   const offline = parseOffline(off, 'offline')
   const target = { ...(device === undefined || device === '_' ? {} : { device }), service: name('service', false)!, version: name('version', false)!, command: name('command', false)! }
   const traceparent = validTraceparent(o.traceparent) ?? m.properties.headers?.traceparent
-  return commandRequest(target, o.payload === undefined ? {} : o.payload, { timeoutMs: t, offline, traceparent })
+  return commandRequest(target, o.payload === undefined ? {} : o.payload, { timeoutMs: t, offline, traceparent, sentAt: sentAtOf(m.properties.timestamp) })
+}
+
+/**
+ * The AMQP `timestamp` of a request as epoch ms: seconds by the AMQP spec (read as the end of that
+ * second, so a deadline is never cut short by its rounding), milliseconds when the caller put
+ * Date.now() there. Undefined when it is not set or not a time.
+ */
+export function sentAtOf(ts: unknown): number | undefined {
+  if (typeof ts !== 'number' || !Number.isFinite(ts) || ts <= 0) return undefined
+  return ts < 1e11 ? (Math.floor(ts) + 1) * 1000 - 1 : ts
 }
 
 /**

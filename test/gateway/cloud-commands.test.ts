@@ -14,7 +14,8 @@ import { startRabbitCommands } from '../../gateway/commands/rabbitmq-commands.js
 import { defaultGatewayConfig } from '../../gateway/config/gateway-config.js'
 import { startGateway, type Gateway } from '../../gateway/index.js'
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
-import { createRuntime, type Runtime } from '../../runtime/index.js'
+import * as v from 'valibot'
+import { createRuntime, defineContract, defineService, ErrorCode, OutpostError, type Runtime } from '../../runtime/index.js'
 import { counterService, echoService, type Observed } from '../fixtures/services.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { tcpProxy } from '../helpers/tcp-proxy.js'
@@ -261,7 +262,7 @@ describe('cloud callers to device commands', () => {
       queue: string
       ch: Channel
       /** Publishes a request (a body as is, or JSON of an object) and waits for its reply. */
-      call(body: unknown, props?: { replyTo?: string | null; headers?: Record<string, string> }): Promise<Reply>
+      call(body: unknown, props?: { replyTo?: string | null; headers?: Record<string, string>; timestamp?: number }): Promise<Reply>
     }
 
     const start = async (s: Setup, allow = ['#']): Promise<Caller> => {
@@ -289,7 +290,7 @@ describe('cloud callers to device commands', () => {
           const correlationId = suffix()
           waiting.set(correlationId, resolve)
           const content = typeof body === 'string' || body instanceof Uint8Array ? Buffer.from(body) : Buffer.from(JSON.stringify(body))
-          ch.sendToQueue(queue, content, { correlationId, ...(props.replyTo === null ? {} : { replyTo: props.replyTo ?? 'amq.rabbitmq.reply-to' }), ...(props.headers ? { headers: props.headers } : {}) })
+          ch.sendToQueue(queue, content, { correlationId, ...(props.replyTo === null ? {} : { replyTo: props.replyTo ?? 'amq.rabbitmq.reply-to' }), ...(props.headers ? { headers: props.headers } : {}), ...(props.timestamp === undefined ? {} : { timestamp: props.timestamp }) })
         })
       return { fe, queue, ch, call }
     }
@@ -312,6 +313,21 @@ describe('cloud callers to device commands', () => {
       expect([denied.body.error?.code, denied.errorHeader]).toEqual(['NOT_AUTHORIZED', 'NOT_AUTHORIZED'])
       expect(s.observed.executions).toBe(1)
       expect(fe.stats()).toEqual({ handled: 3, failed: { DEVICE_UNKNOWN: 1, NO_HANDLER: 1, VALIDATION_FAILED: 1 } })
+    }, 60_000)
+
+    it('counts a request\'s deadline from its AMQP timestamp: one that waited past it in the queue (a gateway down, a crash and a redelivery) is TIMEOUT and runs nothing', async () => {
+      const s = await setup()
+      const { call } = await start(s)
+      const req = { device: s.device, service: 'counter', version: '1', command: 'add', payload: { deviceId: 'x', reading: 1, ts: 2 }, timeoutMs: 5_000 }
+      // Sent 20 s ago (milliseconds, as Date.now() gives), with a 5 s timeout.
+      const late = await call(req, { timestamp: Date.now() - 20_000 })
+      expect([late.body.error?.code, late.errorHeader]).toEqual(['TIMEOUT', 'TIMEOUT'])
+      expect(late.body.error?.message).toMatch(/deadline passed before the gateway took it/)
+      // Seconds, as the AMQP spec has it: sent a moment ago, within the deadline.
+      expect((await call(req, { timestamp: Math.floor(Date.now() / 1000) })).body).toEqual({ result: { ok: true, n: 1 } })
+      // A clock ahead of the gateway's is not trusted: the deadline counts from when the gateway took it.
+      expect((await call(req, { timestamp: Date.now() + 3_600_000 })).body).toEqual({ result: { ok: true, n: 2 } })
+      expect(s.observed.executions).toBe(2)
     }, 60_000)
 
     it('puts no reply into a queue outside the reply prefixes (the events\' own, say): such a request is acked, dropped and counted', async () => {
@@ -411,6 +427,44 @@ describe('cloud callers to device commands', () => {
       expect(fe.stats().failed).toEqual({})
     }, 150_000)
   })
+
+  it('HTTP: a device cannot answer with a code only the gateway gives; a result that breaks the contract or cannot be carried is a 502', async () => {
+    const s = await setup({ http: true })
+    const odd = defineContract({
+      name: 'odd',
+      version: '1',
+      commands: {
+        forge: { payload: v.object({ code: v.string() }), result: v.object({}) },
+        lie: { payload: v.object({}), result: v.object({ n: v.number() }) },
+        huge: { payload: v.object({}), result: v.object({ s: v.string() }) },
+      },
+    })
+    const svc = defineService(odd, {
+      commands: {
+        forge: ({ code }) => {
+          throw new OutpostError(code as ErrorCode, 'forged by the device')
+        },
+        lie: () => ({ n: 'not a number' }) as never,
+        huge: () => ({ s: 'x'.repeat(400_000) }),
+      },
+    })
+    const rt = createRuntime({ bridge: createMqttBridge({ url: s.gw.broker.url, deviceId: 'odd-1', logger: quiet }), services: [svc], logger: quiet })
+    cleanup(() => rt.stop({ drainMs: 100 }))
+    await rt.start({ waitForBroker: true })
+    await until(() => s.gw.registry.get('odd-1')?.online === true, 30_000)
+    const post = async (command: string, body: unknown): Promise<{ status: number; code?: string; details?: unknown }> => {
+      const res = await fetch(`${s.gw.http!.url}/devices/odd-1/commands/odd/1/${command}?timeoutMs=5000`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) })
+      const doc = (await res.json()) as Reply['body']
+      return { status: res.status, code: doc.error?.code, details: doc.error?.details }
+    }
+    for (const code of ['NOT_AUTHENTICATED', 'GATEWAY_BUSY', 'DEVICE_OFFLINE', 'DEVICE_UNKNOWN']) {
+      expect(await post('forge', { code })).toEqual({ status: 502, code: 'INTERNAL', details: { device: 'odd-1', deviceCode: code } })
+    }
+    // A device may refuse a caller in its own terms.
+    expect(await post('forge', { code: 'NOT_AUTHORIZED' })).toMatchObject({ status: 403, code: 'NOT_AUTHORIZED' })
+    expect(await post('lie', {})).toMatchObject({ status: 502, code: 'INTERNAL' })
+    expect(await post('huge', {})).toMatchObject({ status: 502, code: 'FRAME_TOO_LARGE' })
+  }, 60_000)
 
   it('HTTP: POST /devices/<id>/commands/... answers the result, and 503 DEVICE_OFFLINE once the device is gone', async () => {
     const s = await setup({ http: true })

@@ -195,38 +195,56 @@ function cloudCommandMetrics(follow: FollowOf, read: () => [string, CommandFront
   follow('outpost_gateway_cloud_commands_redelivery_dropped_total', 'Cloud command requests dropped after 5 deliveries, each ended by a lost connection (REDELIVERED).', ['front_end'], () => each((s) => s.failed.REDELIVERED ?? 0))
 }
 
+/** Connections while every one is being answered: the command calls a gateway holds at most (commands.maxPending by default) and some. */
+const MAX_ANSWERED_CONNECTIONS = 4_096 + 256
+
 /**
  * Holds `server` to `limit` connections. Node's own limit closed every connection over it at
  * accept: 256 sockets that sent a header a byte at a time, or nothing, kept /healthz and /readyz
  * from every probe until their header deadline, and an attacker who opened them again every 10 s
  * kept them so (a supervisor would restart a healthy gateway). Now a new connection takes the place
  * of the oldest one that no request is being answered on (one still sending its headers, or idle
- * between requests); only when every one is being answered is the new one closed.
+ * between requests). `limit` counts those only: sockets a request is being answered on (command
+ * calls held for an offline device, with the token) take no place from them, up to
+ * `answeredLimit` connections in all. Counted among all, 256 held calls kept every probe out for
+ * as long as they were held (commands.maxTimeoutMs, 300 s).
  */
-function makeRoom(server: Server, limit: number): void {
+function makeRoom(server: Server, limit: number, answeredLimit: number): void {
   // Insertion order: the oldest first.
   const open = new Set<net.Socket>()
   // Requests being answered per socket (several, when a client pipelines them).
   const answering = new WeakMap<net.Socket, number>()
+  /** Open sockets with a request being answered. */
+  let busy = 0
+  const setAnswering = (socket: net.Socket, n: number): void => {
+    const before = answering.get(socket) ?? 0
+    answering.set(socket, n)
+    if (!open.has(socket)) return
+    if (before === 0 && n > 0) busy++
+    else if (before > 0 && n === 0) busy--
+  }
   server.on('connection', (socket: net.Socket) => {
-    if (open.size >= limit) {
-      let oldest: net.Socket | undefined
+    if (open.size - busy >= limit) {
       for (const s of open) {
         if ((answering.get(s) ?? 0) > 0) continue
-        oldest = s
+        open.delete(s)
+        s.destroy()
         break
       }
-      if (oldest === undefined) return void socket.destroy()
-      open.delete(oldest)
-      oldest.destroy()
+    } else if (open.size >= answeredLimit) {
+      // Every other one is being answered (command calls held for a device, up to
+      // commands.maxPending, with the token) and there is no room left beside them.
+      return void socket.destroy()
     }
     open.add(socket)
-    socket.once('close', () => open.delete(socket))
+    socket.once('close', () => {
+      if (open.delete(socket) && (answering.get(socket) ?? 0) > 0) busy--
+    })
   })
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const socket = req.socket
-    answering.set(socket, (answering.get(socket) ?? 0) + 1)
-    res.once('close', () => answering.set(socket, (answering.get(socket) ?? 1) - 1))
+    setAnswering(socket, (answering.get(socket) ?? 0) + 1)
+    res.once('close', () => setAnswering(socket, Math.max(0, (answering.get(socket) ?? 1) - 1)))
   })
 }
 
@@ -298,7 +316,7 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
     overrideGlobalObjects: false,
     serverOptions: { headersTimeout: 10_000, requestTimeout: 30_000, connectionsCheckingInterval: 5_000 },
   }) as Server
-  makeRoom(server, opts.maxConnections ?? 256)
+  makeRoom(server, opts.maxConnections ?? 256, MAX_ANSWERED_CONNECTIONS)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(opts.port, opts.host, () => {

@@ -257,6 +257,35 @@ describe('gateway HTTP face', () => {
     await until(() => silent.filter((s) => s.destroyed || s.readyState === 'closed').length >= 300 - 256, 10_000)
   }, 60_000)
 
+  it('with 300 command calls held for an offline device (each being answered), /healthz still answers a probe', async () => {
+    const gw = await gateway()
+    const device = createRuntime({ bridge: createMqttBridge({ url: gw.broker.url, deviceId: 'away-1' }), services: [beaconService], logger: quiet })
+    await device.start({ waitForBroker: true })
+    await until(() => gw.registry.online() === 1, 30_000)
+    await device.stop({ drainMs: 100 })
+    await until(() => gw.registry.online() === 0, 30_000)
+    const { port } = new URL(gw.http!.url)
+    const held: net.Socket[] = []
+    cleanup(() => held.forEach((s) => s.destroy()))
+    const answered = { n: 0 }
+    for (let i = 0; i < 300; i++) {
+      // In steps, as calls arrive: a socket whose request has not been read yet is one that may give its place.
+      if (i % 50 === 0) await new Promise((r) => setTimeout(r, 300))
+      const sock = net.connect(Number(port), '127.0.0.1').on('error', () => undefined)
+      sock.on('data', () => void answered.n++)
+      sock.write(`POST /devices/away-1/commands/beacon/1/ping?offline=hold&timeoutMs=60000 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`)
+      held.push(sock)
+    }
+    await until(() => held.every((s) => s.readyState === 'open'), 10_000)
+    // Their requests read and held (the held calls are counted in /metrics' own terms by the router).
+    await new Promise((r) => setTimeout(r, 1_000))
+    const probe = await fetch(`${gw.http!.url}/healthz`, { signal: AbortSignal.timeout(5_000) })
+    expect(probe.status).toBe(200)
+    // The held calls are still held: none was answered or cut to make room.
+    expect(answered.n).toBe(0)
+    expect(held.filter((s) => s.destroyed)).toHaveLength(0)
+  }, 60_000)
+
   it('/devices and /devices/:id serve the registry; an unknown device is a 404 with NOT_FOUND', async () => {
     const gw = await gateway()
     const device = createRuntime({ bridge: createMqttBridge({ url: gw.broker.url, deviceId: 'beacon-2' }), services: [beaconService], messaging: { instanceId: 'b2' }, logger: quiet })

@@ -34,6 +34,12 @@ export interface CommandRequest {
    * or came back after a gateway's crash, does not run after its caller gave up.
    */
   sentAt?: number
+  /**
+   * Aborts when the caller has gone (an HTTP client that closed its connection): a call still
+   * waiting for its device stops waiting and gives its place (commands.maxPending) back; one sent
+   * already is no longer waited for (the device may still run it).
+   */
+  signal?: AbortSignal
 }
 
 export interface CommandDefaults {
@@ -147,12 +153,19 @@ export function createCommandRouter(opts: {
     payloads.check(service.commands[req.command]!.payload, contract.document.dialect, req.payload, `payload of ${req.service}.${req.command} for ${entry.device}`)
   }
 
+  /** Waits one poll (less when the deadline is nearer). @throws CANCELLED once the caller has gone */
+  const pause = async (deadline: number, signal: AbortSignal | undefined): Promise<void> => {
+    gone(signal)
+    await new Promise((r) => setTimeout(r, Math.min(pollMs, Math.max(1, deadline - now()))))
+    gone(signal)
+  }
+
   /** Waits until `device` is online or `deadline` passes; its entry then (online or not). */
-  const waitOnline = async (device: string, deadline: number): Promise<DeviceEntry | undefined> => {
+  const waitOnline = async (device: string, deadline: number, signal: AbortSignal | undefined): Promise<DeviceEntry | undefined> => {
     for (;;) {
       const e = registry.get(device)
       if (e?.online === true || now() >= deadline) return e
-      await new Promise((r) => setTimeout(r, Math.min(pollMs, Math.max(1, deadline - now()))))
+      await pause(deadline, signal)
     }
   }
 
@@ -160,10 +173,10 @@ export function createCommandRouter(opts: {
     let entry = registry.get(req.device)
     if (entry === undefined) throw new OutpostError(ErrorCode.DEVICE_UNKNOWN, `no device ${req.device} is known to this gateway`, { details: { device: req.device } })
     // Back after the gateway's restart, most likely within seconds.
-    if (!entry.online && awaited(req.device)) entry = (await waitOnline(req.device, Math.min(deadline, graceEnd))) ?? entry
+    if (!entry.online && awaited(req.device)) entry = (await waitOnline(req.device, Math.min(deadline, graceEnd), req.signal)) ?? entry
     if (!entry.online) {
       if ((req.offline ?? defaults.offline) === 'fail') throw offline(req.device)
-      entry = await waitOnline(req.device, deadline)
+      entry = await waitOnline(req.device, deadline, req.signal)
       if (entry?.online !== true) throw new OutpostError(ErrorCode.DEVICE_OFFLINE, `device ${req.device} did not come back before the deadline`, { retryable: true, details: { device: req.device } })
     }
     const has = offers(entry, req)
@@ -197,7 +210,7 @@ export function createCommandRouter(opts: {
       if (((req.offline ?? defaults.offline) === 'fail' && !coming) || now() >= deadline) {
         throw new OutpostError(ErrorCode.DEVICE_OFFLINE, `every device that runs ${req.service}@${req.version}.${req.command} is offline`, { retryable: true })
       }
-      await new Promise((r) => setTimeout(r, Math.min(pollMs, Math.max(1, deadline - now()))))
+      await pause(deadline, req.signal)
     }
   }
 
@@ -205,13 +218,15 @@ export function createCommandRouter(opts: {
     const left = deadline - now()
     if (left <= 0) throw new OutpostError(ErrorCode.TIMEOUT, `no time left to call ${req.service}.${req.command}`, { retryable: true })
     try {
-      return await runtime.invoke({ service: req.service, version: req.version, command: req.command }, req.payload, { device, timeoutMs: left, ...(req.traceparent === undefined ? {} : { traceparent: req.traceparent }) })
+      gone(req.signal)
+      const reply = runtime.invoke({ service: req.service, version: req.version, command: req.command }, req.payload, { device, timeoutMs: left, ...(req.traceparent === undefined ? {} : { traceparent: req.traceparent }) })
+      return await (req.signal === undefined ? reply : untilGone(reply, req.signal))
     } catch (err) {
       // The runtime's word for a named device that went away in between; or, just after a
       // restart, one the registry saw come back before the runtime did: tried again shortly.
       if (isOutpostError(err, ErrorCode.SERVICE_UNREACHABLE)) {
         if (reconnecting.has(device) && now() < Math.min(graceEnd, deadline - pollMs)) {
-          await new Promise((r) => setTimeout(r, pollMs))
+          await pause(deadline, req.signal)
           return send(req, device, deadline)
         }
         throw offline(device)
@@ -247,6 +262,30 @@ export function createCommandRouter(opts: {
       }
     },
   }
+}
+
+/** @throws CANCELLED when the caller has gone */
+const gone = (signal: AbortSignal | undefined): void => {
+  if (signal?.aborted === true) throw new OutpostError(ErrorCode.CANCELLED, 'the caller has gone')
+}
+
+/** `p`, or CANCELLED as soon as `signal` aborts (what `p` comes to then is dropped). */
+function untilGone<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(new OutpostError(ErrorCode.CANCELLED, 'the caller has gone'))
+    if (signal.aborted) return onAbort()
+    signal.addEventListener('abort', onAbort, { once: true })
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort)
+        resolve(v)
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort)
+        reject(e)
+      },
+    )
+  })
 }
 
 const offline = (device: string): OutpostError => new OutpostError(ErrorCode.DEVICE_OFFLINE, `device ${device} is offline`, { retryable: true, details: { device } })

@@ -93,7 +93,8 @@ export function commandRoutes(app: Hono, commands: { router: CommandRouter; allo
   const run = async (c: Context, target: CommandTarget): Promise<Response> => {
     try {
       const req = await readRequest(c, target)
-      return reply(c, 200, { result: await commands.router.call(req, commands.allow) })
+      // A client that closes its connection has gone: its call stops waiting and gives its place back.
+      return reply(c, 200, { result: await commands.router.call({ ...req, signal: c.req.raw.signal }, commands.allow) })
     } catch (err) {
       if (!(err instanceof BodyTooLarge)) return fail(c, err)
       // The connection is closed after this answer (the rest of a body over DRAIN_BYTES is not

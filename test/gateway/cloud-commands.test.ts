@@ -428,6 +428,23 @@ describe('cloud callers to device commands', () => {
     }, 150_000)
   })
 
+  it('HTTP: a held call whose client has gone gives its place back (commands.maxPending), instead of holding it to its deadline', async () => {
+    const s = await setup({ http: true, maxPending: 1 })
+    await stopDevice(s, s.rt, s.device)
+    const url = `${s.gw.http!.url}/devices/${s.device}/commands/echo/1/say`
+    const gave = new AbortController()
+    const held = fetch(`${url}?offline=hold&timeoutMs=60000`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"text":"wait"}', signal: gave.signal }).catch((e: unknown) => e)
+    const second = async (): Promise<{ status: number; code?: string }> => {
+      const res = await fetch(`${url}?offline=fail`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"text":"now"}' })
+      return { status: res.status, code: ((await res.json()) as Reply['body']).error?.code }
+    }
+    // The one place is taken by the held call.
+    await eventually(async () => (await second()).code === 'GATEWAY_BUSY', 10_000)
+    gave.abort()
+    await held
+    await eventually(async () => (await second()).code === 'DEVICE_OFFLINE', 5_000)
+  }, 60_000)
+
   it('HTTP: a device cannot answer with a code only the gateway gives; a result that breaks the contract or cannot be carried is a 502', async () => {
     const s = await setup({ http: true })
     const odd = defineContract({

@@ -81,9 +81,6 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
     return p.concurrency + ahead
   }
 
-  /** Gives a job leased ahead back to its queue, no attempt counted (see giveBackRunOut). */
-  const releaseAhead = (b: Buffered): void => void store.release(b.job.id, b.job.attempt, clock.now())
-
   const schedule = (): void => {
     if (scheduled || stopped || !started) return
     scheduled = true
@@ -134,7 +131,7 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
         if (stopping) return
         for (const q of all) {
           // Before a lease of run-out jobs could take them again as a new attempt.
-          giveBackRunOut(q, now, releaseAhead)
+          giveBackRunOut(q, now, store)
           if (!q.wanted) continue
           const room = capacity(q) - q.active.size - q.buffer.length
           if (room <= 0) continue
@@ -222,7 +219,15 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
     if (q.filling) return
     q.filling = true
     try {
-      while (!stopping && q.active.size < q.def.policy.concurrency && q.buffer.length > 0) begin(q, q.buffer.shift()!)
+      while (!stopping && q.active.size < q.def.policy.concurrency && q.buffer.length > 0) {
+        // Its lease ran out while it waited (the process stood still): not run on a lease it no
+        // longer holds, but given back at the next turn (giveBackRunOut) and leased again there.
+        if (q.buffer[0]!.job.leaseUntil! <= clock.now()) {
+          q.wanted = true
+          return schedule()
+        }
+        begin(q, q.buffer.shift()!)
+      }
     } finally {
       q.filling = false
     }
@@ -238,17 +243,6 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
       return schedule()
     }
     const now = clock.now()
-    if (job.leaseUntil! <= now) {
-      // Its lease ran out while it waited (the process stood still): not run on a lease it no
-      // longer holds, but given back, and leased again at the next turn with the same attempt.
-      try {
-        releaseAhead(b)
-      } catch (err) {
-        storeTrouble.warn('release-failed', { queue: q.def.key, jobId: job.id, err: errorMessage(err) }, 'job leased ahead not given back; its lease has run out')
-      }
-      q.wanted = true
-      return schedule()
-    }
     const a = new Active(q, job, now, performance.now(), b.renewedAt, job.leaseUntil!, heartbeat)
     q.active.add(a)
     q.stats.started++

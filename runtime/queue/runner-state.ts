@@ -1,5 +1,5 @@
 import type { OutpostError } from '../errors.js'
-import type { Job } from '../ports/queue-store.js'
+import type { Job, QueueStore } from '../ports/queue-store.js'
 import type { QueueRunStats, RunOutcome, RunnerQueue, RunningJob } from './runner-types.js'
 
 // What the queue runner keeps of its queues and of the jobs it holds, shared by its parts
@@ -57,15 +57,8 @@ export interface Buffered {
  * each time, and after `maxAttempts` such stops dead-lettered as LEASE_LOST without having run.
  * Call inside a store transaction; nothing to do costs one comparison per buffered job.
  */
-export function giveBackRunOut(q: QueueState, now: number, release: (b: Buffered) => void): void {
-  let i = 0
-  while (i < q.buffer.length && q.buffer[i]!.job.leaseUntil! > now) i++
-  if (i === q.buffer.length) return
-  q.buffer = q.buffer.filter((b) => {
-    if (b.job.leaseUntil! > now) return true
-    release(b)
-    return false
-  })
+export function giveBackRunOut(q: QueueState, now: number, store: Pick<QueueStore, 'release'>): void {
+  if (q.buffer.some((b) => b.job.leaseUntil! <= now)) q.buffer = q.buffer.filter((b) => b.job.leaseUntil! > now || void store.release(b.job.id, b.job.attempt, now))
 }
 
 /** One queue as the runner keeps it. */

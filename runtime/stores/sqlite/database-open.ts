@@ -70,10 +70,13 @@ function checkDeviceSchema(db: Database.Database, migrations: readonly Migration
   const have = new Set(db.prepare(`SELECT name FROM sqlite_master WHERE type = 'table'`).pluck().all() as string[])
   const missing = tablesOf(migrations, Math.min(current, latest)).filter((t) => !have.has(t))
   if (missing.length > 0) throw notDevice(`no Outpost tables in it: ${missing.join(', ')} missing`)
-  if (current > latest) {
-    throw new OutpostError(ErrorCode.STORE_FAILED, `database ${path} has schema version ${current}, newer than this runtime's ${latest}; it was left as it is (update the runtime)`, { details: { current, latest } })
-  }
-  if (current < latest) throw new OutpostError(ErrorCode.STORE_FAILED, `database ${path} has schema version ${current}, older than this runtime's ${latest}; start the device once to update it (nothing was changed)`, { details: { current, latest } })
+  if (current !== latest) throw otherSchema(path, current, latest)
+}
+
+/** STORE_FAILED for a database of another schema version than this runtime's: newer (left as it is) or older (a device's start updates it). */
+function otherSchema(path: string, current: number, latest: number): OutpostError {
+  const newer = current > latest
+  return new OutpostError(ErrorCode.STORE_FAILED, `database ${path} has schema version ${current}, ${newer ? 'newer' : 'older'} than this runtime's ${latest}; ${newer ? 'it was left as it is (update the runtime)' : 'start the device once to update it (nothing was changed)'}`, { details: { current, latest } })
 }
 
 /**
@@ -138,12 +141,10 @@ export function openChecked(path: string, o: OpenSettings, migrations: readonly 
 export function migrate(db: Database.Database, migrations: readonly Migration[], path: string, access: DatabaseAccess): number {
   const current = db.pragma('user_version', { simple: true }) as number
   const latest = migrations.at(-1)?.version ?? 0
-  if (current > latest) {
-    throw new OutpostError(ErrorCode.STORE_FAILED, `database ${path} has schema version ${current}, newer than this runtime's ${latest}; it was left as it is (update the runtime)`, { details: { current, latest } })
-  }
+  if (current > latest) throw otherSchema(path, current, latest)
   if (access !== 'device') {
     if (current === 0) throw new OutpostError(ErrorCode.STORE_FAILED, `${path} is not a device database (no Outpost schema in it); nothing was changed`, { details: { current, latest, notDevice: true, reason: 'no Outpost schema in it' } })
-    if (current < latest) throw new OutpostError(ErrorCode.STORE_FAILED, `database ${path} has schema version ${current}, older than this runtime's ${latest}; start the device once to update it (nothing was changed)`, { details: { current, latest } })
+    if (current < latest) throw otherSchema(path, current, latest)
     return current
   }
   for (const m of migrations) {

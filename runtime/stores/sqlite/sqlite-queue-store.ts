@@ -35,13 +35,12 @@ type LeasedRow = [
   error_code: string | null, progress: Buffer | null, n: number,
 ]
 
-/** Order in which leased jobs run: higher priority, then earlier due, then older (then by row: made earlier). */
+/**
+ * Order in which leased jobs run: higher priority, then earlier due, then older, then by row (made
+ * earlier). Rows come back by number, mostly in this order already, which the sort (TimSort) sees
+ * in one comparison each; ties by row number, not id, cost no string comparison.
+ */
 const leasedOrder = (a: LeasedRow, b: LeasedRow): number => b[2] - a[2] || a[3] - b[3] || a[5] - b[5] || a[12] - b[12]
-/** Whether leased rows are in run order already (the usual case: rows come back by number, and jobs of one priority are numbered as they are due). */
-const inOrder = (rows: readonly LeasedRow[]): boolean => {
-  for (let i = 1; i < rows.length; i++) if (leasedOrder(rows[i - 1]!, rows[i]!) > 0) return false
-  return true
-}
 
 /**
  * Creates the durable queue store in the device database (payloads and outputs as CBOR). Its
@@ -264,7 +263,7 @@ function makeSqliteQueueStore(database: DeviceDatabase): QueueStore {
       const expired = takeExpired.all(until, now, queue, now, limit - rows.length)
       if (expired.length > 0) rows = rows.concat(expired)
     }
-    if (rows.length > 1 && !inOrder(rows)) rows.sort(leasedOrder)
+    if (rows.length > 1) rows.sort(leasedOrder)
     const jobs = new Array<Job>(rows.length)
     if (heldLeases.size + rows.length > HELD_LEASES_MAX) heldLeases.clear()
     for (let i = 0; i < rows.length; i++) {

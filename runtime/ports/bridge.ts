@@ -33,6 +33,21 @@ export interface InboundFrame {
  */
 export type FrameHandler = (frame: InboundFrame) => void | Promise<void>
 
+/**
+ * What a handler rejects with to leave its frame unacknowledged (a runtime that is stopping takes
+ * no more messages): where the transport can, no acknowledgement is sent, so the broker sends the
+ * frame again to the session's next connection (MQTT QoS 1: no PUBACK); where it cannot (memory,
+ * NATS core), the frame is dropped. Any other rejection is logged and acknowledged.
+ */
+export class LeftUnacknowledged extends Error {
+  constructor() {
+    super('left unacknowledged: the runtime is stopping')
+  }
+}
+
+/** A rejection with LeftUnacknowledged, for a handler to return. */
+export const leaveUnacknowledged = (): Promise<never> => Promise.reject(new LeftUnacknowledged())
+
 /** An active subscription; `unsubscribe` is idempotent. */
 export interface Subscription {
   readonly filter: string

@@ -17,6 +17,7 @@ import { JobContext } from './job-context.js'
 import { createQueueOps, type QueueHandle } from './queue-handle.js'
 import { createQueueRunner, type QueueRunner, type RunOutcome, type RunningJob, type RunnerQueue } from './queue-runner.js'
 import { queuePolicy, type QueuePolicy } from './retry-policy.js'
+import { leaveUnacknowledged } from '../ports/bridge.js'
 
 /** Longest `delayMs` an enqueue takes: ten years. */
 const MAX_DELAY_MS = 10 * 365 * 24 * 3_600_000
@@ -315,7 +316,9 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
     enqueue,
     onBound: (svc, name, b) => (msg) => {
       const env = msg.envelope
-      if (env.kind !== 'event' || deps.stopping()) return
+      if (env.kind !== 'event') return
+      // Stopping: no job made, and not acknowledged either, so the broker sends it again to the next start.
+      if (deps.stopping()) return leaveUnacknowledged()
       const input = boundJob(svc, name, b, env)
       try {
         if (input.invalid !== undefined && !withinDeadBudget(input)) return

@@ -13,6 +13,7 @@ import type { HostedService } from './hosted-service.js'
 import type { RecentMap } from '../recent-map.js'
 import { childTrace, track, type LinkMessage, type RuntimeCore } from './runtime-core.js'
 import { toValidationIssues, validate } from './validation.js'
+import { leaveUnacknowledged } from '../ports/bridge.js'
 
 /** What publishing events needs besides the core. */
 export interface EventsDeps {
@@ -35,7 +36,7 @@ export interface EventsDeps {
 export interface LocalReceiver {
   filter: string
   /** A subscription: handed the event after it was committed. */
-  event?: (msg: LinkMessage) => void
+  event?: (msg: LinkMessage) => void | Promise<void>
   /** A binding: enqueues its job in the same transaction as the event's outbox entry. */
   bind?: (env: Envelope) => void
 }
@@ -45,7 +46,7 @@ export interface Events {
   /** Checks and emits an event of `svc`. Rejects with NO_HANDLER, VALIDATION_FAILED, OUTBOX_FULL, STORE_FAILED, BRIDGE_UNAVAILABLE. */
   emit(svc: HostedService, event: string, payload: unknown, parent?: Envelope, correlation?: string): Promise<void>
   /** The handler of one subscription's broker messages (and of this runtime's own events). */
-  onEvent(svc: HostedService, subName: string, sub: SubscriptionSpec, seen: RecentMap<true>): (msg: LinkMessage) => void
+  onEvent(svc: HostedService, subName: string, sub: SubscriptionSpec, seen: RecentMap<true>): (msg: LinkMessage) => void | Promise<void>
   /** Registers a subscription or binding of this runtime for the events it emits itself. */
   addLocalReceiver(r: LocalReceiver): void
   /** Stores a queue's result event (its payload built by the runtime from checked values) in `stream`. @throws OUTBOX_FULL, STORE_FAILED */
@@ -134,7 +135,8 @@ export function createEvents(deps: EventsDeps): Events {
         })
         pump?.kick()
         const msg: LinkMessage = { topic, envelope: env, retained: false, redelivered: false }
-        for (const r of receivers) r.event?.(msg)
+        // Handled here and now, nothing to acknowledge: a subscription that is stopping just drops it.
+        for (const r of receivers) r.event?.(msg)?.catch(() => undefined)
         return Promise.resolve()
       }
     } catch (err) {
@@ -144,9 +146,11 @@ export function createEvents(deps: EventsDeps): Events {
     return Promise.resolve()
   }
 
-  const onEvent = (svc: HostedService, subName: string, sub: SubscriptionSpec, seen: RecentMap<true>) => (msg: LinkMessage): void => {
+  const onEvent = (svc: HostedService, subName: string, sub: SubscriptionSpec, seen: RecentMap<true>) => (msg: LinkMessage): void | Promise<void> => {
     const env = msg.envelope
-    if (env.kind !== 'event' || core.stopping) return
+    if (env.kind !== 'event') return
+    // Stopping: not handled, and not acknowledged either, so the broker sends it again to the next start.
+    if (core.stopping) return leaveUnacknowledged()
     // The sender's id (src is the topic's sender level): another device that sent an event under
     // the next id of the one subscribed to would otherwise have that one's event dropped.
     const key = `${env.src}/${env.id}`

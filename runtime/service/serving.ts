@@ -7,6 +7,7 @@ import { MessageContext, type ContextDeps } from './handler-context.js'
 import type { HostedService } from './hosted-service.js'
 import { track, type LinkMessage, type RuntimeCore } from './runtime-core.js'
 import { toValidationIssues } from './validation.js'
+import { leaveUnacknowledged } from '../ports/bridge.js'
 
 /** What running a command came to: a result or a wire error. */
 export type Outcome = { value: unknown; error: undefined } | { value: undefined; error: WireError }
@@ -27,7 +28,7 @@ export interface Serving {
   /** Validates, runs the handler and checks its result; never throws, and stays synchronous for synchronous handlers. */
   execute(svc: HostedService | undefined, cmd: Envelope): Outcome | Promise<Outcome>
   /** Handler of the command subscriptions: runs a command once (the inbox drops repeats) and replies. */
-  onCommand(msg: LinkMessage): void
+  onCommand(msg: LinkMessage): void | Promise<void>
 }
 
 /** Creates the serving room of a runtime. */
@@ -146,9 +147,11 @@ export function createServing(deps: ServingDeps): Serving {
     rejections.warn(`inbox:${code}`, { code, msgId: cmd.id, service: cmd.service, command: cmd.name }, `command inbox not available (${code}); commands are served without their redelivery record`)
   }
 
-  const onCommand = (msg: LinkMessage): void => {
+  const onCommand = (msg: LinkMessage): void | Promise<void> => {
     const cmd = msg.envelope
-    if (cmd.kind !== 'command' || core.stopping) return
+    if (cmd.kind !== 'command') return
+    // Stopping: not taken, and not acknowledged either, so the broker sends it again to the next start.
+    if (core.stopping) return leaveUnacknowledged()
     // A repeat is the same sender's message id again: `src` is the sender level of the topic the
     // command came on (the broker's access rules give each device its own), never `/`. Keyed by
     // the id alone, another client that guessed a caller's next ids (its events show how they

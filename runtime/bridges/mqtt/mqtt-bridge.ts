@@ -82,7 +82,10 @@ export function createMqttBridge(opts: MqttBridgeOptions): Bridge {
     c.handleMessage = (packet, callback) => {
       const p = onPublish(packet.topic, packet.payload as Buffer, packet)
       if (p === undefined) callback()
-      else void p.then(() => callback())
+      // Left unacknowledged (the runtime is stopping): called back with the error, MQTT.js sends
+      // no PUBACK (the broker sends the message again) and goes on with the packets behind it (the
+      // PUBACKs of our own publishes among them). Not called back, it read nothing more.
+      else void p.then(() => callback(), (err: Error) => callback(err))
     }
     c.on('connect', (connack) => {
       const seq = reconnects.accepted()

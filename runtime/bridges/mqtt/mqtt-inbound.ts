@@ -2,7 +2,7 @@ import type { IPublishPacket } from 'mqtt'
 import { ErrorCode, OutpostError } from '../../errors.js'
 import { fillRandom } from '../../lazy-builtin.js'
 import type { LogLimiter } from '../../log-limiter.js'
-import type { FrameHandler, InboundFrame } from '../../ports/bridge.js'
+import { LeftUnacknowledged, type FrameHandler, type InboundFrame } from '../../ports/bridge.js'
 import type { createBridgeStats, Routes } from '../bridge-kit.js'
 import type { MqttClient } from './mqtt-options.js'
 import type { OversizedPacket } from './packet-size-guard.js'
@@ -109,14 +109,19 @@ export function createMqttInbound(o: MqttInboundOptions): MqttInbound {
     if (waits === undefined) return undefined
     const all = Promise.all(waits).then(
       () => {},
-      (err: unknown) => trouble.error('subscriber-failed', { err, topic: topic.slice(0, 256) }, 'subscriber failed'),
+      (err: unknown) => {
+        // Passed on: the bridge then sends no PUBACK (see LeftUnacknowledged).
+        if (err instanceof LeftUnacknowledged) throw err
+        trouble.error('subscriber-failed', { err, topic: topic.slice(0, 256) }, 'subscriber failed')
+      },
     )
-    inFlight.add(all)
-    if (packet.qos === 1 && id !== undefined) unacked.add(id)
-    void all.finally(() => {
-      inFlight.delete(all)
+    // What close() waits for: settled either way.
+    const over: Promise<void> = all.catch(() => {}).finally(() => {
+      inFlight.delete(over)
       if (id !== undefined) unacked.delete(id)
     })
+    inFlight.add(over)
+    if (packet.qos === 1 && id !== undefined) unacked.add(id)
     return all
   }
 

@@ -1,7 +1,7 @@
 import type { Msg, NatsConnection, Subscription as NatsSubscription } from '@nats-io/transport-node'
 import { ErrorCode, errorMessage } from '../../errors.js'
 import type { LogLimiter } from '../../log-limiter.js'
-import type { FrameHandler, InboundFrame } from '../../ports/bridge.js'
+import { LeftUnacknowledged, type FrameHandler, type InboundFrame } from '../../ports/bridge.js'
 import type { createBridgeStats } from '../bridge-kit.js'
 import type { NatsStore } from './nats-store.js'
 import { isSystemSubject, subjectToTopic } from './nats-subjects.js'
@@ -118,7 +118,8 @@ export function createInbound(o: InboundOptions): Inbound {
   const track = (p: Promise<void>): void => {
     const q = p.then(
       () => {},
-      (err: unknown) => trouble.error('subscriber-failed', { err: errorMessage(err) }, 'subscriber failed'),
+      // Left unacknowledged (a stopping runtime): NATS core sends nothing again; dropped quietly.
+      (err: unknown) => void (err instanceof LeftUnacknowledged || trouble.error('subscriber-failed', { err: errorMessage(err) }, 'subscriber failed')),
     )
     inFlight.add(q)
     void q.finally(() => inFlight.delete(q))

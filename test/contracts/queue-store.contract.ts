@@ -84,6 +84,16 @@ export function describeQueueStoreContract(name: string, opts: QueueStoreContrac
       expect(store.heartbeat(job.id, 1, T0 + 20_000 + LEASE, LEASE)).toBe(false) // too late: expired
     })
 
+    test('takes a run-out lease again while ready jobs would fill every lease (a process that died, a busy queue)', ({ store }) => {
+      const lost = store.enqueue({ queue: 'q', payload: 'lost' }, T0).job
+      expect(store.lease('q', 1, T0, LEASE).map((j) => j.id)).toEqual([lost.id]) // its process dies
+      for (let i = 0; i < 10; i++) store.enqueue({ queue: 'q', payload: i }, T0 + LEASE)
+      // The lease ran out 2 s ago; the queue has more ready jobs than the limit.
+      const [first, second] = store.lease('q', 2, T0 + LEASE + 2_000, LEASE)
+      expect(first).toMatchObject({ id: lost.id, attempt: 2 })
+      expect(second?.id).not.toBe(lost.id)
+    })
+
     test('retries later, gives a job back on release, and dead-letters with a reason', ({ store }) => {
       const a = store.enqueue({ queue: 'q', payload: 'a' }, T0).job
       const b = store.enqueue({ queue: 'q', payload: 'b' }, T0).job

@@ -101,7 +101,7 @@ function openBeside(path: string, o: OpenSettings, migrations: readonly Migratio
   try {
     db.pragma(`cache_size = -${Math.max(64, Math.floor(o.cacheKiB))}`)
     // SQLite opens a file it may not write read-only without a word, and fails only at the first write.
-    if (cannotWrite(path)) throw new OutpostError(ErrorCode.STORE_READ_ONLY, `database ${path} or its folder cannot be written (read-only file, folder or file system)`)
+    refuseReadOnly(path)
     db.pragma(`synchronous = ${o.synchronous}`)
     db.pragma('foreign_keys = ON')
     return { db, close: () => db.close() }
@@ -109,6 +109,11 @@ function openBeside(path: string, o: OpenSettings, migrations: readonly Migratio
     db.close()
     throw err
   }
+}
+
+/** @throws STORE_READ_ONLY when the file or its folder cannot be written (SQLite would open it read-only without a word, and fail only at the first write) */
+function refuseReadOnly(path: string): void {
+  if (cannotWrite(path)) throw new OutpostError(ErrorCode.STORE_READ_ONLY, `database ${path} or its folder cannot be written (read-only file, folder or file system)`)
 }
 
 /**
@@ -122,7 +127,7 @@ export function openChecked(path: string, o: OpenSettings, migrations: readonly 
     db.pragma(`cache_size = -${Math.max(64, Math.floor(o.cacheKiB))}`)
     // SQLite opens a file it may not write read-only without a word, and fails only at the
     // first write: say so now.
-    if (path !== ':memory:' && cannotWrite(path)) throw new OutpostError(ErrorCode.STORE_READ_ONLY, `database ${path} or its folder cannot be written (read-only file, folder or file system)`)
+    if (path !== ':memory:') refuseReadOnly(path)
     db.pragma('journal_mode = WAL')
     db.pragma(`synchronous = ${o.synchronous}`)
     db.pragma('foreign_keys = ON')

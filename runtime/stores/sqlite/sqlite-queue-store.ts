@@ -251,15 +251,22 @@ function makeSqliteQueueStore(database: DeviceDatabase): QueueStore {
     return { job, created: true }
   }
 
-  // Expired leases are looked for when ready jobs run short, and at least once a second.
+  // Expired leases are looked for when ready jobs run short, and at least once a second: then
+  // first, since a job whose process died has waited longer than any ready one. Looked for only
+  // with the room ready jobs left, they waited for ever behind a queue that never ran short.
   const EXPIRED_EVERY_MS = 1_000
   const expiredCheckedAt = new Map<string, number>()
   const lease = (queue: string, limit: number, now: number, leaseMs: number): Job[] => {
     if (limit <= 0 || pausedOf.get(queue)?.paused === 1) return []
     const until = now + leaseMs
-    let rows = takeReady.all(until, now, queue, now, limit)
-    if (rows.length < limit || now - (expiredCheckedAt.get(queue) ?? -Infinity) >= EXPIRED_EVERY_MS) {
-      expiredCheckedAt.set(queue, now)
+    const due = now - (expiredCheckedAt.get(queue) ?? -Infinity) >= EXPIRED_EVERY_MS
+    let rows: LeasedRow[] = due ? takeExpired.all(until, now, queue, now, limit) : []
+    if (rows.length < limit) {
+      const ready = takeReady.all(until, now, queue, now, limit - rows.length)
+      rows = rows.length === 0 ? ready : rows.concat(ready)
+    }
+    if (due || rows.length < limit) expiredCheckedAt.set(queue, now)
+    if (!due && rows.length < limit) {
       const expired = takeExpired.all(until, now, queue, now, limit - rows.length)
       if (expired.length > 0) rows = rows.concat(expired)
     }

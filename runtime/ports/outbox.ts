@@ -11,9 +11,11 @@ export interface OutboxEntry {
 }
 
 /**
- * The streams a runtime writes: `events`, what services emit (and their jobs' progress), and
- * `results`, jobs' outcomes (completed, failed, dead). Each has its own limit, so that a stream of
- * chatty events, dropping its oldest when full, never pushes out the outcome of a job.
+ * The streams a runtime writes: `events`, what services emit (and their jobs' progress and failed
+ * attempts), and `results`, jobs' outcomes (completed, dead). Each has its own limit, so that a
+ * stream of chatty events, dropping its oldest when full, never pushes out the outcome of a job: a
+ * job retried through an hour offline wrote a `failed` event per attempt, and those pushed out the
+ * completions of other jobs when they shared `results`.
  */
 export type OutboxStream = 'events' | 'results'
 

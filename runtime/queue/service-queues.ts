@@ -179,7 +179,7 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
         policies.set(key, policy)
         const events = resultEventNames(name)
         // Progress goes with the events; an outcome has a stream of its own (ports/outbox.ts).
-        const result = (kind: ResultKind, payload: Record<string, unknown>, job: Job): void => deps.result(svc, events[kind], payload, job, kind === 'progress' ? 'events' : 'results')
+        const result = (kind: ResultKind, payload: Record<string, unknown>, job: Job): void => deps.result(svc, events[kind], payload, job, kind === 'completed' || kind === 'dead' ? 'results' : 'events')
         resultSinks.set(key, result)
         return { key, name, policy, reportsProgress: spec.progress !== undefined && policy.results !== 'none', run: (running) => runJob(svc, name, spec, policy, running), result }
       }),

@@ -1,6 +1,6 @@
 // A device offline (its broker unreachable) whose jobs report progress often, with the outbox's
 // `events` stream small and dropping its oldest when full: the outcome of a job is never among
-// what is dropped. Outcomes (completed, failed, dead) have a stream of their own, `results`; a
+// what is dropped. Outcomes (completed, dead) have a stream of their own, `results`; a
 // job's progress goes with the events. Before, every one of them shared `events`, and the
 // progress of later jobs pushed the completions of earlier ones out of the outbox.
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -78,5 +78,47 @@ describe('result events in a full outbox', () => {
     // Progress and emitted events share `events`, which kept its newest within its limit.
     expect(new Set(waiting.filter((w) => w.env.name !== 'work.completed').map((w) => w.stream))).toEqual(new Set(['events']))
     expect(waiting.some((w) => w.env.name === 'note')).toBe(true)
+  }, 30_000)
+
+  it('failed attempts of a job retried again and again go with the events, never pushing out another job\'s completion', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-results-'))
+    cleanup(() => rmSync(dir, { recursive: true, force: true }))
+    const database = openDeviceDatabase({ path: path.join(dir, 'device.db') })
+    cleanup(() => database.close())
+    // Both streams small and dropping their oldest: only what shares a stream can push it out.
+    const outbox = createSqliteOutbox(database, { limits: { events: { maxBytes: 4_096, policy: 'dropOldest' }, results: { maxBytes: 8_192, policy: 'dropOldest' } } })
+    const flaky = defineContract({
+      name: 'flaky',
+      version: '1',
+      queues: { work: { payload: v.object({ n: v.number() }), result: v.object({ n: v.number() }), maxAttempts: 1_000, backoff: { initialMs: 1, maxMs: 1 } } },
+    })
+    let tries = 0
+    const service = defineService(flaky, {
+      commands: {},
+      workers: {
+        work: ({ n }) => {
+          // Job 0 fails 150 times (a service it needs is away), then succeeds; the others at once.
+          if (n === 0 && ++tries <= 150) throw new Error('not reachable yet')
+          return { n }
+        },
+      },
+    })
+    const bridge = createMqttBridge({ url: 'mqtt://127.0.0.1:9', deviceId: 'flaky-1' })
+    const rt = createRuntime({ bridge, services: [service], queueStore: createSqliteQueueStore(database), outbox })
+    await rt.start({ connectInBackground: true })
+    cleanup(() => rt.stop({ drainMs: 100 }))
+    const q = rt.queue(flaky, 'work')
+    for (let n = 0; n < 5; n++) q.enqueue({ n })
+    await until(() => (rt.stats().queues['flaky/work']?.completed ?? 0) === 5, 20_000)
+    const codec = createEnvelopeCodec()
+    const waiting = outbox.peek(0, 10_000).map((e) => {
+      const d = codec.decode(e.frame)
+      if (!d.ok) throw d.error
+      return { stream: e.stream, name: d.envelope.name, n: (d.envelope.payload as { output?: { n: number } }).output?.n }
+    })
+    expect(rt.stats().outbox!.dropped['full:events'] ?? 0).toBeGreaterThan(0)
+    expect(rt.stats().outbox!.dropped['full:results'] ?? 0).toBe(0)
+    expect(waiting.filter((w) => w.name === 'work.completed').map((w) => w.n).sort()).toEqual([0, 1, 2, 3, 4])
+    expect(new Set(waiting.filter((w) => w.name === 'work.failed').map((w) => w.stream))).toEqual(new Set(['events']))
   }, 30_000)
 })

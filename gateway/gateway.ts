@@ -108,7 +108,11 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   if (opts.port !== undefined) config.mqtt.port = opts.port
   if (opts.host !== undefined) config.mqtt.host = opts.host
   const log = opts.logger ?? createLogger({ name: 'gateway', level: config.log.level, format: config.log.format })
-  if (!config.auth.enabled) log.warn('authentication is off: any client may connect, publish and subscribe (development defaults; start with --config to turn it on)')
+  if (!config.auth.enabled) {
+    // Off by the file's own word, or because no file was given: the way to turn it on differs.
+    const how = config.source === undefined ? 'development defaults; start with --config to turn it on' : `auth.enabled is false in ${config.source}`
+    log.warn(`authentication is off: any client may connect, publish and subscribe (${how})`)
+  }
   // Device logins on and the HTTP face open: whoever reaches it may list devices, call their
   // commands and flash them over the air. Said, as the open broker is.
   else if (config.http.enabled && config.http.token === undefined) {

@@ -7,12 +7,37 @@ import { pino } from 'pino'
 import { describe, expect, it } from 'vitest'
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
 import type { Bridge } from '../../runtime/index.js'
+import { startMqttBroker } from '../../gateway/broker/mqtt-broker.js'
 import { freshAedes } from '../helpers/aedes.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { until } from '../helpers/wait.js'
 
 describe('an MQTT bridge taken over by another client with its client id', () => {
   const cleanup = cleanupAfterEach()
+
+  it('does not take a broker that went down twice in a few seconds for another client with its id', async () => {
+    let broker = await freshAedes()
+    const port = Number(new URL(broker.url).port)
+    cleanup(() => broker.close())
+    const lines: { msg: string }[] = []
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(JSON.parse(chunk.toString()) as { msg: string })
+        done()
+      },
+    })
+    const b = createMqttBridge({ url: broker.url, deviceId: 'alone', reconnect: { initialMs: 50, maxMs: 200 }, logger: pino({ level: 'warn' }, sink) })
+    cleanup(() => b.close({ drainMs: 50 }))
+    await b.connect()
+    // Down and back three times, each connection lasting well under the 10 s that count as stable.
+    for (let k = 0; k < 3; k++) {
+      await broker.close()
+      await new Promise((r) => setTimeout(r, 300))
+      broker = await startMqttBroker({ port })
+      await until(() => b.status.type === 'connected', 10_000)
+    }
+    expect(lines.filter((l) => /same client id/.test(l.msg))).toEqual([])
+  }, 60_000)
 
   it('backs off exponentially instead of reconnecting at once, and says so in one log line', async () => {
     const broker = await freshAedes()

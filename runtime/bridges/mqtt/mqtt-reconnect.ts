@@ -98,6 +98,10 @@ export function createReconnects(o: ReconnectOptions): Reconnects {
         shortLived = 0
       } else if (upMs !== undefined && !hungUp) {
         shortLived++
+      } else if (upMs === undefined) {
+        // An attempt that failed: the broker itself was away (a restart), which a client taking the
+        // session from us never makes it. Short connections either side of it are no takeover.
+        shortLived = 0
       }
       if (status.current.type === 'connected') status.set({ type: 'disconnected' })
       schedule()

@@ -252,7 +252,8 @@ export function createCommandRouter(opts: {
       // A send time in the future (the caller's clock ahead) is not trusted: the deadline counts from now.
       const deadline = (req.sentAt !== undefined && req.sentAt <= at ? req.sentAt : at) + timeoutMs
       if (deadline <= at) {
-        throw new OutpostError(ErrorCode.TIMEOUT, `the request's deadline passed before the gateway took it: sent ${at - req.sentAt!} ms ago with a timeout of ${timeoutMs} ms (nothing was sent to a device)`, { retryable: true, details: { sentAt: req.sentAt, timeoutMs } })
+        // Not retryable: sent again as it is, it fails again (a caller whose clock is behind the gateway's fails every time).
+        throw new OutpostError(ErrorCode.TIMEOUT, `the request's deadline passed before the gateway took it: sent ${at - req.sentAt!} ms ago by its timestamp, with a timeout of ${timeoutMs} ms; nothing was sent to a device (if it was sent just now, the caller's clock is behind the gateway's)`, { details: { sentAt: req.sentAt, timeoutMs } })
       }
       pending++
       try {

@@ -4,6 +4,8 @@
 // The body is the command's payload as JSON; `?timeoutMs=` and `?offline=fail|hold` are optional,
 // a `traceparent` header is passed on. 200 `{ "result": … }`, or the error's status with
 // `{ "error": { code, message, details? } }` (the shape replies carry on the wire).
+import type { IncomingMessage } from 'node:http'
+import type { Socket } from 'node:net'
 import type { Context, Hono } from 'hono'
 import { ErrorCode, OutpostError, toWireError } from '../../runtime/errors.js'
 import { MAX_COMMAND_BODY_BYTES, commandRequest, parseJsonBody, parseOffline, parseTimeout, type CommandTarget } from '../commands/command-request.js'
@@ -89,8 +91,10 @@ async function readRequest(c: Context, target: CommandTarget): Promise<CommandRe
 }
 
 /** Adds the command routes to the app. */
-export function commandRoutes(app: Hono, commands: { router: CommandRouter; allow: readonly string[] }): void {
+export function commandRoutes(app: Hono, commands: { router: CommandRouter; allow: readonly string[] }, hold: (socket: Socket | undefined) => () => void = () => () => {}): void {
   const run = async (c: Context, target: CommandTarget): Promise<Response> => {
+    // Its connection is not taken to make room for another while the call is in progress (http-server.ts, createRoom).
+    const release = hold((c.env as { incoming?: IncomingMessage } | undefined)?.incoming?.socket)
     try {
       const req = await readRequest(c, target)
       // A client that closes its connection has gone: its call stops waiting and gives its place back.
@@ -102,6 +106,8 @@ export function commandRoutes(app: Hono, commands: { router: CommandRouter; allo
       // "other side closed".
       c.header('Connection', 'close')
       return reply(c, 413, { error: { code: ErrorCode.BAD_ARGUMENT, message: `the request body is larger than ${MAX_COMMAND_BODY_BYTES} bytes` } })
+    } finally {
+      release()
     }
   }
   app.post('/devices/:device/commands/:service/:version/:command', (c) =>

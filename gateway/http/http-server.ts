@@ -195,57 +195,86 @@ function cloudCommandMetrics(follow: FollowOf, read: () => [string, CommandFront
   follow('outpost_gateway_cloud_commands_redelivery_dropped_total', 'Cloud command requests dropped after 5 deliveries, each ended by a lost connection (REDELIVERED).', ['front_end'], () => each((s) => s.failed.REDELIVERED ?? 0))
 }
 
-/** Connections while every one is being answered: the command calls a gateway holds at most (commands.maxPending by default) and some. */
+/** Connections while every one has a command call in progress: the calls a gateway holds at most (commands.maxPending by default) and some. */
 const MAX_ANSWERED_CONNECTIONS = 4_096 + 256
+/** Requests one connection may have waiting for their answers at once (pipelined); beyond, it is closed. */
+const MAX_PIPELINED = 32
+
+/** The connections of an HTTP server held to a limit (see createRoom). */
+export interface Room {
+  /** Marks a command call in progress on `socket` (it is not taken to make room meanwhile); the function ends it. */
+  hold(socket: net.Socket | undefined): () => void
+  /** Starts holding `server` to the limit. */
+  attach(server: Server): void
+}
 
 /**
- * Holds `server` to `limit` connections. Node's own limit closed every connection over it at
+ * Holds a server to `limit` connections. Node's own limit closed every connection over it at
  * accept: 256 sockets that sent a header a byte at a time, or nothing, kept /healthz and /readyz
  * from every probe until their header deadline, and an attacker who opened them again every 10 s
  * kept them so (a supervisor would restart a healthy gateway). Now a new connection takes the place
- * of the oldest one that no request is being answered on (one still sending its headers, or idle
- * between requests). `limit` counts those only: sockets a request is being answered on (command
- * calls held for an offline device, with the token) take no place from them, up to
- * `answeredLimit` connections in all. Counted among all, 256 held calls kept every probe out for
- * as long as they were held (commands.maxTimeoutMs, 300 s).
+ * of the oldest one with no command call in progress (one still sending its headers, idle between
+ * requests, or one whose client does not read its answers). `limit` counts those only: connections
+ * with a command call in progress (held for an offline device, say) take no place from them, up to
+ * `answeredLimit` connections in all; counted among all, 256 held calls kept every probe out for as
+ * long as they were held (300 s). Only a command call counts: any answer not read counted before,
+ * and a client without the token took 4,352 connections with pipelined probes it never read, and
+ * the gateway's memory with them. A connection with more than MAX_PIPELINED requests waiting for
+ * their answers is closed.
  */
-function makeRoom(server: Server, limit: number, answeredLimit: number): void {
+export function createRoom(limit: number, answeredLimit: number = MAX_ANSWERED_CONNECTIONS): Room {
   // Insertion order: the oldest first.
   const open = new Set<net.Socket>()
-  // Requests being answered per socket (several, when a client pipelines them).
-  const answering = new WeakMap<net.Socket, number>()
-  /** Open sockets with a request being answered. */
+  // Command calls in progress per socket, and the open sockets with one.
+  const calls = new WeakMap<net.Socket, number>()
   let busy = 0
-  const setAnswering = (socket: net.Socket, n: number): void => {
-    const before = answering.get(socket) ?? 0
-    answering.set(socket, n)
+  const setCalls = (socket: net.Socket, n: number): void => {
+    const before = calls.get(socket) ?? 0
+    calls.set(socket, n)
     if (!open.has(socket)) return
     if (before === 0 && n > 0) busy++
     else if (before > 0 && n === 0) busy--
   }
-  server.on('connection', (socket: net.Socket) => {
-    if (open.size - busy >= limit) {
-      for (const s of open) {
-        if ((answering.get(s) ?? 0) > 0) continue
-        open.delete(s)
-        s.destroy()
-        break
+  // Requests whose answers are not written yet, per socket.
+  const waiting = new WeakMap<net.Socket, number>()
+  return {
+    hold(socket) {
+      if (socket === undefined) return () => {}
+      setCalls(socket, (calls.get(socket) ?? 0) + 1)
+      let done = false
+      return () => {
+        if (done) return
+        done = true
+        setCalls(socket, Math.max(0, (calls.get(socket) ?? 1) - 1))
       }
-    } else if (open.size >= answeredLimit) {
-      // Every other one is being answered (command calls held for a device, up to
-      // commands.maxPending, with the token) and there is no room left beside them.
-      return void socket.destroy()
-    }
-    open.add(socket)
-    socket.once('close', () => {
-      if (open.delete(socket) && (answering.get(socket) ?? 0) > 0) busy--
-    })
-  })
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    const socket = req.socket
-    setAnswering(socket, (answering.get(socket) ?? 0) + 1)
-    res.once('close', () => setAnswering(socket, Math.max(0, (answering.get(socket) ?? 1) - 1)))
-  })
+    },
+    attach(server) {
+      server.on('connection', (socket: net.Socket) => {
+        if (open.size - busy >= limit) {
+          for (const s of open) {
+            if ((calls.get(s) ?? 0) > 0) continue
+            open.delete(s)
+            s.destroy()
+            break
+          }
+        } else if (open.size >= answeredLimit) {
+          // Every other one has a command call in progress (with the token), and no room is left.
+          return void socket.destroy()
+        }
+        open.add(socket)
+        socket.once('close', () => {
+          if (open.delete(socket) && (calls.get(socket) ?? 0) > 0) busy--
+        })
+      })
+      server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+        const socket = req.socket
+        const n = (waiting.get(socket) ?? 0) + 1
+        waiting.set(socket, n)
+        res.once('close', () => waiting.set(socket, Math.max(0, (waiting.get(socket) ?? 1) - 1)))
+        if (n > MAX_PIPELINED) socket.destroy()
+      })
+    },
+  }
 }
 
 /**
@@ -277,7 +306,8 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
     return c.json({ ready: notReady.length === 0, checks, notReady }, notReady.length === 0 ? 200 : 503)
   })
   app.get('/metrics', async (c) => c.body(await metrics.metrics(), 200, { 'Content-Type': metrics.contentType }))
-  if (view.commands !== undefined) commandRoutes(app, view.commands)
+  const room = createRoom(opts.maxConnections ?? 256)
+  if (view.commands !== undefined) commandRoutes(app, view.commands, room.hold)
   app.get('/forward', (c) => c.json(view.forward?.() ?? { targets: {}, dropped: {} }))
   app.get('/devices', (c) => c.json({ devices: view.registry.list() }))
   app.get('/devices/:id', (c) => {
@@ -310,13 +340,13 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
   // timeout; thousands of them took every file descriptor the process had, and devices could no
   // longer connect to the broker. Probes and scrapers need a few connections: past
   // `maxConnections`, a new one takes the place of the oldest that is not being answered (see
-  // makeRoom), and a request must have its headers in 10 s (checked every 5 s).
+  // createRoom), and a request must have its headers in 10 s (checked every 5 s).
   const server = createAdaptorServer({
     fetch: app.fetch,
     overrideGlobalObjects: false,
     serverOptions: { headersTimeout: 10_000, requestTimeout: 30_000, connectionsCheckingInterval: 5_000 },
   }) as Server
-  makeRoom(server, opts.maxConnections ?? 256, MAX_ANSWERED_CONNECTIONS)
+  room.attach(server)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(opts.port, opts.host, () => {

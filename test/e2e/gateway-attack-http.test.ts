@@ -2,7 +2,8 @@
 // every route but /healthz whatever the path's spelling, oversized headers, and slowloris
 // (thousands of connections that never finish their headers), which took every file descriptor
 // of the process so that devices could no longer connect to the broker.
-import { readdirSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { readFileSync, readdirSync } from 'node:fs'
 import net from 'node:net'
 import type { MqttClient } from 'mqtt'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -78,4 +79,48 @@ describe('gateway under attack: the HTTP face', () => {
     expect(a.connected).toBe(true)
     expect(gw.alive()).toBe(true)
   }, 60_000)
+
+  it('no token, answers never read: 400 connections that pipeline probes and never read what comes back hold neither the connections nor the memory', async () => {
+    gw = await startGatewayProcess({ devices: ['dev-a'] })
+    const fds = (): number => readdirSync(`/proc/${gw!.child.pid}/fd`).length
+    const before = fds()
+    const { port } = new URL(gw.httpUrl)
+    // A plain client (Python's sockets, not Node's): a small receive buffer and segment size, as
+    // on a slow link, so that the answers wait in the gateway and not in the kernel.
+    const script = [
+      'import socket, sys, time',
+      'port, n, k = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])',
+      'req = b"GET /healthz HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n" * k',
+      'socks = []',
+      'for i in range(n):',
+      '    s = socket.socket()',
+      '    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)',
+      '    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)',
+      '    s.connect(("127.0.0.1", port))',
+      '    s.setblocking(False)',
+      '    try: s.send(req)',
+      '    except BlockingIOError: pass',
+      '    socks.append(s)',
+      '    time.sleep(0.005)',
+      'print("opened", flush=True)',
+      'time.sleep(60)',
+    ].join('\n')
+    const attacker = spawn('python3', ['-c', script, port!, '400', '1000'], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let said = ''
+    attacker.stdout.on('data', (d: Buffer) => void (said += d.toString()))
+    try {
+      await until(() => said.includes('opened'), 30_000)
+      // Probes answered while the attacker holds what it could; the gateway keeps to its limit.
+      for (let i = 0; i < 5; i++) expect(await rawStatus(gw.httpUrl, 'GET /healthz HTTP/1.1')).toBe(200)
+      await until(() => fds() - before < 300, 30_000)
+      const rssMb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${gw.child.pid}/status`, 'utf8'))![1]) / 1024
+      expect(rssMb).toBeLessThan(400)
+      const a = await gw.connect('dev-a')
+      clients.push(a)
+      expect(a.connected).toBe(true)
+      expect(gw.alive()).toBe(true)
+    } finally {
+      attacker.kill('SIGKILL')
+    }
+  }, 90_000)
 })

@@ -41,7 +41,7 @@ export type FrameHandler = (frame: InboundFrame) => void | Promise<void>
  */
 export class LeftUnacknowledged extends Error {
   constructor() {
-    super('left unacknowledged: the runtime is stopping')
+    super('not acknowledged: stopping')
   }
 }
 

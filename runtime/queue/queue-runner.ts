@@ -222,7 +222,9 @@ export function createQueueRunner(opts: { store: QueueStore; clock: Clock; log: 
       while (!stopping && q.active.size < q.def.policy.concurrency && q.buffer.length > 0) {
         // Its lease ran out while it waited (the process stood still): not run on a lease it no
         // longer holds, but given back at the next turn (giveBackRunOut) and leased again there.
-        if (q.buffer[0]!.job.leaseUntil! <= clock.now()) {
+        // (A step of the clock, not known yet, looks like that too: taken into account first.)
+        const now = clock.now()
+        if (q.buffer[0]!.job.leaseUntil! <= now && (steps.check(now), q.buffer[0]!.job.leaseUntil! <= now)) {
           q.wanted = true
           return schedule()
         }

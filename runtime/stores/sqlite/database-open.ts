@@ -64,13 +64,16 @@ function tablesOf(migrations: readonly Migration[], version: number): string[] {
 function checkDeviceSchema(db: Database.Database, migrations: readonly Migration[], path: string): void {
   const current = db.pragma('user_version', { simple: true }) as number
   const latest = migrations.at(-1)?.version ?? 0
-  const notDevice = (reason: string): OutpostError =>
-    new OutpostError(ErrorCode.STORE_FAILED, `${path} is not a device database (${reason}); nothing was changed`, { details: { notDevice: true, reason } })
-  if (current <= 0) throw notDevice('no Outpost schema in it')
+  if (current <= 0) throw notDevice(path, 'no Outpost schema in it')
   const have = new Set(db.prepare(`SELECT name FROM sqlite_master WHERE type = 'table'`).pluck().all() as string[])
   const missing = tablesOf(migrations, Math.min(current, latest)).filter((t) => !have.has(t))
-  if (missing.length > 0) throw notDevice(`no Outpost tables in it: ${missing.join(', ')} missing`)
+  if (missing.length > 0) throw notDevice(path, `no Outpost tables in it: ${missing.join(', ')} missing`)
   if (current !== latest) throw otherSchema(path, current, latest)
+}
+
+/** STORE_FAILED for a file that is not a device database (details.notDevice), nothing changed. */
+function notDevice(path: string, reason: string, more?: object): OutpostError {
+  return new OutpostError(ErrorCode.STORE_FAILED, `${path} is not a device database (${reason}); nothing was changed`, { details: { ...more, notDevice: true, reason } })
 }
 
 /** STORE_FAILED for a database of another schema version than this runtime's: newer (left as it is) or older (a device's start updates it). */
@@ -148,7 +151,7 @@ export function migrate(db: Database.Database, migrations: readonly Migration[],
   const latest = migrations.at(-1)?.version ?? 0
   if (current > latest) throw otherSchema(path, current, latest)
   if (access !== 'device') {
-    if (current === 0) throw new OutpostError(ErrorCode.STORE_FAILED, `${path} is not a device database (no Outpost schema in it); nothing was changed`, { details: { current, latest, notDevice: true, reason: 'no Outpost schema in it' } })
+    if (current === 0) throw notDevice(path, 'no Outpost schema in it', { current, latest })
     if (current < latest) throw otherSchema(path, current, latest)
     return current
   }

@@ -133,9 +133,11 @@ export function deviceStubs(root: string): Plugin {
         // A stand-in's own import of what it stands in for (node:module's) goes to the original.
         return args.importer === file ? undefined : { path: file }
       })
-      build.onLoad({ filter: fileFilter }, async (args) => {
+      // Each file stood in for is the stand-in, required: a stand-in that serves several files
+      // (better-sqlite3's five methods, pino's four parts) is in the bundle once, not once a file.
+      build.onLoad({ filter: fileFilter }, (args) => {
         const stub = fileOf(args.path)!
-        return { contents: await readFile(path.join(dir, stub.with), 'utf8'), loader: 'js', resolveDir: dir }
+        return { contents: `module.exports = require(${JSON.stringify(`./${stub.with}`)})`, loader: 'js', resolveDir: dir }
       })
       // The shim's own import of the package goes to the package.
       build.onResolve({ filter: /^better-sqlite3$/ }, (args) => (args.importer === sqliteShim ? undefined : { path: sqliteShim }))

@@ -82,7 +82,11 @@ export interface QueueStore {
   enqueue(input: EnqueueInput, now: number): { job: Job; created: boolean }
   /** Several enqueues in one commit, in order. */
   enqueueMany(inputs: EnqueueInput[], now: number): { job: Job; created: boolean }[]
-  /** Up to `limit` jobs of a queue, leased until `now + leaseMs`, in the order they should run. */
+  /**
+   * Up to `limit` jobs of a queue, leased until `now + leaseMs`, in the order they should run. A
+   * store may add a few jobs whose leases ran out (a process that died) beyond `limit`, so that
+   * they are not left behind a queue whose ready jobs always fill it.
+   */
   lease(queue: string, limit: number, now: number, leaseMs: number): Job[]
   /** Extends a current lease (and records progress). */
   heartbeat(id: string, attempt: number, now: number, leaseMs: number, progress?: unknown): boolean

@@ -2,7 +2,7 @@ import type { Logger } from 'pino'
 import { isJobDecision, resultEventNames, type JobDecision, type QueueSpec, type ResultKind } from '../contract/queue.js'
 import type { BindingSpec, BoundEvent, EnqueueOptions, JobRef } from '../contract/service.js'
 import { ErrorCode, OutpostError, errorMessage, isOutpostError, toWireError } from '../errors.js'
-import type { LogLimiter } from '../log-limiter.js'
+import { createLogLimiter, type LogLimiter } from '../log-limiter.js'
 import { nodeCrypto } from '../lazy-builtin.js'
 import type { Clock } from '../ports/clock.js'
 import type { OutboxStream } from '../ports/outbox.js'
@@ -97,8 +97,12 @@ const decided = (d: JobDecision): RunOutcome =>
     : { kind: 'retry', error: { code: ErrorCode.JOB_RETRY, message: d.reason }, delayMs: d.delayMs }
 
 /** Binds the services' declared queues to a store and runs their workers. */
+/** Failures of the link a worker meets at every attempt while it lasts (see workerFailed). */
+const TRANSIENT: ReadonlySet<string> = new Set([ErrorCode.BRIDGE_UNAVAILABLE, ErrorCode.SERVICE_UNREACHABLE, ErrorCode.TIMEOUT])
+
 export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
   const { store, clock, counters, childTrace } = deps
+  const workerTrouble = createLogLimiter(deps.log, { clock })
   /** A queue's name in the store: queues of different services on one device never mix. */
   const queueKey = (svc: HostedService, queue: string): string => `${svc.def.contract.name}/${queue}`
   const policies = new Map<string, QueuePolicy>()
@@ -156,12 +160,14 @@ export function createServiceQueues(deps: ServiceQueuesDeps): ServiceQueues {
       if (isJobDecision(err)) return decided(err)
       const wire = toWireError(err)
       if (wire.code === ErrorCode.INTERNAL) ctx.log.error({ err }, 'worker failed')
-      // An expected failure (the broker away, a service unreachable, a timeout) comes again at
+      // A failure of the link (the broker away, a service unreachable, a timeout) comes again at
       // every attempt of every job while it lasts: a line per queue and code a minute, with counts
-      // (167,000 lines in 150 s offline before). Each attempt still has its `failed` event.
+      // (167,000 lines in 150 s offline before), on a limiter of its own (not the one for frames
+      // from other devices). Each attempt still has its `failed` event.
+      else if (!TRANSIENT.has(wire.code)) ctx.log.warn({ code: wire.code }, wire.message)
       else {
         const j = ctx.job as { id: string; queue: string; attempt: number }
-        deps.rejections.warn(`worker-failed:${j.queue}:${wire.code}`, { queue: j.queue, jobId: j.id, attempt: j.attempt, code: wire.code }, wire.message)
+        workerTrouble.warn(`${j.queue}:${wire.code}`, { queue: j.queue, jobId: j.id, attempt: j.attempt, code: wire.code }, wire.message)
       }
       return { kind: 'retry', error: wire }
     } catch {

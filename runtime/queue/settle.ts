@@ -46,7 +46,14 @@ export function createSettler(deps: { store: QueueStore; log: Logger; random?: (
     const next = afterFailure(job, q.def.policy, now, outcome.delayMs, deps.random)
     if ('dead' in next) return bury(q, job, outcome.error, next.dead, now)
     if (!store.retry(job.id, job.attempt, next.retryAt, outcome.error.message, now, { code: outcome.error.code })) return 'stale'
-    emitResult(q, 'failed', { jobId: job.id, queue: q.def.name, attempt: job.attempt, error: { code: outcome.error.code, message: outcome.error.message }, retryAt: next.retryAt }, job)
+    // An attempt's failure is news, not an outcome: one that cannot be stored (its stream full and
+    // refusing) does not hold the job's retry back (it stalled until its lease ran out).
+    try {
+      emitResult(q, 'failed', { jobId: job.id, queue: q.def.name, attempt: job.attempt, error: { code: outcome.error.code, message: outcome.error.message }, retryAt: next.retryAt }, job)
+    } catch (err) {
+      // Counted in stats().queues[…].resultsFailed; said once.
+      if (!q.stats.resultsFailed++) log.warn({ queue: q.def.key, err: errorMessage(err) }, 'failed-attempt events not stored')
+    }
     return 'retried'
   }
 

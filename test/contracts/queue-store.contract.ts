@@ -94,6 +94,17 @@ export function describeQueueStoreContract(name: string, opts: QueueStoreContrac
       expect(second?.id).not.toBe(lost.id)
     })
 
+    test('runs a ready job of higher priority before a run-out lease of lower priority', ({ store }) => {
+      const low = store.enqueue({ queue: 'q', payload: 'low' }, T0).job
+      store.lease('q', 1, T0, LEASE) // its process dies
+      const high = store.enqueue({ queue: 'q', payload: 'high', priority: 5 }, T0 + LEASE)
+      const leased = store.lease('q', 1, T0 + LEASE + 2_000, LEASE).map((j) => j.id)
+      expect(leased[0]).toBe(high.job.id)
+      // The run-out one is not left behind: taken now (after it) or at the next lease.
+      if (leased.length === 1) expect(store.lease('q', 1, T0 + LEASE + 2_001, LEASE).map((j) => j.id)).toEqual([low.id])
+      else expect(leased).toEqual([high.job.id, low.id])
+    })
+
     test('retries later, gives a job back on release, and dead-letters with a reason', ({ store }) => {
       const a = store.enqueue({ queue: 'q', payload: 'a' }, T0).job
       const b = store.enqueue({ queue: 'q', payload: 'b' }, T0).job

@@ -9,7 +9,7 @@ import { pino } from 'pino'
 import * as v from 'valibot'
 import { describe, expect, it } from 'vitest'
 import { createMqttBridge } from '../../runtime/bridges/mqtt/mqtt-bridge.js'
-import { createRuntime, defineContract, defineService } from '../../runtime/index.js'
+import { createMemoryBridge, createMemoryHub, createRuntime, defineContract, defineService, ErrorCode, OutpostError } from '../../runtime/index.js'
 import { createSqliteOutbox, createSqliteQueueStore, openDeviceDatabase } from '../../runtime/stores/sqlite/index.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
 import { until } from '../helpers/wait.js'
@@ -43,5 +43,20 @@ describe('worker failures while offline', () => {
     expect(failures.length).toBeGreaterThanOrEqual(1)
     expect(failures.length).toBeLessThanOrEqual(2)
     expect(rt.stats().outbox!.appended).toBeGreaterThanOrEqual(40 * 3)
+    // Not counted among the frames of other devices that were refused (a limiter of its own).
+    expect(Object.keys(rt.stats().rejections)).toEqual([])
+  }, 30_000)
+
+  it('a failure of the worker itself (not of the link) is still logged at every attempt', async () => {
+    const lines: { msg: string }[] = []
+    const logger = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as { msg: string }) })
+    const service = defineService(near, { uses: [far], commands: {}, workers: { call: ({ n }) => { throw new OutpostError(ErrorCode.VALIDATION_FAILED, `reading ${n} is out of range`) } } })
+    const rt = createRuntime({ bridge: createMemoryBridge({ hub: createMemoryHub(), deviceId: 'near-2' }), services: [service], logger })
+    await rt.start()
+    cleanup(() => rt.stop({ drainMs: 100 }))
+    const q = rt.queue(near, 'call')
+    for (let n = 0; n < 5; n++) q.enqueue({ n })
+    await until(() => q.metrics().dead === 5, 20_000)
+    expect(lines.filter((l) => /out of range/.test(l.msg))).toHaveLength(15)
   }, 30_000)
 })

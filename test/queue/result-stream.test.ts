@@ -121,4 +121,39 @@ describe('result events in a full outbox', () => {
     expect(waiting.filter((w) => w.name === 'work.completed').map((w) => w.n).sort()).toEqual([0, 1, 2, 3, 4])
     expect(new Set(waiting.filter((w) => w.name === 'work.failed').map((w) => w.stream))).toEqual(new Set(['events']))
   }, 30_000)
+
+  it('a failed attempt whose event the full events stream refuses is tried again on time, not when its lease runs out', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'outpost-results-'))
+    cleanup(() => rmSync(dir, { recursive: true, force: true }))
+    const database = openDeviceDatabase({ path: path.join(dir, 'device.db') })
+    cleanup(() => database.close())
+    const outbox = createSqliteOutbox(database, { limits: { events: { maxBytes: 2_048, policy: 'reject' } } })
+    const once = defineContract({
+      name: 'once',
+      version: '1',
+      queues: { work: { payload: v.object({ n: v.number() }), result: v.object({ n: v.number() }), backoff: { initialMs: 1, maxMs: 1 } } },
+    })
+    const tried = new Set<number>()
+    const service = defineService(once, {
+      commands: {},
+      workers: {
+        work: ({ n }) => {
+          // Each job fails its first attempt, then succeeds.
+          if (!tried.has(n)) {
+            tried.add(n)
+            throw new Error('first attempt fails')
+          }
+          return { n }
+        },
+      },
+    })
+    const rt = createRuntime({ bridge: createMqttBridge({ url: 'mqtt://127.0.0.1:9', deviceId: 'once-1' }), services: [service], queueStore: createSqliteQueueStore(database), outbox })
+    await rt.start({ connectInBackground: true })
+    cleanup(() => rt.stop({ drainMs: 100 }))
+    const q = rt.queue(once, 'work')
+    for (let n = 0; n < 60; n++) q.enqueue({ n })
+    // Well within the 30 s lease: the refused `failed` events do not hold the retries back.
+    await until(() => q.metrics().completed === 60, 10_000)
+    expect(rt.stats().queues['once/work']?.resultsFailed).toBeGreaterThan(0)
+  }, 30_000)
 })

@@ -32,7 +32,7 @@ export interface MqttBridgeOptions {
   clock?: Clock
   /** MQTT protocol level: 4 (3.1.1, default) or 5. */
   protocolVersion?: 4 | 5
-  /** Keep the broker session across reconnects (default true: QoS 1 messages wait for the device). */
+  /** Keep the broker session across reconnects and restarts (default true: QoS 1 messages wait for the device; on MQTT 5 with a Session Expiry Interval of 0xFFFFFFFF, never expiring, as a 3.1.1 session). */
   persistentSession?: boolean
   /** Extra TLS options for mqtts. */
   tls?: tls.ConnectionOptions
@@ -121,6 +121,8 @@ export function mqttClientOptions(opts: MqttBridgeOptions, setup: MqttClientSetu
   }
   // MQTT 5: the broker is told the largest packet we take, and does not send a larger one
   // [MQTT-3.1.2-24]; the limit counts the whole packet (fixed header up to 5 bytes).
-  if (options.protocolVersion === 5) options.properties = { ...options.properties, maximumPacketSize: setup.maxPacketBytes + 5 }
+  // A persistent session asks to outlive the connection: without a Session Expiry Interval it
+  // ends at the disconnect [MQTT-3.1.2-23], and what was sent while the device was away was lost.
+  if (options.protocolVersion === 5) options.properties = { ...options.properties, maximumPacketSize: setup.maxPacketBytes + 5, ...(options.clean ? {} : { sessionExpiryInterval: 0xffffffff }) }
   return options
 }

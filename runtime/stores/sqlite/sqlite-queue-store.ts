@@ -252,22 +252,18 @@ function makeSqliteQueueStore(database: DeviceDatabase): QueueStore {
   }
 
   // Expired leases are looked for when ready jobs run short, and at least once a second: then
-  // first, since a job whose process died has waited longer than any ready one. Looked for only
-  // with the room ready jobs left, they waited for ever behind a queue that never ran short.
+  // even when ready jobs filled the lease, a few more (up to 16), so that a job whose process died
+  // does not wait for ever behind a queue that never runs short (it did); the sort below still
+  // runs a ready job of higher priority first.
   const EXPIRED_EVERY_MS = 1_000
   const expiredCheckedAt = new Map<string, number>()
   const lease = (queue: string, limit: number, now: number, leaseMs: number): Job[] => {
     if (limit <= 0 || pausedOf.get(queue)?.paused === 1) return []
     const until = now + leaseMs
-    const due = now - (expiredCheckedAt.get(queue) ?? -Infinity) >= EXPIRED_EVERY_MS
-    let rows: LeasedRow[] = due ? takeExpired.all(until, now, queue, now, limit) : []
-    if (rows.length < limit) {
-      const ready = takeReady.all(until, now, queue, now, limit - rows.length)
-      rows = rows.length === 0 ? ready : rows.concat(ready)
-    }
-    if (due || rows.length < limit) expiredCheckedAt.set(queue, now)
-    if (!due && rows.length < limit) {
-      const expired = takeExpired.all(until, now, queue, now, limit - rows.length)
+    let rows = takeReady.all(until, now, queue, now, limit)
+    if (rows.length < limit || now - (expiredCheckedAt.get(queue) ?? -Infinity) >= EXPIRED_EVERY_MS) {
+      expiredCheckedAt.set(queue, now)
+      const expired = takeExpired.all(until, now, queue, now, Math.max(limit - rows.length, Math.min(limit, 16)))
       if (expired.length > 0) rows = rows.concat(expired)
     }
     if (rows.length > 1) rows.sort(leasedOrder)

@@ -33,9 +33,6 @@ import { openGatewayDatabase, setAsideGatewayDatabases } from './store/gateway-d
 
 import { GATEWAY_CLIENT_ID, RESERVED_DEVICE_IDS } from './devices/reserved-ids.js'
 
-/** A device offline for less than this when the gateway starts counts as one coming back (commands wait for it briefly). */
-const RECENTLY_ONLINE_MS = 5 * 60_000
-
 export { RESERVED_DEVICE_IDS }
 
 /** A running gateway: the local broker plus a monitor that follows devices and their events. */
@@ -108,11 +105,8 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   if (opts.port !== undefined) config.mqtt.port = opts.port
   if (opts.host !== undefined) config.mqtt.host = opts.host
   const log = opts.logger ?? createLogger({ name: 'gateway', level: config.log.level, format: config.log.format })
-  if (!config.auth.enabled) {
-    // Off by the file's own word, or because no file was given: the way to turn it on differs.
-    const how = config.source === undefined ? 'development defaults; start with --config to turn it on' : `auth.enabled is false in ${config.source}`
-    log.warn(`authentication is off: any client may connect, publish and subscribe (${how})`)
-  }
+  // Off by the file's own word, or for want of a file: the way to turn it on differs.
+  if (!config.auth.enabled) log.warn(`authentication is off: any client may connect, publish and subscribe (${config.source === undefined ? 'development defaults; start with --config to turn it on' : `auth.enabled is false in ${config.source}`})`)
   // Device logins on and the HTTP face open: whoever reaches it may list devices, call their
   // commands and flash them over the air. Said, as the open broker is.
   else if (config.http.enabled && config.http.token === undefined) {
@@ -132,10 +126,9 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   const devices = createDeviceTable(database)
   // The gateway's own clients are not devices; no device is online on a broker that has just started.
   const registry = createRegistry(database, { exclude: RESERVED_DEVICE_IDS, log })
-  // Devices online when the last gateway stopped (or died), or until shortly before: they are
-  // expected back within seconds, and commands for them wait a little (see the command router).
+  // Devices online at the last gateway's end (or 5 minutes before): commands wait for them a little (command router).
   const startedAt = Date.now()
-  const wereOnline = registry.list().filter((e) => e.online || startedAt - e.changedAt < RECENTLY_ONLINE_MS).map((e) => e.device)
+  const wereOnline = registry.list().filter((e) => e.online || startedAt - e.changedAt < 300_000).map((e) => e.device)
   registry.offlineAll(startedAt)
   // Messages through each broker, for /metrics.
   const traffic = config.http.enabled ? createTraffic() : undefined

@@ -107,14 +107,11 @@ function makeSqliteQueueStore(database: DeviceDatabase): QueueStore {
   // come back as arrays of the columns a leased job can have set: better-sqlite3 builds an
   // object per row property by property, which cost more than the UPDATE itself. A job that can
   // be leased has no output and no dead reason (only completed and dead jobs do), so those two
-  // are not read back: each column read costs, even a NULL. The payload comes back as hex text:
-  // a blob is a Buffer better-sqlite3 allocates on its own for each row, while the string is
-  // turned into bytes in Node's shared buffer pool (a lease of 128 jobs: 0.4 µs less per job).
-  //
-  // Their LIMIT is written `? + 0`, not `?`: the SQLite that better-sqlite3 ships (3.53, with
-  // STAT4) reads a bare `LIMIT ?` at prepare time and expires the statement whenever that
-  // parameter is bound again, so every lease parsed and planned it anew (~80 µs a call). An
-  // expression is evaluated when the statement runs, like a bound parameter used to be.
+  // are not read back: each column read costs, even a NULL. The payload comes as hex text, made
+  // into bytes in Node's buffer pool (a blob is a Buffer of its own per row: 0.4 µs more a job).
+  // Their LIMIT is written `? + 0`, not `?`: the SQLite that better-sqlite3 ships (3.53, STAT4)
+  // reads a bare `LIMIT ?` at prepare time and expires the statement whenever it is bound again,
+  // so every lease was parsed and planned anew (~80 µs); an expression is evaluated at run time.
   const LEASED_COLUMNS = 'id, hex(payload), priority, run_at, attempt, created_at, idem_key, corr, traceparent, error, error_code, progress, n'
   const takeReady = db.prepare<[number, number, string, number, number], LeasedRow>(
     `UPDATE jobs SET state = 'leased', attempt = attempt + 1, lease_until = ?, updated_at = ?
@@ -145,9 +142,8 @@ function makeSqliteQueueStore(database: DeviceDatabase): QueueStore {
   const FINISH = "UPDATE jobs SET state = 'completed', output = ?, lease_until = NULL, updated_at = ? WHERE n = ? AND id = ? AND attempt = ? AND state = 'leased'"
   const finish = db.prepare<[Uint8Array, number, number, string, number]>(FINISH)
   const finishReturningQueue = prepareLater<[Uint8Array, number, number, string, number], string>(db, `${FINISH} RETURNING queue`, (st) => st.pluck(true))
-  // The queue and row of each job this store leased and has not settled yet, so that completing
-  // it can be counted without reading the queue back (RETURNING costs about as much as the count).
-  // Bounded: a job completed by a store that did not lease it reads its queue back.
+  // The queue and row of each job this store leased and has not settled, so completing it is
+  // counted without reading the queue back (bounded: another store's job reads it back).
   const heldLeases = new Map<string, { queue: string; n: number }>()
   const HELD_LEASES_MAX = 65_536
   /** The row of a job whose lease the verb that follows ends, forgotten as leased here. */
@@ -175,10 +171,8 @@ function makeSqliteQueueStore(database: DeviceDatabase): QueueStore {
   const STATES: readonly JobState[] = ['ready', 'leased', 'completed', 'dead']
   const purgeState = Object.fromEntries(STATES.map((st) => [st, prepareLater<[string]>(db, `DELETE FROM jobs WHERE queue = ? AND state = '${st}'`)])) as Record<JobState, LaterStatement<[string], unknown>>
   // Completed jobs have no index: pruning walks the rows in number order up to the first one
-  // created at the cutoff or later (a job last changed before the cutoff was created before it),
-  // not the whole table. That row is found by bisection over the numbers, which grow with
-  // creation time; were the clock ever set back, the walk would stop early (pruning less, never
-  // more: every row it deletes is checked against the cutoff).
+  // created at the cutoff or later (found by bisection: numbers grow with creation time), not the
+  // whole table; a clock set back stops it early (pruning less, never more: each row is checked).
   const pruneOld = prepareLater(db, "DELETE FROM jobs WHERE n < ? AND queue = ? AND state = 'completed' AND updated_at < ?")
   const rowFrom = prepareLater<[number], { n: number; created_at: number }>(db, 'SELECT n, created_at FROM jobs WHERE n >= ? ORDER BY n LIMIT 1')
   /** The number of the first row created at `ms` or later (one past the last row if none). */
@@ -251,10 +245,9 @@ function makeSqliteQueueStore(database: DeviceDatabase): QueueStore {
     return { job, created: true }
   }
 
-  // Expired leases are looked for when ready jobs run short, and at least once a second: then
-  // even when ready jobs filled the lease, a few more (up to 16), so that a job whose process died
-  // does not wait for ever behind a queue that never runs short (it did); the sort below still
-  // runs a ready job of higher priority first.
+  // Expired leases are looked for when ready jobs run short, and at least once a second: then up
+  // to 16 beyond the limit, so a job whose process died is not left behind a queue that never runs
+  // short (it was); the sort still runs a ready job of higher priority first.
   const EXPIRED_EVERY_MS = 1_000
   const expiredCheckedAt = new Map<string, number>()
   const lease = (queue: string, limit: number, now: number, leaseMs: number): Job[] => {
@@ -280,9 +273,8 @@ function makeSqliteQueueStore(database: DeviceDatabase): QueueStore {
   const steps = createQueueClockSteps(db, tx)
 
   // Completions inside a transaction are counted in one statement per queue just before it
-  // commits (a group commit settles hundreds); a rolled-back savepoint takes its own back.
-  // Once written, counts are undone by SQLite with their transaction, so a rollback takes back
-  // only completions gathered since the last write (`written` tells them apart).
+  // commits (a group commit settles hundreds); a rolled-back savepoint takes its own back. Once
+  // written, counts are undone by SQLite, so a rollback takes back only those gathered since.
   const completions = new Map<string, number>()
   let written = 0
   const writeCompletions = (): void => {
@@ -386,8 +378,7 @@ function makeSqliteQueueStore(database: DeviceDatabase): QueueStore {
     transaction: database.deviceTransaction,
   }
   // Statements run on their own (outside a transaction, whose errors the device database
-  // translates) leave with storage error codes too. The hot ones (lease, complete, enqueue) run
-  // inside transactions.
+  // translates) leave with storage error codes too; the hot ones run inside transactions.
   const file = database.path
   return Object.assign(store, {
     heartbeat: guardStore(file, store.heartbeat),

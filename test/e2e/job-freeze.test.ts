@@ -5,7 +5,7 @@
 // ahead never started: the stop must not cost it an attempt. Before, each stop took one from
 // every job waiting in the buffer, and after `maxAttempts` stops they were dead-lettered
 // (LEASE_LOST, "the device died or froze while running it") without ever having run.
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -21,11 +21,17 @@ describe('a device process stopped and continued', () => {
     dir = mkdtempSync(path.join(tmpdir(), 'outpost-job-freeze-'))
     script = await buildHelperProcess('freeze-worker')
   })
-  afterAll(() => rmSync(dir, { recursive: true, force: true }))
+  // A failing test may leave the device stopped (SIGSTOP): SIGKILL ends it even so.
+  const children: ChildProcess[] = []
+  afterAll(() => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
+    rmSync(dir, { recursive: true, force: true })
+  })
 
   it('costs an attempt only of the job that was running, not of the jobs leased ahead', async () => {
     const JOBS = 12
     const child = spawn(process.execPath, [script, path.join(dir, 'device.db'), String(JOBS)], { stdio: ['ignore', 'pipe', 'inherit'] })
+    children.push(child)
     let out = ''
     child.stdout.on('data', (d: Buffer) => void (out += d.toString()))
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)))

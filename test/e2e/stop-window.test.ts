@@ -27,7 +27,10 @@ describe('events that arrive while a device stops', () => {
     script = await buildHelperProcess('stop-listener')
     broker = await freshAedes()
   })
+  // Whatever a failing test left running is killed.
+  const children: ChildProcess[] = []
   afterAll(async () => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
     await broker.close()
     rmSync(dir, { recursive: true, force: true })
   })
@@ -36,6 +39,7 @@ describe('events that arrive while a device stops', () => {
     let out = ''
     const start = async (): Promise<ChildProcess> => {
       const child = spawn(process.execPath, [script, path.join(dir, 'device.db'), broker.url], { stdio: ['ignore', 'pipe', 'inherit'] })
+      children.push(child)
       const before = out.split('ready\n').length
       child.stdout!.on('data', (d: Buffer) => void (out += d.toString()))
       await until(() => out.split('ready\n').length > before, 20_000)

@@ -21,6 +21,7 @@ import { createDeviceTable, type DeviceTable } from './devices/device-table.js'
 import { startHttpServer, type HttpServer } from './http/http-server.js'
 import { createTraffic } from './http/traffic.js'
 import { ownPayloads } from './persistence/own-payloads.js'
+import { guardReplay } from './persistence/replay-guard.js'
 import { limitRetained } from './persistence/retained-limit.js'
 import { createSqlitePersistence } from './persistence/sqlite-persistence.js'
 import { createRegistry, type Registry } from './registry/registry.js'
@@ -124,7 +125,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   // The gateway database (devices, registry): in memory when nothing is kept on disk.
   const database: DeviceDatabase = openGatewayDatabase(config.dataDir === undefined ? ':memory:' : path.join(config.dataDir, 'gateway.db'))
   const devices = createDeviceTable(database)
-  // The gateway's own clients are not devices; no device is online on a broker that has just started.
+  // Its own clients are not devices; no device is online on a broker that has just started.
   const registry = createRegistry(database, { exclude: RESERVED_DEVICE_IDS, log })
   // Devices online at the last gateway's end (or 5 minutes before): commands wait for them a little (command router).
   const startedAt = Date.now()
@@ -142,16 +143,16 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     if (aside.length === 0) log.warn('no device is registered yet: every device login is refused (add one with outpost devices add)')
     else log.warn({ setAside: aside }, `no device is registered: every device login is refused. A damaged gateway database was set aside as ${aside.at(-1)}; the devices registered in it are not in this one (restore gateway.db from a backup, or add them again with outpost devices add)`)
   }
-  // A client that connects in a loop, or a flood of clients, writes a line a minute per client
-  // (the limiter tracks 256 of them, the rest share one line), never one per connection.
+  // A client that connects in a loop, or a flood of clients: a line a minute per client (256
+  // tracked, the rest share one line), never one per connection.
   const clients = createLogLimiter(log, { intervalMs: opts.clientLogIntervalMs, maxReasons: 256 })
   const troubles = createLogLimiter(log, { intervalMs: opts.clientLogIntervalMs })
-  // Broker state: in broker.db (survives a restart of the gateway), or as long as the gateway
-  // process lives (a broker restarted by a drill keeps it).
+  // Broker state: in broker.db (survives a restart), or in memory (a drill's new broker keeps it).
   const brokerDatabase = config.persistence === 'sqlite' && config.dataDir !== undefined ? createSqlitePersistence({ path: path.join(config.dataDir, 'broker.db'), log, maxQueuedMessages: config.mqtt.sessionMaxMessages, maxQueuedBytes: config.mqtt.sessionMaxBytes }) : undefined
   const persistence = brokerDatabase ?? memoryPersistence()
-  // What the broker keeps does not hold on to the socket reads it came in (own-payloads.ts).
+  // Kept payloads do not hold the socket reads they came in; a returning session is not cut off.
   ownPayloads(persistence as unknown as Parameters<typeof ownPayloads>[0])
+  guardReplay(persistence as unknown as Parameters<typeof guardReplay>[0])
   // Retained messages bounded in topics and bytes (any client may retain on any topic with auth off).
   const retained = await limitRetained(persistence as unknown as Parameters<typeof limitRetained>[0], { maxTopics: config.mqtt.retainedMaxTopics, maxBytes: config.mqtt.retainedMaxBytes, log })
   // Events on their way to cloud targets: forward.db beside the others (in memory without a data folder).
@@ -214,9 +215,9 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     b.aedes.on('clientDisconnect', (c) => clients.info(`disconnected ${loggedId(c.id)}`, { client: loggedId(c.id) }, 'device disconnected'))
     // Malformed packets, protocol violations, sockets cut mid-packet: what a hostile or broken client causes.
     b.aedes.on('clientError', (c, err) => {
-      // The gateway's own client, closed as the gateway stops: its socket may end before the
-      // broker has read its DISCONNECT (it is still storing the offline presence sent before).
-      if (closed !== undefined && c.id === GATEWAY_CLIENT_ID) return
+      // Not the client's fault: "connection closed" is aedes writing to one that just left; the
+      // gateway's own client's socket may end, as it stops, before its DISCONNECT was read.
+      if (why(err) === 'connection closed' || (closed !== undefined && c.id === GATEWAY_CLIENT_ID)) return
       troubles.warn(`client error: ${why(err).slice(0, 80)}`, { client: loggedId(c.id), err: why(err) }, 'client error')
     })
     b.aedes.on('connectionError', (c, err) => troubles.warn(`connection error: ${why(err).slice(0, 80)}`, { client: loggedId(String(c.id)), err: why(err) }, 'connection refused'))

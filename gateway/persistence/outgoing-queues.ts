@@ -7,8 +7,6 @@ export interface Queued {
   packet: StoredPacket
   /** What it counts for in its client's byte budget (kept: a PUBREL takes the place of its PUBLISH). */
   bytes: number
-  /** Set once taken out of the queue (acknowledged). */
-  taken?: true
 }
 
 /** How the queues of persistent sessions stand, for metrics. */
@@ -29,10 +27,8 @@ export interface OutgoingQueues {
   restore(clientId: string, seq: number, packet: StoredPacket): void
   /** Appends a copy of `packet` when the client's queue has room (counted and logged when not). */
   add(clientId: string, packet: StoredPacket, copy: (p: StoredPacket) => StoredPacket): Queued | undefined
-  /** Takes the entry at `index` out of a client's queue (acknowledged). */
+  /** Takes the entry at `index` out of a client's queue. */
   take(clientId: string, index: number): Queued
-  /** Whether a client acknowledged this message lately (the last 4,096 taken, over all clients). */
-  wasTaken(clientId: string, packet: StoredPacket): boolean
   stats(): SessionQueueStats
 }
 
@@ -47,8 +43,6 @@ export function createOutgoingQueues(opts: { maxQueued: number; maxQueuedBytes: 
   let queuedBytes = 0
   let dropped = 0
   let nextSeq = 1
-  const taken = new Set<string>()
-  const takenKey = (clientId: string, p: StoredPacket): string => `${clientId}\n${p.brokerId}\n${p.brokerCounter}`
 
   /** Adds a message of `bytes` to a client's queue counts (`sign` 1), or takes one away (-1). */
   const count = (clientId: string, bytes: number, sign: 1 | -1): void => {
@@ -104,12 +98,8 @@ export function createOutgoingQueues(opts: { maxQueued: number; maxQueuedBytes: 
       const [entry] = queue.splice(index, 1)
       if (queue.length === 0) queues.delete(clientId)
       count(clientId, entry!.bytes, -1)
-      entry!.taken = true
-      taken.add(takenKey(clientId, entry!.packet))
-      if (taken.size > 4096) taken.delete(taken.values().next().value!)
       return entry!
     },
-    wasTaken: (clientId, packet) => taken.has(takenKey(clientId, packet)),
     stats: () => ({ queued, queuedBytes, dropped }),
   }
 }

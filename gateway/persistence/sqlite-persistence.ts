@@ -279,9 +279,6 @@ export class SqlitePersistence {
         return this.#writes.bookkeeping(() => this.#stmt.putOutgoing.run(q.seq, id, meta, payload))
       }
     }
-    // Acknowledged while a replay (outgoingStream) was reading it: sent once more, as QoS 1 allows,
-    // rather than failing, which cuts the client off. Otherwise the client's queue had no room.
-    if (packet.qos === 1 && this.#outgoing.wasTaken(client.id, packet)) return
     throw new Error('no such packet')
   }
 
@@ -301,10 +298,8 @@ export class SqlitePersistence {
   }
 
   outgoingStream(client: Client): Readable {
-    // The queue as the client came back, read one at a time, less what aedes sent live meanwhile
-    // (it subscribes the client first): an update of one acked since failed and cut the client off.
-    const held = (this.#outgoing.of(client.id) ?? []).map((q) => ({ q, id: q.packet.messageId }))
-    return Readable.from((function* () { for (const h of held) if (h.q.taken !== true && h.q.packet.messageId === h.id) yield h.q.packet })())
+    // A copy: the queue changes while aedes reads it (see replay-guard.ts).
+    return Readable.from((this.#outgoing.of(client.id) ?? []).map((q) => q.packet))
   }
 
   // Incoming QoS 2 packets, held from PUBLISH to PUBREL.

@@ -31,7 +31,6 @@ describe('queues of persistent sessions', () => {
       lines,
       persistence: () => persistence,
       url: () => broker.url,
-      broker: () => broker,
       /** The broker stopped and started again on the same broker.db. */
       restart: async () => {
         await broker.close()
@@ -103,45 +102,5 @@ describe('queues of persistent sessions', () => {
     expect(stats.queuedBytes).toBeLessThanOrEqual(64 * 1024)
     const got = await collect(gw.url(), 'away-2', 6)
     expect(got.map((g) => g.slice(0, 2))).toEqual(['00', '01', '02', '03', '04', '05'])
-  }, 60_000)
-
-  // aedes subscribes a returning client before it replays the queue, so a message queued just
-  // before is sent live too: once the client acked it, the replay's update found it missing and
-  // the broker cut the client off ("no such packet"): 23 of 60 quick reconnects at 1,000/s.
-  it('does not cut off a session that comes back while messages flow, and it gets every message', async () => {
-    const gw = await start({})
-    const errors: string[] = []
-    gw.broker().aedes.on('clientError', (c: { id: string }, err: Error) => {
-      if (c.id === 'back' && err.message !== 'connection closed') errors.push(err.message)
-    })
-    await away(gw.url(), 'back')
-    const pub = await mqtt.connectAsync(gw.url(), { clientId: 'pub', reconnectPeriod: 0 })
-    cleanup(() => pub.endAsync(true))
-    let sent = 0
-    const timer = setInterval(() => {
-      for (let i = 0; i < 2; i++) pub.publish('q/n', String(sent++), { qos: 1 })
-    }, 2)
-    cleanup(() => clearInterval(timer))
-    const got = new Set<string>()
-    let cutOff = 0
-    for (let cycle = 0; cycle < 40; cycle++) {
-      const c = mqtt.connect(gw.url(), { clientId: 'back', clean: false, reconnectPeriod: 0 })
-      let leaving = false
-      c.on('message', (_t, p) => void got.add(p.toString()))
-      c.on('close', () => void (leaving || cutOff++))
-      await new Promise((r) => c.once('connect', r))
-      await new Promise((r) => setTimeout(r, 30 + (cycle % 5) * 10))
-      leaving = true
-      await c.endAsync()
-    }
-    clearInterval(timer)
-    const last = mqtt.connect(gw.url(), { clientId: 'back', clean: false, reconnectPeriod: 0 })
-    cleanup(() => last.endAsync(true))
-    last.on('message', (_t, p) => void got.add(p.toString()))
-    await until(() => got.size >= sent, 20_000)
-    expect(cutOff).toBe(0)
-    expect(errors).toEqual([])
-    expect(sent).toBeGreaterThan(500)
-    expect([...Array(sent).keys()].filter((i) => !got.has(String(i)))).toEqual([])
   }, 60_000)
 })

@@ -11,9 +11,9 @@ import { defineContract, defineService, resource } from 'outpost/contracts'
 import { createRuntime, isOutpostError } from 'outpost/runtime'
 // The contract the demo thermo implements. Cloud code imports its devices' contracts the same way.
 import { thermoContract } from '../../devices/contracts/thermo.js'
+import { STREAM } from './targets.js'
 
 const NATS_URL = process.env.NATS_URL ?? 'nats://127.0.0.1:4222'
-const STREAM = 'OUTPOST_EVENTS' // gateway.yaml: forward.targets.cloud.stream.name
 
 // This service's own contract: what other Outpost services on NATS may ask of it.
 const fleet = defineContract({

@@ -3,8 +3,9 @@
 // gateway lost its connection): a consumer keeps the first of each id.
 import amqp from 'amqplib'
 import { readForwarded } from 'outpost/cloud'
+import { QUEUE as WAREHOUSE_QUEUE } from './targets.js'
 
-const QUEUE = process.argv[2] ?? 'outpost.events.all' // gateway.yaml: forward.targets.warehouse.queue.name
+const QUEUE = process.argv[2] ?? WAREHOUSE_QUEUE
 const connection = await amqp.connect(process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672')
 const channel = await connection.createChannel()
 const seen = new Set<string>()

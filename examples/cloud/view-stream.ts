@@ -4,8 +4,8 @@
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
 import { readForwarded } from 'outpost/cloud'
+import { STREAM } from './targets.js'
 
-const STREAM = 'OUTPOST_EVENTS' // gateway.yaml: forward.targets.cloud.stream.name
 const nc = await connect({ servers: process.env.NATS_URL ?? 'nats://127.0.0.1:4222' })
 const { state } = await (await jetstreamManager(nc)).streams.info(STREAM)
 const samples = new Map<string, number[]>() // device → the sample numbers in the stream

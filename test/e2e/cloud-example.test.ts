@@ -71,8 +71,8 @@ describe('examples/cloud, as its README runs it', () => {
     const example = YAML.parse(readFileSync('examples/cloud/gateway.yaml', 'utf8')) as Example
     expect(example.dataDir).toBe('data') // beside the file: the copy's data goes to the temp folder
     expect(example.forward.targets.cloud.servers).toBe('nats://127.0.0.1:4222')
-    expect(example.forward.targets.cloud.stream.name).toBe('OUTPOST_EVENTS') // what the example's scripts read
-    expect(example.forward.targets.warehouse.queue.name).toBe('outpost.events.all') // read-rabbitmq.ts's default
+    expect(example.forward.targets.cloud.stream.name).toBe('OUTPOST_EVENTS') // as the example's README says
+    expect(example.forward.targets.warehouse.queue.name).toBe('outpost.events.all')
     expect(example.forward.targets.warehouse.url).toBe('amqp://guest:guest@127.0.0.1:5672')
     example.mqtt.port = await freePort()
     example.http.port = 0
@@ -81,10 +81,13 @@ describe('examples/cloud, as its README runs it', () => {
     example.forward.targets.warehouse.url = AMQP_URL
     example.forward.targets.warehouse.exchange.name = exchange
     example.forward.targets.warehouse.queue.name = queue
+    // Renamed: the scripts read the names from the file OUTPOST_GATEWAY_CONFIG names (targets.ts).
+    const stream = `OUTPOST_EVENTS_${tag}`
+    example.forward.targets.cloud.stream.name = stream
     const config = path.join(dir, 'gateway.yaml')
     writeFileSync(config, YAML.stringify(example))
 
-    const ENV: Record<string, string> = { OUTPOST_HTTP_TOKEN: TOKEN, OUTPOST_LOG_FORMAT: 'json', OUTPOST_DATA_DIR: path.join(dir, 'devices'), OUTPOST_SAMPLE_MS: '500', NATS_URL: nats.natsUrl, AMQP_URL }
+    const ENV: Record<string, string> = { OUTPOST_HTTP_TOKEN: TOKEN, OUTPOST_LOG_FORMAT: 'json', OUTPOST_DATA_DIR: path.join(dir, 'devices'), OUTPOST_SAMPLE_MS: '500', NATS_URL: nats.natsUrl, AMQP_URL, OUTPOST_GATEWAY_CONFIG: config }
     const start = (args: string[], env: Record<string, string> = {}): Proc => {
       const proc = spawn(process.execPath, args, { env: { ...BASE_ENV, ...ENV, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
       let out = ''
@@ -147,9 +150,9 @@ describe('examples/cloud, as its README runs it', () => {
     // 6. The stream and the RabbitMQ queue, with the example's scripts.
     const viewed = await script('view-stream.ts')
     expect(viewed).toMatch(/^#\d+ \S+ thermo-1 thermo\/1\/sample\.completed \{/m)
-    expect(viewed).toMatch(/^OUTPOST_EVENTS: \d+ messages$/m)
+    expect(viewed).toMatch(new RegExp(`^${stream}: \\d+ messages$`, 'm'))
     expect(viewed).toMatch(/^thermo-1: samples #\d+ to #\d+, 0 missing, 0 twice$/m)
-    const taken = await script('read-rabbitmq.ts', [queue])
+    const taken = await script('read-rabbitmq.ts')
     expect(taken).toMatch(/^\S+ thermo-1 thermo\/1\/reading \{"deviceId":"thermo-1"/m)
     expect(taken).toMatch(/^\S+ thermo-1 thermo\/1\/sample\.completed \{/m)
     expect(Number(new RegExp(`^${queue.replaceAll('.', '\\.')}: took (\\d+) events$`, 'm').exec(taken)?.[1])).toBeGreaterThan(0)

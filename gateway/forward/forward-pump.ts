@@ -86,8 +86,10 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
   /**
    * True while every queued message of this target after `cursor` is in `fresh` (the last read
    * of the queue came back short, and every commit since was offered): new events then go out
-   * without being read back from the database. Any doubt (reconnect, overflow, a write by
-   * someone else) sets it false, and the queue is read again from the cursor.
+   * without being read back from the database. Any doubt (reconnect, a write by someone else)
+   * sets it false and empties `fresh`, and the queue is read again from the cursor. Past
+   * FRESH_MAX_BYTES it is set false too, but what `fresh` holds goes out first: only what came
+   * after it is read back (a burst of 20,000 events was all read back again).
    */
   let caughtUp = false
   let fresh: ForwardMessage[] = []
@@ -177,8 +179,7 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
   const fill = (): void => {
     if (!up || stopping) return
     while (inFlight.size < opts.window) {
-      if (caughtUp) {
-        if (waiting() === 0) return
+      if (waiting() > 0) {
         const end = Math.min(fresh.length, freshAt + opts.window - inFlight.size)
         const from = fresh
         while (freshAt < end && fresh === from) {
@@ -196,6 +197,7 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
         }
         continue
       }
+      if (caughtUp) return
       const want = opts.window - inFlight.size
       let batch: ForwardMessage[]
       try {
@@ -237,7 +239,7 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
       inFlight.delete(m.seq)
       stats.inFlight = inFlight.size
       // From memory at once; from the queue in batches (half a window at a time), not one query per confirmation.
-      if (gen === generation && (caughtUp ? waiting() > 0 : inFlight.size <= opts.window >> 1)) fill()
+      if (gen === generation && (waiting() > 0 || (!caughtUp && inFlight.size <= opts.window >> 1))) fill()
     })
     inFlight.set(m.seq, settled)
     stats.inFlight = inFlight.size
@@ -333,8 +335,8 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
         fresh.push(m)
         freshBytes += heldBytes(m)
       }
-      // A target slower than the devices for long (or down): the rest is read back from the queue.
-      if (freshBytes > FRESH_MAX_BYTES) forget()
+      // A target slower than the devices for long (or down): what comes next is read back from the queue.
+      if (freshBytes > FRESH_MAX_BYTES) caughtUp = false
       if (up && inFlight.size < opts.window) fill()
     },
     resync() {

@@ -129,6 +129,35 @@ describe('forwarder', () => {
     expect(f.queue.backlog('cloud').messages).toBe(0)
   }, 90_000)
 
+  it('sends what it holds in memory past its memory bound, and reads back only what came after', async () => {
+    // 2,500 events of 4 KiB in one commit: over the 8 MiB a pump holds. They went out read back
+    // from forward.db, every one (dropped from memory at once); now only later ones are read back.
+    const s = setup()
+    const f = s.start()
+    await until(() => f.stats().targets.cloud?.state === 'up')
+    let readBack = 0
+    const next = f.queue.next.bind(f.queue)
+    f.queue.next = (target, afterSeq, limit) => {
+      const rows = next(target, afterSeq, limit)
+      readBack += rows.length
+      return rows
+    }
+    const pad = 'x'.repeat(4_096)
+    const sent: string[] = []
+    const wave = (from: number, n: number): Promise<void[]> =>
+      Promise.all(Array.from({ length: n }, (_, i) => {
+        const id = `e-${from + i}`
+        sent.push(id)
+        return f.accept('ob/d1/evt/meter/1/reading', codec.encode({ v: 1, kind: 'event', id, src: 'd1', inst: 'i1', at: 1_795_740_000_000, service: 'meter', version: '1', name: 'reading', payload: { pad } }))!
+      }))
+    await wave(0, 2_500)
+    await wave(2_500, 500)
+    await until(() => forwarded(f) === 3_000, 60_000)
+    expect(await stored(s.stream)).toEqual(sent)
+    expect(readBack).toBeLessThanOrEqual(500)
+    expect(f.queue.backlog('cloud').messages).toBe(0)
+  }, 90_000)
+
   it('sends rows another process wrote (a redrive), while events flow and when idle', async () => {
     const s = setup()
     const f = s.start()

@@ -104,8 +104,8 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
   /** Bytes (bodies and subjects) held in `fresh`; past FRESH_MAX_BYTES the rest is read back from the queue. */
   let freshBytes = 0
   const inFlight = new Map<number, Promise<void>>()
-  /** Confirmed seqs, removed from the queue in one transaction a tick. */
-  let confirmed: number[] = []
+  /** Confirmed seqs (with what their rows count for, when known), removed in one transaction a tick. */
+  let confirmed = new Map<number, number | undefined>()
   let flushing = false
   let attempt = 0
   let timer: NodeJS.Timeout | undefined
@@ -146,22 +146,24 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
 
   const flushConfirmed = (): void => {
     flushing = false
-    if (confirmed.length === 0) return
-    const seqs = confirmed
-    confirmed = []
+    if (confirmed.size === 0) return
+    const batch = confirmed
+    confirmed = new Map()
+    let bytes: number | undefined = 0
+    for (const b of batch.values()) bytes = b === undefined || bytes === undefined ? undefined : bytes + b
     try {
-      queue.remove(name, seqs)
+      queue.remove(name, [...batch.keys()], bytes)
     } catch (err) {
       // Kept and removed on a later try (forward.db busy: another process holds its write lock).
       // Dropped here, they stayed in the queue behind the cursor, counted in the backlog, until a
       // reconnect or a restart sent them again (stored twice past the target's duplicate window).
-      confirmed = [...new Set(seqs.concat(confirmed))]
+      for (const [seq, b] of batch) confirmed.set(seq, b)
       trouble.error('remove', { target: name, err: errorMessage(err) }, 'forward queue: confirmed messages not removed yet; trying again shortly')
       retryRemovals()
     }
   }
-  const confirm = (seq: number): void => {
-    confirmed.push(seq)
+  const confirm = (m: ForwardMessage): void => {
+    confirmed.set(m.seq, m.bytes)
     if (!flushing) {
       flushing = true
       setImmediate(flushConfirmed)
@@ -228,7 +230,7 @@ export function createForwardPump(opts: PumpOptions): ForwardPump {
           if (r.duplicate) stats.duplicates++
           // The link works: the next loss starts the backoff from the beginning.
           attempt = 0
-          confirm(m.seq)
+          confirm(m)
         },
         (err: unknown) => failed(m, err, gen),
       )

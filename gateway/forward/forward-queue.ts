@@ -1,7 +1,7 @@
 // The gateway's forward queue, `<dataDir>/forward.db`: every event on its way to a cloud target is
-// written here (one row per target) before the device's publish is acknowledged, and removed
-// only once the target confirmed it. Rows a target refused for good move to the dead-letter
-// table with the reason, where `outpost forward dead …` inspects, redrives or purges them.
+// written here (one row per target) before the device's publish is acknowledged, and removed once
+// the target confirmed it. Rows refused for good move to the dead-letter table with the reason
+// (`outpost forward dead …` inspects, redrives or purges them).
 import type { Statement } from 'better-sqlite3'
 import { ErrorCode, OutpostError } from '../../runtime/errors.js'
 import { openDeviceDatabase, toStoreError, type DeviceDatabase, type Migration } from '../../runtime/stores/sqlite/index.js'
@@ -95,8 +95,11 @@ export interface ForwardQueue {
   append(events: readonly (readonly NewForwardMessage[])[]): (AppendResult | undefined)[]
   /** Up to `limit` messages of `target` after `afterSeq`, oldest first. */
   next(target: string, afterSeq: number, limit: number): ForwardMessage[]
-  /** Removes messages the target confirmed (one transaction); seqs already gone are skipped. */
-  remove(target: string, seqs: readonly number[]): void
+  /**
+   * Removes messages the target confirmed (one transaction); seqs already gone are skipped.
+   * `bytes`, what their rows count for together when the caller knows it, spares reading it back.
+   */
+  remove(target: string, seqs: readonly number[], bytes?: number): void
   /**
    * Moves a message to the dead-letter table with the reason. A target's dead letters are bounded
    * by its `maxBytes`, as its queue is: beyond it the oldest are deleted (counted by `deadEvicted`).
@@ -139,10 +142,10 @@ const toMessage = (r: Row): ForwardMessage => ({
   contentType: r.content_type,
   body: r.body,
   receivedAt: r.received_at,
+  bytes: r.bytes,
 })
 
 const REMOVE_BATCH = 64
-
 
 /** What a row takes, counted against a target's `maxBytes`: body, headers and subject. */
 export const rowBytes = (m: Pick<NewForwardMessage, 'body' | 'headers' | 'subject'>, headersJson: string): number => m.body.length + headersJson.length + m.subject.length
@@ -161,19 +164,22 @@ export function openForwardQueue(opts: {
   spaceLeft?: () => number | undefined
 }): ForwardQueue {
   const access = opts.access ?? 'device'
-  // The gateway's connection waits briefly for a lock (as broker.db does): better-sqlite3 waits
-  // synchronously, and another process holding forward.db's write lock froze MQTT, HTTP and the
-  // targets' confirmations for 5 s per commit (JetStream sends timed out, the target was taken
-  // down). A commit that gives up is not acknowledged (the devices send again); a removal is
-  // tried again. Tools (`outpost forward …`) keep the default wait.
+  // The gateway's connection waits briefly for a lock (as broker.db does): another process holding
+  // forward.db's write lock froze MQTT, HTTP and the targets' confirmations for 5 s per commit. A
+  // commit that gives up is not acknowledged (the devices send again); a removal is tried again.
+  // Tools (`outpost forward …`) keep the default wait.
   const database = openDeviceDatabase({ path: opts.path, access, migrations: FORWARD_MIGRATIONS, onCorrupt: 'fail', lock: false, ...(access === 'device' ? { busyTimeoutMs: 200 } : {}) })
   const db = database.db
   const spaceLeft = opts.spaceLeft ?? (access === 'device' && opts.path !== ':memory:' ? diskSpaceLeft(opts.path, db) : () => undefined)
   const insert = db.prepare('INSERT INTO queue (target, device, id, subject, headers, content_type, body, bytes, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
   const nextStmt = db.prepare('SELECT * FROM queue WHERE target = ? AND seq > ? ORDER BY seq LIMIT ?') as Statement<[string, number, number], Row>
   const removeStmt = db.prepare('DELETE FROM queue WHERE seq = ? AND target = ? RETURNING bytes') as Statement<[number, string], { bytes: number }>
-  // Confirmed messages go REMOVE_BATCH at a time (one statement instead of one per message).
-  const removeMany = db.prepare(`DELETE FROM queue WHERE target = ? AND seq IN (${Array.from({ length: REMOVE_BATCH }, () => '?').join(', ')}) RETURNING bytes`) as Statement<(string | number)[], { bytes: number }>
+  // Confirmed messages go REMOVE_BATCH at a time; without RETURNING (a quarter less CPU a row)
+  // when the caller knows their bytes.
+  const REMOVE_SQL = `DELETE FROM queue WHERE target = ? AND seq IN (${Array.from({ length: REMOVE_BATCH }, () => '?').join(', ')})`
+  const removeMany = db.prepare(`${REMOVE_SQL} RETURNING bytes`) as Statement<(string | number)[], { bytes: number }>
+  const removeKnown = db.prepare(REMOVE_SQL) as Statement<(string | number)[]>
+  const removeOne = db.prepare('DELETE FROM queue WHERE seq = ? AND target = ?')
   const oldestStmt = db.prepare('SELECT seq, bytes FROM queue WHERE target = ? ORDER BY seq LIMIT ?') as Statement<[string, number], { seq: number; bytes: number }>
   const oldestAtStmt = db.prepare('SELECT received_at AS at FROM queue WHERE target = ? ORDER BY seq LIMIT 1').pluck() as Statement<[string], number>
   const getStmt = db.prepare('SELECT * FROM queue WHERE seq = ? AND target = ?') as Statement<[number, string], Row>
@@ -184,8 +190,7 @@ export function openForwardQueue(opts: {
   const deleteDeadStmt = db.prepare('DELETE FROM dead WHERE seq = ?')
   const dataVersionStmt = db.prepare('PRAGMA data_version').pluck() as Statement<[], number>
 
-  // Bytes and messages per target, queued and dead, kept in memory (counted at open, and again
-  // whenever another connection changed the file: see `sync`).
+  // Bytes and messages per target, queued and dead, in memory (counted again as `sync` says).
   const bytes = new Map<string, number>()
   const counts = new Map<string, number>()
   const deadBytes = new Map<string, number>()
@@ -205,10 +210,9 @@ export function openForwardQueue(opts: {
   }
   recount()
   /**
-   * Counts again when another connection committed since the last look: `outpost forward redrive`
-   * beside a running gateway puts rows in the queue that this process never counted, and its pump
-   * then removed them as they were confirmed, so the backlog went negative (and `maxBytes` no
-   * longer held). SQLite's data_version changes exactly then.
+   * Counts again when another connection committed since the last look (data_version): rows
+   * `outpost forward redrive` put in, never counted here, then removed as confirmed, made the
+   * backlog negative (and `maxBytes` no longer held).
    */
   let seenVersion = dataVersionStmt.get()
   const sync = (): void => {
@@ -292,7 +296,7 @@ export function openForwardQueue(opts: {
               if (n > 0) result.droppedOldest[m.target] = (result.droppedOldest[m.target] ?? 0) + n
             }
             const seq = Number(insert.run(m.target, m.device, m.id, m.subject, headers, m.contentType, m.body, size, m.receivedAt).lastInsertRowid)
-            result.messages.push({ ...m, seq })
+            result.messages.push({ ...m, seq, bytes: size })
             add(m.target, 1, size)
             result.queued++
           }
@@ -303,11 +307,20 @@ export function openForwardQueue(opts: {
     next(target, afterSeq, limit) {
       return nextStmt.all(target, afterSeq, limit).map(toMessage)
     },
-    remove(target, seqs) {
+    remove(target, seqs, known) {
       if (seqs.length === 0) return
       guard(() => {
         sync()
         let i = 0
+        if (known !== undefined) {
+          let gone = 0
+          for (; i + REMOVE_BATCH <= seqs.length; i += REMOVE_BATCH) gone += removeKnown.run(target, ...seqs.slice(i, i + REMOVE_BATCH)).changes
+          for (; i < seqs.length; i++) gone += removeOne.run(seqs[i]!, target).changes
+          // Some were gone already (removed by another process): counted again from the table.
+          if (gone === seqs.length) add(target, -gone, -known)
+          else recount()
+          return
+        }
         for (; i + REMOVE_BATCH <= seqs.length; i += REMOVE_BATCH) {
           for (const gone of removeMany.all(target, ...seqs.slice(i, i + REMOVE_BATCH))) add(target, -1, -gone.bytes)
         }

@@ -27,6 +27,8 @@ export interface ForwardMessage {
   readonly body: Uint8Array
   /** When the gateway received it, epoch ms. */
   readonly receivedAt: number
+  /** What its row counts for in the target's `maxBytes` (forward-queue.ts `rowBytes`), when known. */
+  readonly bytes?: number
 }
 
 /** What the target said about a message it stored. */

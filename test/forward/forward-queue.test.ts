@@ -116,4 +116,22 @@ describe('forward queue', () => {
     q.remove('t', [m1!.seq, 999_999])
     expect(q.backlog('t').messages).toBe(1)
   })
+
+  it('removes with the bytes the caller knows (as the pump does), and counts again when some were gone', () => {
+    const { q, reopen } = open()
+    const rows = Array.from({ length: 150 }, (_, n) => msg('t', n, 10 + n))
+    const [queued] = q.append([rows])
+    // Each message carries what its row counts for, read back or not.
+    expect(queued!.messages.map((m) => m.bytes)).toEqual(rows.map(size))
+    expect(q.next('t', 0, 150).map((m) => m.bytes)).toEqual(rows.map(size))
+    const seqs = queued!.messages.map((m) => m.seq)
+    // 130: two batches of 64 and two one by one.
+    q.remove('t', seqs.slice(0, 130), rows.slice(0, 130).reduce((b, m) => b + size(m), 0))
+    expect(q.backlog('t')).toMatchObject({ messages: 20, bytes: rows.slice(130).reduce((b, m) => b + size(m), 0) })
+    // Another handle removes one of the rest; the bytes given then count it twice: counted again from the table.
+    const other = reopen()
+    other.remove('t', [seqs[140]!])
+    q.remove('t', seqs.slice(130, 145), rows.slice(130, 145).reduce((b, m) => b + size(m), 0))
+    expect(q.backlog('t')).toMatchObject({ messages: 5, bytes: rows.slice(145).reduce((b, m) => b + size(m), 0) })
+  })
 })

@@ -199,6 +199,8 @@ function cloudCommandMetrics(follow: FollowOf, read: () => [string, CommandFront
 const MAX_ANSWERED_CONNECTIONS = 4_096 + 256
 /** Requests one connection may have waiting for their answers at once (pipelined); beyond, it is closed. */
 const MAX_PIPELINED = 32
+/** How long a new connection (or one that just sent a request) is not taken to make room, ms. */
+const FRESH_MS = 2_000
 
 /** The connections of an HTTP server held to a limit (see createRoom). */
 export interface Room {
@@ -209,22 +211,18 @@ export interface Room {
 }
 
 /**
- * Holds a server to `limit` connections. Node's own limit closed every connection over it at
- * accept: 256 sockets that sent a header a byte at a time, or nothing, kept /healthz and /readyz
- * from every probe until their header deadline, and an attacker who opened them again every 10 s
- * kept them so (a supervisor would restart a healthy gateway). Now a new connection takes the place
- * of the oldest one with no command call in progress (one still sending its headers, idle between
- * requests, or one whose client does not read its answers). `limit` counts those only: connections
- * with a command call in progress (held for an offline device, say) take no place from them, up to
- * `answeredLimit` connections in all; counted among all, 256 held calls kept every probe out for as
- * long as they were held (300 s). Only a command call counts: any answer not read counted before,
- * and a client without the token took 4,352 connections with pipelined probes it never read, and
- * the gateway's memory with them. A connection with more than MAX_PIPELINED requests waiting for
- * their answers is closed.
+ * Holds a server to `limit` connections (Node's own limit closed every one over it at accept: 256
+ * sockets sending a header a byte at a time kept /healthz from every probe). Past `limit`, the
+ * oldest with no command call in progress and nothing from its client for FRESH_MS (headers not
+ * sent, idle, or answers not read) is closed; those with a command call (held for an offline
+ * device, say) take no place. Fresh ones are let be, up to `answeredLimit` in all (then the oldest
+ * without a command call goes): a burst of 300 callers with the token lost 44 whose requests were
+ * sent but not read yet. Only a command call protects: a client without the token took 4,352
+ * connections with pipelined probes it never read, and the memory with them. A connection with
+ * more than MAX_PIPELINED requests waiting for their answers is closed.
  */
 export function createRoom(limit: number, answeredLimit: number = MAX_ANSWERED_CONNECTIONS): Room {
-  // Insertion order: the oldest first.
-  const open = new Set<net.Socket>()
+  const open = new Set<net.Socket>() // the oldest first
   // Command calls in progress per socket, and the open sockets with one.
   const calls = new WeakMap<net.Socket, number>()
   let busy = 0
@@ -234,6 +232,18 @@ export function createRoom(limit: number, answeredLimit: number = MAX_ANSWERED_C
     if (!open.has(socket)) return
     if (before === 0 && n > 0) busy++
     else if (before > 0 && n === 0) busy--
+  }
+  // When each socket was accepted or last sent a request.
+  const heard = new WeakMap<net.Socket, number>()
+  /** Closes the oldest open socket with no command call heard from before `before`; whether there was one. */
+  const evict = (before: number): boolean => {
+    for (const s of open) {
+      if ((calls.get(s) ?? 0) > 0 || (heard.get(s) ?? 0) >= before) continue
+      open.delete(s)
+      s.destroy()
+      return true
+    }
+    return false
   }
   // Requests whose answers are not written yet, per socket.
   const waiting = new WeakMap<net.Socket, number>()
@@ -249,25 +259,28 @@ export function createRoom(limit: number, answeredLimit: number = MAX_ANSWERED_C
       }
     },
     attach(server) {
+      /** Closes the oldest without a command call and not fresh while `room` or more are open besides those with one. */
+      const trim = (room: number): void => {
+        const before = performance.now() - FRESH_MS
+        while (open.size - busy >= room && evict(before));
+      }
+      // Fresh ones past the limit are closed once they are no longer fresh, new connections or not.
+      const sweep = setInterval(() => trim(limit + 1), FRESH_MS / 2).unref()
+      server.once('close', () => clearInterval(sweep))
       server.on('connection', (socket: net.Socket) => {
-        if (open.size - busy >= limit) {
-          for (const s of open) {
-            if ((calls.get(s) ?? 0) > 0) continue
-            open.delete(s)
-            s.destroy()
-            break
-          }
-        } else if (open.size >= answeredLimit) {
-          // Every other one has a command call in progress (with the token), and no room is left.
-          return void socket.destroy()
-        }
+        const now = performance.now()
+        trim(limit)
+        // Every other one has a command call in progress (with the token), or is fresh too.
+        if (open.size >= answeredLimit && !evict(Infinity)) return void socket.destroy()
         open.add(socket)
+        heard.set(socket, now)
         socket.once('close', () => {
           if (open.delete(socket) && (calls.get(socket) ?? 0) > 0) busy--
         })
       })
       server.on('request', (req: IncomingMessage, res: ServerResponse) => {
         const socket = req.socket
+        heard.set(socket, performance.now())
         const n = (waiting.get(socket) ?? 0) + 1
         waiting.set(socket, n)
         res.once('close', () => waiting.set(socket, Math.max(0, (waiting.get(socket) ?? 1) - 1)))

@@ -1,11 +1,13 @@
 // The gateway's HTTP face, on a real gateway with HTTP on a free port: health, readiness (also
 // during a drill), Prometheus metrics that move as messages flow, the fleet registry as JSON,
 // the bearer token, a taken port, and a close that does not wait for idle keep-alive connections.
+import { execFile } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import http from 'node:http'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
+import { promisify } from 'node:util'
 import mqtt from 'mqtt'
 import { pino } from 'pino'
 import * as v from 'valibot'
@@ -76,6 +78,8 @@ function parsePrometheus(text: string): Sample[] {
 /** The value of the one sample with this name and these labels; 0 when there is none. */
 const valueOf = (samples: Sample[], name: string, labels: Record<string, string> = {}): number =>
   samples.find((s) => s.name === name && Object.entries(labels).every(([k, val]) => s.labels[k] === val))?.value ?? 0
+
+const run = promisify(execFile)
 
 const beacon = defineContract({ name: 'beacon', version: '1', commands: { ping: { payload: v.object({}), result: v.object({ ok: v.boolean() }) } } })
 const beaconService = defineService(beacon, { commands: { ping: () => ({ ok: true }) } })
@@ -230,7 +234,7 @@ describe('gateway HTTP face', () => {
     expect(valueOf(await metrics(open), 'outpost_gateway_presence_ignored_total', { reason: 'malformed' })).toBe(1)
   }, 60_000)
 
-  it('past 256 connections a new one takes the place of an idle one, never of one a request is being answered on, pipelined ones included', async () => {
+  it('past 256 connections, idle ones give their places once no longer new, never one a request is being answered on, pipelined ones included', async () => {
     const gw = await gateway()
     const slow = defineContract({ name: 'slow', version: '1', commands: { wait: { payload: v.object({}), result: v.object({ ok: v.boolean() }) } } })
     const service = defineService(slow, { commands: { wait: async () => (await new Promise((r) => setTimeout(r, 1_500)), { ok: true }) } })
@@ -253,8 +257,22 @@ describe('gateway HTTP face', () => {
     await closed
     expect(text.match(/HTTP\/1\.1 200/g)).toHaveLength(2)
     expect(text).toContain('{"result":{"ok":true}}')
-    // The silent ones that were oldest gave their places.
+    // The silent ones that were oldest gave their places, once 2 s old.
     await until(() => silent.filter((s) => s.destroyed || s.readyState === 'closed').length >= 300 - 256, 10_000)
+  }, 60_000)
+
+  it('a burst of 500 callers with the token at once: every one answered, none cut to make room', async () => {
+    const gw = await gateway()
+    const device = createRuntime({ bridge: createMqttBridge({ url: gw.broker.url, deviceId: 'burst-1' }), services: [beaconService], logger: quiet })
+    await device.start({ waitForBroker: true })
+    cleanup(() => device.stop({ drainMs: 100 }))
+    await until(() => gw.registry.online() === 1, 30_000)
+    // From another process (Node's fetch), as a cloud service would call: the connections arrive
+    // faster than this process reads them, and those accepted first were closed before they were read.
+    const script = `const r = await Promise.all(Array.from({ length: 500 }, () => fetch(process.argv[1], { method: 'POST', headers: { authorization: 'Bearer ${TOKEN}', 'content-type': 'application/json' }, body: '{}' }).then((x) => String(x.status), (e) => String(e.cause?.code ?? e.name)))); console.log(JSON.stringify(r))`
+    const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script, `${gw.http!.url}/devices/burst-1/commands/beacon/1/ping`], { timeout: 50_000 })
+    const answers = JSON.parse(stdout) as string[]
+    expect(answers.filter((a) => a !== '200')).toEqual([])
   }, 60_000)
 
   it('with 300 command calls held for an offline device (each being answered), /healthz still answers a probe', async () => {

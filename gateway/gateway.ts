@@ -24,6 +24,7 @@ import { ownPayloads } from './persistence/own-payloads.js'
 import { guardReplay } from './persistence/replay-guard.js'
 import { limitRetained } from './persistence/retained-limit.js'
 import { createSqlitePersistence } from './persistence/sqlite-persistence.js'
+import { createPresenceFeed } from './registry/presence-feed.js'
 import { createRegistry, type Registry } from './registry/registry.js'
 import { createForwarder, type Forwarder } from './forward/forwarder.js'
 import { createCommandRouter, type CommandRouter } from './commands/command-router.js'
@@ -127,6 +128,8 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   const devices = createDeviceTable(database)
   // Its own clients are not devices; no device is online on a broker that has just started.
   const registry = createRegistry(database, { exclude: RESERVED_DEVICE_IDS, log })
+  // Presence and contract documents feed it, and a device whose client left silently goes offline.
+  const presence = createPresenceFeed({ registry, log, onError: (err) => troubles.warn('registry', { err: why(err) }, 'presence not recorded in the registry') })
   // Devices online at the last gateway's end (or 5 minutes before): commands wait for them a little (command router).
   const startedAt = Date.now()
   const wereOnline = registry.list().filter((e) => e.online || startedAt - e.changedAt < 300_000).map((e) => e.device)
@@ -162,6 +165,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   } catch (err) {
     await persistence.destroy?.()
     auth?.close()
+    presence.close()
     registry.close()
     database.close()
     throw err
@@ -186,6 +190,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     await forwarder?.close()
     await persistence.destroy?.()
     auth?.close()
+    presence.close()
     registry.close()
     database.close()
   }
@@ -221,16 +226,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
       troubles.warn(`client error: ${why(err).slice(0, 80)}`, { client: loggedId(c.id), err: why(err) }, 'client error')
     })
     b.aedes.on('connectionError', (c, err) => troubles.warn(`connection error: ${why(err).slice(0, 80)}`, { client: loggedId(String(c.id)), err: why(err) }, 'connection refused'))
-    // Presence (retained births, last wills, clears) and contract documents feed the registry.
-    b.aedes.on('publish', (packet) => {
-      if ((packet.topic.endsWith('/status') || packet.topic.endsWith('/contract')) && packet.topic.startsWith('ob/')) {
-        try {
-          registry.observe(packet.topic, packet.payload as Uint8Array, Date.now())
-        } catch (err) {
-          troubles.warn('registry', { err: why(err) }, 'presence not recorded in the registry')
-        }
-      }
-    })
+    presence.attach(b.aedes)
     auth?.attach(b.aedes)
     traffic?.attach(b.aedes)
     return b

@@ -22,6 +22,11 @@ import type { NatsCommandsConfig } from './command-config.js'
 import { commandRequest, createCommandStats, encodeReply, parseJsonBody, parseOffline, parseTimeout, type CommandFrontEnd } from './command-request.js'
 import type { CommandRequest, CommandRouter } from './command-router.js'
 
+/** Pings of the command connection, ms (two unanswered: the link is taken as lost). */
+const PING_MS = 10_000
+/** Longest wait for requests already taken to be answered when the front end closes, ms. */
+const DRAIN_MS = 2_000
+
 /** The request a message stands for. @throws BAD_ARGUMENT for a subject, body or header that cannot be read */
 function readRequest(prefix: string, msg: Msg): CommandRequest {
   const tokens = msg.subject.slice(prefix.length + 1).split('.')
@@ -123,6 +128,10 @@ export async function startNatsCommands(opts: { config: NatsCommandsConfig; rout
         name: 'outpost-gateway-commands',
         maxReconnectAttempts: -1,
         timeout: 10_000,
+        // A link that stalls (nothing comes back, the socket stays open) is found within 30 s: with
+        // nats.js's defaults (2 minutes, 2 pings out) it took 6, and every call meanwhile was lost.
+        pingInterval: PING_MS,
+        maxPingOut: 2,
         ...(config.user === undefined ? {} : { user: config.user }),
         ...(config.pass === undefined ? {} : { pass: config.pass }),
         ...(config.token === undefined ? {} : { token: config.token }),
@@ -179,8 +188,13 @@ export async function startNatsCommands(opts: { config: NatsCommandsConfig; rout
       const conn = nc
       nc = undefined
       if (conn === undefined) return
-      // drain() lets requests already taken from the socket go out, then closes.
-      await conn.drain().catch(() => conn.close().catch(() => {}))
+      // drain() lets requests already taken from the socket go out, then closes; on a stalled
+      // link it never ends (a SIGTERM took 6 minutes): closed after DRAIN_MS.
+      let timer: NodeJS.Timeout | undefined
+      const late = new Promise<void>((r) => (timer = setTimeout(r, DRAIN_MS)))
+      await Promise.race([conn.drain().catch(() => {}), late])
+      clearTimeout(timer)
+      await conn.close().catch(() => {})
     },
   }
 }

@@ -252,6 +252,27 @@ describe('cloud callers to device commands', () => {
       expect(s.lines.some((l) => l.msg === 'NATS command link lost; reconnecting')).toBe(true)
       expect(fe.stats().handled).toBeGreaterThanOrEqual(2)
     }, 150_000)
+
+    it('a stalled link (nothing comes back, the socket stays open) is found within 30 s, and a close on a stalled link ends within seconds', async () => {
+      const s = await setup()
+      const proxy = await tcpProxy(NATS_URL)
+      cleanup(() => proxy.close())
+      const subject = `outpost-test.cmd.${suffix()}`
+      const start = () => startNatsCommands({ config: { servers: [proxy.url.replace('mqtt:', 'nats:')], subject, queueGroup: `q-${suffix()}`, allow: ['#'], replyPrefixes: ['_INBOX'] }, router: s.gw.commands, log: s.log })
+      // nats.js's default pings (2 minutes, 2 out) took 6 minutes to see it.
+      const fe = await start()
+      cleanup(() => fe.close())
+      proxy.stall()
+      await eventually(async () => s.lines.some((l) => l.msg === 'NATS command link lost; reconnecting'), 45_000)
+      await fe.close()
+      proxy.flow()
+      // Its drain never ended: a SIGTERM waited for the link for 6 minutes.
+      const second = await start()
+      proxy.stall()
+      const t0 = performance.now()
+      await second.close()
+      expect(performance.now() - t0).toBeLessThan(10_000)
+    }, 90_000)
   })
 
   describe('RabbitMQ RPC', () => {

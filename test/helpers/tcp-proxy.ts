@@ -10,6 +10,10 @@ export interface TcpProxy {
   down(): Promise<void>
   /** Listens again on the same port. */
   up(): Promise<void>
+  /** Nothing moves either way any more, and every connection stays open (a stalled link); until `flow`. */
+  stall(): void
+  /** Bytes move again after a `stall`. */
+  flow(): void
   close(): Promise<void>
 }
 
@@ -54,5 +58,11 @@ export async function tcpProxy(target: string): Promise<TcpProxy> {
       listening = true
     },
     close: down,
+    stall() {
+      for (const s of sockets) s.pause()
+    },
+    flow() {
+      for (const s of sockets) s.resume()
+    },
   }
 }

@@ -33,8 +33,19 @@ interface Session {
   readonly model: ChannelModel
   channel: Channel | undefined
   ended: boolean
+  /**
+   * Aborts when the session ends: its calls still waiting for their device (held while it is
+   * offline) stop waiting, since the broker delivers their requests again on the next session.
+   * Held on, each delivery of one request became one more call, all sent when the device came
+   * back: one request ran 5 times, and its caller got no reply (found from outside).
+   */
+  readonly lost: AbortController
+  /** The consumer's tag, once it consumes. */
+  consumerTag?: string
 }
 
+/** Longest wait for requests in hand to be answered when the front end closes, ms. */
+const DRAIN_MS = 2_000
 /** Deliveries of one request after which it is dropped (each redelivery follows a lost connection while it was in hand). */
 const MAX_DELIVERIES = 5
 /** Redelivered requests remembered at once. */
@@ -93,6 +104,8 @@ export async function startRabbitCommands(opts: { config: RabbitCommandsConfig; 
   let closing = false
   let looping = false
   let where = 'the broker'
+  /** Requests being handled. */
+  const inHand = new Set<Promise<void>>()
 
   /** Closes politely, or destroys the socket of a broker that does not answer. */
   const teardown = async (s: Session): Promise<void> => {
@@ -112,6 +125,7 @@ export async function startRabbitCommands(opts: { config: RabbitCommandsConfig; 
   const lose = (s: Session, why: string): void => {
     if (s.ended) return
     s.ended = true
+    s.lost.abort()
     if (current === s) current = undefined
     void teardown(s)
     if (closing) return
@@ -177,7 +191,7 @@ export async function startRabbitCommands(opts: { config: RabbitCommandsConfig; 
     }
     let outcome: { result: unknown } | { error: WireError }
     try {
-      outcome = { result: await router.call(readRequest(m), config.allow) }
+      outcome = { result: await router.call({ ...readRequest(m), signal: s.lost.signal }, config.allow) }
     } catch (err) {
       outcome = { error: toWireError(err) }
     }
@@ -220,7 +234,7 @@ export async function startRabbitCommands(opts: { config: RabbitCommandsConfig; 
       troubles.warn('unreachable', { server: where, err: errorMessage(err) }, `TARGET_UNAVAILABLE: cannot reach RabbitMQ at ${where} for commands; trying again with backoff`)
       return false
     }
-    const s: Session = { model, channel: undefined, ended: false }
+    const s: Session = { model, channel: undefined, ended: false, lost: new AbortController() }
     model.on('error', (err: Error) => troubles.warn('connection error', { err: errorMessage(err) }, 'RabbitMQ command connection error'))
     model.on('close', () => lose(s, 'connection closed'))
     try {
@@ -231,10 +245,13 @@ export async function startRabbitCommands(opts: { config: RabbitCommandsConfig; 
       await ch.assertQueue(config.queue, { durable: true })
       await ch.prefetch(config.prefetch)
       // Not awaited per message: up to `prefetch` requests run side by side.
-      await ch.consume(config.queue, (m) => {
-        if (m === null) return lose(s, `the broker cancelled the consumer (queue ${config.queue} deleted?)`)
-        handle(s, m).catch((err: unknown) => troubles.error('handler failed', { err: errorMessage(err) }, 'a RabbitMQ command request failed unexpectedly'))
+      const consumer = await ch.consume(config.queue, (m) => {
+        if (m === null) return closing ? undefined : lose(s, `the broker cancelled the consumer (queue ${config.queue} deleted?)`)
+        const p = handle(s, m).catch((err: unknown) => troubles.error('handler failed', { err: errorMessage(err) }, 'a RabbitMQ command request failed unexpectedly'))
+        inHand.add(p)
+        void p.finally(() => inHand.delete(p))
       })
+      s.consumerTag = consumer.consumerTag
     } catch (err) {
       troubles.error('setup failed', { server: where, queue: config.queue, err: errorMessage(err) }, `cannot consume command requests from queue ${config.queue} (trying again)`)
       s.ended = true
@@ -277,8 +294,18 @@ export async function startRabbitCommands(opts: { config: RabbitCommandsConfig; 
       const s = current
       current = undefined
       if (s === undefined || s.ended) return
-      // Unacknowledged requests go back to the queue, for another gateway or the next start.
+      // No new requests; those in hand are answered and acknowledged, for up to DRAIN_MS (a device
+      // that answered while the gateway stopped ran the command again at its next start). What
+      // is left (a call held for an offline device) goes back to the queue, unacknowledged, for
+      // another gateway or the next start.
+      if (s.consumerTag !== undefined) await s.channel?.cancel(s.consumerTag).catch(() => {})
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([Promise.allSettled([...inHand]), new Promise((r) => (timer = setTimeout(r, DRAIN_MS)))])
+      clearTimeout(timer)
       s.ended = true
+      s.lost.abort()
+      // The channel's close handshake first: the replies just sent reach the broker before it.
+      await Promise.race([s.channel?.close().catch(() => {}), new Promise((r) => setTimeout(r, CLOSE_GRACE_MS).unref())])
       await teardown(s)
     },
   }

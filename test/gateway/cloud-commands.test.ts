@@ -286,9 +286,10 @@ describe('cloud callers to device commands', () => {
       call(body: unknown, props?: { replyTo?: string | null; headers?: Record<string, string>; timestamp?: number }): Promise<Reply>
     }
 
-    const start = async (s: Setup, allow = ['#']): Promise<Caller> => {
+    /** `url`: the front end's broker (the caller's is always AMQP_URL). */
+    const start = async (s: Setup, allow = ['#'], url = AMQP_URL): Promise<Caller> => {
       const queue = `outpost-test.commands.${suffix()}`
-      const fe = await startRabbitCommands({ config: { url: AMQP_URL, queue, prefetch: 64, allow, replyToPrefixes: ['amq.rabbitmq.reply-to', 'amq.gen-'] }, router: s.gw.commands, log: s.log })
+      const fe = await startRabbitCommands({ config: { url, queue, prefetch: 64, allow, replyToPrefixes: ['amq.rabbitmq.reply-to', 'amq.gen-'] }, router: s.gw.commands, log: s.log })
       cleanup(() => fe.close())
       startedDirect.set(queue, fe)
       const model: ChannelModel = await amqp.connect(AMQP_URL)
@@ -420,6 +421,42 @@ describe('cloud callers to device commands', () => {
       expect(replies.every((r) => (r.body.result as { aborted: boolean }).aborted === false)).toBe(true)
       expect(fe.stats()).toEqual({ handled: N, failed: {} })
     }, 90_000)
+
+    it('a request held for an offline device while its link is cut again and again runs once when the device is back, and is answered', async () => {
+      // Each delivery of it became one more held call, all sent when the device came back: it
+      // ran 5 times, and its caller got no reply.
+      const s = await setup()
+      const proxy = await tcpProxy(AMQP_URL)
+      cleanup(() => proxy.close())
+      const { call } = await start(s, ['#'], AMQP_URL.replace(/@[^/]+/, `@${new URL(proxy.url).host}`))
+      await stopDevice(s, s.rt, s.device)
+      const ready = (): number => s.lines.filter((l) => l.msg === 'RabbitMQ commands ready').length
+      const held = call({ device: s.device, service: 'counter', version: '1', command: 'add', payload: { deviceId: 'x', reading: 1, ts: 2 }, offline: 'hold', timeoutMs: 60_000 })
+      await new Promise((r) => setTimeout(r, 500))
+      for (let cut = 1; cut <= 4; cut++) {
+        proxy.cut()
+        await until(() => ready() === cut + 1, 30_000)
+        await new Promise((r) => setTimeout(r, 300))
+      }
+      await s.startDevice(s.device, s.observed)
+      expect((await held).body).toEqual({ result: { ok: true, n: 1 } })
+      await new Promise((r) => setTimeout(r, 1_000))
+      expect(s.observed.executions).toBe(1)
+    }, 120_000)
+
+    it('a device that answers while the front end stops: the answer reaches the caller, and the request is not run again at the next start', async () => {
+      const s = await setup()
+      const { fe, queue, call } = await start(s)
+      const slow = call({ device: s.device, service: 'counter', version: '1', command: 'slow', payload: { ms: 800 } })
+      await until(() => (s.observed.slowRuns ?? 0) === 1, 10_000)
+      await fe.close()
+      expect((await slow).body).toEqual({ result: { aborted: false } })
+      // Started again on the same queue: nothing comes back to run.
+      const again = await startRabbitCommands({ config: { url: AMQP_URL, queue, prefetch: 64, allow: ['#'], replyToPrefixes: ['amq.rabbitmq.reply-to'] }, router: s.gw.commands, log: s.log })
+      cleanup(() => again.close())
+      await new Promise((r) => setTimeout(r, 1_500))
+      expect(s.observed.slowRuns).toBe(1)
+    }, 60_000)
 
     it('an unreachable broker at start: the front end starts, says where, takes queued requests once the broker is there, and again after a cut', async () => {
       const s = await setup()

@@ -1,5 +1,6 @@
 // Issue 14's forwarding figures (`npm run bench -- --only forward`): events published over MQTT
-// (QoS 1, a window of 256 per publisher, as a device's outbox sends) through a gateway that
+// (QoS 1, a window of 256 per device, by Outpost's MQTT transport as a device's outbox sends
+// them; procs/event-publisher.ts) through a gateway that
 // commits each to forward.db before acknowledging it and forwards it to NATS JetStream
 // (Nats-Msg-Id, acked) or a durable RabbitMQ queue (persistent, confirmed); beside a raw client
 // publishing the same messages straight to the target with the same guarantees and a window of
@@ -126,7 +127,8 @@ const cpuSince = (c0: NodeJS.CpuUsage, n: number): number => {
  * Events/s through the gateway (live, or draining a backlog built with the target cut off), and
  * the CPU per event of the gateway's process (this one) while it ran.
  */
-export async function throughGateway(t: Target, name: string, events: number, mode: 'live' | 'backlog'): Promise<Run> {
+/** `client`: what the devices publish with (procs/event-publisher.ts): Outpost's MQTT transport, as devices do, or MQTT.js. */
+export async function throughGateway(t: Target, name: string, events: number, mode: 'live' | 'backlog', client: 'outpost' | 'mqtt.js' = 'outpost'): Promise<Run> {
   const tag = randomBytes(4).toString('hex')
   const dir = mkdtempSync(path.join(tmpdir(), 'outpost-bench-fwd-'))
   // Live, the gateway connects to the target directly, as the raw client does. The backlog run
@@ -143,7 +145,7 @@ export async function throughGateway(t: Target, name: string, events: number, mo
       const total = per * PUBLISHERS
       // The devices: another process, as devices are (their MQTT client's work is not the gateway's).
       const devices = Array.from({ length: PUBLISHERS }, (_, i) => `bench-${i}`)
-      const pub = start('event-publisher.ts', [JSON.stringify({ url: gw.broker.url, devices, per, tag, window: WINDOW })])
+      const pub = start('event-publisher.ts', [JSON.stringify({ url: gw.broker.url, devices, per, tag, window: WINDOW, client })])
       const exited = new Promise<number | null>((r) => pub.once('exit', (code) => r(code)))
       try {
         await firstLine(pub, 'event publisher')

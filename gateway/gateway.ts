@@ -151,7 +151,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   const clients = createLogLimiter(log, { intervalMs: opts.clientLogIntervalMs, maxReasons: 256 })
   const troubles = createLogLimiter(log, { intervalMs: opts.clientLogIntervalMs })
   // Broker state: in broker.db (survives a restart), or in memory (a drill's new broker keeps it).
-  const brokerDatabase = config.persistence === 'sqlite' && config.dataDir !== undefined ? createSqlitePersistence({ path: path.join(config.dataDir, 'broker.db'), log, maxQueuedMessages: config.mqtt.sessionMaxMessages, maxQueuedBytes: config.mqtt.sessionMaxBytes }) : undefined
+  const brokerDatabase = config.persistence === 'sqlite' && config.dataDir !== undefined ? createSqlitePersistence({ path: path.join(config.dataDir, 'broker.db'), log, maxQueuedMessages: config.mqtt.sessionMaxMessages, maxQueuedBytes: config.mqtt.sessionMaxBytes, maxTotalQueuedBytes: config.mqtt.sessionsMaxBytes }) : undefined
   const persistence = brokerDatabase ?? memoryPersistence()
   // Kept payloads do not hold the socket reads they came in; a returning session is not cut off.
   ownPayloads(persistence as unknown as Parameters<typeof ownPayloads>[0])

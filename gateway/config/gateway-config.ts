@@ -39,6 +39,8 @@ export interface GatewayConfig {
     sessionMaxMessages: number
     /** Most payload bytes queued for one client (default 64 MiB; 0: no limit), as `sessionMaxMessages`. */
     sessionMaxBytes: number
+    /** Most payload bytes queued over all clients together (default 512 MiB; 0: no limit), as `sessionMaxMessages`. */
+    sessionsMaxBytes: number
     /**
      * Most topics holding a retained message (default 100 000; 0: no limit). Beyond, a retained
      * message on a new topic goes to the subscribers of the moment but is not kept; counted and logged.
@@ -87,7 +89,7 @@ export const DEFAULT_ROLES: Record<string, RoleConfig> = { [DEFAULT_ROLE]: { sub
 /** The development defaults: what the gateway runs on with no config file. */
 export function defaultGatewayConfig(): GatewayConfig {
   return {
-    mqtt: { host: '127.0.0.1', port: 1883, maxPacketBytes: 1024 * 1024, maxTopicLevels: 16, maxConnections: 10_000, sessionMaxMessages: 10_000, sessionMaxBytes: 64 * 1024 * 1024, retainedMaxTopics: 100_000, retainedMaxBytes: 256 * 1024 * 1024 },
+    mqtt: { host: '127.0.0.1', port: 1883, maxPacketBytes: 1024 * 1024, maxTopicLevels: 16, maxConnections: 10_000, sessionMaxMessages: 10_000, sessionMaxBytes: 64 * 1024 * 1024, sessionsMaxBytes: 512 * 1024 * 1024, retainedMaxTopics: 100_000, retainedMaxBytes: 256 * 1024 * 1024 },
     auth: { enabled: false, roles: structuredClone(DEFAULT_ROLES) },
     persistence: 'memory',
     http: { enabled: false, host: '127.0.0.1', port: 8080 },

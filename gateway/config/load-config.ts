@@ -89,6 +89,7 @@ const FILE_SCHEMA = strict({
       maxConnections: v.optional(wholeNumber(1, 1_000_000)),
       sessionMaxMessages: v.optional(wholeNumber(0, 100_000_000)),
       sessionMaxBytes: v.optional(wholeNumber(0, Number.MAX_SAFE_INTEGER)),
+      sessionsMaxBytes: v.optional(wholeNumber(0, Number.MAX_SAFE_INTEGER)),
       retainedMaxTopics: v.optional(wholeNumber(0, 100_000_000)),
       retainedMaxBytes: v.optional(wholeNumber(0, Number.MAX_SAFE_INTEGER)),
       tls: v.optional(strict({ port: PORT, certFile: FILE, keyFile: FILE, caFile: v.optional(FILE) })),
@@ -228,7 +229,7 @@ function fromFile(file: string, defaultDataDir: string): GatewayConfig {
     dataDir: f.dataDir === undefined ? defaultDataDir : resolve(f.dataDir),
     mqtt: {
       ...base.mqtt,
-      ...withoutUndefined({ host: f.mqtt?.host, port: f.mqtt?.port, maxPacketBytes: f.mqtt?.maxPacketBytes, maxTopicLevels: f.mqtt?.maxTopicLevels, maxConnections: f.mqtt?.maxConnections, sessionMaxMessages: f.mqtt?.sessionMaxMessages, sessionMaxBytes: f.mqtt?.sessionMaxBytes, retainedMaxTopics: f.mqtt?.retainedMaxTopics, retainedMaxBytes: f.mqtt?.retainedMaxBytes }),
+      ...withoutUndefined({ host: f.mqtt?.host, port: f.mqtt?.port, maxPacketBytes: f.mqtt?.maxPacketBytes, maxTopicLevels: f.mqtt?.maxTopicLevels, maxConnections: f.mqtt?.maxConnections, sessionMaxMessages: f.mqtt?.sessionMaxMessages, sessionMaxBytes: f.mqtt?.sessionMaxBytes, sessionsMaxBytes: f.mqtt?.sessionsMaxBytes, retainedMaxTopics: f.mqtt?.retainedMaxTopics, retainedMaxBytes: f.mqtt?.retainedMaxBytes }),
       ...(tls === undefined ? {} : { tls: { port: tls.port, certFile: resolve(tls.certFile), keyFile: resolve(tls.keyFile), ...(tls.caFile === undefined ? {} : { caFile: resolve(tls.caFile) }) } }),
       ...(f.mqtt?.websocket === undefined ? {} : { websocket: { ...f.mqtt.websocket } }),
     },

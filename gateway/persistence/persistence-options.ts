@@ -4,6 +4,8 @@ import type { Logger } from 'pino'
 export const DEFAULT_MAX_QUEUED_MESSAGES = 10_000
 /** Default most bytes queued for one client: 64 MiB. */
 export const DEFAULT_MAX_SESSION_BYTES = 64 * 1024 * 1024
+/** Default most bytes queued over all clients: 512 MiB. */
+export const DEFAULT_MAX_SESSIONS_BYTES = 512 * 1024 * 1024
 
 export interface SqlitePersistenceOptions {
   /** The broker database file, `<dataDir>/broker.db`. */
@@ -24,6 +26,8 @@ export interface SqlitePersistenceOptions {
   maxQueuedMessages?: number
   /** Most payload and topic bytes queued for one client, default 64 MiB; 0: no limit. As `maxQueuedMessages`. */
   maxQueuedBytes?: number
+  /** Most payload and topic bytes queued over all clients together, default 512 MiB; 0: no limit. As `maxQueuedMessages`. */
+  maxTotalQueuedBytes?: number
   /** Shortest time between two log lines about one client's full queue, ms (default 60 000). */
   logIntervalMs?: number
 }

@@ -3,7 +3,7 @@ import { ErrorCode, OutpostError } from '../../runtime/errors.js'
 import { openDeviceDatabase, type DeviceDatabase } from '../../runtime/stores/sqlite/index.js'
 import { BROKER_MIGRATIONS, prepareBrokerStatements } from './broker-schema.js'
 import { createOutgoingQueues, type OutgoingQueues, type SessionQueueStats } from './outgoing-queues.js'
-import { DEFAULT_MAX_QUEUED_MESSAGES, DEFAULT_MAX_SESSION_BYTES, type SqlitePersistenceOptions } from './persistence-options.js'
+import { DEFAULT_MAX_QUEUED_MESSAGES, DEFAULT_MAX_SESSION_BYTES, DEFAULT_MAX_SESSIONS_BYTES, type SqlitePersistenceOptions } from './persistence-options.js'
 import { asPacket, decodePacket, decodePlain, encodePacket as encode, type StoredPacket } from './stored-packet.js'
 import { filterMatcher, SubscriptionIndex, type SubRecord, type TrieSub } from './subscription-index.js'
 import { createTurnWrites, type TurnWrites } from './turn-writes.js'
@@ -79,7 +79,7 @@ export class SqlitePersistence {
     const log = opts.log
     this.#maxIncoming = opts.maxIncomingPerClient ?? 64
     const logIntervalMs = opts.logIntervalMs ?? 60_000
-    this.#outgoing = createOutgoingQueues({ maxQueued: opts.maxQueuedMessages ?? DEFAULT_MAX_QUEUED_MESSAGES, maxQueuedBytes: opts.maxQueuedBytes ?? DEFAULT_MAX_SESSION_BYTES, logIntervalMs, log })
+    this.#outgoing = createOutgoingQueues({ maxQueued: opts.maxQueuedMessages ?? DEFAULT_MAX_QUEUED_MESSAGES, maxQueuedBytes: opts.maxQueuedBytes ?? DEFAULT_MAX_SESSION_BYTES, maxTotalBytes: opts.maxTotalQueuedBytes ?? DEFAULT_MAX_SESSIONS_BYTES, logIntervalMs, log })
     // Synchronous NORMAL in WAL: a commit survives the process being killed (kill -9); a power
     // cut may take the last ones (see the top of this file and docs/gateway.md).
     // A short busy wait: better-sqlite3 waits synchronously, and another process holding broker.db

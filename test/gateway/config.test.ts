@@ -41,6 +41,7 @@ mqtt:
   maxConnections: 500
   sessionMaxMessages: 2000
   sessionMaxBytes: 0
+  sessionsMaxBytes: 1073741824
   retainedMaxTopics: 5000
   retainedMaxBytes: 1048576
   tls: { port: 8883, certFile: certs/gw.crt, keyFile: /etc/outpost/gw.key }
@@ -76,6 +77,7 @@ describe('loadGatewayConfig: valid files', () => {
       maxConnections: 500,
       sessionMaxMessages: 2000,
       sessionMaxBytes: 0,
+      sessionsMaxBytes: 1073741824,
       retainedMaxTopics: 5000,
       retainedMaxBytes: 1048576,
       tls: { port: 8883, certFile: path.join(dir, 'certs/gw.crt'), keyFile: '/etc/outpost/gw.key' },

@@ -15,7 +15,7 @@ import { until } from '../helpers/wait.js'
 describe('queues of persistent sessions', () => {
   const cleanup = cleanupAfterEach()
 
-  const start = async (opts: { maxQueuedMessages?: number; maxQueuedBytes?: number }) => {
+  const start = async (opts: { maxQueuedMessages?: number; maxQueuedBytes?: number; maxTotalQueuedBytes?: number }) => {
     const dir = mkdtempSync(path.join(tmpdir(), 'outpost-session-'))
     cleanup(() => rmSync(dir, { recursive: true, force: true }))
     const lines: { msg: string; clientId?: string }[] = []
@@ -102,5 +102,23 @@ describe('queues of persistent sessions', () => {
     expect(stats.queuedBytes).toBeLessThanOrEqual(64 * 1024)
     const got = await collect(gw.url(), 'away-2', 6)
     expect(got.map((g) => g.slice(0, 2))).toEqual(['00', '01', '02', '03', '04', '05'])
+  }, 60_000)
+
+  it('bounds the bytes queued over all sessions together (sessionsMaxBytes): each keeps a copy of its own', async () => {
+    const gw = await start({ maxTotalQueuedBytes: 64 * 1024 })
+    for (const id of ['away-a', 'away-b', 'away-c', 'away-d']) await away(gw.url(), id)
+    const pub = await mqtt.connectAsync(gw.url(), { clientId: 'pub', reconnectPeriod: 0 })
+    cleanup(() => pub.endAsync(true))
+    const body = Buffer.alloc(4 * 1024, 1)
+    for (let i = 0; i < 10; i++) await pub.publishAsync('q/big', Buffer.concat([Buffer.from(`${String(i).padStart(2, '0')}:`), body]), { qos: 1 })
+    const stats = gw.persistence().stats()
+    // 15 copies of about 4 KiB fit in 64 KiB, of the 40 that four sessions would keep.
+    expect(stats.queuedBytes).toBeLessThanOrEqual(64 * 1024)
+    expect(stats.queued).toBe(15)
+    expect(stats.dropped).toBe(25)
+    expect(gw.lines.some((l) => l.msg.startsWith('the queues of all clients together are full'))).toBe(true)
+    // The first come first: the sessions that were first for each message have it.
+    const got = await collect(gw.url(), 'away-a', 4)
+    expect(got.map((g) => g.slice(0, 2))).toEqual(['00', '01', '02', '03'])
   }, 60_000)
 })

@@ -317,9 +317,13 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
         throw err
       })
     : undefined
-  // Cloud callers over NATS and RabbitMQ: they start even when the cloud is unreachable, and keep trying.
-  if (config.commands.nats !== undefined) cloudCommands.set('nats', await startNatsCommands({ config: config.commands.nats, router: commands, log }))
-  if (config.commands.rabbitmq !== undefined) cloudCommands.set('rabbitmq', await startRabbitCommands({ config: config.commands.rabbitmq, router: commands, log }))
+  // Cloud callers over NATS and RabbitMQ, side by side (in turn, two stalled links delayed "ready" by 20 s); unreachable, they keep trying.
+  const [nats, rabbit] = await Promise.all([
+    config.commands.nats === undefined ? undefined : startNatsCommands({ config: config.commands.nats, router: commands, log }),
+    config.commands.rabbitmq === undefined ? undefined : startRabbitCommands({ config: config.commands.rabbitmq, router: commands, log }),
+  ])
+  if (nats !== undefined) cloudCommands.set('nats', nats)
+  if (rabbit !== undefined) cloudCommands.set('rabbitmq', rabbit)
   log.info({ url: broker.url, http: http?.url, auth: config.auth.enabled, persistence: config.persistence, dataDir: config.dataDir }, 'gateway ready')
   // Its wait between two tries to bind again is cut short when the gateway is closed meanwhile.
   const pause = createPause()

@@ -4,6 +4,7 @@
 // caller would (nc.request; a publish with direct reply-to). Also the HTTP route's happy path
 // and its 503 for an offline device.
 import { randomBytes } from 'node:crypto'
+import net from 'node:net'
 import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib'
 import { connect as natsConnect, headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node'
 import { pino, type Logger } from 'pino'
@@ -485,6 +486,23 @@ describe('cloud callers to device commands', () => {
       expect(fe.stats().failed).toEqual({})
     }, 150_000)
   })
+
+  it('two cloud links that take the connection and never answer keep "ready" waiting for one connect timeout, not two in turn', async () => {
+    // Each front end waits up to 10 s for its first connection; one after the other, 20 s.
+    const held = new Set<net.Socket>()
+    const silent = net.createServer((socket) => void held.add(socket.on('error', () => undefined)))
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()))
+    cleanup(() => new Promise<void>((r) => (held.forEach((h) => h.destroy()), silent.close(() => r()))))
+    const port = (silent.address() as net.AddressInfo).port
+    const config = defaultGatewayConfig()
+    config.commands.nats = { servers: [`nats://127.0.0.1:${port}`], subject: 'outpost-test.cmd', queueGroup: `q-${suffix()}`, allow: ['#'], replyPrefixes: ['_INBOX'] }
+    config.commands.rabbitmq = { url: `amqp://guest:guest@127.0.0.1:${port}`, queue: `outpost-test.silent.${suffix()}`, prefetch: 8, allow: ['#'], replyToPrefixes: ['amq.rabbitmq.reply-to'] }
+    const t0 = performance.now()
+    const gw = await startGateway({ config, port: 0, logger: quiet })
+    const took = performance.now() - t0
+    await gw.close()
+    expect(took).toBeLessThan(16_000)
+  }, 60_000)
 
   it('HTTP: a held call whose client has gone gives its place back (commands.maxPending), instead of holding it to its deadline', async () => {
     const s = await setup({ http: true, maxPending: 1 })

@@ -45,6 +45,8 @@ export function createCloudClient(opts: CloudClientOptions): CloudClient {
     const timeoutMs = o.timeoutMs ?? defaultTimeout
     const h = natsHeaders()
     h.set('Outpost-Timeout-Ms', String(timeoutMs))
+    // The gateway counts the deadline from here: a request held up on the way does not run late.
+    h.set('Outpost-Sent-At', String(Date.now()))
     if (o.offline !== undefined) h.set('Outpost-Offline', o.offline)
     if (o.traceparent !== undefined) h.set('traceparent', o.traceparent)
     const subject = `${prefix}.${o.device ?? '_'}.${target.service}.${target.version ?? '1'}.${target.command}`

@@ -101,6 +101,13 @@ export function parseTimeout(t: string | undefined, what: string): number | unde
   return Number(t)
 }
 
+/** When a caller sent its request, epoch ms (a NATS request's `Outpost-Sent-At`). @throws BAD_ARGUMENT for anything but a whole number */
+export function parseSentAt(t: string | undefined, what: string): number | undefined {
+  if (t === undefined) return undefined
+  if (!/^\d{1,16}$/.test(t)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${what} "${t.slice(0, 32)}" is not a time in epoch milliseconds`)
+  return Number(t)
+}
+
 /** An offline policy as the HTTP API reads `?offline=`. @throws BAD_ARGUMENT for anything but fail or hold */
 export function parseOffline(o: string | undefined, what: string): OfflinePolicy | undefined {
   if (o === undefined || o === 'fail' || o === 'hold') return o

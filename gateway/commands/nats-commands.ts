@@ -1,7 +1,8 @@
 // Device commands over NATS request/reply. A cloud caller sends a request to
 //   <subject>.<device>.<service>.<version>.<command>      (device `_`: any live device)
 // with the command's payload as JSON (an empty body is `{}`) and optional headers
-// `Outpost-Timeout-Ms`, `Outpost-Offline` (fail|hold) and `traceparent`. The reply is the same
+// `Outpost-Timeout-Ms`, `Outpost-Offline` (fail|hold), `Outpost-Sent-At` (epoch ms: the deadline
+// counts from then) and `traceparent`. The reply is the same
 // JSON the HTTP API answers with: `{ "result": … }`, or `{ "error": { code, message, details? } }`
 // with the header `Outpost-Error: <code>`.
 //
@@ -19,7 +20,7 @@ import { backoffDelay, createPause } from '../../runtime/backoff.js'
 import { ErrorCode, OutpostError, errorMessage, toWireError, type WireError } from '../../runtime/errors.js'
 import { createLogLimiter } from '../../runtime/log-limiter.js'
 import type { NatsCommandsConfig } from './command-config.js'
-import { commandRequest, createCommandStats, encodeReply, parseJsonBody, parseOffline, parseTimeout, type CommandFrontEnd } from './command-request.js'
+import { commandRequest, createCommandStats, encodeReply, parseJsonBody, parseOffline, parseSentAt, parseTimeout, type CommandFrontEnd } from './command-request.js'
 import type { CommandRequest, CommandRouter } from './command-router.js'
 
 /** Pings of the command connection, ms (two unanswered: the link is taken as lost). */
@@ -44,7 +45,9 @@ function readRequest(prefix: string, msg: Msg): CommandRequest {
   const timeoutMs = parseTimeout(header('Outpost-Timeout-Ms'), 'header Outpost-Timeout-Ms')
   const offline = parseOffline(header('Outpost-Offline'), 'header Outpost-Offline')
   const target = { ...(device === '_' ? {} : { device }), service: tokens[1]!, version: tokens.slice(2, -1).join('.'), command: tokens.at(-1)! }
-  return commandRequest(target, parseJsonBody(msg.data), { timeoutMs, offline, traceparent: header('traceparent') })
+  // A request that waited in a stalled link ran after its caller gave up, and a retry ran it twice.
+  const sentAt = parseSentAt(header('Outpost-Sent-At'), 'header Outpost-Sent-At')
+  return commandRequest(target, parseJsonBody(msg.data), { timeoutMs, offline, traceparent: header('traceparent'), sentAt })
 }
 
 /**

@@ -11,6 +11,7 @@ import { pino, type Logger } from 'pino'
 import { describe, expect, it } from 'vitest'
 import type { CommandFrontEnd } from '../../gateway/commands/command-request.js'
 import { startNatsCommands } from '../../gateway/commands/nats-commands.js'
+import { createCloudClient } from '../../gateway/cloud/cloud-client.js'
 import { startRabbitCommands } from '../../gateway/commands/rabbitmq-commands.js'
 import { defaultGatewayConfig } from '../../gateway/config/gateway-config.js'
 import { startGateway, type Gateway } from '../../gateway/index.js'
@@ -253,6 +254,26 @@ describe('cloud callers to device commands', () => {
       expect(s.lines.some((l) => l.msg === 'NATS command link lost; reconnecting')).toBe(true)
       expect(fe.stats().handled).toBeGreaterThanOrEqual(2)
     }, 150_000)
+
+    it('counts a request\'s deadline from its Outpost-Sent-At header: one held up on the way is TIMEOUT and runs nothing; a bad one is BAD_ARGUMENT', async () => {
+      // Requests held in a stalled link ran when it came back, after their callers had given up.
+      const s = await setup()
+      const { call, nc, subject } = await start(s)
+      const body = JSON.stringify({ deviceId: 'x', reading: 1, ts: 2 })
+      const late = await call(`${s.device}.counter.1.add`, body, { 'Outpost-Timeout-Ms': '3000', 'Outpost-Sent-At': String(Date.now() - 20_000) })
+      expect([late.body.error?.code, late.errorHeader]).toEqual(['TIMEOUT', 'TIMEOUT'])
+      expect((await call(`${s.device}.counter.1.add`, body, { 'Outpost-Sent-At': 'yesterday' })).body.error?.code).toBe('BAD_ARGUMENT')
+      expect((await call(`${s.device}.counter.1.add`, body, { 'Outpost-Sent-At': String(Date.now()) })).body).toEqual({ result: { ok: true, n: 1 } })
+      expect(s.observed.executions).toBe(1)
+      // outpost/cloud sends it with every call (a plain subscriber beside the gateway's queue group sees the request).
+      const seen: string[] = []
+      nc.subscribe(`${subject}.>`, { callback: (_e, m) => void seen.push(m.headers?.get('Outpost-Sent-At') ?? '') })
+      await nc.flush()
+      const client = createCloudClient({ nats: nc, subject })
+      expect(await client.invoke({ service: 'counter', version: '1', command: 'add' }, { deviceId: 'x', reading: 1, ts: 2 }, { device: s.device })).toEqual({ ok: true, n: 2 })
+      expect(seen).toHaveLength(1)
+      expect(Math.abs(Number(seen[0]) - Date.now())).toBeLessThan(60_000)
+    }, 60_000)
 
     it('a stalled link (nothing comes back, the socket stays open) is found within 30 s, and a close on a stalled link ends within seconds', async () => {
       const s = await setup()

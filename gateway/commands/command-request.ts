@@ -60,11 +60,35 @@ export function parseJsonBody(data: Uint8Array, what = 'the request body'): unkn
     throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${what} is not UTF-8 text`)
   }
   if (text.trim() === '') return {}
+  let doc: unknown
   try {
-    return JSON.parse(text) as unknown
+    doc = JSON.parse(text) as unknown
   } catch (err) {
     throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${what} is not JSON: ${errorMessage(err).slice(0, 200)}`)
   }
+  // A `\uD800` escape alone is valid JSON but no text: sent on, it reached the device as U+FFFD.
+  if (/\\u[dD][89a-fA-F]/.test(text) && !wellFormed(doc)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${what} holds a string with a lone surrogate (\\uD800–\\uDFFF not in a pair), which is no text`)
+  return doc
+}
+
+/** A high surrogate not followed by a low one, or a low one not after a high one. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
+
+/** Whether every string of a parsed JSON value (keys too) is well-formed Unicode. */
+function wellFormed(doc: unknown): boolean {
+  const todo: unknown[] = [doc]
+  while (todo.length > 0) {
+    const x = todo.pop()
+    if (typeof x === 'string') {
+      if (LONE_SURROGATE.test(x)) return false
+    } else if (typeof x === 'object' && x !== null) {
+      for (const [k, val] of Object.entries(x)) {
+        if (LONE_SURROGATE.test(k)) return false
+        todo.push(val)
+      }
+    }
+  }
+  return true
 }
 
 /** A reply body as bytes. A result that JSON cannot carry (a BigInt, say) becomes an INTERNAL error reply; such error details are dropped. */

@@ -580,6 +580,21 @@ describe('cloud callers to device commands', () => {
     expect(await post('huge', {})).toMatchObject({ status: 502, code: 'FRAME_TOO_LARGE' })
   }, 60_000)
 
+  it('HTTP: a body with a lone surrogate escape (valid JSON, no text) is BAD_ARGUMENT; a pair goes through as sent', async () => {
+    // It was taken and reached the device as U+FFFD: the data changed without a word.
+    const s = await setup({ http: true })
+    const url = `${s.gw.http!.url}/devices/${s.device}/commands/echo/1/say`
+    const post = async (raw: string): Promise<{ status: number; body: Reply['body'] }> => {
+      const res = await fetch(url, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: raw })
+      return { status: res.status, body: (await res.json()) as Reply['body'] }
+    }
+    for (const raw of ['{"text":"\\ud800"}', '{"text":"a\\uDC00b"}', '{"text":"x","\\ud83d":1}']) {
+      const r = await post(raw)
+      expect([r.status, r.body.error?.code], raw).toEqual([400, 'BAD_ARGUMENT'])
+    }
+    expect(await post('{"text":"\\ud83d\\ude00 \\\\ud800"}')).toEqual({ status: 200, body: { result: { text: '\u{1F600} \\ud800', device: s.device } } })
+  }, 60_000)
+
   it('HTTP: POST /devices/<id>/commands/... answers the result, and 503 DEVICE_OFFLINE once the device is gone', async () => {
     const s = await setup({ http: true })
     const url = `${s.gw.http!.url}/devices/${s.device}/commands/echo/1/say`

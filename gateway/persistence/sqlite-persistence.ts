@@ -17,22 +17,26 @@ export { DEFAULT_MAX_QUEUED_MESSAGES, DEFAULT_MAX_SESSION_BYTES, type SqlitePers
 // the promise API of aedes-persistence; see node_modules/aedes-persistence/asyncPersistence.js,
 // the in-memory reference this follows method for method).
 //
-// The file is the truth, also held in memory (loaded once), so lookups never read the disk.
-// Every change is applied in memory at once and written to the file in one transaction per turn
-// of the event loop (hundreds of QoS 1 stores and clears commit together). A promise resolves
-// only after its change is committed.
+// The file is the truth; everything in it is also held in memory, loaded once when the
+// persistence is created, so that lookups (retained messages by pattern, subscriptions by
+// topic, a client's queue) never read the disk. Every change is applied in memory at once and
+// written to the file in one transaction per turn of the event loop: each QoS 1 delivery costs
+// a store and a clear, and hundreds of them commit together. A promise resolves only after its
+// change is committed.
 //
 // Durability: WAL with synchronous NORMAL. A commit is in the log file when its promise
 // resolves, so a process killed (kill -9, a crash) loses nothing that was acknowledged; a
 // power cut or a kernel crash may lose the last commits before the log was synced to the disk
 // (the checkpoint syncs it), never the file's consistency.
 //
-// Damage: a broker.db SQLite reports as damaged is moved aside to `broker.db.corrupt-<time>`
-// (openDeviceDatabase; never deleted), and the broker starts empty with a warning.
+// Damage: broker.db is opened like a device database (openDeviceDatabase): a file SQLite
+// reports as damaged is moved aside to `broker.db.corrupt-<time>` (never deleted), the broker
+// starts with an empty state, and a warning says where the old file went.
 
-// Rooms: packets as rows (stored-packet.ts), schema (broker-schema.ts), the commit per turn
-// (turn-writes.ts), subscriptions (subscription-index.ts), the outgoing queues and their
-// budgets (outgoing-queues.ts); this file is what aedes calls.
+// The rooms: packets as rows (stored-packet.ts), the schema and its statements
+// (broker-schema.ts), the commit per turn and its failures (turn-writes.ts), subscriptions in
+// memory (subscription-index.ts), the outgoing queues and their budgets (outgoing-queues.ts);
+// this file is what aedes calls.
 
 interface Client {
   id: string
@@ -57,8 +61,9 @@ export class SqlitePersistence {
   readonly #subscriptions = new SubscriptionIndex()
   /**
    * The filter list last stored, and for whom, while no other change to subscriptions followed.
-   * aedes calls addSubscriptions once per filter of a SUBSCRIBE, each time with all of them: n²
-   * rows for n filters (minutes of a blocked event loop for a device with a persistent session).
+   * aedes calls addSubscriptions once per filter of a SUBSCRIBE, in one go, each time with all of
+   * the packet's filters: n² rows for a packet of n, which a device with a persistent session
+   * turned into minutes of a blocked event loop and gigabytes of memory.
    */
   #lastList: { subs: object; clientId: string } | undefined
   readonly #outgoing: OutgoingQueues

@@ -298,14 +298,14 @@ export async function startRabbitCommands(opts: { config: RabbitCommandsConfig; 
       // that answered while the gateway stopped ran the command again at its next start). What
       // is left (a call held for an offline device) goes back to the queue, unacknowledged, for
       // another gateway or the next start.
-      if (s.consumerTag !== undefined) await s.channel?.cancel(s.consumerTag).catch(() => {})
-      let timer: NodeJS.Timeout | undefined
-      await Promise.race([Promise.allSettled([...inHand]), new Promise((r) => (timer = setTimeout(r, DRAIN_MS)))])
-      clearTimeout(timer)
+      // Each step bounded: on a stalled link the broker answers nothing.
+      const within = (p: Promise<unknown> | undefined, ms: number): Promise<unknown> => Promise.race([p?.catch(() => {}), new Promise((r) => setTimeout(r, ms).unref())])
+      if (s.consumerTag !== undefined) await within(s.channel?.cancel(s.consumerTag), CLOSE_GRACE_MS)
+      await within(Promise.allSettled([...inHand]), DRAIN_MS)
       s.ended = true
       s.lost.abort()
       // The channel's close handshake first: the replies just sent reach the broker before it.
-      await Promise.race([s.channel?.close().catch(() => {}), new Promise((r) => setTimeout(r, CLOSE_GRACE_MS).unref())])
+      await within(s.channel?.close(), CLOSE_GRACE_MS)
       await teardown(s)
     },
   }

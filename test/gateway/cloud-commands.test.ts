@@ -466,6 +466,17 @@ describe('cloud callers to device commands', () => {
       expect(s.observed.executions).toBe(1)
     }, 120_000)
 
+    it('closes within seconds on a stalled link (the broker answers nothing, the socket stays open)', async () => {
+      const s = await setup()
+      const proxy = await tcpProxy(AMQP_URL)
+      cleanup(() => proxy.close())
+      const { fe } = await start(s, ['#'], AMQP_URL.replace(/@[^/]+/, `@${new URL(proxy.url).host}`))
+      proxy.stall()
+      const t0 = performance.now()
+      await fe.close()
+      expect(performance.now() - t0).toBeLessThan(10_000)
+    }, 60_000)
+
     it('a device that answers while the front end stops: the answer reaches the caller, and the request is not run again at the next start', async () => {
       const s = await setup()
       const { fe, queue, call } = await start(s)

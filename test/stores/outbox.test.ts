@@ -164,6 +164,29 @@ describe('sqlite outbox inside a larger transaction', () => {
     })
   })
 
+  it('empties the table in one step only when every row in it was acknowledged', () => {
+    withOutbox(undefined, (outbox, d) => {
+      const rows = (): number[] => d.db.prepare<[], number>('SELECT seq FROM outbox ORDER BY seq').pluck().all()
+      const seqs = [1, 2, 3, 4, 5, 6].map((n) => outbox.append(entry(n)))
+      // One run acknowledged, with rows after it that were not: only the run goes.
+      for (const s of seqs.slice(0, 3)) outbox.ack(s)
+      const seven = d.transaction(() => outbox.append(entry(7)))
+      expect(rows()).toEqual([...seqs.slice(3), seven])
+      // Every row acknowledged, in any order and some twice: all go, the new one stays.
+      for (const s of [seven, ...seqs.slice(3).reverse(), seven]) outbox.ack(s)
+      const eight = d.transaction(() => outbox.append(entry(8)))
+      expect(rows()).toEqual([eight])
+      expect(outbox.stats()).toMatchObject({ entries: 1, bytes: 10, delivered: 7 })
+      expect(outbox.peek(0, 10).map((e) => e.topic)).toEqual(['t/8'])
+      // Acknowledged with a gap: the unacknowledged row stays.
+      const more = [9, 10, 11].map((n) => outbox.append(entry(n)))
+      for (const s of [eight, more[0]!, more[2]!]) outbox.ack(s)
+      const twelve = d.transaction(() => outbox.append(entry(12)))
+      expect(rows()).toEqual([more[1], twelve])
+      expect(outbox.stats()).toMatchObject({ entries: 2, bytes: 20, delivered: 10 })
+    })
+  })
+
   it('stores an append made inside a transaction opened on the connection directly', () => {
     withOutbox(undefined, (outbox, d, reopen) => {
       d.db.transaction(() => {

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto'
-import { statSync } from 'node:fs'
 import path from 'node:path'
 import type { AedesOptions } from 'aedes'
 import aedesPersistence from 'aedes-persistence'
@@ -32,6 +31,8 @@ import type { CommandFrontEnd } from './commands/command-request.js'
 import { startNatsCommands } from './commands/nats-commands.js'
 import { startRabbitCommands } from './commands/rabbitmq-commands.js'
 import { openGatewayDatabase, setAsideGatewayDatabases } from './store/gateway-database.js'
+import { createWritableCheck } from './store/writable-check.js'
+import { createDeviceAdmission } from './commands/device-admission.js'
 
 import { GATEWAY_CLIENT_ID, RESERVED_DEVICE_IDS } from './devices/reserved-ids.js'
 
@@ -138,7 +139,9 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   const traffic = config.http.enabled ? createTraffic() : undefined
   // The gateway's own client logs in with a secret made for this run.
   const internal = new Map([[GATEWAY_CLIENT_ID, randomBytes(24).toString('base64url')]])
-  const auth = config.auth.enabled ? createBrokerAuth({ devices, roles: config.auth.roles, log, internal }) : undefined
+  // With logins checked, commands for a device that cannot log in fail at once (not held).
+  const admission = config.auth.enabled ? createDeviceAdmission(devices) : undefined
+  const auth = config.auth.enabled ? createBrokerAuth({ devices, roles: config.auth.roles, log, internal, onDevicesChanged: (ids) => admission?.changed(ids) }) : undefined
   if (auth !== undefined && devices.list().length === 0) {
     // Every login is refused: say so once, and why when a damaged table was set aside before (a
     // restart after STORE_CORRUPT found a new, empty one and said nothing).
@@ -170,21 +173,13 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
     database.close()
     throw err
   }
-  // The files as they were opened. One deleted or replaced while the gateway runs takes its
-  // writes to an unlinked file (lost at the next start, devices and all) and leaves
-  // `outpost devices` unable to revoke anything: the gateway is not ready then.
-  const inode = (file: string): number | undefined => {
-    try {
-      return statSync(file).ino
-    } catch {
-      return undefined
-    }
-  }
-  const files =
-    config.dataDir === undefined
-      ? []
-      : [path.join(config.dataDir, 'gateway.db'), ...(config.persistence === 'sqlite' ? [path.join(config.dataDir, 'broker.db')] : []), ...(forwarder === undefined ? [] : [path.join(config.dataDir, 'forward.db')])]
-  const opened = files.map((f) => [f, inode(f)] as const)
+  // Readiness: the database files as opened, and whether they take writes.
+  const databaseWritable = createWritableCheck({
+    files: config.dataDir === undefined ? [] : [path.join(config.dataDir, 'gateway.db'), ...(config.persistence === 'sqlite' ? [path.join(config.dataDir, 'broker.db')] : []), ...(forwarder === undefined ? [] : [path.join(config.dataDir, 'forward.db')])],
+    database,
+    broker: brokerDatabase,
+    gone: (files) => troubles.error('database file gone', { files }, 'database file deleted or replaced while the gateway runs: what it writes now is lost at its next start, and outpost devices no longer reaches its device table'),
+  })
   /** Closes what outlives a broker: broker.db (aedes never closes its persistence), the gatekeeper, gateway.db. */
   const closeStores = async (): Promise<void> => {
     await forwarder?.close()
@@ -264,7 +259,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
   await connected(own)
   forwarder?.start()
   // Cloud callers to device commands: routed by the registry, sent through the gateway's runtime.
-  const commands = createCommandRouter({ runtime, registry, defaults: config.commands, reconnecting: wereOnline })
+  const commands = createCommandRouter({ runtime, registry, defaults: config.commands, reconnecting: wereOnline, admission })
   let brokerUp = true
   // Cloud callers over NATS and RabbitMQ (started below, after the HTTP face), by front end: /metrics reads their counts.
   const cloudCommands = new Map<'nats' | 'rabbitmq', CommandFrontEnd>()
@@ -277,30 +272,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
         traffic,
         view: {
           broker: () => (brokerUp ? broker : undefined),
-          databaseWritable: () => {
-            const gone = opened.filter(([f, ino]) => inode(f) !== ino).map(([f]) => f)
-            if (gone.length > 0) {
-              troubles.error('database file gone', { files: gone }, 'database file deleted or replaced while the gateway runs: what it writes now is lost at its next start, and outpost devices no longer reaches its device table')
-              return false
-            }
-            // broker.db too: on a full or read-only disk its commits fail, no QoS 1 message is
-            // acknowledged, and gateway.db's lock check alone said ready.
-            if (brokerDatabase !== undefined && !brokerDatabase.writable()) return false
-            // Without waiting for the lock: a readiness probe every few seconds while another
-            // process held it (a sqlite3 shell, a backup) kept the whole gateway in SQLite's
-            // 5 s busy wait, broker and HTTP with it, most of the time.
-            const waitMs = database.db.pragma('busy_timeout', { simple: true }) as number
-            database.db.pragma('busy_timeout = 0')
-            try {
-              database.db.prepare('BEGIN IMMEDIATE').run()
-              database.db.prepare('ROLLBACK').run()
-              return true
-            } catch {
-              return false
-            } finally {
-              database.db.pragma(`busy_timeout = ${waitMs}`)
-            }
-          },
+          databaseWritable,
           registry,
           sessions: () => brokerDatabase?.stats(),
           retained: () => retained.stats(),

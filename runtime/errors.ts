@@ -58,7 +58,7 @@ export const ErrorCode = {
   JOB_FAILED: 'JOB_FAILED',
   /** A device id that the gateway's device table already has. */
   DEVICE_EXISTS: 'DEVICE_EXISTS',
-  /** A device id that the gateway's device table does not have. */
+  /** A device id that the gateway's device table does not have (for a cloud command: or has revoked, so it cannot log in). */
   DEVICE_UNKNOWN: 'DEVICE_UNKNOWN',
   /** A client that did not prove who it is (unknown device, wrong secret, revoked, client id not its device id). */
   NOT_AUTHENTICATED: 'NOT_AUTHENTICATED',

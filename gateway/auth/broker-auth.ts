@@ -43,6 +43,8 @@ export interface BrokerAuthOptions {
   prefix?: string
   /** How often the device table is asked for revoked and rotated devices, ms (default 500). */
   revokeCheckMs?: number
+  /** Told of the devices revoked, rotated or removed (held command calls for them stop waiting). */
+  onDevicesChanged?: (ids: string[]) => void
   /** How failed logins from one address slow down (login-throttle.ts). */
   throttle?: LoginThrottleOptions
   /** Shortest time between two log lines about one client's denials or one kind of refused login, ms (default 60 000). */
@@ -123,6 +125,7 @@ export function createBrokerAuth(opts: BrokerAuthOptions): BrokerAuth {
     devices,
     identityOf: (client) => identities.get(client),
     logins,
+    changed: opts.onDevicesChanged,
     kicked: (id, why) => {
       stats.kicked++
       logins.info(`kicked ${why}`, { client: logged(id), why }, `device ${why}: connection closed`)

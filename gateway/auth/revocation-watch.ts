@@ -26,6 +26,8 @@ export function createRevocationWatch(deps: {
   logins: LogLimiter
   /** Called for each connection closed, with why. */
   kicked: (id: string, why: string) => void
+  /** Called with the devices revoked, rotated or removed since the last look, connected or not. */
+  changed?: (ids: string[]) => void
 }): RevocationWatch {
   const { devices, logins } = deps
   let broker: Aedes | undefined
@@ -64,6 +66,7 @@ export function createRevocationWatch(deps: {
       for (const client of recent) fresh.add(client)
       return logins.error('device table', { err: errorMessage(err) }, 'device table unreadable; revocations not checked')
     }
+    if (changed.length > 0) deps.changed?.(changed)
     for (const id of changed) {
       const client = (broker as unknown as { clients: Record<string, Client | undefined> }).clients[id]
       if (client !== undefined) recheck(client)

@@ -10,6 +10,7 @@ import type { Runtime } from '../../runtime/index.js'
 import { isTopicSegment } from '../../runtime/topic-level.js'
 import { topicMatches } from '../../runtime/wire/topics.js'
 import type { DeviceEntry, Registry } from '../registry/registry.js'
+import type { DeviceAdmission } from './device-admission.js'
 import { createPayloadCheck, type PayloadCheck } from './payload-check.js'
 
 /** What to do with a command for a device that is offline. */
@@ -69,7 +70,7 @@ export interface CommandRouter {
   /**
    * Runs a device command; the device's result.
    * @throws (rejects) NOT_AUTHORIZED (outside `allow`), BAD_ARGUMENT (a name that is not a topic
-   *   level, a bad timeout), DEVICE_UNKNOWN, DEVICE_OFFLINE, NO_HANDLER (the device, or no device,
+   *   level, a bad timeout), DEVICE_UNKNOWN (also a device revoked, before or while held), DEVICE_OFFLINE, NO_HANDLER (the device, or no device,
    *   announces the command), VALIDATION_FAILED (the payload does not fit the device's contract
    *   document: nothing was sent), and what the device answers: VALIDATION_FAILED, TIMEOUT, INTERNAL, …
    */
@@ -109,9 +110,14 @@ export function createCommandRouter(opts: {
   reconnecting?: readonly string[]
   /** Default 10 000 ms: a device's reconnect backoff is 1 s to 5 s. */
   reconnectGraceMs?: number
+  /**
+   * With authentication on: a device that cannot log in (not in the device table, or revoked) is
+   * DEVICE_UNKNOWN at once, and a held call for one revoked while it waits stops waiting.
+   */
+  admission?: DeviceAdmission
 }): CommandRouter {
   const defaults = { ...COMMAND_DEFAULTS, ...opts.defaults }
-  const { runtime, registry } = opts
+  const { runtime, registry, admission } = opts
   const payloads = opts.payloads ?? createPayloadCheck()
   const now = opts.now ?? Date.now
   const pollMs = opts.pollMs ?? 100
@@ -160,9 +166,18 @@ export function createCommandRouter(opts: {
     gone(signal)
   }
 
-  /** Waits until `device` is online or `deadline` passes; its entry then (online or not). */
+  /**
+   * Waits until `device` is online or `deadline` passes; its entry then (online or not).
+   * @throws DEVICE_UNKNOWN once the device is revoked or removed meanwhile
+   */
   const waitOnline = async (device: string, deadline: number, signal: AbortSignal | undefined): Promise<DeviceEntry | undefined> => {
+    let seen = admission?.version
     for (;;) {
+      // The table is read again only after the revocation watch saw it change.
+      if (admission !== undefined && admission.version !== seen) {
+        seen = admission.version
+        admission.check(device)
+      }
       const e = registry.get(device)
       if (e?.online === true || now() >= deadline) return e
       await pause(deadline, signal)
@@ -172,6 +187,8 @@ export function createCommandRouter(opts: {
   const named = async (req: CommandRequest & { device: string }, deadline: number): Promise<unknown> => {
     let entry = registry.get(req.device)
     if (entry === undefined) throw new OutpostError(ErrorCode.DEVICE_UNKNOWN, `no device ${req.device} is known to this gateway`, { details: { device: req.device } })
+    // Online or not: a revoked device's connection lasts until the watch cuts it, and gets nothing meanwhile.
+    admission?.check(req.device)
     // Back after the gateway's restart, most likely within seconds.
     if (!entry.online && awaited(req.device)) entry = (await waitOnline(req.device, Math.min(deadline, graceEnd), req.signal)) ?? entry
     if (!entry.online) {
@@ -196,7 +213,7 @@ export function createCommandRouter(opts: {
       while (live.length > 0) {
         const i = Math.floor(Math.random() * live.length)
         const chosen = registry.get(live[i]!)
-        if (chosen?.online === true) {
+        if (chosen?.online === true && admitted(chosen.device)) {
           checkPayload(req, chosen)
           return send(req, chosen.device, deadline)
         }
@@ -211,6 +228,15 @@ export function createCommandRouter(opts: {
         throw new OutpostError(ErrorCode.DEVICE_OFFLINE, `every device that runs ${req.service}@${req.version}.${req.command} is offline`, { retryable: true })
       }
       await pause(deadline, req.signal)
+    }
+  }
+
+  const admitted = (device: string): boolean => {
+    try {
+      admission?.check(device)
+      return true
+    } catch {
+      return false
     }
   }
 

@@ -70,9 +70,10 @@ export interface CommandRouter {
   /**
    * Runs a device command; the device's result.
    * @throws (rejects) NOT_AUTHORIZED (outside `allow`), BAD_ARGUMENT (a name that is not a topic
-   *   level, a bad timeout), DEVICE_UNKNOWN (also a device revoked, before or while held), DEVICE_OFFLINE, NO_HANDLER (the device, or no device,
-   *   announces the command), VALIDATION_FAILED (the payload does not fit the device's contract
-   *   document: nothing was sent), and what the device answers: VALIDATION_FAILED, TIMEOUT, INTERNAL, …
+   *   level, a bad timeout), DEVICE_UNKNOWN (also a device that cannot log in, before or while
+   *   held), DEVICE_OFFLINE, NO_HANDLER (the device, or no device, announces the command),
+   *   VALIDATION_FAILED (the payload does not fit the device's contract document: nothing was
+   *   sent), and what the device answers: VALIDATION_FAILED, TIMEOUT, INTERNAL, …
    */
   call(req: CommandRequest, allow: readonly string[]): Promise<unknown>
 }
@@ -231,6 +232,7 @@ export function createCommandRouter(opts: {
     }
   }
 
+  /** Whether `device` may be given a command (a call that names none passes over one that is not). */
   const admitted = (device: string): boolean => {
     try {
       admission?.check(device)

@@ -7,6 +7,7 @@ import { createEnvelopeCodec, DEFAULT_MAX_FRAME_BYTES } from '../../runtime/wire
 import { ENVELOPE_VERSION } from '../../runtime/wire/envelope.js'
 import { jsonReplacer } from '../forward/router.js'
 import type { CommandRequest, OfflinePolicy } from './command-router.js'
+import { quoted } from './shown.js'
 
 /** A running command front end (NATS or RabbitMQ), as the gateway holds it. */
 export interface CommandFrontEnd {
@@ -121,21 +122,21 @@ export function createCommandStats(): { ok(): void; fail(code: string): void; re
 /** A deadline header or field as the HTTP API reads `?timeoutMs=` (the router checks the range). @throws BAD_ARGUMENT */
 export function parseTimeout(t: string | undefined, what: string): number | undefined {
   if (t === undefined) return undefined
-  if (!/^\d{1,9}$/.test(t)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${what} "${t.slice(0, 32)}" is not a whole number of milliseconds`)
+  if (!/^\d{1,9}$/.test(t)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${what} ${quoted(t, 32)} is not a whole number of milliseconds`)
   return Number(t)
 }
 
 /** When a caller sent its request, epoch ms (a NATS request's `Outpost-Sent-At`). @throws BAD_ARGUMENT for anything but a whole number */
 export function parseSentAt(t: string | undefined, what: string): number | undefined {
   if (t === undefined) return undefined
-  if (!/^\d{1,16}$/.test(t)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${what} "${t.slice(0, 32)}" is not a time in epoch milliseconds`)
+  if (!/^\d{1,16}$/.test(t)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${what} ${quoted(t, 32)} is not a time in epoch milliseconds`)
   return Number(t)
 }
 
 /** An offline policy as the HTTP API reads `?offline=`. @throws BAD_ARGUMENT for anything but fail or hold */
 export function parseOffline(o: string | undefined, what: string): OfflinePolicy | undefined {
   if (o === undefined || o === 'fail' || o === 'hold') return o
-  throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${what} "${o.slice(0, 32)}" is not accepted; expected fail or hold`)
+  throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${what} ${quoted(o, 32)} is not accepted; expected fail or hold`)
 }
 
 /** A W3C traceparent, or undefined for anything else (dropped, as the HTTP API does). */

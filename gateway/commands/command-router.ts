@@ -12,6 +12,7 @@ import { topicMatches } from '../../runtime/wire/topics.js'
 import type { DeviceEntry, Registry } from '../registry/registry.js'
 import type { DeviceAdmission } from './device-admission.js'
 import { createPayloadCheck, type PayloadCheck } from './payload-check.js'
+import { quoted, shown } from './shown.js'
 
 /** What to do with a command for a device that is offline. */
 export type OfflinePolicy = 'fail' | 'hold'
@@ -136,10 +137,10 @@ export function createCommandRouter(opts: {
 
   const check = (req: CommandRequest, allow: readonly string[]): number => {
     for (const [what, value] of [['service', req.service], ['version', req.version], ['command', req.command], ...(req.device === undefined ? [] : [['device', req.device]])] as const) {
-      if (typeof value !== 'string' || !isTopicSegment(value)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${what} ${JSON.stringify(String(value).slice(0, 64))} is not a name (1 to 128 characters, no '/', '+', '#')`)
+      if (typeof value !== 'string' || !isTopicSegment(value)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `${what} ${quoted(String(value), 64)} is not a name (1 to 128 characters, no '/', '+', '#')`)
     }
     if (!allowedBy(allow, req)) {
-      throw new OutpostError(ErrorCode.NOT_AUTHORIZED, `this caller may not call ${req.service}@${req.version}.${req.command}${req.device === undefined ? '' : ` on ${req.device}`}`)
+      throw new OutpostError(ErrorCode.NOT_AUTHORIZED, `this caller may not call ${commandName(req)}${req.device === undefined ? '' : ` on ${shown(req.device)}`}`)
     }
     const t = req.timeoutMs ?? defaults.timeoutMs
     if (!Number.isInteger(t) || t <= 0 || t > defaults.maxTimeoutMs) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `timeout ${String(t)} ms is not accepted; expected a whole number from 1 to ${defaults.maxTimeoutMs}`)
@@ -187,7 +188,7 @@ export function createCommandRouter(opts: {
 
   const named = async (req: CommandRequest & { device: string }, deadline: number): Promise<unknown> => {
     let entry = registry.get(req.device)
-    if (entry === undefined) throw new OutpostError(ErrorCode.DEVICE_UNKNOWN, `no device ${req.device} is known to this gateway`, { details: { device: req.device } })
+    if (entry === undefined) throw new OutpostError(ErrorCode.DEVICE_UNKNOWN, `no device ${shown(req.device)} is known to this gateway`, { details: { device: req.device } })
     // Online or not: a revoked device's connection lasts until the watch cuts it, and gets nothing meanwhile.
     admission?.check(req.device)
     // Back after the gateway's restart, most likely within seconds.
@@ -195,7 +196,7 @@ export function createCommandRouter(opts: {
     if (!entry.online) {
       if ((req.offline ?? defaults.offline) === 'fail') throw offline(req.device)
       entry = await waitOnline(req.device, deadline, req.signal)
-      if (entry?.online !== true) throw new OutpostError(ErrorCode.DEVICE_OFFLINE, `device ${req.device} did not come back before the deadline`, { retryable: true, details: { device: req.device } })
+      if (entry?.online !== true) throw new OutpostError(ErrorCode.DEVICE_OFFLINE, `device ${shown(req.device)} did not come back before the deadline`, { retryable: true, details: { device: req.device } })
     }
     const has = offers(entry, req)
     if (has !== 'yes') throw noHandler(req, has)
@@ -226,7 +227,7 @@ export function createCommandRouter(opts: {
         return e !== undefined && offers(e, req) === 'yes'
       })
       if (((req.offline ?? defaults.offline) === 'fail' && !coming) || now() >= deadline) {
-        throw new OutpostError(ErrorCode.DEVICE_OFFLINE, `every device that runs ${req.service}@${req.version}.${req.command} is offline`, { retryable: true })
+        throw new OutpostError(ErrorCode.DEVICE_OFFLINE, `every device that runs ${commandName(req)} is offline`, { retryable: true })
       }
       await pause(deadline, req.signal)
     }
@@ -244,7 +245,7 @@ export function createCommandRouter(opts: {
 
   const send = async (req: CommandRequest, device: string, deadline: number): Promise<unknown> => {
     const left = deadline - now()
-    if (left <= 0) throw new OutpostError(ErrorCode.TIMEOUT, `no time left to call ${req.service}.${req.command}`, { retryable: true })
+    if (left <= 0) throw new OutpostError(ErrorCode.TIMEOUT, `no time left to call ${shown(req.service)}.${shown(req.command)}`, { retryable: true })
     try {
       gone(req.signal)
       const reply = runtime.invoke({ service: req.service, version: req.version, command: req.command }, req.payload, { device, timeoutMs: left, ...(req.traceparent === undefined ? {} : { traceparent: req.traceparent }) })
@@ -263,7 +264,7 @@ export function createCommandRouter(opts: {
       // offline while it answers): a device answering with one is not believed, since a caller
       // would take it for the gateway's word (a 401, a DEVICE_OFFLINE to try again).
       if (isOutpostError(err) && GATEWAY_ONLY.has(err.code)) {
-        throw new OutpostError(ErrorCode.INTERNAL, `device ${device} answered with ${err.code}, a code only the gateway gives (${err.message.slice(0, 200)})`, { details: { device, deviceCode: err.code } })
+        throw new OutpostError(ErrorCode.INTERNAL, `device ${shown(device)} answered with ${err.code}, a code only the gateway gives (${err.message.slice(0, 200)})`, { details: { device, deviceCode: err.code } })
       }
       throw err
     }
@@ -317,16 +318,19 @@ function untilGone<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   })
 }
 
-const offline = (device: string): OutpostError => new OutpostError(ErrorCode.DEVICE_OFFLINE, `device ${device} is offline`, { retryable: true, details: { device } })
+/** A command as its messages name it, `service@version.command` (caller-given names, shown escaped). */
+const commandName = (req: Pick<CommandRequest, 'service' | 'version' | 'command'>): string => `${shown(req.service)}@${shown(req.version)}.${shown(req.command)}`
+
+const offline = (device: string): OutpostError => new OutpostError(ErrorCode.DEVICE_OFFLINE, `device ${shown(device)} is offline`, { retryable: true, details: { device } })
 
 const noHandler = (req: CommandRequest, why: 'no-service' | 'no-command'): OutpostError =>
   new OutpostError(
     ErrorCode.NO_HANDLER,
     why === 'no-service'
       ? req.device === undefined
-        ? `no device announces service ${req.service}@${req.version}`
-        : `device ${req.device} does not announce service ${req.service}@${req.version}`
-      : `service ${req.service}@${req.version}${req.device === undefined ? '' : ` on ${req.device}`} has no command ${req.command}`,
+        ? `no device announces service ${shown(req.service)}@${shown(req.version)}`
+        : `device ${shown(req.device)} does not announce service ${shown(req.service)}@${shown(req.version)}`
+      : `service ${shown(req.service)}@${shown(req.version)}${req.device === undefined ? '' : ` on ${shown(req.device)}`} has no command ${shown(req.command)}`,
     { details: { service: req.service, version: req.version, command: req.command, ...(req.device === undefined ? {} : { device: req.device }) } },
   )
 

@@ -3,6 +3,7 @@
 // being held until its deadline.
 import { ErrorCode, OutpostError } from '../../runtime/errors.js'
 import type { DeviceTable } from '../devices/device-table.js'
+import { shown } from './shown.js'
 
 export interface DeviceAdmission {
   /** @throws DEVICE_UNKNOWN when `device` is not in the device table or is revoked */
@@ -25,10 +26,10 @@ export function createDeviceAdmission(devices: Pick<DeviceTable, 'get'>): Device
         return
       }
       if (record === undefined) {
-        throw new OutpostError(ErrorCode.DEVICE_UNKNOWN, `device ${device} is not in the gateway's device table: it cannot log in (outpost devices add ${device})`, { details: { device, registered: false } })
+        throw new OutpostError(ErrorCode.DEVICE_UNKNOWN, `device ${shown(device)} is not in the gateway's device table: it cannot log in (outpost devices add ${shown(device)})`, { details: { device, registered: false } })
       }
       if (record.revokedAt !== undefined) {
-        throw new OutpostError(ErrorCode.DEVICE_UNKNOWN, `device ${device} is revoked: it cannot log in until outpost devices rotate ${device} gives it a new secret`, { details: { device, revokedAt: record.revokedAt } })
+        throw new OutpostError(ErrorCode.DEVICE_UNKNOWN, `device ${shown(device)} is revoked: it cannot log in until outpost devices rotate ${shown(device)} gives it a new secret`, { details: { device, revokedAt: record.revokedAt } })
       }
     },
     get version() {

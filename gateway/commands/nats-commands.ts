@@ -22,6 +22,7 @@ import { createLogLimiter } from '../../runtime/log-limiter.js'
 import type { NatsCommandsConfig } from './command-config.js'
 import { commandRequest, createCommandStats, encodeReply, parseJsonBody, parseOffline, parseSentAt, parseTimeout, type CommandFrontEnd } from './command-request.js'
 import type { CommandRequest, CommandRouter } from './command-router.js'
+import { shown } from './shown.js'
 
 /** Pings of the command connection, ms (two unanswered: the link is taken as lost). */
 const PING_MS = 10_000
@@ -32,7 +33,7 @@ const DRAIN_MS = 2_000
 function readRequest(prefix: string, msg: Msg): CommandRequest {
   const tokens = msg.subject.slice(prefix.length + 1).split('.')
   if (tokens.length < 4) {
-    throw new OutpostError(ErrorCode.BAD_ARGUMENT, `subject ${msg.subject.slice(0, 200)} is not ${prefix}.<device>.<service>.<version>.<command> (device _: any live device)`)
+    throw new OutpostError(ErrorCode.BAD_ARGUMENT, `subject ${shown(msg.subject, 200)} is not ${prefix}.<device>.<service>.<version>.<command> (device _: any live device)`)
   }
   const device = tokens[0]!
   const h: MsgHdrs | undefined = msg.headers

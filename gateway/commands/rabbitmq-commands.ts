@@ -21,6 +21,7 @@ import { createLogLimiter } from '../../runtime/log-limiter.js'
 import type { RabbitCommandsConfig } from './command-config.js'
 import type { CommandRequest, CommandRouter } from './command-router.js'
 import { commandRequest, createCommandStats, encodeReply, parseJsonBody, parseOffline, validTraceparent, type CommandFrontEnd } from './command-request.js'
+import { quoted } from './shown.js'
 
 /** Heartbeat asked of the broker, seconds: a silently dead link is noticed within two to three of them. */
 const HEARTBEAT_S = 10
@@ -61,7 +62,7 @@ function readRequest(m: ConsumeMessage): CommandRequest {
   }
   const o = doc as Record<string, unknown>
   const extra = Object.keys(o).filter((k) => !KEYS.has(k))
-  if (extra.length > 0) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `the request has unknown keys: ${extra.slice(0, 5).map((k) => JSON.stringify(k.slice(0, 32))).join(', ')}`)
+  if (extra.length > 0) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `the request has unknown keys: ${extra.slice(0, 5).map((k) => quoted(k, 32)).join(', ')}`)
   const name = (key: string, optional: boolean): string | undefined => {
     const x = o[key]
     if (x === undefined && optional) return undefined

@@ -10,10 +10,11 @@ import type { Context, Hono } from 'hono'
 import { ErrorCode, OutpostError, toWireError } from '../../runtime/errors.js'
 import { MAX_COMMAND_BODY_BYTES, commandRequest, parseJsonBody, parseOffline, parseTimeout, type CommandTarget } from '../commands/command-request.js'
 import { statusOf, type CommandRequest, type CommandRouter } from '../commands/command-router.js'
+import { quoted } from '../commands/shown.js'
 import { jsonReplacer } from '../forward/router.js'
 
-const reply = (c: Context, status: number, doc: unknown): Response =>
-  c.body(JSON.stringify(doc, jsonReplacer), status as 200, { 'Content-Type': 'application/json; charset=utf-8' })
+const reply = (c: Context, status: number, doc: unknown, headers: Record<string, string> = {}): Response =>
+  c.body(JSON.stringify(doc, jsonReplacer), status as 200, { 'Content-Type': 'application/json; charset=utf-8', ...headers })
 
 const fail = (c: Context, err: unknown): Response => {
   const wire = toWireError(err)
@@ -32,7 +33,7 @@ function queryOf(c: Context): Record<string, string | undefined> {
   const all = c.req.queries()
   const out: Record<string, string | undefined> = {}
   for (const [name, values] of Object.entries(all)) {
-    if (!QUERY.includes(name)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `query parameter ${JSON.stringify(name.slice(0, 40))} is not taken; expected ${QUERY.join(' or ')}`)
+    if (!QUERY.includes(name)) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `query parameter ${quoted(name, 40)} is not taken; expected ${QUERY.join(' or ')}`)
     if (values.length > 1) throw new OutpostError(ErrorCode.BAD_ARGUMENT, `query parameter ${name} is given ${values.length} times; expected once`)
     out[name] = values[0]
   }
@@ -82,10 +83,38 @@ async function readBody(c: Context): Promise<Uint8Array> {
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
 }
 
+/** Thrown by readRequest for a body in a coding or charset it does not read: answered 415. */
+class UnsupportedBody extends Error {}
+
+/** Charset labels of UTF-8 (WHATWG Encoding) a Content-Type may declare. */
+const UTF8_LABELS = new Set(['utf-8', 'utf8'])
+
+/**
+ * Why the body cannot be read as it is declared, or undefined. A gzip body was parsed as JSON
+ * as it came (a BAD_ARGUMENT that said nothing of the coding, or worse, bytes that happen to
+ * parse), and a latin1 one decoded as UTF-8: the declared coding or charset is refused instead.
+ * Any content type is taken (JSON is JSON whatever it says); only its charset is looked at.
+ */
+function unsupportedBody(c: Context): string | undefined {
+  const codings = (c.req.header('content-encoding') ?? '').split(',').map((x) => x.trim().toLowerCase()).filter((x) => x !== '' && x !== 'identity')
+  if (codings.length > 0) return `the request body's Content-Encoding ${quoted(codings.join(', '), 64)} is not taken; send it unencoded (identity)`
+  for (const param of (c.req.header('content-type') ?? '').split(';').slice(1)) {
+    const eq = param.indexOf('=')
+    if (eq < 0 || param.slice(0, eq).trim().toLowerCase() !== 'charset') continue
+    const charset = param.slice(eq + 1).trim().replace(/^"(.*)"$/, '$1').toLowerCase()
+    if (!UTF8_LABELS.has(charset)) return `the request body's charset ${quoted(charset, 64)} is not taken; send UTF-8 JSON`
+  }
+  return undefined
+}
+
 /** The request's payload, deadline and policy; BAD_ARGUMENT for what cannot be read. */
 async function readRequest(c: Context, target: CommandTarget): Promise<CommandRequest> {
   const query = queryOf(c)
-  const payload = parseJsonBody(await readBody(c))
+  const refused = unsupportedBody(c)
+  // Read (and thrown away) all the same: the answer then arrives whole (see DRAIN_BYTES).
+  const body = await readBody(c)
+  if (refused !== undefined) throw new UnsupportedBody(refused)
+  const payload = parseJsonBody(body)
   const extras = { timeoutMs: parseTimeout(query.timeoutMs, 'timeoutMs'), offline: parseOffline(query.offline, 'offline'), traceparent: c.req.header('traceparent') }
   return commandRequest(target, payload, extras)
 }
@@ -100,6 +129,8 @@ export function commandRoutes(app: Hono, commands: { router: CommandRouter; allo
       // A client that closes its connection has gone: its call stops waiting and gives its place back.
       return reply(c, 200, { result: await commands.router.call({ ...req, signal: c.req.raw.signal }, commands.allow) })
     } catch (err) {
+      // RFC 9110 §15.5.16: the codings that are taken.
+      if (err instanceof UnsupportedBody) return reply(c, 415, { error: { code: ErrorCode.BAD_ARGUMENT, message: err.message } }, { 'Accept-Encoding': 'identity' })
       if (!(err instanceof BodyTooLarge)) return fail(c, err)
       // The connection is closed after this answer (the rest of a body over DRAIN_BYTES is not
       // read). Without saying so, a client kept it for its next request, which then failed as

@@ -1,7 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import net from 'node:net'
-import { createAdaptorServer } from '@hono/node-server'
 import { Hono, type Context } from 'hono'
 import type { Logger } from 'pino'
 import { collectDefaultMetrics, Counter, Gauge, Registry as MetricsRegistry } from 'prom-client'
@@ -17,6 +16,8 @@ import { forwardMetrics } from './forward-metrics.js'
 import type { CommandRouter } from '../commands/command-router.js'
 import type { CommandFrontEndStats } from '../commands/command-request.js'
 import { commandRoutes } from './command-routes.js'
+import { createApiServer } from './client-errors.js'
+import { quoted, shown } from '../commands/shown.js'
 
 /** What the HTTP face reads of a running gateway. */
 export interface GatewayView {
@@ -326,22 +327,22 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
   app.get('/devices/:id', (c) => {
     const id = c.req.param('id')
     const entry = view.registry.get(id)
-    return entry === undefined ? failure(c, 404, ErrorCode.NOT_FOUND, `no device ${JSON.stringify(id.slice(0, MAX_ECHOED_PATH))} in the registry`) : c.json(entry)
+    return entry === undefined ? failure(c, 404, ErrorCode.NOT_FOUND, `no device ${quoted(id, MAX_ECHOED_PATH)} in the registry`) : c.json(entry)
   })
   // The contract document the device announced; `current`: announced by the process online now (or last).
   app.get('/devices/:id/contract', (c) => {
     const id = c.req.param('id')
     const entry = view.registry.get(id)
     const contract = entry === undefined ? undefined : view.registry.contract(id)
-    if (contract === undefined) return failure(c, 404, ErrorCode.NOT_FOUND, `no contract document of device ${JSON.stringify(id.slice(0, MAX_ECHOED_PATH))} in the registry`)
+    if (contract === undefined) return failure(c, 404, ErrorCode.NOT_FOUND, `no contract document of device ${quoted(id, MAX_ECHOED_PATH)} in the registry`)
     return c.json({ device: id, instance: contract.instance, current: contract.instance === entry!.instance, receivedAt: contract.receivedAt, bytes: contract.bytes, document: contract.document })
   })
   app.notFound((c) => {
     const path = c.req.path
     // A route that is there for other methods: 405 with what it takes (DELETE /devices/x was a 404).
     const allow = [...new Set(app.routes.filter((r) => r.method !== 'ALL' && routePattern(r.path).test(path)).map((r) => r.method))]
-    if (allow.length > 0) return failure(c, 405, ErrorCode.BAD_ARGUMENT, `${c.req.method.slice(0, 16)} is not taken on ${path.slice(0, MAX_ECHOED_PATH)}; expected ${allow.join(' or ')}`, { Allow: allow.join(', ') })
-    return failure(c, 404, ErrorCode.NOT_FOUND, `no route ${c.req.method} ${path.slice(0, MAX_ECHOED_PATH)}`)
+    if (allow.length > 0) return failure(c, 405, ErrorCode.BAD_ARGUMENT, `${shown(c.req.method, 16)} is not taken on ${shown(path, MAX_ECHOED_PATH)}; expected ${allow.join(' or ')}`, { Allow: allow.join(', ') })
+    return failure(c, 404, ErrorCode.NOT_FOUND, `no route ${shown(c.req.method, 16)} ${shown(path, MAX_ECHOED_PATH)}`)
   })
   app.onError((err, c) => {
     log.warn({ err: errorMessage(err), path: c.req.path.slice(0, MAX_ECHOED_PATH) }, 'HTTP request failed')
@@ -354,11 +355,8 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
   // longer connect to the broker. Probes and scrapers need a few connections: past
   // `maxConnections`, a new one takes the place of the oldest that is not being answered (see
   // createRoom), and a request must have its headers in 10 s (checked every 5 s).
-  const server = createAdaptorServer({
-    fetch: app.fetch,
-    overrideGlobalObjects: false,
-    serverOptions: { headersTimeout: 10_000, requestTimeout: 30_000, connectionsCheckingInterval: 5_000 },
-  }) as Server
+  // Requests the routes never see are answered in their error shape (client-errors.ts).
+  const server = createApiServer(app.fetch, { headersTimeout: 10_000, requestTimeout: 30_000, connectionsCheckingInterval: 5_000 }, log)
   room.attach(server)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

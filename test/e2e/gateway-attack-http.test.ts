@@ -46,6 +46,8 @@ describe('gateway under attack: the HTTP face', () => {
     expect(await rawStatus(gw.httpUrl, 'GET /metrics HTTP/1.1', `Authorization: Bearer ${HTTP_TOKEN}\r\n`)).toBe(200)
     // Headers past Node's limit are refused before any route runs.
     expect(await rawStatus(gw.httpUrl, 'GET /metrics HTTP/1.1', `X-Big: ${'y'.repeat(100_000)}\r\n`)).toBe(431)
+    // A request line past it as well: a 100k-character path was a reset, never an answer.
+    for (let i = 0; i < 3; i++) expect(await rawStatus(gw.httpUrl, `GET /devices/${'d'.repeat(100_000)} HTTP/1.1`, `Authorization: Bearer ${HTTP_TOKEN}\r\n`)).toBe(431)
     expect(gw.alive()).toBe(true)
   }, 60_000)
 

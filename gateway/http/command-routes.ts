@@ -1,8 +1,9 @@
 // Device commands over the gateway's HTTP API:
 //   POST /devices/:device/commands/:service/:version/:command   (that device)
 //   POST /commands/:service/:version/:command                    (any live device that runs it)
-// The body is the command's payload as JSON; `?timeoutMs=` and `?offline=fail|hold` are optional,
-// a `traceparent` header is passed on. 200 `{ "result": … }`, or the error's status with
+// The body is the command's payload as UTF-8 JSON, unencoded (another coding or charset: 415);
+// `?timeoutMs=` and `?offline=fail|hold` are optional, a `traceparent` header is passed on. 200
+// `{ "result": … }`, or the error's status with
 // `{ "error": { code, message, details? } }` (the shape replies carry on the wire).
 import type { IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'

@@ -198,6 +198,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<Gateway> 
       maxPacketBytes: config.mqtt.maxPacketBytes,
       maxTopicLevels: config.mqtt.maxTopicLevels,
       maxConnections: config.mqtt.maxConnections,
+      stallMs: config.mqtt.stallMs,
       // Its own connection gets in when devices took every slot (a restart at the limit).
       reservedClientId: GATEWAY_CLIENT_ID,
       tls: config.mqtt.tls,

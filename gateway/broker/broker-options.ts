@@ -6,6 +6,8 @@ export const DEFAULT_MAX_PACKET_BYTES = 1024 * 1024
 export const DEFAULT_MAX_CONNECTIONS = 10_000
 /** Default most bytes waiting in the broker for one client before QoS 1 deliveries to it cut it off: 1 MiB. */
 export const DEFAULT_MAX_QUEUED_BYTES = 1024 * 1024
+/** How long a socket may take no bytes while a delivery waits for it (see `stallMs`). */
+export const DEFAULT_STALL_MS = 10_000
 
 export type ListenerKind = 'mqtt' | 'mqtts' | 'ws'
 /** Each listener as messages name it. */
@@ -43,6 +45,12 @@ export interface MqttBrokerOptions {
    * session keeps them for its return).
    */
   maxQueuedBytes?: number
+  /**
+   * How long a client's socket may take no bytes while a delivery waits for it to drain, ms
+   * (default 10 000; 0: aedes' own drainTimeout, 60 s, alone). Then the client is cut off like one
+   * past `maxQueuedBytes`: until it is, the publishers of what it subscribes to stand still.
+   */
+  stallMs?: number
   /** A second listener for MQTT over TLS: a certificate and key in PEM files; with `caFile`, clients must present a certificate it signed. */
   tls?: { port: number; certFile: string; keyFile: string; caFile?: string }
   /** A listener for MQTT over WebSocket, e.g. `{ port: 8083, path: '/mqtt' }`. */
@@ -80,6 +88,7 @@ export interface BrokerLimits {
   maxPacketBytes: number
   maxConnections: number
   maxQueuedBytes: number
+  stallMs: number
 }
 
 export function brokerLimits(opts: MqttBrokerOptions): BrokerLimits {
@@ -89,5 +98,6 @@ export function brokerLimits(opts: MqttBrokerOptions): BrokerLimits {
     maxPacketBytes: opts.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES,
     maxConnections: opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
     maxQueuedBytes: opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES,
+    stallMs: opts.stallMs ?? DEFAULT_STALL_MS,
   }
 }

@@ -62,12 +62,13 @@ export async function startMqttBroker(opts: MqttBrokerOptions = {}): Promise<Mqt
   const counters = brokerCounters()
   const emitter = new BrokerEmitter()
   const path = publishPath(opts, emitter)
+  const slow = forwardToReaders(opts, limits, counters)
   const aedesOptions: AedesOptions = {
     ...opts.aedes,
     mq: emitter,
     ...(path.authorizePublish === undefined ? {} : { authorizePublish: path.authorizePublish }),
     ...(opts.maxTopicLevels === undefined ? {} : { maxTopicLevels: opts.maxTopicLevels }),
-    authorizeForward: forwardToReaders(opts, limits.maxQueuedBytes, counters),
+    authorizeForward: slow.authorizeForward,
   }
   const aedes = await Aedes.createBroker(aedesOptions)
   path.install(aedes)
@@ -78,6 +79,7 @@ export async function startMqttBroker(opts: MqttBrokerOptions = {}): Promise<Mqt
   try {
     ports = await listenAll(listeners, opts, limits)
   } catch (err) {
+    slow.close()
     await closeBroker(aedes, listeners, limit)
     throw err
   }
@@ -95,6 +97,7 @@ export async function startMqttBroker(opts: MqttBrokerOptions = {}): Promise<Mqt
     },
     stats: () => brokerStats(counters, limit.connections(), emitter),
     close() {
+      slow.close()
       closed ??= closeBroker(aedes, listeners, limit)
       return closed
     },

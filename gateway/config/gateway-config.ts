@@ -32,6 +32,12 @@ export interface GatewayConfig {
     /** Most clients connected at once (default 10 000); one more is refused at once. */
     maxConnections: number
     /**
+     * How long a client's socket may take no bytes while the broker waits for it to drain, ms
+     * (default 10 000; 0: aedes' 60 s drainTimeout alone); then it is cut off, as the publishers
+     * of what it subscribes to wait meanwhile.
+     */
+    stallMs: number
+    /**
      * Most QoS 1/2 messages queued for one client, in flight to it or waiting for its persistent
      * session to come back (default 10 000; 0: no limit). Beyond, new messages for it are not
      * kept, counted and logged. With `persistence: sqlite`.
@@ -89,7 +95,7 @@ export const DEFAULT_ROLES: Record<string, RoleConfig> = { [DEFAULT_ROLE]: { sub
 /** The development defaults: what the gateway runs on with no config file. */
 export function defaultGatewayConfig(): GatewayConfig {
   return {
-    mqtt: { host: '127.0.0.1', port: 1883, maxPacketBytes: 1024 * 1024, maxTopicLevels: 16, maxConnections: 10_000, sessionMaxMessages: 10_000, sessionMaxBytes: 64 * 1024 * 1024, sessionsMaxBytes: 512 * 1024 * 1024, retainedMaxTopics: 100_000, retainedMaxBytes: 256 * 1024 * 1024 },
+    mqtt: { host: '127.0.0.1', port: 1883, maxPacketBytes: 1024 * 1024, maxTopicLevels: 16, maxConnections: 10_000, stallMs: 10_000, sessionMaxMessages: 10_000, sessionMaxBytes: 64 * 1024 * 1024, sessionsMaxBytes: 512 * 1024 * 1024, retainedMaxTopics: 100_000, retainedMaxBytes: 256 * 1024 * 1024 },
     auth: { enabled: false, roles: structuredClone(DEFAULT_ROLES) },
     persistence: 'memory',
     http: { enabled: false, host: '127.0.0.1', port: 8080 },

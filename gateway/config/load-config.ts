@@ -87,6 +87,7 @@ const FILE_SCHEMA = strict({
       // 7: a command topic (ob/<src>/cmd/<target>/<service>/<version>/<command>), the deepest the runtime uses.
       maxTopicLevels: v.optional(wholeNumber(7, 100, ' (the runtime\'s command topics have 7)')),
       maxConnections: v.optional(wholeNumber(1, 1_000_000)),
+      stallMs: v.optional(wholeNumber(0, 3_600_000, ' (ms; 0: aedes\' drainTimeout alone)')),
       sessionMaxMessages: v.optional(wholeNumber(0, 100_000_000)),
       sessionMaxBytes: v.optional(wholeNumber(0, Number.MAX_SAFE_INTEGER)),
       sessionsMaxBytes: v.optional(wholeNumber(0, Number.MAX_SAFE_INTEGER)),
@@ -229,7 +230,7 @@ function fromFile(file: string, defaultDataDir: string): GatewayConfig {
     dataDir: f.dataDir === undefined ? defaultDataDir : resolve(f.dataDir),
     mqtt: {
       ...base.mqtt,
-      ...withoutUndefined({ host: f.mqtt?.host, port: f.mqtt?.port, maxPacketBytes: f.mqtt?.maxPacketBytes, maxTopicLevels: f.mqtt?.maxTopicLevels, maxConnections: f.mqtt?.maxConnections, sessionMaxMessages: f.mqtt?.sessionMaxMessages, sessionMaxBytes: f.mqtt?.sessionMaxBytes, sessionsMaxBytes: f.mqtt?.sessionsMaxBytes, retainedMaxTopics: f.mqtt?.retainedMaxTopics, retainedMaxBytes: f.mqtt?.retainedMaxBytes }),
+      ...withoutUndefined({ host: f.mqtt?.host, port: f.mqtt?.port, maxPacketBytes: f.mqtt?.maxPacketBytes, maxTopicLevels: f.mqtt?.maxTopicLevels, maxConnections: f.mqtt?.maxConnections, stallMs: f.mqtt?.stallMs, sessionMaxMessages: f.mqtt?.sessionMaxMessages, sessionMaxBytes: f.mqtt?.sessionMaxBytes, sessionsMaxBytes: f.mqtt?.sessionsMaxBytes, retainedMaxTopics: f.mqtt?.retainedMaxTopics, retainedMaxBytes: f.mqtt?.retainedMaxBytes }),
       ...(tls === undefined ? {} : { tls: { port: tls.port, certFile: resolve(tls.certFile), keyFile: resolve(tls.keyFile), ...(tls.caFile === undefined ? {} : { caFile: resolve(tls.caFile) }) } }),
       ...(f.mqtt?.websocket === undefined ? {} : { websocket: { ...f.mqtt.websocket } }),
     },

@@ -2,43 +2,13 @@
 // subscribers that stop reading their socket. aedes 1.x with its own emitter died here with
 // `RangeError: Maximum call stack size exceeded` inside mqemitter, and one subscriber that did not
 // read stalled delivery to everyone; the gateway's broker must keep serving.
-import net from 'node:net'
+import type net from 'node:net'
 import mqtt, { type MqttClient } from 'mqtt'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { startMqttBroker, type MqttBroker } from '../../gateway/broker/mqtt-broker.js'
 import { cleanupAfterEach } from '../helpers/cleanups.js'
+import { stuckSubscriber } from '../helpers/mqtt-packets.js'
 import { until } from '../helpers/wait.js'
-
-/** An MQTT 3.1.1 string: two length bytes, then UTF-8. */
-const str = (s: string): Buffer => {
-  const b = Buffer.from(s)
-  return Buffer.concat([Buffer.from([b.length >> 8, b.length & 0xff]), b])
-}
-const packet = (first: number, body: Buffer): Buffer => {
-  const len: number[] = []
-  let n = body.length
-  do {
-    len.push((n & 0x7f) | (n > 0x7f ? 0x80 : 0))
-    n >>= 7
-  } while (n > 0)
-  return Buffer.concat([Buffer.from([first, ...len]), body])
-}
-
-/**
- * A subscriber that never reads its socket after sending CONNECT and SUBSCRIBE: written by hand
- * because an MQTT.js client keeps reading whatever one does to it.
- */
-async function stuckSubscriber(port: number, clientId: string, topic: string, o: { qos?: 0 | 1; persistent?: boolean } = {}): Promise<net.Socket> {
-  const socket = net.connect(port, '127.0.0.1')
-  await new Promise<void>((r, j) => socket.once('connect', r).once('error', j))
-  socket.on('error', () => {})
-  const connect = packet(0x10, Buffer.concat([str('MQTT'), Buffer.from([4, o.persistent ? 0 : 0x02, 0, 60]), str(clientId)]))
-  const subscribe = packet(0x82, Buffer.concat([Buffer.from([0, 1]), str(topic), Buffer.from([o.qos ?? 0])]))
-  socket.write(Buffer.concat([connect, subscribe]))
-  // Paused with no 'data' listener: Node reads at most its high-water mark, then stops reading.
-  socket.pause()
-  return socket
-}
 
 /** A publisher sending QoS 0 messages on `topic` as fast as its socket takes them, until stopped. */
 function flood(url: string, clientId: string, topic: string): { stop(): Promise<void>; sent(): number } {

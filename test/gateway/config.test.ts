@@ -39,6 +39,7 @@ mqtt:
   maxPacketBytes: 65536
   maxTopicLevels: 12
   maxConnections: 500
+  stallMs: 4000
   sessionMaxMessages: 2000
   sessionMaxBytes: 0
   sessionsMaxBytes: 1073741824
@@ -75,6 +76,7 @@ describe('loadGatewayConfig: valid files', () => {
       maxPacketBytes: 65536,
       maxTopicLevels: 12,
       maxConnections: 500,
+      stallMs: 4000,
       sessionMaxMessages: 2000,
       sessionMaxBytes: 0,
       sessionsMaxBytes: 1073741824,
@@ -137,6 +139,7 @@ describe('loadGatewayConfig: mistakes in the file', () => {
     ['mqtt: { host: "not a host!" }\n', ['mqtt.host: expected an IP address or a host name']],
     ['mqtt: { maxTopicLevels: 500 }\n', ['mqtt.maxTopicLevels: expected a whole number from 7 to 100']],
     ['mqtt: { maxTopicLevels: 1 }\n', ['mqtt.maxTopicLevels: expected a whole number from 7 to 100']],
+    ['mqtt: { stallMs: -5 }\n', ['mqtt.stallMs: expected a whole number from 0 to 3600000', 'got -5']],
     ['mqtt: { tls: { port: 8883, certFile: a.crt } }\n', ['mqtt.tls.keyFile: missing']],
     ['mqtt: { websocket: { port: 8083, path: mqtt } }\n', ['mqtt.websocket.path: expected a URL path such as /mqtt']],
     ['mqtt: 5\n', ['mqtt: expected a mapping with the keys host, port']],

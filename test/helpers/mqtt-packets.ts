@@ -1,3 +1,4 @@
+import net from 'node:net'
 /** One whole MQTT packet cut from the front of a buffer: its first byte, its body, and the bytes after it. */
 export interface RawPacket {
   first: number
@@ -34,4 +35,29 @@ export function remainingLength(n: number): Buffer {
     out.push(b)
   } while (n > 0)
   return Buffer.from(out)
+}
+
+/** An MQTT string: two length bytes, then UTF-8. */
+export const mqttString = (s: string): Buffer => {
+  const b = Buffer.from(s)
+  return Buffer.concat([Buffer.from([b.length >> 8, b.length & 0xff]), b])
+}
+
+/** A whole MQTT packet: its first byte, the remaining length, the body. */
+export const mqttPacket = (first: number, body: Buffer): Buffer => Buffer.concat([Buffer.from([first]), remainingLength(body.length), body])
+
+/**
+ * A subscriber that never reads its socket after sending CONNECT and SUBSCRIBE (MQTT 3.1.1):
+ * written by hand because an MQTT.js client keeps reading whatever one does to it.
+ */
+export async function stuckSubscriber(port: number, clientId: string, topic: string, o: { qos?: 0 | 1; persistent?: boolean } = {}): Promise<net.Socket> {
+  const socket = net.connect(port, '127.0.0.1')
+  await new Promise<void>((r, j) => socket.once('connect', r).once('error', j))
+  socket.on('error', () => {})
+  const connect = mqttPacket(0x10, Buffer.concat([mqttString('MQTT'), Buffer.from([4, o.persistent ? 0 : 0x02, 0, 60]), mqttString(clientId)]))
+  const subscribe = mqttPacket(0x82, Buffer.concat([Buffer.from([0, 1]), mqttString(topic), Buffer.from([o.qos ?? 0])]))
+  socket.write(Buffer.concat([connect, subscribe]))
+  // Paused with no 'data' listener: Node reads at most its high-water mark, then stops reading.
+  socket.pause()
+  return socket
 }

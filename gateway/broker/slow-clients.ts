@@ -64,7 +64,9 @@ export function forwardToReaders(opts: MqttBrokerOptions, limits: { maxQueuedByt
       }
       if (queued > maxQueuedBytes) cutOff(client, conn)
     }
-    if (queued > conn.writableHighWaterMark) stalls.watch(client, conn)
+    // Watched once bytes wait (the system takes no more just now), not only past the mark: what a
+    // persistent session's delivery writes after its store's update may come later than counted.
+    if (waiting > 0 || queued > conn.writableHighWaterMark) stalls.watch(client, conn)
     promised.set(conn, ahead + bytes)
     if (!forgetting) {
       forgetting = true

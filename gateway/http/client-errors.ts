@@ -4,7 +4,7 @@
 // missing, given twice or not a host. Node and @hono/node-server answered those with a bare status
 // and an empty body; a request line past the header limit (a 100k-character path) got a reset.
 import { createServer, maxHeaderSize, STATUS_CODES, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from 'node:http'
-import type net from 'node:net'
+import net from 'node:net'
 import { getRequestListener, RequestError } from '@hono/node-server'
 import type { Logger } from 'pino'
 import { ErrorCode } from '../../runtime/errors.js'
@@ -26,16 +26,23 @@ const refusal = (status: number, code: string, message: string): Response =>
   new Response(errorBody(code, message), { status, headers: { 'Content-Type': 'application/json', Connection: 'close' } })
 
 /** RFC 3986's host (a name, an IPv4 address or a bracketed IP literal) with an optional port. */
-const HOST = /^(?:\[[0-9A-Za-z:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::\d{0,5})?$/
+const HOST = /^(?:\[[0-9A-Za-z:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::(\d{1,5}))?$/
 
 /** Why the request's Host header is refused (RFC 9112 §3.2: none, more than one, or not a host), or undefined. */
 function hostProblem(req: IncomingMessage): string | undefined {
   let n = 0
   for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.toLowerCase() === 'host') n++
-  if (n === 0) return 'a Host header is required'
+  if (n === 0) {
+    // HTTP/1.0 has no Host (a health probe, say): the request is taken as sent to this server.
+    if (req.httpVersion !== '1.0') return 'a Host header is required'
+    const local = req.socket.localAddress ?? '127.0.0.1'
+    req.headers.host = `${net.isIPv6(local) ? `[${local}]` : local}:${req.socket.localPort ?? 80}`
+    return undefined
+  }
   if (n > 1) return `the Host header is given ${n} times; expected once`
   const host = req.headers.host ?? ''
-  return HOST.test(host) ? undefined : `the Host header ${quoted(host, 200)} is not a host name or address with an optional port`
+  const m = HOST.exec(host)
+  return m !== null && (m[1] === undefined || Number(m[1]) <= 65_535) ? undefined : `the Host header ${quoted(host, 200)} is not a host name or address with an optional port`
 }
 
 /** Status, code and message of what the parser (or the socket) raised. */
@@ -65,15 +72,35 @@ function answerParserErrors(server: Server): void {
   server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
     if (answered.has(socket)) return
     answered.add(socket)
-    const inFlight = (socket as net.Socket & { _httpMessage?: ServerResponse | null })._httpMessage
-    if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent === true) return void socket.destroy()
+    if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy()
     const [status, code, message] = parserRefusal(err, server)
     const body = errorBody(code, message)
-    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
-    const cut = setTimeout(() => socket.destroy(), LINGER_MS).unref()
-    socket.once('close', () => clearTimeout(cut))
-    socket.once('end', () => socket.destroy())
+    // Requests read before the bad one (pipelined) are answered first, in order: the socket's
+    // current answer, and each one Node hands it next, until none is left. Written at once, the
+    // refusal took the place of the first answer, which was then thrown away.
+    const answer = (): void => {
+      const current = (socket as net.Socket & { _httpMessage?: ServerResponse | null })._httpMessage
+      if (current != null && !current.writableFinished && !current.destroyed) {
+        const next = (): void => void setImmediate(answer)
+        current.once('finish', next)
+        current.once('close', next)
+        return
+      }
+      if (socket.destroyed || !socket.writable) return
+      socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+      const cut = setTimeout(() => socket.destroy(), LINGER_MS).unref()
+      socket.once('close', () => clearTimeout(cut))
+      socket.once('end', () => socket.destroy())
+    }
+    answer()
   })
+}
+
+/** A refusal written on a socket no response object owns (CONNECT, an Expect not met), then closed. */
+function refuseOn(socket: net.Socket, status: number, code: string, message: string, extra = ''): void {
+  const body = errorBody(code, message)
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}Connection: close\r\n\r\n${body}`)
+  setTimeout(() => socket.destroy(), LINGER_MS).unref()
 }
 
 /**
@@ -98,5 +125,15 @@ export function createApiServer(fetch: (req: Request, env: unknown) => Response 
     res.writeHead(400, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' }).end(body)
   })
   answerParserErrors(server)
+  // Without a listener Node closes a CONNECT's socket without a word; this API tunnels nothing.
+  server.on('connect', (_req: IncomingMessage, socket: net.Socket) => refuseOn(socket, 405, ErrorCode.BAD_ARGUMENT, 'CONNECT is not taken: this API tunnels nothing', 'Allow: GET, POST\r\n'))
+  // An Expect other than 100-continue: Node answered 417 with an empty body and kept the connection.
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    const body = errorBody(ErrorCode.BAD_ARGUMENT, `the expectation ${quoted(String(req.headers.expect ?? ''), 64)} is not taken; only 100-continue is`)
+    res.writeHead(417, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' }).end(body)
+  })
+  // Node keeps only the first 2,000 header lines: a second Host after 2,000 others went unseen.
+  // The header size limit bounds how many there can be.
+  server.maxHeadersCount = 0
   return server
 }

@@ -99,6 +99,9 @@ const UTF8_LABELS = new Set(['utf-8', 'utf8'])
 function unsupportedBody(c: Context): string | undefined {
   const codings = (c.req.header('content-encoding') ?? '').split(',').map((x) => x.trim().toLowerCase()).filter((x) => x !== '' && x !== 'identity')
   if (codings.length > 0) return `the request body's Content-Encoding ${quoted(codings.join(', '), 64)} is not taken; send it unencoded (identity)`
+  // Node undoes chunked alone and passes any other transfer coding on as body bytes.
+  const transfer = (c.req.header('transfer-encoding') ?? '').split(',').map((x) => x.trim().toLowerCase()).filter((x) => x !== '' && x !== 'chunked' && x !== 'identity')
+  if (transfer.length > 0) return `the request body's Transfer-Encoding ${quoted(transfer.join(', '), 64)} is not taken; send it chunked or with a Content-Length`
   for (const param of (c.req.header('content-type') ?? '').split(';').slice(1)) {
     const eq = param.indexOf('=')
     if (eq < 0 || param.slice(0, eq).trim().toLowerCase() !== 'charset') continue

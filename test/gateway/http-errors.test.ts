@@ -152,6 +152,43 @@ describe('gateway HTTP face: requests it cannot take', () => {
     expect(await post('/commands/thermo/1/read')).toEqual({ code: 'NO_HANDLER', message: 'no device announces service thermo@1' })
   }, 60_000)
 
+  it('requests before a malformed one on the same connection are answered first, in order; then the refusal', async () => {
+    const gw = await gateway()
+    const good = `GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n`
+    const devices = `GET /devices HTTP/1.1\r\nHost: x\r\n${AUTH}\r\n`
+    const bad = `GET /healthz HTTP/1.1\r\nHost: x\r\nX: \x01\r\n\r\n`
+    for (const pipeline of [good + bad, good + devices + bad]) {
+      const text = await new Promise<string>((resolve) => {
+        const s = net.connect(gw.http!.port, '127.0.0.1', () => s.write(pipeline))
+        let out = ''
+        s.on('data', (d: Buffer) => (out += d.toString('utf8')))
+        s.on('error', () => {})
+        s.on('close', () => resolve(out))
+      })
+      const statuses = [...text.matchAll(/HTTP\/1\.1 (\d+)/g)].map((m) => Number(m[1]))
+      // Before: the refusal alone, which the client took for the answer to its first request.
+      expect(statuses, JSON.stringify(text)).toEqual([...Array<number>(pipeline === good + bad ? 1 : 2).fill(200), 400])
+    }
+  }, 60_000)
+
+  it('CONNECT, an Expect it does not meet, a transfer coding other than chunked, and a Host hidden past 2,000 headers are JSON errors', async () => {
+    const gw = await gateway()
+    expectError(await raw(gw, 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n'), 405, 'BAD_ARGUMENT', 'CONNECT')
+    expectError(await raw(gw, `GET /devices HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n${AUTH}\r\n`), 417, 'BAD_ARGUMENT', 'Expect')
+    const body = '2\r\n{}\r\n0\r\n\r\n'
+    for (const coding of ['gzip, chunked', 'foo, chunked']) {
+      const a = await raw(gw, `POST /commands/thermo/1/read HTTP/1.1\r\nHost: x\r\nConnection: close\r\n${AUTH}Transfer-Encoding: ${coding}\r\n\r\n${body}`)
+      expect(a.status, coding).toBe(415)
+      expect(JSON.parse(a.body), coding).toEqual({ error: { code: 'BAD_ARGUMENT', message: expect.stringContaining('Transfer-Encoding') as string } })
+    }
+    const filler = Array.from({ length: 2_000 }, (_, i) => `X-${i}: 1\r\n`).join('')
+    expect(expectError(await raw(gw, `GET /devices HTTP/1.1\r\nHost: a\r\n${filler}Host: evil\r\n${AUTH}\r\n`), 400, 'BAD_ARGUMENT', 'a Host after 2,000 headers')).toMatch(/given 2 times/)
+    expect(expectError(await raw(gw, `GET /devices HTTP/1.1\r\nHost: 127.0.0.1:\r\n${AUTH}\r\n`), 400, 'BAD_ARGUMENT', 'an empty port')).toMatch(/not a host/)
+    // HTTP/1.0 has no Host: a probe is answered.
+    const probe = await raw(gw, 'GET /healthz HTTP/1.0\r\n\r\n')
+    expect(probe.status).toBe(200)
+  }, 60_000)
+
   it('shown and quoted escape what does not show for itself, and only that', () => {
     expect(shown('thermo-1')).toBe('thermo-1')
     expect(shown('a b')).toBe('a b')

@@ -92,16 +92,25 @@ function flushedOf(conn: Duplex): number | undefined {
 }
 
 /**
+ * What a client has shown of its reading: bytes handed to the system, plus bytes it sent (a QoS 1
+ * subscriber acknowledges what it read). The first alone missed slow readers: once a send buffer
+ * is full, Linux reports room again only when about half of it is free, and on loopback, with
+ * buffers of megabytes, a client reading 30-50 KB/s showed no progress for 10 s and was cut.
+ */
+const progressOf = (conn: Duplex): number => flushedOf(conn)! + ((conn as Partial<Socket>).bytesRead ?? 0)
+
+/**
  * Clients whose socket takes no bytes for `stallMs` while a delivery waits for it to drain are
  * cut off. aedes finishes a delivery to a full socket only at its 'drain', and reads a publisher's
  * next packets only once the packets it holds are delivered: with a few QoS 1 publishes in flight
  * the publisher stood still behind one subscriber that stopped reading, nothing more was queued
  * for that subscriber (so `maxQueuedBytes` was never reached), and the publisher and its other
  * subscribers waited for aedes' drainTimeout (60 s). A client that reads, however slowly, makes
- * progress and stays. Streams that do not count bytes written (WebSocket) keep aedes' drainTimeout.
+ * progress and stays (see progressOf). Streams that do not count bytes written (WebSocket) keep
+ * aedes' drainTimeout.
  */
 function watchStalls(stallMs: number, stalled: (client: Client, conn: Duplex) => void): { watch(client: Client, conn: Duplex): void; close(): void } {
-  const watched = new Map<Duplex, { client: Client; flushed: number; since: number }>()
+  const watched = new Map<Duplex, { client: Client; progress: number; since: number }>()
   let timer: NodeJS.Timeout | undefined
   const check = (): void => {
     const now = Date.now()
@@ -110,9 +119,9 @@ function watchStalls(stallMs: number, stalled: (client: Client, conn: Duplex) =>
         watched.delete(conn)
         continue
       }
-      const flushed = flushedOf(conn)!
-      if (flushed > w.flushed) {
-        w.flushed = flushed
+      const progress = progressOf(conn)
+      if (progress > w.progress) {
+        w.progress = progress
         w.since = now
       } else if (now - w.since >= stallMs && conn.writableNeedDrain) {
         // Only a socket aedes waits for holds anyone back: one that is merely behind (QoS 0
@@ -129,9 +138,8 @@ function watchStalls(stallMs: number, stalled: (client: Client, conn: Duplex) =>
   return {
     watch(client, conn) {
       if (stallMs <= 0 || watched.has(conn)) return
-      const flushed = flushedOf(conn)
-      if (flushed === undefined) return
-      watched.set(conn, { client, flushed, since: Date.now() })
+      if (flushedOf(conn) === undefined) return
+      watched.set(conn, { client, progress: progressOf(conn), since: Date.now() })
       timer ??= setInterval(check, Math.max(50, Math.min(1_000, stallMs >> 2))).unref()
     },
     close() {

@@ -87,7 +87,7 @@ const FILE_SCHEMA = strict({
       // 7: a command topic (ob/<src>/cmd/<target>/<service>/<version>/<command>), the deepest the runtime uses.
       maxTopicLevels: v.optional(wholeNumber(7, 100, ' (the runtime\'s command topics have 7)')),
       maxConnections: v.optional(wholeNumber(1, 1_000_000)),
-      stallMs: v.optional(wholeNumber(0, 3_600_000, ' (ms; 0: aedes\' drainTimeout alone)')),
+      stallMs: v.optional(wholeNumber(0, 60_000, ' (ms; 0: aedes\' drainTimeout alone, 60 s, the most)')),
       sessionMaxMessages: v.optional(wholeNumber(0, 100_000_000)),
       sessionMaxBytes: v.optional(wholeNumber(0, Number.MAX_SAFE_INTEGER)),
       sessionsMaxBytes: v.optional(wholeNumber(0, Number.MAX_SAFE_INTEGER)),

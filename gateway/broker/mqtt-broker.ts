@@ -72,6 +72,8 @@ export async function startMqttBroker(opts: MqttBrokerOptions = {}): Promise<Mqt
   }
   const aedes = await Aedes.createBroker(aedesOptions)
   path.install(aedes)
+  // A PUBACK from a client shows that it reads: the stall watch takes it as progress.
+  aedes.on('ack', (_packet, client) => slow.acked(client))
 
   const limit = connectionLimit(aedes, opts, limits.maxConnections, counters)
   const listeners = createListeners(aedes, opts, limits, tlsContext, limit, counters)

@@ -76,12 +76,14 @@ export function forwardToReaders(opts: MqttBrokerOptions, limits: { maxQueuedByt
     }
     return allowed
   }
-  return { authorizeForward, close: stalls.close }
+  return { authorizeForward, acked: stalls.acked, close: stalls.close }
 }
 
-/** The broker's handling of clients that do not read: aedes' `authorizeForward`, and `close` for its timer. */
+/** The broker's handling of clients that do not read: aedes' `authorizeForward`, `acked` for its PUBACKs, and `close` for its timer. */
 export interface SlowClients {
   authorizeForward: NonNullable<AedesOptions['authorizeForward']>
+  /** A client acknowledged a message (aedes' 'ack' event): it reads. */
+  acked(client: Client): void
   close(): void
 }
 
@@ -91,13 +93,7 @@ function flushedOf(conn: Duplex): number | undefined {
   return typeof written === 'number' ? written - conn.writableLength : undefined
 }
 
-/**
- * What a client has shown of its reading: bytes handed to the system, plus bytes it sent (a QoS 1
- * subscriber acknowledges what it read). The first alone missed slow readers: once a send buffer
- * is full, Linux reports room again only when about half of it is free, and on loopback, with
- * buffers of megabytes, a client reading 30-50 KB/s showed no progress for 10 s and was cut.
- */
-const progressOf = (conn: Duplex): number => flushedOf(conn)! + ((conn as Partial<Socket>).bytesRead ?? 0)
+
 
 /**
  * Clients whose socket takes no bytes for `stallMs` while a delivery waits for it to drain are
@@ -106,11 +102,11 @@ const progressOf = (conn: Duplex): number => flushedOf(conn)! + ((conn as Partia
  * the publisher stood still behind one subscriber that stopped reading, nothing more was queued
  * for that subscriber (so `maxQueuedBytes` was never reached), and the publisher and its other
  * subscribers waited for aedes' drainTimeout (60 s). A client that reads, however slowly, makes
- * progress and stays (see progressOf). Streams that do not count bytes written (WebSocket) keep
+ * progress and stays (see `acked`). Streams that do not count bytes written (WebSocket) keep
  * aedes' drainTimeout.
  */
-function watchStalls(stallMs: number, stalled: (client: Client, conn: Duplex) => void): { watch(client: Client, conn: Duplex): void; close(): void } {
-  const watched = new Map<Duplex, { client: Client; progress: number; since: number }>()
+function watchStalls(stallMs: number, stalled: (client: Client, conn: Duplex) => void): { watch(client: Client, conn: Duplex): void; acked(client: Client): void; close(): void } {
+  const watched = new Map<Duplex, { client: Client; flushed: number; since: number }>()
   let timer: NodeJS.Timeout | undefined
   const check = (): void => {
     const now = Date.now()
@@ -119,9 +115,9 @@ function watchStalls(stallMs: number, stalled: (client: Client, conn: Duplex) =>
         watched.delete(conn)
         continue
       }
-      const progress = progressOf(conn)
-      if (progress > w.progress) {
-        w.progress = progress
+      const flushed = flushedOf(conn)!
+      if (flushed > w.flushed) {
+        w.flushed = flushed
         w.since = now
       } else if (now - w.since >= stallMs && conn.writableNeedDrain) {
         // Only a socket aedes waits for holds anyone back: one that is merely behind (QoS 0
@@ -138,9 +134,18 @@ function watchStalls(stallMs: number, stalled: (client: Client, conn: Duplex) =>
   return {
     watch(client, conn) {
       if (stallMs <= 0 || watched.has(conn)) return
-      if (flushedOf(conn) === undefined) return
-      watched.set(conn, { client, progress: progressOf(conn), since: Date.now() })
+      const flushed = flushedOf(conn)
+      if (flushed === undefined) return
+      watched.set(conn, { client, flushed, since: Date.now() })
       timer ??= setInterval(check, Math.max(50, Math.min(1_000, stallMs >> 2))).unref()
+    },
+    // Bytes handed to the system alone missed slow readers: once a send buffer is full, Linux
+    // reports room again only when about half of it is free, and on loopback, with buffers of
+    // megabytes, a client reading 30-50 KB/s showed none for 10 s and was cut. Its PUBACKs show
+    // that it reads; other packets do not (a client that never reads may still send PINGREQs).
+    acked(client) {
+      const w = watched.get(client.conn as Duplex)
+      if (w !== undefined) w.since = Date.now()
     },
     close() {
       clearInterval(timer)

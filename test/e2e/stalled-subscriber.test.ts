@@ -156,4 +156,20 @@ describe('a subscriber whose socket takes no bytes', () => {
     await until(() => q1 === 60, 20_000)
     expect(broker.stats()).toMatchObject({ slowClientsCut: 0, droppedQos0: 0 })
   }, 60_000)
+  it('a subscriber that never reads but keeps sending PINGREQs is cut all the same', async () => {
+    const broker = await startMqttBroker({ port: 0, stallMs: 1_000 })
+    cleanup(() => broker.close())
+    const clients = (): Record<string, unknown> => (broker.aedes as unknown as { clients: Record<string, unknown> }).clients
+    const s = await stuckSubscriber(broker.port, 'chatty-stuck', 'stall/t', { qos: 1 })
+    cleanup(() => s.destroy())
+    const ping = setInterval(() => s.writable && s.write(Buffer.from([0xc0, 0])), 200)
+    cleanup(() => clearInterval(ping))
+    await until(() => clients()['chatty-stuck'] !== undefined, 10_000)
+    const pub = await mqtt.connectAsync(broker.url, { clientId: 'pub-chatty', reconnectPeriod: 0 })
+    cleanup(() => pub.endAsync(true))
+    const { acked } = await publishWindowed(pub, 'stall/t', 20_000, 10, 400, 50_000)
+    // Bytes it sends do not show that it reads: taken for progress, they held the publisher 60 s.
+    expect(acked).toBe(20_000)
+    expect(broker.stats().slowClientsCut).toBe(1)
+  }, 120_000)
 })

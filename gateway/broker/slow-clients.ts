@@ -93,8 +93,6 @@ function flushedOf(conn: Duplex): number | undefined {
   return typeof written === 'number' ? written - conn.writableLength : undefined
 }
 
-
-
 /**
  * Clients whose socket takes no bytes for `stallMs` while a delivery waits for it to drain are
  * cut off. aedes finishes a delivery to a full socket only at its 'drain', and reads a publisher's

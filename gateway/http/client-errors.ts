@@ -74,7 +74,6 @@ function answerParserErrors(server: Server): void {
     answered.add(socket)
     if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy()
     const [status, code, message] = parserRefusal(err, server)
-    const body = errorBody(code, message)
     // Requests read before the bad one (pipelined) are answered first, in order: the socket's
     // current answer, and each one Node hands it next, until none is left. Written at once, the
     // refusal took the place of the first answer, which was then thrown away.
@@ -86,21 +85,22 @@ function answerParserErrors(server: Server): void {
         current.once('close', next)
         return
       }
-      if (socket.destroyed || !socket.writable) return
-      socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
-      const cut = setTimeout(() => socket.destroy(), LINGER_MS).unref()
-      socket.once('close', () => clearTimeout(cut))
-      socket.once('end', () => socket.destroy())
+      if (!socket.destroyed && socket.writable) refuseOn(socket, status, code, message)
     }
     answer()
   })
 }
 
-/** A refusal written on a socket no response object owns (CONNECT, an Expect not met), then closed. */
+/**
+ * A refusal written on a socket no response object owns (what the parser refused, a CONNECT),
+ * then the socket is closed: once the client ends its side, or after LINGER_MS.
+ */
 function refuseOn(socket: net.Socket, status: number, code: string, message: string, extra = ''): void {
   const body = errorBody(code, message)
   socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}Connection: close\r\n\r\n${body}`)
-  setTimeout(() => socket.destroy(), LINGER_MS).unref()
+  const cut = setTimeout(() => socket.destroy(), LINGER_MS).unref()
+  socket.once('close', () => clearTimeout(cut))
+  socket.once('end', () => socket.destroy())
 }
 
 /**
